@@ -1,0 +1,65 @@
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "core/error.h"
+#include "kernels/cuda_device.h"
+
+namespace ds::cuda {
+
+static void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw_runtime(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+std::string describe() {
+  int rt = 0;
+  cudaRuntimeGetVersion(&rt);
+  int major = 0, minor = 0, patch = 0;
+  cublasGetProperty(MAJOR_VERSION, &major);
+  cublasGetProperty(MINOR_VERSION, &minor);
+  cublasGetProperty(PATCH_LEVEL, &patch);
+  std::string s = "CUDA runtime " + std::to_string(rt / 1000) + "." + std::to_string(rt % 1000 / 10) + ", cuBLAS " +
+                  std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+  int n = device_count();
+  s += ", " + std::to_string(n) + " GPU(s)";
+  if (n > 0) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, 0) == cudaSuccess) s += std::string(" [") + p.name + "]";
+  }
+  return s;
+}
+
+void* device_malloc(int device, size_t bytes) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes), "cudaMalloc");
+  return p;
+}
+
+void device_free(int device, void* p) {
+  cudaSetDevice(device);
+  cudaFree(p);
+}
+
+void device_memset0(int device, void* p, size_t bytes) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  check(cudaMemset(p, 0, bytes), "cudaMemset");
+}
+
+void copy_bytes(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes) {
+  cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                      : (src_on_device ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  check(cudaMemcpy(dst, src, bytes, kind), "cudaMemcpy");
+}
+
+}  // namespace ds::cuda

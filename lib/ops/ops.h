@@ -1,0 +1,152 @@
+#pragma once
+// Every op the model needs, forward and backward. One signature per op, shared by the CPU reference
+// (lib/ops/cpu) and the CUDA twin (kernels/): the op checks shapes and dtypes, then dispatches on the device.
+//
+// Argument order (llm.c): context, outputs, saved statistics, inputs, weights, sizes/options.
+// Float tensors of one call share one dtype: f32, or f64 (CPU only; used by the gradient checks).
+// Index tensors (token ids, positions, targets, expert ids) are i32.
+//
+// Gradient rule, stated once:
+//   * parameter gradients (d_weight, d_table, ...) ACCUMULATE (+=), so gradient accumulation works;
+//   * activation gradients (d_in, d_q, ...) OVERWRITE, unless the caller passes Accum::add — the model does so
+//     on the residual stream and where one activation feeds several branches.
+//   * An empty Tensor for an optional gradient output means "not needed" and skips that work.
+#include <cstdint>
+
+#include "tensor/context.h"
+#include "tensor/tensor.h"
+
+namespace ds {
+
+enum class Accum : uint8_t { overwrite, add };
+
+// ---- elementwise and utility -------------------------------------------------------------------------
+void fill(const Context& ctx, Tensor t, double value);
+void scale(const Context& ctx, Tensor t, double alpha);                     // t *= alpha
+void axpy(const Context& ctx, Tensor y, double alpha, Tensor x);           // y += alpha * x (same shape)
+void add(const Context& ctx, Tensor out, Tensor a, Tensor b);              // out = a + b (out may alias a or b)
+// dst = src with dtype conversion (f32/f64/bf16) and across devices; same numel.
+void copy(const Context& ctx, Tensor dst, Tensor src);
+// Column block copy between 2-D views [rows, C]: dst[:, dst_col:dst_col+ncols] (=|+=) src[:, src_col:...].
+// Serves split (forward) / concat (backward) along the last dim, e.g. q -> (q_nope, q_pe).
+void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t ncols,
+               Accum acc = Accum::overwrite);
+double sum(const Context& ctx, Tensor t);          // reduction to the host, in double
+double sum_squares(const Context& ctx, Tensor t);  // for the gradient norm
+
+// ---- embedding -----------------------------------------------------------------------------------------
+// out[N, D] = table[ids[N], :]
+void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table);
+// d_table[ids[n]] += d_out[n]
+void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids);
+
+// ---- linear (no bias anywhere in DeepSeek-V3) ----------------------------------------------------------
+// out[M, N] (=|+=) in[M, K] · weight[N, K]^T      (in may be any shape whose last dim is K: M = in.rows())
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc = Accum::overwrite);
+// d_in[M, K] (=|+=) d_out · weight;  d_weight[N, K] += d_out^T · in. Either output may be empty.
+void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                     Accum acc_in = Accum::overwrite);
+
+// ---- RMSNorm over the last dim -------------------------------------------------------------------------
+// out = weight * in * rstd,  rstd[rows] = 1 / sqrt(mean(in^2) + eps)
+void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps);
+void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                      Tensor rstd, Accum acc_in = Accum::overwrite);
+
+// ---- rotary embedding (RoPE / YaRN) --------------------------------------------------------------------
+// in/out [N, H, R] (H may be 1). Interleaved pairs (x[2i], x[2i+1]) as DeepSeek's checkpoints store them:
+// pair i of token n rotates by angle pos[n] * inv_freq[i]; cos and sin are multiplied by attn_factor
+// (YaRN's mscale ratio; 1 for DeepSeek-V3). inv_freq [R/2] has the float dtype of in.
+void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor inv_freq, double attn_factor);
+// d_in (=|+=) the transposed rotation of d_out.
+void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Tensor inv_freq, double attn_factor,
+                   Accum acc = Accum::overwrite);
+
+// ---- causal self-attention (qk head dim may differ from v head dim) ------------------------------------
+// q, k [B, T, H, Dqk]; v [B, T, H, Dv]; out [B, T, H, Dv]; lse [B, H, T] = logsumexp_s(scale * q_t·k_s), s <= t.
+void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale);
+// d_q, d_k, d_v overwrite. Probabilities are recomputed from lse.
+void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,
+                        Tensor q, Tensor k, Tensor v, double scale);
+
+// ---- SwiGLU --------------------------------------------------------------------------------------------
+// out[N, F] = silu(gate) * up
+void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
+void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
+
+// ---- MoE gate ------------------------------------------------------------------------------------------
+enum class ScoreFunc : uint8_t { sigmoid, softmax };
+enum class TopkMethod : uint8_t { greedy, group_limited_greedy, noaux_tc };
+struct GateOptions {
+  ScoreFunc score_func = ScoreFunc::sigmoid;
+  TopkMethod topk_method = TopkMethod::noaux_tc;
+  int n_group = 1;
+  int topk_group = 1;
+  int top_k = 1;
+  bool norm_topk_prob = true;
+  double routed_scaling_factor = 1.0;
+};
+// logits [N, E] -> scores [N, E] (sigmoid or softmax; saved), topk_idx [N, K] i32, topk_w [N, K].
+// Selection: s' = scores + bias (bias [E] may be empty; noaux_tc only). With n_group > 1 the group score is the
+// sum of the top-2 s' in the group (noaux_tc) or the max score (group_limited_greedy); the topk_group best
+// groups are kept and every expert of the others is masked to -inf (official model.py, not HF's 0.0).
+// Then top_k over the masked s'. Ties go to the lower expert index (and the lower group index).
+// Weights come from the UNBIASED scores: w = scores[idx]; if norm_topk_prob w /= (sum w + 1e-20);
+// then w *= routed_scaling_factor. topk_idx lists the chosen experts in descending s' order.
+void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,
+                      const GateOptions& opt);
+// d_logits [N, E] (overwrite) from d_topk_w [N, K], plus d_scores_extra [N, E] (may be empty) added to the
+// gradient w.r.t. scores before the sigmoid/softmax backward (the balance loss uses it). Selection is treated
+// as constant (no gradient through top-k), the bias gets none.
+void moe_gate_backward(const Context& ctx, Tensor d_logits, Tensor d_topk_w, Tensor d_scores_extra, Tensor scores,
+                       Tensor topk_idx, const GateOptions& opt);
+
+// Complementary sequence-wise balance loss (V3 report §2.1.2), tokens grouped in sequences of seq_len rows:
+// per sequence, f_i = E/(K*T) * #{t: i in topk_t}, P_i = mean_t scores[t,i] / sum_j scores[t,j];
+// L = alpha * mean over sequences of sum_i f_i P_i. Returns L (host double).
+double moe_balance_loss_forward(const Context& ctx, Tensor scores, Tensor topk_idx, int64_t seq_len, double alpha);
+// d_scores [N, E] += d_loss * dL/dscores.
+void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_loss, Tensor scores, Tensor topk_idx,
+                               int64_t seq_len, double alpha);
+
+// ---- MoE dispatch / combine ----------------------------------------------------------------------------
+// Token copies grouped by expert. For each (n, k) with e = topk_idx[n, k], row_of[n, k] is its row in the
+// permuted buffer: rows are ordered by expert, then by (n, k). offsets [E + 1] i64: expert e owns rows
+// offsets[e] .. offsets[e+1]. counts [E] i64 += the number of rows of each expert (load statistics).
+void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts);
+// out[row_of[n, k]] = in[n]      (out [N*K, D])
+void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of);
+// d_in[n] (=|+=) sum_k d_out[row_of[n, k]]
+void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc = Accum::overwrite);
+// out[n] (=|+=) sum_k topk_w[n, k] * expert_out[row_of[n, k]]
+void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w,
+                           Accum acc = Accum::overwrite);
+// d_expert_out[row_of[n,k]] = topk_w[n,k] * d_out[n];  d_topk_w[n,k] = d_out[n] · expert_out[row_of[n,k]] (overwrite)
+void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
+                            Tensor row_of, Tensor topk_w);
+// Auxiliary-loss-free balancing: bias[e] += gamma * sign(mean(load) - load[e]); load [E] i64 (one step's counts).
+void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
+
+// ---- loss ----------------------------------------------------------------------------------------------
+// loss[n] = lse[n] - logits[n, targets[n]];  lse[n] = logsumexp(logits[n]). Rows whose target equals
+// ignore_index get loss 0 and lse 0. logits [N, V], targets [N] i32.
+void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
+                           int ignore_index);
+// d_logits[n] (=|+=) d_scale * (softmax(logits[n]) - onehot(targets[n])); ignored rows get 0.
+void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
+                            double d_scale, int ignore_index, Accum acc = Accum::overwrite);
+
+// ---- optimizer -----------------------------------------------------------------------------------------
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.0;  // decoupled: p -= lr * wd * p
+  int64_t step = 1;           // 1-based, for bias correction
+  double grad_scale = 1.0;    // gradients are multiplied by this first (clipping, accumulation average)
+};
+// param, grad, m, v: same shape; param/m/v f32 (or f64 on CPU).
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
+
+}  // namespace ds

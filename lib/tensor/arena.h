@@ -1,0 +1,67 @@
+#pragma once
+// Arena: one allocation holding a fixed table of named tensors (parameters, gradients, optimizer moments or
+// activations). Plan with add(), then allocate() once; tensors are views into the block, 64-byte aligned,
+// zero-filled. Experts live as contiguous [n_experts, ...] tensors, so sharding is offset arithmetic.
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace ds {
+
+class Arena {
+ public:
+  explicit Arena(Device device = {}) : device_(device) {}
+  ~Arena();
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  Arena(Arena&& o) noexcept;
+  Arena& operator=(Arena&& o) noexcept;
+
+  // Registers a tensor; returns its index. Only before allocate(). Names are unique.
+  size_t add(const std::string& name, DType dtype, const std::vector<int64_t>& shape);
+  void allocate();
+  bool allocated() const { return allocated_; }
+
+  size_t size() const { return specs_.size(); }
+  const Tensor& operator[](size_t i) const { return tensors_.at(i); }
+  const std::string& name(size_t i) const { return specs_.at(i).name; }
+  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  size_t index(const std::string& name) const;  // runtime error naming the tensor when absent
+  const Tensor& get(const std::string& name) const { return tensors_.at(index(name)); }
+  size_t bytes() const { return bytes_; }
+  int64_t numel() const;  // sum over tensors
+  Device device() const { return device_; }
+  void zero();  // memset the whole block to 0
+
+ private:
+  struct Spec {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    size_t offset;
+  };
+  Device device_;
+  std::vector<Spec> specs_;
+  std::vector<Tensor> tensors_;
+  std::unordered_map<std::string, size_t> index_;
+  void* base_ = nullptr;
+  size_t bytes_ = 0;
+  bool allocated_ = false;
+};
+
+// Device memory primitives (CPU here; CUDA through kernels/ when built with it).
+void* device_alloc(Device d, size_t bytes);
+void device_free(Device d, void* p);
+void device_memset0(Device d, void* p, size_t bytes);
+// Copies bytes between any two devices (host<->device as needed).
+void device_copy(Device dst_dev, void* dst, Device src_dev, const void* src, size_t bytes);
+
+// Host-side helpers to move small tensors in and out (e.g. offsets, losses, config tables).
+std::vector<double> to_host_f64(const Tensor& t);   // any float dtype
+std::vector<int64_t> to_host_i64(const Tensor& t);  // i32 / i64
+void from_host(const Tensor& t, const std::vector<double>& v);   // converts to t's float dtype
+void from_host(const Tensor& t, const std::vector<int32_t>& v);  // t is i32
+
+}  // namespace ds

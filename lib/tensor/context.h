@@ -1,0 +1,20 @@
+#pragma once
+// Context: what an op needs besides its tensors — the device, threads and (on CUDA) the stream.
+// Passed down explicitly; there is no global mutable state.
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace ds {
+
+struct Context {
+  Device device{};
+  int threads = 1;              // CPU threads for OpenMP loops and BLAS (set once by init_threads)
+  void* cuda_stream = nullptr;  // cudaStream_t when device is CUDA (nullptr = default stream)
+};
+
+// Applies ctx.threads to OpenMP and OpenBLAS. BLAS is called outside OpenMP regions, so the two pools
+// never run at once (no oversubscription). threads <= 0 means "all cores".
+void init_threads(Context& ctx, int threads);
+
+}  // namespace ds
