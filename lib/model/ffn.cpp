@@ -1,0 +1,144 @@
+// Feed-forward sub-layers: the dense SwiGLU MLP and DeepSeekMoE (MODEL.md §3):
+//   y = shared_MLP(x) + sum_{i in TopK(x)} g_i * Expert_i(x)
+// Token copies are grouped by expert (moe_route/permute), each expert runs its SwiGLU on a contiguous row block,
+// and the outputs are weighted back (unpermute). No token is dropped.
+#include "model/layers.h"
+#include "ops/ops.h"
+
+namespace ds {
+
+void mlp_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MlpActs& a, Tensor x,
+                 const MlpWeights& w) {
+  const Context& ctx = *env.ctx;
+  const int64_t M = x.rows(), F = w.gate_proj.dim(0), D = w.down_proj.dim(0);
+  a.g = ws.alloc(name + ".gate", env.dtype, {M, F});
+  a.u = ws.alloc(name + ".up", env.dtype, {M, F});
+  a.act = ws.alloc(name + ".act", env.dtype, {M, F});
+  a.out = ws.alloc(name + ".out", env.dtype, {M, D});
+  matmul_forward(ctx, a.g, x, w.gate_proj);
+  matmul_forward(ctx, a.u, x, w.up_proj);
+  swiglu_forward(ctx, a.act, a.g, a.u);
+  matmul_forward(ctx, a.out, a.act, w.down_proj);
+}
+
+void mlp_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, MlpWeights& dw, Tensor d_out, Tensor x,
+                  const MlpActs& a, const MlpWeights& w) {
+  const Context& ctx = *env.ctx;
+  const int64_t M = x.rows(), F = w.gate_proj.dim(0);
+  Tensor d_act = ws.alloc("d_act", env.dtype, {M, F});
+  Tensor d_g = ws.alloc("d_gate", env.dtype, {M, F});
+  Tensor d_u = ws.alloc("d_up", env.dtype, {M, F});
+  matmul_backward(ctx, d_act, dw.down_proj, d_out, a.act, w.down_proj);
+  swiglu_backward(ctx, d_g, d_u, d_act, a.g, a.u);
+  matmul_backward(ctx, d_x, dw.gate_proj, d_g, x, w.gate_proj, acc);
+  matmul_backward(ctx, d_x, dw.up_proj, d_u, x, w.up_proj, Accum::add);
+}
+
+namespace {
+MlpWeights expert(const MoeWeights& w, int64_t e) {
+  return MlpWeights{w.gate_proj.index0(e), w.up_proj.index0(e), w.down_proj.index0(e)};
+}
+}  // namespace
+
+void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,
+                 const MoeWeights& w) {
+  const Context& ctx = *env.ctx;
+  const ModelConfig& c = *env.cfg;
+  const int64_t N = x.rows(), D = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok,
+                F = c.moe_intermediate_size;
+  const DType dt = env.dtype;
+  const std::string p = name + ".moe.";
+
+  // gate: scores from the unbiased affinities, selection with the bias (buffer), weights renormalised
+  a.logits = ws.alloc(p + "router_logits", dt, {N, E});
+  a.scores = ws.alloc(p + "scores", dt, {N, E});
+  a.topk_idx = ws.alloc(p + "topk_idx", DType::i32, {N, K});
+  a.topk_w = ws.alloc(p + "topk_w", dt, {N, K});
+  matmul_forward(ctx, a.logits, x, w.router);
+  moe_gate_forward(ctx, a.topk_idx, a.topk_w, a.scores, a.logits, w.bias, c.gate_options());
+  a.balance_loss = env.balance_alpha > 0
+                       ? moe_balance_loss_forward(ctx, a.scores, a.topk_idx, env.T, env.balance_alpha)
+                       : 0.0;
+
+  // dispatch: token copies grouped by expert
+  a.row_of = ws.alloc(p + "row_of", DType::i32, {N, K});
+  a.offsets = ws.alloc(p + "offsets", DType::i64, {E + 1});
+  Tensor counts = load ? load->counts : ws.alloc(p + "counts", DType::i64, {E});
+  moe_route(ctx, a.row_of, a.offsets, counts, a.topk_idx, E);
+  a.offsets_host = to_host_i64(a.offsets);
+  a.xp = ws.alloc(p + "dispatched", dt, {N * K, D});
+  moe_permute_forward(ctx, a.xp, x, a.row_of);
+
+  // experts, each on its contiguous block of rows
+  MlpActs& ea = a.experts;
+  ea.g = ws.alloc(p + "experts.gate", dt, {N * K, F});
+  ea.u = ws.alloc(p + "experts.up", dt, {N * K, F});
+  ea.act = ws.alloc(p + "experts.act", dt, {N * K, F});
+  ea.out = ws.alloc(p + "experts.out", dt, {N * K, D});
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = a.offsets_host[e], r1 = a.offsets_host[e + 1];
+    if (r0 == r1) continue;
+    const MlpWeights we = expert(w, e);
+    matmul_forward(ctx, ea.g.slice0(r0, r1), a.xp.slice0(r0, r1), we.gate_proj);
+    matmul_forward(ctx, ea.u.slice0(r0, r1), a.xp.slice0(r0, r1), we.up_proj);
+    swiglu_forward(ctx, ea.act.slice0(r0, r1), ea.g.slice0(r0, r1), ea.u.slice0(r0, r1));
+    matmul_forward(ctx, ea.out.slice0(r0, r1), ea.act.slice0(r0, r1), we.down_proj);
+  }
+
+  // combine, plus the shared expert
+  a.out = ws.alloc(p + "out", dt, {N, D});
+  moe_unpermute_forward(ctx, a.out, ea.out, a.row_of, a.topk_w);
+  if (c.n_shared_experts > 0) {
+    mlp_forward(env, ws, p + "shared", a.shared, x, w.shared);
+    axpy(ctx, a.out, 1.0, a.shared.out);
+  }
+}
+
+void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw, Tensor d_out, Tensor x,
+                  const MoeActs& a, const MoeWeights& w) {
+  const Context& ctx = *env.ctx;
+  const ModelConfig& c = *env.cfg;
+  const int64_t N = x.rows(), D = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok,
+                F = c.moe_intermediate_size;
+  const DType dt = env.dtype;
+
+  if (c.n_shared_experts > 0) mlp_backward(env, ws, d_x, Accum::overwrite, dw.shared, d_out, x, a.shared, w.shared);
+
+  // combine backward: gradients for the expert outputs and the routing weights
+  Tensor d_eo = ws.alloc("d_experts_out", dt, {N * K, D});
+  Tensor d_topk_w = ws.alloc("d_topk_w", dt, {N, K});
+  moe_unpermute_backward(ctx, d_eo, d_topk_w, d_out, a.experts.out, a.row_of, a.topk_w);
+
+  Tensor d_xp = ws.alloc("d_dispatched", dt, {N * K, D});
+  Tensor d_act = ws.alloc("d_experts_act", dt, {N * K, F});
+  Tensor d_g = ws.alloc("d_experts_gate", dt, {N * K, F});
+  Tensor d_u = ws.alloc("d_experts_up", dt, {N * K, F});
+  const MlpActs& ea = a.experts;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = a.offsets_host[e], r1 = a.offsets_host[e + 1];
+    if (r0 == r1) continue;
+    const MlpWeights we = expert(w, e);
+    MlpWeights dwe = expert(dw, e);
+    matmul_backward(ctx, d_act.slice0(r0, r1), dwe.down_proj, d_eo.slice0(r0, r1), ea.act.slice0(r0, r1),
+                    we.down_proj);
+    swiglu_backward(ctx, d_g.slice0(r0, r1), d_u.slice0(r0, r1), d_act.slice0(r0, r1), ea.g.slice0(r0, r1),
+                    ea.u.slice0(r0, r1));
+    matmul_backward(ctx, d_xp.slice0(r0, r1), dwe.gate_proj, d_g.slice0(r0, r1), a.xp.slice0(r0, r1),
+                    we.gate_proj);
+    matmul_backward(ctx, d_xp.slice0(r0, r1), dwe.up_proj, d_u.slice0(r0, r1), a.xp.slice0(r0, r1), we.up_proj,
+                    Accum::add);
+  }
+  moe_permute_backward(ctx, d_x, d_xp, a.row_of, c.n_shared_experts > 0 ? Accum::add : Accum::overwrite);
+
+  // gate backward: through the weights and, when on, the balance loss; the bias gets no gradient
+  Tensor d_scores_extra;
+  if (env.balance_alpha > 0) {
+    d_scores_extra = ws.alloc("d_scores_balance", dt, {N, E});
+    moe_balance_loss_backward(ctx, d_scores_extra, 1.0, a.scores, a.topk_idx, env.T, env.balance_alpha);
+  }
+  Tensor d_logits = ws.alloc("d_router_logits", dt, {N, E});
+  moe_gate_backward(ctx, d_logits, d_topk_w, d_scores_extra, a.scores, a.topk_idx, c.gate_options());
+  matmul_backward(ctx, d_x, dw.router, d_logits, x, w.router, Accum::add);
+}
+
+}  // namespace ds

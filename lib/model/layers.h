@@ -1,0 +1,102 @@
+#pragma once
+// One decoder block of DeepSeek-V3, forward and backward, written out per sub-layer (llm.c style):
+//   x_mid = x + MLA(RMSNorm(x));  x_out = x_mid + FFN(RMSNorm(x_mid)),  FFN = dense SwiGLU or DeepSeekMoE.
+// Shapes: N = B*T tokens (row-major [B, T]), D hidden, H heads, dn/dr/dv head dims, Rq/Rkv latent ranks.
+//
+// Gradient rule (as in lib/ops): parameter gradients accumulate (+=); activation gradients overwrite, except
+// the residual stream d_resid, which each block updates in place from d(x_out) to d(x_in).
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/weights.h"
+#include "tensor/workspace.h"
+
+namespace ds {
+
+// What a forward pass needs besides weights: positions, RoPE tables, the batch shape, training switches.
+struct LayerEnv {
+  const Context* ctx = nullptr;
+  const ModelConfig* cfg = nullptr;
+  DType dtype = DType::f32;
+  int64_t B = 0, T = 0;
+  Tensor pos;       // [N] i32, position of each token in its sequence
+  Tensor inv_freq;  // [dr/2]
+  double rope_attn_factor = 1.0;
+  double softmax_scale = 1.0;
+  double balance_alpha = 0.0;  // sequence-wise balance loss weight (0 = off)
+  int64_t N() const { return B * T; }
+};
+
+struct MlaActs {
+  Tensor q_a, q_a_rstd, q_a_n;  // [N, Rq], [N], [N, Rq]      (q_lora only)
+  Tensor q;                     // [N, H*dqk] before RoPE
+  Tensor q_pe;                  // [N, H, dr] before RoPE
+  Tensor q_full;                // [N, H, dqk] nope ; rotated pe
+  Tensor kv_a;                  // [N, Rkv + dr]
+  Tensor c_raw, kv_rstd, c;     // [N, Rkv], [N], [N, Rkv]: c is the normalised latent (what decode caches)
+  Tensor k_pe_raw, k_pe;        // [N, dr] before / after RoPE (the single shared rope key)
+  Tensor kv_b;                  // [N, H*(dn+dv)]
+  Tensor k_full;                // [N, H, dqk] k_nope ; broadcast k_pe
+  Tensor v;                     // [N, H, dv]
+  Tensor attn, lse;             // [N, H, dv], [B, H, T]
+  Tensor out;                   // [N, D] after o_proj
+};
+
+struct MlpActs {
+  Tensor g, u, act;  // [M, F]
+  Tensor out;        // [M, D]
+};
+
+struct MoeActs {
+  Tensor logits, scores;    // [N, E]
+  Tensor topk_idx, topk_w;  // [N, K] i32, [N, K]
+  Tensor row_of, offsets;   // [N, K] i32, [E+1] i64
+  std::vector<int64_t> offsets_host;
+  Tensor xp;                // [N*K, D] token copies grouped by expert
+  MlpActs experts;          // rows of xp through their expert
+  MlpActs shared;           // [N, ...] shared expert (when present)
+  Tensor out;               // [N, D]
+  double balance_loss = 0;
+};
+
+struct BlockActs {
+  Tensor x_in;                   // [N, D] residual input (owned by the caller)
+  Tensor attn_n, attn_rstd;      // input_layernorm
+  MlaActs mla;
+  Tensor x_mid;                  // [N, D]
+  Tensor ffn_n, ffn_rstd;        // post_attention_layernorm
+  MlpActs mlp;                   // dense layers
+  MoeActs moe;                   // MoE layers
+  Tensor x_out;                  // [N, D]
+};
+
+// Expert load of a MoE layer, accumulated over a training step (for the bias update and --expert-stats).
+struct MoeLoad {
+  Tensor counts;  // [E] i64
+};
+
+void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MlaActs& a, Tensor x,
+                 const AttnWeights& w);
+// d_x (=|+= per acc) from d_out; weight gradients into dw.
+void mla_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, AttnWeights& dw, Tensor d_out,
+                  Tensor x, const MlaActs& a, const AttnWeights& w);
+
+void mlp_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MlpActs& a, Tensor x,
+                 const MlpWeights& w);
+void mlp_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, MlpWeights& dw, Tensor d_out, Tensor x,
+                  const MlpActs& a, const MlpWeights& w);
+
+void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,
+                 const MoeWeights& w);
+void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw, Tensor d_out, Tensor x,
+                  const MoeActs& a, const MoeWeights& w);
+
+// x_in -> a.x_out. `name` is e.g. "l3".
+void block_forward(const LayerEnv& env, Workspace& ws, const std::string& name, BlockActs& a, MoeLoad* load,
+                   Tensor x_in, const BlockWeights& w);
+// d_resid: in = d(x_out), out = d(x_in) (updated in place). Temporaries come from `scratch` (reset inside).
+void block_backward(const LayerEnv& env, Workspace& scratch, Tensor d_resid, BlockWeights& dw, const BlockActs& a,
+                    const BlockWeights& w);
+
+}  // namespace ds

@@ -1,0 +1,267 @@
+#include "model/model.h"
+
+#include <cmath>
+
+#include "core/rng.h"
+#include "model/rope.h"
+#include "ops/ops.h"
+
+namespace ds {
+
+namespace {
+constexpr int kIgnore = -100;
+}
+
+Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
+    : cfg_(cfg), ctx_(ctx), dtype_(dtype), params_(ctx.device), buffers_(ctx.device), acts_(ctx.device),
+      scratch_(ctx.device), grad_ws_(ctx.device) {
+  DS_CHECK(dtype == DType::f32 || dtype == DType::f64, "model dtype must be f32 or f64");
+  w_ = bind_weights(cfg_, params_, dtype_);
+  // buffers: RoPE frequencies and one load counter per MoE layer
+  size_t i_freq = buffers_.add("rope.inv_freq", dtype_, {cfg_.qk_rope_head_dim / 2});
+  std::vector<size_t> i_load;
+  for (int64_t l = 0; l < cfg_.num_hidden_layers + cfg_.num_nextn_predict_layers; ++l) {
+    if (!cfg_.is_moe_layer(l)) continue;
+    moe_layer_ids_.push_back(l);
+    i_load.push_back(buffers_.add("l" + std::to_string(l) + ".moe.load", DType::i64, {cfg_.n_routed_experts}));
+  }
+  buffers_.allocate();
+  inv_freq_ = buffers_[i_freq];
+  from_host(inv_freq_, rope_inv_freq(cfg_));
+  for (size_t i : i_load) loads_.push_back(MoeLoad{buffers_[i]});
+  rope_attn_factor_ = rope_attn_factor(cfg_);
+  softmax_scale_ = attention_softmax_scale(cfg_);
+}
+
+Model::~Model() = default;
+
+void Model::enable_grads() {
+  if (grads_) return;
+  grads_ = std::make_unique<Arena>(ctx_.device);
+  gw_ = bind_weights(cfg_, *grads_, dtype_);
+}
+
+void Model::zero_grads() {
+  if (grads_) grads_->zero();
+}
+
+void Model::init_random(uint64_t seed) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_.name(i);
+    const Tensor& t = params_[i];
+    std::vector<double> v(size_t(t.numel()));
+    if (is_buffer_name(name)) {
+      std::fill(v.begin(), v.end(), 0.0);
+    } else if (t.ndim == 1) {
+      std::fill(v.begin(), v.end(), 1.0);  // RMSNorm weights
+    } else {
+      // The stream is the tensor's index in the fixed table, so each tensor's values depend only on the seed.
+      for (size_t j = 0; j < v.size(); ++j) v[j] = cfg_.initializer_range * rng_normal_at(seed, 1000 + i, j);
+    }
+    from_host(t, v);
+  }
+}
+
+LayerEnv Model::env() const {
+  LayerEnv e;
+  e.ctx = &ctx_;
+  e.cfg = &cfg_;
+  e.dtype = dtype_;
+  e.B = B_;
+  e.T = T_;
+  e.pos = pos_;
+  e.inv_freq = inv_freq_;
+  e.rope_attn_factor = rope_attn_factor_;
+  e.softmax_scale = softmax_scale_;
+  e.balance_alpha = fopt_.balance_alpha;
+  return e;
+}
+
+void Model::upload_batch(const Batch& b) {
+  const int64_t N = b.B * b.T, W = b.T + 1;
+  DS_CHECK(int64_t(b.tokens.size()) == b.B * W, "batch tokens must be [B, T+1]");
+  DS_CHECK(b.loss_mask.empty() || b.loss_mask.size() == b.tokens.size(), "loss_mask must match tokens");
+  for (int32_t t : b.tokens)
+    if (t < 0 || t >= cfg_.vocab_size)
+      throw_bad_input("token id " + std::to_string(t) + " outside the vocabulary (size " +
+                      std::to_string(cfg_.vocab_size) + ")");
+  auto counted = [&](int64_t j) { return b.loss_mask.empty() || b.loss_mask[size_t(j)] != 0; };
+  std::vector<int32_t> ids(N), tgt(N), pos(N);
+  n_targets_ = 0;
+  for (int64_t s = 0; s < b.B; ++s)
+    for (int64_t i = 0; i < b.T; ++i) {
+      const int64_t n = s * b.T + i, j = s * W + i;
+      ids[n] = b.tokens[j];
+      pos[n] = int32_t(i);
+      tgt[n] = counted(j + 1) ? b.tokens[j + 1] : kIgnore;
+      n_targets_ += tgt[n] != kIgnore;
+    }
+  ids_ = acts_.alloc("input_ids", DType::i32, {N});
+  targets_ = acts_.alloc("targets", DType::i32, {N});
+  pos_ = acts_.alloc("positions", DType::i32, {N});
+  from_host(ids_, ids);
+  from_host(targets_, tgt);
+  from_host(pos_, pos);
+  const int64_t D = fopt_.mtp ? cfg_.num_nextn_predict_layers : 0;
+  mtp_acts_.assign(size_t(D), MtpActs{});
+  for (int64_t k = 1; k <= D; ++k) {
+    MtpActs& m = mtp_acts_[k - 1];
+    std::vector<int32_t> mids(N), mt(N);
+    m.n_targets = 0;
+    for (int64_t s = 0; s < b.B; ++s)
+      for (int64_t i = 0; i < b.T; ++i) {
+        const int64_t n = s * b.T + i, j = s * W + i;
+        mids[n] = i + k <= b.T ? b.tokens[j + k] : 0;  // past the window: any id, causally invisible
+        mt[n] = (i + k + 1 <= b.T && counted(j + k + 1)) ? b.tokens[j + k + 1] : kIgnore;
+        m.n_targets += mt[n] != kIgnore;
+      }
+    m.ids = acts_.alloc("mtp" + std::to_string(k) + ".input_ids", DType::i32, {N});
+    m.targets = acts_.alloc("mtp" + std::to_string(k) + ".targets", DType::i32, {N});
+    from_host(m.ids, mids);
+    from_host(m.targets, mt);
+  }
+}
+
+LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
+  DS_CHECK(batch.B > 0 && batch.T > 0, "empty batch");
+  fopt_ = opt;
+  B_ = batch.B;
+  T_ = batch.T;
+  acts_.reset();
+  upload_batch(batch);
+  const LayerEnv e = env();
+  const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;
+  LossInfo info;
+
+  emb_ = acts_.alloc("embed", dtype_, {N, D});
+  embedding_forward(ctx_, emb_, ids_, w_.embed_tokens);
+  layer_acts_.assign(size_t(cfg_.num_hidden_layers), BlockActs{});
+  Tensor x = emb_;
+  size_t moe_i = 0;
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    BlockActs& a = layer_acts_[l];
+    MoeLoad* load = w_.layers[l].moe ? &loads_[moe_i++] : nullptr;
+    block_forward(e, acts_, "l" + std::to_string(l), a, load, x, w_.layers[l]);
+    info.balance_loss += w_.layers[l].moe ? a.moe.balance_loss : 0.0;
+    x = a.x_out;
+  }
+  final_n_ = acts_.alloc("final_norm", dtype_, {N, D});
+  final_rstd_ = acts_.alloc("final_norm_rstd", dtype_, {N});
+  rmsnorm_forward(ctx_, final_n_, final_rstd_, x, w_.norm, cfg_.rms_norm_eps);
+  logits_ = acts_.alloc("logits", dtype_, {N, V});
+  matmul_forward(ctx_, logits_, final_n_, w_.lm_head);
+  loss_ = acts_.alloc("loss", dtype_, {N});
+  lse_ = acts_.alloc("lse", dtype_, {N});
+  cross_entropy_forward(ctx_, loss_, lse_, logits_, targets_, kIgnore);
+  info.n_targets = n_targets_;
+  info.main_loss = n_targets_ ? sum(ctx_, loss_) / double(n_targets_) : 0.0;
+
+  // MTP modules, each one token further ahead
+  Tensor prev = final_n_;
+  const int64_t depth = int64_t(mtp_acts_.size());
+  for (int64_t k = 1; k <= depth; ++k) {
+    MtpActs& m = mtp_acts_[k - 1];
+    const MtpWeights& mw = w_.mtp[k - 1];
+    const std::string p = "mtp" + std::to_string(k) + ".";
+    m.emb = acts_.alloc(p + "embed", dtype_, {N, D});
+    embedding_forward(ctx_, m.emb, m.ids, w_.embed_tokens);
+    m.emb_n = acts_.alloc(p + "enorm", dtype_, {N, D});
+    m.emb_rstd = acts_.alloc(p + "enorm_rstd", dtype_, {N});
+    rmsnorm_forward(ctx_, m.emb_n, m.emb_rstd, m.emb, mw.enorm, cfg_.rms_norm_eps);
+    m.prev_n = acts_.alloc(p + "hnorm", dtype_, {N, D});
+    m.prev_rstd = acts_.alloc(p + "hnorm_rstd", dtype_, {N});
+    rmsnorm_forward(ctx_, m.prev_n, m.prev_rstd, prev, mw.hnorm, cfg_.rms_norm_eps);
+    m.cat = acts_.alloc(p + "concat", dtype_, {N, 2 * D});
+    copy_cols(ctx_, m.cat, 0, m.emb_n, 0, D);
+    copy_cols(ctx_, m.cat, D, m.prev_n, 0, D);
+    m.hp = acts_.alloc(p + "eh_proj", dtype_, {N, D});
+    matmul_forward(ctx_, m.hp, m.cat, mw.eh_proj);
+    MoeLoad* load = mw.block.moe ? &loads_[moe_i++] : nullptr;
+    block_forward(e, acts_, "l" + std::to_string(cfg_.num_hidden_layers + k - 1), m.block, load, m.hp, mw.block);
+    info.balance_loss += mw.block.moe ? m.block.moe.balance_loss : 0.0;
+    m.head_n = acts_.alloc(p + "head_norm", dtype_, {N, D});
+    m.head_rstd = acts_.alloc(p + "head_norm_rstd", dtype_, {N});
+    rmsnorm_forward(ctx_, m.head_n, m.head_rstd, m.block.x_out, mw.shared_head_norm, cfg_.rms_norm_eps);
+    m.logits = acts_.alloc(p + "logits", dtype_, {N, V});
+    matmul_forward(ctx_, m.logits, m.head_n, w_.lm_head);
+    m.loss = acts_.alloc(p + "loss", dtype_, {N});
+    m.lse = acts_.alloc(p + "lse", dtype_, {N});
+    cross_entropy_forward(ctx_, m.loss, m.lse, m.logits, m.targets, kIgnore);
+    info.mtp_loss += (m.n_targets ? sum(ctx_, m.loss) / double(m.n_targets) : 0.0) / double(depth);
+    prev = m.block.x_out;
+  }
+  info.loss = info.main_loss + (depth ? fopt_.mtp_lambda * info.mtp_loss : 0.0) + info.balance_loss;
+  have_forward_ = true;
+  return info;
+}
+
+void Model::backward() {
+  DS_CHECK(have_forward_, "backward without forward");
+  enable_grads();
+  grad_ws_.reset();
+  const LayerEnv e = env();
+  const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;
+  const int64_t depth = int64_t(mtp_acts_.size());
+  Tensor d_logits = grad_ws_.alloc("d_logits", dtype_, {N, V});
+  Tensor d_final_n = grad_ws_.alloc("d_final_norm", dtype_, {N, D});
+
+  // MTP modules in reverse: module k's input gradient flows into module k-1's output (or the final norm)
+  Tensor d_h = depth ? grad_ws_.alloc("d_mtp_out", dtype_, {N, D}) : Tensor{};
+  Tensor d_head_n = grad_ws_.alloc("d_head_norm", dtype_, {N, D});
+  Tensor d_cat = grad_ws_.alloc("d_mtp_concat", dtype_, {N, 2 * D});
+  Tensor d_part = grad_ws_.alloc("d_mtp_part", dtype_, {N, D});
+  Tensor d_emb = grad_ws_.alloc("d_mtp_embed", dtype_, {N, D});
+  for (int64_t k = depth; k >= 1; --k) {
+    MtpActs& m = mtp_acts_[k - 1];
+    MtpWeights& mw = w_.mtp[k - 1];
+    MtpWeights& mg = gw_.mtp[k - 1];
+    if (k == depth) fill(ctx_, d_h, 0.0);  // the deepest module's output feeds nothing else
+    const double scale = m.n_targets ? fopt_.mtp_lambda / double(depth) / double(m.n_targets) : 0.0;
+    cross_entropy_backward(ctx_, d_logits, m.logits, m.lse, m.targets, scale, kIgnore);
+    matmul_backward(ctx_, d_head_n, gw_.lm_head, d_logits, m.head_n, w_.lm_head);
+    rmsnorm_backward(ctx_, d_h, mg.shared_head_norm, d_head_n, m.block.x_out, mw.shared_head_norm, m.head_rstd,
+                     Accum::add);
+    block_backward(e, scratch_, d_h, mg.block, m.block, mw.block);  // d_h: d(out) -> d(eh_proj output)
+    matmul_backward(ctx_, d_cat, mg.eh_proj, d_h, m.cat, mw.eh_proj);
+    copy_cols(ctx_, d_part, 0, d_cat, 0, D);
+    rmsnorm_backward(ctx_, d_emb, mg.enorm, d_part, m.emb, mw.enorm, m.emb_rstd);
+    embedding_backward(ctx_, gw_.embed_tokens, d_emb, m.ids);
+    copy_cols(ctx_, d_part, 0, d_cat, D, D);
+    Tensor prev = k == 1 ? final_n_ : mtp_acts_[k - 2].block.x_out;
+    // d_h now becomes the gradient of the previous depth's output
+    rmsnorm_backward(ctx_, k == 1 ? d_final_n : d_h, mg.hnorm, d_part, prev, mw.hnorm, m.prev_rstd);
+  }
+
+  // main head
+  const double scale = n_targets_ ? 1.0 / double(n_targets_) : 0.0;
+  cross_entropy_backward(ctx_, d_logits, logits_, lse_, targets_, scale, kIgnore);
+  matmul_backward(ctx_, d_final_n, gw_.lm_head, d_logits, final_n_, w_.lm_head,
+                  depth ? Accum::add : Accum::overwrite);
+  Tensor d_resid = grad_ws_.alloc("d_resid", dtype_, {N, D});
+  Tensor x_last = cfg_.num_hidden_layers ? layer_acts_.back().x_out : emb_;
+  rmsnorm_backward(ctx_, d_resid, gw_.norm, d_final_n, x_last, w_.norm, final_rstd_);
+  for (int64_t l = cfg_.num_hidden_layers - 1; l >= 0; --l)
+    block_backward(e, scratch_, d_resid, gw_.layers[l], layer_acts_[l], w_.layers[l]);
+  embedding_backward(ctx_, gw_.embed_tokens, d_resid, ids_);
+}
+
+std::vector<std::vector<int64_t>> Model::expert_load() const {
+  std::vector<std::vector<int64_t>> out;
+  for (const MoeLoad& l : loads_) out.push_back(to_host_i64(l.counts));
+  return out;
+}
+
+void Model::reset_expert_load() {
+  for (MoeLoad& l : loads_) device_memset0(l.counts.device, l.counts.data, l.counts.nbytes());
+}
+
+void Model::update_router_bias(double gamma) {
+  if (!cfg_.has_router_bias() || gamma == 0.0) return;
+  size_t i = 0;
+  for (auto& bw : w_.layers)
+    if (bw.moe) moe_bias_update(ctx_, bw.moe_w.bias, loads_[i++].counts, gamma);
+  for (auto& m : w_.mtp)
+    if (m.block.moe) moe_bias_update(ctx_, m.block.moe_w.bias, loads_[i++].counts, gamma);
+}
+
+}  // namespace ds

@@ -1,0 +1,119 @@
+#pragma once
+// DeepSeek-V3 for training, RL and serving: embedding -> L decoder blocks -> final norm -> lm_head, plus D
+// Multi-Token Prediction modules (MODEL.md §4). Reads like DeepSeek's model.py, with the backward written out.
+//
+// Loss of a batch: L = CE_main + (lambda / D) * sum_k CE_k + sum_layers L_bal (sequence-wise, weight alpha).
+// MTP module k (1-based) at position i takes [enorm(Emb(t_{i+k})) ; hnorm(h^{k-1}_i)] -> eh_proj -> block ->
+// shared_head.norm -> lm_head and predicts t_{i+k+1}. h^0 is the main model's output AFTER its final norm
+// (as vLLM feeds DeepSeek's released MTP weights).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/layers.h"
+#include "model/weights.h"
+#include "tensor/arena.h"
+#include "tensor/workspace.h"
+
+namespace ds {
+
+// One micro-batch on the host: B windows of T+1 tokens. Position i of a window is trained to predict token i+1
+// (and MTP module k token i+k+1) where loss_mask of that target token is 1 (empty mask = all 1).
+struct Batch {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> tokens;     // [B, T+1]
+  std::vector<uint8_t> loss_mask;  // [B, T+1] or empty
+};
+
+struct ForwardOptions {
+  double balance_alpha = 0.0;  // sequence-wise balance loss weight (V3: 1e-4); 0 = off
+  double mtp_lambda = 0.3;     // MTP loss weight (V3: 0.3, then 0.1)
+  bool mtp = true;             // run the MTP modules (when the config has any)
+};
+
+struct LossInfo {
+  double loss = 0;          // the total that backward differentiates
+  double main_loss = 0;     // mean next-token cross-entropy
+  double mtp_loss = 0;      // mean over modules of their mean cross-entropy (unweighted)
+  double balance_loss = 0;  // sum over MoE layers
+  int64_t n_targets = 0;    // counted main targets
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, const Context& ctx, DType dtype = DType::f32);
+  ~Model();
+
+  const ModelConfig& config() const { return cfg_; }
+  const Context& context() const { return ctx_; }
+  DType dtype() const { return dtype_; }
+  ModelWeights& weights() { return w_; }
+  Arena& params() { return params_; }
+  // The gradient arena mirrors the parameter arena (same names and order). Allocated on first use.
+  void enable_grads();
+  bool has_grads() const { return grads_ != nullptr; }
+  ModelWeights& grads() { return gw_; }
+  Arena& grad_arena() { return *grads_; }
+  void zero_grads();
+
+  // HF-style init: N(0, initializer_range) for matrices and embeddings, 1 for norms, 0 for router biases.
+  void init_random(uint64_t seed);
+
+  // Runs the model, keeping what backward needs. Returns the losses (targets from batch.tokens).
+  LossInfo forward(const Batch& batch, const ForwardOptions& opt = {});
+  // Accumulates d(loss)/d(params) of the last forward into grads().
+  void backward();
+  // Main-head logits of the last forward, [B*T, V].
+  Tensor logits() const { return logits_; }
+
+  // Expert load per MoE layer (main layers first, then MTP modules), accumulated since the last reset.
+  const std::vector<int64_t>& moe_layer_ids() const { return moe_layer_ids_; }
+  std::vector<std::vector<int64_t>> expert_load() const;
+  void reset_expert_load();
+  // Auxiliary-loss-free balancing: b += gamma * sign(mean_load - load) from the accumulated load.
+  void update_router_bias(double gamma);
+
+  // With recording on, forward keeps every named intermediate for dump_tensors().
+  void set_recording(bool on) { acts_.set_recording(on); }
+  const std::vector<std::pair<std::string, Tensor>>& recorded_tensors() const { return acts_.recorded(); }
+
+ private:
+  struct MtpActs {
+    Tensor ids, targets;     // [N] i32
+    Tensor emb, emb_n, emb_rstd, prev_n, prev_rstd, cat, hp;
+    BlockActs block;
+    Tensor head_n, head_rstd, logits, loss, lse;
+    int64_t n_targets = 0;
+  };
+  void upload_batch(const Batch& batch);
+  LayerEnv env() const;
+
+  ModelConfig cfg_;
+  Context ctx_;
+  DType dtype_;
+  Arena params_;
+  ModelWeights w_;
+  std::unique_ptr<Arena> grads_;
+  ModelWeights gw_;
+  Arena buffers_;  // rope table, expert load counters
+  Tensor inv_freq_;
+  std::vector<MoeLoad> loads_;
+  std::vector<int64_t> moe_layer_ids_;
+  double rope_attn_factor_ = 1.0, softmax_scale_ = 1.0;
+
+  // the last forward
+  Workspace acts_, scratch_, grad_ws_;
+  ForwardOptions fopt_;
+  int64_t B_ = 0, T_ = 0;
+  Tensor ids_, targets_, pos_;
+  Tensor emb_;
+  std::vector<BlockActs> layer_acts_;
+  Tensor final_n_, final_rstd_, logits_, loss_, lse_;
+  int64_t n_targets_ = 0;
+  std::vector<MtpActs> mtp_acts_;
+  bool have_forward_ = false;
+};
+
+}  // namespace ds

@@ -1,0 +1,62 @@
+#include "tensor/workspace.h"
+
+#include <algorithm>
+
+#include "tensor/arena.h"
+
+namespace ds {
+
+namespace {
+constexpr size_t kAlign = 64;
+constexpr size_t kMinChunk = size_t(1) << 20;
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+Workspace::~Workspace() {
+  for (Chunk& c : chunks_) device_free(device_, c.base);
+}
+
+Tensor Workspace::alloc(const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
+  Tensor t(nullptr, dtype, shape, device_);
+  const size_t need = align_up(t.nbytes());
+  Chunk* chunk = nullptr;
+  for (Chunk& c : chunks_)
+    if (c.size - c.used >= need) {
+      chunk = &c;
+      break;
+    }
+  if (!chunk) {
+    size_t size = std::max(need, std::max(kMinChunk, high_water_));
+    chunks_.push_back(Chunk{device_alloc(device_, size), size, 0});
+    chunk = &chunks_.back();
+  }
+  t.data = static_cast<char*>(chunk->base) + chunk->used;
+  chunk->used += need;
+  high_water_ += need;
+  device_memset0(device_, t.data, need);
+  if (recording_) recorded_.emplace_back(name, t);
+  return t;
+}
+
+void Workspace::reset() {
+  size_t total = 0;
+  for (Chunk& c : chunks_) total += c.size;
+  if (chunks_.size() > 1) {
+    // Merge into one block big enough for everything the last pass used.
+    for (Chunk& c : chunks_) device_free(device_, c.base);
+    chunks_.clear();
+    size_t size = std::max(total, high_water_);
+    chunks_.push_back(Chunk{device_alloc(device_, size), size, 0});
+  }
+  for (Chunk& c : chunks_) c.used = 0;
+  high_water_ = 0;
+  recorded_.clear();
+}
+
+size_t Workspace::capacity() const {
+  size_t n = 0;
+  for (const Chunk& c : chunks_) n += c.size;
+  return n;
+}
+
+}  // namespace ds

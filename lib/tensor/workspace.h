@@ -1,0 +1,41 @@
+#pragma once
+// Workspace: a bump allocator for activations and backward temporaries. alloc() hands out zero-filled,
+// 64-byte aligned views; reset() invalidates them all. It grows by chunks on its first pass and merges them
+// into one block at the next reset, so a steady training loop allocates nothing after the first step.
+// Every tensor carries a stable name ("l3.attn.kv_latent"); with recording on, the names and views are kept
+// so a debug dump can show which layer diverged.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace ds {
+
+class Workspace {
+ public:
+  explicit Workspace(Device device = {}) : device_(device) {}
+  ~Workspace();
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+
+  Tensor alloc(const std::string& name, DType dtype, const std::vector<int64_t>& shape);
+  void reset();
+  size_t capacity() const;  // bytes held
+  void set_recording(bool on) { recording_ = on; }
+  const std::vector<std::pair<std::string, Tensor>>& recorded() const { return recorded_; }
+
+ private:
+  struct Chunk {
+    void* base;
+    size_t size;
+    size_t used;
+  };
+  Device device_;
+  std::vector<Chunk> chunks_;
+  size_t high_water_ = 0;  // bytes handed out since the last reset
+  bool recording_ = false;
+  std::vector<std::pair<std::string, Tensor>> recorded_;
+};
+
+}  // namespace ds
