@@ -4,8 +4,12 @@ namespace ds {
 
 std::string with_location(const std::string& msg, const std::string& file, int64_t line) {
   if (file.empty()) return msg;
-  if (line > 0) return msg + " (" + file + ":" + std::to_string(line) + ")";
-  return msg + " (" + file + ")";
+  // Built with append: GCC 12 gives a false -Wrestrict warning on the operator+ chain at -O3.
+  std::string out = msg;
+  out.append(" (").append(file);
+  if (line > 0) out.append(":").append(std::to_string(line));
+  out.append(")");
+  return out;
 }
 
 void throw_bad_input(const std::string& msg, const std::string& file, int64_t line) {

@@ -27,6 +27,10 @@ class JsonWriter {
   JsonWriter& value(int64_t i);
   JsonWriter& value(int i) { return value(int64_t(i)); }
   JsonWriter& value(uint64_t u);
+  // Integer types that would otherwise be ambiguous between the overloads above.
+  JsonWriter& value(unsigned u) { return value(uint64_t(u)); }
+  JsonWriter& value(long long i) { return value(int64_t(i)); }
+  JsonWriter& value(unsigned long long u) { return value(uint64_t(u)); }
   JsonWriter& value(bool b);
   JsonWriter& null();
   JsonWriter& raw(std::string_view json);  // an already-serialised value (pass-through of input fields)

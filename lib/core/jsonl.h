@@ -45,6 +45,19 @@ class JsonlRecord {
   // Array-of-objects access (e.g. "messages"): each element's raw JSON, to be parsed with parse_object.
   std::vector<std::string> get_object_array_raw(std::string_view key) const;
 
+  // Nested documents (config.json's "rope_scaling", "messages" elements). The records share this record's
+  // parsed document (valid as long as it is), and their errors name the field path ("rope_scaling.factor").
+  JsonlRecord get_object(std::string_view key) const;
+  std::vector<JsonlRecord> get_object_array(std::string_view key) const;
+  std::vector<std::string> get_string_array(std::string_view key) const;
+  // Optional scalars: absent or null -> nullopt; present with another type -> bad-input error.
+  std::optional<int64_t> opt_int(std::string_view key) const;
+  std::optional<double> opt_double(std::string_view key) const;
+  std::optional<bool> opt_bool(std::string_view key) const;
+  bool is_null(std::string_view key) const;  // present and null
+  // "missing", "null", "bool", "integer", "number" (non-integer), "string", "array" or "object".
+  std::string type_name(std::string_view key) const;
+
   // Internal: built by JsonlReader / parse_object.
   struct Impl;
   JsonlRecord();

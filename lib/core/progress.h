@@ -22,6 +22,10 @@ class Progress {
   double last_s_ = -1e9;
   bool tty_;
   bool finished_ = false;
+  void draw(double now, bool final_line);
+  int64_t done_ = 0;
+  std::string status_;
+  bool drawn_ = false;  // something was printed (the bar is on screen, or a plain line went out)
 };
 
 double now_seconds();  // monotonic clock

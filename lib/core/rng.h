@@ -2,6 +2,13 @@
 // Counter-based RNG (Philox4x32-10, as in cuRAND and JAX): the value at (seed, stream, counter) is a pure
 // function, so results never depend on thread count, call order or device. Streams separate uses
 // (init, shuffle, dropout, sampling); the counter indexes the draw.
+//
+// Exact mapping (CUDA twins must reproduce it): key words = (lo32(key), hi32(key)); counter words =
+// (lo32(counter_lo), hi32(counter_lo), lo32(counter_hi), hi32(counter_hi)). A draw of Rng uses the block
+// philox4x32(seed, stream, counter) and then increments counter by one, whatever the draw:
+//   next_u32 = w0;  next_u64 = w0 | w1 << 32;  next_uniform = (next_u64 >> 11) * 2^-53;
+//   next_normal = sqrt(-2 ln(1 - U(w0,w1))) * cos(2 pi U(w2,w3))  (Box-Muller, one value per block).
+// rng_uniform_at / rng_normal_at(seed, stream, i) equal Rng{seed, stream, i}.next_uniform() / next_normal().
 #include <array>
 #include <cstdint>
 
