@@ -1,0 +1,72 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+
+#include "ckpt/safetensors.h"
+#include "model/weights.h"
+
+namespace ds {
+
+AdamW::AdamW(Model& model, const OptimizerOptions& opt)
+    : model_(model), opt_(opt), m_(model.context().device), v_(model.context().device) {
+  model_.enable_grads();
+  const Arena& p = model_.params();
+  for (size_t i = 0; i < p.size(); ++i) {
+    m_.add(p.name(i), p[i].dtype, p[i].dims());
+    v_.add(p.name(i), p[i].dtype, p[i].dims());
+  }
+  m_.allocate();
+  v_.allocate();
+}
+
+double AdamW::grad_norm(double grad_scale) const {
+  const Context& ctx = model_.context();
+  const Arena& g = model_.grad_arena();
+  double ss = 0;
+  for (size_t i = 0; i < g.size(); ++i)
+    if (!is_buffer_name(g.name(i))) ss += sum_squares(ctx, g[i]);
+  return std::sqrt(ss) * grad_scale;
+}
+
+double AdamW::step(int64_t step, double lr, double grad_scale) {
+  const Context& ctx = model_.context();
+  const double norm = grad_norm(grad_scale);
+  double scale = grad_scale;
+  if (opt_.grad_clip > 0 && norm > opt_.grad_clip) scale *= opt_.grad_clip / norm;
+  const Arena& p = model_.params();
+  const Arena& g = model_.grad_arena();
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (is_buffer_name(p.name(i))) continue;
+    AdamWOptions o;
+    o.lr = lr;
+    o.beta1 = opt_.beta1;
+    o.beta2 = opt_.beta2;
+    o.eps = opt_.eps;
+    o.weight_decay = is_decay_exempt(p[i]) ? 0.0 : opt_.weight_decay;
+    o.step = step;
+    o.grad_scale = scale;
+    adamw_update(ctx, p[i], g[i], m_[i], v_[i], o);
+  }
+  return norm;
+}
+
+void AdamW::save(const std::string& path) const {
+  NamedTensors t;
+  for (size_t i = 0; i < m_.size(); ++i) {
+    if (is_buffer_name(m_.name(i))) continue;
+    t.emplace_back("exp_avg." + m_.name(i), m_[i]);
+    t.emplace_back("exp_avg_sq." + v_.name(i), v_[i]);
+  }
+  write_safetensors_file(path, t, DType::f32);
+}
+
+void AdamW::load(const std::string& path) {
+  SafetensorsReader r = SafetensorsReader::open(path);
+  for (size_t i = 0; i < m_.size(); ++i) {
+    if (is_buffer_name(m_.name(i))) continue;
+    r.read_into("exp_avg." + m_.name(i), m_[i]);
+    r.read_into("exp_avg_sq." + v_.name(i), v_[i]);
+  }
+}
+
+}  // namespace ds

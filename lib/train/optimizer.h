@@ -1,0 +1,38 @@
+#pragma once
+// AdamW over a model's parameter arena: fp32 moments mirror the parameter table (same names), so the state
+// saves as optimizer.safetensors ("exp_avg.NAME", "exp_avg_sq.NAME") and resumes exactly.
+// Router biases (buffers) are skipped; 1-D tensors (norm weights) get no weight decay.
+#include <cstdint>
+#include <string>
+
+#include "model/model.h"
+#include "ops/ops.h"
+#include "tensor/arena.h"
+
+namespace ds {
+
+struct OptimizerOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;  // max global L2 norm; 0 = off
+};
+
+class AdamW {
+ public:
+  AdamW(Model& model, const OptimizerOptions& opt);
+  // Global L2 norm of the gradients times grad_scale (the accumulation average).
+  double grad_norm(double grad_scale) const;
+  // One update with learning rate lr; returns the pre-clip gradient norm. `step` is 1-based.
+  double step(int64_t step, double lr, double grad_scale);
+  void save(const std::string& path) const;  // optimizer.safetensors
+  void load(const std::string& path);        // bad-input errors name the tensor
+
+ private:
+  Model& model_;
+  OptimizerOptions opt_;
+  Arena m_, v_;
+};
+
+}  // namespace ds

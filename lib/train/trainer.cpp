@@ -1,0 +1,224 @@
+#include "train/trainer.h"
+
+#include <csignal>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "ckpt/ckpt_dir.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "core/jsonl.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "tokenizer/tokenizer_files.h"
+
+namespace ds {
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+
+// MaxVio of one layer's load (V3 report): max_i load_i / mean(load) - 1.
+double max_violation(const std::vector<int64_t>& load) {
+  double total = 0, mx = 0;
+  for (int64_t c : load) {
+    total += double(c);
+    mx = std::max(mx, double(c));
+  }
+  if (total == 0) return 0;
+  return mx / (total / double(load.size())) - 1.0;
+}
+
+// Keeps the records of a JSONL file whose "step" is <= step (a resumed run rewrites what came after).
+void truncate_jsonl_after(const std::string& path, int64_t step) {
+  if (path.empty() || path == "-" || !path_exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  int64_t n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    JsonlRecord r = parse_object(line, path, n);
+    if (!r.has("step") || r.get_int("step") <= step) kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+}  // namespace
+
+void install_stop_handlers() {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+}
+bool stop_requested() { return g_stop != 0; }
+
+TrainerState read_trainer_state(const std::string& dir) {
+  const std::string path = dir + "/trainer_state.json";
+  if (!path_exists(path)) throw_bad_input("no trainer_state.json: not a resumable checkpoint", dir);
+  JsonlRecord r = parse_object(read_file(path), path);
+  TrainerState s;
+  s.step = r.get_int("step");
+  s.data_position = r.get_int("data_position");
+  s.tokens_seen = r.get_int("tokens_seen");
+  s.seed = uint64_t(r.get_int("seed"));
+  return s;
+}
+
+Trainer::Trainer(Model& model, const Tokenizer& tok, const WindowSet& train, const WindowSet& eval,
+                 const TrainerOptions& opt)
+    : model_(model), tok_(tok), train_(train), eval_(eval), opt_(opt), adamw_(model, opt.optim),
+      stream_(&train, opt.batch_size, opt.seed) {
+  opt_.lr.total_steps = opt_.max_steps;
+  state_.seed = opt_.seed;
+}
+
+void Trainer::resume_from(const std::string& dir) {
+  state_ = read_trainer_state(dir);
+  if (state_.seed != opt_.seed)
+    log_warn("resuming with --seed " + std::to_string(opt_.seed) + " but the checkpoint was trained with " +
+             std::to_string(state_.seed) + ": using the checkpoint's seed for the data order");
+  adamw_.load(dir + "/optimizer.safetensors");
+  stream_ = BatchStream(&train_, opt_.batch_size, state_.seed);
+  stream_.seek(state_.data_position);
+  truncate_jsonl_after(opt_.metrics_path, state_.step);
+  truncate_jsonl_after(opt_.expert_stats_path, state_.step);
+  log_info("resumed at step " + std::to_string(state_.step) + " (data position " +
+           std::to_string(state_.data_position) + ")");
+}
+
+void Trainer::write_metrics(const std::string& json_line) {
+  if (opt_.metrics_path.empty()) return;
+  std::FILE* f = opt_.metrics_path == "-" ? stdout : std::fopen(opt_.metrics_path.c_str(), "a");
+  if (!f) throw_runtime("cannot open metrics file " + opt_.metrics_path);
+  std::fputs((json_line + "\n").c_str(), f);
+  std::fflush(f);
+  if (f != stdout) std::fclose(f);
+}
+
+void Trainer::write_expert_stats() {
+  if (opt_.expert_stats_path.empty()) return;
+  std::FILE* f = std::fopen(opt_.expert_stats_path.c_str(), "a");
+  if (!f) throw_runtime("cannot open expert stats file " + opt_.expert_stats_path);
+  auto load = model_.expert_load();
+  const auto& ids = model_.moe_layer_ids();
+  for (size_t i = 0; i < load.size(); ++i) {
+    JsonWriter w;
+    w.begin_object().kv("step", state_.step).kv("layer", ids[i]).key("counts").begin_array();
+    for (int64_t c : load[i]) w.value(c);
+    w.end_array().end_object();
+    std::fputs((w.str() + "\n").c_str(), f);
+  }
+  std::fclose(f);
+}
+
+double Trainer::evaluate() {
+  if (eval_.size() == 0) return std::nan("");
+  double total = 0;
+  int64_t n = 0;
+  ForwardOptions fo = opt_.forward;
+  fo.mtp = false;
+  fo.balance_alpha = 0;
+  for (const Batch& b : fixed_batches(eval_, opt_.batch_size, opt_.eval_batches)) {
+    LossInfo li = model_.forward(b, fo);
+    total += li.main_loss * double(li.n_targets);
+    n += li.n_targets;
+  }
+  model_.reset_expert_load();  // evaluation traffic is not training load
+  return n ? total / double(n) : std::nan("");
+}
+
+void Trainer::save_checkpoint() {
+  if (opt_.output_dir.empty()) return;
+  CheckpointDirWriter dir(opt_.output_dir);
+  save_model_files(dir.tmp_dir(), model_, opt_.save);
+  write_tokenizer_files(dir.tmp_dir(), tok_);
+  adamw_.save(dir.tmp_dir() + "/optimizer.safetensors");
+  JsonWriter w(true);
+  w.begin_object()
+      .kv("step", state_.step)
+      .kv("data_position", state_.data_position)
+      .kv("epoch", stream_.epoch())
+      .kv("tokens_seen", state_.tokens_seen)
+      .kv("seed", state_.seed)
+      .kv("batch_size", opt_.batch_size)
+      .kv("grad_accum", opt_.grad_accum)
+      .kv("max_steps", opt_.max_steps)
+      .end_object();
+  write_text_file(dir.tmp_dir(), "trainer_state.json", w.str() + "\n");
+  dir.commit();
+  log_debug("saved checkpoint at step " + std::to_string(state_.step) + " to " + opt_.output_dir);
+}
+
+double Trainer::run() {
+  const ModelConfig& cfg = model_.config();
+  Progress progress("train", opt_.max_steps, 10.0);
+  double eval_loss = std::nan("");
+  bool saved_last = false;
+  while (state_.step < opt_.max_steps && !stop_requested()) {
+    const double t0 = now_seconds();
+    model_.zero_grads();
+    model_.reset_expert_load();
+    LossInfo sum;
+    int64_t tokens = 0;
+    for (int64_t m = 0; m < opt_.grad_accum; ++m) {
+      Batch b = stream_.next();
+      LossInfo li = model_.forward(b, opt_.forward);
+      model_.backward();
+      sum.loss += li.loss / double(opt_.grad_accum);
+      sum.main_loss += li.main_loss / double(opt_.grad_accum);
+      sum.mtp_loss += li.mtp_loss / double(opt_.grad_accum);
+      sum.balance_loss += li.balance_loss / double(opt_.grad_accum);
+      tokens += b.B * b.T;
+    }
+    if (!std::isfinite(sum.loss)) throw_runtime("loss is not finite at step " + std::to_string(state_.step + 1));
+    ++state_.step;
+    const double lr = lr_at(opt_.lr, state_.step);
+    const double gnorm = adamw_.step(state_.step, lr, 1.0 / double(opt_.grad_accum));
+    double vio = 0;
+    auto load = model_.expert_load();
+    for (auto& l : load) vio += max_violation(l) / double(load.size());
+    write_expert_stats();
+    model_.update_router_bias(opt_.bias_update_gamma);
+    state_.data_position = stream_.position();
+    state_.tokens_seen += tokens;
+    const double dt = now_seconds() - t0;
+
+    JsonWriter w;
+    w.begin_object().kv("step", state_.step).kv("loss", sum.loss).kv("main_loss", sum.main_loss);
+    if (cfg.num_nextn_predict_layers > 0 && opt_.forward.mtp) w.kv("mtp_loss", sum.mtp_loss);
+    if (!load.empty()) w.kv("balance_max_vio", vio);
+    if (opt_.forward.balance_alpha > 0) w.kv("balance_loss", sum.balance_loss);
+    w.kv("lr", lr).kv("grad_norm", gnorm).kv("tokens", state_.tokens_seen).kv("tokens_per_s", double(tokens) / dt);
+    w.end_object();
+    write_metrics(w.str());
+
+    saved_last = false;
+    if (opt_.eval_every > 0 && state_.step % opt_.eval_every == 0 && state_.step < opt_.max_steps) {
+      eval_loss = evaluate();
+      JsonWriter e;
+      e.begin_object().kv("step", state_.step).kv("eval_loss", eval_loss).end_object();
+      write_metrics(e.str());
+    }
+    if (opt_.save_every > 0 && state_.step % opt_.save_every == 0) {
+      save_checkpoint();
+      saved_last = true;
+    }
+    if (opt_.progress) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "loss %.4f | lr %.2e | %.0f tok/s", sum.loss, lr, double(tokens) / dt);
+      progress.update(state_.step, buf);
+    }
+  }
+  progress.finish();
+  if (stop_requested()) log_warn("stopped by a signal at step " + std::to_string(state_.step) + "; saving");
+  eval_loss = evaluate();
+  if (std::isfinite(eval_loss)) {
+    JsonWriter e;
+    e.begin_object().kv("step", state_.step).kv("eval_loss", eval_loss).end_object();
+    write_metrics(e.str());
+  }
+  if (!saved_last) save_checkpoint();
+  return eval_loss;
+}
+
+}  // namespace ds
