@@ -7,11 +7,22 @@ find_package(simdjson 3 CONFIG REQUIRED)
 find_package(zstd 1.5 CONFIG REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
-pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+# OpenBLAS built for OpenMP (libopenblas-openmp-dev), linked by its own path: BLAS then runs on the same OpenMP
+# thread pool as our loops. Debian's default pthread variant spins its own threads next to OpenMP's and made
+# training 18x slower on 2 cores (measured; see lib/README.md).
+find_path(OPENBLAS_OMP_INCLUDE_DIR cblas.h PATHS /usr/include/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp
+          NO_DEFAULT_PATH)
+find_library(OPENBLAS_OMP_LIBRARY openblas PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp
+             NO_DEFAULT_PATH)
+if(NOT OPENBLAS_OMP_INCLUDE_DIR OR NOT OPENBLAS_OMP_LIBRARY)
+  message(FATAL_ERROR "OpenBLAS (OpenMP variant) not found: apt-get install libopenblas-openmp-dev (make deps)")
+endif()
+set(CMAKE_INSTALL_RPATH_USE_LINK_PATH ON)
 add_library(ds_sentencepiece INTERFACE)
 target_link_libraries(ds_sentencepiece INTERFACE PkgConfig::SENTENCEPIECE)
 add_library(ds_openblas INTERFACE)
-target_link_libraries(ds_openblas INTERFACE PkgConfig::OPENBLAS)
+target_include_directories(ds_openblas SYSTEM INTERFACE ${OPENBLAS_OMP_INCLUDE_DIR})
+target_link_libraries(ds_openblas INTERFACE ${OPENBLAS_OMP_LIBRARY} OpenMP::OpenMP_CXX)
 if(BUILD_TESTING)
   find_package(Catch2 2 CONFIG REQUIRED)
   include(Catch)
