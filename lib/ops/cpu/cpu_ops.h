@@ -1,0 +1,93 @@
+#pragma once
+// CPU reference kernels (internal to lib/ops). Same signatures as ops.h; ops.cpp has already checked shapes,
+// dtypes and devices, so these only dispatch on the float dtype (f32 / f64) and compute.
+//
+// Determinism: no result depends on ctx.threads. Parallel loops split independent rows; reductions either run
+// per row or over fixed-size chunks summed in order (see kReduceChunk).
+#include <cstdint>
+#include <string>
+
+#include "ops/ops.h"
+
+namespace ds::cpu {
+
+// Below this many elements of work a loop runs on one thread (OpenMP start-up costs more than it saves).
+constexpr int64_t kParallelMin = 1 << 14;
+// Reductions to a scalar sum fixed chunks of this many elements, then add the chunk sums in order.
+constexpr int64_t kReduceChunk = 4096;
+
+// Calls f(T{}) with T = float or double according to dt.
+template <class F> void dispatch_float(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float{}); return;
+    case DType::f64: f(double{}); return;
+    default: throw_runtime(std::string(op) + ": CPU kernel has no " + dtype_name(dt) + " variant (f32 or f64)");
+  }
+}
+
+// OpenMP thread count for a loop over `work` elements.
+inline int threads_for(const Context& ctx, int64_t work) {
+  return work >= kParallelMin && ctx.threads > 1 ? ctx.threads : 1;
+}
+
+// elementwise.cpp
+void fill(const Context& ctx, Tensor t, double value);
+void scale(const Context& ctx, Tensor t, double alpha);
+void axpy(const Context& ctx, Tensor y, double alpha, Tensor x);
+void add(const Context& ctx, Tensor out, Tensor a, Tensor b);
+void copy(const Context& ctx, Tensor dst, Tensor src);
+void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t ncols, Accum acc);
+double sum(const Context& ctx, Tensor t);
+double sum_squares(const Context& ctx, Tensor t);
+void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
+void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
+
+// matmul.cpp
+void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table);
+void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids);
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc);
+void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                     Accum acc_in);
+
+// norm_rope.cpp
+void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps);
+void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                      Tensor rstd, Accum acc_in);
+void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor inv_freq, double attn_factor);
+void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Tensor inv_freq, double attn_factor,
+                   Accum acc);
+
+// attention.cpp
+void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale);
+void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,
+                        Tensor q, Tensor k, Tensor v, double scale);
+
+// moe_gate.cpp
+void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,
+                      const GateOptions& opt);
+void moe_gate_backward(const Context& ctx, Tensor d_logits, Tensor d_topk_w, Tensor d_scores_extra, Tensor scores,
+                       Tensor topk_idx, const GateOptions& opt);
+double moe_balance_loss_forward(const Context& ctx, Tensor scores, Tensor topk_idx, int64_t seq_len, double alpha);
+void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_loss, Tensor scores, Tensor topk_idx,
+                               int64_t seq_len, double alpha);
+void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
+
+// moe_dispatch.cpp
+void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts);
+void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of);
+void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc);
+void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w,
+                           Accum acc);
+void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
+                            Tensor row_of, Tensor topk_w);
+
+// loss.cpp
+void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
+                           int ignore_index);
+void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
+                            double d_scale, int ignore_index, Accum acc);
+
+// adamw.cpp
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
+
+}  // namespace ds::cpu

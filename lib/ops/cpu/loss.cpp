@@ -1,0 +1,78 @@
+// Cross-entropy over the vocabulary, one row per token, with a numerically stable logsumexp in double.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ops/cpu/cpu_ops.h"
+
+namespace ds::cpu {
+
+namespace {
+
+void check_targets(const int32_t* tg, int64_t n, int64_t V, int ignore_index, const char* op) {
+  for (int64_t i = 0; i < n; ++i)
+    if (tg[i] != ignore_index && (tg[i] < 0 || tg[i] >= V))
+      throw_bad_input(std::string(op) + ": target " + std::to_string(tg[i]) + " at row " + std::to_string(i) +
+                      " is outside the vocabulary [0, " + std::to_string(V) + ")");
+}
+
+}  // namespace
+
+void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
+                           int ignore_index) {
+  dispatch_float(logits.dtype, "cross_entropy_forward", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t N = logits.rows(), V = logits.cols();
+    const T* pl = logits.ptr<T>();
+    const int32_t* tg = targets.ptr<int32_t>();
+    check_targets(tg, N, V, ignore_index, "cross_entropy_forward");
+    T* ploss = loss.ptr<T>();
+    T* plse = lse.empty() ? nullptr : lse.ptr<T>();
+#pragma omp parallel for num_threads(threads_for(ctx, N * V)) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      if (tg[n] == ignore_index) {
+        ploss[n] = T(0);
+        if (plse) plse[n] = T(0);
+        continue;
+      }
+      const T* x = pl + n * V;
+      double m = -std::numeric_limits<double>::infinity(), z = 0.0;
+      for (int64_t v = 0; v < V; ++v) m = std::max(m, double(x[v]));
+      for (int64_t v = 0; v < V; ++v) z += std::exp(double(x[v]) - m);
+      const double l = m + std::log(z);
+      ploss[n] = T(l - double(x[tg[n]]));
+      if (plse) plse[n] = T(l);
+    }
+  });
+}
+
+// d_logits[n] (=|+=) d_scale * (exp(logits[n] - lse[n]) - onehot(target)); ignored rows contribute 0.
+void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
+                            double d_scale, int ignore_index, Accum acc) {
+  dispatch_float(logits.dtype, "cross_entropy_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t N = logits.rows(), V = logits.cols();
+    const T* pl = logits.ptr<T>();
+    const T* plse = lse.ptr<T>();
+    const int32_t* tg = targets.ptr<int32_t>();
+    check_targets(tg, N, V, ignore_index, "cross_entropy_backward");
+    T* pd = d_logits.ptr<T>();
+    const bool add = acc == Accum::add;
+#pragma omp parallel for num_threads(threads_for(ctx, N * V)) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      T* d = pd + n * V;
+      if (tg[n] == ignore_index) {
+        if (!add) std::fill(d, d + V, T(0));
+        continue;
+      }
+      const T* x = pl + n * V;
+      const double l = double(plse[n]);
+      for (int64_t v = 0; v < V; ++v) {
+        const double g = d_scale * (std::exp(double(x[v]) - l) - (v == tg[n] ? 1.0 : 0.0));
+        d[v] = add ? T(double(d[v]) + g) : T(g);
+      }
+    }
+  });
+}
+
+}  // namespace ds::cpu

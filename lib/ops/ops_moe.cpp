@@ -1,0 +1,169 @@
+// Argument checking and device dispatch for the MoE ops of ops.h (gate, balance loss, dispatch/combine).
+#include <string>
+
+#include "ops/check.h"
+#include "ops/cpu/cpu_ops.h"
+#include "ops/ops.h"
+
+namespace ds {
+
+using opcheck::Check;
+
+namespace {
+
+std::string s(int64_t v) { return std::to_string(v); }
+
+// [N, K] index/weight tensors: 2-D with N rows and K cols.
+void check_nk(Check& c, const char* name, const Tensor& t, int64_t N, int64_t K) {
+  OP_CHECK(c, t.ndim == 2 && t.dim(0) == N && t.dim(1) == K,
+           std::string(name) + " " + t.shape_str() + " must be [N, K] = [" + s(N) + ", " + s(K) + "]");
+}
+
+void check_ne(Check& c, const char* name, const Tensor& t, int64_t N, int64_t E) {
+  OP_CHECK(c, t.rows() == N && t.cols() == E,
+           std::string(name) + " " + t.shape_str() + " must be [N, E] = [" + s(N) + ", " + s(E) + "]");
+}
+
+}  // namespace
+
+// ---- gate ----------------------------------------------------------------------------------------------
+
+void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,
+                      const GateOptions& opt) {
+  Check c(ctx, "moe_gate_forward");
+  c.f("logits", logits).f("scores", scores).f("topk_w", topk_w).f_opt("bias", bias).index("topk_idx", topk_idx,
+                                                                                           DType::i32);
+  const int64_t N = logits.rows(), E = logits.cols(), K = opt.top_k;
+  check_ne(c, "scores", scores, N, E);
+  check_nk(c, "topk_idx", topk_idx, N, K);
+  check_nk(c, "topk_w", topk_w, N, K);
+  OP_CHECK(c, bias.empty() || opt.topk_method == TopkMethod::noaux_tc,
+           "a selection bias is only used by topk_method noaux_tc");
+  OP_CHECK(c, bias.empty() || bias.numel() == E, "bias " + bias.shape_str() + " must be [E] = [" + s(E) + "]");
+  OP_CHECK(c, opt.n_group >= 1 && E % opt.n_group == 0,
+           "n_group " + s(opt.n_group) + " must divide the " + s(E) + " experts");
+  OP_CHECK(c, opt.topk_group >= 1 && opt.topk_group <= opt.n_group,
+           "topk_group " + s(opt.topk_group) + " must lie in [1, n_group = " + s(opt.n_group) + "]");
+  const bool grouped = opt.topk_method != TopkMethod::greedy && opt.n_group > 1;
+  const int64_t eligible = grouped ? E / opt.n_group * opt.topk_group : E;
+  OP_CHECK(c, K >= 1 && K <= eligible,
+           "top_k " + s(K) + " must lie in [1, " + s(eligible) + "] (experts left after group limiting)");
+  if (c.cpu()) cpu::moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt);
+}
+
+void moe_gate_backward(const Context& ctx, Tensor d_logits, Tensor d_topk_w, Tensor d_scores_extra, Tensor scores,
+                       Tensor topk_idx, const GateOptions& opt) {
+  Check c(ctx, "moe_gate_backward");
+  c.f("scores", scores).f("d_logits", d_logits).f("d_topk_w", d_topk_w).f_opt("d_scores_extra", d_scores_extra);
+  c.index("topk_idx", topk_idx, DType::i32);
+  const int64_t N = scores.rows(), E = scores.cols();
+  OP_CHECK(c, topk_idx.ndim == 2, "topk_idx " + topk_idx.shape_str() + " must be [N, K]");
+  const int64_t K = topk_idx.dim(1);
+  check_nk(c, "topk_idx", topk_idx, N, K);
+  check_nk(c, "d_topk_w", d_topk_w, N, K);
+  check_ne(c, "d_logits", d_logits, N, E);
+  if (!d_scores_extra.empty()) check_ne(c, "d_scores_extra", d_scores_extra, N, E);
+  if (c.cpu()) cpu::moe_gate_backward(ctx, d_logits, d_topk_w, d_scores_extra, scores, topk_idx, opt);
+}
+
+static void check_balance(Check& c, const Tensor& scores, const Tensor& topk_idx, int64_t seq_len) {
+  c.f("scores", scores).index("topk_idx", topk_idx, DType::i32);
+  OP_CHECK(c, topk_idx.ndim == 2 && topk_idx.dim(0) == scores.rows(),
+           "topk_idx " + topk_idx.shape_str() + " must be [N, K] for scores " + scores.shape_str());
+  OP_CHECK(c, seq_len >= 1 && scores.rows() % seq_len == 0,
+           "seq_len " + s(seq_len) + " must divide the " + s(scores.rows()) + " rows of scores");
+}
+
+double moe_balance_loss_forward(const Context& ctx, Tensor scores, Tensor topk_idx, int64_t seq_len, double alpha) {
+  Check c(ctx, "moe_balance_loss_forward");
+  check_balance(c, scores, topk_idx, seq_len);
+  return c.cpu() ? cpu::moe_balance_loss_forward(ctx, scores, topk_idx, seq_len, alpha) : 0.0;
+}
+
+void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_loss, Tensor scores, Tensor topk_idx,
+                               int64_t seq_len, double alpha) {
+  Check c(ctx, "moe_balance_loss_backward");
+  check_balance(c, scores, topk_idx, seq_len);
+  c.f("d_scores", d_scores);
+  check_ne(c, "d_scores", d_scores, scores.rows(), scores.cols());
+  if (c.cpu()) cpu::moe_balance_loss_backward(ctx, d_scores, d_loss, scores, topk_idx, seq_len, alpha);
+}
+
+void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma) {
+  Check c(ctx, "moe_bias_update");
+  c.f("bias", bias).index("load", load, DType::i64);
+  OP_CHECK(c, load.numel() == bias.numel(), "load " + load.shape_str() + " must match bias " + bias.shape_str());
+  if (c.cpu()) cpu::moe_bias_update(ctx, bias, load, gamma);
+}
+
+// ---- dispatch / combine --------------------------------------------------------------------------------
+
+void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts) {
+  Check c(ctx, "moe_route");
+  c.index("row_of", row_of, DType::i32).index("offsets", offsets, DType::i64).index_opt("counts", counts, DType::i64);
+  c.index("topk_idx", topk_idx, DType::i32);
+  OP_CHECK(c, topk_idx.ndim == 2, "topk_idx " + topk_idx.shape_str() + " must be [N, K]");
+  check_nk(c, "row_of", row_of, topk_idx.dim(0), topk_idx.dim(1));
+  OP_CHECK(c, n_experts >= 1, "n_experts must be >= 1, got " + s(n_experts));
+  OP_CHECK(c, offsets.numel() == n_experts + 1, "offsets " + offsets.shape_str() + " must be [E + 1] = [" +
+                                                    s(n_experts + 1) + "]");
+  OP_CHECK(c, counts.empty() || counts.numel() == n_experts,
+           "counts " + counts.shape_str() + " must be [E] = [" + s(n_experts) + "]");
+  OP_CHECK(c, topk_idx.numel() < (int64_t(1) << 31), "N*K = " + s(topk_idx.numel()) + " rows overflow i32 row_of");
+  if (c.cpu()) cpu::moe_route(ctx, row_of, offsets, counts, topk_idx, n_experts);
+}
+
+// row_of [N, K]; the permuted buffer has N*K rows of width D.
+static void check_permuted(Check& c, const Tensor& row_of, const char* name, const Tensor& buf, int64_t D) {
+  c.index("row_of", row_of, DType::i32);
+  OP_CHECK(c, row_of.ndim == 2, "row_of " + row_of.shape_str() + " must be [N, K]");
+  OP_CHECK(c, buf.rows() == row_of.numel() && buf.cols() == D,
+           std::string(name) + " " + buf.shape_str() + " must be [N*K, D] = [" + s(row_of.numel()) + ", " + s(D) +
+               "] for row_of " + row_of.shape_str());
+}
+
+static void check_tokens(Check& c, const char* name, const Tensor& t, const Tensor& row_of) {
+  OP_CHECK(c, t.rows() == row_of.dim(0), std::string(name) + " " + t.shape_str() +
+                                             " must have one row per token of row_of " + row_of.shape_str());
+}
+
+void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of) {
+  Check c(ctx, "moe_permute_forward");
+  c.f("out", out).f("in", in);
+  check_permuted(c, row_of, "out", out, in.cols());
+  check_tokens(c, "in", in, row_of);
+  if (c.cpu()) cpu::moe_permute_forward(ctx, out, in, row_of);
+}
+
+void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc) {
+  Check c(ctx, "moe_permute_backward");
+  c.f("d_in", d_in).f("d_out", d_out);
+  check_permuted(c, row_of, "d_out", d_out, d_in.cols());
+  check_tokens(c, "d_in", d_in, row_of);
+  if (c.cpu()) cpu::moe_permute_backward(ctx, d_in, d_out, row_of, acc);
+}
+
+void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w,
+                           Accum acc) {
+  Check c(ctx, "moe_unpermute_forward");
+  c.f("out", out).f("expert_out", expert_out).f("topk_w", topk_w);
+  check_permuted(c, row_of, "expert_out", expert_out, out.cols());
+  check_tokens(c, "out", out, row_of);
+  check_nk(c, "topk_w", topk_w, row_of.dim(0), row_of.dim(1));
+  if (c.cpu()) cpu::moe_unpermute_forward(ctx, out, expert_out, row_of, topk_w, acc);
+}
+
+void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
+                            Tensor row_of, Tensor topk_w) {
+  Check c(ctx, "moe_unpermute_backward");
+  c.f("d_out", d_out).f("expert_out", expert_out).f("topk_w", topk_w).f_opt("d_expert_out", d_expert_out);
+  c.f_opt("d_topk_w", d_topk_w);
+  check_permuted(c, row_of, "expert_out", expert_out, d_out.cols());
+  check_tokens(c, "d_out", d_out, row_of);
+  check_nk(c, "topk_w", topk_w, row_of.dim(0), row_of.dim(1));
+  if (!d_expert_out.empty()) check_permuted(c, row_of, "d_expert_out", d_expert_out, d_out.cols());
+  if (!d_topk_w.empty()) check_nk(c, "d_topk_w", d_topk_w, row_of.dim(0), row_of.dim(1));
+  if (c.cpu()) cpu::moe_unpermute_backward(ctx, d_expert_out, d_topk_w, d_out, expert_out, row_of, topk_w);
+}
+
+}  // namespace ds

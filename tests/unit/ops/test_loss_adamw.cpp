@@ -1,0 +1,94 @@
+// Cross-entropy and AdamW.
+#include "helpers.h"
+
+using namespace ds;
+using namespace ds::test;
+
+TEST_CASE("cross_entropy of uniform logits is log V, ignored rows are 0", "[ops][loss]") {
+  const Context ctx = cpu_ctx();
+  for (DType dt : {DType::f32, DType::f64}) {
+    const int64_t V = 10;
+    Owned logits = from(dt, {3, V}, std::vector<double>(3 * V, 0.7));
+    Owned loss = zeros(dt, {3}), lse = zeros(dt, {3});
+    cross_entropy_forward(ctx, loss, lse, logits, ints({3}, {4, -100, 9}), -100);
+    const double tol = dt == DType::f32 ? 1e-6 : 1e-14;
+    CHECK(max_abs_diff(loss.f64(), {std::log(10.0), 0, std::log(10.0)}) < tol);
+    CHECK(max_abs_diff(lse.f64(), {0.7 + std::log(10.0), 0, 0.7 + std::log(10.0)}) < tol);
+  }
+  // Huge logits stay finite (max subtraction).
+  Owned big = from(DType::f32, {1, 3}, {1000, 1000, 0}), l = zeros(DType::f32, {1}), s = zeros(DType::f32, {1});
+  cross_entropy_forward(ctx, l, s, big, ints({1}, {2}), -1);
+  CHECK(std::abs(l.f64()[0] - (1000 + std::log(2.0))) < 1e-3);
+  CHECK_THROWS_AS(cross_entropy_forward(ctx, l, s, big, ints({1}, {3}), -1), Error);
+}
+
+TEST_CASE("cross_entropy gradient check", "[ops][loss][gradcheck]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 5, V = 7;
+  const double d_scale = 0.37;
+  Owned logits = rand(DType::f64, {N, V}, 141, -3, 3), targets = ints({N}, {3, 0, -100, 6, 3});
+  Owned loss = zeros(DType::f64, {N}), lse = zeros(DType::f64, {N}), d = zeros(DType::f64, {N, V});
+  cross_entropy_forward(ctx, loss, lse, logits, targets, -100);
+  cross_entropy_backward(ctx, d, logits, lse, targets, d_scale, -100);
+  for (int64_t v = 0; v < V; ++v) CHECK(d.f64()[size_t(2 * V + v)] == 0.0);  // ignored row
+  auto f = [&] {
+    cross_entropy_forward(ctx, loss, lse, logits, targets, -100);
+    return d_scale * sum(ctx, loss);
+  };
+  // Smooth; measured ~1e-10 relative, bound 1e-6.
+  CHECK(run_gradcheck("cross_entropy", {{"logits", logits, d}}, f) < 1e-6);
+  cross_entropy_forward(ctx, loss, lse, logits, targets, -100);  // lse of the unperturbed logits again
+  Owned d2 = clone(d);
+  cross_entropy_backward(ctx, d2, logits, lse, targets, d_scale, -100, Accum::add);
+  std::vector<double> twice = d.f64();
+  for (double& v : twice) v *= 2;
+  CHECK(max_abs_diff(d2.f64(), twice) < 1e-15);
+}
+
+TEST_CASE("cross_entropy f32 agrees with f64", "[ops][loss][precision]") {
+  const Context ctx = cpu_ctx();
+  Owned logits = rand(DType::f64, {6, 300}, 142, -8, 8), targets = ints({6}, {1, 299, 0, 5, 150, 7});
+  auto run = [&](DType dt) {
+    Owned x = as(dt, logits), loss = zeros(dt, {6}), lse = zeros(dt, {6}), d = zeros(dt, {6, 300});
+    cross_entropy_forward(ctx, loss, lse, x, targets, -1);
+    cross_entropy_backward(ctx, d, x, lse, targets, 1.0, -1);
+    return std::vector<Owned>{loss, d};
+  };
+  std::vector<Owned> a = run(DType::f32), b = run(DType::f64);
+  CHECK(max_rel_diff(a[0].f64(), b[0].f64()) < 1e-6);
+  CHECK(max_abs_diff(a[1].f64(), b[1].f64()) < 1e-6);
+}
+
+TEST_CASE("adamw: one step by hand", "[ops][adamw]") {
+  const Context ctx = cpu_ctx();
+  AdamWOptions o;
+  o.lr = 0.1;
+  o.beta1 = 0.9;
+  o.beta2 = 0.99;
+  o.eps = 1e-8;
+  o.weight_decay = 0.01;
+  o.grad_scale = 0.5;
+  for (int64_t step : {1, 3}) {
+    o.step = step;
+    Owned p = from(DType::f64, {2}, {1.0, -2.0}), g = from(DType::f64, {2}, {0.4, -1.0});
+    Owned m = from(DType::f64, {2}, {0.1, 0.0}), v = from(DType::f64, {2}, {0.01, 0.0});
+    adamw_update(ctx, p, g, m, v, o);
+    const double P[2] = {1.0, -2.0}, G[2] = {0.2, -0.5}, M0[2] = {0.1, 0.0}, V0[2] = {0.01, 0.0};
+    for (int i = 0; i < 2; ++i) {
+      const double mi = 0.9 * M0[i] + 0.1 * G[i], vi = 0.99 * V0[i] + 0.01 * G[i] * G[i];
+      const double mh = mi / (1 - std::pow(0.9, double(step))), vh = vi / (1 - std::pow(0.99, double(step)));
+      const double pi = P[i] - 0.1 * (mh / (std::sqrt(vh) + 1e-8) + 0.01 * P[i]);
+      CHECK(std::abs(m.f64()[size_t(i)] - mi) < 1e-15);
+      CHECK(std::abs(v.f64()[size_t(i)] - vi) < 1e-15);
+      CHECK(std::abs(p.f64()[size_t(i)] - pi) < 1e-14);
+    }
+  }
+  // Step 1 with no decay moves every parameter by about lr * sign(grad).
+  o.step = 1;
+  o.weight_decay = 0;
+  o.grad_scale = 1;
+  Owned p = zeros(DType::f32, {3}), g = from(DType::f32, {3}, {3, -0.01, 100});
+  Owned m = zeros(DType::f32, {3}), v = zeros(DType::f32, {3});
+  adamw_update(ctx, p, g, m, v, o);
+  CHECK(max_abs_diff(p.f64(), {-0.1, 0.1, -0.1}) < 1e-6);
+}
