@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cmath>
 #include <cstdio>
@@ -131,7 +132,7 @@ void Trainer::save_checkpoint() {
   if (opt_.output_dir.empty()) return;
   CheckpointDirWriter dir(opt_.output_dir);
   save_model_files(dir.tmp_dir(), model_, opt_.save);
-  write_tokenizer_files(dir.tmp_dir(), tok_);
+  if (tok_.loaded()) write_tokenizer_files(dir.tmp_dir(), tok_);
   adamw_.save(dir.tmp_dir() + "/optimizer.safetensors");
   JsonWriter w(true);
   w.begin_object()
@@ -154,7 +155,8 @@ double Trainer::run() {
   Progress progress("train", opt_.max_steps, 10.0);
   double eval_loss = std::nan("");
   bool saved_last = false;
-  while (state_.step < opt_.max_steps && !stop_requested()) {
+  const int64_t last = opt_.stop_at_step > 0 ? std::min(opt_.stop_at_step, opt_.max_steps) : opt_.max_steps;
+  while (state_.step < last && !stop_requested()) {
     const double t0 = now_seconds();
     model_.zero_grads();
     model_.reset_expert_load();

@@ -19,6 +19,8 @@ struct TrainerOptions {
   int64_t batch_size = 8;       // windows per micro-batch
   int64_t grad_accum = 1;       // micro-batches per optimizer step
   int64_t max_steps = 100;
+  int64_t stop_at_step = 0;     // > 0: save and stop after this step, leaving the schedule of max_steps intact
+                                // (time-sliced jobs: resume in the next one)
   LrScheduleOptions lr;         // lr.total_steps is set from max_steps
   OptimizerOptions optim;
   double bias_update_gamma = 0.001;  // γ of the auxiliary-loss-free balancing (0 = frozen biases)

@@ -1,0 +1,103 @@
+// Whole-model finite-difference gradient checks in double precision: MLA (with and without q_lora), a dense
+// layer, a grouped sigmoid MoE layer with a shared expert and the balance loss, and an MTP module.
+#include <catch2/catch.hpp>
+
+#include "../common/gradcheck.h"
+#include "core/rng.h"
+#include "model/model.h"
+
+using namespace ds;
+
+namespace {
+
+ModelConfig tiny_v3() {
+  ModelConfig c = config_preset("tiny");
+  c.vocab_size = 23;
+  c.hidden_size = 12;
+  c.intermediate_size = 16;
+  c.moe_intermediate_size = 6;
+  c.num_attention_heads = 2;
+  c.q_lora_rank = 10;
+  c.kv_lora_rank = 8;
+  c.qk_nope_head_dim = 4;
+  c.qk_rope_head_dim = 4;
+  c.v_head_dim = 6;   // qk head dim (8) != v head dim (6)
+  c.n_routed_experts = 8;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.num_experts_per_tok = 3;
+  c.n_shared_experts = 1;
+  c.num_hidden_layers = 2;  // layer 0 dense, layer 1 MoE; MTP module = layer 2 (MoE)
+  c.first_k_dense_replace = 1;
+  c.num_nextn_predict_layers = 1;
+  c.initializer_range = 0.3;  // large enough that every path carries signal in a tiny model
+  return c;
+}
+
+Batch random_batch(const ModelConfig& c, int64_t B, int64_t T, uint64_t seed) {
+  Batch b;
+  b.B = B;
+  b.T = T;
+  Rng rng{seed, 1, 0};
+  for (int64_t i = 0; i < B * (T + 1); ++i) b.tokens.push_back(int32_t(rng.next_below(uint64_t(c.vocab_size))));
+  return b;
+}
+
+// Runs the check over every trainable tensor (a random subset of each) and returns the result.
+test::GradCheckResult check_model(const ModelConfig& cfg, const ForwardOptions& fo, uint64_t seed) {
+  Context ctx;
+  Model m(cfg, ctx, DType::f64);
+  m.init_random(seed);
+  // Non-zero router biases, so that selection differs from the unbiased ranking.
+  for (auto& l : m.weights().layers)
+    if (l.moe && !l.moe_w.bias.empty()) {
+      std::vector<double> b(size_t(cfg.n_routed_experts));
+      for (size_t i = 0; i < b.size(); ++i) b[i] = 0.05 * double(i % 3) - 0.03;
+      from_host(l.moe_w.bias, b);
+    }
+  Batch batch = random_batch(cfg, 2, 5, seed + 1);
+  m.enable_grads();
+  m.zero_grads();
+  m.forward(batch, fo);
+  m.backward();
+  std::vector<test::GradParam> params;
+  for (size_t i = 0; i < m.params().size(); ++i) {
+    const std::string& n = m.params().name(i);
+    if (is_buffer_name(n)) continue;
+    params.push_back({n, m.params()[i], m.grad_arena()[i]});
+  }
+  test::GradCheckOptions opt;
+  opt.max_elements = 6;
+  opt.step = 1e-6;
+  return test::gradcheck(params, [&] { return m.forward(batch, fo).loss; }, opt);
+}
+
+}  // namespace
+
+TEST_CASE("model gradient: MLA with q_lora, dense + grouped MoE with shared expert, MTP, balance loss", "[model][grad]") {
+  ModelConfig c = tiny_v3();
+  ForwardOptions fo;
+  fo.balance_alpha = 0.1;
+  fo.mtp_lambda = 0.5;
+  auto r = check_model(c, fo, 7);
+  INFO(r.summary());
+  // Double precision, h = 1e-6: truncation ~h^2 and rounding ~1e-16/h leave ~1e-9 relative error; the bound
+  // leaves room for the rare element near a top-k selection boundary, which would show up as O(1) instead.
+  CHECK(r.max_rel_err < 1e-5);
+  CHECK(r.checked > 200);
+}
+
+TEST_CASE("model gradient: plain q_proj, softmax group-limited gate, tied embeddings, no MTP", "[model][grad]") {
+  ModelConfig c = tiny_v3();
+  c.q_lora_rank = 0;
+  c.scoring_func = ScoreFunc::softmax;
+  c.topk_method = TopkMethod::group_limited_greedy;
+  c.norm_topk_prob = false;
+  c.routed_scaling_factor = 1.5;
+  c.tie_word_embeddings = true;
+  c.num_nextn_predict_layers = 0;
+  c.yarn.enabled = false;
+  auto r = check_model(c, ForwardOptions{}, 11);
+  INFO(r.summary());
+  CHECK(r.max_rel_err < 1e-5);
+}
