@@ -10,6 +10,10 @@
 
 namespace ds {
 
+// The latent norms (q_a_layernorm, kv_a_layernorm) use RMSNorm's default eps in DeepSeek's model.py and in
+// transformers, whatever rms_norm_eps says; only the block norms follow the config.
+constexpr double kLatentNormEps = 1e-6;
+
 void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MlaActs& a, Tensor x,
                  const AttnWeights& w) {
   const Context& ctx = *env.ctx;
@@ -26,7 +30,7 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
     a.q_a_rstd = ws.alloc(p + "q_latent_rstd", dt, {N});
     a.q_a_n = ws.alloc(p + "q_latent", dt, {N, c.q_lora_rank});
     matmul_forward(ctx, a.q_a, x, w.q_a_proj);
-    rmsnorm_forward(ctx, a.q_a_n, a.q_a_rstd, a.q_a, w.q_a_layernorm, c.rms_norm_eps);
+    rmsnorm_forward(ctx, a.q_a_n, a.q_a_rstd, a.q_a, w.q_a_layernorm, kLatentNormEps);
     matmul_forward(ctx, a.q, a.q_a_n, w.q_b_proj);
   } else {
     matmul_forward(ctx, a.q, x, w.q_proj);
@@ -48,7 +52,7 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   copy_cols(ctx, a.c_raw, 0, a.kv_a, 0, Rkv);
   a.kv_rstd = ws.alloc(p + "kv_latent_rstd", dt, {N});
   a.c = ws.alloc(p + "kv_latent", dt, {N, Rkv});
-  rmsnorm_forward(ctx, a.c, a.kv_rstd, a.c_raw, w.kv_a_layernorm, c.rms_norm_eps);
+  rmsnorm_forward(ctx, a.c, a.kv_rstd, a.c_raw, w.kv_a_layernorm, kLatentNormEps);
   a.k_pe_raw = ws.alloc(p + "k_pe_raw", dt, {N, dr});
   copy_cols(ctx, a.k_pe_raw, 0, a.kv_a, Rkv, dr);
   a.k_pe = ws.alloc(p + "k_pe", dt, {N, dr});
