@@ -11,10 +11,11 @@ Checks (all in float32 on the CPU, so both sides are exact IEEE fp32 and determi
      ds, and ds's logits equal HF's (max |diff| / max |logit| < 1e-4).
   2. ds -> HF: a checkpoint written by ds-pretrain (HF-format config.json given to --config, a few training
      steps, bias updates on) loads in transformers with no missing or mismatched tensors, and the logits agree.
-  3. Where transformers deviates from the official model (MODEL.md §3.6): it masks dropped expert groups with
-     0.0 instead of -inf. With biased scores that are all positive the two agree (checks 1-2 assert that they
-     are); with negative biased scores HF may route to a dropped group. The script builds such a case, shows
-     that unpatched HF differs from ds, and that HF with the official -inf masking (patched routing) matches ds.
+  3. The group-masking divergence of MODEL.md §3.6: older transformers masked dropped expert groups with 0.0
+     instead of model.py's -inf, which differs only when biased scores go negative. Checks 1-2 keep them
+     positive (and assert it); check 3 makes them all negative (bias in [-1, -0.3]) so that 0.0-masking would
+     route to dropped groups. The script reads which masking the installed transformers uses and requires
+     agreement when it is -inf (transformers 5.17 is); with 0.0 it reports the error without failing.
 Prints one JSON summary line and exits non-zero when a check fails.
 """
 import argparse
@@ -64,23 +65,6 @@ def randomize(model, bias_lo, bias_hi, seed=0):
         for m in moe_blocks(model):
             b = m.gate.e_score_correction_bias
             b.copy_(bias_lo + (bias_hi - bias_lo) * torch.rand(b.shape, generator=g))
-
-
-def official_route(self, router_logits):
-    """DeepSeek's model.py gate: like transformers' route_tokens_to_experts, but dropped groups get -inf."""
-    scores = router_logits.sigmoid()
-    choice = scores + self.gate.e_score_correction_bias
-    per = self.n_routed_experts // self.n_group
-    group_scores = choice.view(-1, self.n_group, per).topk(2, dim=-1)[0].sum(dim=-1)
-    group_idx = torch.topk(group_scores, k=self.topk_group, dim=-1, sorted=False)[1]
-    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
-    score_mask = group_mask.unsqueeze(-1).expand(-1, self.n_group, per).reshape(-1, self.n_routed_experts)
-    choice = choice.masked_fill(~score_mask.bool(), float("-inf"))
-    idx = torch.topk(choice, k=self.top_k, dim=-1, sorted=False)[1]
-    w = scores.gather(1, idx)
-    if self.norm_topk_prob:
-        w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
-    return idx, w * self.routed_scaling_factor
 
 
 def min_biased_score(model, ids_list):
@@ -163,16 +147,16 @@ def main():
     randomize(model3, -1.0, -0.3, seed=3)
     d3 = os.path.join(a.out, "hf_negative_bias")
     model3.save_pretrained(d3, safe_serialization=True)
-    ours = ds_logits(a.run, d3, ids_list, a.out)
-    e_unpatched = rel_err(ours, hf_logits(model3, ids_list))
-    cls = type(moe_blocks(model3)[0])
-    original = cls.route_tokens_to_experts
-    cls.route_tokens_to_experts = official_route
-    e_patched = rel_err(ours, hf_logits(model3, ids_list))
-    cls.route_tokens_to_experts = original
-    res["negative_bias_rel_err_hf_as_is"] = e_unpatched
-    res["negative_bias_rel_err_hf_with_official_masking"] = e_patched
-    ok &= e_patched < TOL
+    e3 = rel_err(ds_logits(a.run, d3, ids_list, a.out), hf_logits(model3, ids_list))
+    res["negative_bias_min_biased_score"] = min_biased_score(model3, ids_list)
+    res["negative_bias_rel_err"] = e3
+    import inspect
+    router_src = inspect.getsource(type(moe_blocks(model3)[0].gate))
+    res["hf_router_masks_with"] = "-inf" if 'float("-inf")' in router_src else "0.0" if "0.0)" in router_src else "?"
+    # A transformers that masks with 0.0 routes some of these tokens to dropped groups: it is then expected to
+    # differ from ds (which follows model.py), and the check is skipped with a note instead of failing.
+    if res["hf_router_masks_with"] == "-inf":
+        ok &= e3 < TOL
 
     # 2. ds -> HF
     corpus = os.path.join(a.out, "corpus.jsonl")
