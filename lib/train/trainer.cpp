@@ -32,6 +32,8 @@ double max_violation(const std::vector<int64_t>& load) {
 }
 
 // Keeps the records of a JSONL file whose "step" is <= step (a resumed run rewrites what came after).
+// A last line that lacks its newline and does not parse is a write torn by a kill: it belongs to a step after
+// the checkpoint (records are written before the save of their step), so it is dropped, not an error.
 void truncate_jsonl_after(const std::string& path, int64_t step) {
   if (path.empty() || path == "-" || !path_exists(path)) return;
   std::ifstream in(path);
@@ -40,7 +42,13 @@ void truncate_jsonl_after(const std::string& path, int64_t step) {
   while (std::getline(in, line)) {
     ++n;
     if (line.empty()) continue;
-    JsonlRecord r = parse_object(line, path, n);
+    JsonlRecord r;
+    try {
+      r = parse_object(line, path, n);
+    } catch (const Error&) {
+      if (in.eof()) break;  // unterminated last line: torn
+      throw;
+    }
     if (!r.has("step") || r.get_int("step") <= step) kept += line + "\n";
   }
   write_file_atomic(path, kept);
@@ -155,6 +163,11 @@ double Trainer::run() {
   Progress progress("train", opt_.max_steps, 10.0);
   double eval_loss = std::nan("");
   bool saved_last = false;
+  if (opt_.eval_every > 0 && state_.step == 0) {  // the starting point of the held-out curve
+    JsonWriter e;
+    e.begin_object().kv("step", int64_t(0)).kv("eval_loss", evaluate()).end_object();
+    write_metrics(e.str());
+  }
   const int64_t last = opt_.stop_at_step > 0 ? std::min(opt_.stop_at_step, opt_.max_steps) : opt_.max_steps;
   while (state_.step < last && !stop_requested()) {
     const double t0 = now_seconds();
