@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "ckpt/ckpt_dir.h"
 #include "core/io.h"
 #include "core/json.h"
 #include "core/jsonl.h"
@@ -46,6 +47,9 @@ ModelConfig fresh_config(const PretrainOptions& o, const Tokenizer& tok) {
 
 double run_pretrain(const Context& ctx, PretrainOptions o) {
   if (o.output_dir.empty()) throw_usage("-o/--output DIR is required");
+  // A run killed between the two renames of a checkpoint commit leaves only DIR.old-PID (+ DIR.tmp-PID):
+  // put the checkpoint back before deciding whether DIR holds one (--resume, or refuse without --overwrite).
+  recover_checkpoint_dir(o.output_dir);
   const bool have_ckpt = path_exists(o.output_dir + "/trainer_state.json");
   if (o.resume && !have_ckpt) throw_usage("--resume: no resumable checkpoint in " + o.output_dir);
   if (!o.resume && have_ckpt && !o.overwrite)
