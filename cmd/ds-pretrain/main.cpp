@@ -30,6 +30,9 @@ int main(int argc, char** argv) {
     app.add_option("--batch-size", t.batch_size, "Windows per micro-batch")->capture_default_str();
     app.add_option("--grad-accum", t.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
     app.add_option("--max-steps", t.max_steps, "Optimizer steps")->capture_default_str();
+    app.add_option("--stop-at-step", t.stop_at_step,
+                   "Save and stop after this step, keeping the --max-steps schedule (0 = off; time-sliced jobs)")
+        ->capture_default_str();
     app.add_option("--lr", t.lr.lr, "Peak learning rate")->capture_default_str();
     app.add_option("--min-lr-ratio", t.lr.min_lr_ratio, "Final learning rate as a fraction of the peak")
         ->capture_default_str();
