@@ -29,8 +29,8 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
   inv_freq_ = buffers_[i_freq];
   from_host(inv_freq_, rope_inv_freq(cfg_));
   for (size_t i : i_load) loads_.push_back(MoeLoad{buffers_[i]});
-  rope_attn_factor_ = rope_attn_factor(cfg_);
-  softmax_scale_ = attention_softmax_scale(cfg_);
+  rope_attn_factor_ = ds::rope_attn_factor(cfg_);
+  softmax_scale_ = ds::attention_softmax_scale(cfg_);
 }
 
 Model::~Model() = default;
@@ -243,6 +243,12 @@ void Model::backward() {
   for (int64_t l = cfg_.num_hidden_layers - 1; l >= 0; --l)
     block_backward(e, scratch_, d_resid, gw_.layers[l], layer_acts_[l], w_.layers[l]);
   embedding_backward(ctx_, gw_.embed_tokens, d_resid, ids_);
+}
+
+MoeLoad* Model::moe_load(int64_t layer) {
+  for (size_t i = 0; i < moe_layer_ids_.size(); ++i)
+    if (moe_layer_ids_[i] == layer) return &loads_[i];
+  return nullptr;
 }
 
 std::vector<std::vector<int64_t>> Model::expert_load() const {

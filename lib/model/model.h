@@ -75,6 +75,18 @@ class Model {
   // Auxiliary-loss-free balancing: b += gamma * sign(mean_load - load) from the accumulated load.
   void update_router_bias(double gamma);
 
+  // Activations of the last forward, for the generation engine's prefill (latent cache, MTP input).
+  const BlockActs& layer_acts(int64_t layer) const { return layer_acts_.at(size_t(layer)); }
+  const BlockActs* mtp_block_acts(int64_t k) const {  // k is 1-based; null when MTP did not run
+    return size_t(k) <= mtp_acts_.size() && k >= 1 ? &mtp_acts_[size_t(k - 1)].block : nullptr;
+  }
+  Tensor final_hidden() const { return final_n_; }  // [B*T, D], after the final norm
+  Tensor inv_freq() const { return inv_freq_; }
+  double rope_attn_factor() const { return rope_attn_factor_; }
+  double softmax_scale() const { return softmax_scale_; }
+  // Expert-load counters per MoE layer (main layers, then MTP), for callers that run blocks themselves.
+  MoeLoad* moe_load(int64_t layer);
+
   // With recording on, forward keeps every named intermediate for dump_tensors().
   void set_recording(bool on) { acts_.set_recording(on); }
   const std::vector<std::pair<std::string, Tensor>>& recorded_tensors() const { return acts_.recorded(); }

@@ -69,6 +69,16 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
 void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,
                         Tensor q, Tensor k, Tensor v, double scale);
 
+// ---- MLA decode over a paged latent cache (the absorbed form, MODEL.md §2.5; FlashMLA's contract) ---------
+// kv_pool [P, S, C]: P pages of S token slots; a slot holds C = Rkv + dr values, the normalised latent c then the
+// rotated rope key. kv_cache_write: pool row slot_rows[i] (= page * S + offset) <- [c[i] ; k_pe[i]].
+void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
+// MQA with one shared KV head: query row i (q_lat [n, H, C] = [W_UK^T q_nope ; q_pe] per head) attends to the first
+// kv_len[i] tokens of its sequence, whose slots are block_table[i, t / S] * S + t % S. K is the whole C-vector,
+// V its first R = out.dim(2) values. out [n, H, R] = sum_t softmax_t(scale * q·k_t) v_t; lse [n, H] optional.
+void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
+                          Tensor kv_len, double scale);
+
 // ---- SwiGLU --------------------------------------------------------------------------------------------
 // out[N, F] = silu(gate) * up
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);

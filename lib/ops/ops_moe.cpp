@@ -167,3 +167,35 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
 }
 
 }  // namespace ds
+
+// ---- MLA decode (paged latent cache) ----------------------------------------------------------------------
+
+namespace ds {
+
+void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe) {
+  opcheck::Check chk(ctx, "kv_cache_write");
+  chk.f("kv_pool", kv_pool).f("c", c).f("k_pe", k_pe).index("slot_rows", slot_rows, DType::i32);
+  OP_CHECK(chk, kv_pool.ndim == 3, "kv_pool " + kv_pool.shape_str() + " must be [P, S, C]");
+  OP_CHECK(chk, c.rows() == slot_rows.numel() && k_pe.rows() == slot_rows.numel(),
+           "c, k_pe and slot_rows must have one row per token");
+  OP_CHECK(chk, c.cols() + k_pe.cols() == kv_pool.dim(2),
+           "c " + c.shape_str() + " + k_pe " + k_pe.shape_str() + " must fill a slot of " + kv_pool.shape_str());
+  if (chk.cpu()) cpu::kv_cache_write(ctx, kv_pool, slot_rows, c, k_pe);
+}
+
+void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
+                          Tensor kv_len, double scale) {
+  opcheck::Check chk(ctx, "mla_decode_attention");
+  chk.f("out", out).f("q_lat", q_lat).f("kv_pool", kv_pool).f_opt("lse", lse);
+  chk.index("block_table", block_table, DType::i32).index("kv_len", kv_len, DType::i32);
+  OP_CHECK(chk, q_lat.ndim == 3 && out.ndim == 3 && kv_pool.ndim == 3 && block_table.ndim == 2,
+           "q_lat [n, H, C], out [n, H, R], kv_pool [P, S, C], block_table [n, B]");
+  const int64_t n = q_lat.dim(0), H = q_lat.dim(1), C = q_lat.dim(2);
+  OP_CHECK(chk, kv_pool.dim(2) == C, "q_lat " + q_lat.shape_str() + " and kv_pool " + kv_pool.shape_str() + " differ in C");
+  OP_CHECK(chk, out.dim(0) == n && out.dim(1) == H && out.dim(2) <= C, "out " + out.shape_str() + " must be [n, H, R<=C]");
+  OP_CHECK(chk, block_table.dim(0) == n && kv_len.numel() == n, "block_table and kv_len need one row per query");
+  OP_CHECK(chk, lse.empty() || lse.numel() == n * H, "lse must be [n, H]");
+  if (chk.cpu()) cpu::mla_decode_attention(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale);
+}
+
+}  // namespace ds

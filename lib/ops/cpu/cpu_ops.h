@@ -87,6 +87,11 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc);
 
+// mla_decode.cpp
+void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
+void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
+                          Tensor kv_len, double scale);
+
 // adamw.cpp
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
 

@@ -1,0 +1,48 @@
+#pragma once
+// Incremental decoding with the absorbed MLA (MODEL.md §2.5): per token and layer only the normalised latent c
+// and the rotated rope key are cached; queries are folded through W_UK (q_abs = W_UK^T q_nope) and outputs through
+// W_UV, so attention is MQA over [c ; k_pe] with V = c. Any number of rows per call; rows of one sequence carry
+// consecutive positions (MTP verification runs 2). Blocks reuse the model's dense / MoE forward.
+#include <cstdint>
+#include <vector>
+
+#include "infer/kv_cache.h"
+#include "model/layers.h"
+#include "model/model.h"
+
+namespace ds {
+
+// Per decode call: where each row's token sits and what it may attend to.
+struct DecodeRows {
+  Tensor ids;          // [n] i32 token ids
+  Tensor pos;          // [n] i32 positions
+  Tensor slot_rows;    // [n] i32 pool row receiving the row's latent
+  Tensor block_table;  // [n, max_blocks] i32 pages of the row's sequence
+  Tensor kv_len;       // [n] i32 tokens visible to the row (its own position + 1)
+};
+
+class Decoder {
+ public:
+  explicit Decoder(Model& model);
+  // Recomputes the per-head W_UK^T after the model's weights changed (e.g. a GRPO step).
+  void refresh();
+  // Main model: rows -> logits [n, V] and final-normed hidden [n, D] (both from ws). Cache layers 0..L-1.
+  void forward(Workspace& ws, PagedKvCache& cache, const DecodeRows& rows, Tensor* logits, Tensor* hidden);
+  // MTP module k (1-based) on rows whose ids are t_{i+1} and prev_hidden the depth-(k-1) hidden of position i:
+  // draft logits [n, V] and its output hidden [n, D]. Cache layer L + k - 1.
+  void mtp_forward(Workspace& ws, PagedKvCache& cache, int64_t k, const DecodeRows& rows, Tensor prev_hidden,
+                   Tensor* logits, Tensor* hidden);
+  Model& model() { return model_; }
+
+ private:
+  Tensor block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, const DecodeRows& rows, Tensor x,
+               const BlockWeights& w, size_t absorbed_index, MoeLoad* load);
+  Tensor mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x, const AttnWeights& w, size_t ai);
+  LayerEnv env(int64_t n) const;
+
+  Model& model_;
+  Arena absorbed_;                          // per block: W_UK^T per head [H, Rkv, dn]
+  std::vector<Tensor> w_uk_t_;              // one [H, Rkv, dn] per block (main layers, then MTP blocks)
+};
+
+}  // namespace ds

@@ -1,0 +1,344 @@
+#include "infer/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/progress.h"
+#include "core/rng.h"
+#include "ops/ops.h"
+
+namespace ds {
+
+struct Engine::Seq {
+  uint64_t req = 0;
+  int64_t sample = 0;
+  SamplingParams sp;
+  std::vector<std::string> stop;
+  bool stop_at_eos = true;
+  int64_t prompt_len = 0;
+  SeqCache cache;            // tokens [0, cache.len) are in the cache
+  int32_t pending = -1;      // the last sampled token, not yet in the cache (position cache.len)
+  int32_t draft = -1;        // MTP's guess for the token after `pending`
+  std::vector<double> draft_probs;
+  uint64_t draws = 0;        // RNG counter
+  bool done = false;
+  GenSample out;
+};
+
+Engine::Engine(Model& model, const Tokenizer* tok, const EngineOptions& opt)
+    : model_(model), tok_(tok), opt_(opt), decoder_(model), ws_(model.context().device) {
+  const ModelConfig& c = model_.config();
+  if (opt_.max_context <= 0) opt_.max_context = c.max_position_embeddings;
+  if (opt_.max_batch <= 0) throw_usage("engine: max batch must be >= 1");
+  spec_ = opt_.mtp_speculative;
+  if (spec_ && c.num_nextn_predict_layers < 1)
+    throw_usage("MTP speculative decoding needs a model with MTP modules (num_nextn_predict_layers >= 1)");
+  const int64_t layers = c.num_hidden_layers + (spec_ ? 1 : 0);
+  int64_t tokens = opt_.cache_tokens > 0 ? opt_.cache_tokens : opt_.max_batch * opt_.max_context;
+  const int64_t pages = (tokens + opt_.page_size - 1) / opt_.page_size + opt_.max_batch;  // + copy-on-write slack
+  cache_ = std::make_unique<PagedKvCache>(c, layers, pages, opt_.page_size, model_.context().device, model_.dtype());
+  stats_.cache_bytes_per_token = cache_->bytes_per_token();
+}
+
+Engine::~Engine() = default;
+
+void Engine::submit(GenRequest req) {
+  if (req.prompt.empty()) throw_usage("empty prompt");
+  if (int64_t(req.prompt.size()) >= opt_.max_context)
+    throw_bad_input("prompt of " + std::to_string(req.prompt.size()) + " tokens leaves no room in the context of " +
+                    std::to_string(opt_.max_context));
+  for (int32_t t : req.prompt)
+    if (t < 0 || t >= model_.config().vocab_size) throw_bad_input("prompt token id " + std::to_string(t) + " outside the vocabulary");
+  if (req.n < 1) throw_usage("samples per prompt must be >= 1");
+  if (req.n > opt_.max_batch) throw_usage("samples per prompt exceed the engine's max batch");
+  if (!req.stop.empty() && !tok_) throw_usage("stop strings need a tokenizer");
+  waiting_.push_back(std::move(req));
+}
+
+bool Engine::idle() const { return waiting_.empty() && running_.empty(); }
+
+double Engine::uniform(Seq& s) { return rng_uniform_at(s.sp.seed, uint64_t(s.sample), s.draws++); }
+
+bool Engine::emit(Seq& s, int32_t token, double logprob) {
+  s.out.tokens.push_back(token);
+  s.out.logprobs.push_back(logprob);
+  ++stats_.generated_tokens;
+  const int64_t n = int64_t(s.out.tokens.size());
+  if (s.stop_at_eos && token == int32_t(model_.config().eos_token_id)) {
+    s.out.finish_reason = "stop";
+    s.done = true;
+  } else if (!s.stop.empty()) {
+    const std::string text = tok_->decode(s.out.tokens);
+    for (const std::string& st : s.stop)
+      if (!st.empty() && text.find(st) != std::string::npos) {
+        s.out.finish_reason = "stop";
+        s.done = true;
+      }
+  }
+  if (!s.done && (n >= s.sp.max_new_tokens || s.prompt_len + n >= opt_.max_context)) {
+    s.out.finish_reason = "length";
+    s.done = true;
+  }
+  return !s.done;
+}
+
+void Engine::finish(Seq& s, std::vector<GenSample>& done) {
+  if (tok_) {
+    std::vector<int32_t> ids = s.out.tokens;
+    if (!ids.empty() && s.out.finish_reason == "stop" && ids.back() == int32_t(model_.config().eos_token_id))
+      ids.pop_back();
+    s.out.text = tok_->decode(ids);
+    size_t cut = std::string::npos;
+    for (const std::string& st : s.stop)
+      if (!st.empty()) cut = std::min(cut, s.out.text.find(st));
+    if (cut != std::string::npos) s.out.text.resize(cut);
+  }
+  cache_->release(s.cache);
+  done.push_back(std::move(s.out));
+}
+
+DecodeRows Engine::upload_rows(const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                               const std::vector<int32_t>& pos) {
+  const int64_t n = int64_t(ids.size());
+  size_t max_blocks = 1;
+  for (const SeqCache* c : caches) max_blocks = std::max(max_blocks, c->pages.size());
+  std::vector<int32_t> slots(static_cast<size_t>(n)), lens(static_cast<size_t>(n)), table(static_cast<size_t>(n) * max_blocks, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    slots[size_t(i)] = cache_->slot_row(*caches[size_t(i)], pos[size_t(i)]);
+    lens[size_t(i)] = pos[size_t(i)] + 1;
+    std::copy(caches[size_t(i)]->pages.begin(), caches[size_t(i)]->pages.end(), table.begin() + i * int64_t(max_blocks));
+  }
+  DecodeRows r;
+  r.ids = ws_.alloc("rows.ids", DType::i32, {n});
+  r.pos = ws_.alloc("rows.pos", DType::i32, {n});
+  r.slot_rows = ws_.alloc("rows.slots", DType::i32, {n});
+  r.kv_len = ws_.alloc("rows.kv_len", DType::i32, {n});
+  r.block_table = ws_.alloc("rows.block_table", DType::i32, {n, int64_t(max_blocks)});
+  from_host(r.ids, ids);
+  from_host(r.pos, pos);
+  from_host(r.slot_rows, slots);
+  from_host(r.kv_len, lens);
+  from_host(r.block_table, table);
+  return r;
+}
+
+void Engine::run_mtp(const std::vector<MtpRow>& rows, Tensor hidden) {
+  if (rows.empty()) return;
+  const Context& ctx = model_.context();
+  const int64_t n = int64_t(rows.size()), D = model_.config().hidden_size, V = model_.config().vocab_size;
+  std::vector<const SeqCache*> caches;
+  std::vector<int32_t> ids, pos;
+  Tensor prev = ws_.alloc("mtp.prev_hidden", model_.dtype(), {n, D});
+  for (int64_t i = 0; i < n; ++i) {
+    const MtpRow& r = rows[size_t(i)];
+    caches.push_back(&r.seq->cache);
+    ids.push_back(r.next_token);
+    pos.push_back(int32_t(r.pos));
+    copy(ctx, prev.slice0(i, i + 1), hidden.slice0(r.hidden_row, r.hidden_row + 1));
+  }
+  DecodeRows dr = upload_rows(caches, ids, pos);
+  Tensor logits, out_hidden;
+  decoder_.mtp_forward(ws_, *cache_, 1, dr, prev, &logits, &out_hidden);
+  std::vector<double> host = to_host_f64(logits);
+  for (int64_t i = 0; i < n; ++i) {
+    const bool last = i + 1 == n || rows[size_t(i + 1)].seq != rows[size_t(i)].seq;
+    if (!last) continue;
+    Seq& s = *rows[size_t(i)].seq;
+    s.draft_probs = sampling_distribution(host.data() + i * V, V, s.sp);
+    s.draft = draw_token(s.draft_probs, uniform(s));
+  }
+}
+
+bool Engine::admit(GenRequest& req, std::vector<GenSample>& done) {
+  const int64_t P = int64_t(req.prompt.size());
+  if (int64_t(running_.size()) + req.n > opt_.max_batch) return false;
+  if (cache_->free_pages() < cache_->pages_needed(P) + 2 * req.n) return false;
+  const double t0 = now_seconds();
+  const Context& ctx = model_.context();
+  const ModelConfig& c = model_.config();
+  ws_.reset();
+
+  // prefill: the expanded forward over the prompt (the same code that trains)
+  Batch b;
+  b.B = 1;
+  b.T = P;
+  b.tokens = req.prompt;
+  b.tokens.push_back(0);  // a placeholder target
+  ForwardOptions fo;
+  fo.mtp = spec_;
+  model_.forward(b, fo);
+  SeqCache prompt;
+  DS_CHECK(cache_->reserve(prompt, 0, P), "kv cache out of pages during prefill");
+  std::vector<int32_t> slots(static_cast<size_t>(P));
+  for (int64_t t = 0; t < P; ++t) slots[size_t(t)] = cache_->slot_row(prompt, t);
+  Tensor slot_t = ws_.alloc("prefill.slots", DType::i32, {P});
+  from_host(slot_t, slots);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const MlaActs& a = model_.layer_acts(l).mla;
+    kv_cache_write(ctx, cache_->pool(l), slot_t, a.c, a.k_pe);
+  }
+  if (spec_ && P > 1) {  // MTP positions 0..P-2 have their inputs (h_i, t_{i+1}) already
+    const MlaActs& a = model_.mtp_block_acts(1)->mla;
+    kv_cache_write(ctx, cache_->pool(c.num_hidden_layers), slot_t.slice0(0, P - 1), a.c.slice0(0, P - 1),
+                   a.k_pe.slice0(0, P - 1));
+  }
+  prompt.len = P;
+  const int64_t V = c.vocab_size;
+  std::vector<double> last = to_host_f64(model_.logits().slice0(P - 1, P));
+  Tensor hidden = model_.final_hidden().slice0(P - 1, P);
+
+  std::vector<MtpRow> mtp_rows;
+  for (int64_t g = 0; g < req.n; ++g) {
+    auto s = std::make_unique<Seq>();
+    s->req = req.id;
+    s->sample = g;
+    s->sp = req.sp;
+    s->stop = req.stop;
+    s->stop_at_eos = req.stop_at_eos;
+    s->prompt_len = P;
+    s->out.request_id = req.id;
+    s->out.sample = g;
+    s->out.prompt_tokens = P;
+    cache_->fork(prompt, s->cache);
+    const int32_t t = draw_token(sampling_distribution(last.data(), V, s->sp), uniform(*s));
+    s->pending = t;
+    if (!emit(*s, t, token_logprob(last.data(), V, t, s->sp.temperature))) {
+      finish(*s, done);
+      continue;
+    }
+    if (spec_) {
+      DS_CHECK(cache_->reserve(s->cache, P - 1, P), "kv cache out of pages");
+      mtp_rows.push_back(MtpRow{s.get(), P - 1, t, 0});
+    }
+    running_.push_back(std::move(s));
+  }
+  cache_->release(prompt);
+  run_mtp(mtp_rows, hidden);
+  ++stats_.prompts;
+  stats_.prefill_tokens += P;
+  stats_.prefill_seconds += now_seconds() - t0;
+  return true;
+}
+
+void Engine::decode_plain() {
+  std::vector<const SeqCache*> caches;
+  std::vector<int32_t> ids, pos;
+  for (auto& s : running_) {
+    const int64_t p = s->cache.len;
+    if (!cache_->reserve(s->cache, p, p + 1)) throw_runtime("kv cache full: raise the cache capacity");
+    caches.push_back(&s->cache);
+    ids.push_back(s->pending);
+    pos.push_back(int32_t(p));
+  }
+  DecodeRows rows = upload_rows(caches, ids, pos);
+  Tensor logits, hidden;
+  decoder_.forward(ws_, *cache_, rows, &logits, &hidden);
+  const int64_t V = model_.config().vocab_size;
+  std::vector<double> host = to_host_f64(logits);
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Seq& s = *running_[i];
+    s.cache.len += 1;
+    const double* l = host.data() + int64_t(i) * V;
+    const int32_t t = draw_token(sampling_distribution(l, V, s.sp), uniform(s));
+    s.pending = t;
+    emit(s, t, token_logprob(l, V, t, s.sp.temperature));
+  }
+}
+
+void Engine::decode_speculative() {
+  std::vector<const SeqCache*> caches;
+  std::vector<int32_t> ids, pos;
+  std::vector<int64_t> first_row, nrows;
+  for (auto& s : running_) {
+    const int64_t p = s->cache.len;
+    const int64_t k = p + 2 <= opt_.max_context ? 2 : 1;  // verify the draft too, when the context allows
+    if (!cache_->reserve(s->cache, p, p + k)) throw_runtime("kv cache full: raise the cache capacity");
+    first_row.push_back(int64_t(ids.size()));
+    nrows.push_back(k);
+    caches.push_back(&s->cache);
+    ids.push_back(s->pending);
+    pos.push_back(int32_t(p));
+    if (k == 2) {
+      caches.push_back(&s->cache);
+      ids.push_back(s->draft);
+      pos.push_back(int32_t(p + 1));
+    }
+  }
+  DecodeRows rows = upload_rows(caches, ids, pos);
+  Tensor logits, hidden;
+  decoder_.forward(ws_, *cache_, rows, &logits, &hidden);
+  const int64_t V = model_.config().vocab_size;
+  std::vector<double> host = to_host_f64(logits);
+  std::vector<MtpRow> mtp_rows;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Seq& s = *running_[i];
+    const int64_t p = s.cache.len, r0 = first_row[i];
+    const double* l0 = host.data() + r0 * V;
+    std::vector<double> p0 = sampling_distribution(l0, V, s.sp);
+    if (nrows[i] == 1) {  // no room to verify: a plain step
+      s.cache.len = p + 1;
+      const int32_t t = draw_token(p0, uniform(s));
+      s.pending = t;
+      if (emit(s, t, token_logprob(l0, V, t, s.sp.temperature))) mtp_rows.push_back(MtpRow{&s, p, t, r0});
+      continue;
+    }
+    ++stats_.drafted;
+    const int32_t d = s.draft;
+    // Speculative sampling: accept the draft with probability min(1, p(d) / q(d)); otherwise draw from the
+    // normalised residual max(0, p - q). The emitted tokens are then distributed exactly as plain sampling.
+    const double ratio = s.draft_probs[size_t(d)] > 0 ? p0[size_t(d)] / s.draft_probs[size_t(d)] : 0.0;
+    if (uniform(s) < std::min(1.0, ratio)) {
+      ++stats_.accepted;
+      s.cache.len = p + 2;
+      if (!emit(s, d, token_logprob(l0, V, d, s.sp.temperature))) continue;
+      const double* l1 = l0 + V;
+      const int32_t t = draw_token(sampling_distribution(l1, V, s.sp), uniform(s));
+      s.pending = t;
+      if (!emit(s, t, token_logprob(l1, V, t, s.sp.temperature))) continue;
+      mtp_rows.push_back(MtpRow{&s, p, d, r0});
+      mtp_rows.push_back(MtpRow{&s, p + 1, t, r0 + 1});
+    } else {
+      std::vector<double> res(static_cast<size_t>(V));
+      double z = 0;
+      for (int64_t v = 0; v < V; ++v) z += (res[size_t(v)] = std::max(0.0, p0[size_t(v)] - s.draft_probs[size_t(v)]));
+      if (z > 0) for (double& x : res) x /= z;
+      else res = p0;
+      s.cache.len = p + 1;  // the draft's cache entry is dropped (overwritten next step)
+      const int32_t t = draw_token(res, uniform(s));
+      s.pending = t;
+      if (emit(s, t, token_logprob(l0, V, t, s.sp.temperature))) mtp_rows.push_back(MtpRow{&s, p, t, r0});
+    }
+  }
+  run_mtp(mtp_rows, hidden);
+}
+
+std::vector<GenSample> Engine::step() {
+  std::vector<GenSample> done;
+  while (!waiting_.empty() && admit(waiting_.front(), done)) waiting_.pop_front();
+  if (running_.empty()) {
+    if (!waiting_.empty()) throw_runtime("engine: a request does not fit the kv cache");
+    return done;
+  }
+  const double t0 = now_seconds();
+  ws_.reset();
+  if (spec_) decode_speculative();
+  else decode_plain();
+  ++stats_.decode_steps;
+  stats_.decode_seconds += now_seconds() - t0;
+  for (auto& s : running_)
+    if (s->done) finish(*s, done);
+  running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
+                 running_.end());
+  return done;
+}
+
+std::vector<GenSample> Engine::run_to_completion() {
+  std::vector<GenSample> all;
+  while (!idle()) {
+    std::vector<GenSample> d = step();
+    for (auto& g : d) all.push_back(std::move(g));
+  }
+  return all;
+}
+
+}  // namespace ds

@@ -1,0 +1,105 @@
+#pragma once
+// The generation engine: continuous batching over a paged latent cache.
+//   * prefill: the expanded MLA (the training forward) over the prompt, once per request; its latents fill the
+//     prompt's pages, which the request's n samples then share (copy on write);
+//   * decode: the absorbed MLA (infer/decoder.h), one row per running sequence, sequences of any lengths together;
+//   * sampling: temperature / top-k / top-p from a Philox stream per (request seed, sample), so a sample never
+//     depends on the rest of the batch; the log-prob of each sampled token under softmax(logits / T);
+//   * stops: EOS, stop strings, max new tokens, the context limit;
+//   * MTP speculative decoding (optional): the MTP module drafts the next-next token, the main model verifies two
+//     positions at once and accepts by the speculative-sampling rule, so the output distribution is unchanged.
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "infer/decoder.h"
+#include "infer/kv_cache.h"
+#include "infer/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ds {
+
+struct GenRequest {
+  uint64_t id = 0;
+  std::vector<int32_t> prompt;
+  int64_t n = 1;                   // samples (G)
+  SamplingParams sp;
+  std::vector<std::string> stop;  // stop strings (need a tokenizer)
+  bool stop_at_eos = true;
+};
+
+struct GenSample {
+  uint64_t request_id = 0;
+  int64_t sample = 0;
+  std::vector<int32_t> tokens;     // generated ids (an EOS that ended the sample included)
+  std::vector<double> logprobs;    // one per token: log softmax(logits / T)[token]
+  std::string text;                // decoded completion (EOS excluded, cut before a matched stop string)
+  std::string finish_reason;       // "stop" (EOS or stop string) or "length"
+  int64_t prompt_tokens = 0;
+};
+
+struct EngineOptions {
+  int64_t max_batch = 32;       // running sequences
+  int64_t page_size = 64;
+  int64_t max_context = 0;      // 0 = the model's max_position_embeddings
+  int64_t cache_tokens = 0;     // cache capacity in tokens; 0 = max_batch * max_context
+  bool mtp_speculative = false;
+};
+
+struct EngineStats {
+  int64_t prompts = 0, prefill_tokens = 0, generated_tokens = 0, decode_steps = 0;
+  int64_t drafted = 0, accepted = 0;  // MTP speculation
+  double prefill_seconds = 0, decode_seconds = 0;
+  size_t cache_bytes_per_token = 0;   // (kv_lora_rank + qk_rope_head_dim) x cached layers x element size
+  double acceptance_rate() const { return drafted ? double(accepted) / double(drafted) : 0.0; }
+};
+
+class Engine {
+ public:
+  Engine(Model& model, const Tokenizer* tok, const EngineOptions& opt);
+  ~Engine();
+  // Queues a request. Usage error for an empty prompt or one that leaves no room in the context.
+  void submit(GenRequest req);
+  bool idle() const;
+  // Admits waiting requests (prefill) while there is room, then runs one decode step. Returns finished samples.
+  std::vector<GenSample> step();
+  std::vector<GenSample> run_to_completion();
+  const EngineStats& stats() const { return stats_; }
+  const EngineOptions& options() const { return opt_; }
+  Decoder& decoder() { return decoder_; }
+
+ private:
+  struct Seq;
+  bool admit(GenRequest& req, std::vector<GenSample>& done);
+  void decode_plain();
+  void decode_speculative();
+  struct MtpRow {
+    Seq* seq;
+    int64_t pos;         // position i whose MTP input is (h_i, t_{i+1})
+    int32_t next_token;  // t_{i+1}
+    int64_t hidden_row;  // row of h_i in the hidden tensor
+  };
+  // Runs the MTP module on the rows (grouped by sequence, in order) and drafts from each sequence's last row.
+  void run_mtp(const std::vector<MtpRow>& rows, Tensor hidden);
+  bool emit(Seq& s, int32_t token, double logprob);  // false when the sample has finished
+  void finish(Seq& s, std::vector<GenSample>& done);
+  // Builds the decode tensors for rows (sequence, token, position); each row sees its sequence up to itself.
+  DecodeRows upload_rows(const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                         const std::vector<int32_t>& pos);
+  double uniform(Seq& s);
+
+  Model& model_;
+  const Tokenizer* tok_;
+  EngineOptions opt_;
+  Decoder decoder_;
+  std::unique_ptr<PagedKvCache> cache_;
+  Workspace ws_;
+  std::deque<GenRequest> waiting_;
+  std::vector<std::unique_ptr<Seq>> running_;
+  EngineStats stats_;
+  bool spec_ = false;
+};
+
+}  // namespace ds
