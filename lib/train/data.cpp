@@ -16,16 +16,21 @@ bool is_eval_doc(int64_t doc, double fraction) {
   return rng_uniform_at(0x5eed5eed, 7, uint64_t(doc)) < fraction;
 }
 
-void cut_windows(const std::vector<int32_t>& stream, int64_t T, WindowSet& out) {
+}  // namespace
+
+void cut_windows(const std::vector<int32_t>& stream, const std::vector<uint8_t>& mask, int64_t T, WindowSet& out) {
+  DS_CHECK(T >= 1 && (mask.empty() || mask.size() == stream.size()), "cut_windows: mask must match the stream");
+  DS_CHECK(out.size() == 0 || (out.T == T && out.loss_mask.empty() == mask.empty()),
+           "cut_windows: appending windows of another shape");
   out.T = T;
   if (int64_t(stream.size()) < T + 1) return;
   const int64_t n = (int64_t(stream.size()) - 1) / T;
-  out.tokens.reserve(size_t(n * (T + 1)));
-  for (int64_t w = 0; w < n; ++w)
+  out.tokens.reserve(out.tokens.size() + size_t(n * (T + 1)));
+  for (int64_t w = 0; w < n; ++w) {
     out.tokens.insert(out.tokens.end(), stream.begin() + w * T, stream.begin() + w * T + T + 1);
+    if (!mask.empty()) out.loss_mask.insert(out.loss_mask.end(), mask.begin() + w * T, mask.begin() + w * T + T + 1);
+  }
 }
-
-}  // namespace
 
 Corpus load_pretrain_corpus(const std::string& path, const Tokenizer& tok, const PretrainCorpusOptions& opt) {
   if (opt.seq_len < 1) throw_usage("--seq-len must be >= 1");
@@ -44,8 +49,8 @@ Corpus load_pretrain_corpus(const std::string& path, const Tokenizer& tok, const
     ++c.n_docs;
   }
   if (c.n_docs == 0) throw_bad_input("empty corpus: no {\"" + opt.text_field + "\"} records", path);
-  cut_windows(train_stream, opt.seq_len, c.train);
-  cut_windows(eval_stream, opt.seq_len, c.eval);
+  cut_windows(train_stream, {}, opt.seq_len, c.train);
+  cut_windows(eval_stream, {}, opt.seq_len, c.eval);
   if (c.train.size() == 0)
     throw_bad_input("corpus too small: " + std::to_string(train_stream.size()) +
                         " training tokens do not fill one window of --seq-len " + std::to_string(opt.seq_len) +

@@ -34,6 +34,11 @@ struct Corpus {
   int64_t n_tokens = 0;
 };
 
+// Cuts a token stream into windows of T+1 tokens with stride T (consecutive windows share one token), appended
+// to `out` (out.T = T); a tail too short for a window is dropped. `mask` (one flag per token, or empty = every
+// token a target) is cut alongside into out.loss_mask; empty masks add nothing to out.loss_mask.
+void cut_windows(const std::vector<int32_t>& stream, const std::vector<uint8_t>& mask, int64_t T, WindowSet& out);
+
 // Reads and tokenizes a {"text"} JSONL(.zst) file or '-'. Bad lines are bad-input errors with file:line; an
 // empty corpus or one too short for a single window is a bad-input error.
 Corpus load_pretrain_corpus(const std::string& path, const Tokenizer& tok, const PretrainCorpusOptions& opt);
