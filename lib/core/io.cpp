@@ -142,6 +142,8 @@ class Sink {
     buf_.append(s);
   }
 
+  void flush() { flush_buffer(); }
+
   void commit() {
     DS_CHECK(!committed_, "commit twice on " + path_);
     flush_buffer();
@@ -297,6 +299,7 @@ Writer::Writer(const std::string& path) : impl_(std::make_unique<Impl>(path, pat
 Writer::~Writer() = default;
 void Writer::write(std::string_view s) { impl_->sink.write(s); }
 void Writer::commit() { impl_->sink.commit(); }
+void Writer::flush() { impl_->sink.flush(); }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   DS_CHECK(path != "-", "write_file_atomic needs a real path");

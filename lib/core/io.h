@@ -37,6 +37,8 @@ class Writer {
   ~Writer();                                  // removes the temporary file unless committed
   void write(std::string_view s);
   void commit();  // flush, close, fsync and rename into place; runtime error on failure (disk full, ...)
+  // Pushes buffered records out now (streaming to a pipe); a file still appears only at commit().
+  void flush();
   const std::string& path() const { return path_; }
 
  private:

@@ -1,0 +1,196 @@
+#include "infer/rollout.h"
+
+#include <map>
+#include <unordered_map>
+
+#include "core/io.h"
+#include "core/json.h"
+#include "core/jsonl.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "model/model_io.h"
+#include "tokenizer/chat_template.h"
+
+namespace ds {
+
+PromptTemplate prompt_template_parse(const std::string& s) {
+  if (s == "r1-zero") return PromptTemplate::r1_zero;
+  if (s == "chat") return PromptTemplate::chat;
+  if (s == "raw") return PromptTemplate::raw;
+  throw_usage("unknown template '" + s + "' (r1-zero, chat or raw)");
+}
+
+const char* prompt_template_name(PromptTemplate t) {
+  switch (t) {
+    case PromptTemplate::r1_zero: return "r1-zero";
+    case PromptTemplate::chat: return "chat";
+    case PromptTemplate::raw: return "raw";
+  }
+  return "?";
+}
+
+std::string r1_zero_prompt(const std::string& question) {
+  return "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
+         "assistant first thinks about the reasoning process in the mind and then provides the user with the answer. "
+         "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+         "respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>. User: " +
+         question + ". Assistant:";
+}
+
+namespace {
+
+// A prompt record in flight: what each of its samples' records repeats.
+struct PromptInfo {
+  std::string id;
+  std::string prompt_raw;  // the "prompt" field's JSON, or empty
+  std::vector<std::pair<std::string, std::string>> passthrough;  // other fields, raw JSON
+  uint64_t seed = 0;
+  int64_t remaining = 0;
+};
+
+const char* kOwnFields[] = {"id", "group", "sample", "prompt", "completion", "completion_tokens", "logprobs",
+                            "finish_reason", "prompt_tokens", "template", "prefill", "temperature", "top_p",
+                            "top_k", "seed"};
+
+bool is_own_field(const std::string& k) {
+  for (const char* f : kOwnFields)
+    if (k == f) return true;
+  return false;
+}
+
+// Renders one prompt record into token ids (bad-input errors name file:line).
+std::vector<int32_t> render_prompt(const JsonlRecord& r, const Tokenizer& tok, const RolloutOptions& o,
+                                   const std::string& prefill) {
+  std::vector<int32_t> ids;
+  if (o.tmpl == PromptTemplate::chat) {
+    std::vector<ChatMessage> msgs;
+    if (r.has("messages")) {
+      for (const JsonlRecord& m : r.get_object_array("messages")) msgs.push_back({m.get_string("role"), m.get_string("content")});
+    } else {
+      msgs.push_back({"user", r.get_string("prompt")});
+    }
+    ChatRenderOptions co;
+    co.add_generation_prompt = true;
+    co.prefill_think = o.prefill_think;
+    return render_generation_prompt(tok, msgs, co);
+  }
+  std::string text = r.get_string("prompt");
+  if (o.tmpl == PromptTemplate::r1_zero) text = r1_zero_prompt(text);
+  ids.push_back(tok.bos_id());
+  std::vector<int32_t> body = tok.encode(text + prefill);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+}  // namespace
+
+RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
+  if (o.ckpt.empty()) throw_usage("--ckpt DIR is required");
+  if (o.samples < 1) throw_usage("--samples must be >= 1");
+  std::unique_ptr<Model> model = load_model(o.ckpt, ctx);
+  Tokenizer tok = Tokenizer::load(o.ckpt);
+  EngineOptions eo = o.engine;
+  eo.max_batch = std::max(eo.max_batch, o.samples);
+  Engine engine(*model, &tok, eo);
+  const std::string prefill = o.prefill_think ? (o.tmpl == PromptTemplate::r1_zero ? " <think>\n" : "<think>\n") : "";
+  std::vector<std::string> stop = o.stop;
+  if (o.tmpl == PromptTemplate::r1_zero && !o.no_default_stop) stop.push_back("</answer>");
+
+  JsonlReader reader(o.input);
+  Writer out(o.output);
+  std::unordered_map<uint64_t, PromptInfo> inflight;
+  RolloutSummary sum;
+  Progress progress("rollout", 0, 10.0);
+  uint64_t index = 0;
+  bool input_done = false;
+  std::string pending_error;  // a bad record in stop mode: finish what was submitted, then fail
+
+  auto write_sample = [&](const GenSample& g) {
+    PromptInfo& p = inflight.at(g.request_id);
+    JsonWriter w;
+    w.begin_object();
+    w.kv("id", p.id + "#" + std::to_string(g.sample)).kv("group", p.id).kv("sample", g.sample);
+    if (!p.prompt_raw.empty()) w.key("prompt").raw(p.prompt_raw);
+    w.kv("completion", prefill.empty() ? g.text : (o.tmpl == PromptTemplate::r1_zero ? prefill.substr(1) : prefill) + g.text);
+    w.key("completion_tokens").begin_array();
+    for (int32_t t : g.tokens) w.value(int64_t(t));
+    w.end_array().key("logprobs").begin_array();
+    for (double l : g.logprobs) w.value(l);
+    w.end_array();
+    w.kv("finish_reason", g.finish_reason).kv("prompt_tokens", g.prompt_tokens);
+    w.kv("template", prompt_template_name(o.tmpl)).kv("prefill", prefill.empty() ? "" : prefill.substr(prefill[0] == ' '));
+    w.kv("temperature", o.sp.temperature).kv("top_p", o.sp.top_p).kv("top_k", o.sp.top_k).kv("seed", p.seed);
+    for (auto& [k, v] : p.passthrough) w.key(k).raw(v);
+    w.end_object();
+    out.write(w.str());
+    out.write("\n");
+    ++sum.samples;
+    if (--p.remaining == 0) inflight.erase(g.request_id);
+  };
+
+  while (true) {
+    // keep about one batch of prompts queued, reading lazily so memory stays bounded
+    while (!input_done && pending_error.empty() && int64_t(inflight.size()) * o.samples < 2 * eo.max_batch) {
+      const JsonlRecord* r = reader.next();
+      if (!r) {
+        input_done = true;
+        break;
+      }
+      const uint64_t i = index++;
+      try {
+        PromptInfo info;
+        info.id = r->has("id") && r->type_name("id") == "string" ? r->get_string("id")
+                  : r->has("id")                                 ? r->raw("id")
+                                                                 : "p" + std::to_string(i);
+        if (r->has("prompt")) info.prompt_raw = r->raw("prompt");
+        for (const std::string& k : r->keys())
+          if (!is_own_field(k)) info.passthrough.emplace_back(k, r->raw(k));
+        GenRequest req;
+        req.id = i;
+        req.prompt = render_prompt(*r, tok, o, prefill);
+        req.n = o.samples;
+        req.sp = o.sp;
+        req.sp.seed = uint64_t(rng_uniform_at(o.sp.seed, 0x7011, i) * 9007199254740992.0);  // per-prompt seed
+        req.stop = stop;
+        info.seed = req.sp.seed;
+        info.remaining = o.samples;
+        const int64_t context = engine.options().max_context;
+        if (int64_t(req.prompt.size()) >= context)
+          throw_bad_input("prompt of " + std::to_string(req.prompt.size()) + " tokens does not fit the context of " +
+                              std::to_string(context),
+                          reader.path(), reader.line_number());
+        engine.submit(std::move(req));
+        inflight.emplace(i, std::move(info));
+        ++sum.prompts;
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::bad_input) throw;
+        std::string msg = e.what();
+        if (msg.find(reader.path()) == std::string::npos) msg = with_location(msg, reader.path(), reader.line_number());
+        if (!o.skip_bad) {
+          pending_error = msg;
+        } else {
+          log_warn("skipped: " + msg);
+          ++sum.skipped;
+        }
+      }
+    }
+    if (engine.idle()) break;
+    for (const GenSample& g : engine.step()) write_sample(g);
+    out.flush();
+    if (o.progress) {
+      const EngineStats& st = engine.stats();
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "%lld samples | %.0f tok/s", static_cast<long long>(sum.samples),
+                    st.decode_seconds > 0 ? double(st.generated_tokens) / (st.decode_seconds + st.prefill_seconds) : 0.0);
+      progress.update(sum.samples, buf);
+    }
+  }
+  progress.finish();
+  out.commit();  // the good records are kept even when a bad one stops the run
+  sum.engine = engine.stats();
+  if (!pending_error.empty()) throw_bad_input(pending_error);
+  return sum;
+}
+
+}  // namespace ds

@@ -1,0 +1,48 @@
+#pragma once
+// ds-rollout's work: prompts JSONL -> G samples per prompt, streamed as JSONL as they finish.
+//
+// Output record (one per sample), DESIGN.md's rollout fields plus what GRPO and the reward need:
+//   id "<prompt id>#<sample>", group (the prompt id), sample, prompt (the input's prompt text, when it has one),
+//   completion (prefill + generated text, so rewards see the whole answer), completion_tokens (generated ids),
+//   logprobs (one per generated id: log softmax(logits / T)), finish_reason ("stop" | "length"), prompt_tokens,
+//   template, prefill, temperature, top_p, top_k, seed, and every other field of the prompt record unchanged
+//   (answer, task, numbers, target, messages, ...).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "infer/engine.h"
+#include "tensor/context.h"
+
+namespace ds {
+
+enum class PromptTemplate { r1_zero, chat, raw };
+PromptTemplate prompt_template_parse(const std::string& s);  // r1-zero | chat | raw; usage error otherwise
+const char* prompt_template_name(PromptTemplate t);
+
+// The R1-Zero training template (DeepSeek-R1 paper, Table 1) around a question.
+std::string r1_zero_prompt(const std::string& question);
+
+struct RolloutOptions {
+  std::string ckpt;
+  std::string input = "-";
+  std::string output = "-";
+  int64_t samples = 1;  // G
+  SamplingParams sp;    // sp.seed is the run's seed; each prompt gets its own from (seed, prompt index)
+  PromptTemplate tmpl = PromptTemplate::r1_zero;
+  bool prefill_think = false;          // start every answer with "<think>\n" (recorded in "prefill")
+  std::vector<std::string> stop;       // stop strings; r1-zero adds "</answer>" unless no_default_stop
+  bool no_default_stop = false;
+  EngineOptions engine;
+  bool skip_bad = false;               // skip and report bad prompt records instead of stopping
+  bool progress = true;
+};
+
+struct RolloutSummary {
+  int64_t prompts = 0, samples = 0, skipped = 0;
+  EngineStats engine;
+};
+
+RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& opt);
+
+}  // namespace ds
