@@ -71,7 +71,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--shard-size", shard_gb, "Max safetensors shard size in GB")->capture_default_str();
     app.add_option("--metrics", t.metrics_path, "Metrics JSONL, one record per step");
-    app.add_option("--expert-stats", t.expert_stats_path, "Expert token counts JSONL, one record per MoE layer per step");
+    app.add_option("--expert-stats", t.expert_stats_path,
+                   "Expert token counts JSONL, one record per MoE layer per step");
     if (int rc = ds::parse_cli(app, argc, argv); rc >= 0) return rc;
     ds::Context ctx = ds::apply_common_options(common);
 

@@ -27,7 +27,8 @@ double run_sft(const Context& ctx, SftOptions o) {
   // The tokenizer and the weights come from the base checkpoint (or from the run being resumed).
   const std::string src = o.resume ? o.output_dir : o.init_from;
   if (!path_exists(src + "/config.json"))
-    throw_bad_input(std::string(o.resume ? "--resume" : "--init-from") + ": not a checkpoint directory (no config.json)",
+    throw_bad_input(std::string(o.resume ? "--resume" : "--init-from") +
+                        ": not a checkpoint directory (no config.json)",
                     src);
   Tokenizer tok = Tokenizer::load(src);
   SftData data = load_sft_data(o.input, tok, o.data);

@@ -104,7 +104,8 @@ TEST_CASE("chat template: multi-turn drops the reasoning of earlier assistant tu
   CHECK(trainable_text(tok, j) == "\n\nThe answer is 9." + E);
 
   // Earlier turns without reasoning are rendered as generated, so they are targets too.
-  std::vector<ChatMessage> plain = {{"user", "Hello there"}, {"assistant", "Hello!"}, {"user", kQ2}, {"assistant", kR2}};
+  std::vector<ChatMessage> plain = {
+      {"user", "Hello there"}, {"assistant", "Hello!"}, {"user", kQ2}, {"assistant", kR2}};
   ChatRendering p = render_chat(tok, plain);
   CHECK(p.text == B + U + "Hello there" + A + "Hello!" + E + U + kQ2 + A + kR2 + E);
   CHECK(trainable_text(tok, p) == "Hello!" + E + kR2 + E);

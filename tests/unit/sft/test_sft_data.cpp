@@ -164,7 +164,8 @@ TEST_CASE("sft data: prompt/completion records render as a user turn and an assi
   write_text(dir / "pc.jsonl",
              "{\"prompt\":" + JsonWriter().value(c[0].content).str() + ",\"completion\":" +
                  JsonWriter().value(c[1].content).str() + ",\"answer\":\"x\"}\n" +
-                 "{\"prompt\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"hi\"}]," +
+                 "{\"prompt\":[{\"role\":\"system\",\"content\":\"Be brief.\"}," +
+                 "{\"role\":\"user\",\"content\":\"hi\"}]," +
                  "\"completion\":[{\"role\":\"assistant\",\"content\":\"hello\"}]}\n");
   write_chats(dir / "m.jsonl", {c, {{"system", "Be brief."}, {"user", "hi"}, {"assistant", "hello"}}});
   SftData a = load_sft_data(dir / "pc.jsonl", tok, opts(64, false));
