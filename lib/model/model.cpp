@@ -150,6 +150,7 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   rmsnorm_forward(ctx_, final_n_, final_rstd_, x, w_.norm, cfg_.rms_norm_eps);
   logits_ = acts_.alloc("logits", dtype_, {N, V});
   matmul_forward(ctx_, logits_, final_n_, w_.lm_head);
+  if (fopt_.logit_temperature != 1.0) scale(ctx_, logits_, 1.0 / fopt_.logit_temperature);
   loss_ = acts_.alloc("loss", dtype_, {N});
   lse_ = acts_.alloc("lse", dtype_, {N});
   cross_entropy_forward(ctx_, loss_, lse_, logits_, targets_, kIgnore);
@@ -195,7 +196,22 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   return info;
 }
 
-void Model::backward() {
+std::vector<double> Model::target_logprobs() const {
+  DS_CHECK(have_forward_, "target_logprobs without forward");
+  std::vector<double> lp = to_host_f64(loss_);
+  for (double& x : lp) x = -x;  // ignored rows hold 0
+  return lp;
+}
+
+void Model::backward() { backward_impl(nullptr); }
+
+void Model::backward_policy(const std::vector<double>& d_logp) {
+  DS_CHECK(mtp_acts_.empty(), "backward_policy needs a forward without MTP");
+  DS_CHECK(int64_t(d_logp.size()) == B_ * T_, "backward_policy: one dL/dlogp per row");
+  backward_impl(&d_logp);
+}
+
+void Model::backward_impl(const std::vector<double>* d_logp) {
   DS_CHECK(have_forward_, "backward without forward");
   enable_grads();
   grad_ws_.reset();
@@ -233,8 +249,18 @@ void Model::backward() {
   }
 
   // main head
-  const double scale = n_targets_ ? 1.0 / double(n_targets_) : 0.0;
-  cross_entropy_backward(ctx_, d_logits, logits_, lse_, targets_, scale, kIgnore);
+  if (d_logp) {
+    // d(logits/T) = -dL/dlogp * (softmax - onehot); the chain through the division by T gives 1/T.
+    Tensor row_scale = grad_ws_.alloc("d_logp_neg", dtype_, {N});
+    std::vector<double> neg(d_logp->size());
+    for (size_t i = 0; i < neg.size(); ++i) neg[i] = -(*d_logp)[i];
+    from_host(row_scale, neg);
+    cross_entropy_backward(ctx_, d_logits, logits_, lse_, targets_, 1.0 / fopt_.logit_temperature, kIgnore,
+                           Accum::overwrite, row_scale);
+  } else {
+    const double scale = n_targets_ ? 1.0 / double(n_targets_) / fopt_.logit_temperature : 0.0;
+    cross_entropy_backward(ctx_, d_logits, logits_, lse_, targets_, scale, kIgnore);
+  }
   matmul_backward(ctx_, d_final_n, gw_.lm_head, d_logits, final_n_, w_.lm_head,
                   depth ? Accum::add : Accum::overwrite);
   Tensor d_resid = grad_ws_.alloc("d_resid", dtype_, {N, D});

@@ -31,6 +31,7 @@ struct ForwardOptions {
   double balance_alpha = 0.0;  // sequence-wise balance loss weight (V3: 1e-4); 0 = off
   double mtp_lambda = 0.3;     // MTP loss weight (V3: 0.3, then 0.1)
   bool mtp = true;             // run the MTP modules (when the config has any)
+  double logit_temperature = 1.0;  // the main head's logits are divided by this (RL: sampling temperature)
 };
 
 struct LossInfo {
@@ -65,6 +66,12 @@ class Model {
   LossInfo forward(const Batch& batch, const ForwardOptions& opt = {});
   // Accumulates d(loss)/d(params) of the last forward into grads().
   void backward();
+  // Policy-gradient use: log p(target) under softmax(logits / T) for every row of the last forward ([B*T], row
+  // order; 0 where the target is not counted) ...
+  std::vector<double> target_logprobs() const;
+  // ... and the backward of any loss given as dL/dlogp per row (rows not counted must be 0). The last forward
+  // must have run without MTP; the balance loss, when on, is added as usual.
+  void backward_policy(const std::vector<double>& d_logp);
   // Main-head logits of the last forward, [B*T, V].
   Tensor logits() const { return logits_; }
 
@@ -100,6 +107,7 @@ class Model {
     int64_t n_targets = 0;
   };
   void upload_batch(const Batch& batch);
+  void backward_impl(const std::vector<double>* d_logp);
   LayerEnv env() const;
 
   ModelConfig cfg_;

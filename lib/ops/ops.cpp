@@ -294,16 +294,18 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
 }
 
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
-                            double d_scale, int ignore_index, Accum acc) {
+                            double d_scale, int ignore_index, Accum acc, Tensor row_scale) {
   Check c(ctx, "cross_entropy_backward");
   c.f("logits", logits).f("d_logits", d_logits).f("lse", lse).index("targets", targets, DType::i32);
+  c.f_opt("row_scale", row_scale);
+  OP_CHECK(c, row_scale.empty() || row_scale.numel() == logits.rows(), "row_scale must have one entry per row");
   const int64_t N = logits.rows();
   OP_CHECK(c, d_logits.numel() == logits.numel() && d_logits.cols() == logits.cols(),
            "d_logits " + d_logits.shape_str() + " must match logits " + logits.shape_str());
   OP_CHECK(c, targets.numel() == N && lse.numel() == N,
            "targets " + targets.shape_str() + " and lse " + lse.shape_str() +
                " must have one entry per row of logits " + logits.shape_str());
-  if (c.cpu()) cpu::cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, acc);
+  if (c.cpu()) cpu::cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, acc, row_scale);
 }
 
 // ---- optimizer -----------------------------------------------------------------------------------------

@@ -142,9 +142,11 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
 // ignore_index get loss 0 and lse 0. logits [N, V], targets [N] i32.
 void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
                            int ignore_index);
-// d_logits[n] (=|+=) d_scale * (softmax(logits[n]) - onehot(targets[n])); ignored rows get 0.
+// d_logits[n] (=|+=) d_scale * row_scale[n] * (softmax(logits[n]) - onehot(targets[n])); ignored rows get 0.
+// row_scale [N] (optional, the float dtype of logits) weighs rows individually: policy-gradient losses put
+// -dL/dlogp(target) there.
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
-                            double d_scale, int ignore_index, Accum acc = Accum::overwrite);
+                            double d_scale, int ignore_index, Accum acc = Accum::overwrite, Tensor row_scale = {});
 
 // ---- optimizer -----------------------------------------------------------------------------------------
 struct AdamWOptions {

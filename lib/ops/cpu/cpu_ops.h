@@ -85,7 +85,7 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
 void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
                            int ignore_index);
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
-                            double d_scale, int ignore_index, Accum acc);
+                            double d_scale, int ignore_index, Accum acc, Tensor row_scale);
 
 // mla_decode.cpp
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);

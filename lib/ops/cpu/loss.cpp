@@ -48,7 +48,7 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
 
 // d_logits[n] (=|+=) d_scale * (exp(logits[n] - lse[n]) - onehot(target)); ignored rows contribute 0.
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
-                            double d_scale, int ignore_index, Accum acc) {
+                            double d_scale, int ignore_index, Accum acc, Tensor row_scale) {
   dispatch_float(logits.dtype, "cross_entropy_backward", [&](auto zero) {
     using T = decltype(zero);
     const int64_t N = logits.rows(), V = logits.cols();
@@ -57,6 +57,7 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
     const int32_t* tg = targets.ptr<int32_t>();
     check_targets(tg, N, V, ignore_index, "cross_entropy_backward");
     T* pd = d_logits.ptr<T>();
+    const T* rs = row_scale.empty() ? nullptr : row_scale.ptr<T>();
     const bool add = acc == Accum::add;
 #pragma omp parallel for num_threads(threads_for(ctx, N * V)) schedule(static)
     for (int64_t n = 0; n < N; ++n) {
@@ -67,8 +68,9 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
       }
       const T* x = pl + n * V;
       const double l = double(plse[n]);
+      const double k = rs ? d_scale * double(rs[n]) : d_scale;
       for (int64_t v = 0; v < V; ++v) {
-        const double g = d_scale * (std::exp(double(x[v]) - l) - (v == tg[n] ? 1.0 : 0.0));
+        const double g = k * (std::exp(double(x[v]) - l) - (v == tg[n] ? 1.0 : 0.0));
         d[v] = add ? T(double(d[v]) + g) : T(g);
       }
     }

@@ -101,3 +101,41 @@ TEST_CASE("model gradient: plain q_proj, softmax group-limited gate, tied embedd
   INFO(r.summary());
   CHECK(r.max_rel_err < 1e-5);
 }
+
+TEST_CASE("policy-gradient backward: dL/dlogp per token through temperature-scaled log-probs", "[model][grad]") {
+  ModelConfig c = tiny_v3();
+  c.num_nextn_predict_layers = 0;
+  Context ctx;
+  Model m(c, ctx, DType::f64);
+  m.init_random(13);
+  Batch batch = random_batch(c, 2, 5, 14);
+  batch.loss_mask.assign(batch.tokens.size(), 1);
+  batch.loss_mask[1] = 0;  // a prompt token: not a target
+  ForwardOptions fo;
+  fo.mtp = false;
+  fo.logit_temperature = 0.7;
+  // L = sum_t coef_t * logp_t with arbitrary coefficients (what a GRPO loss hands back per token)
+  std::vector<double> coef(10);
+  for (size_t i = 0; i < coef.size(); ++i) coef[i] = 0.3 * double(int(i % 5) - 2);
+  coef[0] = 0.0;  // row 0 predicts token 1, which is masked
+  auto loss = [&] {
+    m.forward(batch, fo);
+    std::vector<double> lp = m.target_logprobs();
+    double l = 0;
+    for (size_t i = 0; i < lp.size(); ++i) l += coef[i] * lp[i];
+    return l;
+  };
+  m.enable_grads();
+  m.zero_grads();
+  loss();
+  m.backward_policy(coef);
+  std::vector<test::GradParam> params;
+  for (size_t i = 0; i < m.params().size(); ++i)
+    if (!is_buffer_name(m.params().name(i))) params.push_back({m.params().name(i), m.params()[i], m.grad_arena()[i]});
+  test::GradCheckOptions opt;
+  opt.max_elements = 5;
+  opt.step = 1e-6;
+  auto r = test::gradcheck(params, loss, opt);
+  INFO(r.summary());
+  CHECK(r.max_rel_err < 1e-5);
+}
