@@ -44,13 +44,14 @@ namespace {
 struct PromptInfo {
   std::string id;
   std::string prompt_raw;  // the "prompt" field's JSON, or empty
+  std::vector<int32_t> prompt_ids;  // the rendered prompt, exactly as sampled from (GRPO re-scores it)
   std::vector<std::pair<std::string, std::string>> passthrough;  // other fields, raw JSON
   uint64_t seed = 0;
   int64_t remaining = 0;
 };
 
 const char* kOwnFields[] = {"id", "group", "sample", "prompt", "completion", "completion_tokens", "logprobs",
-                            "finish_reason", "prompt_tokens", "template", "prefill", "temperature", "top_p",
+                            "finish_reason", "prompt_tokens", "prompt_ids", "template", "prefill", "temperature", "top_p",
                             "top_k", "seed"};
 
 bool is_own_field(const std::string& k) {
@@ -105,6 +106,8 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   uint64_t index = 0;
   bool input_done = false;
   std::string pending_error;  // a bad record in stop mode: finish what was submitted, then fail
+  std::string last_skipped;
+  const std::string where = reader.path() == "-" ? "<stdin>" : reader.path();  // as JsonlReader names stdin
 
   auto write_sample = [&](const GenSample& g) {
     PromptInfo& p = inflight.at(g.request_id);
@@ -119,6 +122,9 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
     for (double l : g.logprobs) w.value(l);
     w.end_array();
     w.kv("finish_reason", g.finish_reason).kv("prompt_tokens", g.prompt_tokens);
+    w.key("prompt_ids").begin_array();
+    for (int32_t t : p.prompt_ids) w.value(int64_t(t));
+    w.end_array();
     w.kv("template", prompt_template_name(o.tmpl)).kv("prefill", prefill.empty() ? "" : prefill.substr(prefill[0] == ' '));
     w.kv("temperature", o.sp.temperature).kv("top_p", o.sp.top_p).kv("top_k", o.sp.top_k).kv("seed", p.seed);
     for (auto& [k, v] : p.passthrough) w.key(k).raw(v);
@@ -132,13 +138,15 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   while (true) {
     // keep about one batch of prompts queued, reading lazily so memory stays bounded
     while (!input_done && pending_error.empty() && int64_t(inflight.size()) * o.samples < 2 * eo.max_batch) {
-      const JsonlRecord* r = reader.next();
-      if (!r) {
-        input_done = true;
-        break;
-      }
       const uint64_t i = index++;
       try {
+        // inside the try: a malformed line is a bad record like any other (reported with its file:line after
+        // the good records before it are written, or skipped with --skip-bad; the reader resumes at the next line)
+        const JsonlRecord* r = reader.next();
+        if (!r) {
+          input_done = true;
+          break;
+        }
         PromptInfo info;
         info.id = r->has("id") && r->type_name("id") == "string" ? r->get_string("id")
                   : r->has("id")                                 ? r->raw("id")
@@ -154,23 +162,25 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
         req.sp.seed = uint64_t(rng_uniform_at(o.sp.seed, 0x7011, i) * 9007199254740992.0);  // per-prompt seed
         req.stop = stop;
         info.seed = req.sp.seed;
+        info.prompt_ids = req.prompt;
         info.remaining = o.samples;
         const int64_t context = engine.options().max_context;
         if (int64_t(req.prompt.size()) >= context)
           throw_bad_input("prompt of " + std::to_string(req.prompt.size()) + " tokens does not fit the context of " +
                               std::to_string(context),
-                          reader.path(), reader.line_number());
+                          where, reader.line_number());
         engine.submit(std::move(req));
         inflight.emplace(i, std::move(info));
         ++sum.prompts;
       } catch (const Error& e) {
         if (e.kind() != ErrorKind::bad_input) throw;
         std::string msg = e.what();
-        if (msg.find(reader.path()) == std::string::npos) msg = with_location(msg, reader.path(), reader.line_number());
-        if (!o.skip_bad) {
+        if (msg.find("(" + where) == std::string::npos) msg = with_location(msg, where, reader.line_number());
+        if (!o.skip_bad || msg == last_skipped) {  // the same error twice: the reader cannot get past it
           pending_error = msg;
         } else {
           log_warn("skipped: " + msg);
+          last_skipped = msg;
           ++sum.skipped;
         }
       }

@@ -5,6 +5,7 @@
 //   id "<prompt id>#<sample>", group (the prompt id), sample, prompt (the input's prompt text, when it has one),
 //   completion (prefill + generated text, so rewards see the whole answer), completion_tokens (generated ids),
 //   logprobs (one per generated id: log softmax(logits / T)), finish_reason ("stop" | "length"), prompt_tokens,
+//   prompt_ids (the rendered prompt the samples continue, so a trainer can re-score prompt + completion exactly),
 //   template, prefill, temperature, top_p, top_k, seed, and every other field of the prompt record unchanged
 //   (answer, task, numbers, target, messages, ...).
 #include <cstdint>
