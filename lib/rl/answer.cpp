@@ -91,6 +91,11 @@ std::string remove_noise(std::string_view s) {
   out.reserve(s.size());
   size_t i = 0;
   while (i < s.size()) {
+    const char c0 = s[i];
+    if (c0 != '^' && c0 != '\\' && c0 != '\xC2' && c0 != '{' && c0 != '$' && c0 != '~') {  // no pattern starts here
+      out += s[i++];
+      continue;
+    }
     bool dropped = false;
     for (std::string_view d : kDrop) {
       if (starts_with(s.substr(i), d)) {

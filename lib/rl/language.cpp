@@ -58,29 +58,49 @@ WordCounts count_words(std::string_view s, const LanguageSpec& lang) {
     run_is_command = false;
     pending_joiner = false;
   };
+  const size_t n = s.size();
   size_t i = 0;
-  while (i < s.size()) {
-    char32_t c;
+  while (i < n) {
     auto b = static_cast<unsigned char>(s[i]);
     if (b < 0x80) {
-      c = b;
+      if (((b | 0x20) >= 'a' && (b | 0x20) <= 'z')) {
+        // A run of ASCII letters in one go (the common case).
+        size_t j = i + 1;
+        while (j < n && ((static_cast<unsigned char>(s[j]) | 0x20) >= 'a' && (static_cast<unsigned char>(s[j]) | 0x20) <= 'z'))
+          ++j;
+        if (run != Script::latin) {
+          if (run != Script::none) finish();
+          run = Script::latin;
+          run_is_command = after_backslash;
+        }
+        run_letters += int64_t(j - i);
+        pending_joiner = false;
+        after_backslash = false;
+        i = j;
+        continue;
+      }
       ++i;
-    } else {
-      c = utf8_next(s, i);
-    }
-    Script sc = script_of(c);
-    if (sc == Script::none) {
-      bool joiner = (c == '\'' || c == 0x2019 || c == '-') && run != Script::none && !pending_joiner;
-      if (joiner) {
+      if ((b == '\'' || b == '-') && run != Script::none && !pending_joiner) {
         pending_joiner = true;
         continue;
       }
-      finish();
-      after_backslash = (c == '\\');
+      if (run != Script::none) finish();
+      after_backslash = (b == '\\');
+      continue;
+    }
+    char32_t c = utf8_next(s, i);
+    Script sc = script_of(c);
+    if (sc == Script::none) {
+      if (c == 0x2019 && run != Script::none && !pending_joiner) {
+        pending_joiner = true;
+        continue;
+      }
+      if (run != Script::none) finish();
+      after_backslash = false;
       continue;
     }
     if (script_is_ideographic(sc)) {
-      finish();
+      if (run != Script::none) finish();
       ++wc.words;
       if (lang.counts(sc)) ++wc.target;
       after_backslash = false;

@@ -40,7 +40,9 @@ SummaryAggregator::SummaryAggregator(std::vector<int64_t> ks) : ks_(std::move(ks
 }
 
 void SummaryAggregator::add(const Sample& s) {
-  Task& t = tasks_[s.task];
+  auto it = tasks_.find(s.task);
+  if (it == tasks_.end()) it = tasks_.emplace(std::string(s.task), Task{}).first;
+  Task& t = it->second;
   ++t.samples;
   if (s.reward) {
     ++t.rewarded;
@@ -50,10 +52,10 @@ void SummaryAggregator::add(const Sample& s) {
     ++t.skipped;
     return;
   }
-  Group& g = t.groups[s.group];
+  Group& g = t.groups[std::string(s.group)];
   ++g.n;
   g.c += s.correct;
-  if (g.votes.size() < max_k_) g.votes.push_back({s.vote_key, s.correct});
+  if (g.votes.size() < max_k_) g.votes.push_back({std::string(s.vote_key), s.correct});
 }
 
 SummaryAggregator::TaskSummary SummaryAggregator::summarise(const std::string& name,

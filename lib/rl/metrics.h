@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -35,13 +36,13 @@ class SummaryAggregator {
  public:
   explicit SummaryAggregator(std::vector<int64_t> ks);
 
-  struct Sample {
-    std::string task;    // "" is reported as "(none)"
-    std::string group;   // the prompt key
+  struct Sample {  // the views need to live only for the add() call
+    std::string_view task;    // "" is reported as "(none)"
+    std::string_view group;   // the prompt key
     bool skipped = false;
     std::optional<double> reward;
     bool correct = false;
-    std::string vote_key;  // "" = no answer
+    std::string_view vote_key;  // "" = no answer
   };
   void add(const Sample& s);
 
@@ -77,7 +78,7 @@ class SummaryAggregator {
 
   std::vector<int64_t> ks_;
   size_t max_k_ = 1;
-  std::map<std::string, Task> tasks_;
+  std::map<std::string, Task, std::less<>> tasks_;
 };
 
 }  // namespace ds::rl

@@ -1,7 +1,6 @@
 #include "rl/penalty.h"
 
 #include <algorithm>
-#include <unordered_set>
 
 #include "rl/utf8.h"
 
@@ -78,14 +77,15 @@ double repetition_ratio(std::string_view text, int n) {
   std::vector<uint64_t> tok = token_hashes(text);
   if (tok.size() < size_t(n)) return 0.0;
   const size_t total = tok.size() - size_t(n) + 1;
-  std::unordered_set<uint64_t> seen;
-  seen.reserve(total);
+  std::vector<uint64_t> grams(total);
   for (size_t i = 0; i < total; ++i) {
     uint64_t h = kFnvOffset;
     for (int k = 0; k < n; ++k) h = (h ^ tok[i + size_t(k)]) * kFnvPrime + 0x9E3779B97F4A7C15ull;
-    seen.insert(h);
+    grams[i] = h;
   }
-  return 1.0 - double(seen.size()) / double(total);
+  std::sort(grams.begin(), grams.end());
+  const size_t unique = size_t(std::unique(grams.begin(), grams.end()) - grams.begin());
+  return 1.0 - double(unique) / double(total);
 }
 
 double repetition_penalty(std::string_view text, int n, double max_penalty) {

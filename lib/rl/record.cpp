@@ -10,7 +10,8 @@ std::string prompt_key(const JsonlRecord& rec) {
   return "";
 }
 
-std::string record_base(const JsonlRecord& rec, std::initializer_list<std::string_view> replaced, bool* empty) {
+std::string_view record_base(const JsonlRecord& rec, std::initializer_list<std::string_view> replaced, bool* empty,
+                             std::string* storage) {
   bool clash = false;
   for (std::string_view k : replaced) clash = clash || rec.has(k);
   if (!clash) {
@@ -19,7 +20,7 @@ std::string record_base(const JsonlRecord& rec, std::initializer_list<std::strin
     line.remove_suffix(1);  // the closing brace: the reader only returns objects
     size_t last = line.find_last_not_of(" \t\r\n");
     *empty = last == std::string_view::npos || line[last] == '{';
-    return std::string(line);
+    return line;
   }
   JsonWriter w;
   w.begin_object();
@@ -32,12 +33,12 @@ std::string record_base(const JsonlRecord& rec, std::initializer_list<std::strin
     *empty = false;
   }
   w.end_object();
-  std::string s = w.take();
-  s.pop_back();
-  return s;
+  *storage = w.take();
+  storage->pop_back();
+  return *storage;
 }
 
-std::string splice_record(const std::string& base, bool empty, std::string_view members) {
+std::string splice_record(std::string_view base, bool empty, std::string_view members) {
   std::string out;
   out.reserve(base.size() + members.size() + 3);
   out.append(base);

@@ -16,11 +16,13 @@ namespace ds::rl {
 std::string prompt_key(const JsonlRecord& rec);
 
 // The record's JSON text up to (not including) its closing brace, with the members named in `replaced`
-// left out; *empty tells whether no member is left. Input fields pass through exactly as written.
-std::string record_base(const JsonlRecord& rec, std::initializer_list<std::string_view> replaced, bool* empty);
+// left out; *empty tells whether no member is left. Input fields pass through exactly as written. The view
+// points into rec.line() when no member is replaced (the common case), else into *storage.
+std::string_view record_base(const JsonlRecord& rec, std::initializer_list<std::string_view> replaced, bool* empty,
+                             std::string* storage);
 
 // base + (",") + members + "}\n" where members is a comma-separated list of "key":value.
-std::string splice_record(const std::string& base, bool empty, std::string_view members);
+std::string splice_record(std::string_view base, bool empty, std::string_view members);
 
 // The error-handling contract shared by the stream programs: a bad record either stops the run (after the
 // good records before it were written and committed) or, with skip_bad, is counted and skipped.

@@ -18,8 +18,8 @@ namespace ds::rl {
 namespace {
 
 // The record without its closing brace, less the fields ds-reward writes (a re-scored file replaces them).
-std::string base_of(const JsonlRecord& rec, bool* empty) {
-  return record_base(rec, {"reward", "rewards", "reward_skip_reason", "extracted_answer"}, empty);
+std::string_view base_of(const JsonlRecord& rec, bool* empty, std::string* storage) {
+  return record_base(rec, {"reward", "rewards", "reward_skip_reason", "extracted_answer"}, empty, storage);
 }
 
 [[noreturn]] void bad(const JsonlRecord& rec, const std::string& msg) { throw_bad_input(msg, rec.file_, rec.line_no_); }
@@ -38,7 +38,8 @@ Rational number_field(const JsonlRecord& rec, std::string_view key) {
 }
 
 struct Item {
-  std::string base;  // the record without its closing brace
+  std::string base_storage;  // a rebuilt record, or a copy while the item waits for its group
+  std::string_view base;     // the record without its closing brace
   bool empty = false;
   std::string task, group;
   RewardResult result;
@@ -78,7 +79,7 @@ class Scorer {
     if (o_.cfg.length != LengthPenalty::none) in.length = length_of(rec, completion);
     it.length = in.length;
     it.group = prompt_key(rec);
-    it.base = base_of(rec, &it.empty);
+    it.base = base_of(rec, &it.empty, &it.base_storage);
     it.result = score_rollout(in, o_.cfg);
 
     if (o_.cfg.length == LengthPenalty::kimi) {
@@ -90,7 +91,8 @@ class Scorer {
                        " are not together (the Kimi length reward needs each group's samples in one run)");
         pending_key_ = key;
       }
-      pending_.push_back(std::move(it));
+      if (it.base.data() != it.base_storage.data()) it.base_storage = std::string(it.base);  // outlive the record
+      pending_.push_back(std::move(it));  // base is re-pointed at base_storage when the group is written
       return;
     }
     emit(it);
@@ -127,7 +129,10 @@ class Scorer {
       for (size_t i = 0; i < pending_.size(); ++i) pending_[i].result = std::move(results[i]);
     }
     closed_.insert(pending_key_);
-    for (Item& it : pending_) emit(it);
+    for (Item& it : pending_) {
+      it.base = it.base_storage;  // moves inside the vector may have moved a short string's bytes
+      emit(it);
+    }
     pending_.clear();
   }
 
