@@ -89,6 +89,7 @@ std::vector<int32_t> render_prompt(const JsonlRecord& r, const Tokenizer& tok, c
 RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   if (o.ckpt.empty()) throw_usage("--ckpt DIR is required");
   if (o.samples < 1) throw_usage("--samples must be >= 1");
+  if (std::string hint = blas_kernel_hint(); !hint.empty()) log_info(hint);
   std::unique_ptr<Model> model = load_model(o.ckpt, ctx);
   Tokenizer tok = Tokenizer::load(o.ckpt);
   EngineOptions eo = o.engine;

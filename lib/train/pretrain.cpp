@@ -73,6 +73,7 @@ double run_pretrain(const Context& ctx, PretrainOptions o) {
   const ModelConfig& cfg = model->config();
   if (cfg.vocab_size < tok.vocab_size()) throw_bad_input("the model's vocabulary is smaller than the tokenizer's", tok_path);
 
+  if (std::string hint = blas_kernel_hint(); !hint.empty()) log_info(hint);
   Corpus corpus = load_pretrain_corpus(o.input, tok, o.corpus);
   log_info("model: " + fmt_count(config_param_count(cfg)) + " parameters (" + std::to_string(cfg.num_hidden_layers) +
            " layers, " + std::to_string(cfg.n_routed_experts) + " routed experts, MTP depth " +
