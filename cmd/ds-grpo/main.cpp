@@ -1,9 +1,10 @@
 // ds-grpo: one GRPO update (RL.md §1) of a policy checkpoint from rewarded rollouts (ds-rollout | ds-reward),
 // written atomically as a checkpoint directory (-o may be the policy itself: repeated calls continue the
-// optimizer state).
+// optimizer state); or, with --steps N --prompts FILE, N rounds of rollout -> reward -> update in one process.
 #include "cmd/common/program.h"
 #include "core/error.h"
 #include "train/grpo.h"
+#include "train/grpo_loop.h"
 
 int main(int argc, char** argv) {
   return ds::run_program("ds-grpo", [&] {
@@ -13,7 +14,9 @@ int main(int argc, char** argv) {
     ds::add_common_options(app, common, ds::kOptDevice | ds::kOptThreads | ds::kOptSeed);
     ds::GrpoOptions o;
     ds::GrpoTrainOptions& t = o.train;
-    std::string scale = "group", agg = "token-mean", kl = "k3", save_dtype = "f32";
+    ds::GrpoLoopOptions L;
+    std::string scale = "group", agg = "token-mean", kl = "k3", save_dtype = "f32", tmpl = "r1-zero";
+    double format_weight = 1.0;
 
     app.add_option("-i,--input", o.input, "Rewarded rollouts JSONL (ds-reward output), .jsonl.zst or - for stdin");
     app.add_option("--ckpt", o.ckpt, "The policy checkpoint to update");
@@ -22,7 +25,8 @@ int main(int argc, char** argv) {
     app.add_flag("--overwrite", o.overwrite, "Replace a checkpoint in --output that is not --ckpt");
     app.add_flag("--reset-optimizer", o.reset_optimizer, "Start a fresh optimizer even if --ckpt holds a GRPO one");
     app.add_option("--temperature", o.temperature,
-                   "Sampling temperature of the rollouts (default: their \"temperature\" field, else 1)");
+                   "Sampling temperature of the rollouts (default: their \"temperature\" field, else 1); loop mode "
+                   "samples at it (default 1)");
     // advantages and sample filters
     app.add_option("--adv-scale", scale, "Advantage scale: group (std per group), batch (std over the batch), "
                    "none (Dr. GRPO: centred only)")->capture_default_str();
@@ -74,6 +78,30 @@ int main(int argc, char** argv) {
     app.add_option("--save-dtype", save_dtype, "Weights in the checkpoint: f32 or bf16")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
+    // loop mode
+    auto* steps = app.add_option("--steps", L.steps, "Loop mode: N rounds of rollout -> reward -> update");
+    app.add_option("--prompts", L.prompts, "Loop mode: prompts JSONL ({\"prompt\"} or {\"messages\"}, e.g. ds-tasks)");
+    app.add_option("--prompts-per-step", L.prompts_per_step, "Loop: prompts per step")->capture_default_str();
+    app.add_option("-n,--samples", L.samples, "Loop: samples per prompt (G)")->capture_default_str();
+    app.add_option("--top-p", L.sp.top_p, "Loop: nucleus sampling mass")->capture_default_str();
+    app.add_option("--top-k", L.sp.top_k, "Loop: keep the k most likely tokens (0 = off)")->capture_default_str();
+    app.add_option("--max-new-tokens", L.sp.max_new_tokens, "Loop: tokens per sample at most")->capture_default_str();
+    app.add_option("--template", tmpl, "Loop: prompt template r1-zero, chat or raw (as ds-rollout)")
+        ->capture_default_str();
+    app.add_flag("--prefill-think", L.prefill_think, "Loop: start every answer with \"<think>\\n\"");
+    app.add_option("--stop", L.stop, "Loop: stop string (repeatable); r1-zero also stops at </answer>");
+    app.add_flag("--no-default-stop", L.no_default_stop, "Loop: do not add r1-zero's </answer> stop string");
+    app.add_option("--max-batch", L.engine.max_batch, "Loop: sequences decoded together")->capture_default_str();
+    app.add_option("--reward-cmd", L.reward_cmd,
+                   "Loop: score with this shell command (rollouts JSONL on stdin, rewarded JSONL on stdout) instead "
+                   "of ds-reward's default scoring in process");
+    app.add_option("--format-weight", format_weight, "Loop, in-process reward: weight of the format reward")
+        ->capture_default_str();
+    app.add_option("--answer-field", L.answer_field, "Loop, in-process reward: gold answer field")
+        ->capture_default_str();
+    app.add_option("--rollouts-out", L.rollouts_out, "Loop: append every step's rewarded rollouts to this file");
+    app.add_option("--save-every", L.save_every, "Loop: checkpoint every N steps (0 = at the end)")
+        ->capture_default_str();
     if (int rc = ds::parse_cli(app, argc, argv); rc >= 0) return rc;
     ds::Context ctx = ds::apply_common_options(common);
 
@@ -82,7 +110,16 @@ int main(int argc, char** argv) {
     t.loss.kl = ds::rl::kl_estimator_parse(kl);
     t.seed = common.seed;
     o.save.file_dtype = save_dtype == "bf16" ? ds::DType::bf16 : ds::DType::f32;
-    ds::run_grpo_step(ctx, o);
+    if (steps->count() > 0) {
+      if (!o.input.empty()) ds::throw_usage("loop mode (--steps) samples its own rollouts: drop -i/--input");
+      L.tmpl = ds::prompt_template_parse(tmpl);
+      if (o.temperature > 0) L.sp.temperature = o.temperature;
+      L.reward.format_weight = format_weight;
+      ds::run_grpo_loop(ctx, o, L);
+    } else {
+      if (!L.prompts.empty()) ds::throw_usage("--prompts needs --steps N (loop mode)");
+      ds::run_grpo_step(ctx, o);
+    }
     return 0;
   });
 }

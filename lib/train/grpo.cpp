@@ -102,6 +102,7 @@ bool GrpoUpdater::resume_from(const std::string& dir) {
   grpo_step_ = r.get_int("grpo_step");
   opt_step_ = r.get_int("optimizer_step");
   tokens_seen_ = r.get_int("tokens_seen");
+  data_position_ = r.get_int("data_position");
   adamw_.load(dir + "/optimizer.safetensors");
   return true;
 }
@@ -116,7 +117,7 @@ void GrpoUpdater::save_files(const std::string& dir, const Tokenizer* tok, const
       .kv("grpo_step", grpo_step_)
       .kv("optimizer_step", opt_step_)
       .kv("step", opt_step_)
-      .kv("data_position", int64_t(0))
+      .kv("data_position", data_position_)
       .kv("tokens_seen", tokens_seen_)
       .kv("seed", opt_.seed)
       .end_object();
@@ -323,8 +324,7 @@ void append_metrics(const std::string& path, const std::string& json_line) {
   if (f != stdout) std::fclose(f);
 }
 
-GrpoStepStats run_grpo_step(const Context& ctx, const GrpoOptions& o) {
-  if (o.input.empty()) throw_usage("-i/--input is required");
+void check_grpo_paths(const GrpoOptions& o) {
   if (o.ckpt.empty()) throw_usage("--ckpt DIR is required");
   if (o.output_dir.empty()) throw_usage("-o/--output DIR is required");
   if (o.train.loss.beta > 0 && o.ref.empty()) throw_usage("--beta > 0 needs the reference model: --ref DIR");
@@ -332,13 +332,19 @@ GrpoStepStats run_grpo_step(const Context& ctx, const GrpoOptions& o) {
     throw_usage("--loss-agg seq-mean-token-sum-norm (Dr. GRPO) needs --norm-length (the max new tokens)");
   recover_checkpoint_dir(o.ckpt);
   if (!path_exists(o.ckpt + "/config.json")) throw_bad_input("--ckpt: not a checkpoint directory (no config.json)", o.ckpt);
-  const bool in_place = normal_path(o.ckpt) == normal_path(o.output_dir);
-  if (!in_place) {
+  if (normal_path(o.ckpt) != normal_path(o.output_dir)) {
     recover_checkpoint_dir(o.output_dir);
     if (path_exists(o.output_dir + "/config.json") && !o.overwrite)
       throw_usage(o.output_dir + " holds a checkpoint: pass --overwrite to replace it (or -o " + o.ckpt +
                   " to update the policy in place)");
   }
+  if (!o.ref.empty() && !path_exists(o.ref + "/config.json"))
+    throw_bad_input("--ref: not a checkpoint directory (no config.json)", o.ref);
+}
+
+GrpoStepStats run_grpo_step(const Context& ctx, const GrpoOptions& o) {
+  if (o.input.empty()) throw_usage("-i/--input is required");
+  check_grpo_paths(o);
 
   // the data first (cheap, and bad input stops the run before any model is loaded)
   const ModelConfig cfg = config_load(o.ckpt);

@@ -79,13 +79,16 @@ class GrpoUpdater {
   void save_files(const std::string& dir, const Tokenizer* tok, const ModelSaveOptions& save) const;
   int64_t grpo_step() const { return grpo_step_; }
   int64_t optimizer_step() const { return opt_step_; }
+  // Prompts consumed by the loop mode (saved as the trainer state's data_position).
+  int64_t data_position() const { return data_position_; }
+  void set_data_position(int64_t p) { data_position_ = p; }
 
  private:
   Model& policy_;
   Model* ref_;
   GrpoTrainOptions opt_;
   AdamW adamw_;
-  int64_t grpo_step_ = 0, opt_step_ = 0, tokens_seen_ = 0;
+  int64_t grpo_step_ = 0, opt_step_ = 0, tokens_seen_ = 0, data_position_ = 0;
 };
 
 struct GrpoOptions {
@@ -103,6 +106,10 @@ struct GrpoOptions {
 };
 
 GrpoStepStats run_grpo_step(const Context& ctx, const GrpoOptions& opt);
+
+// The checks shared with the loop mode: --ckpt is a checkpoint, -o is it or may be replaced, --beta has --ref
+// (usage / bad-input errors); finishes interrupted checkpoint commits first.
+void check_grpo_paths(const GrpoOptions& opt);
 
 // Appends one line to a metrics file ('-' = stdout).
 void append_metrics(const std::string& path, const std::string& json_line);

@@ -168,5 +168,49 @@ contains "$T/kl.jsonl" '"kl":' "metrics carry kl with a reference"
 contains "$T/kl.jsonl" '"updates":4' "2 iterations x 2 mini-batches = 4 updates"
 check "--overwrite started a fresh GRPO run" test "$(json_int "$T/pol/trainer_state.json" grpo_step)" = 1
 
+# ---------------------------------------------------------------------------------------------------------
+# Loop mode: rollout -> reward -> update in one process. The external scorer rewards a first completion token
+# below 150; the reward must rise, and the engine must sample from the updated weights (its behaviour
+# log-probs equal the trainer's at every step, which fails without Decoder::refresh after an update).
+for i in 1 2 3 4 5 6; do echo "{\"id\":\"q$i\",\"prompt\":\"What is $i + $i?\",\"answer\":\"$((i + i))\"}"; done \
+  >"$T/prompts.jsonl"
+printf '%s\n' '#!/bin/sh' \
+  'awk '\''{ t = $0; sub(/.*"completion_tokens":\[/, "", t); sub(/[],].*/, "", t); r = (t != "" && t + 0 < 150) ? 1 : 0' \
+  '  sub(/}$/, ""); printf "%s,\"reward\":%d,\"rewards\":{\"low_first\":%d}}\n", $0, r, r }'\' >"$T/score.sh"
+chmod +x "$T/score.sh"
+LOOP=(--prompts "$T/prompts.jsonl" --prompts-per-step 4 -n 8 --max-new-tokens 1 --template raw --lr 3e-2
+  "${COMMON[@]}")
+expect 2 "--steps without --prompts" -- "$BIN" --ckpt "$T/base" -o "$T/u2" --steps 2 "${COMMON[@]}"
+expect 2 "--steps with -i" -- "$BIN" -i "$RO" --ckpt "$T/base" -o "$T/u2" --steps 2 "${LOOP[@]}"
+expect 2 "--prompts without --steps" -- "$BIN" -i "$RO" --ckpt "$T/base" -o "$T/u2" --prompts "$T/prompts.jsonl" \
+  "${COMMON[@]}"
+check "loop usage errors write nothing" no_leftovers "$T/u2"
+bad_input "loop: prompt longer than the context" "prompts.jsonl:1)" "$T/u2" -- \
+  "$BIN" --ckpt "$T/base" -o "$T/u2" --steps 1 --prompts "$T/prompts.jsonl" --template r1-zero "${COMMON[@]}"
+expect 1 "loop: a failing reward command" -- "$BIN" --ckpt "$T/base" -o "$T/u2" --steps 1 --reward-cmd false "${LOOP[@]}"
+contains "$T/err" "reward command failed" "failing reward command message"
+check "failing reward command: no checkpoint" no_leftovers "$T/u2"
+
+expect 0 "loop: 8 steps" -- "$BIN" --ckpt "$T/base" -o "$T/loop" --steps 8 --reward-cmd "$T/score.sh" \
+  --metrics "$T/loop.jsonl" --rollouts-out "$T/loop_ro.jsonl" "${LOOP[@]}"
+check "loop: a complete checkpoint" complete_ckpt "$T/loop"
+check "loop: grpo_step 8" test "$(json_int "$T/loop/trainer_state.json" grpo_step)" = 8
+check "loop: data_position 32 prompts" test "$(json_int "$T/loop/trainer_state.json" data_position)" = 32
+check "loop: one metrics record per step" test "$(grep -c '"step":' "$T/loop.jsonl")" = 8
+check "loop: every step's rollouts kept (8 x 4 x 8)" test "$(wc -l <"$T/loop_ro.jsonl")" = 256
+contains "$T/loop_ro.jsonl" '"answer":"2"' "loop rollouts pass prompt fields through"
+contains "$T/loop_ro.jsonl" '"step":8,' "loop rollouts carry the step"
+diffs=$(grep -o '"behaviour_logprob_abs_diff":[^,]*' "$T/loop.jsonl" | cut -d: -f2 | awk '$1 > 1e-4' | wc -l)
+check "loop: engine and trainer log-probs agree at every step (decoder refreshed)" test "$diffs" = 0
+rise=$(grep -o '"reward_mean":[^,]*' "$T/loop.jsonl" | cut -d: -f2 |
+  awk '{ r[NR] = $1 } END { printf "%.3f -> %.3f", (r[1] + r[2]) / 2, (r[7] + r[8]) / 2
+    if ((r[7] + r[8]) / 2 <= (r[1] + r[2]) / 2 + 0.15) printf " (too little)" }')
+check "loop: the reward rises ($rise)" eval 'case "$rise" in *little*) false ;; *) true ;; esac'
+expect 0 "loop: one more step in place, ds-reward scoring in process" -- \
+  "$BIN" --ckpt "$T/loop" -o "$T/loop" --steps 1 --metrics "$T/loop.jsonl" "${LOOP[@]}"
+check "loop continued: grpo_step 9" test "$(json_int "$T/loop/trainer_state.json" grpo_step)" = 9
+contains "$T/loop.jsonl" '"prompt_position":36' "loop continued with the next prompts"
+contains "$T/loop.jsonl" '"rewards/accuracy/mean"' "in-process scoring reports accuracy"
+
 echo "ds_grpo.sh: $fails failure(s) in ${SECONDS}s"
 [ "$fails" -eq 0 ]
