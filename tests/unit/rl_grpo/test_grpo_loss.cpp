@@ -177,6 +177,25 @@ TEST_CASE("GRPO loss: hand-computed case in every aggregation mode, clipped toke
   CHECK(r.d_logp[2] == Approx(0.1 * (1 - std::exp(-D[2])) / 3).epsilon(1e-12));
   CHECK(r.metrics.kl == Approx(kl));
 
+  // k1 and k2 by hand (seq-mean-token-mean: weights 1/4, 1/4, 1/2)
+  const double wt[3] = {0.25, 0.25, 0.5}, pg[3] = {l0, l1, l2}, dpg[3] = {-r0, 0, 0};
+  for (KlEstimator k : {KlEstimator::k1, KlEstimator::k2}) {
+    o.kl = k;
+    o.agg = LossAgg::seq_mean_token_mean;
+    r = grpo_loss(c.tokens(), o);
+    double want = 0;
+    for (int j = 0; j < 3; ++j) {
+      const double v = k == KlEstimator::k1 ? D[j] : 0.5 * D[j] * D[j];
+      const double dv = k == KlEstimator::k1 ? 1.0 : D[j];
+      want += wt[j] * (pg[j] + 0.1 * v);
+      INFO(kl_estimator_name(k) << " token " << j);
+      CHECK(r.d_logp[size_t(j)] == Approx(wt[j] * (dpg[j] + 0.1 * dv)).epsilon(1e-12).margin(1e-15));
+    }
+    CHECK(r.loss == Approx(want).epsilon(1e-12));
+  }
+  o.agg = LossAgg::token_mean;
+  o.kl = KlEstimator::k3;
+
   // DAPO-style clip-higher: with eps_high .7 token 1 (ρ = e^.5 = 1.65) is inside the range
   o.beta = 0;
   o.eps_high = 0.7;
