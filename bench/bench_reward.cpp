@@ -5,6 +5,8 @@
 //  score     score_rollout() over rollouts held in memory: extraction, answer parsing + equivalence or the
 //            countdown verifier, the format check — ds-reward's default terms (accuracy + format).
 //  score+    the same with every optional term on (language consistency, repetition, overlong length).
+//  read      the JSONL file read and parsed (simdjson) with the fields ds-reward reads extracted, no
+//            scoring, no output: the input side of the pipeline.
 //  pipeline  reward_stream() end to end: JSONL read + parse (simdjson), scoring, the output record written
 //            to a file (pass-through splice, JSON writer, atomic commit) — what the ds-reward program does.
 // Each phase runs --rounds times over --n rollouts; the best round is reported. Single-threaded by design
@@ -22,6 +24,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/json.h"
+#include "core/jsonl.h"
 #include "rl/reward.h"
 #include "rl/reward_stream.h"
 
@@ -143,6 +146,29 @@ Phase time_scoring(const char* name, const std::vector<Rollout>& rs, const ds::r
   return p;
 }
 
+Phase time_read(const std::string& input, int64_t n, int64_t bytes, int rounds) {
+  Phase p;
+  p.name = "read";
+  p.items = n;
+  p.bytes = bytes;
+  for (int round = 0; round < rounds; ++round) {
+    auto t0 = Clock::now();
+    ds::JsonlReader in(input);
+    int64_t count = 0, chars = 0;
+    while (const ds::JsonlRecord* rec = in.next()) {
+      chars += int64_t(rec->get_string("completion").size());
+      chars += int64_t(rec->opt_string("task").value_or("").size());
+      if (rec->has("answer")) chars += int64_t(rec->raw("answer").size());
+      chars += int64_t(rec->raw("group").size());
+      ++count;
+    }
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (count != n || chars == 0) ds::throw_runtime("read " + std::to_string(count) + " records");
+    p.best_s = std::min(p.best_s, s);
+  }
+  return p;
+}
+
 Phase time_pipeline(const std::string& input, int64_t n, int64_t bytes, const std::string& dir, int rounds) {
   Phase p;
   p.name = "pipeline";
@@ -202,6 +228,7 @@ int main(int argc, char** argv) {
     std::string input = dir + "/rollouts.jsonl";
     std::string jsonl = to_jsonl(rs);
     ds::write_file_atomic(input, jsonl);
+    phases.push_back(time_read(input, n, int64_t(jsonl.size()), rounds));
     Phase pipe = time_pipeline(input, n, int64_t(jsonl.size()), dir, rounds);
     std::remove(input.c_str());
     rmdir(dir.c_str());
@@ -210,7 +237,7 @@ int main(int argc, char** argv) {
     std::printf("%-10s %12s %12s %10s\n", "phase", "rollouts/s", "MB/s", "us/rollout");
     for (const Phase& p : phases)
       std::printf("%-10s %12.0f %12.1f %10.2f\n", p.name.c_str(), p.rate(), p.mbps(), 1e6 / p.rate());
-    std::printf("(score, score+: MB/s of completion text; pipeline: MB/s of JSONL input; %.0f%% correct)\n",
+    std::printf("(score, score+: MB/s of completion text; read, pipeline: MB/s of JSONL input; %.0f%% correct)\n",
                 100.0 * phases[0].correct);
     if (!json_out.empty()) {
       ds::JsonWriter w(true);

@@ -1,6 +1,7 @@
 #include "rl/penalty.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "rl/utf8.h"
 
@@ -30,43 +31,46 @@ namespace {
 constexpr uint64_t kFnvOffset = 1469598103934665603ull;
 constexpr uint64_t kFnvPrime = 1099511628211ull;
 
-// Token hashes in reading order.
+bool is_ws(unsigned char b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\f' || b == '\v'; }
+
+// Token hashes in reading order. (The hash lives in a local so that it stays in a register.)
 std::vector<uint64_t> token_hashes(std::string_view s) {
   std::vector<uint64_t> out;
-  uint64_t h = kFnvOffset;
-  bool in_word = false;
-  auto finish = [&] {
-    if (in_word) out.push_back(h);
-    h = kFnvOffset;
-    in_word = false;
-  };
+  out.reserve(s.size() / 4 + 1);
+  const size_t n = s.size();
   size_t i = 0;
-  while (i < s.size()) {
+  uint64_t h = kFnvOffset;
+  bool any = false;  // the token being read has a byte
+  while (i < n) {
     auto b = static_cast<unsigned char>(s[i]);
     if (b < 0x80) {
       ++i;
-      if (b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\f' || b == '\v') {
-        finish();
+      if (is_ws(b)) {
+        if (any) out.push_back(h);
+        h = kFnvOffset;
+        any = false;
         continue;
       }
       if (b >= 'A' && b <= 'Z') b = static_cast<unsigned char>(b - 'A' + 'a');
       h = (h ^ b) * kFnvPrime;
-      in_word = true;
+      any = true;
       continue;
     }
-    size_t start = i;
-    char32_t c = utf8_next(s, i);
-    if (script_is_ideographic(script_of(c))) {
-      finish();
-      for (size_t k = start; k < i; ++k) h = (h ^ static_cast<unsigned char>(s[k])) * kFnvPrime;
-      in_word = true;
-      finish();
+    const size_t start = i;
+    const char32_t c = utf8_next(s, i);
+    if (script_is_ideographic(script_of(c))) {  // a token of its own
+      if (any) out.push_back(h);
+      uint64_t g = kFnvOffset;
+      for (size_t k = start; k < i; ++k) g = (g ^ static_cast<unsigned char>(s[k])) * kFnvPrime;
+      out.push_back(g);
+      h = kFnvOffset;
+      any = false;
       continue;
     }
     for (size_t k = start; k < i; ++k) h = (h ^ static_cast<unsigned char>(s[k])) * kFnvPrime;
-    in_word = true;
+    any = true;
   }
-  finish();
+  if (any) out.push_back(h);
   return out;
 }
 
@@ -77,14 +81,22 @@ double repetition_ratio(std::string_view text, int n) {
   std::vector<uint64_t> tok = token_hashes(text);
   if (tok.size() < size_t(n)) return 0.0;
   const size_t total = tok.size() - size_t(n) + 1;
-  std::vector<uint64_t> grams(total);
+  // Count distinct n-gram hashes with a small open-addressing set (0 marks an empty slot).
+  size_t cap = 16;
+  while (cap < 2 * total) cap <<= 1;
+  std::vector<uint64_t> table(cap, 0);
+  size_t unique = 0;
   for (size_t i = 0; i < total; ++i) {
     uint64_t h = kFnvOffset;
     for (int k = 0; k < n; ++k) h = (h ^ tok[i + size_t(k)]) * kFnvPrime + 0x9E3779B97F4A7C15ull;
-    grams[i] = h;
+    h |= 1;  // never 0 (halves the hash space: irrelevant at these sizes)
+    size_t slot = size_t(h ^ (h >> 29)) & (cap - 1);
+    while (table[slot] != 0 && table[slot] != h) slot = (slot + 1) & (cap - 1);
+    if (table[slot] == 0) {
+      table[slot] = h;
+      ++unique;
+    }
   }
-  std::sort(grams.begin(), grams.end());
-  const size_t unique = size_t(std::unique(grams.begin(), grams.end()) - grams.begin());
   return 1.0 - double(unique) / double(total);
 }
 

@@ -1,5 +1,6 @@
 #include "rl/reward_stream.h"
 
+#include <cmath>
 #include <cstdio>
 #include <unordered_set>
 
@@ -37,6 +38,16 @@ Rational number_field(const JsonlRecord& rec, std::string_view key) {
   bad(rec, "field '" + std::string(key) + "' is not a usable number: " + raw);
 }
 
+// A gold answer given as a JSON number, as text: its spelling ("42", "3.50"), except exponent forms that are
+// whole numbers ("1e3" -> "1000"), which the answer parser would not read.
+std::string number_text(const JsonlRecord& rec, std::string_view key) {
+  std::string raw = rec.raw(key);
+  if (raw.find_first_of("eE") == std::string::npos) return raw;
+  double d = rec.get_double(key);
+  if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return std::to_string(int64_t(d));
+  return raw;
+}
+
 struct Item {
   std::string base_storage;  // a rebuilt record, or a copy while the item waits for its group
   std::string_view base;     // the record without its closing brace
@@ -71,7 +82,7 @@ class Scorer {
     } else {
       std::string t = rec.type_name(o_.answer_field);
       if (t == "string") gold = rec.get_string(o_.answer_field);
-      else if (t == "integer" || t == "number") gold = rec.raw(o_.answer_field);
+      else if (t == "integer" || t == "number") gold = number_text(rec, o_.answer_field);
       else if (t != "missing" && t != "null")
         bad(rec, "field '" + o_.answer_field + "' must be a string or a number");
       if (t != "missing" && t != "null") in.gold = gold;

@@ -141,7 +141,8 @@ expect 0 "zst in" -- "$BIN" "$T/in.jsonl.zst" -o "$T/from_zst.jsonl"
 cmp -s "$T/from_zst.jsonl" "$S" || fail ".zst input gives different output"
 expect 0 "pipe" -- sh -c "cat '$ROLL' | '$BIN' - | '$BIN' > '$T/piped.jsonl'"
 cmp -s "$T/piped.jsonl" "$S" || fail "scoring twice through a pipe is not idempotent"
-expect 0 "empty input" -- sh -c "'$BIN' < /dev/null"
+: > "$T/empty.jsonl"
+expect 0 "empty input" -- sh -c "'$BIN' < '$T/empty.jsonl'"
 [ -s "$T/out" ] && fail "empty input gives output"
 
 if [ "$fails" -ne 0 ]; then echo "$fails check(s) failed" >&2; exit 1; fi
