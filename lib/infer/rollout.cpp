@@ -40,19 +40,10 @@ std::string r1_zero_prompt(const std::string& question) {
 
 namespace {
 
-// A prompt record in flight: what each of its samples' records repeats.
-struct PromptInfo {
-  std::string id;
-  std::string prompt_raw;  // the "prompt" field's JSON, or empty
-  std::vector<int32_t> prompt_ids;  // the rendered prompt, exactly as sampled from (GRPO re-scores it)
-  std::vector<std::pair<std::string, std::string>> passthrough;  // other fields, raw JSON
-  uint64_t seed = 0;
-  int64_t remaining = 0;
-};
-
+// The fields a rollout record sets itself; the rest of a prompt record passes through ("step": ds-grpo's loop).
 const char* kOwnFields[] = {"id", "group", "sample", "prompt", "completion", "completion_tokens", "logprobs",
-                            "finish_reason", "prompt_tokens", "prompt_ids", "template", "prefill", "temperature", "top_p",
-                            "top_k", "seed"};
+                            "finish_reason", "prompt_tokens", "prompt_ids", "template", "prefill", "temperature",
+                            "top_p", "top_k", "seed", "step"};
 
 bool is_own_field(const std::string& k) {
   for (const char* f : kOwnFields)
@@ -60,11 +51,34 @@ bool is_own_field(const std::string& k) {
   return false;
 }
 
-// Renders one prompt record into token ids (bad-input errors name file:line).
-std::vector<int32_t> render_prompt(const JsonlRecord& r, const Tokenizer& tok, const RolloutOptions& o,
-                                   const std::string& prefill) {
-  std::vector<int32_t> ids;
-  if (o.tmpl == PromptTemplate::chat) {
+// A prompt record in flight in run_rollout.
+struct InFlight {
+  PromptRecord rec;
+  uint64_t seed = 0;
+  int64_t remaining = 0;
+};
+
+}  // namespace
+
+std::string template_prefill(PromptTemplate t, bool prefill_think) {
+  if (!prefill_think) return "";
+  return t == PromptTemplate::r1_zero ? " <think>\n" : "<think>\n";
+}
+
+std::string shown_prefill(const std::string& prefill) {
+  return !prefill.empty() && prefill[0] == ' ' ? prefill.substr(1) : prefill;
+}
+
+PromptRecord prepare_prompt(const JsonlRecord& r, uint64_t index, const Tokenizer& tok, PromptTemplate t,
+                            bool prefill_think) {
+  PromptRecord p;
+  p.id = r.has("id") && r.type_name("id") == "string" ? r.get_string("id")
+         : r.has("id")                                ? r.raw("id")
+                                                      : "p" + std::to_string(index);
+  if (r.has("prompt")) p.prompt_raw = r.raw("prompt");
+  for (const std::string& k : r.keys())
+    if (!is_own_field(k)) p.passthrough.emplace_back(k, r.raw(k));
+  if (t == PromptTemplate::chat) {
     std::vector<ChatMessage> msgs;
     if (r.has("messages")) {
       for (const JsonlRecord& m : r.get_object_array("messages")) msgs.push_back({m.get_string("role"), m.get_string("content")});
@@ -73,18 +87,44 @@ std::vector<int32_t> render_prompt(const JsonlRecord& r, const Tokenizer& tok, c
     }
     ChatRenderOptions co;
     co.add_generation_prompt = true;
-    co.prefill_think = o.prefill_think;
-    return render_generation_prompt(tok, msgs, co);
+    co.prefill_think = prefill_think;
+    p.ids = render_generation_prompt(tok, msgs, co);
+    return p;
   }
   std::string text = r.get_string("prompt");
-  if (o.tmpl == PromptTemplate::r1_zero) text = r1_zero_prompt(text);
-  ids.push_back(tok.bos_id());
-  std::vector<int32_t> body = tok.encode(text + prefill);
-  ids.insert(ids.end(), body.begin(), body.end());
-  return ids;
+  if (t == PromptTemplate::r1_zero) text = r1_zero_prompt(text);
+  p.ids.push_back(tok.bos_id());
+  std::vector<int32_t> body = tok.encode(text + template_prefill(t, prefill_think));
+  p.ids.insert(p.ids.end(), body.begin(), body.end());
+  return p;
 }
 
-}  // namespace
+std::string rollout_record_json(const PromptRecord& p, const std::string& id, const std::string& group,
+                                const GenSample& g, const SamplingParams& sp, uint64_t seed, PromptTemplate t,
+                                const std::string& prefill,
+                                const std::vector<std::pair<std::string, std::string>>& extra) {
+  const std::string shown = shown_prefill(prefill);
+  JsonWriter w;
+  w.begin_object();
+  w.kv("id", id).kv("group", group).kv("sample", g.sample);
+  if (!p.prompt_raw.empty()) w.key("prompt").raw(p.prompt_raw);
+  w.kv("completion", shown + g.text);
+  w.key("completion_tokens").begin_array();
+  for (int32_t tok : g.tokens) w.value(int64_t(tok));
+  w.end_array().key("logprobs").begin_array();
+  for (double l : g.logprobs) w.value(l);
+  w.end_array();
+  w.kv("finish_reason", g.finish_reason).kv("prompt_tokens", g.prompt_tokens);
+  w.key("prompt_ids").begin_array();
+  for (int32_t tok : p.ids) w.value(int64_t(tok));
+  w.end_array();
+  w.kv("template", prompt_template_name(t)).kv("prefill", shown);
+  w.kv("temperature", sp.temperature).kv("top_p", sp.top_p).kv("top_k", sp.top_k).kv("seed", seed);
+  for (const auto& [k, v] : extra) w.key(k).raw(v);
+  for (const auto& [k, v] : p.passthrough) w.key(k).raw(v);
+  w.end_object();
+  return w.str() + "\n";
+}
 
 RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   if (o.ckpt.empty()) throw_usage("--ckpt DIR is required");
@@ -95,13 +135,13 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   EngineOptions eo = o.engine;
   eo.max_batch = std::max(eo.max_batch, o.samples);
   Engine engine(*model, &tok, eo);
-  const std::string prefill = o.prefill_think ? (o.tmpl == PromptTemplate::r1_zero ? " <think>\n" : "<think>\n") : "";
+  const std::string prefill = template_prefill(o.tmpl, o.prefill_think);
   std::vector<std::string> stop = o.stop;
   if (o.tmpl == PromptTemplate::r1_zero && !o.no_default_stop) stop.push_back("</answer>");
 
   JsonlReader reader(o.input);
   Writer out(o.output);
-  std::unordered_map<uint64_t, PromptInfo> inflight;
+  std::unordered_map<uint64_t, InFlight> inflight;
   RolloutSummary sum;
   Progress progress("rollout", 0, 10.0);
   uint64_t index = 0;
@@ -111,27 +151,9 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   const std::string where = reader.path() == "-" ? "<stdin>" : reader.path();  // as JsonlReader names stdin
 
   auto write_sample = [&](const GenSample& g) {
-    PromptInfo& p = inflight.at(g.request_id);
-    JsonWriter w;
-    w.begin_object();
-    w.kv("id", p.id + "#" + std::to_string(g.sample)).kv("group", p.id).kv("sample", g.sample);
-    if (!p.prompt_raw.empty()) w.key("prompt").raw(p.prompt_raw);
-    w.kv("completion", prefill.empty() ? g.text : (o.tmpl == PromptTemplate::r1_zero ? prefill.substr(1) : prefill) + g.text);
-    w.key("completion_tokens").begin_array();
-    for (int32_t t : g.tokens) w.value(int64_t(t));
-    w.end_array().key("logprobs").begin_array();
-    for (double l : g.logprobs) w.value(l);
-    w.end_array();
-    w.kv("finish_reason", g.finish_reason).kv("prompt_tokens", g.prompt_tokens);
-    w.key("prompt_ids").begin_array();
-    for (int32_t t : p.prompt_ids) w.value(int64_t(t));
-    w.end_array();
-    w.kv("template", prompt_template_name(o.tmpl)).kv("prefill", prefill.empty() ? "" : prefill.substr(prefill[0] == ' '));
-    w.kv("temperature", o.sp.temperature).kv("top_p", o.sp.top_p).kv("top_k", o.sp.top_k).kv("seed", p.seed);
-    for (auto& [k, v] : p.passthrough) w.key(k).raw(v);
-    w.end_object();
-    out.write(w.str());
-    out.write("\n");
+    InFlight& p = inflight.at(g.request_id);
+    out.write(rollout_record_json(p.rec, p.rec.id + "#" + std::to_string(g.sample), p.rec.id, g, o.sp, p.seed,
+                                  o.tmpl, prefill));
     ++sum.samples;
     if (--p.remaining == 0) inflight.erase(g.request_id);
   };
@@ -148,22 +170,16 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
           input_done = true;
           break;
         }
-        PromptInfo info;
-        info.id = r->has("id") && r->type_name("id") == "string" ? r->get_string("id")
-                  : r->has("id")                                 ? r->raw("id")
-                                                                 : "p" + std::to_string(i);
-        if (r->has("prompt")) info.prompt_raw = r->raw("prompt");
-        for (const std::string& k : r->keys())
-          if (!is_own_field(k)) info.passthrough.emplace_back(k, r->raw(k));
+        InFlight info;
+        info.rec = prepare_prompt(*r, i, tok, o.tmpl, o.prefill_think);
         GenRequest req;
         req.id = i;
-        req.prompt = render_prompt(*r, tok, o, prefill);
+        req.prompt = info.rec.ids;
         req.n = o.samples;
         req.sp = o.sp;
         req.sp.seed = uint64_t(rng_uniform_at(o.sp.seed, 0x7011, i) * 9007199254740992.0);  // per-prompt seed
         req.stop = stop;
         info.seed = req.sp.seed;
-        info.prompt_ids = req.prompt;
         info.remaining = o.samples;
         const int64_t context = engine.options().max_context;
         if (int64_t(req.prompt.size()) >= context)

@@ -10,8 +10,10 @@
 //   (answer, task, numbers, target, messages, ...).
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "core/jsonl.h"
 #include "infer/engine.h"
 #include "tensor/context.h"
 
@@ -23,6 +25,31 @@ const char* prompt_template_name(PromptTemplate t);
 
 // The R1-Zero training template (DeepSeek-R1 paper, Table 1) around a question.
 std::string r1_zero_prompt(const std::string& question);
+
+// A prompt record prepared for sampling: its id, "prompt" JSON, pass-through fields and rendered token ids.
+struct PromptRecord {
+  std::string id;
+  std::string prompt_raw;  // the "prompt" field's JSON, or empty
+  std::vector<std::pair<std::string, std::string>> passthrough;  // every other field, raw JSON
+  std::vector<int32_t> ids;  // the rendered prompt, exactly as sampled from
+};
+
+// What the template appends to the prompt when answers start thinking (r1-zero: " <think>\n"; chat/raw:
+// "<think>\n"), and the part of it shown at the start of a completion ("<think>\n").
+std::string template_prefill(PromptTemplate t, bool prefill_think);
+std::string shown_prefill(const std::string& prefill);
+
+// Renders a prompt record ({"prompt"} or {"messages"}); the id is the record's "id" or "p<index>". Bad-input
+// errors for missing or mistyped fields (without a location; callers add file:line).
+PromptRecord prepare_prompt(const JsonlRecord& r, uint64_t index, const Tokenizer& tok, PromptTemplate t,
+                            bool prefill_think);
+
+// One rollout record (the fields listed at the top of this file), with `extra` fields (raw JSON) before the
+// pass-through ones.
+std::string rollout_record_json(const PromptRecord& p, const std::string& id, const std::string& group,
+                                const GenSample& g, const SamplingParams& sp, uint64_t seed, PromptTemplate t,
+                                const std::string& prefill,
+                                const std::vector<std::pair<std::string, std::string>>& extra = {});
 
 struct RolloutOptions {
   std::string ckpt;

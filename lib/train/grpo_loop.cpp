@@ -23,59 +23,18 @@ namespace ds {
 
 namespace {
 
-// A prompt record, rendered once.
-struct PromptRec {
-  std::string id;
-  std::string prompt_raw;               // the "prompt" field's JSON, or empty
-  std::vector<int32_t> ids;             // the rendered prompt
-  std::vector<std::pair<std::string, std::string>> pass;  // other fields, raw JSON
-};
-
-// The fields a rollout record sets itself (as ds-rollout, plus "step"); the rest of a prompt record passes through.
-const char* kOwnFields[] = {"id", "group", "sample", "prompt", "completion", "completion_tokens", "logprobs",
-                            "finish_reason", "prompt_tokens", "prompt_ids", "template", "prefill", "temperature",
-                            "top_p", "top_k", "seed", "step"};
-
-std::string prefill_of(const GrpoLoopOptions& L) {
-  if (!L.prefill_think) return "";
-  return L.tmpl == PromptTemplate::r1_zero ? " <think>\n" : "<think>\n";
-}
-
-// As ds-rollout renders a prompt record (lib/infer/rollout.cpp).
-std::vector<int32_t> render(const JsonlRecord& r, const Tokenizer& tok, const GrpoLoopOptions& L) {
-  if (L.tmpl == PromptTemplate::chat) {
-    std::vector<ChatMessage> msgs;
-    if (r.has("messages"))
-      for (const JsonlRecord& m : r.get_object_array("messages")) msgs.push_back({m.get_string("role"), m.get_string("content")});
-    else
-      msgs.push_back({"user", r.get_string("prompt")});
-    ChatRenderOptions co;
-    co.add_generation_prompt = true;
-    co.prefill_think = L.prefill_think;
-    return render_generation_prompt(tok, msgs, co);
-  }
-  std::string text = r.get_string("prompt");
-  if (L.tmpl == PromptTemplate::r1_zero) text = r1_zero_prompt(text);
-  std::vector<int32_t> ids = {tok.bos_id()};
-  std::vector<int32_t> body = tok.encode(text + prefill_of(L));
-  ids.insert(ids.end(), body.begin(), body.end());
-  return ids;
-}
-
-std::vector<PromptRec> load_prompts(const std::string& path, const Tokenizer& tok, const GrpoLoopOptions& L,
+std::vector<PromptRecord> load_prompts(const std::string& path, const Tokenizer& tok, const GrpoLoopOptions& L,
                                     int64_t context) {
-  std::vector<PromptRec> out;
+  std::vector<PromptRecord> out;
   JsonlReader reader(path);
   while (const JsonlRecord* r = reader.next()) {
-    PromptRec p;
-    p.id = r->has("id") && r->type_name("id") == "string" ? r->get_string("id")
-           : r->has("id")                                 ? r->raw("id")
-                                                          : std::string("p").append(std::to_string(out.size()));
-    if (r->has("prompt")) p.prompt_raw = r->raw("prompt");
-    for (const std::string& k : r->keys())
-      if (std::none_of(std::begin(kOwnFields), std::end(kOwnFields), [&](const char* f) { return k == f; }))
-        p.pass.emplace_back(k, r->raw(k));
-    p.ids = render(*r, tok, L);
+    PromptRecord p;
+    try {
+      p = prepare_prompt(*r, out.size(), tok, L.tmpl, L.prefill_think);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::bad_input) throw;
+      throw_bad_input(e.what(), reader.path(), reader.line_number());
+    }
     if (int64_t(p.ids.size()) >= context)
       throw_bad_input("prompt of " + std::to_string(p.ids.size()) + " tokens does not fit the context of " +
                           std::to_string(context),
@@ -86,31 +45,11 @@ std::vector<PromptRec> load_prompts(const std::string& path, const Tokenizer& to
   return out;
 }
 
-std::string rollout_record(const PromptRec& p, int64_t draw, const GenSample& g, uint64_t seed, int64_t step,
+std::string rollout_record(const PromptRecord& p, int64_t draw, const GenSample& g, uint64_t seed, int64_t step,
                            const GrpoLoopOptions& L) {
-  const std::string prefill = prefill_of(L);
-  JsonWriter w;
-  w.begin_object();
-  w.kv("id", p.id + "@" + std::to_string(draw) + "#" + std::to_string(g.sample))
-      .kv("group", p.id + "@" + std::to_string(draw))
-      .kv("sample", g.sample);
-  if (!p.prompt_raw.empty()) w.key("prompt").raw(p.prompt_raw);
-  w.kv("completion", prefill.empty() ? g.text : prefill.substr(prefill[0] == ' ') + g.text);
-  w.key("completion_tokens").begin_array();
-  for (int32_t t : g.tokens) w.value(int64_t(t));
-  w.end_array().key("logprobs").begin_array();
-  for (double l : g.logprobs) w.value(l);
-  w.end_array();
-  w.kv("finish_reason", g.finish_reason).kv("prompt_tokens", g.prompt_tokens);
-  w.key("prompt_ids").begin_array();
-  for (int32_t t : p.ids) w.value(int64_t(t));
-  w.end_array();
-  w.kv("template", prompt_template_name(L.tmpl)).kv("prefill", prefill.empty() ? "" : prefill.substr(prefill[0] == ' '));
-  w.kv("temperature", L.sp.temperature).kv("top_p", L.sp.top_p).kv("top_k", L.sp.top_k).kv("seed", seed);
-  w.kv("step", step);
-  for (const auto& [k, v] : p.pass) w.key(k).raw(v);
-  w.end_object();
-  return w.str() + "\n";
+  const std::string group = p.id + "@" + std::to_string(draw);
+  return rollout_record_json(p, group + "#" + std::to_string(g.sample), group, g, L.sp, seed, L.tmpl,
+                             template_prefill(L.tmpl, L.prefill_think), {{"step", std::to_string(step)}});
 }
 
 struct ScratchDir {
@@ -171,7 +110,7 @@ GrpoStepStats run_grpo_loop(const Context& ctx, const GrpoOptions& o, const Grpo
   EngineOptions eo = L.engine;
   eo.max_batch = std::max(eo.max_batch, L.samples);
   Engine engine(*policy, &tok, eo);
-  const std::vector<PromptRec> prompts = load_prompts(L.prompts, tok, L, engine.options().max_context);
+  const std::vector<PromptRecord> prompts = load_prompts(L.prompts, tok, L, engine.options().max_context);
   std::vector<std::string> stop = L.stop;
   if (L.tmpl == PromptTemplate::r1_zero && !L.no_default_stop) stop.push_back("</answer>");
 
