@@ -1,6 +1,7 @@
 // ds-pretrain: {"text"} JSONL -> a DeepSeek-V3-style model trained from scratch (next-token + MTP), saved as a
 // Hugging Face checkpoint directory. Also --dump-logits for checking a checkpoint against another implementation.
 #include "cmd/common/program.h"
+#include "cmd/common/train_options.h"
 #include "core/error.h"
 #include "train/pretrain.h"
 
@@ -12,8 +13,7 @@ int main(int argc, char** argv) {
     ds::add_common_options(app, common, ds::kOptDevice | ds::kOptThreads | ds::kOptSeed);
     ds::PretrainOptions o;
     ds::TrainerOptions& t = o.train;
-    std::string schedule = "cosine", save_dtype = "f32", dump_logits, ckpt;
-    double shard_gb = 5.0;
+    std::string dump_logits, ckpt;
 
     app.add_option("-i,--input", o.input, "Training corpus: {\"text\"} JSONL, .jsonl.zst or - for stdin");
     app.add_option("-o,--output", o.output_dir, "Checkpoint directory (replaced atomically at every save)");
@@ -27,41 +27,8 @@ int main(int argc, char** argv) {
     app.add_option("--seq-len", o.corpus.seq_len, "Tokens per training window")->capture_default_str();
     app.add_option("--eval-fraction", o.corpus.eval_fraction, "Share of documents held out for evaluation")
         ->capture_default_str();
-    app.add_option("--batch-size", t.batch_size, "Windows per micro-batch")->capture_default_str();
-    app.add_option("--grad-accum", t.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
-    app.add_option("--max-steps", t.max_steps, "Optimizer steps")->capture_default_str();
-    app.add_option("--stop-at-step", t.stop_at_step,
-                   "Save and stop after this step, keeping the --max-steps schedule (0 = off; time-sliced jobs)")
-        ->capture_default_str();
-    app.add_option("--lr", t.lr.lr, "Peak learning rate")->capture_default_str();
-    app.add_option("--min-lr-ratio", t.lr.min_lr_ratio, "Final learning rate as a fraction of the peak")
-        ->capture_default_str();
-    app.add_option("--warmup", t.lr.warmup_steps, "Linear warm-up steps")->capture_default_str();
-    app.add_option("--schedule", schedule, "cosine, wsd (constant then linear decay) or constant")
-        ->capture_default_str();
-    app.add_option("--decay-fraction", t.lr.decay_fraction, "wsd: share of steps in the final decay")
-        ->capture_default_str();
-    app.add_option("--weight-decay", t.optim.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
-    app.add_option("--beta1", t.optim.beta1, "AdamW beta1")->capture_default_str();
-    app.add_option("--beta2", t.optim.beta2, "AdamW beta2")->capture_default_str();
-    app.add_option("--grad-clip", t.optim.grad_clip, "Max global gradient norm (0 = off)")->capture_default_str();
-    app.add_option("--bias-update-speed", t.bias_update_gamma,
-                   "gamma of the auxiliary-loss-free balancing: b += gamma*sign(mean_load - load) per step")
-        ->capture_default_str();
-    app.add_option("--balance-alpha", t.forward.balance_alpha, "alpha of the sequence-wise balance loss (0 = off)")
-        ->capture_default_str();
-    app.add_option("--mtp-lambda", t.forward.mtp_lambda, "lambda, weight of the MTP loss")->capture_default_str();
-    app.add_option("--eval-every", t.eval_every, "Evaluate every N steps (0 = at the end only)")
-        ->capture_default_str();
-    app.add_option("--eval-batches", t.eval_batches, "Held-out batches per evaluation")->capture_default_str();
-    app.add_option("--save-every", t.save_every, "Checkpoint every N steps (0 = at the end only)")
-        ->capture_default_str();
-    app.add_option("--save-dtype", save_dtype, "Weights in the checkpoint: f32 or bf16")
-        ->check(CLI::IsMember({"f32", "bf16"}))
-        ->capture_default_str();
-    app.add_option("--shard-size", shard_gb, "Max safetensors shard size in GB")->capture_default_str();
-    app.add_option("--metrics", t.metrics_path, "Metrics JSONL, one record per step");
-    app.add_option("--expert-stats", t.expert_stats_path, "Expert token counts JSONL, one record per MoE layer per step");
+    ds::TrainerCli tcli{&t};
+    ds::add_trainer_options(app, tcli, "Optimizer steps", "lambda, weight of the MTP loss");
     app.add_option("--dump-logits", dump_logits,
                    "Instead of training: print the logits of every {\"ids\": [...]} record of --input "
                    "computed by --ckpt, to this file (- = stdout)");
@@ -75,12 +42,7 @@ int main(int argc, char** argv) {
       ds::dump_logits(ctx, ckpt, o.input, dump_logits);
       return 0;
     }
-    if (t.batch_size < 1 || t.grad_accum < 1 || t.max_steps < 1)
-      ds::throw_usage("--batch-size, --grad-accum and --max-steps must be >= 1");
-    t.lr.kind = ds::lr_schedule_parse(schedule);
-    t.seed = common.seed;
-    t.save.file_dtype = save_dtype == "bf16" ? ds::DType::bf16 : ds::DType::f32;
-    t.save.max_shard_bytes = size_t(shard_gb * 1e9);
+    ds::finish_trainer_options(tcli, common.seed, 1);
     ds::run_pretrain(ctx, o);
     return 0;
   });
