@@ -18,25 +18,8 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/ds_rollout_cli.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 fails=0
 SECONDS=0
+. "$(dirname "$0")/lib.sh"
 
-pass() { echo "PASS: $*"; }
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-check() {  # check DESCRIPTION CONDITION...: PASS when the command CONDITION succeeds
-  local what=$1; shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-# expect RC DESCRIPTION -- CMD...: runs CMD (stdout > $T/out, stderr > $T/err), checks the exit status.
-expect() {
-  local want=$1 what=$2; shift 3
-  "$@" >"$T/out" 2>"$T/err"
-  local rc=$?
-  if [ "$rc" -eq "$want" ]; then pass "$what (exit $rc)"; else
-    fail "$what: exit $rc, expected $want"; sed 's/^/  stderr: /' "$T/err" | tail -5
-  fi
-}
-contains() {  # contains FILE TEXT DESCRIPTION
-  if grep -qF -- "$2" "$1"; then pass "$3"; else fail "$3: '$2' not in $(basename "$1")"; sed 's/^/  /' "$1" | head -5; fi
-}
 # jqcheck DESCRIPTION FILE FILTER [JQ ARGS...]: the filter over the slurped records of FILE is true
 jqcheck() {
   local what=$1 file=$2 filter=$3; shift 3
