@@ -104,10 +104,25 @@ class ByteSource {
 class Sink {
  public:
   Sink(const std::string& path, bool compress) : path_(path) {
+    struct stat st {};
     if (path == "-") {
       fd_ = STDOUT_FILENO;
       to_stdout_ = true;
       std::fflush(stdout);  // keep order with anything already printed through stdio
+    } else if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      // A device, FIFO or socket (/dev/null, a named pipe): write into it directly. Renaming a temporary file
+      // onto it would replace the device node itself.
+      if (S_ISDIR(st.st_mode)) throw_bad_input("cannot write " + path + ": it is a directory");
+      fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd_ < 0) throw_bad_input("cannot open " + path + ": " + errno_text(errno));
+      direct_ = true;
+      if (compress) {
+        cctx_ = ZSTD_createCCtx();
+        if (!cctx_) throw_runtime("out of memory creating a zstd stream");
+        ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, 3);
+        ZSTD_CCtx_setParameter(cctx_, ZSTD_c_checksumFlag, 1);
+        zbuf_.resize(ZSTD_CStreamOutSize());
+      }
     } else {
       tmp_ = path + ".tmp." + std::to_string(::getpid());
       fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
@@ -149,6 +164,13 @@ class Sink {
     flush_buffer();
     if (cctx_) push({}, true);
     if (to_stdout_) {
+      committed_ = true;
+      return;
+    }
+    if (direct_) {
+      int fd = fd_;
+      fd_ = -1;
+      if (::close(fd) != 0) fail("close");
       committed_ = true;
       return;
     }
@@ -221,6 +243,7 @@ class Sink {
   std::string path_, tmp_;
   int fd_ = -1;
   bool to_stdout_ = false;
+  bool direct_ = false;  // writing straight into a device or FIFO (no temporary file, no rename)
   bool committed_ = false;
   ZSTD_CCtx* cctx_ = nullptr;
   std::vector<char> zbuf_;

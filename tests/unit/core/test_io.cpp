@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -194,4 +195,20 @@ TEST_CASE("'-' reads stdin and writes stdout", "[io]") {
   }
   CHECK(read_file(d.file("out.txt")) == "hello\n");
   CHECK(ds::test::count_entries(d.path()) == 2);  // no temporary file for stdout
+}
+
+TEST_CASE("Writer into a device or FIFO writes through it and never replaces it", "[io]") {
+  struct stat before {};
+  REQUIRE(::stat("/dev/null", &before) == 0);
+  REQUIRE(S_ISCHR(before.st_mode));
+  {
+    ds::Writer w("/dev/null");
+    w.write("{\"a\": 1}\n");
+    w.commit();
+  }
+  ds::write_file_atomic("/dev/null", "x");
+  struct stat after {};
+  REQUIRE(::stat("/dev/null", &after) == 0);
+  CHECK(S_ISCHR(after.st_mode));
+  CHECK(after.st_rdev == before.st_rdev);
 }
