@@ -1,0 +1,128 @@
+// Expert-load statistics reader and placement JSON. See stats.h.
+#include "balance/stats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "core/error.h"
+#include "core/json.h"
+#include "core/jsonl.h"
+
+namespace ds::balance {
+
+namespace {
+
+struct StepRecord {
+  std::string file;
+  int64_t line = 0;  // first record of the step
+  int64_t step = 0;
+  std::map<int64_t, std::vector<double>> layers;
+};
+
+}  // namespace
+
+ExpertLoads read_expert_stats(const std::vector<std::string>& paths, const LoadWindow& win) {
+  if (paths.empty()) throw_usage("no statistics files given");
+  if (win.last_steps < 0) throw_usage("the window must be >= 0 steps");
+  if (!(win.ema >= 0 && win.ema <= 1)) throw_usage("the moving-average weight must be in [0, 1]");
+  std::vector<StepRecord> steps;
+  int64_t width = -1;
+  std::string width_at;
+  for (const std::string& path : paths) {
+    JsonlReader rd(path);
+    std::map<int64_t, size_t> index;  // step -> position in `steps` (this file)
+    while (const JsonlRecord* r = rd.next()) {
+      const int64_t ln = rd.line_number();
+      const int64_t step = r->get_int("step"), layer = r->get_int("layer");
+      if (layer < 0) throw_bad_input("negative layer " + std::to_string(layer), path, ln);
+      std::vector<double> c = r->get_double_array("counts");
+      if (c.empty()) throw_bad_input("empty 'counts'", path, ln);
+      for (size_t e = 0; e < c.size(); ++e)
+        if (!std::isfinite(c[e]) || c[e] < 0)
+          throw_bad_input("counts[" + std::to_string(e) + "] of layer " + std::to_string(layer) +
+                              " is not a finite non-negative number", path, ln);
+      if (width < 0) {
+        width = int64_t(c.size());
+        width_at = path + ":" + std::to_string(ln);
+      } else if (int64_t(c.size()) != width) {
+        throw_bad_input("'counts' has " + std::to_string(c.size()) + " experts, but " + std::to_string(width) +
+                            " at " + width_at, path, ln);
+      }
+      auto it = index.find(step);
+      if (it == index.end()) {
+        it = index.emplace(step, steps.size()).first;
+        steps.push_back(StepRecord{path, ln, step, {}});
+      }
+      if (!steps[it->second].layers.emplace(layer, std::move(c)).second)
+        throw_bad_input("layer " + std::to_string(layer) + " appears twice in step " + std::to_string(step), path,
+                        ln);
+    }
+  }
+  if (steps.empty()) {
+    std::string names;
+    for (const auto& p : paths) names += (names.empty() ? "" : ", ") + p;
+    throw_bad_input("no expert-load records (empty statistics)", names);
+  }
+  // every step must list the same layers
+  std::set<int64_t> all;
+  for (const auto& s : steps)
+    for (const auto& [l, c] : s.layers) all.insert(l);
+  for (const auto& s : steps)
+    if (s.layers.size() != all.size())
+      for (int64_t l : all)
+        if (!s.layers.count(l))
+          throw_bad_input("step " + std::to_string(s.step) + " has no record for layer " + std::to_string(l) +
+                              " (other steps have it)", s.file, s.line);
+  size_t first = 0;
+  if (win.last_steps > 0 && size_t(win.last_steps) < steps.size()) first = steps.size() - size_t(win.last_steps);
+  ExpertLoads out;
+  out.layer_ids.assign(all.begin(), all.end());
+  out.loads.assign(all.size(), std::vector<double>(size_t(width), 0.0));
+  out.steps = int64_t(steps.size() - first);
+  out.first_step = steps[first].step;
+  out.last_step = steps.back().step;
+  for (size_t i = first; i < steps.size(); ++i) {
+    size_t li = 0;
+    for (const auto& [l, c] : steps[i].layers) {
+      auto& acc = out.loads[li++];
+      for (size_t e = 0; e < c.size(); ++e) {
+        if (win.ema > 0)
+          acc[e] = i == first ? c[e] : win.ema * c[e] + (1 - win.ema) * acc[e];
+        else
+          acc[e] += c[e] / double(out.steps);
+      }
+    }
+  }
+  return out;
+}
+
+std::string placement_json(const PlacementMeta& meta, const std::vector<LayerPlacement>& layers) {
+  JsonWriter w(true);
+  w.begin_object().kv("policy", meta.policy).kv("slots", meta.shape.slots).kv("groups", meta.shape.groups);
+  w.kv("nodes", meta.shape.nodes).kv("gpus", meta.shape.gpus);
+  w.kv("experts", layers.empty() ? int64_t(0) : int64_t(layers[0].logcnt.size()));
+  w.key("layers").begin_array();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerPlacement& l = layers[i];
+    w.begin_object().kv("layer", i < meta.layer_ids.size() ? meta.layer_ids[i] : int64_t(i));
+    w.key("phy2log").begin_array();
+    for (int64_t v : l.phy2log) w.value(v);
+    w.end_array().key("log2phy").begin_array();
+    for (const auto& row : l.log2phy) {
+      w.begin_array();
+      for (int64_t v : row) w.value(v);
+      w.end_array();
+    }
+    w.end_array().key("logcnt").begin_array();
+    for (int64_t v : l.logcnt) w.value(v);
+    w.end_array().key("gpu_load").begin_array();
+    for (double v : l.gpu_load) w.value(v);
+    w.end_array().end_object();
+  }
+  w.end_array().end_object();
+  return w.take() + "\n";
+}
+
+}  // namespace ds::balance
