@@ -99,13 +99,18 @@ ExpertLoads read_expert_stats(const std::vector<std::string>& paths, const LoadW
 }
 
 std::string placement_json(const PlacementMeta& meta, const std::vector<LayerPlacement>& layers) {
-  JsonWriter w(true);
-  w.begin_object().kv("policy", meta.policy).kv("slots", meta.shape.slots).kv("groups", meta.shape.groups);
-  w.kv("nodes", meta.shape.nodes).kv("gpus", meta.shape.gpus);
-  w.kv("experts", layers.empty() ? int64_t(0) : int64_t(layers[0].logcnt.size()));
-  w.key("layers").begin_array();
+  // One line per layer, so that the file is both valid JSON and easy to diff.
+  JsonWriter h;
+  h.begin_object().kv("policy", meta.policy).kv("slots", meta.shape.slots).kv("groups", meta.shape.groups);
+  h.kv("nodes", meta.shape.nodes).kv("gpus", meta.shape.gpus);
+  h.kv("experts", layers.empty() ? int64_t(0) : int64_t(layers[0].logcnt.size()));
+  h.kv("layers", int64_t(0)).end_object();  // placeholder, replaced below
+  std::string out = h.str();
+  out.resize(out.size() - 2);  // drop "0}"
+  out += "[";
   for (size_t i = 0; i < layers.size(); ++i) {
     const LayerPlacement& l = layers[i];
+    JsonWriter w;
     w.begin_object().kv("layer", i < meta.layer_ids.size() ? meta.layer_ids[i] : int64_t(i));
     w.key("phy2log").begin_array();
     for (int64_t v : l.phy2log) w.value(v);
@@ -120,9 +125,10 @@ std::string placement_json(const PlacementMeta& meta, const std::vector<LayerPla
     w.end_array().key("gpu_load").begin_array();
     for (double v : l.gpu_load) w.value(v);
     w.end_array().end_object();
+    out += (i ? ",\n " : "\n ") + w.str();
   }
-  w.end_array().end_object();
-  return w.take() + "\n";
+  out += "\n]}\n";
+  return out;
 }
 
 }  // namespace ds::balance

@@ -33,7 +33,7 @@ struct PlacementMeta {
   Shape shape;
   std::vector<int64_t> layer_ids;
 };
-// The placement document (pretty JSON):
+// The placement document (JSON, one line per layer):
 // {"policy", "slots", "groups", "nodes", "gpus", "experts", "layers": [{"layer", "phy2log", "log2phy", "logcnt",
 //  "gpu_load"}]}.
 std::string placement_json(const PlacementMeta& meta, const std::vector<LayerPlacement>& layers);
