@@ -54,18 +54,30 @@ Packing balanced_packing(const std::vector<double>& w, int64_t m) {
     std::iota(r.pack.begin(), r.pack.end(), 0);
     return r;
   }
+  // descending by weight, stable (lower index first among equal weights)
+  std::vector<std::pair<double, int64_t>> key(n);
+  for (int64_t i = 0; i < n; ++i) key[i] = {-w[i], i};
+  std::sort(key.begin(), key.end());
   std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return w[a] > w[b]; });
-  std::vector<double> pw(m, 0.0);
+  for (int64_t i = 0; i < n; ++i) order[i] = key[i].second;
+  // Min-heap of the non-full packs by (weight, index): the same choice as a scan for the lightest pack with the
+  // lowest index on ties, in O(log m).
+  using Entry = std::pair<double, int64_t>;
+  std::vector<Entry> heap(m);
+  for (int64_t p = 0; p < m; ++p) heap[p] = {0.0, p};
   std::vector<int64_t> items(m, 0);
+  auto cmp = [](const Entry& a, const Entry& b) { return a > b; };
   for (int64_t i : order) {
-    int64_t best = -1;
-    for (int64_t p = 0; p < m; ++p)
-      if (items[p] < per && (best < 0 || pw[p] < pw[best])) best = p;
+    std::pop_heap(heap.begin(), heap.end(), cmp);
+    Entry& top = heap.back();
+    const int64_t best = top.second;
     r.pack[i] = best;
     r.rank[i] = items[best]++;
-    pw[best] += w[i];
+    top.first += w[i];
+    if (items[best] == per)
+      heap.pop_back();
+    else
+      std::push_heap(heap.begin(), heap.end(), cmp);
   }
   return r;
 }
@@ -75,12 +87,20 @@ Replication replicate_experts(const std::vector<double>& w, int64_t n_phy) {
   DS_CHECK(n_phy >= n_log, "replicate_experts: fewer slots than experts");
   Replication r{std::vector<int64_t>(n_phy), std::vector<int64_t>(n_phy, 0), std::vector<int64_t>(n_log, 1)};
   std::iota(r.phy2log.begin(), r.phy2log.begin() + n_log, 0);
+  if (n_phy == n_log) return r;
+  // Max-heap by (w/cnt, lowest index on ties): the same choice as a scan for the first maximum, in O(log n).
+  using Entry = std::pair<double, int64_t>;
+  auto cmp = [](const Entry& a, const Entry& b) { return a.first < b.first || (a.first == b.first && a.second > b.second); };
+  std::vector<Entry> heap(n_log);
+  for (int64_t e = 0; e < n_log; ++e) heap[e] = {w[e], e};
+  std::make_heap(heap.begin(), heap.end(), cmp);
   for (int64_t s = n_log; s < n_phy; ++s) {
-    int64_t best = 0;
-    for (int64_t e = 1; e < n_log; ++e)
-      if (w[e] / double(r.cnt[e]) > w[best] / double(r.cnt[best])) best = e;
+    std::pop_heap(heap.begin(), heap.end(), cmp);
+    const int64_t best = heap.back().second;
     r.phy2log[s] = best;
     r.rank[s] = r.cnt[best]++;
+    heap.back().first = w[best] / double(r.cnt[best]);
+    std::push_heap(heap.begin(), heap.end(), cmp);
   }
   return r;
 }
@@ -130,7 +150,9 @@ void fill_log2phy(LayerPlacement& pl, int64_t E, int64_t width) {
   }
 }
 
-LayerPlacement plan_eplb(const std::vector<double>& w, const Shape& s0, bool hierarchical) {
+namespace {
+
+LayerPlacement eplb_impl(const std::vector<double>& w, const Shape& s0, bool hierarchical, bool with_log2phy) {
   const int64_t E = int64_t(w.size());
   Shape s = s0;
   if (!hierarchical) s.groups = 1, s.nodes = 1;
@@ -168,51 +190,73 @@ LayerPlacement plan_eplb(const std::vector<double>& w, const Shape& s0, bool hie
     }
     for (int64_t i = 0; i < epn; ++i) pl.logcnt[mlog2log[node * epn + i]] = rep.cnt[i];
   }
+  pl.gpu_load = gpu_loads(w, pl.phy2log, pl.logcnt, P);
+  if (!with_log2phy) return pl;
   // 4. log2phy from phyrank (EPLB's scatter)
   int64_t width = *std::max_element(pl.logcnt.begin(), pl.logcnt.end());
   pl.log2phy.assign(E, std::vector<int64_t>(width, -1));
   for (int64_t p = 0; p < R; ++p) pl.log2phy[pl.phy2log[p]][pl.phyrank[p]] = p;
-  pl.gpu_load = gpu_loads(w, pl.phy2log, pl.logcnt, P);
   return pl;
+}
+
+}  // namespace
+
+LayerPlacement plan_eplb(const std::vector<double>& w, const Shape& s, bool hierarchical) {
+  return eplb_impl(w, s, hierarchical, true);
 }
 
 namespace {
 
-// Local search state over one layer: slot contents, replica counts, per-GPU loads.
+// Local search state over one layer: slot contents, replica counts, per-slot and per-GPU loads.
 struct Search {
   const std::vector<double>& w;
   int64_t P, spg;
   std::vector<int64_t> phy2log, cnt;
   std::vector<double> gl;
+  std::vector<double> sw;  // load of the replica in each slot: w / cnt
+  std::vector<int64_t> order;
 
-  double rep(int64_t e) const { return w[e] / double(cnt[e]); }
+  void recompute() {
+    sw.resize(phy2log.size());
+    for (size_t p = 0; p < phy2log.size(); ++p) sw[p] = w[phy2log[p]] / double(cnt[phy2log[p]]);
+    gl.assign(P, 0.0);
+    for (size_t p = 0; p < sw.size(); ++p) gl[p / spg] += sw[p];
+  }
   int64_t argmax() const { return int64_t(std::max_element(gl.begin(), gl.end()) - gl.begin()); }
-  void recompute() { gl = gpu_loads(w, phy2log, cnt, P); }
 
-  // Best swap of a replica on the hottest GPU with a lighter replica elsewhere; true when one lowered the pair's max.
+  // A swap of a replica on the hottest GPU h with a lighter replica on another GPU g that lowers max(L_h, L_g):
+  // the GPUs are tried from the least loaded up, and the best swap with the first GPU that has one is made.
+  // Each swap strictly lowers the sum of squared GPU loads, so the search terminates.
   bool swap_step() {
     const int64_t h = argmax();
     const double Lh = gl[h], eps = 1e-12 * std::max(1.0, Lh);
-    double best = Lh - eps;
-    int64_t bs = -1, bt = -1;
-    for (int64_t g = 0; g < P; ++g) {
-      if (g == h || gl[g] >= Lh - eps) continue;
-      for (int64_t i = h * spg; i < (h + 1) * spg; ++i) {
-        const double a = rep(phy2log[i]);
-        for (int64_t j = g * spg; j < (g + 1) * spg; ++j) {
-          const double d = a - rep(phy2log[j]);
-          if (d <= 0) continue;
-          const double m = std::max(Lh - d, gl[g] + d);
-          if (m < best) best = m, bs = i, bt = j;
+    order.resize(P);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return gl[a] < gl[b] || (gl[a] == gl[b] && a < b); });
+    const double* hs = sw.data() + h * spg;
+    for (int64_t g : order) {
+      const double Lg = gl[g];
+      if (g == h || Lg >= Lh - eps) break;
+      const double* gs = sw.data() + g * spg;
+      double best = Lh - eps;
+      int64_t bs = -1, bt = -1;
+      for (int64_t i = 0; i < spg; ++i) {
+        const double a = hs[i];
+        for (int64_t j = 0; j < spg; ++j) {
+          const double d = a - gs[j];
+          const double m = std::max(Lh - d, Lg + d);
+          if (d > 0 && m < best) best = m, bs = h * spg + i, bt = g * spg + j;
         }
       }
+      if (bs < 0) continue;
+      const double d = sw[bs] - sw[bt];
+      gl[h] -= d;
+      gl[g] += d;
+      std::swap(phy2log[bs], phy2log[bt]);
+      std::swap(sw[bs], sw[bt]);
+      return true;
     }
-    if (bs < 0) return false;
-    const double d = rep(phy2log[bs]) - rep(phy2log[bt]);
-    gl[h] -= d;
-    gl[bt / spg] += d;
-    std::swap(phy2log[bs], phy2log[bt]);
-    return true;
+    return false;
   }
 
   // Moves one slot from a donor expert (cnt > 1) to an expert with a replica on the hottest GPU when that lowers
@@ -220,7 +264,7 @@ struct Search {
   bool recount_step() {
     const int64_t h = argmax();
     const double cur = gl[h], eps = 1e-12 * std::max(1.0, cur);
-    const int64_t E = int64_t(w.size());
+    const int64_t E = int64_t(w.size()), R = int64_t(phy2log.size());
     std::vector<int64_t> donors;
     for (int64_t e = 0; e < E; ++e)
       if (cnt[e] > 1) donors.push_back(e);
@@ -230,34 +274,45 @@ struct Search {
     std::partial_sort(donors.begin(), donors.begin() + keep, donors.end(),
                       [&](int64_t a, int64_t b) { return after(a) < after(b); });
     donors.resize(keep);
+    // slots of each expert, as a flat list (start[e] .. start[e + 1])
+    std::vector<int64_t> start(E + 1, 0), flat(R);
+    for (int64_t p = 0; p < R; ++p) ++start[phy2log[p] + 1];
+    for (int64_t e = 0; e < E; ++e) start[e + 1] += start[e];
+    {
+      std::vector<int64_t> fill(start.begin(), start.end() - 1);
+      for (int64_t p = 0; p < R; ++p) flat[fill[phy2log[p]]++] = p;
+    }
+    auto slots = [&](int64_t e) { return std::vector<int64_t>(flat.begin() + start[e], flat.begin() + start[e + 1]); };
     double best = cur - eps;
-    std::vector<int64_t> best_p2l, best_cnt;
-    std::vector<double> best_gl;
+    int64_t bx = -1, by = -1, bslot = -1;
+    std::vector<double> g;
     for (int64_t i = h * spg; i < (h + 1) * spg; ++i) {
       const int64_t x = phy2log[i];
       for (int64_t y : donors) {
         if (y == x) continue;
-        // the donor slot: y's replica on the least loaded GPU
-        int64_t slot = -1;
-        for (int64_t p = 0; p < int64_t(phy2log.size()); ++p)
-          if (phy2log[p] == y && (slot < 0 || gl[p / spg] < gl[slot / spg])) slot = p;
-        std::vector<int64_t> p2l = phy2log, c = cnt;
-        p2l[slot] = x;
-        ++c[x];
-        --c[y];
-        std::vector<double> g = gpu_loads(w, p2l, c, P);
-        double m = *std::max_element(g.begin(), g.end());
-        if (m < best) best = m, best_p2l = std::move(p2l), best_cnt = std::move(c), best_gl = std::move(g);
+        const std::vector<int64_t> sy = slots(y), sx = slots(x);
+        int64_t slot = sy[0];  // the donor slot: y's replica on the least loaded GPU
+        for (int64_t p : sy)
+          if (gl[p / spg] < gl[slot / spg]) slot = p;
+        g = gl;
+        const double dx = w[x] / double(cnt[x] + 1) - w[x] / double(cnt[x]);
+        const double dy = w[y] / double(cnt[y] - 1) - w[y] / double(cnt[y]);
+        for (int64_t p : sx) g[p / spg] += dx;
+        for (int64_t p : sy) g[p / spg] += p == slot ? w[x] / double(cnt[x] + 1) - sw[p] : dy;
+        const double m = *std::max_element(g.begin(), g.end());
+        if (m < best) best = m, bx = x, by = y, bslot = slot;
       }
     }
-    if (best_p2l.empty()) return false;
-    phy2log = std::move(best_p2l);
-    cnt = std::move(best_cnt);
-    gl = std::move(best_gl);
+    if (bx < 0) return false;
+    phy2log[bslot] = bx;
+    ++cnt[bx];
+    --cnt[by];
+    recompute();
     return true;
   }
 
   void improve() {
+    recompute();
     for (int round = 0; round < 16; ++round) {
       for (int it = 0; it < 4096 && swap_step(); ++it) {
       }
@@ -273,29 +328,24 @@ double max_of(const std::vector<double>& v) { return *std::max_element(v.begin()
 LayerPlacement plan_balanced(const std::vector<double>& w, const Shape& s) {
   const int64_t E = int64_t(w.size());
   validate_shape(E, s, Policy::balanced);
-  LayerPlacement base = plan_eplb(w, s, eplb_default_hierarchical(E, s));
-  std::vector<LayerPlacement> starts{base};
-  if (eplb_default_hierarchical(E, s) && (s.groups != 1 || s.nodes != 1)) starts.push_back(plan_eplb(w, s, false));
-  const double base_max = max_of(base.gpu_load);
-  LayerPlacement best = base;
-  double best_max = base_max;
-  for (const LayerPlacement& st : starts) {
-    Search S{w, s.gpus, s.slots / s.gpus, st.phy2log, st.logcnt, st.gpu_load};
-    S.improve();
-    S.recompute();
-    double m = max_of(S.gl);
-    if (m < best_max) {
-      best_max = m;
-      best.phy2log = S.phy2log;
-      best.logcnt = S.cnt;
-      best.gpu_load = S.gl;
-    }
+  const bool hier = eplb_default_hierarchical(E, s) && (s.groups != 1 || s.nodes != 1);
+  LayerPlacement base = eplb_impl(w, s, hier, false);
+  // The local search starts from the global greedy plan (no node constraint, so its packing is the better start);
+  // EPLB's own plan is the one to beat.
+  LayerPlacement glob = hier ? eplb_impl(w, s, false, false) : LayerPlacement{};
+  const LayerPlacement& st = hier ? glob : base;
+  Search S{w, s.gpus, s.slots / s.gpus, st.phy2log, st.logcnt, {}, {}, {}};
+  S.improve();
+  S.recompute();
+  if (max_of(S.gl) < max_of(base.gpu_load)) {
+    base.phy2log = std::move(S.phy2log);
+    base.logcnt = std::move(S.cnt);
+    base.gpu_load = std::move(S.gl);
+    fill_log2phy(base, E, *std::max_element(base.logcnt.begin(), base.logcnt.end()));
+    return base;
   }
-  if (best_max < base_max) {
-    fill_log2phy(best, E, *std::max_element(best.logcnt.begin(), best.logcnt.end()));
-    return best;
-  }
-  return base;
+  // EPLB's plan stays (log2phy exactly as EPLB's scatter)
+  return eplb_impl(w, s, hier, true);
 }
 
 std::vector<LayerPlacement> plan(const std::vector<std::vector<double>>& loads, const Shape& s, Policy p) {

@@ -8,7 +8,7 @@
 
 #include "balance/placement.h"
 #include "core/error.h"
-#include "zipf.h"
+#include "balance/zipf.h"
 
 using namespace ds::balance;
 using V = std::vector<int64_t>;
