@@ -5,6 +5,8 @@
 
 #include "ckpt/ckpt_dir.h"
 #include "core/io.h"
+#include "core/json.h"
+#include "core/jsonl.h"
 #include "core/log.h"
 #include "model/config.h"
 #include "model/model_io.h"
@@ -56,6 +58,25 @@ void write_fresh_student(const Context& ctx, const DistillOptions& o, const Toke
   CheckpointDirWriter w(dir);
   save_model_files(w.tmp_dir(), model);
   write_tokenizer_files(w.tmp_dir(), tok);
+  w.commit();
+}
+
+// Copies the teacher's rollouts to `out`, giving a record of a {"messages"} prompt (which ds-rollout passes
+// through, without a "prompt") its conversation as "prompt", the message list ds-rejsample turns into the
+// user side of the kept chat record.
+void finish_traces(const std::string& in, const std::string& out) {
+  JsonlReader reader(in);
+  Writer w(out);
+  while (const JsonlRecord* r = reader.next()) {
+    JsonWriter j;
+    j.begin_object();
+    for (const std::string& k : r->keys()) {
+      j.key(k).raw(r->raw(k));
+      if (k == "sample" && !r->has("prompt") && r->has("messages")) j.key("prompt").raw(r->raw("messages"));
+    }
+    j.end_object();
+    w.write(j.str() + "\n");
+  }
   w.commit();
 }
 
@@ -137,10 +158,9 @@ DistillSummary run_distill(const Context& ctx, DistillOptions o) {
     ro.no_default_stop = o.no_default_stop;
     ro.engine = o.engine;
     ro.progress = o.progress;
-    RemoveGuard part{ro.output};  // a failed generation leaves no traces file
+    RemoveGuard part{ro.output};  // removed in every case: a failed generation leaves no traces file
     RolloutSummary rs = run_rollout(ctx, ro);
-    fs::rename(ro.output, paths.traces);
-    part.path.clear();
+    finish_traces(ro.output, paths.traces);  // then the guard removes the .part file
     sum.generated = true;
     log_info("traces: the teacher wrote " + std::to_string(rs.samples) + " samples for " +
              std::to_string(rs.prompts) + " prompts to " + paths.traces);

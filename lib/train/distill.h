@@ -8,7 +8,8 @@
 //   1. generate  prompts -> TRACES: ds-rollout records of the teacher. Written as TRACES.part and renamed when
 //                every prompt is done, so an existing TRACES is complete: it is reused and the teacher does not
 //                run (a finished stage is skipped; delete the file to sample again; a hand-made rollouts file
-//                given as --traces is filtered the same way).
+//                given as --traces is filtered the same way). A record of a {"messages"} prompt gets that
+//                conversation as its "prompt", which ds-rejsample turns into the kept record's context.
 //   2. score     TRACES -> STEM.scored.jsonl: each trace with ds-reward's fields (reward, rewards, ...).
 //   3. filter    STEM.scored.jsonl -> STEM.kept.jsonl (ds-rejsample's chat records) + STEM.report.json (counts).
 //   4. fine-tune STEM.kept.jsonl -> OUT: run_sft from the student (a checkpoint, or a fresh model built from a

@@ -142,6 +142,18 @@ check "second run: traces file unchanged" test "$before" = "$(md5sum <"$T/tr.jso
 check "--student: checkpoint with the student's config (2 layers, MoE)" \
   eval 'complete_ckpt "$T/st2" && grep -q "\"num_hidden_layers\": 2," "$T/st2/config.json"'
 
+# {"messages"} prompts: the traces carry the conversation as "prompt", the kept records start with it
+printf '%s\n' '{"id":"m0","messages":[{"role":"user","content":"What is 1 + 1?"}],"answer":"2"}' >"$T/mprompts.jsonl"
+expect 0 "{\"messages\"} prompts" -- "$BIN" --teacher "$T/teacher" --prompts "$T/mprompts.jsonl" "${RUN0[@]}" \
+  -o "$T/sm" --student "$T/base" --max-steps 1 --log-level warn
+check "messages prompts: traces carry \"prompt\":[messages]" \
+  test "$(grep -c '"prompt":\[{"role":"user","content":"What is 1 + 1?"}\]' "$T/sm.traces.jsonl")" = 3
+check "messages prompts: one kept chat record, user then assistant" eval \
+  '[ "$(wc -l <"$T/sm.traces.kept.jsonl")" = 1 ] &&
+   grep -q "^{\"messages\":\[{\"role\":\"user\",\"content\":\"What is 1 + 1?\"},{\"role\":\"assistant\",\"content\":\"<think>" \
+     "$T/sm.traces.kept.jsonl"'
+check "no .part file left after generation" eval '! compgen -G "$T/*.part" >/dev/null'
+
 # An existing checkpoint: refused without --resume/--overwrite; --resume continues the fine-tuning
 expect 2 "existing checkpoint without --resume/--overwrite" -- "$BIN" "${RUN[@]}" -o "$T/st" \
   --student-config "$STUDENT_CFG" --traces "$T/tr.jsonl" --max-steps 2
