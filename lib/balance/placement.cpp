@@ -227,34 +227,42 @@ struct Search {
   // A swap of a replica on the hottest GPU h with a lighter replica on another GPU g that lowers max(L_h, L_g):
   // the GPUs are tried from the least loaded up, and the best swap with the first GPU that has one is made.
   // Each swap strictly lowers the sum of squared GPU loads, so the search terminates.
+  // The best improving swap between h and g, made; false when there is none.
+  bool try_swap(int64_t h, int64_t g, double eps) {
+    const double Lh = gl[h], Lg = gl[g];
+    const double* hs = sw.data() + h * spg;
+    const double* gs = sw.data() + g * spg;
+    double best = Lh - eps;
+    int64_t bs = -1, bt = -1;
+    for (int64_t i = 0; i < spg; ++i) {
+      const double a = hs[i];
+      for (int64_t j = 0; j < spg; ++j) {
+        const double d = a - gs[j];
+        const double m = std::max(Lh - d, Lg + d);
+        if (d > 0 && m < best) best = m, bs = h * spg + i, bt = g * spg + j;
+      }
+    }
+    if (bs < 0) return false;
+    const double d = sw[bs] - sw[bt];
+    gl[h] -= d;
+    gl[g] += d;
+    std::swap(phy2log[bs], phy2log[bt]);
+    std::swap(sw[bs], sw[bt]);
+    return true;
+  }
+
   bool swap_step() {
     const int64_t h = argmax();
     const double Lh = gl[h], eps = 1e-12 * std::max(1.0, Lh);
+    const int64_t g0 = int64_t(std::min_element(gl.begin(), gl.end()) - gl.begin());
+    if (g0 == h || gl[g0] >= Lh - eps) return false;
+    if (try_swap(h, g0, eps)) return true;  // the usual case: the lightest GPU takes the swap
     order.resize(P);
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return gl[a] < gl[b] || (gl[a] == gl[b] && a < b); });
-    const double* hs = sw.data() + h * spg;
     for (int64_t g : order) {
-      const double Lg = gl[g];
-      if (g == h || Lg >= Lh - eps) break;
-      const double* gs = sw.data() + g * spg;
-      double best = Lh - eps;
-      int64_t bs = -1, bt = -1;
-      for (int64_t i = 0; i < spg; ++i) {
-        const double a = hs[i];
-        for (int64_t j = 0; j < spg; ++j) {
-          const double d = a - gs[j];
-          const double m = std::max(Lh - d, Lg + d);
-          if (d > 0 && m < best) best = m, bs = h * spg + i, bt = g * spg + j;
-        }
-      }
-      if (bs < 0) continue;
-      const double d = sw[bs] - sw[bt];
-      gl[h] -= d;
-      gl[g] += d;
-      std::swap(phy2log[bs], phy2log[bt]);
-      std::swap(sw[bs], sw[bt]);
-      return true;
+      if (g == h || gl[g] >= Lh - eps) break;
+      if (g != g0 && try_swap(h, g, eps)) return true;
     }
     return false;
   }
@@ -282,7 +290,7 @@ struct Search {
       std::vector<int64_t> fill(start.begin(), start.end() - 1);
       for (int64_t p = 0; p < R; ++p) flat[fill[phy2log[p]]++] = p;
     }
-    auto slots = [&](int64_t e) { return std::vector<int64_t>(flat.begin() + start[e], flat.begin() + start[e + 1]); };
+
     double best = cur - eps;
     int64_t bx = -1, by = -1, bslot = -1;
     std::vector<double> g;
@@ -290,15 +298,18 @@ struct Search {
       const int64_t x = phy2log[i];
       for (int64_t y : donors) {
         if (y == x) continue;
-        const std::vector<int64_t> sy = slots(y), sx = slots(x);
-        int64_t slot = sy[0];  // the donor slot: y's replica on the least loaded GPU
-        for (int64_t p : sy)
-          if (gl[p / spg] < gl[slot / spg]) slot = p;
+        const int64_t* yb = flat.data() + start[y];
+        const int64_t* ye = flat.data() + start[y + 1];
+        const int64_t* xb = flat.data() + start[x];
+        const int64_t* xe = flat.data() + start[x + 1];
+        int64_t slot = *yb;  // the donor slot: y's replica on the least loaded GPU
+        for (const int64_t* q = yb; q != ye; ++q)
+          if (gl[*q / spg] < gl[slot / spg]) slot = *q;
         g = gl;
         const double dx = w[x] / double(cnt[x] + 1) - w[x] / double(cnt[x]);
         const double dy = w[y] / double(cnt[y] - 1) - w[y] / double(cnt[y]);
-        for (int64_t p : sx) g[p / spg] += dx;
-        for (int64_t p : sy) g[p / spg] += p == slot ? w[x] / double(cnt[x] + 1) - sw[p] : dy;
+        for (const int64_t* q = xb; q != xe; ++q) g[*q / spg] += dx;
+        for (const int64_t* q = yb; q != ye; ++q) g[*q / spg] += *q == slot ? w[x] / double(cnt[x] + 1) - sw[*q] : dy;
         const double m = *std::max_element(g.begin(), g.end());
         if (m < best) best = m, bx = x, by = y, bslot = slot;
       }
