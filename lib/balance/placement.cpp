@@ -57,7 +57,9 @@ Packing balanced_packing(const std::vector<double>& w, int64_t m) {
   // descending by weight, stable (lower index first among equal weights)
   std::vector<std::pair<double, int64_t>> key(n);
   for (int64_t i = 0; i < n; ++i) key[i] = {-w[i], i};
-  std::sort(key.begin(), key.end());
+  std::sort(key.begin(), key.end(), [](const std::pair<double, int64_t>& a, const std::pair<double, int64_t>& b) {
+    return a.first < b.first || (a.first == b.first && a.second < b.second);
+  });
   std::vector<int64_t> order(n);
   for (int64_t i = 0; i < n; ++i) order[i] = key[i].second;
   // Min-heap of the non-full packs by (weight, index): the same choice as a scan for the lightest pack with the
@@ -66,7 +68,9 @@ Packing balanced_packing(const std::vector<double>& w, int64_t m) {
   std::vector<Entry> heap(m);
   for (int64_t p = 0; p < m; ++p) heap[p] = {0.0, p};
   std::vector<int64_t> items(m, 0);
-  auto cmp = [](const Entry& a, const Entry& b) { return a > b; };
+  auto cmp = [](const Entry& a, const Entry& b) {
+    return a.first > b.first || (a.first == b.first && a.second > b.second);
+  };
   for (int64_t i : order) {
     std::pop_heap(heap.begin(), heap.end(), cmp);
     Entry& top = heap.back();
