@@ -15,6 +15,11 @@
 //                 It keeps EPLB's plan unless the result is strictly better, so its max/mean GPU load is never
 //                 worse than EPLB's. It does not keep groups on nodes (a replica may live on any GPU).
 // Shapes: R % P == 0, P % N == 0, R >= E, E >= 1; hierarchical also E % G == 0 and G % N == 0 (usage errors).
+//
+// Fidelity to eplb.py: same steps and tie-breaking (stable descending sort, lowest pack index on ties, first
+// expert on ties of w/cnt). Loads are doubles here where eplb.py casts to float32, so a plan can differ only where
+// float32 rounding would flip a comparison (never for integer loads whose per-replica shares are exact). log2phy
+// is as wide as the largest replica count (MODEL.md §5.4), not eplb.py's R - E + 1; the extra columns would be -1.
 #include <cstdint>
 #include <string>
 #include <vector>
