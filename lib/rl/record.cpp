@@ -1,5 +1,7 @@
 #include "rl/record.h"
 
+#include "core/error.h"
+
 #include "core/json.h"
 
 namespace ds::rl {
@@ -46,6 +48,36 @@ std::string splice_record(std::string_view base, bool empty, std::string_view me
   out.append(members);
   out.append("}\n");
   return out;
+}
+
+void for_each_record(JsonlReader& in, bool skip_bad, BadRecords& bad,
+                     const std::function<void(const JsonlRecord&)>& each, const std::function<void()>& stop) {
+  auto on_bad = [&](const Error& e) {  // true: skip the record and go on
+    if (!skip_bad || e.what() == bad.last) {
+      stop();
+      return false;
+    }
+    if (bad.count++ == 0) bad.first = e.what();
+    bad.last = e.what();
+    return true;
+  };
+  for (;;) {
+    const JsonlRecord* rec = nullptr;
+    try {
+      rec = in.next();
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::bad_input && on_bad(e)) continue;
+      throw;
+    }
+    if (!rec) break;
+    bad.last.clear();
+    try {
+      each(*rec);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::bad_input && on_bad(e)) continue;
+      throw;
+    }
+  }
 }
 
 }  // namespace ds::rl

@@ -3,6 +3,7 @@
 // the prompt key used to group samples, the length of a completion, and splicing new fields into a
 // record while every input field passes through byte for byte.
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -31,5 +32,11 @@ struct BadRecords {
   std::string first;  // message of the first one, with its file:line
   std::string last;   // to notice a reader that fails on the same spot forever
 };
+
+// Runs `each` on every record of `in`. A bad-input error, while reading a line or in `each`, either ends the run —
+// `stop()` first saves what was good (commit the output), then the error propagates — or, with skip_bad, is counted
+// in `bad` and skipped. The same error twice in a row means the reader cannot get past it: that ends the run too.
+void for_each_record(JsonlReader& in, bool skip_bad, BadRecords& bad,
+                     const std::function<void(const JsonlRecord&)>& each, const std::function<void()>& stop);
 
 }  // namespace ds::rl

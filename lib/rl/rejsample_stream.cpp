@@ -123,33 +123,10 @@ RejsampleReport rejsample_stream(const RejsampleOptions& o) {
     log_info(rep.to_text());
     if (!o.report_json.empty()) write_file_atomic(o.report_json, rep.to_json());
   };
-  auto on_bad = [&](const Error& e) {
-    if (!o.skip_bad || e.what() == badrec.last) {
-      finish();
-      return false;
-    }
-    if (badrec.count++ == 0) badrec.first = e.what();
-    badrec.last = e.what();
-    return true;
-  };
-  for (;;) {
-    const JsonlRecord* rec = nullptr;
-    try {
-      rec = in.next();
-    } catch (const Error& e) {
-      if (e.kind() == ErrorKind::bad_input && on_bad(e)) continue;
-      throw;
-    }
-    if (!rec) break;
-    badrec.last.clear();
-    try {
-      std::string line = filter.process(*rec);
-      if (!line.empty()) out.write(line);
-    } catch (const Error& e) {
-      if (e.kind() == ErrorKind::bad_input && on_bad(e)) continue;
-      throw;
-    }
-  }
+  for_each_record(in, o.skip_bad, badrec, [&](const JsonlRecord& rec) {
+    std::string line = filter.process(rec);
+    if (!line.empty()) out.write(line);
+  }, finish);
   finish();
   return rep;
 }

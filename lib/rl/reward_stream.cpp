@@ -210,37 +210,17 @@ RewardStreamStats reward_stream(const RewardStreamOptions& o) {
   Scorer scorer(o, out);
   BadRecords badrec;
   // A bad record: stop (after committing what was good) or skip it.
-  auto on_bad = [&](const Error& e) {
-    if (!o.skip_bad || e.what() == badrec.last) {
-      scorer.flush();
-      out.commit();
-      report_summary(o, scorer.summary());
-      if (o.skip_bad && badrec.count > 0)
-        log_warn("skipped " + std::to_string(badrec.count) + " bad record(s) before this one; first: " + badrec.first);
-      return false;
-    }
-    if (badrec.count++ == 0) badrec.first = e.what();
-    badrec.last = e.what();
-    return true;
+  auto stop = [&] {
+    scorer.flush();
+    out.commit();
+    report_summary(o, scorer.summary());
+    if (o.skip_bad && badrec.count > 0)
+      log_warn("skipped " + std::to_string(badrec.count) + " bad record(s) before this one; first: " + badrec.first);
   };
-  for (;;) {
-    const JsonlRecord* rec = nullptr;
-    try {
-      rec = in.next();
-    } catch (const Error& e) {
-      if (e.kind() == ErrorKind::bad_input && on_bad(e)) continue;
-      throw;
-    }
-    if (!rec) break;
-    badrec.last.clear();
-    try {
-      scorer.add(*rec);
-      ++st.read;
-    } catch (const Error& e) {
-      if (e.kind() == ErrorKind::bad_input && on_bad(e)) continue;
-      throw;
-    }
-  }
+  for_each_record(in, o.skip_bad, badrec, [&](const JsonlRecord& rec) {
+    scorer.add(rec);
+    ++st.read;
+  }, stop);
   scorer.flush();
   out.commit();
   report_summary(o, scorer.summary());
