@@ -18,6 +18,7 @@
 # --no-default-stop: the engine cuts a completion before a matched stop string, so with r1-zero's default
 # </answer> stop the rewarded text would lack </answer> and fail the format check; the base model ends its
 # answer with an end-of-sequence token instead (the corpus documents end there).
+# LAUNCH="srun ..." runs every compute stage as a job step (pipelines/slurm/r1-zero.sbatch).
 # OPENBLAS_CORETYPE=SkylakeX is exported when the CPU has AVX-512 (matrix products ~4x faster on the
 # reference machine's CPU); set OPENBLAS_CORETYPE yourself to override.
 set -euo pipefail
@@ -48,6 +49,7 @@ EVAL_TEMP=${EVAL_TEMP:-0.7}
 SEED=${SEED:-7}
 
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+LAUNCH=${LAUNCH:-}  # prefix of the compute stages, e.g. "srun --ntasks=1" (pipelines/slurm/*.sbatch)
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
   export OPENBLAS_CORETYPE=SkylakeX
 fi
@@ -74,7 +76,7 @@ if [ ! -s "$OUT/base/model.safetensors" ]; then
   model=(--preset "$PRESET"); [ -n "$CONFIG" ] && model=(--config "$CONFIG")
   stage "pre-training: ${model[*]}, $PRETRAIN_STEPS steps"
   rm -f "$OUT/pretrain_metrics.jsonl"
-  "$bin/ds-pretrain/ds-pretrain" "${common[@]}" -i "$OUT/corpus.jsonl" -o "$OUT/base" --tokenizer "$OUT/tokenizer" \
+  $LAUNCH "$bin/ds-pretrain/ds-pretrain" "${common[@]}" -i "$OUT/corpus.jsonl" -o "$OUT/base" --tokenizer "$OUT/tokenizer" \
     "${model[@]}" --seq-len "$SEQ_LEN" --batch-size "$PRETRAIN_BATCH" --max-steps "$PRETRAIN_STEPS" \
     --lr "$PRETRAIN_LR" --warmup 10 --eval-every 50 --metrics "$OUT/pretrain_metrics.jsonl" --overwrite
 else stage "base model: exists, skipped"; fi
@@ -89,7 +91,7 @@ else stage "base model: exists, skipped"; fi
 if [ ! -s "$OUT/final/model.safetensors" ]; then
   stage "GRPO: $RL_STEPS steps x $PROMPTS_PER_STEP prompts x G=$G"
   rm -f "$OUT/grpo_metrics.jsonl" "$OUT/grpo_rollouts.jsonl"
-  "$bin/ds-grpo/ds-grpo" "${common[@]}" --seed "$SEED" --ckpt "$OUT/base" -o "$OUT/final" --overwrite \
+  $LAUNCH "$bin/ds-grpo/ds-grpo" "${common[@]}" --seed "$SEED" --ckpt "$OUT/base" -o "$OUT/final" --overwrite \
     --steps "$RL_STEPS" --prompts "$OUT/train_prompts.jsonl" --prompts-per-step "$PROMPTS_PER_STEP" -n "$G" \
     --temperature "$TEMP" --max-new-tokens "$MAX_NEW" --prefill-think --no-default-stop --lr "$RL_LR" --save-every 0 \
     --metrics "$OUT/grpo_metrics.jsonl" --rollouts-out "$OUT/grpo_rollouts.jsonl"
@@ -99,7 +101,7 @@ else stage "GRPO: exists, skipped"; fi
 for m in base final; do
   if [ ! -s "$OUT/${m}_eval.json" ]; then
     stage "evaluating $m: $EVAL_N held-out prompts x $EVAL_K samples"
-    "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/$m" -i "$OUT/test_prompts.jsonl" \
+    $LAUNCH "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/$m" -i "$OUT/test_prompts.jsonl" \
       -n "$EVAL_K" --temperature "$EVAL_TEMP" --max-new-tokens "$MAX_NEW" --prefill-think --no-default-stop -o "$OUT/${m}_rollouts.jsonl"
     "$bin/ds-reward/ds-reward" --log-level warn --k 1 "$EVAL_K" --summary-json "$OUT/${m}_eval.json" \
       -o "$OUT/${m}_eval.jsonl" "$OUT/${m}_rollouts.jsonl"

@@ -19,6 +19,7 @@
 #   PRETRAIN_STEPS=120 PRETRAIN_BATCH=8 COLD_N=400 SFT_STEPS=40 SFT_BATCH=8 SFT_LR=5e-4
 #   RL_STEPS=6 G=8 PROMPTS_PER_STEP=4 RL_LR=5e-5 LANG_WEIGHT=1 MAX_NEW=96 REJ_PROMPTS=32 CHAT_N=200
 #   EVAL_N=16 EVAL_K=8 SEED=7
+# LAUNCH="srun ..." runs every compute stage as a job step (pipelines/slurm/r1.sbatch).
 # OPENBLAS_CORETYPE=SkylakeX is exported when the CPU has AVX-512 (faster matrix products); override by
 # setting it. --no-default-stop: see r1-zero.sh (the engine cuts a completion before a stop string).
 set -euo pipefail
@@ -33,6 +34,7 @@ RL_STEPS=${RL_STEPS:-6} G=${G:-8} PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4} RL_LR=
 MAX_NEW=${MAX_NEW:-96} REJ_PROMPTS=${REJ_PROMPTS:-32} CHAT_N=${CHAT_N:-200} EVAL_N=${EVAL_N:-16} EVAL_K=${EVAL_K:-8}
 SEED=${SEED:-7}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+LAUNCH=${LAUNCH:-}  # prefix of the compute stages, e.g. "srun --ntasks=1" (pipelines/slurm/*.sbatch)
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=SkylakeX; fi
 common=(--device "$DEVICE" --threads "$THREADS" --log-level warn)
 tasks=("$bin/ds-tasks/ds-tasks" --seed "$SEED" --log-level warn)
@@ -48,7 +50,7 @@ if [ ! -s "$OUT/base/model.safetensors" ]; then
     --mixed-language-share "$MIXED_SHARE" -o "$OUT/corpus.jsonl"
   "$bin/ds-tokenize/ds-tokenize" train -i "$OUT/corpus.jsonl" -o "$OUT/tokenizer" --vocab-size "$VOCAB" --log-level warn
   model=(--preset "$PRESET"); [ -n "$CONFIG" ] && model=(--config "$CONFIG")
-  "$bin/ds-pretrain/ds-pretrain" "${common[@]}" -i "$OUT/corpus.jsonl" -o "$OUT/base" --tokenizer "$OUT/tokenizer" \
+  $LAUNCH "$bin/ds-pretrain/ds-pretrain" "${common[@]}" -i "$OUT/corpus.jsonl" -o "$OUT/base" --tokenizer "$OUT/tokenizer" \
     "${model[@]}" --seq-len "$SEQ_LEN" --batch-size "$PRETRAIN_BATCH" --max-steps "$PRETRAIN_STEPS" --lr 2e-3 --warmup 10 \
     --overwrite
 else stage "base: exists, skipped"; fi
@@ -61,12 +63,12 @@ else stage "base: exists, skipped"; fi
 rewards="$bin/ds-reward/ds-reward --log-level warn --language-weight $LANG_WEIGHT --language en"
 grpo() {  # grpo INIT OUTPUT PROMPTS METRICS
   rm -f "$4"
-  "$bin/ds-grpo/ds-grpo" "${common[@]}" --seed "$SEED" --ckpt "$1" -o "$2" --overwrite --steps "$RL_STEPS" \
+  $LAUNCH "$bin/ds-grpo/ds-grpo" "${common[@]}" --seed "$SEED" --ckpt "$1" -o "$2" --overwrite --steps "$RL_STEPS" \
     --prompts "$3" --prompts-per-step "$PROMPTS_PER_STEP" -n "$G" --template chat --prefill-think --no-default-stop \
     --max-new-tokens "$MAX_NEW" --lr "$RL_LR" --save-every 0 --reward-cmd "$rewards" --metrics "$4"
 }
 sft() {  # sft INIT DATA OUTPUT
-  "$bin/ds-sft/ds-sft" "${common[@]}" --init-from "$1" -i "$2" -o "$3" --overwrite --seq-len "$SEQ_LEN" \
+  $LAUNCH "$bin/ds-sft/ds-sft" "${common[@]}" --init-from "$1" -i "$2" -o "$3" --overwrite --seq-len "$SEQ_LEN" \
     --batch-size "$SFT_BATCH" --max-steps "$SFT_STEPS" --lr "$SFT_LR" --prefill-think
 }
 
@@ -88,7 +90,7 @@ fi
 if ! done_ckpt "$OUT/sft2" "rejection-sampling SFT"; then
   stage "rejection sampling: $REJ_PROMPTS prompts x $G samples from rl1, + $CHAT_N chat examples, SFT from base"
   tail -n "$REJ_PROMPTS" "$OUT/train_prompts.jsonl" \
-    | "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/rl1" -n "$G" --template chat --prefill-think \
+    | $LAUNCH "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/rl1" -n "$G" --template chat --prefill-think \
         --no-default-stop --max-new-tokens "$MAX_NEW" \
     | $rewards -o "$OUT/rej_rewarded.jsonl"
   "$bin/ds-rejsample/ds-rejsample" --log-level warn --min-reward 1 --language en --max-per-prompt 4 \
@@ -113,7 +115,7 @@ fi
 for m in cold rl1 final; do
   if [ ! -s "$OUT/${m}_eval.json" ]; then
     stage "evaluating $m: $EVAL_N held-out prompts x $EVAL_K samples"
-    "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/$m" -i "$OUT/test_prompts.jsonl" -n "$EVAL_K" \
+    $LAUNCH "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/$m" -i "$OUT/test_prompts.jsonl" -n "$EVAL_K" \
       --temperature 0.7 --template chat --prefill-think --no-default-stop --max-new-tokens "$MAX_NEW" \
       | $rewards --k 1 "$EVAL_K" --summary-json "$OUT/${m}_eval.json" -o "$OUT/${m}_eval.jsonl"
   else stage "evaluation of $m: exists, skipped"; fi
