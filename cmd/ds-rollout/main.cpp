@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
     app.add_flag("--mtp-speculative", o.engine.mtp_speculative,
                  "Draft the next-next token with the MTP module and verify it (same output distribution)");
     app.add_flag("--skip-bad", o.skip_bad, "Skip and report bad prompt records instead of stopping at the first");
+    app.add_option("--placement", o.placement,
+                   "ds-rebalance placement JSON: also report the tokens each GPU would serve (outputs unchanged)");
     if (int rc = ds::parse_cli(app, argc, argv); rc >= 0) return rc;
     ds::Context ctx = ds::apply_common_options(common);
     o.tmpl = ds::prompt_template_parse(tmpl);
@@ -52,6 +54,15 @@ int main(int argc, char** argv) {
                       : "");
     ds::log_info(buf);
     if (s.skipped) ds::log_warn(std::to_string(s.skipped) + " bad prompt records skipped");
+    for (const auto& [layer, gpu] : s.gpu_load) {  // max/mean tokens per GPU under the placement
+      int64_t total = 0, mx = 0;
+      for (int64_t t : gpu) total += t, mx = std::max(mx, t);
+      if (total == 0) continue;  // e.g. the MTP block without --mtp-speculative
+      std::snprintf(buf, sizeof buf, "layer %lld: tokens per GPU max/mean %.3f (max %lld over %zu GPUs)",
+                    static_cast<long long>(layer), total ? double(mx) * double(gpu.size()) / double(total) : 0.0,
+                    static_cast<long long>(mx), gpu.size());
+      ds::log_info(buf);
+    }
     return 0;
   });
 }

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/io.h"
 #include "core/json.h"
 #include "core/jsonl.h"
 
@@ -129,6 +130,47 @@ std::string placement_json(const PlacementMeta& meta, const std::vector<LayerPla
   }
   out += "\n]}\n";
   return out;
+}
+
+PlacementFile read_placement(const std::string& path) {
+  JsonlRecord r = parse_object(read_file(path), path);
+  PlacementFile f;
+  f.meta.policy = r.has("policy") ? r.get_string("policy") : "";
+  f.meta.shape.slots = r.get_int("slots");
+  f.meta.shape.groups = r.has("groups") ? r.get_int("groups") : 1;
+  f.meta.shape.nodes = r.has("nodes") ? r.get_int("nodes") : 1;
+  f.meta.shape.gpus = r.get_int("gpus");
+  const int64_t experts = r.get_int("experts");
+  const int64_t R = f.meta.shape.slots, P = f.meta.shape.gpus;
+  if (R <= 0 || P <= 0 || R % P != 0 || experts <= 0 || experts > R)
+    throw_bad_input("placement: need slots % gpus == 0 and 0 < experts <= slots", path);
+  for (const JsonlRecord& l : r.get_object_array("layers")) {
+    LayerPlacement pl;
+    const int64_t id = l.get_int("layer");
+    pl.phy2log = l.get_int_array("phy2log");
+    pl.logcnt = l.get_int_array("logcnt");
+    const std::string where = "layer " + std::to_string(id);
+    if (int64_t(pl.phy2log.size()) != R || int64_t(pl.logcnt.size()) != experts)
+      throw_bad_input("placement: " + where + " needs " + std::to_string(R) + " phy2log and " +
+                          std::to_string(experts) + " logcnt entries",
+                      path);
+    pl.log2phy.assign(size_t(experts), {});
+    std::vector<int64_t> seen(size_t(experts), 0);
+    for (int64_t slot = 0; slot < R; ++slot) {
+      const int64_t e = pl.phy2log[size_t(slot)];
+      if (e < 0 || e >= experts) throw_bad_input("placement: " + where + " maps a slot to no expert", path);
+      pl.log2phy[size_t(e)].push_back(slot);
+      ++seen[size_t(e)];
+    }
+    for (int64_t e = 0; e < experts; ++e)
+      if (seen[size_t(e)] != pl.logcnt[size_t(e)] || seen[size_t(e)] == 0)
+        throw_bad_input("placement: " + where + ": logcnt of expert " + std::to_string(e) + " does not match phy2log",
+                        path);
+    f.meta.layer_ids.push_back(id);
+    f.layers.push_back(std::move(pl));
+  }
+  if (f.layers.empty()) throw_bad_input("placement: no layers", path);
+  return f;
 }
 
 }  // namespace ds::balance

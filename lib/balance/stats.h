@@ -37,5 +37,12 @@ struct PlacementMeta {
 // {"policy", "slots", "groups", "nodes", "gpus", "experts", "layers": [{"layer", "phy2log", "log2phy", "logcnt",
 //  "gpu_load"}]}.
 std::string placement_json(const PlacementMeta& meta, const std::vector<LayerPlacement>& layers);
+// Reads a placement document back (phy2log, log2phy, logcnt per layer; gpu_load is recomputed by users).
+// Inconsistent shapes (a slot outside 0..slots-1, a count that does not match log2phy) are bad-input errors.
+struct PlacementFile {
+  PlacementMeta meta;
+  std::vector<LayerPlacement> layers;  // in meta.layer_ids order
+};
+PlacementFile read_placement(const std::string& path);
 
 }  // namespace ds::balance

@@ -3,6 +3,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "balance/stats.h"
 #include "core/io.h"
 #include "core/json.h"
 #include "core/jsonl.h"
@@ -132,6 +133,10 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   if (std::string hint = blas_kernel_hint(); !hint.empty()) log_info(hint);
   std::unique_ptr<Model> model = load_model(o.ckpt, ctx);
   Tokenizer tok = Tokenizer::load(o.ckpt);
+  if (!o.placement.empty()) {
+    balance::PlacementFile pf = balance::read_placement(o.placement);
+    model->set_placement(pf.meta.layer_ids, pf.layers, pf.meta.shape.gpus);
+  }
   EngineOptions eo = o.engine;
   eo.max_batch = std::max(eo.max_batch, o.samples);
   Engine engine(*model, &tok, eo);
@@ -216,6 +221,7 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   progress.finish();
   out.commit();  // the good records are kept even when a bad one stops the run
   sum.engine = engine.stats();
+  sum.gpu_load = model->gpu_load();
   if (!pending_error.empty()) throw_bad_input(pending_error);
   return sum;
 }

@@ -63,12 +63,14 @@ struct RolloutOptions {
   bool no_default_stop = false;
   EngineOptions engine;
   bool skip_bad = false;               // skip and report bad prompt records instead of stopping
+  std::string placement;               // ds-rebalance placement JSON: report the tokens each GPU would serve
   bool progress = true;
 };
 
 struct RolloutSummary {
   int64_t prompts = 0, samples = 0, skipped = 0;
   EngineStats engine;
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> gpu_load;  // per MoE layer, with --placement
 };
 
 RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& opt);

@@ -65,6 +65,11 @@ void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Mo
   a.offsets = ws.alloc(p + "offsets", DType::i64, {E + 1});
   Tensor counts = load ? load->counts : ws.alloc(p + "counts", DType::i64, {E});
   moe_route(ctx, a.row_of, a.offsets, counts, a.topk_idx, E);
+  if (load && load->placement) {  // what each GPU would serve under the placement (accounting only)
+    std::vector<int64_t> gpu = balance::routed_gpu_tokens(*load->placement, to_host_i64(a.topk_idx), K, load->gpus);
+    load->gpu_tokens.resize(size_t(load->gpus), 0);
+    for (size_t g = 0; g < gpu.size(); ++g) load->gpu_tokens[g] += gpu[g];
+  }
   a.offsets_host = to_host_i64(a.offsets);
   a.xp = ws.alloc(p + "dispatched", dt, {N * K, D});
   moe_permute_forward(ctx, a.xp, x, a.row_of);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "balance/placement.h"
 #include "model/config.h"
 #include "model/weights.h"
 #include "tensor/workspace.h"
@@ -74,6 +75,12 @@ struct BlockActs {
 // Expert load of a MoE layer, accumulated over a training step (for the bias update and --expert-stats).
 struct MoeLoad {
   Tensor counts;  // [E] i64
+  // With a redundant-expert placement (ds-rebalance): token n's copy for logical expert e is served by the physical
+  // slot log2phy[e][n % logcnt[e]] (lib/balance route_slot); gpu_tokens counts what each GPU would receive. The
+  // computation itself is unchanged on one process (replicas hold the same weights), so results are bit-identical.
+  const balance::LayerPlacement* placement = nullptr;
+  int64_t gpus = 0;
+  std::vector<int64_t> gpu_tokens;  // [gpus]
 };
 
 void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MlaActs& a, Tensor x,

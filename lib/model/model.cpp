@@ -284,7 +284,35 @@ std::vector<std::vector<int64_t>> Model::expert_load() const {
 }
 
 void Model::reset_expert_load() {
-  for (MoeLoad& l : loads_) device_memset0(l.counts.device, l.counts.data, l.counts.nbytes());
+  for (MoeLoad& l : loads_) {
+    device_memset0(l.counts.device, l.counts.data, l.counts.nbytes());
+    std::fill(l.gpu_tokens.begin(), l.gpu_tokens.end(), 0);
+  }
+}
+
+void Model::set_placement(const std::vector<int64_t>& layer_ids, const std::vector<balance::LayerPlacement>& layers,
+                          int64_t gpus) {
+  DS_CHECK(layer_ids.size() == layers.size() && gpus > 0, "set_placement: one placement per layer id");
+  placements_ = layers;
+  for (MoeLoad& l : loads_) l.placement = nullptr;
+  for (size_t i = 0; i < layer_ids.size(); ++i) {
+    MoeLoad* l = moe_load(layer_ids[i]);
+    if (!l) throw_bad_input("placement names layer " + std::to_string(layer_ids[i]) + ", which is not a MoE layer");
+    if (int64_t(placements_[i].logcnt.size()) != cfg_.n_routed_experts)
+      throw_bad_input("placement of layer " + std::to_string(layer_ids[i]) + " has " +
+                      std::to_string(placements_[i].logcnt.size()) + " experts, the model " +
+                      std::to_string(cfg_.n_routed_experts));
+    l->placement = &placements_[i];
+    l->gpus = gpus;
+    l->gpu_tokens.assign(size_t(gpus), 0);
+  }
+}
+
+std::vector<std::pair<int64_t, std::vector<int64_t>>> Model::gpu_load() const {
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> out;
+  for (size_t i = 0; i < loads_.size(); ++i)
+    if (loads_[i].placement) out.emplace_back(moe_layer_ids_[i], loads_[i].gpu_tokens);
+  return out;
 }
 
 void Model::update_router_bias(double gamma) {

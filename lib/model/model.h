@@ -79,6 +79,12 @@ class Model {
   const std::vector<int64_t>& moe_layer_ids() const { return moe_layer_ids_; }
   std::vector<std::vector<int64_t>> expert_load() const;
   void reset_expert_load();
+  // A redundant-expert placement (ds-rebalance's JSON, lib/balance): from now on every forward also counts the
+  // tokens each GPU would serve, per MoE layer; the outputs do not change. Layers absent from it are not counted.
+  void set_placement(const std::vector<int64_t>& layer_ids, const std::vector<balance::LayerPlacement>& layers,
+                     int64_t gpus);
+  // Per MoE layer with a placement: (layer id, tokens per GPU) accumulated since the last reset_expert_load().
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> gpu_load() const;
   // Auxiliary-loss-free balancing: b += gamma * sign(mean_load - load) from the accumulated load.
   void update_router_bias(double gamma);
 
@@ -120,6 +126,7 @@ class Model {
   Arena buffers_;  // rope table, expert load counters
   Tensor inv_freq_;
   std::vector<MoeLoad> loads_;
+  std::vector<balance::LayerPlacement> placements_;  // owned copies the MoeLoads point at
   std::vector<int64_t> moe_layer_ids_;
   double rope_attn_factor_ = 1.0, softmax_scale_ = 1.0;
 

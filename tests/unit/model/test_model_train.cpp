@@ -156,3 +156,34 @@ TEST_CASE("save -> load -> continue gives bit-identical losses", "[model][train]
   CHECK(a == b);
   std::system(("rm -rf " + dir).c_str());
 }
+
+TEST_CASE("a redundant-expert placement changes no output and counts the tokens each GPU would serve",
+          "[model][moe][placement]") {
+  Context ctx;
+  Model m(tiny(), ctx);
+  m.init_random(21);
+  WindowSet w = pattern_windows(4, 16, 64);
+  Batch b = fixed_batches(w, 4, 1)[0];
+  LossInfo plain = m.forward(b);
+  std::vector<double> logits_plain = to_host_f64(m.logits());
+  // 8 experts on 10 slots over 2 GPUs: experts 0 and 1 get a second replica.
+  balance::LayerPlacement pl;
+  pl.phy2log = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1};
+  pl.log2phy = {{0, 8}, {1, 9}, {2}, {3}, {4}, {5}, {6}, {7}};
+  pl.logcnt = {2, 2, 1, 1, 1, 1, 1, 1};
+  m.reset_expert_load();
+  m.set_placement({1}, {pl}, 2);
+  LossInfo placed = m.forward(b);
+  CHECK(placed.loss == plain.loss);
+  CHECK(to_host_f64(m.logits()) == logits_plain);
+  auto load = m.gpu_load();
+  REQUIRE(load.size() == 1);
+  CHECK(load[0].first == 1);
+  REQUIRE(load[0].second.size() == 2);
+  const int64_t K = m.config().num_experts_per_tok;
+  CHECK(load[0].second[0] + load[0].second[1] == 4 * 16 * K);
+  // slots 0-4 are GPU 0, 5-9 GPU 1: recount from the routing with the balance library's rule
+  CHECK(load[0].second[0] > 0);
+  CHECK(load[0].second[1] > 0);
+  CHECK_THROWS_AS(m.set_placement({0}, {pl}, 2), Error);  // layer 0 is dense
+}
