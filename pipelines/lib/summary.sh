@@ -10,7 +10,7 @@ set -euo pipefail
 out=$1 k=$2 name=$3 wall=$4 metrics=$5
 shift 5
 {
-  printf '%-10s %8s %8s %8s %8s %10s\n' model pass@1 "pass@$k" "maj@$k" format mean_len
+  printf '%-12s %8s %8s %8s %8s %10s\n' model pass@1 "pass@$k" "maj@$k" format mean_len
   for m in "$@"; do
     j=$out/${m}_eval.json r=$out/${m}_eval.jsonl
     [ -s "$j" ] || continue
@@ -18,7 +18,7 @@ shift 5
     mk=$(jq -r --arg k "$k" '.all["maj@k"][$k] // "-"' "$j")
     fmt=$(jq -s 'if length == 0 then 0 else (map(if (.rewards.format // 0) > 0 then 1 else 0 end) | add) / length end' "$r")
     len=$(jq -s 'if length == 0 then 0 else (map(.completion_tokens | length) | add) / length end' "$r")
-    printf '%-10s %8.3f %8.3f %8.3f %8.3f %10.1f\n' "$m" "$p1" "$pk" "$mk" "$fmt" "$len"
+    printf '%-12s %8.3f %8.3f %8.3f %8.3f %10.1f\n' "$m" "$p1" "$pk" "$mk" "$fmt" "$len"
   done
   echo "wall time: ${wall}s"
 } | tee "$out/summary.txt"

@@ -71,6 +71,7 @@ for _ in $(seq 100); do sinfo -h -o %T 2>/dev/null | grep -q idle && break; slee
 sinfo -h -o %T | grep -q idle || { echo "FAIL: the node is not idle"; cat "$S/log/"*.log; exit 1; }
 
 tiny=(PRESET=tiny CORPUS_N=300 SEQ_LEN=192 PRETRAIN_STEPS=6 PRETRAIN_BATCH=4 COLD_N=20 SFT_STEPS=3 SFT_BATCH=2 RL_STEPS=2
+      STUDENT_STEPS=3 DISTILL_PROMPTS=2 DISTILL_N=2 DISTILL_STEPS=2
       G=4 PROMPTS_PER_STEP=2 MAX_NEW=16 REJ_PROMPTS=2 CHAT_N=10 EVAL_N=2 EVAL_K=4 OMP_WAIT_POLICY=passive)
 declare -A jobs
 for f in "$src"/pipelines/slurm/*.sbatch; do
