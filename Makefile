@@ -23,7 +23,8 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
 demo: build
-	pipelines/demo.sh $(BUILD)
+	pipelines/r1-zero.sh $(BUILD)
+	@echo "make demo: table demo/r1-zero/summary.txt, plot demo/r1-zero/r1-zero.png (pipelines/README.md)"
 
 bench: build
 	bench/run.sh $(BUILD)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distillation (DeepSeek-R1 §4.1) in miniature: the R1 pipeline's final model teaches a smaller student.
-#   pipelines/distill.sh [BUILD_DIR]          (default build; outputs under distill/, or $OUT)
+#   pipelines/distill.sh [BUILD_DIR]          (default build; outputs under demo/distill/, or $OUT)
 #
 #   0. teacher: $TEACHER (default: pipelines/r1.sh is run into $OUT/r1 and its final/ checkpoint is used)
 #   1. student base: ds-pretrain of a smaller preset on the teacher's corpus with the teacher's tokenizer -> student_base/
@@ -10,7 +10,7 @@
 # Every stage is skipped when its output exists. Ends with a table and a plot (distill.png) of the RL-only
 # student's GRPO steps. The compute of the two students is printed (wall seconds per stage) for comparison.
 #
-# Environment: OUT=distill DEVICE=cpu THREADS=2 TEACHER= STUDENT_PRESET=tiny (or STUDENT_CONFIG=config.json)
+# Environment: OUT=demo/distill DEVICE=cpu THREADS=2 TEACHER= STUDENT_PRESET=tiny (or STUDENT_CONFIG=config.json)
 #   STUDENT_STEPS=100 SEQ_LEN=256 DISTILL_PROMPTS=32 DISTILL_N=4 DISTILL_STEPS=40 RL_STEPS=6 G=8
 #   PROMPTS_PER_STEP=4 RL_LR=5e-5 MAX_NEW=96 EVAL_N=16 EVAL_K=8 SEED=7; the r1.sh variables size the teacher.
 # LAUNCH="srun ..." runs every compute stage as a job step. OPENBLAS_CORETYPE=SkylakeX is exported when the
@@ -19,7 +19,7 @@ set -euo pipefail
 build=${1:-${BUILD:-build}}
 bin=$build/cmd
 here=$(dirname "$0")
-OUT=${OUT:-distill} DEVICE=${DEVICE:-cpu} THREADS=${THREADS:-2} TEACHER=${TEACHER:-}
+OUT=${OUT:-demo/distill} DEVICE=${DEVICE:-cpu} THREADS=${THREADS:-2} TEACHER=${TEACHER:-}
 STUDENT_PRESET=${STUDENT_PRESET:-tiny} STUDENT_CONFIG=${STUDENT_CONFIG:-} STUDENT_STEPS=${STUDENT_STEPS:-100}
 SEQ_LEN=${SEQ_LEN:-256} DISTILL_PROMPTS=${DISTILL_PROMPTS:-32} DISTILL_N=${DISTILL_N:-4} DISTILL_STEPS=${DISTILL_STEPS:-40}
 RL_STEPS=${RL_STEPS:-6} G=${G:-8} PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4} RL_LR=${RL_LR:-5e-5} MAX_NEW=${MAX_NEW:-96}

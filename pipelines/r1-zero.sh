@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DeepSeek-R1-Zero in miniature: pure RL from a base model, no SFT.
-#   pipelines/r1-zero.sh [BUILD_DIR]          (default build; outputs under r1-zero/, or $OUT)
+#   pipelines/r1-zero.sh [BUILD_DIR]          (default build; outputs under demo/r1-zero/, or $OUT)
 #
 # Stages (each skipped when its output exists, so a re-run resumes; delete a stage's output to redo it):
 #   1. ds-tasks corpus        worked solutions, many in the R1-Zero template  -> $OUT/corpus.jsonl
@@ -12,9 +12,9 @@
 # the RL steps ($OUT/r1-zero.png, gnuplot).
 #
 # Scale with environment variables (defaults run on a 2-core CPU in a few minutes):
-#   OUT=r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=easy CORPUS_N=4000 VOCAB=512  SEQ_LEN=192
-#   PRESET=small (or CONFIG=path/to/config.json) PRETRAIN_STEPS=120 PRETRAIN_BATCH=8 PRETRAIN_LR=2e-3
-#   RL_STEPS=10 G=8 PROMPTS_PER_STEP=4 RL_LR=5e-5 MAX_NEW=80 EVAL_N=32 EVAL_K=16 SEED=7
+#   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=easy CORPUS_N=4000 VOCAB=512  SEQ_LEN=192
+#   PRESET=small (or CONFIG=path/to/config.json) PRETRAIN_STEPS=200 PRETRAIN_BATCH=8 PRETRAIN_LR=2e-3
+#   RL_STEPS=15 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=80 EVAL_N=32 EVAL_K=16 SEED=7
 # --no-default-stop: the engine cuts a completion before a matched stop string, so with r1-zero's default
 # </answer> stop the rewarded text would lack </answer> and fail the format check; the base model ends its
 # answer with an end-of-sequence token instead (the corpus documents end there).
@@ -24,7 +24,7 @@
 set -euo pipefail
 build=${1:-${BUILD:-build}}
 bin=$build/cmd
-OUT=${OUT:-r1-zero}
+OUT=${OUT:-demo/r1-zero}
 DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-2}
 TASK=${TASK:-arithmetic}
@@ -34,13 +34,13 @@ VOCAB=${VOCAB:-512}
 PRESET=${PRESET:-small}
 CONFIG=${CONFIG:-}
 SEQ_LEN=${SEQ_LEN:-192}
-PRETRAIN_STEPS=${PRETRAIN_STEPS:-120}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-200}
 PRETRAIN_BATCH=${PRETRAIN_BATCH:-8}
 PRETRAIN_LR=${PRETRAIN_LR:-2e-3}
-RL_STEPS=${RL_STEPS:-10}
+RL_STEPS=${RL_STEPS:-15}
 G=${G:-8}
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4}
-RL_LR=${RL_LR:-5e-5}
+RL_LR=${RL_LR:-1e-4}
 TEMP=${TEMP:-1.0}
 MAX_NEW=${MAX_NEW:-80}
 EVAL_N=${EVAL_N:-32}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DeepSeek-R1's four stages in miniature, on the built-in tasks.
-#   pipelines/r1.sh [BUILD_DIR]          (default build; outputs under r1/, or $OUT)
+#   pipelines/r1.sh [BUILD_DIR]          (default build; outputs under demo/r1/, or $OUT)
 #
 #   0. base: ds-tasks corpus (with a share of mixed-language reasoning) -> ds-tokenize -> ds-pretrain  -> base/
 #   1. cold start: ds-sft of base on ds-tasks coldstart (long-CoT examples, R1 output format)          -> cold/
@@ -14,7 +14,7 @@
 # the mixed-language rate of the chains of thought (share of samples whose language reward is below 1).
 # Every stage is skipped when its output exists. Ends with a table and a plot (r1.png) of both RL stages.
 #
-# Environment (defaults run on a 2-core CPU): OUT=r1 DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=easy
+# Environment (defaults run on a 2-core CPU): OUT=demo/r1 DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=easy
 #   CORPUS_N=4000 MIXED_SHARE=0.3 VOCAB=512 PRESET=small (or CONFIG=config.json) SEQ_LEN=256
 #   PRETRAIN_STEPS=120 PRETRAIN_BATCH=8 COLD_N=400 SFT_STEPS=40 SFT_BATCH=8 SFT_LR=5e-4
 #   RL_STEPS=6 G=8 PROMPTS_PER_STEP=4 RL_LR=5e-5 LANG_WEIGHT=1 MAX_NEW=96 REJ_PROMPTS=32 CHAT_N=200
@@ -26,7 +26,7 @@ set -euo pipefail
 build=${1:-${BUILD:-build}}
 bin=$build/cmd
 here=$(dirname "$0")
-OUT=${OUT:-r1} DEVICE=${DEVICE:-cpu} THREADS=${THREADS:-2} TASK=${TASK:-arithmetic} DIFFICULTY=${DIFFICULTY:-easy}
+OUT=${OUT:-demo/r1} DEVICE=${DEVICE:-cpu} THREADS=${THREADS:-2} TASK=${TASK:-arithmetic} DIFFICULTY=${DIFFICULTY:-easy}
 CORPUS_N=${CORPUS_N:-4000} MIXED_SHARE=${MIXED_SHARE:-0.3} VOCAB=${VOCAB:-512} PRESET=${PRESET:-small} CONFIG=${CONFIG:-}
 SEQ_LEN=${SEQ_LEN:-256} PRETRAIN_STEPS=${PRETRAIN_STEPS:-120} PRETRAIN_BATCH=${PRETRAIN_BATCH:-8}
 COLD_N=${COLD_N:-400} SFT_STEPS=${SFT_STEPS:-40} SFT_BATCH=${SFT_BATCH:-8} SFT_LR=${SFT_LR:-5e-4}
