@@ -14,6 +14,7 @@ struct Engine::Seq {
   int64_t sample = 0;
   SamplingParams sp;
   std::vector<std::string> stop;
+  bool include_stop = false;
   bool stop_at_eos = true;
   int64_t prompt_len = 0;
   SeqCache cache;            // tokens [0, cache.len) are in the cache
@@ -88,10 +89,12 @@ void Engine::finish(Seq& s, std::vector<GenSample>& done) {
     if (!ids.empty() && s.out.finish_reason == "stop" && ids.back() == int32_t(model_.config().eos_token_id))
       ids.pop_back();
     s.out.text = tok_->decode(ids);
-    size_t cut = std::string::npos;
-    for (const std::string& st : s.stop)
-      if (!st.empty()) cut = std::min(cut, s.out.text.find(st));
-    if (cut != std::string::npos) s.out.text.resize(cut);
+    size_t cut = std::string::npos, len = 0;  // the earliest matched stop string
+    for (const std::string& st : s.stop) {
+      const size_t at = st.empty() ? std::string::npos : s.out.text.find(st);
+      if (at < cut) cut = at, len = st.size();
+    }
+    if (cut != std::string::npos) s.out.text.resize(s.include_stop ? cut + len : cut);
   }
   cache_->release(s.cache);
   done.push_back(std::move(s.out));
@@ -194,6 +197,7 @@ bool Engine::admit(GenRequest& req, std::vector<GenSample>& done) {
     s->sample = g;
     s->sp = req.sp;
     s->stop = req.stop;
+    s->include_stop = req.include_stop;
     s->stop_at_eos = req.stop_at_eos;
     s->prompt_len = P;
     s->out.request_id = req.id;

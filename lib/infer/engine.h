@@ -27,6 +27,8 @@ struct GenRequest {
   int64_t n = 1;                   // samples (G)
   SamplingParams sp;
   std::vector<std::string> stop;  // stop strings (need a tokenizer)
+  bool include_stop = false;      // keep a matched stop string at the end of the text (vLLM's
+                                  // include_stop_str_in_output; R1-Zero's "</answer>" belongs to the answer)
   bool stop_at_eos = true;
 };
 
@@ -35,7 +37,8 @@ struct GenSample {
   int64_t sample = 0;
   std::vector<int32_t> tokens;     // generated ids (an EOS that ended the sample included)
   std::vector<double> logprobs;    // one per token: log softmax(logits / T)[token]
-  std::string text;                // decoded completion (EOS excluded, cut before a matched stop string)
+  std::string text;                // decoded completion (EOS excluded; cut before a matched stop string, or after
+                                   // it with include_stop)
   std::string finish_reason;       // "stop" (EOS or stop string) or "length"
   int64_t prompt_tokens = 0;
 };

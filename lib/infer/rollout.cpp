@@ -61,6 +61,14 @@ struct InFlight {
 
 }  // namespace
 
+std::vector<std::string> template_stops(PromptTemplate t, const std::vector<std::string>& user, bool no_default) {
+  std::vector<std::string> stop = user;
+  if (t == PromptTemplate::r1_zero && !no_default) stop.push_back("</answer>");
+  return stop;
+}
+
+bool template_keeps_stop(PromptTemplate t) { return t == PromptTemplate::r1_zero; }
+
 std::string template_prefill(PromptTemplate t, bool prefill_think) {
   if (!prefill_think) return "";
   return t == PromptTemplate::r1_zero ? " <think>\n" : "<think>\n";
@@ -141,8 +149,7 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   eo.max_batch = std::max(eo.max_batch, o.samples);
   Engine engine(*model, &tok, eo);
   const std::string prefill = template_prefill(o.tmpl, o.prefill_think);
-  std::vector<std::string> stop = o.stop;
-  if (o.tmpl == PromptTemplate::r1_zero && !o.no_default_stop) stop.push_back("</answer>");
+  const std::vector<std::string> stop = template_stops(o.tmpl, o.stop, o.no_default_stop);
 
   JsonlReader reader(o.input);
   Writer out(o.output);
@@ -184,6 +191,7 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
         req.sp = o.sp;
         req.sp.seed = uint64_t(rng_uniform_at(o.sp.seed, 0x7011, i) * 9007199254740992.0);  // per-prompt seed
         req.stop = stop;
+        req.include_stop = template_keeps_stop(o.tmpl);
         info.seed = req.sp.seed;
         info.remaining = o.samples;
         const int64_t context = engine.options().max_context;

@@ -26,6 +26,11 @@ const char* prompt_template_name(PromptTemplate t);
 // The R1-Zero training template (DeepSeek-R1 paper, Table 1) around a question.
 std::string r1_zero_prompt(const std::string& question);
 
+// The stop strings of a template: the user's, plus "</answer>" for r1-zero (unless no_default); r1-zero keeps the
+// matched stop string in the completion, since its "</answer>" is part of the answer format (RL.md §3).
+std::vector<std::string> template_stops(PromptTemplate t, const std::vector<std::string>& user, bool no_default);
+bool template_keeps_stop(PromptTemplate t);
+
 // A prompt record prepared for sampling: its id, "prompt" JSON, pass-through fields and rendered token ids.
 struct PromptRecord {
   std::string id;

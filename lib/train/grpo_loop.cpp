@@ -111,8 +111,7 @@ GrpoStepStats run_grpo_loop(const Context& ctx, const GrpoOptions& o, const Grpo
   eo.max_batch = std::max(eo.max_batch, L.samples);
   Engine engine(*policy, &tok, eo);
   const std::vector<PromptRecord> prompts = load_prompts(L.prompts, tok, L, engine.options().max_context);
-  std::vector<std::string> stop = L.stop;
-  if (L.tmpl == PromptTemplate::r1_zero && !L.no_default_stop) stop.push_back("</answer>");
+  const std::vector<std::string> stop = template_stops(L.tmpl, L.stop, L.no_default_stop);
 
   GrpoUpdater up(*policy, ref.get(), o.train);
   if (!o.reset_optimizer && up.resume_from(o.ckpt))
@@ -150,6 +149,7 @@ GrpoStepStats run_grpo_loop(const Context& ctx, const GrpoOptions& o, const Grpo
       req.sp.seed = seeds[size_t(j)] =
           uint64_t(rng_uniform_at(o.train.seed, 0x6790000 + uint64_t(step), uint64_t(pos + j)) * 9007199254740992.0);
       req.stop = stop;
+      req.include_stop = template_keeps_stop(L.tmpl);
       engine.submit(std::move(req));
     }
     std::vector<GenSample> out = engine.run_to_completion();

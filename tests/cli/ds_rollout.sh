@@ -172,6 +172,12 @@ expect 0 "--stop (repeated)" -- "${RO[@]}" -i "$P" -n 3 --max-new-tokens 40 --te
 jqcheck "--stop: some samples stop, no completion contains a stop string" "$T/st.jsonl" \
   'length == 6 and any(.[]; .finish_reason == "stop") and
    all(.[]; (.completion | test("[eta]") | not))'
+# r1-zero keeps the matched stop string (its "</answer>" is part of the answer format): the text ends at it
+expect 0 "--stop with r1-zero keeps the stop string" -- "${RO[@]}" -i "$P" -n 3 --max-new-tokens 40 --stop e \
+  -o "$T/sk.jsonl"
+jqcheck "--stop (r1-zero): a completion with the stop string ends right after its first occurrence" "$T/sk.jsonl" \
+  'length == 6 and any(.[]; .completion | test("e")) and
+   all(.[]; (.completion | test("e") | not) or ((.completion | endswith("e")) and (.completion | split("e") | length) == 2))'
 
 # ---------------------------------------------------------------------------------------------------------
 # Templates and the <think> prefill
