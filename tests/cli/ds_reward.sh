@@ -10,16 +10,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/ds_reward_cli.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 fails=0
 
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-expect() {  # expect RC DESCRIPTION -- CMD...
-  local want=$1 what=$2; shift 3
-  "$@" >"$T/out" 2>"$T/err"
-  local rc=$?
-  if [ "$rc" -ne "$want" ]; then fail "$what: exit $rc, expected $want"; sed 's/^/  stderr: /' "$T/err" >&2; fi
-}
-contains() {  # contains FILE TEXT DESCRIPTION
-  grep -qF -- "$2" "$1" || { fail "$3: '$2' not in $(basename "$1")"; sed 's/^/  /' "$1" | head -5 >&2; }
-}
+. "$(dirname "$0")/lib.sh"
 lacks() { ! grep -qF -- "$2" "$1" || fail "$3: '$2' found in $(basename "$1")"; }
 lines() { wc -l < "$1" | tr -d ' '; }
 line() { sed -n "$2p" "$1"; }

@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "std_redirect.h"
-#include "temp_dir.h"
+#include "../common/temp_dir.h"
 
 using namespace ds;
 using ds::test::TempDir;

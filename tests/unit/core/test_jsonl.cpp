@@ -4,7 +4,7 @@
 #include "core/io.h"
 #include "core/jsonl.h"
 #include "std_redirect.h"
-#include "temp_dir.h"
+#include "../common/temp_dir.h"
 
 using namespace ds;
 using ds::test::TempDir;

@@ -7,7 +7,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "std_redirect.h"
-#include "temp_dir.h"
+#include "../common/temp_dir.h"
 
 using namespace ds;
 using ds::test::TempDir;

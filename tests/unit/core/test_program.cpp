@@ -10,7 +10,7 @@
 #include "core/io.h"
 #include "core/log.h"
 #include "std_redirect.h"
-#include "temp_dir.h"
+#include "../common/temp_dir.h"
 
 using namespace ds;
 using ds::test::TempDir;

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "../common/temp_dir.h"
+
 #include <unistd.h>
 
 namespace ds::test {
@@ -165,24 +167,6 @@ inline bool has_cjk_bytes(const std::string& s) {
   }
   return false;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/ds_test_tasks.XXXXXX";
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 inline std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

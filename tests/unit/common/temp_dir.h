@@ -11,7 +11,7 @@ namespace ds::test {
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl = "/tmp/ds_test_core.XXXXXX";
+    std::string tmpl = "/tmp/ds_test.XXXXXX";
     if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
     path_ = tmpl;
   }
