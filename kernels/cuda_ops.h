@@ -1,0 +1,79 @@
+#pragma once
+// The CUDA twins of lib/ops (issue 5): every op of ops.h with the identical signature, in namespace ds::cuda.
+// lib/ops/ops.cpp checks the arguments once and dispatches here when ctx.device is a GPU, so these functions
+// trust their arguments (shapes, devices) as the CPU kernels of lib/ops/cpu do.
+//
+// Precision (mixed, as on the H200): float tensors may be f32 or bf16. Activations and weights are bf16 in
+// training and decoding; master weights and AdamW moments, saved statistics (rstd, lse, per-row losses, gate
+// scores and routing weights) and reductions are f32, and every kernel accumulates in f32. Which tensors of an
+// op may be bf16 is stated by its check in ops.cpp; the parity tests (tests/ops) run each op in f32 and bf16.
+// Each op runs on ctx's stream; nothing here synchronises except the reductions that return a host value.
+#include <cstdint>
+
+#include "ops/ops.h"
+
+namespace ds::cuda {
+
+// ---- elementwise and utility, embedding, SwiGLU (kernels/elementwise.cu, kernels/embedding.cu)
+void fill(const Context& ctx, Tensor t, double value);
+void scale(const Context& ctx, Tensor t, double alpha);
+void axpy(const Context& ctx, Tensor y, double alpha, Tensor x);
+void add(const Context& ctx, Tensor out, Tensor a, Tensor b);
+void copy(const Context& ctx, Tensor dst, Tensor src);
+void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t ncols, Accum acc);
+double sum(const Context& ctx, Tensor t);
+double sum_squares(const Context& ctx, Tensor t);
+void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table);
+void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids);
+void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
+void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
+
+// ---- linear through cuBLASLt (kernels/matmul.cu)
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc);
+void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+    Accum acc_in);
+
+// ---- RMSNorm and RoPE (kernels/norm_rope.cu)
+void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps);
+void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+    Tensor rstd, Accum acc_in);
+void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor inv_freq, double attn_factor);
+void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Tensor inv_freq, double attn_factor,
+    Accum acc);
+
+// ---- flash-style causal attention (kernels/attention.cu)
+void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale);
+void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,
+    Tensor q, Tensor k, Tensor v, double scale);
+
+// ---- paged latent cache and absorbed-MLA decode (kernels/mla_decode.cu)
+void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
+void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
+    Tensor kv_len, double scale);
+
+// ---- MoE gate, balance loss, bias update (kernels/moe_gate.cu)
+void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,
+    const GateOptions& opt);
+void moe_gate_backward(const Context& ctx, Tensor d_logits, Tensor d_topk_w, Tensor d_scores_extra, Tensor scores,
+    Tensor topk_idx, const GateOptions& opt);
+double moe_balance_loss_forward(const Context& ctx, Tensor scores, Tensor topk_idx, int64_t seq_len, double alpha);
+void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_loss, Tensor scores, Tensor topk_idx,
+    int64_t seq_len, double alpha);
+void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
+
+// ---- MoE dispatch (kernels/moe_dispatch.cu)
+void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts);
+void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of);
+void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc);
+void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w, Accum acc);
+void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
+    Tensor row_of, Tensor topk_w);
+
+// ---- fused cross-entropy and AdamW (kernels/loss.cu, kernels/adamw.cu)
+void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
+    int ignore_index);
+void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
+    double d_scale, int ignore_index, Accum acc, Tensor row_scale);
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
+
+}  // namespace ds::cuda
