@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 PREFIX ?= /usr/local
 
-.PHONY: all deps configure build test demo bench install clean
+.PHONY: all deps configure build test test-gpu demo bench install clean
 
 all: build
 
@@ -21,6 +21,11 @@ build: deps configure
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# CPU-vs-CUDA parity tests only (tests/ops, ctest label gpu); meant for the GPU machine, skipped without a GPU.
+test-gpu: deps configure
+	cmake --build $(BUILD) -j $(JOBS) --target ds_gpu_tests
+	cd $(BUILD) && ctest -L gpu --output-on-failure --timeout 900
 
 demo: build
 	pipelines/r1-zero.sh $(BUILD)
