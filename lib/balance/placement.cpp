@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "core/error.h"
@@ -49,15 +51,42 @@ namespace {
 
 // Buffers reused from layer to layer (one set per thread): once warm, planning a layer allocates only its result.
 struct Scratch {
-  std::vector<std::pair<double, int64_t>> key, heap;  // pack_into, replicate_into
-  std::vector<int64_t> items;                          // pack_into
-  std::vector<double> gw, mw, tw, nodew;               // eplb_core, eplb_node_bound
+  std::vector<unsigned __int128> key;    // pack_into: sort keys
+  std::vector<double> hw;                // heap weights (pack_into, replicate_into)
+  std::vector<int64_t> hi, items;        // heap indices; pack_into's item counts
+  std::vector<double> gw, mw, tw, nodew;  // eplb_core, eplb_node_bound
   std::vector<int64_t> gpack, grank, mlog2log, rphy, rrank, rcnt, ppack, prank, phyrank;
 };
 
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
+}
+
+// An unsigned key that orders as the double does (-0 and +0 alike; NaN has some fixed place).
+inline uint64_t order_bits(double x) {
+  x += 0.0;  // -0 -> +0
+  uint64_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return (u >> 63) ? ~u : (u | (uint64_t(1) << 63));
+}
+
+// A binary heap over positions 0..n-1 of (hw, hi), `first(a, b)` true when position a belongs above b; restores
+// the heap after the entry at `pos` moved down the order. With a strict total order the top is the unique first
+// entry, so any heap layout makes the same choices as std::pop_heap / push_heap.
+template <class First>
+inline void sift_down(double* hw, int64_t* hi, int64_t n, int64_t pos, First first) {
+  const double v = hw[pos];
+  const int64_t id = hi[pos];
+  for (;;) {
+    int64_t c = 2 * pos + 1;
+    if (c >= n) break;
+    if (c + 1 < n && first(hw[c + 1], hi[c + 1], hw[c], hi[c])) ++c;
+    if (!first(hw[c], hi[c], v, id)) break;
+    hw[pos] = hw[c], hi[pos] = hi[c];
+    pos = c;
+  }
+  hw[pos] = v, hi[pos] = id;
 }
 
 // balanced_packing into pack[n] / rank[n].
@@ -67,36 +96,33 @@ void pack_into(const double* w, int64_t n, int64_t m, int64_t* pack, int64_t* ra
     for (int64_t i = 0; i < n; ++i) pack[i] = i, rank[i] = 0;
     return;
   }
-  // descending by weight, stable (lower index first among equal weights)
+  // descending by weight, stable (lower index first among equal weights): one 128-bit key per item
   auto& key = k.key;
   key.resize(n);
-  for (int64_t i = 0; i < n; ++i) key[i] = {-w[i], i};
-  std::sort(key.begin(), key.end(), [](const std::pair<double, int64_t>& a, const std::pair<double, int64_t>& b) {
-    return a.first < b.first || (a.first == b.first && a.second < b.second);
-  });
-  // Min-heap of the non-full packs by (weight, index): the same choice as a scan for the lightest pack with the
-  // lowest index on ties, in O(log m). Equal weights in index order already form a valid heap.
-  using Entry = std::pair<double, int64_t>;
-  auto& heap = k.heap;
-  heap.resize(m);
-  for (int64_t p = 0; p < m; ++p) heap[p] = {0.0, p};
+  for (int64_t i = 0; i < n; ++i) key[i] = (static_cast<unsigned __int128>(~order_bits(w[i])) << 64) | uint64_t(i);
+  std::sort(key.begin(), key.end());
+  // Min-heap of the non-full packs by (weight, index): the lightest pack, the lowest index on ties, in O(log m).
+  // Equal weights in index order already form a valid heap.
+  k.hw.assign(m, 0.0);
+  k.hi.resize(m);
   k.items.assign(m, 0);
-  int64_t* items = k.items.data();
-  auto cmp = [](const Entry& a, const Entry& b) {
-    return a.first > b.first || (a.first == b.first && a.second > b.second);
-  };
+  double* hw = k.hw.data();
+  int64_t *hi = k.hi.data(), *items = k.items.data();
+  for (int64_t p = 0; p < m; ++p) hi[p] = p;
+  auto lighter = [](double wa, int64_t ia, double wb, int64_t ib) { return wa < wb || (wa == wb && ia < ib); };
+  int64_t open = m;
   for (const auto& kv : key) {
-    const int64_t i = kv.second;
-    std::pop_heap(heap.begin(), heap.end(), cmp);
-    Entry& top = heap.back();
-    const int64_t best = top.second;
+    const int64_t i = int64_t(uint64_t(kv));
+    const int64_t best = hi[0];
     pack[i] = best;
     rank[i] = items[best]++;
-    top.first += w[i];
-    if (items[best] == per)
-      heap.pop_back();
-    else
-      std::push_heap(heap.begin(), heap.end(), cmp);
+    if (items[best] == per) {  // full: out of the heap
+      --open;
+      hw[0] = hw[open], hi[0] = hi[open];
+    } else {
+      hw[0] += w[i];
+    }
+    sift_down(hw, hi, open, 0, lighter);
   }
 }
 
@@ -105,20 +131,20 @@ void replicate_into(const double* w, int64_t n_log, int64_t n_phy, int64_t* phy2
                     Scratch& k) {
   for (int64_t e = 0; e < n_log; ++e) phy2log[e] = e, rank[e] = 0, cnt[e] = 1;
   if (n_phy == n_log) return;
-  // Max-heap by (w/cnt, lowest index on ties): the same choice as a scan for the first maximum, in O(log n).
-  using Entry = std::pair<double, int64_t>;
-  auto cmp = [](const Entry& a, const Entry& b) { return a.first < b.first || (a.first == b.first && a.second > b.second); };
-  auto& heap = k.heap;
-  heap.resize(n_log);
-  for (int64_t e = 0; e < n_log; ++e) heap[e] = {w[e], e};
-  std::make_heap(heap.begin(), heap.end(), cmp);
+  // Max-heap by (w/cnt, lowest index on ties): the first maximum, in O(log n).
+  k.hw.assign(w, w + n_log);
+  k.hi.resize(n_log);
+  double* hw = k.hw.data();
+  int64_t* hi = k.hi.data();
+  for (int64_t e = 0; e < n_log; ++e) hi[e] = e;
+  auto heavier = [](double wa, int64_t ia, double wb, int64_t ib) { return wa > wb || (wa == wb && ia < ib); };
+  for (int64_t p = n_log / 2 - 1; p >= 0; --p) sift_down(hw, hi, n_log, p, heavier);
   for (int64_t s = n_log; s < n_phy; ++s) {
-    std::pop_heap(heap.begin(), heap.end(), cmp);
-    const int64_t best = heap.back().second;
+    const int64_t best = hi[0];
     phy2log[s] = best;
     rank[s] = cnt[best]++;
-    heap.back().first = w[best] / double(cnt[best]);
-    std::push_heap(heap.begin(), heap.end(), cmp);
+    hw[0] = w[best] / double(cnt[best]);
+    sift_down(hw, hi, n_log, 0, heavier);
   }
 }
 
@@ -275,6 +301,11 @@ struct Search {
   std::vector<int64_t> phy2log, cnt;
   std::vector<double> gl;
   std::vector<double> sw;  // load of the replica in each slot: w / cnt
+  // Each GPU's slots by replica load, ascending: sv [R] the loads, so [R] the slot offsets within the GPU. Used
+  // when `window` (all loads finite and >= 0, their sum finite) to visit only the swaps that can help.
+  std::vector<double> sv;
+  std::vector<int64_t> so;
+  bool window = false;
   std::vector<int64_t> order, donors, start, flat, fill;
   std::vector<double> g;
   double start_max = 0;  // max GPU load of the starting plan
@@ -283,44 +314,136 @@ struct Search {
     w = w_, E = E_, R = R_, P = P_, spg = R_ / P_;
     phy2log.resize(R);
     cnt.resize(E);
+    double total = 0;
+    window = true;
+    for (int64_t e = 0; e < E; ++e) window &= w[e] >= 0, total += w[e];
+    window &= total <= std::numeric_limits<double>::max();  // no NaN, no overflow
   }
 
-  void recompute() {
+  void recompute(bool sorted = true) {
     sw.resize(R);
     for (int64_t p = 0; p < R; ++p) sw[p] = w[phy2log[p]] / double(cnt[phy2log[p]]);
     gl.assign(P, 0.0);
     for (int64_t p = 0; p < R; ++p) gl[p / spg] += sw[p];
+    if (!window || !sorted) return;
+    order.resize(P);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return before(a, b); });
+    sv.resize(R);
+    so.resize(R);
+    // Insertion sort of each GPU's few slots, last slot first: EPLB's packing fills a GPU heaviest first, so the
+    // starting plan is already in order and this is linear.
+    for (int64_t q = 0; q < P; ++q) {
+      double* v = sv.data() + q * spg;
+      int64_t* o = so.data() + q * spg;
+      for (int64_t n = 0; n < spg; ++n) {
+        const int64_t i = spg - 1 - n;
+        const double x = sw[q * spg + i];
+        int64_t k = n;
+        for (; k > 0 && v[k - 1] > x; --k) v[k] = v[k - 1], o[k] = o[k - 1];
+        v[k] = x, o[k] = i;
+      }
+    }
+  }
+  // GPU q's slot at offset i now holds load x: moves it to its place in q's sorted order.
+  void resort(int64_t q, int64_t i, double x) {
+    double* v = sv.data() + q * spg;
+    int64_t* o = so.data() + q * spg;
+    int64_t k = 0;
+    while (o[k] != i) ++k;
+    for (; k > 0 && v[k - 1] > x; --k) v[k] = v[k - 1], o[k] = o[k - 1];
+    for (; k + 1 < spg && v[k + 1] < x; ++k) v[k] = v[k + 1], o[k] = o[k + 1];
+    v[k] = x, o[k] = i;
   }
   int64_t argmax() const { return int64_t(std::max_element(gl.begin(), gl.end()) - gl.begin()); }
 
   // A swap of a replica on the hottest GPU h with a lighter replica on another GPU g that lowers max(L_h, L_g):
   // the GPUs are tried from the least loaded up, and the best swap with the first GPU that has one is made.
   // Each swap strictly lowers the sum of squared GPU loads, so the search terminates.
-  // The best improving swap between h and g, made; false when there is none.
+  // The best improving swap between h and g, made; false when there is none. "Best" is the smallest
+  // m = max(L_h - d, L_g + d), d = (load leaving h) - (load coming back) > 0, m < L_h - eps, and among equal m the
+  // first pair in slot order (h's slot, then g's).
   bool try_swap(int64_t h, int64_t g, double eps) {
     const double Lh = gl[h], Lg = gl[g];
-    const double* hs = sw.data() + h * spg;
-    const double* gs = sw.data() + g * spg;
     double best = Lh - eps;
-    int64_t bs = -1, bt = -1;
-    for (int64_t i = 0; i < spg; ++i) {
-      const double a = hs[i];
-      for (int64_t j = 0; j < spg; ++j) {
-        const double d = a - gs[j];
-        const double m = std::max(Lh - d, Lg + d);
-        if (d > 0 && m < best) best = m, bs = h * spg + i, bt = g * spg + j;
+    int64_t bk = -1;  // (h's slot offset) * spg + (g's slot offset)
+    if (window) {
+      // Only pairs with 0 < d < L_h - L_g (+ a margin far above rounding) can give m < L_h: with both GPUs' loads
+      // sorted, those are a sliding window of g's replicas per replica of h.
+      const double W = (Lh - Lg) + 1e-9 * std::max(1.0, Lh);
+      const double* hv = sv.data() + h * spg;
+      const double* gv = sv.data() + g * spg;
+      const int64_t* ho = so.data() + h * spg;
+      const int64_t* go = so.data() + g * spg;
+      int64_t lo = 0, hi = 0;
+      for (int64_t i = 0; i < spg; ++i) {
+        const double a = hv[i];
+        while (hi < spg && gv[hi] < a) ++hi;
+        const double t = a - W;
+        while (lo < hi && gv[lo] < t) ++lo;
+        for (int64_t j = lo; j < hi; ++j) {
+          const double d = a - gv[j];
+          const double m = std::max(Lh - d, Lg + d);
+          const int64_t k = ho[i] * spg + go[j];
+          if (d > 0 && (m < best || (m == best && k < bk))) best = m, bk = k;
+        }
+      }
+    } else {
+      const double* hs = sw.data() + h * spg;
+      const double* gs = sw.data() + g * spg;
+      for (int64_t i = 0; i < spg; ++i) {
+        const double a = hs[i];
+        for (int64_t j = 0; j < spg; ++j) {
+          const double d = a - gs[j];
+          const double m = std::max(Lh - d, Lg + d);
+          if (d > 0 && m < best) best = m, bk = i * spg + j;
+        }
       }
     }
-    if (bs < 0) return false;
+    if (bk < 0) return false;
+    const int64_t bs = h * spg + bk / spg, bt = g * spg + bk % spg;
     const double d = sw[bs] - sw[bt];
     gl[h] -= d;
     gl[g] += d;
     std::swap(phy2log[bs], phy2log[bt]);
     std::swap(sw[bs], sw[bt]);
+    if (window) resort(h, bk / spg, sw[bs]), resort(g, bk % spg, sw[bt]);
     return true;
   }
 
+  bool before(int64_t a, int64_t b) const { return gl[a] < gl[b] || (gl[a] == gl[b] && a < b); }
+
+  // The GPUs at positions ka < kb of `order` changed load: both taken out and put back in place (binary search).
+  void reorder(int64_t ka, int64_t kb) {
+    int64_t* o = order.data();
+    const int64_t a = o[ka], b = o[kb];
+    std::memmove(o + ka, o + ka + 1, sizeof(int64_t) * size_t(kb - ka - 1));
+    std::memmove(o + kb - 1, o + kb + 1, sizeof(int64_t) * size_t(P - kb - 1));
+    auto put = [&](int64_t x, int64_t n) {
+      int64_t* at = std::lower_bound(o, o + n, x, [&](int64_t u, int64_t v) { return before(u, v); });
+      std::memmove(at + 1, at, sizeof(int64_t) * size_t(o + n - at));
+      *at = x;
+    };
+    put(a, P - 2);
+    put(b, P - 1);
+  }
+
   bool swap_step() {
+    if (window) {
+      // `order` holds the GPUs by (load, index), kept sorted across swaps: the lightest first, then the next
+      // lightest; h = the first GPU (lowest index) at the maximum load.
+      int64_t kh = P - 1;
+      const double Lh = gl[order[kh]], eps = 1e-12 * std::max(1.0, Lh);
+      while (kh > 0 && gl[order[kh - 1]] == Lh) --kh;
+      const int64_t h = order[kh];
+      for (int64_t k = 0; k < kh && gl[order[k]] < Lh - eps; ++k) {
+        if (try_swap(h, order[k], eps)) {
+          reorder(k, kh);
+          return true;
+        }
+      }
+      return false;
+    }
     const int64_t h = argmax();
     const double Lh = gl[h], eps = 1e-12 * std::max(1.0, Lh);
     const int64_t g0 = int64_t(std::min_element(gl.begin(), gl.end()) - gl.begin());
@@ -328,7 +451,7 @@ struct Search {
     if (try_swap(h, g0, eps)) return true;  // the usual case: the lightest GPU takes the swap
     order.resize(P);
     std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return gl[a] < gl[b] || (gl[a] == gl[b] && a < b); });
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return before(a, b); });
     for (int64_t g : order) {
       if (g == h || gl[g] >= Lh - eps) break;
       if (g != g0 && try_swap(h, g, eps)) return true;
@@ -420,7 +543,7 @@ LayerPlacement balanced_layer(const std::vector<double>& w, const Shape& s, bool
   k.phyrank.resize(s.slots);
   eplb_core(w.data(), E, glob, S.phy2log.data(), k.phyrank.data(), S.cnt.data(), k);
   S.improve();
-  S.recompute();
+  S.recompute(false);
   const double mine = max_of(S.gl);
   bool better;
   if (!hier) {
@@ -428,9 +551,7 @@ LayerPlacement balanced_layer(const std::vector<double>& w, const Shape& s, bool
   } else {
     // EPLB's plan is worse whenever ours is below a lower bound on its max (the usual case, decided without running
     // EPLB's replication and packing). The margin covers rounding: the bound sums the loads in another order.
-    bool nonneg = true;
-    for (double v : w) nonneg &= v >= 0;
-    better = nonneg && mine < eplb_node_bound(w.data(), E, s, k) * (1 - 1e-9);
+    better = S.window && mine < eplb_node_bound(w.data(), E, s, k) * (1 - 1e-9);
   }
   if (!better) {
     LayerPlacement base = eplb_layer(w, s, hier);
