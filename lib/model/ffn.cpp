@@ -1,7 +1,8 @@
 // Feed-forward sub-layers: the dense SwiGLU MLP and DeepSeekMoE (MODEL.md §3):
 //   y = shared_MLP(x) + sum_{i in TopK(x)} g_i * Expert_i(x)
-// Token copies are grouped by expert (moe_route/permute), each expert runs its SwiGLU on a contiguous row block,
-// and the outputs are weighted back (unpermute). No token is dropped.
+// Token copies are grouped by expert (moe_route/permute), each expert runs its SwiGLU on a contiguous row block
+// (grouped_matmul: one op for all experts, no per-expert loop here), and the outputs are weighted back
+// (unpermute). No token is dropped.
 #include "model/layers.h"
 #include "ops/ops.h"
 
@@ -34,12 +35,6 @@ void mlp_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Mlp
   matmul_backward(ctx, d_x, dw.up_proj, d_u, x, w.up_proj, Accum::add);
 }
 
-namespace {
-MlpWeights expert(const MoeWeights& w, int64_t e) {
-  return MlpWeights{w.gate_proj.index0(e), w.up_proj.index0(e), w.down_proj.index0(e)};
-}
-}  // namespace
-
 void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,
                  const MoeWeights& w) {
   const Context& ctx = *env.ctx;
@@ -70,25 +65,19 @@ void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Mo
     load->gpu_tokens.resize(size_t(load->gpus), 0);
     for (size_t g = 0; g < gpu.size(); ++g) load->gpu_tokens[g] += gpu[g];
   }
-  a.offsets_host = to_host_i64(a.offsets);
   a.xp = ws.alloc(p + "dispatched", dt, {N * K, D});
   moe_permute_forward(ctx, a.xp, x, a.row_of);
 
-  // experts, each on its contiguous block of rows
+  // experts: grouped linears over the row blocks (offsets stay on the device), SwiGLU over all rows at once
   MlpActs& ea = a.experts;
   ea.g = ws.alloc(p + "experts.gate", dt, {N * K, F});
   ea.u = ws.alloc(p + "experts.up", dt, {N * K, F});
   ea.act = ws.alloc(p + "experts.act", dt, {N * K, F});
   ea.out = ws.alloc(p + "experts.out", dt, {N * K, D});
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = a.offsets_host[e], r1 = a.offsets_host[e + 1];
-    if (r0 == r1) continue;
-    const MlpWeights we = expert(w, e);
-    matmul_forward(ctx, ea.g.slice0(r0, r1), a.xp.slice0(r0, r1), we.gate_proj);
-    matmul_forward(ctx, ea.u.slice0(r0, r1), a.xp.slice0(r0, r1), we.up_proj);
-    swiglu_forward(ctx, ea.act.slice0(r0, r1), ea.g.slice0(r0, r1), ea.u.slice0(r0, r1));
-    matmul_forward(ctx, ea.out.slice0(r0, r1), ea.act.slice0(r0, r1), we.down_proj);
-  }
+  grouped_matmul_forward(ctx, ea.g, a.xp, w.gate_proj, a.offsets);
+  grouped_matmul_forward(ctx, ea.u, a.xp, w.up_proj, a.offsets);
+  swiglu_forward(ctx, ea.act, ea.g, ea.u);
+  grouped_matmul_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets);
 
   // combine, plus the shared expert
   a.out = ws.alloc(p + "out", dt, {N, D});
@@ -119,20 +108,10 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
   Tensor d_g = ws.alloc("d_experts_gate", dt, {N * K, F});
   Tensor d_u = ws.alloc("d_experts_up", dt, {N * K, F});
   const MlpActs& ea = a.experts;
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = a.offsets_host[e], r1 = a.offsets_host[e + 1];
-    if (r0 == r1) continue;
-    const MlpWeights we = expert(w, e);
-    MlpWeights dwe = expert(dw, e);
-    matmul_backward(ctx, d_act.slice0(r0, r1), dwe.down_proj, d_eo.slice0(r0, r1), ea.act.slice0(r0, r1),
-                    we.down_proj);
-    swiglu_backward(ctx, d_g.slice0(r0, r1), d_u.slice0(r0, r1), d_act.slice0(r0, r1), ea.g.slice0(r0, r1),
-                    ea.u.slice0(r0, r1));
-    matmul_backward(ctx, d_xp.slice0(r0, r1), dwe.gate_proj, d_g.slice0(r0, r1), a.xp.slice0(r0, r1),
-                    we.gate_proj);
-    matmul_backward(ctx, d_xp.slice0(r0, r1), dwe.up_proj, d_u.slice0(r0, r1), a.xp.slice0(r0, r1), we.up_proj,
-                    Accum::add);
-  }
+  grouped_matmul_backward(ctx, d_act, dw.down_proj, d_eo, ea.act, w.down_proj, a.offsets);
+  swiglu_backward(ctx, d_g, d_u, d_act, ea.g, ea.u);
+  grouped_matmul_backward(ctx, d_xp, dw.gate_proj, d_g, a.xp, w.gate_proj, a.offsets);
+  grouped_matmul_backward(ctx, d_xp, dw.up_proj, d_u, a.xp, w.up_proj, a.offsets, Accum::add);
   moe_permute_backward(ctx, d_x, d_xp, a.row_of, c.n_shared_experts > 0 ? Accum::add : Accum::overwrite);
 
   // gate backward: through the weights and, when on, the balance loss; the bias gets no gradient

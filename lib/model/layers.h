@@ -53,7 +53,6 @@ struct MoeActs {
   Tensor logits, scores;    // [N, E]
   Tensor topk_idx, topk_w;  // [N, K] i32, [N, K]
   Tensor row_of, offsets;   // [N, K] i32, [E+1] i64
-  std::vector<int64_t> offsets_host;
   Tensor xp;                // [N*K, D] token copies grouped by expert
   MlpActs experts;          // rows of xp through their expert
   MlpActs shared;           // [N, ...] shared expert (when present)

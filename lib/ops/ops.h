@@ -137,6 +137,17 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
 // Auxiliary-loss-free balancing: bias[e] += gamma * sign(mean(load) - load[e]); load [E] i64 (one step's counts).
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
 
+// ---- grouped expert linear (the routed experts as one op: no per-expert loop on the host) ---------------
+// The rows of the permuted buffer are grouped by expert as moe_route leaves them: expert e owns rows
+// offsets[e] .. offsets[e+1] (offsets [E + 1] i64 on the context's device, offsets[0] = 0, offsets[E] = M).
+// weight [E, N, K] holds the E experts' linear weights in the HF layout; an expert with no rows costs nothing.
+// out[r] (=|+=) in[r] · weight[e]^T for each row r of expert e.        in [M, K], out [M, N]
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets,
+                            Accum acc = Accum::overwrite);
+// d_in[r] (=|+=) d_out[r] · weight[e];  d_weight[e] += d_out[rows of e]^T · in[rows of e]. Either output may be empty.
+void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                             Tensor offsets, Accum acc_in = Accum::overwrite);
+
 // ---- loss ----------------------------------------------------------------------------------------------
 // loss[n] = lse[n] - logits[n, targets[n]];  lse[n] = logsumexp(logits[n]). Rows whose target equals
 // ignore_index get loss 0 and lse 0. logits [N, V], targets [N] i32.

@@ -166,6 +166,50 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
   if (c.cpu()) cpu::moe_unpermute_backward(ctx, d_expert_out, d_topk_w, d_out, expert_out, row_of, topk_w);
 }
 
+// ---- grouped expert linear -------------------------------------------------------------------------------
+
+// weight [E, N, K] and offsets [E + 1]; rows of in/out/d_in/d_out are the M permuted rows.
+static void check_grouped(Check& c, const Tensor& weight, const Tensor& offsets) {
+  c.index("offsets", offsets, DType::i64);
+  OP_CHECK(c, weight.ndim == 3, "weight " + weight.shape_str() + " must be [E, N, K]");
+  OP_CHECK(c, offsets.numel() == weight.dim(0) + 1,
+           "offsets " + offsets.shape_str() + " must be [E + 1] = [" + s(weight.dim(0) + 1) + "] for weight " +
+               weight.shape_str());
+}
+
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc) {
+  Check c(ctx, "grouped_matmul_forward");
+  c.f("out", out).f("in", in).f("weight", weight);
+  check_grouped(c, weight, offsets);
+  OP_CHECK(c, in.cols() == weight.dim(2),
+           "weight " + weight.shape_str() + " must be [E, N, K] with K = last dim of in " + in.shape_str());
+  OP_CHECK(c, out.rows() == in.rows() && out.cols() == weight.dim(1),
+           "out " + out.shape_str() + " must be [M, N] for in " + in.shape_str() + " and weight " + weight.shape_str());
+  if (c.cpu()) cpu::grouped_matmul_forward(ctx, out, in, weight, offsets, acc);
+}
+
+void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                             Tensor offsets, Accum acc_in) {
+  Check c(ctx, "grouped_matmul_backward");
+  c.f("d_out", d_out).f("weight", weight).f_opt("d_in", d_in).f_opt("d_weight", d_weight);
+  check_grouped(c, weight, offsets);
+  OP_CHECK(c, d_out.cols() == weight.dim(1),
+           "weight " + weight.shape_str() + " must be [E, N, K] with N = last dim of d_out " + d_out.shape_str());
+  if (!d_in.empty())
+    OP_CHECK(c, d_in.rows() == d_out.rows() && d_in.cols() == weight.dim(2),
+             "d_in " + d_in.shape_str() + " must be [M, K] for d_out " + d_out.shape_str() + " and weight " +
+                 weight.shape_str());
+  if (!d_weight.empty()) {
+    c.f("in", in);
+    OP_CHECK(c, same_shape(d_weight, weight),
+             "d_weight " + d_weight.shape_str() + " must match weight " + weight.shape_str());
+    OP_CHECK(c, in.rows() == d_out.rows() && in.cols() == weight.dim(2),
+             "in " + in.shape_str() + " must be [M, K] for d_out " + d_out.shape_str() + " and weight " +
+                 weight.shape_str());
+  }
+  if (c.cpu()) cpu::grouped_matmul_backward(ctx, d_in, d_weight, d_out, in, weight, offsets, acc_in);
+}
+
 }  // namespace ds
 
 // ---- MLA decode (paged latent cache) ----------------------------------------------------------------------

@@ -81,6 +81,11 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
 void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
                             Tensor row_of, Tensor topk_w);
 
+// grouped_matmul.cpp
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc);
+void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                             Tensor offsets, Accum acc_in);
+
 // loss.cpp
 void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
                            int ignore_index);
