@@ -75,5 +75,6 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
     double d_scale, int ignore_index, Accum acc, Tensor row_scale);
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
+bool all_finite(const Context& ctx, Tensor t);  // in adamw.cu
 
 }  // namespace ds::cuda

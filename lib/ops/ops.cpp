@@ -23,20 +23,20 @@ void fill(const Context& ctx, Tensor t, double value) {
   OP_CHECK(c, !t.empty(), "t is required");
   c.device("t", t);
   OP_CHECK(c, t.dtype != DType::f16 && t.dtype != DType::u8, "t " + desc(t) + ": dtype not supported");
-  if (c.cpu()) cpu::fill(ctx, t, value);
+  DS_DISPATCH(c, fill(ctx, t, value));
 }
 
 void scale(const Context& ctx, Tensor t, double alpha) {
   Check c(ctx, "scale");
   c.f("t", t);
-  if (c.cpu()) cpu::scale(ctx, t, alpha);
+  DS_DISPATCH(c, scale(ctx, t, alpha));
 }
 
 void axpy(const Context& ctx, Tensor y, double alpha, Tensor x) {
   Check c(ctx, "axpy");
-  c.f("y", y).f("x", x);
+  c.f("x", x).wide("y", y);
   OP_CHECK(c, x.numel() == y.numel(), "x " + x.shape_str() + " and y " + y.shape_str() + " differ in size");
-  if (c.cpu()) cpu::axpy(ctx, y, alpha, x);
+  DS_DISPATCH(c, axpy(ctx, y, alpha, x));
 }
 
 void add(const Context& ctx, Tensor out, Tensor a, Tensor b) {
@@ -44,21 +44,27 @@ void add(const Context& ctx, Tensor out, Tensor a, Tensor b) {
   c.f("out", out).f("a", a).f("b", b);
   OP_CHECK(c, a.numel() == out.numel() && b.numel() == out.numel(),
            "out " + out.shape_str() + ", a " + a.shape_str() + ", b " + b.shape_str() + " differ in size");
-  if (c.cpu()) cpu::add(ctx, out, a, b);
+  DS_DISPATCH(c, add(ctx, out, a, b));
 }
 
 void copy(const Context& ctx, Tensor dst, Tensor src) {
   Check c(ctx, "copy");
   OP_CHECK(c, !dst.empty() && !src.empty(), "dst and src are required");
   OP_CHECK(c, dst.numel() == src.numel(), "dst " + desc(dst) + " and src " + desc(src) + " differ in size");
-  if (dst.dtype == src.dtype) {  // a byte copy works between any two devices
+  auto convertible = [](DType t) { return t == DType::f32 || t == DType::f64 || t == DType::bf16; };
+  OP_CHECK(c, dst.dtype == src.dtype || (convertible(dst.dtype) && convertible(src.dtype)),
+           std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype));
+  // Either side on a GPU: the CUDA twin (conversions on the device or the host, copies on ctx's stream, done when
+  // it returns). Both on the CPU: a byte copy or cpu::copy's conversion.
+  if (dst.device.is_cuda() || src.device.is_cuda()) {
+    opcheck::require_cuda_device("copy", dst.device.is_cuda() ? dst.device : src.device);
+    if (dst.device.is_cuda() && src.device.is_cuda()) opcheck::require_cuda_device("copy", src.device);
+    if constexpr (opcheck::kHaveCuda) return cuda::copy(ctx, dst, src);
+  }
+  if (dst.dtype == src.dtype) {
     device_copy(dst.device, dst.data, src.device, src.data, dst.nbytes());
     return;
   }
-  auto convertible = [](DType t) { return t == DType::f32 || t == DType::f64 || t == DType::bf16; };
-  OP_CHECK(c, convertible(dst.dtype) && convertible(src.dtype),
-           std::string("cannot convert ") + dtype_name(src.dtype) + " to " + dtype_name(dst.dtype));
-  if (dst.device.is_cuda() || src.device.is_cuda()) throw_usage("op copy: CUDA kernels not built yet");
   cpu::copy(ctx, dst, src);
 }
 
@@ -76,7 +82,7 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
            "columns [" + std::to_string(dst_col) + ", +" + std::to_string(ncols) + ") of dst " + dst.shape_str() +
                " or [" + std::to_string(src_col) + ", +" + std::to_string(ncols) + ") of src " + src.shape_str() +
                " out of range");
-  if (c.cpu()) cpu::copy_cols(ctx, dst, dst_col, src, src_col, ncols, acc);
+  DS_DISPATCH(c, copy_cols(ctx, dst, dst_col, src, src_col, ncols, acc));
 }
 
 static void check_reducible(Check& c, const Tensor& t) {
@@ -89,13 +95,19 @@ static void check_reducible(Check& c, const Tensor& t) {
 double sum(const Context& ctx, Tensor t) {
   Check c(ctx, "sum");
   check_reducible(c, t);
-  return c.cpu() ? cpu::sum(ctx, t) : 0.0;
+  DS_DISPATCH(c, sum(ctx, t));
 }
 
 double sum_squares(const Context& ctx, Tensor t) {
   Check c(ctx, "sum_squares");
   check_reducible(c, t);
-  return c.cpu() ? cpu::sum_squares(ctx, t) : 0.0;
+  DS_DISPATCH(c, sum_squares(ctx, t));
+}
+
+bool all_finite(const Context& ctx, Tensor t) {
+  Check c(ctx, "all_finite");
+  check_reducible(c, t);
+  DS_DISPATCH(c, all_finite(ctx, t));
 }
 
 // ---- embedding -----------------------------------------------------------------------------------------
@@ -107,35 +119,35 @@ void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table)
   OP_CHECK(c, out.rows() == ids.numel() && out.cols() == table.cols(),
            "out " + out.shape_str() + " must be [N, D] with N = ids " + ids.shape_str() + " and D from table " +
                table.shape_str());
-  if (c.cpu()) cpu::embedding_forward(ctx, out, ids, table);
+  DS_DISPATCH(c, embedding_forward(ctx, out, ids, table));
 }
 
 void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids) {
   Check c(ctx, "embedding_backward");
-  c.f("d_table", d_table).f("d_out", d_out).index("ids", ids, DType::i32);
+  c.f("d_out", d_out).wide("d_table", d_table).index("ids", ids, DType::i32);
   OP_CHECK(c, d_table.ndim == 2, "d_table " + d_table.shape_str() + " must be [V, D]");
   OP_CHECK(c, d_out.rows() == ids.numel() && d_out.cols() == d_table.cols(),
            "d_out " + d_out.shape_str() + " must be [N, D] with N = ids " + ids.shape_str() + " and D from d_table " +
                d_table.shape_str());
-  if (c.cpu()) cpu::embedding_backward(ctx, d_table, d_out, ids);
+  DS_DISPATCH(c, embedding_backward(ctx, d_table, d_out, ids));
 }
 
 // ---- linear --------------------------------------------------------------------------------------------
 
 void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc) {
   Check c(ctx, "matmul_forward");
-  c.f("out", out).f("in", in).f("weight", weight);
+  c.f("in", in).f("weight", weight).wide("out", out);
   OP_CHECK(c, weight.ndim == 2 && in.cols() == weight.cols(),
            "weight " + weight.shape_str() + " must be [N, K] with K = last dim of in " + in.shape_str());
   OP_CHECK(c, out.rows() == in.rows() && out.cols() == weight.rows(),
            "out " + out.shape_str() + " must be [M, N] for in " + in.shape_str() + " and weight " + weight.shape_str());
-  if (c.cpu()) cpu::matmul_forward(ctx, out, in, weight, acc);
+  DS_DISPATCH(c, matmul_forward(ctx, out, in, weight, acc));
 }
 
 void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                      Accum acc_in) {
   Check c(ctx, "matmul_backward");
-  c.f("d_out", d_out).f("weight", weight).f_opt("d_in", d_in).f_opt("d_weight", d_weight);
+  c.f("d_out", d_out).f("weight", weight).wide_opt("d_in", d_in).wide_opt("d_weight", d_weight);
   OP_CHECK(c, weight.ndim == 2 && d_out.cols() == weight.rows(),
            "weight " + weight.shape_str() + " must be [N, K] with N = last dim of d_out " + d_out.shape_str());
   if (!d_in.empty())
@@ -150,7 +162,7 @@ void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_
              "in " + in.shape_str() + " must be [M, K] for d_out " + d_out.shape_str() + " and weight " +
                  weight.shape_str());
   }
-  if (c.cpu()) cpu::matmul_backward(ctx, d_in, d_weight, d_out, in, weight, acc_in);
+  DS_DISPATCH(c, matmul_backward(ctx, d_in, d_weight, d_out, in, weight, acc_in));
 }
 
 // ---- RMSNorm -------------------------------------------------------------------------------------------
@@ -165,18 +177,19 @@ static void check_rmsnorm(Check& c, const Tensor& x, const char* xname, const Te
 
 void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps) {
   Check c(ctx, "rmsnorm_forward");
-  c.f("out", out).f("in", in).f("weight", weight).f_opt("rstd", rstd);
+  c.f("out", out).f("in", in).f("weight", weight).stat_opt("rstd", rstd);
   OP_CHECK(c, out.numel() == in.numel() && out.cols() == in.cols(),
            "out " + out.shape_str() + " must match in " + in.shape_str());
   check_rmsnorm(c, in, "in", weight, rstd);
   OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
-  if (c.cpu()) cpu::rmsnorm_forward(ctx, out, rstd, in, weight, eps);
+  DS_DISPATCH(c, rmsnorm_forward(ctx, out, rstd, in, weight, eps));
 }
 
 void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                       Tensor rstd, Accum acc_in) {
   Check c(ctx, "rmsnorm_backward");
-  c.f("d_out", d_out).f("in", in).f("weight", weight).f("rstd", rstd).f_opt("d_in", d_in).f_opt("d_weight", d_weight);
+  c.f("d_out", d_out).f("in", in).f("weight", weight).stat("rstd", rstd).f_opt("d_in", d_in);
+  c.wide_opt("d_weight", d_weight);
   OP_CHECK(c, d_out.numel() == in.numel() && d_out.cols() == in.cols(),
            "d_out " + d_out.shape_str() + " must match in " + in.shape_str());
   check_rmsnorm(c, in, "in", weight, rstd);
@@ -186,14 +199,14 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
   if (!d_weight.empty())
     OP_CHECK(c, d_weight.numel() == weight.numel(),
              "d_weight " + d_weight.shape_str() + " must match weight " + weight.shape_str());
-  if (c.cpu()) cpu::rmsnorm_backward(ctx, d_in, d_weight, d_out, in, weight, rstd, acc_in);
+  DS_DISPATCH(c, rmsnorm_backward(ctx, d_in, d_weight, d_out, in, weight, rstd, acc_in));
 }
 
 // ---- RoPE ----------------------------------------------------------------------------------------------
 
 static void check_rope(Check& c, const Tensor& x, const char* xname, const Tensor& y, const char* yname,
                        const Tensor& pos, const Tensor& inv_freq) {
-  c.f(xname, x).f(yname, y).f("inv_freq", inv_freq).index("pos", pos, DType::i32);
+  c.f(xname, x).f(yname, y).stat("inv_freq", inv_freq).index("pos", pos, DType::i32);
   const int64_t N = pos.numel(), R = x.cols();
   OP_CHECK(c, R % 2 == 0, std::string(xname) + " " + x.shape_str() + ": rotary dim must be even");
   OP_CHECK(c, (N == 0 && x.numel() == 0) || (N > 0 && x.rows() % N == 0),
@@ -207,14 +220,14 @@ static void check_rope(Check& c, const Tensor& x, const char* xname, const Tenso
 void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor inv_freq, double attn_factor) {
   Check c(ctx, "rope_forward");
   check_rope(c, in, "in", out, "out", pos, inv_freq);
-  if (c.cpu()) cpu::rope_forward(ctx, out, in, pos, inv_freq, attn_factor);
+  DS_DISPATCH(c, rope_forward(ctx, out, in, pos, inv_freq, attn_factor));
 }
 
 void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Tensor inv_freq, double attn_factor,
                    Accum acc) {
   Check c(ctx, "rope_backward");
   check_rope(c, d_out, "d_out", d_in, "d_in", pos, inv_freq);
-  if (c.cpu()) cpu::rope_backward(ctx, d_in, d_out, pos, inv_freq, attn_factor, acc);
+  DS_DISPATCH(c, rope_backward(ctx, d_in, d_out, pos, inv_freq, attn_factor, acc));
 }
 
 // ---- attention -----------------------------------------------------------------------------------------
@@ -229,7 +242,7 @@ static void check_attention(Check& c, const Tensor& q, const Tensor& k, const Te
 
 static void check_lse(Check& c, const Tensor& lse, const Tensor& q) {
   if (lse.empty()) return;
-  c.f("lse", lse);
+  c.stat("lse", lse);
   OP_CHECK(c, lse.numel() == q.dim(0) * q.dim(2) * q.dim(1),
            "lse " + lse.shape_str() + " must be [B, H, T] for q " + q.shape_str());
 }
@@ -240,21 +253,21 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
   c.f("out", out);
   OP_CHECK(c, same_shape(out, v), "out " + out.shape_str() + " must match v " + v.shape_str());
   check_lse(c, lse, q);
-  if (c.cpu()) cpu::attention_forward(ctx, out, lse, q, k, v, scale);
+  DS_DISPATCH_KERNEL(c, ATTENTION, attention_forward(ctx, out, lse, q, k, v, scale));
 }
 
 void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,
                         Tensor q, Tensor k, Tensor v, double scale) {
   Check c(ctx, "attention_backward");
   check_attention(c, q, k, v);
-  c.f("d_out", d_out).f("out", out).f("lse", lse).f_opt("d_q", d_q).f_opt("d_k", d_k).f_opt("d_v", d_v);
+  c.f("d_out", d_out).f("out", out).stat("lse", lse).f_opt("d_q", d_q).f_opt("d_k", d_k).f_opt("d_v", d_v);
   OP_CHECK(c, same_shape(d_out, v) && same_shape(out, v),
            "d_out " + d_out.shape_str() + " and out " + out.shape_str() + " must match v " + v.shape_str());
   check_lse(c, lse, q);
   OP_CHECK(c, d_q.empty() || same_shape(d_q, q), "d_q " + d_q.shape_str() + " must match q " + q.shape_str());
   OP_CHECK(c, d_k.empty() || same_shape(d_k, k), "d_k " + d_k.shape_str() + " must match k " + k.shape_str());
   OP_CHECK(c, d_v.empty() || same_shape(d_v, v), "d_v " + d_v.shape_str() + " must match v " + v.shape_str());
-  if (c.cpu()) cpu::attention_backward(ctx, d_q, d_k, d_v, d_out, out, lse, q, k, v, scale);
+  DS_DISPATCH_KERNEL(c, ATTENTION, attention_backward(ctx, d_q, d_k, d_v, d_out, out, lse, q, k, v, scale));
 }
 
 // ---- SwiGLU --------------------------------------------------------------------------------------------
@@ -264,7 +277,7 @@ void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
   c.f("out", out).f("gate", gate).f("up", up);
   OP_CHECK(c, gate.numel() == out.numel() && up.numel() == out.numel(),
            "out " + out.shape_str() + ", gate " + gate.shape_str() + ", up " + up.shape_str() + " differ in size");
-  if (c.cpu()) cpu::swiglu_forward(ctx, out, gate, up);
+  DS_DISPATCH(c, swiglu_forward(ctx, out, gate, up));
 }
 
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up) {
@@ -275,7 +288,7 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
                   (d_up.empty() || d_up.numel() == n),
            "d_out " + d_out.shape_str() + ", gate " + gate.shape_str() + ", up " + up.shape_str() + ", d_gate " +
                d_gate.shape_str() + ", d_up " + d_up.shape_str() + " differ in size");
-  if (c.cpu()) cpu::swiglu_backward(ctx, d_gate, d_up, d_out, gate, up);
+  DS_DISPATCH(c, swiglu_backward(ctx, d_gate, d_up, d_out, gate, up));
 }
 
 // MoE ops: ops_moe.cpp.
@@ -285,19 +298,19 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
 void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
                            int ignore_index) {
   Check c(ctx, "cross_entropy_forward");
-  c.f("logits", logits).f("loss", loss).f_opt("lse", lse).index("targets", targets, DType::i32);
+  c.f("logits", logits).stat("loss", loss).stat_opt("lse", lse).index("targets", targets, DType::i32);
   const int64_t N = logits.rows();
   OP_CHECK(c, targets.numel() == N && loss.numel() == N && (lse.empty() || lse.numel() == N),
            "targets " + targets.shape_str() + ", loss " + loss.shape_str() + ", lse " + lse.shape_str() +
                " must have one entry per row of logits " + logits.shape_str());
-  if (c.cpu()) cpu::cross_entropy_forward(ctx, loss, lse, logits, targets, ignore_index);
+  DS_DISPATCH(c, cross_entropy_forward(ctx, loss, lse, logits, targets, ignore_index));
 }
 
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc, Tensor row_scale) {
   Check c(ctx, "cross_entropy_backward");
-  c.f("logits", logits).f("d_logits", d_logits).f("lse", lse).index("targets", targets, DType::i32);
-  c.f_opt("row_scale", row_scale);
+  c.f("logits", logits).f("d_logits", d_logits).stat("lse", lse).index("targets", targets, DType::i32);
+  c.stat_opt("row_scale", row_scale);
   OP_CHECK(c, row_scale.empty() || row_scale.numel() == logits.rows(), "row_scale must have one entry per row");
   const int64_t N = logits.rows();
   OP_CHECK(c, d_logits.numel() == logits.numel() && d_logits.cols() == logits.cols(),
@@ -305,14 +318,14 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   OP_CHECK(c, targets.numel() == N && lse.numel() == N,
            "targets " + targets.shape_str() + " and lse " + lse.shape_str() +
                " must have one entry per row of logits " + logits.shape_str());
-  if (c.cpu()) cpu::cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, acc, row_scale);
+  DS_DISPATCH(c, cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, acc, row_scale));
 }
 
 // ---- optimizer -----------------------------------------------------------------------------------------
 
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt) {
   Check c(ctx, "adamw_update");
-  c.f("param", param).f("grad", grad).f("m", m).f("v", v);
+  c.f("grad", grad).stat("param", param).stat("m", m).stat("v", v);
   const int64_t n = param.numel();
   OP_CHECK(c, grad.numel() == n && m.numel() == n && v.numel() == n,
            "param " + param.shape_str() + ", grad " + grad.shape_str() + ", m " + m.shape_str() + ", v " +
@@ -320,7 +333,7 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
   OP_CHECK(c, opt.step >= 1, "step is 1-based, got " + std::to_string(opt.step));
   OP_CHECK(c, opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
            "betas must lie in [0, 1), got " + std::to_string(opt.beta1) + ", " + std::to_string(opt.beta2));
-  if (c.cpu()) cpu::adamw_update(ctx, param, grad, m, v, opt);
+  DS_DISPATCH(c, adamw_update(ctx, param, grad, m, v, opt));
 }
 
 }  // namespace ds

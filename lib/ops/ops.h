@@ -33,6 +33,7 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
                Accum acc = Accum::overwrite);
 double sum(const Context& ctx, Tensor t);          // reduction to the host, in double
 double sum_squares(const Context& ctx, Tensor t);  // for the gradient norm
+bool all_finite(const Context& ctx, Tensor t);     // no NaN/inf (f32/f64/bf16): skip a step on overflow
 
 // ---- embedding -----------------------------------------------------------------------------------------
 // out[N, D] = table[ids[N], :]

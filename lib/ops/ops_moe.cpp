@@ -31,8 +31,8 @@ void check_ne(Check& c, const char* name, const Tensor& t, int64_t N, int64_t E)
 void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,
                       const GateOptions& opt) {
   Check c(ctx, "moe_gate_forward");
-  c.f("logits", logits).f("scores", scores).f("topk_w", topk_w).f_opt("bias", bias).index("topk_idx", topk_idx,
-                                                                                           DType::i32);
+  c.f("logits", logits).stat("scores", scores).stat("topk_w", topk_w).stat_opt("bias", bias);
+  c.index("topk_idx", topk_idx, DType::i32);
   const int64_t N = logits.rows(), E = logits.cols(), K = opt.top_k;
   check_ne(c, "scores", scores, N, E);
   check_nk(c, "topk_idx", topk_idx, N, K);
@@ -48,13 +48,14 @@ void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor
   const int64_t eligible = grouped ? E / opt.n_group * opt.topk_group : E;
   OP_CHECK(c, K >= 1 && K <= eligible,
            "top_k " + s(K) + " must lie in [1, " + s(eligible) + "] (experts left after group limiting)");
-  if (c.cpu()) cpu::moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt);
+  DS_DISPATCH_KERNEL(c, MOE_GATE, moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt));
 }
 
 void moe_gate_backward(const Context& ctx, Tensor d_logits, Tensor d_topk_w, Tensor d_scores_extra, Tensor scores,
                        Tensor topk_idx, const GateOptions& opt) {
   Check c(ctx, "moe_gate_backward");
-  c.f("scores", scores).f("d_logits", d_logits).f("d_topk_w", d_topk_w).f_opt("d_scores_extra", d_scores_extra);
+  c.f("d_logits", d_logits).stat("scores", scores).stat("d_topk_w", d_topk_w);
+  c.stat_opt("d_scores_extra", d_scores_extra);
   c.index("topk_idx", topk_idx, DType::i32);
   const int64_t N = scores.rows(), E = scores.cols();
   OP_CHECK(c, topk_idx.ndim == 2, "topk_idx " + topk_idx.shape_str() + " must be [N, K]");
@@ -63,11 +64,11 @@ void moe_gate_backward(const Context& ctx, Tensor d_logits, Tensor d_topk_w, Ten
   check_nk(c, "d_topk_w", d_topk_w, N, K);
   check_ne(c, "d_logits", d_logits, N, E);
   if (!d_scores_extra.empty()) check_ne(c, "d_scores_extra", d_scores_extra, N, E);
-  if (c.cpu()) cpu::moe_gate_backward(ctx, d_logits, d_topk_w, d_scores_extra, scores, topk_idx, opt);
+  DS_DISPATCH_KERNEL(c, MOE_GATE, moe_gate_backward(ctx, d_logits, d_topk_w, d_scores_extra, scores, topk_idx, opt));
 }
 
 static void check_balance(Check& c, const Tensor& scores, const Tensor& topk_idx, int64_t seq_len) {
-  c.f("scores", scores).index("topk_idx", topk_idx, DType::i32);
+  c.stat("scores", scores).index("topk_idx", topk_idx, DType::i32);
   OP_CHECK(c, topk_idx.ndim == 2 && topk_idx.dim(0) == scores.rows(),
            "topk_idx " + topk_idx.shape_str() + " must be [N, K] for scores " + scores.shape_str());
   OP_CHECK(c, seq_len >= 1 && scores.rows() % seq_len == 0,
@@ -77,23 +78,24 @@ static void check_balance(Check& c, const Tensor& scores, const Tensor& topk_idx
 double moe_balance_loss_forward(const Context& ctx, Tensor scores, Tensor topk_idx, int64_t seq_len, double alpha) {
   Check c(ctx, "moe_balance_loss_forward");
   check_balance(c, scores, topk_idx, seq_len);
-  return c.cpu() ? cpu::moe_balance_loss_forward(ctx, scores, topk_idx, seq_len, alpha) : 0.0;
+  DS_DISPATCH_KERNEL(c, MOE_GATE, moe_balance_loss_forward(ctx, scores, topk_idx, seq_len, alpha));
 }
 
 void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_loss, Tensor scores, Tensor topk_idx,
                                int64_t seq_len, double alpha) {
   Check c(ctx, "moe_balance_loss_backward");
   check_balance(c, scores, topk_idx, seq_len);
-  c.f("d_scores", d_scores);
+  c.stat("d_scores", d_scores);
   check_ne(c, "d_scores", d_scores, scores.rows(), scores.cols());
-  if (c.cpu()) cpu::moe_balance_loss_backward(ctx, d_scores, d_loss, scores, topk_idx, seq_len, alpha);
+  DS_DISPATCH_KERNEL(c, MOE_GATE,
+                     moe_balance_loss_backward(ctx, d_scores, d_loss, scores, topk_idx, seq_len, alpha));
 }
 
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma) {
   Check c(ctx, "moe_bias_update");
-  c.f("bias", bias).index("load", load, DType::i64);
+  c.stat("bias", bias).index("load", load, DType::i64);
   OP_CHECK(c, load.numel() == bias.numel(), "load " + load.shape_str() + " must match bias " + bias.shape_str());
-  if (c.cpu()) cpu::moe_bias_update(ctx, bias, load, gamma);
+  DS_DISPATCH_KERNEL(c, MOE_GATE, moe_bias_update(ctx, bias, load, gamma));
 }
 
 // ---- dispatch / combine --------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
   OP_CHECK(c, counts.empty() || counts.numel() == n_experts,
            "counts " + counts.shape_str() + " must be [E] = [" + s(n_experts) + "]");
   OP_CHECK(c, topk_idx.numel() < (int64_t(1) << 31), "N*K = " + s(topk_idx.numel()) + " rows overflow i32 row_of");
-  if (c.cpu()) cpu::moe_route(ctx, row_of, offsets, counts, topk_idx, n_experts);
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_route(ctx, row_of, offsets, counts, topk_idx, n_experts));
 }
 
 // row_of [N, K]; the permuted buffer has N*K rows of width D.
@@ -132,7 +134,7 @@ void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_o
   c.f("out", out).f("in", in);
   check_permuted(c, row_of, "out", out, in.cols());
   check_tokens(c, "in", in, row_of);
-  if (c.cpu()) cpu::moe_permute_forward(ctx, out, in, row_of);
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_permute_forward(ctx, out, in, row_of));
 }
 
 void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc) {
@@ -140,30 +142,31 @@ void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor 
   c.f("d_in", d_in).f("d_out", d_out);
   check_permuted(c, row_of, "d_out", d_out, d_in.cols());
   check_tokens(c, "d_in", d_in, row_of);
-  if (c.cpu()) cpu::moe_permute_backward(ctx, d_in, d_out, row_of, acc);
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_permute_backward(ctx, d_in, d_out, row_of, acc));
 }
 
 void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w,
                            Accum acc) {
   Check c(ctx, "moe_unpermute_forward");
-  c.f("out", out).f("expert_out", expert_out).f("topk_w", topk_w);
+  c.f("out", out).f("expert_out", expert_out).stat("topk_w", topk_w);
   check_permuted(c, row_of, "expert_out", expert_out, out.cols());
   check_tokens(c, "out", out, row_of);
   check_nk(c, "topk_w", topk_w, row_of.dim(0), row_of.dim(1));
-  if (c.cpu()) cpu::moe_unpermute_forward(ctx, out, expert_out, row_of, topk_w, acc);
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_unpermute_forward(ctx, out, expert_out, row_of, topk_w, acc));
 }
 
 void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
                             Tensor row_of, Tensor topk_w) {
   Check c(ctx, "moe_unpermute_backward");
-  c.f("d_out", d_out).f("expert_out", expert_out).f("topk_w", topk_w).f_opt("d_expert_out", d_expert_out);
-  c.f_opt("d_topk_w", d_topk_w);
+  c.f("d_out", d_out).f("expert_out", expert_out).stat("topk_w", topk_w).f_opt("d_expert_out", d_expert_out);
+  c.stat_opt("d_topk_w", d_topk_w);
   check_permuted(c, row_of, "expert_out", expert_out, d_out.cols());
   check_tokens(c, "d_out", d_out, row_of);
   check_nk(c, "topk_w", topk_w, row_of.dim(0), row_of.dim(1));
   if (!d_expert_out.empty()) check_permuted(c, row_of, "d_expert_out", d_expert_out, d_out.cols());
   if (!d_topk_w.empty()) check_nk(c, "d_topk_w", d_topk_w, row_of.dim(0), row_of.dim(1));
-  if (c.cpu()) cpu::moe_unpermute_backward(ctx, d_expert_out, d_topk_w, d_out, expert_out, row_of, topk_w);
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH,
+                     moe_unpermute_backward(ctx, d_expert_out, d_topk_w, d_out, expert_out, row_of, topk_w));
 }
 
 // ---- grouped expert linear -------------------------------------------------------------------------------
@@ -224,13 +227,13 @@ void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor
            "c, k_pe and slot_rows must have one row per token");
   OP_CHECK(chk, c.cols() + k_pe.cols() == kv_pool.dim(2),
            "c " + c.shape_str() + " + k_pe " + k_pe.shape_str() + " must fill a slot of " + kv_pool.shape_str());
-  if (chk.cpu()) cpu::kv_cache_write(ctx, kv_pool, slot_rows, c, k_pe);
+  DS_DISPATCH_KERNEL(chk, MLA_DECODE, kv_cache_write(ctx, kv_pool, slot_rows, c, k_pe));
 }
 
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
                           Tensor kv_len, double scale) {
   opcheck::Check chk(ctx, "mla_decode_attention");
-  chk.f("out", out).f("q_lat", q_lat).f("kv_pool", kv_pool).f_opt("lse", lse);
+  chk.f("out", out).f("q_lat", q_lat).f("kv_pool", kv_pool).stat_opt("lse", lse);
   chk.index("block_table", block_table, DType::i32).index("kv_len", kv_len, DType::i32);
   OP_CHECK(chk, q_lat.ndim == 3 && out.ndim == 3 && kv_pool.ndim == 3 && block_table.ndim == 2,
            "q_lat [n, H, C], out [n, H, R], kv_pool [P, S, C], block_table [n, B]");
@@ -239,7 +242,8 @@ void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_l
   OP_CHECK(chk, out.dim(0) == n && out.dim(1) == H && out.dim(2) <= C, "out " + out.shape_str() + " must be [n, H, R<=C]");
   OP_CHECK(chk, block_table.dim(0) == n && kv_len.numel() == n, "block_table and kv_len need one row per query");
   OP_CHECK(chk, lse.empty() || lse.numel() == n * H, "lse must be [n, H]");
-  if (chk.cpu()) cpu::mla_decode_attention(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale);
+  DS_DISPATCH_KERNEL(chk, MLA_DECODE,
+                     mla_decode_attention(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale));
 }
 
 }  // namespace ds

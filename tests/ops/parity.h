@@ -30,7 +30,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <string>
@@ -137,7 +140,7 @@ inline void cuda_ok(cudaError_t e, const char* what) {
   if (e != cudaSuccess) FAIL(std::string(what) + ": " + cudaGetErrorString(e));
 }
 // Waits for the device and fails the test on an asynchronous kernel error (illegal address, ...).
-inline void sync(int device = 0) {
+inline void device_sync(int device = 0) {
   cuda_ok(cudaSetDevice(device), "cudaSetDevice");
   cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize (a kernel failed)");
   cuda_ok(cudaGetLastError(), "cudaGetLastError");
@@ -189,7 +192,7 @@ class DevTensor {
   // Number of guard bytes that no longer hold the canary (0 = intact). Synchronises the device first.
   size_t guard_damage() const {
     if (empty()) return 0;
-    sync(dev_.index);
+    device_sync(dev_.index);
     std::vector<unsigned char> h(total_);
     device_copy(Device{}, h.data(), dev_, base_, total_);
     size_t bad = 0;
@@ -300,7 +303,7 @@ struct Pick {
 template <class F> void run_both(F&& f) {
   f(cpu_ctx(), Pick{false});
   f(cuda_ctx(), Pick{true});
-  sync();
+  device_sync();
 }
 
 // ---- comparison ---------------------------------------------------------------------------------------
@@ -380,6 +383,20 @@ inline void expect_equal_ints(const std::string& what, const Twin& t) {
 inline void expect_close_scalar(const std::string& what, double got, double ref, double tol, const std::string& reason) {
   expect_close_values(what, {got}, {ref}, tol, reason);
 }
+
+// Expects f() to throw a std::exception whose message contains every fragment.
+template <class F> void expect_error(F&& f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    FAIL("no error thrown");
+  } catch (const std::exception& e) {
+    INFO(e.what());
+    for (const char* s : fragments) CHECK(std::string(e.what()).find(s) != std::string::npos);
+  }
+}
+
+// The DeepSeek-V3-sized cases run unless DS_PARITY_SMALL is set (e.g. under compute-sanitizer, which is slow).
+inline bool run_big() { return std::getenv("DS_PARITY_SMALL") == nullptr; }
 
 // ---- tolerances ---------------------------------------------------------------------------------------
 

@@ -1,24 +1,469 @@
 // CPU-vs-CUDA parity of the dense ops (kernels/elementwise.cu, embedding.cu, matmul.cu, norm_rope.cu, loss.cu,
-// adamw.cu). Every case prints one "parity ..." line with the measured error, its tolerance and the reason.
-// Tags: [big] marks the DeepSeek-V3-sized cases (skipped under compute-sanitizer: `~[big]`).
+// adamw.cu). Every comparison prints one "parity ..." line with the measured error, its tolerance and the reason.
+// The reference is the CPU op in f64 on the same (device-rounded) inputs. The DeepSeek-V3-sized shapes (hidden 7168,
+// vocab 129280, 128 heads, expert width 2048) run unless DS_PARITY_SMALL=1 (set under compute-sanitizer).
+#include <cmath>
+#include <limits>
+
 #include "tests/ops/parity.h"
 
 using namespace ds;
 using namespace ds::parity;
 
+namespace {
+
+const DType kF32 = DType::f32, kBF16 = DType::bf16;
+
+std::string tag(const char* op, DType dt, const std::string& extra = "") {
+  return std::string(op) + " " + dtype_name(dt) + (extra.empty() ? "" : " " + extra);
+}
+std::string shape_tag(std::initializer_list<int64_t> dims) {
+  std::string s = "[";
+  for (int64_t d : dims) {
+    if (s.size() > 1) s += ',';
+    s += std::to_string(d);
+  }
+  s += ']';
+  return s;
+}
+
+std::string dims_tag(const char* fmt, int64_t a, int64_t b, int64_t c) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, fmt, (long long)a, (long long)b, (long long)c);
+  return buf;
+}
+
+// Reasons for the tolerances, stated once.
+const char* kExactReason = "elementwise in f32, same rounding as the CPU";
+const char* kBf16Reason = "bf16 output rounding (2^-9 rel.) of an f32 result";
+const char* kDotReason = "fp32 accumulation (CPU reference f64); bf16: + output rounding";
+
+double tol_elem(DType dt) { return dt == kBF16 ? 4e-3 : 1e-6; }
+
+}  // namespace
+
 TEST_CASE("parity harness: guards catch out-of-bounds writes, uploads round like the reference", "[harness]") {
-  for (DType dt : {DType::f32, DType::bf16}) {
+  for (DType dt : {kF32, kBF16}) {
     const Values x = randu({3, 5}, 7);
     Twin t = twin(dt, x);
-    expect_close(std::string("harness round trip ") + name(dt), t, 0.0, "upload rounds exactly like round_to");
+    expect_close(tag("harness round trip", dt), t, 0.0, "upload rounds exactly like round_to");
     CHECK(t.dev.guard_damage() == 0);
-    // One byte past the end: the guard must notice.
-    unsigned char b = 0;
+    unsigned char b = 0;  // one byte past the end, then one before the start: the guards must notice
     device_copy(t.dev.t.device, static_cast<char*>(t.dev.t.data) + t.dev.t.nbytes(), Device{}, &b, 1);
     CHECK(t.dev.guard_damage() == 1);
     device_copy(t.dev.t.device, static_cast<char*>(t.dev.t.data) - 1, Device{}, &b, 1);
     CHECK(t.dev.guard_damage() == 2);
   }
-  DevTensor p = dev_poisoned(DType::f32, {4});
+  DevTensor p = dev_poisoned(kF32, {4});
   for (double v : p.values()) CHECK(std::isnan(v));
+}
+
+// ---- elementwise ------------------------------------------------------------------------------------------
+
+TEST_CASE("parity: fill, scale, axpy, add", "[elementwise]") {
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{7}, {33, 31}, {1000, 1001}}) {
+    const std::string st = std::to_string(numel_of(shape));
+    for (DType dt : {kF32, kBF16}) {
+      Twin t = twin_out(dt, shape);
+      run_both([&](const Context& c, Pick p) { fill(c, p(t), -0.3); });
+      expect_close(tag("fill", dt, st), t, 0.0, "the value rounded once, like the CPU");
+
+      Twin s = twin(dt, randu(shape, 11));
+      run_both([&](const Context& c, Pick p) { scale(c, p(s), 0.37); });
+      expect_close(tag("scale", dt, st), s, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
+
+      Twin y = twin(dt, randu(shape, 12)), x = twin(dt, randu(shape, 13));
+      run_both([&](const Context& c, Pick p) { axpy(c, p(y), -1.7, p(x)); });
+      expect_close(tag("axpy", dt, st), y, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
+
+      Twin a = twin(dt, randu(shape, 14)), b = twin(dt, randu(shape, 15)), o = twin_out(dt, shape);
+      run_both([&](const Context& c, Pick p) { add(c, p(o), p(a), p(b)); });
+      expect_close(tag("add", dt, st), o, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
+      run_both([&](const Context& c, Pick p) { add(c, p(a), p(a), p(b)); });  // out aliases a
+      expect_close(tag("add aliased", dt, st), a, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
+    }
+    // Mixed precision: an f32 accumulator += a bf16 tensor (CUDA-only rule; the reference sees the rounded x).
+    Twin y = twin(kF32, randu(shape, 16)), x = twin(kBF16, randu(shape, 17));
+    run_both([&](const Context& c, Pick p) { axpy(c, p(y), 0.5, p(x)); });
+    expect_close("axpy f32 += bf16 " + st, y, 1e-6, kExactReason);
+  }
+  for (DType dt : {DType::i32, DType::i64, DType::f64}) {  // fill serves every dtype on the device
+    DevTensor d = dev_poisoned(dt, {77});
+    fill(cuda_ctx(), d, 5.0);
+    device_sync();
+    const std::vector<double> v = dt == DType::f64 ? d.values() : [&] {
+      std::vector<double> r;
+      for (int64_t i : d.ints()) r.push_back(double(i));
+      return r;
+    }();
+    expect_close_values(std::string("fill ") + dtype_name(dt), v, std::vector<double>(77, 5.0), 0.0, "exact");
+    expect_guards(std::string("fill ") + dtype_name(dt), d);
+  }
+}
+
+TEST_CASE("parity: copy between dtypes and devices", "[elementwise][copy]") {
+  const Values x = randn({37, 29}, 21, 3.0);
+  const Context g = cuda_ctx(), h = cpu_ctx();
+  for (DType sdt : {DType::f32, DType::bf16, DType::f64}) {
+    for (DType ddt : {DType::f32, DType::bf16, DType::f64}) {
+      const std::vector<double> want = rounded(ddt, rounded(sdt, x)).v;
+      const std::string what = std::string(dtype_name(sdt)) + "->" + dtype_name(ddt);
+      // host -> device
+      HostTensor hs = host(sdt, x);
+      DevTensor d1 = dev_poisoned(ddt, x.shape);
+      copy(h, d1, hs);
+      expect_guards("copy h2d " + what, d1);
+      expect_close_values("copy h2d " + what, d1.values(), want, 0.0, "conversion rounds like the CPU");
+      // device -> device
+      DevTensor ds_ = dev(sdt, x), d2 = dev_poisoned(ddt, x.shape);
+      copy(g, d2, ds_);
+      device_sync();
+      expect_guards("copy d2d " + what, d2);
+      expect_close_values("copy d2d " + what, d2.values(), want, 0.0, "conversion rounds like the CPU");
+      // device -> host
+      HostTensor hd = host_zeros(ddt, x.shape);
+      copy(g, hd, ds_);
+      expect_close_values("copy d2h " + what, hd.values(), want, 0.0, "conversion rounds like the CPU");
+    }
+  }
+}
+
+TEST_CASE("parity: copy_cols", "[elementwise]") {
+  for (DType dt : {kF32, kBF16}) {
+    Twin src = twin(dt, randu({33, 20}, 31));
+    Twin dst = twin(dt, randu({33, 50}, 32));
+    run_both([&](const Context& c, Pick p) { copy_cols(c, p(dst), 7, p(src), 3, 13); });
+    expect_close(tag("copy_cols overwrite", dt), dst, 0.0, "a byte copy");
+    run_both([&](const Context& c, Pick p) { copy_cols(c, p(dst), 30, p(src), 0, 20, Accum::add); });
+    expect_close(tag("copy_cols add", dt), dst, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
+  }
+  Twin isrc = twin_ints({5, 9}, rand_ints(45, 33, -1000, 1000)), idst = twin_ints({5, 4}, rand_ints(20, 34, 0, 9));
+  run_both([&](const Context& c, Pick p) { copy_cols(c, p(idst), 1, p(isrc), 5, 3); });
+  expect_equal_ints("copy_cols i32", idst);
+}
+
+TEST_CASE("parity: sum, sum_squares, all_finite", "[elementwise][reduce]") {
+  for (int64_t n : {int64_t(1), int64_t(1000), int64_t(33 * 31), (int64_t(1) << 20) + 7}) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f64}) {
+      const Values x = randu({n}, 41, -1, 2);
+      HostTensor h = host(DType::f64, rounded(dt, x));
+      DevTensor d = dev(dt, x);
+      const double s_ref = sum(cpu_ctx(), h), q_ref = sum_squares(cpu_ctx(), h);
+      const double s = sum(cuda_ctx(), d), q = sum_squares(cuda_ctx(), d);
+      const char* why = "double accumulation on both sides, different order";
+      expect_close_scalar(tag("sum", dt, std::to_string(n)), s, s_ref, 1e-12, why);
+      expect_close_scalar(tag("sum_squares", dt, std::to_string(n)), q, q_ref, 1e-12, why);
+      CHECK(all_finite(cuda_ctx(), d));
+    }
+  }
+  for (DType dt : {kF32, kBF16}) {
+    for (double bad : {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+                       std::numeric_limits<double>::quiet_NaN()}) {
+      Values x = randu({4099}, 42);
+      x.v[4097] = bad;
+      DevTensor d = dev(dt, x);
+      CHECK_FALSE(all_finite(cuda_ctx(), d));
+      CHECK_FALSE(all_finite(cpu_ctx(), host(DType::f64, x)));
+    }
+  }
+}
+
+TEST_CASE("parity: swiglu forward and backward", "[elementwise][swiglu]") {
+  struct Shape {
+    int64_t n, f;
+    bool big;
+  };
+  for (const Shape& sh : {Shape{7, 33, false}, Shape{33, 1000, false}, Shape{256, 2048, true}}) {
+    if (sh.big && !run_big()) continue;
+    for (DType dt : {kF32, kBF16}) {
+      const std::string st = shape_tag({sh.n, sh.f});
+      Twin gate = twin(dt, randn({sh.n, sh.f}, 51, 2.0)), up = twin(dt, randn({sh.n, sh.f}, 52));
+      Twin out = twin_out(dt, {sh.n, sh.f});
+      run_both([&](const Context& c, Pick p) { swiglu_forward(c, p(out), p(gate), p(up)); });
+      expect_close(tag("swiglu_forward", dt, st), out, dt == kBF16 ? 4e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp");
+      Twin dout = twin(dt, randn({sh.n, sh.f}, 53)), dg = twin_out(dt, {sh.n, sh.f}), du = twin_out(dt, {sh.n, sh.f});
+      run_both([&](const Context& c, Pick p) { swiglu_backward(c, p(dg), p(du), p(dout), p(gate), p(up)); });
+      expect_close(tag("swiglu_backward d_gate", dt, st), dg, dt == kBF16 ? 4e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp");
+      expect_close(tag("swiglu_backward d_up", dt, st), du, dt == kBF16 ? 4e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp");
+      Twin du2 = twin_out(dt, {sh.n, sh.f});  // d_gate not needed
+      run_both([&](const Context& c, Pick p) { swiglu_backward(c, Tensor{}, p(du2), p(dout), p(gate), p(up)); });
+      expect_close(tag("swiglu_backward d_up only", dt, st), du2, dt == kBF16 ? 4e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp");
+    }
+  }
+}
+
+// ---- embedding --------------------------------------------------------------------------------------------
+
+TEST_CASE("parity: embedding forward and backward", "[embedding]") {
+  struct Shape {
+    int64_t V, D, N;
+    int32_t id_range;  // ids drawn from [0, id_range): small ranges repeat ids many times
+    bool big;
+  };
+  for (const Shape& sh : {Shape{1000, 33, 77, 1000, false}, Shape{1000, 7, 500, 3, false},
+                          Shape{50, 1000, 257, 50, false}, Shape{129280, 64, 4096, 129280, false},
+                          Shape{2000, 7168, 1024, 300, true}}) {
+    if (sh.big && !run_big()) continue;
+    const std::string st = dims_tag("V%lld D%lld N%lld", sh.V, sh.D, sh.N);
+    for (DType dt : {kF32, kBF16}) {
+      Twin table = twin(dt, randn({sh.V, sh.D}, 61)), ids = twin_ints({sh.N}, rand_ints(sh.N, 62, 0, sh.id_range));
+      Twin out = twin_out(dt, {sh.N, sh.D});
+      run_both([&](const Context& c, Pick p) { embedding_forward(c, p(out), p(ids), p(table)); });
+      expect_close(tag("embedding_forward", dt, st), out, 0.0, "a row copy");
+
+      Twin dout = twin(dt, randn({sh.N, sh.D}, 63));
+      Twin dtable = twin(dt, randn({sh.V, sh.D}, 64));  // accumulates
+      run_both([&](const Context& c, Pick p) { embedding_backward(c, p(dtable), p(dout), p(ids)); });
+      expect_close(tag("embedding_backward", dt, st), dtable, dt == kBF16 ? 8e-3 : 1e-5,
+                   "rows summed in f32 in token order, then added (CPU adds one by one)");
+      if (dt == kBF16) {  // f32 gradient table for bf16 activations
+        Twin dtable32 = twin(kF32, randn({sh.V, sh.D}, 65));
+        run_both([&](const Context& c, Pick p) { embedding_backward(c, p(dtable32), p(dout), p(ids)); });
+        expect_close("embedding_backward f32 += bf16 " + st, dtable32, 1e-5, "f32 sums of exact bf16 values");
+      }
+    }
+  }
+}
+
+// ---- matmul -----------------------------------------------------------------------------------------------
+
+namespace {
+
+struct MM {
+  int64_t M, K, N;
+  bool big;
+};
+const MM kMatmulShapes[] = {{7, 33, 5, false},     {33, 1000, 7, false},   {1, 7, 1, false},
+                            {128, 512, 576, false}, {64, 7168, 1536, true}, {16, 2048, 7168, true},
+                            {8, 7168, 4096, true}};
+
+double tol_mm(DType out_dt, int64_t K) {
+  return out_dt == kBF16 ? 8e-3 : 1e-6 * std::sqrt(double(K)) + 2e-6;
+}
+
+}  // namespace
+
+TEST_CASE("parity: matmul forward", "[matmul]") {
+  for (const MM& s : kMatmulShapes) {
+    if (s.big && !run_big()) continue;
+    const std::string st = dims_tag("M%lld K%lld N%lld", s.M, s.K, s.N);
+    for (DType dt : {kF32, kBF16}) {
+      Twin in = twin(dt, randu({s.M, s.K}, 71)), w = twin(dt, randu({s.N, s.K}, 72, -0.1, 0.1));
+      Twin out = twin_out(dt, {s.M, s.N});
+      run_both([&](const Context& c, Pick p) { matmul_forward(c, p(out), p(in), p(w)); });
+      expect_close(tag("matmul_forward", dt, st), out, tol_mm(dt, s.K), kDotReason);
+      Twin acc = twin(dt, randu({s.M, s.N}, 73));
+      run_both([&](const Context& c, Pick p) { matmul_forward(c, p(acc), p(in), p(w), Accum::add); });
+      expect_close(tag("matmul_forward add", dt, st), acc, tol_mm(dt, s.K), kDotReason);
+      if (dt == kBF16) {  // bf16 inputs, f32 output (logits, router)
+        Twin out32 = twin_out(kF32, {s.M, s.N});
+        run_both([&](const Context& c, Pick p) { matmul_forward(c, p(out32), p(in), p(w)); });
+        expect_close("matmul_forward bf16->f32 " + st, out32, tol_mm(kF32, s.K), "fp32 accumulation of exact bf16 products");
+      }
+    }
+  }
+  // Views that are not 16-byte aligned (slices at odd offsets): cuBLASLt must pick an algorithm that copes.
+  for (DType dt : {kF32, kBF16}) {
+    const size_t es = dtype_size(dt);
+    Twin in = twin(dt, randu({9, 31}, 74), DType::f64, es), w = twin(dt, randu({13, 31}, 75), DType::f64, 3 * es);
+    Twin out = twin_out(dt, {9, 13});
+    run_both([&](const Context& c, Pick p) { matmul_forward(c, p(out), p(in), p(w)); });
+    expect_close(tag("matmul_forward misaligned", dt), out, tol_mm(dt, 31), kDotReason);
+  }
+}
+
+TEST_CASE("parity: matmul backward", "[matmul]") {
+  for (const MM& s : kMatmulShapes) {
+    if (s.big && !run_big()) continue;
+    const std::string st = dims_tag("M%lld K%lld N%lld", s.M, s.K, s.N);
+    for (DType dt : {kF32, kBF16}) {
+      Twin in = twin(dt, randu({s.M, s.K}, 81)), w = twin(dt, randu({s.N, s.K}, 82, -0.1, 0.1));
+      Twin dout = twin(dt, randu({s.M, s.N}, 83));
+      Twin din = twin_out(dt, {s.M, s.K}), dw = twin(dt, randu({s.N, s.K}, 84, -0.01, 0.01));
+      run_both([&](const Context& c, Pick p) { matmul_backward(c, p(din), p(dw), p(dout), p(in), p(w)); });
+      expect_close(tag("matmul_backward d_in", dt, st), din, tol_mm(dt, s.N), kDotReason);
+      expect_close(tag("matmul_backward d_weight +=", dt, st), dw, tol_mm(dt, s.M), kDotReason);
+      Twin din_acc = twin(dt, randu({s.M, s.K}, 85));
+      run_both([&](const Context& c, Pick p) {
+        matmul_backward(c, p(din_acc), Tensor{}, p(dout), Tensor{}, p(w), Accum::add);
+      });
+      expect_close(tag("matmul_backward d_in add", dt, st), din_acc, tol_mm(dt, s.N), kDotReason);
+      if (dt == kBF16) {  // f32 gradients of bf16 activations/weights
+        Twin dw32 = twin(kF32, randu({s.N, s.K}, 86, -0.01, 0.01)), din32 = twin_out(kF32, {s.M, s.K});
+        run_both([&](const Context& c, Pick p) { matmul_backward(c, p(din32), p(dw32), p(dout), p(in), p(w)); });
+        expect_close("matmul_backward bf16 d_in->f32 " + st, din32, tol_mm(kF32, s.N), kDotReason);
+        expect_close("matmul_backward bf16 d_weight->f32 " + st, dw32, tol_mm(kF32, s.M), kDotReason);
+      }
+    }
+  }
+}
+
+// ---- RMSNorm and RoPE -------------------------------------------------------------------------------------
+
+TEST_CASE("parity: rmsnorm forward and backward", "[norm]") {
+  struct Shape {
+    int64_t rows, D;
+    bool big;
+  };
+  for (const Shape& s : {Shape{7, 33, false}, Shape{33, 1000, false}, Shape{5, 512, false}, Shape{64, 1536, false},
+                         Shape{1000, 7, false}, Shape{256, 7168, true}}) {
+    if (s.big && !run_big()) continue;
+    const std::string st = shape_tag({s.rows, s.D});
+    for (DType dt : {kF32, kBF16}) {
+      Twin in = twin(dt, randn({s.rows, s.D}, 91, 2.0)), w = twin(dt, randu({s.D}, 92, 0.5, 1.5));
+      Twin out = twin_out(dt, {s.rows, s.D}), rstd = twin_out(kF32, {s.rows});
+      run_both([&](const Context& c, Pick p) { rmsnorm_forward(c, p(out), p(rstd), p(in), p(w), 1e-6); });
+      expect_close(tag("rmsnorm_forward out", dt, st), out, dt == kBF16 ? 4e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "f32 sum of squares");
+      expect_close(tag("rmsnorm_forward rstd", dt, st), rstd, 2e-6, "f32 sum of squares, rstd kept in f32");
+      Twin out2 = twin_out(dt, {s.rows, s.D});  // rstd not needed (inference)
+      run_both([&](const Context& c, Pick p) { rmsnorm_forward(c, p(out2), Tensor{}, p(in), p(w), 1e-6); });
+      expect_close(tag("rmsnorm_forward no rstd", dt, st), out2, dt == kBF16 ? 4e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "f32 sum of squares");
+
+      Twin dout = twin(dt, randn({s.rows, s.D}, 93));
+      Twin din = twin_out(dt, {s.rows, s.D}), dw = twin(dt, randu({s.D}, 94));
+      run_both([&](const Context& c, Pick p) {
+        rmsnorm_backward(c, p(din), p(dw), p(dout), p(in), p(w), p(rstd));
+      });
+      expect_close(tag("rmsnorm_backward d_in", dt, st), din, dt == kBF16 ? 8e-3 : 1e-5,
+                   dt == kBF16 ? kBf16Reason : "f32 row dot product (D terms)");
+      expect_close(tag("rmsnorm_backward d_weight +=", dt, st), dw, dt == kBF16 ? 8e-3 : 1e-5,
+                   dt == kBF16 ? kBf16Reason : "f32 column sums over rows (chunked, fixed order)");
+      Twin din_acc = twin(dt, randn({s.rows, s.D}, 95));
+      run_both([&](const Context& c, Pick p) {
+        rmsnorm_backward(c, p(din_acc), Tensor{}, p(dout), p(in), p(w), p(rstd), Accum::add);
+      });
+      expect_close(tag("rmsnorm_backward d_in add", dt, st), din_acc, dt == kBF16 ? 8e-3 : 1e-5,
+                   dt == kBF16 ? kBf16Reason : "f32 row dot product (D terms)");
+      if (dt == kBF16) {
+        Twin dw32 = twin(kF32, randu({s.D}, 96));
+        run_both([&](const Context& c, Pick p) {
+          rmsnorm_backward(c, Tensor{}, p(dw32), p(dout), p(in), p(w), p(rstd));
+        });
+        expect_close("rmsnorm_backward d_weight f32 += bf16 " + st, dw32, 1e-5, "f32 column sums of bf16 inputs");
+      }
+    }
+  }
+}
+
+TEST_CASE("parity: rope forward and backward", "[rope]") {
+  struct Shape {
+    int64_t N, H, R;
+    int32_t max_pos;
+    double attn_factor;
+    bool big;
+  };
+  for (const Shape& s : {Shape{7, 1, 8, 100, 1.0, false}, Shape{33, 3, 64, 4096, 1.0, false},
+                         Shape{17, 2, 64, 163840, 1.2, false}, Shape{256, 128, 64, 163840, 1.0, true}}) {
+    if (s.big && !run_big()) continue;
+    const std::string st = shape_tag({s.N, s.H, s.R}) + " pos<" + std::to_string(s.max_pos);
+    Values inv{{s.R / 2}, {}};
+    for (int64_t i = 0; i < s.R / 2; ++i) inv.v.push_back(std::pow(10000.0, -2.0 * double(i) / double(s.R)));
+    for (DType dt : {kF32, kBF16}) {
+      Twin in = twin(dt, randn({s.N, s.H, s.R}, 101)), pos = twin_ints({s.N}, rand_ints(s.N, 102, 0, s.max_pos));
+      Twin freq = twin(kF32, inv);  // inv_freq stays f32 on CUDA
+      Twin out = twin_out(dt, {s.N, s.H, s.R});
+      run_both([&](const Context& c, Pick p) { rope_forward(c, p(out), p(in), p(pos), p(freq), s.attn_factor); });
+      expect_close(tag("rope_forward", dt, st), out, dt == kBF16 ? 4e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "angle in double on both sides, rotation in f32");
+      Twin dout = twin(dt, randn({s.N, s.H, s.R}, 103)), din = twin(dt, randn({s.N, s.H, s.R}, 104));
+      run_both([&](const Context& c, Pick p) {
+        rope_backward(c, p(din), p(dout), p(pos), p(freq), s.attn_factor, Accum::add);
+      });
+      expect_close(tag("rope_backward add", dt, st), din, dt == kBF16 ? 8e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "angle in double on both sides, rotation in f32");
+      Twin inplace = twin(dt, randn({s.N, s.H, s.R}, 105));  // out aliases in
+      run_both([&](const Context& c, Pick p) {
+        rope_forward(c, p(inplace), p(inplace), p(pos), p(freq), s.attn_factor);
+      });
+      expect_close(tag("rope_forward in place", dt, st), inplace, dt == kBF16 ? 4e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "angle in double on both sides, rotation in f32");
+    }
+  }
+}
+
+// ---- cross-entropy ----------------------------------------------------------------------------------------
+
+TEST_CASE("parity: cross-entropy forward and backward", "[loss]") {
+  struct Shape {
+    int64_t N, V;
+    bool big;
+  };
+  const int kIgnore = -100;
+  for (const Shape& s : {Shape{7, 1000, false}, Shape{33, 7, false}, Shape{5, 50000, false},
+                         Shape{4, 129280, false}, Shape{64, 129280, true}}) {
+    if (s.big && !run_big()) continue;
+    const std::string st = shape_tag({s.N, s.V});
+    std::vector<int32_t> tg = rand_ints(s.N, 111, 0, int32_t(s.V));
+    tg[1 % s.N] = kIgnore;  // one ignored row
+    for (DType dt : {kF32, kBF16}) {
+      Twin logits = twin(dt, randn({s.N, s.V}, 112, 3.0)), targets = twin_ints({s.N}, tg);
+      Twin loss = twin_out(kF32, {s.N}), lse = twin_out(kF32, {s.N});
+      run_both([&](const Context& c, Pick p) {
+        cross_entropy_forward(c, p(loss), p(lse), p(logits), p(targets), kIgnore);
+      });
+      expect_close(tag("cross_entropy_forward loss", dt, st), loss, 2e-6, "online logsumexp in f32 (CPU f64)");
+      expect_close(tag("cross_entropy_forward lse", dt, st), lse, 2e-6, "online logsumexp in f32 (CPU f64)");
+
+      Twin dl = twin_out(dt, {s.N, s.V});
+      const double d_scale = 1.0 / double(s.N);
+      run_both([&](const Context& c, Pick p) {
+        cross_entropy_backward(c, p(dl), p(logits), p(lse), p(targets), d_scale, kIgnore);
+      });
+      expect_close(tag("cross_entropy_backward", dt, st), dl, dt == kBF16 ? 4e-3 : 1e-5,
+                   dt == kBF16 ? kBf16Reason : "f32 expf(x - lse)");
+      Twin dl_acc = twin(dt, randu({s.N, s.V}, 113, -0.01, 0.01)), rs = twin(kF32, randn({s.N}, 114));
+      run_both([&](const Context& c, Pick p) {
+        cross_entropy_backward(c, p(dl_acc), p(logits), p(lse), p(targets), 0.5, kIgnore, Accum::add, p(rs));
+      });
+      expect_close(tag("cross_entropy_backward add row_scale", dt, st), dl_acc, dt == kBF16 ? 8e-3 : 1e-5,
+                   dt == kBF16 ? kBf16Reason : "f32 expf(x - lse)");
+    }
+  }
+}
+
+// ---- AdamW ------------------------------------------------------------------------------------------------
+
+TEST_CASE("parity: adamw_update", "[adamw]") {
+  for (int64_t n : {int64_t(7), int64_t(1000), (int64_t(1) << 20) + 3}) {
+    for (DType gdt : {kF32, kBF16}) {
+      for (int64_t step : {int64_t(1), int64_t(100)}) {
+        AdamWOptions o;
+        o.lr = 3e-4;
+        o.weight_decay = 0.1;
+        o.step = step;
+        o.grad_scale = 0.5;
+        Twin p = twin(kF32, randn({n}, 121)), g = twin(gdt, randn({n}, 122, 0.1));
+        Twin m = twin(kF32, randn({n}, 123, 0.01)), v = twin(kF32, randu({n}, 124, 0.0, 1e-4));
+        for (int it = 0; it < 3; ++it) {
+          run_both([&](const Context& c, Pick pk) { adamw_update(c, pk(p), pk(g), pk(m), pk(v), o); });
+          ++o.step;
+        }
+        const std::string st = std::to_string(n) + " step " + std::to_string(step);
+        const char* why = "f32 update (CPU f64), 3 steps";
+        expect_close(tag("adamw param, grad", gdt, st), p, 1e-6, why);
+        expect_close(tag("adamw m, grad", gdt, st), m, 1e-6, why);
+        expect_close(tag("adamw v, grad", gdt, st), v, 1e-6, why);
+      }
+    }
+  }
+}
+
+// ---- errors -----------------------------------------------------------------------------------------------
+
+TEST_CASE("CUDA dispatch: dtype rules are checked before any launch", "[checks]") {
+  DevTensor x = dev(kBF16, randu({4, 8}, 131)), w = dev(kBF16, randu({8}, 132)), r16 = dev(kBF16, randu({4}, 133));
+  DevTensor out = dev_poisoned(kBF16, {4, 8});
+  expect_error([&] { rmsnorm_forward(cuda_ctx(), out, r16, x, w, 1e-6); }, {"rstd", "must be f32 on CUDA"});
+  DevTensor x64 = dev(DType::f64, randu({4}, 134));
+  expect_error([&] { scale(cuda_ctx(), x64, 2.0); }, {"f32 or bf16 on CUDA"});
+  HostTensor h = host(kF32, randu({4, 8}, 135));
+  DevTensor x32 = dev(kF32, randu({4, 8}, 136));
+  expect_error([&] { add(cuda_ctx(), x32, x32, h); }, {"not on the context's device"});
+  expect_guards("rmsnorm out (refused call)", out);
 }

@@ -38,6 +38,7 @@ void add(const Context& ctx, Tensor out, Tensor a, Tensor b);
 void copy(const Context& ctx, Tensor dst, Tensor src);
 void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t ncols, Accum acc);
 double sum(const Context& ctx, Tensor t);
+bool all_finite(const Context& ctx, Tensor t);
 double sum_squares(const Context& ctx, Tensor t);
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);

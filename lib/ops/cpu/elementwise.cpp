@@ -164,6 +164,10 @@ double sum_squares(const Context& ctx, Tensor t) {
   return reduce_any(ctx, t, "sum_squares", [](double x) { return x * x; });
 }
 
+bool all_finite(const Context& ctx, Tensor t) {
+  return std::isfinite(reduce_any(ctx, t, "all_finite", [](double x) { return std::isfinite(x) ? 0.0 : x; }));
+}
+
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
   dispatch_float(out.dtype, "swiglu_forward", [&](auto zero) {
     using T = decltype(zero);

@@ -1,4 +1,4 @@
-// Argument checks name the op and the shapes; CUDA tensors are refused until the CUDA twins exist.
+// Argument checks name the op and the shapes; CUDA tensors need a CUDA build and an existing device.
 #include "helpers.h"
 
 using namespace ds;
@@ -44,14 +44,31 @@ TEST_CASE("shape and dtype errors name the op and the shapes", "[ops][checks]") 
   expect_error([&] { embedding_forward(ctx, in, f32ids, in); }, ErrorKind::runtime, {"embedding_forward", "i32"});
 }
 
-TEST_CASE("CUDA tensors: not built yet (usage error), device mismatch is caught", "[ops][checks]") {
+TEST_CASE("CUDA tensors: usage error without CUDA or without the device, device mismatch is caught", "[ops][checks]") {
   Context cuda;
+  // A CUDA build dispatches to the kernels, so point at a device no machine has (usage error before any launch);
+  // a CPU-only build refuses every CUDA tensor.
+#if DS_HAVE_CUDA
+  cuda.device = Device{DeviceKind::cuda, 1000};
+#else
   cuda.device = Device{DeviceKind::cuda, 0};
+#endif
   static float fake[64];
   Tensor a(fake, DType::f32, {4, 4}, cuda.device), b(fake + 16, DType::f32, {4, 4}, cuda.device);
+#if DS_HAVE_CUDA
+  expect_error([&] { add(cuda, a, a, b); }, ErrorKind::usage, {"op add: no CUDA device cuda:1000"});
+#else
   expect_error([&] { add(cuda, a, a, b); }, ErrorKind::usage, {"op add: CUDA kernels not built yet"});
+#endif
   expect_error([&] { rmsnorm_forward(cuda, a, Tensor{}, b, Tensor(fake, DType::f32, {4}, cuda.device), 1e-6); },
                ErrorKind::usage, {"rmsnorm_forward", "CUDA"});
   Owned host = zeros(DType::f32, {4, 4});
-  expect_error([&] { add(cuda, a, host, b); }, ErrorKind::runtime, {"add", "cpu", "cuda:0"});
+  expect_error([&] { add(cuda, a, host, b); }, ErrorKind::runtime, {"add", "cpu", "cuda:"});
+  // f64 is CPU-only; stats (rstd) must be f32 on CUDA even when the call is bf16.
+  Tensor a64(fake, DType::f64, {4, 2}, cuda.device);
+  expect_error([&] { scale(cuda, a64, 2.0); }, ErrorKind::runtime, {"scale", "f32 or bf16 on CUDA"});
+  Tensor x16(fake, DType::bf16, {4, 4}, cuda.device), w16(fake, DType::bf16, {4}, cuda.device),
+      r16(fake, DType::bf16, {4}, cuda.device);
+  expect_error([&] { rmsnorm_forward(cuda, x16, r16, x16, w16, 1e-6); }, ErrorKind::runtime,
+               {"rmsnorm_forward", "rstd", "must be f32 on CUDA"});
 }

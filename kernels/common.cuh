@@ -1,0 +1,153 @@
+#pragma once
+// Shared device helpers of the CUDA twins (kernels/*.cu): error checks with file:line, the context's stream and
+// device, bf16/f32/f64 loads and stores through float, warp/block reductions, dtype dispatch on the host.
+// Internal to kernels/.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/error.h"
+#include "tensor/context.h"
+#include "tensor/tensor.h"
+
+namespace ds::cuda {
+
+// ---- errors ---------------------------------------------------------------------------------------------
+
+[[noreturn]] inline void fail(cudaError_t e, const char* what, const char* file, int line) {
+  throw_runtime(std::string("CUDA error: ") + what + ": " + cudaGetErrorString(e) + " (" + file + ":" +
+                std::to_string(line) + ")");
+}
+
+}  // namespace ds::cuda
+
+// Checks a CUDA runtime call; a failure throws a runtime error with the call, the CUDA message and file:line.
+#define DS_CUDA_CHECK(call)                                                      \
+  do {                                                                           \
+    const cudaError_t ds_cuda_err_ = (call);                                     \
+    if (ds_cuda_err_ != cudaSuccess) ::ds::cuda::fail(ds_cuda_err_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+// After a kernel launch: launch-configuration errors (and sticky errors of earlier kernels) with file:line.
+#define DS_CUDA_LAUNCH_CHECK(kernel_name)                                         \
+  do {                                                                            \
+    const cudaError_t ds_cuda_err_ = cudaGetLastError();                          \
+    if (ds_cuda_err_ != cudaSuccess) ::ds::cuda::fail(ds_cuda_err_, "launch of " kernel_name, __FILE__, __LINE__); \
+  } while (0)
+
+namespace ds::cuda {
+
+// ---- context ----------------------------------------------------------------------------------------------
+
+inline cudaStream_t stream_of(const Context& ctx) { return static_cast<cudaStream_t>(ctx.cuda_stream); }
+
+// Makes `device` current for this host thread (cheap when it already is).
+inline void use_device(const Device& device) {
+  int cur = -1;
+  DS_CUDA_CHECK(cudaGetDevice(&cur));
+  if (cur != device.index) DS_CUDA_CHECK(cudaSetDevice(device.index));
+}
+// Makes ctx's device current and returns ctx's stream.
+inline cudaStream_t prepare(const Context& ctx) {
+  use_device(ctx.device);
+  return stream_of(ctx);
+}
+
+// Launch sizes: a grid-stride loop over n elements with `threads` per block, capped (the loop covers the rest).
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 16) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  if (b > max_blocks) b = max_blocks;
+  return unsigned(b);
+}
+
+// ---- element types ------------------------------------------------------------------------------------------
+
+using bf16_t = __nv_bfloat16;
+
+// Loads as float / double.
+__device__ __forceinline__ float ldf(float x) { return x; }
+__device__ __forceinline__ float ldf(double x) { return float(x); }
+__device__ __forceinline__ float ldf(bf16_t x) { return __bfloat162float(x); }
+__device__ __forceinline__ double ldd(float x) { return double(x); }
+__device__ __forceinline__ double ldd(double x) { return x; }
+__device__ __forceinline__ double ldd(bf16_t x) { return double(__bfloat162float(x)); }
+
+// Stores a float (or double) into T: bf16 rounds to nearest even (as tensor.h's f32_to_bf16 does).
+template <class T> __device__ __forceinline__ T cvt(float x) { return T(x); }
+template <> __device__ __forceinline__ bf16_t cvt<bf16_t>(float x) { return __float2bfloat16_rn(x); }
+template <class T> __device__ __forceinline__ T cvtd(double x) { return T(x); }
+// double -> bf16 goes through float, as the CPU reference (f32_to_bf16(float(x))) does.
+template <> __device__ __forceinline__ bf16_t cvtd<bf16_t>(double x) { return __float2bfloat16_rn(float(x)); }
+
+// ---- reductions ---------------------------------------------------------------------------------------------
+
+template <class T> __device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <class T> __device__ __forceinline__ T warp_max(T v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. Uses 32 slots of
+// shared memory of T; safe to call repeatedly (synchronises before reuse).
+template <class T> __device__ T block_sum(T v) {
+  __shared__ T part[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // earlier readers of part[] are done
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  T r = lane < nwarps ? part[lane] : T(0);
+  return warp_sum(r);
+}
+
+// ---- host-side dtype dispatch ---------------------------------------------------------------------------------
+
+// Calls f(T{}) with T = float or bf16_t (the CUDA float dtypes of a call).
+template <class F> void dispatch_fb(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float{}); return;
+    case DType::bf16: f(bf16_t{}); return;
+    default: throw_runtime(std::string(op) + ": CUDA kernel has no " + dtype_name(dt) + " variant (f32 or bf16)");
+  }
+}
+// Also f64 (conversions, fills, reductions).
+template <class F> void dispatch_fbd(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float{}); return;
+    case DType::bf16: f(bf16_t{}); return;
+    case DType::f64: f(double{}); return;
+    default: throw_runtime(std::string(op) + ": CUDA kernel has no " + dtype_name(dt) + " variant");
+  }
+}
+
+template <class T> inline T* dptr(const Tensor& t) { return static_cast<T*>(t.data); }
+
+// Stream-ordered temporary device memory (cudaMallocAsync on the current device), released on the same stream
+// when it goes out of scope.
+class TempBuffer {
+ public:
+  TempBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    if (bytes) DS_CUDA_CHECK(cudaMallocAsync(&p_, bytes, stream));
+  }
+  ~TempBuffer() {
+    if (p_) cudaFreeAsync(p_, stream_);
+  }
+  TempBuffer(const TempBuffer&) = delete;
+  TempBuffer& operator=(const TempBuffer&) = delete;
+  template <class T> T* as() const { return static_cast<T*>(p_); }
+  void* get() const { return p_; }
+
+ private:
+  void* p_ = nullptr;
+  cudaStream_t stream_;
+};
+
+}  // namespace ds::cuda

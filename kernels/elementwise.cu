@@ -1,0 +1,301 @@
+// CUDA twins of the elementwise ops, conversions and copies, reductions to the host, SwiGLU
+// (lib/ops/cpu/elementwise.cpp is the reference). Arithmetic in f32 (f64 for f64 tensors and the reductions);
+// bf16 stores round to nearest even.
+#include <algorithm>
+#include <vector>
+
+#include "kernels/common.cuh"
+#include "kernels/cuda_ops.h"
+
+namespace ds::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// ---- fill / scale / axpy / add -------------------------------------------------------------------------------
+
+template <class T> __global__ void fill_kernel(T* __restrict__ p, int64_t n, T v) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = v;
+}
+
+template <class T> __global__ void scale_kernel(T* __restrict__ p, int64_t n, float a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = cvt<T>(ldf(p[i]) * a);
+}
+__global__ void scale_kernel_f64(double* __restrict__ p, int64_t n, double a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] *= a;
+}
+
+template <class Y, class X> __global__ void axpy_kernel(Y* __restrict__ y, const X* __restrict__ x, int64_t n, float a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = cvt<Y>(ldf(y[i]) + a * ldf(x[i]));
+}
+
+// out may alias a or b (same index read before written).
+template <class T> __global__ void add_kernel(T* out, const T* a, const T* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = cvt<T>(ldf(a[i]) + ldf(b[i]));
+}
+
+template <class D, class S> __global__ void convert_kernel(D* __restrict__ dst, const S* __restrict__ src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = cvtd<D>(ldd(src[i]));
+}
+
+template <class T>
+__global__ void add_cols_kernel(T* __restrict__ dst, int64_t dc, int64_t dst_col, const T* __restrict__ src, int64_t sc,
+                                int64_t src_col, int64_t rows, int64_t ncols) {
+  const int64_t n = rows * ncols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / ncols, c = i - r * ncols;
+    T* d = dst + r * dc + dst_col + c;
+    *d = cvt<T>(ldf(*d) + ldf(src[r * sc + src_col + c]));
+  }
+}
+
+// ---- reductions (deterministic: a fixed grid for a given n, partials summed in a fixed order) ---------------
+
+constexpr int kReduceThreads = 512;
+constexpr int kReduceMaxBlocks = 1024;
+
+template <class T, bool kSquare>
+__global__ void reduce_partial_kernel(const T* __restrict__ p, int64_t n, double* __restrict__ part) {
+  double s = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double x = ldd(p[i]);
+    s += kSquare ? x * x : x;
+  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+__global__ void reduce_final_kernel(const double* __restrict__ part, int n, double* __restrict__ out) {
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) *out = s;
+}
+
+template <bool kSquare> double reduce(const Context& ctx, const Tensor& t, const char* op) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = t.numel();
+  if (n == 0) return 0.0;
+  const int blocks = int(std::min<int64_t>(kReduceMaxBlocks, (n + kReduceThreads - 1) / kReduceThreads));
+  TempBuffer buf(sizeof(double) * (blocks + 1), st);
+  double* part = buf.as<double>();
+  dispatch_fbd(t.dtype, op, [&](auto zero) {
+    using T = decltype(zero);
+    reduce_partial_kernel<T, kSquare><<<blocks, kReduceThreads, 0, st>>>(dptr<const T>(t), n, part);
+  });
+  DS_CUDA_LAUNCH_CHECK("reduce_partial_kernel");
+  reduce_final_kernel<<<1, kReduceMaxBlocks, 0, st>>>(part, blocks, part + blocks);
+  DS_CUDA_LAUNCH_CHECK("reduce_final_kernel");
+  double r = 0.0;
+  DS_CUDA_CHECK(cudaMemcpyAsync(&r, part + blocks, sizeof(double), cudaMemcpyDeviceToHost, st));
+  DS_CUDA_CHECK(cudaStreamSynchronize(st));
+  return r;
+}
+
+// ---- SwiGLU ---------------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+template <class T>
+__global__ void swiglu_fwd_kernel(T* __restrict__ out, const T* __restrict__ gate, const T* __restrict__ up, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = ldf(gate[i]);
+    out[i] = cvt<T>(g * sigmoidf_(g) * ldf(up[i]));
+  }
+}
+
+// d_gate = d_out * u * s * (1 + g * (1 - s)),  d_up = d_out * g * s,  s = sigmoid(g). Either output may be null.
+template <class T>
+__global__ void swiglu_bwd_kernel(T* __restrict__ d_gate, T* __restrict__ d_up, const T* __restrict__ d_out,
+                                  const T* __restrict__ gate, const T* __restrict__ up, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = ldf(gate[i]), s = sigmoidf_(g), dy = ldf(d_out[i]);
+    if (d_gate) d_gate[i] = cvt<T>(dy * ldf(up[i]) * s * (1.0f + g * (1.0f - s)));
+    if (d_up) d_up[i] = cvt<T>(dy * g * s);
+  }
+}
+
+// Device-to-device conversion (same device) between f32, f64 and bf16.
+void convert_on_device(cudaStream_t st, void* dst, DType dt, const void* src, DType sdt, int64_t n) {
+  if (n == 0) return;
+  dispatch_fbd(dt, "copy", [&](auto dz) {
+    using D = decltype(dz);
+    dispatch_fbd(sdt, "copy", [&](auto sz) {
+      using S = decltype(sz);
+      convert_kernel<D, S><<<grid_for(n, kThreads), kThreads, 0, st>>>(static_cast<D*>(dst), static_cast<const S*>(src), n);
+    });
+  });
+  DS_CUDA_LAUNCH_CHECK("convert_kernel");
+}
+
+}  // namespace
+
+void fill(const Context& ctx, Tensor t, double value) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = t.numel();
+  if (n == 0) return;
+  const unsigned g = grid_for(n, kThreads);
+  switch (t.dtype) {
+    case DType::f32: fill_kernel<float><<<g, kThreads, 0, st>>>(dptr<float>(t), n, float(value)); break;
+    case DType::f64: fill_kernel<double><<<g, kThreads, 0, st>>>(dptr<double>(t), n, value); break;
+    case DType::bf16: {
+      __nv_bfloat16_raw raw;
+      raw.x = f32_to_bf16(float(value)).bits;  // as the CPU reference rounds
+      fill_kernel<bf16_t><<<g, kThreads, 0, st>>>(dptr<bf16_t>(t), n, bf16_t(raw));
+      break;
+    }
+    case DType::i32: fill_kernel<int32_t><<<g, kThreads, 0, st>>>(dptr<int32_t>(t), n, int32_t(value)); break;
+    case DType::i64: fill_kernel<int64_t><<<g, kThreads, 0, st>>>(dptr<int64_t>(t), n, int64_t(value)); break;
+    default: throw_runtime(std::string("fill: no CUDA kernel for dtype ") + dtype_name(t.dtype));
+  }
+  DS_CUDA_LAUNCH_CHECK("fill_kernel");
+}
+
+void scale(const Context& ctx, Tensor t, double alpha) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = t.numel();
+  if (n == 0) return;
+  if (t.dtype == DType::f64) {
+    scale_kernel_f64<<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<double>(t), n, alpha);
+  } else {
+    dispatch_fb(t.dtype, "scale", [&](auto zero) {
+      using T = decltype(zero);
+      scale_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<T>(t), n, float(alpha));
+    });
+  }
+  DS_CUDA_LAUNCH_CHECK("scale_kernel");
+}
+
+void axpy(const Context& ctx, Tensor y, double alpha, Tensor x) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  dispatch_fb(y.dtype, "axpy", [&](auto yz) {
+    using Y = decltype(yz);
+    dispatch_fb(x.dtype, "axpy", [&](auto xz) {
+      using X = decltype(xz);
+      axpy_kernel<Y, X><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<Y>(y), dptr<const X>(x), n, float(alpha));
+    });
+  });
+  DS_CUDA_LAUNCH_CHECK("axpy_kernel");
+}
+
+void add(const Context& ctx, Tensor out, Tensor a, Tensor b) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  dispatch_fb(out.dtype, "add", [&](auto zero) {
+    using T = decltype(zero);
+    add_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<T>(out), dptr<const T>(a), dptr<const T>(b), n);
+  });
+  DS_CUDA_LAUNCH_CHECK("add_kernel");
+}
+
+// dst = src across devices and dtypes. Device-side conversions; host transfers finish before returning (the host
+// buffer may be reused at once). Runs on ctx's stream, on the GPU of whichever side is on one.
+void copy(const Context& ctx, Tensor dst, Tensor src) {
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  const bool dd = dst.device.is_cuda(), sd = src.device.is_cuda();
+  cudaStream_t st = stream_of(ctx);
+  if (dd && sd) {
+    use_device(dst.device);
+    if (dst.device.index == src.device.index) {
+      if (dst.dtype == src.dtype) {
+        DS_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, dst.nbytes(), cudaMemcpyDeviceToDevice, st));
+      } else {
+        convert_on_device(st, dst.data, dst.dtype, src.data, src.dtype, n);
+      }
+      return;
+    }
+    // Across GPUs: bring src's bytes over, then convert on dst's device.
+    if (dst.dtype == src.dtype) {
+      DS_CUDA_CHECK(cudaMemcpyPeerAsync(dst.data, dst.device.index, src.data, src.device.index, dst.nbytes(), st));
+      return;
+    }
+    TempBuffer tmp(src.nbytes(), st);
+    DS_CUDA_CHECK(cudaMemcpyPeerAsync(tmp.get(), dst.device.index, src.data, src.device.index, src.nbytes(), st));
+    convert_on_device(st, dst.data, dst.dtype, tmp.get(), src.dtype, n);
+    return;
+  }
+  if (dd) {  // host -> device
+    use_device(dst.device);
+    if (dst.dtype == src.dtype) {
+      DS_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, dst.nbytes(), cudaMemcpyHostToDevice, st));
+    } else {
+      TempBuffer tmp(src.nbytes(), st);
+      DS_CUDA_CHECK(cudaMemcpyAsync(tmp.get(), src.data, src.nbytes(), cudaMemcpyHostToDevice, st));
+      convert_on_device(st, dst.data, dst.dtype, tmp.get(), src.dtype, n);
+    }
+    DS_CUDA_CHECK(cudaStreamSynchronize(st));
+    return;
+  }
+  // device -> host
+  use_device(src.device);
+  if (dst.dtype == src.dtype) {
+    DS_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, dst.nbytes(), cudaMemcpyDeviceToHost, st));
+  } else {
+    TempBuffer tmp(dst.nbytes(), st);
+    convert_on_device(st, tmp.get(), dst.dtype, src.data, src.dtype, n);
+    DS_CUDA_CHECK(cudaMemcpyAsync(dst.data, tmp.get(), dst.nbytes(), cudaMemcpyDeviceToHost, st));
+  }
+  DS_CUDA_CHECK(cudaStreamSynchronize(st));
+}
+
+void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t ncols,
+               Accum acc) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t rows = dst.rows(), dc = dst.cols(), sc = src.cols();
+  if (rows == 0 || ncols == 0) return;
+  if (acc == Accum::overwrite) {  // any dtype: a strided byte copy
+    const size_t es = dtype_size(dst.dtype);
+    DS_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(dst.data) + size_t(dst_col) * es, size_t(dc) * es,
+                                    static_cast<const char*>(src.data) + size_t(src_col) * es, size_t(sc) * es,
+                                    size_t(ncols) * es, size_t(rows), cudaMemcpyDeviceToDevice, st));
+    return;
+  }
+  dispatch_fb(dst.dtype, "copy_cols", [&](auto zero) {
+    using T = decltype(zero);
+    add_cols_kernel<T><<<grid_for(rows * ncols, kThreads), kThreads, 0, st>>>(dptr<T>(dst), dc, dst_col,
+                                                                            dptr<const T>(src), sc, src_col, rows,
+                                                                            ncols);
+  });
+  DS_CUDA_LAUNCH_CHECK("add_cols_kernel");
+}
+
+double sum(const Context& ctx, Tensor t) { return reduce<false>(ctx, t, "sum"); }
+double sum_squares(const Context& ctx, Tensor t) { return reduce<true>(ctx, t, "sum_squares"); }
+
+void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  dispatch_fb(out.dtype, "swiglu_forward", [&](auto zero) {
+    using T = decltype(zero);
+    swiglu_fwd_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<T>(out), dptr<const T>(gate),
+                                                                    dptr<const T>(up), n);
+  });
+  DS_CUDA_LAUNCH_CHECK("swiglu_fwd_kernel");
+}
+
+void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = d_out.numel();
+  if (n == 0 || (d_gate.empty() && d_up.empty())) return;
+  dispatch_fb(d_out.dtype, "swiglu_backward", [&](auto zero) {
+    using T = decltype(zero);
+    swiglu_bwd_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(
+        d_gate.empty() ? nullptr : dptr<T>(d_gate), d_up.empty() ? nullptr : dptr<T>(d_up), dptr<const T>(d_out),
+        dptr<const T>(gate), dptr<const T>(up), n);
+  });
+  DS_CUDA_LAUNCH_CHECK("swiglu_bwd_kernel");
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,182 @@
+// CUDA twins of RMSNorm and rotary embedding (lib/ops/cpu/norm_rope.cpp is the reference).
+// RMSNorm: one block per row, the sum of squares and the backward's row dot product in f32, rstd saved in f32.
+// d_weight (a parameter gradient, f32 or the call's dtype) is summed deterministically: fixed row chunks into an
+// f32 scratch, then the chunks in order. RoPE: one thread per (token, pair) rotates that pair in every head; the
+// angle pos * inv_freq and its cos/sin are computed in double (positions reach 10^5: an f32 angle would be off by
+// ~1e-2 rad), then the rotation runs in f32. out may alias in.
+#include <algorithm>
+
+#include "kernels/common.cuh"
+#include "kernels/cuda_ops.h"
+
+namespace ds::cuda {
+
+namespace {
+
+int row_threads(int64_t D) {
+  if (D >= 2048) return 512;
+  if (D >= 512) return 256;
+  if (D >= 128) return 128;
+  return 32;
+}
+
+template <class T>
+__global__ void rmsnorm_fwd_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
+                                   const T* __restrict__ w, int64_t rows, int64_t D, float eps) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* x = in + r * D;
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      const float v = ldf(x[c]);
+      ss += v * v;
+    }
+    ss = block_sum(ss);
+    const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+    if (rstd && threadIdx.x == 0) rstd[r] = rs;
+    T* y = out + r * D;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) y[c] = cvt<T>(ldf(w[c]) * (ldf(x[c]) * rs));
+  }
+}
+
+// dx = r * dy * w - r^3 * x * (sum_c dy * w * x) / D
+template <class T>
+__global__ void rmsnorm_bwd_dx_kernel(T* __restrict__ d_in, const T* __restrict__ d_out, const T* __restrict__ in,
+                                      const T* __restrict__ w, const float* __restrict__ rstd, int64_t rows, int64_t D,
+                                      bool add) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* x = in + r * D;
+    const T* dy = d_out + r * D;
+    float gx = 0.0f;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) gx += ldf(dy[c]) * ldf(w[c]) * ldf(x[c]);
+    gx = block_sum(gx);
+    const float rs = rstd[r];
+    const float k = rs * rs * rs * gx / float(D);
+    T* dx = d_in + r * D;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      const float v = rs * ldf(dy[c]) * ldf(w[c]) - k * ldf(x[c]);
+      dx[c] = cvt<T>(add ? ldf(dx[c]) + v : v);
+    }
+  }
+}
+
+// part[chunk, c] = sum over the chunk's rows of dy * x * rstd (rows in order).
+template <class T>
+__global__ void rmsnorm_bwd_dw_partial_kernel(float* __restrict__ part, const T* __restrict__ d_out,
+                                              const T* __restrict__ in, const float* __restrict__ rstd, int64_t rows,
+                                              int64_t D, int64_t chunk_rows) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= D) return;
+  const int64_t r0 = blockIdx.y * chunk_rows, r1 = min(rows, r0 + chunk_rows);
+  float s = 0.0f;
+  for (int64_t r = r0; r < r1; ++r) s += ldf(d_out[r * D + c]) * ldf(in[r * D + c]) * rstd[r];
+  part[blockIdx.y * D + c] = s;
+}
+
+template <class G>
+__global__ void rmsnorm_bwd_dw_final_kernel(G* __restrict__ dw, const float* __restrict__ part, int64_t nchunks,
+                                            int64_t D) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= D) return;
+  float s = 0.0f;
+  for (int64_t k = 0; k < nchunks; ++k) s += part[k * D + c];
+  dw[c] = cvt<G>(ldf(dw[c]) + s);
+}
+
+// Thread (n, i): pair i of token n in each of the H heads. sign = +1 forward, -1 backward (transposed rotation).
+template <class T>
+__global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, const float* __restrict__ inv_freq,
+                            int64_t N, int64_t H, int64_t R, double f, double sign, bool add) {
+  const int64_t P = R / 2;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N * P; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = t / P, i = t - n * P;
+    double sd, cd;
+    sincos(double(pos[n]) * double(inv_freq[i]), &sd, &cd);
+    const float c = float(f * cd), s = float(sign * f * sd);
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t o = (n * H + h) * R + 2 * i;
+      const float x0 = ldf(x[o]), x1 = ldf(x[o + 1]);
+      const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+      if (add) {
+        y[o] = cvt<T>(ldf(y[o]) + y0);
+        y[o + 1] = cvt<T>(ldf(y[o + 1]) + y1);
+      } else {
+        y[o] = cvt<T>(y0);
+        y[o + 1] = cvt<T>(y1);
+      }
+    }
+  }
+}
+
+unsigned row_grid(int64_t rows) { return unsigned(std::min<int64_t>(rows, 1 << 20)); }
+
+template <class T>
+void rope(const Context& ctx, Tensor y, Tensor x, Tensor pos, Tensor inv_freq, double f, double sign, bool add) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t N = pos.numel(), R = x.cols(), H = N ? x.rows() / N : 0;
+  if (N == 0 || H == 0 || R == 0) return;
+  rope_kernel<T><<<grid_for(N * (R / 2), 256), 256, 0, st>>>(dptr<T>(y), dptr<const T>(x), dptr<const int32_t>(pos),
+                                                             dptr<const float>(inv_freq), N, H, R, f, sign, add);
+  DS_CUDA_LAUNCH_CHECK("rope_kernel");
+}
+
+}  // namespace
+
+void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t rows = in.rows(), D = in.cols();
+  if (rows == 0 || D == 0) return;
+  dispatch_fb(out.dtype, "rmsnorm_forward", [&](auto zero) {
+    using T = decltype(zero);
+    rmsnorm_fwd_kernel<T><<<row_grid(rows), row_threads(D), 0, st>>>(
+        dptr<T>(out), rstd.empty() ? nullptr : dptr<float>(rstd), dptr<const T>(in), dptr<const T>(weight), rows, D,
+        float(eps));
+  });
+  DS_CUDA_LAUNCH_CHECK("rmsnorm_fwd_kernel");
+}
+
+void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                      Tensor rstd, Accum acc_in) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t rows = in.rows(), D = in.cols();
+  if (rows == 0 || D == 0) return;
+  dispatch_fb(d_out.dtype, "rmsnorm_backward", [&](auto zero) {
+    using T = decltype(zero);
+    if (!d_in.empty()) {
+      rmsnorm_bwd_dx_kernel<T><<<row_grid(rows), row_threads(D), 0, st>>>(
+          dptr<T>(d_in), dptr<const T>(d_out), dptr<const T>(in), dptr<const T>(weight), dptr<const float>(rstd),
+          rows, D, acc_in == Accum::add);
+      DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dx_kernel");
+    }
+    if (!d_weight.empty()) {
+      const int64_t nchunks = std::min<int64_t>(std::max<int64_t>(rows / 64, 1), 1024);
+      const int64_t chunk_rows = (rows + nchunks - 1) / nchunks;
+      TempBuffer part(sizeof(float) * size_t(nchunks * D), st);
+      const dim3 grid(unsigned((D + 127) / 128), unsigned(nchunks));
+      rmsnorm_bwd_dw_partial_kernel<T><<<grid, 128, 0, st>>>(part.as<float>(), dptr<const T>(d_out),
+                                                             dptr<const T>(in), dptr<const float>(rstd), rows, D,
+                                                             chunk_rows);
+      DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_partial_kernel");
+      dispatch_fb(d_weight.dtype, "rmsnorm_backward", [&](auto gz) {
+        using G = decltype(gz);
+        rmsnorm_bwd_dw_final_kernel<G><<<unsigned((D + 127) / 128), 128, 0, st>>>(dptr<G>(d_weight),
+                                                                                  part.as<const float>(), nchunks, D);
+      });
+      DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_final_kernel");
+    }
+  });
+}
+
+void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor inv_freq, double attn_factor) {
+  dispatch_fb(out.dtype, "rope_forward", [&](auto zero) {
+    rope<decltype(zero)>(ctx, out, in, pos, inv_freq, attn_factor, 1.0, false);
+  });
+}
+
+void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Tensor inv_freq, double attn_factor,
+                   Accum acc) {
+  dispatch_fb(d_in.dtype, "rope_backward", [&](auto zero) {
+    rope<decltype(zero)>(ctx, d_in, d_out, pos, inv_freq, attn_factor, -1.0, acc == Accum::add);
+  });
+}
+
+}  // namespace ds::cuda
