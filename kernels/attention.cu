@@ -1,0 +1,937 @@
+// Flash-style causal attention for MLA shapes (q, k [B, T, H, Dqk]; v, out [B, T, H, Dv]; Dqk != Dv allowed;
+// lse [B, H, T] f32). Tiles of Q meet tiles of K/V with an online softmax; the T x T score matrix never exists.
+//
+// Two paths:
+//  * bf16 with a tensor-core shape (Dqk, Dv) in kMmaShapes and 16-byte aligned tensors: mma.sync m16n8k16
+//    (f32 accumulation), cp.async double buffering, ldmatrix from padded (conflict-free) shared tiles.
+//    P and dS are rounded to bf16 before their products (as FlashAttention-2 does); softmax statistics, row
+//    sums and all accumulators are f32.
+//  * everything else (f32 for exact parity, any head dims, unaligned views): a SIMT kernel with the same tiling
+//    in f32 shared memory and f32 arithmetic.
+// Backward (FlashAttention-2 style): probabilities are recomputed from lse, D = rowsum(dO * O) is recomputed per
+// tile (no scratch), and two kernels split the work so that no atomics are needed and the result is
+// deterministic: one owns a key tile and loops over query tiles (dK, dV), the other owns a query tile and loops
+// over key tiles (dQ). Each kernel overwrites its outputs. Nothing here allocates or synchronises, so the ops
+// are CUDA-graph capturable.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+
+#include "kernels/attn_common.cuh"
+#include "kernels/cuda_ops.h"
+
+namespace ds::cuda {
+
+using bf16_t = __nv_bfloat16;
+using namespace attn;
+
+namespace {
+
+// ---- shared parameters --------------------------------------------------------------------------------
+
+template <class E> struct AttnArgs {
+  const E* q;
+  const E* k;
+  const E* v;
+  const E* o;     // backward: the forward output
+  const E* dout;  // backward
+  E* out;         // forward
+  E* dq;
+  E* dk;
+  E* dv;
+  const float* lse_in;  // backward
+  float* lse_out;       // forward (may be null)
+  int T, H, Dqk, Dv;
+  float scale;       // softmax scale
+  float scale_log2;  // scale * log2(e)
+};
+
+// Block-cooperative cp.async of ROWS rows x D bf16 (row stride gstride elements) into a shared tile of pitch P;
+// rows >= valid are zero-filled.
+template <int ROWS, int D, int P, int THREADS>
+__device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int64_t gstride, int valid, int tid) {
+  constexpr int CH = D / 8;
+#pragma unroll 4
+  for (int i = tid; i < ROWS * CH; i += THREADS) {
+    const int r = i / CH, c = i - r * CH;
+    const bool ok = r < valid;
+    cp_async16(s + r * P + c * 8, ok ? g + int64_t(r) * gstride + c * 8 : g, ok);
+  }
+}
+
+// =======================================================================================================
+// Tensor-core path (bf16)
+// =======================================================================================================
+
+constexpr int kMmaThreads = 128;  // 4 warps, 16 query (or key) rows each
+
+template <int DQK, int DV> struct Mma {
+  static constexpr int PQ = DQK + 8;  // shared pitch (elements): rows 16 bytes apart in bank space
+  static constexpr int PV = DV + 8;
+  // forward
+  static constexpr int F_BQ = 64, F_BK = 64;
+  static constexpr size_t f_smem = size_t(F_BQ * PQ + 2 * F_BK * PQ + 2 * F_BK * PV) * 2;
+  // backward dK/dV: 64 keys per block, 32 queries per step
+  static constexpr int KV_BK = 64, KV_BQ = 32;
+  static constexpr size_t kv_smem =
+      size_t(KV_BK * PQ + KV_BK * PV + 2 * KV_BQ * PQ + 4 * KV_BQ * PV) * 2 + 4 * KV_BQ * sizeof(float);
+  // backward dQ: 64 queries per block, 32 keys per step
+  static constexpr int Q_BQ = 64, Q_BK = 32;
+  static constexpr size_t q_smem =
+      size_t(Q_BQ * PQ + Q_BQ * PV + 2 * Q_BK * PQ + 2 * Q_BK * PV) * 2 + 2 * Q_BQ * sizeof(float);
+};
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kMmaThreads) attn_fwd_mma(AttnArgs<bf16_t> a) {
+  using C = Mma<DQK, DV>;
+  constexpr int BQ = C::F_BQ, BK = C::F_BK, PQ = C::PQ, PV = C::PV;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16_t* Qs = reinterpret_cast<bf16_t*>(smem_raw);  // [BQ][PQ]
+  bf16_t* Ks = Qs + BQ * PQ;                          // [2][BK][PQ]
+  bf16_t* Vs = Ks + 2 * BK * PQ;                      // [2][BK][PV]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const bf16_t* qb = a.q + (int64_t(b) * T * H + h) * DQK;
+  const bf16_t* kb = a.k + (int64_t(b) * T * H + h) * DQK;
+  const bf16_t* vb = a.v + (int64_t(b) * T * H + h) * DV;
+  const int n_kv = min((T + BK - 1) / BK, (q0 + BQ - 1) / BK + 1);
+
+  load_tile_async<BQ, DQK, PQ, kMmaThreads>(Qs, qb + int64_t(q0) * sq, sq, T - q0, tid);
+  load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb, sq, T, tid);
+  load_tile_async<BK, DV, PV, kMmaThreads>(Vs, vb, sv, T, tid);
+  cp_async_commit();
+
+  uint32_t qf[DQK / 16][4];
+  float o[DV / 8][4];
+#pragma unroll
+  for (int i = 0; i < DV / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const int row0 = q0 + warp * 16 + g;  // this lane's rows: row0, row0 + 8
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_kv) {
+      const int k1 = (j + 1) * BK;
+      load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks + (buf ^ 1) * BK * PQ, kb + int64_t(k1) * sq, sq, T - k1, tid);
+      load_tile_async<BK, DV, PV, kMmaThreads>(Vs + (buf ^ 1) * BK * PV, vb + int64_t(k1) * sv, sv, T - k1, tid);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < DQK / 16; ++kk) ldsm_x4(qf[kk], lds_a(Qs, PQ, warp * 16, kk * 16, lane));
+    }
+    const bf16_t* Kt = Ks + buf * BK * PQ;
+    const bf16_t* Vt = Vs + buf * BK * PV;
+
+    float s[BK / 8][4];
+#pragma unroll
+    for (int i = 0; i < BK / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < BK / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4(bf, lds_b_nk(Kt, PQ, np * 16, kk * 16, lane));
+        mma_bf16(s[2 * np], qf[kk], bf[0], bf[1]);
+        mma_bf16(s[2 * np + 1], qf[kk], bf[2], bf[3]);
+      }
+    }
+    const int k0 = j * BK;
+    const bool need_mask = (k0 + BK - 1 > q0 + warp * 16) || (k0 + BK > T);
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[nt][e] * a.scale_log2;
+        if (need_mask) {
+          const int col = k0 + nt * 8 + 2 * t4 + (e & 1), row = row0 + (e >> 1) * 8;
+          if (col > row || col >= T) x = -INFINITY;
+        }
+        s[nt][e] = x;
+      }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+      mx = quad_max(mx);
+      const float m_new = fmaxf(m[i], mx), ms = safe_max(m_new);
+      const float alpha = exp2f(m[i] - ms);
+      m[i] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt) {
+        s[nt][2 * i] = exp2f(s[nt][2 * i] - ms);
+        s[nt][2 * i + 1] = exp2f(s[nt][2 * i + 1] - ms);
+        sum += s[nt][2 * i] + s[nt][2 * i + 1];
+      }
+      l[i] = l[i] * alpha + sum;
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt) {
+        o[nt][2 * i] *= alpha;
+        o[nt][2 * i + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int np = 0; np < DV / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, lds_b_kn(Vt, PV, kk * 16, np * 16, lane));
+        mma_bf16(o[2 * np], pa, bf[0], bf[1]);
+        mma_bf16(o[2 * np + 1], pa, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const float li = quad_sum(l[i]);
+    const int row = row0 + i * 8;
+    if (row >= T) continue;
+    const float inv = 1.f / li;
+    bf16_t* orow = a.out + (int64_t(b) * T + row) * sv + int64_t(h) * DV;
+#pragma unroll
+    for (int nt = 0; nt < DV / 8; ++nt)
+      *reinterpret_cast<uint32_t*>(orow + nt * 8 + 2 * t4) = pack_bf16(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
+    if (a.lse_out && t4 == 0) a.lse_out[(int64_t(b) * H + h) * T + row] = (m[i] + log2f(li)) * kLn2;
+  }
+}
+
+// dK, dV for one tile of 64 keys: loops over the query tiles at or after it (causal).
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kMmaThreads) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
+  using C = Mma<DQK, DV>;
+  constexpr int BK = C::KV_BK, BQ = C::KV_BQ, PQ = C::PQ, PV = C::PV;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16_t* Ks = reinterpret_cast<bf16_t*>(smem_raw);  // [BK][PQ]
+  bf16_t* Vs = Ks + BK * PQ;                          // [BK][PV]
+  bf16_t* Qs = Vs + BK * PV;                          // [2][BQ][PQ]
+  bf16_t* dOs = Qs + 2 * BQ * PQ;                     // [2][BQ][PV]
+  bf16_t* Os = dOs + 2 * BQ * PV;                     // [2][BQ][PV]
+  float* lse_s = reinterpret_cast<float*>(Os + 2 * BQ * PV);  // [2][BQ], log2 units
+  float* D_s = lse_s + 2 * BQ;                                // [2][BQ]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int k0 = blockIdx.x * BK;  // the longest key tiles (most query tiles) first
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *ob = a.o + voff, *dob = a.dout + voff;
+  const float* lseb = a.lse_in + (int64_t(b) * H + h) * T;
+  const int qt0 = k0 / BQ, n_q = (T + BQ - 1) / BQ - qt0;
+
+  auto load_q = [&](int i, int buf) {
+    const int q0 = (qt0 + i) * BQ;
+    load_tile_async<BQ, DQK, PQ, kMmaThreads>(Qs + buf * BQ * PQ, qb + int64_t(q0) * sq, sq, T - q0, tid);
+    load_tile_async<BQ, DV, PV, kMmaThreads>(dOs + buf * BQ * PV, dob + int64_t(q0) * sv, sv, T - q0, tid);
+    load_tile_async<BQ, DV, PV, kMmaThreads>(Os + buf * BQ * PV, ob + int64_t(q0) * sv, sv, T - q0, tid);
+    if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
+  };
+  load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb + int64_t(k0) * sq, sq, T - k0, tid);
+  load_tile_async<BK, DV, PV, kMmaThreads>(Vs, vb + int64_t(k0) * sv, sv, T - k0, tid);
+  load_q(0, 0);
+  cp_async_commit();
+
+  float dk[DQK / 8][4], dv[DV / 8][4];
+#pragma unroll
+  for (int i = 0; i < DQK / 8; ++i) dk[i][0] = dk[i][1] = dk[i][2] = dk[i][3] = 0.f;
+#pragma unroll
+  for (int i = 0; i < DV / 8; ++i) dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
+  const int key0 = k0 + warp * 16 + g;  // this lane's keys: key0, key0 + 8
+
+  for (int i = 0; i < n_q; ++i) {
+    const int buf = i & 1;
+    if (i + 1 < n_q) load_q(i + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const bf16_t* Qt = Qs + buf * BQ * PQ;
+    const bf16_t* dOt = dOs + buf * BQ * PV;
+    const float* lse_t = lse_s + buf * BQ;
+    const float* D_t = D_s + buf * BQ;
+    {  // D = rowsum(dO * O) for the BQ rows: 4 lanes per row
+      const int r = tid >> 2, part = tid & 3;
+      const bf16_t* Ot = Os + buf * BQ * PV;
+      float acc = 0.f;
+      for (int d = part * 2; d < DV; d += 8) {
+        const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dOt + r * PV + d));
+        const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(Ot + r * PV + d));
+        acc += x.x * y.x + x.y * y.y;
+      }
+      acc = quad_sum(acc);
+      if (part == 0) D_s[buf * BQ + r] = acc;
+    }
+    __syncthreads();
+    const int q0 = (qt0 + i) * BQ;
+
+    // S^T = K_w Q^T  [16 keys][BQ queries]
+    float st[BQ / 8][4];
+#pragma unroll
+    for (int x = 0; x < BQ / 8; ++x) st[x][0] = st[x][1] = st[x][2] = st[x][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      uint32_t af[4];
+      ldsm_x4(af, lds_a(Ks, PQ, warp * 16, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < BQ / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4(bf, lds_b_nk(Qt, PQ, np * 16, kk * 16, lane));
+        mma_bf16(st[2 * np], af, bf[0], bf[1]);
+        mma_bf16(st[2 * np + 1], af, bf[2], bf[3]);
+      }
+    }
+    // P^T = exp(scale S^T - lse[q]), 0 where masked
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ql = nt * 8 + 2 * t4 + (e & 1), key = key0 + (e >> 1) * 8, qg = q0 + ql;
+        st[nt][e] = (key > qg || qg >= T) ? 0.f : exp2f(st[nt][e] * a.scale_log2 - lse_t[ql]);
+      }
+    // dV += P^T dO
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; ++kk) {
+      const uint32_t pa[4] = {pack_bf16(st[2 * kk][0], st[2 * kk][1]), pack_bf16(st[2 * kk][2], st[2 * kk][3]),
+                              pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                              pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+#pragma unroll
+      for (int np = 0; np < DV / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, lds_b_kn(dOt, PV, kk * 16, np * 16, lane));
+        mma_bf16(dv[2 * np], pa, bf[0], bf[1]);
+        mma_bf16(dv[2 * np + 1], pa, bf[2], bf[3]);
+      }
+    }
+    // dP^T = V_w dO^T
+    float dp[BQ / 8][4];
+#pragma unroll
+    for (int x = 0; x < BQ / 8; ++x) dp[x][0] = dp[x][1] = dp[x][2] = dp[x][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk) {
+      uint32_t af[4];
+      ldsm_x4(af, lds_a(Vs, PV, warp * 16, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < BQ / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4(bf, lds_b_nk(dOt, PV, np * 16, kk * 16, lane));
+        mma_bf16(dp[2 * np], af, bf[0], bf[1]);
+        mma_bf16(dp[2 * np + 1], af, bf[2], bf[3]);
+      }
+    }
+    // dS^T = P^T (dP^T - D[q]);  dK += dS^T Q
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[nt][e] *= dp[nt][e] - D_t[nt * 8 + 2 * t4 + (e & 1)];
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; ++kk) {
+      const uint32_t pa[4] = {pack_bf16(st[2 * kk][0], st[2 * kk][1]), pack_bf16(st[2 * kk][2], st[2 * kk][3]),
+                              pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                              pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+#pragma unroll
+      for (int np = 0; np < DQK / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, lds_b_kn(Qt, PQ, kk * 16, np * 16, lane));
+        mma_bf16(dk[2 * np], pa, bf[0], bf[1]);
+        mma_bf16(dk[2 * np + 1], pa, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int key = key0 + i * 8;
+    if (key >= T) continue;
+    if (a.dk) {
+      bf16_t* row = a.dk + qoff + int64_t(key) * sq;
+#pragma unroll
+      for (int nt = 0; nt < DQK / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) =
+            pack_bf16(dk[nt][2 * i] * a.scale, dk[nt][2 * i + 1] * a.scale);
+    }
+    if (a.dv) {
+      bf16_t* row = a.dv + voff + int64_t(key) * sv;
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) = pack_bf16(dv[nt][2 * i], dv[nt][2 * i + 1]);
+    }
+  }
+}
+
+// dQ for one tile of 64 queries: loops over the key tiles at or before it.
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kMmaThreads) attn_bwd_dq_mma(AttnArgs<bf16_t> a) {
+  using C = Mma<DQK, DV>;
+  constexpr int BQ = C::Q_BQ, BK = C::Q_BK, PQ = C::PQ, PV = C::PV;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16_t* Qs = reinterpret_cast<bf16_t*>(smem_raw);  // [BQ][PQ]
+  bf16_t* dOs = Qs + BQ * PQ;                         // [BQ][PV]
+  bf16_t* Ks = dOs + BQ * PV;                         // [2][BK][PQ]
+  bf16_t* Vs = Ks + 2 * BK * PQ;                      // [2][BK][PV]
+  float* lse_s = reinterpret_cast<float*>(Vs + 2 * BK * PV);  // [BQ], log2 units
+  float* D_s = lse_s + BQ;                                    // [BQ]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *ob = a.o + voff, *dob = a.dout + voff;
+  const int n_kv = min((T + BK - 1) / BK, (q0 + BQ - 1) / BK + 1);
+
+  load_tile_async<BQ, DQK, PQ, kMmaThreads>(Qs, qb + int64_t(q0) * sq, sq, T - q0, tid);
+  load_tile_async<BQ, DV, PV, kMmaThreads>(dOs, dob + int64_t(q0) * sv, sv, T - q0, tid);
+  load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb, sq, T, tid);
+  load_tile_async<BK, DV, PV, kMmaThreads>(Vs, vb, sv, T, tid);
+  cp_async_commit();
+  if (tid < BQ) lse_s[tid] = q0 + tid < T ? a.lse_in[(int64_t(b) * H + h) * T + q0 + tid] * kLog2e : 0.f;
+
+  float dq[DQK / 8][4];
+#pragma unroll
+  for (int i = 0; i < DQK / 8; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
+  const int row0 = q0 + warp * 16 + g;
+  float lse_r[2], D_r[2];
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_kv) {
+      const int k1 = (j + 1) * BK;
+      load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks + (buf ^ 1) * BK * PQ, kb + int64_t(k1) * sq, sq, T - k1, tid);
+      load_tile_async<BK, DV, PV, kMmaThreads>(Vs + (buf ^ 1) * BK * PV, vb + int64_t(k1) * sv, sv, T - k1, tid);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    if (j == 0) {  // D for this warp's 16 rows (dO from shared, O from global), then the per-lane row stats
+      for (int r = 0; r < 16; ++r) {
+        const int lr = warp * 16 + r, row = q0 + lr;
+        float acc = 0.f;
+        if (row < T) {
+          for (int d = lane * 2; d < DV; d += 64) {
+            const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dOs + lr * PV + d));
+            const float2 y =
+                __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(ob + int64_t(row) * sv + d));
+            acc += x.x * y.x + x.y * y.y;
+          }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) D_s[lr] = acc;
+      }
+      __syncwarp();
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        lse_r[i] = lse_s[warp * 16 + g + 8 * i];
+        D_r[i] = D_s[warp * 16 + g + 8 * i];
+      }
+    }
+    const bf16_t* Kt = Ks + buf * BK * PQ;
+    const bf16_t* Vt = Vs + buf * BK * PV;
+
+    float s[BK / 8][4], dp[BK / 8][4];
+#pragma unroll
+    for (int x = 0; x < BK / 8; ++x) {
+      s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
+      dp[x][0] = dp[x][1] = dp[x][2] = dp[x][3] = 0.f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      uint32_t af[4];
+      ldsm_x4(af, lds_a(Qs, PQ, warp * 16, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < BK / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4(bf, lds_b_nk(Kt, PQ, np * 16, kk * 16, lane));
+        mma_bf16(s[2 * np], af, bf[0], bf[1]);
+        mma_bf16(s[2 * np + 1], af, bf[2], bf[3]);
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk) {
+      uint32_t af[4];
+      ldsm_x4(af, lds_a(dOs, PV, warp * 16, kk * 16, lane));
+#pragma unroll
+      for (int np = 0; np < BK / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4(bf, lds_b_nk(Vt, PV, np * 16, kk * 16, lane));
+        mma_bf16(dp[2 * np], af, bf[0], bf[1]);
+        mma_bf16(dp[2 * np + 1], af, bf[2], bf[3]);
+      }
+    }
+    const int k0 = j * BK;
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = k0 + nt * 8 + 2 * t4 + (e & 1), i = e >> 1, row = row0 + 8 * i;
+        const float p = (col > row || col >= T) ? 0.f : exp2f(s[nt][e] * a.scale_log2 - lse_r[i]);
+        s[nt][e] = p * (dp[nt][e] - D_r[i]);
+      }
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int np = 0; np < DQK / 16; ++np) {
+        uint32_t bf[4];
+        ldsm_x4_t(bf, lds_b_kn(Kt, PQ, kk * 16, np * 16, lane));
+        mma_bf16(dq[2 * np], pa, bf[0], bf[1]);
+        mma_bf16(dq[2 * np + 1], pa, bf[2], bf[3]);
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = row0 + i * 8;
+    if (row >= T) continue;
+    bf16_t* drow = a.dq + qoff + int64_t(row) * sq;
+#pragma unroll
+    for (int nt = 0; nt < DQK / 8; ++nt)
+      *reinterpret_cast<uint32_t*>(drow + nt * 8 + 2 * t4) =
+          pack_bf16(dq[nt][2 * i] * a.scale, dq[nt][2 * i + 1] * a.scale);
+  }
+}
+
+// =======================================================================================================
+// SIMT path (f32, or bf16 with other head dims / alignment): 32 x 32 tiles in f32 shared memory.
+// =======================================================================================================
+
+constexpr int kSimtThreads = 128;
+constexpr int kSB = 32;  // tile rows (queries and keys)
+
+// Loads ROWS=32 rows x D elements (row stride gstride) into an f32 shared tile of pitch P; rows >= valid -> 0.
+template <class E>
+__device__ __forceinline__ void load_tile_f32(float* s, int P, const E* g, int64_t gstride, int D, int valid,
+                                              int tid) {
+  for (int e = tid; e < kSB * D; e += kSimtThreads) {
+    const int r = e / D, d = e - r * D;
+    s[r * P + d] = r < valid ? to_f(g[int64_t(r) * gstride + d]) : 0.f;
+  }
+}
+
+__device__ __forceinline__ float dot_sh(const float* x, const float* y, int n) {
+  float acc = 0.f;
+  for (int d = 0; d < n; ++d) acc = fmaf(x[d], y[d], acc);
+  return acc;
+}
+
+struct SimtFwdSmem {
+  static size_t bytes(int Dqk, int Dv) {
+    return sizeof(float) * (size_t(kSB) * (Dqk + 1) * 2 + size_t(kSB) * (Dv + 1) + kSB * (kSB + 1) +
+                            size_t(kSB) * Dv + 3 * kSB);
+  }
+};
+
+template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_fwd_simt(AttnArgs<E> a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int T = a.T, H = a.H, Dqk = a.Dqk, Dv = a.Dv, PQ = Dqk + 1, PV = Dv + 1, PP = kSB + 1;
+  float* Qs = reinterpret_cast<float*>(smem_raw);
+  float* Ks = Qs + kSB * PQ;
+  float* Vs = Ks + kSB * PQ;
+  float* Ps = Vs + kSB * PV;
+  float* Os = Ps + kSB * PP;
+  float* m_s = Os + kSB * Dv;
+  float* l_s = m_s + kSB;
+  float* a_s = l_s + kSB;
+
+  const int tid = threadIdx.x;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kSB;
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * Dqk, sv = int64_t(H) * Dv;
+  const E* qb = a.q + (int64_t(b) * T * H + h) * Dqk;
+  const E* kb = a.k + (int64_t(b) * T * H + h) * Dqk;
+  const E* vb = a.v + (int64_t(b) * T * H + h) * Dv;
+  load_tile_f32(Qs, PQ, qb + int64_t(q0) * sq, sq, Dqk, T - q0, tid);
+  for (int e = tid; e < kSB * Dv; e += kSimtThreads) Os[e] = 0.f;
+  if (tid < kSB) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.f;
+  }
+  const int n_kv = min((T + kSB - 1) / kSB, q0 / kSB + 1);
+  const int r = tid >> 2, c0 = tid & 3;  // score role: row r, columns c0 + 4i
+  for (int j = 0; j < n_kv; ++j) {
+    const int k0 = j * kSB;
+    __syncthreads();
+    load_tile_f32(Ks, PQ, kb + int64_t(k0) * sq, sq, Dqk, T - k0, tid);
+    load_tile_f32(Vs, PV, vb + int64_t(k0) * sv, sv, Dv, T - k0, tid);
+    __syncthreads();
+    float sc[kSB / 4], mx = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kSB / 4; ++i) {
+      const int c = c0 + 4 * i;
+      float x = dot_sh(Qs + r * PQ, Ks + c * PQ, Dqk) * a.scale;
+      if (k0 + c > q0 + r || k0 + c >= T) x = -INFINITY;
+      sc[i] = x;
+      mx = fmaxf(mx, x);
+    }
+    mx = quad_max(mx);
+    const float m_old = m_s[r], m_new = fmaxf(m_old, mx), ms = safe_max(m_new);
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kSB / 4; ++i) {
+      const float p = expf(sc[i] - ms);
+      Ps[r * PP + c0 + 4 * i] = p;
+      sum += p;
+    }
+    sum = quad_sum(sum);
+    __syncwarp();
+    if (c0 == 0) {
+      const float alpha = expf(m_old - ms);
+      m_s[r] = m_new;
+      l_s[r] = l_s[r] * alpha + sum;
+      a_s[r] = alpha;
+    }
+    __syncthreads();
+    for (int e = tid; e < kSB * Dv; e += kSimtThreads) {
+      const int rr = e / Dv, d = e - rr * Dv;
+      float acc = 0.f;
+#pragma unroll 8
+      for (int c = 0; c < kSB; ++c) acc = fmaf(Ps[rr * PP + c], Vs[c * PV + d], acc);
+      Os[e] = Os[e] * a_s[rr] + acc;
+    }
+  }
+  __syncthreads();
+  for (int e = tid; e < kSB * Dv; e += kSimtThreads) {
+    const int rr = e / Dv, d = e - rr * Dv, row = q0 + rr;
+    if (row < T) a.out[(int64_t(b) * T + row) * sv + int64_t(h) * Dv + d] = from_f<E>(Os[e] / l_s[rr]);
+  }
+  if (a.lse_out && tid < kSB && q0 + tid < T)
+    a.lse_out[(int64_t(b) * H + h) * T + q0 + tid] = m_s[tid] + logf(l_s[tid]);
+}
+
+struct SimtDqSmem {
+  static size_t bytes(int Dqk, int Dv) {
+    return sizeof(float) * (size_t(kSB) * (Dqk + 1) * 2 + size_t(kSB) * (Dv + 1) * 2 + kSB * (kSB + 1) +
+                            size_t(kSB) * Dqk + 2 * kSB);
+  }
+};
+
+// D[r] = dO[r] . O[r] for the kSB rows of a tile: 4 threads per row (dO from shared, O from global).
+template <class E>
+__device__ __forceinline__ void rowdot_D(float* D_s, const float* dOs, int PV, const E* ob, int64_t sv, int Dv,
+                                         int q0, int T, int tid) {
+  const int r = tid >> 2, part = tid & 3, row = q0 + r;
+  float acc = 0.f;
+  if (row < T)
+    for (int d = part; d < Dv; d += 4) acc = fmaf(dOs[r * PV + d], to_f(ob[int64_t(row) * sv + d]), acc);
+  acc = quad_sum(acc);
+  if (part == 0) D_s[r] = acc;
+}
+
+template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dq_simt(AttnArgs<E> a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int T = a.T, H = a.H, Dqk = a.Dqk, Dv = a.Dv, PQ = Dqk + 1, PV = Dv + 1, PP = kSB + 1;
+  float* Qs = reinterpret_cast<float*>(smem_raw);
+  float* Ks = Qs + kSB * PQ;
+  float* dOs = Ks + kSB * PQ;
+  float* Vs = dOs + kSB * PV;
+  float* Ss = Vs + kSB * PV;
+  float* dQs = Ss + kSB * PP;
+  float* lse_s = dQs + kSB * Dqk;
+  float* D_s = lse_s + kSB;
+
+  const int tid = threadIdx.x;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kSB;
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * Dqk, sv = int64_t(H) * Dv;
+  const int64_t qoff = (int64_t(b) * T * H + h) * Dqk, voff = (int64_t(b) * T * H + h) * Dv;
+  load_tile_f32(Qs, PQ, a.q + qoff + int64_t(q0) * sq, sq, Dqk, T - q0, tid);
+  load_tile_f32(dOs, PV, a.dout + voff + int64_t(q0) * sv, sv, Dv, T - q0, tid);
+  for (int e = tid; e < kSB * Dqk; e += kSimtThreads) dQs[e] = 0.f;
+  if (tid < kSB) lse_s[tid] = q0 + tid < T ? a.lse_in[(int64_t(b) * H + h) * T + q0 + tid] : 0.f;
+  __syncthreads();
+  rowdot_D(D_s, dOs, PV, a.o + voff, sv, Dv, q0, T, tid);
+
+  const int n_kv = min((T + kSB - 1) / kSB, q0 / kSB + 1);
+  const int r = tid >> 2, c0 = tid & 3;
+  for (int j = 0; j < n_kv; ++j) {
+    const int k0 = j * kSB;
+    __syncthreads();
+    load_tile_f32(Ks, PQ, a.k + qoff + int64_t(k0) * sq, sq, Dqk, T - k0, tid);
+    load_tile_f32(Vs, PV, a.v + voff + int64_t(k0) * sv, sv, Dv, T - k0, tid);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kSB / 4; ++i) {
+      const int c = c0 + 4 * i;
+      float ds = 0.f;
+      if (!(k0 + c > q0 + r || k0 + c >= T)) {
+        const float p = expf(dot_sh(Qs + r * PQ, Ks + c * PQ, Dqk) * a.scale - lse_s[r]);
+        ds = p * (dot_sh(dOs + r * PV, Vs + c * PV, Dv) - D_s[r]);
+      }
+      Ss[r * PP + c] = ds;
+    }
+    __syncthreads();
+    for (int e = tid; e < kSB * Dqk; e += kSimtThreads) {
+      const int rr = e / Dqk, d = e - rr * Dqk;
+      float acc = 0.f;
+#pragma unroll 8
+      for (int c = 0; c < kSB; ++c) acc = fmaf(Ss[rr * PP + c], Ks[c * PQ + d], acc);
+      dQs[e] += acc;
+    }
+  }
+  __syncthreads();
+  for (int e = tid; e < kSB * Dqk; e += kSimtThreads) {
+    const int rr = e / Dqk, d = e - rr * Dqk, row = q0 + rr;
+    if (row < T) a.dq[qoff + int64_t(row) * sq + d] = from_f<E>(dQs[e] * a.scale);
+  }
+}
+
+struct SimtDkvSmem {
+  static size_t bytes(int Dqk, int Dv) {
+    return sizeof(float) * (size_t(kSB) * (Dqk + 1) * 2 + size_t(kSB) * (Dv + 1) * 2 + 2 * kSB * (kSB + 1) +
+                            size_t(kSB) * (Dqk + Dv) + 2 * kSB);
+  }
+};
+
+template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dkdv_simt(AttnArgs<E> a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int T = a.T, H = a.H, Dqk = a.Dqk, Dv = a.Dv, PQ = Dqk + 1, PV = Dv + 1, PP = kSB + 1;
+  float* Ks = reinterpret_cast<float*>(smem_raw);
+  float* Qs = Ks + kSB * PQ;
+  float* Vs = Qs + kSB * PQ;
+  float* dOs = Vs + kSB * PV;
+  float* Ps = dOs + kSB * PV;  // [key][query]
+  float* DSs = Ps + kSB * PP;  // [key][query]
+  float* dKs = DSs + kSB * PP;
+  float* dVs = dKs + kSB * Dqk;
+  float* lse_s = dVs + kSB * Dv;
+  float* D_s = lse_s + kSB;
+
+  const int tid = threadIdx.x;
+  const int k0 = blockIdx.x * kSB;
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * Dqk, sv = int64_t(H) * Dv;
+  const int64_t qoff = (int64_t(b) * T * H + h) * Dqk, voff = (int64_t(b) * T * H + h) * Dv;
+  load_tile_f32(Ks, PQ, a.k + qoff + int64_t(k0) * sq, sq, Dqk, T - k0, tid);
+  load_tile_f32(Vs, PV, a.v + voff + int64_t(k0) * sv, sv, Dv, T - k0, tid);
+  for (int e = tid; e < kSB * Dqk; e += kSimtThreads) dKs[e] = 0.f;
+  for (int e = tid; e < kSB * Dv; e += kSimtThreads) dVs[e] = 0.f;
+
+  const int c = tid >> 2, r0 = tid & 3;  // score role: key c, queries r0 + 4i
+  for (int q0 = k0; q0 < T; q0 += kSB) {
+    __syncthreads();
+    load_tile_f32(Qs, PQ, a.q + qoff + int64_t(q0) * sq, sq, Dqk, T - q0, tid);
+    load_tile_f32(dOs, PV, a.dout + voff + int64_t(q0) * sv, sv, Dv, T - q0, tid);
+    if (tid < kSB) lse_s[tid] = q0 + tid < T ? a.lse_in[(int64_t(b) * H + h) * T + q0 + tid] : 0.f;
+    __syncthreads();
+    rowdot_D(D_s, dOs, PV, a.o + voff, sv, Dv, q0, T, tid);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kSB / 4; ++i) {
+      const int r = r0 + 4 * i;
+      float p = 0.f, ds = 0.f;
+      if (!(k0 + c > q0 + r || q0 + r >= T)) {
+        p = expf(dot_sh(Ks + c * PQ, Qs + r * PQ, Dqk) * a.scale - lse_s[r]);
+        ds = p * (dot_sh(Vs + c * PV, dOs + r * PV, Dv) - D_s[r]);
+      }
+      Ps[c * PP + r] = p;
+      DSs[c * PP + r] = ds;
+    }
+    __syncthreads();
+    for (int e = tid; e < kSB * Dv; e += kSimtThreads) {
+      const int cc = e / Dv, d = e - cc * Dv;
+      float acc = 0.f;
+#pragma unroll 8
+      for (int r = 0; r < kSB; ++r) acc = fmaf(Ps[cc * PP + r], dOs[r * PV + d], acc);
+      dVs[e] += acc;
+    }
+    for (int e = tid; e < kSB * Dqk; e += kSimtThreads) {
+      const int cc = e / Dqk, d = e - cc * Dqk;
+      float acc = 0.f;
+#pragma unroll 8
+      for (int r = 0; r < kSB; ++r) acc = fmaf(DSs[cc * PP + r], Qs[r * PQ + d], acc);
+      dKs[e] += acc;
+    }
+  }
+  __syncthreads();
+  if (a.dk)
+    for (int e = tid; e < kSB * Dqk; e += kSimtThreads) {
+      const int cc = e / Dqk, d = e - cc * Dqk, key = k0 + cc;
+      if (key < T) a.dk[qoff + int64_t(key) * sq + d] = from_f<E>(dKs[e] * a.scale);
+    }
+  if (a.dv)
+    for (int e = tid; e < kSB * Dv; e += kSimtThreads) {
+      const int cc = e / Dv, d = e - cc * Dv, key = k0 + cc;
+      if (key < T) a.dv[voff + int64_t(key) * sv + d] = from_f<E>(dVs[e]);
+    }
+}
+
+// =======================================================================================================
+// Host side
+// =======================================================================================================
+
+// Head-dim pairs with a tensor-core instantiation (DeepSeek-V3: 192/128; a half-width model: 96/64; the
+// project's small presets: 48/32; plus the square 128 and 64).
+#define DS_ATTN_MMA_SHAPES(X) X(192, 128) X(96, 64) X(128, 128) X(64, 64) X(48, 32)
+
+template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
+  AttnArgs<E> a{};
+  a.T = int(q.dim(1));
+  a.H = int(q.dim(2));
+  a.Dqk = int(q.dim(3));
+  a.Dv = int(v.dim(3));
+  a.scale = float(scale);
+  a.scale_log2 = float(scale * 1.4426950408889634);
+  return a;
+}
+
+template <class E> const E* cptr(const Tensor& t) { return t.empty() ? nullptr : static_cast<const E*>(t.data); }
+template <class E> E* mptr(const Tensor& t) { return t.empty() ? nullptr : static_cast<E*>(t.data); }
+
+bool mma_shape(int Dqk, int Dv) {
+#define DS_X(a, b) if (Dqk == a && Dv == b) return true;
+  DS_ATTN_MMA_SHAPES(DS_X)
+#undef DS_X
+  return false;
+}
+
+template <int DQK, int DV> void launch_fwd_mma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  using C = Mma<DQK, DV>;
+  static std::atomic<uint64_t> done{0};
+  allow_smem(attn_fwd_mma<DQK, DV>, C::f_smem, done);
+  const dim3 grid((a.T + C::F_BQ - 1) / C::F_BQ, B * a.H);
+  attn_fwd_mma<DQK, DV><<<grid, kMmaThreads, C::f_smem, st>>>(a);
+}
+
+template <int DQK, int DV> void launch_bwd_mma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  using C = Mma<DQK, DV>;
+  if (a.dk || a.dv) {
+    static std::atomic<uint64_t> done{0};
+    allow_smem(attn_bwd_dkdv_mma<DQK, DV>, C::kv_smem, done);
+    const dim3 grid((a.T + C::KV_BK - 1) / C::KV_BK, B * a.H);
+    attn_bwd_dkdv_mma<DQK, DV><<<grid, kMmaThreads, C::kv_smem, st>>>(a);
+  }
+  if (a.dq) {
+    static std::atomic<uint64_t> done{0};
+    allow_smem(attn_bwd_dq_mma<DQK, DV>, C::q_smem, done);
+    const dim3 grid((a.T + C::Q_BQ - 1) / C::Q_BQ, B * a.H);
+    attn_bwd_dq_mma<DQK, DV><<<grid, kMmaThreads, C::q_smem, st>>>(a);
+  }
+}
+
+void check_simt_smem(size_t bytes, const char* op, int Dqk, int Dv) {
+  DS_CHECK(bytes <= max_smem_optin(), std::string(op) + ": head dims " + std::to_string(Dqk) + "/" +
+                                          std::to_string(Dv) + " need " + std::to_string(bytes) +
+                                          " bytes of shared memory per block");
+}
+
+template <class E> void launch_fwd_simt(const AttnArgs<E>& a, int B, cudaStream_t st) {
+  static std::atomic<uint64_t> done{0};
+  const size_t smem = SimtFwdSmem::bytes(a.Dqk, a.Dv);
+  check_simt_smem(smem, "attention_forward", a.Dqk, a.Dv);
+  allow_smem(attn_fwd_simt<E>, smem, done);
+  const dim3 grid((a.T + kSB - 1) / kSB, B * a.H);
+  attn_fwd_simt<E><<<grid, kSimtThreads, smem, st>>>(a);
+}
+
+template <class E> void launch_bwd_simt(const AttnArgs<E>& a, int B, cudaStream_t st) {
+  const dim3 grid((a.T + kSB - 1) / kSB, B * a.H);
+  if (a.dk || a.dv) {
+    static std::atomic<uint64_t> done{0};
+    const size_t smem = SimtDkvSmem::bytes(a.Dqk, a.Dv);
+    check_simt_smem(smem, "attention_backward", a.Dqk, a.Dv);
+    allow_smem(attn_bwd_dkdv_simt<E>, smem, done);
+    attn_bwd_dkdv_simt<E><<<grid, kSimtThreads, smem, st>>>(a);
+  }
+  if (a.dq) {
+    static std::atomic<uint64_t> done{0};
+    const size_t smem = SimtDqSmem::bytes(a.Dqk, a.Dv);
+    check_simt_smem(smem, "attention_backward", a.Dqk, a.Dv);
+    allow_smem(attn_bwd_dq_simt<E>, smem, done);
+    attn_bwd_dq_simt<E><<<grid, kSimtThreads, smem, st>>>(a);
+  }
+}
+
+bool all_aligned16(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (!t->empty() && !aligned16(*t)) return false;
+  return true;
+}
+
+}  // namespace
+
+void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale) {
+  DS_CHECK(lse.empty() || lse.dtype == DType::f32, "attention_forward (CUDA): lse must be f32");
+  DeviceGuard guard(ctx);
+  const int B = int(q.dim(0));
+  if (q.numel() == 0 || v.numel() == 0) return;
+  cudaStream_t st = stream_of(ctx);
+  if (q.dtype == DType::bf16) {
+    AttnArgs<bf16_t> a = make_args<bf16_t>(q, v, scale);
+    a.q = cptr<bf16_t>(q), a.k = cptr<bf16_t>(k), a.v = cptr<bf16_t>(v), a.out = mptr<bf16_t>(out);
+    a.lse_out = mptr<float>(lse);
+    bool launched = false;
+    if (mma_shape(a.Dqk, a.Dv) && all_aligned16({&q, &k, &v, &out})) {
+#define DS_X(x, y)                                       \
+  if (!launched && a.Dqk == x && a.Dv == y) {            \
+    launch_fwd_mma<x, y>(a, B, st);                      \
+    launched = true;                                     \
+  }
+      DS_ATTN_MMA_SHAPES(DS_X)
+#undef DS_X
+    }
+    if (!launched) launch_fwd_simt(a, B, st);
+  } else {
+    DS_CHECK(q.dtype == DType::f32, "attention_forward (CUDA): f32 or bf16 tensors");
+    AttnArgs<float> a = make_args<float>(q, v, scale);
+    a.q = cptr<float>(q), a.k = cptr<float>(k), a.v = cptr<float>(v), a.out = mptr<float>(out);
+    a.lse_out = mptr<float>(lse);
+    launch_fwd_simt(a, B, st);
+  }
+  check_launch("attention_forward");
+}
+
+void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,
+                        Tensor q, Tensor k, Tensor v, double scale) {
+  DS_CHECK(lse.dtype == DType::f32, "attention_backward (CUDA): lse must be f32");
+  DeviceGuard guard(ctx);
+  const int B = int(q.dim(0));
+  if (q.numel() == 0 || v.numel() == 0 || (d_q.empty() && d_k.empty() && d_v.empty())) return;
+  cudaStream_t st = stream_of(ctx);
+  if (q.dtype == DType::bf16) {
+    AttnArgs<bf16_t> a = make_args<bf16_t>(q, v, scale);
+    a.q = cptr<bf16_t>(q), a.k = cptr<bf16_t>(k), a.v = cptr<bf16_t>(v), a.o = cptr<bf16_t>(out);
+    a.dout = cptr<bf16_t>(d_out), a.dq = mptr<bf16_t>(d_q), a.dk = mptr<bf16_t>(d_k), a.dv = mptr<bf16_t>(d_v);
+    a.lse_in = cptr<float>(lse);
+    bool launched = false;
+    if (mma_shape(a.Dqk, a.Dv) && all_aligned16({&q, &k, &v, &out, &d_out, &d_q, &d_k, &d_v})) {
+#define DS_X(x, y)                                       \
+  if (!launched && a.Dqk == x && a.Dv == y) {            \
+    launch_bwd_mma<x, y>(a, B, st);                      \
+    launched = true;                                     \
+  }
+      DS_ATTN_MMA_SHAPES(DS_X)
+#undef DS_X
+    }
+    if (!launched) launch_bwd_simt(a, B, st);
+  } else {
+    DS_CHECK(q.dtype == DType::f32, "attention_backward (CUDA): f32 or bf16 tensors");
+    AttnArgs<float> a = make_args<float>(q, v, scale);
+    a.q = cptr<float>(q), a.k = cptr<float>(k), a.v = cptr<float>(v), a.o = cptr<float>(out);
+    a.dout = cptr<float>(d_out), a.dq = mptr<float>(d_q), a.dk = mptr<float>(d_k), a.dv = mptr<float>(d_v);
+    a.lse_in = cptr<float>(lse);
+    launch_bwd_simt(a, B, st);
+  }
+  check_launch("attention_backward");
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,416 @@
+// CPU-vs-CUDA parity of kernels/attention.cu (causal attention forward / backward) and kernels/mla_decode.cu
+// (kv_cache_write, absorbed-MLA decode over the paged latent cache), through the ops of lib/ops/ops.h.
+// Every case prints one "parity ..." line with the measured error, its tolerance and the reason.
+// Tags: [big] = DeepSeek-V3-sized cases (skip under compute-sanitizer: `~[big]`); [graph] = CUDA-graph capture;
+// [.bench] = timings (hidden; run with "[bench]").
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/ops/parity.h"
+
+using namespace ds;
+using namespace ds::parity;
+
+namespace {
+
+// The reference on all cores (the CPU kernels parallelise over (batch, head) pairs and query rows).
+Context cpu_ctx_mt() {
+  Context c;
+  c.threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  return c;
+}
+template <class F> void run_both_mt(F&& f) {
+  f(cpu_ctx_mt(), Pick{false});
+  f(cuda_ctx(), Pick{true});
+  device_sync();
+}
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s;
+  for (int64_t x : d) s += (s.empty() ? "" : "x") + std::to_string(x);
+  return s;
+}
+
+// ---- attention ----------------------------------------------------------------------------------------
+
+struct AttnCase {
+  int64_t B, T, H, Dqk, Dv;
+  double scale;  // 0: 1/sqrt(Dqk)
+};
+
+// Tolerances on norm_err (error over the tensor's max |value|).
+//  f32: one f32 rounding per product, expf, f32 sums over up to T keys; the reference is f64.
+//  bf16: the output rounding alone is 2^-9 = 2.0e-3 relative; P (forward) and P, dS (backward) are rounded to bf16
+//  before their tensor-core products, as FlashAttention-2 does, which adds about as much again per term.
+constexpr double kAttnF32Fwd = 1e-5, kAttnF32Bwd = 2e-5, kAttnF32Lse = 2e-6;
+constexpr double kAttnBf16Fwd = 1e-2, kAttnBf16Bwd = 1.5e-2, kAttnBf16Lse = 2e-5;
+const char* kWhyF32 = "f32 accumulation and expf vs f64 reference";
+const char* kWhyBf16Fwd = "bf16 output rounding 2^-9 + P rounded to bf16 before P.V";
+const char* kWhyBf16Bwd = "bf16 output rounding + P, dS rounded to bf16 before the tensor-core products";
+const char* kWhyLse = "f32 statistics from exact products of the (rounded) inputs";
+
+// A gradient that is exactly zero in the reference (T = 1: P = 1 and O = v, so dS = P (dO.v - dO.O) = 0 and
+// dq = dk = 0) has no scale to normalise by: check the device values' magnitude instead.
+void expect_grad(const std::string& what, const Twin& t, double tol, const char* why) {
+  const std::vector<double> ref = t.ref.values();
+  double scale = 0;
+  for (double r : ref) scale = std::max(scale, std::abs(r));
+  if (scale > 0) {
+    expect_close(what, t, tol, why);
+    return;
+  }
+  expect_guards(what, t.dev);
+  double got = 0;
+  bool finite = true;
+  for (double g : t.dev.values()) {
+    finite = finite && std::isfinite(g);
+    got = std::max(got, std::abs(g));
+  }
+  std::printf("parity %-48s reference exactly 0: max |got| %.3e (tol 1e-6, inputs of scale 1)\n", what.c_str(), got);
+  CHECK(finite);
+  CHECK(got <= 1e-6);
+}
+
+void attention_case(const AttnCase& s, DType dt, uint64_t seed, bool grads_split = false) {
+  const double scale = s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(s.Dqk));
+  const std::vector<int64_t> qs{s.B, s.T, s.H, s.Dqk}, vs{s.B, s.T, s.H, s.Dv}, ls{s.B, s.H, s.T};
+  const std::string tag =
+      std::string("attention ") + name(dt) + " " + dims({s.B, s.T, s.H, s.Dqk, s.Dv});
+  const bool bf = dt == DType::bf16;
+
+  Twin q = twin(dt, randu(qs, seed)), k = twin(dt, randu(qs, seed + 1)), v = twin(dt, randu(vs, seed + 2));
+  Twin out = twin_out(dt, vs), lse = twin_out(DType::f32, ls);
+  run_both_mt([&](const Context& c, Pick p) { attention_forward(c, p(out), p(lse), p(q), p(k), p(v), scale); });
+  expect_close(tag + " fwd out", out, bf ? kAttnBf16Fwd : kAttnF32Fwd, bf ? kWhyBf16Fwd : kWhyF32);
+  expect_close(tag + " fwd lse", lse, bf ? kAttnBf16Lse : kAttnF32Lse, kWhyLse);
+
+  // Backward from the reference forward, so both sides see identical out and lse.
+  Twin o_in = twin(dt, Values{vs, out.ref.values()}), l_in = twin(DType::f32, Values{ls, lse.ref.values()});
+  Twin dout = twin(dt, randu(vs, seed + 3));
+  const double tol = bf ? kAttnBf16Bwd : kAttnF32Bwd;
+  const char* why = bf ? kWhyBf16Bwd : kWhyF32;
+  if (!grads_split) {
+    Twin dq = twin_out(dt, qs), dk = twin_out(dt, qs), dv = twin_out(dt, vs);
+    run_both_mt([&](const Context& c, Pick p) {
+      attention_backward(c, p(dq), p(dk), p(dv), p(dout), p(o_in), p(l_in), p(q), p(k), p(v), scale);
+    });
+    expect_grad(tag + " bwd dq", dq, tol, why);
+    expect_grad(tag + " bwd dk", dk, tol, why);
+    expect_grad(tag + " bwd dv", dv, tol, why);
+  } else {  // optional outputs: dq alone, then dk and dv without dq
+    Twin dq = twin_out(dt, qs);
+    run_both_mt([&](const Context& c, Pick p) {
+      attention_backward(c, p(dq), Tensor{}, Tensor{}, p(dout), p(o_in), p(l_in), p(q), p(k), p(v), scale);
+    });
+    expect_grad(tag + " bwd dq only", dq, tol, why);
+    Twin dk = twin_out(dt, qs), dv = twin_out(dt, vs);
+    run_both_mt([&](const Context& c, Pick p) {
+      attention_backward(c, Tensor{}, p(dk), p(dv), p(dout), p(o_in), p(l_in), p(q), p(k), p(v), scale);
+    });
+    expect_grad(tag + " bwd dk (no dq)", dk, tol, why);
+    expect_grad(tag + " bwd dv (no dq)", dv, tol, why);
+  }
+}
+
+// ---- MLA decode ---------------------------------------------------------------------------------------
+
+struct DecodeCase {
+  int64_t n, H, Rkv, dr, S, max_blocks;
+  std::vector<int32_t> lens;
+  double scale;
+  bool with_lse = true;
+};
+
+constexpr double kDecF32 = 1e-5, kDecBf16 = 1e-2, kDecLseF32 = 2e-6, kDecLseBf16 = 2e-5;
+
+// Block table: each row gets its own random pages; odd rows share row 0's first page (a shared prompt page);
+// entries past a row's length are -1 (never read).
+std::vector<int32_t> make_table(const DecodeCase& s, int64_t P, uint64_t seed) {
+  std::vector<int32_t> perm(static_cast<size_t>(P));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 rng(seed);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> t(size_t(s.n * s.max_blocks), -1);
+  for (int64_t i = 0; i < s.n; ++i) {
+    const int64_t used = (s.lens[size_t(i)] + s.S - 1) / s.S;
+    for (int64_t b = 0; b < used; ++b) t[size_t(i * s.max_blocks + b)] = perm[size_t((i * s.max_blocks + b) % P)];
+    if (i % 2 == 1 && used > 0) t[size_t(i * s.max_blocks)] = t[0];
+  }
+  return t;
+}
+
+void decode_case(const DecodeCase& s, DType dt, uint64_t seed) {
+  const int64_t C = s.Rkv + s.dr, P = s.n * s.max_blocks + 3;
+  const std::string tag = std::string("mla_decode ") + name(dt) + " n" + std::to_string(s.n) + " H" +
+                          std::to_string(s.H) + " C" + std::to_string(C) + " R" + std::to_string(s.Rkv) + " S" +
+                          std::to_string(s.S) + " maxlen" + std::to_string(*std::max_element(s.lens.begin(), s.lens.end()));
+  const bool bf = dt == DType::bf16;
+  Twin q = twin(dt, randu({s.n, s.H, C}, seed)), pool = twin(dt, randu({P, s.S, C}, seed + 1));
+  Twin table = twin_ints({s.n, s.max_blocks}, make_table(s, P, seed + 2)), lens = twin_ints({s.n}, s.lens);
+  Twin out = twin_out(dt, {s.n, s.H, s.Rkv});
+  Twin lse = s.with_lse ? twin_out(DType::f32, {s.n, s.H}) : none();
+  run_both_mt([&](const Context& c, Pick p) {
+    mla_decode_attention(c, p(out), p(lse), p(q), p(pool), p(table), p(lens), s.scale);
+  });
+  expect_close(tag + " out", out, bf ? kDecBf16 : kDecF32,
+               bf ? "bf16 output rounding 2^-9 + P rounded to bf16 before P.V" : kWhyF32);
+  if (s.with_lse) expect_close(tag + " lse", lse, bf ? kDecLseBf16 : kDecLseF32, kWhyLse);
+}
+
+const double kV3Scale = 0.1352338;  // MODEL.md §2.4: 192^-0.5 * mscale^2
+
+// ---- timing -------------------------------------------------------------------------------------------
+
+template <class F> double time_ms(F&& f, int iters) {
+  for (int i = 0; i < 3; ++i) f();
+  device_sync();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cudaEventRecord(a);
+  for (int i = 0; i < iters; ++i) f();
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  device_sync();
+  return double(ms) / iters;
+}
+
+}  // namespace
+
+// =======================================================================================================
+
+TEST_CASE("attention parity: small and odd shapes, f32 and bf16", "[attention]") {
+  const std::vector<AttnCase> cases = {
+      {1, 1, 1, 192, 128, kV3Scale},  // one token
+      {2, 7, 3, 192, 128, kV3Scale},  // inside one tile
+      {1, 129, 2, 96, 64, 0},         // tile boundaries + 1
+      {3, 65, 2, 48, 32, 0},          // the project's small preset dims
+      {2, 100, 2, 96, 64, 1.0},       // peaky softmax (large scale): online max rescaling
+      {2, 33, 3, 16, 8, 0},           // tiny preset dims: SIMT path for bf16 too
+      {1, 70, 2, 20, 12, 0},          // dims that are not multiples of 8
+      {2, 130, 2, 128, 128, 0},       // square head dims
+  };
+  uint64_t seed = 100;
+  for (const AttnCase& s : cases)
+    for (DType dt : {DType::f32, DType::bf16}) attention_case(s, dt, seed += 10);
+}
+
+TEST_CASE("attention parity: optional gradient outputs and batch sizes", "[attention]") {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    attention_case({4, 97, 2, 96, 64, 0}, dt, 501, /*grads_split=*/true);
+    attention_case({5, 31, 1, 192, 128, kV3Scale}, dt, 511);
+  }
+}
+
+TEST_CASE("attention parity: unaligned views take the generic path", "[attention]") {
+  // A q view that starts 2 bytes off a 16-byte boundary (a column slice would do that): the tensor-core path needs
+  // 16-byte rows, the dispatcher falls back to the SIMT kernel.
+  const DType dt = DType::bf16;
+  const AttnCase s{2, 40, 2, 96, 64, 0};
+  const std::vector<int64_t> qs{s.B, s.T, s.H, s.Dqk}, vs{s.B, s.T, s.H, s.Dv}, ls{s.B, s.H, s.T};
+  const double scale = 1.0 / std::sqrt(96.0);
+  Twin q = twin(dt, randu(qs, 7), DType::f64, 2), k = twin(dt, randu(qs, 8)), v = twin(dt, randu(vs, 9));
+  Twin out = twin_out(dt, vs), lse = twin_out(DType::f32, ls);
+  run_both_mt([&](const Context& c, Pick p) { attention_forward(c, p(out), p(lse), p(q), p(k), p(v), scale); });
+  expect_close("attention bf16 unaligned q fwd out", out, kAttnBf16Fwd, "bf16 output rounding (SIMT path)");
+  expect_close("attention bf16 unaligned q fwd lse", lse, kAttnBf16Lse, kWhyLse);
+}
+
+TEST_CASE("attention parity: DeepSeek-V3 shapes", "[attention][big]") {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    attention_case({1, 256, 128, 192, 128, kV3Scale}, dt, 900);  // H = 128, Dqk 192, Dv 128
+    attention_case({2, 513, 16, 192, 128, kV3Scale}, dt, 910);
+    attention_case({1, 1024, 4, 96, 64, 0}, dt, 920);
+  }
+}
+
+TEST_CASE("kv_cache_write parity", "[mla_decode]") {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (auto [Rkv, dr, S] : {std::tuple<int64_t, int64_t, int64_t>{512, 64, 64}, {16, 8, 4}, {64, 16, 16}}) {
+      const int64_t P = 5, C = Rkv + dr, n = 9;
+      std::vector<int32_t> rows(size_t(P * S));
+      std::iota(rows.begin(), rows.end(), 0);
+      std::mt19937_64 rng(uint64_t(Rkv + S));
+      std::shuffle(rows.begin(), rows.end(), rng);
+      rows.resize(size_t(n));
+      Twin pool = twin(dt, randu({P, S, C}, 31)), slots = twin_ints({n}, rows);
+      Twin c = twin(dt, randu({n, Rkv}, 32)), kpe = twin(dt, randu({n, dr}, 33));
+      run_both([&](const Context& ctx, Pick p) { kv_cache_write(ctx, p(pool), p(slots), p(c), p(kpe)); });
+      expect_close(std::string("kv_cache_write ") + name(dt) + " C" + std::to_string(C), pool, 0.0, "a copy");
+    }
+  }
+}
+
+TEST_CASE("mla_decode parity: paged latent cache, varying kv_len", "[mla_decode]") {
+  const std::vector<DecodeCase> cases = {
+      // DeepSeek-V3: C = 512 + 64, R = 512, pages of 64; lengths on and around page edges.
+      {4, 128, 512, 64, 64, 16, {1, 63, 64, 1000}, kV3Scale},
+      {3, 16, 512, 64, 64, 40, {2500, 7, 129}, kV3Scale},          // 16 heads (TP 8), long rows: many splits
+      {2, 128, 512, 64, 64, 2, {65, 128}, kV3Scale, false},         // no lse
+      {3, 16, 64, 16, 16, 8, {1, 17, 100}, 0.2},                    // the small preset (C 80, R 64)
+      {2, 40, 128, 32, 32, 4, {97, 128}, 0.1},                      // 40 heads: partial head tiles
+      {2, 5, 16, 8, 4, 3, {3, 9}, 0.3},                             // tiny preset: SIMT path for bf16 too
+      {3, 20, 48, 16, 8, 6, {48, 1, 33}, 0.25},                     // R = 48: SIMT path for bf16 too
+  };
+  uint64_t seed = 300;
+  for (const DecodeCase& s : cases)
+    for (DType dt : {DType::f32, DType::bf16}) decode_case(s, dt, seed += 10);
+}
+
+TEST_CASE("mla_decode parity: DeepSeek-V3 batch 64, 1k-token rows", "[mla_decode][big]") {
+  DecodeCase s{64, 128, 512, 64, 64, 16, {}, kV3Scale};
+  std::mt19937_64 rng(77);
+  for (int i = 0; i < 64; ++i) s.lens.push_back(int32_t(1 + rng() % 1024));
+  for (DType dt : {DType::f32, DType::bf16}) decode_case(s, dt, 700);
+}
+
+// One small case per kernel (SIMT and tensor-core, both files) for compute-sanitizer --tool racecheck, which is
+// too slow for the whole suite.
+TEST_CASE("attention and mla_decode: one case per kernel", "[.race][race]") {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    attention_case({2, 70, 1, 96, 64, 0}, dt, 1000);
+    attention_case({1, 40, 2, 20, 12, 0}, dt, 1010);
+    decode_case({2, 20, 64, 16, 16, 8, {100, 7}, 0.2}, dt, 1020);
+    decode_case({2, 128, 512, 64, 64, 12, {700, 64}, kV3Scale}, dt, 1030);
+  }
+}
+
+TEST_CASE("attention and mla_decode replay from a captured CUDA graph", "[graph]") {
+  cudaStream_t st = nullptr;
+  cuda_ok(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "cudaStreamCreate");
+  Context c = cuda_ctx();
+  c.cuda_stream = st;
+  const DType dt = DType::bf16;
+  // attention forward + backward
+  const int64_t B = 2, T = 77, H = 4, Dqk = 192, Dv = 128;
+  DevTensor q = dev(dt, randu({B, T, H, Dqk}, 1)), k = dev(dt, randu({B, T, H, Dqk}, 2)),
+            v = dev(dt, randu({B, T, H, Dv}, 3)), dout = dev(dt, randu({B, T, H, Dv}, 4));
+  DevTensor o1(dt, {B, T, H, Dv}), o2(dt, {B, T, H, Dv}), l1(DType::f32, {B, H, T}), l2(DType::f32, {B, H, T});
+  DevTensor dq1(dt, {B, T, H, Dqk}), dq2(dt, {B, T, H, Dqk}), dk1(dt, {B, T, H, Dqk}), dk2(dt, {B, T, H, Dqk}),
+      dv1(dt, {B, T, H, Dv}), dv2(dt, {B, T, H, Dv});
+  // decode (splits need the scratch: the eager call sizes it)
+  const int64_t n = 2, Hd = 128, C = 576, R = 512, S = 64, mb = 20, P = n * mb;
+  std::vector<int32_t> tab(size_t(n * mb));
+  std::iota(tab.begin(), tab.end(), 0);
+  DevTensor ql = dev(dt, randu({n, Hd, C}, 5)), pool = dev(dt, randu({P, S, C}, 6));
+  DevTensor table = dev_ints({n, mb}, tab), lens = dev_ints({n}, {1200, 77});
+  DevTensor do1(dt, {n, Hd, R}), do2(dt, {n, Hd, R}), dl1(DType::f32, {n, Hd}), dl2(DType::f32, {n, Hd});
+
+  auto step = [&](DevTensor& o, DevTensor& l, DevTensor& dq, DevTensor& dk, DevTensor& dv, DevTensor& dco,
+                  DevTensor& dcl) {
+    attention_forward(c, o, l, q, k, v, kV3Scale);
+    attention_backward(c, dq, dk, dv, dout, o, l, q, k, v, kV3Scale);
+    mla_decode_attention(c, dco, dcl, ql, pool, table, lens, kV3Scale);
+  };
+  step(o1, l1, dq1, dk1, dv1, do1, dl1);
+  cuda_ok(cudaStreamSynchronize(st), "eager step");
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cuda_ok(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+  step(o2, l2, dq2, dk2, dv2, do2, dl2);
+  cuda_ok(cudaStreamEndCapture(st, &graph), "cudaStreamEndCapture (an op broke the capture)");
+  cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+  cuda_ok(cudaGraphLaunch(exec, st), "cudaGraphLaunch");
+  cuda_ok(cudaStreamSynchronize(st), "graph replay");
+  for (auto [what, a, b] : {std::tuple<const char*, DevTensor*, DevTensor*>{"graph attention out", &o1, &o2},
+                            {"graph attention lse", &l1, &l2},
+                            {"graph attention dq", &dq1, &dq2},
+                            {"graph attention dk", &dk1, &dk2},
+                            {"graph attention dv", &dv1, &dv2},
+                            {"graph mla_decode out", &do1, &do2},
+                            {"graph mla_decode lse", &dl1, &dl2}})
+    expect_close_values(what, b->values(), a->values(), 0.0, "replay = eager (deterministic kernels)");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(st);
+}
+
+TEST_CASE("attention and mla_decode timings", "[.bench][bench]") {
+  const Context c = cuda_ctx();
+  for (DType dt : {DType::bf16, DType::f32}) {
+    for (auto [B, T, H, Dqk, Dv] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{4, 1024, 16, 96, 64},
+                                    {1, 4096, 128, 192, 128}}) {
+      if (dt == DType::f32 && H == 128) continue;  // the SIMT path on the big shape: minutes, not informative
+      DevTensor q = dev(dt, randu({B, T, H, Dqk}, 1)), k = dev(dt, randu({B, T, H, Dqk}, 2)),
+                v = dev(dt, randu({B, T, H, Dv}, 3)), dout = dev(dt, randu({B, T, H, Dv}, 4));
+      DevTensor o(dt, {B, T, H, Dv}), l(DType::f32, {B, H, T}), dq(dt, {B, T, H, Dqk}), dk(dt, {B, T, H, Dqk}),
+          dv(dt, {B, T, H, Dv});
+      const double sc = 1.0 / std::sqrt(double(Dqk));
+      const int iters = dt == DType::f32 ? 3 : 10;
+      const double fwd = time_ms([&] { attention_forward(c, o, l, q, k, v, sc); }, iters);
+      const double bwd =
+          time_ms([&] { attention_backward(c, dq, dk, dv, dout, o, l, q, k, v, sc); }, iters);
+      // Naive causal FLOPs: T(T+1)/2 (query, key) pairs per (batch, head); forward 2(Dqk + Dv) per pair,
+      // backward 2(2 Dqk + 2 Dv + Dqk) (S recompute, dP, dV, dK, dQ).
+      const double pairs = double(B) * H * T * (T + 1) / 2;
+      const double f_fl = pairs * 2 * (Dqk + Dv), b_fl = pairs * 2 * (3 * Dqk + 2 * Dv);
+      std::printf("bench attention %-4s B=%lld T=%lld H=%lld Dqk=%lld Dv=%lld  fwd %8.3f ms %7.1f TFLOP/s  "
+                  "bwd %8.3f ms %7.1f TFLOP/s\n",
+                  name(dt), (long long)B, (long long)T, (long long)H, (long long)Dqk, (long long)Dv, fwd,
+                  f_fl / fwd * 1e-9, bwd, b_fl / bwd * 1e-9);
+      std::fflush(stdout);
+    }
+  }
+  for (DType dt : {DType::bf16, DType::f32}) {
+    for (int64_t n : {1, 64}) {
+      const int64_t H = 128, C = 576, R = 512, S = 64, len = 1024, mb = len / S, P = n * mb;
+      std::vector<int32_t> tab(size_t(n * mb));
+      std::iota(tab.begin(), tab.end(), 0);
+      std::mt19937_64 rng(3);
+      std::shuffle(tab.begin(), tab.end(), rng);
+      DevTensor ql = dev(dt, randu({n, H, C}, 5)), pool = dev(dt, randu({P, S, C}, 6));
+      DevTensor table = dev_ints({n, mb}, tab), lens = dev_ints({n}, std::vector<int32_t>(size_t(n), int32_t(len)));
+      DevTensor out(dt, {n, H, R}), lse(DType::f32, {n, H});
+      const double ms =
+          time_ms([&] { mla_decode_attention(c, out, lse, ql, pool, table, lens, kV3Scale); }, 50);
+      // The same call captured once and replayed (no host overhead: how the engine runs decode).
+      cudaStream_t st = nullptr;
+      cuda_ok(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "cudaStreamCreate");
+      Context cs = c;
+      cs.cuda_stream = st;
+      mla_decode_attention(cs, out, lse, ql, pool, table, lens, kV3Scale);  // sizes the split scratch
+      cuda_ok(cudaStreamSynchronize(st), "eager decode");
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      cuda_ok(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal), "capture");
+      mla_decode_attention(cs, out, lse, ql, pool, table, lens, kV3Scale);
+      cuda_ok(cudaStreamEndCapture(st, &graph), "end capture");
+      cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+      const int reps = 200;
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      for (int r = 0; r < 5; ++r) cudaGraphLaunch(exec, st);
+      cudaEventRecord(e0, st);
+      for (int r = 0; r < reps; ++r) cudaGraphLaunch(exec, st);
+      cudaEventRecord(e1, st);
+      cuda_ok(cudaEventSynchronize(e1), "graph replay");
+      float gms = 0;
+      cudaEventElapsedTime(&gms, e0, e1);
+      const double g = double(gms) / reps;
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+      cudaStreamDestroy(st);
+      const double flops = double(n) * H * len * 2 * (C + R);
+      const double bytes = double(dtype_size(dt)) * (double(n) * len * C + double(n) * H * (C + R));
+      std::printf("bench mla_decode %-4s n=%lld H=%lld C=%lld R=%lld len=%lld  eager %8.1f us  graph %8.1f us  "
+                  "%7.1f TFLOP/s  %7.1f GB/s (graph)\n",
+                  name(dt), (long long)n, (long long)H, (long long)C, (long long)R, (long long)len, ms * 1e3,
+                  g * 1e3, flops / g * 1e-9, bytes / g * 1e-6);
+      std::fflush(stdout);
+    }
+  }
+}
