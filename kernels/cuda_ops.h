@@ -69,6 +69,11 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
 void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
     Tensor row_of, Tensor topk_w);
 
+// ---- grouped expert linear, all experts in one launch, offsets read on the device (kernels/grouped_matmul.cu)
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc);
+void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+    Tensor offsets, Accum acc_in);
+
 // ---- fused cross-entropy and AdamW (kernels/loss.cu, kernels/adamw.cu)
 void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
     int ignore_index);

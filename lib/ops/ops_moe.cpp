@@ -182,19 +182,19 @@ static void check_grouped(Check& c, const Tensor& weight, const Tensor& offsets)
 
 void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc) {
   Check c(ctx, "grouped_matmul_forward");
-  c.f("out", out).f("in", in).f("weight", weight);
+  c.f("in", in).f("weight", weight).wide("out", out);
   check_grouped(c, weight, offsets);
   OP_CHECK(c, in.cols() == weight.dim(2),
            "weight " + weight.shape_str() + " must be [E, N, K] with K = last dim of in " + in.shape_str());
   OP_CHECK(c, out.rows() == in.rows() && out.cols() == weight.dim(1),
            "out " + out.shape_str() + " must be [M, N] for in " + in.shape_str() + " and weight " + weight.shape_str());
-  if (c.cpu()) cpu::grouped_matmul_forward(ctx, out, in, weight, offsets, acc);
+  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_matmul_forward(ctx, out, in, weight, offsets, acc));
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                              Tensor offsets, Accum acc_in) {
   Check c(ctx, "grouped_matmul_backward");
-  c.f("d_out", d_out).f("weight", weight).f_opt("d_in", d_in).f_opt("d_weight", d_weight);
+  c.f("d_out", d_out).f("weight", weight).wide_opt("d_in", d_in).wide_opt("d_weight", d_weight);
   check_grouped(c, weight, offsets);
   OP_CHECK(c, d_out.cols() == weight.dim(1),
            "weight " + weight.shape_str() + " must be [E, N, K] with N = last dim of d_out " + d_out.shape_str());
@@ -210,7 +210,8 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
              "in " + in.shape_str() + " must be [M, K] for d_out " + d_out.shape_str() + " and weight " +
                  weight.shape_str());
   }
-  if (c.cpu()) cpu::grouped_matmul_backward(ctx, d_in, d_weight, d_out, in, weight, offsets, acc_in);
+  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL,
+                     grouped_matmul_backward(ctx, d_in, d_weight, d_out, in, weight, offsets, acc_in));
 }
 
 }  // namespace ds

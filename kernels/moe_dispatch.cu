@@ -1,0 +1,327 @@
+// MoE dispatch / combine: the routing table (token copies grouped by expert), permute and the weighted
+// unpermute, forward and backward — the CUDA twins of lib/ops/cpu/moe_dispatch.cpp.
+//
+// moe_route is a stable counting sort with no host synchronisation: the flat (n, k) entries are cut into chunks
+// of kChunk; (1) one warp per chunk counts its experts, (2) one block per expert scans those counts over the
+// chunks, (3) one block scans the expert totals into offsets (and adds them to counts), (4) one warp per chunk
+// walks its entries in order and gives each its row: offsets[e] + rows of e in earlier chunks + rows of e
+// earlier in this chunk (warp match + popcount). The result is exactly the CPU's: rows ordered by expert, then
+// by (n, k).
+//
+// permute / unpermute gather per token (no atomics, no write conflicts); sums over k run in k order in f32
+// without contraction (__fmul_rn/__fadd_rn), which is what the CPU does in f32, and round once to bf16.
+#include <cub/block/block_scan.cuh>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda_ops.h"
+#include "kernels/moe_util.cuh"
+
+namespace ds::cuda {
+
+using moe::FPtr;
+using moe::from_f;
+using moe::ldf;
+using moe::stf;
+using moe::to_f;
+
+namespace {
+
+constexpr int kChunk = 1024;       // (n, k) entries per warp in moe_route
+constexpr int kRouteWarps = 8;     // warps per block in moe_route's chunk passes
+constexpr int kScanThreads = 256;  // threads of the scan blocks
+constexpr unsigned kFull = 0xffffffffu;
+
+// (1) chunk_cnt[c * E + e] = number of entries of chunk c routed to e (one warp per chunk, counters in shared).
+__global__ void route_count_kernel(int* chunk_cnt, const int32_t* idx, int64_t NK, int E, int64_t nchunks) {
+  extern __shared__ int counters[];  // [kRouteWarps][E]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int* cnt = counters + size_t(warp) * E;
+  const int64_t c = int64_t(blockIdx.x) * kRouteWarps + warp;
+  for (int e = lane; e < E; e += 32) cnt[e] = 0;
+  __syncwarp();
+  if (c < nchunks) {
+    const int64_t i0 = c * kChunk, i1 = min(NK, i0 + kChunk);
+    for (int64_t i = i0 + lane; i < i1; i += 32) {
+      const int e = idx[i];
+      if (e >= 0 && e < E) atomicAdd(cnt + e, 1);
+    }
+    __syncwarp();
+    for (int e = lane; e < E; e += 32) chunk_cnt[c * E + e] = cnt[e];
+  }
+}
+
+// (2) per expert e (one block): exclusive scan of chunk_cnt[., e] over the chunks, in place; total[e].
+__global__ void route_scan_chunks_kernel(int* chunk_cnt, int64_t* total, int E, int64_t nchunks) {
+  using Scan = cub::BlockScan<int64_t, kScanThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int e = blockIdx.x;
+  int64_t running = 0;
+  for (int64_t c0 = 0; c0 < nchunks; c0 += kScanThreads) {
+    const int64_t c = c0 + threadIdx.x;
+    const int64_t v = c < nchunks ? chunk_cnt[c * E + e] : 0;
+    int64_t excl, agg;
+    Scan(tmp).ExclusiveSum(v, excl, agg);
+    if (c < nchunks) chunk_cnt[c * E + e] = int(running + excl);
+    running += agg;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) total[e] = running;
+}
+
+// (3) offsets = exclusive scan of the totals (one block); counts += totals.
+__global__ void route_offsets_kernel(int64_t* offsets, int64_t* counts, const int64_t* total, int E) {
+  using Scan = cub::BlockScan<int64_t, kScanThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  int64_t running = 0;
+  for (int e0 = 0; e0 < E; e0 += kScanThreads) {
+    const int e = e0 + threadIdx.x;
+    const int64_t v = e < E ? total[e] : 0;
+    int64_t excl, agg;
+    Scan(tmp).ExclusiveSum(v, excl, agg);
+    if (e < E) {
+      offsets[e] = running + excl;
+      if (counts) counts[e] += v;
+    }
+    running += agg;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) offsets[E] = running;
+}
+
+// (4) rows: one warp per chunk, 32 entries at a time in order; running per-expert counts in shared memory.
+__global__ void route_rows_kernel(int32_t* row_of, const int32_t* idx, const int* chunk_base, const int64_t* offsets,
+                                  int64_t NK, int E, int64_t nchunks) {
+  extern __shared__ int counters[];  // [kRouteWarps][E]
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int* run = counters + size_t(warp) * E;
+  const int64_t c = int64_t(blockIdx.x) * kRouteWarps + warp;
+  for (int e = lane; e < E; e += 32) run[e] = 0;
+  __syncwarp();
+  if (c >= nchunks) return;
+  const int64_t i0 = c * kChunk, i1 = min(NK, i0 + kChunk);
+  const unsigned lower = (1u << lane) - 1u;
+  for (int64_t b = i0; b < i1; b += 32) {
+    const int64_t i = b + lane;
+    int e = i < i1 ? idx[i] : -1;
+    if (e >= E) e = -1;
+    if (e < -1) e = -1;
+    const unsigned peers = __match_any_sync(kFull, e);
+    const int rank = __popc(peers & lower);
+    if (e >= 0) row_of[i] = int32_t(offsets[e] + chunk_base[c * E + e] + run[e] + rank);
+    else if (i < i1) row_of[i] = -1;  // an expert id out of range (the CPU raises an error): no row
+    __syncwarp();
+    if (e >= 0 && lane == 31 - __clz(peers)) run[e] += __popc(peers);  // the highest peer updates
+    __syncwarp();
+  }
+}
+
+// ---- permute / unpermute ---------------------------------------------------------------------------------
+
+// out[row_of[n, k]] = in[n]: a byte copy of each token row to its K rows (16-byte words when aligned).
+template <class W>
+__global__ void permute_fwd_kernel(W* out, const W* in, const int32_t* row_of, int64_t N, int K, int64_t words,
+                                   int64_t rows_out) {
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    const W* src = in + n * words;
+    for (int64_t w = threadIdx.x; w < words; w += blockDim.x) {
+      const W v = src[w];
+      for (int k = 0; k < K; ++k) {
+        const int64_t r = row_of[n * K + k];
+        if (r >= 0 && r < rows_out) out[r * words + w] = v;
+      }
+    }
+  }
+}
+
+// d_in[n] (=|+=) sum_k d_out[row_of[n, k]], k in order, f32.
+template <class T>
+__global__ void permute_bwd_kernel(T* d_in, const T* d_out, const int32_t* row_of, int64_t N, int K, int64_t D,
+                                   int64_t rows_out, int add) {
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      float s = 0.0f;
+      for (int k = 0; k < K; ++k) {
+        const int64_t r = row_of[n * K + k];
+        if (r >= 0 && r < rows_out) s = __fadd_rn(s, to_f(d_out[r * D + c]));
+      }
+      T* d = d_in + n * D + c;
+      *d = from_f<T>(add ? __fadd_rn(to_f(*d), s) : s);
+    }
+  }
+}
+
+// out[n] (=|+=) sum_k w[n, k] * expert_out[row_of[n, k]], k in order, f32.
+template <class T>
+__global__ void unpermute_fwd_kernel(T* out, const T* eo, const int32_t* row_of, FPtr w, int64_t N, int K, int64_t D,
+                                     int64_t rows_eo, int add) {
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      float s = 0.0f;
+      for (int k = 0; k < K; ++k) {
+        const int64_t r = row_of[n * K + k];
+        if (r >= 0 && r < rows_eo) s = __fadd_rn(s, __fmul_rn(ldf(w, n * K + k), to_f(eo[r * D + c])));
+      }
+      T* o = out + n * D + c;
+      *o = from_f<T>(add ? __fadd_rn(to_f(*o), s) : s);
+    }
+  }
+}
+
+// One block per token n: d_expert_out[r] = w * d_out[n]; d_topk_w[n, k] = d_out[n] · expert_out[r] (double sums).
+template <class T>
+__global__ void unpermute_bwd_kernel(T* d_eo, FPtr d_w, const T* d_out, const T* eo, const int32_t* row_of, FPtr w,
+                                     int64_t N, int K, int64_t D, int64_t rows_eo) {
+  __shared__ double part[32];
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    const T* g = d_out + n * D;
+    for (int k = 0; k < K; ++k) {
+      const int64_t r = row_of[n * K + k];
+      const bool valid = r >= 0 && r < rows_eo;
+      double dot = 0.0;
+      if (valid) {
+        const float wk = ldf(w, n * K + k);
+        for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+          const float gc = to_f(g[c]);
+          if (d_eo) d_eo[r * D + c] = from_f<T>(__fmul_rn(wk, gc));
+          if (d_w.p) dot += double(gc) * double(to_f(eo[r * D + c]));
+        }
+      }
+      if (!d_w.p) continue;
+      for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(kFull, dot, o);
+      if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = dot;
+      __syncthreads();
+      if (threadIdx.x < 32) {
+        double v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+        if (threadIdx.x == 0) stf(d_w, n * K + k, valid ? float(v) : 0.0f);
+      }
+      __syncthreads();
+    }
+  }
+}
+
+unsigned token_blocks(int64_t N) { return moe::grid_for(N, 1, 1 << 16); }
+
+}  // namespace
+
+void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts) {
+  const char* op = "moe_route";
+  const int64_t NK = moe::numel(topk_idx);
+  const int E = int(n_experts);
+  if (int64_t(E) * kRouteWarps * int64_t(sizeof(int)) > 48 * 1024)
+    throw_runtime(std::string(op) + ": the CUDA kernel handles at most " + std::to_string(48 * 1024 / 4 / kRouteWarps) +
+                  " experts");
+  moe::set_device(ctx, op);
+  cudaStream_t st = moe::stream_of(ctx);
+  const int64_t nchunks = (NK + kChunk - 1) / kChunk;
+  int* chunk_cnt = nullptr;
+  int64_t* total = nullptr;
+  const size_t cnt_bytes = (size_t(std::max<int64_t>(nchunks, 1) * E) * sizeof(int) + 15) / 16 * 16;
+  char* scratch = nullptr;
+  moe::ok(cudaMallocAsync(reinterpret_cast<void**>(&scratch), cnt_bytes + size_t(E) * sizeof(int64_t), st), op,
+          "cudaMallocAsync");
+  chunk_cnt = reinterpret_cast<int*>(scratch);
+  total = reinterpret_cast<int64_t*>(scratch + cnt_bytes);
+  const auto* idx = static_cast<const int32_t*>(topk_idx.data);
+  const unsigned chunk_blocks = unsigned((nchunks + kRouteWarps - 1) / kRouteWarps);
+  const size_t smem = size_t(E) * kRouteWarps * sizeof(int);
+  if (nchunks > 0) {
+    route_count_kernel<<<chunk_blocks, kRouteWarps * 32, smem, st>>>(chunk_cnt, idx, NK, E, nchunks);
+    moe::launched(op);
+  }
+  route_scan_chunks_kernel<<<unsigned(E), kScanThreads, 0, st>>>(chunk_cnt, total, E, nchunks);
+  moe::launched(op);
+  route_offsets_kernel<<<1, kScanThreads, 0, st>>>(static_cast<int64_t*>(offsets.data),
+                                                   counts.empty() ? nullptr : static_cast<int64_t*>(counts.data),
+                                                   total, E);
+  moe::launched(op);
+  if (nchunks > 0) {
+    route_rows_kernel<<<chunk_blocks, kRouteWarps * 32, smem, st>>>(static_cast<int32_t*>(row_of.data), idx, chunk_cnt,
+                                                                    static_cast<const int64_t*>(offsets.data), NK, E,
+                                                                    nchunks);
+    moe::launched(op);
+  }
+  moe::ok(cudaFreeAsync(scratch, st), op, "cudaFreeAsync");
+}
+
+void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of) {
+  const char* op = "moe_permute_forward";
+  const int64_t N = moe::rows(row_of), K = moe::cols(row_of), D = moe::cols(in);
+  if (N == 0 || K == 0 || D == 0) return;
+  moe::set_device(ctx, op);
+  cudaStream_t st = moe::stream_of(ctx);
+  const int64_t row_bytes = D * moe::esize(in);
+  const auto* ro = static_cast<const int32_t*>(row_of.data);
+  const int64_t rows_out = moe::rows(out);
+  const auto aligned = [&](int64_t a) {
+    return row_bytes % a == 0 && reinterpret_cast<uintptr_t>(in.data) % a == 0 &&
+           reinterpret_cast<uintptr_t>(out.data) % a == 0;
+  };
+  if (aligned(16)) {
+    permute_fwd_kernel<uint4><<<token_blocks(N), 128, 0, st>>>(static_cast<uint4*>(out.data),
+                                                              static_cast<const uint4*>(in.data), ro, N, int(K),
+                                                              row_bytes / 16, rows_out);
+  } else if (aligned(4)) {
+    permute_fwd_kernel<uint32_t><<<token_blocks(N), 128, 0, st>>>(static_cast<uint32_t*>(out.data),
+                                                                  static_cast<const uint32_t*>(in.data), ro, N,
+                                                                  int(K), row_bytes / 4, rows_out);
+  } else {
+    permute_fwd_kernel<uint16_t><<<token_blocks(N), 128, 0, st>>>(static_cast<uint16_t*>(out.data),
+                                                                  static_cast<const uint16_t*>(in.data), ro, N,
+                                                                  int(K), row_bytes / 2, rows_out);
+  }
+  moe::launched(op);
+}
+
+void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc) {
+  const char* op = "moe_permute_backward";
+  const int64_t N = moe::rows(row_of), K = moe::cols(row_of), D = moe::cols(d_in);
+  if (N == 0 || D == 0) return;
+  moe::set_device(ctx, op);
+  moe::dispatch_f32_bf16(d_in, op, "d_in", [&](auto zero) {
+    using T = decltype(zero);
+    permute_bwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
+        static_cast<T*>(d_in.data), static_cast<const T*>(d_out.data), static_cast<const int32_t*>(row_of.data), N,
+        int(K), D, moe::rows(d_out), acc == Accum::add);
+  });
+  moe::launched(op);
+}
+
+void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w,
+                           Accum acc) {
+  const char* op = "moe_unpermute_forward";
+  const int64_t N = moe::rows(row_of), K = moe::cols(row_of), D = moe::cols(out);
+  if (N == 0 || D == 0) return;
+  moe::set_device(ctx, op);
+  const FPtr w = moe::fptr(topk_w, op, "topk_w");
+  moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
+    using T = decltype(zero);
+    unpermute_fwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
+        static_cast<T*>(out.data), static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w,
+        N, int(K), D, moe::rows(expert_out), acc == Accum::add);
+  });
+  moe::launched(op);
+}
+
+void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
+                            Tensor row_of, Tensor topk_w) {
+  const char* op = "moe_unpermute_backward";
+  const int64_t N = moe::rows(row_of), K = moe::cols(row_of), D = moe::cols(d_out);
+  if (N == 0 || K == 0) return;
+  if (d_expert_out.empty() && d_topk_w.empty()) return;
+  moe::set_device(ctx, op);
+  const FPtr w = moe::fptr(topk_w, op, "topk_w"), dw = moe::fptr(d_topk_w, op, "d_topk_w");
+  moe::dispatch_f32_bf16(d_out, op, "d_out", [&](auto zero) {
+    using T = decltype(zero);
+    unpermute_bwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
+        d_expert_out.empty() ? nullptr : static_cast<T*>(d_expert_out.data), dw, static_cast<const T*>(d_out.data),
+        static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w, N, int(K), D,
+        moe::rows(expert_out));
+  });
+  moe::launched(op);
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,343 @@
+// CPU-vs-CUDA parity of the MoE ops (kernels/moe_gate.cu, moe_dispatch.cu, grouped_matmul.cu): gate forward /
+// backward (DeepSeek-V3's grouped sigmoid noaux_tc, a smaller grouped shape, softmax greedy and
+// group_limited_greedy, engineered ties), balance loss, bias update, route, permute / unpermute, grouped GEMM.
+// Every case prints one "parity ..." line with the measured error, its tolerance and the reason.
+// Tags: [big] marks the larger cases (skipped under compute-sanitizer: `~[big]`).
+#include <cmath>
+#include <cstring>
+
+#include "tests/ops/parity.h"
+
+using namespace ds;
+using namespace ds::parity;
+
+namespace {
+
+// An i64 tensor with given values on both sides.
+Twin twin_i64(const std::vector<int64_t>& shape, const std::vector<int64_t>& v) {
+  Twin t = twin_i64_zeros(shape);
+  std::memcpy(t.ref.t.data, v.data(), v.size() * sizeof(int64_t));
+  device_copy(t.dev.t.device, t.dev.t.data, Device{}, v.data(), v.size() * sizeof(int64_t));
+  return t;
+}
+
+std::vector<int32_t> to_i32(const std::vector<int64_t>& v) { return std::vector<int32_t>(v.begin(), v.end()); }
+
+// Values quantised to multiples of q: many exact ties.
+Values quantised(Values x, double q) {
+  for (double& e : x.v) e = std::round(e / q) * q;
+  return x;
+}
+
+// Top-k expert ids per row without repeats (what a gate produces), seeded.
+std::vector<int32_t> distinct_ids(int64_t N, int64_t K, int64_t E, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> out;
+  std::vector<int32_t> perm(static_cast<size_t>(E));
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t e = 0; e < E; ++e) perm[size_t(e)] = int32_t(e);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    out.insert(out.end(), perm.begin(), perm.begin() + K);
+  }
+  return out;
+}
+
+// Expert ids with a skewed load: half of the entries go to expert `hot`, some experts get none.
+std::vector<int32_t> skewed_ids(int64_t n, int64_t E, uint64_t seed, int32_t hot) {
+  std::vector<int32_t> v = rand_ints(n, seed, 0, int32_t(std::max<int64_t>(E / 2, 1)));
+  for (size_t i = 0; i < v.size(); i += 2) v[i] = hot;
+  return v;
+}
+
+struct GateCase {
+  const char* name;
+  int64_t N, E;
+  int G, TG, K;
+  ScoreFunc score;
+  TopkMethod method;
+  bool norm, bias, ties;
+  double scaling;
+};
+
+const GateCase kGateCases[] = {
+    {"V3 E256 g8/4 k8 sigmoid noaux_tc", 133, 256, 8, 4, 8, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, true, false,
+     2.5},
+    {"V3 ties", 61, 256, 8, 4, 8, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, true, true, 2.5},
+    {"E32 g4/2 k4 sigmoid noaux_tc", 97, 32, 4, 2, 4, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, true, false, 1.0},
+    {"E32 ties no bias", 75, 32, 4, 2, 4, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, false, true, 1.0},
+    {"E64 k6 softmax greedy", 77, 64, 1, 1, 6, ScoreFunc::softmax, TopkMethod::greedy, false, false, false, 1.0},
+    {"E64 g8/3 k6 softmax group_limited_greedy", 59, 64, 8, 3, 6, ScoreFunc::softmax,
+     TopkMethod::group_limited_greedy, false, false, false, 16.0},
+    {"E64 softmax ties", 41, 64, 8, 3, 6, ScoreFunc::softmax, TopkMethod::group_limited_greedy, true, false, true, 1.0},
+    {"E20 g5/2 k3 (E not a multiple of 32)", 33, 20, 5, 2, 3, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, true,
+     false, 2.5},
+};
+
+GateOptions options(const GateCase& g) {
+  GateOptions o;
+  o.score_func = g.score;
+  o.topk_method = g.method;
+  o.n_group = g.G;
+  o.topk_group = g.TG;
+  o.top_k = g.K;
+  o.norm_topk_prob = g.norm;
+  o.routed_scaling_factor = g.scaling;
+  return o;
+}
+
+}  // namespace
+
+// ---- gate ----------------------------------------------------------------------------------------------
+
+TEST_CASE("moe_gate_forward / backward parity", "[moe][gate]") {
+  uint64_t seed = 1000;
+  for (const GateCase& g : kGateCases) {
+    const GateOptions opt = options(g);
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const std::string tag = std::string(g.name) + " " + name(dt);
+      // The reference runs in f32 on the bf16-rounded logits, so both sides select on the same f32 numbers.
+      Values L = randn({g.N, g.E}, ++seed, 2.0);
+      Values B = randu({g.E}, ++seed, -0.1, 0.1);
+      if (g.ties) {
+        L = quantised(L, 0.5);
+        B = quantised(B, 0.05);
+      }
+      Twin logits = twin(dt, L, DType::f32);
+      Twin bias = g.bias ? twin(DType::f32, B, DType::f32) : none();
+      Twin scores = twin_out(DType::f32, {g.N, g.E}, DType::f32);
+      Twin topk_w = twin_out(DType::f32, {g.N, g.K}, DType::f32);
+      Twin topk_idx = twin_out(DType::i32, {g.N, g.K}, DType::i32);
+      run_both([&](const Context& c, Pick p) {
+        moe_gate_forward(c, p(topk_idx), p(topk_w), p(scores), p(logits), p(bias), opt);
+      });
+      expect_equal_ints("moe_gate_forward topk_idx " + tag, topk_idx);
+      expect_close("moe_gate_forward scores " + tag, scores, 1e-6,
+                   "sigmoid/softmax in double, stored f32; softmax sum order differs");
+      expect_close("moe_gate_forward topk_w " + tag, topk_w, 1e-6, "weights in double from the same f32 scores");
+
+      // Backward from the reference's selection and scores.
+      Twin s_in = twin(DType::f32, Values{{g.N, g.E}, scores.ref.values()}, DType::f32);
+      Twin idx_in;
+      {
+        const std::vector<int64_t> ids = to_host_i64(topk_idx.ref.t);
+        idx_in = twin_ints({g.N, g.K}, to_i32(ids));
+      }
+      Twin d_w = twin(DType::f32, randn({g.N, g.K}, ++seed), DType::f32);
+      for (bool extra : {false, true}) {
+        Twin d_extra = extra ? twin(DType::f32, randn({g.N, g.E}, ++seed, 0.1), DType::f32) : none();
+        Twin d_logits = twin_out(dt, {g.N, g.E}, DType::f32);
+        run_both([&](const Context& c, Pick p) {
+          moe_gate_backward(c, p(d_logits), p(d_w), p(d_extra), p(s_in), p(idx_in), opt);
+        });
+        expect_close("moe_gate_backward d_logits " + tag + (extra ? " +extra" : ""), d_logits,
+                     dt == DType::bf16 ? tol_for(dt) : 1e-6,
+                     dt == DType::bf16 ? "double per row, bf16 output rounding" : "double per row, f32 output");
+      }
+    }
+  }
+}
+
+TEST_CASE("moe_gate_forward parity at DeepSeek-V3 batch size", "[moe][gate][big]") {
+  const GateCase& g = kGateCases[0];
+  const int64_t N = 8192;
+  const GateOptions opt = options(g);
+  Twin logits = twin(DType::bf16, randn({N, g.E}, 77, 2.0), DType::f32);
+  Twin bias = twin(DType::f32, randu({g.E}, 78, -0.1, 0.1), DType::f32);
+  Twin scores = twin_out(DType::f32, {N, g.E}, DType::f32), topk_w = twin_out(DType::f32, {N, g.K}, DType::f32);
+  Twin topk_idx = twin_out(DType::i32, {N, g.K}, DType::i32);
+  run_both([&](const Context& c, Pick p) {
+    moe_gate_forward(c, p(topk_idx), p(topk_w), p(scores), p(logits), p(bias), opt);
+  });
+  expect_equal_ints("moe_gate_forward topk_idx V3 N8192 bf16", topk_idx);
+  expect_close("moe_gate_forward topk_w V3 N8192 bf16", topk_w, 1e-6, "weights in double from the same f32 scores");
+}
+
+TEST_CASE("moe balance loss and bias update parity", "[moe][gate]") {
+  struct C {
+    int64_t S, T, E, K;
+  };
+  uint64_t seed = 2000;
+  for (const C& cs : {C{4, 37, 256, 8}, C{3, 21, 32, 4}, C{1, 129, 64, 6}}) {
+    const int64_t N = cs.S * cs.T;
+    const std::string tag = "S" + std::to_string(cs.S) + " T" + std::to_string(cs.T) + " E" + std::to_string(cs.E);
+    Twin scores = twin(DType::f32, randu({N, cs.E}, ++seed, 0.01, 1.0), DType::f32);
+    Twin idx = twin_ints({N, cs.K}, distinct_ids(N, cs.K, cs.E, ++seed));
+    const double alpha = 0.3;
+    double lc = 0, lg = 0;
+    run_both([&](const Context& c, Pick p) {
+      (p.cuda ? lg : lc) = moe_balance_loss_forward(c, p(scores), p(idx), cs.T, alpha);
+    });
+    expect_close_scalar("moe_balance_loss_forward " + tag, lg, lc, 1e-12, "double sums in another order");
+    Twin d_scores = twin(DType::f32, randn({N, cs.E}, ++seed, 0.01), DType::f32);  // accumulates
+    run_both([&](const Context& c, Pick p) {
+      moe_balance_loss_backward(c, p(d_scores), 1.7, p(scores), p(idx), cs.T, alpha);
+    });
+    expect_close("moe_balance_loss_backward d_scores " + tag, d_scores, 1e-6, "double per row, one f32 add");
+
+    std::vector<int64_t> load(static_cast<size_t>(cs.E));
+    const std::vector<int32_t> l32 = rand_ints(cs.E, ++seed, 0, 50);
+    for (size_t e = 0; e < load.size(); ++e) load[e] = l32[e];
+    load[0] = 0;
+    Twin load_t = twin_i64({cs.E}, load);
+    Twin bias = twin(DType::f32, randu({cs.E}, ++seed, -0.1, 0.1), DType::f32);
+    run_both([&](const Context& c, Pick p) { moe_bias_update(c, p(bias), p(load_t), 1e-3); });
+    expect_close("moe_bias_update " + tag, bias, 0.0, "exact: integer mean, one f32 add");
+  }
+}
+
+// ---- route, permute, unpermute ----------------------------------------------------------------------------
+
+TEST_CASE("moe_route parity (rows by expert then (n, k), offsets, counts +=)", "[moe][dispatch]") {
+  struct C {
+    int64_t N, K, E;
+    bool skew;
+  };
+  uint64_t seed = 3000;
+  for (const C& cs : {C{1537, 8, 256, false}, C{1537, 8, 256, true}, C{333, 4, 32, true}, C{3, 2, 4, false},
+                      C{4099, 6, 64, false}}) {
+    const std::string tag = "N" + std::to_string(cs.N) + " K" + std::to_string(cs.K) + " E" + std::to_string(cs.E) +
+                            (cs.skew ? " skewed" : "");
+    const int64_t NK = cs.N * cs.K;
+    const std::vector<int32_t> ids =
+        cs.skew ? skewed_ids(NK, cs.E, ++seed, int32_t(cs.E / 3)) : rand_ints(NK, ++seed, 0, int32_t(cs.E));
+    Twin idx = twin_ints({cs.N, cs.K}, ids);
+    Twin row_of = twin_out(DType::i32, {cs.N, cs.K}, DType::i32);
+    Twin offsets = twin_out(DType::i64, {cs.E + 1}, DType::i64);
+    std::vector<int64_t> c0(static_cast<size_t>(cs.E));
+    for (size_t e = 0; e < c0.size(); ++e) c0[e] = int64_t(e % 7);
+    Twin counts = twin_i64({cs.E}, c0);
+    run_both([&](const Context& c, Pick p) { moe_route(c, p(row_of), p(offsets), p(counts), p(idx), cs.E); });
+    expect_equal_ints("moe_route row_of " + tag, row_of);
+    expect_equal_ints("moe_route offsets " + tag, offsets);
+    expect_equal_ints("moe_route counts " + tag, counts);
+  }
+}
+
+TEST_CASE("moe permute / unpermute parity", "[moe][dispatch]") {
+  struct C {
+    int64_t N, K, E, D;
+  };
+  uint64_t seed = 4000;
+  for (const C& cs : {C{257, 8, 256, 512}, C{97, 4, 32, 129}, C{33, 6, 64, 7168}}) {
+    const int64_t NK = cs.N * cs.K;
+    // The routing table from the reference route (same on both sides).
+    std::vector<int32_t> ro;
+    {
+      HostTensor idx = host_ints({cs.N, cs.K}, distinct_ids(cs.N, cs.K, cs.E, ++seed));
+      HostTensor r = host_zeros(DType::i32, {cs.N, cs.K}), o = host_zeros(DType::i64, {cs.E + 1});
+      moe_route(cpu_ctx(), r, o, Tensor{}, idx, cs.E);
+      ro = to_i32(to_host_i64(r.t));
+    }
+    Twin row_of = twin_ints({cs.N, cs.K}, ro);
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const std::string tag = "N" + std::to_string(cs.N) + " K" + std::to_string(cs.K) + " D" +
+                              std::to_string(cs.D) + " " + name(dt);
+      Twin in = twin(dt, randn({cs.N, cs.D}, ++seed));
+      Twin out = twin_out(dt, {NK, cs.D});
+      run_both([&](const Context& c, Pick p) { moe_permute_forward(c, p(out), p(in), p(row_of)); });
+      expect_close("moe_permute_forward " + tag, out, 0.0, "a copy");
+
+      Twin d_out = twin(dt, randn({NK, cs.D}, ++seed));
+      Twin d_in = twin_out(dt, {cs.N, cs.D});
+      run_both([&](const Context& c, Pick p) { moe_permute_backward(c, p(d_in), p(d_out), p(row_of)); });
+      expect_close("moe_permute_backward " + tag, d_in, tol_for(dt, cs.K), "K f32 adds in k order");
+      Twin d_in2 = twin(dt, randn({cs.N, cs.D}, ++seed));
+      run_both([&](const Context& c, Pick p) { moe_permute_backward(c, p(d_in2), p(d_out), p(row_of), Accum::add); });
+      expect_close("moe_permute_backward add " + tag, d_in2, tol_for(dt, cs.K + 1), "K + 1 f32 adds");
+
+      Twin eo = twin(dt, randn({NK, cs.D}, ++seed));
+      Twin w = twin(DType::f32, randu({cs.N, cs.K}, ++seed, 0, 1));
+      Twin o = twin_out(dt, {cs.N, cs.D});
+      run_both([&](const Context& c, Pick p) { moe_unpermute_forward(c, p(o), p(eo), p(row_of), p(w)); });
+      expect_close("moe_unpermute_forward " + tag, o, tol_for(dt, cs.K), "K f32 products, k order");
+      Twin o2 = twin(dt, randn({cs.N, cs.D}, ++seed));
+      run_both([&](const Context& c, Pick p) { moe_unpermute_forward(c, p(o2), p(eo), p(row_of), p(w), Accum::add); });
+      expect_close("moe_unpermute_forward add " + tag, o2, tol_for(dt, cs.K + 1), "K f32 products + 1 add");
+
+      Twin g = twin(dt, randn({cs.N, cs.D}, ++seed));
+      Twin d_eo = twin_out(dt, {NK, cs.D}), d_w = twin_out(DType::f32, {cs.N, cs.K});
+      run_both([&](const Context& c, Pick p) {
+        moe_unpermute_backward(c, p(d_eo), p(d_w), p(g), p(eo), p(row_of), p(w));
+      });
+      expect_close("moe_unpermute_backward d_expert_out " + tag, d_eo, tol_for(dt), "one f32 product");
+      expect_close("moe_unpermute_backward d_topk_w " + tag, d_w, 1e-6, "double dot over D, f32 output");
+      Twin d_w2 = twin_out(DType::f32, {cs.N, cs.K});
+      run_both([&](const Context& c, Pick p) {
+        moe_unpermute_backward(c, Tensor{}, p(d_w2), p(g), p(eo), p(row_of), p(w));
+      });
+      expect_close("moe_unpermute_backward d_topk_w only " + tag, d_w2, 1e-6, "double dot over D, f32 output");
+    }
+  }
+}
+
+// ---- grouped GEMM ------------------------------------------------------------------------------------------
+
+namespace {
+
+struct GemmCase {
+  const char* name;
+  int64_t E, M, K, N;
+  bool skew;
+  size_t misalign;  // bytes the input view is shifted off 16-byte alignment (scalar-load path)
+};
+
+std::vector<int64_t> random_offsets(int64_t E, int64_t M, uint64_t seed, bool skew) {
+  const std::vector<int32_t> ids = skew ? skewed_ids(M, E, seed, int32_t(E / 2)) : rand_ints(M, seed, 0, int32_t(E));
+  std::vector<int64_t> off(static_cast<size_t>(E + 1), 0);
+  for (int32_t e : ids) ++off[size_t(e + 1)];
+  for (int64_t e = 0; e < E; ++e) off[size_t(e + 1)] += off[size_t(e)];
+  return off;
+}
+
+void grouped_case(const GemmCase& g, uint64_t seed) {
+  const Twin offsets = twin_i64({g.E + 1}, random_offsets(g.E, g.M, seed, g.skew));
+  struct Mode {
+    DType in, out;
+  };
+  for (const Mode md : {Mode{DType::f32, DType::f32}, Mode{DType::bf16, DType::bf16}, Mode{DType::bf16, DType::f32}}) {
+    const std::string tag = std::string(g.name) + " " + name(md.in) + (md.out != md.in ? "->f32" : "");
+    const double tol = md.out == DType::bf16 ? tol_for(DType::bf16, g.K) : md.in == DType::bf16 ? 1e-5 : tol_for(DType::f32, g.K);
+    const char* why = md.out == DType::bf16 ? "f32 accumulation (tensor cores), bf16 output rounding"
+                      : md.in == DType::bf16 ? "exact bf16 products, f32 tensor-core accumulation"
+                                             : "f32 FFMA accumulation over K (no TF32)";
+    const size_t mis = md.in == DType::bf16 ? g.misalign / 2 * 2 : g.misalign / 4 * 4;
+    Twin in = twin(md.in, randn({g.M, g.K}, seed + 1), DType::f64, mis);
+    Twin w = twin(md.in, randn({g.E, g.N, g.K}, seed + 2, 1.0 / std::sqrt(double(g.K))));
+    Twin out = twin_out(md.out, {g.M, g.N});
+    run_both([&](const Context& c, Pick p) { grouped_matmul_forward(c, p(out), p(in), p(w), p(offsets)); });
+    expect_close("grouped_matmul_forward " + tag, out, tol, why);
+    Twin out2 = twin(md.out, randn({g.M, g.N}, seed + 3));
+    run_both([&](const Context& c, Pick p) { grouped_matmul_forward(c, p(out2), p(in), p(w), p(offsets), Accum::add); });
+    expect_close("grouped_matmul_forward add " + tag, out2, tol, why);
+
+    Twin d_out = twin(md.in, randn({g.M, g.N}, seed + 4));
+    Twin d_in = twin_out(md.out, {g.M, g.K});
+    Twin d_w = twin(md.out, randn({g.E, g.N, g.K}, seed + 5, 0.1));  // accumulates
+    run_both([&](const Context& c, Pick p) {
+      grouped_matmul_backward(c, p(d_in), p(d_w), p(d_out), p(in), p(w), p(offsets));
+    });
+    const double tol_in = md.out == DType::bf16 ? tol_for(DType::bf16, g.N) : md.in == DType::bf16 ? 1e-5 : tol_for(DType::f32, g.N);
+    expect_close("grouped_matmul_backward d_in " + tag, d_in, tol_in, why);
+    // d_weight reduces over an expert's rows: up to M terms.
+    const double tol_w = md.out == DType::bf16 ? tol_for(DType::bf16, g.M) : md.in == DType::bf16 ? 1e-5 : tol_for(DType::f32, g.M);
+    expect_close("grouped_matmul_backward d_weight " + tag, d_w, tol_w, why);
+    Twin d_in2 = twin(md.out, randn({g.M, g.K}, seed + 6));
+    run_both([&](const Context& c, Pick p) {
+      grouped_matmul_backward(c, p(d_in2), Tensor{}, p(d_out), p(in), p(w), p(offsets), Accum::add);
+    });
+    expect_close("grouped_matmul_backward d_in add " + tag, d_in2, tol_in, why);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("grouped_matmul parity", "[moe][grouped_matmul]") {
+  grouped_case({"E8 M300 K64 N48", 8, 300, 64, 48, false, 0}, 5000);
+  grouped_case({"E32 M333 K129 N65 skewed (odd sizes)", 32, 333, 129, 65, true, 0}, 5100);
+  grouped_case({"E16 M200 K96 N40 misaligned input", 16, 200, 96, 40, false, 4}, 5200);
+  grouped_case({"E4 M5 K16 N8 (fewer rows than experts' tiles)", 4, 5, 16, 8, false, 0}, 5300);
+}
+
+TEST_CASE("grouped_matmul parity, DeepSeek-V3 expert count", "[moe][grouped_matmul][big]") {
+  grouped_case({"E256 M2048 K256 N128 skewed", 256, 2048, 256, 128, true, 0}, 5400);
+}
