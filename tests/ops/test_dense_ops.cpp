@@ -35,10 +35,11 @@ std::string dims_tag(const char* fmt, int64_t a, int64_t b, int64_t c) {
 
 // Reasons for the tolerances, stated once.
 const char* kExactReason = "elementwise in f32, same rounding as the CPU";
-const char* kBf16Reason = "bf16 output rounding (2^-9 rel.) of an f32 result";
+const char* kBf16Reason = "bf16 output rounding: half an ulp <= 2^-8 of the value";
 const char* kDotReason = "fp32 accumulation (CPU reference f64); bf16: + output rounding";
 
-double tol_elem(DType dt) { return dt == kBF16 ? 4e-3 : 1e-6; }
+// One rounding of an f32 result: bf16 keeps 8 significant bits, so |error| <= 2^-8 |value| (3.9e-3).
+double tol_elem(DType dt) { return dt == kBF16 ? 5e-3 : 1e-6; }
 
 }  // namespace
 
@@ -64,9 +65,11 @@ TEST_CASE("parity: fill, scale, axpy, add", "[elementwise]") {
   for (const auto& shape : std::vector<std::vector<int64_t>>{{7}, {33, 31}, {1000, 1001}}) {
     const std::string st = std::to_string(numel_of(shape));
     for (DType dt : {kF32, kBF16}) {
-      Twin t = twin_out(dt, shape);
-      run_both([&](const Context& c, Pick p) { fill(c, p(t), -0.3); });
-      expect_close(tag("fill", dt, st), t, 0.0, "the value rounded once, like the CPU");
+      DevTensor t = dev_poisoned(dt, shape);
+      fill(cuda_ctx(), t, -0.3);
+      expect_guards(tag("fill", dt, st), t);
+      expect_close_values(tag("fill", dt, st), t.values(), std::vector<double>(size_t(numel_of(shape)), round_to(dt, -0.3)),
+                          0.0, "the value rounded once to the dtype, like the CPU");
 
       Twin s = twin(dt, randu(shape, 11));
       run_both([&](const Context& c, Pick p) { scale(c, p(s), 0.37); });
@@ -180,17 +183,17 @@ TEST_CASE("parity: swiglu forward and backward", "[elementwise][swiglu]") {
       Twin gate = twin(dt, randn({sh.n, sh.f}, 51, 2.0)), up = twin(dt, randn({sh.n, sh.f}, 52));
       Twin out = twin_out(dt, {sh.n, sh.f});
       run_both([&](const Context& c, Pick p) { swiglu_forward(c, p(out), p(gate), p(up)); });
-      expect_close(tag("swiglu_forward", dt, st), out, dt == kBF16 ? 4e-3 : 2e-6,
+      expect_close(tag("swiglu_forward", dt, st), out, dt == kBF16 ? 5e-3 : 2e-6,
                    dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp");
       Twin dout = twin(dt, randn({sh.n, sh.f}, 53)), dg = twin_out(dt, {sh.n, sh.f}), du = twin_out(dt, {sh.n, sh.f});
       run_both([&](const Context& c, Pick p) { swiglu_backward(c, p(dg), p(du), p(dout), p(gate), p(up)); });
-      expect_close(tag("swiglu_backward d_gate", dt, st), dg, dt == kBF16 ? 4e-3 : 2e-6,
+      expect_close(tag("swiglu_backward d_gate", dt, st), dg, dt == kBF16 ? 5e-3 : 2e-6,
                    dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp");
-      expect_close(tag("swiglu_backward d_up", dt, st), du, dt == kBF16 ? 4e-3 : 2e-6,
+      expect_close(tag("swiglu_backward d_up", dt, st), du, dt == kBF16 ? 5e-3 : 2e-6,
                    dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp");
       Twin du2 = twin_out(dt, {sh.n, sh.f});  // d_gate not needed
       run_both([&](const Context& c, Pick p) { swiglu_backward(c, Tensor{}, p(du2), p(dout), p(gate), p(up)); });
-      expect_close(tag("swiglu_backward d_up only", dt, st), du2, dt == kBF16 ? 4e-3 : 2e-6,
+      expect_close(tag("swiglu_backward d_up only", dt, st), du2, dt == kBF16 ? 5e-3 : 2e-6,
                    dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp");
     }
   }
@@ -317,12 +320,12 @@ TEST_CASE("parity: rmsnorm forward and backward", "[norm]") {
       Twin in = twin(dt, randn({s.rows, s.D}, 91, 2.0)), w = twin(dt, randu({s.D}, 92, 0.5, 1.5));
       Twin out = twin_out(dt, {s.rows, s.D}), rstd = twin_out(kF32, {s.rows});
       run_both([&](const Context& c, Pick p) { rmsnorm_forward(c, p(out), p(rstd), p(in), p(w), 1e-6); });
-      expect_close(tag("rmsnorm_forward out", dt, st), out, dt == kBF16 ? 4e-3 : 2e-6,
+      expect_close(tag("rmsnorm_forward out", dt, st), out, dt == kBF16 ? 5e-3 : 2e-6,
                    dt == kBF16 ? kBf16Reason : "f32 sum of squares");
       expect_close(tag("rmsnorm_forward rstd", dt, st), rstd, 2e-6, "f32 sum of squares, rstd kept in f32");
       Twin out2 = twin_out(dt, {s.rows, s.D});  // rstd not needed (inference)
       run_both([&](const Context& c, Pick p) { rmsnorm_forward(c, p(out2), Tensor{}, p(in), p(w), 1e-6); });
-      expect_close(tag("rmsnorm_forward no rstd", dt, st), out2, dt == kBF16 ? 4e-3 : 2e-6,
+      expect_close(tag("rmsnorm_forward no rstd", dt, st), out2, dt == kBF16 ? 5e-3 : 2e-6,
                    dt == kBF16 ? kBf16Reason : "f32 sum of squares");
 
       Twin dout = twin(dt, randn({s.rows, s.D}, 93));
@@ -369,7 +372,7 @@ TEST_CASE("parity: rope forward and backward", "[rope]") {
       Twin freq = twin(kF32, inv);  // inv_freq stays f32 on CUDA
       Twin out = twin_out(dt, {s.N, s.H, s.R});
       run_both([&](const Context& c, Pick p) { rope_forward(c, p(out), p(in), p(pos), p(freq), s.attn_factor); });
-      expect_close(tag("rope_forward", dt, st), out, dt == kBF16 ? 4e-3 : 2e-6,
+      expect_close(tag("rope_forward", dt, st), out, dt == kBF16 ? 5e-3 : 2e-6,
                    dt == kBF16 ? kBf16Reason : "angle in double on both sides, rotation in f32");
       Twin dout = twin(dt, randn({s.N, s.H, s.R}, 103)), din = twin(dt, randn({s.N, s.H, s.R}, 104));
       run_both([&](const Context& c, Pick p) {
@@ -381,7 +384,7 @@ TEST_CASE("parity: rope forward and backward", "[rope]") {
       run_both([&](const Context& c, Pick p) {
         rope_forward(c, p(inplace), p(inplace), p(pos), p(freq), s.attn_factor);
       });
-      expect_close(tag("rope_forward in place", dt, st), inplace, dt == kBF16 ? 4e-3 : 2e-6,
+      expect_close(tag("rope_forward in place", dt, st), inplace, dt == kBF16 ? 5e-3 : 2e-6,
                    dt == kBF16 ? kBf16Reason : "angle in double on both sides, rotation in f32");
     }
   }
@@ -415,7 +418,7 @@ TEST_CASE("parity: cross-entropy forward and backward", "[loss]") {
       run_both([&](const Context& c, Pick p) {
         cross_entropy_backward(c, p(dl), p(logits), p(lse), p(targets), d_scale, kIgnore);
       });
-      expect_close(tag("cross_entropy_backward", dt, st), dl, dt == kBF16 ? 4e-3 : 1e-5,
+      expect_close(tag("cross_entropy_backward", dt, st), dl, dt == kBF16 ? 5e-3 : 1e-5,
                    dt == kBF16 ? kBf16Reason : "f32 expf(x - lse)");
       Twin dl_acc = twin(dt, randu({s.N, s.V}, 113, -0.01, 0.01)), rs = twin(kF32, randn({s.N}, 114));
       run_both([&](const Context& c, Pick p) {
@@ -466,4 +469,45 @@ TEST_CASE("CUDA dispatch: dtype rules are checked before any launch", "[checks]"
   DevTensor x32 = dev(kF32, randu({4, 8}, 136));
   expect_error([&] { add(cuda_ctx(), x32, x32, h); }, {"not on the context's device"});
   expect_guards("rmsnorm out (refused call)", out);
+}
+
+TEST_CASE("parity: edge cases (bad ids and targets surface as NaN)", "[edge]") {
+  // Out-of-range ids / targets are bad input on the CPU; on the GPU the row becomes NaN (no sync to report it).
+  DevTensor table = dev(kF32, randu({10, 4}, 142)), ids = dev_ints({3}, {1, 10, -1}), out = dev_poisoned(kF32, {3, 4});
+  embedding_forward(cuda_ctx(), out, ids, table);
+  const std::vector<double> e = out.values();
+  for (int c = 0; c < 4; ++c) {
+    CHECK(std::isfinite(e[size_t(c)]));
+    CHECK(std::isnan(e[size_t(4 + c)]));
+    CHECK(std::isnan(e[size_t(8 + c)]));
+  }
+  DevTensor logits = dev(kF32, randu({2, 5}, 143)), tg = dev_ints({2}, {5, 2}), loss = dev_poisoned(kF32, {2});
+  cross_entropy_forward(cuda_ctx(), loss, Tensor{}, logits, tg, -100);
+  const std::vector<double> l = loss.values();
+  CHECK(std::isnan(l[0]));
+  CHECK(std::isfinite(l[1]));
+}
+
+TEST_CASE("parity: ops run on the context's stream", "[stream]") {
+  cudaStream_t st = nullptr;
+  cuda_ok(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "cudaStreamCreate");
+  Context g = cuda_ctx();
+  g.cuda_stream = st;
+  const int64_t M = 64, K = 1000, N = 96;
+  for (DType dt : {kF32, kBF16}) {
+    Twin in = twin(dt, randn({M, K}, 151)), w = twin(dt, randu({N, K}, 152, -0.05, 0.05)), wn = twin(dt, randu({K}, 153));
+    Twin x = twin_out(dt, {M, K}), rstd = twin_out(kF32, {M}), out = twin_out(dt, {M, N});
+    Twin tg = twin_ints({M}, rand_ints(M, 154, 0, int32_t(N))), loss = twin_out(kF32, {M}), lse = twin_out(kF32, {M});
+    auto chain = [&](const Context& c, Pick p) {  // a dependent chain: any missing stream ordering shows up
+      rmsnorm_forward(c, p(x), p(rstd), p(in), p(wn), 1e-6);
+      matmul_forward(c, p(out), p(x), p(w));
+      cross_entropy_forward(c, p(loss), p(lse), p(out), p(tg), -100);
+    };
+    chain(cpu_ctx(), Pick{false});
+    chain(g, Pick{true});
+    cuda_ok(cudaStreamSynchronize(st), "cudaStreamSynchronize");
+    expect_close(tag("stream chain rmsnorm->matmul->CE loss", dt), loss, dt == kBF16 ? 2e-2 : 1e-5,
+                 dt == kBF16 ? "bf16 intermediates (normed x, logits) rounded before the loss" : "fp32 chain");
+  }
+  cuda_ok(cudaStreamDestroy(st), "cudaStreamDestroy");
 }
