@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 
@@ -51,7 +52,9 @@ namespace {
 
 // Buffers reused from layer to layer (one set per thread): once warm, planning a layer allocates only its result.
 struct Scratch {
-  std::vector<unsigned __int128> key;    // pack_into: sort keys
+  std::vector<unsigned __int128> key;    // sort_desc: keys (few items)
+  std::vector<uint64_t> rk;              // sort_desc: radix keys, two buffers
+  std::vector<int64_t> ri, order;        // sort_desc: radix index buffer; the sorted order
   std::vector<double> hw;                // heap weights (pack_into, replicate_into)
   std::vector<int64_t> hi, items;        // heap indices; pack_into's item counts
   std::vector<double> gw, mw, tw, nodew;  // eplb_core, eplb_node_bound
@@ -61,6 +64,16 @@ struct Scratch {
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
+}
+
+// Hides a value from the optimiser, so that a mask built from a comparison stays arithmetic (GCC otherwise
+// turns the select back into a branch).
+inline void opaque(int64_t& x) {
+#if defined(__GNUC__)
+  asm("" : "+r"(x));
+#else
+  (void)x;
+#endif
 }
 
 // An unsigned key that orders as the double does (-0 and +0 alike; NaN has some fixed place).
@@ -89,6 +102,49 @@ inline void sift_down(double* hw, int64_t* hi, int64_t n, int64_t pos, First fir
   hw[pos] = v, hi[pos] = id;
 }
 
+// The items by weight descending, the lower index first among equal weights (std::stable_sort's order).
+const int64_t* sort_desc(const double* w, int64_t n, Scratch& k) {
+  k.order.resize(n);
+  int64_t* order = k.order.data();
+  if (n < 96) {  // one 128-bit key per item: (weight descending, index)
+    auto& key = k.key;
+    key.resize(n);
+    for (int64_t i = 0; i < n; ++i) key[i] = (static_cast<unsigned __int128>(~order_bits(w[i])) << 64) | uint64_t(i);
+    std::sort(key.begin(), key.end());
+    for (int64_t i = 0; i < n; ++i) order[i] = int64_t(uint64_t(key[i]));
+    return order;
+  }
+  // LSD radix sort of the 64-bit keys, a byte a pass, skipping bytes all keys share: stable, so equal weights
+  // stay in index order; no comparisons for a branch predictor to miss.
+  k.rk.resize(2 * n);
+  k.ri.resize(n);
+  uint64_t *src = k.rk.data(), *dst = src + n;
+  int64_t *si = order, *di = k.ri.data();
+  uint32_t hist[8][256] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t key = ~order_bits(w[i]);
+    src[i] = key, si[i] = i;
+    for (int b = 0; b < 8; ++b) ++hist[b][(key >> (8 * b)) & 255];
+  }
+  for (int b = 0; b < 8; ++b) {
+    uint32_t* h = hist[b];
+    const int shift = 8 * b;
+    if (h[(src[0] >> shift) & 255] == uint32_t(n)) continue;
+    for (uint32_t v = 0, sum = 0; v < 256; ++v) {
+      const uint32_t c = h[v];
+      h[v] = sum, sum += c;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t at = h[(src[i] >> shift) & 255]++;
+      dst[at] = src[i], di[at] = si[i];
+    }
+    std::swap(src, dst);
+    std::swap(si, di);
+  }
+  if (si != order) std::copy(si, si + n, order);
+  return order;
+}
+
 // balanced_packing into pack[n] / rank[n].
 void pack_into(const double* w, int64_t n, int64_t m, int64_t* pack, int64_t* rank, Scratch& k) {
   const int64_t per = n / m;
@@ -96,23 +152,60 @@ void pack_into(const double* w, int64_t n, int64_t m, int64_t* pack, int64_t* ra
     for (int64_t i = 0; i < n; ++i) pack[i] = i, rank[i] = 0;
     return;
   }
-  // descending by weight, stable (lower index first among equal weights): one 128-bit key per item
-  auto& key = k.key;
-  key.resize(n);
-  for (int64_t i = 0; i < n; ++i) key[i] = (static_cast<unsigned __int128>(~order_bits(w[i])) << 64) | uint64_t(i);
-  std::sort(key.begin(), key.end());
+  const int64_t* order = sort_desc(w, n, k);
+  double mag = 0;  // sum of |w|: finite means no pack load overflows
+  for (int64_t i = 0; i < n; ++i) mag += std::fabs(w[i]);
+  k.items.assign(m, 0);
+  int64_t* items = k.items.data();
+  if (mag <= std::numeric_limits<double>::max()) {
+    // Tournament tree over the packs (leaves in index order, full packs at +inf): each node holds the load and
+    // index of the lighter of its two children, the left one on ties, so the root is the lightest non-full pack
+    // with the lowest index. An update replays the matches on the leaf's path against the siblings' winners.
+    int64_t size = 1;
+    while (size < m) size *= 2;
+    k.hw.assign(2 * size, std::numeric_limits<double>::infinity());
+    k.hi.resize(2 * size);
+    double* tv = k.hw.data();
+    int64_t* ti = k.hi.data();
+    for (int64_t p = 0; p < size; ++p) tv[size + p] = p < m ? 0.0 : std::numeric_limits<double>::infinity(), ti[size + p] = p;
+    for (int64_t q = size - 1; q >= 1; --q) {
+      const int64_t c = tv[2 * q + 1] < tv[2 * q] ? 2 * q + 1 : 2 * q;
+      tv[q] = tv[c], ti[q] = ti[c];
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t i = order[r];
+      const int64_t best = ti[1];
+      pack[i] = best;
+      rank[i] = items[best]++;
+      double v = items[best] == per ? std::numeric_limits<double>::infinity() : tv[size + best] + w[i];
+      int64_t id = best;
+      int64_t q = size + best;
+      tv[q] = v;
+      for (; q > 1; q /= 2) {
+        const double sv = tv[q ^ 1];
+        const int64_t si = ti[q ^ 1];
+        // the sibling wins when lighter, or equal and on the left: selected without a branch, as the outcome is
+        // a coin toss for a branch predictor
+        int64_t take = -int64_t((sv < v) | ((sv == v) & ((q & 1) != 0)));
+        opaque(take);
+        id ^= (id ^ si) & take;
+        v = sv < v ? sv : v;
+        tv[q / 2] = v, ti[q / 2] = id;
+      }
+    }
+    return;
+  }
   // Min-heap of the non-full packs by (weight, index): the lightest pack, the lowest index on ties, in O(log m).
   // Equal weights in index order already form a valid heap.
   k.hw.assign(m, 0.0);
   k.hi.resize(m);
-  k.items.assign(m, 0);
   double* hw = k.hw.data();
-  int64_t *hi = k.hi.data(), *items = k.items.data();
+  int64_t* hi = k.hi.data();
   for (int64_t p = 0; p < m; ++p) hi[p] = p;
   auto lighter = [](double wa, int64_t ia, double wb, int64_t ib) { return wa < wb || (wa == wb && ia < ib); };
   int64_t open = m;
-  for (const auto& kv : key) {
-    const int64_t i = int64_t(uint64_t(kv));
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t i = order[r];
     const int64_t best = hi[0];
     pack[i] = best;
     rank[i] = items[best]++;
@@ -130,21 +223,37 @@ void pack_into(const double* w, int64_t n, int64_t m, int64_t* pack, int64_t* ra
 void replicate_into(const double* w, int64_t n_log, int64_t n_phy, int64_t* phy2log, int64_t* rank, int64_t* cnt,
                     Scratch& k) {
   for (int64_t e = 0; e < n_log; ++e) phy2log[e] = e, rank[e] = 0, cnt[e] = 1;
-  if (n_phy == n_log) return;
-  // Max-heap by (w/cnt, lowest index on ties): the first maximum, in O(log n).
-  k.hw.assign(w, w + n_log);
+  const int64_t extra = n_phy - n_log;
+  if (extra == 0) return;
+  // Max-heap by (w/cnt, lowest index on ties): the first maximum, in O(log n). Only experts at least as heavy as
+  // the extra-th heaviest can get a replica (a lighter one would need all of those replicated first, i.e. `extra`
+  // replicas already), so the heap holds just those when the loads are ordered (no NaN).
   k.hi.resize(n_log);
-  double* hw = k.hw.data();
   int64_t* hi = k.hi.data();
-  for (int64_t e = 0; e < n_log; ++e) hi[e] = e;
+  int64_t n = n_log;
+  bool ordered = true;
+  for (int64_t e = 0; e < n_log; ++e) ordered &= !std::isnan(w[e]);
+  if (ordered && extra < n_log / 2) {
+    k.hw.assign(w, w + n_log);
+    std::nth_element(k.hw.begin(), k.hw.begin() + (extra - 1), k.hw.end(), std::greater<double>());
+    const double cut = k.hw[extra - 1];
+    n = 0;
+    for (int64_t e = 0; e < n_log; ++e)
+      if (w[e] >= cut) hi[n++] = e;
+  } else {
+    for (int64_t e = 0; e < n_log; ++e) hi[e] = e;
+  }
+  k.hw.resize(n);
+  double* hw = k.hw.data();
+  for (int64_t j = 0; j < n; ++j) hw[j] = w[hi[j]];
   auto heavier = [](double wa, int64_t ia, double wb, int64_t ib) { return wa > wb || (wa == wb && ia < ib); };
-  for (int64_t p = n_log / 2 - 1; p >= 0; --p) sift_down(hw, hi, n_log, p, heavier);
+  for (int64_t p = n / 2 - 1; p >= 0; --p) sift_down(hw, hi, n, p, heavier);
   for (int64_t s = n_log; s < n_phy; ++s) {
     const int64_t best = hi[0];
     phy2log[s] = best;
     rank[s] = cnt[best]++;
     hw[0] = w[best] / double(cnt[best]);
-    sift_down(hw, hi, n_log, 0, heavier);
+    sift_down(hw, hi, n, 0, heavier);
   }
 }
 
@@ -174,7 +283,8 @@ std::vector<double> gpu_loads(const std::vector<double>& load, const std::vector
                               const std::vector<int64_t>& logcnt, int64_t gpus) {
   std::vector<double> g(gpus, 0.0);
   const int64_t spg = int64_t(phy2log.size()) / gpus;
-  for (size_t p = 0; p < phy2log.size(); ++p) g[p / spg] += load[phy2log[p]] / double(logcnt[phy2log[p]]);
+  for (int64_t q = 0, p = 0; q < gpus; ++q)
+    for (int64_t i = 0; i < spg; ++i, ++p) g[q] += load[phy2log[p]] / double(logcnt[phy2log[p]]);
   return g;
 }
 
@@ -228,15 +338,16 @@ void eplb_core(const double* w, int64_t E, const Shape& s, int64_t* phy2log, int
 
   // 1. groups to nodes
   k.gw.assign(G, 0.0);
-  for (int64_t e = 0; e < E; ++e) k.gw[e / gs] += w[e];
+  for (int64_t g = 0, e = 0; g < G; ++g)
+    for (int64_t j = 0; j < gs; ++j, ++e) k.gw[g] += w[e];
   k.gpack.resize(G);
   k.grank.resize(G);
   pack_into(k.gw.data(), G, N, k.gpack.data(), k.grank.data(), k);
   k.mlog2log.resize(E);
   int64_t* mlog2log = k.mlog2log.data();
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t g = e / gs;
-    mlog2log[(k.gpack[g] * gpn + k.grank[g]) * gs + e % gs] = e;
+  for (int64_t g = 0, e = 0; g < G; ++g) {
+    int64_t* to = mlog2log + (k.gpack[g] * gpn + k.grank[g]) * gs;
+    for (int64_t j = 0; j < gs; ++j, ++e) to[j] = e;
   }
   k.mw.resize(epn);
   k.rcnt.resize(epn);
@@ -285,7 +396,8 @@ LayerPlacement eplb_layer(const std::vector<double>& w, const Shape& s0, bool hi
 double eplb_node_bound(const double* w, int64_t E, const Shape& s, Scratch& k) {
   const int64_t G = s.groups, N = s.nodes, gs = E / G;
   k.gw.assign(G, 0.0);
-  for (int64_t e = 0; e < E; ++e) k.gw[e / gs] += w[e];
+  for (int64_t g = 0, e = 0; g < G; ++g)
+    for (int64_t j = 0; j < gs; ++j, ++e) k.gw[g] += w[e];
   k.gpack.resize(G);
   k.grank.resize(G);
   pack_into(k.gw.data(), G, N, k.gpack.data(), k.grank.data(), k);
@@ -324,7 +436,8 @@ struct Search {
     sw.resize(R);
     for (int64_t p = 0; p < R; ++p) sw[p] = w[phy2log[p]] / double(cnt[phy2log[p]]);
     gl.assign(P, 0.0);
-    for (int64_t p = 0; p < R; ++p) gl[p / spg] += sw[p];
+    for (int64_t q = 0, p = 0; q < P; ++q)
+      for (int64_t i = 0; i < spg; ++i, ++p) gl[q] += sw[p];
     if (!window || !sorted) return;
     order.resize(P);
     std::iota(order.begin(), order.end(), 0);
