@@ -182,14 +182,35 @@ __global__ void __launch_bounds__(WM * 64) mla_decode_mma(DecodeArgs<bf16_t> a) 
     fill_rows(j + 2);  // overwrites the rows of tile j, already issued
     const bf16_t* Kt = Ks + buf * kBT * PC;
 
-    // S = Q K^T for 16 heads x this half's 16 tokens
+    // S = Q K^T for 16 heads x this half's 16 tokens; even and odd k-steps go to separate accumulators so that
+    // two independent MMA chains are in flight (the k loop is long: C / 16 = 36 steps for DeepSeek-V3).
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-    for (int kk = 0; kk < C / 16; ++kk) {
-      uint32_t af[4], bfr[4];
-      ldsm_x4(af, lds_a(Qs, PC, wm * 16, kk * 16, lane));
-      ldsm_x4(bfr, lds_b_nk(Kt, PC, half * 16, kk * 16, lane));
-      mma_bf16(s[0], af, bfr[0], bfr[1]);
-      mma_bf16(s[1], af, bfr[2], bfr[3]);
+    {
+      float s2[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+      int kk = 0;
+#pragma unroll 2
+      for (; kk + 1 < C / 16; kk += 2) {
+        uint32_t af[4], bfr[4], af2[4], bfr2[4];
+        ldsm_x4(af, lds_a(Qs, PC, wm * 16, kk * 16, lane));
+        ldsm_x4(bfr, lds_b_nk(Kt, PC, half * 16, kk * 16, lane));
+        ldsm_x4(af2, lds_a(Qs, PC, wm * 16, kk * 16 + 16, lane));
+        ldsm_x4(bfr2, lds_b_nk(Kt, PC, half * 16, kk * 16 + 16, lane));
+        mma_bf16(s[0], af, bfr[0], bfr[1]);
+        mma_bf16(s[1], af, bfr[2], bfr[3]);
+        mma_bf16(s2[0], af2, bfr2[0], bfr2[1]);
+        mma_bf16(s2[1], af2, bfr2[2], bfr2[3]);
+      }
+      if (kk < C / 16) {
+        uint32_t af[4], bfr[4];
+        ldsm_x4(af, lds_a(Qs, PC, wm * 16, kk * 16, lane));
+        ldsm_x4(bfr, lds_b_nk(Kt, PC, half * 16, kk * 16, lane));
+        mma_bf16(s[0], af, bfr[0], bfr[1]);
+        mma_bf16(s[1], af, bfr[2], bfr[3]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] += s2[nt][e];
     }
     const int t0 = tb + j * kBT + half * 16;
     float mx[2] = {-INFINITY, -INFINITY};
@@ -418,10 +439,12 @@ void* scratch(cudaStream_t st, size_t want, size_t& have) {
 }
 
 // FlashAttention's heuristic: no split when the base grid fills ~a wave; otherwise the smallest split count whose
-// wave efficiency is within 85 % of the best, with at least min_tokens tokens of capacity per split.
+// wave efficiency is within 85 % of the best, with at least min_tokens tokens of capacity per split. A split is
+// latency-bound (a block walks its tiles one after another), so small batches split down to one or two tiles.
 int choose_splits(int64_t base_ctas, int64_t capacity, int slots, int min_tokens) {
   if (base_ctas >= int64_t(0.8 * slots)) return 1;
   const int max_s = int(std::clamp<int64_t>((capacity + min_tokens - 1) / min_tokens, 1, kMaxSplits));
+  if (base_ctas * max_s <= slots) return max_s;  // not even one wave at the finest split: take it
   double best = 0;
   std::vector<double> eff(size_t(max_s) + 1, 0.0);
   for (int s = 1; s <= max_s; ++s) {
@@ -493,7 +516,7 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
   const int heads_per_cta = mma ? wm * 16 : kSimtHeads;
   const int64_t base = int64_t(a.n) * ((a.H + heads_per_cta - 1) / heads_per_cta);
   const int per_sm = std::max<int>(1, int((228 * 1024) / (smem + 1024)));
-  int ns = choose_splits(base, int64_t(a.max_blocks) * a.S, num_sms() * std::min(per_sm, mma ? 2 : 4), 128);
+  int ns = choose_splits(base, int64_t(a.max_blocks) * a.S, num_sms() * std::min(per_sm, mma ? 2 : 4), 2 * kBT);
   if (ns > 1) {
     const size_t per_split = size_t(a.n) * a.H * (size_t(a.R) + 1) * sizeof(float);
     size_t have = 0;
