@@ -3,7 +3,10 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <map>
+#include <random>
 #include <set>
 
 #include "balance/placement.h"
@@ -189,4 +192,127 @@ TEST_CASE("routing over replicas: deterministic, same MoE output, per-GPU load m
     for (int64_t j = 0; j < k; ++j) used.insert(route_slot(pl, topk[t * k + j], t));
   for (int64_t e = 0; e < 12; ++e)
     for (int64_t r = 0; r < pl.logcnt[e]; ++r) CHECK(used.count(pl.log2phy[e][r]) == 1);
+}
+
+namespace {
+
+// Plain-scan references for the EPLB primitives: the definitions the fast paths (radix sort, tournament tree,
+// replication heap over the candidates only) must reproduce exactly.
+Packing naive_packing(const std::vector<double>& w, int64_t m) {
+  const int64_t n = int64_t(w.size()), per = n / m;
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return w[a] > w[b]; });
+  Packing r{V(n), V(n, 0)};
+  if (per == 1) {  // EPLB: one item per pack is the identity
+    for (int64_t i = 0; i < n; ++i) r.pack[i] = i;
+    return r;
+  }
+  std::vector<double> load(m, 0.0);
+  V items(m, 0);
+  for (int64_t i : order) {
+    int64_t best = -1;
+    for (int64_t p = 0; p < m; ++p)
+      if (items[p] < per && (best < 0 || load[p] < load[best])) best = p;
+    r.pack[i] = best;
+    r.rank[i] = items[best]++;
+    load[best] += w[i];
+  }
+  return r;
+}
+
+Replication naive_replicate(const std::vector<double>& w, int64_t n_phy) {
+  const int64_t n_log = int64_t(w.size());
+  Replication r{V(n_phy), V(n_phy, 0), V(n_log, 1)};
+  for (int64_t e = 0; e < n_log; ++e) r.phy2log[e] = e;
+  for (int64_t s = n_log; s < n_phy; ++s) {
+    int64_t best = 0;
+    for (int64_t e = 1; e < n_log; ++e)
+      if (w[e] / double(r.cnt[e]) > w[best] / double(r.cnt[best])) best = e;
+    r.phy2log[s] = best;
+    r.rank[s] = r.cnt[best]++;
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("packing and replication match plain scans (ties, zeros, -0, negative, huge, many items)") {
+  std::mt19937_64 rng(11);
+  auto pick = [&](int64_t n) { return int64_t(rng() % uint64_t(n)); };
+  for (int t = 0; t < 3000; ++t) {
+    const int64_t m = 1 + pick(t % 3 == 0 ? 40 : 12), per = 1 + pick(12), n = m * per;  // n up to 480 (radix sort)
+    std::vector<double> w(n);
+    const int kind = int(pick(6));
+    for (double& v : w) {
+      switch (kind) {
+        case 0: v = double(pick(7)); break;                               // many ties
+        case 1: v = pick(2) ? -0.0 : 0.0; break;                          // all zero, both signs
+        case 2: v = double(pick(2001)) / 7.0 - 100.0; break;              // negative and fractional
+        case 3: v = double(pick(3)) * 1e300; break;                       // sums overflow: the heap path
+        case 4: v = pick(5) ? double(pick(100)) : std::numeric_limits<double>::infinity(); break;
+        default: v = std::round(10000.0 / std::pow(double(pick(n) + 1), 0.9)) / double(1 + pick(3)); break;
+      }
+    }
+    Packing a = balanced_packing(w, m), b = naive_packing(w, m);
+    REQUIRE(a.pack == b.pack);
+    REQUIRE(a.rank == b.rank);
+    const int64_t extra = pick(n + 1);
+    Replication c = replicate_experts(w, n + extra), d = naive_replicate(w, n + extra);
+    REQUIRE(c.phy2log == d.phy2log);
+    REQUIRE(c.rank == d.rank);
+    REQUIRE(c.cnt == d.cnt);
+  }
+}
+
+TEST_CASE("balanced policy: plan() equals plan_balanced per layer, repeatable, any order of shapes") {
+  // The planner reuses per-thread buffers between layers and calls: results must not depend on what ran before.
+  struct Case { std::vector<std::vector<double>> loads; Shape s; };
+  std::vector<Case> cases = {{testing::zipf_loads(3, 256, 5, 0.9), {288, 8, 4, 32}},
+                             {testing::zipf_loads(3, 16, 6, 1.1), {24, 4, 2, 8}},
+                             {testing::zipf_loads(3, 160, 7, 0.7), {192, 1, 1, 16}},
+                             {testing::zipf_loads(3, 60, 8, 0.8), {72, 5, 3, 12}}};  // E % G != 0: global
+  std::vector<std::vector<LayerPlacement>> first;
+  for (const Case& c : cases) first.push_back(plan(c.loads, c.s, Policy::balanced));
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = cases.size(); i-- > 0;) {  // reverse order: other buffer sizes in between
+      const Case& c = cases[i];
+      auto again = plan(c.loads, c.s, Policy::balanced);
+      for (size_t l = 0; l < c.loads.size(); ++l) {
+        CHECK(again[l].phy2log == first[i][l].phy2log);
+        CHECK(again[l].log2phy == first[i][l].log2phy);
+        CHECK(again[l].gpu_load == first[i][l].gpu_load);
+        LayerPlacement one = plan_balanced(c.loads[l], c.s);
+        CHECK(one.phy2log == again[l].phy2log);
+        CHECK(one.logcnt == again[l].logcnt);
+        CHECK(one.phyrank == again[l].phyrank);
+        CHECK(one.gpu_load == again[l].gpu_load);
+        for (size_t e = 0; e < one.log2phy.size(); ++e) {  // plan() pads every row to the widest layer
+          V row = again[l].log2phy[e];
+          for (size_t r = one.log2phy[e].size(); r < row.size(); ++r) CHECK(row[r] == -1);
+          row.resize(one.log2phy[e].size());
+          CHECK(row == one.log2phy[e]);
+        }
+        check_valid(again[l], c.loads[l], c.s);
+      }
+    }
+  }
+}
+
+TEST_CASE("balanced policy with negative, zero and tied loads stays valid and never worse than EPLB") {
+  // Negative loads take the search's general path (no pruning by sorted windows), all-zero and tied loads test
+  // the tie rules; EPLB's plan must be kept whenever the search does not strictly beat it.
+  const Shape s{24, 4, 2, 8};
+  std::vector<std::vector<double>> loads = {
+      std::vector<double>(16, 0.0), std::vector<double>(16, 5.0),
+      {9, -3, 7, 7, 0, 12, -1, 4, 4, 4, 30, 2, 8, 8, -0.5, 1},
+      {1e-300, 0, 3, 3, 3, 3, 100, 0, 0, 0, 0, 50, 50, 0, 1, 2}};
+  auto e = plan(loads, s, Policy::hierarchical);
+  auto b = plan(loads, s, Policy::balanced);
+  for (size_t l = 0; l < loads.size(); ++l) {
+    check_valid(b[l], loads[l], s);
+    CHECK(max_of(b[l].gpu_load) <= max_of(e[l].gpu_load));
+    if (!(max_of(b[l].gpu_load) < max_of(e[l].gpu_load))) CHECK(b[l].phy2log == e[l].phy2log);  // EPLB's own plan
+  }
+  CHECK(b[0].phy2log == e[0].phy2log);  // nothing to improve on all-zero loads
 }
