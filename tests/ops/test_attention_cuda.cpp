@@ -47,12 +47,13 @@ struct AttnCase {
 
 // Tolerances on norm_err (error over the tensor's max |value|).
 //  f32: one f32 rounding per product, expf, f32 sums over up to T keys; the reference is f64.
-//  bf16: the output rounding alone is 2^-9 = 2.0e-3 relative; P (forward) and P, dS (backward) are rounded to bf16
-//  before their tensor-core products, as FlashAttention-2 does, which adds about as much again per term.
+//  bf16: the output rounding alone is up to 2^-8 = 3.9e-3 relative (unit roundoff); P (forward) and P, dS (backward)
+//  are rounded to bf16 before their tensor-core products, as FlashAttention-2 does (relative errors that average out
+//  over the keys). Measured on the H200: at most 4.3e-3 (bf16), 1.7e-6 (f32).
 constexpr double kAttnF32Fwd = 1e-5, kAttnF32Bwd = 2e-5, kAttnF32Lse = 2e-6;
 constexpr double kAttnBf16Fwd = 1e-2, kAttnBf16Bwd = 1.5e-2, kAttnBf16Lse = 2e-5;
 const char* kWhyF32 = "f32 accumulation and expf vs f64 reference";
-const char* kWhyBf16Fwd = "bf16 output rounding 2^-9 + P rounded to bf16 before P.V";
+const char* kWhyBf16Fwd = "bf16 output rounding 2^-8 + P rounded to bf16 before P.V";
 const char* kWhyBf16Bwd = "bf16 output rounding + P, dS rounded to bf16 before the tensor-core products";
 const char* kWhyLse = "f32 statistics from exact products of the (rounded) inputs";
 
@@ -160,7 +161,7 @@ void decode_case(const DecodeCase& s, DType dt, uint64_t seed) {
     mla_decode_attention(c, p(out), p(lse), p(q), p(pool), p(table), p(lens), s.scale);
   });
   expect_close(tag + " out", out, bf ? kDecBf16 : kDecF32,
-               bf ? "bf16 output rounding 2^-9 + P rounded to bf16 before P.V" : kWhyF32);
+               bf ? "bf16 output rounding 2^-8 + P rounded to bf16 before P.V" : kWhyF32);
   if (s.with_lse) expect_close(tag + " lse", lse, bf ? kDecLseBf16 : kDecLseF32, kWhyLse);
 }
 
