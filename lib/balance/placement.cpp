@@ -488,12 +488,13 @@ struct Search {
       const double* gv = sv.data() + g * spg;
       const int64_t* ho = so.data() + h * spg;
       const int64_t* go = so.data() + g * spg;
-      int64_t lo = 0, hi = 0;
+      int64_t hi = 0;
       for (int64_t i = 0; i < spg; ++i) {
         const double a = hv[i];
         while (hi < spg && gv[hi] < a) ++hi;
         const double t = a - W;
-        while (lo < hi && gv[lo] < t) ++lo;
+        int64_t lo = hi;  // back from hi: the window is almost always empty, so this is one predictable test
+        while (lo > 0 && gv[lo - 1] >= t) --lo;
         for (int64_t j = lo; j < hi; ++j) {
           const double d = a - gv[j];
           const double m = std::max(Lh - d, Lg + d);
