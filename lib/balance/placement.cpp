@@ -167,7 +167,8 @@ void pack_into(const double* w, int64_t n, int64_t m, int64_t* pack, int64_t* ra
     k.hi.resize(2 * size);
     double* tv = k.hw.data();
     int64_t* ti = k.hi.data();
-    for (int64_t p = 0; p < size; ++p) tv[size + p] = p < m ? 0.0 : std::numeric_limits<double>::infinity(), ti[size + p] = p;
+    for (int64_t p = 0; p < m; ++p) tv[size + p] = 0.0;
+    for (int64_t p = 0; p < size; ++p) ti[size + p] = p;
     for (int64_t q = size - 1; q >= 1; --q) {
       const int64_t c = tv[2 * q + 1] < tv[2 * q] ? 2 * q + 1 : 2 * q;
       tv[q] = tv[c], ti[q] = ti[c];
