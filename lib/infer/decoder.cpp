@@ -25,7 +25,8 @@ void Decoder::refresh() {
   const int64_t H = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, R = c.kv_lora_rank;
   for (size_t b = 0; b < w_uk_t_.size(); ++b) {
     const int64_t L = c.num_hidden_layers;
-    const BlockWeights& bw = int64_t(b) < L ? model_.weights().layers[b] : model_.weights().mtp[b - L].block;
+    const BlockWeights& bw =
+        int64_t(b) < L ? model_.compute_weights().layers[b] : model_.compute_weights().mtp[b - L].block;
     // kv_b_proj rows per head: W_UK (dn rows) then W_UV (dv rows), each row of length R. Transpose W_UK on the host
     // (once per weight update) so the per-head fold is a plain matmul.
     std::vector<double> kvb = to_host_f64(bw.attn.kv_b_proj);
@@ -42,6 +43,7 @@ LayerEnv Decoder::env(int64_t n) const {
   e.ctx = &model_.context();
   e.cfg = &model_.config();
   e.dtype = model_.dtype();
+  e.sdtype = model_.stat_dtype();
   e.B = 1;
   e.T = n;
   e.inv_freq = model_.inv_freq();
@@ -141,7 +143,7 @@ Tensor Decoder::block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, c
 void Decoder::forward(Workspace& ws, PagedKvCache& cache, const DecodeRows& rows, Tensor* logits, Tensor* hidden) {
   const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
-  ModelWeights& w = model_.weights();
+  ModelWeights& w = model_.compute_weights();
   const int64_t n = rows.ids.numel(), D = c.hidden_size;
   Tensor x = ws.alloc("embed", model_.dtype(), {n, D});
   embedding_forward(ctx, x, rows.ids, w.embed_tokens);
@@ -149,7 +151,7 @@ void Decoder::forward(Workspace& ws, PagedKvCache& cache, const DecodeRows& rows
     x = block(ws, cache, l, rows, x, w.layers[l], size_t(l), w.layers[l].moe ? model_.moe_load(l) : nullptr);
   *hidden = ws.alloc("final_norm", model_.dtype(), {n, D});
   rmsnorm_forward(ctx, *hidden, Tensor{}, x, w.norm, c.rms_norm_eps);
-  *logits = ws.alloc("logits", model_.dtype(), {n, c.vocab_size});
+  *logits = ws.alloc("logits", model_.stat_dtype(), {n, c.vocab_size});  // f32 in mixed precision
   matmul_forward(ctx, *logits, *hidden, w.lm_head);
 }
 
@@ -157,7 +159,7 @@ void Decoder::mtp_forward(Workspace& ws, PagedKvCache& cache, int64_t k, const D
                           Tensor* logits, Tensor* hidden) {
   const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
-  ModelWeights& w = model_.weights();
+  ModelWeights& w = model_.compute_weights();
   const MtpWeights& m = w.mtp.at(size_t(k - 1));
   const int64_t n = rows.ids.numel(), D = c.hidden_size, L = c.num_hidden_layers;
   const DType dt = model_.dtype();
@@ -175,7 +177,7 @@ void Decoder::mtp_forward(Workspace& ws, PagedKvCache& cache, int64_t k, const D
   *hidden = block(ws, cache, layer, rows, hp, m.block, size_t(layer), model_.moe_load(layer));
   Tensor hn2 = ws.alloc("mtp.head_norm", dt, {n, D});
   rmsnorm_forward(ctx, hn2, Tensor{}, *hidden, m.shared_head_norm, c.rms_norm_eps);
-  *logits = ws.alloc("mtp.logits", dt, {n, c.vocab_size});
+  *logits = ws.alloc("mtp.logits", model_.stat_dtype(), {n, c.vocab_size});
   matmul_forward(ctx, *logits, hn2, w.lm_head);
 }
 

@@ -12,14 +12,14 @@ void block_forward(const LayerEnv& env, Workspace& ws, const std::string& name, 
   const DType dt = env.dtype;
   a.x_in = x_in;
   a.attn_n = ws.alloc(name + ".attn_norm", dt, {N, D});
-  a.attn_rstd = ws.alloc(name + ".attn_norm_rstd", dt, {N});
+  a.attn_rstd = ws.alloc(name + ".attn_norm_rstd", env.sdtype, {N});
   rmsnorm_forward(ctx, a.attn_n, a.attn_rstd, x_in, w.input_layernorm, c.rms_norm_eps);
   mla_forward(env, ws, name, a.mla, a.attn_n, w.attn);
   a.x_mid = ws.alloc(name + ".x_mid", dt, {N, D});
   add(ctx, a.x_mid, x_in, a.mla.out);
 
   a.ffn_n = ws.alloc(name + ".ffn_norm", dt, {N, D});
-  a.ffn_rstd = ws.alloc(name + ".ffn_norm_rstd", dt, {N});
+  a.ffn_rstd = ws.alloc(name + ".ffn_norm_rstd", env.sdtype, {N});
   rmsnorm_forward(ctx, a.ffn_n, a.ffn_rstd, a.x_mid, w.post_attention_layernorm, c.rms_norm_eps);
   Tensor ffn_out;
   if (w.moe) {

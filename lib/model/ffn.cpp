@@ -46,9 +46,9 @@ void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Mo
 
   // gate: scores from the unbiased affinities, selection with the bias (buffer), weights renormalised
   a.logits = ws.alloc(p + "router_logits", dt, {N, E});
-  a.scores = ws.alloc(p + "scores", dt, {N, E});
+  a.scores = ws.alloc(p + "scores", env.sdtype, {N, E});
   a.topk_idx = ws.alloc(p + "topk_idx", DType::i32, {N, K});
-  a.topk_w = ws.alloc(p + "topk_w", dt, {N, K});
+  a.topk_w = ws.alloc(p + "topk_w", env.sdtype, {N, K});
   matmul_forward(ctx, a.logits, x, w.router);
   moe_gate_forward(ctx, a.topk_idx, a.topk_w, a.scores, a.logits, w.bias, c.gate_options());
   a.balance_loss = env.balance_alpha > 0
@@ -100,7 +100,7 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
 
   // combine backward: gradients for the expert outputs and the routing weights
   Tensor d_eo = ws.alloc("d_experts_out", dt, {N * K, D});
-  Tensor d_topk_w = ws.alloc("d_topk_w", dt, {N, K});
+  Tensor d_topk_w = ws.alloc("d_topk_w", env.sdtype, {N, K});
   moe_unpermute_backward(ctx, d_eo, d_topk_w, d_out, a.experts.out, a.row_of, a.topk_w);
 
   Tensor d_xp = ws.alloc("d_dispatched", dt, {N * K, D});
@@ -117,7 +117,7 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
   // gate backward: through the weights and, when on, the balance loss; the bias gets no gradient
   Tensor d_scores_extra;
   if (env.balance_alpha > 0) {
-    d_scores_extra = ws.alloc("d_scores_balance", dt, {N, E});
+    d_scores_extra = ws.alloc("d_scores_balance", env.sdtype, {N, E});
     moe_balance_loss_backward(ctx, d_scores_extra, 1.0, a.scores, a.topk_idx, env.T, env.balance_alpha);
   }
   Tensor d_logits = ws.alloc("d_router_logits", dt, {N, E});

@@ -19,7 +19,8 @@ namespace ds {
 struct LayerEnv {
   const Context* ctx = nullptr;
   const ModelConfig* cfg = nullptr;
-  DType dtype = DType::f32;
+  DType dtype = DType::f32;   // activations (and the compute weights): f32/f64, or bf16 on CUDA
+  DType sdtype = DType::f32;  // saved statistics (rstd, lse, gate scores, routing weights): dtype, f32 when bf16
   int64_t B = 0, T = 0;
   Tensor pos;       // [N] i32, position of each token in its sequence
   Tensor inv_freq;  // [dr/2]

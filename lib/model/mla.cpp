@@ -27,7 +27,7 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   a.q = ws.alloc(p + "q", dt, {N, H * dqk});
   if (c.q_lora_rank > 0) {
     a.q_a = ws.alloc(p + "q_latent_raw", dt, {N, c.q_lora_rank});
-    a.q_a_rstd = ws.alloc(p + "q_latent_rstd", dt, {N});
+    a.q_a_rstd = ws.alloc(p + "q_latent_rstd", env.sdtype, {N});
     a.q_a_n = ws.alloc(p + "q_latent", dt, {N, c.q_lora_rank});
     matmul_forward(ctx, a.q_a, x, w.q_a_proj);
     rmsnorm_forward(ctx, a.q_a_n, a.q_a_rstd, a.q_a, w.q_a_layernorm, kLatentNormEps);
@@ -50,7 +50,7 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   matmul_forward(ctx, a.kv_a, x, w.kv_a_proj);
   a.c_raw = ws.alloc(p + "kv_latent_raw", dt, {N, Rkv});
   copy_cols(ctx, a.c_raw, 0, a.kv_a, 0, Rkv);
-  a.kv_rstd = ws.alloc(p + "kv_latent_rstd", dt, {N});
+  a.kv_rstd = ws.alloc(p + "kv_latent_rstd", env.sdtype, {N});
   a.c = ws.alloc(p + "kv_latent", dt, {N, Rkv});
   rmsnorm_forward(ctx, a.c, a.kv_rstd, a.c_raw, w.kv_a_layernorm, kLatentNormEps);
   a.k_pe_raw = ws.alloc(p + "k_pe_raw", dt, {N, dr});
@@ -73,7 +73,7 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   // attention and output projection
   const int64_t B = env.B, T = env.T;
   a.attn = ws.alloc(p + "attn", dt, {N, H, dv});
-  a.lse = ws.alloc(p + "lse", dt, {B, H, T});
+  a.lse = ws.alloc(p + "lse", env.sdtype, {B, H, T});
   attention_forward(ctx, a.attn.view({B, T, H, dv}), a.lse, a.q_full.view({B, T, H, dqk}),
                     a.k_full.view({B, T, H, dqk}), a.v.view({B, T, H, dv}), env.softmax_scale);
   a.out = ws.alloc(p + "out", dt, {N, c.hidden_size});

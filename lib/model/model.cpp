@@ -15,10 +15,21 @@ constexpr int kIgnore = -100;
 Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
     : cfg_(cfg), ctx_(ctx), dtype_(dtype), params_(ctx.device), buffers_(ctx.device), acts_(ctx.device),
       scratch_(ctx.device), grad_ws_(ctx.device) {
-  DS_CHECK(dtype == DType::f32 || dtype == DType::f64, "model dtype must be f32 or f64");
-  w_ = bind_weights(cfg_, params_, dtype_);
+  DS_CHECK(dtype == DType::f32 || dtype == DType::f64 || dtype == DType::bf16, "model dtype must be f32, f64 or bf16");
+  if (dtype == DType::f64 && ctx.device.is_cuda()) throw_usage("an f64 model runs on the CPU only");
+  if (dtype == DType::bf16 && !ctx.device.is_cuda()) throw_usage("bf16 (mixed precision) needs --device cuda");
+  w_ = bind_weights(cfg_, params_, param_dtype());
+  if (dtype_ == DType::bf16) {
+    compute_ = std::make_unique<Arena>(ctx.device);
+    cw_ = bind_weights(cfg_, *compute_, dtype_);
+    // The router biases (buffers: selection only, updated in place) stay f32 and are shared with the master.
+    for (size_t l = 0; l < w_.layers.size(); ++l) cw_.layers[l].moe_w.bias = w_.layers[l].moe_w.bias;
+    for (size_t k = 0; k < w_.mtp.size(); ++k) cw_.mtp[k].block.moe_w.bias = w_.mtp[k].block.moe_w.bias;
+  } else {
+    cw_ = w_;
+  }
   // buffers: RoPE frequencies and one load counter per MoE layer
-  size_t i_freq = buffers_.add("rope.inv_freq", dtype_, {cfg_.qk_rope_head_dim / 2});
+  size_t i_freq = buffers_.add("rope.inv_freq", stat_dtype(), {cfg_.qk_rope_head_dim / 2});
   std::vector<size_t> i_load;
   for (int64_t l = 0; l < cfg_.num_hidden_layers + cfg_.num_nextn_predict_layers; ++l) {
     if (!cfg_.is_moe_layer(l)) continue;
@@ -38,7 +49,13 @@ Model::~Model() = default;
 void Model::enable_grads() {
   if (grads_) return;
   grads_ = std::make_unique<Arena>(ctx_.device);
-  gw_ = bind_weights(cfg_, *grads_, dtype_);
+  gw_ = bind_weights(cfg_, *grads_, param_dtype());
+}
+
+void Model::sync_compute_weights() {
+  if (!compute_) return;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!is_buffer_name(params_.name(i))) copy(ctx_, (*compute_)[i], params_[i]);
 }
 
 void Model::zero_grads() {
@@ -60,6 +77,7 @@ void Model::init_random(uint64_t seed) {
     }
     from_host(t, v);
   }
+  sync_compute_weights();
 }
 
 LayerEnv Model::env() const {
@@ -67,6 +85,7 @@ LayerEnv Model::env() const {
   e.ctx = &ctx_;
   e.cfg = &cfg_;
   e.dtype = dtype_;
+  e.sdtype = stat_dtype();
   e.B = B_;
   e.T = T_;
   e.pos = pos_;
@@ -131,28 +150,29 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   upload_batch(batch);
   const LayerEnv e = env();
   const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;
+  const DType sdt = stat_dtype();
   LossInfo info;
 
   emb_ = acts_.alloc("embed", dtype_, {N, D});
-  embedding_forward(ctx_, emb_, ids_, w_.embed_tokens);
+  embedding_forward(ctx_, emb_, ids_, cw_.embed_tokens);
   layer_acts_.assign(size_t(cfg_.num_hidden_layers), BlockActs{});
   Tensor x = emb_;
   size_t moe_i = 0;
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     BlockActs& a = layer_acts_[l];
-    MoeLoad* load = w_.layers[l].moe ? &loads_[moe_i++] : nullptr;
-    block_forward(e, acts_, "l" + std::to_string(l), a, load, x, w_.layers[l]);
-    info.balance_loss += w_.layers[l].moe ? a.moe.balance_loss : 0.0;
+    MoeLoad* load = cw_.layers[l].moe ? &loads_[moe_i++] : nullptr;
+    block_forward(e, acts_, "l" + std::to_string(l), a, load, x, cw_.layers[l]);
+    info.balance_loss += cw_.layers[l].moe ? a.moe.balance_loss : 0.0;
     x = a.x_out;
   }
   final_n_ = acts_.alloc("final_norm", dtype_, {N, D});
-  final_rstd_ = acts_.alloc("final_norm_rstd", dtype_, {N});
-  rmsnorm_forward(ctx_, final_n_, final_rstd_, x, w_.norm, cfg_.rms_norm_eps);
-  logits_ = acts_.alloc("logits", dtype_, {N, V});
-  matmul_forward(ctx_, logits_, final_n_, w_.lm_head);
+  final_rstd_ = acts_.alloc("final_norm_rstd", sdt, {N});
+  rmsnorm_forward(ctx_, final_n_, final_rstd_, x, cw_.norm, cfg_.rms_norm_eps);
+  logits_ = acts_.alloc("logits", sdt, {N, V});  // f32 in mixed precision
+  matmul_forward(ctx_, logits_, final_n_, cw_.lm_head);
   if (fopt_.logit_temperature != 1.0) scale(ctx_, logits_, 1.0 / fopt_.logit_temperature);
-  loss_ = acts_.alloc("loss", dtype_, {N});
-  lse_ = acts_.alloc("lse", dtype_, {N});
+  loss_ = acts_.alloc("loss", sdt, {N});
+  lse_ = acts_.alloc("lse", sdt, {N});
   cross_entropy_forward(ctx_, loss_, lse_, logits_, targets_, kIgnore);
   info.n_targets = n_targets_;
   info.main_loss = n_targets_ ? sum(ctx_, loss_) / double(n_targets_) : 0.0;
@@ -162,15 +182,15 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   const int64_t depth = int64_t(mtp_acts_.size());
   for (int64_t k = 1; k <= depth; ++k) {
     MtpActs& m = mtp_acts_[k - 1];
-    const MtpWeights& mw = w_.mtp[k - 1];
+    const MtpWeights& mw = cw_.mtp[k - 1];
     const std::string p = "mtp" + std::to_string(k) + ".";
     m.emb = acts_.alloc(p + "embed", dtype_, {N, D});
-    embedding_forward(ctx_, m.emb, m.ids, w_.embed_tokens);
+    embedding_forward(ctx_, m.emb, m.ids, cw_.embed_tokens);
     m.emb_n = acts_.alloc(p + "enorm", dtype_, {N, D});
-    m.emb_rstd = acts_.alloc(p + "enorm_rstd", dtype_, {N});
+    m.emb_rstd = acts_.alloc(p + "enorm_rstd", sdt, {N});
     rmsnorm_forward(ctx_, m.emb_n, m.emb_rstd, m.emb, mw.enorm, cfg_.rms_norm_eps);
     m.prev_n = acts_.alloc(p + "hnorm", dtype_, {N, D});
-    m.prev_rstd = acts_.alloc(p + "hnorm_rstd", dtype_, {N});
+    m.prev_rstd = acts_.alloc(p + "hnorm_rstd", sdt, {N});
     rmsnorm_forward(ctx_, m.prev_n, m.prev_rstd, prev, mw.hnorm, cfg_.rms_norm_eps);
     m.cat = acts_.alloc(p + "concat", dtype_, {N, 2 * D});
     copy_cols(ctx_, m.cat, 0, m.emb_n, 0, D);
@@ -181,12 +201,12 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
     block_forward(e, acts_, "l" + std::to_string(cfg_.num_hidden_layers + k - 1), m.block, load, m.hp, mw.block);
     info.balance_loss += mw.block.moe ? m.block.moe.balance_loss : 0.0;
     m.head_n = acts_.alloc(p + "head_norm", dtype_, {N, D});
-    m.head_rstd = acts_.alloc(p + "head_norm_rstd", dtype_, {N});
+    m.head_rstd = acts_.alloc(p + "head_norm_rstd", sdt, {N});
     rmsnorm_forward(ctx_, m.head_n, m.head_rstd, m.block.x_out, mw.shared_head_norm, cfg_.rms_norm_eps);
-    m.logits = acts_.alloc(p + "logits", dtype_, {N, V});
-    matmul_forward(ctx_, m.logits, m.head_n, w_.lm_head);
-    m.loss = acts_.alloc(p + "loss", dtype_, {N});
-    m.lse = acts_.alloc(p + "lse", dtype_, {N});
+    m.logits = acts_.alloc(p + "logits", sdt, {N, V});
+    matmul_forward(ctx_, m.logits, m.head_n, cw_.lm_head);
+    m.loss = acts_.alloc(p + "loss", sdt, {N});
+    m.lse = acts_.alloc(p + "lse", sdt, {N});
     cross_entropy_forward(ctx_, m.loss, m.lse, m.logits, m.targets, kIgnore);
     info.mtp_loss += (m.n_targets ? sum(ctx_, m.loss) / double(m.n_targets) : 0.0) / double(depth);
     prev = m.block.x_out;
@@ -218,7 +238,12 @@ void Model::backward_impl(const std::vector<double>* d_logp) {
   const LayerEnv e = env();
   const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;
   const int64_t depth = int64_t(mtp_acts_.size());
-  Tensor d_logits = grad_ws_.alloc("d_logits", dtype_, {N, V});
+  // d_logits has the logits' dtype (f32 in mixed precision); d_logits_c is what the head's backward reads (bf16).
+  Tensor d_logits = grad_ws_.alloc("d_logits", stat_dtype(), {N, V});
+  Tensor d_logits_c = stat_dtype() == dtype_ ? d_logits : grad_ws_.alloc("d_logits_compute", dtype_, {N, V});
+  auto to_compute = [&] {
+    if (d_logits_c.data != d_logits.data) copy(ctx_, d_logits_c, d_logits);
+  };
   Tensor d_final_n = grad_ws_.alloc("d_final_norm", dtype_, {N, D});
 
   // MTP modules in reverse: module k's input gradient flows into module k-1's output (or the final norm)
@@ -229,12 +254,13 @@ void Model::backward_impl(const std::vector<double>* d_logp) {
   Tensor d_emb = grad_ws_.alloc("d_mtp_embed", dtype_, {N, D});
   for (int64_t k = depth; k >= 1; --k) {
     MtpActs& m = mtp_acts_[k - 1];
-    MtpWeights& mw = w_.mtp[k - 1];
+    MtpWeights& mw = cw_.mtp[k - 1];
     MtpWeights& mg = gw_.mtp[k - 1];
     if (k == depth) fill(ctx_, d_h, 0.0);  // the deepest module's output feeds nothing else
     const double scale = m.n_targets ? fopt_.mtp_lambda / double(depth) / double(m.n_targets) : 0.0;
     cross_entropy_backward(ctx_, d_logits, m.logits, m.lse, m.targets, scale, kIgnore);
-    matmul_backward(ctx_, d_head_n, gw_.lm_head, d_logits, m.head_n, w_.lm_head);
+    to_compute();
+    matmul_backward(ctx_, d_head_n, gw_.lm_head, d_logits_c, m.head_n, cw_.lm_head);
     rmsnorm_backward(ctx_, d_h, mg.shared_head_norm, d_head_n, m.block.x_out, mw.shared_head_norm, m.head_rstd,
                      Accum::add);
     block_backward(e, scratch_, d_h, mg.block, m.block, mw.block);  // d_h: d(out) -> d(eh_proj output)
@@ -251,7 +277,7 @@ void Model::backward_impl(const std::vector<double>* d_logp) {
   // main head
   if (d_logp) {
     // d(logits/T) = -dL/dlogp * (softmax - onehot); the chain through the division by T gives 1/T.
-    Tensor row_scale = grad_ws_.alloc("d_logp_neg", dtype_, {N});
+    Tensor row_scale = grad_ws_.alloc("d_logp_neg", stat_dtype(), {N});
     std::vector<double> neg(d_logp->size());
     for (size_t i = 0; i < neg.size(); ++i) neg[i] = -(*d_logp)[i];
     from_host(row_scale, neg);
@@ -261,13 +287,14 @@ void Model::backward_impl(const std::vector<double>* d_logp) {
     const double scale = n_targets_ ? 1.0 / double(n_targets_) / fopt_.logit_temperature : 0.0;
     cross_entropy_backward(ctx_, d_logits, logits_, lse_, targets_, scale, kIgnore);
   }
-  matmul_backward(ctx_, d_final_n, gw_.lm_head, d_logits, final_n_, w_.lm_head,
+  to_compute();
+  matmul_backward(ctx_, d_final_n, gw_.lm_head, d_logits_c, final_n_, cw_.lm_head,
                   depth ? Accum::add : Accum::overwrite);
   Tensor d_resid = grad_ws_.alloc("d_resid", dtype_, {N, D});
   Tensor x_last = cfg_.num_hidden_layers ? layer_acts_.back().x_out : emb_;
-  rmsnorm_backward(ctx_, d_resid, gw_.norm, d_final_n, x_last, w_.norm, final_rstd_);
+  rmsnorm_backward(ctx_, d_resid, gw_.norm, d_final_n, x_last, cw_.norm, final_rstd_);
   for (int64_t l = cfg_.num_hidden_layers - 1; l >= 0; --l)
-    block_backward(e, scratch_, d_resid, gw_.layers[l], layer_acts_[l], w_.layers[l]);
+    block_backward(e, scratch_, d_resid, gw_.layers[l], layer_acts_[l], cw_.layers[l]);
   embedding_backward(ctx_, gw_.embed_tokens, d_resid, ids_);
 }
 

@@ -44,14 +44,23 @@ struct LossInfo {
 
 class Model {
  public:
+  // dtype: f32 or f64 (CPU), f32 or bf16 (CUDA). With bf16 (mixed precision) the parameters stay f32 ("master
+  // weights", what params()/weights() hold, what the optimizer updates and checkpoints store) and forward/backward
+  // run on a bf16 copy (compute_weights()); gradients, saved statistics, logits and losses are f32.
   Model(const ModelConfig& cfg, const Context& ctx, DType dtype = DType::f32);
   ~Model();
 
   const ModelConfig& config() const { return cfg_; }
   const Context& context() const { return ctx_; }
-  DType dtype() const { return dtype_; }
+  DType dtype() const { return dtype_; }  // activations and compute weights
+  DType param_dtype() const { return stat_dtype(); }  // parameters, gradients, optimizer state
+  DType stat_dtype() const { return dtype_ == DType::bf16 ? DType::f32 : dtype_; }  // rstd, lse, losses, logits
   ModelWeights& weights() { return w_; }
   Arena& params() { return params_; }
+  // The weights forward/backward read: weights() itself, or its bf16 copy in mixed precision. After changing
+  // weights() (an optimizer step, a load), call sync_compute_weights(). The router biases are shared (f32).
+  ModelWeights& compute_weights() { return cw_; }
+  void sync_compute_weights();
   // The gradient arena mirrors the parameter arena (same names and order). Allocated on first use.
   void enable_grads();
   bool has_grads() const { return grads_ != nullptr; }
@@ -121,6 +130,8 @@ class Model {
   DType dtype_;
   Arena params_;
   ModelWeights w_;
+  std::unique_ptr<Arena> compute_;  // bf16 copy of params_ (mixed precision only)
+  ModelWeights cw_;                 // = w_, or bound to *compute_
   std::unique_ptr<Arena> grads_;
   ModelWeights gw_;
   Arena buffers_;  // rope table, expert load counters

@@ -13,6 +13,7 @@ void load_weights(Model& model, const std::string& dir) {
   // The MTP copies of embed_tokens / shared_head.head are not read: the model shares one embedding and head.
   for (auto& [name, t] : checkpoint_tensors(model.config(), model.weights(), /*with_mtp_copies=*/false))
     r.read_into(name, t);
+  model.sync_compute_weights();
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir, const Context& ctx, const ModelLoadOptions& opt) {
