@@ -29,8 +29,13 @@ double AdamW::grad_norm(double grad_scale) const {
 }
 
 double AdamW::step(int64_t step, double lr, double grad_scale) {
-  const Context& ctx = model_.context();
   const double norm = grad_norm(grad_scale);
+  apply(step, lr, grad_scale, norm);
+  return norm;
+}
+
+void AdamW::apply(int64_t step, double lr, double grad_scale, double norm) {
+  const Context& ctx = model_.context();
   double scale = grad_scale;
   if (opt_.grad_clip > 0 && norm > opt_.grad_clip) scale *= opt_.grad_clip / norm;
   const Arena& p = model_.params();
@@ -47,7 +52,7 @@ double AdamW::step(int64_t step, double lr, double grad_scale) {
     o.grad_scale = scale;
     adamw_update(ctx, p[i], g[i], m_[i], v_[i], o);
   }
-  return norm;
+  model_.sync_compute_weights();
 }
 
 void AdamW::save(const std::string& path) const {

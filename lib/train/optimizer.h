@@ -26,6 +26,9 @@ class AdamW {
   double grad_norm(double grad_scale) const;
   // One update with learning rate lr; returns the pre-clip gradient norm. `step` is 1-based.
   double step(int64_t step, double lr, double grad_scale);
+  // The update of step() given the gradient norm grad_norm(grad_scale) already computed (callers that check it
+  // first, e.g. to skip a step whose norm is not finite). Refreshes the model's compute weights (mixed precision).
+  void apply(int64_t step, double lr, double grad_scale, double norm);
   void save(const std::string& path) const;  // optimizer.safetensors
   void load(const std::string& path);        // bad-input errors name the tensor
 

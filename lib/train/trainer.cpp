@@ -185,15 +185,30 @@ double Trainer::run() {
       sum.balance_loss += li.balance_loss / double(opt_.grad_accum);
       tokens += b.B * b.T;
     }
-    if (!std::isfinite(sum.loss)) throw_runtime("loss is not finite at step " + std::to_string(state_.step + 1));
     ++state_.step;
     const double lr = lr_at(opt_.lr, state_.step);
-    const double gnorm = adamw_.step(state_.step, lr, 1.0 / double(opt_.grad_accum));
+    // An overflow (NaN/inf loss or gradient norm, mostly a bf16 run's) skips the update and the router-bias step;
+    // the step and its data still count. Too many in a row mean the run diverged: stop with an error.
+    const double gnorm = adamw_.grad_norm(1.0 / double(opt_.grad_accum));
+    const bool skip = !std::isfinite(sum.loss) || !std::isfinite(gnorm);
+    if (skip) {
+      ++skipped_in_a_row_;
+      ++skipped_total_;
+      log_warn("step " + std::to_string(state_.step) + ": loss " + std::to_string(sum.loss) + ", gradient norm " +
+               std::to_string(gnorm) + " not finite: update skipped (" + std::to_string(skipped_in_a_row_) +
+               " in a row)");
+      if (skipped_in_a_row_ > opt_.max_skipped_steps)
+        throw_runtime("loss or gradient norm not finite for " + std::to_string(skipped_in_a_row_) +
+                      " steps in a row (up to step " + std::to_string(state_.step) + "): the run diverged");
+    } else {
+      skipped_in_a_row_ = 0;
+      adamw_.apply(state_.step, lr, 1.0 / double(opt_.grad_accum), gnorm);
+    }
     double vio = 0;
     auto load = model_.expert_load();
     for (auto& l : load) vio += max_violation(l) / double(load.size());
     write_expert_stats();
-    model_.update_router_bias(opt_.bias_update_gamma);
+    if (!skip) model_.update_router_bias(opt_.bias_update_gamma);
     state_.data_position = stream_.position();
     state_.tokens_seen += tokens;
     const double dt = now_seconds() - t0;
@@ -204,6 +219,7 @@ double Trainer::run() {
     if (!load.empty()) w.kv("balance_max_vio", vio);
     if (opt_.forward.balance_alpha > 0) w.kv("balance_loss", sum.balance_loss);
     w.kv("lr", lr).kv("grad_norm", gnorm).kv("tokens", state_.tokens_seen).kv("tokens_per_s", double(tokens) / dt);
+    if (skip) w.kv("skipped", true);
     w.end_object();
     write_metrics(w.str());
 

@@ -34,6 +34,11 @@ struct TrainerOptions {
   uint64_t seed = 1234;
   ModelSaveOptions save;
   bool progress = true;
+  // Steps whose loss or gradient norm is NaN/inf skip their update (logged, "skipped": true in the metrics);
+  // more than this many in a row stop the run with an error.
+  int64_t max_skipped_steps = 5;
+  // The model's precision (ds-pretrain / ds-sft --precision): f32, or bf16 mixed precision on CUDA (Model).
+  DType model_dtype = DType::f32;
 };
 
 // What trainer_state.json holds.
@@ -69,6 +74,7 @@ class Trainer {
   AdamW adamw_;
   BatchStream stream_;
   TrainerState state_;
+  int64_t skipped_in_a_row_ = 0, skipped_total_ = 0;
 };
 
 // Installs SIGINT/SIGTERM handlers that ask the running trainer to save and stop after the current step.

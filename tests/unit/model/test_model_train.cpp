@@ -1,6 +1,7 @@
 // Training behaviour: a tiny model overfits, expert load is recorded, the bias update follows the sign rule,
 // and save -> load -> continue reproduces an uninterrupted run bit for bit.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <unistd.h>
@@ -186,4 +187,56 @@ TEST_CASE("a redundant-expert placement changes no output and counts the tokens 
   CHECK(load[0].second[0] > 0);
   CHECK(load[0].second[1] > 0);
   CHECK_THROWS_AS(m.set_placement({0}, {pl}, 2), Error);  // layer 0 is dense
+}
+
+TEST_CASE("a step whose loss is not finite is skipped and logged; too many in a row stop the run", "[model][train]") {
+  Context ctx;
+  init_threads(ctx, 1);
+  Tokenizer none;
+  WindowSet empty;
+  std::string dir = tmpdir("nan");
+  // Four windows; only window 2 holds token 63, whose embedding row is NaN: its step alone is not finite.
+  WindowSet w = pattern_windows(4, 16, 60);
+  w.tokens[size_t(2 * 17 + 5)] = 63;
+  auto options = [&](const std::string& metrics) {
+    TrainerOptions o;
+    o.batch_size = 1;
+    o.max_steps = 4;  // one epoch: each window once
+    o.lr.warmup_steps = 0;
+    o.progress = false;
+    o.metrics_path = metrics;
+    o.max_skipped_steps = 2;
+    return o;
+  };
+  Model m(tiny(), ctx);
+  m.init_random(9);
+  Tensor row = m.weights().embed_tokens.index0(63);
+  from_host(row, std::vector<double>(size_t(row.numel()), std::nan("")));
+  const std::vector<double> norm_before = to_host_f64(m.weights().norm);
+  {
+    Trainer t(m, none, w, empty, options(dir + "/a.jsonl"));
+    t.run();
+    CHECK(t.state().step == 4);
+  }
+  int skipped = 0, finite = 0;
+  for (const std::string& l : read_lines(dir + "/a.jsonl")) {
+    if (l.find("\"skipped\":true") != std::string::npos) {
+      ++skipped;
+      CHECK(l.find("\"loss\":null") != std::string::npos);
+    } else if (l.find("\"loss\":") != std::string::npos) {
+      ++finite;
+    }
+  }
+  CHECK(skipped == 1);
+  CHECK(finite == 3);
+  for (double x : to_host_f64(m.weights().norm)) CHECK(std::isfinite(x));  // the NaN step changed nothing
+  CHECK(to_host_f64(m.weights().norm) != norm_before);                    // the others did update
+
+  // Every step NaN: more than max_skipped_steps in a row is an error.
+  Model bad(tiny(), ctx);
+  bad.init_random(9);
+  from_host(bad.weights().norm, std::vector<double>(size_t(bad.weights().norm.numel()), std::nan("")));
+  Trainer t(bad, none, w, empty, options(dir + "/b.jsonl"));
+  CHECK_THROWS_WITH(t.run(), Catch::Contains("3 steps in a row"));
+  std::system(("rm -rf " + dir).c_str());
 }
