@@ -36,6 +36,11 @@ void add_trainer_options(CLI::App& app, TrainerCli& cli, const std::string& max_
   app.add_option("--save-dtype", cli.save_dtype, "Weights in the checkpoint: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
+  app.add_option("--precision", cli.precision,
+                 "f32, or bf16: mixed precision on --device cuda (bf16 weights and activations; f32 master weights, "
+                 "AdamW moments, gradients, norms and losses)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   app.add_option("--shard-size", cli.shard_gb, "Max safetensors shard size in GB")->capture_default_str();
   app.add_option("--metrics", t.metrics_path, "Metrics JSONL, one record per step");
   app.add_option("--expert-stats", t.expert_stats_path,
@@ -49,6 +54,7 @@ void finish_trainer_options(TrainerCli& cli, uint64_t seed, int64_t min_steps) {
   t.lr.kind = lr_schedule_parse(cli.schedule);
   t.seed = seed;
   t.save.file_dtype = cli.save_dtype == "bf16" ? DType::bf16 : DType::f32;
+  t.model_dtype = cli.precision == "bf16" ? DType::bf16 : DType::f32;
   t.save.max_shard_bytes = size_t(cli.shard_gb * 1e9);
 }
 

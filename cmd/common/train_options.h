@@ -11,6 +11,7 @@ struct TrainerCli {
   TrainerOptions* t = nullptr;
   std::string schedule = "cosine";
   std::string save_dtype = "f32";
+  std::string precision = "f32";
   double shard_gb = 5.0;
 };
 

@@ -65,9 +65,11 @@ double run_pretrain(const Context& ctx, PretrainOptions o) {
   if (o.resume || !o.init_from.empty()) {
     if (o.resume && (!o.preset.empty() || !o.config_path.empty() || !o.init_from.empty()))
       log_warn("--resume uses the checkpoint's model; --preset/--config/--init-from are ignored");
-    model = load_model(o.resume ? o.output_dir : o.init_from, ctx, ModelLoadOptions{});
+    ModelLoadOptions lo;
+    lo.dtype = o.train.model_dtype;
+    model = load_model(o.resume ? o.output_dir : o.init_from, ctx, lo);
   } else {
-    model = std::make_unique<Model>(fresh_config(o, tok), ctx, DType::f32);
+    model = std::make_unique<Model>(fresh_config(o, tok), ctx, o.train.model_dtype);
     model->init_random(o.train.seed);
   }
   const ModelConfig& cfg = model->config();

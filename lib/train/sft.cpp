@@ -32,7 +32,9 @@ double run_sft(const Context& ctx, SftOptions o) {
                     src);
   Tokenizer tok = Tokenizer::load(src);
   SftData data = load_sft_data(o.input, tok, o.data);
-  std::unique_ptr<Model> model = load_model(src, ctx, ModelLoadOptions{});
+  ModelLoadOptions lo;
+  lo.dtype = o.train.model_dtype;
+  std::unique_ptr<Model> model = load_model(src, ctx, lo);
   const ModelConfig& cfg = model->config();
   if (cfg.vocab_size < tok.vocab_size()) throw_bad_input("the model's vocabulary is smaller than the tokenizer's", src);
   if (o.data.seq_len > cfg.max_position_embeddings)
