@@ -87,18 +87,27 @@ TEST_CASE("attention gradient check", "[ops][attention][gradcheck]") {
 }
 
 TEST_CASE("attention f32 agrees with f64", "[ops][attention][precision]") {
+  // The f32 path is a separate implementation (sgemm per (batch, head) pair), so several shapes, incl. T = 1.
   const Context ctx = cpu_ctx();
-  const int64_t B = 1, T = 16, H = 2, Dqk = 12, Dv = 8;
-  Owned q = rand(DType::f64, {B, T, H, Dqk}, 81), k = rand(DType::f64, {B, T, H, Dqk}, 82);
-  Owned v = rand(DType::f64, {B, T, H, Dv}, 83), R = rand(DType::f64, {B, T, H, Dv}, 84);
-  auto run = [&](DType dt) {
-    Owned qq = as(dt, q), kk = as(dt, k), vv = as(dt, v), RR = as(dt, R);
-    Owned out = zeros(dt, {B, T, H, Dv}), lse = zeros(dt, {B, H, T});
-    Owned dq = zeros(dt, {B, T, H, Dqk}), dk = zeros(dt, {B, T, H, Dqk}), dv = zeros(dt, {B, T, H, Dv});
-    attention_forward(ctx, out, lse, qq, kk, vv, 0.3);
-    attention_backward(ctx, dq, dk, dv, RR, out, lse, qq, kk, vv, 0.3);
-    return std::vector<Owned>{out, lse, dq, dk, dv};
-  };
-  std::vector<Owned> a = run(DType::f32), b = run(DType::f64);
-  for (size_t i = 0; i < a.size(); ++i) CHECK(max_rel_diff(a[i].f64(), b[i].f64()) < 2e-6);
+  struct Shape { int64_t B, T, H, Dqk, Dv; };
+  for (Shape s : {Shape{1, 16, 2, 12, 8}, Shape{2, 1, 3, 6, 4}, Shape{2, 37, 3, 24, 16}, Shape{1, 64, 1, 8, 8}}) {
+    const auto [B, T, H, Dqk, Dv] = s;
+    Owned q = rand(DType::f64, {B, T, H, Dqk}, 81), k = rand(DType::f64, {B, T, H, Dqk}, 82);
+    Owned v = rand(DType::f64, {B, T, H, Dv}, 83), R = rand(DType::f64, {B, T, H, Dv}, 84);
+    auto run = [&](DType dt) {
+      Owned qq = as(dt, q), kk = as(dt, k), vv = as(dt, v), RR = as(dt, R);
+      Owned out = zeros(dt, {B, T, H, Dv}), lse = zeros(dt, {B, H, T});
+      Owned dq = zeros(dt, {B, T, H, Dqk}), dk = zeros(dt, {B, T, H, Dqk}), dv = zeros(dt, {B, T, H, Dv});
+      attention_forward(ctx, out, lse, qq, kk, vv, 0.3);
+      attention_backward(ctx, dq, dk, dv, RR, out, lse, qq, kk, vv, 0.3);
+      return std::vector<Owned>{out, lse, dq, dk, dv};
+    };
+    std::vector<Owned> a = run(DType::f32), b = run(DType::f64);
+    INFO("B " << B << " T " << T << " H " << H << " Dqk " << Dqk << " Dv " << Dv);
+    // f32 products over at most T terms: relative error ~1e-7 * sqrt(T); dq/dk vanish at T = 1 (abs check).
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (T == 1 && (i == 2 || i == 3)) CHECK(max_abs_diff(a[i].f64(), b[i].f64()) < 1e-6);
+      else CHECK(max_rel_diff(a[i].f64(), b[i].f64()) < 5e-6);
+    }
+  }
 }
