@@ -14,7 +14,7 @@
 #   STUDENT_STEPS=100 SEQ_LEN=256 DISTILL_PROMPTS=32 DISTILL_N=4 DISTILL_STEPS=40 RL_STEPS=6 G=8
 #   PROMPTS_PER_STEP=4 RL_LR=5e-5 MAX_NEW=96 EVAL_N=16 EVAL_K=8 SEED=7; the r1.sh variables size the teacher.
 # LAUNCH="srun ..." runs every compute stage as a job step. OPENBLAS_CORETYPE=SkylakeX is exported when the
-# CPU has AVX-512. --no-default-stop: see r1-zero.sh.
+# CPU has AVX-512.: see r1-zero.sh.
 set -euo pipefail
 build=${1:-${BUILD:-build}}
 bin=$build/cmd
@@ -28,7 +28,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 LAUNCH=${LAUNCH:-}
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=SkylakeX; fi
 common=(--device "$DEVICE" --threads "$THREADS" --log-level warn)
-gen=(--template chat --prefill-think --no-default-stop --max-new-tokens "$MAX_NEW")
+gen=(--template chat --prefill-think --max-new-tokens "$MAX_NEW")
 mkdir -p "$OUT"
 t0=$(date +%s)
 stage() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }

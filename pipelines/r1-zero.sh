@@ -15,9 +15,7 @@
 #   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=easy CORPUS_N=4000 VOCAB=512  SEQ_LEN=192
 #   PRESET=small (or CONFIG=path/to/config.json) PRETRAIN_STEPS=200 PRETRAIN_BATCH=8 PRETRAIN_LR=2e-3
 #   RL_STEPS=15 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=80 EVAL_N=32 EVAL_K=16 SEED=7
-# --no-default-stop: the engine cuts a completion before a matched stop string, so with r1-zero's default
-# </answer> stop the rewarded text would lack </answer> and fail the format check; the base model ends its
-# answer with an end-of-sequence token instead (the corpus documents end there).
+# Completions stop at the template's "</answer>" (kept in the text, so the format reward sees it) or at EOS.
 # LAUNCH="srun ..." runs every compute stage as a job step (pipelines/slurm/r1-zero.sbatch).
 # OPENBLAS_CORETYPE=SkylakeX is exported when the CPU has AVX-512 (matrix products ~4x faster on the
 # reference machine's CPU); set OPENBLAS_CORETYPE yourself to override.
@@ -30,6 +28,10 @@ THREADS=${THREADS:-2}
 TASK=${TASK:-arithmetic}
 DIFFICULTY=${DIFFICULTY:-easy}
 CORPUS_N=${CORPUS_N:-4000}
+TEMPLATE_SHARE=${TEMPLATE_SHARE:-0.8}
+PROSE_SHARE=${PROSE_SHARE:-0.1}
+VERIFY_SHARE=${VERIFY_SHARE:-0.3}
+IMPERFECT_SHARE=${IMPERFECT_SHARE:-0.1}
 VOCAB=${VOCAB:-512}
 PRESET=${PRESET:-small}
 CONFIG=${CONFIG:-}
@@ -62,7 +64,8 @@ stage() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
 if [ ! -s "$OUT/corpus.jsonl" ]; then
   stage "corpus: $CORPUS_N $TASK ($DIFFICULTY) documents"
   "$bin/ds-tasks/ds-tasks" --seed "$SEED" --log-level warn corpus --task "$TASK" --difficulty "$DIFFICULTY" \
-    --n "$CORPUS_N" --template-share 0.8 --prose-share 0.1 --mixed-language-share 0 -o "$OUT/corpus.jsonl"
+    --n "$CORPUS_N" --template-share "$TEMPLATE_SHARE" --prose-share "$PROSE_SHARE" --verify-share "$VERIFY_SHARE" \
+    --imperfect-share "$IMPERFECT_SHARE" --mixed-language-share 0 -o "$OUT/corpus.jsonl"
 else stage "corpus: exists, skipped"; fi
 
 # 2. tokenizer
@@ -93,7 +96,7 @@ if [ ! -s "$OUT/final/model.safetensors" ]; then
   rm -f "$OUT/grpo_metrics.jsonl" "$OUT/grpo_rollouts.jsonl"
   $LAUNCH "$bin/ds-grpo/ds-grpo" "${common[@]}" --seed "$SEED" --ckpt "$OUT/base" -o "$OUT/final" --overwrite \
     --steps "$RL_STEPS" --prompts "$OUT/train_prompts.jsonl" --prompts-per-step "$PROMPTS_PER_STEP" -n "$G" \
-    --temperature "$TEMP" --max-new-tokens "$MAX_NEW" --prefill-think --no-default-stop --lr "$RL_LR" --save-every 0 \
+    --temperature "$TEMP" --max-new-tokens "$MAX_NEW" --prefill-think --lr "$RL_LR" --save-every 0 \
     --metrics "$OUT/grpo_metrics.jsonl" --rollouts-out "$OUT/grpo_rollouts.jsonl"
 else stage "GRPO: exists, skipped"; fi
 
@@ -102,7 +105,7 @@ for m in base final; do
   if [ ! -s "$OUT/${m}_eval.json" ]; then
     stage "evaluating $m: $EVAL_N held-out prompts x $EVAL_K samples"
     $LAUNCH "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/$m" -i "$OUT/test_prompts.jsonl" \
-      -n "$EVAL_K" --temperature "$EVAL_TEMP" --max-new-tokens "$MAX_NEW" --prefill-think --no-default-stop -o "$OUT/${m}_rollouts.jsonl"
+      -n "$EVAL_K" --temperature "$EVAL_TEMP" --max-new-tokens "$MAX_NEW" --prefill-think -o "$OUT/${m}_rollouts.jsonl"
     "$bin/ds-reward/ds-reward" --log-level warn --k 1 "$EVAL_K" --summary-json "$OUT/${m}_eval.json" \
       -o "$OUT/${m}_eval.jsonl" "$OUT/${m}_rollouts.jsonl"
   else stage "evaluation of $m: exists, skipped"; fi

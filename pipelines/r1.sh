@@ -21,7 +21,7 @@
 #   EVAL_N=16 EVAL_K=8 SEED=7
 # LAUNCH="srun ..." runs every compute stage as a job step (pipelines/slurm/r1.sbatch).
 # OPENBLAS_CORETYPE=SkylakeX is exported when the CPU has AVX-512 (faster matrix products); override by
-# setting it. --no-default-stop: see r1-zero.sh (the engine cuts a completion before a stop string).
+# setting it.
 set -euo pipefail
 build=${1:-${BUILD:-build}}
 bin=$build/cmd
@@ -64,7 +64,7 @@ rewards="$bin/ds-reward/ds-reward --log-level warn --language-weight $LANG_WEIGH
 grpo() {  # grpo INIT OUTPUT PROMPTS METRICS
   rm -f "$4"
   $LAUNCH "$bin/ds-grpo/ds-grpo" "${common[@]}" --seed "$SEED" --ckpt "$1" -o "$2" --overwrite --steps "$RL_STEPS" \
-    --prompts "$3" --prompts-per-step "$PROMPTS_PER_STEP" -n "$G" --template chat --prefill-think --no-default-stop \
+    --prompts "$3" --prompts-per-step "$PROMPTS_PER_STEP" -n "$G" --template chat --prefill-think \
     --max-new-tokens "$MAX_NEW" --lr "$RL_LR" --save-every 0 --reward-cmd "$rewards" --metrics "$4"
 }
 sft() {  # sft INIT DATA OUTPUT
@@ -91,7 +91,7 @@ if ! done_ckpt "$OUT/sft2" "rejection-sampling SFT"; then
   stage "rejection sampling: $REJ_PROMPTS prompts x $G samples from rl1, + $CHAT_N chat examples, SFT from base"
   tail -n "$REJ_PROMPTS" "$OUT/train_prompts.jsonl" \
     | $LAUNCH "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/rl1" -n "$G" --template chat --prefill-think \
-        --no-default-stop --max-new-tokens "$MAX_NEW" \
+        --max-new-tokens "$MAX_NEW" \
     | $rewards -o "$OUT/rej_rewarded.jsonl"
   "$bin/ds-rejsample/ds-rejsample" --log-level warn --min-reward 1 --language en --max-per-prompt 4 \
     --report-json "$OUT/rejsample_report.json" -o "$OUT/rej_sft.jsonl" "$OUT/rej_rewarded.jsonl"
@@ -116,7 +116,7 @@ for m in cold rl1 final; do
   if [ ! -s "$OUT/${m}_eval.json" ]; then
     stage "evaluating $m: $EVAL_N held-out prompts x $EVAL_K samples"
     $LAUNCH "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/$m" -i "$OUT/test_prompts.jsonl" -n "$EVAL_K" \
-      --temperature 0.7 --template chat --prefill-think --no-default-stop --max-new-tokens "$MAX_NEW" \
+      --temperature 0.7 --template chat --prefill-think --max-new-tokens "$MAX_NEW" \
       | $rewards --k 1 "$EVAL_K" --summary-json "$OUT/${m}_eval.json" -o "$OUT/${m}_eval.jsonl"
   else stage "evaluation of $m: exists, skipped"; fi
 done

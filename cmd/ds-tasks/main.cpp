@@ -25,8 +25,8 @@ void add_task(CLI::App* sub, std::string& task) {
       ->capture_default_str();
 }
 void add_difficulty(CLI::App* sub, std::string& d) {
-  sub->add_option("--difficulty", d, "easy, medium, hard or mixed (a difficulty drawn per problem)")
-      ->check(CLI::IsMember({"easy", "medium", "hard", "mixed"}))
+  sub->add_option("--difficulty", d, "basic, easy, medium, hard or mixed (easy/medium/hard drawn per problem)")
+      ->check(CLI::IsMember({"basic", "easy", "medium", "hard", "mixed"}))
       ->capture_default_str();
 }
 CLI::Option* add_share(CLI::App* sub, const char* name, double& v, const char* help) {

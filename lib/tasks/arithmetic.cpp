@@ -1,4 +1,4 @@
-// Arithmetic problems: one operation (easy, medium) or a small parenthesised expression (hard).
+// Arithmetic problems: one operation (basic, easy, medium) or a small parenthesised expression (hard).
 #include "tasks/generators.h"
 #include "tasks/random.h"
 
@@ -27,6 +27,8 @@ struct Operands {
 
 Operands operands_of(Difficulty d) {
   switch (d) {
+    // basic: 1-2 digit sums and differences, times a single digit, division by a single digit.
+    case Difficulty::basic: return {1, 2, 1, 1, 2, 9, 1, 2};
     case Difficulty::easy: return {2, 2, 2, 2, 2, 20, 2, 2};
     case Difficulty::medium: return {3, 4, 2, 3, 11, 99, 3, 4};
     case Difficulty::hard: return {5, 6, 2, 3, 11, 99, 4, 5};

@@ -16,6 +16,7 @@ struct CountdownShape {
 
 CountdownShape shape_of(Difficulty d) {
   switch (d) {
+    case Difficulty::basic: return {3, 3, 20, 1, 50};
     case Difficulty::easy: return {3, 3, 100, 1, 100};
     case Difficulty::medium: return {3, 4, 100, 1, 100};
     case Difficulty::hard: return {4, 4, 100, 101, 999};

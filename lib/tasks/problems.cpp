@@ -23,6 +23,7 @@ Task task_for(const DrawSpec& s, uint64_t index) {
 
 Difficulty difficulty_for(const DrawSpec& s, uint64_t index) {
   switch (s.difficulty) {
+    case DifficultyChoice::basic: return Difficulty::basic;
     case DifficultyChoice::easy: return Difficulty::easy;
     case DifficultyChoice::medium: return Difficulty::medium;
     case DifficultyChoice::hard: return Difficulty::hard;

@@ -11,6 +11,7 @@ const char* difficulty_name(Difficulty d) {
     case Difficulty::easy: return "easy";
     case Difficulty::medium: return "medium";
     case Difficulty::hard: return "hard";
+    case Difficulty::basic: return "basic";
   }
   return "?";
 }
@@ -29,11 +30,12 @@ Split parse_split(std::string_view s) {
 }
 
 DifficultyChoice parse_difficulty_choice(std::string_view s) {
+  if (s == "basic") return DifficultyChoice::basic;
   if (s == "easy") return DifficultyChoice::easy;
   if (s == "medium") return DifficultyChoice::medium;
   if (s == "hard") return DifficultyChoice::hard;
   if (s == "mixed") return DifficultyChoice::mixed;
-  throw_usage("--difficulty " + std::string(s) + ": expected easy, medium, hard or mixed");
+  throw_usage("--difficulty " + std::string(s) + ": expected basic, easy, medium, hard or mixed");
 }
 
 }  // namespace ds::tasks

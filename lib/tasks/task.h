@@ -11,11 +11,12 @@ namespace ds::tasks {
 
 enum class Task { countdown, arithmetic };
 enum class Split { train, test };
-enum class Difficulty { easy, medium, hard };
+// basic (appended last: the enum value seeds the problem streams) is the CPU-sized R1-Zero demo level.
+enum class Difficulty { easy, medium, hard, basic };
 
 // What a command asks for: one task or both, one difficulty or a mix.
 enum class TaskChoice { countdown, arithmetic, mixed };
-enum class DifficultyChoice { easy, medium, hard, mixed };
+enum class DifficultyChoice { easy, medium, hard, mixed, basic };
 
 const char* task_name(Task t);
 const char* split_name(Split s);
