@@ -79,6 +79,9 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
     int ignore_index);
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
     double d_scale, int ignore_index, Accum acc, Tensor row_scale);
+void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index);
+void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
+    int ignore_index, Accum acc);
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
 bool all_finite(const Context& ctx, Tensor t);  // in adamw.cu
 

@@ -321,6 +321,36 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   DS_DISPATCH(c, cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, acc, row_scale));
 }
 
+// ---- logit distillation -------------------------------------------------------------------------------
+
+namespace {
+void check_kl_args(Check& c, const Tensor& logits, const Tensor& teacher, const Tensor& targets) {
+  c.f("logits", logits).f("teacher", teacher).index("targets", targets, DType::i32);
+  OP_CHECK(c, teacher.rows() == logits.rows() && teacher.cols() == logits.cols(),
+           "teacher " + teacher.shape_str() + " must match logits " + logits.shape_str() + " (same vocabulary)");
+  OP_CHECK(c, targets.numel() == logits.rows(),
+           "targets " + targets.shape_str() + " must have one entry per row of logits " + logits.shape_str());
+}
+}  // namespace
+
+void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index) {
+  Check c(ctx, "kl_div_forward");
+  check_kl_args(c, logits, teacher, targets);
+  c.stat("loss", loss);
+  OP_CHECK(c, loss.numel() == logits.rows(), "loss " + loss.shape_str() + " must have one entry per row");
+  DS_DISPATCH(c, kl_div_forward(ctx, loss, logits, teacher, targets, ignore_index));
+}
+
+void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
+                     int ignore_index, Accum acc) {
+  Check c(ctx, "kl_div_backward");
+  check_kl_args(c, logits, teacher, targets);
+  c.f("d_logits", d_logits);
+  OP_CHECK(c, d_logits.numel() == logits.numel() && d_logits.cols() == logits.cols(),
+           "d_logits " + d_logits.shape_str() + " must match logits " + logits.shape_str());
+  DS_DISPATCH(c, kl_div_backward(ctx, d_logits, logits, teacher, targets, d_scale, ignore_index, acc));
+}
+
 // ---- optimizer -----------------------------------------------------------------------------------------
 
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt) {

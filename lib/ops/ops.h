@@ -160,6 +160,15 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc = Accum::overwrite, Tensor row_scale = {});
 
+// ---- logit distillation (beyond the R1 paper, which distils by SFT on teacher traces) --------------------
+// loss[n] = KL(softmax(teacher[n]) || softmax(logits[n])) = sum_v p_t(v) (log p_t(v) - log p_s(v)), the forward KL
+// of the student's distribution from the teacher's, per row; rows whose target equals ignore_index get 0.
+// logits, teacher [N, V] (same vocabulary); targets [N] i32 only marks the rows that count.
+void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index);
+// d_logits[n] (=|+=) d_scale * (softmax(logits[n]) - softmax(teacher[n])); ignored rows get 0 (nothing with add).
+void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
+                     int ignore_index, Accum acc = Accum::overwrite);
+
 // ---- optimizer -----------------------------------------------------------------------------------------
 struct AdamWOptions {
   double lr = 1e-3;

@@ -92,6 +92,9 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
                            int ignore_index);
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc, Tensor row_scale);
+void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index);
+void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
+                     int ignore_index, Accum acc);
 
 // mla_decode.cpp
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);

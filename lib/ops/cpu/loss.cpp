@@ -77,4 +77,67 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   });
 }
 
+namespace {
+
+// max and log-sum-exp of one row, in double.
+template <class T> double row_lse(const T* x, int64_t V) {
+  double m = -std::numeric_limits<double>::infinity(), z = 0.0;
+  for (int64_t v = 0; v < V; ++v) m = std::max(m, double(x[v]));
+  for (int64_t v = 0; v < V; ++v) z += std::exp(double(x[v]) - m);
+  return m + std::log(z);
+}
+
+}  // namespace
+
+void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index) {
+  dispatch_float(logits.dtype, "kl_div_forward", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t N = logits.rows(), V = logits.cols();
+    const T *ps = logits.ptr<T>(), *pt = teacher.ptr<T>();
+    const int32_t* tg = targets.ptr<int32_t>();
+    T* ploss = loss.ptr<T>();
+#pragma omp parallel for num_threads(threads_for(ctx, N * V)) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      if (tg[n] == ignore_index) {
+        ploss[n] = T(0);
+        continue;
+      }
+      const T *s = ps + n * V, *t = pt + n * V;
+      const double ls = row_lse(s, V), lt = row_lse(t, V);
+      double kl = 0.0;
+      for (int64_t v = 0; v < V; ++v) {
+        const double log_pt = double(t[v]) - lt;
+        kl += std::exp(log_pt) * (log_pt - (double(s[v]) - ls));
+      }
+      ploss[n] = T(kl);
+    }
+  });
+}
+
+void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
+                     int ignore_index, Accum acc) {
+  dispatch_float(logits.dtype, "kl_div_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t N = logits.rows(), V = logits.cols();
+    const T *ps = logits.ptr<T>(), *pt = teacher.ptr<T>();
+    const int32_t* tg = targets.ptr<int32_t>();
+    T* pd = d_logits.ptr<T>();
+    const bool add = acc == Accum::add;
+#pragma omp parallel for num_threads(threads_for(ctx, N * V)) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      T* d = pd + n * V;
+      if (tg[n] == ignore_index) {
+        if (!add) std::fill(d, d + V, T(0));
+        continue;
+      }
+      const T *s = ps + n * V, *t = pt + n * V;
+      const double ls = row_lse(s, V), lt = row_lse(t, V);
+      for (int64_t v = 0; v < V; ++v) {
+        const double g = d_scale * (std::exp(double(s[v]) - ls) - std::exp(double(t[v]) - lt));
+        d[v] = add ? T(double(d[v]) + g) : T(g);
+      }
+    }
+  });
+}
+
 }  // namespace ds::cpu

@@ -92,3 +92,48 @@ TEST_CASE("adamw: one step by hand", "[ops][adamw]") {
   adamw_update(ctx, p, g, m, v, o);
   CHECK(max_abs_diff(p.f64(), {-0.1, 0.1, -0.1}) < 1e-6);
 }
+
+TEST_CASE("kl_div: zero for equal distributions, hand value, gradient check", "[ops][loss][kl][gradcheck]") {
+  const Context ctx = cpu_ctx();
+  // Shifting a row by a constant leaves its softmax unchanged: KL 0 and gradient 0.
+  Owned s = rand(DType::f64, {2, 5}, 151, -2, 2);
+  Owned t = clone(s);
+  for (double* p = t.t.ptr<double>(); p != t.t.ptr<double>() + 10; ++p) *p += 3.0;
+  Owned loss = zeros(DType::f64, {2}), d = zeros(DType::f64, {2, 5});
+  kl_div_forward(ctx, loss, s, t, ints({2}, {0, 0}), -100);
+  CHECK(max_abs_diff(loss.f64(), {0, 0}) < 1e-15);
+  kl_div_backward(ctx, d, s, t, ints({2}, {0, 0}), 1.0, -100);
+  CHECK(max_abs_diff(d.f64(), std::vector<double>(10, 0.0)) < 1e-15);
+  // Two classes by hand: p_t = (0.5, 0.5), p_s = softmax(0, log 3) = (0.25, 0.75):
+  // KL = 0.5 log(0.5/0.25) + 0.5 log(0.5/0.75) = 0.5 log(4/3).
+  Owned s2 = from(DType::f64, {1, 2}, {0.0, std::log(3.0)}), t2 = from(DType::f64, {1, 2}, {1.0, 1.0});
+  Owned l2 = zeros(DType::f64, {1});
+  kl_div_forward(ctx, l2, s2, t2, ints({1}, {1}), -100);
+  CHECK(std::abs(l2.f64()[0] - 0.5 * std::log(4.0 / 3.0)) < 1e-15);
+
+  const int64_t N = 4, V = 6;
+  const double d_scale = 0.41;
+  Owned logits = rand(DType::f64, {N, V}, 152, -3, 3), teacher = rand(DType::f64, {N, V}, 153, -3, 3);
+  Owned targets = ints({N}, {1, -100, 0, 5});
+  Owned l = zeros(DType::f64, {N}), g = zeros(DType::f64, {N, V});
+  kl_div_backward(ctx, g, logits, teacher, targets, d_scale, -100);
+  for (int64_t v = 0; v < V; ++v) CHECK(g.f64()[size_t(V + v)] == 0.0);  // ignored row
+  auto f = [&] {
+    kl_div_forward(ctx, l, logits, teacher, targets, -100);
+    return d_scale * sum(ctx, l);
+  };
+  // Smooth; the same bound as cross-entropy's check.
+  CHECK(run_gradcheck("kl_div", {{"logits", logits, g}}, f) < 1e-6);
+  Owned g2 = clone(g);
+  kl_div_backward(ctx, g2, logits, teacher, targets, d_scale, -100, Accum::add);
+  std::vector<double> twice = g.f64();
+  for (double& v : twice) v *= 2;
+  CHECK(max_abs_diff(g2.f64(), twice) < 1e-15);
+  // f32 agrees with f64.
+  Owned l32 = zeros(DType::f32, {N}), g32 = zeros(DType::f32, {N, V});
+  kl_div_forward(ctx, l32, as(DType::f32, logits), as(DType::f32, teacher), targets, -100);
+  kl_div_backward(ctx, g32, as(DType::f32, logits), as(DType::f32, teacher), targets, d_scale, -100);
+  kl_div_forward(ctx, l, logits, teacher, targets, -100);
+  CHECK(max_abs_diff(l32.f64(), l.f64()) < 1e-6);
+  CHECK(max_abs_diff(g32.f64(), g.f64()) < 1e-6);
+}
