@@ -105,6 +105,10 @@ int main(int argc, char** argv) {
     app.add_flag("--no-packing", no_packing, "One trace per window, padded (default: packed)");
     app.add_option("--epochs", s.epochs, "Passes over the kept traces; sets the steps unless --max-steps")
         ->capture_default_str();
+    app.add_option("--kd-weight", s.kd_weight,
+                   "Logit distillation (beyond the paper): add this weight times KL(teacher || student) on the "
+                   "trace tokens to the SFT loss; the teacher runs on every batch (0 = off, SFT on traces only)")
+        ->capture_default_str();
     ds::TrainerCli tcli{&s.train};
     ds::add_trainer_options(app, tcli, "Optimizer steps (0 = from --epochs)",
                             "lambda, weight of the MTP loss (when the student has MTP modules)");

@@ -35,6 +35,11 @@ int main(int argc, char** argv) {
                  "not a target");
     app.add_option("--epochs", o.epochs, "Passes over the training windows; sets the steps unless --max-steps")
         ->capture_default_str();
+    app.add_option("--kd-teacher", o.kd_teacher,
+                   "Teacher checkpoint for logit distillation (same vocabulary; runs on every batch)");
+    app.add_option("--kd-weight", o.kd_weight,
+                   "Weight of KL(teacher || student) on the assistant tokens, added to the loss (0 = off)")
+        ->capture_default_str();
     ds::TrainerCli tcli{&t};
     ds::add_trainer_options(app, tcli, "Optimizer steps (0 = from --epochs)",
                             "lambda, weight of the MTP loss (MTP keeps training)");

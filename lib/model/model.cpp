@@ -231,7 +231,20 @@ void Model::backward_policy(const std::vector<double>& d_logp) {
   backward_impl(&d_logp);
 }
 
-void Model::backward_impl(const std::vector<double>* d_logp) {
+double Model::distill_loss(Tensor teacher_logits) {
+  DS_CHECK(have_forward_, "distill_loss without forward");
+  if (n_targets_ == 0) return 0.0;
+  Tensor kl = acts_.alloc("kd_loss", stat_dtype(), {B_ * T_});
+  kl_div_forward(ctx_, kl, logits_, teacher_logits, targets_, kIgnore);
+  return sum(ctx_, kl) / double(n_targets_);
+}
+
+void Model::backward_distill(Tensor teacher_logits, double kd_weight) {
+  DS_CHECK(!teacher_logits.empty(), "backward_distill needs the teacher's logits");
+  backward_impl(nullptr, teacher_logits, kd_weight);
+}
+
+void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, double kd_weight) {
   DS_CHECK(have_forward_, "backward without forward");
   enable_grads();
   grad_ws_.reset();
@@ -287,6 +300,9 @@ void Model::backward_impl(const std::vector<double>* d_logp) {
     const double scale = n_targets_ ? 1.0 / double(n_targets_) / fopt_.logit_temperature : 0.0;
     cross_entropy_backward(ctx_, d_logits, logits_, lse_, targets_, scale, kIgnore);
   }
+  if (!kd_teacher.empty() && n_targets_ > 0)
+    kl_div_backward(ctx_, d_logits, logits_, kd_teacher, targets_, kd_weight / double(n_targets_), kIgnore,
+                    Accum::add);
   to_compute();
   matmul_backward(ctx_, d_final_n, gw_.lm_head, d_logits_c, final_n_, cw_.lm_head,
                   depth ? Accum::add : Accum::overwrite);

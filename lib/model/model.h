@@ -83,6 +83,11 @@ class Model {
   void backward_policy(const std::vector<double>& d_logp);
   // Main-head logits of the last forward, [B*T, V].
   Tensor logits() const { return logits_; }
+  // Logit distillation (beyond the paper): the mean over counted rows of KL(softmax(teacher) || softmax(logits))
+  // for a teacher's logits on the same batch ([B*T, V], same vocabulary, device and dtype as logits()) ...
+  double distill_loss(Tensor teacher_logits);
+  // ... and backward() with kd_weight times that mean's gradient added at the main head.
+  void backward_distill(Tensor teacher_logits, double kd_weight);
 
   // Expert load per MoE layer (main layers first, then MTP modules), accumulated since the last reset.
   const std::vector<int64_t>& moe_layer_ids() const { return moe_layer_ids_; }
@@ -122,7 +127,7 @@ class Model {
     int64_t n_targets = 0;
   };
   void upload_batch(const Batch& batch);
-  void backward_impl(const std::vector<double>* d_logp);
+  void backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher = {}, double kd_weight = 0);
   LayerEnv env() const;
 
   ModelConfig cfg_;

@@ -189,6 +189,7 @@ DistillSummary run_distill(const Context& ctx, DistillOptions o) {
   // 4. fine-tune the student
   RemoveGuard fresh;
   o.sft.input = paths.kept;
+  if (o.sft.kd_weight > 0) o.sft.kd_teacher = o.teacher;  // logit distillation from the same teacher
   o.sft.output_dir = o.output_dir;
   o.sft.data.render.prefill_think = o.prefill_think;
   if (!o.sft.resume) {

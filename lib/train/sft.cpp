@@ -56,6 +56,24 @@ double run_sft(const Context& ctx, SftOptions o) {
                 double(o.train.max_steps * per_step) / double(data.train.size()));
   log_info(buf);
 
+  std::unique_ptr<Model> teacher;
+  if (o.kd_weight < 0) throw_usage("--kd-weight must be >= 0");
+  if (o.kd_weight > 0) {
+    if (o.kd_teacher.empty()) throw_usage("--kd-weight needs a teacher checkpoint (--kd-teacher)");
+    if (!path_exists(o.kd_teacher + "/config.json"))
+      throw_bad_input("--kd-teacher: not a checkpoint directory (no config.json)", o.kd_teacher);
+    ModelLoadOptions tl;
+    tl.dtype = model->dtype();
+    teacher = load_model(o.kd_teacher, ctx, tl);
+    if (teacher->config().vocab_size != cfg.vocab_size)
+      throw_bad_input("the teacher's vocab_size " + std::to_string(teacher->config().vocab_size) +
+                          " differs from the student's " + std::to_string(cfg.vocab_size) +
+                          ": logit distillation needs the same vocabulary",
+                      o.kd_teacher + "/config.json");
+    o.train.teacher = teacher.get();
+    o.train.kd_weight = o.kd_weight;
+    log_info("logit distillation from " + o.kd_teacher + ", weight " + std::to_string(o.kd_weight));
+  }
   o.train.output_dir = o.output_dir;
   Trainer trainer(*model, tok, data.train, data.eval, o.train);
   if (o.resume) trainer.resume_from(o.output_dir);

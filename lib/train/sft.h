@@ -17,6 +17,10 @@ struct SftOptions {
   bool resume = false;     // continue the run saved in output_dir (init_from is then not read)
   bool overwrite = false;  // replace a checkpoint in output_dir instead of refusing
   double epochs = 1.0;     // sets train.max_steps when that is 0
+  // Logit distillation (beyond the paper): kd_weight > 0 adds kd_weight * mean KL(teacher || student) on the
+  // assistant tokens, the teacher checkpoint (same vocabulary) run on every batch.
+  std::string kd_teacher;
+  double kd_weight = 0.0;
   SftDataOptions data;
   TrainerOptions train;
 

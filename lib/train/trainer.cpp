@@ -174,11 +174,22 @@ double Trainer::run() {
     model_.zero_grads();
     model_.reset_expert_load();
     LossInfo sum;
+    double kd_loss = 0;  // mean KL to the teacher (logit distillation only)
     int64_t tokens = 0;
     for (int64_t m = 0; m < opt_.grad_accum; ++m) {
       Batch b = stream_.next();
       LossInfo li = model_.forward(b, opt_.forward);
-      model_.backward();
+      if (opt_.teacher) {
+        ForwardOptions tf;
+        tf.mtp = false;  // only the main head's distribution is distilled
+        opt_.teacher->forward(b, tf);
+        const double kd = model_.distill_loss(opt_.teacher->logits());
+        model_.backward_distill(opt_.teacher->logits(), opt_.kd_weight);
+        li.loss += opt_.kd_weight * kd;
+        kd_loss += kd / double(opt_.grad_accum);
+      } else {
+        model_.backward();
+      }
       sum.loss += li.loss / double(opt_.grad_accum);
       sum.main_loss += li.main_loss / double(opt_.grad_accum);
       sum.mtp_loss += li.mtp_loss / double(opt_.grad_accum);
@@ -218,6 +229,7 @@ double Trainer::run() {
     if (cfg.num_nextn_predict_layers > 0 && opt_.forward.mtp) w.kv("mtp_loss", sum.mtp_loss);
     if (!load.empty()) w.kv("balance_max_vio", vio);
     if (opt_.forward.balance_alpha > 0) w.kv("balance_loss", sum.balance_loss);
+    if (opt_.teacher) w.kv("kd_loss", kd_loss);
     w.kv("lr", lr).kv("grad_norm", gnorm).kv("tokens", state_.tokens_seen).kv("tokens_per_s", double(tokens) / dt);
     if (skip) w.kv("skipped", true);
     w.end_object();

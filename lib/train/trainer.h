@@ -39,6 +39,10 @@ struct TrainerOptions {
   int64_t max_skipped_steps = 5;
   // The model's precision (ds-pretrain / ds-sft --precision): f32, or bf16 mixed precision on CUDA (Model).
   DType model_dtype = DType::f32;
+  // Logit distillation (ds-distill / ds-sft --kd-weight): a teacher run on every micro-batch, its logits pulling
+  // the student's main head by kd_weight * mean KL(teacher || student) over the counted tokens. Not owned.
+  Model* teacher = nullptr;
+  double kd_weight = 0.0;
 };
 
 // What trainer_state.json holds.

@@ -154,6 +154,16 @@ check "messages prompts: one kept chat record, user then assistant" eval \
      "$T/sm.traces.kept.jsonl"'
 check "no .part file left after generation" eval '! compgen -G "$T/*.part" >/dev/null'
 
+# Logit distillation (--kd-weight): the SFT loss plus KL(teacher || student) on the trace tokens; kd_loss falls
+expect 0 "--kd-weight: logit distillation" -- "$BIN" "${RUN[@]}" -o "$T/kd" --student "$T/base" --traces "$T/tr.jsonl" \
+  --max-steps 8 --lr 3e-3 --kd-weight 1 --metrics "$T/kd.jsonl" --log-level warn
+check "kd: complete checkpoint" complete_ckpt "$T/kd"
+check "kd: kd_loss in every step record" test "$(grep -c '"kd_loss":' "$T/kd.jsonl")" = 8
+check "kd: kd_loss falls from step 1 to step 8" eval \
+  '[ "$(grep -o "\"kd_loss\":[-0-9.e]*" "$T/kd.jsonl" | cut -d: -f2 | awk "NR == 1 { a = \$1 } END { print (\$1 < a) }")" = 1 ]'
+check "no kd_loss without --kd-weight" eval '! grep -q kd_loss "$T/m.jsonl"'
+expect 2 "--kd-weight < 0" -- "$BIN" "${RUN[@]}" -o "$T/kd2" --student "$T/base" --traces "$T/tr.jsonl" --kd-weight -1
+
 # An existing checkpoint: refused without --resume/--overwrite; --resume continues the fine-tuning
 expect 2 "existing checkpoint without --resume/--overwrite" -- "$BIN" "${RUN[@]}" -o "$T/st" \
   --student-config "$STUDENT_CFG" --traces "$T/tr.jsonl" --max-steps 2

@@ -139,3 +139,41 @@ TEST_CASE("policy-gradient backward: dL/dlogp per token through temperature-scal
   INFO(r.summary());
   CHECK(r.max_rel_err < 1e-5);
 }
+
+TEST_CASE("distillation backward: cross-entropy + MTP + weight * KL(teacher || student)", "[model][grad][distill]") {
+  ModelConfig c = tiny_v3();
+  Context ctx;
+  Model student(c, ctx, DType::f64), teacher(c, ctx, DType::f64);
+  student.init_random(21);
+  teacher.init_random(22);
+  Batch batch = random_batch(c, 2, 5, 23);
+  batch.loss_mask.assign(batch.tokens.size(), 1);
+  batch.loss_mask[2] = 0;  // a prompt token: no CE and no KL at its row
+  ForwardOptions fo;
+  fo.mtp_lambda = 0.4;
+  teacher.forward(batch, fo);
+  Tensor t_logits = teacher.logits();
+  const double w = 0.7;
+  auto loss = [&] {
+    LossInfo li = student.forward(batch, fo);
+    return li.loss + w * student.distill_loss(t_logits);
+  };
+  student.enable_grads();
+  student.zero_grads();
+  const double l0 = loss();
+  CHECK(student.distill_loss(t_logits) > 0.0);
+  student.backward_distill(t_logits, w);
+  std::vector<test::GradParam> params;
+  for (size_t i = 0; i < student.params().size(); ++i)
+    if (!is_buffer_name(student.params().name(i)))
+      params.push_back({student.params().name(i), student.params()[i], student.grad_arena()[i]});
+  test::GradCheckOptions opt;
+  opt.max_elements = 5;
+  opt.step = 1e-6;
+  auto r = test::gradcheck(params, loss, opt);
+  INFO(r.summary() << " loss " << l0);
+  CHECK(r.max_rel_err < 1e-5);
+  // The teacher against itself: KL 0.
+  teacher.forward(batch, fo);
+  CHECK(std::abs(teacher.distill_loss(teacher.logits())) < 1e-14);
+}
