@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
     ds::CommonOptions common;
     ds::add_common_options(app, common, ds::kOptDevice | ds::kOptThreads | ds::kOptSeed);
     ds::RolloutOptions o;
-    std::string tmpl = "r1-zero";
+    std::string tmpl = "r1-zero", precision = "f32";
     app.add_option("--ckpt", o.ckpt, "Checkpoint directory (weights + tokenizer)")->required();
     app.add_option("-i,--input", o.input, "Prompts JSONL ({\"prompt\"} or {\"messages\"}; .zst ok; - = stdin)")
         ->capture_default_str();
@@ -26,6 +26,14 @@ int main(int argc, char** argv) {
     app.add_flag("--prefill-think", o.prefill_think, "Start every answer with \"<think>\\n\" (kept in the completion)");
     app.add_option("--stop", o.stop, "Stop string (repeatable); r1-zero also stops at </answer>");
     app.add_flag("--no-default-stop", o.no_default_stop, "Do not add r1-zero's </answer> stop string");
+    app.add_flag("--ignore-eos", o.ignore_eos,
+                 "Do not stop at the EOS token: samples run to --max-new-tokens (unless a stop string or the "
+                 "context ends them); for benchmarks");
+    app.add_option("--precision", precision,
+                   "f32, or bf16: mixed precision on --device cuda (bf16 weights, activations and latent cache; "
+                   "f32 logits)")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
     app.add_option("--max-batch", o.engine.max_batch, "Sequences decoded together")->capture_default_str();
     app.add_option("--max-context", o.engine.max_context, "Context limit in tokens (0 = the model's)")
         ->capture_default_str();
@@ -39,16 +47,19 @@ int main(int argc, char** argv) {
     ds::Context ctx = ds::apply_common_options(common);
     o.tmpl = ds::prompt_template_parse(tmpl);
     o.sp.seed = common.seed;
+    o.dtype = precision == "bf16" ? ds::DType::bf16 : ds::DType::f32;
     if (o.sp.temperature < 0 || o.sp.top_p <= 0 || o.sp.top_p > 1 || o.sp.top_k < 0 || o.sp.max_new_tokens < 1)
       ds::throw_usage("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --max-new-tokens >= 1");
     ds::RolloutSummary s = ds::run_rollout(ctx, o);
     const ds::EngineStats& e = s.engine;
-    char buf[256];
+    char buf[320];
     std::snprintf(buf, sizeof buf,
-                  "%lld prompts, %lld samples, %lld tokens in %.1f s (%.0f tok/s decode), KV cache %zu B/token%s",
+                  "%lld prompts, %lld samples, %lld tokens in %.3f s (prefill %.3f s, decode %.3f s; %.0f tok/s "
+                  "decode), KV cache %zu B/token%s",
                   static_cast<long long>(s.prompts), static_cast<long long>(s.samples),
-                  static_cast<long long>(e.generated_tokens), e.prefill_seconds + e.decode_seconds,
-                  e.decode_seconds > 0 ? double(e.generated_tokens) / e.decode_seconds : 0.0, e.cache_bytes_per_token,
+                  static_cast<long long>(e.generated_tokens), e.prefill_seconds + e.decode_seconds, e.prefill_seconds,
+                  e.decode_seconds, e.decode_seconds > 0 ? double(e.generated_tokens) / e.decode_seconds : 0.0,
+                  e.cache_bytes_per_token,
                   o.engine.mtp_speculative
                       ? (", MTP acceptance " + std::to_string(e.acceptance_rate()).substr(0, 5)).c_str()
                       : "");

@@ -139,7 +139,9 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
   if (o.ckpt.empty()) throw_usage("--ckpt DIR is required");
   if (o.samples < 1) throw_usage("--samples must be >= 1");
   if (std::string hint = blas_kernel_hint(); !hint.empty()) log_info(hint);
-  std::unique_ptr<Model> model = load_model(o.ckpt, ctx);
+  ModelLoadOptions lo;
+  lo.dtype = o.dtype;
+  std::unique_ptr<Model> model = load_model(o.ckpt, ctx, lo);
   Tokenizer tok = Tokenizer::load(o.ckpt);
   if (!o.placement.empty()) {
     balance::PlacementFile pf = balance::read_placement(o.placement);
@@ -192,6 +194,7 @@ RolloutSummary run_rollout(const Context& ctx, const RolloutOptions& o) {
         req.sp.seed = uint64_t(rng_uniform_at(o.sp.seed, 0x7011, i) * 9007199254740992.0);  // per-prompt seed
         req.stop = stop;
         req.include_stop = template_keeps_stop(o.tmpl);
+        req.stop_at_eos = !o.ignore_eos;
         info.seed = req.sp.seed;
         info.remaining = o.samples;
         const int64_t context = engine.options().max_context;

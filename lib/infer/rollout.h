@@ -66,6 +66,8 @@ struct RolloutOptions {
   bool prefill_think = false;          // start every answer with "<think>\n" (recorded in "prefill")
   std::vector<std::string> stop;       // stop strings; r1-zero adds "</answer>" unless no_default_stop
   bool no_default_stop = false;
+  bool ignore_eos = false;             // do not stop at EOS (benchmarks: samples run to max_new_tokens)
+  DType dtype = DType::f32;            // model precision: f32, or bf16 mixed precision (CUDA only)
   EngineOptions engine;
   bool skip_bad = false;               // skip and report bad prompt records instead of stopping
   std::string placement;               // ds-rebalance placement JSON: report the tokens each GPU would serve

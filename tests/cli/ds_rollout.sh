@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Golden CLI test of ds-rollout: help/version and usage errors (exit 2); G samples per prompt with every field of
 # the rollout record and the prompt record's other fields passed through byte for byte; seeded reproducibility and
-# independence of the batch composition; greedy groups; --max-new-tokens, --stop, --prefill-think, the r1-zero /
-# chat / raw templates, --top-k 1 and a tiny --top-p equal to greedy; MTP speculation equal to plain decoding when
-# greedy; stdin/stdout and .zst; bad records (exit 3 naming file:line, the good samples before them kept, --skip-bad);
-# prompts beyond the context; an unwritable output.
+# independence of the batch composition; greedy groups; --max-new-tokens, --stop, --ignore-eos, --precision (usage),
+# --prefill-think, the r1-zero / chat / raw templates, --top-k 1 and a tiny --top-p equal to greedy; MTP speculation
+# equal to plain decoding when greedy; stdin/stdout and .zst; bad records (exit 3 naming file:line, the good samples
+# before them kept, --skip-bad); prompts beyond the context; an unwritable output.
 # Usage: ds_rollout.sh PATH/TO/ds-rollout PATH/TO/ds-pretrain PATH/TO/ds-tokenize
 # Needs jq (exit 77 = skipped without it). Run with OMP_WAIT_POLICY=passive on shared machines.
 set -u
@@ -178,6 +178,23 @@ expect 0 "--stop with r1-zero keeps the stop string" -- "${RO[@]}" -i "$P" -n 3 
 jqcheck "--stop (r1-zero): a completion with the stop string ends right after its first occurrence" "$T/sk.jsonl" \
   'length == 6 and any(.[]; .completion | test("e")) and
    all(.[]; (.completion | test("e") | not) or ((.completion | endswith("e")) and (.completion | split("e") | length) == 2))'
+
+# --ignore-eos: no sample stops at EOS, each runs to --max-new-tokens; the draws are the same, so a sample that
+# ended at EOS without the flag is a prefix (EOS included) of the same sample with it
+expect 0 "long raw samples (some end at EOS)" -- "${RO[@]}" -i "$P" -n 8 --max-new-tokens 120 --template raw \
+  -o "$T/eos.jsonl"
+jqcheck "without --ignore-eos some samples end with EOS (finish_reason stop)" "$T/eos.jsonl" \
+  'length == 16 and any(.[]; .finish_reason == "stop")'
+expect 0 "--ignore-eos" -- "${RO[@]}" -i "$P" -n 8 --max-new-tokens 120 --template raw --ignore-eos -o "$T/ie.jsonl"
+jqcheck "--ignore-eos: every sample has exactly 120 tokens and finish_reason length" "$T/ie.jsonl" \
+  'length == 16 and all(.[]; (.completion_tokens|length) == 120 and (.logprobs|length) == 120 and
+   .finish_reason == "length")'
+jqcheck "--ignore-eos: a sample that stopped at EOS is a prefix of the same sample with --ignore-eos" "$T/ie.jsonl" \
+  '(map({key: .id, value: .completion_tokens}) | from_entries) as $ie |
+   all($eos[]; .completion_tokens == $ie[.id][:(.completion_tokens|length)])' --slurpfile eos "$T/eos.jsonl"
+expect 2 "--precision fp16" -- "${RO[@]}" -i "$P" --precision fp16
+expect 2 "--precision bf16 on the CPU" -- "${RO[@]}" -i "$P" --precision bf16
+contains "$T/err" "bf16 (mixed precision) needs --device cuda" "--precision bf16 on the CPU: the message says why"
 
 # ---------------------------------------------------------------------------------------------------------
 # Templates and the <think> prefill
