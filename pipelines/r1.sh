@@ -3,14 +3,16 @@
 #   pipelines/r1.sh [BUILD_DIR]          (default build; outputs under demo/r1/, or $OUT)
 #
 #   0. base: ds-tasks corpus (with a share of mixed-language reasoning) -> ds-tokenize -> ds-pretrain  -> base/
-#   1. cold start: ds-sft of base on ds-tasks coldstart (long-CoT examples, R1 output format)          -> cold/
+#   1. cold start: ds-sft of base on ds-tasks coldstart (long-CoT examples, R1 output format; COLD_MIXED_SHARE
+#      of them mix Chinese into the reasoning, so the small cold model mixes languages as R1-Zero did)  -> cold/
 #   2. reasoning RL: ds-grpo on reasoning prompts, accuracy + format + language-consistency rewards
 #      (ds-reward through --reward-cmd)                                                                 -> rl1/
+#      ablation (LANG_ABLATION=1): the same RL without the language reward                             -> rl1_nolang/
 #   3. rejection sampling: rl1 samples on train prompts -> ds-reward -> ds-rejsample (correct, readable,
 #      single-language) + ds-tasks chat (non-reasoning data) -> ds-sft from the BASE                    -> sft2/
 #   4. RL for all scenarios: reasoning prompts (rule rewards, language consistency) and general chat
 #      prompts (a simple rule-based helpfulness reward: the reference reply in the answer tags)        -> final/
-# Evaluation on held-out reasoning prompts of cold, rl1 and final: pass@1, maj@k, format rate, length and
+# Evaluation on held-out reasoning prompts of cold, rl1 (and rl1_nolang) and final: pass@1, maj@k, format rate, length and
 # the mixed-language rate of the chains of thought (share of samples whose language reward is below 1).
 # Every stage is skipped when its output exists. Ends with a table and a plot (r1.png) of both RL stages.
 #
@@ -29,7 +31,7 @@ here=$(dirname "$0")
 OUT=${OUT:-demo/r1} DEVICE=${DEVICE:-cpu} THREADS=${THREADS:-2} TASK=${TASK:-arithmetic} DIFFICULTY=${DIFFICULTY:-easy}
 CORPUS_N=${CORPUS_N:-4000} MIXED_SHARE=${MIXED_SHARE:-0.3} VOCAB=${VOCAB:-512} PRESET=${PRESET:-small} CONFIG=${CONFIG:-}
 SEQ_LEN=${SEQ_LEN:-256} PRETRAIN_STEPS=${PRETRAIN_STEPS:-120} PRETRAIN_BATCH=${PRETRAIN_BATCH:-8}
-COLD_N=${COLD_N:-400} SFT_STEPS=${SFT_STEPS:-40} SFT_BATCH=${SFT_BATCH:-8} SFT_LR=${SFT_LR:-5e-4}
+COLD_N=${COLD_N:-400} COLD_MIXED_SHARE=${COLD_MIXED_SHARE:-0.3} LANG_ABLATION=${LANG_ABLATION:-1} SFT_STEPS=${SFT_STEPS:-40} SFT_BATCH=${SFT_BATCH:-8} SFT_LR=${SFT_LR:-5e-4}
 RL_STEPS=${RL_STEPS:-6} G=${G:-8} PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4} RL_LR=${RL_LR:-5e-5} LANG_WEIGHT=${LANG_WEIGHT:-1}
 MAX_NEW=${MAX_NEW:-96} REJ_PROMPTS=${REJ_PROMPTS:-32} CHAT_N=${CHAT_N:-200} EVAL_N=${EVAL_N:-16} EVAL_K=${EVAL_K:-8}
 SEED=${SEED:-7}
@@ -61,11 +63,11 @@ else stage "base: exists, skipped"; fi
   --split test --difficulty "$DIFFICULTY" --n "$EVAL_N" -o "$OUT/test_prompts.jsonl"
 
 rewards="$bin/ds-reward/ds-reward --log-level warn --language-weight $LANG_WEIGHT --language en"
-grpo() {  # grpo INIT OUTPUT PROMPTS METRICS
+grpo() {  # grpo INIT OUTPUT PROMPTS METRICS [REWARD_CMD]
   rm -f "$4"
   $LAUNCH "$bin/ds-grpo/ds-grpo" "${common[@]}" --seed "$SEED" --ckpt "$1" -o "$2" --overwrite --steps "$RL_STEPS" \
     --prompts "$3" --prompts-per-step "$PROMPTS_PER_STEP" -n "$G" --template chat --prefill-think \
-    --max-new-tokens "$MAX_NEW" --lr "$RL_LR" --save-every 0 --reward-cmd "$rewards" --metrics "$4"
+    --max-new-tokens "$MAX_NEW" --lr "$RL_LR" --save-every 0 --reward-cmd "${5:-$rewards}" --metrics "$4"
 }
 sft() {  # sft INIT DATA OUTPUT
   $LAUNCH "$bin/ds-sft/ds-sft" "${common[@]}" --init-from "$1" -i "$2" -o "$3" --overwrite --seq-len "$SEQ_LEN" \
@@ -75,7 +77,8 @@ sft() {  # sft INIT DATA OUTPUT
 # 1. cold start
 if ! done_ckpt "$OUT/cold" "cold-start SFT"; then
   stage "cold-start SFT: $COLD_N long-CoT examples, $SFT_STEPS steps"
-  "${tasks[@]}" coldstart --task "$TASK" --difficulty "$DIFFICULTY" --n "$COLD_N" --no-summary -o "$OUT/coldstart.jsonl"
+  "${tasks[@]}" coldstart --task "$TASK" --difficulty "$DIFFICULTY" --n "$COLD_N" --no-summary \
+    --mixed-language-share "$COLD_MIXED_SHARE" -o "$OUT/coldstart.jsonl"
   sft "$OUT/base" "$OUT/coldstart.jsonl" "$OUT/cold"
 fi
 
@@ -84,6 +87,13 @@ if ! done_ckpt "$OUT/rl1" "reasoning RL"; then
   stage "reasoning RL: $RL_STEPS steps x $PROMPTS_PER_STEP prompts x G=$G, language weight $LANG_WEIGHT"
   head -n $(( RL_STEPS * PROMPTS_PER_STEP )) "$OUT/train_prompts.jsonl" > "$OUT/rl1_prompts.jsonl"
   grpo "$OUT/cold" "$OUT/rl1" "$OUT/rl1_prompts.jsonl" "$OUT/rl1_metrics.jsonl"
+fi
+
+# 2b. ablation: the same reasoning RL without the language reward (same prompts, seed, steps)
+if [ "$LANG_ABLATION" = 1 ] && ! done_ckpt "$OUT/rl1_nolang" "reasoning RL without the language reward"; then
+  stage "ablation: reasoning RL without the language reward"
+  grpo "$OUT/cold" "$OUT/rl1_nolang" "$OUT/rl1_prompts.jsonl" "$OUT/rl1_nolang_metrics.jsonl" \
+    "$bin/ds-reward/ds-reward --log-level warn --language-weight 0"
 fi
 
 # 3. rejection sampling + non-reasoning data, SFT from the base
@@ -112,7 +122,9 @@ if ! done_ckpt "$OUT/final" "RL for all scenarios"; then
 fi
 
 # evaluation on held-out reasoning prompts
-for m in cold rl1 final; do
+evaluated="cold rl1 final"
+[ "$LANG_ABLATION" = 1 ] && evaluated="cold rl1 rl1_nolang final"
+for m in $evaluated; do
   if [ ! -s "$OUT/${m}_eval.json" ]; then
     stage "evaluating $m: $EVAL_N held-out prompts x $EVAL_K samples"
     $LAUNCH "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/$m" -i "$OUT/test_prompts.jsonl" -n "$EVAL_K" \
@@ -120,9 +132,9 @@ for m in cold rl1 final; do
       | $rewards --k 1 "$EVAL_K" --summary-json "$OUT/${m}_eval.json" -o "$OUT/${m}_eval.jsonl"
   else stage "evaluation of $m: exists, skipped"; fi
 done
-"$here/lib/summary.sh" "$OUT" "$EVAL_K" r1 "$(( $(date +%s) - t0 ))" "$OUT/rl1_metrics.jsonl $OUT/rl2_metrics.jsonl" cold rl1 final
+"$here/lib/summary.sh" "$OUT" "$EVAL_K" r1 "$(( $(date +%s) - t0 ))" "$OUT/rl1_metrics.jsonl $OUT/rl2_metrics.jsonl" $evaluated
 echo "mixed-language rate of the chains of thought (language reward < 1):" | tee -a "$OUT/summary.txt"
-for m in cold rl1 final; do
+for m in $evaluated; do
   jq -s --arg m "$m" '"  \($m): \(if length == 0 then 0 else (map(if (.rewards.language // 1) < 1 then 1 else 0 end) | add) / length end)"' \
     -r "$OUT/${m}_eval.jsonl"
 done | tee -a "$OUT/summary.txt"

@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
     add_task(s, s_task);
     add_difficulty(s, s_diff);
     s->add_flag("--no-summary", no_summary, "No summary sentence between </think> and <answer>");
+    add_share(s, "--mixed-language-share", so.mixed_language_share,
+              "Share of examples whose reasoning mixes Chinese into English (R1's cold start: 0)");
     s->add_option("--max-dead-ends", so.max_dead_ends, "Countdown: failed attempts before the solution, at most")
         ->check(CLI::Range(0, 20))
         ->capture_default_str();

@@ -18,7 +18,7 @@ const char* const kR1ZeroPreamble =
 namespace {
 
 // Stream tags (part of the output format).
-constexpr uint64_t kTagCorpusChoices = 201, kTagCorpusText = 202, kTagColdText = 301;
+constexpr uint64_t kTagCorpusChoices = 201, kTagCorpusText = 202, kTagColdText = 301, kTagColdMix = 302;
 
 std::string padded(uint64_t i) {
   char buf[32];
@@ -111,7 +111,9 @@ ColdstartExample coldstart_example(const ColdstartOptions& o, uint64_t index) {
   ex.problem = draw_problem({o.seed, Purpose::coldstart, o.task, o.difficulty, Split::train}, index);
   const Problem& p = ex.problem;
   Rng text_rng{o.seed, stream_of({uint64_t(Purpose::coldstart), kTagColdText, index}), 0};
-  Voice v(text_rng, false);
+  Rng mix_rng{o.seed, stream_of({uint64_t(Purpose::coldstart), kTagColdMix, index}), 0};  // own stream: share 0 = old text
+  const bool mixed = o.mixed_language_share > 0 && draw_chance(mix_rng, o.mixed_language_share);
+  Voice v(text_rng, mixed);
   WorkOptions wo;
   wo.detail = true;
   wo.verify = true;

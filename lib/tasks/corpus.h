@@ -54,6 +54,9 @@ struct ColdstartOptions {
   DifficultyChoice difficulty = DifficultyChoice::mixed;
   bool summary = true;    // a summary sentence between </think> and <answer>
   int max_dead_ends = 3;  // countdown search
+  // Share of examples whose reasoning switches into Chinese (R1's cold start is readable, i.e. 0; a noisy cold
+  // start gives the language-consistency reward something to remove in a small demo).
+  double mixed_language_share = 0.0;
 };
 
 struct ColdstartExample {
