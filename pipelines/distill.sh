@@ -5,22 +5,23 @@
 #   0. teacher: $TEACHER (default: pipelines/r1.sh is run into $OUT/r1 and its final/ checkpoint is used)
 #   1. student base: ds-pretrain of a smaller preset on the teacher's corpus with the teacher's tokenizer -> student_base/
 #   2. distilled student: ds-distill (teacher traces -> reward/rejection-sampling filter -> SFT)         -> distilled/
+#      with KD_WEIGHT > 0 also the same SFT plus logit distillation (KL to the teacher, beyond the paper) -> distilled_kd/
 #   3. RL-only student: ds-grpo from the same student base, accuracy + format rewards                    -> rl_only/
 #   4. evaluation of student_base, distilled and rl_only (and the teacher) on held-out prompts
 # Every stage is skipped when its output exists. Ends with a table and a plot (distill.png) of the RL-only
 # student's GRPO steps. The compute of the two students is printed (wall seconds per stage) for comparison.
 #
 # Environment: OUT=demo/distill DEVICE=cpu THREADS=2 TEACHER= STUDENT_PRESET=tiny (or STUDENT_CONFIG=config.json)
-#   STUDENT_STEPS=100 SEQ_LEN=256 DISTILL_PROMPTS=32 DISTILL_N=4 DISTILL_STEPS=40 RL_STEPS=6 G=8
+#   STUDENT_STEPS=100 KD_WEIGHT=1 SEQ_LEN=256 DISTILL_PROMPTS=32 DISTILL_N=4 DISTILL_STEPS=40 RL_STEPS=6 G=8
 #   PROMPTS_PER_STEP=4 RL_LR=5e-5 MAX_NEW=96 EVAL_N=16 EVAL_K=8 SEED=7; the r1.sh variables size the teacher.
 # LAUNCH="srun ..." runs every compute stage as a job step. OPENBLAS_CORETYPE=SkylakeX is exported when the
-# CPU has AVX-512.: see r1-zero.sh.
+# CPU has AVX-512.
 set -euo pipefail
 build=${1:-${BUILD:-build}}
 bin=$build/cmd
 here=$(dirname "$0")
 OUT=${OUT:-demo/distill} DEVICE=${DEVICE:-cpu} THREADS=${THREADS:-2} TEACHER=${TEACHER:-}
-STUDENT_PRESET=${STUDENT_PRESET:-tiny} STUDENT_CONFIG=${STUDENT_CONFIG:-} STUDENT_STEPS=${STUDENT_STEPS:-100}
+STUDENT_PRESET=${STUDENT_PRESET:-tiny} STUDENT_CONFIG=${STUDENT_CONFIG:-} STUDENT_STEPS=${STUDENT_STEPS:-100} KD_WEIGHT=${KD_WEIGHT:-1}
 SEQ_LEN=${SEQ_LEN:-256} DISTILL_PROMPTS=${DISTILL_PROMPTS:-32} DISTILL_N=${DISTILL_N:-4} DISTILL_STEPS=${DISTILL_STEPS:-40}
 RL_STEPS=${RL_STEPS:-6} G=${G:-8} PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4} RL_LR=${RL_LR:-5e-5} MAX_NEW=${MAX_NEW:-96}
 EVAL_N=${EVAL_N:-16} EVAL_K=${EVAL_K:-8} SEED=${SEED:-7} TASK=${TASK:-arithmetic} DIFFICULTY=${DIFFICULTY:-easy}
@@ -74,6 +75,16 @@ if [ ! -s "$OUT/distilled/model.safetensors" ]; then
   else exit 1; fi
 else stage "distilled student: exists, skipped"; fi
 
+# 2b. distilled student with logit distillation: the same kept traces, SFT + KD_WEIGHT * KL(teacher || student)
+if [ "$KD_WEIGHT" != 0 ] && [ -s "$OUT/traces.kept.jsonl" ] && [ ! -s "$OUT/distilled_kd/model.safetensors" ]; then
+  stage "distillation + logit KD (weight $KD_WEIGHT): the same traces, $DISTILL_STEPS SFT steps"
+  timed $LAUNCH "$bin/ds-distill/ds-distill" "${common[@]}" --seed "$SEED" --teacher "$TEACHER" \
+    --student "$OUT/student_base" --prompts "$OUT/distill_prompts.jsonl" -o "$OUT/distilled_kd" --overwrite -n "$DISTILL_N" \
+    "${gen[@]}" --language en --seq-len "$SEQ_LEN" --batch-size 8 --max-steps "$DISTILL_STEPS" --lr 5e-4 \
+    --traces "$OUT/traces.jsonl" --kd-weight "$KD_WEIGHT"
+  mv "$OUT/.seconds" "$OUT/distilled_kd.seconds"
+fi
+
 # 3. RL-only student
 if [ ! -s "$OUT/rl_only/model.safetensors" ]; then
   stage "RL-only student: $RL_STEPS steps x $PROMPTS_PER_STEP prompts x G=$G"
@@ -87,7 +98,7 @@ else stage "RL-only student: exists, skipped"; fi
 
 # 4. evaluation
 ln -sfn "$(cd "$TEACHER" && pwd)" "$OUT/teacher"
-for m in student_base distilled rl_only teacher; do
+for m in student_base distilled distilled_kd rl_only teacher; do
   [ -s "$OUT/$m/model.safetensors" ] || continue
   if [ ! -s "$OUT/${m}_eval.json" ]; then
     stage "evaluating $m: $EVAL_N held-out prompts x $EVAL_K samples"
@@ -96,6 +107,6 @@ for m in student_base distilled rl_only teacher; do
       | "$bin/ds-reward/ds-reward" --log-level warn --k 1 "$EVAL_K" --summary-json "$OUT/${m}_eval.json" -o "$OUT/${m}_eval.jsonl"
   else stage "evaluation of $m: exists, skipped"; fi
 done
-"$here/lib/summary.sh" "$OUT" "$EVAL_K" distill "$(( $(date +%s) - t0 ))" "$OUT/rl_metrics.jsonl" student_base distilled rl_only teacher
-echo "student compute (wall s): distilled $(cat "$OUT/distilled.seconds" 2>/dev/null || echo ?) (teacher traces + SFT), RL-only $(cat "$OUT/rl_only.seconds" 2>/dev/null || echo ?)" \
+"$here/lib/summary.sh" "$OUT" "$EVAL_K" distill "$(( $(date +%s) - t0 ))" "$OUT/rl_metrics.jsonl" student_base distilled distilled_kd rl_only teacher
+echo "student compute (wall s): distilled $(cat "$OUT/distilled.seconds" 2>/dev/null || echo ?) (teacher traces + SFT), distilled+KD $(cat "$OUT/distilled_kd.seconds" 2>/dev/null || echo -) (SFT + teacher forward), RL-only $(cat "$OUT/rl_only.seconds" 2>/dev/null || echo ?)" \
   | tee -a "$OUT/summary.txt"
