@@ -3,7 +3,7 @@
 #   pipelines/r1-zero.sh [BUILD_DIR]          (default build; outputs under demo/r1-zero/, or $OUT)
 #
 # Stages (each skipped when its output exists, so a re-run resumes; delete a stage's output to redo it):
-#   1. ds-tasks corpus        worked solutions, many in the R1-Zero template  -> $OUT/corpus.jsonl
+#   1. ds-tasks corpus        worked solutions, a fifth in the R1-Zero template-> $OUT/corpus.jsonl
 #   2. ds-tokenize train      byte-fallback BPE tokenizer                      -> $OUT/tokenizer/
 #   3. ds-pretrain            base model from a preset                         -> $OUT/base/
 #   4. ds-grpo (loop mode)    GRPO with the accuracy + format rewards only     -> $OUT/final/, $OUT/grpo_metrics.jsonl
@@ -12,9 +12,10 @@
 # the RL steps ($OUT/r1-zero.png, gnuplot).
 #
 # Scale with environment variables (defaults run on a 2-core CPU in a few minutes):
-#   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=easy CORPUS_N=4000 VOCAB=512  SEQ_LEN=192
-#   PRESET=small (or CONFIG=path/to/config.json) PRETRAIN_STEPS=200 PRETRAIN_BATCH=8 PRETRAIN_LR=2e-3
-#   RL_STEPS=15 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=80 EVAL_N=32 EVAL_K=16 SEED=7
+#   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=basic CORPUS_N=12000 VOCAB=1024 SEQ_LEN=192
+#   TEMPLATE_SHARE=0.2 PROSE_SHARE=0.4 VERIFY_SHARE=0 IMPERFECT_SHARE=0.05 (corpus styles: ds-tasks corpus)
+#   PRESET=small (or CONFIG=path/to/config.json) PRETRAIN_STEPS=800 PRETRAIN_BATCH=8 PRETRAIN_LR=3e-3
+#   RL_STEPS=20 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=80 EVAL_N=32 EVAL_K=16 SEED=7
 # Completions stop at the template's "</answer>" (kept in the text, so the format reward sees it) or at EOS.
 # LAUNCH="srun ..." runs every compute stage as a job step (pipelines/slurm/r1-zero.sbatch).
 # OPENBLAS_CORETYPE=SkylakeX is exported when the CPU has AVX-512 (matrix products ~4x faster on the
@@ -26,20 +27,20 @@ OUT=${OUT:-demo/r1-zero}
 DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-2}
 TASK=${TASK:-arithmetic}
-DIFFICULTY=${DIFFICULTY:-easy}
-CORPUS_N=${CORPUS_N:-4000}
-TEMPLATE_SHARE=${TEMPLATE_SHARE:-0.8}
-PROSE_SHARE=${PROSE_SHARE:-0.1}
-VERIFY_SHARE=${VERIFY_SHARE:-0.3}
-IMPERFECT_SHARE=${IMPERFECT_SHARE:-0.1}
-VOCAB=${VOCAB:-512}
+DIFFICULTY=${DIFFICULTY:-basic}
+CORPUS_N=${CORPUS_N:-12000}
+TEMPLATE_SHARE=${TEMPLATE_SHARE:-0.2}
+PROSE_SHARE=${PROSE_SHARE:-0.4}
+VERIFY_SHARE=${VERIFY_SHARE:-0}
+IMPERFECT_SHARE=${IMPERFECT_SHARE:-0.05}
+VOCAB=${VOCAB:-1024}
 PRESET=${PRESET:-small}
 CONFIG=${CONFIG:-}
 SEQ_LEN=${SEQ_LEN:-192}
-PRETRAIN_STEPS=${PRETRAIN_STEPS:-200}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-800}
 PRETRAIN_BATCH=${PRETRAIN_BATCH:-8}
-PRETRAIN_LR=${PRETRAIN_LR:-2e-3}
-RL_STEPS=${RL_STEPS:-15}
+PRETRAIN_LR=${PRETRAIN_LR:-3e-3}
+RL_STEPS=${RL_STEPS:-20}
 G=${G:-8}
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4}
 RL_LR=${RL_LR:-1e-4}
@@ -60,7 +61,8 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 stage() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
 
-# 1. corpus: worked solutions; mostly in the R1-Zero template so the base model can pick up the format.
+# 1. corpus: worked solutions in several styles; a fifth in the R1-Zero template, so the base model knows the tags
+#    but does not always use them (RL has a format to teach, as with a real base model).
 if [ ! -s "$OUT/corpus.jsonl" ]; then
   stage "corpus: $CORPUS_N $TASK ($DIFFICULTY) documents"
   "$bin/ds-tasks/ds-tasks" --seed "$SEED" --log-level warn corpus --task "$TASK" --difficulty "$DIFFICULTY" \
