@@ -32,6 +32,11 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
 void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc);
 void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
     Accum acc_in);
+void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
+    int64_t w_row0);
+
+// ---- token sampling, one block per row (kernels/sampling.cu)
+void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor logits, Tensor params);
 
 // ---- RMSNorm and RoPE (kernels/norm_rope.cu)
 void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps);

@@ -3,12 +3,14 @@
 // accumulates in f32 (CUBLAS_COMPUTE_32F: no TF32 for f32 inputs, so f32 matches the CPU to rounding).
 // Accum::add and the parameter gradient use beta = 1; overwrite uses beta = 0 (cuBLAS does not read C then).
 // One cuBLASLt handle per device and one 32 MiB workspace per (device, stream), created on first use; the
-// heuristic's algorithm is cached per problem (shape, dtypes, leading dims, pointer alignment).
+// descriptors, layouts and the heuristic's algorithm are built once per problem (shape, dtypes, leading dims,
+// pointer alignment, batch and strides) and reused.
 #include <cublasLt.h>
 
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <utility>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_ops.h"
@@ -27,13 +29,45 @@ namespace {
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 
+struct Layout {
+  cublasLtMatrixLayout_t h = nullptr;
+  Layout() = default;
+  Layout(cudaDataType_t t, int64_t rows, int64_t cols, int64_t ld, int64_t batch = 1, int64_t stride = 0) {
+    DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&h, t, uint64_t(rows), uint64_t(cols), ld));
+    if (batch > 1) {
+      const int32_t b32 = int32_t(batch);
+      DS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(h, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b32, sizeof(b32)));
+      DS_CUBLAS_CHECK(
+          cublasLtMatrixLayoutSetAttribute(h, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+    }
+  }
+  Layout(Layout&& o) noexcept : h(o.h) { o.h = nullptr; }
+  Layout& operator=(Layout&& o) noexcept {
+    std::swap(h, o.h);
+    return *this;
+  }
+  Layout(const Layout&) = delete;
+  ~Layout() {
+    if (h) cublasLtMatrixLayoutDestroy(h);
+  }
+};
+
+// Everything cuBLASLt needs for one problem, built once: the operation descriptor, the three layouts and the
+// heuristic's algorithm (the descriptors used to be rebuilt on every call, a few microseconds of host time each).
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  Layout la, lb, lc;
+  cublasLtMatmulAlgo_t algo{};
+};
+
 struct LtState {
   std::mutex mu;
   std::map<int, cublasLtHandle_t> handles;                      // per device
   std::map<std::pair<int, cudaStream_t>, void*> workspaces;     // per (device, stream)
+  // (device, ta, tb, m, n, k, lda, ldb, ldc, ab dtype, c dtype, alignments a/b/c, beta != 0, batch, strides a/b/c)
   using Key = std::tuple<int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int,
-                         bool>;
-  std::map<Key, cublasLtMatmulAlgo_t> algos;
+                         bool, int64_t, int64_t, int64_t, int64_t>;
+  std::map<Key, Plan*> plans;  // never freed (as the handles)
 };
 
 LtState& state() {
@@ -56,30 +90,35 @@ int alignment(const void* p) {  // largest power of two (<= 256) dividing the ad
   return al;
 }
 
-struct Layout {
-  cublasLtMatrixLayout_t h = nullptr;
-  Layout(cudaDataType_t t, int64_t rows, int64_t cols, int64_t ld) {
-    DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&h, t, uint64_t(rows), uint64_t(cols), ld));
-  }
-  ~Layout() {
-    if (h) cublasLtMatrixLayoutDestroy(h);
-  }
-};
-
-// Column-major C[m, n] = op(A) · op(B) + beta * C, op(A) [m, k], op(B) [k, n]; A and B share a dtype.
+// Column-major C[m, n] = op(A) · op(B) + beta * C, op(A) [m, k], op(B) [k, n]; A and B share a dtype. With
+// batch > 1: `batch` such products, the b-th at A + b * sa, B + b * sb, C + b * sc (elements).
 void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* A, int64_t lda,
-             const void* B, int64_t ldb, DType ab_dt, float beta, void* C, int64_t ldc, DType c_dt) {
+             const void* B, int64_t ldb, DType ab_dt, float beta, void* C, int64_t ldc, DType c_dt,
+             int64_t batch = 1, int64_t sa = 0, int64_t sb = 0, int64_t sc = 0) {
   cudaStream_t st = prepare(ctx);
-  if (m == 0 || n == 0) return;
+  if (m == 0 || n == 0 || batch == 0) return;
   if (k == 0) {  // empty product: C = beta * C
+    DS_CHECK(batch == 1, "matmul: empty batched product");
     if (beta == 0.0f) DS_CUDA_CHECK(cudaMemset2DAsync(C, size_t(ldc) * dtype_size(c_dt), 0,
                                                       size_t(m) * dtype_size(c_dt), size_t(n), st));
     return;
   }
+  if (batch == 1) sa = sb = sc = 0;
   const int dev = ctx.device.index;
   LtState& S = state();
   cublasLtHandle_t handle;
   void* workspace;
+  // a batch's matrices start at base + b * stride: the alignment the algorithm may assume covers the strides too
+  const size_t es_ab = dtype_size(ab_dt), es_c = dtype_size(c_dt);
+  auto with_stride = [](int al, int64_t stride_bytes) {
+    while (al > 1 && stride_bytes % al != 0) al >>= 1;
+    return al;
+  };
+  const int al_a = with_stride(alignment(A), sa * int64_t(es_ab)), al_b = with_stride(alignment(B), sb * int64_t(es_ab)),
+            al_c = with_stride(alignment(C), sc * int64_t(es_c));
+  const LtState::Key key{dev, ta,    tb,    m,    n,    k,          lda, ldb, ldc, int(ab_dt), int(c_dt),
+                         al_a, al_b, al_c, beta != 0.0f, batch, sa, sb, sc};
+  Plan* plan = nullptr;
   {
     std::lock_guard<std::mutex> lock(S.mu);
     auto h = S.handles.find(dev);
@@ -96,33 +135,20 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
       w = S.workspaces.emplace(std::make_pair(dev, st), p).first;
     }
     workspace = w->second;
+    auto it = S.plans.find(key);
+    if (it != S.plans.end()) plan = it->second;
   }
 
-  const cudaDataType_t abt = cuda_type(ab_dt), ct = cuda_type(c_dt);
-  cublasLtMatmulDesc_t op = nullptr;
-  DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  struct DescGuard {
-    cublasLtMatmulDesc_t d;
-    ~DescGuard() { cublasLtMatmulDescDestroy(d); }
-  } guard{op};
-  const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
-  DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
-  Layout la(abt, ta ? k : m, ta ? m : k, lda), lb(abt, tb ? n : k, tb ? k : n, ldb), lc(ct, m, n, ldc);
-
-  const int al_a = alignment(A), al_b = alignment(B), al_c = alignment(C);
-  const LtState::Key key{dev, ta, tb, m, n, k, lda, ldb, ldc, int(ab_dt), int(c_dt), al_a, al_b, al_c, beta != 0.0f};
-  cublasLtMatmulAlgo_t algo;
-  bool cached = false;
-  {
-    std::lock_guard<std::mutex> lock(S.mu);
-    auto it = S.algos.find(key);
-    if (it != S.algos.end()) {
-      algo = it->second;
-      cached = true;
-    }
-  }
-  if (!cached) {
+  if (!plan) {
+    const cudaDataType_t abt = cuda_type(ab_dt), ct = cuda_type(c_dt);
+    auto* p = new Plan;
+    DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
+    DS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
+    p->la = Layout(abt, ta ? k : m, ta ? m : k, lda, batch, sa);
+    p->lb = Layout(abt, tb ? n : k, tb ? k : n, ldb, batch, sb);
+    p->lc = Layout(ct, m, n, ldc, batch, sc);
     cublasLtMatmulPreference_t pref = nullptr;
     DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t ws = kWorkspaceBytes;
@@ -135,19 +161,27 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
     cublasLtMatmulHeuristicResult_t res{};
     int found = 0;
     const cublasStatus_t hs =
-        cublasLtMatmulAlgoGetHeuristic(handle, op, la.h, lb.h, lc.h, lc.h, pref, 1, &res, &found);
+        cublasLtMatmulAlgoGetHeuristic(handle, p->op, p->la.h, p->lb.h, p->lc.h, p->lc.h, pref, 1, &res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
-    if (hs != CUBLAS_STATUS_SUCCESS || found == 0)
+    if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
+      cublasLtMatmulDescDestroy(p->op);
+      delete p;
       throw_runtime("cuBLASLt: no algorithm for the " + std::string(dtype_name(ab_dt)) + " -> " + dtype_name(c_dt) +
                     " product m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
-                    " (" + cublasGetStatusString(hs) + ")");
-    algo = res.algo;
+                    " batch=" + std::to_string(batch) + " (" + cublasGetStatusString(hs) + ")");
+    }
+    p->algo = res.algo;
     std::lock_guard<std::mutex> lock(S.mu);
-    S.algos.emplace(key, algo);
+    auto [it, inserted] = S.plans.emplace(key, p);
+    if (!inserted) {  // another thread built the same plan first
+      cublasLtMatmulDescDestroy(p->op);
+      delete p;
+    }
+    plan = it->second;
   }
   const float alpha = 1.0f;
-  DS_CUBLAS_CHECK(cublasLtMatmul(handle, op, &alpha, A, la.h, B, lb.h, &beta, C, lc.h, C, lc.h, &algo, workspace,
-                                 kWorkspaceBytes, st));
+  DS_CUBLAS_CHECK(cublasLtMatmul(handle, plan->op, &alpha, A, plan->la.h, B, plan->lb.h, &beta, C, plan->lc.h, C,
+                                 plan->lc.h, &plan->algo, workspace, kWorkspaceBytes, st));
 }
 
 }  // namespace
@@ -171,6 +205,19 @@ void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_
   if (!d_weight.empty())
     lt_gemm(ctx, false, true, K, N, M, in.data, K, d_out.data, N, d_out.dtype, 1.0f, d_weight.data, K,
             d_weight.dtype);
+}
+
+// Per-head linear (matmul_heads_forward in ops.h), one strided-batched product over the H heads:
+// out[m, h, 0:N] = in[m, h, 0:K] · W_h^T with W_h = weight[h, row0:row0+N, :] ([N, K] row-major).
+// Column-major per head: out_h^T[N, M] (ld H*Nout) = W_h[K, N]^T · in_h^T[K, M] (ld H*Kin).
+void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
+                          int64_t w_row0) {
+  const int64_t M = in.dim(0), H = in.dim(1), Kin = in.dim(2), Nout = out.dim(2), Wr = weight.dim(1),
+                Kw = weight.dim(2);
+  const size_t es = dtype_size(weight.dtype);
+  const void* A = static_cast<const char*>(weight.data) + size_t(w_row0 * Kw) * es;
+  lt_gemm(ctx, true, false, n, M, k, A, Kw, in.data, H * Kin, in.dtype, 0.0f, out.data, H * Nout, out.dtype, H, Wr * Kw,
+          Kin, Nout);
 }
 
 }  // namespace ds::cuda

@@ -165,6 +165,24 @@ void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_
   DS_DISPATCH(c, matmul_backward(ctx, d_in, d_weight, d_out, in, weight, acc_in));
 }
 
+void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
+                          int64_t w_row0) {
+  Check c(ctx, "matmul_heads_forward");
+  c.f("in", in).f("weight", weight).wide("out", out);
+  OP_CHECK(c, in.ndim == 3 && out.ndim == 3 && weight.ndim == 3,
+           "in " + in.shape_str() + ", out " + out.shape_str() + " and weight " + weight.shape_str() + " must be 3-D");
+  const int64_t H = in.dim(1);
+  OP_CHECK(c, out.dim(0) == in.dim(0) && out.dim(1) == H && weight.dim(0) == H,
+           "in " + in.shape_str() + ", out " + out.shape_str() + " and weight " + weight.shape_str() +
+               " must agree on rows and heads");
+  OP_CHECK(c, k >= 1 && n >= 1 && w_row0 >= 0 && k <= in.dim(2) && n <= out.dim(2) && weight.dim(2) == k &&
+                  w_row0 + n <= weight.dim(1),
+           "k " + std::to_string(k) + ", n " + std::to_string(n) + ", w_row0 " + std::to_string(w_row0) +
+               " do not fit in " + in.shape_str() + ", out " + out.shape_str() + ", weight " + weight.shape_str());
+  OP_CHECK(c, out.dtype == in.dtype || c.on_cuda(), "out must have in's dtype");
+  DS_DISPATCH(c, matmul_heads_forward(ctx, out, in, weight, k, n, w_row0));
+}
+
 // ---- RMSNorm -------------------------------------------------------------------------------------------
 
 static void check_rmsnorm(Check& c, const Tensor& x, const char* xname, const Tensor& weight, const Tensor& rstd) {
@@ -364,6 +382,23 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
   OP_CHECK(c, opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
            "betas must lie in [0, 1), got " + std::to_string(opt.beta1) + ", " + std::to_string(opt.beta2));
   DS_DISPATCH(c, adamw_update(ctx, param, grad, m, v, opt));
+}
+
+// ---- token sampling (CUDA only) -------------------------------------------------------------------------------
+
+void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor logits, Tensor params) {
+  Check c(ctx, "sample_tokens");
+  OP_CHECK(c, c.on_cuda(), "runs on CUDA only (the CPU engine samples with lib/infer/sampler.h)");
+  c.wide("logits", logits);
+  OP_CHECK(c, logits.ndim == 2 && logits.cols() >= 1, "logits " + logits.shape_str() + " must be [n, V]");
+  const int64_t n = logits.rows();
+  c.index("tokens", tokens, DType::i32).index("logprobs", logprobs, DType::f64).index("params", params, DType::f64);
+  OP_CHECK(c, tokens.numel() == n && logprobs.numel() == n && params.numel() == 4 * n,
+           "tokens " + tokens.shape_str() + ", logprobs " + logprobs.shape_str() + ", params " + params.shape_str() +
+               " must hold n, n and 4n values for logits " + logits.shape_str());
+  if (c.cuda()) {
+    if constexpr (opcheck::kHaveCuda) return cuda::sample_tokens(ctx, tokens, logprobs, logits, params);
+  }
 }
 
 }  // namespace ds

@@ -48,6 +48,14 @@ void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Ac
 void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                      Accum acc_in = Accum::overwrite);
 
+// Per-head linear over [M, H, *] views (the absorbed-MLA folds W_UK^T q_nope and W_UV o_lat, all heads at once):
+// out[m, h, 0:n] = in[m, h, 0:k] · weight[h, w_row0 : w_row0 + n, :]^T for every head h. in [M, H, Kin >= k] and
+// out [M, H, Nout >= n] (only the first k / n values of each head are read / written; the rest of out is left as
+// it is); weight [H, Wr >= w_row0 + n, k]. On CUDA one strided-batched cuBLASLt product; on the CPU one sgemm per
+// head.
+void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
+                          int64_t w_row0 = 0);
+
 // ---- RMSNorm over the last dim -------------------------------------------------------------------------
 // out = weight * in * rstd,  rstd[rows] = 1 / sqrt(mean(in^2) + eps)
 void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps);
@@ -181,5 +189,13 @@ struct AdamWOptions {
 };
 // param, grad, m, v: same shape; param/m/v f32 (or f64 on CPU).
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
+
+// ---- token sampling on the device (CUDA only; the CPU engine samples with lib/infer/sampler.h) ---------------
+// One token per row of logits [n, V] (f32 or bf16): params [n, 4] f64 rows (temperature, top_p, top_k, u) with u the
+// row's uniform draw in [0, 1); tokens [n] i32 and logprobs [n] f64 receive the choice and log softmax(logits /
+// T)[token] (T = 1 when greedy). Same contract as sampling_distribution + draw_token + token_logprob
+// (lib/infer/sampler.h), in double: greedy choices are identical to the CPU's; a sampled choice can differ only
+// when u lies within rounding of a cumulative-probability boundary (sums run in another order).
+void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor logits, Tensor params);
 
 }  // namespace ds

@@ -95,4 +95,16 @@ void matmul_backward(const Context&, Tensor d_in, Tensor d_weight, Tensor d_out,
   });
 }
 
+// out[m, h, 0:n] = in[m, h, 0:k] · weight[h, w_row0:w_row0+n, :]^T: one gemm per head on strided views.
+void matmul_heads_forward(const Context&, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
+                          int64_t w_row0) {
+  dispatch_float(out.dtype, "matmul_heads_forward", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t M = in.dim(0), H = in.dim(1), Kin = in.dim(2), Nout = out.dim(2), Wr = weight.dim(1);
+    for (int64_t h = 0; h < H; ++h)
+      gemm<T>(false, true, M, n, k, in.ptr<T>() + h * Kin, H * Kin, weight.ptr<T>() + (h * Wr + w_row0) * k, k, T(0),
+              out.ptr<T>() + h * Nout, H * Nout);
+  });
+}
+
 }  // namespace ds::cpu

@@ -1,0 +1,226 @@
+// Token sampling on the GPU (issue 5): one block per row of logits draws one token and its log-prob, so a decode
+// step copies n ids and n log-probs to the host instead of the n x V logits. The contract is lib/infer/sampler.cpp's
+// (sampling_distribution + draw_token + token_logprob), computed in double as there:
+//   * greedy (temperature <= 0): the argmax, lowest id on ties; log-prob under softmax(logits) (T = 1);
+//   * else p = softmax(logits / T) (division by T, the max subtracted, as the CPU does); with top-k / top-p the kept
+//     set is the prefix of the order (probability descending, lower id first on ties) holding the top-k and then
+//     the smallest nucleus with mass >= top_p, renormalised; no sort: the boundary (a logit key and a cut id among
+//     the ties at that key) is found by a bitwise search over the order-preserving uint32 keys of the logits;
+//   * the draw: the first id (in id order) where the cumulative probability exceeds u (u from the host: the same
+//     Philox value the CPU engine draws), the last kept id if rounding leaves u beyond the summed mass;
+//   * log-prob: log softmax(logits / T)[token] (before truncation).
+// Sums run in a different order than the CPU's left-to-right loop, so a draw can differ from the CPU's only when u
+// falls within a few ulps of a cumulative boundary; greedy choices are identical.
+#include <cmath>
+
+#include "kernels/common.cuh"
+#include "kernels/cuda_ops.h"
+
+namespace ds::cuda {
+
+namespace {
+
+constexpr int kThreads = 1024;
+
+__device__ __forceinline__ uint32_t order_key(float x) {  // monotone in x (for non-NaN x)
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Reduction over the block with f (associative, applied in a fixed order); every thread gets the result.
+template <class V, class F> __device__ V block_reduce(V v, F f, V* sh) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = f(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  V r = sh[0];
+  for (int w = 1; w < nw; ++w) r = f(r, sh[w]);
+  return r;
+}
+
+struct Sum {
+  template <class V> __device__ V operator()(V a, V b) const { return a + b; }
+};
+struct Max {
+  template <class V> __device__ V operator()(V a, V b) const { return a > b ? a : b; }
+};
+struct Min {
+  template <class V> __device__ V operator()(V a, V b) const { return a < b ? a : b; }
+};
+
+// Exclusive prefix sum of v over the threads (in thread order).
+__device__ double block_excl_scan(double v, double* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  double x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const double y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  double ex = __shfl_up_sync(0xffffffffu, x, 1);
+  if (lane == 0) ex = 0.0;
+  __syncthreads();
+  if (lane == 31) sh[warp] = x;
+  __syncthreads();
+  double off = 0.0;
+  for (int w = 0; w < warp; ++w) off += sh[w];
+  return off + ex;
+}
+
+// The first index i (id order) where base + sum_{j <= i} w(j) > target (>= target when ge), over entries with
+// w > 0; V when none. Each thread walks a contiguous segment from its exclusive prefix.
+template <class W>
+__device__ int64_t first_crossing(W w, int64_t V, double base, double target, bool ge, double* shd, long long* shi) {
+  const int64_t seg = (V + blockDim.x - 1) / blockDim.x, b = int64_t(threadIdx.x) * seg;
+  const int64_t e = b + seg < V ? b + seg : V;
+  double s = 0.0;
+  for (int64_t i = b; i < e; ++i) s += w(i);
+  double c = base + block_excl_scan(s, shd);
+  long long found = V;
+  for (int64_t i = b; i < e; ++i) {
+    const double wi = w(i);
+    if (!(wi > 0.0)) continue;
+    c += wi;
+    if (ge ? c >= target : c > target) {
+      found = i;
+      break;
+    }
+  }
+  return block_reduce<long long>(found, Min{}, shi);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ tokens, double* __restrict__ logprobs,
+                                                          const T* __restrict__ logits,
+                                                          const double* __restrict__ params, int64_t V) {
+  __shared__ double shd[32];
+  __shared__ long long shi[32];
+  __shared__ unsigned long long shu[32];
+  const int64_t row = blockIdx.x;
+  const T* l = logits + row * V;
+  const double temperature = params[row * 4 + 0], top_p = params[row * 4 + 1], u = params[row * 4 + 3];
+  const int64_t top_k = int64_t(params[row * 4 + 2]);
+  const bool greedy = !(temperature > 0.0);
+  const double t = greedy ? 1.0 : temperature;
+
+  // softmax(l / t): max and normaliser (also the log-prob's)
+  double mx = -INFINITY;
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmax(mx, ldd(l[i]) / t);
+  mx = block_reduce<double>(mx, Max{}, shd);
+  double z = 0.0;
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) z += exp(ldd(l[i]) / t - mx);
+  z = block_reduce<double>(z, Sum{}, shd);
+
+  int64_t token;
+  if (greedy) {  // argmax, lowest id on ties
+    float best = -INFINITY;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) best = fmaxf(best, ldf(l[i]));
+    best = block_reduce<double>(double(best), Max{}, shd);
+    long long first = V;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+      if (ldf(l[i]) == best && i < first) first = i;
+    token = block_reduce<long long>(first, Min{}, shi);
+    if (token >= V) token = 0;  // all NaN: the CPU's loop keeps id 0
+  } else {
+    auto key = [&](int64_t i) { return order_key(ldf(l[i])); };
+    auto prob = [&](int64_t i) { return exp(ldd(l[i]) / t - mx) / z; };
+    const bool use_k = top_k > 0 && top_k < V;
+    // top-k: the largest key tk with count(key >= tk) >= k, then the first ties at tk (id order) up to k in all
+    uint32_t tk = 0;
+    int64_t cut_k = V;
+    if (use_k) {
+      for (int bit = 31; bit >= 0; --bit) {
+        const uint32_t cand = tk | (1u << bit);
+        unsigned long long cnt = 0;
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x) cnt += key(i) >= cand;
+        cnt = block_reduce<unsigned long long>(cnt, Sum{}, shu);
+        if (cnt >= (unsigned long long)top_k) tk = cand;
+      }
+      unsigned long long gt = 0;
+      for (int64_t i = threadIdx.x; i < V; i += blockDim.x) gt += key(i) > tk;
+      gt = block_reduce<unsigned long long>(gt, Sum{}, shu);
+      const double need = double(top_k - int64_t(gt));
+      const int64_t last = first_crossing([&](int64_t i) { return key(i) == tk ? 1.0 : 0.0; }, V, 0.0, need, true,
+                                          shd, shi);
+      cut_k = last < V ? last + 1 : V;
+    }
+    auto in_k = [&](int64_t i) {
+      if (!use_k) return true;
+      const uint32_t k = key(i);
+      return k > tk || (k == tk && i < cut_k);
+    };
+    // top-p within the top-k prefix: the largest key tp whose prefix mass M(tp) >= top_p (and > 0), then the
+    // ties at tp in id order until the mass reaches top_p
+    uint32_t tp = 0;
+    int64_t cut_p = V;
+    bool use_p = top_p < 1.0;
+    if (use_p) {
+      double total = 0.0;
+      for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+        if (in_k(i)) total += prob(i);
+      total = block_reduce<double>(total, Sum{}, shd);
+      if (total < top_p) {
+        use_p = false;  // the whole top-k set (the CPU loop runs out of elements)
+      } else {
+        for (int bit = 31; bit >= 0; --bit) {
+          const uint32_t cand = tp | (1u << bit);
+          double m = 0.0;
+          for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+            if (key(i) >= cand && in_k(i)) m += prob(i);
+          m = block_reduce<double>(m, Sum{}, shd);
+          if (m >= top_p && m > 0.0) tp = cand;
+        }
+        double gt = 0.0;
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+          if (key(i) > tp && in_k(i)) gt += prob(i);
+        gt = block_reduce<double>(gt, Sum{}, shd);
+        const int64_t last = first_crossing(
+            [&](int64_t i) { return key(i) == tp && in_k(i) ? prob(i) : 0.0; }, V, gt, top_p, true, shd, shi);
+        cut_p = last < V ? last + 1 : V;
+      }
+    }
+    auto kept = [&](int64_t i) {
+      if (!in_k(i)) return false;
+      if (!use_p) return true;
+      const uint32_t k = key(i);
+      return k > tp || (k == tp && i < cut_p);
+    };
+    if (!use_k && !use_p) {  // the CPU draws from p itself
+      token = first_crossing([&](int64_t i) { return prob(i); }, V, 0.0, u, false, shd, shi);
+    } else {  // renormalised q = p / kept mass, as the CPU divides
+      double km = 0.0;
+      for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+        if (kept(i)) km += prob(i);
+      km = block_reduce<double>(km, Sum{}, shd);
+      token = first_crossing([&](int64_t i) { return kept(i) ? prob(i) / km : 0.0; }, V, 0.0, u, false, shd, shi);
+    }
+    if (token >= V) {  // u beyond the summed mass: the last id with a positive probability
+      long long last = 0;
+      for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+        if (kept(i) && prob(i) > 0.0 && i > last) last = i;
+      token = block_reduce<long long>(last, Max{}, shi);
+    }
+  }
+  if (threadIdx.x == 0) {
+    tokens[row] = int32_t(token);
+    logprobs[row] = ldd(l[token]) / t - mx - log(z);
+  }
+}
+
+}  // namespace
+
+void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor logits, Tensor params) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = logits.rows(), V = logits.cols();
+  if (n == 0) return;
+  dispatch_fb(logits.dtype, "sample_tokens", [&](auto zero) {
+    using T = decltype(zero);
+    sample_kernel<T><<<unsigned(n), kThreads, 0, st>>>(dptr<int32_t>(tokens), dptr<double>(logprobs), dptr<T>(logits),
+                                                       dptr<double>(params), V);
+    DS_CUDA_LAUNCH_CHECK("sample_kernel");
+  });
+}
+
+}  // namespace ds::cuda
