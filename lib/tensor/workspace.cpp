@@ -27,13 +27,15 @@ Tensor Workspace::alloc(const std::string& name, DType dtype, const std::vector<
     }
   if (!chunk) {
     size_t size = std::max(need, std::max(kMinChunk, high_water_));
-    chunks_.push_back(Chunk{device_alloc(device_, size), size, 0});
+    chunks_.push_back(Chunk{device_alloc(device_, size), size, 0, 0});
     chunk = &chunks_.back();
   }
   t.data = static_cast<char*>(chunk->base) + chunk->used;
+  // bytes below zero_to were zeroed by reset() and not handed out since: no memset (one per step instead of one
+  // per tensor, which on a GPU was a launch per activation)
+  if (chunk->used + need > chunk->zero_to) device_memset0(device_, t.data, need);
   chunk->used += need;
   high_water_ += need;
-  device_memset0(device_, t.data, need);
   if (recording_) recorded_.emplace_back(name, t);
   return t;
 }
@@ -46,9 +48,14 @@ void Workspace::reset() {
     for (Chunk& c : chunks_) device_free(device_, c.base);
     chunks_.clear();
     size_t size = std::max(total, high_water_);
-    chunks_.push_back(Chunk{device_alloc(device_, size), size, 0});
+    chunks_.push_back(Chunk{device_alloc(device_, size), size, 0, 0});
   }
-  for (Chunk& c : chunks_) c.used = 0;
+  for (Chunk& c : chunks_) {
+    // what the last pass handed out is zeroed here in one call; alloc() then skips the memset below zero_to
+    if (c.used > 0) device_memset0(device_, c.base, c.used);
+    c.zero_to = std::max(c.zero_to, c.used);
+    c.used = 0;
+  }
   high_water_ = 0;
   recorded_.clear();
 }

@@ -30,6 +30,7 @@ class Workspace {
     void* base;
     size_t size;
     size_t used;
+    size_t zero_to;  // [0, zero_to) is known to be zero and not handed out since the last reset
   };
   Device device_;
   std::vector<Chunk> chunks_;
