@@ -84,11 +84,18 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   // q_lat per head = [W_UK^T q_nope ; RoPE(q_pe)]  [n, H, R + dr]
   Tensor q_lat = ws.alloc("q_lat", dt, {n, H, C});
   Tensor q_lat_nh = q_lat.view({n, H * C});
-  Tensor q_nope_h = ws.alloc("q_nope_h", dt, {n, dn}), q_abs_h = ws.alloc("q_abs_h", dt, {n, R});
-  for (int64_t h = 0; h < H; ++h) {
-    copy_cols(ctx, q_nope_h, 0, q, h * dqk, dn);
-    matmul_forward(ctx, q_abs_h, q_nope_h, w_uk_t_[ai].index0(h));  // [n, dn] · ([R, dn])^T
-    copy_cols(ctx, q_lat_nh, h * C, q_abs_h, 0, R);
+  // On CUDA all heads in one strided-batched product written straight into q_lat; the CPU keeps its per-head
+  // sgemm on contiguous copies (results bit-identical to before).
+  const bool batched = ctx.device.is_cuda();
+  if (batched) {
+    matmul_heads_forward(ctx, q_lat, q.view({n, H, dqk}), w_uk_t_[ai], dn, R);
+  } else {
+    Tensor q_nope_h = ws.alloc("q_nope_h", dt, {n, dn}), q_abs_h = ws.alloc("q_abs_h", dt, {n, R});
+    for (int64_t h = 0; h < H; ++h) {
+      copy_cols(ctx, q_nope_h, 0, q, h * dqk, dn);
+      matmul_forward(ctx, q_abs_h, q_nope_h, w_uk_t_[ai].index0(h));  // [n, dn] · ([R, dn])^T
+      copy_cols(ctx, q_lat_nh, h * C, q_abs_h, 0, R);
+    }
   }
   Tensor q_pe = ws.alloc("q_pe_raw", dt, {n, H, dr}), q_pe_rot = ws.alloc("q_pe", dt, {n, H, dr});
   copy_cols(ctx, q_pe.view({n * H, dr}), 0, q.view({n * H, dqk}), dn, dr);
@@ -99,12 +106,16 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   mla_decode_attention(ctx, o_lat, Tensor{}, q_lat, pool, rows.block_table, rows.kv_len, model_.softmax_scale());
   // o_h = W_UV^h o_lat_h, then o_proj
   Tensor o = ws.alloc("o", dt, {n, H * dv});
-  Tensor o_lat_h = ws.alloc("o_lat_h", dt, {n, R}), o_h = ws.alloc("o_h", dt, {n, dv});
   Tensor kvb = w.kv_b_proj.view({H, dn + dv, R});
-  for (int64_t h = 0; h < H; ++h) {
-    copy_cols(ctx, o_lat_h, 0, o_lat.view({n, H * R}), h * R, R);
-    matmul_forward(ctx, o_h, o_lat_h, kvb.index0(h).slice0(dn, dn + dv));  // W_UV^h [dv, R]
-    copy_cols(ctx, o, h * dv, o_h, 0, dv);
+  if (batched) {
+    matmul_heads_forward(ctx, o.view({n, H, dv}), o_lat, kvb, R, dv, dn);  // W_UV^h = kvb[h, dn:dn+dv, :]
+  } else {
+    Tensor o_lat_h = ws.alloc("o_lat_h", dt, {n, R}), o_h = ws.alloc("o_h", dt, {n, dv});
+    for (int64_t h = 0; h < H; ++h) {
+      copy_cols(ctx, o_lat_h, 0, o_lat.view({n, H * R}), h * R, R);
+      matmul_forward(ctx, o_h, o_lat_h, kvb.index0(h).slice0(dn, dn + dv));  // W_UV^h [dv, R]
+      copy_cols(ctx, o, h * dv, o_h, 0, dv);
+    }
   }
   Tensor out = ws.alloc("attn_out", dt, {n, c.hidden_size});
   matmul_forward(ctx, out, o, w.o_proj);

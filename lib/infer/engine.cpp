@@ -238,6 +238,33 @@ void Engine::decode_plain() {
   Tensor logits, hidden;
   decoder_.forward(ws_, *cache_, rows, &logits, &hidden);
   const int64_t V = model_.config().vocab_size;
+  const Context& ctx = model_.context();
+  if (ctx.device.is_cuda()) {
+    // Sampling on the device: the same Philox uniform per sequence as below, drawn on the host and sent with the
+    // row's parameters; only the n token ids and log-probs come back (not the n x V logits).
+    const int64_t n = int64_t(running_.size());
+    std::vector<double> prm(size_t(4 * n));
+    for (int64_t i = 0; i < n; ++i) {
+      Seq& s = *running_[size_t(i)];
+      prm[size_t(4 * i + 0)] = s.sp.temperature;
+      prm[size_t(4 * i + 1)] = s.sp.top_p;
+      prm[size_t(4 * i + 2)] = double(s.sp.top_k);
+      prm[size_t(4 * i + 3)] = uniform(s);
+    }
+    Tensor p = ws_.alloc("sample.params", DType::f64, {n, 4});
+    Tensor tok = ws_.alloc("sample.tokens", DType::i32, {n}), lp = ws_.alloc("sample.logprobs", DType::f64, {n});
+    from_host(p, prm);
+    sample_tokens(ctx, tok, lp, logits, p);
+    const std::vector<int64_t> toks = to_host_i64(tok);
+    const std::vector<double> lps = to_host_f64(lp);
+    for (int64_t i = 0; i < n; ++i) {
+      Seq& s = *running_[size_t(i)];
+      s.cache.len += 1;
+      s.pending = int32_t(toks[size_t(i)]);
+      emit(s, s.pending, lps[size_t(i)]);
+    }
+    return;
+  }
   std::vector<double> host = to_host_f64(logits);
   for (size_t i = 0; i < running_.size(); ++i) {
     Seq& s = *running_[i];
