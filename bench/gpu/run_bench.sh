@@ -29,6 +29,9 @@
 # sft_bf16.jsonl, summary.txt. BENCH_BUDGET_S (default 420) caps the whole run. For a CPU smoke test of the script
 # (no GPU, no torch): BENCH_DEVICE=cpu BENCH_CONFIG=tiny.json BENCH_SEQ=64 BENCH_BATCH=2 BENCH_NEW_TOKENS=8
 # BENCH_TRAIN_PRECISION=f32 BENCH_DECODE_PRECISIONS=f32.
+# BENCH_PARTS (default "kl train decode sft hf compile summary") picks parts; decode needs train's checkpoint, so a
+# decode-only rerun is BENCH_PARTS="train decode" DS_STEPS=1 BENCH_BATCH=2 BENCH_SEQ=128 (a 1-step model: decode
+# speed does not depend on the weights' values with --ignore-eos) and reuses an earlier run's HF figures.
 set -u
 D=$(cd "${1:?usage: run_bench.sh DATA_DIR OUT_DIR}" && pwd)
 O=$(mkdir -p "${2:?usage: run_bench.sh DATA_DIR OUT_DIR}" && cd "$2" && pwd)
@@ -38,6 +41,8 @@ CFG=${BENCH_CONFIG:-$HERE/v3_bench_config.json}
 DEV=${BENCH_DEVICE:-cuda} SEQ=${BENCH_SEQ:-1024} BATCH=${BENCH_BATCH:-16} NEW=${BENCH_NEW_TOKENS:-256}
 TRAIN_PREC=${BENCH_TRAIN_PRECISION:-bf16} DECODE_PRECS=${BENCH_DECODE_PRECISIONS:-bf16}
 BUDGET=${BENCH_BUDGET_S:-420}
+PARTS=" ${BENCH_PARTS:-kl train decode sft hf compile summary} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
 DS_STEPS=${DS_STEPS:-15} DS_WARMUP=${DS_WARMUP:-3}
 export OPENBLAS_CORETYPE=Haswell OMP_WAIT_POLICY=passive PYTHONUNBUFFERED=1
 B=$(mktemp -d) && tar xJf "$D/bundle.tar.xz" -C "$B" || { echo "cannot unpack $D/bundle.tar.xz"; exit 1; }
@@ -63,9 +68,11 @@ mem_stop() {  # prints "mem NAME PEAK_MIB_ABOVE_IDLE" into the log and ds_decode
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   echo "idle memory.used ${mem_idle} MiB"; uname -r; nproc; } >>"$L" 2>&1
 
+if want kl; then
 st "1. ds_test_gpu_kl"
 timeout -k 10 "$(left 90)" "$R" ds_test_gpu_kl >"$O/kl_test.txt" 2>&1; echo "rc=$?" >>"$O/kl_test.txt"
 tail -3 "$O/kl_test.txt" | tee -a "$L"
+fi
 
 have_ck() { [ -f "$W/ck/model.safetensors" ] || ls "$W/ck"/model-*.safetensors >/dev/null 2>&1; }
 pretrain() {  # pretrain PRECISION
@@ -77,14 +84,17 @@ pretrain() {  # pretrain PRECISION
   echo "ds-pretrain $1 rc=$?" | tee -a "$L"
   mem_stop train
 }
+if want train; then
 st "2. ds-pretrain $TRAIN_PREC, B$BATCH x T$SEQ, $DS_STEPS steps"
 pretrain "$TRAIN_PREC"
-if ! have_ck && [ "$TRAIN_PREC" != f32 ]; then  # a checkpoint for the decode runs (and f32 training numbers)
+fi
+if want train && ! have_ck && [ "$TRAIN_PREC" != f32 ]; then  # a checkpoint for the decode runs (and f32 training numbers)
   st "2b. ds-pretrain $TRAIN_PREC failed: f32 instead"
   echo '{"run":"f32 after a failed bf16 run"}' >>"$O/ds_train.jsonl"
   pretrain f32
 fi
 
+if want decode; then
 st "3. ds-rollout (128-token prompts, $NEW new tokens, sampling)"
 head -1 "$D/prompts64.jsonl" >"$W/p1.jsonl"
 head -5 "$D/prompts64.jsonl" >"$W/p5.jsonl"
@@ -126,7 +136,9 @@ if have_ck; then
 else
   echo "no checkpoint from ds-pretrain: decode skipped" | tee -a "$L" "$O/ds_decode.txt"
 fi
+fi
 
+if want sft; then
 st "4. ds-sft on the GPU (f32, bf16) vs the CPU curve"
 S=(-i "$D/sft/sft.jsonl" --init-from "$D/sft/base" --overwrite --max-steps 10 --batch-size 8 --seq-len 256 --lr 1e-3
    --warmup 2 --seed 7 --log-level warn --device "$DEV")
@@ -134,18 +146,25 @@ for prec in f32 $([ "$DEV" = cpu ] || echo bf16); do
   timeout -k 10 "$(left 60)" "$R" ds-sft "${S[@]}" --precision $prec -o "$W/sft_$prec" --metrics "$O/sft_$prec.jsonl" >>"$L" 2>&1
   echo "ds-sft $prec rc=$?" | tee -a "$L"
 done
+fi
 
+if want hf; then
 st "5. HF eager: GEMM ceiling, training, decode"
 timeout -k 10 "$(left 240)" python3 "$HERE/hf_bench.py" --config "$CFG" --prompts "$D/prompts64.jsonl" --out "$O/hf.jsonl" \
   --parts gemm,train,decode --batch "$BATCH" --seq "$SEQ" --new-tokens "$NEW" >>"$L" 2>&1
 echo "hf eager rc=$?" | tee -a "$L"
+fi
 
+if want compile; then
 st "6. HF torch.compile training"
 timeout -k 10 "$(left 240)" python3 "$HERE/hf_bench.py" --config "$CFG" --out "$O/hf.jsonl" --parts train_compile --batch "$BATCH" --seq "$SEQ" >>"$L" 2>&1
 echo "hf compile rc=$?" | tee -a "$L"
+fi
 
+if want summary; then
 st "7. summary"
 python3 "$HERE/summarize.py" --out "$O" --config "$CFG" --ds-warmup "$DS_WARMUP" \
   --sft-cpu "$ROOT/bench/gpu_model/sft_cpu.jsonl" >"$O/summary.txt" 2>>"$L"
 cat "$O/summary.txt"
+fi
 st "done"
