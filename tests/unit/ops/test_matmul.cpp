@@ -79,3 +79,37 @@ TEST_CASE("matmul f32 agrees with f64", "[ops][matmul][precision]") {
   matmul_forward(ctx, o32, as(DType::f32, in), as(DType::f32, w));
   CHECK(max_rel_diff(o32.f64(), o64.f64()) < 1e-5);
 }
+
+TEST_CASE("matmul_heads_forward equals one matmul per head on column blocks", "[ops][matmul][heads]") {
+  // the absorbed-MLA folds: in [M, H, Kin] (first k of each head), weight [H, Wr, k] rows row0.., out [M, H, Nout]
+  const Context ctx = cpu_ctx();
+  const int64_t M = 3, H = 4, Kin = 7, k = 5, Wr = 9, n = 4, row0 = 3, Nout = 6;
+  for (DType dt : {DType::f32, DType::f64}) {
+    Owned in = rand(dt, {M, H, Kin}, 21), w = rand(dt, {H, Wr, k}, 22), out = zeros(dt, {M, H, Nout});
+    fill(ctx, out, 0.5);  // columns past n stay
+    matmul_heads_forward(ctx, out, in, w, k, n, row0);
+    std::vector<double> want(size_t(M * H * Nout), 0.5);
+    Owned ih = zeros(dt, {M, k}), oh = zeros(dt, {M, n});
+    for (int64_t h = 0; h < H; ++h) {
+      copy_cols(ctx, ih.t, 0, in.t.view({M, H * Kin}), h * Kin, k);
+      matmul_forward(ctx, oh, ih, w.t.index0(h).slice0(row0, row0 + n));
+      const std::vector<double> o = oh.f64();
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t j = 0; j < n; ++j) want[size_t((m * H + h) * Nout + j)] = o[size_t(m * n + j)];
+    }
+    const std::vector<double> got = out.f64();
+    double d = 0;
+    for (size_t i = 0; i < got.size(); ++i) d = std::max(d, std::fabs(got[i] - want[i]));
+    CHECK(d <= (dt == DType::f32 ? 1e-6 : 1e-14));
+  }
+  Owned in = rand(DType::f32, {M, H, Kin}, 23), w = rand(DType::f32, {H, Wr, k}, 24), out = zeros(DType::f32, {M, H, Nout});
+  CHECK_THROWS_AS(matmul_heads_forward(ctx, out, in, w, k, n, Wr - n + 1), Error);  // rows past the weight
+  CHECK_THROWS_AS(matmul_heads_forward(ctx, out, in, w, k, Nout + 1, 0), Error);    // n wider than out
+}
+
+TEST_CASE("sample_tokens is CUDA only", "[ops][sampling]") {
+  const Context ctx = cpu_ctx();
+  Owned logits = rand(DType::f32, {2, 5}, 25), tok = ints({2}, {0, 0}), lp = zeros(DType::f64, {2}),
+        prm = zeros(DType::f64, {2, 4});
+  CHECK_THROWS_AS(sample_tokens(ctx, tok, lp, logits, prm), Error);
+}
