@@ -15,7 +15,7 @@
 #   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=basic CORPUS_N=12000 VOCAB=1024 SEQ_LEN=192
 #   TEMPLATE_SHARE=0.2 PROSE_SHARE=0.4 VERIFY_SHARE=0 IMPERFECT_SHARE=0.05 (corpus styles: ds-tasks corpus)
 #   PRESET=small (or CONFIG=path/to/config.json) PRETRAIN_STEPS=800 PRETRAIN_BATCH=8 PRETRAIN_LR=3e-3
-#   RL_STEPS=20 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=80 EVAL_N=32 EVAL_K=16 SEED=7
+#   RL_STEPS=80 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=80 EVAL_N=32 EVAL_K=16 SEED=7
 # Completions stop at the template's "</answer>" (kept in the text, so the format reward sees it) or at EOS.
 # LAUNCH="srun ..." runs every compute stage as a job step (pipelines/slurm/r1-zero.sbatch).
 # OPENBLAS_CORETYPE=SkylakeX is exported when the CPU has AVX-512 (matrix products ~4x faster on the
@@ -40,7 +40,7 @@ SEQ_LEN=${SEQ_LEN:-192}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-800}
 PRETRAIN_BATCH=${PRETRAIN_BATCH:-8}
 PRETRAIN_LR=${PRETRAIN_LR:-3e-3}
-RL_STEPS=${RL_STEPS:-20}
+RL_STEPS=${RL_STEPS:-80}
 G=${G:-8}
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4}
 RL_LR=${RL_LR:-1e-4}
