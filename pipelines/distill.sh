@@ -11,8 +11,9 @@
 # Every stage is skipped when its output exists. Ends with a table and a plot (distill.png) of the RL-only
 # student's GRPO steps. The compute of the two students is printed (wall seconds per stage) for comparison.
 #
-# Environment: OUT=demo/distill DEVICE=cpu THREADS=2 TEACHER= STUDENT_PRESET=tiny (or STUDENT_CONFIG=config.json)
-#   STUDENT_STEPS=100 KD_WEIGHT=1 SEQ_LEN=256 DISTILL_PROMPTS=32 DISTILL_N=4 DISTILL_STEPS=40 RL_STEPS=6 G=8
+# Environment: OUT=demo/distill DEVICE=cpu THREADS=2 TEACHER= STUDENT_CONFIG=pipelines/configs/student-dense.json
+#   (3 dense layers, hidden 128; or STUDENT_PRESET=tiny|small) STUDENT_STEPS=300 KD_WEIGHT=1 SEQ_LEN=256
+#   DISTILL_PROMPTS=128 DISTILL_N=8 DISTILL_TEMP=0.7 DISTILL_STEPS=40 RL_STEPS=12 G=8
 #   PROMPTS_PER_STEP=4 RL_LR=5e-5 MAX_NEW=96 EVAL_N=16 EVAL_K=8 SEED=7; the r1.sh variables size the teacher.
 # LAUNCH="srun ..." runs every compute stage as a job step. OPENBLAS_CORETYPE=SkylakeX is exported when the
 # CPU has AVX-512.
@@ -21,10 +22,10 @@ build=${1:-${BUILD:-build}}
 bin=$build/cmd
 here=$(dirname "$0")
 OUT=${OUT:-demo/distill} DEVICE=${DEVICE:-cpu} THREADS=${THREADS:-2} TEACHER=${TEACHER:-}
-STUDENT_PRESET=${STUDENT_PRESET:-tiny} STUDENT_CONFIG=${STUDENT_CONFIG:-} STUDENT_STEPS=${STUDENT_STEPS:-100} KD_WEIGHT=${KD_WEIGHT:-1}
-SEQ_LEN=${SEQ_LEN:-256} DISTILL_PROMPTS=${DISTILL_PROMPTS:-32} DISTILL_N=${DISTILL_N:-4} DISTILL_STEPS=${DISTILL_STEPS:-40}
-RL_STEPS=${RL_STEPS:-6} G=${G:-8} PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4} RL_LR=${RL_LR:-5e-5} MAX_NEW=${MAX_NEW:-96}
-EVAL_N=${EVAL_N:-16} EVAL_K=${EVAL_K:-8} SEED=${SEED:-7} TASK=${TASK:-arithmetic} DIFFICULTY=${DIFFICULTY:-easy}
+STUDENT_PRESET=${STUDENT_PRESET:-} STUDENT_CONFIG=${STUDENT_CONFIG:-$here/configs/student-dense.json} DISTILL_TEMP=${DISTILL_TEMP:-0.7} STUDENT_STEPS=${STUDENT_STEPS:-300} KD_WEIGHT=${KD_WEIGHT:-1}
+SEQ_LEN=${SEQ_LEN:-256} DISTILL_PROMPTS=${DISTILL_PROMPTS:-128} DISTILL_N=${DISTILL_N:-8} DISTILL_STEPS=${DISTILL_STEPS:-40}
+RL_STEPS=${RL_STEPS:-12} G=${G:-8} PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4} RL_LR=${RL_LR:-5e-5} MAX_NEW=${MAX_NEW:-96}
+EVAL_N=${EVAL_N:-16} EVAL_K=${EVAL_K:-8} SEED=${SEED:-7} TASK=${TASK:-arithmetic} DIFFICULTY=${DIFFICULTY:-basic}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 LAUNCH=${LAUNCH:-}
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then export OPENBLAS_CORETYPE=SkylakeX; fi
@@ -53,7 +54,7 @@ fi
 
 # 1. student base: a smaller model with the teacher's tokenizer
 if [ ! -s "$OUT/student_base/model.safetensors" ]; then
-  model=(--preset "$STUDENT_PRESET"); [ -n "$STUDENT_CONFIG" ] && model=(--config "$STUDENT_CONFIG")
+  model=(--config "$STUDENT_CONFIG"); [ -n "$STUDENT_PRESET" ] && model=(--preset "$STUDENT_PRESET")
   stage "student base: ${model[*]}, $STUDENT_STEPS steps"
   $LAUNCH "$bin/ds-pretrain/ds-pretrain" "${common[@]}" -i "$corpus" -o "$OUT/student_base" --tokenizer "$TEACHER" \
     "${model[@]}" --seq-len "$SEQ_LEN" --batch-size 8 --max-steps "$STUDENT_STEPS" --lr 2e-3 --warmup 10 --overwrite
@@ -67,7 +68,7 @@ if [ ! -s "$OUT/distilled/model.safetensors" ]; then
   # distilled student, which is reported, and the rest of the pipeline still runs.
   if timed $LAUNCH "$bin/ds-distill/ds-distill" "${common[@]}" --seed "$SEED" --teacher "$TEACHER" \
       --student "$OUT/student_base" --prompts "$OUT/distill_prompts.jsonl" -o "$OUT/distilled" --overwrite -n "$DISTILL_N" \
-      "${gen[@]}" --language en --seq-len "$SEQ_LEN" --batch-size 8 --max-steps "$DISTILL_STEPS" --lr 5e-4 \
+      --temperature "$DISTILL_TEMP" "${gen[@]}" --language en --seq-len "$SEQ_LEN" --batch-size 8 --max-steps "$DISTILL_STEPS" --lr 5e-4 \
       --traces "$OUT/traces.jsonl"; then
     mv "$OUT/.seconds" "$OUT/distilled.seconds"
   elif [ -s "$OUT/traces.report.json" ] && [ ! -s "$OUT/traces.kept.jsonl" ]; then

@@ -19,7 +19,7 @@
 # Environment (defaults run on a 2-core CPU): OUT=demo/r1 DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=basic
 #   CORPUS_N=4000 MIXED_SHARE=0.3 VOCAB=1024 PRESET=small (or CONFIG=config.json) SEQ_LEN=256
 #   PRETRAIN_STEPS=300 PRETRAIN_BATCH=8 COLD_N=400 COLD_MIXED_SHARE=0.3 SFT_STEPS=40 SFT_BATCH=8 SFT_LR=5e-4
-#   RL_STEPS=12 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 LANG_WEIGHT=1 LANG_ABLATION=1 MAX_NEW=96 REJ_PROMPTS=32 CHAT_N=200
+#   RL_STEPS=24 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 LANG_WEIGHT=4 LANG_ABLATION=1 MAX_NEW=96 REJ_PROMPTS=32 CHAT_N=200
 #   EVAL_N=16 EVAL_K=8 SEED=7
 # LAUNCH="srun ..." runs every compute stage as a job step (pipelines/slurm/r1.sbatch).
 # OPENBLAS_CORETYPE=SkylakeX is exported when the CPU has AVX-512 (faster matrix products); override by
@@ -32,7 +32,7 @@ OUT=${OUT:-demo/r1} DEVICE=${DEVICE:-cpu} THREADS=${THREADS:-2} TASK=${TASK:-ari
 CORPUS_N=${CORPUS_N:-4000} MIXED_SHARE=${MIXED_SHARE:-0.3} VOCAB=${VOCAB:-1024} PRESET=${PRESET:-small} CONFIG=${CONFIG:-}
 SEQ_LEN=${SEQ_LEN:-256} PRETRAIN_STEPS=${PRETRAIN_STEPS:-300} PRETRAIN_BATCH=${PRETRAIN_BATCH:-8}
 COLD_N=${COLD_N:-400} COLD_MIXED_SHARE=${COLD_MIXED_SHARE:-0.3} LANG_ABLATION=${LANG_ABLATION:-1} SFT_STEPS=${SFT_STEPS:-40} SFT_BATCH=${SFT_BATCH:-8} SFT_LR=${SFT_LR:-5e-4}
-RL_STEPS=${RL_STEPS:-12} G=${G:-8} PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4} RL_LR=${RL_LR:-1e-4} LANG_WEIGHT=${LANG_WEIGHT:-1}
+RL_STEPS=${RL_STEPS:-24} G=${G:-8} PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4} RL_LR=${RL_LR:-1e-4} LANG_WEIGHT=${LANG_WEIGHT:-4}
 MAX_NEW=${MAX_NEW:-96} REJ_PROMPTS=${REJ_PROMPTS:-32} CHAT_N=${CHAT_N:-200} EVAL_N=${EVAL_N:-16} EVAL_K=${EVAL_K:-8}
 SEED=${SEED:-7}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -106,7 +106,9 @@ if ! done_ckpt "$OUT/sft2" "rejection-sampling SFT"; then
   "$bin/ds-rejsample/ds-rejsample" --log-level warn --min-reward 1 --language en --max-per-prompt 4 \
     --report-json "$OUT/rejsample_report.json" -o "$OUT/rej_sft.jsonl" "$OUT/rej_rewarded.jsonl"
   "${tasks[@]}" chat --n "$CHAT_N" -o "$OUT/chat.jsonl"
-  cat "$OUT/rej_sft.jsonl" "$OUT/coldstart.jsonl" "$OUT/chat.jsonl" > "$OUT/sft2_data.jsonl"
+  # the cold-start problems again, written without language mixing (R1 filters stage 3's reasoning data for it)
+  "${tasks[@]}" coldstart --task "$TASK" --difficulty "$DIFFICULTY" --n "$COLD_N" --no-summary -o "$OUT/coldstart_clean.jsonl"
+  cat "$OUT/rej_sft.jsonl" "$OUT/coldstart_clean.jsonl" "$OUT/chat.jsonl" > "$OUT/sft2_data.jsonl"
   echo "   kept $(wc -l < "$OUT/rej_sft.jsonl") rejection samples; SFT data $(wc -l < "$OUT/sft2_data.jsonl") conversations"
   sft "$OUT/base" "$OUT/sft2_data.jsonl" "$OUT/sft2"
 fi
