@@ -53,12 +53,6 @@ double imbalance(const ExpertLoads& loads, const std::vector<LayerPlacement>& pl
   return pl.empty() ? 1.0 : s / double(pl.size());
 }
 
-double imbalance_before(const ExpertLoads& loads, int64_t gpus) {
-  double s = 0;
-  for (const auto& w : loads.loads) s += max_over_mean(gpu_loads_unreplicated(w, gpus));
-  return loads.loads.empty() ? 1.0 : s / double(loads.loads.size());
-}
-
 Shape resolve_shape(const Options& o, int64_t experts) {
   Shape s = o.shape;
   if (s.slots == 0) {  // default: E + E/8 redundant slots (V3: 256 + 32), rounded up to a multiple of --gpus

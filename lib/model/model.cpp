@@ -39,7 +39,11 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
   buffers_.allocate();
   inv_freq_ = buffers_[i_freq];
   from_host(inv_freq_, rope_inv_freq(cfg_));
-  for (size_t i : i_load) loads_.push_back(MoeLoad{buffers_[i]});
+  for (size_t i : i_load) {
+    MoeLoad load;
+    load.counts = buffers_[i];
+    loads_.push_back(load);
+  }
   rope_attn_factor_ = ds::rope_attn_factor(cfg_);
   softmax_scale_ = ds::attention_softmax_scale(cfg_);
 }

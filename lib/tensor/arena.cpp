@@ -13,7 +13,7 @@ namespace ds {
 namespace {
 constexpr size_t kAlign = 64;
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-[[noreturn]] void no_cuda() { throw_usage("this build of ds has no CUDA support (rebuild where nvcc is present)"); }
+[[noreturn, maybe_unused]] void no_cuda() { throw_usage("this build of ds has no CUDA support (rebuild where nvcc is present)"); }
 }  // namespace
 
 void* device_alloc(Device d, size_t bytes) {
