@@ -62,4 +62,58 @@ void copy_bytes(void* dst, bool dst_on_device, const void* src, bool src_on_devi
   check(cudaMemcpy(dst, src, bytes, kind), "cudaMemcpy");
 }
 
+void* stream_create(int device) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  cudaStream_t s = nullptr;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamDefault), "cudaStreamCreate");
+  return s;
+}
+
+void stream_destroy(int device, void* stream) {
+  if (!stream) return;
+  cudaSetDevice(device);
+  cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+  cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+}
+
+void stream_sync(void* stream) { check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize"); }
+
+void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream)),
+        "cudaMemcpyAsync");
+}
+
+void memset0_async(void* p, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  check(cudaMemsetAsync(p, 0, bytes, static_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
+}
+
+void capture_begin(void* stream) {
+  check(cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeThreadLocal),
+        "cudaStreamBeginCapture");
+}
+
+void* capture_end(void* stream, bool ok) {
+  cudaGraph_t g = nullptr;
+  cudaError_t e = cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &g);
+  cudaGraphExec_t exec = nullptr;
+  if (e == cudaSuccess && ok && g) e = cudaGraphInstantiateWithFlags(&exec, g, 0);
+  if (g) cudaGraphDestroy(g);
+  if (e != cudaSuccess || !ok) {
+    cudaGetLastError();  // capture errors are not sticky: clear and let the caller run eagerly
+    if (exec) cudaGraphExecDestroy(exec);
+    return nullptr;
+  }
+  return exec;
+}
+
+void graph_launch(void* exec, void* stream) {
+  check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), static_cast<cudaStream_t>(stream)), "cudaGraphLaunch");
+}
+
+void graph_destroy(void* exec) {
+  if (exec) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+}
+
 }  // namespace ds::cuda

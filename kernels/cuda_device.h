@@ -12,4 +12,16 @@ void device_free(int device, void* p);
 void device_memset0(int device, void* p, size_t bytes);
 void copy_bytes(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
 
+// Streams and CUDA graphs (the engine's captured decode step). Handles are opaque cudaStream_t / cudaGraphExec_t.
+void* stream_create(int device);  // a blocking stream: it still orders with the legacy stream's copies
+void stream_destroy(int device, void* stream);
+void stream_sync(void* stream);
+void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
+void memset0_async(void* p, size_t bytes, void* stream);
+void capture_begin(void* stream);  // thread-local mode: an unsafe call in this thread fails the capture
+// Ends the capture and instantiates it; nullptr (and the CUDA error cleared) when the capture was invalidated.
+void* capture_end(void* stream, bool ok);
+void graph_launch(void* exec, void* stream);
+void graph_destroy(void* exec);
+
 }  // namespace ds::cuda

@@ -111,6 +111,7 @@ rollout() {  # rollout PRECISION MAXBATCH PROMPTS TAG
   mem_stop "$4"
   echo "$4 rc=$rc $(grep -h 'prompts,' "$W/r_$4.log" | tail -1)" | tee -a "$L" >>"$O/ds_decode.txt"
   [ $rc -ne 0 ] && tail -5 "$W/r_$4.log" | tee -a "$L" >>"$O/ds_decode.txt"
+  grep -h 'CUDA graph' "$W/r_$4.log" | sed "s/^/$4 /" | tee -a "$L" >>"$O/ds_decode.txt"
   [ -f "$W/r_$4.jsonl" ] && python3 -c "
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]

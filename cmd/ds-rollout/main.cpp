@@ -40,11 +40,16 @@ int main(int argc, char** argv) {
     app.add_option("--page-size", o.engine.page_size, "Tokens per KV-cache page")->capture_default_str();
     app.add_flag("--mtp-speculative", o.engine.mtp_speculative,
                  "Draft the next-next token with the MTP module and verify it (same output distribution)");
+    bool no_graph = false;
+    app.add_flag("--no-cuda-graph", no_graph,
+                 "Decode eagerly on --device cuda (default: each step's forward + sampling replayed as a CUDA graph "
+                 "per batch shape)");
     app.add_flag("--skip-bad", o.skip_bad, "Skip and report bad prompt records instead of stopping at the first");
     app.add_option("--placement", o.placement,
                    "ds-rebalance placement JSON: also report the tokens each GPU would serve (outputs unchanged)");
     if (int rc = ds::parse_cli(app, argc, argv); rc >= 0) return rc;
     ds::Context ctx = ds::apply_common_options(common);
+    o.engine.cuda_graph = !no_graph;
     o.tmpl = ds::prompt_template_parse(tmpl);
     o.sp.seed = common.seed;
     o.dtype = precision == "bf16" ? ds::DType::bf16 : ds::DType::f32;
@@ -64,6 +69,10 @@ int main(int argc, char** argv) {
                       ? (", MTP acceptance " + std::to_string(e.acceptance_rate()).substr(0, 5)).c_str()
                       : "");
     ds::log_info(buf);
+    if (e.graph_captures + e.graph_failures > 0)
+      ds::log_info("CUDA graph decode: " + std::to_string(e.graph_captures) + " shapes captured, " +
+                   std::to_string(e.graph_replays) + " steps replayed of " + std::to_string(e.decode_steps) +
+                   (e.graph_failures ? ", " + std::to_string(e.graph_failures) + " shapes not capturable (eager)" : ""));
     if (s.skipped) ds::log_warn(std::to_string(s.skipped) + " bad prompt records skipped");
     for (const auto& [layer, gpu] : s.gpu_load) {  // max/mean tokens per GPU under the placement
       int64_t total = 0, mx = 0;

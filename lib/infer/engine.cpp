@@ -3,11 +3,37 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/log.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "ops/ops.h"
+#include "tensor/arena.h"
 
 namespace ds {
+
+namespace {
+// One decode stream per device for the process: cuBLASLt and the MLA split scratch keep a buffer per (device,
+// stream), so a stream per engine would leave one behind each time an engine is destroyed.
+void* decode_stream(Device d) {
+  static std::map<int, void*> streams;
+  void*& s = streams[d.index];
+  if (!s) s = gpu::stream_create(d);
+  return s;
+}
+}  // namespace
+
+// A captured decode step of one shape: its inputs in fixed device buffers (copied in before each replay) and its
+// own workspace, whose addresses the graph holds.
+struct Engine::Graph {
+  explicit Graph(Device d) : in(d), ws(d) {}
+  ~Graph() { gpu::graph_destroy(exec); }
+  Workspace in;        // rows + sampling parameters, allocated once
+  Workspace ws;        // the pass's activations, logits, sampled ids and log-probs
+  DecodeRows rows;
+  Tensor params, tok, lp;
+  void* exec = nullptr;
+  bool failed = false;
+};
 
 struct Engine::Seq {
   uint64_t req = 0;
@@ -39,9 +65,24 @@ Engine::Engine(Model& model, const Tokenizer* tok, const EngineOptions& opt)
   const int64_t pages = (tokens + opt_.page_size - 1) / opt_.page_size + opt_.max_batch;  // + copy-on-write slack
   cache_ = std::make_unique<PagedKvCache>(c, layers, pages, opt_.page_size, model_.context().device, model_.dtype());
   stats_.cache_bytes_per_token = cache_->bytes_per_token();
+  const Context& ctx = model_.context();
+  if (ctx.device.is_cuda() && opt_.cuda_graph && !spec_) {
+    // the legacy default stream cannot be captured: the model runs on a dedicated (blocking) stream meanwhile
+    saved_stream_ = ctx.cuda_stream;
+    stream_ = ctx.cuda_stream ? ctx.cuda_stream : decode_stream(ctx.device);
+    model_.set_cuda_stream(stream_);
+  }
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  if (!stream_) return;
+  try {
+    gpu::stream_sync(stream_);
+  } catch (...) {
+  }
+  graphs_.clear();
+  model_.set_cuda_stream(saved_stream_);
+}
 
 void Engine::submit(GenRequest req) {
   if (req.prompt.empty()) throw_usage("empty prompt");
@@ -234,6 +275,7 @@ void Engine::decode_plain() {
     ids.push_back(s->pending);
     pos.push_back(int32_t(p));
   }
+  if (stream_ && decode_graph(caches, ids, pos)) return;
   DecodeRows rows = upload_rows(caches, ids, pos);
   Tensor logits, hidden;
   decoder_.forward(ws_, *cache_, rows, &logits, &hidden);
@@ -274,6 +316,102 @@ void Engine::decode_plain() {
     s.pending = t;
     emit(s, t, token_logprob(l, V, t, s.sp.temperature));
   }
+}
+
+void Engine::graph_pass(Graph& g) {
+  Tensor logits, hidden;
+  decoder_.forward(g.ws, *cache_, g.rows, &logits, &hidden);
+  const int64_t n = g.rows.ids.numel();
+  g.tok = g.ws.alloc("sample.tokens", DType::i32, {n});
+  g.lp = g.ws.alloc("sample.logprobs", DType::f64, {n});
+  sample_tokens(model_.context(), g.tok, g.lp, logits, g.params);
+}
+
+bool Engine::decode_graph(const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                          const std::vector<int32_t>& pos) {
+  const Device dev = model_.context().device;
+  const int64_t n = int64_t(ids.size());
+  size_t width = 1;
+  for (const SeqCache* c : caches) width = std::max(width, c->pages.size());
+  const auto key = std::make_pair(n, int64_t(width));
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) {
+    if (int64_t(graphs_.size()) >= opt_.cuda_graph_max) return false;
+    auto g = std::make_unique<Graph>(dev);
+    g->rows.ids = g->in.alloc("rows.ids", DType::i32, {n});
+    g->rows.pos = g->in.alloc("rows.pos", DType::i32, {n});
+    g->rows.slot_rows = g->in.alloc("rows.slots", DType::i32, {n});
+    g->rows.kv_len = g->in.alloc("rows.kv_len", DType::i32, {n});
+    g->rows.block_table = g->in.alloc("rows.block_table", DType::i32, {n, int64_t(width)});
+    g->params = g->in.alloc("sample.params", DType::f64, {n, 4});
+    it = graphs_.emplace(key, std::move(g)).first;
+  }
+  Graph& g = *it->second;
+  if (g.failed) return false;  // before any draw: the eager step draws the same uniforms
+
+  // the same host-side rows as upload_rows, and the same per-sequence uniforms as the eager CUDA step
+  std::vector<int32_t> slots(static_cast<size_t>(n)), lens(static_cast<size_t>(n)), table(static_cast<size_t>(n) * width, 0);
+  std::vector<double> prm(size_t(4 * n));
+  for (int64_t i = 0; i < n; ++i) {
+    slots[size_t(i)] = cache_->slot_row(*caches[size_t(i)], pos[size_t(i)]);
+    lens[size_t(i)] = pos[size_t(i)] + 1;
+    std::copy(caches[size_t(i)]->pages.begin(), caches[size_t(i)]->pages.end(), table.begin() + i * int64_t(width));
+    Seq& s = *running_[size_t(i)];
+    prm[size_t(4 * i + 0)] = s.sp.temperature;
+    prm[size_t(4 * i + 1)] = s.sp.top_p;
+    prm[size_t(4 * i + 2)] = double(s.sp.top_k);
+    prm[size_t(4 * i + 3)] = uniform(s);
+  }
+  gpu::copy_to_device_async(g.rows.ids.data, ids.data(), ids.size() * sizeof(int32_t), stream_);
+  gpu::copy_to_device_async(g.rows.pos.data, pos.data(), pos.size() * sizeof(int32_t), stream_);
+  gpu::copy_to_device_async(g.rows.slot_rows.data, slots.data(), slots.size() * sizeof(int32_t), stream_);
+  gpu::copy_to_device_async(g.rows.kv_len.data, lens.data(), lens.size() * sizeof(int32_t), stream_);
+  gpu::copy_to_device_async(g.rows.block_table.data, table.data(), table.size() * sizeof(int32_t), stream_);
+  gpu::copy_to_device_async(g.params.data, prm.data(), prm.size() * sizeof(double), stream_);
+
+  std::vector<int64_t> toks;
+  std::vector<double> lps;
+  if (g.exec) {
+    gpu::graph_launch(g.exec, stream_);
+    ++stats_.graph_replays;
+    toks = to_host_i64(g.tok);
+    lps = to_host_f64(g.lp);
+  } else {
+    // First step of this shape: eagerly on the graph's workspace (this allocates what the pass needs — workspace
+    // chunks, the cuBLASLt workspace and plans, the MLA split scratch — outside the capture), then capture the same
+    // pass: its allocations repeat at the same addresses, with the workspace zeroed by the graph's first node.
+    g.ws.reset();
+    graph_pass(g);
+    toks = to_host_i64(g.tok);
+    lps = to_host_f64(g.lp);
+    g.ws.reset();
+    g.ws.zero_all();
+    bool ok = true;
+    std::string why = "instantiation failed";
+    gpu::capture_begin(stream_);
+    try {
+      for (const auto& [base, bytes] : g.ws.blocks()) gpu::memset0_async(base, bytes, stream_);
+      graph_pass(g);
+    } catch (const std::exception& ex) {
+      ok = false;  // e.g. a host sync or an allocation inside the pass: this shape stays eager
+      why = ex.what();
+    }
+    g.exec = gpu::capture_end(stream_, ok);
+    if (g.exec) ++stats_.graph_captures;
+    else {
+      if (stats_.graph_failures++ == 0)
+        log_warn("CUDA graph capture of the decode step (batch " + std::to_string(n) + ", " + std::to_string(width) +
+                 " pages) failed, decoding such steps eagerly: " + why);
+      g.failed = true;
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    Seq& s = *running_[size_t(i)];
+    s.cache.len += 1;
+    s.pending = int32_t(toks[size_t(i)]);
+    emit(s, s.pending, lps[size_t(i)]);
+  }
+  return true;
 }
 
 void Engine::decode_speculative() {

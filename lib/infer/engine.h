@@ -10,6 +10,7 @@
 //     positions at once and accepts by the speculative-sampling rule, so the output distribution is unchanged.
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,12 +50,19 @@ struct EngineOptions {
   int64_t max_context = 0;      // 0 = the model's max_position_embeddings
   int64_t cache_tokens = 0;     // cache capacity in tokens; 0 = max_batch * max_context
   bool mtp_speculative = false;
+  // CUDA: capture each plain decode step (decoder forward + GPU sampling) as a CUDA graph per (batch size,
+  // block-table width) and replay it; the model runs on a dedicated stream while the engine lives. Shapes past
+  // cuda_graph_max graphs, MTP speculation and steps that cannot be captured run eagerly. Off: all eager, on the
+  // model's own stream (for debugging).
+  bool cuda_graph = true;
+  int64_t cuda_graph_max = 64;
 };
 
 struct EngineStats {
   int64_t prompts = 0, prefill_tokens = 0, generated_tokens = 0, decode_steps = 0;
   int64_t drafted = 0, accepted = 0;  // MTP speculation
   double prefill_seconds = 0, decode_seconds = 0;
+  int64_t graph_captures = 0, graph_replays = 0, graph_failures = 0;  // CUDA graph decode steps
   size_t cache_bytes_per_token = 0;   // (kv_lora_rank + qk_rope_head_dim) x cached layers x element size
   double acceptance_rate() const { return drafted ? double(accepted) / double(drafted) : 0.0; }
 };
@@ -77,6 +85,12 @@ class Engine {
   struct Seq;
   bool admit(GenRequest& req, std::vector<GenSample>& done);
   void decode_plain();
+  struct Graph;
+  // The plain step through a CUDA graph of its shape (captured on first use); false when it ran nothing (no graph
+  // for this shape: the caller decodes eagerly).
+  bool decode_graph(const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                    const std::vector<int32_t>& pos);
+  void graph_pass(Graph& g);
   void decode_speculative();
   struct MtpRow {
     Seq* seq;
@@ -103,6 +117,9 @@ class Engine {
   std::vector<std::unique_ptr<Seq>> running_;
   EngineStats stats_;
   bool spec_ = false;
+  void* stream_ = nullptr;        // CUDA graphs on: the stream the model runs on while this engine lives
+  void* saved_stream_ = nullptr;  // the model's stream before
+  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Graph>> graphs_;
 };
 
 }  // namespace ds

@@ -52,6 +52,9 @@ class Model {
 
   const ModelConfig& config() const { return cfg_; }
   const Context& context() const { return ctx_; }
+  // The CUDA stream every op of this model runs on (nullptr = the legacy default stream); the engine sets its own
+  // while it decodes (CUDA graphs cannot capture the legacy stream).
+  void set_cuda_stream(void* stream) { ctx_.cuda_stream = stream; }
   DType dtype() const { return dtype_; }  // activations and compute weights
   DType param_dtype() const { return stat_dtype(); }  // parameters, gradients, optimizer state
   DType stat_dtype() const { return dtype_ == DType::bf16 ? DType::f32 : dtype_; }  // rstd, lse, losses, logits

@@ -63,6 +63,32 @@ void device_copy(Device dst_dev, void* dst, Device src_dev, const void* src, siz
 #endif
 }
 
+namespace gpu {
+#if DS_HAVE_CUDA
+void* stream_create(Device d) { return cuda::stream_create(d.index); }
+void stream_destroy(Device d, void* stream) { cuda::stream_destroy(d.index, stream); }
+void stream_sync(void* stream) { cuda::stream_sync(stream); }
+void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream) {
+  cuda::copy_to_device_async(dst, src, bytes, stream);
+}
+void memset0_async(void* p, size_t bytes, void* stream) { cuda::memset0_async(p, bytes, stream); }
+void capture_begin(void* stream) { cuda::capture_begin(stream); }
+void* capture_end(void* stream, bool ok) { return cuda::capture_end(stream, ok); }
+void graph_launch(void* exec, void* stream) { cuda::graph_launch(exec, stream); }
+void graph_destroy(void* exec) { cuda::graph_destroy(exec); }
+#else
+void* stream_create(Device) { no_cuda(); }
+void stream_destroy(Device, void*) {}
+void stream_sync(void*) { no_cuda(); }
+void copy_to_device_async(void*, const void*, size_t, void*) { no_cuda(); }
+void memset0_async(void*, size_t, void*) { no_cuda(); }
+void capture_begin(void*) { no_cuda(); }
+void* capture_end(void*, bool) { no_cuda(); }
+void graph_launch(void*, void*) { no_cuda(); }
+void graph_destroy(void*) {}
+#endif
+}  // namespace gpu
+
 Arena::~Arena() { device_free(device_, base_); }
 
 Arena::Arena(Arena&& o) noexcept { *this = std::move(o); }

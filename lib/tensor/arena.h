@@ -58,6 +58,20 @@ void device_memset0(Device d, void* p, size_t bytes);
 // Copies bytes between any two devices (host<->device as needed).
 void device_copy(Device dst_dev, void* dst, Device src_dev, const void* src, size_t bytes);
 
+// CUDA streams and graphs (the engine's captured decode step); a CUDA build only (usage error otherwise).
+// Handles are opaque cudaStream_t / cudaGraphExec_t.
+namespace gpu {
+void* stream_create(Device d);
+void stream_destroy(Device d, void* stream);
+void stream_sync(void* stream);
+void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
+void memset0_async(void* p, size_t bytes, void* stream);
+void capture_begin(void* stream);
+void* capture_end(void* stream, bool ok);  // the instantiated graph, or nullptr when capture failed
+void graph_launch(void* exec, void* stream);
+void graph_destroy(void* exec);
+}  // namespace gpu
+
 // Host-side helpers to move small tensors in and out (e.g. offsets, losses, config tables).
 std::vector<double> to_host_f64(const Tensor& t);   // any float dtype
 std::vector<int64_t> to_host_i64(const Tensor& t);  // i32 / i64

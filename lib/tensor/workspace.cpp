@@ -60,6 +60,19 @@ void Workspace::reset() {
   recorded_.clear();
 }
 
+void Workspace::zero_all() {
+  for (Chunk& c : chunks_) {
+    if (c.zero_to < c.size) device_memset0(device_, static_cast<char*>(c.base) + c.zero_to, c.size - c.zero_to);
+    c.zero_to = c.size;
+  }
+}
+
+std::vector<std::pair<void*, size_t>> Workspace::blocks() const {
+  std::vector<std::pair<void*, size_t>> b;
+  for (const Chunk& c : chunks_) b.emplace_back(c.base, c.size);
+  return b;
+}
+
 size_t Workspace::capacity() const {
   size_t n = 0;
   for (const Chunk& c : chunks_) n += c.size;

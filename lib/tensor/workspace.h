@@ -22,6 +22,11 @@ class Workspace {
   Tensor alloc(const std::string& name, DType dtype, const std::vector<int64_t>& shape);
   void reset();
   size_t capacity() const;  // bytes held
+  // After reset(): zeroes every chunk whole, so alloc() issues no memset until the capacity is exceeded (a CUDA
+  // graph capture replays the last pass's allocations without any call outside the captured stream).
+  void zero_all();
+  // The chunks' (base, size), e.g. to zero them on a stream inside a captured graph.
+  std::vector<std::pair<void*, size_t>> blocks() const;
   void set_recording(bool on) { recording_ = on; }
   const std::vector<std::pair<std::string, Tensor>>& recorded() const { return recorded_; }
 
