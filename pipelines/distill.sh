@@ -60,16 +60,23 @@ if [ ! -s "$OUT/student_base/model.safetensors" ]; then
     "${model[@]}" --seq-len "$SEQ_LEN" --batch-size 8 --max-steps "$STUDENT_STEPS" --lr 2e-3 --warmup 10 --overwrite
 else stage "student base: exists, skipped"; fi
 
+# ds-distill from the student base into $OUT/NAME (extra options after NAME); the traces file is shared, so a second
+# student reuses the first one's traces and filter.
+distill_student() {
+  local name=$1; shift
+  timed $LAUNCH "$bin/ds-distill/ds-distill" "${common[@]}" --seed "$SEED" --teacher "$TEACHER" \
+    --student "$OUT/student_base" --prompts "$OUT/distill_prompts.jsonl" -o "$OUT/$name" --overwrite -n "$DISTILL_N" \
+    --temperature "$DISTILL_TEMP" "${gen[@]}" --language en --seq-len "$SEQ_LEN" --batch-size 8 \
+    --max-steps "$DISTILL_STEPS" --lr 5e-4 --traces "$OUT/traces.jsonl" "$@"
+}
+
 # 2. distilled student
 if [ ! -s "$OUT/distilled/model.safetensors" ]; then
   stage "distillation: $DISTILL_PROMPTS prompts x $DISTILL_N teacher traces, $DISTILL_STEPS SFT steps"
   head -n "$DISTILL_PROMPTS" "$OUT/train_prompts.jsonl" > "$OUT/distill_prompts.jsonl"
   # ds-distill stops with an error when no teacher trace passes the filter (a weak teacher): then there is no
   # distilled student, which is reported, and the rest of the pipeline still runs.
-  if timed $LAUNCH "$bin/ds-distill/ds-distill" "${common[@]}" --seed "$SEED" --teacher "$TEACHER" \
-      --student "$OUT/student_base" --prompts "$OUT/distill_prompts.jsonl" -o "$OUT/distilled" --overwrite -n "$DISTILL_N" \
-      --temperature "$DISTILL_TEMP" "${gen[@]}" --language en --seq-len "$SEQ_LEN" --batch-size 8 --max-steps "$DISTILL_STEPS" --lr 5e-4 \
-      --traces "$OUT/traces.jsonl"; then
+  if distill_student distilled; then
     mv "$OUT/.seconds" "$OUT/distilled.seconds"
   elif [ -s "$OUT/traces.report.json" ] && [ ! -s "$OUT/traces.kept.jsonl" ]; then
     echo "   no teacher trace kept ($(jq -c . "$OUT/traces.report.json")): no distilled student"
@@ -79,10 +86,7 @@ else stage "distilled student: exists, skipped"; fi
 # 2b. distilled student with logit distillation: the same kept traces, SFT + KD_WEIGHT * KL(teacher || student)
 if [ "$KD_WEIGHT" != 0 ] && [ -s "$OUT/traces.kept.jsonl" ] && [ ! -s "$OUT/distilled_kd/model.safetensors" ]; then
   stage "distillation + logit KD (weight $KD_WEIGHT): the same traces, $DISTILL_STEPS SFT steps"
-  timed $LAUNCH "$bin/ds-distill/ds-distill" "${common[@]}" --seed "$SEED" --teacher "$TEACHER" \
-    --student "$OUT/student_base" --prompts "$OUT/distill_prompts.jsonl" -o "$OUT/distilled_kd" --overwrite -n "$DISTILL_N" \
-    "${gen[@]}" --language en --seq-len "$SEQ_LEN" --batch-size 8 --max-steps "$DISTILL_STEPS" --lr 5e-4 \
-    --traces "$OUT/traces.jsonl" --kd-weight "$KD_WEIGHT"
+  distill_student distilled_kd --kd-weight "$KD_WEIGHT"
   mv "$OUT/.seconds" "$OUT/distilled_kd.seconds"
 fi
 

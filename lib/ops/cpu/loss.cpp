@@ -16,6 +16,14 @@ void check_targets(const int32_t* tg, int64_t n, int64_t V, int ignore_index, co
                       " is outside the vocabulary [0, " + std::to_string(V) + ")");
 }
 
+// log-sum-exp of one row in double, the maximum subtracted first.
+template <class T> double row_lse(const T* x, int64_t V) {
+  double m = -std::numeric_limits<double>::infinity(), z = 0.0;
+  for (int64_t v = 0; v < V; ++v) m = std::max(m, double(x[v]));
+  for (int64_t v = 0; v < V; ++v) z += std::exp(double(x[v]) - m);
+  return m + std::log(z);
+}
+
 }  // namespace
 
 void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor logits, Tensor targets,
@@ -36,10 +44,7 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
         continue;
       }
       const T* x = pl + n * V;
-      double m = -std::numeric_limits<double>::infinity(), z = 0.0;
-      for (int64_t v = 0; v < V; ++v) m = std::max(m, double(x[v]));
-      for (int64_t v = 0; v < V; ++v) z += std::exp(double(x[v]) - m);
-      const double l = m + std::log(z);
+      const double l = row_lse(x, V);
       ploss[n] = T(l - double(x[tg[n]]));
       if (plse) plse[n] = T(l);
     }
@@ -76,18 +81,6 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
     }
   });
 }
-
-namespace {
-
-// max and log-sum-exp of one row, in double.
-template <class T> double row_lse(const T* x, int64_t V) {
-  double m = -std::numeric_limits<double>::infinity(), z = 0.0;
-  for (int64_t v = 0; v < V; ++v) m = std::max(m, double(x[v]));
-  for (int64_t v = 0; v < V; ++v) z += std::exp(double(x[v]) - m);
-  return m + std::log(z);
-}
-
-}  // namespace
 
 void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index) {
   dispatch_float(logits.dtype, "kl_div_forward", [&](auto zero) {
