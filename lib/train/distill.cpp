@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "model/config.h"
 #include "model/model_io.h"
+#include "train/pretrain.h"
 #include "rl/reward_stream.h"
 #include "tokenizer/tokenizer_files.h"
 
@@ -40,19 +41,7 @@ std::string strip_suffix(const std::string& s, const std::string& suffix) {
 
 // A fresh student (config.json or preset, the teacher's tokenizer) saved as a checkpoint directory.
 void write_fresh_student(const Context& ctx, const DistillOptions& o, const Tokenizer& tok, const std::string& dir) {
-  ModelConfig c;
-  if (!o.student_config.empty()) {
-    c = config_load(o.student_config);
-    if (c.vocab_size < tok.vocab_size())
-      throw_bad_input("the student's vocab_size " + std::to_string(c.vocab_size) +
-                          " is smaller than the teacher tokenizer's " + std::to_string(tok.vocab_size()),
-                      o.student_config);
-  } else {
-    c = config_preset(o.student_preset);
-    c.vocab_size = tok.vocab_size();
-  }
-  c.bos_token_id = tok.bos_id();
-  c.eos_token_id = tok.eos_id();
+  const ModelConfig c = config_for_tokenizer(o.student_config, o.student_preset, tok);
   Model model(c, ctx, DType::f32);
   model.init_random(o.sft.train.seed);
   CheckpointDirWriter w(dir);

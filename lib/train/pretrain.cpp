@@ -24,19 +24,7 @@ std::string fmt_count(int64_t n) {
 // A fresh model's config: a preset (vocab sized to the tokenizer) or a config.json.
 ModelConfig fresh_config(const PretrainOptions& o, const Tokenizer& tok) {
   if (!o.preset.empty() && !o.config_path.empty()) throw_usage("give either --preset or --config, not both");
-  ModelConfig c;
-  if (!o.config_path.empty()) {
-    c = config_load(o.config_path);
-    if (c.vocab_size < tok.vocab_size())
-      throw_bad_input("vocab_size " + std::to_string(c.vocab_size) + " is smaller than the tokenizer's " +
-                          std::to_string(tok.vocab_size()),
-                      o.config_path);
-  } else {
-    c = config_preset(o.preset.empty() ? "tiny" : o.preset);
-    c.vocab_size = tok.vocab_size();
-  }
-  c.bos_token_id = tok.bos_id();
-  c.eos_token_id = tok.eos_id();
+  ModelConfig c = config_for_tokenizer(o.config_path, o.preset.empty() ? "tiny" : o.preset, tok);
   if (o.corpus.seq_len > c.max_position_embeddings)
     throw_usage("--seq-len " + std::to_string(o.corpus.seq_len) + " exceeds max_position_embeddings " +
                 std::to_string(c.max_position_embeddings));
@@ -44,6 +32,28 @@ ModelConfig fresh_config(const PretrainOptions& o, const Tokenizer& tok) {
 }
 
 }  // namespace
+
+ModelConfig config_for_tokenizer(const std::string& config_path, const std::string& preset, const Tokenizer& tok) {
+  ModelConfig c;
+  if (config_path.empty()) {
+    c = config_preset(preset);
+  } else {
+    c = config_load(config_path);
+    if (c.vocab_size < tok.vocab_size())
+      throw_bad_input("vocab_size " + std::to_string(c.vocab_size) + " is smaller than the tokenizer's " +
+                          std::to_string(tok.vocab_size()),
+                      config_path);
+    // A larger vocab_size (padding, or a config written for another tokenizer) would leave rows the tokenizer
+    // cannot decode, yet sampling could still draw them.
+    if (c.vocab_size > tok.vocab_size())
+      log_info("vocab_size " + std::to_string(c.vocab_size) + " of " + config_path + " fitted to the tokenizer's " +
+               std::to_string(tok.vocab_size()));
+  }
+  c.vocab_size = tok.vocab_size();
+  c.bos_token_id = tok.bos_id();
+  c.eos_token_id = tok.eos_id();
+  return c;
+}
 
 double run_pretrain(const Context& ctx, PretrainOptions o) {
   if (o.output_dir.empty()) throw_usage("-o/--output DIR is required");

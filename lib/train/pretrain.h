@@ -24,6 +24,9 @@ struct PretrainOptions {
 
 // Returns the final held-out loss (NaN without an eval split).
 double run_pretrain(const Context& ctx, PretrainOptions opt);
+// The config of a fresh model for `tok`: config.json at `config_path`, else the preset `preset`; vocab_size
+// becomes the tokenizer's (an error when the file's is smaller), bos/eos its ids.
+ModelConfig config_for_tokenizer(const std::string& config_path, const std::string& preset, const Tokenizer& tok);
 
 // Prints, for every {"ids": [...]} record of `input`, {"ids": [...], "logits": [[V floats] per position]}
 // computed by the checkpoint `ckpt_dir` (main head, f32 unless dtype says f64).

@@ -101,6 +101,17 @@ grep -v '"kv_lora_rank"' "$T/ck/config.json" >"$T/no_kv.json"
 bad_input "config without kv_lora_rank" "$T/b5" "kv_lora_rank.*no_kv.json)" -- \
   "$BIN" -i "$T/corpus.jsonl" -o "$T/b5" --config "$T/no_kv.json" --tokenizer "$T/tok" --seq-len 32 \
   --batch-size 4 --max-steps 2 "${COMMON[@]}"
+# a config.json with a larger vocab_size than the tokenizer's: the fresh model gets the tokenizer's size (rows the
+# tokenizer cannot decode could still be sampled), a smaller one is an error
+tok_vocab=$(json_int "$T/ck/config.json" vocab_size)
+sed "s/\"vocab_size\": *[0-9]*/\"vocab_size\": $((tok_vocab + 77))/" "$T/ck/config.json" >"$T/big_vocab.json"
+expect 0 "config with a padded vocab_size" -- "$BIN" -i "$T/corpus.jsonl" -o "$T/padv" --config "$T/big_vocab.json" \
+  --tokenizer "$T/tok" --seq-len 32 --batch-size 4 --max-steps 1 "${COMMON[@]}"
+check "the padded vocab_size is fitted to the tokenizer's" test "$(json_int "$T/padv/config.json" vocab_size)" = "$tok_vocab"
+sed "s/\"vocab_size\": *[0-9]*/\"vocab_size\": $((tok_vocab - 1))/" "$T/ck/config.json" >"$T/small_vocab.json"
+bad_input "config with a vocab_size below the tokenizer's" "$T/b7" "small_vocab.json)" -- \
+  "$BIN" -i "$T/corpus.jsonl" -o "$T/b7" --config "$T/small_vocab.json" --tokenizer "$T/tok" --seq-len 32 \
+  --batch-size 4 --max-steps 2 "${COMMON[@]}"
 cp -r "$T/ck" "$T/cut"
 truncate -s $(($(stat -c %s "$T/cut/model.safetensors") / 2)) "$T/cut/model.safetensors"
 bad_input "--init-from a truncated model.safetensors" "$T/b6" "model.safetensors)" -- \
