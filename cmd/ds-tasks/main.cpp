@@ -77,6 +77,14 @@ int main(int argc, char** argv) {
     add_share(c, "--prose-share", co.prose_share, "Share of plain prose documents (no tags)");
     add_share(c, "--verify-share", co.verify_share, "Share of documents that check their result");
     add_share(c, "--detail-share", co.detail_share, "Share of documents with digit-level (column) steps");
+    c->add_option("--tagged-detail-share", co.tagged_detail_share,
+                  "The same for the tagged documents (R1-Zero template and <think>/<answer>); -1: --detail-share")
+        ->check(CLI::Range(-1.0, 1.0))
+        ->capture_default_str();
+    add_share(c, "--drill-share", co.drill_share,
+              "Share of arithmetic drill documents (one-step facts: sums, differences, products, division steps)");
+    c->add_flag("--uniform-wording", co.uniform_wording,
+                "One English phrasing per reasoning step instead of a random variant (faster to learn)");
     c->add_option("--max-dead-ends", co.max_dead_ends, "Countdown: failed attempts before the solution, at most")
         ->check(CLI::Range(0, 20))
         ->capture_default_str();

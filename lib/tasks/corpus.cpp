@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/json.h"
+#include "tasks/drill.h"
 #include "tasks/random.h"
 #include "tasks/worked.h"
 
@@ -18,7 +19,7 @@ const char* const kR1ZeroPreamble =
 namespace {
 
 // Stream tags (part of the output format).
-constexpr uint64_t kTagCorpusChoices = 201, kTagCorpusText = 202, kTagColdText = 301, kTagColdMix = 302;
+constexpr uint64_t kTagCorpusChoices = 201, kTagCorpusText = 202, kTagCorpusDrill = 203, kTagColdText = 301, kTagColdMix = 302;
 
 std::string padded(uint64_t i) {
   char buf[32];
@@ -55,6 +56,16 @@ std::string prompt_record_json(const Problem& p, Split split, uint64_t index) {
 }
 
 CorpusDoc corpus_doc(const CorpusOptions& o, uint64_t index) {
+  // Drills come from a stream of their own: with drill_share 0 every other document is what it always was.
+  Rng drill_rng{o.seed, stream_of({uint64_t(Purpose::corpus), kTagCorpusDrill, index}), 0};
+  if (o.drill_share > 0 && draw_chance(drill_rng, o.drill_share)) {
+    CorpusDoc d;
+    d.style = "drill";
+    d.problem.task = Task::arithmetic;
+    d.problem.key = "arithmetic:drill";
+    d.text = arithmetic_drill(drill_rng, 16);
+    return d;
+  }
   Rng pick{o.seed, stream_of({uint64_t(Purpose::corpus), kTagCorpusChoices, index}), 0};
   CorpusDoc d;
   d.imperfect = draw_chance(pick, o.imperfect_share);
@@ -63,7 +74,8 @@ CorpusDoc corpus_doc(const CorpusOptions& o, uint64_t index) {
   double u = pick.next_uniform();
   d.style = u < o.template_share ? "r1zero" : u < o.template_share + o.prose_share ? "prose" : "tags";
   WorkOptions wo;
-  wo.detail = draw_chance(pick, o.detail_share);
+  const bool tagged_style = d.style != "prose";
+  wo.detail = draw_chance(pick, tagged_style && o.tagged_detail_share >= 0 ? o.tagged_detail_share : o.detail_share);
   wo.verify = draw_chance(pick, o.verify_share);
   wo.slip = !d.imperfect ? Slip::none : wrong ? Slip::wrong : Slip::corrected;
   wo.max_dead_ends = o.max_dead_ends;
@@ -71,6 +83,7 @@ CorpusDoc corpus_doc(const CorpusOptions& o, uint64_t index) {
   d.problem = draw_problem({o.seed, Purpose::corpus, o.task, o.difficulty, Split::train}, index);
   Rng text_rng{o.seed, stream_of({uint64_t(Purpose::corpus), kTagCorpusText, index}), 0};
   Voice v(text_rng, d.mixed_language);
+  v.set_uniform(o.uniform_wording);
   Worked w = work_problem(d.problem, v, wo);
   if (d.mixed_language && !contains_cjk(join_lines(w.lines)))
     w.lines.insert(w.lines.begin(), draw_chance(text_rng, 0.5) ? "好的，我们一步一步来。" : "我们先想一想。");

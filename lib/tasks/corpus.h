@@ -31,13 +31,19 @@ struct CorpusOptions {
   double prose_share = 0.3;             // plain prose documents (the rest: question + <think>/<answer> tags)
   double verify_share = 0.3;            // documents whose reasoning ends with a check
   double detail_share = 0.8;            // documents with digit-level (column) steps
+  // The same for the tagged styles (r1zero, tags); < 0: detail_share. A base model whose tagged answers are
+  // mostly short but whose prose works digit by digit is R1-Zero's starting point in miniature: it can reason
+  // at length, and RL has to find out that it pays in the template.
+  double tagged_detail_share = -1;
+  bool uniform_wording = false;
+  double drill_share = 0;               // arithmetic drill documents (tasks/drill.h), style "drill"         // one English phrasing per sentence (Voice::set_uniform)
   int max_dead_ends = 3;                // countdown: failed attempts before the solution, at most
 };
 
 struct CorpusDoc {
   Problem problem;
   std::string text;
-  std::string style;  // "r1zero", "tags" or "prose"
+  std::string style;  // "r1zero", "tags", "prose" or "drill"
   bool imperfect = false;
   bool correct = true;
   bool mixed_language = false;

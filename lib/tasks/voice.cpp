@@ -57,7 +57,8 @@ std::string Voice::say(const Wording& w, const std::vector<std::string>& args, i
 }
 
 std::string Voice::english(const Wording& w, const std::vector<std::string>& args, int column) {
-  return render(w.en.begin()[rng_.next_below(w.en.size())], args, column, false);
+  size_t pick = rng_.next_below(w.en.size());
+  return render(w.en.begin()[uniform_ ? 0 : pick], args, column, false);
 }
 
 }  // namespace ds::tasks

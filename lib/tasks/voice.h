@@ -22,6 +22,9 @@ class Voice {
  public:
   // zh_share: the probability that a sentence of a mixed voice is Chinese.
   Voice(Rng& rng, bool mixed, double zh_share = 0.4) : rng_(rng), mixed_(mixed), zh_share_(zh_share) {}
+  // A uniform voice always takes the first English variant (one phrasing per step: less to learn for a
+  // small model trained for minutes); the random draws still happen, so the documents' numbers are the same.
+  void set_uniform(bool uniform) { uniform_ = uniform; }
 
   std::string say(const Wording& w, const std::vector<std::string>& args = {}, int column = -1);
   // English only, whatever the voice (text that must stay parseable, e.g. equations).
@@ -37,6 +40,7 @@ class Voice {
   bool mixed_;
   double zh_share_;
   bool used_zh_ = false;
+  bool uniform_ = false;
 };
 
 // Whether the UTF-8 text holds CJK characters or full-width punctuation (U+3000-U+9FFF, U+FF00-U+FFEF).

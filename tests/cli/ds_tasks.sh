@@ -74,6 +74,12 @@ contains "$T/out" '"mixed_language":true' "corpus mixed-language share"
 contains "$T/out" '"correct":false' "corpus wrong answers"
 expect 0 "corpus without imperfect or mixed documents" -- "$BIN" corpus --n 200 --imperfect-share 0 --mixed-language-share 0
 grep -q '"imperfect":true\|"mixed_language":true' "$T/out" && fail "shares of 0 still gave flawed documents"
+expect 0 "corpus --drill-share 1" -- "$BIN" corpus --n 20 --drill-share 1
+[ "$(grep -c '"style":"drill"' "$T/out")" -eq 20 ] || fail "--drill-share 1: every document a drill"
+contains "$T/out" 'Arithmetic facts:' "drill title"
+expect 0 "corpus r1-zero style options" -- "$BIN" corpus --n 50 --task arithmetic --uniform-wording --detail-share 1 \
+  --tagged-detail-share 0.2
+expect 2 "--tagged-detail-share below -1" -- "$BIN" corpus --tagged-detail-share -2
 expect 0 "coldstart" -- "$BIN" coldstart --n 20 --seed 4
 contains "$T/out" '{"id":"coldstart-000000","messages":[{"role":"user","content":"' "coldstart record"
 contains "$T/out" '{"role":"assistant","content":"<think>\n' "coldstart assistant turn"

@@ -139,3 +139,96 @@ TEST_CASE("corpus documents are a pure function of the options and index", "[tas
   }
   CHECK(same < 5);
 }
+
+TEST_CASE("corpus: drill documents hold true one-step facts; drill_share 0 leaves the other documents as they were",
+          "[tasks][corpus]") {
+  CorpusOptions o;
+  o.task = TaskChoice::arithmetic;
+  o.difficulty = DifficultyChoice::basic;
+  CorpusOptions drills = o;
+  drills.drill_share = 0.3;
+  int n_drill = 0, facts = 0;
+  for (int i = 0; i < 400; ++i) {
+    CorpusDoc d = corpus_doc(drills, uint64_t(i));
+    if (d.style != "drill") {
+      CHECK(d.text == corpus_doc(o, uint64_t(i)).text);  // the drill draw has a stream of its own
+      continue;
+    }
+    ++n_drill;
+    std::vector<std::string> lines;
+    size_t start = 0;
+    for (size_t nl; (nl = d.text.find('\n', start)) != std::string::npos; start = nl + 1)
+      lines.push_back(d.text.substr(start, nl - start));
+    lines.push_back(d.text.substr(start));
+    REQUIRE(lines.size() == 17);
+    CHECK(lines[0] == "Arithmetic facts:");
+    for (size_t k = 1; k < lines.size(); ++k) {
+      // "<expr> = <value>" or "<n> / <d> = <q>, remainder <r>": checked by an independent evaluator
+      std::string line = lines[k];
+      const size_t eq = line.find(" = ");
+      REQUIRE(eq != std::string::npos);
+      const std::string lhs = line.substr(0, eq), rhs = line.substr(eq + 3);
+      if (const size_t rem = rhs.find(", remainder "); rem != std::string::npos) {
+        const int64_t n = std::stoll(lhs.substr(0, lhs.find(" / "))), dv = std::stoll(lhs.substr(lhs.find(" / ") + 3));
+        const int64_t q = std::stoll(rhs.substr(0, rem)), r = std::stoll(rhs.substr(rem + 12));
+        CHECK(n == q * dv + r);
+        CHECK((r >= 0 && r < dv && dv >= 2 && dv <= 9));
+      } else {
+        auto v = ds::test::IntEval(lhs).run();
+        REQUIRE(v);
+        CHECK(std::to_string(int64_t(*v)) == rhs);
+      }
+      ++facts;
+    }
+  }
+  CHECK(n_drill > 90);
+  CHECK(n_drill < 150);
+  CHECK(facts == 16 * n_drill);
+}
+
+TEST_CASE("corpus: uniform wording keeps the problems and drops the phrasing variants; tagged detail share",
+          "[tasks][corpus]") {
+  CorpusOptions o;
+  o.task = TaskChoice::arithmetic;
+  o.difficulty = DifficultyChoice::basic;
+  o.template_share = 0;
+  o.prose_share = 0;  // all "tags": one line layout, so the openings can be compared
+  o.mixed_language_share = 0;
+  o.imperfect_share = 0;
+  CorpusOptions u = o;
+  u.uniform_wording = true;
+  std::set<std::string> openings, uniform_openings;
+  for (int i = 0; i < 200; ++i) {
+    CorpusDoc a = corpus_doc(o, uint64_t(i)), b = corpus_doc(u, uint64_t(i));
+    CHECK(a.problem.key == b.problem.key);
+    auto first_step = [](const std::string& t) {
+      const size_t s = t.find("<think>\n") + 8;
+      const std::string line = t.substr(s, t.find('\n', s) - s);
+      return line.substr(0, line.find(' ', line.find(' ') + 1));  // the first two words
+    };
+    openings.insert(first_step(a.text));
+    uniform_openings.insert(first_step(b.text));
+  }
+  CHECK(openings.size() >= 3);
+  CHECK(uniform_openings.size() == 1);
+
+  // tagged_detail_share 0 with detail_share 1: prose works digit by digit, tagged documents never do.
+  CorpusOptions t = o;
+  t.prose_share = 0.5;
+  t.detail_share = 1;
+  t.tagged_detail_share = 0;
+  t.verify_share = 0;
+  t.uniform_wording = true;
+  int prose_detail = 0, prose = 0, tagged_detail = 0;
+  for (int i = 0; i < 300; ++i) {
+    CorpusDoc d = corpus_doc(t, uint64_t(i));
+    const bool detail = d.text.find("column by column") != std::string::npos ||
+                        d.text.find("digit by digit") != std::string::npos ||
+                        d.text.find("Long division") != std::string::npos;
+    if (d.style == "prose") prose += 1, prose_detail += detail;
+    else tagged_detail += detail;
+  }
+  CHECK(prose > 100);
+  CHECK(tagged_detail == 0);
+  CHECK(prose_detail > prose * 7 / 10);  // some problems (0 * 4) have no digit work to show
+}
