@@ -3,19 +3,29 @@
 #   pipelines/r1-zero.sh [BUILD_DIR]          (default build; outputs under demo/r1-zero/, or $OUT)
 #
 # Stages (each skipped when its output exists, so a re-run resumes; delete a stage's output to redo it):
-#   1. ds-tasks corpus        worked solutions, a fifth in the R1-Zero template-> $OUT/corpus.jsonl
+#   1. ds-tasks corpus        worked solutions and drills (below)              -> $OUT/corpus.jsonl
 #   2. ds-tokenize train      byte-fallback BPE tokenizer                      -> $OUT/tokenizer/
-#   3. ds-pretrain            base model from a preset                         -> $OUT/base/
+#   3. ds-pretrain            base model (configs/r1-zero-cpu.json)            -> $OUT/base/
 #   4. ds-grpo (loop mode)    GRPO with the accuracy + format rewards only     -> $OUT/final/, $OUT/grpo_metrics.jsonl
 #   5. ds-rollout | ds-reward base vs final on held-out test prompts          -> $OUT/{base,final}_eval.json
 # It ends with a summary table ($OUT/summary.txt) and a plot of reward, accuracy and completion length over
 # the RL steps ($OUT/r1-zero.png, gnuplot).
 #
-# Scale with environment variables (defaults run on a 2-core CPU in a few minutes):
-#   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=basic CORPUS_N=12000 VOCAB=1024 SEQ_LEN=192
-#   TEMPLATE_SHARE=0.2 PROSE_SHARE=0.4 VERIFY_SHARE=0 IMPERFECT_SHARE=0.05 (corpus styles: ds-tasks corpus)
-#   PRESET=small (or CONFIG=path/to/config.json) PRETRAIN_STEPS=800 PRETRAIN_BATCH=8 PRETRAIN_LR=3e-3
-#   RL_STEPS=80 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=80 EVAL_N=32 EVAL_K=16 SEED=7
+# The base model's corpus is R1-Zero's starting point in miniature: prose works every problem digit by digit,
+# the few tagged documents (a tenth in the R1-Zero template, three tenths question + <think>/<answer>) mostly
+# answer in one line, and a tenth are drills of one-step facts. So the base can reason at length but rarely
+# does so inside the template; GRPO, rewarded for accuracy and format only, finds that it pays, and the
+# completions grow longer as accuracy rises (pipelines/README.md has the measured run).
+#
+# Scale with environment variables (defaults: about 8 minutes on a 2-core CPU):
+#   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=basic CORPUS_N=40000 VOCAB=1024 SEQ_LEN=192
+#   TEMPLATE_SHARE=0.1 PROSE_SHARE=0.6 VERIFY_SHARE=0 DETAIL_SHARE=1 TAGGED_DETAIL_SHARE=0.2 DRILL_SHARE=0.1
+#   UNIFORM_WORDING=1 IMPERFECT_SHARE=0.05 (corpus styles: ds-tasks corpus --help)
+#   CONFIG=pipelines/configs/r1-zero-cpu.json (or PRESET=small|tiny) PRETRAIN_STEPS=1400 PRETRAIN_BATCH=16
+#   PRETRAIN_LR=3e-3 RL_STEPS=70 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=192 EVAL_N=32 EVAL_K=16 EVAL_TEMP=0.7
+#   EVAL_TOP_P=1 SEED=7
+# MAX_NEW must leave room for a worked solution (median ~100 tokens, the longest ~240): a cap that truncates
+# them makes RL learn to skip the reasoning (an earlier default of 80 did exactly that).
 # Completions stop at the template's "</answer>" (kept in the text, so the format reward sees it) or at EOS.
 # LAUNCH="srun ..." runs every compute stage as a job step (pipelines/slurm/r1-zero.sbatch).
 # OPENBLAS_CORETYPE=SkylakeX is exported when the CPU has AVX-512 (matrix products ~4x faster on the
@@ -28,27 +38,32 @@ DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-2}
 TASK=${TASK:-arithmetic}
 DIFFICULTY=${DIFFICULTY:-basic}
-CORPUS_N=${CORPUS_N:-12000}
-TEMPLATE_SHARE=${TEMPLATE_SHARE:-0.2}
-PROSE_SHARE=${PROSE_SHARE:-0.4}
+CORPUS_N=${CORPUS_N:-36000}
+TEMPLATE_SHARE=${TEMPLATE_SHARE:-0.1}
+PROSE_SHARE=${PROSE_SHARE:-0.6}
 VERIFY_SHARE=${VERIFY_SHARE:-0}
+DETAIL_SHARE=${DETAIL_SHARE:-1}
+TAGGED_DETAIL_SHARE=${TAGGED_DETAIL_SHARE:-0.2}
+DRILL_SHARE=${DRILL_SHARE:-0}
+UNIFORM_WORDING=${UNIFORM_WORDING:-1}
 IMPERFECT_SHARE=${IMPERFECT_SHARE:-0.05}
 VOCAB=${VOCAB:-1024}
-PRESET=${PRESET:-small}
-CONFIG=${CONFIG:-}
+PRESET=${PRESET:-}
+CONFIG=${CONFIG:-$(dirname "$0")/configs/r1-zero-cpu.json}
 SEQ_LEN=${SEQ_LEN:-192}
-PRETRAIN_STEPS=${PRETRAIN_STEPS:-800}
-PRETRAIN_BATCH=${PRETRAIN_BATCH:-8}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-1300}
+PRETRAIN_BATCH=${PRETRAIN_BATCH:-16}
 PRETRAIN_LR=${PRETRAIN_LR:-3e-3}
-RL_STEPS=${RL_STEPS:-80}
-G=${G:-8}
+RL_STEPS=${RL_STEPS:-60}
+G=${G:-16}
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4}
 RL_LR=${RL_LR:-1e-4}
 TEMP=${TEMP:-1.0}
-MAX_NEW=${MAX_NEW:-80}
+MAX_NEW=${MAX_NEW:-192}
 EVAL_N=${EVAL_N:-32}
 EVAL_K=${EVAL_K:-16}
 EVAL_TEMP=${EVAL_TEMP:-0.7}
+EVAL_TOP_P=${EVAL_TOP_P:-1}
 SEED=${SEED:-7}
 
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -61,13 +76,15 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 stage() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
 
-# 1. corpus: worked solutions in several styles; a fifth in the R1-Zero template, so the base model knows the tags
-#    but does not always use them (RL has a format to teach, as with a real base model).
+# 1. corpus: worked solutions in three styles plus drills (see the header): the base knows the template and the
+#    digit-by-digit methods, but rarely uses the methods inside the template.
 if [ ! -s "$OUT/corpus.jsonl" ]; then
+  wording=(); [ "$UNIFORM_WORDING" = 1 ] && wording=(--uniform-wording)
   stage "corpus: $CORPUS_N $TASK ($DIFFICULTY) documents"
   "$bin/ds-tasks/ds-tasks" --seed "$SEED" --log-level warn corpus --task "$TASK" --difficulty "$DIFFICULTY" \
     --n "$CORPUS_N" --template-share "$TEMPLATE_SHARE" --prose-share "$PROSE_SHARE" --verify-share "$VERIFY_SHARE" \
-    --imperfect-share "$IMPERFECT_SHARE" --mixed-language-share 0 -o "$OUT/corpus.jsonl"
+    --detail-share "$DETAIL_SHARE" \
+    --tagged-detail-share "$TAGGED_DETAIL_SHARE" --drill-share "$DRILL_SHARE" --imperfect-share "$IMPERFECT_SHARE" --mixed-language-share 0 "${wording[@]}" -o "$OUT/corpus.jsonl"
 else stage "corpus: exists, skipped"; fi
 
 # 2. tokenizer
@@ -78,7 +95,7 @@ else stage "tokenizer: exists, skipped"; fi
 
 # 3. base model
 if [ ! -s "$OUT/base/model.safetensors" ]; then
-  model=(--preset "$PRESET"); [ -n "$CONFIG" ] && model=(--config "$CONFIG")
+  model=(--config "$CONFIG"); [ -n "$PRESET" ] && model=(--preset "$PRESET")
   stage "pre-training: ${model[*]}, $PRETRAIN_STEPS steps"
   rm -f "$OUT/pretrain_metrics.jsonl"
   $LAUNCH "$bin/ds-pretrain/ds-pretrain" "${common[@]}" -i "$OUT/corpus.jsonl" -o "$OUT/base" --tokenizer "$OUT/tokenizer" \
@@ -107,7 +124,7 @@ for m in base final; do
   if [ ! -s "$OUT/${m}_eval.json" ]; then
     stage "evaluating $m: $EVAL_N held-out prompts x $EVAL_K samples"
     $LAUNCH "$bin/ds-rollout/ds-rollout" "${common[@]}" --seed "$SEED" --ckpt "$OUT/$m" -i "$OUT/test_prompts.jsonl" \
-      -n "$EVAL_K" --temperature "$EVAL_TEMP" --max-new-tokens "$MAX_NEW" --prefill-think -o "$OUT/${m}_rollouts.jsonl"
+      -n "$EVAL_K" --temperature "$EVAL_TEMP" --top-p "$EVAL_TOP_P" --max-new-tokens "$MAX_NEW" --prefill-think -o "$OUT/${m}_rollouts.jsonl"
     "$bin/ds-reward/ds-reward" --log-level warn --k 1 "$EVAL_K" --summary-json "$OUT/${m}_eval.json" \
       -o "$OUT/${m}_eval.jsonl" "$OUT/${m}_rollouts.jsonl"
   else stage "evaluation of $m: exists, skipped"; fi
