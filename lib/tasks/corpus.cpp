@@ -19,7 +19,8 @@ const char* const kR1ZeroPreamble =
 namespace {
 
 // Stream tags (part of the output format).
-constexpr uint64_t kTagCorpusChoices = 201, kTagCorpusText = 202, kTagCorpusDrill = 203, kTagColdText = 301, kTagColdMix = 302;
+constexpr uint64_t kTagCorpusChoices = 201, kTagCorpusText = 202, kTagCorpusDrill = 203;
+constexpr uint64_t kTagColdText = 301, kTagColdMix = 302;
 
 std::string padded(uint64_t i) {
   char buf[32];

@@ -35,8 +35,8 @@ struct CorpusOptions {
   // mostly short but whose prose works digit by digit is R1-Zero's starting point in miniature: it can reason
   // at length, and RL has to find out that it pays in the template.
   double tagged_detail_share = -1;
-  bool uniform_wording = false;
-  double drill_share = 0;               // arithmetic drill documents (tasks/drill.h), style "drill"         // one English phrasing per sentence (Voice::set_uniform)
+  bool uniform_wording = false;         // one English phrasing per sentence (Voice::set_uniform)
+  double drill_share = 0;               // arithmetic drill documents (tasks/drill.h), style "drill"
   int max_dead_ends = 3;                // countdown: failed attempts before the solution, at most
 };
 

@@ -10,9 +10,9 @@
 #include "core/log.h"
 #include "model/config.h"
 #include "model/model_io.h"
-#include "train/pretrain.h"
 #include "rl/reward_stream.h"
 #include "tokenizer/tokenizer_files.h"
+#include "train/pretrain.h"
 
 namespace ds {
 
