@@ -22,7 +22,7 @@
 #   TEMPLATE_SHARE=0.1 PROSE_SHARE=0.6 VERIFY_SHARE=0 DETAIL_SHARE=1 TAGGED_DETAIL_SHARE=0.2 DRILL_SHARE=0.1
 #   UNIFORM_WORDING=1 IMPERFECT_SHARE=0.05 (corpus styles: ds-tasks corpus --help)
 #   CONFIG=pipelines/configs/r1-zero-cpu.json (or PRESET=small|tiny) PRETRAIN_STEPS=1400 PRETRAIN_BATCH=16
-#   PRETRAIN_LR=3e-3 RL_STEPS=70 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=192 EVAL_N=32 EVAL_K=16 EVAL_TEMP=0.7
+#   PRETRAIN_LR=3e-3 PRETRAIN_SCHEDULE=cosine RL_STEPS=70 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=192 EVAL_N=32 EVAL_K=16 EVAL_TEMP=0.7
 #   EVAL_TOP_P=1 SEED=7
 # MAX_NEW must leave room for a worked solution (median ~100 tokens, the longest ~240): a cap that truncates
 # them makes RL learn to skip the reasoning (an earlier default of 80 did exactly that).
@@ -54,6 +54,7 @@ SEQ_LEN=${SEQ_LEN:-192}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-1300}
 PRETRAIN_BATCH=${PRETRAIN_BATCH:-16}
 PRETRAIN_LR=${PRETRAIN_LR:-3e-3}
+PRETRAIN_SCHEDULE=${PRETRAIN_SCHEDULE:-cosine}
 RL_STEPS=${RL_STEPS:-60}
 G=${G:-16}
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4}
@@ -100,7 +101,7 @@ if [ ! -s "$OUT/base/model.safetensors" ]; then
   rm -f "$OUT/pretrain_metrics.jsonl"
   $LAUNCH "$bin/ds-pretrain/ds-pretrain" "${common[@]}" -i "$OUT/corpus.jsonl" -o "$OUT/base" --tokenizer "$OUT/tokenizer" \
     "${model[@]}" --seq-len "$SEQ_LEN" --batch-size "$PRETRAIN_BATCH" --max-steps "$PRETRAIN_STEPS" \
-    --lr "$PRETRAIN_LR" --warmup 10 --eval-every 50 --metrics "$OUT/pretrain_metrics.jsonl" --overwrite
+    --lr "$PRETRAIN_LR" --schedule "$PRETRAIN_SCHEDULE" --warmup 10 --eval-every 50 --metrics "$OUT/pretrain_metrics.jsonl" --overwrite
 else stage "base model: exists, skipped"; fi
 
 # prompts: RL on the train split, evaluation on the disjoint test split
