@@ -13,16 +13,16 @@
 #
 # The base model's corpus is R1-Zero's starting point in miniature: prose works every problem digit by digit,
 # the few tagged documents (a tenth in the R1-Zero template, three tenths question + <think>/<answer>) mostly
-# answer in one line, and a tenth are drills of one-step facts. So the base can reason at length but rarely
+# answer in one line (DRILL_SHARE adds documents of one-step facts; off by default). So the base can reason at length but rarely
 # does so inside the template; GRPO, rewarded for accuracy and format only, finds that it pays, and the
 # completions grow longer as accuracy rises (pipelines/README.md has the measured run).
 #
-# Scale with environment variables (defaults: about 8 minutes on a 2-core CPU):
-#   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=basic CORPUS_N=40000 VOCAB=1024 SEQ_LEN=192
-#   TEMPLATE_SHARE=0.1 PROSE_SHARE=0.6 VERIFY_SHARE=0 DETAIL_SHARE=1 TAGGED_DETAIL_SHARE=0.2 DRILL_SHARE=0.1
+# Scale with environment variables (defaults: about 9 minutes on a 2-core CPU):
+#   OUT=demo/r1-zero DEVICE=cpu THREADS=2 TASK=arithmetic DIFFICULTY=basic CORPUS_N=36000 VOCAB=1024 SEQ_LEN=192
+#   TEMPLATE_SHARE=0.1 PROSE_SHARE=0.6 VERIFY_SHARE=0 DETAIL_SHARE=1 TAGGED_DETAIL_SHARE=0.2 DRILL_SHARE=0
 #   UNIFORM_WORDING=1 IMPERFECT_SHARE=0.05 (corpus styles: ds-tasks corpus --help)
-#   CONFIG=pipelines/configs/r1-zero-cpu.json (or PRESET=small|tiny) PRETRAIN_STEPS=1400 PRETRAIN_BATCH=16
-#   PRETRAIN_LR=3e-3 PRETRAIN_SCHEDULE=cosine RL_STEPS=70 G=8 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=192 EVAL_N=32 EVAL_K=16 EVAL_TEMP=0.7
+#   CONFIG=pipelines/configs/r1-zero-cpu.json (or PRESET=small|tiny) PRETRAIN_STEPS=1300 PRETRAIN_BATCH=16
+#   PRETRAIN_LR=3e-3 PRETRAIN_SCHEDULE=cosine RL_STEPS=60 G=16 PROMPTS_PER_STEP=4 RL_LR=1e-4 MAX_NEW=192 EVAL_N=32 EVAL_K=16 EVAL_TEMP=0.7
 #   EVAL_TOP_P=1 SEED=7
 # MAX_NEW must leave room for a worked solution (median ~100 tokens, the longest ~240): a cap that truncates
 # them makes RL learn to skip the reasoning (an earlier default of 80 did exactly that).
