@@ -1,7 +1,8 @@
 #pragma once
-// Device helpers shared by kernels/attention.cu and kernels/mla_decode.cu: bf16 tensor-core MMA (mma.sync
-// m16n8k16, f32 accumulation), ldmatrix, cp.async with zero fill, f32/bf16 loads and stores, and the host
-// side of a launch (device guard, dynamic shared-memory opt-in, launch error check). Internal to kernels/.
+// Device helpers shared by kernels/attention.cu and kernels/mla_decode.cu (cp.async also by
+// grouped_matmul.cu): bf16 tensor-core MMA (mma.sync m16n8k16, f32 accumulation), ldmatrix, cp.async with zero
+// fill, f32/bf16 loads and stores, and the host side of a launch (device guard, dynamic shared-memory opt-in,
+// launch error check). Internal to kernels/.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4):
 //   A 16x16 (row): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)

@@ -58,6 +58,7 @@ Engine::Engine(Model& model, const Tokenizer* tok, const EngineOptions& opt)
   if (opt_.max_context <= 0) opt_.max_context = c.max_position_embeddings;
   if (opt_.max_batch <= 0) throw_usage("engine: max batch must be >= 1");
   spec_ = opt_.mtp_speculative;
+  if (opt_.prefill_tokens < 0) opt_.prefill_tokens = model_.context().device.is_cuda() ? 8192 : 0;
   if (spec_ && c.num_nextn_predict_layers < 1)
     throw_usage("MTP speculative decoding needs a model with MTP modules (num_nextn_predict_layers >= 1)");
   const int64_t layers = c.num_hidden_layers + (spec_ ? 1 : 0);
@@ -193,76 +194,163 @@ void Engine::run_mtp(const std::vector<MtpRow>& rows, Tensor hidden) {
   }
 }
 
-bool Engine::admit(GenRequest& req, std::vector<GenSample>& done) {
-  const int64_t P = int64_t(req.prompt.size());
-  if (int64_t(running_.size()) + req.n > opt_.max_batch) return false;
-  if (cache_->free_pages() < cache_->pages_needed(P) + 2 * req.n) return false;
+size_t Engine::prefill_group() const {
+  // Consecutive waiting requests that fit the batch and the cache together; more than one only within the padded
+  // token budget and while padding at most doubles the work (prompts are right-padded to the longest).
+  int64_t rows = int64_t(running_.size()), pages = 0, real = 0, longest = 0;
+  size_t k = 0;
+  for (const GenRequest& r : waiting_) {
+    const int64_t P = int64_t(r.prompt.size());
+    const int64_t T = std::max(longest, P);
+    rows += r.n;
+    pages += cache_->pages_needed(P) + 2 * r.n;
+    if (rows > opt_.max_batch || pages > cache_->free_pages()) break;
+    if (k > 0 && (spec_ || int64_t(k + 1) * T > opt_.prefill_tokens || int64_t(k + 1) * T > 2 * (real + P))) break;
+    ++k;
+    real += P;
+    longest = T;
+  }
+  return k;
+}
+
+void Engine::admit(size_t k, std::vector<GenSample>& done) {
   const double t0 = now_seconds();
   const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
   ws_.reset();
+  std::vector<GenRequest> reqs(std::make_move_iterator(waiting_.begin()),
+                               std::make_move_iterator(waiting_.begin() + int64_t(k)));
+  waiting_.erase(waiting_.begin(), waiting_.begin() + int64_t(k));
 
-  // prefill: the expanded forward over the prompt (the same code that trains)
+  // prefill: the expanded forward over the prompts, right-padded to the longest (the same code that trains;
+  // causal attention keeps the padding out of every real position)
   Batch b;
-  b.B = 1;
-  b.T = P;
-  b.tokens = req.prompt;
-  b.tokens.push_back(0);  // a placeholder target
+  b.B = int64_t(k);
+  for (const GenRequest& r : reqs) b.T = std::max(b.T, int64_t(r.prompt.size()));
+  const int64_t T = b.T;
+  b.tokens.assign(size_t(b.B * (T + 1)), 0);  // pads and the placeholder targets are token 0
+  for (size_t i = 0; i < k; ++i) std::copy(reqs[i].prompt.begin(), reqs[i].prompt.end(), b.tokens.begin() + int64_t(i) * (T + 1));
   ForwardOptions fo;
   fo.mtp = spec_;
   model_.forward(b, fo);
-  SeqCache prompt;
-  DS_CHECK(cache_->reserve(prompt, 0, P), "kv cache out of pages during prefill");
-  std::vector<int32_t> slots(static_cast<size_t>(P));
-  for (int64_t t = 0; t < P; ++t) slots[size_t(t)] = cache_->slot_row(prompt, t);
-  Tensor slot_t = ws_.alloc("prefill.slots", DType::i32, {P});
+
+  // the prompts' latents into their pages: one write per layer when no prompt is padded, else one per prompt
+  std::vector<SeqCache> prompts(k);
+  std::vector<int32_t> slots;
+  for (size_t i = 0; i < k; ++i) {
+    const int64_t P = int64_t(reqs[i].prompt.size());
+    DS_CHECK(cache_->reserve(prompts[i], 0, P), "kv cache out of pages during prefill");
+    for (int64_t t = 0; t < P; ++t) slots.push_back(cache_->slot_row(prompts[i], t));
+    prompts[i].len = P;
+  }
+  Tensor slot_t = ws_.alloc("prefill.slots", DType::i32, {int64_t(slots.size())});
   from_host(slot_t, slots);
+  const bool padded = int64_t(slots.size()) != b.B * T;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const MlaActs& a = model_.layer_acts(l).mla;
-    kv_cache_write(ctx, cache_->pool(l), slot_t, a.c, a.k_pe);
+    if (!padded) {
+      kv_cache_write(ctx, cache_->pool(l), slot_t, a.c, a.k_pe);
+      continue;
+    }
+    int64_t s0 = 0;
+    for (size_t i = 0; i < k; ++i) {
+      const int64_t P = prompts[i].len, r0 = int64_t(i) * T;
+      kv_cache_write(ctx, cache_->pool(l), slot_t.slice0(s0, s0 + P), a.c.slice0(r0, r0 + P), a.k_pe.slice0(r0, r0 + P));
+      s0 += P;
+    }
   }
-  if (spec_ && P > 1) {  // MTP positions 0..P-2 have their inputs (h_i, t_{i+1}) already
+  const int64_t P0 = prompts[0].len;
+  if (spec_ && P0 > 1) {  // (k == 1) MTP positions 0..P-2 have their inputs (h_i, t_{i+1}) already
     const MlaActs& a = model_.mtp_block_acts(1)->mla;
-    kv_cache_write(ctx, cache_->pool(c.num_hidden_layers), slot_t.slice0(0, P - 1), a.c.slice0(0, P - 1),
-                   a.k_pe.slice0(0, P - 1));
+    kv_cache_write(ctx, cache_->pool(c.num_hidden_layers), slot_t.slice0(0, P0 - 1), a.c.slice0(0, P0 - 1),
+                   a.k_pe.slice0(0, P0 - 1));
   }
-  prompt.len = P;
+  // every sample's first token, from its prompt's last logits
   const int64_t V = c.vocab_size;
-  std::vector<double> last = to_host_f64(model_.logits().slice0(P - 1, P));
-  Tensor hidden = model_.final_hidden().slice0(P - 1, P);
-
-  std::vector<MtpRow> mtp_rows;
-  for (int64_t g = 0; g < req.n; ++g) {
-    auto s = std::make_unique<Seq>();
-    s->req = req.id;
-    s->sample = g;
-    s->sp = req.sp;
-    s->stop = req.stop;
-    s->include_stop = req.include_stop;
-    s->stop_at_eos = req.stop_at_eos;
-    s->prompt_len = P;
-    s->out.request_id = req.id;
-    s->out.sample = g;
-    s->out.prompt_tokens = P;
-    cache_->fork(prompt, s->cache);
-    const int32_t t = draw_token(sampling_distribution(last.data(), V, s->sp), uniform(*s));
-    s->pending = t;
-    if (!emit(*s, t, token_logprob(last.data(), V, t, s->sp.temperature))) {
+  std::vector<std::unique_ptr<Seq>> seqs;
+  std::vector<size_t> of;  // the request of each new sequence
+  for (size_t i = 0; i < k; ++i) {
+    const GenRequest& req = reqs[i];
+    for (int64_t g = 0; g < req.n; ++g) {
+      auto s = std::make_unique<Seq>();
+      s->req = req.id;
+      s->sample = g;
+      s->sp = req.sp;
+      s->stop = req.stop;
+      s->include_stop = req.include_stop;
+      s->stop_at_eos = req.stop_at_eos;
+      s->prompt_len = prompts[i].len;
+      s->out.request_id = req.id;
+      s->out.sample = g;
+      s->out.prompt_tokens = prompts[i].len;
+      cache_->fork(prompts[i], s->cache);
+      seqs.push_back(std::move(s));
+      of.push_back(i);
+    }
+  }
+  auto last_row = [&](size_t i) { return int64_t(i) * T + prompts[i].len - 1; };
+  std::vector<int32_t> first(seqs.size());
+  std::vector<double> first_lp(seqs.size());
+  if (ctx.device.is_cuda() && !spec_) {
+    // On the device, like a decode step: gather each sample's row of logits, draw with its own uniform; only the
+    // ids and log-probs come back (host sampling over the vocabulary cost ~1 ms per sample).
+    const int64_t n = int64_t(seqs.size());
+    std::vector<int32_t> rows(seqs.size());
+    std::vector<double> prm(size_t(4 * n));
+    for (int64_t j = 0; j < n; ++j) {
+      Seq& s = *seqs[size_t(j)];
+      rows[size_t(j)] = int32_t(last_row(of[size_t(j)]));
+      prm[size_t(4 * j + 0)] = s.sp.temperature;
+      prm[size_t(4 * j + 1)] = s.sp.top_p;
+      prm[size_t(4 * j + 2)] = double(s.sp.top_k);
+      prm[size_t(4 * j + 3)] = uniform(s);
+    }
+    Tensor row_t = ws_.alloc("prefill.last_rows", DType::i32, {n});
+    Tensor lg = ws_.alloc("prefill.last_logits", model_.logits().dtype, {n, V});
+    Tensor p = ws_.alloc("prefill.sample_params", DType::f64, {n, 4});
+    Tensor tok = ws_.alloc("prefill.tokens", DType::i32, {n}), lp = ws_.alloc("prefill.logprobs", DType::f64, {n});
+    from_host(row_t, rows);
+    from_host(p, prm);
+    embedding_forward(ctx, lg, row_t, model_.logits());
+    sample_tokens(ctx, tok, lp, lg, p);
+    const std::vector<int64_t> toks = to_host_i64(tok);
+    const std::vector<double> lps = to_host_f64(lp);
+    for (size_t j = 0; j < seqs.size(); ++j) {
+      first[j] = int32_t(toks[j]);
+      first_lp[j] = lps[j];
+    }
+  } else {
+    std::vector<double> last;  // the current request's last logits
+    for (size_t j = 0; j < seqs.size(); ++j) {
+      if (j == 0 || of[j] != of[j - 1]) last = to_host_f64(model_.logits().slice0(last_row(of[j]), last_row(of[j]) + 1));
+      Seq& s = *seqs[j];
+      first[j] = draw_token(sampling_distribution(last.data(), V, s.sp), uniform(s));
+      first_lp[j] = token_logprob(last.data(), V, first[j], s.sp.temperature);
+    }
+  }
+  std::vector<MtpRow> mtp_rows;  // (spec_: one request)
+  for (size_t j = 0; j < seqs.size(); ++j) {
+    std::unique_ptr<Seq>& s = seqs[j];
+    s->pending = first[j];
+    if (!emit(*s, first[j], first_lp[j])) {
       finish(*s, done);
       continue;
     }
     if (spec_) {
+      const int64_t P = s->prompt_len;
       DS_CHECK(cache_->reserve(s->cache, P - 1, P), "kv cache out of pages");
-      mtp_rows.push_back(MtpRow{s.get(), P - 1, t, 0});
+      mtp_rows.push_back(MtpRow{s.get(), P - 1, first[j], 0});
     }
     running_.push_back(std::move(s));
   }
-  cache_->release(prompt);
-  run_mtp(mtp_rows, hidden);
-  ++stats_.prompts;
-  stats_.prefill_tokens += P;
+  if (spec_) run_mtp(mtp_rows, model_.final_hidden().slice0(last_row(0), last_row(0) + 1));
+  for (size_t i = 0; i < k; ++i) {
+    cache_->release(prompts[i]);
+    ++stats_.prompts;
+    stats_.prefill_tokens += prompts[i].len;
+  }
+  ++stats_.prefill_batches;
   stats_.prefill_seconds += now_seconds() - t0;
-  return true;
 }
 
 void Engine::decode_plain() {
@@ -483,7 +571,7 @@ void Engine::decode_speculative() {
 
 std::vector<GenSample> Engine::step() {
   std::vector<GenSample> done;
-  while (!waiting_.empty() && admit(waiting_.front(), done)) waiting_.pop_front();
+  for (size_t k; !waiting_.empty() && (k = prefill_group()) > 0;) admit(k, done);
   if (running_.empty()) {
     if (!waiting_.empty()) throw_runtime("engine: a request does not fit the kv cache");
     return done;

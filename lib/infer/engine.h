@@ -1,7 +1,8 @@
 #pragma once
 // The generation engine: continuous batching over a paged latent cache.
-//   * prefill: the expanded MLA (the training forward) over the prompt, once per request; its latents fill the
-//     prompt's pages, which the request's n samples then share (copy on write);
+//   * prefill: the expanded MLA (the training forward) over the prompt, once per request (several requests per
+//     forward on CUDA, right-padded); its latents fill the prompt's pages, which the request's n samples then
+//     share (copy on write);
 //   * decode: the absorbed MLA (infer/decoder.h), one row per running sequence, sequences of any lengths together;
 //   * sampling: temperature / top-k / top-p from a Philox stream per (request seed, sample), so a sample never
 //     depends on the rest of the batch; the log-prob of each sampled token under softmax(logits / T);
@@ -56,10 +57,15 @@ struct EngineOptions {
   // model's own stream (for debugging).
   bool cuda_graph = true;
   int64_t cuda_graph_max = 64;
+  // Prefill several waiting prompts in one forward, right-padded to the longest, up to this many padded tokens
+  // (and while padding at most doubles the work). 0 = one prompt per forward. Default (-1): 8192 on CUDA, where
+  // one short prompt leaves the GPU idle between launches; 0 on the CPU, where one prompt's GEMMs already keep
+  // the cores busy (and recorded CPU runs stay bit-for-bit reproducible).
+  int64_t prefill_tokens = -1;
 };
 
 struct EngineStats {
-  int64_t prompts = 0, prefill_tokens = 0, generated_tokens = 0, decode_steps = 0;
+  int64_t prompts = 0, prefill_tokens = 0, prefill_batches = 0, generated_tokens = 0, decode_steps = 0;
   int64_t drafted = 0, accepted = 0;  // MTP speculation
   double prefill_seconds = 0, decode_seconds = 0;
   int64_t graph_captures = 0, graph_replays = 0, graph_failures = 0;  // CUDA graph decode steps
@@ -83,7 +89,10 @@ class Engine {
 
  private:
   struct Seq;
-  bool admit(GenRequest& req, std::vector<GenSample>& done);
+  // How many requests at the front of the queue to prefill together (0: the first does not fit yet).
+  size_t prefill_group() const;
+  // Prefills the first k waiting requests in one forward and starts their samples.
+  void admit(size_t k, std::vector<GenSample>& done);
   void decode_plain();
   struct Graph;
   // The plain step through a CUDA graph of its shape (captured on first use); false when it ran nothing (no graph

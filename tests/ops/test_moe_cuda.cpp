@@ -336,6 +336,12 @@ TEST_CASE("grouped_matmul parity", "[moe][grouped_matmul]") {
   grouped_case({"E32 M333 K129 N65 skewed (odd sizes)", 32, 333, 129, 65, true, 0}, 5100);
   grouped_case({"E16 M200 K96 N40 misaligned input", 16, 200, 96, 40, false, 4}, 5200);
   grouped_case({"E4 M5 K16 N8 (fewer rows than experts' tiles)", 4, 5, 16, 8, false, 0}, 5300);
+  // bf16 with 16-byte rows takes the pipelined kernel: skinny 16 x 64 tiles when experts average <= 16 rows
+  // (decode), wide 64 x 64 otherwise; K and N off the tiles exercise the zero-filled chunks.
+  grouped_case({"E32 M256 K1024 N512 (decode at batch 64: skinny tiles)", 32, 256, 1024, 512, false, 0}, 5310);
+  grouped_case({"E32 M4 K1024 N512 (decode at batch 1)", 32, 4, 1024, 512, false, 0}, 5320);
+  grouped_case({"E16 M40 K200 N72 skewed (skinny tiles, K and N tails)", 16, 40, 200, 72, true, 0}, 5325);
+  grouped_case({"E8 M1000 K200 N136 skewed (wide tiles, K and N tails)", 8, 1000, 200, 136, true, 0}, 5330);
 }
 
 TEST_CASE("grouped_matmul parity, DeepSeek-V3 expert count", "[moe][grouped_matmul][big]") {

@@ -175,6 +175,52 @@ TEST_CASE("sampling: seeded, reproducible, independent of the batch; log-probs m
   }
 }
 
+TEST_CASE("batched prefill (right-padded prompts in one forward) samples what one prompt per forward does", "[infer]") {
+  Context ctx;
+  Model m(tiny(), ctx, DType::f64);
+  m.init_random(8);
+  auto run = [&](int64_t prefill_tokens, const std::vector<int64_t>& lens, int64_t& batches) {
+    EngineOptions eo;
+    eo.page_size = 4;
+    eo.prefill_tokens = prefill_tokens;
+    Engine e(m, nullptr, eo);
+    for (size_t i = 0; i < lens.size(); ++i) {
+      GenRequest r;
+      r.id = i;
+      r.prompt = random_ids(lens[i], 64, 300 + i);
+      r.n = 2;
+      r.sp.temperature = 0.8;
+      r.sp.seed = 11 + i;
+      r.sp.max_new_tokens = 6;
+      r.stop_at_eos = false;
+      e.submit(r);
+    }
+    std::vector<GenSample> out = e.run_to_completion();
+    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return std::tie(a.request_id, a.sample) < std::tie(b.request_id, b.sample); });
+    batches = e.stats().prefill_batches;
+    CHECK(e.stats().prompts == int64_t(lens.size()));
+    return out;
+  };
+  for (const std::vector<int64_t>& lens : {std::vector<int64_t>{5, 9, 7, 6}, std::vector<int64_t>{6, 6, 6}}) {
+    int64_t one_batches = 0, many_batches = 0;
+    const std::vector<GenSample> one = run(0, lens, one_batches);
+    const std::vector<GenSample> many = run(256, lens, many_batches);
+    CHECK(one_batches == int64_t(lens.size()));
+    CHECK(many_batches == 1);  // padding 36 vs 27 real tokens: within the 2x bound
+    REQUIRE(one.size() == many.size());
+    for (size_t i = 0; i < one.size(); ++i) {
+      CHECK(one[i].tokens == many[i].tokens);
+      CHECK(one[i].prompt_tokens == many[i].prompt_tokens);
+      for (size_t j = 0; j < one[i].logprobs.size(); ++j) CHECK(one[i].logprobs[j] == Approx(many[i].logprobs[j]).margin(1e-12));
+    }
+  }
+  int64_t batches = 0;
+  run(256, {2, 12, 3}, batches);  // 2 and 12 pad to 24 for 14 real; the 3 would make 36 for 17 (over 2x)
+  CHECK(batches == 2);
+  run(20, {6, 6, 6, 6}, batches);  // the token budget: 3 x 6 = 18 <= 20
+  CHECK(batches == 2);
+}
+
 TEST_CASE("MTP speculative decoding: same greedy tokens as plain decoding; acceptance on a trained model", "[infer][mtp]") {
   Context ctx;
   init_threads(ctx, 1);
