@@ -1,6 +1,8 @@
 // ds-grpo: one GRPO update (RL.md §1) of a policy checkpoint from rewarded rollouts (ds-rollout | ds-reward),
 // written atomically as a checkpoint directory (-o may be the policy itself: repeated calls continue the
 // optimizer state); or, with --steps N --prompts FILE, N rounds of rollout -> reward -> update in one process.
+#include <limits>
+
 #include "cmd/common/program.h"
 #include "core/error.h"
 #include "train/grpo.h"
@@ -92,6 +94,10 @@ int main(int argc, char** argv) {
     app.add_option("--stop", L.stop, "Loop: stop string (repeatable); r1-zero also stops at </answer>");
     app.add_flag("--no-default-stop", L.no_default_stop, "Loop: do not add r1-zero's </answer> stop string");
     app.add_option("--max-batch", L.engine.max_batch, "Loop: sequences decoded together")->capture_default_str();
+    app.add_option("--prefill-tokens", L.engine.prefill_tokens,
+                   "Loop: prompts prefilled together, up to this many padded tokens (as ds-rollout)")
+        ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()))
+        ->capture_default_str();
     app.add_option("--reward-cmd", L.reward_cmd,
                    "Loop: score with this shell command (rollouts JSONL on stdin, rewarded JSONL on stdout) instead "
                    "of ds-reward's default scoring in process");

@@ -1,4 +1,6 @@
 // ds-rollout: prompts JSONL -> G samples per prompt with token ids and behaviour log-probs, streamed as JSONL.
+#include <limits>
+
 #include "cmd/common/program.h"
 #include "core/log.h"
 #include "infer/rollout.h"
@@ -38,6 +40,11 @@ int main(int argc, char** argv) {
     app.add_option("--max-context", o.engine.max_context, "Context limit in tokens (0 = the model's)")
         ->capture_default_str();
     app.add_option("--page-size", o.engine.page_size, "Tokens per KV-cache page")->capture_default_str();
+    app.add_option("--prefill-tokens", o.engine.prefill_tokens,
+                   "Prompts prefilled together in one forward, right-padded, up to this many padded tokens (0 = one "
+                   "prompt per forward; -1 = 8192 on --device cuda, 0 on the CPU)")
+        ->check(CLI::Range(int64_t(-1), std::numeric_limits<int64_t>::max()))
+        ->capture_default_str();
     app.add_flag("--mtp-speculative", o.engine.mtp_speculative,
                  "Draft the next-next token with the MTP module and verify it (same output distribution)");
     bool no_graph = false;

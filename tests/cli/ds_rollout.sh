@@ -122,6 +122,9 @@ check "--max-batch 3 (one prompt at a time) gives the same samples as both promp
   test "$(gen "$T/r4.jsonl")" = "$(gen "$T/r.jsonl")"
 "${RO[@]}" -i "$P" -n 3 --max-new-tokens 24 --page-size 4 >"$T/r5.jsonl" 2>/dev/null
 check "--page-size 4 gives the same samples" test "$(gen "$T/r5.jsonl")" = "$(gen "$T/r.jsonl")"
+"${RO[@]}" -i "$P" -n 3 --max-new-tokens 24 --prefill-tokens 4096 >"$T/r6.jsonl" 2>/dev/null
+check "--prefill-tokens 4096 (both prompts right-padded in one prefill) gives the same samples" \
+  test "$(gen "$T/r6.jsonl")" = "$(gen "$T/r.jsonl")"
 
 # ---------------------------------------------------------------------------------------------------------
 # Pipes and .zst: stdin/stdout and compressed files carry the same records
