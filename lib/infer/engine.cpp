@@ -196,7 +196,8 @@ void Engine::run_mtp(const std::vector<MtpRow>& rows, Tensor hidden) {
 
 size_t Engine::prefill_group() const {
   // Consecutive waiting requests that fit the batch and the cache together; more than one only within the padded
-  // token budget and while padding at most doubles the work (prompts are right-padded to the longest).
+  // token budget and while padding at most doubles the work (prompts are right-padded to the longest). Under a
+  // placement report the padding would count as served tokens: then only prompts of one length go together.
   int64_t rows = int64_t(running_.size()), pages = 0, real = 0, longest = 0;
   size_t k = 0;
   for (const GenRequest& r : waiting_) {
@@ -205,7 +206,9 @@ size_t Engine::prefill_group() const {
     rows += r.n;
     pages += cache_->pages_needed(P) + 2 * r.n;
     if (rows > opt_.max_batch || pages > cache_->free_pages()) break;
-    if (k > 0 && (spec_ || int64_t(k + 1) * T > opt_.prefill_tokens || int64_t(k + 1) * T > 2 * (real + P))) break;
+    if (k > 0 && (spec_ || int64_t(k + 1) * T > opt_.prefill_tokens || int64_t(k + 1) * T > 2 * (real + P) ||
+                  (model_.has_placement() && P != longest)))
+      break;
     ++k;
     real += P;
     longest = T;

@@ -100,6 +100,7 @@ class Model {
   // tokens each GPU would serve, per MoE layer; the outputs do not change. Layers absent from it are not counted.
   void set_placement(const std::vector<int64_t>& layer_ids, const std::vector<balance::LayerPlacement>& layers,
                      int64_t gpus);
+  bool has_placement() const { return !placements_.empty(); }
   // Per MoE layer with a placement: (layer id, tokens per GPU) accumulated since the last reset_expert_load().
   std::vector<std::pair<int64_t, std::vector<int64_t>>> gpu_load() const;
   // Auxiliary-loss-free balancing: b += gamma * sign(mean_load - load) from the accumulated load.

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "balance/placement.h"
 #include "core/rng.h"
 #include "infer/engine.h"
 #include "train/trainer.h"
@@ -219,6 +220,20 @@ TEST_CASE("batched prefill (right-padded prompts in one forward) samples what on
   CHECK(batches == 2);
   run(20, {6, 6, 6, 6}, batches);  // the token budget: 3 x 6 = 18 <= 20
   CHECK(batches == 2);
+  // Under a placement report padding would count as served tokens: only prompts of one length go together, and
+  // the report matches one prompt per forward.
+  balance::LayerPlacement pl;
+  pl.phy2log = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1};
+  pl.log2phy = {{0, 8}, {1, 9}, {2}, {3}, {4}, {5}, {6}, {7}};
+  pl.logcnt = {2, 2, 1, 1, 1, 1, 1, 1};
+  m.set_placement({1}, {pl}, 2);
+  m.reset_expert_load();
+  run(0, {5, 9, 9, 6}, batches);
+  const auto alone = m.gpu_load();
+  m.reset_expert_load();
+  run(256, {5, 9, 9, 6}, batches);
+  CHECK(batches == 3);  // 5 | 9 9 | 6
+  CHECK(m.gpu_load() == alone);
 }
 
 TEST_CASE("MTP speculative decoding: same greedy tokens as plain decoding; acceptance on a trained model", "[infer][mtp]") {
