@@ -101,7 +101,7 @@ if [ ! -s "$OUT/base/model.safetensors" ]; then
   rm -f "$OUT/pretrain_metrics.jsonl"
   $LAUNCH "$bin/ds-pretrain/ds-pretrain" "${common[@]}" -i "$OUT/corpus.jsonl" -o "$OUT/base" --tokenizer "$OUT/tokenizer" \
     "${model[@]}" --seq-len "$SEQ_LEN" --batch-size "$PRETRAIN_BATCH" --max-steps "$PRETRAIN_STEPS" \
-    --lr "$PRETRAIN_LR" --schedule "$PRETRAIN_SCHEDULE" --warmup 10 --eval-every 50 --metrics "$OUT/pretrain_metrics.jsonl" --overwrite
+    --lr "$PRETRAIN_LR" --schedule "$PRETRAIN_SCHEDULE" --warmup 10 --eval-every 100 --eval-batches 4 --metrics "$OUT/pretrain_metrics.jsonl" --overwrite
 else stage "base model: exists, skipped"; fi
 
 # prompts: RL on the train split, evaluation on the disjoint test split
