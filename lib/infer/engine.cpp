@@ -102,6 +102,24 @@ bool Engine::idle() const { return waiting_.empty() && running_.empty(); }
 
 double Engine::uniform(Seq& s) { return rng_uniform_at(s.sp.seed, uint64_t(s.sample), s.draws++); }
 
+void Engine::sampling_params(Seq& s, double* out) {
+  out[0] = s.sp.temperature;
+  out[1] = s.sp.top_p;
+  out[2] = double(s.sp.top_k);
+  out[3] = uniform(s);
+}
+
+void Engine::sample_on_device(Tensor logits, const std::vector<double>& params, std::vector<int64_t>& tokens,
+                              std::vector<double>& logprobs) {
+  const int64_t n = int64_t(params.size() / 4);
+  Tensor p = ws_.alloc("sample.params", DType::f64, {n, 4});
+  Tensor tok = ws_.alloc("sample.tokens", DType::i32, {n}), lp = ws_.alloc("sample.logprobs", DType::f64, {n});
+  from_host(p, params);
+  sample_tokens(model_.context(), tok, lp, logits, p);
+  tokens = to_host_i64(tok);
+  logprobs = to_host_f64(lp);
+}
+
 bool Engine::emit(Seq& s, int32_t token, double logprob) {
   s.out.tokens.push_back(token);
   s.out.logprobs.push_back(logprob);
@@ -300,24 +318,17 @@ void Engine::admit(size_t k, std::vector<GenSample>& done) {
     const int64_t n = int64_t(seqs.size());
     std::vector<int32_t> rows(seqs.size());
     std::vector<double> prm(size_t(4 * n));
-    for (int64_t j = 0; j < n; ++j) {
-      Seq& s = *seqs[size_t(j)];
-      rows[size_t(j)] = int32_t(last_row(of[size_t(j)]));
-      prm[size_t(4 * j + 0)] = s.sp.temperature;
-      prm[size_t(4 * j + 1)] = s.sp.top_p;
-      prm[size_t(4 * j + 2)] = double(s.sp.top_k);
-      prm[size_t(4 * j + 3)] = uniform(s);
+    for (size_t j = 0; j < seqs.size(); ++j) {
+      rows[j] = int32_t(last_row(of[j]));
+      sampling_params(*seqs[j], prm.data() + 4 * j);
     }
     Tensor row_t = ws_.alloc("prefill.last_rows", DType::i32, {n});
     Tensor lg = ws_.alloc("prefill.last_logits", model_.logits().dtype, {n, V});
-    Tensor p = ws_.alloc("prefill.sample_params", DType::f64, {n, 4});
-    Tensor tok = ws_.alloc("prefill.tokens", DType::i32, {n}), lp = ws_.alloc("prefill.logprobs", DType::f64, {n});
     from_host(row_t, rows);
-    from_host(p, prm);
     embedding_forward(ctx, lg, row_t, model_.logits());
-    sample_tokens(ctx, tok, lp, lg, p);
-    const std::vector<int64_t> toks = to_host_i64(tok);
-    const std::vector<double> lps = to_host_f64(lp);
+    std::vector<int64_t> toks;
+    std::vector<double> lps;
+    sample_on_device(lg, prm, toks, lps);
     for (size_t j = 0; j < seqs.size(); ++j) {
       first[j] = int32_t(toks[j]);
       first_lp[j] = lps[j];
@@ -377,19 +388,10 @@ void Engine::decode_plain() {
     // row's parameters; only the n token ids and log-probs come back (not the n x V logits).
     const int64_t n = int64_t(running_.size());
     std::vector<double> prm(size_t(4 * n));
-    for (int64_t i = 0; i < n; ++i) {
-      Seq& s = *running_[size_t(i)];
-      prm[size_t(4 * i + 0)] = s.sp.temperature;
-      prm[size_t(4 * i + 1)] = s.sp.top_p;
-      prm[size_t(4 * i + 2)] = double(s.sp.top_k);
-      prm[size_t(4 * i + 3)] = uniform(s);
-    }
-    Tensor p = ws_.alloc("sample.params", DType::f64, {n, 4});
-    Tensor tok = ws_.alloc("sample.tokens", DType::i32, {n}), lp = ws_.alloc("sample.logprobs", DType::f64, {n});
-    from_host(p, prm);
-    sample_tokens(ctx, tok, lp, logits, p);
-    const std::vector<int64_t> toks = to_host_i64(tok);
-    const std::vector<double> lps = to_host_f64(lp);
+    for (int64_t i = 0; i < n; ++i) sampling_params(*running_[size_t(i)], prm.data() + 4 * i);
+    std::vector<int64_t> toks;
+    std::vector<double> lps;
+    sample_on_device(logits, prm, toks, lps);
     for (int64_t i = 0; i < n; ++i) {
       Seq& s = *running_[size_t(i)];
       s.cache.len += 1;
@@ -447,11 +449,7 @@ bool Engine::decode_graph(const std::vector<const SeqCache*>& caches, const std:
     slots[size_t(i)] = cache_->slot_row(*caches[size_t(i)], pos[size_t(i)]);
     lens[size_t(i)] = pos[size_t(i)] + 1;
     std::copy(caches[size_t(i)]->pages.begin(), caches[size_t(i)]->pages.end(), table.begin() + i * int64_t(width));
-    Seq& s = *running_[size_t(i)];
-    prm[size_t(4 * i + 0)] = s.sp.temperature;
-    prm[size_t(4 * i + 1)] = s.sp.top_p;
-    prm[size_t(4 * i + 2)] = double(s.sp.top_k);
-    prm[size_t(4 * i + 3)] = uniform(s);
+    sampling_params(*running_[size_t(i)], prm.data() + 4 * i);
   }
   gpu::copy_to_device_async(g.rows.ids.data, ids.data(), ids.size() * sizeof(int32_t), stream_);
   gpu::copy_to_device_async(g.rows.pos.data, pos.data(), pos.size() * sizeof(int32_t), stream_);

@@ -115,6 +115,11 @@ class Engine {
   DecodeRows upload_rows(const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
                          const std::vector<int32_t>& pos);
   double uniform(Seq& s);
+  // One row of sample_tokens' parameters: temperature, top_p, top_k and the sequence's next uniform (drawn here).
+  void sampling_params(Seq& s, double* out);
+  // Sampling on the device: one row of logits and of params per sequence; only the ids and log-probs come back.
+  void sample_on_device(Tensor logits, const std::vector<double>& params, std::vector<int64_t>& tokens,
+                        std::vector<double>& logprobs);
 
   Model& model_;
   const Tokenizer* tok_;
