@@ -27,6 +27,7 @@ void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table)
 void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids);
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
+void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);
 
 // ---- linear through cuBLASLt (kernels/matmul.cu)
 void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc);
@@ -45,6 +46,11 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
 void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor inv_freq, double attn_factor);
 void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Tensor inv_freq, double attn_factor,
     Accum acc);
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps);
+void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
+                       Tensor inv_freq, double attn_factor);
+void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
+                        Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor);
 
 // ---- flash-style causal attention (kernels/attention.cu)
 void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale);
@@ -73,6 +79,8 @@ void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor 
 void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w, Accum acc);
 void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
     Tensor row_of, Tensor topk_w);
+void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
+                         Tensor topk_w);
 
 // ---- grouped expert linear, all experts in one launch, offsets read on the device (kernels/grouped_matmul.cu)
 void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc);

@@ -111,6 +111,16 @@ __global__ void swiglu_fwd_kernel(T* __restrict__ out, const T* __restrict__ gat
   }
 }
 
+// out[r, c] = silu(gu[r, c]) * gu[r, F + c] for gu [N, 2F] (swiglu_fwd_kernel's arithmetic).
+template <class T>
+__global__ void swiglu_pair_kernel(T* __restrict__ out, const T* __restrict__ gu, int64_t n, int64_t F) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / F, c = i - r * F;
+    const float g = ldf(gu[r * 2 * F + c]);
+    out[i] = cvt<T>(g * sigmoidf_(g) * ldf(gu[r * 2 * F + F + c]));
+  }
+}
+
 // d_gate = d_out * u * s * (1 + g * (1 - s)),  d_up = d_out * g * s,  s = sigmoid(g). Either output may be null.
 template <class T>
 __global__ void swiglu_bwd_kernel(T* __restrict__ d_gate, T* __restrict__ d_up, const T* __restrict__ d_out,
@@ -283,6 +293,17 @@ void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
                                                                     dptr<const T>(up), n);
   });
   DS_CUDA_LAUNCH_CHECK("swiglu_fwd_kernel");
+}
+
+void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = out.numel(), F = out.cols();
+  if (n == 0) return;
+  dispatch_fb(out.dtype, "swiglu_pair_forward", [&](auto zero) {
+    using T = decltype(zero);
+    swiglu_pair_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<T>(out), dptr<const T>(gate_up), n, F);
+  });
+  DS_CUDA_LAUNCH_CHECK("swiglu_pair_kernel");
 }
 
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up) {

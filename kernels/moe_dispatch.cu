@@ -6,7 +6,8 @@
 // chunks, (3) one block scans the expert totals into offsets (and adds them to counts), (4) one warp per chunk
 // walks its entries in order and gives each its row: offsets[e] + rows of e in earlier chunks + rows of e
 // earlier in this chunk (warp match + popcount). The result is exactly the CPU's: rows ordered by expert, then
-// by (n, k).
+// by (n, k). Small tables (decode: a few hundred entries) take all four steps in one block instead
+// (route_small_kernel: same rows, one launch and no scratch allocation).
 //
 // permute / unpermute gather per token (no atomics, no write conflicts); sums over k run in k order in f32
 // without contraction (__fmul_rn/__fadd_rn), which is what the CPU does in f32, and round once to bf16.
@@ -118,6 +119,70 @@ __global__ void route_rows_kernel(int32_t* row_of, const int32_t* idx, const int
   }
 }
 
+// The four steps in one block of kSmallThreads, for tables of at most kSmallEntries entries whose per-warp-chunk
+// counters fit kSmallSmem bytes: cnt[W][E] for the W chunks of 32 entries, then tot[E] and base[E].
+constexpr int kSmallThreads = 1024;
+constexpr int64_t kSmallEntries = 4096;
+constexpr size_t kSmallSmem = 40 * 1024;  // under the 48 KB a launch gets without opting in
+
+__global__ void __launch_bounds__(kSmallThreads)
+    route_small_kernel(int32_t* row_of, int64_t* offsets, int64_t* counts, const int32_t* idx, int64_t NK, int E,
+                       int W) {
+  extern __shared__ int sm[];
+  int *cnt = sm, *tot = sm + size_t(W) * E, *base = tot + E;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  const unsigned lower = (1u << lane) - 1u;
+  for (int i = threadIdx.x; i < W * E; i += blockDim.x) cnt[i] = 0;
+  __syncthreads();
+  auto expert_at = [&](int64_t i) {
+    const int e = i < NK ? idx[i] : -1;
+    return e >= 0 && e < E ? e : -1;
+  };
+  for (int c = warp; c < W; c += nwarps) {  // per chunk and expert: how many entries
+    const int e = expert_at(int64_t(c) * 32 + lane);
+    const unsigned peers = __match_any_sync(kFull, e);
+    if (e >= 0 && lane == __ffs(peers) - 1) cnt[c * E + e] = __popc(peers);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {  // per expert: exclusive scan over the chunks
+    int run = 0;
+    for (int c = 0; c < W; ++c) {
+      const int v = cnt[c * E + e];
+      cnt[c * E + e] = run;
+      run += v;
+    }
+    tot[e] = run;
+  }
+  __syncthreads();
+  if (warp == 0) {  // offsets: exclusive scan of the totals, 32 experts at a time
+    int run = 0;
+    for (int e0 = 0; e0 < E; e0 += 32) {
+      const int e = e0 + lane;
+      const int v = e < E ? tot[e] : 0;
+      int incl = v;
+      for (int d = 1; d < 32; d *= 2) {
+        const int u = __shfl_up_sync(kFull, incl, d);
+        if (lane >= d) incl += u;
+      }
+      if (e < E) {
+        base[e] = run + incl - v;
+        offsets[e] = run + incl - v;
+        if (counts) counts[e] += v;
+      }
+      run += __shfl_sync(kFull, incl, 31);
+    }
+    if (lane == 0) offsets[E] = run;
+  }
+  __syncthreads();
+  for (int c = warp; c < W; c += nwarps) {
+    const int64_t i = int64_t(c) * 32 + lane;
+    const int e = expert_at(i);
+    const unsigned peers = __match_any_sync(kFull, e);
+    if (e >= 0) row_of[i] = int32_t(base[e] + cnt[c * E + e] + __popc(peers & lower));
+    else if (i < NK) row_of[i] = -1;
+  }
+}
+
 // ---- permute / unpermute ---------------------------------------------------------------------------------
 
 // out[row_of[n, k]] = in[n]: a byte copy of each token row to its K rows (16-byte words when aligned).
@@ -170,6 +235,25 @@ __global__ void unpermute_fwd_kernel(T* out, const T* eo, const int32_t* row_of,
   }
 }
 
+// out[n] = resid[n] + (unpermute + shared), each step rounded as unpermute_fwd_kernel, axpy_kernel and add_kernel
+// round it (the unfused sequence's values). out may alias resid.
+template <class T>
+__global__ void combine_fwd_kernel(T* out, const T* resid, const T* shared, const T* eo, const int32_t* row_of, FPtr w,
+                                   int64_t N, int K, int64_t D, int64_t rows_eo) {
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      float s = 0.0f;
+      for (int k = 0; k < K; ++k) {
+        const int64_t r = row_of[n * K + k];
+        if (r >= 0 && r < rows_eo) s = __fadd_rn(s, __fmul_rn(ldf(w, n * K + k), to_f(eo[r * D + c])));
+      }
+      T f = from_f<T>(s);
+      if (shared) f = from_f<T>(__fadd_rn(to_f(f), to_f(shared[n * D + c])));
+      out[n * D + c] = from_f<T>(__fadd_rn(to_f(resid[n * D + c]), to_f(f)));
+    }
+  }
+}
+
 // One block per token n: d_expert_out[r] = w * d_out[n]; d_topk_w[n, k] = d_out[n] · expert_out[r] (double sums).
 template <class T>
 __global__ void unpermute_bwd_kernel(T* d_eo, FPtr d_w, const T* d_out, const T* eo, const int32_t* row_of, FPtr w,
@@ -216,6 +300,16 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
                   " experts");
   moe::set_device(ctx, op);
   cudaStream_t st = moe::stream_of(ctx);
+  const int64_t W = (NK + 31) / 32;
+  const size_t small_smem = size_t(W * E + 2 * E) * sizeof(int);
+  if (NK <= kSmallEntries && small_smem <= kSmallSmem) {
+    route_small_kernel<<<1, kSmallThreads, small_smem, st>>>(
+        static_cast<int32_t*>(row_of.data), static_cast<int64_t*>(offsets.data),
+        counts.empty() ? nullptr : static_cast<int64_t*>(counts.data), static_cast<const int32_t*>(topk_idx.data), NK,
+        E, int(W));
+    moe::launched(op);
+    return;
+  }
   const int64_t nchunks = (NK + kChunk - 1) / kChunk;
   int* chunk_cnt = nullptr;
   int64_t* total = nullptr;
@@ -302,6 +396,23 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
     unpermute_fwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
         static_cast<T*>(out.data), static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w,
         N, int(K), D, moe::rows(expert_out), acc == Accum::add);
+  });
+  moe::launched(op);
+}
+
+void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
+                         Tensor topk_w) {
+  const char* op = "moe_combine_forward";
+  const int64_t N = moe::rows(row_of), K = moe::cols(row_of), D = moe::cols(out);
+  if (N == 0 || D == 0) return;
+  moe::set_device(ctx, op);
+  const FPtr w = moe::fptr(topk_w, op, "topk_w");
+  moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
+    using T = decltype(zero);
+    combine_fwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
+        static_cast<T*>(out.data), static_cast<const T*>(resid.data),
+        shared.empty() ? nullptr : static_cast<const T*>(shared.data), static_cast<const T*>(expert_out.data),
+        static_cast<const int32_t*>(row_of.data), w, N, int(K), D, moe::rows(expert_out));
   });
   moe::launched(op);
 }

@@ -83,9 +83,12 @@ __global__ void rmsnorm_bwd_dw_final_kernel(G* __restrict__ dw, const float* __r
 }
 
 // Thread (n, i): pair i of token n in each of the H heads. sign = +1 forward, -1 backward (transposed rotation).
+// Head h of token n reads x[(n * H + h) * xs + xo ...] and writes y[(n * H + h) * ys + yo ...] (xs = ys = R, xo = yo
+// = 0 for whole [N, H, R] tensors; rope_cols_forward passes column blocks of wider rows).
 template <class T>
 __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, const float* __restrict__ inv_freq,
-                            int64_t N, int64_t H, int64_t R, double f, double sign, bool add) {
+                            int64_t N, int64_t H, int64_t R, double f, double sign, bool add, int64_t xs, int64_t xo,
+                            int64_t ys, int64_t yo) {
   const int64_t P = R / 2;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N * P; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t n = t / P, i = t - n * P;
@@ -93,17 +96,70 @@ __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, c
     sincos(double(pos[n]) * double(inv_freq[i]), &sd, &cd);
     const float c = float(f * cd), s = float(sign * f * sd);
     for (int64_t h = 0; h < H; ++h) {
-      const int64_t o = (n * H + h) * R + 2 * i;
-      const float x0 = ldf(x[o]), x1 = ldf(x[o + 1]);
+      const int64_t xi = (n * H + h) * xs + xo + 2 * i, yi = (n * H + h) * ys + yo + 2 * i;
+      const float x0 = ldf(x[xi]), x1 = ldf(x[xi + 1]);
       const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
       if (add) {
-        y[o] = cvt<T>(ldf(y[o]) + y0);
-        y[o + 1] = cvt<T>(ldf(y[o + 1]) + y1);
+        y[yi] = cvt<T>(ldf(y[yi]) + y0);
+        y[yi + 1] = cvt<T>(ldf(y[yi + 1]) + y1);
       } else {
-        y[o] = cvt<T>(y0);
-        y[o + 1] = cvt<T>(y1);
+        y[yi] = cvt<T>(y0);
+        y[yi + 1] = cvt<T>(y1);
       }
     }
+  }
+}
+
+// sum = a + b (rounded to T), out = rmsnorm(sum): rmsnorm_fwd_kernel's arithmetic on the rounded sum (each thread
+// reads back only the elements it wrote).
+template <class T>
+__global__ void add_rmsnorm_kernel(T* sum, T* __restrict__ out, const T* a, const T* b, const T* __restrict__ w,
+                                   int64_t rows, int64_t D, float eps) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    T* x = sum + r * D;
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      const T v = cvt<T>(ldf(a[r * D + c]) + ldf(b[r * D + c]));
+      x[c] = v;
+      ss += ldf(v) * ldf(v);
+    }
+    ss = block_sum(ss);
+    const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+    T* y = out + r * D;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) y[c] = cvt<T>(ldf(w[c]) * (ldf(x[c]) * rs));
+  }
+}
+
+// One block per token i of a [n, Q + R + dr]: q_latent[i] = rmsnorm(a[i, :Q]); pool[slot_rows[i]] = [rmsnorm(a[i,
+// Q:Q+R]) ; RoPE(a[i, Q+R:])]. Slot rows outside the pool are skipped (as kv_cache_write does).
+template <class T>
+__global__ void mla_latent_kernel(T* __restrict__ q_latent, T* __restrict__ pool, int64_t slots,
+                                  const int32_t* __restrict__ slot_rows, const T* __restrict__ a,
+                                  const T* __restrict__ q_norm, const T* __restrict__ kv_norm,
+                                  const int32_t* __restrict__ pos, const float* __restrict__ inv_freq, int64_t Q,
+                                  int64_t R, int64_t dr, float eps, double f) {
+  const int64_t i = blockIdx.x, W = Q + R + dr;
+  const T* x = a + i * W;
+  auto norm = [&](const T* src, int64_t D, const T* w, T* dst) {
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) ss += ldf(src[c]) * ldf(src[c]);
+    ss = block_sum(ss);  // every thread calls it (the branch below is uniform over the block)
+    const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+    if (dst)
+      for (int64_t c = threadIdx.x; c < D; c += blockDim.x) dst[c] = cvt<T>(ldf(w[c]) * (ldf(src[c]) * rs));
+  };
+  if (Q > 0) norm(x, Q, q_norm, q_latent + i * Q);
+  const int64_t row = slot_rows[i];
+  T* dst = row >= 0 && row < slots ? pool + row * (R + dr) : nullptr;
+  norm(x + Q, R, kv_norm, dst);
+  if (!dst) return;
+  for (int64_t p = threadIdx.x; p < dr / 2; p += blockDim.x) {
+    double sd, cd;
+    sincos(double(pos[i]) * double(inv_freq[p]), &sd, &cd);
+    const float c = float(f * cd), s = float(f * sd);
+    const float x0 = ldf(x[Q + R + 2 * p]), x1 = ldf(x[Q + R + 2 * p + 1]);
+    dst[R + 2 * p] = cvt<T>(x0 * c - x1 * s);
+    dst[R + 2 * p + 1] = cvt<T>(x0 * s + x1 * c);
   }
 }
 
@@ -115,7 +171,8 @@ void rope(const Context& ctx, Tensor y, Tensor x, Tensor pos, Tensor inv_freq, d
   const int64_t N = pos.numel(), R = x.cols(), H = N ? x.rows() / N : 0;
   if (N == 0 || H == 0 || R == 0) return;
   rope_kernel<T><<<grid_for(N * (R / 2), 256), 256, 0, st>>>(dptr<T>(y), dptr<const T>(x), dptr<const int32_t>(pos),
-                                                             dptr<const float>(inv_freq), N, H, R, f, sign, add);
+                                                             dptr<const float>(inv_freq), N, H, R, f, sign, add, R, 0,
+                                                             R, 0);
   DS_CUDA_LAUNCH_CHECK("rope_kernel");
 }
 
@@ -177,6 +234,50 @@ void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Te
   dispatch_fb(d_in.dtype, "rope_backward", [&](auto zero) {
     rope<decltype(zero)>(ctx, d_in, d_out, pos, inv_freq, attn_factor, -1.0, acc == Accum::add);
   });
+}
+
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t rows = sum.rows(), D = sum.cols();
+  if (rows == 0 || D == 0) return;
+  dispatch_fb(out.dtype, "add_rmsnorm_forward", [&](auto zero) {
+    using T = decltype(zero);
+    add_rmsnorm_kernel<T><<<row_grid(rows), row_threads(D), 0, st>>>(dptr<T>(sum), dptr<T>(out), dptr<const T>(a),
+                                                                    dptr<const T>(b), dptr<const T>(weight), rows, D,
+                                                                    float(eps));
+  });
+  DS_CUDA_LAUNCH_CHECK("add_rmsnorm_kernel");
+}
+
+void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
+                       Tensor inv_freq, double attn_factor) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t N = in.dim(0), H = in.dim(1), R = 2 * inv_freq.numel();
+  if (N == 0 || H == 0 || R == 0) return;
+  dispatch_fb(out.dtype, "rope_cols_forward", [&](auto zero) {
+    using T = decltype(zero);
+    rope_kernel<T><<<grid_for(N * (R / 2), 256), 256, 0, st>>>(dptr<T>(out), dptr<const T>(in),
+                                                               dptr<const int32_t>(pos), dptr<const float>(inv_freq),
+                                                               N, H, R, attn_factor, 1.0, false, in.dim(2), in_col,
+                                                               out.dim(2), out_col);
+  });
+  DS_CUDA_LAUNCH_CHECK("rope_kernel");
+}
+
+void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
+                        Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = slot_rows.numel(), Q = q_norm.empty() ? 0 : q_norm.numel(), R = kv_norm.numel(), dr = kv_pool.dim(2) - R;
+  if (n == 0) return;
+  dispatch_fb(a.dtype, "mla_latent_forward", [&](auto zero) {
+    using T = decltype(zero);
+    mla_latent_kernel<T><<<unsigned(n), 128, 0, st>>>(
+        Q ? dptr<T>(q_latent) : nullptr, dptr<T>(kv_pool), kv_pool.dim(0) * kv_pool.dim(1),
+        dptr<const int32_t>(slot_rows), dptr<const T>(a), Q ? dptr<const T>(q_norm) : nullptr,
+        dptr<const T>(kv_norm), dptr<const int32_t>(pos), dptr<const float>(inv_freq), Q, R, dr, float(eps),
+        attn_factor);
+  });
+  DS_CUDA_LAUNCH_CHECK("mla_latent_kernel");
 }
 
 }  // namespace ds::cuda

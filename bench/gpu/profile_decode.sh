@@ -10,7 +10,7 @@
 # prints one step's kernels by total time.
 # ncu needs the Firecracker runtime (KINDS.md) and --clock-control none (the clocks are left alone). 191 weight
 # conversions come first, then one prefill forward of all BATCH prompts (~400 kernels), hence the skip; the
-# step is counted from one embedding kernel to the next.
+# step is counted from the kernel after one sample_kernel to the next sample_kernel.
 set -u
 D=$1 O=$2
 mkdir -p "$O"
@@ -30,10 +30,10 @@ import collections, csv, sys
 rows = list(csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"')))
 names = [r["Kernel Name"].split("(")[0][:70] for r in rows]
 ns = [float(r["Metric Value"].replace(",", "")) for r in rows]
-emb = [i for i, n in enumerate(names) if "embedding_fwd_kernel<__nv_bfloat16>" in n]  # the token embedding (the prefill's logits gather is <float>)
-if len(emb) < 2:
+smp = [i for i, n in enumerate(names) if "sample_kernel" in n]  # one per decode step (and one per prefill)
+if len(smp) < 2:
     sys.exit("no complete decode step in the profile: adjust SKIP")
-a, b = emb[0], emb[1]
+a, b = smp[-2] + 1, smp[-1] + 1  # the last complete step: embedding ... sampling
 total, count = collections.Counter(), collections.Counter()
 for n, t in zip(names[a:b], ns[a:b]):
     total[n] += t; count[n] += 1

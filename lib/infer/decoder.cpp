@@ -1,5 +1,7 @@
 #include "infer/decoder.h"
 
+#include <cstdint>
+
 #include "ops/ops.h"
 
 namespace ds {
@@ -8,25 +10,43 @@ namespace {
 constexpr double kLatentNormEps = 1e-6;  // as in lib/model/mla.cpp (model.py's default for the latent norms)
 }
 
-Decoder::Decoder(Model& model) : model_(model), absorbed_(model.context().device) {
+Decoder::Decoder(Model& model)
+    : model_(model), stack_(model.context().device.is_cuda()), absorbed_(model.context().device) {
   const ModelConfig& c = model_.config();
   const int64_t n_blocks = c.num_hidden_layers + c.num_nextn_predict_layers;
-  std::vector<size_t> idx;
-  for (int64_t b = 0; b < n_blocks; ++b)
-    idx.push_back(absorbed_.add("w_uk_t." + std::to_string(b), model_.dtype(),
-                                {c.num_attention_heads, c.kv_lora_rank, c.qk_nope_head_dim}));
+  const size_t nb = size_t(n_blocks);
+  std::vector<size_t> uk(nb), qkv(nb, SIZE_MAX), gu(nb, SIZE_MAX);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const std::string s = std::to_string(b);
+    uk[size_t(b)] = absorbed_.add("w_uk_t." + s, model_.dtype(), {c.num_attention_heads, c.kv_lora_rank, c.qk_nope_head_dim});
+    if (!stack_) continue;
+    const BlockWeights& bw = block_weights(size_t(b));
+    if (c.q_lora_rank > 0)
+      qkv[size_t(b)] = absorbed_.add("qkv_a." + s, model_.dtype(),
+                                     {bw.attn.q_a_proj.dim(0) + bw.attn.kv_a_proj.dim(0), c.hidden_size});
+    const MlpWeights* m = bw.moe ? (c.n_shared_experts > 0 ? &bw.moe_w.shared : nullptr) : &bw.mlp;
+    if (m) gu[size_t(b)] = absorbed_.add("gate_up." + s, model_.dtype(), {2 * m->gate_proj.dim(0), c.hidden_size});
+  }
   absorbed_.allocate();
-  for (size_t i : idx) w_uk_t_.push_back(absorbed_[i]);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    w_uk_t_.push_back(absorbed_[uk[size_t(b)]]);
+    qkv_a_.push_back(qkv[size_t(b)] == SIZE_MAX ? Tensor{} : absorbed_[qkv[size_t(b)]]);
+    gate_up_.push_back(gu[size_t(b)] == SIZE_MAX ? Tensor{} : absorbed_[gu[size_t(b)]]);
+  }
   refresh();
 }
 
+const BlockWeights& Decoder::block_weights(size_t b) const {
+  const size_t L = size_t(model_.config().num_hidden_layers);
+  return b < L ? model_.compute_weights().layers[b] : model_.compute_weights().mtp[b - L].block;
+}
+
 void Decoder::refresh() {
+  const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
   const int64_t H = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, R = c.kv_lora_rank;
   for (size_t b = 0; b < w_uk_t_.size(); ++b) {
-    const int64_t L = c.num_hidden_layers;
-    const BlockWeights& bw =
-        int64_t(b) < L ? model_.compute_weights().layers[b] : model_.compute_weights().mtp[b - L].block;
+    const BlockWeights& bw = block_weights(b);
     // kv_b_proj rows per head: W_UK (dn rows) then W_UV (dv rows), each row of length R. Transpose W_UK on the host
     // (once per weight update) so the per-head fold is a plain matmul.
     std::vector<double> kvb = to_host_f64(bw.attn.kv_b_proj);
@@ -35,6 +55,15 @@ void Decoder::refresh() {
       for (int64_t i = 0; i < dn; ++i)
         for (int64_t r = 0; r < R; ++r) t[size_t((h * R + r) * dn + i)] = kvb[size_t((h * (dn + dv) + i) * R + r)];
     from_host(w_uk_t_[b], t);
+    auto stack = [&](Tensor dst, Tensor top, Tensor bottom) {  // rows of top, then rows of bottom
+      copy(ctx, dst.slice0(0, top.dim(0)), top);
+      copy(ctx, dst.slice0(top.dim(0), dst.dim(0)), bottom);
+    };
+    if (!qkv_a_[b].empty()) stack(qkv_a_[b], bw.attn.q_a_proj, bw.attn.kv_a_proj);
+    if (!gate_up_[b].empty()) {
+      const MlpWeights& m = bw.moe ? bw.moe_w.shared : bw.mlp;
+      stack(gate_up_[b], m.gate_proj, m.up_proj);
+    }
   }
 }
 
@@ -60,26 +89,33 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   const int64_t n = x.rows(), H = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
                 dqk = c.qk_head_dim(), dv = c.v_head_dim, R = c.kv_lora_rank, C = R + dr;
   const DType dt = model_.dtype();
+  const Tensor inv_freq = model_.inv_freq();
+  const double f = model_.rope_attn_factor();
+  // The latents: q's (normalised) and the new tokens' (c, k_pe) straight into the cache — each row attends to
+  // itself too.
   Tensor q = ws.alloc("q", dt, {n, H * dqk});  // [n, H*dqk]
-  if (c.q_lora_rank > 0) {
-    Tensor qa = ws.alloc("q_latent_raw", dt, {n, c.q_lora_rank});
-    Tensor qn = ws.alloc("q_latent", dt, {n, c.q_lora_rank});
-    matmul_forward(ctx, qa, x, w.q_a_proj);
-    rmsnorm_forward(ctx, qn, Tensor{}, qa, w.q_a_layernorm, kLatentNormEps);
+  if (!qkv_a_[ai].empty()) {  // one GEMM for q_a and kv_a
+    const int64_t Q = c.q_lora_rank;
+    Tensor a = ws.alloc("qkv_a", dt, {n, Q + C}), qn = ws.alloc("q_latent", dt, {n, Q});
+    matmul_forward(ctx, a, x, qkv_a_[ai]);
+    mla_latent_forward(ctx, qn, pool, rows.slot_rows, a, w.q_a_layernorm, w.kv_a_layernorm, kLatentNormEps, rows.pos,
+                       inv_freq, f);
     matmul_forward(ctx, q, qn, w.q_b_proj);
   } else {
-    matmul_forward(ctx, q, x, w.q_proj);
+    if (c.q_lora_rank > 0) {
+      Tensor qa = ws.alloc("q_latent_raw", dt, {n, c.q_lora_rank});
+      Tensor qn = ws.alloc("q_latent", dt, {n, c.q_lora_rank});
+      matmul_forward(ctx, qa, x, w.q_a_proj);
+      rmsnorm_forward(ctx, qn, Tensor{}, qa, w.q_a_layernorm, kLatentNormEps);
+      matmul_forward(ctx, q, qn, w.q_b_proj);
+    } else {
+      matmul_forward(ctx, q, x, w.q_proj);
+    }
+    Tensor kv_a = ws.alloc("kv_a", dt, {n, C});
+    matmul_forward(ctx, kv_a, x, w.kv_a_proj);
+    mla_latent_forward(ctx, Tensor{}, pool, rows.slot_rows, kv_a, Tensor{}, w.kv_a_layernorm, kLatentNormEps, rows.pos,
+                       inv_freq, f);
   }
-  // the new tokens' latent and rope key go into the cache first: each row attends to itself too
-  Tensor kv_a = ws.alloc("kv_a", dt, {n, C});
-  matmul_forward(ctx, kv_a, x, w.kv_a_proj);
-  Tensor c_raw = ws.alloc("c_raw", dt, {n, R}), c_n = ws.alloc("c", dt, {n, R});
-  copy_cols(ctx, c_raw, 0, kv_a, 0, R);
-  rmsnorm_forward(ctx, c_n, Tensor{}, c_raw, w.kv_a_layernorm, kLatentNormEps);
-  Tensor kpe_raw = ws.alloc("k_pe_raw", dt, {n, 1, dr}), kpe = ws.alloc("k_pe", dt, {n, 1, dr});
-  copy_cols(ctx, kpe_raw.view({n, dr}), 0, kv_a, R, dr);
-  rope_forward(ctx, kpe, kpe_raw, rows.pos, model_.inv_freq(), model_.rope_attn_factor());
-  kv_cache_write(ctx, pool, rows.slot_rows, c_n, kpe.view({n, dr}));
 
   // q_lat per head = [W_UK^T q_nope ; RoPE(q_pe)]  [n, H, R + dr]
   Tensor q_lat = ws.alloc("q_lat", dt, {n, H, C});
@@ -97,10 +133,7 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
       copy_cols(ctx, q_lat_nh, h * C, q_abs_h, 0, R);
     }
   }
-  Tensor q_pe = ws.alloc("q_pe_raw", dt, {n, H, dr}), q_pe_rot = ws.alloc("q_pe", dt, {n, H, dr});
-  copy_cols(ctx, q_pe.view({n * H, dr}), 0, q.view({n * H, dqk}), dn, dr);
-  rope_forward(ctx, q_pe_rot, q_pe, rows.pos, model_.inv_freq(), model_.rope_attn_factor());
-  copy_cols(ctx, q_lat.view({n * H, C}), R, q_pe_rot.view({n * H, dr}), 0, dr);
+  rope_cols_forward(ctx, q_lat, R, q.view({n, H, dqk}), dn, rows.pos, inv_freq, f);
 
   Tensor o_lat = ws.alloc("o_latent", dt, {n, H, R});
   mla_decode_attention(ctx, o_lat, Tensor{}, q_lat, pool, rows.block_table, rows.kv_len, model_.softmax_scale());
@@ -122,32 +155,44 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   return out;
 }
 
+// SwiGLU MLP (the dense layers' and the shared expert); gate_up, when given, is [gate_proj ; up_proj] stacked.
+Tensor Decoder::mlp(Workspace& ws, const std::string& name, Tensor x, const MlpWeights& w, Tensor gate_up) {
+  if (gate_up.empty()) {
+    MlpActs a;
+    mlp_forward(env(x.rows()), ws, name, a, x, w);
+    return a.out;
+  }
+  const Context& ctx = model_.context();
+  const int64_t n = x.rows(), F = w.gate_proj.dim(0);
+  const DType dt = model_.dtype();
+  Tensor gu = ws.alloc(name + ".gate_up", dt, {n, 2 * F}), act = ws.alloc(name + ".act", dt, {n, F});
+  Tensor out = ws.alloc(name + ".out", dt, {n, w.down_proj.dim(0)});
+  matmul_forward(ctx, gu, x, gate_up);
+  swiglu_pair_forward(ctx, act, gu);
+  matmul_forward(ctx, out, act, w.down_proj);
+  return out;
+}
+
 Tensor Decoder::block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, const DecodeRows& rows, Tensor x,
                       const BlockWeights& w, size_t ai, MoeLoad* load) {
   const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
   const int64_t n = x.rows(), D = c.hidden_size;
   const DType dt = model_.dtype();
-  const LayerEnv e = env(n);
   Tensor h = ws.alloc("attn_norm", dt, {n, D});
   rmsnorm_forward(ctx, h, Tensor{}, x, w.input_layernorm, c.rms_norm_eps);
   Tensor attn = mla(ws, cache.pool(cache_layer), rows, h, w.attn, ai);
-  Tensor x_mid = ws.alloc("x_mid", dt, {n, D});
-  add(ctx, x_mid, x, attn);
-  Tensor f = ws.alloc("ffn_norm", dt, {n, D});
-  rmsnorm_forward(ctx, f, Tensor{}, x_mid, w.post_attention_layernorm, c.rms_norm_eps);
-  Tensor ffn;
-  if (w.moe) {
-    MoeActs a;
-    moe_forward(e, ws, "moe", a, load, f, w.moe_w);
-    ffn = a.out;
-  } else {
-    MlpActs a;
-    mlp_forward(e, ws, "mlp", a, f, w.mlp);
-    ffn = a.out;
-  }
+  Tensor x_mid = ws.alloc("x_mid", dt, {n, D}), f = ws.alloc("ffn_norm", dt, {n, D});
+  add_rmsnorm_forward(ctx, x_mid, f, x, attn, w.post_attention_layernorm, c.rms_norm_eps);
   Tensor x_out = ws.alloc("x_out", dt, {n, D});
-  add(ctx, x_out, x_mid, ffn);
+  if (w.moe) {  // routed experts, then x_out = x_mid + (routed + shared) in one pass
+    MoeActs a;
+    moe_experts_forward(env(n), ws, "moe", a, load, f, w.moe_w);
+    const Tensor shared = c.n_shared_experts > 0 ? mlp(ws, "moe.shared", f, w.moe_w.shared, gate_up_[ai]) : Tensor{};
+    moe_combine_forward(ctx, x_out, x_mid, shared, a.experts.out, a.row_of, a.topk_w);
+  } else {
+    add(ctx, x_out, x_mid, mlp(ws, "mlp", f, w.mlp, gate_up_[ai]));
+  }
   return x_out;
 }
 

@@ -24,7 +24,7 @@ struct DecodeRows {
 class Decoder {
  public:
   explicit Decoder(Model& model);
-  // Recomputes the per-head W_UK^T after the model's weights changed (e.g. a GRPO step).
+  // Recomputes the per-head W_UK^T and the stacked weights after the model's weights changed (e.g. a GRPO step).
   void refresh();
   // Main model: rows -> logits [n, V] and final-normed hidden [n, D] (both from ws). Cache layers 0..L-1.
   void forward(Workspace& ws, PagedKvCache& cache, const DecodeRows& rows, Tensor* logits, Tensor* hidden);
@@ -38,11 +38,18 @@ class Decoder {
   Tensor block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, const DecodeRows& rows, Tensor x,
                const BlockWeights& w, size_t absorbed_index, MoeLoad* load);
   Tensor mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x, const AttnWeights& w, size_t ai);
+  Tensor mlp(Workspace& ws, const std::string& name, Tensor x, const MlpWeights& w, Tensor gate_up);
   LayerEnv env(int64_t n) const;
+  const BlockWeights& block_weights(size_t b) const;
 
   Model& model_;
-  Arena absorbed_;                          // per block: W_UK^T per head [H, Rkv, dn]
-  std::vector<Tensor> w_uk_t_;              // one [H, Rkv, dn] per block (main layers, then MTP blocks)
+  // On CUDA, launches are what a decode step costs, so projections that read the same input run as one GEMM over
+  // weights stacked here (the CPU keeps the separate products: its recorded runs stay bit-identical).
+  bool stack_;
+  Arena absorbed_;
+  std::vector<Tensor> w_uk_t_;   // per block: W_UK^T per head [H, Rkv, dn] (main layers, then MTP blocks)
+  std::vector<Tensor> qkv_a_;    // per block (stack_, q_lora_rank > 0): [q_a_proj ; kv_a_proj]  [Q + Rkv + dr, D]
+  std::vector<Tensor> gate_up_;  // per block (stack_): [gate_proj ; up_proj] of the dense MLP or shared expert
 };
 
 }  // namespace ds

@@ -253,6 +253,12 @@ void Engine::admit(size_t k, std::vector<GenSample>& done) {
   for (size_t i = 0; i < k; ++i) std::copy(reqs[i].prompt.begin(), reqs[i].prompt.end(), b.tokens.begin() + int64_t(i) * (T + 1));
   ForwardOptions fo;
   fo.mtp = spec_;
+  // On CUDA the first tokens are drawn on the device: the head runs only at each sample's last prompt row (the
+  // full [B*T, V] f32 logits of an 8k-token prefill are 1 GB and ~1.4 ms of GEMM and softmax).
+  const bool device_first = ctx.device.is_cuda() && !spec_;
+  if (device_first)
+    for (size_t i = 0; i < k; ++i)
+      for (int64_t g = 0; g < reqs[i].n; ++g) fo.head_rows.push_back(int32_t(int64_t(i) * T + int64_t(reqs[i].prompt.size()) - 1));
   model_.forward(b, fo);
 
   // the prompts' latents into their pages: one write per layer when no prompt is padded, else one per prompt
@@ -312,23 +318,16 @@ void Engine::admit(size_t k, std::vector<GenSample>& done) {
   auto last_row = [&](size_t i) { return int64_t(i) * T + prompts[i].len - 1; };
   std::vector<int32_t> first(seqs.size());
   std::vector<double> first_lp(seqs.size());
-  if (ctx.device.is_cuda() && !spec_) {
-    // On the device, like a decode step: gather each sample's row of logits, draw with its own uniform; only the
-    // ids and log-probs come back (host sampling over the vocabulary cost ~1 ms per sample).
+  if (device_first) {
+    // Like a decode step: each sample's row of logits (the head ran at exactly these rows, in this order) drawn
+    // with its own uniform; only the ids and log-probs come back.
     const int64_t n = int64_t(seqs.size());
-    std::vector<int32_t> rows(seqs.size());
     std::vector<double> prm(size_t(4 * n));
-    for (size_t j = 0; j < seqs.size(); ++j) {
-      rows[j] = int32_t(last_row(of[j]));
-      sampling_params(*seqs[j], prm.data() + 4 * j);
-    }
-    Tensor row_t = ws_.alloc("prefill.last_rows", DType::i32, {n});
-    Tensor lg = ws_.alloc("prefill.last_logits", model_.logits().dtype, {n, V});
-    from_host(row_t, rows);
-    embedding_forward(ctx, lg, row_t, model_.logits());
+    for (size_t j = 0; j < seqs.size(); ++j) sampling_params(*seqs[j], prm.data() + 4 * j);
+    DS_CHECK(model_.logits().rows() == n, "prefill: one row of logits per sample");
     std::vector<int64_t> toks;
     std::vector<double> lps;
-    sample_on_device(lg, prm, toks, lps);
+    sample_on_device(model_.logits(), prm, toks, lps);
     for (size_t j = 0; j < seqs.size(); ++j) {
       first[j] = int32_t(toks[j]);
       first_lp[j] = lps[j];

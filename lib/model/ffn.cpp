@@ -35,8 +35,8 @@ void mlp_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Mlp
   matmul_backward(ctx, d_x, dw.up_proj, d_u, x, w.up_proj, Accum::add);
 }
 
-void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,
-                 const MoeWeights& w) {
+void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load,
+                         Tensor x, const MoeWeights& w) {
   const Context& ctx = *env.ctx;
   const ModelConfig& c = *env.cfg;
   const int64_t N = x.rows(), D = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok,
@@ -78,9 +78,17 @@ void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Mo
   grouped_matmul_forward(ctx, ea.u, a.xp, w.up_proj, a.offsets);
   swiglu_forward(ctx, ea.act, ea.g, ea.u);
   grouped_matmul_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets);
+}
 
+void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,
+                 const MoeWeights& w) {
+  const Context& ctx = *env.ctx;
+  const ModelConfig& c = *env.cfg;
+  const std::string p = name + ".moe.";
+  moe_experts_forward(env, ws, name, a, load, x, w);
   // combine, plus the shared expert
-  a.out = ws.alloc(p + "out", dt, {N, D});
+  const MlpActs& ea = a.experts;
+  a.out = ws.alloc(p + "out", env.dtype, {x.rows(), c.hidden_size});
   moe_unpermute_forward(ctx, a.out, ea.out, a.row_of, a.topk_w);
   if (c.n_shared_experts > 0) {
     mlp_forward(env, ws, p + "shared", a.shared, x, w.shared);

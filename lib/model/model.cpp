@@ -172,6 +172,18 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   final_n_ = acts_.alloc("final_norm", dtype_, {N, D});
   final_rstd_ = acts_.alloc("final_norm_rstd", sdt, {N});
   rmsnorm_forward(ctx_, final_n_, final_rstd_, x, cw_.norm, cfg_.rms_norm_eps);
+  if (!fopt_.head_rows.empty()) {  // a prefill: the head at the rows that sample, no loss (and no host sync)
+    DS_CHECK(mtp_acts_.empty(), "forward: head_rows needs the MTP modules off");
+    const int64_t R = int64_t(fopt_.head_rows.size());
+    Tensor rows = acts_.alloc("head_rows", DType::i32, {R}), hn = acts_.alloc("head_rows_norm", dtype_, {R, D});
+    from_host(rows, fopt_.head_rows);
+    embedding_forward(ctx_, hn, rows, final_n_);  // a row gather
+    logits_ = acts_.alloc("logits", sdt, {R, V});
+    matmul_forward(ctx_, logits_, hn, cw_.lm_head);
+    if (fopt_.logit_temperature != 1.0) scale(ctx_, logits_, 1.0 / fopt_.logit_temperature);
+    have_forward_ = false;  // backward, target_logprobs and distill_loss need a full forward
+    return info;
+  }
   logits_ = acts_.alloc("logits", sdt, {N, V});  // f32 in mixed precision
   matmul_forward(ctx_, logits_, final_n_, cw_.lm_head);
   if (fopt_.logit_temperature != 1.0) scale(ctx_, logits_, 1.0 / fopt_.logit_temperature);

@@ -32,6 +32,9 @@ struct ForwardOptions {
   double mtp_lambda = 0.3;     // MTP loss weight (V3: 0.3, then 0.1)
   bool mtp = true;             // run the MTP modules (when the config has any)
   double logit_temperature = 1.0;  // the main head's logits are divided by this (RL: sampling temperature)
+  // Inference (a prefill): when not empty, the main head runs only at these rows of [B*T] — logits() is then
+  // [head_rows.size(), V] in this order — and no loss is computed (nothing to differentiate). Needs mtp off.
+  std::vector<int32_t> head_rows;
 };
 
 struct LossInfo {

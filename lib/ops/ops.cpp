@@ -220,6 +220,18 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
   DS_DISPATCH(c, rmsnorm_backward(ctx, d_in, d_weight, d_out, in, weight, rstd, acc_in));
 }
 
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps) {
+  Check c(ctx, "add_rmsnorm_forward");
+  c.f("sum", sum).f("out", out).f("a", a).f("b", b).f("weight", weight);
+  OP_CHECK(c, a.numel() == sum.numel() && b.numel() == sum.numel() && out.numel() == sum.numel() &&
+                  out.cols() == sum.cols(),
+           "sum " + sum.shape_str() + ", out " + out.shape_str() + ", a " + a.shape_str() + ", b " + b.shape_str() +
+               " differ in size");
+  check_rmsnorm(c, sum, "sum", weight, Tensor{});
+  OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
+  DS_DISPATCH(c, add_rmsnorm_forward(ctx, sum, out, a, b, weight, eps));
+}
+
 // ---- RoPE ----------------------------------------------------------------------------------------------
 
 static void check_rope(Check& c, const Tensor& x, const char* xname, const Tensor& y, const char* yname,
@@ -246,6 +258,21 @@ void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Te
   Check c(ctx, "rope_backward");
   check_rope(c, d_out, "d_out", d_in, "d_in", pos, inv_freq);
   DS_DISPATCH(c, rope_backward(ctx, d_in, d_out, pos, inv_freq, attn_factor, acc));
+}
+
+void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
+                       Tensor inv_freq, double attn_factor) {
+  Check c(ctx, "rope_cols_forward");
+  c.f("out", out).f("in", in).stat("inv_freq", inv_freq).index("pos", pos, DType::i32);
+  const int64_t N = pos.numel(), R = 2 * inv_freq.numel();
+  OP_CHECK(c, in.ndim == 3 && out.ndim == 3 && in.dim(0) == N && out.dim(0) == N && in.dim(1) == out.dim(1),
+           "in " + in.shape_str() + " and out " + out.shape_str() + " must be [N, H, *] with N = pos " +
+               pos.shape_str());
+  OP_CHECK(c, in_col >= 0 && out_col >= 0 && in_col + R <= in.dim(2) && out_col + R <= out.dim(2),
+           "columns [" + std::to_string(in_col) + ", +" + std::to_string(R) + ") of in " + in.shape_str() + " or [" +
+               std::to_string(out_col) + ", +" + std::to_string(R) + ") of out " + out.shape_str() + " out of range");
+  OP_CHECK(c, in.data != out.data, "out must not alias in");
+  DS_DISPATCH(c, rope_cols_forward(ctx, out, out_col, in, in_col, pos, inv_freq, attn_factor));
 }
 
 // ---- attention -----------------------------------------------------------------------------------------
@@ -296,6 +323,14 @@ void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
   OP_CHECK(c, gate.numel() == out.numel() && up.numel() == out.numel(),
            "out " + out.shape_str() + ", gate " + gate.shape_str() + ", up " + up.shape_str() + " differ in size");
   DS_DISPATCH(c, swiglu_forward(ctx, out, gate, up));
+}
+
+void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
+  Check c(ctx, "swiglu_pair_forward");
+  c.f("out", out).f("gate_up", gate_up);
+  OP_CHECK(c, gate_up.rows() == out.rows() && gate_up.cols() == 2 * out.cols(),
+           "gate_up " + gate_up.shape_str() + " must be [N, 2F] for out " + out.shape_str());
+  DS_DISPATCH(c, swiglu_pair_forward(ctx, out, gate_up));
 }
 
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up) {

@@ -61,6 +61,9 @@ void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weig
 void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps);
 void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                       Tensor rstd, Accum acc_in = Accum::overwrite);
+// Decode fusion (inference): sum = a + b (rounded to the dtype), out = rmsnorm(sum) without rstd; the same values
+// as add then rmsnorm_forward, in one pass. sum may alias a or b.
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps);
 
 // ---- rotary embedding (RoPE / YaRN) --------------------------------------------------------------------
 // in/out [N, H, R] (H may be 1). Interleaved pairs (x[2i], x[2i+1]) as DeepSeek's checkpoints store them:
@@ -70,6 +73,11 @@ void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor 
 // d_in (=|+=) the transposed rotation of d_out.
 void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Tensor inv_freq, double attn_factor,
                    Accum acc = Accum::overwrite);
+// Decode fusion: rope_forward of a column block, between [N, H, W] views: out[:, :, out_col : out_col + R] =
+// RoPE(in[:, :, in_col : in_col + R]) with R = 2 * inv_freq.numel(); the rest of out is left as it is. The same
+// values as copy_cols, rope_forward, copy_cols (absorbed MLA: q_pe from q straight into q_lat).
+void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
+                       Tensor inv_freq, double attn_factor);
 
 // ---- causal self-attention (qk head dim may differ from v head dim) ------------------------------------
 // q, k [B, T, H, Dqk]; v [B, T, H, Dv]; out [B, T, H, Dv]; lse [B, H, T] = logsumexp_s(scale * q_t·k_s), s <= t.
@@ -82,6 +90,12 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
 // kv_pool [P, S, C]: P pages of S token slots; a slot holds C = Rkv + dr values, the normalised latent c then the
 // rotated rope key. kv_cache_write: pool row slot_rows[i] (= page * S + offset) <- [c[i] ; k_pe[i]].
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
+// Decode fusion, MLA's latent step for n new tokens: a [n, Q + R + dr] holds [q_a(x) ; kv_a(x)] (Q = 0 when q_a is
+// computed apart). q_latent [n, Q] = rmsnorm(a[:, :Q], q_norm) (empty when Q = 0), and pool row slot_rows[i] <-
+// [rmsnorm(a[i, Q:Q+R], kv_norm) ; RoPE(a[i, Q+R:], pos[i])]. The same values as the copy_cols / rmsnorm_forward /
+// rope_forward / kv_cache_write sequence; R = kv_norm.numel(), dr = C - R of the pool.
+void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
+                        Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor);
 // MQA with one shared KV head: query row i (q_lat [n, H, C] = [W_UK^T q_nope ; q_pe] per head) attends to the first
 // kv_len[i] tokens of its sequence, whose slots are block_table[i, t / S] * S + t % S. K is the whole C-vector,
 // V its first R = out.dim(2) values. out [n, H, R] = sum_t softmax_t(scale * q·k_t) v_t; lse [n, H] optional.
@@ -92,6 +106,9 @@ void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_l
 // out[N, F] = silu(gate) * up
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
+// Decode fusion: out[N, F] = silu(gate_up[:, :F]) * gate_up[:, F:] for gate_up [N, 2F], the output of one GEMM over
+// the gate and up weights stacked (the same values as swiglu_forward of the two halves).
+void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);
 
 // ---- MoE gate ------------------------------------------------------------------------------------------
 enum class ScoreFunc : uint8_t { sigmoid, softmax };
@@ -143,6 +160,11 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
 // d_expert_out[row_of[n,k]] = topk_w[n,k] * d_out[n];  d_topk_w[n,k] = d_out[n] · expert_out[row_of[n,k]] (overwrite)
 void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
                             Tensor row_of, Tensor topk_w);
+// Decode fusion, the end of a MoE block: out[n] = resid[n] + (sum_k topk_w[n,k] * expert_out[row_of[n,k]] + shared[n]),
+// rounded as moe_unpermute_forward, axpy(1, shared) and add do it one after the other (shared may be empty).
+// out may alias resid.
+void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
+                         Tensor topk_w);
 // Auxiliary-loss-free balancing: bias[e] += gamma * sign(mean(load) - load[e]); load [E] i64 (one step's counts).
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
 

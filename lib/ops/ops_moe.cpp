@@ -169,6 +169,20 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
                      moe_unpermute_backward(ctx, d_expert_out, d_topk_w, d_out, expert_out, row_of, topk_w));
 }
 
+void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
+                         Tensor topk_w) {
+  Check c(ctx, "moe_combine_forward");
+  c.f("out", out).f("resid", resid).f_opt("shared", shared).f("expert_out", expert_out).stat("topk_w", topk_w);
+  check_permuted(c, row_of, "expert_out", expert_out, out.cols());
+  check_tokens(c, "out", out, row_of);
+  check_nk(c, "topk_w", topk_w, row_of.dim(0), row_of.dim(1));
+  OP_CHECK(c, same_shape(resid, out) || resid.numel() == out.numel(),
+           "resid " + resid.shape_str() + " must match out " + out.shape_str());
+  OP_CHECK(c, shared.empty() || shared.numel() == out.numel(),
+           "shared " + shared.shape_str() + " must match out " + out.shape_str());
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_combine_forward(ctx, out, resid, shared, expert_out, row_of, topk_w));
+}
+
 // ---- grouped expert linear -------------------------------------------------------------------------------
 
 // weight [E, N, K] and offsets [E + 1]; rows of in/out/d_in/d_out are the M permuted rows.
@@ -229,6 +243,27 @@ void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor
   OP_CHECK(chk, c.cols() + k_pe.cols() == kv_pool.dim(2),
            "c " + c.shape_str() + " + k_pe " + k_pe.shape_str() + " must fill a slot of " + kv_pool.shape_str());
   DS_DISPATCH_KERNEL(chk, MLA_DECODE, kv_cache_write(ctx, kv_pool, slot_rows, c, k_pe));
+}
+
+void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
+                        Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor) {
+  opcheck::Check chk(ctx, "mla_latent_forward");
+  chk.f("kv_pool", kv_pool).f("a", a).f("kv_norm", kv_norm).f_opt("q_latent", q_latent).f_opt("q_norm", q_norm);
+  chk.index("slot_rows", slot_rows, DType::i32).index("pos", pos, DType::i32).stat("inv_freq", inv_freq);
+  OP_CHECK(chk, kv_pool.ndim == 3, "kv_pool " + kv_pool.shape_str() + " must be [P, S, C]");
+  const int64_t n = slot_rows.numel(), Q = q_norm.empty() ? 0 : q_norm.numel(), R = kv_norm.numel(), dr = kv_pool.dim(2) - R;
+  OP_CHECK(chk, q_latent.empty() == (Q == 0), "q_latent and q_norm go together");
+  OP_CHECK(chk, dr > 0 && dr == 2 * inv_freq.numel(),
+           "kv_pool " + kv_pool.shape_str() + " minus kv_norm " + kv_norm.shape_str() + " must leave the rope dim " +
+               std::to_string(2 * inv_freq.numel()));
+  OP_CHECK(chk, a.rows() == n && a.cols() == Q + R + dr && pos.numel() == n,
+           "a " + a.shape_str() + " must be [n, Q + R + dr] = [" + std::to_string(n) + ", " + std::to_string(Q + R + dr) +
+               "] with one pos and slot row per token");
+  OP_CHECK(chk, Q == 0 || (q_latent.rows() == n && q_latent.cols() == Q),
+           "q_latent " + q_latent.shape_str() + " must be [n, Q] with Q = q_norm " + q_norm.shape_str());
+  OP_CHECK(chk, eps >= 0, "eps must be >= 0");
+  DS_DISPATCH(chk, mla_latent_forward(ctx, q_latent, kv_pool, slot_rows, a, q_norm, kv_norm, eps, pos, inv_freq,
+                                      attn_factor));
 }
 
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,

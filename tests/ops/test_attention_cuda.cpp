@@ -253,6 +253,36 @@ TEST_CASE("kv_cache_write parity", "[mla_decode]") {
   }
 }
 
+TEST_CASE("mla_latent_forward parity (q latent norm, kv latent norm + RoPE into the cache)", "[mla_decode]") {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    // (Q, Rkv, dr): the bench model, DeepSeek-V3, and no q compression (Q = 0)
+    for (auto [Q, Rkv, dr] : {std::tuple<int64_t, int64_t, int64_t>{384, 256, 32}, {1536, 512, 64}, {0, 16, 8}}) {
+      const int64_t P = 4, S = 16, C = Rkv + dr, n = 7;
+      std::vector<int32_t> rows(size_t(P * S));
+      std::iota(rows.begin(), rows.end(), 0);
+      std::mt19937_64 rng(uint64_t(Q + Rkv));
+      std::shuffle(rows.begin(), rows.end(), rng);
+      rows.resize(size_t(n));
+      Values inv{{dr / 2}, {}};
+      for (int64_t i = 0; i < dr / 2; ++i) inv.v.push_back(std::pow(10000.0, -2.0 * double(i) / double(dr)));
+      Twin pool = twin(dt, randu({P, S, C}, 41)), slots = twin_ints({n}, rows), freq = twin(DType::f32, inv);
+      Twin a = twin(dt, randn({n, Q + C}, 42, 2.0)), pos = twin_ints({n}, rand_ints(n, 43, 0, 4000));
+      Twin kvn = twin(dt, randu({Rkv}, 44, 0.5, 1.5));
+      Twin qn = Q ? twin(dt, randu({Q}, 45, 0.5, 1.5)) : Twin{};
+      Twin ql = Q ? twin_out(dt, {n, Q}) : Twin{};
+      run_both([&](const Context& ctx, Pick p) {
+        mla_latent_forward(ctx, Q ? p(ql) : Tensor{}, p(pool), p(slots), p(a), Q ? p(qn) : Tensor{}, p(kvn), 1e-6,
+                           p(pos), p(freq), 1.0);
+      });
+      const std::string tag = std::string(name(dt)) + " Q" + std::to_string(Q) + " C" + std::to_string(C);
+      const double tol = dt == DType::bf16 ? 5e-3 : 2e-6;
+      const char* why = dt == DType::bf16 ? "one bf16 rounding of f32 norm / rotation" : "f32 sum of squares, rotation in f32";
+      expect_close("mla_latent_forward pool " + tag, pool, tol, why);
+      if (Q) expect_close("mla_latent_forward q_latent " + tag, ql, tol, why);
+    }
+  }
+}
+
 TEST_CASE("mla_decode parity: paged latent cache, varying kv_len", "[mla_decode]") {
   const std::vector<DecodeCase> cases = {
       // DeepSeek-V3: C = 512 + 64, R = 512, pages of 64; lengths on and around page edges.

@@ -390,6 +390,46 @@ TEST_CASE("parity: rope forward and backward", "[rope]") {
   }
 }
 
+// ---- decode fusions: add + RMSNorm, RoPE of a column block, SwiGLU of stacked halves ----------------------
+
+TEST_CASE("parity: decode fusions (add_rmsnorm, rope_cols, swiglu_pair)", "[norm][rope][swiglu]") {
+  for (DType dt : {kF32, kBF16}) {
+    for (auto [rows, D] : {std::pair<int64_t, int64_t>{1, 1024}, {64, 1024}, {7, 33}, {3, 7168}}) {
+      const std::string st = shape_tag({rows, D});
+      Twin a = twin(dt, randn({rows, D}, 111)), b = twin(dt, randn({rows, D}, 112)), w = twin(dt, randu({D}, 113, 0.5, 1.5));
+      Twin sum = twin_out(dt, {rows, D}), out = twin_out(dt, {rows, D});
+      run_both([&](const Context& c, Pick p) { add_rmsnorm_forward(c, p(sum), p(out), p(a), p(b), p(w), 1e-6); });
+      expect_close(tag("add_rmsnorm_forward sum", dt, st), sum, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
+      expect_close(tag("add_rmsnorm_forward out", dt, st), out, dt == kBF16 ? 1e-2 : 2e-6,
+                   dt == kBF16 ? "two bf16 roundings (the sum, then the output)" : "f32 sum of squares");
+      run_both([&](const Context& c, Pick p) { add_rmsnorm_forward(c, p(a), p(out), p(a), p(b), p(w), 1e-6); });
+      expect_close(tag("add_rmsnorm_forward sum aliasing a", dt, st), a, tol_elem(dt),
+                   dt == kBF16 ? kBf16Reason : kExactReason);
+    }
+    // q_pe (columns 128..191 of each head of q [N, 16, 192]) rotated into q_lat [N, 16, 576] at column 512
+    for (auto [N, H, Win, in_col, Wout, out_col, R] :
+         {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>{64, 16, 96, 64, 288, 256, 32},
+          {1, 128, 192, 128, 576, 512, 64}, {5, 3, 10, 2, 12, 0, 8}}) {
+      const std::string st = shape_tag({N, H, Win}) + " -> " + shape_tag({N, H, Wout});
+      Values inv{{R / 2}, {}};
+      for (int64_t i = 0; i < R / 2; ++i) inv.v.push_back(std::pow(10000.0, -2.0 * double(i) / double(R)));
+      Twin in = twin(dt, randn({N, H, Win}, 121)), pos = twin_ints({N}, rand_ints(N, 122, 0, 5000));
+      Twin freq = twin(kF32, inv);
+      Twin out = twin(dt, randn({N, H, Wout}, 123));  // columns outside the block must stay as they are
+      run_both([&](const Context& c, Pick p) { rope_cols_forward(c, p(out), out_col, p(in), in_col, p(pos), p(freq), 1.0); });
+      expect_close(tag("rope_cols_forward", dt, st), out, dt == kBF16 ? 5e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "angle in double on both sides, rotation in f32");
+    }
+    for (auto [N, F] : {std::pair<int64_t, int64_t>{64, 512}, {1, 2816}, {9, 7}}) {
+      const std::string st = shape_tag({N, 2 * F});
+      Twin gu = twin(dt, randn({N, 2 * F}, 131, 2.0)), out = twin_out(dt, {N, F});
+      run_both([&](const Context& c, Pick p) { swiglu_pair_forward(c, p(out), p(gu)); });
+      expect_close(tag("swiglu_pair_forward", dt, st), out, dt == kBF16 ? 5e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "elementwise in f32");
+    }
+  }
+}
+
 // ---- cross-entropy ----------------------------------------------------------------------------------------
 
 TEST_CASE("parity: cross-entropy forward and backward", "[loss]") {

@@ -1,0 +1,73 @@
+// The decode fusions (ops.h) on the CPU: each is the sequence of reference ops it replaces, run on host scratch,
+// so the fused and unfused paths give the same values bit for bit (the CUDA twins fuse the work into one kernel
+// and keep the same rounding steps).
+#include <vector>
+
+#include "ops/cpu/cpu_ops.h"
+
+namespace ds::cpu {
+
+namespace {
+
+// Host scratch tensor of the given dtype and shape (8-byte aligned).
+struct Scratch {
+  std::vector<double> mem;
+  Tensor t;
+  Scratch(DType dt, std::initializer_list<int64_t> dims) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    mem.resize(size_t((n * int64_t(dtype_size(dt)) + 7) / 8) + 1);
+    t = Tensor(mem.data(), dt, dims);
+  }
+};
+
+}  // namespace
+
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps) {
+  cpu::add(ctx, sum, a, b);
+  cpu::rmsnorm_forward(ctx, out, Tensor{}, sum, weight, eps);
+}
+
+void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
+                       Tensor inv_freq, double attn_factor) {
+  const int64_t N = in.dim(0), H = in.dim(1), R = 2 * inv_freq.numel();
+  Scratch raw(in.dtype, {N, H, R}), rot(in.dtype, {N, H, R});
+  cpu::copy_cols(ctx, raw.t.view({N * H, R}), 0, in.view({N * H, in.dim(2)}), in_col, R, Accum::overwrite);
+  cpu::rope_forward(ctx, rot.t, raw.t, pos, inv_freq, attn_factor);
+  cpu::copy_cols(ctx, out.view({N * H, out.dim(2)}), out_col, rot.t.view({N * H, R}), 0, R, Accum::overwrite);
+}
+
+void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
+                        Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor) {
+  const int64_t n = slot_rows.numel(), Q = q_norm.empty() ? 0 : q_norm.numel(), R = kv_norm.numel(), dr = kv_pool.dim(2) - R;
+  const DType dt = a.dtype;
+  if (Q > 0) {
+    Scratch q_raw(dt, {n, Q});
+    cpu::copy_cols(ctx, q_raw.t, 0, a, 0, Q, Accum::overwrite);
+    cpu::rmsnorm_forward(ctx, q_latent, Tensor{}, q_raw.t, q_norm, eps);
+  }
+  Scratch c_raw(dt, {n, R}), c(dt, {n, R}), kpe_raw(dt, {n, 1, dr}), kpe(dt, {n, 1, dr});
+  cpu::copy_cols(ctx, c_raw.t, 0, a, Q, R, Accum::overwrite);
+  cpu::rmsnorm_forward(ctx, c.t, Tensor{}, c_raw.t, kv_norm, eps);
+  cpu::copy_cols(ctx, kpe_raw.t.view({n, dr}), 0, a, Q + R, dr, Accum::overwrite);
+  cpu::rope_forward(ctx, kpe.t, kpe_raw.t, pos, inv_freq, attn_factor);
+  cpu::kv_cache_write(ctx, kv_pool, slot_rows, c.t, kpe.t.view({n, dr}));
+}
+
+void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
+  const int64_t N = out.rows(), F = out.cols();
+  Scratch g(out.dtype, {N, F}), u(out.dtype, {N, F});
+  cpu::copy_cols(ctx, g.t, 0, gate_up, 0, F, Accum::overwrite);
+  cpu::copy_cols(ctx, u.t, 0, gate_up, F, F, Accum::overwrite);
+  cpu::swiglu_forward(ctx, out, g.t, u.t);
+}
+
+void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
+                         Tensor topk_w) {
+  Scratch ffn(out.dtype, {out.rows(), out.cols()});
+  cpu::moe_unpermute_forward(ctx, ffn.t, expert_out, row_of, topk_w, Accum::overwrite);
+  if (!shared.empty()) cpu::axpy(ctx, ffn.t, 1.0, shared);
+  cpu::add(ctx, out, resid, ffn.t);
+}
+
+}  // namespace ds::cpu

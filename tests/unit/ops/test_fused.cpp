@@ -1,0 +1,107 @@
+// The decode fusions (ops.h) against the op sequences they replace: the same values bit for bit on the CPU, by
+// hand where the math is short, and their argument checks.
+#include <cmath>
+
+#include "helpers.h"
+
+using namespace ds;
+using namespace ds::test;
+
+namespace {
+Owned inv_freq(int64_t R) {
+  std::vector<double> v;
+  for (int64_t i = 0; i < R / 2; ++i) v.push_back(std::pow(10000.0, -2.0 * double(i) / double(R)));
+  return from(DType::f64, {R / 2}, v);
+}
+}  // namespace
+
+TEST_CASE("add_rmsnorm_forward = add then rmsnorm_forward", "[ops][fused]") {
+  const Context ctx = cpu_ctx();
+  for (DType dt : {DType::f32, DType::f64}) {
+    Owned a = rand(dt, {5, 24}, 1), b = rand(dt, {5, 24}, 2), w = rand(dt, {24}, 3, 0.5, 1.5);
+    Owned sum = zeros(dt, {5, 24}), out = zeros(dt, {5, 24}), ref_sum = zeros(dt, {5, 24}), ref = zeros(dt, {5, 24});
+    add_rmsnorm_forward(ctx, sum, out, a, b, w, 1e-6);
+    add(ctx, ref_sum, a, b);
+    rmsnorm_forward(ctx, ref, Tensor{}, ref_sum, w, 1e-6);
+    CHECK(bitwise_equal(sum, ref_sum));
+    CHECK(bitwise_equal(out, ref));
+    add_rmsnorm_forward(ctx, a, out, a, b, w, 1e-6);  // sum aliasing a
+    CHECK(bitwise_equal(a, ref_sum));
+    CHECK(bitwise_equal(out, ref));
+  }
+  Owned a = rand(DType::f64, {2, 4}, 1), w = rand(DType::f64, {3}, 3);
+  CHECK_THROWS_AS(add_rmsnorm_forward(ctx, a, a, a, a, w, 1e-6), Error);  // weight is not [D]
+}
+
+TEST_CASE("rope_cols_forward rotates one column block in place of copy / rope / copy", "[ops][fused]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 3, H = 2, Win = 10, Wout = 12, R = 4;
+  Owned in = rand(DType::f64, {N, H, Win}, 5), out = rand(DType::f64, {N, H, Wout}, 6), pos = ints({N}, {0, 7, 300});
+  Owned f = inv_freq(R), ref = clone(out);
+  rope_cols_forward(ctx, out, 8, in, 3, pos, f, 1.0);
+  Owned raw = zeros(DType::f64, {N, H, R}), rot = zeros(DType::f64, {N, H, R});
+  copy_cols(ctx, raw.t.view({N * H, R}), 0, in.t.view({N * H, Win}), 3, R);
+  rope_forward(ctx, rot, raw, pos, f, 1.0);
+  copy_cols(ctx, ref.t.view({N * H, Wout}), 8, rot.t.view({N * H, R}), 0, R);
+  CHECK(bitwise_equal(out, ref));
+  // by hand: token 1 (pos 7), head 1, first pair rotates by 7 rad
+  const std::vector<double> x = in.f64(), y = out.f64();
+  const double x0 = x[size_t((1 * H + 1) * Win + 3)], x1 = x[size_t((1 * H + 1) * Win + 4)];
+  CHECK(y[size_t((1 * H + 1) * Wout + 8)] == Approx(x0 * std::cos(7.0) - x1 * std::sin(7.0)).epsilon(1e-12));
+  CHECK_THROWS_AS(rope_cols_forward(ctx, out, 9, in, 3, pos, f, 1.0), Error);  // 9 + 4 > 12
+}
+
+TEST_CASE("mla_latent_forward = split, norm, rope and cache write", "[ops][fused]") {
+  const Context ctx = cpu_ctx();
+  const int64_t n = 3, Q = 6, R = 8, dr = 4, C = R + dr, P = 2, S = 4;
+  Owned a = rand(DType::f64, {n, Q + C}, 7), qn = rand(DType::f64, {Q}, 8, 0.5, 1.5), kvn = rand(DType::f64, {R}, 9, 0.5, 1.5);
+  Owned pos = ints({n}, {4, 0, 9}), slots = ints({n}, {5, 0, 2}), f = inv_freq(dr);
+  Owned pool = rand(DType::f64, {P, S, C}, 10), ref_pool = clone(pool), ql = zeros(DType::f64, {n, Q});
+  mla_latent_forward(ctx, ql, pool, slots, a, qn, kvn, 1e-6, pos, f, 1.0);
+  Owned q_raw = zeros(DType::f64, {n, Q}), ref_ql = zeros(DType::f64, {n, Q});
+  copy_cols(ctx, q_raw, 0, a, 0, Q);
+  rmsnorm_forward(ctx, ref_ql, Tensor{}, q_raw, qn, 1e-6);
+  Owned c_raw = zeros(DType::f64, {n, R}), c = zeros(DType::f64, {n, R});
+  Owned kr = zeros(DType::f64, {n, 1, dr}), k = zeros(DType::f64, {n, 1, dr});
+  copy_cols(ctx, c_raw, 0, a, Q, R);
+  rmsnorm_forward(ctx, c, Tensor{}, c_raw, kvn, 1e-6);
+  copy_cols(ctx, kr.t.view({n, dr}), 0, a, Q + R, dr);
+  rope_forward(ctx, k, kr, pos, f, 1.0);
+  kv_cache_write(ctx, ref_pool, slots, c, k.t.view({n, dr}));
+  CHECK(bitwise_equal(ql, ref_ql));
+  CHECK(bitwise_equal(pool, ref_pool));
+  // Q = 0: a holds kv_a alone
+  Owned pool0 = clone(pool);
+  Owned a0 = zeros(DType::f64, {n, C});
+  copy_cols(ctx, a0, 0, a, Q, C);
+  mla_latent_forward(ctx, Tensor{}, pool0, slots, a0, Tensor{}, kvn, 1e-6, pos, f, 1.0);
+  CHECK(bitwise_equal(pool0, ref_pool));
+  CHECK_THROWS_AS(mla_latent_forward(ctx, Tensor{}, pool0, slots, a, Tensor{}, kvn, 1e-6, pos, f, 1.0), Error);
+}
+
+TEST_CASE("swiglu_pair_forward and moe_combine_forward = their unfused sequences", "[ops][fused]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 4, F = 5, K = 2, E = 3, D = 6;
+  Owned gu = rand(DType::f32, {N, 2 * F}, 11), out = zeros(DType::f32, {N, F}), ref = zeros(DType::f32, {N, F});
+  Owned g = zeros(DType::f32, {N, F}), u = zeros(DType::f32, {N, F});
+  swiglu_pair_forward(ctx, out, gu);
+  copy_cols(ctx, g, 0, gu, 0, F);
+  copy_cols(ctx, u, 0, gu, F, F);
+  swiglu_forward(ctx, ref, g, u);
+  CHECK(bitwise_equal(out, ref));
+  CHECK_THROWS_AS(swiglu_pair_forward(ctx, out, g), Error);
+
+  Owned idx = ints({N, K}, {0, 2, 1, 0, 2, 1, 0, 1});
+  Owned row_of = zeros(DType::i32, {N, K}), offsets = zeros(DType::i64, {E + 1});
+  moe_route(ctx, row_of, offsets, Tensor{}, idx, E);
+  Owned eo = rand(DType::f32, {N * K, D}, 12), w = rand(DType::f32, {N, K}, 13, 0, 1);
+  Owned resid = rand(DType::f32, {N, D}, 14), shared = rand(DType::f32, {N, D}, 15);
+  Owned x_out = zeros(DType::f32, {N, D}), ffn = zeros(DType::f32, {N, D}), want = zeros(DType::f32, {N, D});
+  moe_combine_forward(ctx, x_out, resid, shared, eo, row_of, w);
+  moe_unpermute_forward(ctx, ffn, eo, row_of, w);
+  axpy(ctx, ffn, 1.0, shared);
+  add(ctx, want, resid, ffn);
+  CHECK(bitwise_equal(x_out, want));
+  moe_combine_forward(ctx, resid, resid, shared, eo, row_of, w);  // out aliasing resid
+  CHECK(bitwise_equal(resid, want));
+}
