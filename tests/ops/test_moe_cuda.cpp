@@ -193,8 +193,11 @@ TEST_CASE("moe_route parity (rows by expert then (n, k), offsets, counts +=)", "
     bool skew;
   };
   uint64_t seed = 3000;
+  // Up to 4,096 entries (when the per-chunk counters fit) one block routes all (route_small_kernel): decode-sized
+  // tables (64 x 4 of 32, 64 x 8 of 256) take it, the others the four-kernel path.
   for (const C& cs : {C{1537, 8, 256, false}, C{1537, 8, 256, true}, C{333, 4, 32, true}, C{3, 2, 4, false},
-                      C{4099, 6, 64, false}}) {
+                      C{4099, 6, 64, false}, C{64, 4, 32, false}, C{64, 8, 256, true}, C{1, 8, 256, false},
+                      C{1024, 4, 32, true}}) {
     const std::string tag = "N" + std::to_string(cs.N) + " K" + std::to_string(cs.K) + " E" + std::to_string(cs.E) +
                             (cs.skew ? " skewed" : "");
     const int64_t NK = cs.N * cs.K;
@@ -253,6 +256,18 @@ TEST_CASE("moe permute / unpermute parity", "[moe][dispatch]") {
       Twin o2 = twin(dt, randn({cs.N, cs.D}, ++seed));
       run_both([&](const Context& c, Pick p) { moe_unpermute_forward(c, p(o2), p(eo), p(row_of), p(w), Accum::add); });
       expect_close("moe_unpermute_forward add " + tag, o2, tol_for(dt, cs.K + 1), "K f32 products + 1 add");
+      // the decode fusion: resid + (unpermute + shared), with and without the shared expert, out aliasing resid
+      Twin resid = twin(dt, randn({cs.N, cs.D}, ++seed)), shared = twin(dt, randn({cs.N, cs.D}, ++seed));
+      Twin o3 = twin_out(dt, {cs.N, cs.D});
+      run_both([&](const Context& c, Pick p) {
+        moe_combine_forward(c, p(o3), p(resid), p(shared), p(eo), p(row_of), p(w));
+      });
+      expect_close("moe_combine_forward " + tag, o3, tol_for(dt, cs.K + 2), "K f32 products, 2 adds, 3 roundings");
+      run_both([&](const Context& c, Pick p) {
+        moe_combine_forward(c, p(resid), p(resid), Tensor{}, p(eo), p(row_of), p(w));
+      });
+      expect_close("moe_combine_forward no shared, in place " + tag, resid, tol_for(dt, cs.K + 1),
+                   "K f32 products, 1 add, 2 roundings");
 
       Twin g = twin(dt, randn({cs.N, cs.D}, ++seed));
       Twin d_eo = twin_out(dt, {NK, cs.D}), d_w = twin_out(DType::f32, {cs.N, cs.K});
@@ -278,23 +293,38 @@ struct GemmCase {
   const char* name;
   int64_t E, M, K, N;
   bool skew;
-  size_t misalign;  // bytes the input view is shifted off 16-byte alignment (scalar-load path)
+  size_t misalign;          // bytes the input view is shifted off 16-byte alignment (scalar-load path)
+  bool empty = false;       // experts 0, E - 1 (and E / 3) get no rows (random_offsets)
+  bool bf16_only = false;   // skip the f32 mode (training-sized cases: the f64 reference is the slow part)
 };
 
-std::vector<int64_t> random_offsets(int64_t E, int64_t M, uint64_t seed, bool skew) {
+std::vector<int64_t> random_offsets(int64_t E, int64_t M, uint64_t seed, bool skew, bool empty = false) {
   const std::vector<int32_t> ids = skew ? skewed_ids(M, E, seed, int32_t(E / 2)) : rand_ints(M, seed, 0, int32_t(E));
+  std::vector<int64_t> cnt(static_cast<size_t>(E), 0);
+  for (int32_t e : ids) ++cnt[size_t(e)];
+  if (empty && E >= 3) {  // experts 0, E - 1 (and E / 3 from E = 6) get none: their rows go to expert 1
+    std::vector<int64_t> zero = {0, E - 1};
+    if (E >= 6) zero.push_back(E / 3);
+    for (const int64_t z : zero) {
+      cnt[1] += cnt[size_t(z)];
+      cnt[size_t(z)] = 0;
+    }
+  }
   std::vector<int64_t> off(static_cast<size_t>(E + 1), 0);
-  for (int32_t e : ids) ++off[size_t(e + 1)];
-  for (int64_t e = 0; e < E; ++e) off[size_t(e + 1)] += off[size_t(e)];
+  for (int64_t e = 0; e < E; ++e) off[size_t(e + 1)] = off[size_t(e)] + cnt[size_t(e)];
   return off;
 }
 
 void grouped_case(const GemmCase& g, uint64_t seed) {
-  const Twin offsets = twin_i64({g.E + 1}, random_offsets(g.E, g.M, seed, g.skew));
+  const std::vector<int64_t> off = random_offsets(g.E, g.M, seed, g.skew, g.empty);
+  REQUIRE(off.back() == g.M);
+  const Twin offsets = twin_i64({g.E + 1}, off);
   struct Mode {
     DType in, out;
   };
-  for (const Mode md : {Mode{DType::f32, DType::f32}, Mode{DType::bf16, DType::bf16}, Mode{DType::bf16, DType::f32}}) {
+  std::vector<Mode> modes = {Mode{DType::bf16, DType::bf16}, Mode{DType::bf16, DType::f32}};
+  if (!g.bf16_only) modes.insert(modes.begin(), Mode{DType::f32, DType::f32});
+  for (const Mode md : modes) {
     const std::string tag = std::string(g.name) + " " + name(md.in) + (md.out != md.in ? "->f32" : "");
     const double tol = md.out == DType::bf16 ? tol_for(DType::bf16, g.K) : md.in == DType::bf16 ? 1e-5 : tol_for(DType::f32, g.K);
     const char* why = md.out == DType::bf16 ? "f32 accumulation (tensor cores), bf16 output rounding"
@@ -342,8 +372,26 @@ TEST_CASE("grouped_matmul parity", "[moe][grouped_matmul]") {
   grouped_case({"E32 M4 K1024 N512 (decode at batch 1)", 32, 4, 1024, 512, false, 0}, 5320);
   grouped_case({"E16 M40 K200 N72 skewed (skinny tiles, K and N tails)", 16, 40, 200, 72, true, 0}, 5325);
   grouped_case({"E8 M1000 K200 N136 skewed (wide tiles, K and N tails)", 8, 1000, 200, 136, true, 0}, 5330);
+  // >= 128 rows per expert on average: the large-tile mma.sync kernel (forward, d_in, and d_weight whenever the
+  // operands are bf16 with 16-byte rows). Rows not a multiple of the tile, K and N multiples of 8 but not of
+  // the tile, experts with 0 rows, one hot expert.
+  grouped_case({"E4 M1100 K200 N136 skewed, empty experts (large tiles, tails)", 4, 1100, 200, 136, true, 0, true},
+               5340);
+  grouped_case({"E8 M2000 K72 N520 (large tiles, d_weight K tail)", 8, 2000, 72, 520, false, 0}, 5350);
+  grouped_case({"E3 M777 K1032 N24 empty experts (large tiles, deep K)", 3, 777, 1032, 24, false, 0, true}, 5360);
+  grouped_case({"E4 M600 K64 N57 (large tiles forward, odd N: scalar stores)", 4, 600, 64, 57, true, 0}, 5370);
+  grouped_case({"E5 M700 K40 N16 empty experts (one k-step, narrow N)", 5, 700, 40, 16, true, 0, true}, 5380);
+  // 64-row tiles of the large-tile kernel (16 < rows per expert < 128).
+  grouped_case({"E16 M1200 K256 N264 empty experts (64-row tiles)", 16, 1200, 256, 264, true, 0, true}, 5390);
 }
 
 TEST_CASE("grouped_matmul parity, DeepSeek-V3 expert count", "[moe][grouped_matmul][big]") {
   grouped_case({"E256 M2048 K256 N128 skewed", 256, 2048, 256, 128, true, 0}, 5400);
+}
+
+TEST_CASE("grouped_matmul parity at training shapes", "[moe][grouped_matmul][big]") {
+  // The bench model's expert products (E32, gate/up K1024 -> N512, down K512 -> N1024) at 8192 permuted rows.
+  grouped_case({"E32 M8192 K1024 N512 uniform", 32, 8192, 1024, 512, false, 0, false, true}, 5500);
+  grouped_case({"E32 M8192 K512 N1024 skewed, empty experts", 32, 8192, 512, 1024, true, 0, true, true}, 5510);
+  grouped_case({"E32 M8192 K1024 N512 skewed, empty experts", 32, 8192, 1024, 512, true, 0, true, true}, 5520);
 }

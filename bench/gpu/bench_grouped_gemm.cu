@@ -1,0 +1,278 @@
+// ds-bench-grouped-gemm: the bf16 grouped expert GEMM (kernels/grouped_matmul.cu) at the bench model's training
+// shapes, next to a dense bf16 GEMM of the same FLOPs through our own cuBLASLt path (matmul_forward /
+// matmul_backward), the ceiling to compare with.
+//
+//   ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default]
+//
+// Shapes: E = 32 experts, M = 65,536 permuted rows (16 x 1024 tokens x top-4), gate/up K 1024 -> N 512 and down
+// K 512 -> N 1024; loads uniform (M / E rows each) and skewed (one expert 25 % of the rows, two experts none, the
+// rest uneven). Products: forward out = in · W_e^T (bf16 out), d_in = d_out · W_e (bf16 out), d_weight dW_e +=
+// d_out_e^T · in_e (f32 master gradient). Each time is the median of --reps launches (CUDA events, after 3 warm-up
+// launches); TFLOP/s counts 2 M K N per launch. "variants all" also times the previous kernels (variant 0) and the
+// other tile configurations of the large-tile kernel, and checks each against variant 0 (max |diff| / max |ref|).
+// Needs a CUDA GPU; not run by `make test`.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda_ops.h"
+
+namespace ds::cuda {
+int grouped_matmul_bench_variant(int variant);  // kernels/grouped_matmul.cu (benchmark hook, returns the previous)
+}
+
+namespace {
+
+#define CK(call)                                                                           \
+  do {                                                                                     \
+    const cudaError_t e_ = (call);                                                         \
+    if (e_ != cudaSuccess) {                                                               \
+      std::fprintf(stderr, "%s failed: %s (line %d)\n", #call, cudaGetErrorString(e_), __LINE__); \
+      std::exit(1);                                                                        \
+    }                                                                                      \
+  } while (0)
+
+__global__ void fill_uniform(__nv_bfloat16* p, size_t n, uint32_t seed, float scale) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t x = uint32_t(i) * 2654435761u ^ seed * 0x9e3779b9u ^ uint32_t(i >> 32);
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    p[i] = __float2bfloat16((float(x & 0xffffff) * (2.0f / 16777216.0f) - 1.0f) * scale);
+  }
+}
+
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  explicit DevBuf(size_t b) : bytes(b) { CK(cudaMalloc(&p, b)); }
+  ~DevBuf() { cudaFree(p); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+};
+
+void fill(DevBuf& b, uint32_t seed, float scale) {
+  fill_uniform<<<1024, 256>>>(static_cast<__nv_bfloat16*>(b.p), b.bytes / 2, seed, scale);
+  CK(cudaGetLastError());
+}
+
+ds::Tensor tensor(const DevBuf& b, ds::DType dt, std::vector<int64_t> shape) {
+  return ds::Tensor(b.p, dt, shape, ds::Device{ds::DeviceKind::cuda, 0});
+}
+
+// Median of reps single-launch times (ms), after 3 warm-up launches.
+template <class F> float time_ms(cudaStream_t s, int reps, F&& f) {
+  for (int i = 0; i < 3; ++i) f();
+  CK(cudaStreamSynchronize(s));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<float> t;
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaEventRecord(a, s));
+    f();
+    CK(cudaEventRecord(b, s));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+std::vector<int64_t> make_offsets(int64_t E, int64_t M, bool skewed) {
+  std::vector<int64_t> cnt(size_t(E), M / E);
+  if (skewed) {
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<double> u(0.25, 1.75);
+    std::fill(cnt.begin(), cnt.end(), 0);
+    const int64_t hot = M / 4;
+    std::vector<double> w(static_cast<size_t>(E), 0.0);
+    double sw = 0;
+    for (int64_t e = 0; e < E; ++e) sw += (w[size_t(e)] = (e == 0 || e == E - 1 || e == E / 2) ? 0.0 : u(rng));
+    for (int64_t e = 0; e < E; ++e) cnt[size_t(e)] = int64_t(double(M - hot) * w[size_t(e)] / sw);
+    cnt[size_t(E / 2)] = hot;
+  }
+  int64_t sum = 0;
+  for (int64_t c : cnt) sum += c;
+  cnt[1] += M - sum;  // the remainder (expert 1 is never empty)
+  std::vector<int64_t> off(size_t(E + 1), 0);
+  for (int64_t e = 0; e < E; ++e) off[size_t(e + 1)] = off[size_t(e)] + cnt[size_t(e)];
+  return off;
+}
+
+std::vector<float> to_host_f32(const DevBuf& b, bool bf16) {
+  if (!bf16) {
+    std::vector<float> h(b.bytes / 4);
+    CK(cudaMemcpy(h.data(), b.p, b.bytes, cudaMemcpyDeviceToHost));
+    return h;
+  }
+  std::vector<uint16_t> raw(b.bytes / 2);
+  CK(cudaMemcpy(raw.data(), b.p, b.bytes, cudaMemcpyDeviceToHost));
+  std::vector<float> h(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const uint32_t u = uint32_t(raw[i]) << 16;
+    std::memcpy(&h[i], &u, 4);
+  }
+  return h;
+}
+
+double norm_diff(const std::vector<float>& got, const std::vector<float>& ref) {
+  double md = 0, mr = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    md = std::max(md, double(std::fabs(got[i] - ref[i])));
+    mr = std::max(mr, double(std::fabs(ref[i])));
+  }
+  return md / std::max(mr, 1e-30);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 15;
+  int64_t M = 65536;
+  bool all = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--rows" && i + 1 < argc) M = std::max<int64_t>(1, std::atoll(argv[++i]));
+    else if (a == "--variants" && i + 1 < argc) all = std::string(argv[++i]) == "all";
+    else {
+      std::fprintf(stderr, "usage: ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default]\n");
+      return 2;
+    }
+  }
+  int ndev = 0;
+  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+    std::printf("ds-bench-grouped-gemm: no CUDA device\n");
+    return 77;
+  }
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  const int def_variant = ds::cuda::grouped_matmul_bench_variant(-1);
+  ds::cuda::grouped_matmul_bench_variant(def_variant);
+  std::printf("== ds-bench-grouped-gemm on %s (%d SMs), E 32, M %lld, median of %d, default variant %d\n", prop.name,
+              prop.multiProcessorCount, (long long)M, reps, def_variant);
+  const char* vname[] = {"old (WMMA 64x64 / sync d_weight)", "128x128x32 s4", "128x256x32 s4"};
+  std::vector<int> variants = {def_variant};
+  if (all) variants = {0, 1, 2};
+
+  ds::Context ctx;
+  ctx.device = ds::Device{ds::DeviceKind::cuda, 0};
+  cudaStream_t st = nullptr;  // the default stream (ctx.cuda_stream = nullptr)
+  const int64_t E = 32;
+  struct Shape {
+    const char* name;
+    int64_t K, N;
+  };
+  struct Row {
+    std::string what;
+    double tf_def, tf_old, tf_dense;
+  };
+  std::vector<Row> summary;
+  for (const Shape sh : {Shape{"gate/up K1024->N512", 1024, 512}, Shape{"down K512->N1024", 512, 1024}}) {
+    const int64_t K = sh.K, N = sh.N;
+    const double flop = 2.0 * double(M) * double(K) * double(N);
+    DevBuf in(size_t(M * K) * 2), w(size_t(E * N * K) * 2), out(size_t(M * N) * 2), d_out(size_t(M * N) * 2),
+        d_in(size_t(M * K) * 2), d_w(size_t(E * N * K) * 4), off(size_t(E + 1) * 8), wd(size_t(N * K) * 2),
+        d_wd(size_t(N * K) * 4);
+    fill(in, 1, 1.0f);
+    fill(w, 2, 1.0f / std::sqrt(float(K)));
+    fill(d_out, 3, 1.0f);
+    fill(wd, 4, 1.0f / std::sqrt(float(K)));
+    CK(cudaMemset(d_w.p, 0, d_w.bytes));
+    CK(cudaMemset(d_wd.p, 0, d_wd.bytes));
+    const ds::Tensor t_in = tensor(in, ds::DType::bf16, {M, K}), t_w = tensor(w, ds::DType::bf16, {E, N, K}),
+                     t_out = tensor(out, ds::DType::bf16, {M, N}), t_dout = tensor(d_out, ds::DType::bf16, {M, N}),
+                     t_din = tensor(d_in, ds::DType::bf16, {M, K}), t_dw = tensor(d_w, ds::DType::f32, {E, N, K}),
+                     t_off = tensor(off, ds::DType::i64, {E + 1}), t_wd = tensor(wd, ds::DType::bf16, {N, K}),
+                     t_dwd = tensor(d_wd, ds::DType::f32, {N, K});
+
+    // The dense ceiling: the same FLOPs as one [M, K] x [K, N] product through cuBLASLt.
+    const float dense_fwd =
+        time_ms(st, reps, [&] { ds::cuda::matmul_forward(ctx, t_out, t_in, t_wd, ds::Accum::overwrite); });
+    const float dense_din = time_ms(st, reps, [&] {
+      ds::cuda::matmul_backward(ctx, t_din, ds::Tensor{}, t_dout, t_in, t_wd, ds::Accum::overwrite);
+    });
+    const float dense_dw = time_ms(st, reps, [&] {
+      ds::cuda::matmul_backward(ctx, ds::Tensor{}, t_dwd, t_dout, t_in, t_wd, ds::Accum::overwrite);
+    });
+    std::printf("\n-- %s: %.1f GFLOP per launch; dense cuBLASLt M %lld: forward %.3f ms (%.0f TFLOP/s), d_in %.3f ms "
+                "(%.0f), d_weight f32 %.3f ms (%.0f)\n",
+                sh.name, flop * 1e-9, (long long)M, dense_fwd, flop / dense_fwd * 1e-9, dense_din,
+                flop / dense_din * 1e-9, dense_dw, flop / dense_dw * 1e-9);
+    const float dense[3] = {dense_fwd, dense_din, dense_dw};
+
+    for (const bool skew : {false, true}) {
+      const std::vector<int64_t> h_off = make_offsets(E, M, skew);
+      CK(cudaMemcpy(off.p, h_off.data(), h_off.size() * 8, cudaMemcpyHostToDevice));
+      int64_t mx = 0, mn = M;
+      for (int64_t e = 0; e < E; ++e) {
+        mx = std::max(mx, h_off[size_t(e + 1)] - h_off[size_t(e)]);
+        mn = std::min(mn, h_off[size_t(e + 1)] - h_off[size_t(e)]);
+      }
+      std::printf("   load %s: rows per expert min %lld max %lld\n", skew ? "skewed" : "uniform", (long long)mn,
+                  (long long)mx);
+      std::printf("   %-9s %-34s %9s %9s %9s %9s\n", "product", "variant", "ms", "TFLOP/s", "vs dense", "check");
+      const char* pname[3] = {"forward", "d_in", "d_weight"};
+      for (int p = 0; p < 3; ++p) {
+        auto run = [&] {
+          if (p == 0) ds::cuda::grouped_matmul_forward(ctx, t_out, t_in, t_w, t_off, ds::Accum::overwrite);
+          else if (p == 1)
+            ds::cuda::grouped_matmul_backward(ctx, t_din, ds::Tensor{}, t_dout, t_in, t_w, t_off, ds::Accum::overwrite);
+          else
+            ds::cuda::grouped_matmul_backward(ctx, ds::Tensor{}, t_dw, t_dout, t_in, t_w, t_off, ds::Accum::overwrite);
+        };
+        const DevBuf& res = p == 0 ? out : p == 1 ? d_in : d_w;
+        std::vector<float> ref;
+        double tf_old = 0, tf_def = 0;
+        for (int v : variants) {
+          ds::cuda::grouped_matmul_bench_variant(v);
+          std::string check = "-";
+          if (all) {  // one launch from zero (d_weight accumulates), compared with variant 0
+            CK(cudaMemset(res.p, 0, res.bytes));
+            run();
+            CK(cudaDeviceSynchronize());
+            std::vector<float> got = to_host_f32(res, p != 2);
+            if (v == 0) ref = std::move(got);
+            else {
+              char b[32];
+              std::snprintf(b, sizeof b, "%.1e", norm_diff(got, ref));
+              check = b;
+            }
+          }
+          const float ms = time_ms(st, reps, run);
+          const double tf = flop / ms * 1e-9;
+          if (v == 0) tf_old = tf;
+          if (v == def_variant) tf_def = tf;
+          std::printf("   %-9s %-34s %9.3f %9.1f %8.0f%% %9s\n", pname[p], vname[v], ms, tf, 100.0 * dense[p] / ms,
+                      check.c_str());
+        }
+        ds::cuda::grouped_matmul_bench_variant(def_variant);
+        summary.push_back(Row{std::string(sh.name) + " " + (skew ? "skewed " : "uniform ") + pname[p], tf_def, tf_old,
+                              flop / dense[p] * 1e-9});
+      }
+    }
+    CK(cudaDeviceSynchronize());
+  }
+  std::printf("\n== summary (TFLOP/s; default variant %d = %s)\n", def_variant, vname[def_variant]);
+  std::printf("%-42s %9s %9s %9s %9s\n", "product", "old", "new", "dense", "new/dense");
+  for (const Row& r : summary)
+    std::printf("%-42s %9.1f %9.1f %9.1f %8.0f%%\n", r.what.c_str(), r.tf_old, r.tf_def, r.tf_dense,
+                100.0 * r.tf_def / r.tf_dense);
+  return 0;
+}
