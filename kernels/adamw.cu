@@ -10,10 +10,11 @@ namespace ds::cuda {
 
 namespace {
 
-template <class G>
+// C: the compute copy's type (written when c is not null; float when there is none).
+template <class G, class C>
 __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
-                             float* __restrict__ v, int64_t n, float lr, float b1, float b2, float inv_c1,
-                             float inv_c2, float eps, float wd, float grad_scale) {
+                             float* __restrict__ v, C* __restrict__ c, int64_t n, float lr, float b1, float b2,
+                             float inv_c1, float inv_c2, float eps, float wd, float grad_scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float gi = ldf(g[i]) * grad_scale;
     const float mi = b1 * m[i] + (1.0f - b1) * gi;
@@ -21,7 +22,9 @@ __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, flo
     m[i] = mi;
     v[i] = vi;
     const float pi = p[i];
-    p[i] = pi - lr * ((mi * inv_c1) / (sqrtf(vi * inv_c2) + eps) + wd * pi);
+    const float np = pi - lr * ((mi * inv_c1) / (sqrtf(vi * inv_c2) + eps) + wd * pi);
+    p[i] = np;
+    if (c) c[i] = cvtd<C>(double(np));  // as copy() converts
   }
 }
 
@@ -40,17 +43,21 @@ __global__ void nonfinite_kernel_f64(const double* __restrict__ p, int64_t n, in
 
 }  // namespace
 
-void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt) {
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
+                  Tensor compute) {
   cudaStream_t st = prepare(ctx);
   const int64_t n = param.numel();
   if (n == 0) return;
   const double c1 = 1.0 - std::pow(opt.beta1, double(opt.step)), c2 = 1.0 - std::pow(opt.beta2, double(opt.step));
   dispatch_fb(grad.dtype, "adamw_update", [&](auto zero) {
     using G = decltype(zero);
-    adamw_kernel<G><<<grid_for(n, 256), 256, 0, st>>>(dptr<float>(param), dptr<const G>(grad), dptr<float>(m),
-                                                      dptr<float>(v), n, float(opt.lr), float(opt.beta1),
-                                                      float(opt.beta2), float(1.0 / c1), float(1.0 / c2),
-                                                      float(opt.eps), float(opt.weight_decay), float(opt.grad_scale));
+    dispatch_fb(compute.empty() ? DType::f32 : compute.dtype, "adamw_update", [&](auto czero) {
+      using C = decltype(czero);
+      adamw_kernel<G, C><<<grid_for(n, 256), 256, 0, st>>>(
+          dptr<float>(param), dptr<const G>(grad), dptr<float>(m), dptr<float>(v),
+          compute.empty() ? nullptr : dptr<C>(compute), n, float(opt.lr), float(opt.beta1), float(opt.beta2),
+          float(1.0 / c1), float(1.0 / c2), float(opt.eps), float(opt.weight_decay), float(opt.grad_scale));
+    });
   });
   DS_CUDA_LAUNCH_CHECK("adamw_kernel");
 }

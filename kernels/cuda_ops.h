@@ -23,6 +23,7 @@ void copy(const Context& ctx, Tensor dst, Tensor src);
 void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t ncols, Accum acc);
 double sum(const Context& ctx, Tensor t);
 double sum_squares(const Context& ctx, Tensor t);
+std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
 void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table);
 void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids);
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
@@ -95,7 +96,8 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
 void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index);
 void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
     int ignore_index, Accum acc);
-void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
+                  Tensor compute);
 bool all_finite(const Context& ctx, Tensor t);  // in adamw.cu
 
 }  // namespace ds::cuda

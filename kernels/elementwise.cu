@@ -79,20 +79,31 @@ __global__ void reduce_final_kernel(const double* __restrict__ part, int n, doub
   if (threadIdx.x == 0) *out = s;
 }
 
-template <bool kSquare> double reduce(const Context& ctx, const Tensor& t, const char* op) {
-  cudaStream_t st = prepare(ctx);
+// The partial blocks of a reduction over n elements (a fixed grid for a given n: the result does not depend on
+// anything else).
+int reduce_blocks(int64_t n) { return int(std::min<int64_t>(kReduceMaxBlocks, (n + kReduceThreads - 1) / kReduceThreads)); }
+
+// Enqueues the reduction of t into *out (device), using part[0, reduce_blocks(n)) as scratch; n > 0.
+template <bool kSquare> void reduce_into(cudaStream_t st, const Tensor& t, const char* op, double* part, double* out) {
   const int64_t n = t.numel();
-  if (n == 0) return 0.0;
-  const int blocks = int(std::min<int64_t>(kReduceMaxBlocks, (n + kReduceThreads - 1) / kReduceThreads));
-  TempBuffer buf(sizeof(double) * (blocks + 1), st);
-  double* part = buf.as<double>();
+  const int blocks = reduce_blocks(n);
   dispatch_fbd(t.dtype, op, [&](auto zero) {
     using T = decltype(zero);
     reduce_partial_kernel<T, kSquare><<<blocks, kReduceThreads, 0, st>>>(dptr<const T>(t), n, part);
   });
   DS_CUDA_LAUNCH_CHECK("reduce_partial_kernel");
-  reduce_final_kernel<<<1, kReduceMaxBlocks, 0, st>>>(part, blocks, part + blocks);
+  reduce_final_kernel<<<1, kReduceMaxBlocks, 0, st>>>(part, blocks, out);
   DS_CUDA_LAUNCH_CHECK("reduce_final_kernel");
+}
+
+template <bool kSquare> double reduce(const Context& ctx, const Tensor& t, const char* op) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = t.numel();
+  if (n == 0) return 0.0;
+  const int blocks = reduce_blocks(n);
+  TempBuffer buf(sizeof(double) * (blocks + 1), st);
+  double* part = buf.as<double>();
+  reduce_into<kSquare>(st, t, op, part, part + blocks);
   double r = 0.0;
   DS_CUDA_CHECK(cudaMemcpyAsync(&r, part + blocks, sizeof(double), cudaMemcpyDeviceToHost, st));
   DS_CUDA_CHECK(cudaStreamSynchronize(st));
@@ -282,6 +293,26 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
 
 double sum(const Context& ctx, Tensor t) { return reduce<false>(ctx, t, "sum"); }
 double sum_squares(const Context& ctx, Tensor t) { return reduce<true>(ctx, t, "sum_squares"); }
+
+std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts) {
+  cudaStream_t st = prepare(ctx);
+  std::vector<double> r(ts.size(), 0.0);
+  if (ts.empty()) return r;
+  size_t scratch = 0;  // one scratch slice per tensor: the reductions may overlap on the device
+  for (const Tensor& t : ts) scratch += t.numel() > 0 ? size_t(reduce_blocks(t.numel())) : 0;
+  TempBuffer buf(sizeof(double) * (scratch + ts.size()), st);
+  double* out = buf.as<double>();
+  DS_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(double) * ts.size(), st));  // empty tensors sum to 0
+  double* part = out + ts.size();
+  for (size_t i = 0; i < ts.size(); ++i) {
+    if (ts[i].numel() == 0) continue;
+    reduce_into<true>(st, ts[i], "sum_squares_each", part, out + i);
+    part += reduce_blocks(ts[i].numel());
+  }
+  DS_CUDA_CHECK(cudaMemcpyAsync(r.data(), out, sizeof(double) * ts.size(), cudaMemcpyDeviceToHost, st));
+  DS_CUDA_CHECK(cudaStreamSynchronize(st));
+  return r;
+}
 
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
   cudaStream_t st = prepare(ctx);

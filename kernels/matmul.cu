@@ -1,4 +1,5 @@
-// CUDA twins of the linear layer (lib/ops/cpu/matmul.cpp is the reference) through cuBLASLt.
+// CUDA twins of the linear layer (lib/ops/cpu/matmul.cpp is the reference) through cuBLASLt; forward products of
+// at most 4 bf16 rows (decode) run a GEMV kernel of our own (below).
 // Inputs f32 or bf16 (both operands the same dtype), the output f32 or the inputs' dtype; every product
 // accumulates in f32 (CUBLAS_COMPUTE_32F: no TF32 for f32 inputs, so f32 matches the CPU to rounding).
 // Accum::add and the parameter gradient use beta = 1; overwrite uses beta = 0 (cuBLAS does not read C then).
@@ -188,8 +189,76 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
 
 // Row-major out[M, N] = in[M, K] · W[N, K]^T is column-major out^T[N, M] = W^T... : A = W (col-major [K, N],
 // transposed), B = in (col-major [K, M]).
+// ---- decode-sized products: bf16 GEMV ---------------------------------------------------------------------------
+// For M <= kGemvRows rows cuBLASLt's kernels are latency-bound (~5 us for a 1-2 MB weight on the H200, ~100 of
+// them in a batch-1 decode step). Here one warp computes one output column for every row: the weight row streams
+// once through 16-byte loads, the M input rows sit in shared memory, products accumulate in f32 and the warp
+// reduces them in a fixed shuffle order (deterministic); the output is rounded once (beta = 1 adds to it in f32).
+namespace {
+
+constexpr int kGemvRows = 4, kGemvWarps = 8;
+constexpr size_t kGemvSmem = 48 * 1024;  // the input rows, M x K bf16
+
+template <class TC>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    gemv_kernel(TC* __restrict__ out, const bf16_t* __restrict__ in, const bf16_t* __restrict__ w, int M, int64_t N,
+                int64_t K, int add) {
+  extern __shared__ uint4 xs[];  // [M][K / 8]
+  const int64_t K8 = K / 8;
+  for (int64_t i = threadIdx.x; i < M * K8; i += blockDim.x) xs[i] = reinterpret_cast<const uint4*>(in)[i];
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t n = int64_t(blockIdx.x) * kGemvWarps + warp;
+  if (n >= N) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + n * K);
+  float acc[kGemvRows] = {};
+#pragma unroll 4
+  for (int64_t k8 = lane; k8 < K8; k8 += 32) {
+    const uint4 wv = __ldg(wr + k8);
+    const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
+#pragma unroll
+    for (int m = 0; m < kGemvRows; ++m) {
+      if (m >= M) break;
+      const uint4 xv = xs[m * K8 + k8];
+      const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 a = __bfloat1622float2(wp[j]), b = __bfloat1622float2(xp[j]);
+        acc[m] = fmaf(a.x, b.x, acc[m]);
+        acc[m] = fmaf(a.y, b.y, acc[m]);
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kGemvRows; ++m) {
+    if (m >= M) break;
+    const float v = warp_sum(acc[m]);
+    if (lane == 0) out[m * N + n] = cvt<TC>(add ? ldf(out[m * N + n]) + v : v);
+  }
+}
+
+// The GEMV handles bf16 inputs with 16-byte rows and M <= kGemvRows whose rows fit its shared memory.
+bool gemv_fits(const Tensor& in, const Tensor& weight, int64_t M, int64_t K) {
+  auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return in.dtype == DType::bf16 && M >= 1 && M <= kGemvRows && K % 8 == 0 && al16(in.data) && al16(weight.data) &&
+         size_t(M * K) * sizeof(bf16_t) <= kGemvSmem;
+}
+
+}  // namespace
+
 void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc) {
   const int64_t M = in.rows(), K = in.cols(), N = weight.rows();
+  if (M > 0 && N > 0 && gemv_fits(in, weight, M, K)) {
+    cudaStream_t st = prepare(ctx);
+    const size_t smem = size_t(M * K) * sizeof(bf16_t);
+    dispatch_fb(out.dtype, "matmul_forward", [&](auto zero) {
+      using TC = decltype(zero);
+      gemv_kernel<TC><<<unsigned((N + kGemvWarps - 1) / kGemvWarps), kGemvWarps * 32, smem, st>>>(
+          dptr<TC>(out), dptr<const bf16_t>(in), dptr<const bf16_t>(weight), int(M), N, K, acc == Accum::add);
+    });
+    DS_CUDA_LAUNCH_CHECK("gemv_kernel");
+    return;
+  }
   lt_gemm(ctx, true, false, N, M, K, weight.data, K, in.data, K, in.dtype, acc == Accum::add ? 1.0f : 0.0f, out.data,
           N, out.dtype);
 }

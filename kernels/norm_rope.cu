@@ -1,7 +1,7 @@
 // CUDA twins of RMSNorm and rotary embedding (lib/ops/cpu/norm_rope.cpp is the reference).
 // RMSNorm: one block per row, the sum of squares and the backward's row dot product in f32, rstd saved in f32.
 // d_weight (a parameter gradient, f32 or the call's dtype) is summed deterministically: fixed row chunks into an
-// f32 scratch, then the chunks in order. RoPE: one thread per (token, pair) rotates that pair in every head; the
+// f32 scratch, then the chunks in order. RoPE: one thread per (token, head, pair) rotates that pair; the
 // angle pos * inv_freq and its cos/sin are computed in double (positions reach 10^5: an f32 angle would be off by
 // ~1e-2 rad), then the rotation runs in f32. out may alias in.
 #include <algorithm>
@@ -82,7 +82,7 @@ __global__ void rmsnorm_bwd_dw_final_kernel(G* __restrict__ dw, const float* __r
   dw[c] = cvt<G>(ldf(dw[c]) + s);
 }
 
-// Thread (n, i): pair i of token n in each of the H heads. sign = +1 forward, -1 backward (transposed rotation).
+// Thread (n, h, i): pair i of token n in head h. sign = +1 forward, -1 backward (transposed rotation).
 // Head h of token n reads x[(n * H + h) * xs + xo ...] and writes y[(n * H + h) * ys + yo ...] (xs = ys = R, xo = yo
 // = 0 for whole [N, H, R] tensors; rope_cols_forward passes column blocks of wider rows).
 template <class T>
@@ -90,22 +90,20 @@ __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, c
                             int64_t N, int64_t H, int64_t R, double f, double sign, bool add, int64_t xs, int64_t xo,
                             int64_t ys, int64_t yo) {
   const int64_t P = R / 2;
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N * P; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t n = t / P, i = t - n * P;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N * H * P; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t nh = t / P, i = t - nh * P, n = nh / H;  // each thread its own angle: decode has few tokens
     double sd, cd;
     sincos(double(pos[n]) * double(inv_freq[i]), &sd, &cd);
     const float c = float(f * cd), s = float(sign * f * sd);
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t xi = (n * H + h) * xs + xo + 2 * i, yi = (n * H + h) * ys + yo + 2 * i;
-      const float x0 = ldf(x[xi]), x1 = ldf(x[xi + 1]);
-      const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
-      if (add) {
-        y[yi] = cvt<T>(ldf(y[yi]) + y0);
-        y[yi + 1] = cvt<T>(ldf(y[yi + 1]) + y1);
-      } else {
-        y[yi] = cvt<T>(y0);
-        y[yi + 1] = cvt<T>(y1);
-      }
+    const int64_t xi = nh * xs + xo + 2 * i, yi = nh * ys + yo + 2 * i;
+    const float x0 = ldf(x[xi]), x1 = ldf(x[xi + 1]);
+    const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+    if (add) {
+      y[yi] = cvt<T>(ldf(y[yi]) + y0);
+      y[yi + 1] = cvt<T>(ldf(y[yi + 1]) + y1);
+    } else {
+      y[yi] = cvt<T>(y0);
+      y[yi + 1] = cvt<T>(y1);
     }
   }
 }
@@ -170,7 +168,7 @@ void rope(const Context& ctx, Tensor y, Tensor x, Tensor pos, Tensor inv_freq, d
   cudaStream_t st = prepare(ctx);
   const int64_t N = pos.numel(), R = x.cols(), H = N ? x.rows() / N : 0;
   if (N == 0 || H == 0 || R == 0) return;
-  rope_kernel<T><<<grid_for(N * (R / 2), 256), 256, 0, st>>>(dptr<T>(y), dptr<const T>(x), dptr<const int32_t>(pos),
+  rope_kernel<T><<<grid_for(N * H * (R / 2), 256), 256, 0, st>>>(dptr<T>(y), dptr<const T>(x), dptr<const int32_t>(pos),
                                                              dptr<const float>(inv_freq), N, H, R, f, sign, add, R, 0,
                                                              R, 0);
   DS_CUDA_LAUNCH_CHECK("rope_kernel");
@@ -256,7 +254,7 @@ void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor i
   if (N == 0 || H == 0 || R == 0) return;
   dispatch_fb(out.dtype, "rope_cols_forward", [&](auto zero) {
     using T = decltype(zero);
-    rope_kernel<T><<<grid_for(N * (R / 2), 256), 256, 0, st>>>(dptr<T>(out), dptr<const T>(in),
+    rope_kernel<T><<<grid_for(N * H * (R / 2), 256), 256, 0, st>>>(dptr<T>(out), dptr<const T>(in),
                                                                dptr<const int32_t>(pos), dptr<const float>(inv_freq),
                                                                N, H, R, attn_factor, 1.0, false, in.dim(2), in_col,
                                                                out.dim(2), out_col);

@@ -67,6 +67,8 @@ class Model {
   // weights() (an optimizer step, a load), call sync_compute_weights(). The router biases are shared (f32).
   ModelWeights& compute_weights() { return cw_; }
   void sync_compute_weights();
+  // Parameter i's compute copy (bf16) in mixed precision; empty otherwise (the parameter itself is computed with).
+  Tensor compute_param(size_t i) const { return compute_ ? (*compute_)[i] : Tensor{}; }
   // The gradient arena mirrors the parameter arena (same names and order). Allocated on first use.
   void enable_grads();
   bool has_grads() const { return grads_ != nullptr; }

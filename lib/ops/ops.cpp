@@ -104,6 +104,12 @@ double sum_squares(const Context& ctx, Tensor t) {
   DS_DISPATCH(c, sum_squares(ctx, t));
 }
 
+std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts) {
+  Check c(ctx, "sum_squares_each");
+  for (const Tensor& t : ts) check_reducible(c, t);
+  DS_DISPATCH(c, sum_squares_each(ctx, ts));
+}
+
 bool all_finite(const Context& ctx, Tensor t) {
   Check c(ctx, "all_finite");
   check_reducible(c, t);
@@ -406,7 +412,8 @@ void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor 
 
 // ---- optimizer -----------------------------------------------------------------------------------------
 
-void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt) {
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
+                  Tensor compute) {
   Check c(ctx, "adamw_update");
   c.f("grad", grad).stat("param", param).stat("m", m).stat("v", v);
   const int64_t n = param.numel();
@@ -416,7 +423,13 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
   OP_CHECK(c, opt.step >= 1, "step is 1-based, got " + std::to_string(opt.step));
   OP_CHECK(c, opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
            "betas must lie in [0, 1), got " + std::to_string(opt.beta1) + ", " + std::to_string(opt.beta2));
-  DS_DISPATCH(c, adamw_update(ctx, param, grad, m, v, opt));
+  if (!compute.empty()) {
+    c.device("compute", compute);
+    OP_CHECK(c, compute.dtype == DType::bf16 || compute.dtype == param.dtype,
+             "compute " + desc(compute) + " must be bf16 or the param's dtype");
+    OP_CHECK(c, compute.numel() == n, "compute " + compute.shape_str() + " must match param " + param.shape_str());
+  }
+  DS_DISPATCH(c, adamw_update(ctx, param, grad, m, v, opt, compute));
 }
 
 // ---- token sampling (CUDA only) -------------------------------------------------------------------------------

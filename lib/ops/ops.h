@@ -12,6 +12,7 @@
 //     on the residual stream and where one activation feeds several branches.
 //   * An empty Tensor for an optional gradient output means "not needed" and skips that work.
 #include <cstdint>
+#include <vector>
 
 #include "tensor/context.h"
 #include "tensor/tensor.h"
@@ -33,6 +34,9 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
                Accum acc = Accum::overwrite);
 double sum(const Context& ctx, Tensor t);          // reduction to the host, in double
 double sum_squares(const Context& ctx, Tensor t);  // for the gradient norm
+// sum_squares of each tensor (the same values, in order) with one transfer to the host: the gradient norm over
+// ~200 tensors then waits for the GPU once instead of once per tensor.
+std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
 bool all_finite(const Context& ctx, Tensor t);     // no NaN/inf (f32/f64/bf16): skip a step on overflow
 
 // ---- embedding -----------------------------------------------------------------------------------------
@@ -209,8 +213,11 @@ struct AdamWOptions {
   int64_t step = 1;           // 1-based, for bias correction
   double grad_scale = 1.0;    // gradients are multiplied by this first (clipping, accumulation average)
 };
-// param, grad, m, v: same shape; param/m/v f32 (or f64 on CPU).
-void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
+// param, grad, m, v: same shape; param/m/v f32 (or f64 on CPU). compute (optional, same numel, bf16 or the
+// param's dtype) receives the updated parameter converted, as copy() would: the mixed-precision compute copy
+// refreshed in the same pass instead of another one over every parameter.
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
+                  Tensor compute = {});
 
 // ---- token sampling on the device (CUDA only; the CPU engine samples with lib/infer/sampler.h) ---------------
 // One token per row of logits [n, V] (f32 or bf16): params [n, 4] f64 rows (temperature, top_p, top_k, u) with u the

@@ -22,9 +22,11 @@ AdamW::AdamW(Model& model, const OptimizerOptions& opt)
 double AdamW::grad_norm(double grad_scale) const {
   const Context& ctx = model_.context();
   const Arena& g = model_.grad_arena();
-  double ss = 0;
+  std::vector<Tensor> ts;
   for (size_t i = 0; i < g.size(); ++i)
-    if (!is_buffer_name(g.name(i))) ss += sum_squares(ctx, g[i]);
+    if (!is_buffer_name(g.name(i))) ts.push_back(g[i]);
+  double ss = 0;
+  for (double s : sum_squares_each(ctx, ts)) ss += s;  // in tensor order, as before
   return std::sqrt(ss) * grad_scale;
 }
 
@@ -50,9 +52,8 @@ void AdamW::apply(int64_t step, double lr, double grad_scale, double norm) {
     o.weight_decay = is_decay_exempt(p[i]) ? 0.0 : opt_.weight_decay;
     o.step = step;
     o.grad_scale = scale;
-    adamw_update(ctx, p[i], g[i], m_[i], v_[i], o);
+    adamw_update(ctx, p[i], g[i], m_[i], v_[i], o, model_.compute_param(i));  // refreshes the bf16 copy too
   }
-  model_.sync_compute_weights();
 }
 
 void AdamW::save(const std::string& path) const {

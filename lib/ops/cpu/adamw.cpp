@@ -5,7 +5,8 @@
 
 namespace ds::cpu {
 
-void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt) {
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
+                  Tensor compute) {
   dispatch_float(param.dtype, "adamw_update", [&](auto zero) {
     using T = decltype(zero);
     T* pp = param.ptr<T>();
@@ -26,6 +27,7 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
       pp[i] = T(p - opt.lr * ((mi / c1) / (std::sqrt(vi / c2) + opt.eps) + opt.weight_decay * p));
     }
   });
+  if (!compute.empty()) cpu::copy(ctx, compute, param);
 }
 
 }  // namespace ds::cpu

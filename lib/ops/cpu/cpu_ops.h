@@ -6,6 +6,7 @@
 // per row or over fixed-size chunks summed in order (see kReduceChunk).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ops/ops.h"
 
@@ -40,6 +41,7 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
 double sum(const Context& ctx, Tensor t);
 bool all_finite(const Context& ctx, Tensor t);
 double sum_squares(const Context& ctx, Tensor t);
+std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
 
@@ -104,7 +106,8 @@ void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_l
                           Tensor kv_len, double scale);
 
 // adamw.cpp
-void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt);
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
+                  Tensor compute);
 
 // fused.cpp: the decode fusions, composed of the reference ops above (so their values are those ops' values)
 void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps);

@@ -164,6 +164,12 @@ double sum_squares(const Context& ctx, Tensor t) {
   return reduce_any(ctx, t, "sum_squares", [](double x) { return x * x; });
 }
 
+std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts) {
+  std::vector<double> r;
+  for (const Tensor& t : ts) r.push_back(cpu::sum_squares(ctx, t));
+  return r;
+}
+
 bool all_finite(const Context& ctx, Tensor t) {
   return std::isfinite(reduce_any(ctx, t, "all_finite", [](double x) { return std::isfinite(x) ? 0.0 : x; }));
 }
