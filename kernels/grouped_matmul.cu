@@ -3,10 +3,11 @@
 //
 // bf16 operands with 16-byte rows run pipelined tensor-core kernels: d_weight always, and forward / d_in with more
 // than 16 rows per expert on average (training), run the large-tile mma.sync kernel (big::grouped_gemm_big, below:
-// 128 x 256 tiles, 8 warps, 4 cp.async stages; 64 x 128 tiles below 128 rows per expert); forward / d_in at decode
-// run the skinny WMMA kernel (grouped_gemm_pipelined, pipe::Skinny). Everything else (f32, misaligned or odd-width
-// rows) runs one tiled kernel in three shapes (BM x BN output tiles, BK-deep k-steps through shared memory, 128
-// threads):
+// 128 x 256 tiles, 8 warps, 4 cp.async stages; 64 x 128 tiles below 128 rows per expert); the forward with at most
+// one row per expert on average (decode at batch <= E / top-k) runs a grouped GEMV (dec::grouped_gemv); forward
+// up to 16 rows per expert and d_in at decode run the skinny WMMA kernel (grouped_gemm_pipelined, pipe::Skinny).
+// Everything else (f32, misaligned or odd-width rows) runs one tiled kernel in three shapes (BM x BN output tiles,
+// BK-deep k-steps through shared memory, 128 threads):
 //   forward   out[r, :]  = in[r, :] · W_e^T     rows mode:   a tile's rows lie in one expert's row block
 //   d_in      d_in[r, :] = d_out[r, :] · W_e    rows mode
 //   d_weight  dW_e      += d_out_e^T · in_e      reduce mode: the k-loop runs over expert e's rows
@@ -16,7 +17,8 @@
 //
 // bf16: tensor cores (mma.sync m16n8k16 or WMMA 16x16x16, f32 accumulation), output rounded once. f32: CUDA
 // cores (FFMA, f32 accumulation; no TF32, so the error stays at f32 level like the CPU's sgemm). Deterministic:
-// every output element is reduced by one thread in a fixed order (no split-k, no atomics).
+// every output element is reduced by one thread in a fixed order (no split-k across blocks, no atomics; the decode
+// GEMV splits K over the 8 warps of a block and adds their partial sums in warp order).
 #include <cub/block/block_scan.cuh>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -628,10 +630,205 @@ using Mid = Cfg<64, 128, 32, 2, 2, 4, 2>;  // rows mode with < 128 rows per expe
 
 }  // namespace big
 
+// ---- bf16 forward at decode: a few rows per expert (grouped GEMV on tensor cores) ------------------------------
+// Taken by default up to one row per expert on average (kDecodeRowsPerExpert, with the measurements).
+// At decode the forward reads each active expert's whole W_e [N, K] for a handful of rows: the cost is the weight
+// stream, and what matters is how many bytes are in flight. The tiled kernels above give a 64-column slice of W_e
+// to one block that walks K in a latency-bound loop (batch 1: 4 experts x 8 blocks do all the work). This one:
+//   grid (ceil(N / (16 MT)), min(E, M)): block (x, y) takes 16 MT output columns of the y-th expert that has rows
+//     (found by a warp ballot over the offsets: no block is spent on an empty expert, M bounds the active ones).
+//   8 warps split K: per 1024-deep slice, warp w owns the 32-deep chunks w, w + 8, w + 16, w + 24 (all warps busy
+//     at K 512), and issues its 16-byte weight loads for all of them at once (8 MT loads of 16 bytes per thread,
+//     streamed past L1), before anything waits.
+//   The expert's rows (up to 32 per pass, zero-padded to 8) are staged in shared memory by cp.async meanwhile.
+//   Products on mma.sync m16n8k16 with the roles swapped: A = 16 weight rows (output columns) x 16 k, B = 16 k x
+//     8 input rows, so a row tile of 8 is the small dimension. The k order inside a 32-deep chunk is permuted
+//     (the same permutation on both operands, so the sum is unchanged): lane (g, t) holds physical k 8t .. 8t + 7
+//     of weight rows g and g + 8 and of input row g, which is one 16-byte load each; the first mma takes k 8t .. 8t
+//     + 3 as its logical (2t, 2t + 1, 2t + 8, 2t + 9), the second 8t + 4 .. 8t + 7.
+//   The 8 warps' partial sums go through shared memory and are added in warp order (fixed: deterministic, no
+//     atomics), one write per output (=|+=), stores along n.
+// Experts with more than 32 rows take several passes (the weights are re-read, from L2 mostly): correct for any
+// load, fast for the few rows of decode. Host guarantees (launch_pipelined): bf16, 16-byte aligned in and W,
+// K % 8 == 0 (so an 8-element group lies wholly inside or outside K).
+namespace dec {
+constexpr int kWarps = 8, kThreads = kWarps * 32;
+constexpr int kU = 4;                        // 32-deep k-chunks per warp per slice
+constexpr int kSlice = kWarps * kU * 32;     // k per slice (1024)
+constexpr int kPitch = kSlice + 32;          // staged row pitch in elements: 132 16-byte units = 4 mod 8, so the
+                                             // 8 rows x 4 lanes of a quarter warp's 16-byte reads hit distinct banks
+constexpr int kMaxRows = 32;                 // rows per pass: 4 tiles of 8
+constexpr size_t smem_bytes(int rows) { return size_t(rows) * kPitch * sizeof(__nv_bfloat16); }
+// The partial sums (kWarps x tiles x MT x 32 lanes x 4 f32) reuse the staging area: 4096 MT bytes per 8 rows.
+static_assert(kWarps * 4 * 4 * 128 <= 8 * kPitch * 2, "partials of MT <= 4 fit the staging area of 8 rows");
+
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {  // read once: no L1 allocation
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// The slot-th expert (in expert order) whose clamped row range is not empty; false if there are fewer. Every
+// lane of every warp computes the same answer.
+__device__ __forceinline__ bool active_expert(const GemmArgs& a, int64_t slot, int& e, int64_t& r0, int64_t& r1) {
+  const int lane = threadIdx.x & 31;
+  int64_t before = 0;
+  for (int e0 = 0; e0 < a.E; e0 += 32) {
+    int64_t q0 = 0, q1 = 0;
+    if (e0 + lane < a.E) expert_rows(a, e0 + lane, q0, q1);
+    const bool has = q1 > q0;
+    const unsigned mask = __ballot_sync(0xffffffffu, has);
+    const int cnt = __popc(mask);
+    if (slot < before + cnt) {  // uniform
+      const int want = int(slot - before);
+      const unsigned hit = __ballot_sync(0xffffffffu, has && __popc(mask & ((1u << lane) - 1u)) == want);
+      const int l = __ffs(int(hit)) - 1;
+      e = e0 + l;
+      r0 = __shfl_sync(0xffffffffu, q0, l);
+      r1 = __shfl_sync(0xffffffffu, q1, l);
+      return true;
+    }
+    before += cnt;
+  }
+  return false;
+}
+
+// MT: 16-column tiles per block. max_rows (8..32, a multiple of 8): rows per pass, which sizes the shared memory.
+// MT 1: 80 registers (a few bytes spilled, outside the k-loop), 3 blocks of 8 warps per SM (67.6 KB of shared
+// memory each at 32 rows); MT 2 (a benchmark variant): 166 registers, 1 block per SM.
+template <int MT, class TC>
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmArgs a, int max_rows) {
+  static_assert(MT >= 1 && MT <= 4, "column tiles per block");
+  using bf16 = __nv_bfloat16;
+  extern __shared__ __align__(128) unsigned char dec_smem[];
+  bf16* xs = reinterpret_cast<bf16*>(dec_smem);     // staged rows [max_rows][kPitch]
+  float* red = reinterpret_cast<float*>(dec_smem);  // then the partial sums [kWarps][tiles][MT][32][4]
+  const bf16* A = static_cast<const bf16*>(a.A);
+  TC* C = static_cast<TC*>(a.C);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t n0 = int64_t(blockIdx.x) * (16 * MT);
+  const int64_t slots = a.E < a.M ? int64_t(a.E) : a.M;
+  for (int64_t slot = blockIdx.y; slot < slots; slot += gridDim.y) {
+    int e;
+    int64_t r0, r1;
+    if (!active_expert(a, slot, e, r0, r1)) return;  // uniform; later slots are empty too
+    const bf16* We = static_cast<const bf16*>(a.B) + e * a.b_estride;
+    for (int64_t rc = r0; rc < r1; rc += max_rows) {
+      const int rows = int(r1 - rc < max_rows ? r1 - rc : max_rows);
+      const int nt = (rows + 7) >> 3;  // 8-row tiles this pass (1..4)
+      float acc[4][MT][4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) acc[j][mt][q] = 0.0f;
+
+      for (int64_t ks = 0; ks < a.Kd; ks += kSlice) {
+        const int kw = int(a.Kd - ks < kSlice ? a.Kd - ks : kSlice);  // a multiple of 8
+        // 1. This warp's weights for the slice, all loads in flight at once.
+        uint4 wr[kU][MT][2];
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          const int kl = (warp + kWarps * u) * 32 + 8 * t;
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int64_t n = n0 + 16 * mt + g + 8 * h;
+              wr[u][mt][h] = make_uint4(0u, 0u, 0u, 0u);
+              if (n < a.Nd && kl < kw) wr[u][mt][h] = ld_stream16(We + n * a.ldb_n + ks + kl);
+            }
+        }
+        // 2. The rows of this pass, k in [ks, ks + kw), into shared memory (rows past the expert zero-filled).
+        __syncthreads();  // the previous slice's (or pass's) readers of the shared memory are done
+        const int cpr = kw >> 3;
+        for (int c = threadIdx.x; c < nt * 8 * cpr; c += kThreads) {
+          const int r = c / cpr, kk = (c - r * cpr) * 8;
+          const bool ok = r < rows;
+          attn::cp_async16(xs + r * kPitch + kk, ok ? A + (rc + r) * a.lda_m + ks + kk : A, ok);
+        }
+        attn::cp_async_commit();
+        attn::cp_async_wait<0>();
+        __syncthreads();
+        // 3. Products: chunk u, row tile j, column tile mt; two k16 steps per chunk.
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          const int kc = (warp + kWarps * u) * 32;
+          if (kc < kw) {  // uniform over the warp
+            const int kl = kc + 8 * t;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              if (j < nt) {  // uniform
+                uint4 xb = make_uint4(0u, 0u, 0u, 0u);
+                if (kl < kw) xb = *reinterpret_cast<const uint4*>(xs + (8 * j + g) * kPitch + kl);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                  const uint4 lo = wr[u][mt][0], hi = wr[u][mt][1];
+                  const uint32_t f0[4] = {lo.x, hi.x, lo.y, hi.y}, f1[4] = {lo.z, hi.z, lo.w, hi.w};
+                  attn::mma_bf16(acc[j][mt], f0, xb.x, xb.y);
+                  attn::mma_bf16(acc[j][mt], f1, xb.z, xb.w);
+                }
+              }
+            }
+          }
+        }
+      }
+      // 4. Partial sums of the 8 warps, added in warp order. acc[j][mt][q]: output column 16 mt + g + 8 (q >> 1),
+      // row 8 j + 2 t + (q & 1) of this pass.
+      __syncthreads();  // all warps are done with the staged rows: the area takes the partials
+      const int per = nt * MT * 128;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          if (j < nt)
+            *reinterpret_cast<float4*>(red + warp * per + (j * MT + mt) * 128 + lane * 4) =
+                make_float4(acc[j][mt][0], acc[j][mt][1], acc[j][mt][2], acc[j][mt][3]);
+      __syncthreads();
+      for (int i = threadIdx.x; i < per; i += kThreads) {  // i = (tile j, row rr, column cc), columns fastest
+        const int cc = i % (16 * MT), rr = (i / (16 * MT)) & 7, j = i / (128 * MT);
+        const int mt = cc >> 4, m = cc & 15;
+        const int idx = (j * MT + mt) * 128 + ((m & 7) * 4 + (rr >> 1)) * 4 + (rr & 1) + 2 * (m >> 3);
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) v += red[w * per + idx];
+        const int64_t row = rc + 8 * j + rr, col = n0 + cc;
+        if (row < r1 && col < a.Nd) {
+          TC* c = C + row * a.ldc + col;
+          *c = from_f<TC>(a.accumulate ? to_f(*c) + v : v);
+        }
+      }
+      // The next pass's (or slot's) first barrier comes before its staging overwrites the partials.
+    }
+  }
+}
+}  // namespace dec
+
 // Which tiles the bf16 training-shape products use: 0 = the previous kernels (WMMA 64 x 64 for forward / d_in,
 // the synchronous tiled kernel for d_weight), 1 = 128 x 128, 2 = 128 x 256 (the default). Set only by the
 // benchmark (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run.
 int g_big_variant = 2;
+
+// The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
+// kDecodeRowsPerExpert * E, the host-side bound on the average rows per expert; pipe::Skinny up to 16 rows per
+// expert), 1 = the previous paths (pipe::Skinny up to 16 rows per expert), 2 / 3 = the grouped GEMV with 16 / 32
+// columns per block at any M. Set only by the benchmark and the parity test (grouped_matmul_bench_decode_variant).
+// The bound, measured on the H200 (ds-bench-grouped-gemm decode section, E32, us per launch, 32 back-to-back
+// launches on distinct weight copies; an empty kernel takes 6.0 us there, so the M 4 GEMV times are at that floor):
+//                         M 4 (4 experts)   M 32 (22)   M 128 (31)   M 256 (32)   M 512 (32)
+//   gate/up K1024 N512:  skinny   16.8          19.9        20.1         20.5         22.8
+//                        GEMV      6.4          15.8        20.5         23.8         26.4   (32 cols: 20.3 at M 256)
+//   down    K512 N1024:  skinny   10.4          15.4        15.9         18.3         20.8
+//                        GEMV      6.5          18.0        23.3         26.0         29.7
+// The GEMV's blocks carry 16-32 KB of weights each behind a fixed chain (offsets, loads, two barriers, reduction),
+// which pays at batch 1 (few blocks: all their loads go out at once) but not once every expert is active, where
+// the skinny kernel's longer-lived pipelined blocks stream better. At M = E the GEMV still wins on the layer (two
+// gate/up-shaped products, one down). So: at most one row per expert on average.
+int g_decode_variant = 0;
+constexpr int64_t kDecodeRowsPerExpert = 1;
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 // Two adjacent output elements (n even) can be stored as one word: even row stride, C aligned to two elements.
@@ -694,6 +891,23 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
   }
 }
 
+// The grouped GEMV (dec::grouped_gemv) with 16 MT columns per block: one pass per expert up to 32 rows.
+template <int MT>
+void launch_decode(const Context& ctx, const char* op, const Tensor& c_dtype, const GemmArgs& a) {
+  const int max_rows = int(std::min<int64_t>(dec::kMaxRows, (a.M + 7) / 8 * 8));
+  const int64_t slots = std::min<int64_t>(a.E, a.M);  // experts with rows, at most
+  const dim3 grid(unsigned((a.Nd + 16 * MT - 1) / (16 * MT)), unsigned(std::min<int64_t>(slots, 65535)), 1);
+  if (grid.x == 0 || grid.y == 0) return;
+  moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
+    using TC = decltype(zc);
+    auto* kernel = dec::grouped_gemv<MT, TC>;
+    static std::atomic<uint64_t> smem_set{0};  // the opt-in for the largest pass (32 rows), once per device
+    attn::allow_smem(kernel, dec::smem_bytes(dec::kMaxRows), smem_set);
+    kernel<<<grid, dec::kThreads, dec::smem_bytes(max_rows), moe::stream_of(ctx)>>>(a, max_rows);
+  });
+  moe::launched(op);
+}
+
 // The pipelined kernel when its alignment contract holds (bf16 operands); false leaves the work to launch().
 template <bool BKMAJOR>
 bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype, const Tensor& c_dtype, GemmArgs a) {
@@ -712,6 +926,13 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
     });
     moe::launched(op);
   };
+  // Forward at batch-1-like decode: the grouped GEMV (K % 8 == 0 and 16-byte aligned rows hold here; N is free).
+  const bool decode = g_decode_variant >= 2 || (g_decode_variant == 0 && a.M <= kDecodeRowsPerExpert * int64_t(a.E));
+  if (BKMAJOR && decode) {
+    if (g_decode_variant == 3) launch_decode<2>(ctx, op, c_dtype, a);
+    else launch_decode<1>(ctx, op, c_dtype, a);
+    return true;
+  }
   if (skinny) go(pipe::Skinny{});
   else if (g_big_variant == 0) go(pipe::Wide{});
   else launch_big_variant<true, BKMAJOR, false>(ctx, op, c_dtype, a);
@@ -724,6 +945,14 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
   if (variant >= 0 && variant <= 2) g_big_variant = variant;
+  return prev;
+}
+
+// Benchmark hook for the decode path (see g_decode_variant): sets it when 0 <= variant <= 3 and returns the
+// previous one. Not thread-safe: only for a single-threaded benchmark.
+int grouped_matmul_bench_decode_variant(int variant) {
+  const int prev = g_decode_variant;
+  if (variant >= 0 && variant <= 3) g_decode_variant = variant;
   return prev;
 }
 

@@ -2,7 +2,8 @@
 // shapes, next to a dense bf16 GEMM of the same FLOPs through our own cuBLASLt path (matmul_forward /
 // matmul_backward), the ceiling to compare with.
 //
-//   ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default]
+//   ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default] [--section all|train|decode]
+//                         [--decode-samples N]
 //
 // Shapes: E = 32 experts, M = 65,536 permuted rows (16 x 1024 tokens x top-4), gate/up K 1024 -> N 512 and down
 // K 512 -> N 1024; loads uniform (M / E rows each) and skewed (one expert 25 % of the rows, two experts none, the
@@ -10,7 +11,8 @@
 // d_out_e^T · in_e (f32 master gradient). Each time is the median of --reps launches (CUDA events, after 3 warm-up
 // launches); TFLOP/s counts 2 M K N per launch. "variants all" also times the previous kernels (variant 0) and the
 // other tile configurations of the large-tile kernel, and checks each against variant 0 (max |diff| / max |ref|).
-// Needs a CUDA GPU; not run by `make test`.
+// The decode section (first; see decode_section) times the forward at decode shapes, M = 4 .. 1024, for the
+// previous skinny kernel and the grouped GEMV. Needs a CUDA GPU; not run by `make test`.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -27,6 +29,7 @@
 
 namespace ds::cuda {
 int grouped_matmul_bench_variant(int variant);  // kernels/grouped_matmul.cu (benchmark hook, returns the previous)
+int grouped_matmul_bench_decode_variant(int variant);  // the same for the decode path (0 default, 1 old, 2, 3)
 }
 
 namespace {
@@ -140,19 +143,159 @@ double norm_diff(const std::vector<float>& got, const std::vector<float>& ref) {
   return md / std::max(mr, 1e-30);
 }
 
+__global__ void empty_kernel() {}
+
+// The decode section: the bf16 forward (bf16 out) at batch-1 and batch-64 decode shapes (M = 4 x tokens permuted
+// rows, each token on 4 distinct random experts of 32) for the previous path (variant 1: the skinny WMMA kernel
+// up to 16 rows per expert on average) and the grouped GEMV (variants 2, 3: 16 / 32 columns per block, forced;
+// variant 0, the default, is 2 up to 1 row per expert on average and the previous path above). Each sample times 32 back-to-back launches
+// (CUDA events), each on a different copy of the weights (32 copies of 32 MB: they come from HBM, as in a decode
+// step); "us" is the median over the samples of the time per launch, GB/s counts the weights read (active experts
+// x N x K x 2 bytes). "warm" repeats one copy (L2-resident where it fits). "check": max |diff| / max |out| against
+// variant 1; "det": the default run twice, bitwise equal.
+void decode_section(int samples) {
+  ds::Context ctx;
+  ctx.device = ds::Device{ds::DeviceKind::cuda, 0};
+  cudaStream_t st = nullptr;
+  const int64_t E = 32, copies = 32, elems = E * 512 * 1024;  // both shapes hold E x 512 x 1024 weights
+  DevBuf pool(size_t(copies * elems) * 2);
+  fill(pool, 11, 1.0f / 32.0f);
+  // The launch floor: an empty kernel, timed the same way.
+  float floor_us = 0;
+  {
+    std::vector<float> t;
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int s = 0; s < samples; ++s) {
+      CK(cudaEventRecord(a, st));
+      for (int i = 0; i < copies; ++i) empty_kernel<<<1, 32, 0, st>>>();
+      CK(cudaEventRecord(b, st));
+      CK(cudaEventSynchronize(b));
+      float ms = 0;
+      CK(cudaEventElapsedTime(&ms, a, b));
+      t.push_back(ms * 1e3f / float(copies));
+    }
+    std::sort(t.begin(), t.end());
+    floor_us = t[t.size() / 2];
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+  }
+  std::printf("\n== decode: bf16 forward, E %lld, bf16 out; median of %d samples of %lld launches (each on its own "
+              "weight copy); empty-kernel floor %.2f us per launch\n",
+              (long long)E, samples, (long long)copies, floor_us);
+  std::printf("   %-20s %5s %6s %-26s %9s %9s %9s %9s %9s %5s\n", "shape", "M", "active", "variant", "us", "GB/s",
+              "warm us", "warm GB/s", "check", "det");
+  struct Shape {
+    const char* name;
+    int64_t K, N;
+  };
+  const char* vname[4] = {"default", "old (skinny / tiled)", "gemv 16 cols/block", "gemv 32 cols/block"};
+  const int prev = ds::cuda::grouped_matmul_bench_decode_variant(-1);
+  for (const Shape sh : {Shape{"gate/up K1024->N512", 1024, 512}, Shape{"down K512->N1024", 512, 1024}}) {
+    const int64_t K = sh.K, N = sh.N;
+    for (const int64_t M : {int64_t(4), int64_t(32), int64_t(128), int64_t(256), int64_t(512), int64_t(1024)}) {
+      // Routing: M / 4 tokens, each on 4 distinct experts.
+      std::mt19937_64 rng(uint64_t(M) * 131 + 7);
+      std::vector<int64_t> cnt(size_t(E), 0);
+      std::vector<int> perm(static_cast<size_t>(E));
+      for (int64_t tkn = 0; tkn < M / 4; ++tkn) {
+        for (int e = 0; e < E; ++e) perm[size_t(e)] = e;
+        std::shuffle(perm.begin(), perm.end(), rng);
+        for (int k = 0; k < 4; ++k) ++cnt[size_t(perm[size_t(k)])];
+      }
+      std::vector<int64_t> h_off(size_t(E + 1), 0);
+      int64_t active = 0, mx = 0;
+      for (int64_t e = 0; e < E; ++e) {
+        h_off[size_t(e + 1)] = h_off[size_t(e)] + cnt[size_t(e)];
+        active += cnt[size_t(e)] > 0;
+        mx = std::max(mx, cnt[size_t(e)]);
+      }
+      DevBuf in(size_t(M * K) * 2), out(size_t(M * N) * 2), off(size_t(E + 1) * 8);
+      fill(in, 12, 1.0f);
+      CK(cudaMemcpy(off.p, h_off.data(), h_off.size() * 8, cudaMemcpyHostToDevice));
+      const ds::Tensor t_in = tensor(in, ds::DType::bf16, {M, K}), t_out = tensor(out, ds::DType::bf16, {M, N}),
+                       t_off = tensor(off, ds::DType::i64, {E + 1});
+      auto weights = [&](int64_t c) {
+        return ds::Tensor(static_cast<char*>(pool.p) + size_t(c * elems) * 2, ds::DType::bf16, {E, N, K},
+                          ds::Device{ds::DeviceKind::cuda, 0});
+      };
+      const double bytes = double(active) * double(N) * double(K) * 2.0;
+      std::vector<float> ref;
+      for (const int v : {1, 2, 3, 0}) {
+        ds::cuda::grouped_matmul_bench_decode_variant(v);
+        auto launch = [&](int64_t c) {
+          ds::cuda::grouped_matmul_forward(ctx, t_out, t_in, weights(c), t_off, ds::Accum::overwrite);
+        };
+        CK(cudaMemset(out.p, 0, out.bytes));
+        launch(0);
+        CK(cudaDeviceSynchronize());
+        std::vector<float> got = to_host_f32(out, true);
+        std::string check = "-", det = "-";
+        if (v == 1) ref = got;
+        else {
+          char b[32];
+          std::snprintf(b, sizeof b, "%.1e", norm_diff(got, ref));
+          check = b;
+        }
+        if (v == 0) {  // bitwise determinism of the default
+          std::vector<uint16_t> r1(static_cast<size_t>(M * N)), r2(static_cast<size_t>(M * N));
+          CK(cudaMemcpy(r1.data(), out.p, out.bytes, cudaMemcpyDeviceToHost));
+          launch(0);
+          CK(cudaDeviceSynchronize());
+          CK(cudaMemcpy(r2.data(), out.p, out.bytes, cudaMemcpyDeviceToHost));
+          det = r1 == r2 ? "yes" : "NO";
+        }
+        cudaEvent_t ea, eb;
+        CK(cudaEventCreate(&ea));
+        CK(cudaEventCreate(&eb));
+        auto median_us = [&](bool rotate) {
+          for (int64_t c = 0; c < copies; ++c) launch(rotate ? c : 0);  // warm-up
+          std::vector<float> t;
+          for (int s = 0; s < samples; ++s) {
+            CK(cudaEventRecord(ea, st));
+            for (int64_t c = 0; c < copies; ++c) launch(rotate ? c : 0);
+            CK(cudaEventRecord(eb, st));
+            CK(cudaEventSynchronize(eb));
+            float ms = 0;
+            CK(cudaEventElapsedTime(&ms, ea, eb));
+            t.push_back(ms * 1e3f / float(copies));
+          }
+          std::sort(t.begin(), t.end());
+          return t[t.size() / 2];
+        };
+        const float cold = median_us(true), warm = median_us(false);
+        CK(cudaEventDestroy(ea));
+        CK(cudaEventDestroy(eb));
+        std::printf("   %-20s %5lld %3lld/%-2lld %-26s %9.2f %9.0f %9.2f %9.0f %9s %5s\n", sh.name, (long long)M,
+                    (long long)active, (long long)mx, vname[v], cold, bytes / (cold * 1e3), warm,
+                    bytes / (warm * 1e3), check.c_str(), det.c_str());
+      }
+    }
+  }
+  ds::cuda::grouped_matmul_bench_decode_variant(prev);
+  std::printf("   (active/max: experts with rows / most rows on one expert; the default takes the grouped GEMV up to "
+              "M = E = 32)\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int reps = 15;
   int64_t M = 65536;
   bool all = true;
+  std::string section = "all";
+  int dec_samples = 60;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--rows" && i + 1 < argc) M = std::max<int64_t>(1, std::atoll(argv[++i]));
     else if (a == "--variants" && i + 1 < argc) all = std::string(argv[++i]) == "all";
+    else if (a == "--section" && i + 1 < argc) section = argv[++i];
+    else if (a == "--decode-samples" && i + 1 < argc) dec_samples = std::max(1, std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default]\n");
+      std::fprintf(stderr, "usage: ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default] "
+                           "[--section all|train|decode] [--decode-samples N]\n");
       return 2;
     }
   }
@@ -167,6 +310,8 @@ int main(int argc, char** argv) {
   ds::cuda::grouped_matmul_bench_variant(def_variant);
   std::printf("== ds-bench-grouped-gemm on %s (%d SMs), E 32, M %lld, median of %d, default variant %d\n", prop.name,
               prop.multiProcessorCount, (long long)M, reps, def_variant);
+  if (section == "all" || section == "decode") decode_section(dec_samples);
+  if (section == "decode") return 0;
   const char* vname[] = {"old (WMMA 64x64 / sync d_weight)", "128x128x32 s4", "128x256x32 s4"};
   std::vector<int> variants = {def_variant};
   if (all) variants = {0, 1, 2};

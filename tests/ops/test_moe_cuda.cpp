@@ -296,6 +296,7 @@ struct GemmCase {
   size_t misalign;          // bytes the input view is shifted off 16-byte alignment (scalar-load path)
   bool empty = false;       // experts 0, E - 1 (and E / 3) get no rows (random_offsets)
   bool bf16_only = false;   // skip the f32 mode (training-sized cases: the f64 reference is the slow part)
+  bool one = false;         // every row on expert E / 2 (the others get none)
 };
 
 std::vector<int64_t> random_offsets(int64_t E, int64_t M, uint64_t seed, bool skew, bool empty = false) {
@@ -316,7 +317,9 @@ std::vector<int64_t> random_offsets(int64_t E, int64_t M, uint64_t seed, bool sk
 }
 
 void grouped_case(const GemmCase& g, uint64_t seed) {
-  const std::vector<int64_t> off = random_offsets(g.E, g.M, seed, g.skew, g.empty);
+  std::vector<int64_t> off = random_offsets(g.E, g.M, seed, g.skew, g.empty);
+  if (g.one)
+    for (int64_t e = 0; e <= g.E; ++e) off[size_t(e)] = e <= g.E / 2 ? 0 : g.M;
   REQUIRE(off.back() == g.M);
   const Twin offsets = twin_i64({g.E + 1}, off);
   struct Mode {
@@ -339,6 +342,16 @@ void grouped_case(const GemmCase& g, uint64_t seed) {
     Twin out2 = twin(md.out, randn({g.M, g.N}, seed + 3));
     run_both([&](const Context& c, Pick p) { grouped_matmul_forward(c, p(out2), p(in), p(w), p(offsets), Accum::add); });
     expect_close("grouped_matmul_forward add " + tag, out2, tol, why);
+    {  // deterministic: a second device run gives the same bits
+      Twin again = twin_out(md.out, {g.M, g.N});
+      grouped_matmul_forward(cuda_ctx(), again.dev.t, in.dev.t, w.dev.t, offsets.dev.t);
+      device_sync();
+      const std::vector<double> a1 = out.dev.values(), a2 = again.dev.values();
+      int64_t diff = 0;
+      for (size_t i = 0; i < a1.size(); ++i) diff += std::memcmp(&a1[i], &a2[i], sizeof(double)) != 0;
+      INFO("grouped_matmul_forward " << tag << ": " << diff << " outputs differ between two runs");
+      CHECK(diff == 0);
+    }
 
     Twin d_out = twin(md.in, randn({g.M, g.N}, seed + 4));
     Twin d_in = twin_out(md.out, {g.M, g.K});
@@ -366,8 +379,9 @@ TEST_CASE("grouped_matmul parity", "[moe][grouped_matmul]") {
   grouped_case({"E32 M333 K129 N65 skewed (odd sizes)", 32, 333, 129, 65, true, 0}, 5100);
   grouped_case({"E16 M200 K96 N40 misaligned input", 16, 200, 96, 40, false, 4}, 5200);
   grouped_case({"E4 M5 K16 N8 (fewer rows than experts' tiles)", 4, 5, 16, 8, false, 0}, 5300);
-  // bf16 with 16-byte rows takes the pipelined kernel: skinny 16 x 64 tiles when experts average <= 16 rows
-  // (decode), wide 64 x 64 otherwise; K and N off the tiles exercise the zero-filled chunks.
+  // bf16 with 16-byte rows takes the pipelined kernels: skinny 16 x 64 tiles when experts average <= 16 rows
+  // (decode; the forward takes the grouped GEMV up to 1 row per expert), wide 64 x 64 otherwise; K and N off the
+  // tiles exercise the zero-filled chunks.
   grouped_case({"E32 M256 K1024 N512 (decode at batch 64: skinny tiles)", 32, 256, 1024, 512, false, 0}, 5310);
   grouped_case({"E32 M4 K1024 N512 (decode at batch 1)", 32, 4, 1024, 512, false, 0}, 5320);
   grouped_case({"E16 M40 K200 N72 skewed (skinny tiles, K and N tails)", 16, 40, 200, 72, true, 0}, 5325);
@@ -381,8 +395,37 @@ TEST_CASE("grouped_matmul parity", "[moe][grouped_matmul]") {
   grouped_case({"E3 M777 K1032 N24 empty experts (large tiles, deep K)", 3, 777, 1032, 24, false, 0, true}, 5360);
   grouped_case({"E4 M600 K64 N57 (large tiles forward, odd N: scalar stores)", 4, 600, 64, 57, true, 0}, 5370);
   grouped_case({"E5 M700 K40 N16 empty experts (one k-step, narrow N)", 5, 700, 40, 16, true, 0, true}, 5380);
+  // The bench model's decode shapes at batch 1 (the forward on the grouped GEMV) and 64 (skinny tiles); the GEMV
+  // by default (<= 1 row per expert) with experts without rows, N not a multiple of its 16-column tile, K not a
+  // multiple of its 32-deep chunks, one 8-deep k group. More GEMV cases in the next TEST_CASE.
+  grouped_case({"E32 M4 K512 N1024 (decode at batch 1, down)", 32, 4, 512, 1024, false, 0}, 5600);
+  grouped_case({"E32 M256 K512 N1024 (decode at batch 64, down)", 32, 256, 512, 1024, false, 0, false, true}, 5610);
+  grouped_case({"E32 M24 K136 N24 skewed, empty experts (GEMV, N < tile)", 32, 24, 136, 24, true, 0, true}, 5620);
+  grouped_case({"E4 M3 K8 N8 (GEMV, one 8-deep k group)", 4, 3, 8, 8, false, 0}, 5650);
   // 64-row tiles of the large-tile kernel (16 < rows per expert < 128).
   grouped_case({"E16 M1200 K256 N264 empty experts (64-row tiles)", 16, 1200, 256, 264, true, 0, true}, 5390);
+}
+
+namespace ds::cuda {
+int grouped_matmul_bench_decode_variant(int variant);  // kernels/grouped_matmul.cu: 0 default, 2 / 3 GEMV forced
+}
+
+TEST_CASE("grouped_matmul parity, decode GEMV at any rows per expert", "[moe][grouped_matmul]") {
+  // The grouped GEMV forced at any M (variant 2: the default kernel, 16 columns per block; variant 3: 32), past
+  // its default bound of 1 row per expert: all rows on one expert (several 32-row passes), experts without rows,
+  // N not a multiple of the column tile, K over one 1024-deep slice, a skewed load with 150+ rows per expert.
+  struct Restore {
+    int prev = ds::cuda::grouped_matmul_bench_decode_variant(2);
+    ~Restore() { ds::cuda::grouped_matmul_bench_decode_variant(prev); }
+  } restore;
+  grouped_case({"E32 M100 K256 N80 all rows on one expert (GEMV)", 32, 100, 256, 80, false, 0, false, true, true}, 5630);
+  grouped_case({"E16 M37 K136 N24 skewed, empty experts (GEMV)", 16, 37, 136, 24, true, 0, true, true}, 5640);
+  grouped_case({"E8 M70 K2056 N40 empty experts (GEMV, 3 k-slices)", 8, 70, 2056, 40, true, 0, true, true}, 5660);
+  grouped_case({"E4 M600 K64 N57 skewed (GEMV)", 4, 600, 64, 57, true, 0, false, true}, 5730);
+  ds::cuda::grouped_matmul_bench_decode_variant(3);
+  grouped_case({"E32 M256 K512 N136 (GEMV 32 cols)", 32, 256, 512, 136, false, 0, false, true}, 5700);
+  grouped_case({"E16 M37 K136 N24 empty experts (GEMV 32 cols, N < tile)", 16, 37, 136, 24, true, 0, true}, 5710);
+  grouped_case({"E32 M100 K256 N80 one expert (GEMV 32 cols)", 32, 100, 256, 80, false, 0, false, true, true}, 5720);
 }
 
 TEST_CASE("grouped_matmul parity, DeepSeek-V3 expert count", "[moe][grouped_matmul][big]") {
