@@ -211,9 +211,194 @@ __global__ void __launch_bounds__(kMmaThreads) attn_fwd_mma(AttnArgs<bf16_t> a) 
   }
 }
 
+// ---- forward, wide tiles (FlashAttention-2 layout) -------------------------------------------------------
+// 128 query rows per block, 4 warps of 32 rows (two m16 tiles each): every K / V fragment read from shared memory
+// feeds two MMAs (0.33 ldmatrix per MMA instead of 0.5), and each warp has two independent softmax chains. Q is
+// re-read from shared memory per key tile (keeping it in registers for 32 rows would cost 48+ registers).
+// The softmax scale is folded into the exponent (p = 2^(s * scale_log2 - m), one FFMA + ex2 per score; needs
+// scale > 0, which the dispatcher checks). A warp skips the compute of a key tile that lies wholly above its rows
+// (causal) or whose rows are all past T; it still takes part in the block's barriers.
+constexpr int kFwdWideBQ = 128, kFwdWideBK = 64;
+
+template <int DQK, int DV> struct FwdWide {
+  static constexpr int PQ = DQK + 8, PV = DV + 8;
+  static constexpr size_t smem = size_t(kFwdWideBQ * PQ + 2 * kFwdWideBK * PQ + 2 * kFwdWideBK * PV) * 2;
+};
+
+// 2^x with flush-to-zero (x = -inf -> 0); the same ex2.approx exp2f uses, without the subnormal fix-up.
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// load_tile_async for use inside a key loop: the thread index goes through an empty asm so that the compiler
+// recomputes the per-chunk offsets at each call instead of hoisting them out of the loop into ~40 live registers.
+template <int ROWS, int D, int P, int THREADS>
+__device__ __forceinline__ void load_tile_async_lean(bf16_t* s, const bf16_t* g, int64_t gstride, int valid,
+                                                     int tid) {
+  asm volatile("" : "+r"(tid));
+  load_tile_async<ROWS, D, P, THREADS>(s, g, gstride, valid, tid);
+}
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kMmaThreads, 3) attn_fwd_mma_wide(AttnArgs<bf16_t> a) {
+  constexpr int BQ = kFwdWideBQ, BK = kFwdWideBK, PQ = FwdWide<DQK, DV>::PQ, PV = FwdWide<DQK, DV>::PV;
+  constexpr int MT = 2;  // m16 tiles per warp
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16_t* Qs = reinterpret_cast<bf16_t*>(smem_raw);  // [BQ][PQ]
+  bf16_t* Ks = Qs + BQ * PQ;                          // [2][BK][PQ]
+  bf16_t* Vs = Ks + 2 * BK * PQ;                      // [2][BK][PV]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const bf16_t* qb = a.q + (int64_t(b) * T * H + h) * DQK;
+  const bf16_t* kb = a.k + (int64_t(b) * T * H + h) * DQK;
+  const bf16_t* vb = a.v + (int64_t(b) * T * H + h) * DV;
+  const int n_kv = min(T - 1, q0 + BQ - 1) / BK + 1;  // key tiles holding a key <= the block's last valid row
+
+  load_tile_async<BQ, DQK, PQ, kMmaThreads>(Qs, qb + int64_t(q0) * sq, sq, T - q0, tid);
+  load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb, sq, T, tid);
+  load_tile_async<BK, DV, PV, kMmaThreads>(Vs, vb, sv, T, tid);
+  cp_async_commit();
+
+  float o[MT][DV / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < DV / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+  float m[MT][2], l[MT][2];  // m: running max in log2 units (scaled)
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
+  const int wrow0 = q0 + warp * 32;  // this warp's rows: wrow0 .. wrow0 + 31; m-tile mt: wrow0 + 16 mt + {g, g + 8}
+  const float sl = a.scale_log2;
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_kv) {
+      const int k1 = (j + 1) * BK;
+      load_tile_async_lean<BK, DQK, PQ, kMmaThreads>(Ks + (buf ^ 1) * BK * PQ, kb + int64_t(k1) * sq, sq, T - k1,
+                                                     tid);
+      load_tile_async_lean<BK, DV, PV, kMmaThreads>(Vs + (buf ^ 1) * BK * PV, vb + int64_t(k1) * sv, sv, T - k1,
+                                                    tid);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const int k0 = j * BK;
+    if (k0 <= wrow0 + 31 && wrow0 < T) {  // else every score of this warp's rows in this tile is masked
+      const bf16_t* Kt = Ks + buf * BK * PQ;
+      const bf16_t* Vt = Vs + buf * BK * PV;
+
+      float s[MT][BK / 8][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < BK / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < DQK / 16; ++kk) {
+        uint32_t qf[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) ldsm_x4(qf[mt], lds_a(Qs, PQ, warp * 32 + mt * 16, kk * 16, lane));
+#pragma unroll
+        for (int np = 0; np < BK / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4(bf, lds_b_nk(Kt, PQ, np * 16, kk * 16, lane));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma_bf16(s[mt][2 * np], qf[mt], bf[0], bf[1]);
+            mma_bf16(s[mt][2 * np + 1], qf[mt], bf[2], bf[3]);
+          }
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int rfirst = wrow0 + mt * 16;
+        if ((k0 + BK - 1 > rfirst) || (k0 + BK > T)) {  // the diagonal or the key tail: mask (raw units)
+#pragma unroll
+          for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int col = k0 + nt * 8 + 2 * t4 + (e & 1), row = rfirst + g + (e >> 1) * 8;
+              if (col > row || col >= T) s[mt][nt][e] = -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          float mx = -INFINITY;
+#pragma unroll
+          for (int nt = 0; nt < BK / 8; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * i], s[mt][nt][2 * i + 1]));
+          mx = quad_max(mx) * sl;  // scale > 0: max commutes with the scaling; -inf stays -inf
+          const float m_new = fmaxf(m[mt][i], mx), ms = safe_max(m_new);
+          const float alpha = ex2_ftz(m[mt][i] - ms);
+          m[mt][i] = m_new;
+          float sum = 0.f;
+#pragma unroll
+          for (int nt = 0; nt < BK / 8; ++nt) {
+            s[mt][nt][2 * i] = ex2_ftz(fmaf(s[mt][nt][2 * i], sl, -ms));
+            s[mt][nt][2 * i + 1] = ex2_ftz(fmaf(s[mt][nt][2 * i + 1], sl, -ms));
+            sum += s[mt][nt][2 * i] + s[mt][nt][2 * i + 1];
+          }
+          l[mt][i] = l[mt][i] * alpha + sum;
+#pragma unroll
+          for (int nt = 0; nt < DV / 8; ++nt) {
+            o[mt][nt][2 * i] *= alpha;
+            o[mt][nt][2 * i + 1] *= alpha;
+          }
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; ++kk) {
+        uint32_t pa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          pa[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int np = 0; np < DV / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4_t(bf, lds_b_kn(Vt, PV, kk * 16, np * 16, lane));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma_bf16(o[mt][2 * np], pa[mt], bf[0], bf[1]);
+            mma_bf16(o[mt][2 * np + 1], pa[mt], bf[2], bf[3]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
+  }
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float li = quad_sum(l[mt][i]);
+      const int row = wrow0 + mt * 16 + g + i * 8;
+      if (row >= T) continue;
+      const float inv = 1.f / li;
+      bf16_t* orow = a.out + (int64_t(b) * T + row) * sv + int64_t(h) * DV;
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(orow + nt * 8 + 2 * t4) =
+            pack_bf16(o[mt][nt][2 * i] * inv, o[mt][nt][2 * i + 1] * inv);
+      if (a.lse_out && t4 == 0) a.lse_out[(int64_t(b) * H + h) * T + row] = (m[mt][i] + log2f(li)) * kLn2;
+    }
+}
+
+// Blocks per SM the backward kernels are compiled for (register cap 65536 / (128 * n)): 4 (128 registers) for the
+// bench model's 96/64 (shared memory allows 4 there), else no cap.
+template <int DQK, int DV> constexpr int bwd_min_blocks() { return DQK == 96 && DV == 64 ? 4 : 1; }
+
 // dK, dV for one tile of 64 keys: loops over the query tiles at or after it (causal).
 template <int DQK, int DV>
-__global__ void __launch_bounds__(kMmaThreads) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
+__global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
   using C = Mma<DQK, DV>;
   constexpr int BK = C::KV_BK, BQ = C::KV_BQ, PQ = C::PQ, PV = C::PV;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -237,9 +422,9 @@ __global__ void __launch_bounds__(kMmaThreads) attn_bwd_dkdv_mma(AttnArgs<bf16_t
 
   auto load_q = [&](int i, int buf) {
     const int q0 = (qt0 + i) * BQ;
-    load_tile_async<BQ, DQK, PQ, kMmaThreads>(Qs + buf * BQ * PQ, qb + int64_t(q0) * sq, sq, T - q0, tid);
-    load_tile_async<BQ, DV, PV, kMmaThreads>(dOs + buf * BQ * PV, dob + int64_t(q0) * sv, sv, T - q0, tid);
-    load_tile_async<BQ, DV, PV, kMmaThreads>(Os + buf * BQ * PV, ob + int64_t(q0) * sv, sv, T - q0, tid);
+    load_tile_async_lean<BQ, DQK, PQ, kMmaThreads>(Qs + buf * BQ * PQ, qb + int64_t(q0) * sq, sq, T - q0, tid);
+    load_tile_async_lean<BQ, DV, PV, kMmaThreads>(dOs + buf * BQ * PV, dob + int64_t(q0) * sv, sv, T - q0, tid);
+    load_tile_async_lean<BQ, DV, PV, kMmaThreads>(Os + buf * BQ * PV, ob + int64_t(q0) * sv, sv, T - q0, tid);
     if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
   };
   load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb + int64_t(k0) * sq, sq, T - k0, tid);
@@ -278,77 +463,88 @@ __global__ void __launch_bounds__(kMmaThreads) attn_bwd_dkdv_mma(AttnArgs<bf16_t
     }
     __syncthreads();
     const int q0 = (qt0 + i) * BQ;
-
-    // S^T = K_w Q^T  [16 keys][BQ queries]
-    float st[BQ / 8][4];
+    const int wkey0 = k0 + warp * 16;  // this warp's keys: wkey0 .. wkey0 + 15
+    // Skip when every key of this warp comes after every query of the tile (P = 0) or lies past T (not written).
+    if (wkey0 <= q0 + BQ - 1 && wkey0 < T) {
+      // S^T = K_w Q^T  [16 keys][BQ queries]
+      float st[BQ / 8][4];
 #pragma unroll
-    for (int x = 0; x < BQ / 8; ++x) st[x][0] = st[x][1] = st[x][2] = st[x][3] = 0.f;
+      for (int x = 0; x < BQ / 8; ++x) st[x][0] = st[x][1] = st[x][2] = st[x][3] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < DQK / 16; ++kk) {
-      uint32_t af[4];
-      ldsm_x4(af, lds_a(Ks, PQ, warp * 16, kk * 16, lane));
+      for (int kk = 0; kk < DQK / 16; ++kk) {
+        uint32_t af[4];
+        ldsm_x4(af, lds_a(Ks, PQ, warp * 16, kk * 16, lane));
 #pragma unroll
-      for (int np = 0; np < BQ / 16; ++np) {
-        uint32_t bf[4];
-        ldsm_x4(bf, lds_b_nk(Qt, PQ, np * 16, kk * 16, lane));
-        mma_bf16(st[2 * np], af, bf[0], bf[1]);
-        mma_bf16(st[2 * np + 1], af, bf[2], bf[3]);
+        for (int np = 0; np < BQ / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4(bf, lds_b_nk(Qt, PQ, np * 16, kk * 16, lane));
+          mma_bf16(st[2 * np], af, bf[0], bf[1]);
+          mma_bf16(st[2 * np + 1], af, bf[2], bf[3]);
+        }
       }
-    }
-    // P^T = exp(scale S^T - lse[q]), 0 where masked
+      // P^T = exp(scale S^T - lse[q]), 0 where masked (the diagonal, or queries past T)
+      if (wkey0 + 15 > q0 || q0 + BQ > T) {
 #pragma unroll
-    for (int nt = 0; nt < BQ / 8; ++nt)
+        for (int nt = 0; nt < BQ / 8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int ql = nt * 8 + 2 * t4 + (e & 1), key = key0 + (e >> 1) * 8, qg = q0 + ql;
-        st[nt][e] = (key > qg || qg >= T) ? 0.f : exp2f(st[nt][e] * a.scale_log2 - lse_t[ql]);
+          for (int e = 0; e < 4; ++e) {
+            const int ql = nt * 8 + 2 * t4 + (e & 1), key = key0 + (e >> 1) * 8, qg = q0 + ql;
+            st[nt][e] = (key > qg || qg >= T) ? 0.f : ex2_ftz(fmaf(st[nt][e], a.scale_log2, -lse_t[ql]));
+          }
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            st[nt][e] = ex2_ftz(fmaf(st[nt][e], a.scale_log2, -lse_t[nt * 8 + 2 * t4 + (e & 1)]));
       }
-    // dV += P^T dO
+      // dV += P^T dO
 #pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk) {
-      const uint32_t pa[4] = {pack_bf16(st[2 * kk][0], st[2 * kk][1]), pack_bf16(st[2 * kk][2], st[2 * kk][3]),
-                              pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-                              pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+      for (int kk = 0; kk < BQ / 16; ++kk) {
+        const uint32_t pa[4] = {pack_bf16(st[2 * kk][0], st[2 * kk][1]), pack_bf16(st[2 * kk][2], st[2 * kk][3]),
+                                pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                                pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
 #pragma unroll
-      for (int np = 0; np < DV / 16; ++np) {
-        uint32_t bf[4];
-        ldsm_x4_t(bf, lds_b_kn(dOt, PV, kk * 16, np * 16, lane));
-        mma_bf16(dv[2 * np], pa, bf[0], bf[1]);
-        mma_bf16(dv[2 * np + 1], pa, bf[2], bf[3]);
+        for (int np = 0; np < DV / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4_t(bf, lds_b_kn(dOt, PV, kk * 16, np * 16, lane));
+          mma_bf16(dv[2 * np], pa, bf[0], bf[1]);
+          mma_bf16(dv[2 * np + 1], pa, bf[2], bf[3]);
+        }
       }
-    }
-    // dP^T = V_w dO^T
-    float dp[BQ / 8][4];
+      // dP^T = V_w dO^T
+      float dp[BQ / 8][4];
 #pragma unroll
-    for (int x = 0; x < BQ / 8; ++x) dp[x][0] = dp[x][1] = dp[x][2] = dp[x][3] = 0.f;
+      for (int x = 0; x < BQ / 8; ++x) dp[x][0] = dp[x][1] = dp[x][2] = dp[x][3] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < DV / 16; ++kk) {
-      uint32_t af[4];
-      ldsm_x4(af, lds_a(Vs, PV, warp * 16, kk * 16, lane));
+      for (int kk = 0; kk < DV / 16; ++kk) {
+        uint32_t af[4];
+        ldsm_x4(af, lds_a(Vs, PV, warp * 16, kk * 16, lane));
 #pragma unroll
-      for (int np = 0; np < BQ / 16; ++np) {
-        uint32_t bf[4];
-        ldsm_x4(bf, lds_b_nk(dOt, PV, np * 16, kk * 16, lane));
-        mma_bf16(dp[2 * np], af, bf[0], bf[1]);
-        mma_bf16(dp[2 * np + 1], af, bf[2], bf[3]);
+        for (int np = 0; np < BQ / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4(bf, lds_b_nk(dOt, PV, np * 16, kk * 16, lane));
+          mma_bf16(dp[2 * np], af, bf[0], bf[1]);
+          mma_bf16(dp[2 * np + 1], af, bf[2], bf[3]);
+        }
       }
-    }
-    // dS^T = P^T (dP^T - D[q]);  dK += dS^T Q
+      // dS^T = P^T (dP^T - D[q]);  dK += dS^T Q
 #pragma unroll
-    for (int nt = 0; nt < BQ / 8; ++nt)
+      for (int nt = 0; nt < BQ / 8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) st[nt][e] *= dp[nt][e] - D_t[nt * 8 + 2 * t4 + (e & 1)];
+        for (int e = 0; e < 4; ++e) st[nt][e] *= dp[nt][e] - D_t[nt * 8 + 2 * t4 + (e & 1)];
 #pragma unroll
-    for (int kk = 0; kk < BQ / 16; ++kk) {
-      const uint32_t pa[4] = {pack_bf16(st[2 * kk][0], st[2 * kk][1]), pack_bf16(st[2 * kk][2], st[2 * kk][3]),
-                              pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-                              pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+      for (int kk = 0; kk < BQ / 16; ++kk) {
+        const uint32_t pa[4] = {pack_bf16(st[2 * kk][0], st[2 * kk][1]), pack_bf16(st[2 * kk][2], st[2 * kk][3]),
+                                pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                                pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
 #pragma unroll
-      for (int np = 0; np < DQK / 16; ++np) {
-        uint32_t bf[4];
-        ldsm_x4_t(bf, lds_b_kn(Qt, PQ, kk * 16, np * 16, lane));
-        mma_bf16(dk[2 * np], pa, bf[0], bf[1]);
-        mma_bf16(dk[2 * np + 1], pa, bf[2], bf[3]);
+        for (int np = 0; np < DQK / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4_t(bf, lds_b_kn(Qt, PQ, kk * 16, np * 16, lane));
+          mma_bf16(dk[2 * np], pa, bf[0], bf[1]);
+          mma_bf16(dk[2 * np + 1], pa, bf[2], bf[3]);
+        }
       }
     }
     __syncthreads();
@@ -376,7 +572,7 @@ __global__ void __launch_bounds__(kMmaThreads) attn_bwd_dkdv_mma(AttnArgs<bf16_t
 
 // dQ for one tile of 64 queries: loops over the key tiles at or before it.
 template <int DQK, int DV>
-__global__ void __launch_bounds__(kMmaThreads) attn_bwd_dq_mma(AttnArgs<bf16_t> a) {
+__global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dq_mma(AttnArgs<bf16_t> a) {
   using C = Mma<DQK, DV>;
   constexpr int BQ = C::Q_BQ, BK = C::Q_BK, PQ = C::PQ, PV = C::PV;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -413,8 +609,10 @@ __global__ void __launch_bounds__(kMmaThreads) attn_bwd_dq_mma(AttnArgs<bf16_t> 
     const int buf = j & 1;
     if (j + 1 < n_kv) {
       const int k1 = (j + 1) * BK;
-      load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks + (buf ^ 1) * BK * PQ, kb + int64_t(k1) * sq, sq, T - k1, tid);
-      load_tile_async<BK, DV, PV, kMmaThreads>(Vs + (buf ^ 1) * BK * PV, vb + int64_t(k1) * sv, sv, T - k1, tid);
+      load_tile_async_lean<BK, DQK, PQ, kMmaThreads>(Ks + (buf ^ 1) * BK * PQ, kb + int64_t(k1) * sq, sq, T - k1,
+                                                     tid);
+      load_tile_async_lean<BK, DV, PV, kMmaThreads>(Vs + (buf ^ 1) * BK * PV, vb + int64_t(k1) * sv, sv, T - k1,
+                                                    tid);
     }
     cp_async_commit();
     cp_async_wait<1>();
@@ -441,59 +639,72 @@ __global__ void __launch_bounds__(kMmaThreads) attn_bwd_dq_mma(AttnArgs<bf16_t> 
         D_r[i] = D_s[warp * 16 + g + 8 * i];
       }
     }
-    const bf16_t* Kt = Ks + buf * BK * PQ;
-    const bf16_t* Vt = Vs + buf * BK * PV;
+    const int k0 = j * BK, wrow0 = q0 + warp * 16;  // this warp's rows: wrow0 .. wrow0 + 15
+    // Skip when every key of the tile comes after every row of this warp (P = 0) or the rows lie past T.
+    if (k0 <= wrow0 + 15 && wrow0 < T) {
+      const bf16_t* Kt = Ks + buf * BK * PQ;
+      const bf16_t* Vt = Vs + buf * BK * PV;
 
-    float s[BK / 8][4], dp[BK / 8][4];
+      float s[BK / 8][4], dp[BK / 8][4];
 #pragma unroll
-    for (int x = 0; x < BK / 8; ++x) {
-      s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
-      dp[x][0] = dp[x][1] = dp[x][2] = dp[x][3] = 0.f;
-    }
-#pragma unroll
-    for (int kk = 0; kk < DQK / 16; ++kk) {
-      uint32_t af[4];
-      ldsm_x4(af, lds_a(Qs, PQ, warp * 16, kk * 16, lane));
-#pragma unroll
-      for (int np = 0; np < BK / 16; ++np) {
-        uint32_t bf[4];
-        ldsm_x4(bf, lds_b_nk(Kt, PQ, np * 16, kk * 16, lane));
-        mma_bf16(s[2 * np], af, bf[0], bf[1]);
-        mma_bf16(s[2 * np + 1], af, bf[2], bf[3]);
-      }
-    }
-#pragma unroll
-    for (int kk = 0; kk < DV / 16; ++kk) {
-      uint32_t af[4];
-      ldsm_x4(af, lds_a(dOs, PV, warp * 16, kk * 16, lane));
-#pragma unroll
-      for (int np = 0; np < BK / 16; ++np) {
-        uint32_t bf[4];
-        ldsm_x4(bf, lds_b_nk(Vt, PV, np * 16, kk * 16, lane));
-        mma_bf16(dp[2 * np], af, bf[0], bf[1]);
-        mma_bf16(dp[2 * np + 1], af, bf[2], bf[3]);
-      }
-    }
-    const int k0 = j * BK;
-#pragma unroll
-    for (int nt = 0; nt < BK / 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = k0 + nt * 8 + 2 * t4 + (e & 1), i = e >> 1, row = row0 + 8 * i;
-        const float p = (col > row || col >= T) ? 0.f : exp2f(s[nt][e] * a.scale_log2 - lse_r[i]);
-        s[nt][e] = p * (dp[nt][e] - D_r[i]);
+      for (int x = 0; x < BK / 8; ++x) {
+        s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
+        dp[x][0] = dp[x][1] = dp[x][2] = dp[x][3] = 0.f;
       }
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-      const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      for (int kk = 0; kk < DQK / 16; ++kk) {
+        uint32_t af[4];
+        ldsm_x4(af, lds_a(Qs, PQ, warp * 16, kk * 16, lane));
 #pragma unroll
-      for (int np = 0; np < DQK / 16; ++np) {
-        uint32_t bf[4];
-        ldsm_x4_t(bf, lds_b_kn(Kt, PQ, kk * 16, np * 16, lane));
-        mma_bf16(dq[2 * np], pa, bf[0], bf[1]);
-        mma_bf16(dq[2 * np + 1], pa, bf[2], bf[3]);
+        for (int np = 0; np < BK / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4(bf, lds_b_nk(Kt, PQ, np * 16, kk * 16, lane));
+          mma_bf16(s[2 * np], af, bf[0], bf[1]);
+          mma_bf16(s[2 * np + 1], af, bf[2], bf[3]);
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < DV / 16; ++kk) {
+        uint32_t af[4];
+        ldsm_x4(af, lds_a(dOs, PV, warp * 16, kk * 16, lane));
+#pragma unroll
+        for (int np = 0; np < BK / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4(bf, lds_b_nk(Vt, PV, np * 16, kk * 16, lane));
+          mma_bf16(dp[2 * np], af, bf[0], bf[1]);
+          mma_bf16(dp[2 * np + 1], af, bf[2], bf[3]);
+        }
+      }
+      if (k0 + BK - 1 > wrow0 || k0 + BK > T) {  // the diagonal or the key tail: mask
+#pragma unroll
+        for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = k0 + nt * 8 + 2 * t4 + (e & 1), i = e >> 1, row = row0 + 8 * i;
+            const float p = (col > row || col >= T) ? 0.f : ex2_ftz(fmaf(s[nt][e], a.scale_log2, -lse_r[i]));
+            s[nt][e] = p * (dp[nt][e] - D_r[i]);
+          }
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int i = e >> 1;
+            s[nt][e] = ex2_ftz(fmaf(s[nt][e], a.scale_log2, -lse_r[i])) * (dp[nt][e] - D_r[i]);
+          }
+      }
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; ++kk) {
+        const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+        for (int np = 0; np < DQK / 16; ++np) {
+          uint32_t bf[4];
+          ldsm_x4_t(bf, lds_b_kn(Kt, PQ, kk * 16, np * 16, lane));
+          mma_bf16(dq[2 * np], pa, bf[0], bf[1]);
+          mma_bf16(dq[2 * np + 1], pa, bf[2], bf[3]);
+        }
       }
     }
     __syncthreads();
@@ -782,6 +993,9 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dkdv
 // Head-dim pairs with a tensor-core instantiation (DeepSeek-V3: 192/128; a half-width model: 96/64; the
 // project's small presets: 48/32; plus the square 128 and 64).
 #define DS_ATTN_MMA_SHAPES(X) X(192, 128) X(96, 64) X(128, 128) X(64, 64) X(48, 32)
+// The subset whose forward takes the wide-tile kernel (attn_fwd_mma_wide; needs scale > 0). Larger Dv keeps the
+// 64-row kernel: two m-tiles of a 128-wide output accumulator would not fit the register file without spills.
+#define DS_ATTN_WIDE_FWD_SHAPES(X) X(96, 64) X(48, 32)
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
@@ -810,6 +1024,14 @@ template <int DQK, int DV> void launch_fwd_mma(const AttnArgs<bf16_t>& a, int B,
   allow_smem(attn_fwd_mma<DQK, DV>, C::f_smem, done);
   const dim3 grid((a.T + C::F_BQ - 1) / C::F_BQ, B * a.H);
   attn_fwd_mma<DQK, DV><<<grid, kMmaThreads, C::f_smem, st>>>(a);
+}
+
+template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  static std::atomic<uint64_t> done{0};
+  constexpr size_t smem = FwdWide<DQK, DV>::smem;
+  allow_smem(attn_fwd_mma_wide<DQK, DV>, smem, done);
+  const dim3 grid((a.T + kFwdWideBQ - 1) / kFwdWideBQ, B * a.H);
+  attn_fwd_mma_wide<DQK, DV><<<grid, kMmaThreads, smem, st>>>(a);
 }
 
 template <int DQK, int DV> void launch_bwd_mma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
@@ -881,6 +1103,15 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
     a.lse_out = mptr<float>(lse);
     bool launched = false;
     if (mma_shape(a.Dqk, a.Dv) && all_aligned16({&q, &k, &v, &out})) {
+      if (a.scale_log2 > 0.f) {
+#define DS_X(x, y)                                       \
+  if (!launched && a.Dqk == x && a.Dv == y) {            \
+    launch_fwd_wide<x, y>(a, B, st);                     \
+    launched = true;                                     \
+  }
+        DS_ATTN_WIDE_FWD_SHAPES(DS_X)
+#undef DS_X
+      }
 #define DS_X(x, y)                                       \
   if (!launched && a.Dqk == x && a.Dv == y) {            \
     launch_fwd_mma<x, y>(a, B, st);                      \

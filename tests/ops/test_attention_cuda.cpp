@@ -214,6 +214,23 @@ TEST_CASE("attention parity: optional gradient outputs and batch sizes", "[atten
   }
 }
 
+// Edges of the wide-tile forward (128 query rows per block, 4 warps of 32 rows; 96/64 and 48/32) and of the per-warp
+// tile skipping in all three tensor-core kernels: T not a multiple of 128 / 64 / 32, T below one warp's rows (warps
+// whose rows all lie past T), an exact multiple, and many (batch, head) blocks.
+TEST_CASE("attention parity: wide-tile forward edges", "[attention]") {
+  const std::vector<AttnCase> cases = {
+      {1, 200, 3, 96, 64, 0},   // 2 query tiles, the second partial
+      {3, 17, 2, 96, 64, 0},    // T < 32: warps 1..3 of the only block have no valid row
+      {2, 45, 1, 96, 64, 0},    // T between one and two warps' rows
+      {1, 256, 2, 96, 64, 0},   // exact multiple of the tile
+      {1, 383, 1, 96, 64, 2.0}, // peaky softmax across three query tiles, odd tail
+      {64, 40, 8, 48, 32, 0},   // B * H = 512 blocks, small dims
+      {2, 131, 3, 48, 32, 0},
+  };
+  uint64_t seed = 1200;
+  for (const AttnCase& s : cases) attention_case(s, DType::bf16, seed += 10);
+}
+
 TEST_CASE("attention parity: unaligned views take the generic path", "[attention]") {
   // A q view that starts 2 bytes off a 16-byte boundary (a column slice would do that): the tensor-core path needs
   // 16-byte rows, the dispatcher falls back to the SIMT kernel.
@@ -365,6 +382,48 @@ TEST_CASE("attention and mla_decode replay from a captured CUDA graph", "[graph]
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(st);
+}
+
+// The bench model's training shape (B=16, T=1024, H=16, Dqk=96, Dv=64, bf16): median of 9 event-timed calls after
+// warm-up. FLOPs as the training-step accounting counts them: forward 2 B H (T^2 / 2) (Dqk + Dv), backward 2.5x.
+TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
+  const Context c = cuda_ctx();
+  const DType dt = DType::bf16;
+  const int64_t B = 16, T = 1024, H = 16, Dqk = 96, Dv = 64;
+  DevTensor q = dev(dt, randu({B, T, H, Dqk}, 1)), k = dev(dt, randu({B, T, H, Dqk}, 2)),
+            v = dev(dt, randu({B, T, H, Dv}, 3)), dout = dev(dt, randu({B, T, H, Dv}, 4));
+  DevTensor o(dt, {B, T, H, Dv}), l(DType::f32, {B, H, T}), dq(dt, {B, T, H, Dqk}), dk(dt, {B, T, H, Dqk}),
+      dv(dt, {B, T, H, Dv});
+  const double sc = 1.0 / std::sqrt(double(Dqk));
+  auto median_ms = [&](auto&& f) {
+    for (int i = 0; i < 3; ++i) f();
+    device_sync();
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<double> ms;
+    for (int r = 0; r < 9; ++r) {
+      cudaEventRecord(e0);
+      f();
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float x = 0;
+      cudaEventElapsedTime(&x, e0, e1);
+      ms.push_back(double(x));
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  const double fwd = median_ms([&] { attention_forward(c, o, l, q, k, v, sc); });
+  const double bwd = median_ms([&] { attention_backward(c, dq, dk, dv, dout, o, l, q, k, v, sc); });
+  const double f_fl = 2.0 * double(B) * H * (double(T) * T / 2) * double(Dqk + Dv), b_fl = 2.5 * f_fl;
+  std::printf("bench attention train-shape bf16 B=%lld T=%lld H=%lld Dqk=%lld Dv=%lld  fwd %8.3f ms %7.1f TFLOP/s  "
+              "bwd %8.3f ms %7.1f TFLOP/s (median of 9)\n",
+              (long long)B, (long long)T, (long long)H, (long long)Dqk, (long long)Dv, fwd, f_fl / fwd * 1e-9, bwd,
+              b_fl / bwd * 1e-9);
+  std::fflush(stdout);
 }
 
 TEST_CASE("attention and mla_decode timings", "[.bench][bench]") {
