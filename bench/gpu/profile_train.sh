@@ -5,7 +5,7 @@
 #
 # DATA_DIR as for profile_decode.sh (bundle.tar.xz with ds-pretrain, tok/, corpus.jsonl). Runs 3 optimizer steps
 # under ncu (--clock-control none: the clocks are left alone) and prints the kernels of the second step
-# (from one bf16 token-embedding kernel to the next) by total time. Writes OUT_DIR/ncu_train.csv.
+# (after step 1's last AdamW kernel up to step 2's) by total time. Writes OUT_DIR/ncu_train.csv.
 set -u
 D=$1 O=$2
 mkdir -p "$O"
@@ -22,15 +22,16 @@ import collections, csv, sys
 rows = list(csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"')))
 names = [r["Kernel Name"].split("(")[0][:80] for r in rows]
 ns = [float(r["Metric Value"].replace(",", "")) for r in rows]
-emb = [i for i, n in enumerate(names) if n.startswith("embedding_fwd_kernel<__nv_bfloat16>")]
-if len(emb) < 3:  # steps 1-3, then the final held-out evaluation
-    sys.exit("fewer than three training steps in the profile (%d kernels)" % len(rows))
-a, b = emb[1], emb[2]  # step 2: warm (step 1 allocates), and not followed by the evaluation
+ad = [i for i, n in enumerate(names) if "adamw_kernel" in n]  # one per parameter tensor, at each step's end
+ends = [i for j, i in enumerate(ad) if j + 1 == len(ad) or ad[j + 1] - i > 20]
+if len(ends) < 2:
+    sys.exit("fewer than two optimizer steps in the profile (%d kernels)" % len(rows))
+a, b = ends[0] + 1, ends[1] + 1  # step 2: forward, backward, gradient norm, AdamW
 total, count = collections.Counter(), collections.Counter()
 for n, t in zip(names[a:b], ns[a:b]):
     total[n] += t; count[n] += 1
 step = sum(ns[a:b])
-print("training step: %d kernels, %.2f ms of GPU time (%d kernels profiled, %d steps seen)" % (b - a, step / 1e6, len(rows), len(emb)))
+print("training step: %d kernels, %.2f ms of GPU time (%d kernels profiled, %d steps seen)" % (b - a, step / 1e6, len(rows), len(ends)))
 for n, t in total.most_common(30):
     print("%9.1f us %5.1f%%  x%-4d %s" % (t / 1e3, 100 * t / step, count[n], n))
 PY
