@@ -251,6 +251,8 @@ void Engine::admit(size_t k, std::vector<GenSample>& done) {
   const int64_t T = b.T;
   b.tokens.assign(size_t(b.B * (T + 1)), 0);  // pads and the placeholder targets are token 0
   for (size_t i = 0; i < k; ++i) std::copy(reqs[i].prompt.begin(), reqs[i].prompt.end(), b.tokens.begin() + int64_t(i) * (T + 1));
+  // row of prompt i's last token in the [B*T] forward
+  auto last_row = [&](size_t i) { return int64_t(i) * T + int64_t(reqs[i].prompt.size()) - 1; };
   ForwardOptions fo;
   fo.mtp = spec_;
   // On CUDA the first tokens are drawn on the device: the head runs only at each sample's last prompt row (the
@@ -258,33 +260,23 @@ void Engine::admit(size_t k, std::vector<GenSample>& done) {
   const bool device_first = ctx.device.is_cuda() && !spec_;
   if (device_first)
     for (size_t i = 0; i < k; ++i)
-      for (int64_t g = 0; g < reqs[i].n; ++g) fo.head_rows.push_back(int32_t(int64_t(i) * T + int64_t(reqs[i].prompt.size()) - 1));
+      for (int64_t g = 0; g < reqs[i].n; ++g) fo.head_rows.push_back(int32_t(last_row(i)));
   model_.forward(b, fo);
 
-  // the prompts' latents into their pages: one write per layer when no prompt is padded, else one per prompt
+  // the prompts' latents into their pages, one write per layer (padding rows have no slot: -1, not written)
   std::vector<SeqCache> prompts(k);
-  std::vector<int32_t> slots;
+  std::vector<int32_t> slots(size_t(b.B * T), -1);
   for (size_t i = 0; i < k; ++i) {
     const int64_t P = int64_t(reqs[i].prompt.size());
     DS_CHECK(cache_->reserve(prompts[i], 0, P), "kv cache out of pages during prefill");
-    for (int64_t t = 0; t < P; ++t) slots.push_back(cache_->slot_row(prompts[i], t));
+    for (int64_t t = 0; t < P; ++t) slots[size_t(int64_t(i) * T + t)] = cache_->slot_row(prompts[i], t);
     prompts[i].len = P;
   }
   Tensor slot_t = ws_.alloc("prefill.slots", DType::i32, {int64_t(slots.size())});
   from_host(slot_t, slots);
-  const bool padded = int64_t(slots.size()) != b.B * T;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const MlaActs& a = model_.layer_acts(l).mla;
-    if (!padded) {
-      kv_cache_write(ctx, cache_->pool(l), slot_t, a.c, a.k_pe);
-      continue;
-    }
-    int64_t s0 = 0;
-    for (size_t i = 0; i < k; ++i) {
-      const int64_t P = prompts[i].len, r0 = int64_t(i) * T;
-      kv_cache_write(ctx, cache_->pool(l), slot_t.slice0(s0, s0 + P), a.c.slice0(r0, r0 + P), a.k_pe.slice0(r0, r0 + P));
-      s0 += P;
-    }
+    kv_cache_write(ctx, cache_->pool(l), slot_t, a.c, a.k_pe);
   }
   const int64_t P0 = prompts[0].len;
   if (spec_ && P0 > 1) {  // (k == 1) MTP positions 0..P-2 have their inputs (h_i, t_{i+1}) already
@@ -315,7 +307,6 @@ void Engine::admit(size_t k, std::vector<GenSample>& done) {
       of.push_back(i);
     }
   }
-  auto last_row = [&](size_t i) { return int64_t(i) * T + prompts[i].len - 1; };
   std::vector<int32_t> first(seqs.size());
   std::vector<double> first_lp(seqs.size());
   if (device_first) {

@@ -92,7 +92,8 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
 
 // ---- MLA decode over a paged latent cache (the absorbed form, MODEL.md §2.5; FlashMLA's contract) ---------
 // kv_pool [P, S, C]: P pages of S token slots; a slot holds C = Rkv + dr values, the normalised latent c then the
-// rotated rope key. kv_cache_write: pool row slot_rows[i] (= page * S + offset) <- [c[i] ; k_pe[i]].
+// rotated rope key. kv_cache_write: pool row slot_rows[i] (= page * S + offset) <- [c[i] ; k_pe[i]]; a negative
+// slot row writes nothing (the padding rows of a batched prefill).
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
 // Decode fusion, MLA's latent step for n new tokens: a [n, Q + R + dr] holds [q_a(x) ; kv_a(x)] (Q = 0 when q_a is
 // computed apart). q_latent [n, Q] = rmsnorm(a[:, :Q], q_norm) (empty when Q = 0), and pool row slot_rows[i] <-

@@ -13,11 +13,9 @@ namespace {
 struct Scratch {
   std::vector<double> mem;
   Tensor t;
-  Scratch(DType dt, std::initializer_list<int64_t> dims) {
-    int64_t n = 1;
-    for (int64_t d : dims) n *= d;
-    mem.resize(size_t((n * int64_t(dtype_size(dt)) + 7) / 8) + 1);
-    t = Tensor(mem.data(), dt, dims);
+  Scratch(DType dt, std::initializer_list<int64_t> dims) : t(nullptr, dt, dims) {
+    mem.resize(t.nbytes() / 8 + 1);
+    t.data = mem.data();
   }
 };
 

@@ -17,7 +17,8 @@ void kv_cache_write(const Context&, Tensor kv_pool, Tensor slot_rows, Tensor c, 
     const int32_t* rows = slot_rows.ptr<int32_t>();
     T* pool = kv_pool.ptr<T>();
     for (int64_t i = 0; i < n; ++i) {
-      DS_CHECK(rows[i] >= 0 && rows[i] < slots, "kv_cache_write: slot row out of range");
+      if (rows[i] < 0) continue;  // padding
+      DS_CHECK(rows[i] < slots, "kv_cache_write: slot row out of range");
       T* dst = pool + int64_t(rows[i]) * C;
       std::copy_n(c.ptr<T>() + i * R, R, dst);
       std::copy_n(k_pe.ptr<T>() + i * dr, dr, dst + R);

@@ -76,6 +76,14 @@ TEST_CASE("mla_latent_forward = split, norm, rope and cache write", "[ops][fused
   copy_cols(ctx, a0, 0, a, Q, C);
   mla_latent_forward(ctx, Tensor{}, pool0, slots, a0, Tensor{}, kvn, 1e-6, pos, f, 1.0);
   CHECK(bitwise_equal(pool0, ref_pool));
+  // a negative slot row writes nothing (a padded prefill's padding rows)
+  Owned pool1 = clone(pool), skip = ints({n}, {5, -1, 2});
+  kv_cache_write(ctx, pool1, skip, c, k.t.view({n, dr}));
+  const std::vector<double> before = pool.f64(), after = pool1.f64(), want = ref_pool.f64();
+  for (int64_t j = 0; j < C; ++j) CHECK(after[size_t(j)] == before[size_t(j)]);            // slot 0: untouched
+  for (int64_t j = 0; j < C; ++j) CHECK(after[size_t(5 * C + j)] == want[size_t(5 * C + j)]);  // slot 5: written
+  Owned bad = ints({n}, {5, int32_t(P * S), 2});
+  CHECK_THROWS_AS(kv_cache_write(ctx, pool1, bad, c, k.t.view({n, dr})), Error);
   CHECK_THROWS_AS(mla_latent_forward(ctx, Tensor{}, pool0, slots, a, Tensor{}, kvn, 1e-6, pos, f, 1.0), Error);
 }
 
