@@ -15,6 +15,7 @@ template <class G, class C>
 __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
                              float* __restrict__ v, C* __restrict__ c, int64_t n, float lr, float b1, float b2,
                              float inv_c1, float inv_c2, float eps, float wd, float grad_scale) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float gi = ldf(g[i]) * grad_scale;
     const float mi = b1 * m[i] + (1.0f - b1) * gi;
@@ -29,12 +30,14 @@ __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, flo
 }
 
 template <class T> __global__ void nonfinite_kernel(const T* __restrict__ p, int64_t n, int* __restrict__ flag) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   bool bad = false;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     bad |= !isfinite(ldf(p[i]));
   if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
 }
 __global__ void nonfinite_kernel_f64(const double* __restrict__ p, int64_t n, int* __restrict__ flag) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   bool bad = false;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     bad |= !isfinite(p[i]);
@@ -53,7 +56,7 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
     using G = decltype(zero);
     dispatch_fb(compute.empty() ? DType::f32 : compute.dtype, "adamw_update", [&](auto czero) {
       using C = decltype(czero);
-      adamw_kernel<G, C><<<grid_for(n, 256), 256, 0, st>>>(
+      launch(adamw_kernel<G, C>, grid_for(n, 256), 256, 0, st, 
           dptr<float>(param), dptr<const G>(grad), dptr<float>(m), dptr<float>(v),
           compute.empty() ? nullptr : dptr<C>(compute), n, float(opt.lr), float(opt.beta1), float(opt.beta2),
           float(1.0 / c1), float(1.0 / c2), float(opt.eps), float(opt.weight_decay), float(opt.grad_scale));
@@ -70,11 +73,11 @@ bool all_finite(const Context& ctx, Tensor t) {
   DS_CUDA_CHECK(cudaMemsetAsync(flag.get(), 0, sizeof(int), st));
   const unsigned g = grid_for(n, 256, 4096);
   if (t.dtype == DType::f64) {
-    nonfinite_kernel_f64<<<g, 256, 0, st>>>(dptr<const double>(t), n, flag.as<int>());
+    launch(nonfinite_kernel_f64, g, 256, 0, st, dptr<const double>(t), n, flag.as<int>());
   } else {
     dispatch_fb(t.dtype, "all_finite", [&](auto zero) {
       using T = decltype(zero);
-      nonfinite_kernel<T><<<g, 256, 0, st>>>(dptr<const T>(t), n, flag.as<int>());
+      launch(nonfinite_kernel<T>, g, 256, 0, st, dptr<const T>(t), n, flag.as<int>());
     });
   }
   DS_CUDA_LAUNCH_CHECK("nonfinite_kernel");

@@ -86,6 +86,7 @@ template <int DQK, int DV> struct Mma {
 
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kMmaThreads) attn_fwd_mma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = Mma<DQK, DV>;
   constexpr int BQ = C::F_BQ, BK = C::F_BK, PQ = C::PQ, PV = C::PV;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -243,6 +244,7 @@ __device__ __forceinline__ void load_tile_async_lean(bf16_t* s, const bf16_t* g,
 
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kMmaThreads, 3) attn_fwd_mma_wide(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   constexpr int BQ = kFwdWideBQ, BK = kFwdWideBK, PQ = FwdWide<DQK, DV>::PQ, PV = FwdWide<DQK, DV>::PV;
   constexpr int MT = 2;  // m16 tiles per warp
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -399,6 +401,7 @@ template <int DQK, int DV> constexpr int bwd_min_blocks() { return DQK == 96 && 
 // dK, dV for one tile of 64 keys: loops over the query tiles at or after it (causal).
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = Mma<DQK, DV>;
   constexpr int BK = C::KV_BK, BQ = C::KV_BQ, PQ = C::PQ, PV = C::PV;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -573,6 +576,7 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 // dQ for one tile of 64 queries: loops over the key tiles at or before it.
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dq_mma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = Mma<DQK, DV>;
   constexpr int BQ = C::Q_BQ, BK = C::Q_BK, PQ = C::PQ, PV = C::PV;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -753,6 +757,7 @@ struct SimtFwdSmem {
 };
 
 template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_fwd_simt(AttnArgs<E> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int T = a.T, H = a.H, Dqk = a.Dqk, Dv = a.Dv, PQ = Dqk + 1, PV = Dv + 1, PP = kSB + 1;
   float* Qs = reinterpret_cast<float*>(smem_raw);
@@ -849,6 +854,7 @@ __device__ __forceinline__ void rowdot_D(float* D_s, const float* dOs, int PV, c
 }
 
 template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dq_simt(AttnArgs<E> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int T = a.T, H = a.H, Dqk = a.Dqk, Dv = a.Dv, PQ = Dqk + 1, PV = Dv + 1, PP = kSB + 1;
   float* Qs = reinterpret_cast<float*>(smem_raw);
@@ -914,6 +920,7 @@ struct SimtDkvSmem {
 };
 
 template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dkdv_simt(AttnArgs<E> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int T = a.T, H = a.H, Dqk = a.Dqk, Dv = a.Dv, PQ = Dqk + 1, PV = Dv + 1, PP = kSB + 1;
   float* Ks = reinterpret_cast<float*>(smem_raw);
@@ -1023,7 +1030,7 @@ template <int DQK, int DV> void launch_fwd_mma(const AttnArgs<bf16_t>& a, int B,
   static std::atomic<uint64_t> done{0};
   allow_smem(attn_fwd_mma<DQK, DV>, C::f_smem, done);
   const dim3 grid((a.T + C::F_BQ - 1) / C::F_BQ, B * a.H);
-  attn_fwd_mma<DQK, DV><<<grid, kMmaThreads, C::f_smem, st>>>(a);
+  launch(attn_fwd_mma<DQK, DV>, grid, kMmaThreads, C::f_smem, st, a);
 }
 
 template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
@@ -1031,7 +1038,7 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
   constexpr size_t smem = FwdWide<DQK, DV>::smem;
   allow_smem(attn_fwd_mma_wide<DQK, DV>, smem, done);
   const dim3 grid((a.T + kFwdWideBQ - 1) / kFwdWideBQ, B * a.H);
-  attn_fwd_mma_wide<DQK, DV><<<grid, kMmaThreads, smem, st>>>(a);
+  launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
 }
 
 template <int DQK, int DV> void launch_bwd_mma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
@@ -1040,13 +1047,13 @@ template <int DQK, int DV> void launch_bwd_mma(const AttnArgs<bf16_t>& a, int B,
     static std::atomic<uint64_t> done{0};
     allow_smem(attn_bwd_dkdv_mma<DQK, DV>, C::kv_smem, done);
     const dim3 grid((a.T + C::KV_BK - 1) / C::KV_BK, B * a.H);
-    attn_bwd_dkdv_mma<DQK, DV><<<grid, kMmaThreads, C::kv_smem, st>>>(a);
+    launch(attn_bwd_dkdv_mma<DQK, DV>, grid, kMmaThreads, C::kv_smem, st, a);
   }
   if (a.dq) {
     static std::atomic<uint64_t> done{0};
     allow_smem(attn_bwd_dq_mma<DQK, DV>, C::q_smem, done);
     const dim3 grid((a.T + C::Q_BQ - 1) / C::Q_BQ, B * a.H);
-    attn_bwd_dq_mma<DQK, DV><<<grid, kMmaThreads, C::q_smem, st>>>(a);
+    launch(attn_bwd_dq_mma<DQK, DV>, grid, kMmaThreads, C::q_smem, st, a);
   }
 }
 
@@ -1062,7 +1069,7 @@ template <class E> void launch_fwd_simt(const AttnArgs<E>& a, int B, cudaStream_
   check_simt_smem(smem, "attention_forward", a.Dqk, a.Dv);
   allow_smem(attn_fwd_simt<E>, smem, done);
   const dim3 grid((a.T + kSB - 1) / kSB, B * a.H);
-  attn_fwd_simt<E><<<grid, kSimtThreads, smem, st>>>(a);
+  launch(attn_fwd_simt<E>, grid, kSimtThreads, smem, st, a);
 }
 
 template <class E> void launch_bwd_simt(const AttnArgs<E>& a, int B, cudaStream_t st) {
@@ -1072,14 +1079,14 @@ template <class E> void launch_bwd_simt(const AttnArgs<E>& a, int B, cudaStream_
     const size_t smem = SimtDkvSmem::bytes(a.Dqk, a.Dv);
     check_simt_smem(smem, "attention_backward", a.Dqk, a.Dv);
     allow_smem(attn_bwd_dkdv_simt<E>, smem, done);
-    attn_bwd_dkdv_simt<E><<<grid, kSimtThreads, smem, st>>>(a);
+    launch(attn_bwd_dkdv_simt<E>, grid, kSimtThreads, smem, st, a);
   }
   if (a.dq) {
     static std::atomic<uint64_t> done{0};
     const size_t smem = SimtDqSmem::bytes(a.Dqk, a.Dv);
     check_simt_smem(smem, "attention_backward", a.Dqk, a.Dv);
     allow_smem(attn_bwd_dq_simt<E>, smem, done);
-    attn_bwd_dq_simt<E><<<grid, kSimtThreads, smem, st>>>(a);
+    launch(attn_bwd_dq_simt<E>, grid, kSimtThreads, smem, st, a);
   }
 }
 

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "tensor/context.h"
 #include "tensor/tensor.h"
+#include "kernels/common.cuh"  // launch(), pdl_enter()
 
 namespace ds::cuda::attn {
 
@@ -141,7 +142,6 @@ struct DeviceGuard {
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 };
 
-inline cudaStream_t stream_of(const Context& ctx) { return static_cast<cudaStream_t>(ctx.cuda_stream); }
 
 inline int current_device() {
   int d = 0;

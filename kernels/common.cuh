@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 #include "tensor/context.h"
@@ -61,6 +62,51 @@ inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 
   if (b < 1) b = 1;
   if (b > max_blocks) b = max_blocks;
   return unsigned(b);
+}
+
+// ---- launches: programmatic dependent launch (Hopper) -------------------------------------------------------
+// A decode step is ~270 small kernels, each paying the launch and drain of the one before it. Every kernel here is
+// launched through launch(), which (on sm_90+, unless DS_PDL=0) lets it start while the previous kernel in the stream
+// is still running: its blocks become resident and wait in pdl_enter() — the first statement of every kernel
+// in kernels/ — until that kernel has completed and its writes are visible; then they allow the next kernel to be
+// launched in turn. So at most the next grid is resident ahead of time and nothing is read or written before the
+// data it depends on is complete. A kernel may do work before pdl_enter() only when that work touches no memory
+// another kernel writes (gemv_kernel's L2 prefetch of its weights: a prefetch never changes what is read).
+// Launches after a copy, memset or foreign (cuBLAS) kernel keep ordinary stream order.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_enter() {
+  pdl_wait();
+  pdl_launch_dependents();
+}
+
+// Whether launch() asks for programmatic serialisation: the current device is sm_90+ and DS_PDL is not "0".
+bool pdl_enabled();
+
+// kernel<<<grid, block, smem, st>>>(args...) with programmatic dependent launch when pdl_enabled(); the kernel must
+// begin with pdl_enter() (see above). Launch errors throw with the kernel's file:line from the caller's check.
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+  if (e != cudaSuccess) fail(e, "cudaLaunchKernelEx", __FILE__, __LINE__);
 }
 
 // ---- element types ------------------------------------------------------------------------------------------

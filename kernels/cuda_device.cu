@@ -1,6 +1,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "core/error.h"
@@ -84,6 +85,22 @@ void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream
         "cudaMemcpyAsync");
 }
 
+void copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream)),
+        "cudaMemcpyAsync");
+}
+
+void* host_alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  check(cudaMallocHost(&p, bytes ? bytes : 1), "cudaMallocHost");
+  return p;
+}
+
+void host_free_pinned(void* p) {
+  if (p) cudaFreeHost(p);
+}
+
 void memset0_async(void* p, size_t bytes, void* stream) {
   if (bytes == 0) return;
   check(cudaMemsetAsync(p, 0, bytes, static_cast<cudaStream_t>(stream)), "cudaMemsetAsync");
@@ -114,6 +131,23 @@ void graph_launch(void* exec, void* stream) {
 
 void graph_destroy(void* exec) {
   if (exec) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+}
+
+// Programmatic dependent launch (kernels/common.cuh): Hopper and later, unless DS_PDL=0 (an A/B switch for
+// benchmarks and a way out should a driver misbehave). Decided once per process.
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DS_PDL");
+    if (e && std::string(e) == "0") return false;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return on;
 }
 
 }  // namespace ds::cuda

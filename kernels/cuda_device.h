@@ -17,6 +17,9 @@ void* stream_create(int device);  // a blocking stream: it still orders with the
 void stream_destroy(int device, void* stream);
 void stream_sync(void* stream);
 void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
+void copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream);
+void* host_alloc_pinned(size_t bytes);
+void host_free_pinned(void* p);
 void memset0_async(void* p, size_t bytes, void* stream);
 void capture_begin(void* stream);  // thread-local mode: an unsafe call in this thread fails the capture
 // Ends the capture and instantiates it; nullptr (and the CUDA error cleared) when the capture was invalidated.

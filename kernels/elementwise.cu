@@ -16,31 +16,37 @@ constexpr int kThreads = 256;
 // ---- fill / scale / axpy / add -------------------------------------------------------------------------------
 
 template <class T> __global__ void fill_kernel(T* __restrict__ p, int64_t n, T v) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     p[i] = v;
 }
 
 template <class T> __global__ void scale_kernel(T* __restrict__ p, int64_t n, float a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     p[i] = cvt<T>(ldf(p[i]) * a);
 }
 __global__ void scale_kernel_f64(double* __restrict__ p, int64_t n, double a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     p[i] *= a;
 }
 
 template <class Y, class X> __global__ void axpy_kernel(Y* __restrict__ y, const X* __restrict__ x, int64_t n, float a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = cvt<Y>(ldf(y[i]) + a * ldf(x[i]));
 }
 
 // out may alias a or b (same index read before written).
 template <class T> __global__ void add_kernel(T* out, const T* a, const T* b, int64_t n) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = cvt<T>(ldf(a[i]) + ldf(b[i]));
 }
 
 template <class D, class S> __global__ void convert_kernel(D* __restrict__ dst, const S* __restrict__ src, int64_t n) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     dst[i] = cvtd<D>(ldd(src[i]));
 }
@@ -48,6 +54,7 @@ template <class D, class S> __global__ void convert_kernel(D* __restrict__ dst, 
 template <class T>
 __global__ void add_cols_kernel(T* __restrict__ dst, int64_t dc, int64_t dst_col, const T* __restrict__ src, int64_t sc,
                                 int64_t src_col, int64_t rows, int64_t ncols) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t n = rows * ncols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / ncols, c = i - r * ncols;
@@ -63,6 +70,7 @@ constexpr int kReduceMaxBlocks = 1024;
 
 template <class T, bool kSquare>
 __global__ void reduce_partial_kernel(const T* __restrict__ p, int64_t n, double* __restrict__ part) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   double s = 0.0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const double x = ldd(p[i]);
@@ -73,6 +81,7 @@ __global__ void reduce_partial_kernel(const T* __restrict__ p, int64_t n, double
 }
 
 __global__ void reduce_final_kernel(const double* __restrict__ part, int n, double* __restrict__ out) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   double s = 0.0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
   s = block_sum(s);
@@ -89,10 +98,10 @@ template <bool kSquare> void reduce_into(cudaStream_t st, const Tensor& t, const
   const int blocks = reduce_blocks(n);
   dispatch_fbd(t.dtype, op, [&](auto zero) {
     using T = decltype(zero);
-    reduce_partial_kernel<T, kSquare><<<blocks, kReduceThreads, 0, st>>>(dptr<const T>(t), n, part);
+    launch(reduce_partial_kernel<T, kSquare>, blocks, kReduceThreads, 0, st, dptr<const T>(t), n, part);
   });
   DS_CUDA_LAUNCH_CHECK("reduce_partial_kernel");
-  reduce_final_kernel<<<1, kReduceMaxBlocks, 0, st>>>(part, blocks, out);
+  launch(reduce_final_kernel, 1, kReduceMaxBlocks, 0, st, part, blocks, out);
   DS_CUDA_LAUNCH_CHECK("reduce_final_kernel");
 }
 
@@ -116,6 +125,7 @@ __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf
 
 template <class T>
 __global__ void swiglu_fwd_kernel(T* __restrict__ out, const T* __restrict__ gate, const T* __restrict__ up, int64_t n) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float g = ldf(gate[i]);
     out[i] = cvt<T>(g * sigmoidf_(g) * ldf(up[i]));
@@ -125,6 +135,7 @@ __global__ void swiglu_fwd_kernel(T* __restrict__ out, const T* __restrict__ gat
 // out[r, c] = silu(gu[r, c]) * gu[r, F + c] for gu [N, 2F] (swiglu_fwd_kernel's arithmetic).
 template <class T>
 __global__ void swiglu_pair_kernel(T* __restrict__ out, const T* __restrict__ gu, int64_t n, int64_t F) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / F, c = i - r * F;
     const float g = ldf(gu[r * 2 * F + c]);
@@ -136,6 +147,7 @@ __global__ void swiglu_pair_kernel(T* __restrict__ out, const T* __restrict__ gu
 template <class T>
 __global__ void swiglu_bwd_kernel(T* __restrict__ d_gate, T* __restrict__ d_up, const T* __restrict__ d_out,
                                   const T* __restrict__ gate, const T* __restrict__ up, int64_t n) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float g = ldf(gate[i]), s = sigmoidf_(g), dy = ldf(d_out[i]);
     if (d_gate) d_gate[i] = cvt<T>(dy * ldf(up[i]) * s * (1.0f + g * (1.0f - s)));
@@ -150,7 +162,7 @@ void convert_on_device(cudaStream_t st, void* dst, DType dt, const void* src, DT
     using D = decltype(dz);
     dispatch_fbd(sdt, "copy", [&](auto sz) {
       using S = decltype(sz);
-      convert_kernel<D, S><<<grid_for(n, kThreads), kThreads, 0, st>>>(static_cast<D*>(dst), static_cast<const S*>(src), n);
+      launch(convert_kernel<D, S>, grid_for(n, kThreads), kThreads, 0, st, static_cast<D*>(dst), static_cast<const S*>(src), n);
     });
   });
   DS_CUDA_LAUNCH_CHECK("convert_kernel");
@@ -164,16 +176,16 @@ void fill(const Context& ctx, Tensor t, double value) {
   if (n == 0) return;
   const unsigned g = grid_for(n, kThreads);
   switch (t.dtype) {
-    case DType::f32: fill_kernel<float><<<g, kThreads, 0, st>>>(dptr<float>(t), n, float(value)); break;
-    case DType::f64: fill_kernel<double><<<g, kThreads, 0, st>>>(dptr<double>(t), n, value); break;
+    case DType::f32: launch(fill_kernel<float>, g, kThreads, 0, st, dptr<float>(t), n, float(value)); break;
+    case DType::f64: launch(fill_kernel<double>, g, kThreads, 0, st, dptr<double>(t), n, value); break;
     case DType::bf16: {
       __nv_bfloat16_raw raw;
       raw.x = f32_to_bf16(float(value)).bits;  // as the CPU reference rounds
-      fill_kernel<bf16_t><<<g, kThreads, 0, st>>>(dptr<bf16_t>(t), n, bf16_t(raw));
+      launch(fill_kernel<bf16_t>, g, kThreads, 0, st, dptr<bf16_t>(t), n, bf16_t(raw));
       break;
     }
-    case DType::i32: fill_kernel<int32_t><<<g, kThreads, 0, st>>>(dptr<int32_t>(t), n, int32_t(value)); break;
-    case DType::i64: fill_kernel<int64_t><<<g, kThreads, 0, st>>>(dptr<int64_t>(t), n, int64_t(value)); break;
+    case DType::i32: launch(fill_kernel<int32_t>, g, kThreads, 0, st, dptr<int32_t>(t), n, int32_t(value)); break;
+    case DType::i64: launch(fill_kernel<int64_t>, g, kThreads, 0, st, dptr<int64_t>(t), n, int64_t(value)); break;
     default: throw_runtime(std::string("fill: no CUDA kernel for dtype ") + dtype_name(t.dtype));
   }
   DS_CUDA_LAUNCH_CHECK("fill_kernel");
@@ -184,11 +196,11 @@ void scale(const Context& ctx, Tensor t, double alpha) {
   const int64_t n = t.numel();
   if (n == 0) return;
   if (t.dtype == DType::f64) {
-    scale_kernel_f64<<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<double>(t), n, alpha);
+    launch(scale_kernel_f64, grid_for(n, kThreads), kThreads, 0, st, dptr<double>(t), n, alpha);
   } else {
     dispatch_fb(t.dtype, "scale", [&](auto zero) {
       using T = decltype(zero);
-      scale_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<T>(t), n, float(alpha));
+      launch(scale_kernel<T>, grid_for(n, kThreads), kThreads, 0, st, dptr<T>(t), n, float(alpha));
     });
   }
   DS_CUDA_LAUNCH_CHECK("scale_kernel");
@@ -202,7 +214,7 @@ void axpy(const Context& ctx, Tensor y, double alpha, Tensor x) {
     using Y = decltype(yz);
     dispatch_fb(x.dtype, "axpy", [&](auto xz) {
       using X = decltype(xz);
-      axpy_kernel<Y, X><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<Y>(y), dptr<const X>(x), n, float(alpha));
+      launch(axpy_kernel<Y, X>, grid_for(n, kThreads), kThreads, 0, st, dptr<Y>(y), dptr<const X>(x), n, float(alpha));
     });
   });
   DS_CUDA_LAUNCH_CHECK("axpy_kernel");
@@ -214,7 +226,7 @@ void add(const Context& ctx, Tensor out, Tensor a, Tensor b) {
   if (n == 0) return;
   dispatch_fb(out.dtype, "add", [&](auto zero) {
     using T = decltype(zero);
-    add_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<T>(out), dptr<const T>(a), dptr<const T>(b), n);
+    launch(add_kernel<T>, grid_for(n, kThreads), kThreads, 0, st, dptr<T>(out), dptr<const T>(a), dptr<const T>(b), n);
   });
   DS_CUDA_LAUNCH_CHECK("add_kernel");
 }
@@ -284,7 +296,7 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
   }
   dispatch_fb(dst.dtype, "copy_cols", [&](auto zero) {
     using T = decltype(zero);
-    add_cols_kernel<T><<<grid_for(rows * ncols, kThreads), kThreads, 0, st>>>(dptr<T>(dst), dc, dst_col,
+    launch(add_cols_kernel<T>, grid_for(rows * ncols, kThreads), kThreads, 0, st, dptr<T>(dst), dc, dst_col,
                                                                             dptr<const T>(src), sc, src_col, rows,
                                                                             ncols);
   });
@@ -320,7 +332,7 @@ void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
   if (n == 0) return;
   dispatch_fb(out.dtype, "swiglu_forward", [&](auto zero) {
     using T = decltype(zero);
-    swiglu_fwd_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<T>(out), dptr<const T>(gate),
+    launch(swiglu_fwd_kernel<T>, grid_for(n, kThreads), kThreads, 0, st, dptr<T>(out), dptr<const T>(gate),
                                                                     dptr<const T>(up), n);
   });
   DS_CUDA_LAUNCH_CHECK("swiglu_fwd_kernel");
@@ -332,7 +344,7 @@ void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
   if (n == 0) return;
   dispatch_fb(out.dtype, "swiglu_pair_forward", [&](auto zero) {
     using T = decltype(zero);
-    swiglu_pair_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(dptr<T>(out), dptr<const T>(gate_up), n, F);
+    launch(swiglu_pair_kernel<T>, grid_for(n, kThreads), kThreads, 0, st, dptr<T>(out), dptr<const T>(gate_up), n, F);
   });
   DS_CUDA_LAUNCH_CHECK("swiglu_pair_kernel");
 }
@@ -343,7 +355,7 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
   if (n == 0 || (d_gate.empty() && d_up.empty())) return;
   dispatch_fb(d_out.dtype, "swiglu_backward", [&](auto zero) {
     using T = decltype(zero);
-    swiglu_bwd_kernel<T><<<grid_for(n, kThreads), kThreads, 0, st>>>(
+    launch(swiglu_bwd_kernel<T>, grid_for(n, kThreads), kThreads, 0, st, 
         d_gate.empty() ? nullptr : dptr<T>(d_gate), d_up.empty() ? nullptr : dptr<T>(d_up), dptr<const T>(d_out),
         dptr<const T>(gate), dptr<const T>(up), n);
   });

@@ -15,6 +15,7 @@ namespace {
 template <class T>
 __global__ void embedding_fwd_kernel(T* __restrict__ out, const int32_t* __restrict__ ids, const T* __restrict__ table,
                                      int64_t N, int64_t D, int64_t V) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const int32_t id = ids[n];
     T* o = out + n * D;
@@ -30,6 +31,7 @@ __global__ void embedding_fwd_kernel(T* __restrict__ out, const int32_t* __restr
 // keys[n] = ids[n] when valid, else V (sorted last, skipped); vals[n] = n.
 __global__ void embedding_keys_kernel(int32_t* __restrict__ keys, int32_t* __restrict__ vals,
                                       const int32_t* __restrict__ ids, int64_t N, int64_t V) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N; n += int64_t(gridDim.x) * blockDim.x) {
     const int32_t id = ids[n];
     keys[n] = (id < 0 || id >= V) ? int32_t(V) : id;
@@ -42,6 +44,7 @@ template <class G, class T>
 __global__ void embedding_bwd_kernel(G* __restrict__ d_table, const T* __restrict__ d_out,
                                      const int32_t* __restrict__ keys, const int32_t* __restrict__ pos, int64_t N,
                                      int64_t D, int64_t V) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
     const int32_t key = keys[i];
     if (key >= V || (i > 0 && keys[i - 1] == key)) continue;
@@ -71,7 +74,7 @@ void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table)
   const int threads = D >= 1024 ? 256 : 128;
   dispatch_fb(out.dtype, "embedding_forward", [&](auto zero) {
     using T = decltype(zero);
-    embedding_fwd_kernel<T><<<unsigned(std::min<int64_t>(N, 1 << 20)), threads, 0, st>>>(
+    launch(embedding_fwd_kernel<T>, unsigned(std::min<int64_t>(N, 1 << 20)), threads, 0, st, 
         dptr<T>(out), dptr<const int32_t>(ids), dptr<const T>(table), N, D, V);
   });
   DS_CUDA_LAUNCH_CHECK("embedding_fwd_kernel");
@@ -94,7 +97,7 @@ void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor
   int32_t* vals_in = reinterpret_cast<int32_t*>(base + arr);
   int32_t* keys_out = reinterpret_cast<int32_t*>(base + 2 * arr);
   int32_t* vals_out = reinterpret_cast<int32_t*>(base + 3 * arr);
-  embedding_keys_kernel<<<grid_for(N, 256), 256, 0, st>>>(keys_in, vals_in, dptr<const int32_t>(ids), N, V);
+  launch(embedding_keys_kernel, grid_for(N, 256), 256, 0, st, keys_in, vals_in, dptr<const int32_t>(ids), N, V);
   DS_CUDA_LAUNCH_CHECK("embedding_keys_kernel");
   DS_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(base + 4 * arr, cub_bytes, keys_in, keys_out, vals_in, vals_out,
                                                 int(N), 0, bits_for(V), st));
@@ -103,7 +106,7 @@ void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor
     using T = decltype(tz);
     dispatch_fb(d_table.dtype, "embedding_backward", [&](auto gz) {
       using G = decltype(gz);
-      embedding_bwd_kernel<G, T><<<unsigned(std::min<int64_t>(N, 1 << 20)), threads, 0, st>>>(
+      launch(embedding_bwd_kernel<G, T>, unsigned(std::min<int64_t>(N, 1 << 20)), threads, 0, st, 
           dptr<G>(d_table), dptr<const T>(d_out), keys_out, vals_out, N, D, V);
     });
   });

@@ -254,6 +254,7 @@ __device__ void store_tile(const float* Cs, TC* C, const GemmArgs& a, int64_t m0
 
 template <class TA, class TC, bool KCONTIG, bool NCONTIG, bool REDUCE>
 __global__ void __launch_bounds__(kThreads) grouped_gemm_kernel(GemmArgs a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ __align__(128) unsigned char smem[Tile<TA>::bytes];
   const TA* A = static_cast<const TA*>(a.A);
   const TA* Bbase = static_cast<const TA*>(a.B);
@@ -317,6 +318,7 @@ template <class G, bool BKMAJOR> struct Shape : G {
 // !BKMAJOR Nd % 8 == 0, so every 16-byte chunk lies wholly inside or wholly outside the matrix.
 template <class TC, class G, bool BKMAJOR>
 __global__ void __launch_bounds__(kThreads) grouped_gemm_pipelined(GemmArgs a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using bf16 = __nv_bfloat16;
   using S = pipe::Shape<G, BKMAJOR>;
   using namespace nvcuda;
@@ -594,6 +596,7 @@ __device__ __forceinline__ void tile_mma(__nv_bfloat16* ring, const __nv_bfloat1
 
 template <class C, bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC>
 __global__ void __launch_bounds__(C::threads, C::min_blocks) grouped_gemm_big(GemmArgs a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   static_assert(!REDUCE || (!AKMAJOR && !BKMAJOR), "reduce mode: both operands row-indexed by the reduction");
   extern __shared__ __align__(128) unsigned char big_smem[];
   auto* ring = reinterpret_cast<__nv_bfloat16*>(big_smem);
@@ -700,6 +703,7 @@ __device__ __forceinline__ bool active_expert(const GemmArgs& a, int64_t slot, i
 // memory each at 32 rows); MT 2 (a benchmark variant): 166 registers, 1 block per SM.
 template <int MT, class TC>
 __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmArgs a, int max_rows) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   static_assert(MT >= 1 && MT <= 4, "column tiles per block");
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(128) unsigned char dec_smem[];
@@ -837,7 +841,7 @@ bool aligned_c(const Tensor& c, int64_t ldc) {
 }
 
 template <bool KCONTIG, bool NCONTIG, bool REDUCE>
-void launch(const Context& ctx, const char* op, const Tensor& ab_dtype, const Tensor& c_dtype, GemmArgs a) {
+void launch_gemm(const Context& ctx, const char* op, const Tensor& ab_dtype, const Tensor& c_dtype, GemmArgs a) {
   unsigned gx = unsigned((a.Nd + BN - 1) / BN);
   dim3 grid;
   if (REDUCE) {
@@ -851,7 +855,7 @@ void launch(const Context& ctx, const char* op, const Tensor& ab_dtype, const Te
     using TA = decltype(za);
     moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
       using TC = decltype(zc);
-      grouped_gemm_kernel<TA, TC, KCONTIG, NCONTIG, REDUCE><<<grid, kThreads, 0, moe::stream_of(ctx)>>>(a);
+      launch(grouped_gemm_kernel<TA, TC, KCONTIG, NCONTIG, REDUCE>, grid, kThreads, 0, moe::stream_of(ctx), a);
     });
   });
   moe::launched(op);
@@ -875,7 +879,7 @@ void launch_big(const Context& ctx, const char* op, const Tensor& c_dtype, GemmA
     auto* kernel = big::grouped_gemm_big<Cf, AKMAJOR, BKMAJOR, REDUCE, TC>;
     static std::atomic<uint64_t> smem_set{0};  // per kernel instance: the opt-in above 48 KiB, once per device
     attn::allow_smem(kernel, smem, smem_set);
-    kernel<<<grid, Cf::threads, smem, moe::stream_of(ctx)>>>(a);
+    launch(kernel, grid, Cf::threads, smem, moe::stream_of(ctx), a);
   });
   moe::launched(op);
 }
@@ -903,12 +907,12 @@ void launch_decode(const Context& ctx, const char* op, const Tensor& c_dtype, co
     auto* kernel = dec::grouped_gemv<MT, TC>;
     static std::atomic<uint64_t> smem_set{0};  // the opt-in for the largest pass (32 rows), once per device
     attn::allow_smem(kernel, dec::smem_bytes(dec::kMaxRows), smem_set);
-    kernel<<<grid, dec::kThreads, dec::smem_bytes(max_rows), moe::stream_of(ctx)>>>(a, max_rows);
+    launch(kernel, grid, dec::kThreads, dec::smem_bytes(max_rows), moe::stream_of(ctx), a, max_rows);
   });
   moe::launched(op);
 }
 
-// The pipelined kernel when its alignment contract holds (bf16 operands); false leaves the work to launch().
+// The pipelined kernel when its alignment contract holds (bf16 operands); false leaves the work to launch_gemm().
 template <bool BKMAJOR>
 bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype, const Tensor& c_dtype, GemmArgs a) {
   if (ab_dtype.dtype != DType::bf16 || !a.vec_a || !a.vec_b || a.Kd % 8 != 0 || (!BKMAJOR && a.Nd % 8 != 0))
@@ -922,7 +926,7 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
     if (grid.x == 0 || grid.y == 0) return;
     moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
       using TC = decltype(zc);
-      grouped_gemm_pipelined<TC, G, BKMAJOR><<<grid, kThreads, 0, moe::stream_of(ctx)>>>(a);
+      launch(grouped_gemm_pipelined<TC, G, BKMAJOR>, grid, kThreads, 0, moe::stream_of(ctx), a);
     });
     moe::launched(op);
   };
@@ -985,7 +989,7 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
     if (acc == Accum::overwrite) moe::ok(cudaMemsetAsync(out.data, 0, size_t(M * N * moe::esize(out)), moe::stream_of(ctx)), op, "memset");
     return;
   }
-  if (!launch_pipelined<true>(ctx, op, in, out, a)) launch<true, false, false>(ctx, op, in, out, a);
+  if (!launch_pipelined<true>(ctx, op, in, out, a)) launch_gemm<true, false, false>(ctx, op, in, out, a);
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
@@ -1020,7 +1024,7 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
       a.vec_a = aligned16(d_out.data) && (N * es) % 16 == 0;
       a.vec_b = aligned16(weight.data) && (K * es) % 16 == 0;
       a.vec_c = aligned_c(d_in, K);
-      if (!launch_pipelined<false>(ctx, op, d_out, d_in, a)) launch<true, true, false>(ctx, op, d_out, d_in, a);
+      if (!launch_pipelined<false>(ctx, op, d_out, d_in, a)) launch_gemm<true, true, false>(ctx, op, d_out, d_in, a);
     }
   }
   if (!d_weight.empty() && N > 0) {  // dW_e[n, k] += sum_r d_out[r, n] in[r, k]: A(m = n, k = r), B(k = r, n = k)
@@ -1047,7 +1051,7 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
     if (d_out.dtype == DType::bf16 && a.vec_a && a.vec_b && g_big_variant != 0)
       launch_big_variant<false, false, true>(ctx, op, d_weight, a);
     else
-      launch<false, true, true>(ctx, op, d_out, d_weight, a);
+      launch_gemm<false, true, true>(ctx, op, d_out, d_weight, a);
   }
 }
 

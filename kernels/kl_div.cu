@@ -36,6 +36,7 @@ template <class T> __device__ float block_lse(const T* x, int64_t V) {
 template <class T>
 __global__ void kl_fwd_kernel(float* __restrict__ loss, const T* __restrict__ logits, const T* __restrict__ teacher,
                               const int32_t* __restrict__ targets, int64_t N, int64_t V, int ignore_index) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     if (targets[n] == ignore_index) {  // uniform across the block: no thread reaches a barrier alone
       if (threadIdx.x == 0) loss[n] = 0.0f;
@@ -57,6 +58,7 @@ template <class T>
 __global__ void kl_bwd_kernel(T* __restrict__ d_logits, const T* __restrict__ logits, const T* __restrict__ teacher,
                               const int32_t* __restrict__ targets, int64_t N, int64_t V, float d_scale,
                               int ignore_index, bool add) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     T* d = d_logits + n * V;
     if (targets[n] == ignore_index) {
@@ -83,7 +85,7 @@ void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teach
   if (N == 0) return;
   dispatch_fb(logits.dtype, "kl_div_forward", [&](auto zero) {
     using T = decltype(zero);
-    kl_fwd_kernel<T><<<rows_grid(N), kThreads, 0, st>>>(dptr<float>(loss), dptr<const T>(logits),
+    launch(kl_fwd_kernel<T>, rows_grid(N), kThreads, 0, st, dptr<float>(loss), dptr<const T>(logits),
                                                          dptr<const T>(teacher), dptr<const int32_t>(targets), N, V,
                                                          ignore_index);
   });
@@ -97,7 +99,7 @@ void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor 
   if (N == 0 || V == 0) return;
   dispatch_fb(logits.dtype, "kl_div_backward", [&](auto zero) {
     using T = decltype(zero);
-    kl_bwd_kernel<T><<<rows_grid(N), kThreads, 0, st>>>(dptr<T>(d_logits), dptr<const T>(logits),
+    launch(kl_bwd_kernel<T>, rows_grid(N), kThreads, 0, st, dptr<T>(d_logits), dptr<const T>(logits),
                                                          dptr<const T>(teacher), dptr<const int32_t>(targets), N, V,
                                                          float(d_scale), ignore_index, acc == Accum::add);
   });

@@ -32,6 +32,7 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
 template <class T>
 __global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse, const T* __restrict__ logits,
                               const int32_t* __restrict__ targets, int64_t N, int64_t V, int ignore_index) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ float sm[32], ss[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
@@ -81,6 +82,7 @@ template <class T>
 __global__ void ce_bwd_kernel(T* __restrict__ d_logits, const T* __restrict__ logits, const float* __restrict__ lse,
                               const int32_t* __restrict__ targets, const float* __restrict__ row_scale, int64_t N,
                               int64_t V, float d_scale, int ignore_index, bool add) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
     const int32_t tg = targets[n];
     T* d = d_logits + n * V;
@@ -110,7 +112,7 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
   if (N == 0) return;
   dispatch_fb(logits.dtype, "cross_entropy_forward", [&](auto zero) {
     using T = decltype(zero);
-    ce_fwd_kernel<T><<<unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0, st>>>(
+    launch(ce_fwd_kernel<T>, unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0, st, 
         dptr<float>(loss), lse.empty() ? nullptr : dptr<float>(lse), dptr<const T>(logits),
         dptr<const int32_t>(targets), N, V, ignore_index);
   });
@@ -127,7 +129,7 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
                   unsigned(std::min<int64_t>(N, 65535)));
   dispatch_fb(logits.dtype, "cross_entropy_backward", [&](auto zero) {
     using T = decltype(zero);
-    ce_bwd_kernel<T><<<grid, kThreads, 0, st>>>(dptr<T>(d_logits), dptr<const T>(logits), dptr<const float>(lse),
+    launch(ce_bwd_kernel<T>, grid, kThreads, 0, st, dptr<T>(d_logits), dptr<const T>(logits), dptr<const float>(lse),
                                                 dptr<const int32_t>(targets),
                                                 row_scale.empty() ? nullptr : dptr<const float>(row_scale), N, V,
                                                 float(d_scale), ignore_index, acc == Accum::add);

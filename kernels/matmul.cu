@@ -191,72 +191,121 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
 // transposed), B = in (col-major [K, M]).
 // ---- decode-sized products: bf16 GEMV ---------------------------------------------------------------------------
 // For M <= kGemvRows rows cuBLASLt's kernels are latency-bound (~5 us for a 1-2 MB weight on the H200, ~100 of
-// them in a batch-1 decode step). Here one warp computes one output column for every row: the weight row streams
-// once through 16-byte loads, the M input rows sit in shared memory, products accumulate in f32 and the warp
-// reduces them in a fixed shuffle order (deterministic); the output is rounded once (beta = 1 adds to it in f32).
+// them in a batch-1 decode step). Here a group of G lanes (G = 32, or fewer for short rows) computes one output
+// column for every row: the weight row streams once through 16-byte loads, the M input rows sit in shared memory,
+// products accumulate in f32 and the group reduces them in a fixed shuffle order (deterministic); the output is
+// rounded once (beta = 1 adds to it in f32). Before waiting for the previous kernel (programmatic dependent launch,
+// common.cuh) one thread asks for the block's weight rows in L2, so their HBM latency overlaps that kernel.
+// blockIdx.y batches independent products (the heads of matmul_heads_forward) at fixed element strides.
 namespace {
 
 constexpr int kGemvRows = 4, kGemvWarps = 8;
 constexpr size_t kGemvSmem = 48 * 1024;  // the input rows, M x K bf16
 
+struct GemvArgs {
+  void* out;
+  int64_t ldo, out_bs;  // row stride and batch stride of out (elements)
+  const bf16_t* in;
+  int64_t ldi, in_bs;
+  const bf16_t* w;  // row n of the product's weight at w + batch * w_bs + n * ldw, K elements used
+  int64_t ldw, w_bs;
+  int M;
+  int64_t N, K;
+  int glog;  // log2 of the lanes per output column
+  int add;
+};
+
+// L2 prefetch of [p, p + bytes) (16-byte aligned, a multiple of 16) by the calling thread: TMA bulk prefetch.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
 template <class TC>
-__global__ void __launch_bounds__(kGemvWarps * 32)
-    gemv_kernel(TC* __restrict__ out, const bf16_t* __restrict__ in, const bf16_t* __restrict__ w, int M, int64_t N,
-                int64_t K, int add) {
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
+  const int G = 1 << a.glog, cols_per_block = kGemvWarps * 32 / G;
+  const int64_t n0 = int64_t(blockIdx.x) * cols_per_block;
+  const bf16_t* w = a.w + int64_t(blockIdx.y) * a.w_bs;
+  if (threadIdx.x == 0 && n0 < a.N) {  // weights only (never written by a kernel of the same pass)
+    const int64_t n1 = min(a.N, n0 + cols_per_block);
+    prefetch_l2(w + n0 * a.ldw, uint32_t(((n1 - n0 - 1) * a.ldw + a.K) * int64_t(sizeof(bf16_t))));
+  }
+  pdl_enter();
   extern __shared__ uint4 xs[];  // [M][K / 8]
-  const int64_t K8 = K / 8;
-  for (int64_t i = threadIdx.x; i < M * K8; i += blockDim.x) xs[i] = reinterpret_cast<const uint4*>(in)[i];
+  const int64_t K8 = a.K / 8;
+  const bf16_t* in = a.in + int64_t(blockIdx.y) * a.in_bs;
+  for (int64_t i = threadIdx.x; i < a.M * K8; i += blockDim.x) {
+    const int64_t m = i / K8, k8 = i % K8;
+    xs[i] = reinterpret_cast<const uint4*>(in + m * a.ldi)[k8];
+  }
   __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t n = int64_t(blockIdx.x) * kGemvWarps + warp;
-  if (n >= N) return;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + n * K);
+  const int g = threadIdx.x & (G - 1);
+  const int64_t n = n0 + threadIdx.x / G;
+  const bool valid = n < a.N;  // no early return: the group reduction below shuffles across the whole warp
+  const uint4* wr = reinterpret_cast<const uint4*>(w + (valid ? n : 0) * a.ldw);
   float acc[kGemvRows] = {};
 #pragma unroll 4
-  for (int64_t k8 = lane; k8 < K8; k8 += 32) {
+  for (int64_t k8 = g; k8 < (valid ? K8 : 0); k8 += G) {
     const uint4 wv = __ldg(wr + k8);
     const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
 #pragma unroll
     for (int m = 0; m < kGemvRows; ++m) {
-      if (m >= M) break;
+      if (m >= a.M) break;
       const uint4 xv = xs[m * K8 + k8];
       const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const float2 a = __bfloat1622float2(wp[j]), b = __bfloat1622float2(xp[j]);
-        acc[m] = fmaf(a.x, b.x, acc[m]);
-        acc[m] = fmaf(a.y, b.y, acc[m]);
+        const float2 p = __bfloat1622float2(wp[j]), q = __bfloat1622float2(xp[j]);
+        acc[m] = fmaf(p.x, q.x, acc[m]);
+        acc[m] = fmaf(p.y, q.y, acc[m]);
       }
     }
   }
+  TC* out = static_cast<TC*>(a.out) + int64_t(blockIdx.y) * a.out_bs;
 #pragma unroll
   for (int m = 0; m < kGemvRows; ++m) {
-    if (m >= M) break;
-    const float v = warp_sum(acc[m]);
-    if (lane == 0) out[m * N + n] = cvt<TC>(add ? ldf(out[m * N + n]) + v : v);
+    if (m >= a.M) break;
+    float v = acc[m];
+    for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);  // within the lane group
+    if (g == 0 && valid) {
+      TC* dst = out + m * a.ldo + n;
+      *dst = cvt<TC>(a.add ? ldf(*dst) + v : v);
+    }
   }
 }
 
-// The GEMV handles bf16 inputs with 16-byte rows and M <= kGemvRows whose rows fit its shared memory.
-bool gemv_fits(const Tensor& in, const Tensor& weight, int64_t M, int64_t K) {
-  auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return in.dtype == DType::bf16 && M >= 1 && M <= kGemvRows && K % 8 == 0 && al16(in.data) && al16(weight.data) &&
-         size_t(M * K) * sizeof(bf16_t) <= kGemvSmem;
+bool al16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The GEMV handles bf16 inputs with 16-byte-aligned rows and M <= kGemvRows whose rows fit its shared memory.
+bool gemv_fits(DType in_dtype, const void* in, int64_t ldi, const void* w, int64_t ldw, int64_t M, int64_t K) {
+  return in_dtype == DType::bf16 && M >= 1 && M <= kGemvRows && K % 8 == 0 && ldi % 8 == 0 && ldw % 8 == 0 &&
+         al16(in) && al16(w) && size_t(M * K) * sizeof(bf16_t) <= kGemvSmem;
+}
+
+void gemv(const Context& ctx, DType out_dtype, GemvArgs a, int64_t batch) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t K8 = a.K / 8;
+  a.glog = 5;
+  while (a.glog > 0 && (int64_t(1) << (a.glog - 1)) >= K8) --a.glog;  // short rows: several columns per warp
+  const int64_t cols_per_block = kGemvWarps * 32 >> a.glog;
+  const dim3 grid(unsigned((a.N + cols_per_block - 1) / cols_per_block), unsigned(batch));
+  const size_t smem = size_t(a.M * a.K) * sizeof(bf16_t);
+  dispatch_fb(out_dtype, "matmul_forward", [&](auto zero) {
+    using TC = decltype(zero);
+    launch(gemv_kernel<TC>, grid, kGemvWarps * 32, smem, st, a);
+  });
+  DS_CUDA_LAUNCH_CHECK("gemv_kernel");
 }
 
 }  // namespace
 
 void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc) {
   const int64_t M = in.rows(), K = in.cols(), N = weight.rows();
-  if (M > 0 && N > 0 && gemv_fits(in, weight, M, K)) {
-    cudaStream_t st = prepare(ctx);
-    const size_t smem = size_t(M * K) * sizeof(bf16_t);
-    dispatch_fb(out.dtype, "matmul_forward", [&](auto zero) {
-      using TC = decltype(zero);
-      gemv_kernel<TC><<<unsigned((N + kGemvWarps - 1) / kGemvWarps), kGemvWarps * 32, smem, st>>>(
-          dptr<TC>(out), dptr<const bf16_t>(in), dptr<const bf16_t>(weight), int(M), N, K, acc == Accum::add);
-    });
-    DS_CUDA_LAUNCH_CHECK("gemv_kernel");
+  if (M > 0 && N > 0 && gemv_fits(in.dtype, in.data, K, weight.data, K, M, K)) {
+    gemv(ctx, out.dtype, GemvArgs{out.data, N, 0, dptr<const bf16_t>(in), K, 0, dptr<const bf16_t>(weight), K, 0,
+                                  int(M), N, K, 0, acc == Accum::add},
+         1);
     return;
   }
   lt_gemm(ctx, true, false, N, M, K, weight.data, K, in.data, K, in.dtype, acc == Accum::add ? 1.0f : 0.0f, out.data,
@@ -285,6 +334,13 @@ void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weig
                 Kw = weight.dim(2);
   const size_t es = dtype_size(weight.dtype);
   const void* A = static_cast<const char*>(weight.data) + size_t(w_row0 * Kw) * es;
+  if (M > 0 && n > 0 && weight.dtype == DType::bf16 && gemv_fits(in.dtype, in.data, H * Kin, A, Kw, M, k) &&
+      (Kin * int64_t(es)) % 16 == 0 && (Wr * Kw * int64_t(es)) % 16 == 0) {  // decode: one GEMV launch, heads in y
+    gemv(ctx, out.dtype, GemvArgs{out.data, H * Nout, Nout, dptr<const bf16_t>(in), H * Kin, Kin,
+                                  static_cast<const bf16_t*>(A), Kw, Wr * Kw, int(M), n, k, 0, 0},
+         H);
+    return;
+  }
   lt_gemm(ctx, true, false, n, M, k, A, Kw, in.data, H * Kin, in.dtype, 0.0f, out.data, H * Nout, out.dtype, H, Wr * Kw,
           Kin, Nout);
 }

@@ -44,6 +44,7 @@ namespace {
 template <class E>
 __global__ void kv_cache_write_kernel(E* pool, int64_t slots, const int32_t* rows, const E* c, const E* k_pe, int R,
                                       int dr) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int i = blockIdx.x;
   const int64_t row = rows[i];
   if (row < 0 || row >= slots) return;
@@ -120,6 +121,7 @@ template <int WM, int R> struct DecMma {
 
 template <int WM, int R>
 __global__ void __launch_bounds__(WM * 64) mla_decode_mma(DecodeArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using Cfg = DecMma<WM, R>;
   constexpr int HT = Cfg::HT, NT = Cfg::NT, RH = Cfg::RH, PP = Cfg::PP;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -297,6 +299,7 @@ inline size_t simt_smem(int C, int R) {
 }
 
 template <class E> __global__ void __launch_bounds__(kSimtThreads) mla_decode_simt(DecodeArgs<E> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int C = a.C, R = a.R, PC = C + 1;
   int64_t* rows_s = reinterpret_cast<int64_t*>(smem_raw);  // [kBT]
@@ -369,6 +372,7 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) mla_decode_si
 // --- combine: out[i, h] = sum_s exp(lse_s - lse) o_s;  lse = logsumexp_s lse_s -------------------------
 
 template <class E> __global__ void __launch_bounds__(128) mla_decode_combine(DecodeArgs<E> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ float w_s[kMaxSplits];
   __shared__ float lse_tot;
   const int ih = blockIdx.x, i = ih / a.H, h = ih % a.H, ns = a.nsplit;
@@ -463,7 +467,7 @@ template <int WM, int R> void launch_mma(DecodeArgs<bf16_t> a, cudaStream_t st) 
   const size_t smem = Cfg::smem(a.C);
   allow_smem(mla_decode_mma<WM, R>, smem, done);
   const dim3 grid((a.H + Cfg::HT - 1) / Cfg::HT, a.nsplit, a.n);
-  mla_decode_mma<WM, R><<<grid, Cfg::NT, smem, st>>>(a);
+  launch(mla_decode_mma<WM, R>, grid, Cfg::NT, smem, st, a);
 }
 
 template <int WM> bool launch_mma_r(const DecodeArgs<bf16_t>& a, cudaStream_t st) {
@@ -538,9 +542,9 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
     static std::atomic<uint64_t> done{0};
     allow_smem(mla_decode_simt<E>, smem, done);
     const dim3 grid((a.H + kSimtHeads - 1) / kSimtHeads, a.nsplit, a.n);
-    mla_decode_simt<E><<<grid, kSimtThreads, smem, st>>>(a);
+    launch(mla_decode_simt<E>, grid, kSimtThreads, smem, st, a);
   }
-  if (a.nsplit > 1) mla_decode_combine<E><<<a.n * a.H, 128, 0, st>>>(a);
+  if (a.nsplit > 1) launch(mla_decode_combine<E>, a.n * a.H, 128, 0, st, a);
 }
 
 }  // namespace
@@ -555,12 +559,12 @@ void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor
   cudaStream_t st = stream_of(ctx);
   const int32_t* rows = static_cast<const int32_t*>(slot_rows.data);
   if (kv_pool.dtype == DType::bf16) {
-    kv_cache_write_kernel<bf16_t><<<unsigned(n), threads, 0, st>>>(static_cast<bf16_t*>(kv_pool.data), slots, rows,
+    launch(kv_cache_write_kernel<bf16_t>, unsigned(n), threads, 0, st, static_cast<bf16_t*>(kv_pool.data), slots, rows,
                                                                     static_cast<const bf16_t*>(c.data),
                                                                     static_cast<const bf16_t*>(k_pe.data), R, dr);
   } else {
     DS_CHECK(kv_pool.dtype == DType::f32, "kv_cache_write (CUDA): f32 or bf16 tensors");
-    kv_cache_write_kernel<float><<<unsigned(n), threads, 0, st>>>(static_cast<float*>(kv_pool.data), slots, rows,
+    launch(kv_cache_write_kernel<float>, unsigned(n), threads, 0, st, static_cast<float*>(kv_pool.data), slots, rows,
                                                                    static_cast<const float*>(c.data),
                                                                    static_cast<const float*>(k_pe.data), R, dr);
   }

@@ -37,6 +37,7 @@ constexpr unsigned kFull = 0xffffffffu;
 
 // (1) chunk_cnt[c * E + e] = number of entries of chunk c routed to e (one warp per chunk, counters in shared).
 __global__ void route_count_kernel(int* chunk_cnt, const int32_t* idx, int64_t NK, int E, int64_t nchunks) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ int counters[];  // [kRouteWarps][E]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int* cnt = counters + size_t(warp) * E;
@@ -56,6 +57,7 @@ __global__ void route_count_kernel(int* chunk_cnt, const int32_t* idx, int64_t N
 
 // (2) per expert e (one block): exclusive scan of chunk_cnt[., e] over the chunks, in place; total[e].
 __global__ void route_scan_chunks_kernel(int* chunk_cnt, int64_t* total, int E, int64_t nchunks) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using Scan = cub::BlockScan<int64_t, kScanThreads>;
   __shared__ typename Scan::TempStorage tmp;
   const int e = blockIdx.x;
@@ -74,6 +76,7 @@ __global__ void route_scan_chunks_kernel(int* chunk_cnt, int64_t* total, int E, 
 
 // (3) offsets = exclusive scan of the totals (one block); counts += totals.
 __global__ void route_offsets_kernel(int64_t* offsets, int64_t* counts, const int64_t* total, int E) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using Scan = cub::BlockScan<int64_t, kScanThreads>;
   __shared__ typename Scan::TempStorage tmp;
   int64_t running = 0;
@@ -95,6 +98,7 @@ __global__ void route_offsets_kernel(int64_t* offsets, int64_t* counts, const in
 // (4) rows: one warp per chunk, 32 entries at a time in order; running per-expert counts in shared memory.
 __global__ void route_rows_kernel(int32_t* row_of, const int32_t* idx, const int* chunk_base, const int64_t* offsets,
                                   int64_t NK, int E, int64_t nchunks) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ int counters[];  // [kRouteWarps][E]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int* run = counters + size_t(warp) * E;
@@ -128,6 +132,7 @@ constexpr size_t kSmallSmem = 40 * 1024;  // under the 48 KB a launch gets witho
 __global__ void __launch_bounds__(kSmallThreads)
     route_small_kernel(int32_t* row_of, int64_t* offsets, int64_t* counts, const int32_t* idx, int64_t NK, int E,
                        int W) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ int sm[];
   int *cnt = sm, *tot = sm + size_t(W) * E, *base = tot + E;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
@@ -189,6 +194,7 @@ __global__ void __launch_bounds__(kSmallThreads)
 template <class W>
 __global__ void permute_fwd_kernel(W* out, const W* in, const int32_t* row_of, int64_t N, int K, int64_t words,
                                    int64_t rows_out) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const W* src = in + n * words;
     for (int64_t w = threadIdx.x; w < words; w += blockDim.x) {
@@ -205,6 +211,7 @@ __global__ void permute_fwd_kernel(W* out, const W* in, const int32_t* row_of, i
 template <class T>
 __global__ void permute_bwd_kernel(T* d_in, const T* d_out, const int32_t* row_of, int64_t N, int K, int64_t D,
                                    int64_t rows_out, int add) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
       float s = 0.0f;
@@ -222,6 +229,7 @@ __global__ void permute_bwd_kernel(T* d_in, const T* d_out, const int32_t* row_o
 template <class T>
 __global__ void unpermute_fwd_kernel(T* out, const T* eo, const int32_t* row_of, FPtr w, int64_t N, int K, int64_t D,
                                      int64_t rows_eo, int add) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
       float s = 0.0f;
@@ -240,6 +248,7 @@ __global__ void unpermute_fwd_kernel(T* out, const T* eo, const int32_t* row_of,
 template <class T>
 __global__ void combine_fwd_kernel(T* out, const T* resid, const T* shared, const T* eo, const int32_t* row_of, FPtr w,
                                    int64_t N, int K, int64_t D, int64_t rows_eo) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
       float s = 0.0f;
@@ -258,6 +267,7 @@ __global__ void combine_fwd_kernel(T* out, const T* resid, const T* shared, cons
 template <class T>
 __global__ void unpermute_bwd_kernel(T* d_eo, FPtr d_w, const T* d_out, const T* eo, const int32_t* row_of, FPtr w,
                                      int64_t N, int K, int64_t D, int64_t rows_eo) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ double part[32];
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const T* g = d_out + n * D;
@@ -303,7 +313,7 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
   const int64_t W = (NK + 31) / 32;
   const size_t small_smem = size_t(W * E + 2 * E) * sizeof(int);
   if (NK <= kSmallEntries && small_smem <= kSmallSmem) {
-    route_small_kernel<<<1, kSmallThreads, small_smem, st>>>(
+    launch(route_small_kernel, 1, kSmallThreads, small_smem, st, 
         static_cast<int32_t*>(row_of.data), static_cast<int64_t*>(offsets.data),
         counts.empty() ? nullptr : static_cast<int64_t*>(counts.data), static_cast<const int32_t*>(topk_idx.data), NK,
         E, int(W));
@@ -323,17 +333,17 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
   const unsigned chunk_blocks = unsigned((nchunks + kRouteWarps - 1) / kRouteWarps);
   const size_t smem = size_t(E) * kRouteWarps * sizeof(int);
   if (nchunks > 0) {
-    route_count_kernel<<<chunk_blocks, kRouteWarps * 32, smem, st>>>(chunk_cnt, idx, NK, E, nchunks);
+    launch(route_count_kernel, chunk_blocks, kRouteWarps * 32, smem, st, chunk_cnt, idx, NK, E, nchunks);
     moe::launched(op);
   }
-  route_scan_chunks_kernel<<<unsigned(E), kScanThreads, 0, st>>>(chunk_cnt, total, E, nchunks);
+  launch(route_scan_chunks_kernel, unsigned(E), kScanThreads, 0, st, chunk_cnt, total, E, nchunks);
   moe::launched(op);
-  route_offsets_kernel<<<1, kScanThreads, 0, st>>>(static_cast<int64_t*>(offsets.data),
+  launch(route_offsets_kernel, 1, kScanThreads, 0, st, static_cast<int64_t*>(offsets.data),
                                                    counts.empty() ? nullptr : static_cast<int64_t*>(counts.data),
                                                    total, E);
   moe::launched(op);
   if (nchunks > 0) {
-    route_rows_kernel<<<chunk_blocks, kRouteWarps * 32, smem, st>>>(static_cast<int32_t*>(row_of.data), idx, chunk_cnt,
+    launch(route_rows_kernel, chunk_blocks, kRouteWarps * 32, smem, st, static_cast<int32_t*>(row_of.data), idx, chunk_cnt,
                                                                     static_cast<const int64_t*>(offsets.data), NK, E,
                                                                     nchunks);
     moe::launched(op);
@@ -355,15 +365,15 @@ void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_o
            reinterpret_cast<uintptr_t>(out.data) % a == 0;
   };
   if (aligned(16)) {
-    permute_fwd_kernel<uint4><<<token_blocks(N), 128, 0, st>>>(static_cast<uint4*>(out.data),
+    launch(permute_fwd_kernel<uint4>, token_blocks(N), 128, 0, st, static_cast<uint4*>(out.data),
                                                               static_cast<const uint4*>(in.data), ro, N, int(K),
                                                               row_bytes / 16, rows_out);
   } else if (aligned(4)) {
-    permute_fwd_kernel<uint32_t><<<token_blocks(N), 128, 0, st>>>(static_cast<uint32_t*>(out.data),
+    launch(permute_fwd_kernel<uint32_t>, token_blocks(N), 128, 0, st, static_cast<uint32_t*>(out.data),
                                                                   static_cast<const uint32_t*>(in.data), ro, N,
                                                                   int(K), row_bytes / 4, rows_out);
   } else {
-    permute_fwd_kernel<uint16_t><<<token_blocks(N), 128, 0, st>>>(static_cast<uint16_t*>(out.data),
+    launch(permute_fwd_kernel<uint16_t>, token_blocks(N), 128, 0, st, static_cast<uint16_t*>(out.data),
                                                                   static_cast<const uint16_t*>(in.data), ro, N,
                                                                   int(K), row_bytes / 2, rows_out);
   }
@@ -377,7 +387,7 @@ void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor 
   moe::set_device(ctx, op);
   moe::dispatch_f32_bf16(d_in, op, "d_in", [&](auto zero) {
     using T = decltype(zero);
-    permute_bwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
+    launch(permute_bwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx), 
         static_cast<T*>(d_in.data), static_cast<const T*>(d_out.data), static_cast<const int32_t*>(row_of.data), N,
         int(K), D, moe::rows(d_out), acc == Accum::add);
   });
@@ -393,7 +403,7 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
   const FPtr w = moe::fptr(topk_w, op, "topk_w");
   moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
     using T = decltype(zero);
-    unpermute_fwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
+    launch(unpermute_fwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx), 
         static_cast<T*>(out.data), static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w,
         N, int(K), D, moe::rows(expert_out), acc == Accum::add);
   });
@@ -409,7 +419,7 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
   const FPtr w = moe::fptr(topk_w, op, "topk_w");
   moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
     using T = decltype(zero);
-    combine_fwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
+    launch(combine_fwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx), 
         static_cast<T*>(out.data), static_cast<const T*>(resid.data),
         shared.empty() ? nullptr : static_cast<const T*>(shared.data), static_cast<const T*>(expert_out.data),
         static_cast<const int32_t*>(row_of.data), w, N, int(K), D, moe::rows(expert_out));
@@ -427,7 +437,7 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
   const FPtr w = moe::fptr(topk_w, op, "topk_w"), dw = moe::fptr(d_topk_w, op, "d_topk_w");
   moe::dispatch_f32_bf16(d_out, op, "d_out", [&](auto zero) {
     using T = decltype(zero);
-    unpermute_bwd_kernel<T><<<token_blocks(N), 256, 0, moe::stream_of(ctx)>>>(
+    launch(unpermute_bwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx), 
         d_expert_out.empty() ? nullptr : static_cast<T*>(d_expert_out.data), dw, static_cast<const T*>(d_out.data),
         static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w, N, int(K), D,
         moe::rows(expert_out));

@@ -73,6 +73,7 @@ __host__ __device__ inline size_t gate_smem_per_warp(int E, int G, int K) {
 }
 
 __global__ void gate_forward_kernel(GateArgs a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int E = a.E, G = a.G, K = a.K;
@@ -186,6 +187,7 @@ struct GateBwdArgs {
 
 // ds (double) per expert in shared memory; the top-k contributions are added by lane 0 in k order.
 __global__ void gate_backward_kernel(GateBwdArgs a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int E = a.E, K = a.K;
@@ -236,6 +238,7 @@ __global__ void gate_backward_kernel(GateBwdArgs a) {
 
 // cnt[q, e] += 1 for every (t, k) of sequence q (integer atomics: the counts do not depend on the order).
 __global__ void balance_count_kernel(int* cnt, const int32_t* idx, int64_t NK, int64_t seq_len, int K, int E) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < NK; i += int64_t(gridDim.x) * blockDim.x) {
     const int e = idx[i];
     if (e < 0 || e >= E) continue;
@@ -248,6 +251,7 @@ __global__ void balance_count_kernel(int* cnt, const int32_t* idx, int64_t NK, i
 // Forward writes fs / z per row; backward adds coef * (f_e / z - fs / z^2) to d_scores.
 __global__ void balance_rows_kernel(FPtr scores, const int* cnt, int64_t N, int64_t seq_len, int E, int K,
                                     double* row_val, FPtr d_scores, double coef) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const double fscale = double(E) / double(int64_t(K) * seq_len);
   for (int64_t n = int64_t(blockIdx.x) * kWarps + warp; n < N; n += int64_t(gridDim.x) * kWarps) {
@@ -275,6 +279,7 @@ __global__ void balance_rows_kernel(FPtr scores, const int* cnt, int64_t N, int6
 // bias[e] += gamma * sign(mean(load) - load[e]); one block. The loads are integers, so their sum in double is
 // exact in any order (below 2^53).
 __global__ void bias_update_kernel(FPtr bias, const int64_t* load, int E, double gamma) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ double part[32];
   double s = 0.0;
   for (int e = threadIdx.x; e < E; e += blockDim.x) s += double(load[e]);
@@ -332,7 +337,7 @@ void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor
   if (smem > 48 * 1024)
     moe::ok(cudaFuncSetAttribute(gate_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), op,
             "shared memory");
-  gate_forward_kernel<<<row_blocks(N), kWarps * 32, smem, moe::stream_of(ctx)>>>(a);
+  launch(gate_forward_kernel, row_blocks(N), kWarps * 32, smem, moe::stream_of(ctx), a);
   moe::launched(op);
 }
 
@@ -357,7 +362,7 @@ void moe_gate_backward(const Context& ctx, Tensor d_logits, Tensor d_topk_w, Ten
   a.norm = opt.norm_topk_prob;
   a.scaling = opt.routed_scaling_factor;
   const size_t smem = size_t(E) * sizeof(double) * kWarps;
-  gate_backward_kernel<<<row_blocks(N), kWarps * 32, smem, moe::stream_of(ctx)>>>(a);
+  launch(gate_backward_kernel, row_blocks(N), kWarps * 32, smem, moe::stream_of(ctx), a);
   moe::launched(op);
 }
 
@@ -372,7 +377,7 @@ int* balance_counts(const Context& ctx, Tensor scores, Tensor topk_idx, int64_t 
   moe::ok(cudaMallocAsync(reinterpret_cast<void**>(&cnt), size_t(S * E) * sizeof(int), st), op, "cudaMallocAsync");
   moe::ok(cudaMemsetAsync(cnt, 0, size_t(S * E) * sizeof(int), st), op, "cudaMemsetAsync");
   const int64_t NK = N * K;
-  balance_count_kernel<<<moe::grid_for(NK, 256, 1 << 16), 256, 0, st>>>(
+  launch(balance_count_kernel, moe::grid_for(NK, 256, 1 << 16), 256, 0, st, 
       cnt, static_cast<const int32_t*>(topk_idx.data), NK, seq_len, K, E);
   moe::launched(op);
   return cnt;
@@ -390,7 +395,7 @@ double moe_balance_loss_forward(const Context& ctx, Tensor scores, Tensor topk_i
   int* cnt = balance_counts(ctx, scores, topk_idx, seq_len, op);
   double* row_val = nullptr;
   moe::ok(cudaMallocAsync(reinterpret_cast<void**>(&row_val), size_t(N) * sizeof(double), st), op, "cudaMallocAsync");
-  balance_rows_kernel<<<row_blocks(N), kWarps * 32, 0, st>>>(moe::fptr(scores, op, "scores"), cnt, N, seq_len, E, K,
+  launch(balance_rows_kernel, row_blocks(N), kWarps * 32, 0, st, moe::fptr(scores, op, "scores"), cnt, N, seq_len, E, K,
                                                              row_val, FPtr{}, 0.0);
   moe::launched(op);
   std::vector<double> h(static_cast<size_t>(N));
@@ -419,7 +424,7 @@ void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_los
   cudaStream_t st = moe::stream_of(ctx);
   int* cnt = balance_counts(ctx, scores, topk_idx, seq_len, op);
   const double coef = d_loss * alpha / (double(S) * double(seq_len));
-  balance_rows_kernel<<<row_blocks(N), kWarps * 32, 0, st>>>(moe::fptr(scores, op, "scores"), cnt, N, seq_len, E, K,
+  launch(balance_rows_kernel, row_blocks(N), kWarps * 32, 0, st, moe::fptr(scores, op, "scores"), cnt, N, seq_len, E, K,
                                                              nullptr, moe::fptr(d_scores, op, "d_scores"), coef);
   moe::launched(op);
   moe::ok(cudaFreeAsync(cnt, st), op, "cudaFreeAsync");
@@ -430,7 +435,7 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
   const int E = int(moe::numel(bias));
   if (E == 0) return;
   moe::set_device(ctx, op);
-  bias_update_kernel<<<1, 256, 0, moe::stream_of(ctx)>>>(moe::fptr(bias, op, "bias"),
+  launch(bias_update_kernel, 1, 256, 0, moe::stream_of(ctx), moe::fptr(bias, op, "bias"),
                                                          static_cast<const int64_t*>(load.data), E, gamma);
   moe::launched(op);
 }

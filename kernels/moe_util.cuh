@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "tensor/context.h"
 #include "tensor/tensor.h"
+#include "kernels/common.cuh"  // launch(), pdl_enter()
 
 namespace ds::cuda::moe {
 

@@ -23,6 +23,7 @@ int row_threads(int64_t D) {
 template <class T>
 __global__ void rmsnorm_fwd_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
                                    const T* __restrict__ w, int64_t rows, int64_t D, float eps) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* x = in + r * D;
     float ss = 0.0f;
@@ -43,6 +44,7 @@ template <class T>
 __global__ void rmsnorm_bwd_dx_kernel(T* __restrict__ d_in, const T* __restrict__ d_out, const T* __restrict__ in,
                                       const T* __restrict__ w, const float* __restrict__ rstd, int64_t rows, int64_t D,
                                       bool add) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* x = in + r * D;
     const T* dy = d_out + r * D;
@@ -64,6 +66,7 @@ template <class T>
 __global__ void rmsnorm_bwd_dw_partial_kernel(float* __restrict__ part, const T* __restrict__ d_out,
                                               const T* __restrict__ in, const float* __restrict__ rstd, int64_t rows,
                                               int64_t D, int64_t chunk_rows) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= D) return;
   const int64_t r0 = blockIdx.y * chunk_rows, r1 = min(rows, r0 + chunk_rows);
@@ -75,6 +78,7 @@ __global__ void rmsnorm_bwd_dw_partial_kernel(float* __restrict__ part, const T*
 template <class G>
 __global__ void rmsnorm_bwd_dw_final_kernel(G* __restrict__ dw, const float* __restrict__ part, int64_t nchunks,
                                             int64_t D) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= D) return;
   float s = 0.0f;
@@ -89,6 +93,7 @@ template <class T>
 __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, const float* __restrict__ inv_freq,
                             int64_t N, int64_t H, int64_t R, double f, double sign, bool add, int64_t xs, int64_t xo,
                             int64_t ys, int64_t yo) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t P = R / 2;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N * H * P; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t nh = t / P, i = t - nh * P, n = nh / H;  // each thread its own angle: decode has few tokens
@@ -113,6 +118,7 @@ __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, c
 template <class T>
 __global__ void add_rmsnorm_kernel(T* sum, T* __restrict__ out, const T* a, const T* b, const T* __restrict__ w,
                                    int64_t rows, int64_t D, float eps) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     T* x = sum + r * D;
     float ss = 0.0f;
@@ -136,6 +142,7 @@ __global__ void mla_latent_kernel(T* __restrict__ q_latent, T* __restrict__ pool
                                   const T* __restrict__ q_norm, const T* __restrict__ kv_norm,
                                   const int32_t* __restrict__ pos, const float* __restrict__ inv_freq, int64_t Q,
                                   int64_t R, int64_t dr, float eps, double f) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t i = blockIdx.x, W = Q + R + dr;
   const T* x = a + i * W;
   auto norm = [&](const T* src, int64_t D, const T* w, T* dst) {
@@ -168,7 +175,7 @@ void rope(const Context& ctx, Tensor y, Tensor x, Tensor pos, Tensor inv_freq, d
   cudaStream_t st = prepare(ctx);
   const int64_t N = pos.numel(), R = x.cols(), H = N ? x.rows() / N : 0;
   if (N == 0 || H == 0 || R == 0) return;
-  rope_kernel<T><<<grid_for(N * H * (R / 2), 256), 256, 0, st>>>(dptr<T>(y), dptr<const T>(x), dptr<const int32_t>(pos),
+  launch(rope_kernel<T>, grid_for(N * H * (R / 2), 256), 256, 0, st, dptr<T>(y), dptr<const T>(x), dptr<const int32_t>(pos),
                                                              dptr<const float>(inv_freq), N, H, R, f, sign, add, R, 0,
                                                              R, 0);
   DS_CUDA_LAUNCH_CHECK("rope_kernel");
@@ -182,7 +189,7 @@ void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Ten
   if (rows == 0 || D == 0) return;
   dispatch_fb(out.dtype, "rmsnorm_forward", [&](auto zero) {
     using T = decltype(zero);
-    rmsnorm_fwd_kernel<T><<<row_grid(rows), row_threads(D), 0, st>>>(
+    launch(rmsnorm_fwd_kernel<T>, row_grid(rows), row_threads(D), 0, st, 
         dptr<T>(out), rstd.empty() ? nullptr : dptr<float>(rstd), dptr<const T>(in), dptr<const T>(weight), rows, D,
         float(eps));
   });
@@ -197,7 +204,7 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
   dispatch_fb(d_out.dtype, "rmsnorm_backward", [&](auto zero) {
     using T = decltype(zero);
     if (!d_in.empty()) {
-      rmsnorm_bwd_dx_kernel<T><<<row_grid(rows), row_threads(D), 0, st>>>(
+      launch(rmsnorm_bwd_dx_kernel<T>, row_grid(rows), row_threads(D), 0, st, 
           dptr<T>(d_in), dptr<const T>(d_out), dptr<const T>(in), dptr<const T>(weight), dptr<const float>(rstd),
           rows, D, acc_in == Accum::add);
       DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dx_kernel");
@@ -207,13 +214,13 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
       const int64_t chunk_rows = (rows + nchunks - 1) / nchunks;
       TempBuffer part(sizeof(float) * size_t(nchunks * D), st);
       const dim3 grid(unsigned((D + 127) / 128), unsigned(nchunks));
-      rmsnorm_bwd_dw_partial_kernel<T><<<grid, 128, 0, st>>>(part.as<float>(), dptr<const T>(d_out),
+      launch(rmsnorm_bwd_dw_partial_kernel<T>, grid, 128, 0, st, part.as<float>(), dptr<const T>(d_out),
                                                              dptr<const T>(in), dptr<const float>(rstd), rows, D,
                                                              chunk_rows);
       DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_partial_kernel");
       dispatch_fb(d_weight.dtype, "rmsnorm_backward", [&](auto gz) {
         using G = decltype(gz);
-        rmsnorm_bwd_dw_final_kernel<G><<<unsigned((D + 127) / 128), 128, 0, st>>>(dptr<G>(d_weight),
+        launch(rmsnorm_bwd_dw_final_kernel<G>, unsigned((D + 127) / 128), 128, 0, st, dptr<G>(d_weight),
                                                                                   part.as<const float>(), nchunks, D);
       });
       DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_final_kernel");
@@ -240,7 +247,7 @@ void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, T
   if (rows == 0 || D == 0) return;
   dispatch_fb(out.dtype, "add_rmsnorm_forward", [&](auto zero) {
     using T = decltype(zero);
-    add_rmsnorm_kernel<T><<<row_grid(rows), row_threads(D), 0, st>>>(dptr<T>(sum), dptr<T>(out), dptr<const T>(a),
+    launch(add_rmsnorm_kernel<T>, row_grid(rows), row_threads(D), 0, st, dptr<T>(sum), dptr<T>(out), dptr<const T>(a),
                                                                     dptr<const T>(b), dptr<const T>(weight), rows, D,
                                                                     float(eps));
   });
@@ -254,7 +261,7 @@ void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor i
   if (N == 0 || H == 0 || R == 0) return;
   dispatch_fb(out.dtype, "rope_cols_forward", [&](auto zero) {
     using T = decltype(zero);
-    rope_kernel<T><<<grid_for(N * H * (R / 2), 256), 256, 0, st>>>(dptr<T>(out), dptr<const T>(in),
+    launch(rope_kernel<T>, grid_for(N * H * (R / 2), 256), 256, 0, st, dptr<T>(out), dptr<const T>(in),
                                                                dptr<const int32_t>(pos), dptr<const float>(inv_freq),
                                                                N, H, R, attn_factor, 1.0, false, in.dim(2), in_col,
                                                                out.dim(2), out_col);
@@ -269,7 +276,7 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
   if (n == 0) return;
   dispatch_fb(a.dtype, "mla_latent_forward", [&](auto zero) {
     using T = decltype(zero);
-    mla_latent_kernel<T><<<unsigned(n), 128, 0, st>>>(
+    launch(mla_latent_kernel<T>, unsigned(n), 128, 0, st, 
         Q ? dptr<T>(q_latent) : nullptr, dptr<T>(kv_pool), kv_pool.dim(0) * kv_pool.dim(1),
         dptr<const int32_t>(slot_rows), dptr<const T>(a), Q ? dptr<const T>(q_norm) : nullptr,
         dptr<const T>(kv_norm), dptr<const int32_t>(pos), dptr<const float>(inv_freq), Q, R, dr, float(eps),

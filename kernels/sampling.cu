@@ -95,6 +95,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ tokens, double* __restrict__ logprobs,
                                                           const T* __restrict__ logits,
                                                           const double* __restrict__ params, int64_t V) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ double shd[32];
   __shared__ long long shi[32];
   __shared__ unsigned long long shu[32];
@@ -217,7 +218,7 @@ void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor lo
   if (n == 0) return;
   dispatch_fb(logits.dtype, "sample_tokens", [&](auto zero) {
     using T = decltype(zero);
-    sample_kernel<T><<<unsigned(n), kThreads, 0, st>>>(dptr<int32_t>(tokens), dptr<double>(logprobs), dptr<T>(logits),
+    launch(sample_kernel<T>, unsigned(n), kThreads, 0, st, dptr<int32_t>(tokens), dptr<double>(logprobs), dptr<T>(logits),
                                                        dptr<double>(params), V);
     DS_CUDA_LAUNCH_CHECK("sample_kernel");
   });

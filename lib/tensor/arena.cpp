@@ -71,6 +71,11 @@ void stream_sync(void* stream) { cuda::stream_sync(stream); }
 void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream) {
   cuda::copy_to_device_async(dst, src, bytes, stream);
 }
+void copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream) {
+  cuda::copy_to_host_async(dst, src, bytes, stream);
+}
+void* host_alloc_pinned(size_t bytes) { return cuda::host_alloc_pinned(bytes); }
+void host_free_pinned(void* p) { cuda::host_free_pinned(p); }
 void memset0_async(void* p, size_t bytes, void* stream) { cuda::memset0_async(p, bytes, stream); }
 void capture_begin(void* stream) { cuda::capture_begin(stream); }
 void* capture_end(void* stream, bool ok) { return cuda::capture_end(stream, ok); }
@@ -81,6 +86,9 @@ void* stream_create(Device) { no_cuda(); }
 void stream_destroy(Device, void*) {}
 void stream_sync(void*) { no_cuda(); }
 void copy_to_device_async(void*, const void*, size_t, void*) { no_cuda(); }
+void copy_to_host_async(void*, const void*, size_t, void*) { no_cuda(); }
+void* host_alloc_pinned(size_t) { no_cuda(); }
+void host_free_pinned(void*) {}
 void memset0_async(void*, size_t, void*) { no_cuda(); }
 void capture_begin(void*) { no_cuda(); }
 void* capture_end(void*, bool) { no_cuda(); }

@@ -65,6 +65,10 @@ void* stream_create(Device d);
 void stream_destroy(Device d, void* stream);
 void stream_sync(void* stream);
 void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
+void copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream);
+// Page-locked host memory: copies from and to it are one DMA each, with no staging through a driver buffer.
+void* host_alloc_pinned(size_t bytes);
+void host_free_pinned(void* p);
 void memset0_async(void* p, size_t bytes, void* stream);
 void capture_begin(void* stream);
 void* capture_end(void* stream, bool ok);  // the instantiated graph, or nullptr when capture failed

@@ -178,13 +178,15 @@ TEST_CASE("sample_tokens: top-k / top-p draws stay in the CPU's support; chi-squ
 
 TEST_CASE("matmul_heads_forward: one strided-batched product vs the CPU and the per-head loop", "[matmul][heads]") {
   // absorbed-MLA shapes: q fold (in [n, H, dn + dr], weight [H, R, dn], out [n, H, R + dr]) and the W_UV fold
-  // (in [n, H, R], weight kv_b [H, dn + dv, R] rows dn.., out [n, H, dv]); n = 1 and 64 decode rows
+  // (in [n, H, R], weight kv_b [H, dn + dv, R] rows dn.., out [n, H, dv]); n = 1 and 64 decode rows (bf16 with at
+  // most 4 rows runs the GEMV kernel, heads in the grid's y)
   struct Shape {
     int64_t M, H, Kin, Nout, Wr, k, n, row0;
   };
   for (const Shape& s : {Shape{1, 16, 96, 288, 256, 64, 256, 0}, Shape{64, 16, 96, 288, 256, 64, 256, 0},
                          Shape{1, 16, 256, 64, 128, 256, 64, 64}, Shape{64, 16, 256, 64, 128, 256, 64, 64},
-                         Shape{5, 3, 9, 11, 13, 7, 6, 4}}) {
+                         Shape{5, 3, 9, 11, 13, 7, 6, 4},
+                         Shape{4, 3, 24, 40, 40, 24, 37, 2}}) {  // the GEMV path with 4 lanes a column, N % 8 != 0
     for (DType dt : {DType::f32, DType::bf16}) {
       Twin in = twin(dt, randn({s.M, s.H, s.Kin}, 331)), w = twin(dt, randn({s.H, s.Wr, s.k}, 332, 0.1));
       Twin out = twin(dt, constant({s.M, s.H, s.Nout}, 0.5));  // columns past n must stay 0.5
