@@ -56,7 +56,7 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
     using G = decltype(zero);
     dispatch_fb(compute.empty() ? DType::f32 : compute.dtype, "adamw_update", [&](auto czero) {
       using C = decltype(czero);
-      launch(adamw_kernel<G, C>, grid_for(n, 256), 256, 0, st, 
+      launch(adamw_kernel<G, C>, grid_for(n, 256), 256, 0, st,
           dptr<float>(param), dptr<const G>(grad), dptr<float>(m), dptr<float>(v),
           compute.empty() ? nullptr : dptr<C>(compute), n, float(opt.lr), float(opt.beta1), float(opt.beta2),
           float(1.0 / c1), float(1.0 / c2), float(opt.eps), float(opt.weight_decay), float(opt.grad_scale));

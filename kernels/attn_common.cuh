@@ -149,17 +149,6 @@ inline int current_device() {
   return d;
 }
 
-// Opts a kernel into `bytes` of dynamic shared memory once per device (the first call happens outside graph
-// capture in practice: the model runs a step before capturing; the attribute call itself is capture-safe).
-template <class Kernel> void allow_smem(Kernel k, size_t bytes, std::atomic<uint64_t>& done) {
-  if (bytes <= 48 * 1024) return;
-  const uint64_t bit = uint64_t(1) << (current_device() & 63);
-  if (done.load(std::memory_order_acquire) & bit) return;
-  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-        "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  done.fetch_or(bit, std::memory_order_acq_rel);
-}
-
 // Per-device attribute, read once (ops run every step; cudaDeviceGetAttribute is not free).
 inline int cached_attribute(cudaDeviceAttr attr, std::atomic<int>* cache, const char* what) {
   const int dev = current_device();
@@ -176,6 +165,23 @@ inline size_t max_smem_optin() {
   static std::atomic<int> cache[64] = {};
   return size_t(cached_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, cache,
                                  "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)"));
+}
+
+// Opts a kernel into the device's whole opt-in dynamic shared memory once per device when a launch needs more than
+// 48 KB (the first call happens outside graph capture in practice: the model runs a step before capturing; the
+// attribute call itself is capture-safe). The whole opt-in, not `bytes`: a later launch of the same kernel may
+// need more than the first one did (it used to fail with "invalid argument" when a smaller shape came first). The
+// attribute is a cap; occupancy follows each launch's own size.
+template <class Kernel> void allow_smem(Kernel k, size_t bytes, std::atomic<uint64_t>& done) {
+  if (bytes <= 48 * 1024) return;
+  const uint64_t bit = uint64_t(1) << (current_device() & 63);
+  if (done.load(std::memory_order_acquire) & bit) return;
+  const size_t cap = max_smem_optin();
+  DS_CHECK(bytes <= cap, "a kernel needs " + std::to_string(bytes) + " bytes of shared memory, the device allows " +
+                             std::to_string(cap));
+  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(cap)),
+        "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  done.fetch_or(bit, std::memory_order_acq_rel);
 }
 
 inline int num_sms() {

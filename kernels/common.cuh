@@ -88,8 +88,19 @@ __device__ __forceinline__ void pdl_enter() {
   pdl_launch_dependents();
 }
 
+// L2 prefetch of [p, p + bytes) (16-byte aligned, a multiple of 16) by the calling thread: one TMA bulk prefetch.
+// What a kernel may do before pdl_enter() with weights: it never changes the values later reads see.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
 // Whether launch() asks for programmatic serialisation: the current device is sm_90+ and DS_PDL is not "0".
 bool pdl_enabled();
+// False when the environment variable `name` is "0" (read once per name): the A/B switches of decode fusions for
+// benchmarks (bench/README.md), on by default.
+bool env_switch(const char* name);
 
 // kernel<<<grid, block, smem, st>>>(args...) with programmatic dependent launch when pdl_enabled(); the kernel must
 // begin with pdl_enter() (see above). Launch errors throw with the kernel's file:line from the caller's check.
@@ -107,6 +118,15 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
   if (e != cudaSuccess) fail(e, "cudaLaunchKernelEx", __FILE__, __LINE__);
+}
+
+// Threads of a block that normalises one row of D (RMSNorm and the kernels that fuse it: the block size fixes
+// the per-thread sums, so kernels sharing a norm share this).
+inline int row_threads(int64_t D) {
+  if (D >= 2048) return 512;
+  if (D >= 512) return 256;
+  if (D >= 128) return 128;
+  return 32;
 }
 
 // ---- element types ------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "core/error.h"
@@ -131,6 +133,37 @@ void graph_launch(void* exec, void* stream) {
 
 void graph_destroy(void* exec) {
   if (exec) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+}
+
+void* event_create() {
+  cudaEvent_t e = nullptr;
+  check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  return e;
+}
+
+void event_destroy(void* event) {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
+void event_record(void* event, void* stream) {
+  check(cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)), "cudaEventRecord");
+}
+
+void stream_wait(void* stream, void* event) {
+  check(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0),
+        "cudaStreamWaitEvent");
+}
+
+bool env_switch(const char* name) {
+  static std::mutex mu;
+  static std::map<std::string, bool> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = seen.find(name);
+  if (it == seen.end()) {
+    const char* e = std::getenv(name);
+    it = seen.emplace(name, !(e && std::string(e) == "0")).first;
+  }
+  return it->second;
 }
 
 // Programmatic dependent launch (kernels/common.cuh): Hopper and later, unless DS_PDL=0 (an A/B switch for

@@ -26,5 +26,9 @@ void capture_begin(void* stream);  // thread-local mode: an unsafe call in this 
 void* capture_end(void* stream, bool ok);
 void graph_launch(void* exec, void* stream);
 void graph_destroy(void* exec);
+void* event_create();  // timing off: a pure ordering event
+void event_destroy(void* event);
+void event_record(void* event, void* stream);
+void stream_wait(void* stream, void* event);
 
 }  // namespace ds::cuda

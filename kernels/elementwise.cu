@@ -355,7 +355,7 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
   if (n == 0 || (d_gate.empty() && d_up.empty())) return;
   dispatch_fb(d_out.dtype, "swiglu_backward", [&](auto zero) {
     using T = decltype(zero);
-    launch(swiglu_bwd_kernel<T>, grid_for(n, kThreads), kThreads, 0, st, 
+    launch(swiglu_bwd_kernel<T>, grid_for(n, kThreads), kThreads, 0, st,
         d_gate.empty() ? nullptr : dptr<T>(d_gate), d_up.empty() ? nullptr : dptr<T>(d_up), dptr<const T>(d_out),
         dptr<const T>(gate), dptr<const T>(up), n);
   });

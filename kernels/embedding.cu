@@ -74,7 +74,7 @@ void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table)
   const int threads = D >= 1024 ? 256 : 128;
   dispatch_fb(out.dtype, "embedding_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(embedding_fwd_kernel<T>, unsigned(std::min<int64_t>(N, 1 << 20)), threads, 0, st, 
+    launch(embedding_fwd_kernel<T>, unsigned(std::min<int64_t>(N, 1 << 20)), threads, 0, st,
         dptr<T>(out), dptr<const int32_t>(ids), dptr<const T>(table), N, D, V);
   });
   DS_CUDA_LAUNCH_CHECK("embedding_fwd_kernel");
@@ -106,7 +106,7 @@ void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor
     using T = decltype(tz);
     dispatch_fb(d_table.dtype, "embedding_backward", [&](auto gz) {
       using G = decltype(gz);
-      launch(embedding_bwd_kernel<G, T>, unsigned(std::min<int64_t>(N, 1 << 20)), threads, 0, st, 
+      launch(embedding_bwd_kernel<G, T>, unsigned(std::min<int64_t>(N, 1 << 20)), threads, 0, st,
           dptr<G>(d_table), dptr<const T>(d_out), keys_out, vals_out, N, D, V);
     });
   });

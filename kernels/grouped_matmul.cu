@@ -68,6 +68,7 @@ struct GemmArgs {
   int vec_a, vec_b;          // 16-byte global loads allowed along the contiguous dim
   int vec_c;                 // C stores two adjacent elements at once (ldc even, C aligned to two elements)
   int64_t ytiles;            // rows mode: bound on the number of m-tiles
+  const void* B2;            // dec::grouped_gemv's SwiGLU pair: the up weights (B the gate's), same layout
 };
 
 __device__ __forceinline__ void expert_rows(const GemmArgs& a, int e, int64_t& r0, int64_t& r1) {
@@ -701,10 +702,15 @@ __device__ __forceinline__ bool active_expert(const GemmArgs& a, int64_t slot, i
 // MT: 16-column tiles per block. max_rows (8..32, a multiple of 8): rows per pass, which sizes the shared memory.
 // MT 1: 80 registers (a few bytes spilled, outside the k-loop), 3 blocks of 8 warps per SM (67.6 KB of shared
 // memory each at 32 rows); MT 2 (a benchmark variant): 166 registers, 1 block per SM.
-template <int MT, class TC>
+// PAIR (MT 2, grouped_swiglu_forward): tile 0 holds 16 columns of the gate product (weights B), tile 1 the same
+// columns of the up product (B2), and the block writes silu(gate) * up, each product rounded to TC first, as
+// swiglu_forward reads them.
+template <int MT, class TC, bool PAIR = false>
 __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmArgs a, int max_rows) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   static_assert(MT >= 1 && MT <= 4, "column tiles per block");
+  static_assert(!PAIR || MT == 2, "a SwiGLU pair is two column tiles");
+  constexpr int kCols = PAIR ? 16 : 16 * MT;  // output columns per block
   using bf16 = __nv_bfloat16;
   extern __shared__ __align__(128) unsigned char dec_smem[];
   bf16* xs = reinterpret_cast<bf16*>(dec_smem);     // staged rows [max_rows][kPitch]
@@ -712,13 +718,14 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
   const bf16* A = static_cast<const bf16*>(a.A);
   TC* C = static_cast<TC*>(a.C);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t n0 = int64_t(blockIdx.x) * (16 * MT);
+  const int64_t n0 = int64_t(blockIdx.x) * kCols;
   const int64_t slots = a.E < a.M ? int64_t(a.E) : a.M;
   for (int64_t slot = blockIdx.y; slot < slots; slot += gridDim.y) {
     int e;
     int64_t r0, r1;
     if (!active_expert(a, slot, e, r0, r1)) return;  // uniform; later slots are empty too
     const bf16* We = static_cast<const bf16*>(a.B) + e * a.b_estride;
+    const bf16* We2 = PAIR ? static_cast<const bf16*>(a.B2) + e * a.b_estride : We;
     for (int64_t rc = r0; rc < r1; rc += max_rows) {
       const int rows = int(r1 - rc < max_rows ? r1 - rc : max_rows);
       const int nt = (rows + 7) >> 3;  // 8-row tiles this pass (1..4)
@@ -741,9 +748,10 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
           for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-              const int64_t n = n0 + 16 * mt + g + 8 * h;
+              const int64_t n = n0 + (PAIR ? 0 : 16 * mt) + g + 8 * h;
+              const bf16* W = PAIR && mt == 1 ? We2 : We;
               wr[u][mt][h] = make_uint4(0u, 0u, 0u, 0u);
-              if (n < a.Nd && kl < kw) wr[u][mt][h] = ld_stream16(We + n * a.ldb_n + ks + kl);
+              if (n < a.Nd && kl < kw) wr[u][mt][h] = ld_stream16(W + n * a.ldb_n + ks + kl);
             }
         }
         // 2. The rows of this pass, k in [ks, ks + kw), into shared memory (rows past the expert zero-filled).
@@ -792,6 +800,24 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
             *reinterpret_cast<float4*>(red + warp * per + (j * MT + mt) * 128 + lane * 4) =
                 make_float4(acc[j][mt][0], acc[j][mt][1], acc[j][mt][2], acc[j][mt][3]);
       __syncthreads();
+      if constexpr (PAIR) {
+        for (int i = threadIdx.x; i < nt * 128; i += kThreads) {  // i = (tile j, row rr, column m), columns fastest
+          const int m = i & 15, rr = (i >> 4) & 7, j = i >> 7;
+          const int idx = ((m & 7) * 4 + (rr >> 1)) * 4 + (rr & 1) + 2 * (m >> 3);
+          float vg = 0.0f, vu = 0.0f;
+#pragma unroll
+          for (int w = 0; w < kWarps; ++w) {
+            vg += red[w * per + (j * 2) * 128 + idx];
+            vu += red[w * per + (j * 2 + 1) * 128 + idx];
+          }
+          const int64_t row = rc + 8 * j + rr, col = n0 + m;
+          if (row < r1 && col < a.Nd) {
+            const float gv = to_f(from_f<TC>(vg)), uv = to_f(from_f<TC>(vu));
+            C[row * a.ldc + col] = from_f<TC>(gv * (1.0f / (1.0f + expf(-gv))) * uv);  // swiglu_fwd_kernel's
+          }
+        }
+        continue;  // the next pass's first barrier guards the partials
+      }
       for (int i = threadIdx.x; i < per; i += kThreads) {  // i = (tile j, row rr, column cc), columns fastest
         const int cc = i % (16 * MT), rr = (i / (16 * MT)) & 7, j = i / (128 * MT);
         const int mt = cc >> 4, m = cc & 15;
@@ -895,16 +921,18 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
   }
 }
 
-// The grouped GEMV (dec::grouped_gemv) with 16 MT columns per block: one pass per expert up to 32 rows.
-template <int MT>
+// The grouped GEMV (dec::grouped_gemv) with 16 MT columns per block (16 for a SwiGLU pair): one pass per expert up
+// to 32 rows.
+template <int MT, bool PAIR = false>
 void launch_decode(const Context& ctx, const char* op, const Tensor& c_dtype, const GemmArgs& a) {
   const int max_rows = int(std::min<int64_t>(dec::kMaxRows, (a.M + 7) / 8 * 8));
   const int64_t slots = std::min<int64_t>(a.E, a.M);  // experts with rows, at most
-  const dim3 grid(unsigned((a.Nd + 16 * MT - 1) / (16 * MT)), unsigned(std::min<int64_t>(slots, 65535)), 1);
+  const int cols = PAIR ? 16 : 16 * MT;
+  const dim3 grid(unsigned((a.Nd + cols - 1) / cols), unsigned(std::min<int64_t>(slots, 65535)), 1);
   if (grid.x == 0 || grid.y == 0) return;
   moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
     using TC = decltype(zc);
-    auto* kernel = dec::grouped_gemv<MT, TC>;
+    auto* kernel = dec::grouped_gemv<MT, TC, PAIR>;
     static std::atomic<uint64_t> smem_set{0};  // the opt-in for the largest pass (32 rows), once per device
     attn::allow_smem(kernel, dec::smem_bytes(dec::kMaxRows), smem_set);
     launch(kernel, grid, dec::kThreads, dec::smem_bytes(max_rows), moe::stream_of(ctx), a, max_rows);
@@ -990,6 +1018,44 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
     return;
   }
   if (!launch_pipelined<true>(ctx, op, in, out, a)) launch_gemm<true, false, false>(ctx, op, in, out, a);
+}
+
+// Decode (at most one row per expert on average, bf16, 16-byte rows): one grouped GEMV over both weights with the
+// SwiGLU in its epilogue. Otherwise the unfused sequence on stream-ordered scratch.
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets) {
+  const char* op = "grouped_swiglu_forward";
+  const int64_t M = moe::rows(in), K = moe::cols(in), E = gate_w.shape[0], F = gate_w.shape[1];
+  if (M == 0 || F == 0 || E == 0) return;
+  moe::set_device(ctx, op);
+  const int64_t es = moe::esize(in);
+  const bool pair = in.dtype == DType::bf16 && gate_w.dtype == DType::bf16 && K > 0 && K % 8 == 0 &&
+                    aligned16(in.data) && aligned16(gate_w.data) && aligned16(up_w.data) && (K * es) % 16 == 0 &&
+                    g_decode_variant == 0 && M <= kDecodeRowsPerExpert * E;
+  if (pair) {
+    GemmArgs a{};
+    a.A = in.data;
+    a.B = gate_w.data;
+    a.B2 = up_w.data;
+    a.C = out.data;
+    a.off = static_cast<const int64_t*>(offsets.data);
+    a.E = int(E);
+    a.M = M;
+    a.Nd = F;
+    a.Kd = K;
+    a.lda_m = K;
+    a.ldb_n = K;
+    a.ldc = F;
+    a.b_estride = F * K;
+    launch_decode<2, true>(ctx, op, out, a);
+    return;
+  }
+  cudaStream_t st = moe::stream_of(ctx);
+  const size_t bytes = size_t(M * F) * dtype_size(out.dtype);
+  TempBuffer g(bytes, st), u(bytes, st);
+  const Tensor gt(g.get(), out.dtype, {M, F}, out.device), ut(u.get(), out.dtype, {M, F}, out.device);
+  cuda::grouped_matmul_forward(ctx, gt, in, gate_w, offsets, Accum::overwrite);
+  cuda::grouped_matmul_forward(ctx, ut, in, up_w, offsets, Accum::overwrite);
+  cuda::swiglu_forward(ctx, out, gt, ut);
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,

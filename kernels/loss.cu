@@ -112,7 +112,7 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
   if (N == 0) return;
   dispatch_fb(logits.dtype, "cross_entropy_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(ce_fwd_kernel<T>, unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0, st, 
+    launch(ce_fwd_kernel<T>, unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0, st,
         dptr<float>(loss), lse.empty() ? nullptr : dptr<float>(lse), dptr<const T>(logits),
         dptr<const int32_t>(targets), N, V, ignore_index);
   });

@@ -215,13 +215,6 @@ struct GemvArgs {
   int add;
 };
 
-// L2 prefetch of [p, p + bytes) (16-byte aligned, a multiple of 16) by the calling thread: TMA bulk prefetch.
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 template <class TC>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
   const int G = 1 << a.glog, cols_per_block = kGemvWarps * 32 / G;

@@ -15,9 +15,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda_ops.h"
+#include "kernels/moe_gate_row.cuh"
 #include "kernels/moe_util.cuh"
 
 namespace ds::cuda {
@@ -33,7 +35,6 @@ namespace {
 constexpr int kChunk = 1024;       // (n, k) entries per warp in moe_route
 constexpr int kRouteWarps = 8;     // warps per block in moe_route's chunk passes
 constexpr int kScanThreads = 256;  // threads of the scan blocks
-constexpr unsigned kFull = 0xffffffffu;
 
 // (1) chunk_cnt[c * E + e] = number of entries of chunk c routed to e (one warp per chunk, counters in shared).
 __global__ void route_count_kernel(int* chunk_cnt, const int32_t* idx, int64_t NK, int E, int64_t nchunks) {
@@ -129,11 +130,9 @@ constexpr int kSmallThreads = 1024;
 constexpr int64_t kSmallEntries = 4096;
 constexpr size_t kSmallSmem = 40 * 1024;  // under the 48 KB a launch gets without opting in
 
-__global__ void __launch_bounds__(kSmallThreads)
-    route_small_kernel(int32_t* row_of, int64_t* offsets, int64_t* counts, const int32_t* idx, int64_t NK, int E,
-                       int W) {
-  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  extern __shared__ int sm[];
+// By the whole block (blockDim.x a multiple of 32); sm: (W * E + 2 * E) ints of shared memory.
+__device__ __forceinline__ void route_small(int* sm, int32_t* row_of, int64_t* offsets, int64_t* counts,
+                                            const int32_t* idx, int64_t NK, int E, int W) {
   int *cnt = sm, *tot = sm + size_t(W) * E, *base = tot + E;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
   const unsigned lower = (1u << lane) - 1u;
@@ -185,6 +184,69 @@ __global__ void __launch_bounds__(kSmallThreads)
     const unsigned peers = __match_any_sync(kFull, e);
     if (e >= 0) row_of[i] = int32_t(base[e] + cnt[c * E + e] + __popc(peers & lower));
     else if (i < NK) row_of[i] = -1;
+  }
+}
+
+__global__ void __launch_bounds__(kSmallThreads)
+    route_small_kernel(int32_t* row_of, int64_t* offsets, int64_t* counts, const int32_t* idx, int64_t NK, int E,
+                       int W) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  extern __shared__ int sm[];
+  route_small(sm, row_of, offsets, counts, idx, NK, E, W);
+}
+
+// moe_dispatch_forward for decode-sized batches, in one block of kSmallThreads: (1) router logits, one warp per
+// (row, expert), with gemv_kernel's arithmetic (lane-strided 16-byte chunks, fmaf in k order, xor reduction: the
+// same bits as matmul_forward's GEMV); (2) the gate, one warp per row; (3) route_small; (4) the permute copy.
+// __syncthreads between the steps makes each step's global writes visible to the next (all in this block).
+struct DispatchArgs {
+  GateArgs gate;  // logits (written here), scores, topk_idx, topk_w, N, E, K, ...
+  const __nv_bfloat16* x;
+  const __nv_bfloat16* router;
+  int64_t D;
+  int32_t* row_of;
+  int64_t* offsets;
+  int64_t* counts;
+  uint4* xp;
+  int W;  // route chunks of 32 entries
+};
+
+__global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchArgs a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  extern __shared__ __align__(16) unsigned char dsm[];
+  const GateArgs& g = a.gate;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  const int64_t D8 = a.D / 8;
+  for (int64_t o = warp; o < g.N * g.E; o += nwarps) {
+    const int64_t n = o / g.E, e = o - n * g.E;
+    const uint4* xr = reinterpret_cast<const uint4*>(a.x + n * a.D);
+    const uint4* wr = reinterpret_cast<const uint4*>(a.router + e * a.D);
+    float acc = 0.0f;
+    for (int64_t k8 = lane; k8 < D8; k8 += 32) {
+      const uint4 wv = wr[k8], xv = xr[k8];
+      const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
+      const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 p = __bfloat1622float2(wp[j]), q = __bfloat1622float2(xp[j]);
+        acc = fmaf(p.x, q.x, acc);
+        acc = fmaf(p.y, q.y, acc);
+      }
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) stf(g.logits, o, acc);
+  }
+  __syncthreads();
+  if (warp < g.N) gate_row(g, warp, dsm + size_t(warp) * gate_smem_per_warp(g.E, g.G, g.K));
+  __syncthreads();
+  const int64_t NK = g.N * g.K;
+  route_small(reinterpret_cast<int*>(dsm), a.row_of, a.offsets, a.counts, g.topk_idx, NK, g.E, a.W);
+  __syncthreads();
+  const int64_t words = a.D / 8;
+  const uint4* x16 = reinterpret_cast<const uint4*>(a.x);
+  for (int64_t i = threadIdx.x; i < NK * words; i += blockDim.x) {
+    const int64_t nk = i / words, w = i - nk * words, r = a.row_of[nk];
+    if (r >= 0 && r < NK) a.xp[r * words + w] = x16[(nk / g.K) * words + w];
   }
 }
 
@@ -247,9 +309,11 @@ __global__ void unpermute_fwd_kernel(T* out, const T* eo, const int32_t* row_of,
 // round it (the unfused sequence's values). out may alias resid.
 template <class T>
 __global__ void combine_fwd_kernel(T* out, const T* resid, const T* shared, const T* eo, const int32_t* row_of, FPtr w,
-                                   int64_t N, int K, int64_t D, int64_t rows_eo) {
+                                   int64_t N, int K, int64_t D, int64_t rows_eo, T* norm_out, const T* norm_w,
+                                   float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    float ss = 0.0f;  // the next norm's sum of squares: rmsnorm_fwd_kernel's per-thread order (same block size)
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
       float s = 0.0f;
       for (int k = 0; k < K; ++k) {
@@ -258,8 +322,15 @@ __global__ void combine_fwd_kernel(T* out, const T* resid, const T* shared, cons
       }
       T f = from_f<T>(s);
       if (shared) f = from_f<T>(__fadd_rn(to_f(f), to_f(shared[n * D + c])));
-      out[n * D + c] = from_f<T>(__fadd_rn(to_f(resid[n * D + c]), to_f(f)));
+      const T o = from_f<T>(__fadd_rn(to_f(resid[n * D + c]), to_f(f)));
+      out[n * D + c] = o;
+      ss += to_f(o) * to_f(o);
     }
+    if (!norm_out) continue;
+    ss = block_sum(ss);
+    const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x)  // reads back only what this thread wrote
+      norm_out[n * D + c] = from_f<T>(to_f(norm_w[c]) * (to_f(out[n * D + c]) * rs));
   }
 }
 
@@ -313,7 +384,7 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
   const int64_t W = (NK + 31) / 32;
   const size_t small_smem = size_t(W * E + 2 * E) * sizeof(int);
   if (NK <= kSmallEntries && small_smem <= kSmallSmem) {
-    launch(route_small_kernel, 1, kSmallThreads, small_smem, st, 
+    launch(route_small_kernel, 1, kSmallThreads, small_smem, st,
         static_cast<int32_t*>(row_of.data), static_cast<int64_t*>(offsets.data),
         counts.empty() ? nullptr : static_cast<int64_t*>(counts.data), static_cast<const int32_t*>(topk_idx.data), NK,
         E, int(W));
@@ -349,6 +420,42 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
     moe::launched(op);
   }
   moe::ok(cudaFreeAsync(scratch, st), op, "cudaFreeAsync");
+}
+
+// One block when the batch is decode-sized: N <= 32 rows (a warp each for the gate), the route's counters and the
+// gate's scratch within 48 KB, bf16 x and router with 16-byte rows; otherwise the four ops one after the other.
+void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
+                          Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
+                          const GateOptions& opt) {
+  const char* op = "moe_dispatch_forward";
+  const int64_t N = moe::rows(x), D = moe::cols(x), E = router.shape[0], K = opt.top_k, NK = N * K;
+  const int64_t W = (NK + 31) / 32;
+  const size_t gate_smem = size_t(N) * gate_smem_per_warp(int(E), std::max(opt.n_group, 1), int(K));
+  const size_t smem = std::max(gate_smem, size_t(W * E + 2 * E) * sizeof(int));
+  auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool fused = N >= 1 && N <= kSmallThreads / 32 && NK <= kSmallEntries && smem <= kSmallSmem &&
+                     x.dtype == DType::bf16 && router.dtype == DType::bf16 && xp.dtype == DType::bf16 && D % 8 == 0 &&
+                     al16(x.data) && al16(router.data) && al16(xp.data) && E <= 1024;
+  if (!fused) {
+    cuda::matmul_forward(ctx, logits, x, router, Accum::overwrite);
+    cuda::moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt);
+    cuda::moe_route(ctx, row_of, offsets, counts, topk_idx, E);
+    cuda::moe_permute_forward(ctx, xp, x, row_of);
+    return;
+  }
+  moe::set_device(ctx, op);
+  DispatchArgs a{};
+  a.gate = gate_args(topk_idx, topk_w, scores, logits, bias, opt, op);
+  a.x = static_cast<const __nv_bfloat16*>(x.data);
+  a.router = static_cast<const __nv_bfloat16*>(router.data);
+  a.D = D;
+  a.row_of = static_cast<int32_t*>(row_of.data);
+  a.offsets = static_cast<int64_t*>(offsets.data);
+  a.counts = counts.empty() ? nullptr : static_cast<int64_t*>(counts.data);
+  a.xp = static_cast<uint4*>(xp.data);
+  a.W = int(W);
+  launch(dispatch_small_kernel, 1, kSmallThreads, smem, moe::stream_of(ctx), a);
+  moe::launched(op);
 }
 
 void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of) {
@@ -387,7 +494,7 @@ void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor 
   moe::set_device(ctx, op);
   moe::dispatch_f32_bf16(d_in, op, "d_in", [&](auto zero) {
     using T = decltype(zero);
-    launch(permute_bwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx), 
+    launch(permute_bwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx),
         static_cast<T*>(d_in.data), static_cast<const T*>(d_out.data), static_cast<const int32_t*>(row_of.data), N,
         int(K), D, moe::rows(d_out), acc == Accum::add);
   });
@@ -403,7 +510,7 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
   const FPtr w = moe::fptr(topk_w, op, "topk_w");
   moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
     using T = decltype(zero);
-    launch(unpermute_fwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx), 
+    launch(unpermute_fwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx),
         static_cast<T*>(out.data), static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w,
         N, int(K), D, moe::rows(expert_out), acc == Accum::add);
   });
@@ -411,7 +518,7 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
 }
 
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w) {
+                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps) {
   const char* op = "moe_combine_forward";
   const int64_t N = moe::rows(row_of), K = moe::cols(row_of), D = moe::cols(out);
   if (N == 0 || D == 0) return;
@@ -419,10 +526,13 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
   const FPtr w = moe::fptr(topk_w, op, "topk_w");
   moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
     using T = decltype(zero);
-    launch(combine_fwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx), 
-        static_cast<T*>(out.data), static_cast<const T*>(resid.data),
-        shared.empty() ? nullptr : static_cast<const T*>(shared.data), static_cast<const T*>(expert_out.data),
-        static_cast<const int32_t*>(row_of.data), w, N, int(K), D, moe::rows(expert_out));
+    // with the norm, rmsnorm_fwd_kernel's block size: the same per-thread sums, so the same result
+    launch(combine_fwd_kernel<T>, token_blocks(N), norm_out.empty() ? 256 : row_threads(D), 0, moe::stream_of(ctx),
+           static_cast<T*>(out.data), static_cast<const T*>(resid.data),
+           shared.empty() ? nullptr : static_cast<const T*>(shared.data), static_cast<const T*>(expert_out.data),
+           static_cast<const int32_t*>(row_of.data), w, N, int(K), D, moe::rows(expert_out),
+           norm_out.empty() ? nullptr : static_cast<T*>(norm_out.data),
+           norm_out.empty() ? nullptr : static_cast<const T*>(norm_weight.data), float(eps));
   });
   moe::launched(op);
 }
@@ -437,7 +547,7 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
   const FPtr w = moe::fptr(topk_w, op, "topk_w"), dw = moe::fptr(d_topk_w, op, "d_topk_w");
   moe::dispatch_f32_bf16(d_out, op, "d_out", [&](auto zero) {
     using T = decltype(zero);
-    launch(unpermute_bwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx), 
+    launch(unpermute_bwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx),
         d_expert_out.empty() ? nullptr : static_cast<T*>(d_expert_out.data), dw, static_cast<const T*>(d_out.data),
         static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w, N, int(K), D,
         moe::rows(expert_out));

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cuda_ops.h"
+#include "kernels/moe_gate_row.cuh"
 #include "kernels/moe_util.cuh"
 
 namespace ds::cuda {
@@ -26,155 +27,12 @@ namespace {
 
 constexpr int kWarps = 4;  // rows per block
 constexpr int kMaxExperts = 1024;
-constexpr unsigned kFull = 0xffffffffu;
-
-__device__ __forceinline__ double warp_sum(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-  return v;
-}
-__device__ __forceinline__ double warp_max(double v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(kFull, v, o));
-  return v;
-}
-
-// (v, i) before (w, j): higher value first, ties to the lower index; i < 0 marks "no candidate".
-__device__ __forceinline__ bool before(float v, int i, float w, int j) {
-  if (j < 0) return i >= 0;
-  if (i < 0) return false;
-  return v > w || (v == w && i < j);
-}
-__device__ __forceinline__ void warp_argmax(float& v, int& i) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float w = __shfl_xor_sync(kFull, v, o);
-    const int j = __shfl_xor_sync(kFull, i, o);
-    if (before(w, j, v, i)) {
-      v = w;
-      i = j;
-    }
-  }
-}
-
-struct GateArgs {
-  FPtr logits, bias, scores, topk_w;
-  int32_t* topk_idx;
-  int64_t N;
-  int E, K, G, topk_group, gsz;
-  int sigmoid, method;  // method: 0 greedy, 1 group_limited_greedy, 2 noaux_tc
-  int norm;
-  double scaling;
-};
-
-// Per-warp shared scratch: sc[E] (the stored scores), sel[E] (masked selection scores), ex[E] (softmax exps,
-// double), gs[G] group scores, keep[G], idx[K].
-__host__ __device__ inline size_t gate_smem_per_warp(int E, int G, int K) {
-  size_t b = size_t(E) * sizeof(double);
-  b += size_t(E) * 2 * sizeof(float) + size_t(G) * (sizeof(float) + sizeof(int)) + size_t(K) * sizeof(int);
-  return (b + 15) / 16 * 16;
-}
-
 __global__ void gate_forward_kernel(GateArgs a) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char smem[];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int E = a.E, G = a.G, K = a.K;
-  unsigned char* base = smem + size_t(warp) * gate_smem_per_warp(E, G, K);
-  double* ex = reinterpret_cast<double*>(base);
-  float* sc = reinterpret_cast<float*>(ex + E);
-  float* sel = sc + E;
-  float* gs = sel + E;
-  int* keep = reinterpret_cast<int*>(gs + G);
-  int* chosen = keep + G;
-
-  for (int64_t n = int64_t(blockIdx.x) * kWarps + warp; n < a.N; n += int64_t(gridDim.x) * kWarps) {
-    const int64_t row = n * E;
-    // 1. scores (in double, stored in the scores dtype; selection uses the stored value, as the CPU does)
-    if (a.sigmoid) {
-      for (int e = lane; e < E; e += 32) {
-        const double x = double(ldf(a.logits, row + e));
-        const float s = float(1.0 / (1.0 + exp(-x)));
-        stf(a.scores, row + e, s);
-        sc[e] = moe::roundf_to(a.scores, s);
-      }
-    } else {
-      double m = -INFINITY;
-      for (int e = lane; e < E; e += 32) m = fmax(m, double(ldf(a.logits, row + e)));
-      m = warp_max(m);
-      double z = 0.0;
-      for (int e = lane; e < E; e += 32) {
-        ex[e] = exp(double(ldf(a.logits, row + e)) - m);
-        z += ex[e];
-      }
-      z = warp_sum(z);
-      for (int e = lane; e < E; e += 32) {
-        const float s = float(ex[e] / z);
-        stf(a.scores, row + e, s);
-        sc[e] = moe::roundf_to(a.scores, s);
-      }
-    }
-    // 2. selection scores
-    for (int e = lane; e < E; e += 32) sel[e] = sc[e] + (a.bias.p ? ldf(a.bias, e) : 0.0f);
-    __syncwarp();
-    // 3. group limiting
-    if (a.method != 0 && G > 1) {
-      for (int g = lane; g < G; g += 32) {
-        const float* s = sel + size_t(g) * a.gsz;
-        float m1 = s[0], m2 = -INFINITY;
-        for (int j = 1; j < a.gsz; ++j) {
-          const float v = s[j];
-          if (v > m1) {
-            m2 = m1;
-            m1 = v;
-          } else if (v > m2) {
-            m2 = v;
-          }
-        }
-        gs[g] = a.method == 2 ? (a.gsz > 1 ? m1 + m2 : m1) : m1;
-        keep[g] = 0;
-      }
-      __syncwarp();
-      for (int r = 0; r < a.topk_group; ++r) {
-        float bv = 0.0f;
-        int bi = -1;
-        for (int g = lane; g < G; g += 32)
-          if (!keep[g] && before(gs[g], g, bv, bi)) {
-            bv = gs[g];
-            bi = g;
-          }
-        warp_argmax(bv, bi);
-        if (lane == 0 && bi >= 0) keep[bi] = 1;
-        __syncwarp();
-      }
-      for (int e = lane; e < E; e += 32)
-        if (!keep[e / a.gsz]) sel[e] = -INFINITY;
-      __syncwarp();
-    }
-    // 4. top_k over the masked selection scores, descending; taken experts tracked per lane (E <= 1024).
-    uint32_t taken = 0;
-    for (int k = 0; k < K; ++k) {
-      float bv = 0.0f;
-      int bi = -1;
-      for (int j = 0, e = lane; e < E; ++j, e += 32)
-        if (!(taken >> j & 1u) && before(sel[e], e, bv, bi)) {
-          bv = sel[e];
-          bi = e;
-        }
-      warp_argmax(bv, bi);
-      if (bi >= 0 && bi % 32 == lane) taken |= 1u << (bi / 32);
-      if (lane == 0) chosen[k] = bi;
-    }
-    __syncwarp();
-    // 5. weights from the unbiased scores, in double and in k order (as the CPU)
-    if (lane == 0) {
-      double sum = 0.0;
-      for (int k = 0; k < K; ++k) sum += double(sc[chosen[k]]);
-      const double denom = a.norm ? sum + 1e-20 : 1.0;
-      for (int k = 0; k < K; ++k) {
-        a.topk_idx[n * K + k] = chosen[k];
-        stf(a.topk_w, n * K + k, float(double(sc[chosen[k]]) / denom * a.scaling));
-      }
-    }
-    __syncwarp();
-  }
+  const int warp = threadIdx.x / 32;
+  unsigned char* base = smem + size_t(warp) * gate_smem_per_warp(a.E, a.G, a.K);
+  for (int64_t n = int64_t(blockIdx.x) * kWarps + warp; n < a.N; n += int64_t(gridDim.x) * kWarps) gate_row(a, n, base);
 }
 
 struct GateBwdArgs {
@@ -317,22 +175,7 @@ void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor
   check_experts(E, op);
   if (N == 0) return;
   moe::set_device(ctx, op);
-  GateArgs a;
-  a.logits = moe::fptr(logits, op, "logits");
-  a.bias = moe::fptr(bias, op, "bias");
-  a.scores = moe::fptr(scores, op, "scores");
-  a.topk_w = moe::fptr(topk_w, op, "topk_w");
-  a.topk_idx = static_cast<int32_t*>(topk_idx.data);
-  a.N = N;
-  a.E = E;
-  a.K = K;
-  a.G = std::max(opt.n_group, 1);
-  a.topk_group = opt.topk_group;
-  a.gsz = E / a.G;
-  a.sigmoid = opt.score_func == ScoreFunc::sigmoid;
-  a.method = opt.topk_method == TopkMethod::greedy ? 0 : opt.topk_method == TopkMethod::group_limited_greedy ? 1 : 2;
-  a.norm = opt.norm_topk_prob;
-  a.scaling = opt.routed_scaling_factor;
+  const GateArgs a = gate_args(topk_idx, topk_w, scores, logits, bias, opt, op);
   const size_t smem = gate_smem_per_warp(E, a.G, K) * kWarps;
   if (smem > 48 * 1024)
     moe::ok(cudaFuncSetAttribute(gate_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), op,
@@ -377,7 +220,7 @@ int* balance_counts(const Context& ctx, Tensor scores, Tensor topk_idx, int64_t 
   moe::ok(cudaMallocAsync(reinterpret_cast<void**>(&cnt), size_t(S * E) * sizeof(int), st), op, "cudaMallocAsync");
   moe::ok(cudaMemsetAsync(cnt, 0, size_t(S * E) * sizeof(int), st), op, "cudaMemsetAsync");
   const int64_t NK = N * K;
-  launch(balance_count_kernel, moe::grid_for(NK, 256, 1 << 16), 256, 0, st, 
+  launch(balance_count_kernel, moe::grid_for(NK, 256, 1 << 16), 256, 0, st,
       cnt, static_cast<const int32_t*>(topk_idx.data), NK, seq_len, K, E);
   moe::launched(op);
   return cnt;

@@ -13,13 +13,6 @@ namespace ds::cuda {
 
 namespace {
 
-int row_threads(int64_t D) {
-  if (D >= 2048) return 512;
-  if (D >= 512) return 256;
-  if (D >= 128) return 128;
-  return 32;
-}
-
 template <class T>
 __global__ void rmsnorm_fwd_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
                                    const T* __restrict__ w, int64_t rows, int64_t D, float eps) {
@@ -189,7 +182,7 @@ void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Ten
   if (rows == 0 || D == 0) return;
   dispatch_fb(out.dtype, "rmsnorm_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(rmsnorm_fwd_kernel<T>, row_grid(rows), row_threads(D), 0, st, 
+    launch(rmsnorm_fwd_kernel<T>, row_grid(rows), row_threads(D), 0, st,
         dptr<T>(out), rstd.empty() ? nullptr : dptr<float>(rstd), dptr<const T>(in), dptr<const T>(weight), rows, D,
         float(eps));
   });
@@ -204,7 +197,7 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
   dispatch_fb(d_out.dtype, "rmsnorm_backward", [&](auto zero) {
     using T = decltype(zero);
     if (!d_in.empty()) {
-      launch(rmsnorm_bwd_dx_kernel<T>, row_grid(rows), row_threads(D), 0, st, 
+      launch(rmsnorm_bwd_dx_kernel<T>, row_grid(rows), row_threads(D), 0, st,
           dptr<T>(d_in), dptr<const T>(d_out), dptr<const T>(in), dptr<const T>(weight), dptr<const float>(rstd),
           rows, D, acc_in == Accum::add);
       DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dx_kernel");
@@ -276,7 +269,7 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
   if (n == 0) return;
   dispatch_fb(a.dtype, "mla_latent_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(mla_latent_kernel<T>, unsigned(n), 128, 0, st, 
+    launch(mla_latent_kernel<T>, unsigned(n), 128, 0, st,
         Q ? dptr<T>(q_latent) : nullptr, dptr<T>(kv_pool), kv_pool.dim(0) * kv_pool.dim(1),
         dptr<const int32_t>(slot_rows), dptr<const T>(a), Q ? dptr<const T>(q_norm) : nullptr,
         dptr<const T>(kv_norm), dptr<const int32_t>(pos), dptr<const float>(inv_freq), Q, R, dr, float(eps),

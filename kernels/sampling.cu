@@ -11,7 +11,11 @@
 //   * log-prob: log softmax(logits / T)[token] (before truncation).
 // Sums run in a different order than the CPU's left-to-right loop, so a draw can differ from the CPU's only when u
 // falls within a few ulps of a cumulative boundary; greedy choices are identical.
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_ops.h"
@@ -69,16 +73,17 @@ __device__ double block_excl_scan(double v, double* sh) {
   return off + ex;
 }
 
-// The first index i (id order) where base + sum_{j <= i} w(j) > target (>= target when ge), over entries with
-// w > 0; V when none. Each thread walks a contiguous segment from its exclusive prefix.
+// The first index i in [lo, hi) (id order) where base + sum_{lo <= j <= i} w(j) > target (>= target when ge), over
+// entries with w > 0; hi when none. Each thread walks a contiguous segment from its exclusive prefix.
 template <class W>
-__device__ int64_t first_crossing(W w, int64_t V, double base, double target, bool ge, double* shd, long long* shi) {
-  const int64_t seg = (V + blockDim.x - 1) / blockDim.x, b = int64_t(threadIdx.x) * seg;
-  const int64_t e = b + seg < V ? b + seg : V;
+__device__ int64_t first_crossing(W w, int64_t lo, int64_t hi, double base, double target, bool ge, double* shd,
+                                  long long* shi) {
+  const int64_t seg = (hi - lo + blockDim.x - 1) / blockDim.x, b = lo + int64_t(threadIdx.x) * seg;
+  const int64_t e = b + seg < hi ? b + seg : hi;
   double s = 0.0;
   for (int64_t i = b; i < e; ++i) s += w(i);
   double c = base + block_excl_scan(s, shd);
-  long long found = V;
+  long long found = hi;
   for (int64_t i = b; i < e; ++i) {
     const double wi = w(i);
     if (!(wi > 0.0)) continue;
@@ -91,15 +96,13 @@ __device__ int64_t first_crossing(W w, int64_t V, double base, double target, bo
   return block_reduce<long long>(found, Min{}, shi);
 }
 
+// Row `row` by the whole block (any multiple of 32 threads): the full algorithm above.
 template <class T>
-__global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ tokens, double* __restrict__ logprobs,
-                                                          const T* __restrict__ logits,
-                                                          const double* __restrict__ params, int64_t V) {
-  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+__device__ void sample_row(int32_t* __restrict__ tokens, double* __restrict__ logprobs, const T* __restrict__ logits,
+                           const double* __restrict__ params, int64_t V, int64_t row) {
   __shared__ double shd[32];
   __shared__ long long shi[32];
   __shared__ unsigned long long shu[32];
-  const int64_t row = blockIdx.x;
   const T* l = logits + row * V;
   const double temperature = params[row * 4 + 0], top_p = params[row * 4 + 1], u = params[row * 4 + 3];
   const int64_t top_k = int64_t(params[row * 4 + 2]);
@@ -143,7 +146,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
       for (int64_t i = threadIdx.x; i < V; i += blockDim.x) gt += key(i) > tk;
       gt = block_reduce<unsigned long long>(gt, Sum{}, shu);
       const double need = double(top_k - int64_t(gt));
-      const int64_t last = first_crossing([&](int64_t i) { return key(i) == tk ? 1.0 : 0.0; }, V, 0.0, need, true,
+      const int64_t last = first_crossing([&](int64_t i) { return key(i) == tk ? 1.0 : 0.0; }, 0, V, 0.0, need, true,
                                           shd, shi);
       cut_k = last < V ? last + 1 : V;
     }
@@ -178,7 +181,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
           if (key(i) > tp && in_k(i)) gt += prob(i);
         gt = block_reduce<double>(gt, Sum{}, shd);
         const int64_t last = first_crossing(
-            [&](int64_t i) { return key(i) == tp && in_k(i) ? prob(i) : 0.0; }, V, gt, top_p, true, shd, shi);
+            [&](int64_t i) { return key(i) == tp && in_k(i) ? prob(i) : 0.0; }, 0, V, gt, top_p, true, shd, shi);
         cut_p = last < V ? last + 1 : V;
       }
     }
@@ -189,13 +192,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
       return k > tp || (k == tp && i < cut_p);
     };
     if (!use_k && !use_p) {  // the CPU draws from p itself
-      token = first_crossing([&](int64_t i) { return prob(i); }, V, 0.0, u, false, shd, shi);
+      token = first_crossing([&](int64_t i) { return prob(i); }, 0, V, 0.0, u, false, shd, shi);
     } else {  // renormalised q = p / kept mass, as the CPU divides
       double km = 0.0;
       for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
         if (kept(i)) km += prob(i);
       km = block_reduce<double>(km, Sum{}, shd);
-      token = first_crossing([&](int64_t i) { return kept(i) ? prob(i) / km : 0.0; }, V, 0.0, u, false, shd, shi);
+      token = first_crossing([&](int64_t i) { return kept(i) ? prob(i) / km : 0.0; }, 0, V, 0.0, u, false, shd,
+                             shi);
     }
     if (token >= V) {  // u beyond the summed mass: the last id with a positive probability
       long long last = 0;
@@ -210,16 +214,156 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
   }
 }
 
+template <class T>
+__global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ tokens, double* __restrict__ logprobs,
+                                                          const T* __restrict__ logits,
+                                                          const double* __restrict__ params, int64_t V) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  sample_row(tokens, logprobs, logits, params, V, blockIdx.x);
+}
+
+// Few rows, large V: one block per row leaves the GPU idle and spends ~60 us on a 32k vocabulary (three passes of
+// double exp on one SM). Rows that are greedy or plain (no top-k / top-p) split the vocabulary over gridDim.y
+// blocks: each writes its chunk's max m_s and sum z_s = sum exp(l / T - m_s) (and the greedy argmax); the last
+// block of the row to finish (an atomic ticket) combines them in chunk order — mx = max m_s, z = sum z_s exp(m_s -
+// mx) — finds the chunk where the cumulative mass passes u and walks only that chunk, element by element, as the
+// one-block kernel walks all of V (the next chunk if rounding leaves u past it). Rows with top-k or top-p run the
+// one-block algorithm in their first block. Tickets reset themselves (the last block zeroes its row's).
+struct SplitPart {
+  double m, z;  // chunk max of l / T, and sum of exp(l / T - m)
+  float best;   // greedy: the chunk's largest logit and its lowest id
+  long long best_id;
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    sample_split_kernel(int32_t* __restrict__ tokens, double* __restrict__ logprobs, const T* __restrict__ logits,
+                        const double* __restrict__ params, int64_t V, SplitPart* part, unsigned* tickets) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  __shared__ double shd[32];
+  __shared__ long long shi[32];
+  __shared__ bool last;
+  const int64_t row = blockIdx.x;
+  const int s = blockIdx.y, S = gridDim.y;
+  const double temperature = params[row * 4 + 0], top_p = params[row * 4 + 1];
+  const int64_t top_k = int64_t(params[row * 4 + 2]);
+  const bool greedy = !(temperature > 0.0);
+  if (!greedy && ((top_k > 0 && top_k < V) || top_p < 1.0)) {  // truncated: the one-block algorithm
+    if (s == 0) sample_row(tokens, logprobs, logits, params, V, row);
+    return;
+  }
+  const double t = greedy ? 1.0 : temperature, u = params[row * 4 + 3];
+  const T* l = logits + row * V;
+  const int64_t chunk = (V + S - 1) / S, b = s * chunk, e = b + chunk < V ? b + chunk : V;
+  double m = -INFINITY;
+  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) m = fmax(m, ldd(l[i]) / t);
+  m = block_reduce<double>(m, Max{}, shd);
+  double z = 0.0;
+  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) z += exp(ldd(l[i]) / t - m);
+  z = block_reduce<double>(z, Sum{}, shd);
+  float best = -INFINITY;
+  long long best_id = V;
+  if (greedy) {
+    for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) best = fmaxf(best, ldf(l[i]));
+    best = float(block_reduce<double>(double(best), Max{}, shd));
+    for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x)
+      if (ldf(l[i]) == best && i < best_id) best_id = i;
+    best_id = block_reduce<long long>(best_id, Min{}, shi);
+  }
+  if (threadIdx.x == 0) {
+    part[row * S + s] = SplitPart{m, z, best, best_id};
+    __threadfence();  // the partial is visible before the ticket says so
+    last = atomicAdd(tickets + row, 1u) == unsigned(S - 1);
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  // The last block: every thread combines the S partials in chunk order (the same numbers in every thread).
+  const SplitPart* P = part + row * S;
+  double mx = -INFINITY;
+  for (int c = 0; c < S; ++c) mx = fmax(mx, __ldcg(&P[c].m));
+  double zt = 0.0;
+  for (int c = 0; c < S; ++c) zt += __ldcg(&P[c].z) * exp(__ldcg(&P[c].m) - mx);
+  int64_t token = V;
+  if (greedy) {
+    float bb = -INFINITY;
+    for (int c = 0; c < S; ++c) {
+      const float bc = __ldcg(&P[c].best);
+      const long long ic = __ldcg(&P[c].best_id);
+      if (ic < V && (token >= V || bc > bb)) {  // chunks in id order: ties keep the earlier (lower) id
+        bb = bc;
+        token = ic;
+      }
+    }
+    if (token >= V) token = 0;  // all NaN: the CPU's loop keeps id 0
+  } else {
+    auto prob = [&](int64_t i) { return exp(ldd(l[i]) / t - mx) / zt; };
+    double base = 0.0;
+    for (int c = 0; c < S && token >= V; ++c) {
+      const double mass = __ldcg(&P[c].z) * exp(__ldcg(&P[c].m) - mx) / zt;
+      if (base + mass > u || c == S - 1) {  // u falls in chunk c (by the chunk sums): walk its elements
+        const int64_t cb = c * chunk, ce = cb + chunk < V ? cb + chunk : V;
+        const int64_t found = first_crossing(prob, cb, ce, base, u, false, shd, shi);
+        if (found < ce) token = found;
+      }
+      base += mass;
+    }
+    if (token >= V) {  // u beyond the summed mass: the last id with a positive probability
+      long long lastp = 0;
+      for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+        if (prob(i) > 0.0 && i > lastp) lastp = i;
+      token = block_reduce<long long>(lastp, Max{}, shi);
+    }
+  }
+  if (threadIdx.x == 0) {
+    tokens[row] = int32_t(token);
+    logprobs[row] = ldd(l[token]) / t - mx - log(zt);
+    tickets[row] = 0;  // ready for the next call (later calls on this stream start after this kernel ends)
+  }
+}
+
+// The split kernel's partials and tickets: one fixed buffer per (device, stream), allocated on first use with the
+// tickets zeroed, never reallocated (captured graphs hold its address) and never freed.
+constexpr int64_t kSplitRows = 4096, kSplitMax = 32;
+struct SplitScratch {
+  SplitPart* part = nullptr;
+  unsigned* tickets = nullptr;
+};
+
+SplitScratch split_scratch(cudaStream_t st) {
+  static std::mutex mu;
+  static std::map<std::pair<int, cudaStream_t>, SplitScratch> bufs;
+  int dev = 0;
+  DS_CUDA_CHECK(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(mu);
+  SplitScratch& b = bufs[{dev, st}];
+  if (!b.part) {
+    DS_CUDA_CHECK(cudaMalloc(&b.part, size_t(kSplitRows * kSplitMax) * sizeof(SplitPart)));
+    DS_CUDA_CHECK(cudaMalloc(&b.tickets, size_t(kSplitRows) * sizeof(unsigned)));
+    DS_CUDA_CHECK(cudaMemset(b.tickets, 0, size_t(kSplitRows) * sizeof(unsigned)));
+  }
+  return b;
+}
+
 }  // namespace
 
 void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor logits, Tensor params) {
   cudaStream_t st = prepare(ctx);
   const int64_t n = logits.rows(), V = logits.cols();
   if (n == 0) return;
+  // chunks per row: about two blocks per SM in all, at least 2,048 entries a chunk
+  const int64_t chunks = std::min<int64_t>({kSplitMax, std::max<int64_t>(1, 264 / n), V / 2048});
   dispatch_fb(logits.dtype, "sample_tokens", [&](auto zero) {
     using T = decltype(zero);
-    launch(sample_kernel<T>, unsigned(n), kThreads, 0, st, dptr<int32_t>(tokens), dptr<double>(logprobs), dptr<T>(logits),
-                                                       dptr<double>(params), V);
+    if (chunks >= 2 && n <= kSplitRows && env_switch("DS_SAMPLE_SPLIT")) {
+      const SplitScratch sc = split_scratch(st);
+      launch(sample_split_kernel<T>, dim3(unsigned(n), unsigned(chunks)), kThreads, 0, st, dptr<int32_t>(tokens),
+             dptr<double>(logprobs), dptr<T>(logits), dptr<double>(params), V, sc.part, sc.tickets);
+      DS_CUDA_LAUNCH_CHECK("sample_split_kernel");
+      return;
+    }
+    launch(sample_kernel<T>, unsigned(n), kThreads, 0, st, dptr<int32_t>(tokens), dptr<double>(logprobs),
+           dptr<T>(logits), dptr<double>(params), V);
     DS_CUDA_LAUNCH_CHECK("sample_kernel");
   });
 }

@@ -30,7 +30,7 @@ import collections, csv, sys
 rows = list(csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"')))
 names = [r["Kernel Name"].split("(")[0][:70] for r in rows]
 ns = [float(r["Metric Value"].replace(",", "")) for r in rows]
-smp = [i for i, n in enumerate(names) if "sample_kernel" in n]  # one per decode step (and one per prefill)
+smp = [i for i, n in enumerate(names) if "sample_kernel" in n or "sample_split_kernel" in n]  # one per step (and prefill)
 if len(smp) < 2:
     sys.exit("no complete decode step in the profile: adjust SKIP")
 a, b = smp[-2] + 1, smp[-1] + 1  # the last complete step: embedding ... sampling

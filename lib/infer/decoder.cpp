@@ -1,14 +1,25 @@
 #include "infer/decoder.h"
 
 #include <cstdint>
+#include <map>
 
 #include "ops/ops.h"
+#include "tensor/arena.h"
 
 namespace ds {
 
 namespace {
 constexpr double kLatentNormEps = 1e-6;  // as in lib/model/mla.cpp (model.py's default for the latent norms)
+
+// One side stream per device for the process: cuBLASLt keeps a workspace per (device, stream), so a stream per
+// decoder would leave one behind each time a decoder is destroyed.
+void* side_stream(Device d) {
+  static std::map<int, void*> streams;
+  void*& s = streams[d.index];
+  if (!s) s = gpu::stream_create(d);
+  return s;
 }
+}  // namespace
 
 Decoder::Decoder(Model& model)
     : model_(model), stack_(model.context().device.is_cuda()), absorbed_(model.context().device) {
@@ -28,12 +39,37 @@ Decoder::Decoder(Model& model)
     if (m) gu[size_t(b)] = absorbed_.add("gate_up." + s, model_.dtype(), {2 * m->gate_proj.dim(0), c.hidden_size});
   }
   absorbed_.allocate();
+  if (model_.context().device.is_cuda()) {
+    side_stream_ = side_stream(model_.context().device);
+    fork_event_ = gpu::event_create();
+    join_event_ = gpu::event_create();
+  }
   for (int64_t b = 0; b < n_blocks; ++b) {
     w_uk_t_.push_back(absorbed_[uk[size_t(b)]]);
     qkv_a_.push_back(qkv[size_t(b)] == SIZE_MAX ? Tensor{} : absorbed_[qkv[size_t(b)]]);
     gate_up_.push_back(gu[size_t(b)] == SIZE_MAX ? Tensor{} : absorbed_[gu[size_t(b)]]);
   }
   refresh();
+}
+
+Decoder::~Decoder() {
+  gpu::event_destroy(fork_event_);
+  gpu::event_destroy(join_event_);
+}
+
+const Context& Decoder::fork() {
+  if (!side_stream_) return model_.context();
+  side_ctx_ = model_.context();
+  side_ctx_.cuda_stream = side_stream_;
+  gpu::event_record(fork_event_, model_.context().cuda_stream);
+  gpu::stream_wait(side_stream_, fork_event_);
+  return side_ctx_;
+}
+
+void Decoder::join() {
+  if (!side_stream_) return;
+  gpu::event_record(join_event_, side_stream_);
+  gpu::stream_wait(model_.context().cuda_stream, join_event_);
 }
 
 const BlockWeights& Decoder::block_weights(size_t b) const {
@@ -79,6 +115,7 @@ LayerEnv Decoder::env(int64_t n) const {
   e.rope_attn_factor = model_.rope_attn_factor();
   e.softmax_scale = model_.softmax_scale();
   e.balance_alpha = 0;
+  e.inference = true;
   return e;
 }
 
@@ -123,8 +160,10 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   // On CUDA all heads in one strided-batched product written straight into q_lat; the CPU keeps its per-head
   // sgemm on contiguous copies (results bit-identical to before).
   const bool batched = ctx.device.is_cuda();
-  if (batched) {
+  if (batched) {  // q_pe's RoPE (columns R..) beside the fold (columns ..R)
+    rope_cols_forward(fork(), q_lat, R, q.view({n, H, dqk}), dn, rows.pos, inv_freq, f);
     matmul_heads_forward(ctx, q_lat, q.view({n, H, dqk}), w_uk_t_[ai], dn, R);
+    join();
   } else {
     Tensor q_nope_h = ws.alloc("q_nope_h", dt, {n, dn}), q_abs_h = ws.alloc("q_abs_h", dt, {n, R});
     for (int64_t h = 0; h < H; ++h) {
@@ -132,8 +171,8 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
       matmul_forward(ctx, q_abs_h, q_nope_h, w_uk_t_[ai].index0(h));  // [n, dn] · ([R, dn])^T
       copy_cols(ctx, q_lat_nh, h * C, q_abs_h, 0, R);
     }
+    rope_cols_forward(ctx, q_lat, R, q.view({n, H, dqk}), dn, rows.pos, inv_freq, f);
   }
-  rope_cols_forward(ctx, q_lat, R, q.view({n, H, dqk}), dn, rows.pos, inv_freq, f);
 
   Tensor o_lat = ws.alloc("o_latent", dt, {n, H, R});
   mla_decode_attention(ctx, o_lat, Tensor{}, q_lat, pool, rows.block_table, rows.kv_len, model_.softmax_scale());
@@ -156,13 +195,15 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
 }
 
 // SwiGLU MLP (the dense layers' and the shared expert); gate_up, when given, is [gate_proj ; up_proj] stacked.
-Tensor Decoder::mlp(Workspace& ws, const std::string& name, Tensor x, const MlpWeights& w, Tensor gate_up) {
+Tensor Decoder::mlp(const Context& ctx, Workspace& ws, const std::string& name, Tensor x, const MlpWeights& w,
+                    Tensor gate_up) {
   if (gate_up.empty()) {
     MlpActs a;
-    mlp_forward(env(x.rows()), ws, name, a, x, w);
+    LayerEnv e = env(x.rows());
+    e.ctx = &ctx;
+    mlp_forward(e, ws, name, a, x, w);
     return a.out;
   }
-  const Context& ctx = model_.context();
   const int64_t n = x.rows(), F = w.gate_proj.dim(0);
   const DType dt = model_.dtype();
   Tensor gu = ws.alloc(name + ".gate_up", dt, {n, 2 * F}), act = ws.alloc(name + ".act", dt, {n, F});
@@ -173,25 +214,30 @@ Tensor Decoder::mlp(Workspace& ws, const std::string& name, Tensor x, const MlpW
   return out;
 }
 
+// One block on x whose input norm h is already computed; returns x_out and writes *next_h = RMSNorm(x_out) with
+// next_norm (the next block's input norm, the final norm or MTP's head norm), fused into the block's last op.
 Tensor Decoder::block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, const DecodeRows& rows, Tensor x,
-                      const BlockWeights& w, size_t ai, MoeLoad* load) {
+                      Tensor h, const BlockWeights& w, size_t ai, MoeLoad* load, Tensor next_norm, Tensor* next_h) {
   const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
   const int64_t n = x.rows(), D = c.hidden_size;
   const DType dt = model_.dtype();
-  Tensor h = ws.alloc("attn_norm", dt, {n, D});
-  rmsnorm_forward(ctx, h, Tensor{}, x, w.input_layernorm, c.rms_norm_eps);
   Tensor attn = mla(ws, cache.pool(cache_layer), rows, h, w.attn, ai);
   Tensor x_mid = ws.alloc("x_mid", dt, {n, D}), f = ws.alloc("ffn_norm", dt, {n, D});
   add_rmsnorm_forward(ctx, x_mid, f, x, attn, w.post_attention_layernorm, c.rms_norm_eps);
   Tensor x_out = ws.alloc("x_out", dt, {n, D});
-  if (w.moe) {  // routed experts, then x_out = x_mid + (routed + shared) in one pass
+  *next_h = ws.alloc("next_norm", dt, {n, D});
+  if (w.moe) {  // the shared expert beside the routed ones, then x_out = x_mid + (routed + shared) in one pass
+    const bool shared_expert = c.n_shared_experts > 0;
+    const Tensor shared = shared_expert ? mlp(fork(), ws, "moe.shared", f, w.moe_w.shared, gate_up_[ai]) : Tensor{};
     MoeActs a;
     moe_experts_forward(env(n), ws, "moe", a, load, f, w.moe_w);
-    const Tensor shared = c.n_shared_experts > 0 ? mlp(ws, "moe.shared", f, w.moe_w.shared, gate_up_[ai]) : Tensor{};
-    moe_combine_forward(ctx, x_out, x_mid, shared, a.experts.out, a.row_of, a.topk_w);
+    if (shared_expert) join();
+    moe_combine_forward(ctx, x_out, x_mid, shared, a.experts.out, a.row_of, a.topk_w, *next_h, next_norm,
+                        c.rms_norm_eps);
   } else {
-    add(ctx, x_out, x_mid, mlp(ws, "mlp", f, w.mlp, gate_up_[ai]));
+    add_rmsnorm_forward(ctx, x_out, *next_h, x_mid, mlp(ctx, ws, "mlp", f, w.mlp, gate_up_[ai]), next_norm,
+                        c.rms_norm_eps);
   }
   return x_out;
 }
@@ -200,13 +246,17 @@ void Decoder::forward(Workspace& ws, PagedKvCache& cache, const DecodeRows& rows
   const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
   ModelWeights& w = model_.compute_weights();
-  const int64_t n = rows.ids.numel(), D = c.hidden_size;
-  Tensor x = ws.alloc("embed", model_.dtype(), {n, D});
+  const int64_t n = rows.ids.numel(), D = c.hidden_size, L = c.num_hidden_layers;
+  Tensor x = ws.alloc("embed", model_.dtype(), {n, D}), h = ws.alloc("attn_norm", model_.dtype(), {n, D});
   embedding_forward(ctx, x, rows.ids, w.embed_tokens);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-    x = block(ws, cache, l, rows, x, w.layers[l], size_t(l), w.layers[l].moe ? model_.moe_load(l) : nullptr);
-  *hidden = ws.alloc("final_norm", model_.dtype(), {n, D});
-  rmsnorm_forward(ctx, *hidden, Tensor{}, x, w.norm, c.rms_norm_eps);
+  if (L > 0) rmsnorm_forward(ctx, h, Tensor{}, x, w.layers[0].input_layernorm, c.rms_norm_eps);
+  else rmsnorm_forward(ctx, h, Tensor{}, x, w.norm, c.rms_norm_eps);
+  for (int64_t l = 0; l < L; ++l) {  // each block ends with the next one's input norm (the final norm after the last)
+    const Tensor next_norm = l + 1 < L ? w.layers[size_t(l + 1)].input_layernorm : w.norm;
+    x = block(ws, cache, l, rows, x, h, w.layers[size_t(l)], size_t(l),
+              w.layers[size_t(l)].moe ? model_.moe_load(l) : nullptr, next_norm, &h);
+  }
+  *hidden = h;
   *logits = ws.alloc("logits", model_.stat_dtype(), {n, c.vocab_size});  // f32 in mixed precision
   matmul_forward(ctx, *logits, *hidden, w.lm_head);
 }
@@ -227,12 +277,13 @@ void Decoder::mtp_forward(Workspace& ws, PagedKvCache& cache, int64_t k, const D
   Tensor cat = ws.alloc("mtp.concat", dt, {n, 2 * D});
   copy_cols(ctx, cat, 0, en, 0, D);
   copy_cols(ctx, cat, D, hn, 0, D);
-  Tensor hp = ws.alloc("mtp.eh_proj", dt, {n, D});
+  Tensor hp = ws.alloc("mtp.eh_proj", dt, {n, D}), hp_n = ws.alloc("mtp.attn_norm", dt, {n, D});
   matmul_forward(ctx, hp, cat, m.eh_proj);
+  rmsnorm_forward(ctx, hp_n, Tensor{}, hp, m.block.input_layernorm, c.rms_norm_eps);
   const int64_t layer = L + k - 1;
-  *hidden = block(ws, cache, layer, rows, hp, m.block, size_t(layer), model_.moe_load(layer));
-  Tensor hn2 = ws.alloc("mtp.head_norm", dt, {n, D});
-  rmsnorm_forward(ctx, hn2, Tensor{}, *hidden, m.shared_head_norm, c.rms_norm_eps);
+  Tensor hn2;  // the shared head's norm of the block output, fused into the block's last op
+  *hidden = block(ws, cache, layer, rows, hp, hp_n, m.block, size_t(layer), model_.moe_load(layer), m.shared_head_norm,
+                  &hn2);
   *logits = ws.alloc("mtp.logits", model_.stat_dtype(), {n, c.vocab_size});
   matmul_forward(ctx, *logits, hn2, w.lm_head);
 }

@@ -24,6 +24,9 @@ struct DecodeRows {
 class Decoder {
  public:
   explicit Decoder(Model& model);
+  ~Decoder();
+  Decoder(const Decoder&) = delete;
+  Decoder& operator=(const Decoder&) = delete;
   // Recomputes the per-head W_UK^T and the stacked weights after the model's weights changed (e.g. a GRPO step).
   void refresh();
   // Main model: rows -> logits [n, V] and final-normed hidden [n, D] (both from ws). Cache layers 0..L-1.
@@ -35,17 +38,29 @@ class Decoder {
   Model& model() { return model_; }
 
  private:
-  Tensor block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, const DecodeRows& rows, Tensor x,
-               const BlockWeights& w, size_t absorbed_index, MoeLoad* load);
+  Tensor block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, const DecodeRows& rows, Tensor x, Tensor h,
+               const BlockWeights& w, size_t absorbed_index, MoeLoad* load, Tensor next_norm, Tensor* next_h);
   Tensor mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x, const AttnWeights& w, size_t ai);
-  Tensor mlp(Workspace& ws, const std::string& name, Tensor x, const MlpWeights& w, Tensor gate_up);
+  Tensor mlp(const Context& ctx, Workspace& ws, const std::string& name, Tensor x, const MlpWeights& w,
+             Tensor gate_up);
   LayerEnv env(int64_t n) const;
+  // Independent branches of a step (the shared expert beside the routed ones, q_pe's RoPE beside the W_UK fold)
+  // run on a second CUDA stream: fork() orders the side stream after the work so far and returns its context,
+  // join() orders what follows on the main stream after the side work. In a captured decode step the two become
+  // parallel graph branches, so a branch's launches leave the step's critical path. On the CPU fork() returns the
+  // model's context and join() does nothing.
+  const Context& fork();
+  void join();
   const BlockWeights& block_weights(size_t b) const;
 
   Model& model_;
   // On CUDA, launches are what a decode step costs, so projections that read the same input run as one GEMM over
   // weights stacked here (the CPU keeps the separate products: its recorded runs stay bit-identical).
   bool stack_;
+  void* side_stream_ = nullptr;  // CUDA: the side stream (one per device for the process) and fork/join events
+  void* fork_event_ = nullptr;
+  void* join_event_ = nullptr;
+  Context side_ctx_;
   Arena absorbed_;
   std::vector<Tensor> w_uk_t_;   // per block: W_UK^T per head [H, Rkv, dn] (main layers, then MTP blocks)
   std::vector<Tensor> qkv_a_;    // per block (stack_, q_lora_rank > 0): [q_a_proj ; kv_a_proj]  [Q + Rkv + dr, D]

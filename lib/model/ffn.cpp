@@ -44,39 +44,47 @@ void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& 
   const DType dt = env.dtype;
   const std::string p = name + ".moe.";
 
-  // gate: scores from the unbiased affinities, selection with the bias (buffer), weights renormalised
+  // gate: scores from the unbiased affinities, selection with the bias (buffer), weights renormalised;
+  // dispatch: token copies grouped by expert
   a.logits = ws.alloc(p + "router_logits", dt, {N, E});
   a.scores = ws.alloc(p + "scores", env.sdtype, {N, E});
   a.topk_idx = ws.alloc(p + "topk_idx", DType::i32, {N, K});
   a.topk_w = ws.alloc(p + "topk_w", env.sdtype, {N, K});
-  matmul_forward(ctx, a.logits, x, w.router);
-  moe_gate_forward(ctx, a.topk_idx, a.topk_w, a.scores, a.logits, w.bias, c.gate_options());
-  a.balance_loss = env.balance_alpha > 0
-                       ? moe_balance_loss_forward(ctx, a.scores, a.topk_idx, env.T, env.balance_alpha)
-                       : 0.0;
-
-  // dispatch: token copies grouped by expert
   a.row_of = ws.alloc(p + "row_of", DType::i32, {N, K});
   a.offsets = ws.alloc(p + "offsets", DType::i64, {E + 1});
   Tensor counts = load ? load->counts : ws.alloc(p + "counts", DType::i64, {E});
-  moe_route(ctx, a.row_of, a.offsets, counts, a.topk_idx, E);
+  a.xp = ws.alloc(p + "dispatched", dt, {N * K, D});
+  if (env.inference && env.balance_alpha == 0) {  // the same four ops, fused
+    moe_dispatch_forward(ctx, a.xp, a.row_of, a.offsets, counts, a.topk_idx, a.topk_w, a.scores, a.logits, x, w.router,
+                         w.bias, c.gate_options());
+  } else {
+    matmul_forward(ctx, a.logits, x, w.router);
+    moe_gate_forward(ctx, a.topk_idx, a.topk_w, a.scores, a.logits, w.bias, c.gate_options());
+    a.balance_loss = env.balance_alpha > 0
+                         ? moe_balance_loss_forward(ctx, a.scores, a.topk_idx, env.T, env.balance_alpha)
+                         : 0.0;
+    moe_route(ctx, a.row_of, a.offsets, counts, a.topk_idx, E);
+    moe_permute_forward(ctx, a.xp, x, a.row_of);
+  }
   if (load && load->placement) {  // what each GPU would serve under the placement (accounting only)
     std::vector<int64_t> gpu = balance::routed_gpu_tokens(*load->placement, to_host_i64(a.topk_idx), K, load->gpus);
     load->gpu_tokens.resize(size_t(load->gpus), 0);
     for (size_t g = 0; g < gpu.size(); ++g) load->gpu_tokens[g] += gpu[g];
   }
-  a.xp = ws.alloc(p + "dispatched", dt, {N * K, D});
-  moe_permute_forward(ctx, a.xp, x, a.row_of);
 
   // experts: grouped linears over the row blocks (offsets stay on the device), SwiGLU over all rows at once
   MlpActs& ea = a.experts;
-  ea.g = ws.alloc(p + "experts.gate", dt, {N * K, F});
-  ea.u = ws.alloc(p + "experts.up", dt, {N * K, F});
   ea.act = ws.alloc(p + "experts.act", dt, {N * K, F});
   ea.out = ws.alloc(p + "experts.out", dt, {N * K, D});
-  grouped_matmul_forward(ctx, ea.g, a.xp, w.gate_proj, a.offsets);
-  grouped_matmul_forward(ctx, ea.u, a.xp, w.up_proj, a.offsets);
-  swiglu_forward(ctx, ea.act, ea.g, ea.u);
+  if (env.inference) {  // the same values; no gate/up products kept
+    grouped_swiglu_forward(ctx, ea.act, a.xp, w.gate_proj, w.up_proj, a.offsets);
+  } else {
+    ea.g = ws.alloc(p + "experts.gate", dt, {N * K, F});
+    ea.u = ws.alloc(p + "experts.up", dt, {N * K, F});
+    grouped_matmul_forward(ctx, ea.g, a.xp, w.gate_proj, a.offsets);
+    grouped_matmul_forward(ctx, ea.u, a.xp, w.up_proj, a.offsets);
+    swiglu_forward(ctx, ea.act, ea.g, ea.u);
+  }
   grouped_matmul_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets);
 }
 

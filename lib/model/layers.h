@@ -27,6 +27,9 @@ struct LayerEnv {
   double rope_attn_factor = 1.0;
   double softmax_scale = 1.0;
   double balance_alpha = 0.0;  // sequence-wise balance loss weight (0 = off)
+  // Forward only (the decoder): activations kept only for the backward need not exist, so fused inference ops
+  // may replace the ops that produce them (the routed experts' gate/up products).
+  bool inference = false;
   int64_t N() const { return B * T; }
 };
 

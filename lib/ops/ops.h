@@ -157,6 +157,12 @@ void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_los
 void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts);
 // out[row_of[n, k]] = in[n]      (out [N*K, D])
 void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of);
+// Inference fusion, the start of a MoE block: logits = x · router^T (rounded to logits' dtype), then
+// moe_gate_forward(topk_idx, topk_w, scores, logits, bias, opt), moe_route(row_of, offsets, counts, topk_idx, E)
+// and moe_permute_forward(xp, x, row_of) — the same values; on CUDA one launch for decode-sized batches.
+void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
+                          Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
+                          const GateOptions& opt);
 // d_in[n] (=|+=) sum_k d_out[row_of[n, k]]
 void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc = Accum::overwrite);
 // out[n] (=|+=) sum_k topk_w[n, k] * expert_out[row_of[n, k]]
@@ -167,9 +173,10 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
                             Tensor row_of, Tensor topk_w);
 // Decode fusion, the end of a MoE block: out[n] = resid[n] + (sum_k topk_w[n,k] * expert_out[row_of[n,k]] + shared[n]),
 // rounded as moe_unpermute_forward, axpy(1, shared) and add do it one after the other (shared may be empty).
-// out may alias resid.
+// out may alias resid. With norm_out: also norm_out = rmsnorm_forward(out, norm_weight, eps) — the next block's
+// input norm (or the final norm) in the same pass.
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w);
+                         Tensor topk_w, Tensor norm_out = {}, Tensor norm_weight = {}, double eps = 0);
 // Auxiliary-loss-free balancing: bias[e] += gamma * sign(mean(load) - load[e]); load [E] i64 (one step's counts).
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
 
@@ -183,6 +190,9 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
 // d_in[r] (=|+=) d_out[r] · weight[e];  d_weight[e] += d_out[rows of e]^T · in[rows of e]. Either output may be empty.
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                              Tensor offsets, Accum acc_in = Accum::overwrite);
+// Inference fusion, the routed experts' first half: out = swiglu_forward(in · gate_w[e]^T, in · up_w[e]^T) per row,
+// rounded as the two grouped_matmul_forward calls and swiglu_forward round it. gate_w, up_w [E, F, K], out [M, F].
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets);
 
 // ---- loss ----------------------------------------------------------------------------------------------
 // loss[n] = lse[n] - logits[n, targets[n]];  lse[n] = logsumexp(logits[n]). Rows whose target equals

@@ -28,9 +28,8 @@ void check_ne(Check& c, const char* name, const Tensor& t, int64_t N, int64_t E)
 
 // ---- gate ----------------------------------------------------------------------------------------------
 
-void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,
-                      const GateOptions& opt) {
-  Check c(ctx, "moe_gate_forward");
+static void check_gate(Check& c, const Tensor& topk_idx, const Tensor& topk_w, const Tensor& scores,
+                       const Tensor& logits, const Tensor& bias, const GateOptions& opt) {
   c.f("logits", logits).stat("scores", scores).stat("topk_w", topk_w).stat_opt("bias", bias);
   c.index("topk_idx", topk_idx, DType::i32);
   const int64_t N = logits.rows(), E = logits.cols(), K = opt.top_k;
@@ -48,6 +47,12 @@ void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor
   const int64_t eligible = grouped ? E / opt.n_group * opt.topk_group : E;
   OP_CHECK(c, K >= 1 && K <= eligible,
            "top_k " + s(K) + " must lie in [1, " + s(eligible) + "] (experts left after group limiting)");
+}
+
+void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,
+                      const GateOptions& opt) {
+  Check c(ctx, "moe_gate_forward");
+  check_gate(c, topk_idx, topk_w, scores, logits, bias, opt);
   DS_DISPATCH_KERNEL(c, MOE_GATE, moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt));
 }
 
@@ -100,8 +105,8 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
 
 // ---- dispatch / combine --------------------------------------------------------------------------------
 
-void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts) {
-  Check c(ctx, "moe_route");
+static void check_route(Check& c, const Tensor& row_of, const Tensor& offsets, const Tensor& counts,
+                        const Tensor& topk_idx, int64_t n_experts) {
   c.index("row_of", row_of, DType::i32).index("offsets", offsets, DType::i64).index_opt("counts", counts, DType::i64);
   c.index("topk_idx", topk_idx, DType::i32);
   OP_CHECK(c, topk_idx.ndim == 2, "topk_idx " + topk_idx.shape_str() + " must be [N, K]");
@@ -112,6 +117,11 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
   OP_CHECK(c, counts.empty() || counts.numel() == n_experts,
            "counts " + counts.shape_str() + " must be [E] = [" + s(n_experts) + "]");
   OP_CHECK(c, topk_idx.numel() < (int64_t(1) << 31), "N*K = " + s(topk_idx.numel()) + " rows overflow i32 row_of");
+}
+
+void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts) {
+  Check c(ctx, "moe_route");
+  check_route(c, row_of, offsets, counts, topk_idx, n_experts);
   DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_route(ctx, row_of, offsets, counts, topk_idx, n_experts));
 }
 
@@ -135,6 +145,24 @@ void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_o
   check_permuted(c, row_of, "out", out, in.cols());
   check_tokens(c, "in", in, row_of);
   DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_permute_forward(ctx, out, in, row_of));
+}
+
+void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
+                          Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
+                          const GateOptions& opt) {
+  Check c(ctx, "moe_dispatch_forward");
+  c.f("x", x).f("router", router).f("xp", xp);
+  OP_CHECK(c, router.ndim == 2 && router.cols() == x.cols() && logits.cols() == router.dim(0) &&
+                  logits.rows() == x.rows(),
+           "router " + router.shape_str() + " must be [E, D] for x " + x.shape_str() + " and logits " +
+               logits.shape_str());
+  check_gate(c, topk_idx, topk_w, scores, logits, bias, opt);
+  check_route(c, row_of, offsets, counts, topk_idx, router.dim(0));
+  check_permuted(c, row_of, "xp", xp, x.cols());
+  check_tokens(c, "x", x, row_of);
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH,
+                     moe_dispatch_forward(ctx, xp, row_of, offsets, counts, topk_idx, topk_w, scores, logits, x, router,
+                                          bias, opt));
 }
 
 void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc) {
@@ -170,7 +198,7 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
 }
 
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w) {
+                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps) {
   Check c(ctx, "moe_combine_forward");
   c.f("out", out).f("resid", resid).f_opt("shared", shared).f("expert_out", expert_out).stat("topk_w", topk_w);
   check_permuted(c, row_of, "expert_out", expert_out, out.cols());
@@ -180,7 +208,16 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
            "resid " + resid.shape_str() + " must match out " + out.shape_str());
   OP_CHECK(c, shared.empty() || shared.numel() == out.numel(),
            "shared " + shared.shape_str() + " must match out " + out.shape_str());
-  DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_combine_forward(ctx, out, resid, shared, expert_out, row_of, topk_w));
+  if (!norm_out.empty()) {
+    c.f("norm_out", norm_out).f("norm_weight", norm_weight);
+    OP_CHECK(c, same_shape(norm_out, out) || (norm_out.numel() == out.numel() && norm_out.cols() == out.cols()),
+             "norm_out " + norm_out.shape_str() + " must match out " + out.shape_str());
+    OP_CHECK(c, norm_weight.numel() == out.cols(),
+             "norm_weight " + norm_weight.shape_str() + " must be [" + std::to_string(out.cols()) + "]");
+    OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
+  }
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH,
+                     moe_combine_forward(ctx, out, resid, shared, expert_out, row_of, topk_w, norm_out, norm_weight, eps));
 }
 
 // ---- grouped expert linear -------------------------------------------------------------------------------
@@ -203,6 +240,19 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
   OP_CHECK(c, out.rows() == in.rows() && out.cols() == weight.dim(1),
            "out " + out.shape_str() + " must be [M, N] for in " + in.shape_str() + " and weight " + weight.shape_str());
   DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_matmul_forward(ctx, out, in, weight, offsets, acc));
+}
+
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets) {
+  Check c(ctx, "grouped_swiglu_forward");
+  c.f("in", in).f("gate_w", gate_w).f("up_w", up_w).f("out", out);
+  check_grouped(c, gate_w, offsets);
+  OP_CHECK(c, same_shape(gate_w, up_w),
+           "up_w " + up_w.shape_str() + " must have the shape of gate_w " + gate_w.shape_str());
+  OP_CHECK(c, in.cols() == gate_w.dim(2),
+           "gate_w " + gate_w.shape_str() + " must be [E, F, K] with K = last dim of in " + in.shape_str());
+  OP_CHECK(c, out.rows() == in.rows() && out.cols() == gate_w.dim(1),
+           "out " + out.shape_str() + " must be [M, F] for in " + in.shape_str() + " and gate_w " + gate_w.shape_str());
+  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_swiglu_forward(ctx, out, in, gate_w, up_w, offsets));
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,

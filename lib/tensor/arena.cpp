@@ -81,6 +81,10 @@ void capture_begin(void* stream) { cuda::capture_begin(stream); }
 void* capture_end(void* stream, bool ok) { return cuda::capture_end(stream, ok); }
 void graph_launch(void* exec, void* stream) { cuda::graph_launch(exec, stream); }
 void graph_destroy(void* exec) { cuda::graph_destroy(exec); }
+void* event_create() { return cuda::event_create(); }
+void event_destroy(void* event) { cuda::event_destroy(event); }
+void event_record(void* event, void* stream) { cuda::event_record(event, stream); }
+void stream_wait(void* stream, void* event) { cuda::stream_wait(stream, event); }
 #else
 void* stream_create(Device) { no_cuda(); }
 void stream_destroy(Device, void*) {}
@@ -94,6 +98,10 @@ void capture_begin(void*) { no_cuda(); }
 void* capture_end(void*, bool) { no_cuda(); }
 void graph_launch(void*, void*) { no_cuda(); }
 void graph_destroy(void*) {}
+void* event_create() { no_cuda(); }
+void event_destroy(void*) {}
+void event_record(void*, void*) { no_cuda(); }
+void stream_wait(void*, void*) { no_cuda(); }
 #endif
 }  // namespace gpu
 

@@ -74,6 +74,11 @@ void capture_begin(void* stream);
 void* capture_end(void* stream, bool ok);  // the instantiated graph, or nullptr when capture failed
 void graph_launch(void* exec, void* stream);
 void graph_destroy(void* exec);
+// Events for fork/join between streams (recorded during a capture they become graph edges).
+void* event_create();
+void event_destroy(void* event);
+void event_record(void* event, void* stream);
+void stream_wait(void* stream, void* event);  // later work on stream waits for the event's work
 }  // namespace gpu
 
 // Host-side helpers to move small tensors in and out (e.g. offsets, losses, config tables).

@@ -300,6 +300,14 @@ TEST_CASE("mla_latent_forward parity (q latent norm, kv latent norm + RoPE into 
   }
 }
 
+// Declared before the other mla_decode cases (Catch runs them in order): the first f32 launch needs more than 48 KB
+// of shared memory but less than the DeepSeek-V3 shape after it. The opt-in used to be set to the first size only,
+// so the second launch failed with "invalid argument".
+TEST_CASE("mla_decode: the shared-memory opt-in covers a larger shape after a smaller one", "[mla_decode]") {
+  decode_case({1, 16, 256, 32, 64, 6, {300}, 0.125}, DType::f32, 950);  // the bench model's shape
+  decode_case({2, 16, 512, 64, 64, 4, {200, 17}, kV3Scale}, DType::f32, 960);
+}
+
 TEST_CASE("mla_decode parity: paged latent cache, varying kv_len", "[mla_decode]") {
   const std::vector<DecodeCase> cases = {
       // DeepSeek-V3: C = 512 + 64, R = 512, pages of 64; lengths on and around page edges.

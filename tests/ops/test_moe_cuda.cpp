@@ -268,6 +268,14 @@ TEST_CASE("moe permute / unpermute parity", "[moe][dispatch]") {
       });
       expect_close("moe_combine_forward no shared, in place " + tag, resid, tol_for(dt, cs.K + 1),
                    "K f32 products, 1 add, 2 roundings");
+      // with the next block's input norm fused in (CUDA sums squares per thread, the CPU in row order)
+      Twin nw = twin(dt, randu({cs.D}, ++seed, 0.5, 1.5)), o4 = twin_out(dt, {cs.N, cs.D}), n4 = twin_out(dt, {cs.N, cs.D});
+      run_both([&](const Context& c, Pick p) {
+        moe_combine_forward(c, p(o4), p(resid), p(shared), p(eo), p(row_of), p(w), p(n4), p(nw), 1e-6);
+      });
+      expect_close("moe_combine_forward + norm (sum) " + tag, o4, tol_for(dt, cs.K + 2), "as moe_combine_forward");
+      expect_close("moe_combine_forward + norm (normed) " + tag, n4, tol_for(dt, cs.K + 4),
+                   "the sum's rounding, then rmsnorm's f32 sum of squares and one more rounding");
 
       Twin g = twin(dt, randn({cs.N, cs.D}, ++seed));
       Twin d_eo = twin_out(dt, {NK, cs.D}), d_w = twin_out(DType::f32, {cs.N, cs.K});
@@ -404,6 +412,112 @@ TEST_CASE("grouped_matmul parity", "[moe][grouped_matmul]") {
   grouped_case({"E4 M3 K8 N8 (GEMV, one 8-deep k group)", 4, 3, 8, 8, false, 0}, 5650);
   // 64-row tiles of the large-tile kernel (16 < rows per expert < 128).
   grouped_case({"E16 M1200 K256 N264 empty experts (64-row tiles)", 16, 1200, 256, 264, true, 0, true}, 5390);
+}
+
+TEST_CASE("moe_dispatch_forward: the fused kernel gives the bits of the four CUDA ops it replaces", "[moe][dispatch]") {
+  // The router product of the fused kernel uses matmul_forward's GEMV arithmetic (<= 4 rows), the gate and the route
+  // the same device code as moe_gate_forward / moe_route: every output must match the unfused CUDA sequence bit for
+  // bit. 16 and 40 rows check the rest: 16 on the fused kernel (logits from cuBLASLt on the other side, so only
+  // the routing's consistency is compared), 40 on the unfused fallback.
+  const GateCase v3{"V3 sigmoid noaux_tc E32 g4/2 k4", 0, 32, 4, 2, 4, ScoreFunc::sigmoid, TopkMethod::noaux_tc,
+                    true,  true,  false, 2.5};
+  const GateCase sm{"softmax greedy E8 k2", 0, 8, 1, 1, 2, ScoreFunc::softmax, TopkMethod::greedy,
+                    false, false, false, 1.0};
+  uint64_t seed = 8000;
+  for (const GateCase& g0 : {v3, sm}) {
+    for (int64_t N : {1, 3, 4, 16, 40}) {
+      GateCase g = g0;
+      g.N = N;
+      const GateOptions opt = options(g);
+      const int64_t D = 256, E = g.E, K = g.K;
+      const std::string tag = std::string(g.name) + " N" + std::to_string(N);
+      Twin x = twin(DType::bf16, randn({N, D}, ++seed)), router = twin(DType::bf16, randn({E, D}, ++seed, 0.1));
+      Twin bias = g.bias ? twin(DType::f32, randu({E}, ++seed, -0.1, 0.1)) : none();
+      struct Outs {
+        Twin xp, row_of, offsets, counts, idx, w, scores, logits;
+      };
+      auto outs = [&] {
+        return Outs{twin_out(DType::bf16, {N * K, D}), twin_out(DType::i32, {N, K}, DType::i32),
+                    twin_out(DType::i64, {E + 1}, DType::i64), twin_i64_zeros({E}), twin_out(DType::i32, {N, K}, DType::i32),
+                    twin_out(DType::f32, {N, K}), twin_out(DType::f32, {N, E}), twin_out(DType::bf16, {N, E})};
+      };
+      Outs f = outs(), s = outs();
+      const Pick dev{true};
+      const Context c = cuda_ctx();
+      moe_dispatch_forward(c, dev(f.xp), dev(f.row_of), dev(f.offsets), dev(f.counts), dev(f.idx), dev(f.w),
+                           dev(f.scores), dev(f.logits), dev(x), dev(router), dev(bias), opt);
+      matmul_forward(c, dev(s.logits), dev(x), dev(router));
+      moe_gate_forward(c, dev(s.idx), dev(s.w), dev(s.scores), dev(s.logits), dev(bias), opt);
+      moe_route(c, dev(s.row_of), dev(s.offsets), dev(s.counts), dev(s.idx), E);
+      moe_permute_forward(c, dev(s.xp), dev(x), dev(s.row_of));
+      device_sync();
+      auto same = [&](const char* what, const Twin& a, const Twin& b) {  // byte for byte (ints and floats)
+        auto bytes = [](const Twin& t) {
+          std::vector<unsigned char> v(t.dev.t.nbytes());
+          device_copy(Device{}, v.data(), t.dev.t.device, t.dev.t.data, v.size());
+          return v;
+        };
+        const std::vector<unsigned char> va = bytes(a), vb = bytes(b);
+        int64_t diff = 0;
+        for (size_t i = 0; i < va.size(); ++i) diff += va[i] != vb[i];
+        INFO("moe_dispatch_forward " << tag << " " << what << ": " << diff << " of " << va.size() << " bytes differ");
+        CHECK(diff == 0);
+      };
+      if (N <= 4 || N > 32) {
+        same("logits", f.logits, s.logits);
+        same("scores", f.scores, s.scores);
+        same("topk_idx", f.idx, s.idx);
+        same("topk_w", f.w, s.w);
+        same("row_of", f.row_of, s.row_of);
+        same("offsets", f.offsets, s.offsets);
+        same("counts", f.counts, s.counts);
+        same("dispatched rows", f.xp, s.xp);
+      } else {  // the fused routing is consistent with its own gate: route and permute of f.idx reproduce it
+        Outs r = outs();
+        moe_route(c, dev(r.row_of), dev(r.offsets), dev(r.counts), dev(f.idx), E);
+        moe_permute_forward(c, dev(r.xp), dev(x), dev(r.row_of));
+        device_sync();
+        same("row_of (vs route of its own top-k)", f.row_of, r.row_of);
+        same("offsets", f.offsets, r.offsets);
+        same("counts", f.counts, r.counts);
+        same("dispatched rows", f.xp, r.xp);
+        expect_close_values("moe_dispatch_forward logits " + tag, f.logits.dev.values(), s.logits.dev.values(),
+                            tol_for(DType::bf16, D), "router product: GEMV-order f32 sums vs cuBLASLt, bf16 output");
+      }
+    }
+  }
+}
+
+TEST_CASE("grouped_swiglu_forward parity", "[moe][grouped_matmul][swiglu]") {
+  // bf16 with at most one row per expert: the grouped GEMV with both weights and SwiGLU in its epilogue (batch-1
+  // shape, experts without rows, F not a multiple of the 16-column tile, one 8-deep k group); otherwise (more rows,
+  // f32, misaligned rows) the unfused products on scratch.
+  struct Case {
+    const char* name;
+    int64_t E, M, K, F;
+    bool skew, empty;
+    size_t misalign;
+  };
+  uint64_t seed = 7000;
+  for (const Case& g : {Case{"E32 M4 K1024 F512 (batch 1)", 32, 4, 1024, 512, false, false, 0},
+                        Case{"E32 M24 K136 F24 skewed, empty experts", 32, 24, 136, 24, true, true, 0},
+                        Case{"E4 M3 K8 F8 (one 8-deep k group)", 4, 3, 8, 8, false, false, 0},
+                        Case{"E32 M256 K1024 F512 (batch 64: unfused)", 32, 256, 1024, 512, false, false, 0},
+                        Case{"E8 M6 K64 F40 misaligned (unfused)", 8, 6, 64, 40, false, false, 2}}) {
+    std::vector<int64_t> off = random_offsets(g.E, g.M, seed += 10, g.skew, g.empty);
+    const Twin offsets = twin_i64({g.E + 1}, off);
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const std::string tag = std::string(g.name) + " " + name(dt);
+      Twin in = twin(dt, randn({g.M, g.K}, seed + 1), DType::f64, dt == DType::bf16 ? g.misalign : g.misalign / 4 * 4);
+      const double sc = 1.0 / std::sqrt(double(g.K));
+      Twin gw = twin(dt, randn({g.E, g.F, g.K}, seed + 2, sc)), uw = twin(dt, randn({g.E, g.F, g.K}, seed + 3, sc));
+      Twin out = twin_out(dt, {g.M, g.F});
+      run_both([&](const Context& c, Pick p) { grouped_swiglu_forward(c, p(out), p(in), p(gw), p(uw), p(offsets)); });
+      expect_close("grouped_swiglu_forward " + tag, out, 2 * tol_for(dt, g.K),
+                   dt == DType::bf16 ? "f32 accumulation; gate, up and the output each rounded to bf16"
+                                     : "two f32 accumulations over K and the SwiGLU in f32");
+    }
+  }
 }
 
 namespace ds::cuda {

@@ -4,10 +4,13 @@
 //     sampled ids equal to the CPU's for the same u (they may differ only when u is within rounding of a
 //     cumulative boundary, which these draws never hit); every top-k / top-p draw inside the CPU's support; the
 //     empirical distribution over many Philox seeds against the CPU's by chi-square; log-probs to 1e-9;
+//   * both kernels: one block per row, and greedy / untruncated rows of few-row calls over large V split over
+//     several blocks a row (sample_split_kernel);
 //   * matmul_heads_forward (the absorbed-MLA per-head folds in one strided-batched cuBLASLt product) against the
 //     CPU op and against the decoder's former per-head loop (copy_cols + matmul_forward + copy_cols).
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/rng.h"
@@ -117,8 +120,8 @@ TEST_CASE("sample_tokens: sampled ids and log-probs equal the CPU's for the same
                         {"top_k=1", 1.0, 1.0, 1},      {"top_p=0.9", 1.0, 0.9, 0},     {"top_p=0.5 T=0.8", 0.8, 0.5, 0},
                         {"top_k=20 top_p=0.8", 1.0, 0.8, 20}, {"top_p=0 (argmax only)", 1.0, 0.0, 0},
                         {"top_k>=V", 1.0, 1.0, 1 << 30},      {"top_k=40 top_p=0.999", 0.9, 0.999, 40}};
-  for (int64_t V : {int64_t(7), int64_t(1000), int64_t(32000)}) {
-    const int64_t n = 64;
+  // n 64 at V 32000: greedy and untruncated rows split V over 4 blocks a row; n 3: over 15 (sample_split_kernel)
+  for (const auto& [V, n] : {std::pair<int64_t, int64_t>{7, 64}, {1000, 64}, {32000, 64}, {32000, 3}, {129280, 2}}) {
     for (DType dt : {DType::f32, DType::bf16}) {
       const std::vector<float> l = logits_values(n, V, 311 + uint64_t(V), 3.0, dt);
       for (const Case& c : cases) {

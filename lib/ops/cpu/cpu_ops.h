@@ -80,6 +80,9 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
 // moe_dispatch.cpp
 void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts);
 void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of);
+void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
+                          Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
+                          const GateOptions& opt);
 void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc);
 void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w,
                            Accum acc);
@@ -88,6 +91,7 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
 
 // grouped_matmul.cpp
 void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc);
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets);
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                              Tensor offsets, Accum acc_in);
 
@@ -117,6 +121,6 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
                         Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor);
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w);
+                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps);
 
 }  // namespace ds::cpu

@@ -61,11 +61,29 @@ void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
 }
 
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w) {
+                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps) {
   Scratch ffn(out.dtype, {out.rows(), out.cols()});
   cpu::moe_unpermute_forward(ctx, ffn.t, expert_out, row_of, topk_w, Accum::overwrite);
   if (!shared.empty()) cpu::axpy(ctx, ffn.t, 1.0, shared);
   cpu::add(ctx, out, resid, ffn.t);
+  if (!norm_out.empty()) cpu::rmsnorm_forward(ctx, norm_out, Tensor{}, out, norm_weight, eps);
+}
+
+void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
+                          Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
+                          const GateOptions& opt) {
+  cpu::matmul_forward(ctx, logits, x, router, Accum::overwrite);
+  cpu::moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt);
+  cpu::moe_route(ctx, row_of, offsets, counts, topk_idx, router.dim(0));
+  cpu::moe_permute_forward(ctx, xp, x, row_of);
+}
+
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets) {
+  const int64_t M = out.rows(), F = out.cols();
+  Scratch g(out.dtype, {M, F}), u(out.dtype, {M, F});
+  cpu::grouped_matmul_forward(ctx, g.t, in, gate_w, offsets, Accum::overwrite);
+  cpu::grouped_matmul_forward(ctx, u.t, in, up_w, offsets, Accum::overwrite);
+  cpu::swiglu_forward(ctx, out, g.t, u.t);
 }
 
 }  // namespace ds::cpu

@@ -110,6 +110,74 @@ TEST_CASE("swiglu_pair_forward and moe_combine_forward = their unfused sequences
   axpy(ctx, ffn, 1.0, shared);
   add(ctx, want, resid, ffn);
   CHECK(bitwise_equal(x_out, want));
+  Owned nw = rand(DType::f32, {D}, 16, 0.5, 1.5), normed = zeros(DType::f32, {N, D}), want_n = zeros(DType::f32, {N, D});
+  Owned x_out2 = zeros(DType::f32, {N, D});
+  moe_combine_forward(ctx, x_out2, resid, shared, eo, row_of, w, normed, nw, 1e-6);  // with the next block's norm
+  rmsnorm_forward(ctx, want_n, Tensor{}, want, nw, 1e-6);
+  CHECK(bitwise_equal(x_out2, want));
+  CHECK(bitwise_equal(normed, want_n));
+  CHECK_THROWS_AS(moe_combine_forward(ctx, x_out2, resid, shared, eo, row_of, w, normed, g, 1e-6), Error);
   moe_combine_forward(ctx, resid, resid, shared, eo, row_of, w);  // out aliasing resid
   CHECK(bitwise_equal(resid, want));
+}
+
+TEST_CASE("grouped_swiglu_forward = two grouped_matmul_forward then swiglu_forward", "[ops][fused]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 5, K = 2, E = 4, D = 8, F = 6;
+  Owned idx = ints({N, K}, {0, 2, 1, 0, 2, 3, 0, 1, 3, 3});
+  Owned row_of = zeros(DType::i32, {N, K}), offsets = zeros(DType::i64, {E + 1});
+  moe_route(ctx, row_of, offsets, Tensor{}, idx, E);
+  for (DType dt : {DType::f32, DType::f64}) {
+    Owned xp = rand(dt, {N * K, D}, 21), gw = rand(dt, {E, F, D}, 22, -0.3, 0.3), uw = rand(dt, {E, F, D}, 23, -0.3, 0.3);
+    Owned act = zeros(dt, {N * K, F}), g = zeros(dt, {N * K, F}), u = zeros(dt, {N * K, F}), want = zeros(dt, {N * K, F});
+    grouped_swiglu_forward(ctx, act, xp, gw, uw, offsets);
+    grouped_matmul_forward(ctx, g, xp, gw, offsets);
+    grouped_matmul_forward(ctx, u, xp, uw, offsets);
+    swiglu_forward(ctx, want, g, u);
+    CHECK(bitwise_equal(act, want));
+    Owned bad = rand(dt, {E, F + 1, D}, 24);
+    CHECK_THROWS_AS(grouped_swiglu_forward(ctx, act, xp, gw, bad, offsets), Error);
+  }
+}
+
+TEST_CASE("moe_dispatch_forward = router matmul, gate, route and permute", "[ops][fused]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 3, D = 8, E = 8;
+  GateOptions opt;
+  opt.score_func = ScoreFunc::sigmoid;
+  opt.topk_method = TopkMethod::noaux_tc;
+  opt.n_group = 4;
+  opt.topk_group = 2;
+  opt.top_k = 2;
+  opt.norm_topk_prob = true;
+  opt.routed_scaling_factor = 2.5;
+  const int64_t K = opt.top_k;
+  for (DType dt : {DType::f32, DType::f64}) {
+    Owned x = rand(dt, {N, D}, 31), router = rand(dt, {E, D}, 32, -0.5, 0.5), bias = rand(dt, {E}, 33, -0.1, 0.1);
+    struct Outs {
+      Owned xp, row_of, offsets, counts, idx, w, scores, logits;
+    };
+    auto outs = [&] {
+      return Outs{zeros(dt, {N * K, D}), zeros(DType::i32, {N, K}), zeros(DType::i64, {E + 1}), zeros(DType::i64, {E}),
+                  zeros(DType::i32, {N, K}), zeros(dt, {N, K}), zeros(dt, {N, E}), zeros(dt, {N, E})};
+    };
+    Outs f = outs(), s = outs();
+    moe_dispatch_forward(ctx, f.xp, f.row_of, f.offsets, f.counts, f.idx, f.w, f.scores, f.logits, x, router, bias, opt);
+    matmul_forward(ctx, s.logits, x, router);
+    moe_gate_forward(ctx, s.idx, s.w, s.scores, s.logits, bias, opt);
+    moe_route(ctx, s.row_of, s.offsets, s.counts, s.idx, E);
+    moe_permute_forward(ctx, s.xp, x, s.row_of);
+    CHECK(bitwise_equal(f.logits, s.logits));
+    CHECK(bitwise_equal(f.scores, s.scores));
+    CHECK(bitwise_equal(f.idx, s.idx));
+    CHECK(bitwise_equal(f.w, s.w));
+    CHECK(bitwise_equal(f.row_of, s.row_of));
+    CHECK(bitwise_equal(f.offsets, s.offsets));
+    CHECK(bitwise_equal(f.counts, s.counts));
+    CHECK(bitwise_equal(f.xp, s.xp));
+    Owned bad = zeros(dt, {N * K, D + 1});
+    CHECK_THROWS_AS(moe_dispatch_forward(ctx, bad, f.row_of, f.offsets, f.counts, f.idx, f.w, f.scores, f.logits, x,
+                                         router, bias, opt),
+                    Error);
+  }
 }
