@@ -1027,16 +1027,14 @@ bool mma_shape(int Dqk, int Dv) {
 
 template <int DQK, int DV> void launch_fwd_mma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
   using C = Mma<DQK, DV>;
-  static std::atomic<uint64_t> done{0};
-  allow_smem(attn_fwd_mma<DQK, DV>, C::f_smem, done);
+  allow_smem(attn_fwd_mma<DQK, DV>, C::f_smem);
   const dim3 grid((a.T + C::F_BQ - 1) / C::F_BQ, B * a.H);
   launch(attn_fwd_mma<DQK, DV>, grid, kMmaThreads, C::f_smem, st, a);
 }
 
 template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
-  static std::atomic<uint64_t> done{0};
   constexpr size_t smem = FwdWide<DQK, DV>::smem;
-  allow_smem(attn_fwd_mma_wide<DQK, DV>, smem, done);
+  allow_smem(attn_fwd_mma_wide<DQK, DV>, smem);
   const dim3 grid((a.T + kFwdWideBQ - 1) / kFwdWideBQ, B * a.H);
   launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
 }
@@ -1044,14 +1042,12 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
 template <int DQK, int DV> void launch_bwd_mma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
   using C = Mma<DQK, DV>;
   if (a.dk || a.dv) {
-    static std::atomic<uint64_t> done{0};
-    allow_smem(attn_bwd_dkdv_mma<DQK, DV>, C::kv_smem, done);
+    allow_smem(attn_bwd_dkdv_mma<DQK, DV>, C::kv_smem);
     const dim3 grid((a.T + C::KV_BK - 1) / C::KV_BK, B * a.H);
     launch(attn_bwd_dkdv_mma<DQK, DV>, grid, kMmaThreads, C::kv_smem, st, a);
   }
   if (a.dq) {
-    static std::atomic<uint64_t> done{0};
-    allow_smem(attn_bwd_dq_mma<DQK, DV>, C::q_smem, done);
+    allow_smem(attn_bwd_dq_mma<DQK, DV>, C::q_smem);
     const dim3 grid((a.T + C::Q_BQ - 1) / C::Q_BQ, B * a.H);
     launch(attn_bwd_dq_mma<DQK, DV>, grid, kMmaThreads, C::q_smem, st, a);
   }
@@ -1064,10 +1060,9 @@ void check_simt_smem(size_t bytes, const char* op, int Dqk, int Dv) {
 }
 
 template <class E> void launch_fwd_simt(const AttnArgs<E>& a, int B, cudaStream_t st) {
-  static std::atomic<uint64_t> done{0};
   const size_t smem = SimtFwdSmem::bytes(a.Dqk, a.Dv);
   check_simt_smem(smem, "attention_forward", a.Dqk, a.Dv);
-  allow_smem(attn_fwd_simt<E>, smem, done);
+  allow_smem(attn_fwd_simt<E>, smem);
   const dim3 grid((a.T + kSB - 1) / kSB, B * a.H);
   launch(attn_fwd_simt<E>, grid, kSimtThreads, smem, st, a);
 }
@@ -1075,17 +1070,15 @@ template <class E> void launch_fwd_simt(const AttnArgs<E>& a, int B, cudaStream_
 template <class E> void launch_bwd_simt(const AttnArgs<E>& a, int B, cudaStream_t st) {
   const dim3 grid((a.T + kSB - 1) / kSB, B * a.H);
   if (a.dk || a.dv) {
-    static std::atomic<uint64_t> done{0};
     const size_t smem = SimtDkvSmem::bytes(a.Dqk, a.Dv);
     check_simt_smem(smem, "attention_backward", a.Dqk, a.Dv);
-    allow_smem(attn_bwd_dkdv_simt<E>, smem, done);
+    allow_smem(attn_bwd_dkdv_simt<E>, smem);
     launch(attn_bwd_dkdv_simt<E>, grid, kSimtThreads, smem, st, a);
   }
   if (a.dq) {
-    static std::atomic<uint64_t> done{0};
     const size_t smem = SimtDqSmem::bytes(a.Dqk, a.Dv);
     check_simt_smem(smem, "attention_backward", a.Dqk, a.Dv);
-    allow_smem(attn_bwd_dq_simt<E>, smem, done);
+    allow_smem(attn_bwd_dq_simt<E>, smem);
     launch(attn_bwd_dq_simt<E>, grid, kSimtThreads, smem, st, a);
   }
 }

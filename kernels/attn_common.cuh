@@ -13,6 +13,9 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <map>
+#include <mutex>
+#include <utility>
 #include <cstdint>
 #include <string>
 
@@ -167,21 +170,20 @@ inline size_t max_smem_optin() {
                                  "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)"));
 }
 
-// Opts a kernel into the device's whole opt-in dynamic shared memory once per device when a launch needs more than
-// 48 KB (the first call happens outside graph capture in practice: the model runs a step before capturing; the
-// attribute call itself is capture-safe). The whole opt-in, not `bytes`: a later launch of the same kernel may
-// need more than the first one did (it used to fail with "invalid argument" when a smaller shape came first). The
-// attribute is a cap; occupancy follows each launch's own size.
-template <class Kernel> void allow_smem(Kernel k, size_t bytes, std::atomic<uint64_t>& done) {
+// Opts kernel k into `bytes` of dynamic shared memory on the current device when a launch needs more than 48 KB,
+// raising the attribute whenever a launch needs more than any before it (it used to be set once, to the first
+// size, so a larger shape after a smaller one failed with "invalid argument"). The first call happens outside graph
+// capture in practice (the model runs a step before capturing); the attribute call itself is capture-safe.
+template <class Kernel> void allow_smem(Kernel k, size_t bytes) {
   if (bytes <= 48 * 1024) return;
-  const uint64_t bit = uint64_t(1) << (current_device() & 63);
-  if (done.load(std::memory_order_acquire) & bit) return;
-  const size_t cap = max_smem_optin();
-  DS_CHECK(bytes <= cap, "a kernel needs " + std::to_string(bytes) + " bytes of shared memory, the device allows " +
-                             std::to_string(cap));
-  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(cap)),
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> set;  // (kernel, device) -> bytes allowed so far
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = set[{reinterpret_cast<const void*>(k), current_device()}];
+  if (bytes <= have) return;
+  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
         "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  done.fetch_or(bit, std::memory_order_acq_rel);
+  have = bytes;
 }
 
 inline int num_sms() {

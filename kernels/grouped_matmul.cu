@@ -903,8 +903,7 @@ void launch_big(const Context& ctx, const char* op, const Tensor& c_dtype, GemmA
   moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
     using TC = decltype(zc);
     auto* kernel = big::grouped_gemm_big<Cf, AKMAJOR, BKMAJOR, REDUCE, TC>;
-    static std::atomic<uint64_t> smem_set{0};  // per kernel instance: the opt-in above 48 KiB, once per device
-    attn::allow_smem(kernel, smem, smem_set);
+    attn::allow_smem(kernel, smem);
     launch(kernel, grid, Cf::threads, smem, moe::stream_of(ctx), a);
   });
   moe::launched(op);
@@ -933,8 +932,7 @@ void launch_decode(const Context& ctx, const char* op, const Tensor& c_dtype, co
   moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
     using TC = decltype(zc);
     auto* kernel = dec::grouped_gemv<MT, TC, PAIR>;
-    static std::atomic<uint64_t> smem_set{0};  // the opt-in for the largest pass (32 rows), once per device
-    attn::allow_smem(kernel, dec::smem_bytes(dec::kMaxRows), smem_set);
+    attn::allow_smem(kernel, dec::smem_bytes(dec::kMaxRows));
     launch(kernel, grid, dec::kThreads, dec::smem_bytes(max_rows), moe::stream_of(ctx), a, max_rows);
   });
   moe::launched(op);

@@ -463,9 +463,8 @@ int choose_splits(int64_t base_ctas, int64_t capacity, int slots, int min_tokens
 
 template <int WM, int R> void launch_mma(DecodeArgs<bf16_t> a, cudaStream_t st) {
   using Cfg = DecMma<WM, R>;
-  static std::atomic<uint64_t> done{0};
   const size_t smem = Cfg::smem(a.C);
-  allow_smem(mla_decode_mma<WM, R>, smem, done);
+  allow_smem(mla_decode_mma<WM, R>, smem);
   const dim3 grid((a.H + Cfg::HT - 1) / Cfg::HT, a.nsplit, a.n);
   launch(mla_decode_mma<WM, R>, grid, Cfg::NT, smem, st, a);
 }
@@ -539,8 +538,7 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
       DS_CHECK(ok, "mla_decode_attention (CUDA): no tensor-core kernel for R");
     }
   } else {
-    static std::atomic<uint64_t> done{0};
-    allow_smem(mla_decode_simt<E>, smem, done);
+    allow_smem(mla_decode_simt<E>, smem);
     const dim3 grid((a.H + kSimtHeads - 1) / kSimtHeads, a.nsplit, a.n);
     launch(mla_decode_simt<E>, grid, kSimtThreads, smem, st, a);
   }
