@@ -986,11 +986,10 @@ int grouped_matmul_bench_decode_variant(int variant) {
   return prev;
 }
 
-void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc) {
-  const char* op = "grouped_matmul_forward";
+namespace {
+// The forward's arguments: out[M, N] (=|+=) in[M, K] · weight[e]^T over the row blocks of offsets.
+GemmArgs forward_args(const Tensor& out, const Tensor& in, const Tensor& weight, const Tensor& offsets, Accum acc) {
   const int64_t M = moe::rows(in), K = moe::cols(in), E = weight.shape[0], N = weight.shape[1];
-  if (M == 0 || N == 0 || E == 0) return;
-  moe::set_device(ctx, op);
   const int64_t es = moe::esize(in);
   GemmArgs a{};
   a.A = in.data;
@@ -1011,6 +1010,16 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
   a.vec_a = aligned16(in.data) && (K * es) % 16 == 0;
   a.vec_b = aligned16(weight.data) && (K * es) % 16 == 0;
   a.vec_c = aligned_c(out, N);
+  return a;
+}
+}  // namespace
+
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc) {
+  const char* op = "grouped_matmul_forward";
+  const int64_t M = moe::rows(in), K = moe::cols(in), E = weight.shape[0], N = weight.shape[1];
+  if (M == 0 || N == 0 || E == 0) return;
+  moe::set_device(ctx, op);
+  GemmArgs a = forward_args(out, in, weight, offsets, acc);
   if (K == 0) {  // an empty product: out = 0 (or unchanged)
     if (acc == Accum::overwrite) moe::ok(cudaMemsetAsync(out.data, 0, size_t(M * N * moe::esize(out)), moe::stream_of(ctx)), op, "memset");
     return;
@@ -1030,20 +1039,8 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
                     aligned16(in.data) && aligned16(gate_w.data) && aligned16(up_w.data) && (K * es) % 16 == 0 &&
                     g_decode_variant == 0 && M <= kDecodeRowsPerExpert * E;
   if (pair) {
-    GemmArgs a{};
-    a.A = in.data;
-    a.B = gate_w.data;
+    GemmArgs a = forward_args(out, in, gate_w, offsets, Accum::overwrite);
     a.B2 = up_w.data;
-    a.C = out.data;
-    a.off = static_cast<const int64_t*>(offsets.data);
-    a.E = int(E);
-    a.M = M;
-    a.Nd = F;
-    a.Kd = K;
-    a.lda_m = K;
-    a.ldb_n = K;
-    a.ldc = F;
-    a.b_estride = F * K;
     launch_decode<2, true>(ctx, op, out, a);
     return;
   }

@@ -1,7 +1,6 @@
 #include "infer/decoder.h"
 
 #include <cstdint>
-#include <map>
 
 #include "ops/ops.h"
 #include "tensor/arena.h"
@@ -10,15 +9,6 @@ namespace ds {
 
 namespace {
 constexpr double kLatentNormEps = 1e-6;  // as in lib/model/mla.cpp (model.py's default for the latent norms)
-
-// One side stream per device for the process: cuBLASLt keeps a workspace per (device, stream), so a stream per
-// decoder would leave one behind each time a decoder is destroyed.
-void* side_stream(Device d) {
-  static std::map<int, void*> streams;
-  void*& s = streams[d.index];
-  if (!s) s = gpu::stream_create(d);
-  return s;
-}
 }  // namespace
 
 Decoder::Decoder(Model& model)
@@ -40,7 +30,7 @@ Decoder::Decoder(Model& model)
   }
   absorbed_.allocate();
   if (model_.context().device.is_cuda()) {
-    side_stream_ = side_stream(model_.context().device);
+    side_stream_ = gpu::process_stream(model_.context().device, gpu::kSideStream);
     fork_event_ = gpu::event_create();
     join_event_ = gpu::event_create();
   }

@@ -11,17 +11,6 @@
 
 namespace ds {
 
-namespace {
-// One decode stream per device for the process: cuBLASLt and the MLA split scratch keep a buffer per (device,
-// stream), so a stream per engine would leave one behind each time an engine is destroyed.
-void* decode_stream(Device d) {
-  static std::map<int, void*> streams;
-  void*& s = streams[d.index];
-  if (!s) s = gpu::stream_create(d);
-  return s;
-}
-}  // namespace
-
 // A captured decode step of one shape: its inputs in fixed device buffers (copied in before each replay) and its
 // own workspace, whose addresses the graph holds.
 // Inputs and outputs each live in one packed block, moved by a single copy through page-locked host memory: a
@@ -101,7 +90,7 @@ Engine::Engine(Model& model, const Tokenizer* tok, const EngineOptions& opt)
   if (ctx.device.is_cuda() && opt_.cuda_graph && !spec_) {
     // the legacy default stream cannot be captured: the model runs on a dedicated (blocking) stream meanwhile
     saved_stream_ = ctx.cuda_stream;
-    stream_ = ctx.cuda_stream ? ctx.cuda_stream : decode_stream(ctx.device);
+    stream_ = ctx.cuda_stream ? ctx.cuda_stream : gpu::process_stream(ctx.device, gpu::kDecodeStream);
     model_.set_cuda_stream(stream_);
   }
 }

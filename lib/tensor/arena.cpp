@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <utility>
 
 #if DS_HAVE_CUDA
@@ -64,6 +66,14 @@ void device_copy(Device dst_dev, void* dst, Device src_dev, const void* src, siz
 }
 
 namespace gpu {
+void* process_stream(Device d, ProcessStream slot) {
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, void*> streams;
+  std::lock_guard<std::mutex> lock(mu);
+  void*& s = streams[{d.index, int(slot)}];
+  if (!s) s = stream_create(d);
+  return s;
+}
 #if DS_HAVE_CUDA
 void* stream_create(Device d) { return cuda::stream_create(d.index); }
 void stream_destroy(Device d, void* stream) { cuda::stream_destroy(d.index, stream); }

@@ -63,6 +63,11 @@ void device_copy(Device dst_dev, void* dst, Device src_dev, const void* src, siz
 namespace gpu {
 void* stream_create(Device d);
 void stream_destroy(Device d, void* stream);
+// The process's stream number `slot` on device d, created on first use and never destroyed: cuBLASLt keeps a
+// workspace per (device, stream), so a stream per engine or decoder would leave one behind each time one is
+// destroyed. Slots: kDecodeStream (the engine's captured steps), kSideStream (the decoder's parallel branches).
+enum ProcessStream { kDecodeStream = 0, kSideStream = 1 };
+void* process_stream(Device d, ProcessStream slot);
 void stream_sync(void* stream);
 void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
 void copy_to_host_async(void* dst, const void* src, size_t bytes, void* stream);
