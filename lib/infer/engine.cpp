@@ -11,10 +11,10 @@
 
 namespace ds {
 
-// A captured decode step of one shape: its inputs in fixed device buffers (copied in before each replay) and its
-// own workspace, whose addresses the graph holds.
-// Inputs and outputs each live in one packed block, moved by a single copy through page-locked host memory: a
-// batch-1 step is ~1 ms, and six pageable copies in plus two synchronous reads out cost tens of microseconds of it.
+// A captured decode step of one shape: its inputs and outputs in fixed device blocks and its own workspace, whose
+// addresses the graph holds. Inputs and outputs are one packed block each, moved by a single copy through
+// page-locked host memory (a batch-1 step is under 1 ms; six pageable copies in and two synchronous reads out cost
+// tens of microseconds of it).
 struct Engine::Graph {
   Graph(Device d, int64_t n, int64_t width);
   ~Graph() {
@@ -442,8 +442,8 @@ bool Engine::decode_graph(const std::vector<const SeqCache*>& caches, const std:
   Graph& g = *it->second;
   if (g.failed) return false;  // before any draw: the eager step draws the same uniforms
 
-  // the same host-side rows as upload_rows, and the same per-sequence uniforms as the eager CUDA step, packed as
-  // Graph's input block is
+  // the same host-side rows as upload_rows and the same per-sequence uniforms as the eager CUDA step, in the layout
+  // of Graph's input block
   auto* w = static_cast<int32_t*>(g.host);
   auto* prm = reinterpret_cast<double*>(w);
   int32_t *h_ids = w + 8 * n, *h_pos = w + 9 * n, *h_slots = w + 10 * n, *h_lens = w + 11 * n, *h_table = w + 12 * n;
