@@ -98,8 +98,8 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
 
 // Whether launch() asks for programmatic serialisation: the current device is sm_90+ and DS_PDL is not "0".
 bool pdl_enabled();
-// False when the environment variable `name` is "0" (read once per name): the A/B switches of decode fusions for
-// benchmarks (bench/README.md), on by default.
+// False when the environment variable `name` is "0": the A/B switches for benchmarks (bench/README.md), on by
+// default. Reads the environment on each call; callers on a hot path keep the answer in a static.
 bool env_switch(const char* name);
 
 // kernel<<<grid, block, smem, st>>>(args...) with programmatic dependent launch when pdl_enabled(); the kernel must
@@ -147,6 +147,20 @@ template <> __device__ __forceinline__ bf16_t cvt<bf16_t>(float x) { return __fl
 template <class T> __device__ __forceinline__ T cvtd(double x) { return T(x); }
 // double -> bf16 goes through float, as the CPU reference (f32_to_bf16(float(x))) does.
 template <> __device__ __forceinline__ bf16_t cvtd<bf16_t>(double x) { return __float2bfloat16_rn(float(x)); }
+
+// acc + w · x over 8 bf16 pairs held in 16 bytes each, as f32 fmaf in element order. The bf16 GEMV and every kernel
+// that must reproduce its bits (the fused MoE dispatch's router product) accumulate through this.
+__device__ __forceinline__ float dot_bf16x8(uint4 w, uint4 x, float acc) {
+  const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&w);
+  const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&x);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 p = __bfloat1622float2(wp[j]), q = __bfloat1622float2(xp[j]);
+    acc = fmaf(p.x, q.x, acc);
+    acc = fmaf(p.y, q.y, acc);
+  }
+  return acc;
+}
 
 // ---- reductions ---------------------------------------------------------------------------------------------
 

@@ -2,8 +2,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "core/error.h"
@@ -155,23 +153,15 @@ void stream_wait(void* stream, void* event) {
 }
 
 bool env_switch(const char* name) {
-  static std::mutex mu;
-  static std::map<std::string, bool> seen;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = seen.find(name);
-  if (it == seen.end()) {
-    const char* e = std::getenv(name);
-    it = seen.emplace(name, !(e && std::string(e) == "0")).first;
-  }
-  return it->second;
+  const char* e = std::getenv(name);
+  return !(e && std::string(e) == "0");
 }
 
 // Programmatic dependent launch (kernels/common.cuh): Hopper and later, unless DS_PDL=0 (an A/B switch for
 // benchmarks and a way out should a driver misbehave). Decided once per process.
 bool pdl_enabled() {
   static const bool on = [] {
-    const char* e = std::getenv("DS_PDL");
-    if (e && std::string(e) == "0") return false;
+    if (!env_switch("DS_PDL")) return false;
     int dev = 0, major = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {

@@ -699,6 +699,12 @@ __device__ __forceinline__ bool active_expert(const GemmArgs& a, int64_t slot, i
   return false;
 }
 
+// Where a 16 x 8 tile's partial sum for output column m (0..15) and row rr (0..7) sits among the tile's 128 stored
+// floats: acc[q] of lane (g, t) holds column g + 8 (q >> 1), row 2t + (q & 1), stored at lane * 4 + q.
+__device__ __forceinline__ int partial_slot(int m, int rr) {
+  return ((m & 7) * 4 + (rr >> 1)) * 4 + (rr & 1) + 2 * (m >> 3);
+}
+
 // MT: 16-column tiles per block. max_rows (8..32, a multiple of 8): rows per pass, which sizes the shared memory.
 // MT 1: 80 registers (a few bytes spilled, outside the k-loop), 3 blocks of 8 warps per SM (67.6 KB of shared
 // memory each at 32 rows); MT 2 (a benchmark variant): 166 registers, 1 block per SM.
@@ -803,7 +809,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
       if constexpr (PAIR) {
         for (int i = threadIdx.x; i < nt * 128; i += kThreads) {  // i = (tile j, row rr, column m), columns fastest
           const int m = i & 15, rr = (i >> 4) & 7, j = i >> 7;
-          const int idx = ((m & 7) * 4 + (rr >> 1)) * 4 + (rr & 1) + 2 * (m >> 3);
+          const int idx = partial_slot(m, rr);
           float vg = 0.0f, vu = 0.0f;
 #pragma unroll
           for (int w = 0; w < kWarps; ++w) {
@@ -821,7 +827,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
       for (int i = threadIdx.x; i < per; i += kThreads) {  // i = (tile j, row rr, column cc), columns fastest
         const int cc = i % (16 * MT), rr = (i / (16 * MT)) & 7, j = i / (128 * MT);
         const int mt = cc >> 4, m = cc & 15;
-        const int idx = (j * MT + mt) * 128 + ((m & 7) * 4 + (rr >> 1)) * 4 + (rr & 1) + 2 * (m >> 3);
+        const int idx = (j * MT + mt) * 128 + partial_slot(m, rr);
         float v = 0.0f;
 #pragma unroll
         for (int w = 0; w < kWarps; ++w) v += red[w * per + idx];

@@ -241,18 +241,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
 #pragma unroll 4
   for (int64_t k8 = g; k8 < (valid ? K8 : 0); k8 += G) {
     const uint4 wv = __ldg(wr + k8);
-    const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
 #pragma unroll
     for (int m = 0; m < kGemvRows; ++m) {
       if (m >= a.M) break;
-      const uint4 xv = xs[m * K8 + k8];
-      const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float2 p = __bfloat1622float2(wp[j]), q = __bfloat1622float2(xp[j]);
-        acc[m] = fmaf(p.x, q.x, acc[m]);
-        acc[m] = fmaf(p.y, q.y, acc[m]);
-      }
+      acc[m] = dot_bf16x8(wv, xs[m * K8 + k8], acc[m]);
     }
   }
   TC* out = static_cast<TC*>(a.out) + int64_t(blockIdx.y) * a.out_bs;

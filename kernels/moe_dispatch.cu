@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kSmallThreads)
 }
 
 // moe_dispatch_forward for decode-sized batches, in one block of kSmallThreads: (1) router logits, one warp per
-// (row, expert), with gemv_kernel's arithmetic (lane-strided 16-byte chunks, fmaf in k order, xor reduction: the
+// (row, expert), with gemv_kernel's arithmetic (lane-strided 16-byte chunks through dot_bf16x8, xor reduction: the
 // same bits as matmul_forward's GEMV); (2) the gate, one warp per row; (3) route_small; (4) the permute copy.
 // __syncthreads between the steps makes each step's global writes visible to the next (all in this block).
 struct DispatchArgs {
@@ -222,17 +222,7 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
     const uint4* xr = reinterpret_cast<const uint4*>(a.x + n * a.D);
     const uint4* wr = reinterpret_cast<const uint4*>(a.router + e * a.D);
     float acc = 0.0f;
-    for (int64_t k8 = lane; k8 < D8; k8 += 32) {
-      const uint4 wv = wr[k8], xv = xr[k8];
-      const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
-      const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float2 p = __bfloat1622float2(wp[j]), q = __bfloat1622float2(xp[j]);
-        acc = fmaf(p.x, q.x, acc);
-        acc = fmaf(p.y, q.y, acc);
-      }
-    }
+    for (int64_t k8 = lane; k8 < D8; k8 += 32) acc = dot_bf16x8(wr[k8], xr[k8], acc);
     acc = warp_sum(acc);
     if (lane == 0) stf(g.logits, o, acc);
   }

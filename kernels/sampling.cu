@@ -353,9 +353,10 @@ void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor lo
   if (n == 0) return;
   // chunks per row: about two blocks per SM in all, at least 2,048 entries a chunk
   const int64_t chunks = std::min<int64_t>({kSplitMax, std::max<int64_t>(1, 264 / n), V / 2048});
+  static const bool split_on = env_switch("DS_SAMPLE_SPLIT");
   dispatch_fb(logits.dtype, "sample_tokens", [&](auto zero) {
     using T = decltype(zero);
-    if (chunks >= 2 && n <= kSplitRows && env_switch("DS_SAMPLE_SPLIT")) {
+    if (chunks >= 2 && n <= kSplitRows && split_on) {
       const SplitScratch sc = split_scratch(st);
       launch(sample_split_kernel<T>, dim3(unsigned(n), unsigned(chunks)), kThreads, 0, st, dptr<int32_t>(tokens),
              dptr<double>(logprobs), dptr<T>(logits), dptr<double>(params), V, sc.part, sc.tickets);
