@@ -433,6 +433,82 @@ TEST_CASE("parity: decode fusions (add_rmsnorm, rope_cols, swiglu_pair)", "[norm
   }
 }
 
+// The GEMV's last-block epilogues (kernels/decode_fused.cu): against the CPU twin (matmul_forward, then the op), and
+// against the same two ops on CUDA bit for bit where both run the row body with 256 threads (D = 1024 and the
+// latent step) or the shape leaves the GEMV (8 rows, f32: the two ops themselves).
+TEST_CASE("parity: GEMV fusions (matmul_add_rmsnorm, mla_latent_proj)", "[matmul][norm][fused_gemv]") {
+  auto same = [](const std::string& what, const Twin& a, const Twin& b) {
+    const std::vector<double> x = a.dev.values(), y = b.dev.values();
+    size_t diff = 0;
+    for (size_t i = 0; i < x.size(); ++i) diff += !(x[i] == y[i] || (std::isnan(x[i]) && std::isnan(y[i])));
+    INFO(what);
+    CHECK(diff == 0);
+  };
+  for (DType dt : {kBF16, kF32}) {
+    for (auto [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 1024, 1024}, {4, 1024, 1024}, {2, 512, 7168},
+                           {8, 1024, 1024}, {3, 96, 40}}) {
+      const std::string st = dims_tag("M%lld K%lld N%lld", M, K, N);
+      Twin in = twin(dt, randu({M, K}, 141)), w = twin(dt, randu({N, K}, 142, -0.1, 0.1));
+      Twin x = twin(dt, randn({M, N}, 143)), nw = twin(dt, randu({N}, 144, 0.5, 1.5));
+      Twin y = twin_out(dt, {M, N}), sum = twin_out(dt, {M, N}), out = twin_out(dt, {M, N});
+      run_both([&](const Context& c, Pick p) {
+        matmul_add_rmsnorm_forward(c, p(y), p(sum), p(out), p(in), p(w), p(x), p(nw), 1e-6);
+      });
+      expect_close(tag("matmul_add_rmsnorm_forward y", dt, st), y, tol_mm(dt, K), kDotReason);
+      expect_close(tag("matmul_add_rmsnorm_forward sum", dt, st), sum, dt == kBF16 ? 1e-2 : 1e-5,
+                   "the product's error, then the sum's rounding");
+      expect_close(tag("matmul_add_rmsnorm_forward out", dt, st), out, dt == kBF16 ? 2e-2 : 1e-5,
+                   "the sum's error, then the norm's rounding");
+      Twin y2 = twin_out(dt, {M, N}), sum2 = twin_out(dt, {M, N}), out2 = twin_out(dt, {M, N});
+      const Context g = cuda_ctx();
+      Pick p{true};
+      matmul_forward(g, p(y2), p(in), p(w));
+      add_rmsnorm_forward(g, p(sum2), p(out2), p(x), p(y2), p(nw), 1e-6);
+      device_sync();
+      same(tag("fused y = unfused", dt, st), y, y2);
+      if (N == 1024 || M > 4 || dt == kF32) {
+        same(tag("fused sum = unfused", dt, st), sum, sum2);
+        same(tag("fused out = unfused", dt, st), out, out2);
+      }
+    }
+    // (Q, Rkv, dr, D, n): the bench model, DeepSeek-V3, no q compression, and 8 rows (the two ops)
+    for (auto [Q, Rkv, dr, D, n] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{384, 256, 32, 1024, 1},
+                                    {1536, 512, 64, 7168, 2}, {0, 64, 16, 128, 3}, {384, 256, 32, 1024, 8}}) {
+      const int64_t P = 4, S = 16, C = Rkv + dr;
+      const std::string st = dims_tag("Q%lld C%lld D%lld", Q, C, D) + " n" + std::to_string(n);
+      std::vector<int32_t> slot_ids;
+      for (int64_t i = 0; i < n; ++i) slot_ids.push_back(int32_t((i * 7 + 3) % (P * S)));
+      Values inv{{dr / 2}, {}};
+      for (int64_t i = 0; i < dr / 2; ++i) inv.v.push_back(std::pow(10000.0, -2.0 * double(i) / double(dr)));
+      const Values pool0 = randu({P, S, C}, 151);
+      Twin pool = twin(dt, pool0), pool2 = twin(dt, pool0), slots = twin_ints({n}, slot_ids), freq = twin(kF32, inv);
+      Twin xin = twin(dt, randn({n, D}, 152)), w = twin(dt, randu({Q + C, D}, 153, -0.1, 0.1));
+      Twin pos = twin_ints({n}, rand_ints(n, 154, 0, 4000)), kvn = twin(dt, randu({Rkv}, 155, 0.5, 1.5));
+      Twin qn = Q ? twin(dt, randu({Q}, 156, 0.5, 1.5)) : Twin{};
+      Twin a = twin_out(dt, {n, Q + C}), a2 = twin_out(dt, {n, Q + C});
+      Twin ql = Q ? twin_out(dt, {n, Q}) : Twin{}, ql2 = Q ? twin_out(dt, {n, Q}) : Twin{};
+      run_both([&](const Context& c, Pick p) {
+        mla_latent_proj_forward(c, p(a), Q ? p(ql) : Tensor{}, p(pool), p(slots), p(xin), p(w), Q ? p(qn) : Tensor{},
+                                p(kvn), 1e-6, p(pos), p(freq), 1.0);
+      });
+      expect_close(tag("mla_latent_proj_forward a", dt, st), a, tol_mm(dt, D), kDotReason);
+      expect_close(tag("mla_latent_proj_forward pool", dt, st), pool, dt == kBF16 ? 2e-2 : 1e-5,
+                   "the product's error, then the norm's / rotation's rounding");
+      if (Q) expect_close(tag("mla_latent_proj_forward q_latent", dt, st), ql, dt == kBF16 ? 2e-2 : 1e-5,
+                          "the product's error, then the norm's rounding");
+      const Context g = cuda_ctx();
+      Pick p{true};
+      matmul_forward(g, p(a2), p(xin), p(w));
+      mla_latent_forward(g, Q ? p(ql2) : Tensor{}, p(pool2), p(slots), p(a2), Q ? p(qn) : Tensor{}, p(kvn), 1e-6,
+                         p(pos), p(freq), 1.0);
+      device_sync();
+      same(tag("fused a = unfused", dt, st), a, a2);
+      same(tag("fused pool = unfused", dt, st), pool, pool2);
+      if (Q) same(tag("fused q_latent = unfused", dt, st), ql, ql2);
+    }
+  }
+}
+
 // ---- cross-entropy ----------------------------------------------------------------------------------------
 
 TEST_CASE("parity: cross-entropy forward and backward", "[loss]") {
