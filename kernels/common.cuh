@@ -96,37 +96,11 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
 #endif
 }
 
-// ---- the last block of a grid: fused epilogues -------------------------------------------------------------
-// A step that needs all of a kernel's output (a norm over whole rows, a combine over KV splits) can run in the
-// block of that kernel that finishes last instead of in a kernel of its own: one launch less on a decode step's
-// critical path. Every block calls arrive_last() after its writes, with all its threads; it returns true in the one
-// block that arrives last (of `count` sharing the ticket), once the other blocks' writes are visible to it. Read
-// them through L2 (__ldcg), never through L1 or the read-only path. That block resets the ticket, so the next
-// kernel of the stream finds it at zero (kernels of one stream run one after another; tickets are per stream).
-__device__ __forceinline__ bool arrive_last(unsigned* ticket, unsigned count) {
-  __shared__ bool last;
-  __threadfence();  // this thread's writes are visible device-wide before the ticket counts them
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(ticket, 1u) == count - 1;
-    if (last) *ticket = 0;  // every other block has counted: nobody touches it again in this launch
-  }
-  __syncthreads();
-  if (last) __threadfence();
-  return last;
-}
-// kTickets zeroed tickets for arrive_last, one fixed array per (device, stream): allocated on first use (run a
-// step eagerly before capturing a graph), never freed (captured graphs hold its address).
-constexpr int64_t kTickets = 4096;
-unsigned* stream_tickets(cudaStream_t st);
-
 // Whether launch() asks for programmatic serialisation: the current device is sm_90+ and DS_PDL is not "0".
 bool pdl_enabled();
 // False when the environment variable `name` is "0": the A/B switches for benchmarks (bench/README.md), on by
 // default. Reads the environment on each call; callers on a hot path keep the answer in a static.
 bool env_switch(const char* name);
-// The integer in the environment variable `name`, or dflt when it is unset or not a number (benchmark knobs).
-long env_long(const char* name, long dflt);
 
 // kernel<<<grid, block, smem, st>>>(args...) with programmatic dependent launch when pdl_enabled(); the kernel must
 // begin with pdl_enter() (see above). Launch errors throw with the kernel's file:line from the caller's check.

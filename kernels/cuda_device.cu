@@ -2,12 +2,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "core/error.h"
-#include "kernels/common.cuh"
 #include "kernels/cuda_device.h"
 
 namespace ds::cuda {
@@ -160,14 +157,6 @@ bool env_switch(const char* name) {
   return !(e && std::string(e) == "0");
 }
 
-long env_long(const char* name, long dflt) {
-  const char* e = std::getenv(name);
-  if (!e || !*e) return dflt;
-  char* end = nullptr;
-  const long v = std::strtol(e, &end, 10);
-  return *end ? dflt : v;
-}
-
 // Programmatic dependent launch (kernels/common.cuh): Hopper and later, unless DS_PDL=0 (an A/B switch for
 // benchmarks and a way out should a driver misbehave). Decided once per process.
 bool pdl_enabled() {
@@ -182,20 +171,6 @@ bool pdl_enabled() {
     return major >= 9;
   }();
   return on;
-}
-
-unsigned* stream_tickets(cudaStream_t st) {
-  static std::mutex mu;
-  static std::map<std::pair<int, cudaStream_t>, unsigned*> arrays;  // never freed: graphs hold the addresses
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  std::lock_guard<std::mutex> lock(mu);
-  unsigned*& t = arrays[{dev, st}];
-  if (!t) {
-    check(cudaMalloc(&t, size_t(kTickets) * sizeof(unsigned)), "cudaMalloc (tickets)");
-    check(cudaMemset(t, 0, size_t(kTickets) * sizeof(unsigned)), "cudaMemset (tickets)");
-  }
-  return t;
 }
 
 }  // namespace ds::cuda

@@ -53,13 +53,6 @@ void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor i
 void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
                         Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor);
 
-// ---- decode fusions through the GEMV's last block (kernels/decode_fused.cu)
-void matmul_add_rmsnorm_forward(const Context& ctx, Tensor y, Tensor sum, Tensor out, Tensor in, Tensor weight,
-                                Tensor x, Tensor norm_weight, double eps);
-void mla_latent_proj_forward(const Context& ctx, Tensor a, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor x,
-                             Tensor weight, Tensor q_norm, Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq,
-                             double attn_factor);
-
 // ---- flash-style causal attention (kernels/attention.cu)
 void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale);
 void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,

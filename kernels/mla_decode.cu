@@ -66,7 +66,6 @@ template <class E> struct DecodeArgs {
   float* lse;            // [n, H] or null
   float* part_o;         // [n, nsplit, H, R] when nsplit > 1
   float* part_lse;       // [n, nsplit, H]
-  unsigned* tickets;     // [n, head tiles]: the tensor-core kernel's last split block combines (null: a kernel does)
   int n, H, C, R, S, P, max_blocks, nsplit;
   float scale, scale_log2;
 };
@@ -107,56 +106,6 @@ __device__ __forceinline__ void store_lse(const DecodeArgs<E>& a, int i, int spl
     if (a.lse) a.lse[int64_t(i) * a.H + h] = lse_nat;
   } else {
     a.part_lse[(int64_t(i) * a.nsplit + split) * a.H + h] = lse_nat;
-  }
-}
-
-// --- combine: out[i, h] = sum_s exp(lse_s - lse) o_s;  lse = logsumexp_s lse_s -------------------------
-// Heads h0 .. h0 + nh - 1 of query row i, by all threads of the block; w_s holds nh * nsplit floats (shared).
-// Sums run over the splits in order, so the result does not depend on the block size: the combine kernel (one
-// head per block) and the tensor-core kernel's last split block (its whole head tile) give the same bits. The
-// partials are read through L2 (written by other blocks of the same grid in the second case).
-template <class E>
-__device__ void combine_heads(const DecodeArgs<E>& a, int i, int h0, int nh, float* w_s) {
-  const int ns = a.nsplit;
-  for (int r = threadIdx.x; r < nh; r += blockDim.x) {
-    const int h = h0 + r;
-    if (h >= a.H) continue;
-    const float* lse = a.part_lse + int64_t(i) * ns * a.H + h;
-    float mx = -INFINITY;
-    for (int s = 0; s < ns; ++s) mx = fmaxf(mx, __ldcg(lse + s * a.H));
-    const float ms = safe_max(mx);
-    float sum = 0.f;
-    for (int s = 0; s < ns; ++s) {
-      const float w = expf(__ldcg(lse + s * a.H) - ms);
-      w_s[r * ns + s] = w;
-      sum += w;
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    for (int s = 0; s < ns; ++s) w_s[r * ns + s] *= inv;
-    if (a.lse) a.lse[int64_t(i) * a.H + h] = sum > 0.f ? ms + logf(sum) : -INFINITY;
-  }
-  __syncthreads();
-  const int R = a.R, V = R % 4 == 0 ? 4 : 1, RV = R / V;  // four columns at a time when R allows
-  for (int c = threadIdx.x; c < nh * RV; c += blockDim.x) {
-    const int r = c / RV, d = (c - r * RV) * V, h = h0 + r;
-    if (h >= a.H) continue;
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int s = 0; s < ns; ++s) {
-      const float w = w_s[r * ns + s];
-      if (w == 0.f) continue;  // an empty split (or one whose weight underflows)
-      const float* src = a.part_o + ((int64_t(i) * ns + s) * a.H + h) * R + d;
-      if (V == 4) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(src));
-        acc[0] = fmaf(w, v.x, acc[0]);
-        acc[1] = fmaf(w, v.y, acc[1]);
-        acc[2] = fmaf(w, v.z, acc[2]);
-        acc[3] = fmaf(w, v.w, acc[3]);
-      } else {
-        acc[0] = fmaf(w, __ldcg(src), acc[0]);
-      }
-    }
-    E* dst = a.out + (int64_t(i) * a.H + h) * R + d;
-    for (int v = 0; v < V; ++v) dst[v] = from_f<E>(acc[v]);
   }
 }
 
@@ -337,11 +286,6 @@ __global__ void __launch_bounds__(WM * 64) mla_decode_mma(DecodeArgs<bf16_t> a) 
       store_result(a, i, split, h, half * RH + x * 8 + 2 * t4, o[x][2 * r] * inv, o[x][2 * r + 1] * inv);
     if (half == 0 && t4 == 0) store_lse(a, i, split, h, lt > 0.f ? (m[r] + log2f(lt)) * kLn2 : -INFINITY);
   }
-  // Split KV: the tile's last split block to finish merges the partials (no combine kernel). Its shared memory
-  // is free now and holds the weights (HT * nsplit floats: run_decode checks that they fit).
-  if (a.nsplit > 1 && a.tickets &&
-      arrive_last(a.tickets + int64_t(i) * gridDim.x + blockIdx.x, unsigned(a.nsplit)))
-    combine_heads(a, i, h0, HT, reinterpret_cast<float*>(smem_raw));
 }
 
 // --- SIMT kernel: 8 warps, one head each ------------------------------------------------------------------
@@ -425,12 +369,40 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) mla_decode_si
   if (lane == 0) store_lse(a, i, split, h, l > 0.f ? m + logf(l) : -INFINITY);
 }
 
-// --- combine kernel (split KV without the fused combine: the SIMT path, DS_MLA_FUSED_COMBINE=0) -------------
+// --- combine: out[i, h] = sum_s exp(lse_s - lse) o_s;  lse = logsumexp_s lse_s -------------------------
 
 template <class E> __global__ void __launch_bounds__(128) mla_decode_combine(DecodeArgs<E> a) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ float w_s[kMaxSplits];
-  combine_heads(a, blockIdx.x / a.H, blockIdx.x % a.H, 1, w_s);
+  __shared__ float lse_tot;
+  const int ih = blockIdx.x, i = ih / a.H, h = ih % a.H, ns = a.nsplit;
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    float mx = -INFINITY;
+    for (int s = lane; s < ns; s += 32) mx = fmaxf(mx, a.part_lse[(int64_t(i) * ns + s) * a.H + h]);
+    mx = warp_max(mx);
+    const float ms = safe_max(mx);
+    float sum = 0.f;
+    for (int s = lane; s < ns; s += 32) {
+      const float w = expf(a.part_lse[(int64_t(i) * ns + s) * a.H + h] - ms);
+      w_s[s] = w;
+      sum += w;
+    }
+    sum = warp_sum(sum);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    for (int s = lane; s < ns; s += 32) w_s[s] *= inv;
+    if (lane == 0) lse_tot = sum > 0.f ? ms + logf(sum) : -INFINITY;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < a.R; d += blockDim.x) {
+    float acc = 0.f;
+    for (int s = 0; s < ns; ++s) {
+      const float w = w_s[s];
+      if (w != 0.f) acc = fmaf(w, a.part_o[((int64_t(i) * ns + s) * a.H + h) * a.R + d], acc);
+    }
+    a.out[int64_t(ih) * a.R + d] = from_f<E>(acc);
+  }
+  if (threadIdx.x == 0 && a.lse) a.lse[ih] = lse_tot;
 }
 
 // ---- host side ----------------------------------------------------------------------------------------
@@ -547,8 +519,7 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
   const int heads_per_cta = mma ? wm * 16 : kSimtHeads;
   const int64_t base = int64_t(a.n) * ((a.H + heads_per_cta - 1) / heads_per_cta);
   const int per_sm = std::max<int>(1, int((228 * 1024) / (smem + 1024)));
-  static const int split_tokens = int(std::max<long>(kBT, env_long("DS_MLA_SPLIT_TOKENS", 2 * kBT)));
-  int ns = choose_splits(base, int64_t(a.max_blocks) * a.S, num_sms() * std::min(per_sm, mma ? 2 : 4), split_tokens);
+  int ns = choose_splits(base, int64_t(a.max_blocks) * a.S, num_sms() * std::min(per_sm, mma ? 2 : 4), 2 * kBT);
   if (ns > 1) {
     const size_t per_split = size_t(a.n) * a.H * (size_t(a.R) + 1) * sizeof(float);
     size_t have = 0;
@@ -560,10 +531,6 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
     }
   }
   a.nsplit = std::max(ns, 1);
-  static const bool fused_combine = env_switch("DS_MLA_FUSED_COMBINE");
-  if (mma && a.nsplit > 1 && fused_combine && base <= kTickets &&
-      size_t(heads_per_cta) * size_t(a.nsplit) * sizeof(float) <= smem)
-    a.tickets = stream_tickets(st);
 
   if (mma) {
     if constexpr (std::is_same_v<E, bf16_t>) {
@@ -575,7 +542,7 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
     const dim3 grid((a.H + kSimtHeads - 1) / kSimtHeads, a.nsplit, a.n);
     launch(mla_decode_simt<E>, grid, kSimtThreads, smem, st, a);
   }
-  if (a.nsplit > 1 && !a.tickets) launch(mla_decode_combine<E>, a.n * a.H, 128, 0, st, a);
+  if (a.nsplit > 1) launch(mla_decode_combine<E>, a.n * a.H, 128, 0, st, a);
 }
 
 }  // namespace

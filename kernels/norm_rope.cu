@@ -7,7 +7,6 @@
 #include <algorithm>
 
 #include "kernels/common.cuh"
-#include "kernels/row_ops.cuh"
 #include "kernels/cuda_ops.h"
 
 namespace ds::cuda {
@@ -113,10 +112,23 @@ template <class T>
 __global__ void add_rmsnorm_kernel(T* sum, T* __restrict__ out, const T* a, const T* b, const T* __restrict__ w,
                                    int64_t rows, int64_t D, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) add_rmsnorm_row(sum + r * D, out + r * D, a + r * D, b + r * D, w, D, eps);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    T* x = sum + r * D;
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      const T v = cvt<T>(ldf(a[r * D + c]) + ldf(b[r * D + c]));
+      x[c] = v;
+      ss += ldf(v) * ldf(v);
+    }
+    ss = block_sum(ss);
+    const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+    T* y = out + r * D;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) y[c] = cvt<T>(ldf(w[c]) * (ldf(x[c]) * rs));
+  }
 }
 
-// One block per token i of a [n, Q + R + dr] (row_ops.cuh mla_latent_row).
+// One block per token i of a [n, Q + R + dr]: q_latent[i] = rmsnorm(a[i, :Q]); pool[slot_rows[i]] = [rmsnorm(a[i,
+// Q:Q+R]) ; RoPE(a[i, Q+R:])]. Slot rows outside the pool are skipped (as kv_cache_write does).
 template <class T>
 __global__ void mla_latent_kernel(T* __restrict__ q_latent, T* __restrict__ pool, int64_t slots,
                                   const int32_t* __restrict__ slot_rows, const T* __restrict__ a,
@@ -124,8 +136,29 @@ __global__ void mla_latent_kernel(T* __restrict__ q_latent, T* __restrict__ pool
                                   const int32_t* __restrict__ pos, const float* __restrict__ inv_freq, int64_t Q,
                                   int64_t R, int64_t dr, float eps, double f) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  mla_latent_row(int64_t(blockIdx.x), q_latent, pool, slots, slot_rows, a, q_norm, kv_norm, pos, inv_freq, Q, R, dr,
-                 eps, f);
+  const int64_t i = blockIdx.x, W = Q + R + dr;
+  const T* x = a + i * W;
+  auto norm = [&](const T* src, int64_t D, const T* w, T* dst) {
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) ss += ldf(src[c]) * ldf(src[c]);
+    ss = block_sum(ss);  // every thread calls it (the branch below is uniform over the block)
+    const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+    if (dst)
+      for (int64_t c = threadIdx.x; c < D; c += blockDim.x) dst[c] = cvt<T>(ldf(w[c]) * (ldf(src[c]) * rs));
+  };
+  if (Q > 0) norm(x, Q, q_norm, q_latent + i * Q);
+  const int64_t row = slot_rows[i];
+  T* dst = row >= 0 && row < slots ? pool + row * (R + dr) : nullptr;
+  norm(x + Q, R, kv_norm, dst);
+  if (!dst) return;
+  for (int64_t p = threadIdx.x; p < dr / 2; p += blockDim.x) {
+    double sd, cd;
+    sincos(double(pos[i]) * double(inv_freq[p]), &sd, &cd);
+    const float c = float(f * cd), s = float(f * sd);
+    const float x0 = ldf(x[Q + R + 2 * p]), x1 = ldf(x[Q + R + 2 * p + 1]);
+    dst[R + 2 * p] = cvt<T>(x0 * c - x1 * s);
+    dst[R + 2 * p + 1] = cvt<T>(x0 * s + x1 * c);
+  }
 }
 
 unsigned row_grid(int64_t rows) { return unsigned(std::min<int64_t>(rows, 1 << 20)); }
@@ -236,7 +269,7 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
   if (n == 0) return;
   dispatch_fb(a.dtype, "mla_latent_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(mla_latent_kernel<T>, unsigned(n), kLatentThreads, 0, st,
+    launch(mla_latent_kernel<T>, unsigned(n), 128, 0, st,
         Q ? dptr<T>(q_latent) : nullptr, dptr<T>(kv_pool), kv_pool.dim(0) * kv_pool.dim(1),
         dptr<const int32_t>(slot_rows), dptr<const T>(a), Q ? dptr<const T>(q_norm) : nullptr,
         dptr<const T>(kv_norm), dptr<const int32_t>(pos), dptr<const float>(inv_freq), Q, R, dr, float(eps),

@@ -322,18 +322,26 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The split kernel's partials: one fixed buffer per (device, stream), allocated on first use, never reallocated
-// (captured graphs hold its address) and never freed. Its tickets are the stream's (stream_tickets, common.cuh).
-constexpr int64_t kSplitRows = kTickets, kSplitMax = 32;
+// The split kernel's partials and tickets: one fixed buffer per (device, stream), allocated on first use with the
+// tickets zeroed, never reallocated (captured graphs hold its address) and never freed.
+constexpr int64_t kSplitRows = 4096, kSplitMax = 32;
+struct SplitScratch {
+  SplitPart* part = nullptr;
+  unsigned* tickets = nullptr;
+};
 
-SplitPart* split_parts(cudaStream_t st) {
+SplitScratch split_scratch(cudaStream_t st) {
   static std::mutex mu;
-  static std::map<std::pair<int, cudaStream_t>, SplitPart*> bufs;
+  static std::map<std::pair<int, cudaStream_t>, SplitScratch> bufs;
   int dev = 0;
   DS_CUDA_CHECK(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);
-  SplitPart*& b = bufs[{dev, st}];
-  if (!b) DS_CUDA_CHECK(cudaMalloc(&b, size_t(kSplitRows * kSplitMax) * sizeof(SplitPart)));
+  SplitScratch& b = bufs[{dev, st}];
+  if (!b.part) {
+    DS_CUDA_CHECK(cudaMalloc(&b.part, size_t(kSplitRows * kSplitMax) * sizeof(SplitPart)));
+    DS_CUDA_CHECK(cudaMalloc(&b.tickets, size_t(kSplitRows) * sizeof(unsigned)));
+    DS_CUDA_CHECK(cudaMemset(b.tickets, 0, size_t(kSplitRows) * sizeof(unsigned)));
+  }
   return b;
 }
 
@@ -349,8 +357,9 @@ void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor lo
   dispatch_fb(logits.dtype, "sample_tokens", [&](auto zero) {
     using T = decltype(zero);
     if (chunks >= 2 && n <= kSplitRows && split_on) {
+      const SplitScratch sc = split_scratch(st);
       launch(sample_split_kernel<T>, dim3(unsigned(n), unsigned(chunks)), kThreads, 0, st, dptr<int32_t>(tokens),
-             dptr<double>(logprobs), dptr<T>(logits), dptr<double>(params), V, split_parts(st), stream_tickets(st));
+             dptr<double>(logprobs), dptr<T>(logits), dptr<double>(params), V, sc.part, sc.tickets);
       DS_CUDA_LAUNCH_CHECK("sample_split_kernel");
       return;
     }

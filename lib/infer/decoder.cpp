@@ -109,8 +109,7 @@ LayerEnv Decoder::env(int64_t n) const {
   return e;
 }
 
-// Absorbed MLA for n rows: writes each row's (c, k_pe) into the cache, then attends over the cached latents; returns
-// the heads' outputs [n, H * dv] before o_proj.
+// Absorbed MLA for n rows: writes each row's (c, k_pe) into the cache, then attends over the cached latents.
 Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x, const AttnWeights& w, size_t ai) {
   const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
@@ -125,8 +124,9 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   if (!qkv_a_[ai].empty()) {  // one GEMM for q_a and kv_a
     const int64_t Q = c.q_lora_rank;
     Tensor a = ws.alloc("qkv_a", dt, {n, Q + C}), qn = ws.alloc("q_latent", dt, {n, Q});
-    mla_latent_proj_forward(ctx, a, qn, pool, rows.slot_rows, x, qkv_a_[ai], w.q_a_layernorm, w.kv_a_layernorm,
-                            kLatentNormEps, rows.pos, inv_freq, f);
+    matmul_forward(ctx, a, x, qkv_a_[ai]);
+    mla_latent_forward(ctx, qn, pool, rows.slot_rows, a, w.q_a_layernorm, w.kv_a_layernorm, kLatentNormEps, rows.pos,
+                       inv_freq, f);
     matmul_forward(ctx, q, qn, w.q_b_proj);
   } else {
     if (c.q_lora_rank > 0) {
@@ -179,7 +179,9 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
       copy_cols(ctx, o, h * dv, o_h, 0, dv);
     }
   }
-  return o;  // o_proj follows in block(), fused with the residual add and the FFN's norm
+  Tensor out = ws.alloc("attn_out", dt, {n, c.hidden_size});
+  matmul_forward(ctx, out, o, w.o_proj);
+  return out;
 }
 
 // SwiGLU MLP (the dense layers' and the shared expert); gate_up, when given, is [gate_proj ; up_proj] stacked.
@@ -210,10 +212,9 @@ Tensor Decoder::block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, c
   const ModelConfig& c = model_.config();
   const int64_t n = x.rows(), D = c.hidden_size;
   const DType dt = model_.dtype();
-  const Tensor o = mla(ws, cache.pool(cache_layer), rows, h, w.attn, ai);
-  Tensor attn = ws.alloc("attn_out", dt, {n, D});
+  Tensor attn = mla(ws, cache.pool(cache_layer), rows, h, w.attn, ai);
   Tensor x_mid = ws.alloc("x_mid", dt, {n, D}), f = ws.alloc("ffn_norm", dt, {n, D});
-  matmul_add_rmsnorm_forward(ctx, attn, x_mid, f, o, w.attn.o_proj, x, w.post_attention_layernorm, c.rms_norm_eps);
+  add_rmsnorm_forward(ctx, x_mid, f, x, attn, w.post_attention_layernorm, c.rms_norm_eps);
   Tensor x_out = ws.alloc("x_out", dt, {n, D});
   *next_h = ws.alloc("next_norm", dt, {n, D});
   if (w.moe) {  // the shared expert beside the routed ones, then x_out = x_mid + (routed + shared) in one pass

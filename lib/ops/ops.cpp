@@ -140,19 +140,13 @@ void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor
 
 // ---- linear --------------------------------------------------------------------------------------------
 
-static void check_matmul_forward(Check& c, const Tensor& out, const char* out_name, const Tensor& in,
-                                 const Tensor& weight) {
-  c.f("in", in).f("weight", weight).wide(out_name, out);
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc) {
+  Check c(ctx, "matmul_forward");
+  c.f("in", in).f("weight", weight).wide("out", out);
   OP_CHECK(c, weight.ndim == 2 && in.cols() == weight.cols(),
            "weight " + weight.shape_str() + " must be [N, K] with K = last dim of in " + in.shape_str());
   OP_CHECK(c, out.rows() == in.rows() && out.cols() == weight.rows(),
-           std::string(out_name) + " " + out.shape_str() + " must be [M, N] for in " + in.shape_str() +
-               " and weight " + weight.shape_str());
-}
-
-void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc) {
-  Check c(ctx, "matmul_forward");
-  check_matmul_forward(c, out, "out", in, weight);
+           "out " + out.shape_str() + " must be [M, N] for in " + in.shape_str() + " and weight " + weight.shape_str());
   DS_DISPATCH(c, matmul_forward(ctx, out, in, weight, acc));
 }
 
@@ -232,29 +226,16 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
   DS_DISPATCH(c, rmsnorm_backward(ctx, d_in, d_weight, d_out, in, weight, rstd, acc_in));
 }
 
-static void check_add_rmsnorm(Check& c, const Tensor& sum, const Tensor& out, const Tensor& a, const char* a_name,
-                              const Tensor& b, const char* b_name, const Tensor& weight, double eps) {
-  c.f("sum", sum).f("out", out).f(a_name, a).f(b_name, b).f("weight", weight);
-  OP_CHECK(c, a.numel() == sum.numel() && b.numel() == sum.numel() && out.numel() == sum.numel() &&
-                  out.cols() == sum.cols(),
-           "sum " + sum.shape_str() + ", out " + out.shape_str() + ", " + a_name + " " + a.shape_str() + ", " +
-               b_name + " " + b.shape_str() + " differ in size");
-  check_rmsnorm(c, sum, "sum", weight, Tensor{});
-  OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
-}
-
 void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps) {
   Check c(ctx, "add_rmsnorm_forward");
-  check_add_rmsnorm(c, sum, out, a, "a", b, "b", weight, eps);
+  c.f("sum", sum).f("out", out).f("a", a).f("b", b).f("weight", weight);
+  OP_CHECK(c, a.numel() == sum.numel() && b.numel() == sum.numel() && out.numel() == sum.numel() &&
+                  out.cols() == sum.cols(),
+           "sum " + sum.shape_str() + ", out " + out.shape_str() + ", a " + a.shape_str() + ", b " + b.shape_str() +
+               " differ in size");
+  check_rmsnorm(c, sum, "sum", weight, Tensor{});
+  OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
   DS_DISPATCH(c, add_rmsnorm_forward(ctx, sum, out, a, b, weight, eps));
-}
-
-void matmul_add_rmsnorm_forward(const Context& ctx, Tensor y, Tensor sum, Tensor out, Tensor in, Tensor weight,
-                                Tensor x, Tensor norm_weight, double eps) {
-  Check c(ctx, "matmul_add_rmsnorm_forward");
-  check_matmul_forward(c, y, "y", in, weight);
-  check_add_rmsnorm(c, sum, out, x, "x", y, "y", norm_weight, eps);
-  DS_DISPATCH(c, matmul_add_rmsnorm_forward(ctx, y, sum, out, in, weight, x, norm_weight, eps));
 }
 
 // ---- RoPE ----------------------------------------------------------------------------------------------

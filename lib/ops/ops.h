@@ -68,10 +68,6 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
 // Decode fusion (inference): sum = a + b (rounded to the dtype), out = rmsnorm(sum) without rstd; the same values
 // as add then rmsnorm_forward, in one pass. sum may alias a or b.
 void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps);
-// Decode fusion, a linear layer and the residual add + norm after it (attention's o_proj): y = in · weight^T, then
-// add_rmsnorm_forward(sum, out, x, y, norm_weight, eps); the same values as those two ops. sum may alias x.
-void matmul_add_rmsnorm_forward(const Context& ctx, Tensor y, Tensor sum, Tensor out, Tensor in, Tensor weight,
-                                Tensor x, Tensor norm_weight, double eps);
 
 // ---- rotary embedding (RoPE / YaRN) --------------------------------------------------------------------
 // in/out [N, H, R] (H may be 1). Interleaved pairs (x[2i], x[2i+1]) as DeepSeek's checkpoints store them:
@@ -105,11 +101,6 @@ void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor
 // rope_forward / kv_cache_write sequence; R = kv_norm.numel(), dr = C - R of the pool.
 void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
                         Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor);
-// The same with the product before it: a = x · weight^T (weight = [q_a_proj ; kv_a_proj] stacked), then
-// mla_latent_forward on a; the same values as matmul_forward followed by mla_latent_forward.
-void mla_latent_proj_forward(const Context& ctx, Tensor a, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor x,
-                             Tensor weight, Tensor q_norm, Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq,
-                             double attn_factor);
 // MQA with one shared KV head: query row i (q_lat [n, H, C] = [W_UK^T q_nope ; q_pe] per head) attends to the first
 // kv_len[i] tokens of its sequence, whose slots are block_table[i, t / S] * S + t % S. K is the whole C-vector,
 // V its first R = out.dim(2) values. out [n, H, R] = sum_t softmax_t(scale * q·k_t) v_t; lse [n, H] optional.

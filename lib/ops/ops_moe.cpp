@@ -295,9 +295,9 @@ void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor
   DS_DISPATCH_KERNEL(chk, MLA_DECODE, kv_cache_write(ctx, kv_pool, slot_rows, c, k_pe));
 }
 
-static void check_mla_latent(opcheck::Check& chk, const Tensor& q_latent, const Tensor& kv_pool, const Tensor& slot_rows,
-                             const Tensor& a, const Tensor& q_norm, const Tensor& kv_norm, double eps, const Tensor& pos,
-                             const Tensor& inv_freq) {
+void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
+                        Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor) {
+  opcheck::Check chk(ctx, "mla_latent_forward");
   chk.f("kv_pool", kv_pool).f("a", a).f("kv_norm", kv_norm).f_opt("q_latent", q_latent).f_opt("q_norm", q_norm);
   chk.index("slot_rows", slot_rows, DType::i32).index("pos", pos, DType::i32).stat("inv_freq", inv_freq);
   OP_CHECK(chk, kv_pool.ndim == 3, "kv_pool " + kv_pool.shape_str() + " must be [P, S, C]");
@@ -312,26 +312,8 @@ static void check_mla_latent(opcheck::Check& chk, const Tensor& q_latent, const 
   OP_CHECK(chk, Q == 0 || (q_latent.rows() == n && q_latent.cols() == Q),
            "q_latent " + q_latent.shape_str() + " must be [n, Q] with Q = q_norm " + q_norm.shape_str());
   OP_CHECK(chk, eps >= 0, "eps must be >= 0");
-}
-
-void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
-                        Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor) {
-  opcheck::Check chk(ctx, "mla_latent_forward");
-  check_mla_latent(chk, q_latent, kv_pool, slot_rows, a, q_norm, kv_norm, eps, pos, inv_freq);
   DS_DISPATCH(chk, mla_latent_forward(ctx, q_latent, kv_pool, slot_rows, a, q_norm, kv_norm, eps, pos, inv_freq,
                                       attn_factor));
-}
-
-void mla_latent_proj_forward(const Context& ctx, Tensor a, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor x,
-                             Tensor weight, Tensor q_norm, Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq,
-                             double attn_factor) {
-  opcheck::Check chk(ctx, "mla_latent_proj_forward");
-  chk.f("x", x).f("weight", weight);
-  OP_CHECK(chk, weight.ndim == 2 && x.cols() == weight.cols() && a.rows() == x.rows() && a.cols() == weight.rows(),
-           "a " + a.shape_str() + " must be x " + x.shape_str() + " times weight " + weight.shape_str() + "^T");
-  check_mla_latent(chk, q_latent, kv_pool, slot_rows, a, q_norm, kv_norm, eps, pos, inv_freq);
-  DS_DISPATCH(chk, mla_latent_proj_forward(ctx, a, q_latent, kv_pool, slot_rows, x, weight, q_norm, kv_norm, eps, pos,
-                                           inv_freq, attn_factor));
 }
 
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,

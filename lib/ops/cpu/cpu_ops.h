@@ -115,15 +115,10 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
 
 // fused.cpp: the decode fusions, composed of the reference ops above (so their values are those ops' values)
 void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps);
-void matmul_add_rmsnorm_forward(const Context& ctx, Tensor y, Tensor sum, Tensor out, Tensor in, Tensor weight,
-                                Tensor x, Tensor norm_weight, double eps);
 void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
                        Tensor inv_freq, double attn_factor);
 void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
                         Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor);
-void mla_latent_proj_forward(const Context& ctx, Tensor a, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor x,
-                             Tensor weight, Tensor q_norm, Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq,
-                             double attn_factor);
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
                          Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps);

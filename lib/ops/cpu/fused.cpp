@@ -26,12 +26,6 @@ void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, T
   cpu::rmsnorm_forward(ctx, out, Tensor{}, sum, weight, eps);
 }
 
-void matmul_add_rmsnorm_forward(const Context& ctx, Tensor y, Tensor sum, Tensor out, Tensor in, Tensor weight,
-                                Tensor x, Tensor norm_weight, double eps) {
-  cpu::matmul_forward(ctx, y, in, weight, Accum::overwrite);
-  cpu::add_rmsnorm_forward(ctx, sum, out, x, y, norm_weight, eps);
-}
-
 void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
                        Tensor inv_freq, double attn_factor) {
   const int64_t N = in.dim(0), H = in.dim(1), R = 2 * inv_freq.numel();
@@ -56,13 +50,6 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
   cpu::copy_cols(ctx, kpe_raw.t.view({n, dr}), 0, a, Q + R, dr, Accum::overwrite);
   cpu::rope_forward(ctx, kpe.t, kpe_raw.t, pos, inv_freq, attn_factor);
   cpu::kv_cache_write(ctx, kv_pool, slot_rows, c.t, kpe.t.view({n, dr}));
-}
-
-void mla_latent_proj_forward(const Context& ctx, Tensor a, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor x,
-                             Tensor weight, Tensor q_norm, Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq,
-                             double attn_factor) {
-  cpu::matmul_forward(ctx, a, x, weight, Accum::overwrite);
-  cpu::mla_latent_forward(ctx, q_latent, kv_pool, slot_rows, a, q_norm, kv_norm, eps, pos, inv_freq, attn_factor);
 }
 
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {

@@ -33,30 +33,6 @@ TEST_CASE("add_rmsnorm_forward = add then rmsnorm_forward", "[ops][fused]") {
   CHECK_THROWS_AS(add_rmsnorm_forward(ctx, a, a, a, a, w, 1e-6), Error);  // weight is not [D]
 }
 
-TEST_CASE("matmul_add_rmsnorm_forward = matmul_forward then add_rmsnorm_forward", "[ops][fused]") {
-  const Context ctx = cpu_ctx();
-  for (DType dt : {DType::f32, DType::f64}) {
-    Owned in = rand(dt, {3, 40}, 11), W = rand(dt, {24, 40}, 12), x = rand(dt, {3, 24}, 13);
-    Owned nw = rand(dt, {24}, 14, 0.5, 1.5);
-    Owned y = zeros(dt, {3, 24}), sum = zeros(dt, {3, 24}), out = zeros(dt, {3, 24});
-    Owned ry = zeros(dt, {3, 24}), rsum = zeros(dt, {3, 24}), rout = zeros(dt, {3, 24});
-    matmul_add_rmsnorm_forward(ctx, y, sum, out, in, W, x, nw, 1e-6);
-    matmul_forward(ctx, ry, in, W);
-    add_rmsnorm_forward(ctx, rsum, rout, x, ry, nw, 1e-6);
-    CHECK(bitwise_equal(y, ry));
-    CHECK(bitwise_equal(sum, rsum));
-    CHECK(bitwise_equal(out, rout));
-    matmul_add_rmsnorm_forward(ctx, y, x, out, in, W, x, nw, 1e-6);  // sum aliasing x
-    CHECK(bitwise_equal(x, rsum));
-    CHECK(bitwise_equal(out, rout));
-  }
-  Owned in = rand(DType::f32, {3, 40}, 11), W = rand(DType::f32, {24, 40}, 12), x = rand(DType::f32, {3, 24}, 13);
-  Owned y = zeros(DType::f32, {3, 24}), nw = rand(DType::f32, {23}, 14);
-  CHECK_THROWS_AS(matmul_add_rmsnorm_forward(ctx, y, x, x, in, W, x, nw, 1e-6), Error);  // norm weight not [24]
-  Owned W2 = rand(DType::f32, {24, 41}, 12);
-  CHECK_THROWS_AS(matmul_add_rmsnorm_forward(ctx, y, x, x, in, W2, x, rand(DType::f32, {24}, 1), 1e-6), Error);
-}
-
 TEST_CASE("rope_cols_forward rotates one column block in place of copy / rope / copy", "[ops][fused]") {
   const Context ctx = cpu_ctx();
   const int64_t N = 3, H = 2, Win = 10, Wout = 12, R = 4;
@@ -109,28 +85,6 @@ TEST_CASE("mla_latent_forward = split, norm, rope and cache write", "[ops][fused
   Owned bad = ints({n}, {5, int32_t(P * S), 2});
   CHECK_THROWS_AS(kv_cache_write(ctx, pool1, bad, c, k.t.view({n, dr})), Error);
   CHECK_THROWS_AS(mla_latent_forward(ctx, Tensor{}, pool0, slots, a, Tensor{}, kvn, 1e-6, pos, f, 1.0), Error);
-}
-
-TEST_CASE("mla_latent_proj_forward = matmul_forward then mla_latent_forward", "[ops][fused]") {
-  const Context ctx = cpu_ctx();
-  const int64_t n = 2, D = 16, Q = 6, R = 8, dr = 4, C = R + dr, P = 2, S = 4;
-  for (DType dt : {DType::f32, DType::f64}) {
-    Owned x = rand(dt, {n, D}, 21), W = rand(dt, {Q + C, D}, 22);
-    Owned qn = rand(dt, {Q}, 23, 0.5, 1.5), kvn = rand(dt, {R}, 24, 0.5, 1.5);
-    Owned pos = ints({n}, {3, 11}), slots = ints({n}, {6, 1});
-    Owned f = inv_freq(dr), fq = zeros(dt, {dr / 2});  // the call's dtype on the CPU
-    copy(ctx, fq, f);
-    Owned pool = rand(dt, {P, S, C}, 25), ref_pool = clone(pool);
-    Owned a = zeros(dt, {n, Q + C}), ql = zeros(dt, {n, Q}), ra = zeros(dt, {n, Q + C}), rql = zeros(dt, {n, Q});
-    mla_latent_proj_forward(ctx, a, ql, pool, slots, x, W, qn, kvn, 1e-6, pos, fq, 1.0);
-    matmul_forward(ctx, ra, x, W);
-    mla_latent_forward(ctx, rql, ref_pool, slots, ra, qn, kvn, 1e-6, pos, fq, 1.0);
-    CHECK(bitwise_equal(a, ra));
-    CHECK(bitwise_equal(ql, rql));
-    CHECK(bitwise_equal(pool, ref_pool));
-    Owned Wbad = rand(dt, {Q + C + 1, D}, 22);
-    CHECK_THROWS_AS(mla_latent_proj_forward(ctx, a, ql, pool, slots, x, Wbad, qn, kvn, 1e-6, pos, fq, 1.0), Error);
-  }
 }
 
 TEST_CASE("swiglu_pair_forward and moe_combine_forward = their unfused sequences", "[ops][fused]") {
