@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -461,6 +462,19 @@ int choose_splits(int64_t base_ctas, int64_t capacity, int slots, int min_tokens
   return 1;
 }
 
+// Minimum tokens of capacity per split: one tile, or DS_MLA_SPLIT_TOKENS (a benchmark knob, at least one tile).
+// Measured at batch 1 on the H200 (bench/README.md, seventh session): one tile 1,309 / 1,311 tok/s, two tiles
+// 1,286 / 1,285, four 1,223 / 1,218, eight 1,122 — a split walks its tiles one after another, so at few query rows
+// the most splits win even with a longer combine; larger batches fill the GPU before this bound matters.
+int split_tokens() {
+  static const int v = [] {
+    const char* e = std::getenv("DS_MLA_SPLIT_TOKENS");
+    const long t = e ? std::strtol(e, nullptr, 10) : 0;
+    return t > 0 ? int(std::max<long>(t, kBT)) : kBT;
+  }();
+  return v;
+}
+
 template <int WM, int R> void launch_mma(DecodeArgs<bf16_t> a, cudaStream_t st) {
   using Cfg = DecMma<WM, R>;
   const size_t smem = Cfg::smem(a.C);
@@ -519,7 +533,7 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
   const int heads_per_cta = mma ? wm * 16 : kSimtHeads;
   const int64_t base = int64_t(a.n) * ((a.H + heads_per_cta - 1) / heads_per_cta);
   const int per_sm = std::max<int>(1, int((228 * 1024) / (smem + 1024)));
-  int ns = choose_splits(base, int64_t(a.max_blocks) * a.S, num_sms() * std::min(per_sm, mma ? 2 : 4), 2 * kBT);
+  int ns = choose_splits(base, int64_t(a.max_blocks) * a.S, num_sms() * std::min(per_sm, mma ? 2 : 4), split_tokens());
   if (ns > 1) {
     const size_t per_split = size_t(a.n) * a.H * (size_t(a.R) + 1) * sizeof(float);
     size_t have = 0;
