@@ -8,6 +8,8 @@
 // pointer alignment, batch and strides) and reused.
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -199,7 +201,7 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
 // blockIdx.y batches independent products (the heads of matmul_heads_forward) at fixed element strides.
 namespace {
 
-constexpr int kGemvRows = 4, kGemvWarps = 8;
+constexpr int kGemvRows = 4, kGemvWarps = 8, kGemvSplitMin = 4;
 constexpr size_t kGemvSmem = 48 * 1024;  // the input rows, M x K bf16
 
 struct GemvArgs {
@@ -211,13 +213,14 @@ struct GemvArgs {
   int64_t ldw, w_bs;
   int M;
   int64_t N, K;
-  int glog;  // log2 of the lanes per output column
+  int glog;    // log2 of the lanes per output column (a lane group)
   int add;
+  int ksplit;  // lane groups (whole warps) per output column, each over its own 1/ksplit of K
 };
 
 template <class TC>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
-  const int G = 1 << a.glog, cols_per_block = kGemvWarps * 32 / G;
+  const int G = 1 << a.glog, cols_per_block = kGemvWarps * 32 / G / a.ksplit;
   const int64_t n0 = int64_t(blockIdx.x) * cols_per_block;
   const bf16_t* w = a.w + int64_t(blockIdx.y) * a.w_bs;
   if (threadIdx.x == 0 && n0 < a.N) {  // weights only (never written by a kernel of the same pass)
@@ -226,6 +229,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
   }
   pdl_enter();
   extern __shared__ uint4 xs[];  // [M][K / 8]
+  __shared__ float part_sum[kGemvWarps][kGemvRows];  // ksplit > 1: each warp's share of its column
   const int64_t K8 = a.K / 8;
   const bf16_t* in = a.in + int64_t(blockIdx.y) * a.in_bs;
   for (int64_t i = threadIdx.x; i < a.M * K8; i += blockDim.x) {
@@ -233,13 +237,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
     xs[i] = reinterpret_cast<const uint4*>(in + m * a.ldi)[k8];
   }
   __syncthreads();
-  const int g = threadIdx.x & (G - 1);
-  const int64_t n = n0 + threadIdx.x / G;
+  const int g = threadIdx.x & (G - 1), grp = threadIdx.x / G, part = grp % a.ksplit;
+  const int64_t n = n0 + grp / a.ksplit;
   const bool valid = n < a.N;  // no early return: the group reduction below shuffles across the whole warp
+  const int64_t k_end = valid ? K8 * (part + 1) / a.ksplit : 0;
   const uint4* wr = reinterpret_cast<const uint4*>(w + (valid ? n : 0) * a.ldw);
   float acc[kGemvRows] = {};
 #pragma unroll 4
-  for (int64_t k8 = g; k8 < (valid ? K8 : 0); k8 += G) {
+  for (int64_t k8 = K8 * part / a.ksplit + g; k8 < k_end; k8 += G) {
     const uint4 wv = __ldg(wr + k8);
 #pragma unroll
     for (int m = 0; m < kGemvRows; ++m) {
@@ -247,17 +252,27 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
       acc[m] = dot_bf16x8(wv, xs[m * K8 + k8], acc[m]);
     }
   }
-  TC* out = static_cast<TC*>(a.out) + int64_t(blockIdx.y) * a.out_bs;
 #pragma unroll
-  for (int m = 0; m < kGemvRows; ++m) {
-    if (m >= a.M) break;
-    float v = acc[m];
-    for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);  // within the lane group
-    if (g == 0 && valid) {
-      TC* dst = out + m * a.ldo + n;
-      *dst = cvt<TC>(a.add ? ldf(*dst) + v : v);
-    }
+  for (int m = 0; m < kGemvRows; ++m)
+    for (int o = G / 2; o > 0; o >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], o);  // within the lane group
+  if (a.ksplit > 1) {  // the column's warps add their shares in warp order (deterministic)
+    if (g == 0)
+      for (int m = 0; m < kGemvRows; ++m) part_sum[grp][m] = acc[m];
+    __syncthreads();
+    if (part == 0 && g == 0)
+      for (int m = 0; m < kGemvRows; ++m) {
+        acc[m] = part_sum[grp][m];
+        for (int p = 1; p < a.ksplit; ++p) acc[m] += part_sum[grp + p][m];
+      }
   }
+  TC* out = static_cast<TC*>(a.out) + int64_t(blockIdx.y) * a.out_bs;
+  if (g == 0 && part == 0 && valid)
+#pragma unroll
+    for (int m = 0; m < kGemvRows; ++m) {
+      if (m >= a.M) break;
+      TC* dst = out + m * a.ldo + n;
+      *dst = cvt<TC>(a.add ? ldf(*dst) + acc[m] : acc[m]);
+    }
 }
 
 bool al16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -265,7 +280,7 @@ bool al16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 // The GEMV handles bf16 inputs with 16-byte-aligned rows and M <= kGemvRows whose rows fit its shared memory.
 bool gemv_fits(DType in_dtype, const void* in, int64_t ldi, const void* w, int64_t ldw, int64_t M, int64_t K) {
   return in_dtype == DType::bf16 && M >= 1 && M <= kGemvRows && K % 8 == 0 && ldi % 8 == 0 && ldw % 8 == 0 &&
-         al16(in) && al16(w) && size_t(M * K) * sizeof(bf16_t) <= kGemvSmem;
+         al16(in) && al16(w) && size_t(M * K) * sizeof(bf16_t) <= kGemvSmem - 256;  // 256: gemv_kernel's own
 }
 
 void gemv(const Context& ctx, DType out_dtype, GemvArgs a, int64_t batch) {
@@ -273,7 +288,17 @@ void gemv(const Context& ctx, DType out_dtype, GemvArgs a, int64_t batch) {
   const int64_t K8 = a.K / 8;
   a.glog = 5;
   while (a.glog > 0 && (int64_t(1) << (a.glog - 1)) >= K8) --a.glog;  // short rows: several columns per warp
-  const int64_t cols_per_block = kGemvWarps * 32 >> a.glog;
+  // Long rows: up to kGemvWarps warps per column, each with at least kGemvSplitMin 16-byte loads a lane — a warp
+  // walks its share of K in dependent rounds of loads, so a 4,096-long row in one warp is a latency chain.
+  a.ksplit = 1;
+  static const int max_split = [] {
+    const char* e = std::getenv("DS_GEMV_KSPLIT");  // a benchmark knob: 1 = one warp per column
+    const long v = e ? std::strtol(e, nullptr, 10) : 0;
+    return v >= 1 ? int(std::min<long>(v, kGemvWarps)) : kGemvWarps;
+  }();
+  if (a.glog == 5)
+    while (a.ksplit * 2 <= max_split && K8 / (a.ksplit * 2) >= 32 * kGemvSplitMin) a.ksplit *= 2;
+  const int64_t cols_per_block = (kGemvWarps * 32 >> a.glog) / a.ksplit;
   const dim3 grid(unsigned((a.N + cols_per_block - 1) / cols_per_block), unsigned(batch));
   const size_t smem = size_t(a.M * a.K) * sizeof(bf16_t);
   dispatch_fb(out_dtype, "matmul_forward", [&](auto zero) {

@@ -245,7 +245,10 @@ const MM kMatmulShapes[] = {{7, 33, 5, false},     {33, 1000, 7, false},   {1, 7
                             {8, 7168, 4096, true},
                             // decode: M <= 4 bf16 rows take the GEMV kernel (matmul.cu)
                             {1, 1024, 672, false},  {4, 1024, 32000, false}, {3, 384, 3072, false},
-                            {2, 4096, 24, false},   {4, 6144, 40, false}};
+                            {2, 4096, 24, false},   {4, 6144, 40, false},
+                            // long rows: 2, 4 and 8 warps per GEMV column (ksplit), partial last blocks
+                            {1, 2816, 1024, false}, {1, 4096, 1024, false}, {2, 8192, 17, false},
+                            {4, 6016, 40, false}};
 
 double tol_mm(DType out_dt, int64_t K) {
   return out_dt == kBF16 ? 8e-3 : 1e-6 * std::sqrt(double(K)) + 2e-6;
