@@ -1,0 +1,76 @@
+// Kernel timeline of any CUDA program, CUDA graphs included, without Nsight Systems (not on the GPU machine):
+// a CUDA injection library that records CUPTI's concurrent-kernel activity (start, end, stream, graph node, grid,
+// name of every kernel; tracing this kind does not serialise kernels) and writes it at exit as tab-separated lines
+// to $DS_KERNEL_TRACE. bench/gpu/trace_decode.sh builds and uses it; trace_step.py reads the file.
+//
+//   g++ -O2 -shared -fPIC bench/gpu/kernel_trace.cpp -I$CUDA/include -L$CUDA/lib -lcupti -o kernel_trace.so
+//   CUDA_INJECTION64_PATH=$PWD/kernel_trace.so DS_KERNEL_TRACE=trace.tsv PROGRAM ...
+//
+// Columns: start_ns end_ns stream_id graph_id graph_node_id grid_x grid_y grid_z block_x name (mangled).
+#include <cupti.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr size_t kBufferBytes = 8 << 20;
+
+struct Row {
+  uint64_t start, end, node;
+  uint32_t stream, graph;
+  int32_t gx, gy, gz, bx;
+  std::string name;
+};
+
+std::mutex g_mu;
+std::vector<Row>* g_rows = nullptr;  // leaked on purpose: written from CUPTI's thread until exit
+
+void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
+  *buffer = static_cast<uint8_t*>(std::aligned_alloc(8, kBufferBytes));
+  *size = kBufferBytes;
+  *max_records = 0;
+}
+
+void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
+  CUpti_Activity* rec = nullptr;
+  std::lock_guard<std::mutex> lock(g_mu);
+  while (cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS) {
+    if (rec->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && rec->kind != CUPTI_ACTIVITY_KIND_KERNEL) continue;
+    const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
+    g_rows->push_back(Row{k->start, k->end, k->graphNodeId, k->streamId, k->graphId, k->gridX, k->gridY, k->gridZ,
+                          k->blockX, k->name ? k->name : "?"});
+  }
+  std::free(buffer);
+}
+
+void write_trace() {
+  cuptiActivityFlushAll(1);
+  const char* path = std::getenv("DS_KERNEL_TRACE");
+  FILE* f = std::fopen(path ? path : "kernel_trace.tsv", "w");
+  if (!f) return;
+  std::lock_guard<std::mutex> lock(g_mu);
+  for (const Row& r : *g_rows)
+    std::fprintf(f, "%llu\t%llu\t%u\t%u\t%llu\t%d\t%d\t%d\t%d\t%s\n", (unsigned long long)r.start,
+                 (unsigned long long)r.end, r.stream, r.graph, (unsigned long long)r.node, r.gx, r.gy, r.gz, r.bx,
+                 r.name.c_str());
+  std::fclose(f);
+}
+
+}  // namespace
+
+// Called by the CUDA driver when CUDA_INJECTION64_PATH names this library.
+extern "C" int InitializeInjection() {
+  g_rows = new std::vector<Row>();
+  g_rows->reserve(1 << 20);
+  if (cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed) != CUPTI_SUCCESS ||
+      cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS) {
+    std::fprintf(stderr, "kernel_trace: CUPTI activity tracing could not be enabled\n");
+    return 0;
+  }
+  std::atexit(write_trace);
+  return 1;
+}
