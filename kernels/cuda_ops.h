@@ -62,9 +62,6 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
                           Tensor kv_len, double scale);
-void mla_decode_rope_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool,
-                               Tensor block_table, Tensor kv_len, double scale, Tensor pos, Tensor inv_freq,
-                               double attn_factor);
 
 // ---- MoE gate, balance loss, bias update (kernels/moe_gate.cu)
 void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,

@@ -57,7 +57,6 @@ __global__ void kv_cache_write_kernel(E* pool, int64_t slots, const int32_t* row
 
 constexpr int kBT = 32;         // tokens per tile
 constexpr int kMaxSplits = 64;
-constexpr int kMaxRopePairs = 64;  // mla_decode_rope_attention: dr <= 128
 
 template <class E> struct DecodeArgs {
   const E* q;            // [n, H, C]
@@ -70,27 +69,7 @@ template <class E> struct DecodeArgs {
   float* part_lse;       // [n, nsplit, H]
   int n, H, C, R, S, P, max_blocks, nsplit;
   float scale, scale_log2;
-  // mla_decode_rope_attention: q's last 2 * rope_pairs columns of each head are q_pe before RoPE, rotated at
-  // rope_pos[i] as rope_cols_forward does (rope_kernel's arithmetic) when the query tile is loaded. Null: none.
-  const int32_t* rope_pos;
-  const float* inv_freq;
-  double rope_f;
-  int rope_pairs;
 };
-
-// (cos, sin) of pair p at row i's position: rope_kernel's (norm_rope.cu) double-precision angle, rounded as there.
-template <class E> __device__ __forceinline__ float2 rope_cs(const DecodeArgs<E>& a, int i, int p) {
-  double sd, cd;
-  sincos(double(a.rope_pos[i]) * double(a.inv_freq[p]), &sd, &cd);
-  return make_float2(float(a.rope_f * cd), float(a.rope_f * sd));
-}
-
-// Rotates pair (x0, x1) by cs and rounds each value to E (rope_kernel's output rounding).
-template <class E> __device__ __forceinline__ void rope_pair(float2 cs, float& x0, float& x1) {
-  const float y0 = x0 * cs.x - x1 * cs.y, y1 = x0 * cs.y + x1 * cs.x;
-  x0 = to_f(from_f<E>(y0));
-  x1 = to_f(from_f<E>(y1));
-}
 
 // Tokens [begin, end) of split `split` of a row with len tokens: equal shares rounded up to whole tiles.
 __device__ __forceinline__ void split_range(int len, int nsplit, int split, int& begin, int& end) {
@@ -137,8 +116,7 @@ template <int WM, int R> struct DecMma {
   static constexpr int HT = WM * 16, NT = WM * 64, RH = R / 2, PP = kBT + 8;
   static size_t smem(int C) {
     const size_t PC = size_t(C) + 8;
-    return (HT * PC + 2 * kBT * PC + size_t(HT) * PP) * 2 + 4 * HT * sizeof(float) + 2 * kBT * sizeof(int64_t) +
-           kMaxRopePairs * sizeof(float2);
+    return (HT * PC + 2 * kBT * PC + size_t(HT) * PP) * 2 + 4 * HT * sizeof(float) + 2 * kBT * sizeof(int64_t);
   }
 };
 
@@ -155,7 +133,6 @@ __global__ void __launch_bounds__(WM * 64) mla_decode_mma(DecodeArgs<bf16_t> a) 
   bf16_t* Qs = reinterpret_cast<bf16_t*>(red_sum + 2 * HT);     // [HT][PC]
   bf16_t* Ks = Qs + HT * PC;                                    // [2][kBT][PC]
   bf16_t* Ps = Ks + 2 * kBT * PC;                               // [HT][PP]
-  float2* rope_s = reinterpret_cast<float2*>(Ps + HT * PP);     // [kMaxRopePairs] (cos, sin)
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int wm = warp % WM, half = warp / WM;
@@ -187,27 +164,11 @@ __global__ void __launch_bounds__(WM * 64) mla_decode_mma(DecodeArgs<bf16_t> a) 
     const bool ok = h < a.H;
     cp_async16(Qs + r * PC + ch * 8, ok ? a.q + (int64_t(i) * a.H + h) * C + ch * 8 : a.q, ok);
   }
-  cp_async_commit();  // the query tile: its own group, so RoPE can wait for it alone
-  if (a.rope_pos && tid < a.rope_pairs) rope_s[tid] = rope_cs(a, i, tid);  // while the query tile loads
   fill_rows(0);
   fill_rows(1);
   __syncthreads();
   if (n_tiles > 0) issue_tile(0);
   cp_async_commit();
-  if (a.rope_pos) {  // q_pe (the last 2 * rope_pairs columns of each head) rotated in place in shared memory
-    cp_async_wait<1>();
-    __syncthreads();
-    const int RP = a.rope_pairs, c0 = C - 2 * RP;
-    for (int e = tid; e < HT * RP; e += NT) {
-      const int r = e / RP, p = e - r * RP;
-      bf16_t* x = Qs + r * PC + c0 + 2 * p;
-      float x0 = __bfloat162float(x[0]), x1 = __bfloat162float(x[1]);
-      rope_pair<bf16_t>(rope_s[p], x0, x1);
-      x[0] = __float2bfloat16(x0);
-      x[1] = __float2bfloat16(x1);
-    }
-    // the loop's first barrier orders these writes before the first Q fragment is read
-  }
 
   float o[RH / 8][4];
 #pragma unroll
@@ -360,15 +321,6 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) mla_decode_si
   }
   for (int e = tid; e < kSimtHeads * R; e += kSimtThreads) Os[e] = 0.f;
   __syncthreads();  // Qs and Os are written across warps
-  if (a.rope_pos) {  // q_pe rotated in place (see DecodeArgs)
-    const int RP = a.rope_pairs, c0 = C - 2 * RP;
-    for (int e = tid; e < kSimtHeads * RP; e += kSimtThreads) {
-      const int r = e / RP, p = e - r * RP;
-      float* x = Qs + r * C + c0 + 2 * p;
-      rope_pair<E>(rope_cs(a, i, p), x[0], x[1]);
-    }
-    __syncthreads();
-  }
   float m = -INFINITY, l = 0.f;
   float* orow = Os + warp * R;
   float* prow = Ps + warp * kBT;
@@ -541,25 +493,11 @@ template <int WM> bool launch_mma_r(const DecodeArgs<bf16_t>& a, cudaStream_t st
   }
 }
 
-// rope: (pos, inv_freq, attn_factor) of mla_decode_rope_attention, or null.
-struct QRope {
-  Tensor pos, inv_freq;
-  double attn_factor;
-};
-
 template <class E>
 void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                Tensor kv_len, double scale, const QRope* rope) {
+                Tensor kv_len, double scale) {
   cudaStream_t st = stream_of(ctx);
   DecodeArgs<E> a{};
-  if (rope) {
-    a.rope_pos = static_cast<const int32_t*>(rope->pos.data);
-    a.inv_freq = static_cast<const float*>(rope->inv_freq.data);
-    a.rope_f = rope->attn_factor;
-    a.rope_pairs = int(rope->inv_freq.numel());
-    DS_CHECK(a.rope_pairs <= kMaxRopePairs && 2 * a.rope_pairs <= q_lat.dim(2),
-             "mla_decode_rope_attention (CUDA): at most " + std::to_string(2 * kMaxRopePairs) + " RoPE columns");
-  }
   a.q = static_cast<const E*>(q_lat.data);
   a.pool = static_cast<const E*>(kv_pool.data);
   a.table = static_cast<const int32_t*>(block_table.data);
@@ -645,31 +583,17 @@ void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor
   check_launch("kv_cache_write");
 }
 
-namespace {
-void decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-            Tensor kv_len, double scale, const QRope* rope) {
+void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
+                          Tensor kv_len, double scale) {
   DS_CHECK(lse.empty() || lse.dtype == DType::f32, "mla_decode_attention (CUDA): lse must be f32");
   DeviceGuard guard(ctx);
   if (q_lat.dtype == DType::bf16) {
-    run_decode<bf16_t>(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale, rope);
+    run_decode<bf16_t>(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale);
   } else {
     DS_CHECK(q_lat.dtype == DType::f32, "mla_decode_attention (CUDA): f32 or bf16 tensors");
-    run_decode<float>(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale, rope);
+    run_decode<float>(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale);
   }
   check_launch("mla_decode_attention");
-}
-}  // namespace
-
-void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                          Tensor kv_len, double scale) {
-  decode(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale, nullptr);
-}
-
-void mla_decode_rope_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool,
-                               Tensor block_table, Tensor kv_len, double scale, Tensor pos, Tensor inv_freq,
-                               double attn_factor) {
-  const QRope rope{pos, inv_freq, attn_factor};
-  decode(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale, &rope);
 }
 
 }  // namespace ds::cuda

@@ -19,7 +19,7 @@ def demangle(names):
         d = names
     short = []
     for s in d:
-        s = s.split("(")[0]
+        s = s.replace("(anonymous namespace)::", "").split("(")[0]
         depth, base = 0, ""
         for ch in s:  # drop template arguments
             if ch == "<":

@@ -1,9 +1,6 @@
 #include "infer/decoder.h"
 
-#include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "ops/ops.h"
 #include "tensor/arena.h"
@@ -12,32 +9,17 @@ namespace ds {
 
 namespace {
 constexpr double kLatentNormEps = 1e-6;  // as in lib/model/mla.cpp (model.py's default for the latent norms)
-
-// Which absorbed-MLA folds the decode path multiplies into its projections: DS_MLA_FOLD unset or "1" both, "q" or
-// "o" one, "0" none (an A/B switch for benchmarks and tests; ds-rollout(1)).
-bool fold_enabled(char which) {
-  const char* e = std::getenv("DS_MLA_FOLD");
-  const std::string v = e ? e : "1";
-  return v == "1" || (v.size() == 1 && v[0] == which);
-}
 }  // namespace
 
 Decoder::Decoder(Model& model)
-    : model_(model),
-      stack_(model.context().device.is_cuda()),
-      fold_q_(stack_ && model.config().q_lora_rank > 0 && fold_enabled('q')),
-      fold_o_(stack_ && fold_enabled('o')),
-      absorbed_(model.context().device) {
+    : model_(model), stack_(model.context().device.is_cuda()), absorbed_(model.context().device) {
   const ModelConfig& c = model_.config();
-  const int64_t n_blocks = c.num_hidden_layers + c.num_nextn_predict_layers, H = c.num_attention_heads,
-                R = c.kv_lora_rank;
+  const int64_t n_blocks = c.num_hidden_layers + c.num_nextn_predict_layers;
   const size_t nb = size_t(n_blocks);
-  std::vector<size_t> uk(nb, SIZE_MAX), qkv(nb, SIZE_MAX), gu(nb, SIZE_MAX), qf(nb, SIZE_MAX), of(nb, SIZE_MAX);
+  std::vector<size_t> uk(nb), qkv(nb, SIZE_MAX), gu(nb, SIZE_MAX);
   for (int64_t b = 0; b < n_blocks; ++b) {
     const std::string s = std::to_string(b);
-    if (fold_q_) qf[size_t(b)] = absorbed_.add("q_fold." + s, model_.dtype(), {H * (R + c.qk_rope_head_dim), c.q_lora_rank});
-    else uk[size_t(b)] = absorbed_.add("w_uk_t." + s, model_.dtype(), {H, R, c.qk_nope_head_dim});
-    if (fold_o_) of[size_t(b)] = absorbed_.add("o_fold." + s, model_.dtype(), {c.hidden_size, H * R});
+    uk[size_t(b)] = absorbed_.add("w_uk_t." + s, model_.dtype(), {c.num_attention_heads, c.kv_lora_rank, c.qk_nope_head_dim});
     if (!stack_) continue;
     const BlockWeights& bw = block_weights(size_t(b));
     if (c.q_lora_rank > 0)
@@ -52,13 +34,10 @@ Decoder::Decoder(Model& model)
     fork_event_ = gpu::event_create();
     join_event_ = gpu::event_create();
   }
-  auto get = [&](size_t i) { return i == SIZE_MAX ? Tensor{} : absorbed_[i]; };
   for (int64_t b = 0; b < n_blocks; ++b) {
-    w_uk_t_.push_back(get(uk[size_t(b)]));
-    q_fold_.push_back(get(qf[size_t(b)]));
-    o_fold_.push_back(get(of[size_t(b)]));
-    qkv_a_.push_back(get(qkv[size_t(b)]));
-    gate_up_.push_back(get(gu[size_t(b)]));
+    w_uk_t_.push_back(absorbed_[uk[size_t(b)]]);
+    qkv_a_.push_back(qkv[size_t(b)] == SIZE_MAX ? Tensor{} : absorbed_[qkv[size_t(b)]]);
+    gate_up_.push_back(gu[size_t(b)] == SIZE_MAX ? Tensor{} : absorbed_[gu[size_t(b)]]);
   }
   refresh();
 }
@@ -97,14 +76,11 @@ void Decoder::refresh() {
     // kv_b_proj rows per head: W_UK (dn rows) then W_UV (dv rows), each row of length R. Transpose W_UK on the host
     // (once per weight update) so the per-head fold is a plain matmul.
     std::vector<double> kvb = to_host_f64(bw.attn.kv_b_proj);
-    fold_weights(b, kvb);
-    if (!fold_q_) {
-      std::vector<double> t(size_t(H * R * dn));
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t i = 0; i < dn; ++i)
-          for (int64_t r = 0; r < R; ++r) t[size_t((h * R + r) * dn + i)] = kvb[size_t((h * (dn + dv) + i) * R + r)];
-      from_host(w_uk_t_[b], t);
-    }
+    std::vector<double> t(size_t(H * R * dn));
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < dn; ++i)
+        for (int64_t r = 0; r < R; ++r) t[size_t((h * R + r) * dn + i)] = kvb[size_t((h * (dn + dv) + i) * R + r)];
+    from_host(w_uk_t_[b], t);
     auto stack = [&](Tensor dst, Tensor top, Tensor bottom) {  // rows of top, then rows of bottom
       copy(ctx, dst.slice0(0, top.dim(0)), top);
       copy(ctx, dst.slice0(top.dim(0), dst.dim(0)), bottom);
@@ -115,58 +91,6 @@ void Decoder::refresh() {
       stack(gate_up_[b], m.gate_proj, m.up_proj);
     }
   }
-}
-
-// q_fold_[b] and o_fold_[b] (where folded) from kv_b_proj (kvb, as read by refresh), q_b_proj and o_proj, in f64
-// on the host (rounded once to the compute dtype): ~0.4 G multiply-adds a block of the bench model, over the cores.
-void Decoder::fold_weights(size_t b, const std::vector<double>& kvb) {
-  if (fold_q_) fold_q(b, kvb);
-  if (fold_o_) fold_o(b, kvb);
-}
-
-void Decoder::fold_q(size_t b, const std::vector<double>& kvb) {
-  const ModelConfig& c = model_.config();
-  const BlockWeights& bw = block_weights(b);
-  const int64_t H = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim,
-                R = c.kv_lora_rank, C = R + dr, Q = c.q_lora_rank, dqk = dn + dr;
-  // q: row h*C + r = sum_i W_UK[h][i, r] W_UQ[h*dqk + i, :] (r < R); row h*C + R + j = q_b_proj row h*dqk + dn + j.
-  const std::vector<double> wq = to_host_f64(bw.attn.q_b_proj);  // [H * dqk, Q]
-  std::vector<double> q(size_t(H * C * Q), 0.0);
-#pragma omp parallel for schedule(static)
-  for (int64_t hr = 0; hr < H * R; ++hr) {
-    const int64_t h = hr / R, r = hr % R;
-    double* dst = q.data() + size_t((h * C + r) * Q);
-    for (int64_t i = 0; i < dn; ++i) {
-      const double a = kvb[size_t((h * (dn + dv) + i) * R + r)];
-      const double* src = wq.data() + size_t((h * dqk + i) * Q);
-      for (int64_t k = 0; k < Q; ++k) dst[k] += a * src[k];
-    }
-  }
-  for (int64_t h = 0; h < H; ++h)
-    for (int64_t j = 0; j < dr; ++j)
-      std::copy_n(wq.data() + size_t((h * dqk + dn + j) * Q), Q, q.data() + size_t((h * C + R + j) * Q));
-  from_host(q_fold_[b], q);
-}
-
-void Decoder::fold_o(size_t b, const std::vector<double>& kvb) {
-  const ModelConfig& c = model_.config();
-  const BlockWeights& bw = block_weights(b);
-  const int64_t H = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, R = c.kv_lora_rank,
-                D = c.hidden_size;
-  // o: out[d, h*R + r] = sum_i W_O[d, h*dv + i] W_UV[h][i, r].
-  const std::vector<double> wo = to_host_f64(bw.attn.o_proj);  // [D, H * dv]
-  std::vector<double> o(size_t(D * H * R), 0.0);
-#pragma omp parallel for schedule(static)
-  for (int64_t d = 0; d < D; ++d)
-    for (int64_t h = 0; h < H; ++h) {
-      double* dst = o.data() + size_t((d * H + h) * R);
-      for (int64_t i = 0; i < dv; ++i) {
-        const double a = wo[size_t(d * H * dv + h * dv + i)];
-        const double* src = kvb.data() + size_t((h * (dn + dv) + dn + i) * R);
-        for (int64_t r = 0; r < R; ++r) dst[r] += a * src[r];
-      }
-    }
-  from_host(o_fold_[b], o);
 }
 
 LayerEnv Decoder::env(int64_t n) const {
@@ -190,27 +114,19 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   const Context& ctx = model_.context();
   const ModelConfig& c = model_.config();
   const int64_t n = x.rows(), H = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
-                dqk = c.qk_head_dim(), R = c.kv_lora_rank, C = R + dr;
+                dqk = c.qk_head_dim(), dv = c.v_head_dim, R = c.kv_lora_rank, C = R + dr;
   const DType dt = model_.dtype();
   const Tensor inv_freq = model_.inv_freq();
   const double f = model_.rope_attn_factor();
   // The latents: q's (normalised) and the new tokens' (c, k_pe) straight into the cache — each row attends to
   // itself too.
   Tensor q = ws.alloc("q", dt, {n, H * dqk});  // [n, H*dqk]
-  Tensor q_lat = ws.alloc("q_lat", dt, {n, H, C});
   if (!qkv_a_[ai].empty()) {  // one GEMM for q_a and kv_a
     const int64_t Q = c.q_lora_rank;
     Tensor a = ws.alloc("qkv_a", dt, {n, Q + C}), qn = ws.alloc("q_latent", dt, {n, Q});
     matmul_forward(ctx, a, x, qkv_a_[ai]);
     mla_latent_forward(ctx, qn, pool, rows.slot_rows, a, w.q_a_layernorm, w.kv_a_layernorm, kLatentNormEps, rows.pos,
                        inv_freq, f);
-    if (fold_q_) {  // q_lat = [W_UK^T W_UQ ; W_QR] q latent in one product; q_pe rotates in the attention kernel
-      matmul_forward(ctx, q_lat.view({n, H * C}), qn, q_fold_[ai]);
-      Tensor o_lat = ws.alloc("o_latent", dt, {n, H, R});
-      mla_decode_rope_attention(ctx, o_lat, Tensor{}, q_lat, pool, rows.block_table, rows.kv_len,
-                                model_.softmax_scale(), rows.pos, inv_freq, f);
-      return mla_out(ws, o_lat, w, ai);
-    }
     matmul_forward(ctx, q, qn, w.q_b_proj);
   } else {
     if (c.q_lora_rank > 0) {
@@ -229,6 +145,7 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   }
 
   // q_lat per head = [W_UK^T q_nope ; RoPE(q_pe)]  [n, H, R + dr]
+  Tensor q_lat = ws.alloc("q_lat", dt, {n, H, C});
   Tensor q_lat_nh = q_lat.view({n, H * C});
   // On CUDA all heads in one strided-batched product written straight into q_lat; the CPU keeps its per-head
   // sgemm on contiguous copies (results bit-identical to before).
@@ -249,22 +166,7 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
 
   Tensor o_lat = ws.alloc("o_latent", dt, {n, H, R});
   mla_decode_attention(ctx, o_lat, Tensor{}, q_lat, pool, rows.block_table, rows.kv_len, model_.softmax_scale());
-  return mla_out(ws, o_lat, w, ai);
-}
-
-// The attention output projection from the latent output o_lat [n, H, R]: o_proj(concat_h W_UV^h o_lat_h).
-Tensor Decoder::mla_out(Workspace& ws, Tensor o_lat, const AttnWeights& w, size_t ai) {
-  const Context& ctx = model_.context();
-  const ModelConfig& c = model_.config();
-  const int64_t n = o_lat.dim(0), H = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim,
-                R = c.kv_lora_rank;
-  const DType dt = model_.dtype();
-  Tensor out = ws.alloc("attn_out", dt, {n, c.hidden_size});
-  if (fold_o_) {  // one product with W_O W_UV per head (fold_o)
-    matmul_forward(ctx, out, o_lat.view({n, H * R}), o_fold_[ai]);
-    return out;
-  }
-  const bool batched = ctx.device.is_cuda();
+  // o_h = W_UV^h o_lat_h, then o_proj
   Tensor o = ws.alloc("o", dt, {n, H * dv});
   Tensor kvb = w.kv_b_proj.view({H, dn + dv, R});
   if (batched) {
@@ -277,6 +179,7 @@ Tensor Decoder::mla_out(Workspace& ws, Tensor o_lat, const AttnWeights& w, size_
       copy_cols(ctx, o, h * dv, o_h, 0, dv);
     }
   }
+  Tensor out = ws.alloc("attn_out", dt, {n, c.hidden_size});
   matmul_forward(ctx, out, o, w.o_proj);
   return out;
 }

@@ -27,8 +27,7 @@ class Decoder {
   ~Decoder();
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
-  // Recomputes the per-head W_UK^T, the stacked and the folded weights after the model's weights changed (e.g. a
-  // GRPO step).
+  // Recomputes the per-head W_UK^T and the stacked weights after the model's weights changed (e.g. a GRPO step).
   void refresh();
   // Main model: rows -> logits [n, V] and final-normed hidden [n, D] (both from ws). Cache layers 0..L-1.
   void forward(Workspace& ws, PagedKvCache& cache, const DecodeRows& rows, Tensor* logits, Tensor* hidden);
@@ -42,7 +41,6 @@ class Decoder {
   Tensor block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, const DecodeRows& rows, Tensor x, Tensor h,
                const BlockWeights& w, size_t absorbed_index, MoeLoad* load, Tensor next_norm, Tensor* next_h);
   Tensor mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x, const AttnWeights& w, size_t ai);
-  Tensor mla_out(Workspace& ws, Tensor o_lat, const AttnWeights& w, size_t ai);
   Tensor mlp(const Context& ctx, Workspace& ws, const std::string& name, Tensor x, const MlpWeights& w,
              Tensor gate_up);
   LayerEnv env(int64_t n) const;
@@ -54,20 +52,11 @@ class Decoder {
   const Context& fork();
   void join();
   const BlockWeights& block_weights(size_t b) const;
-  void fold_weights(size_t b, const std::vector<double>& kv_b_proj);
-  void fold_q(size_t b, const std::vector<double>& kv_b_proj);
-  void fold_o(size_t b, const std::vector<double>& kv_b_proj);
 
   Model& model_;
   // On CUDA, launches are what a decode step costs, so projections that read the same input run as one GEMM over
   // weights stacked here (the CPU keeps the separate products: its recorded runs stay bit-identical).
   bool stack_;
-  // On CUDA (and unless DS_MLA_FOLD says otherwise), the absorbed MLA's per-head folds are multiplied into the
-  // projections next to them once per weight update: with q compression q_lat comes from one product of the q
-  // latent (fold_q_: W_UK^T W_UQ per head, q_pe's rows as they are, its RoPE inside the decode kernel), and the
-  // output projection reads the attention's latent output directly (fold_o_: W_O W_UV per head). Each is one
-  // dependent kernel fewer per layer in a decode step, for a larger product.
-  bool fold_q_, fold_o_;
   void* side_stream_ = nullptr;  // CUDA: the side stream (one per device for the process) and fork/join events
   void* fork_event_ = nullptr;
   void* join_event_ = nullptr;
@@ -76,8 +65,6 @@ class Decoder {
   std::vector<Tensor> w_uk_t_;   // per block: W_UK^T per head [H, Rkv, dn] (main layers, then MTP blocks)
   std::vector<Tensor> qkv_a_;    // per block (stack_, q_lora_rank > 0): [q_a_proj ; kv_a_proj]  [Q + Rkv + dr, D]
   std::vector<Tensor> gate_up_;  // per block (stack_): [gate_proj ; up_proj] of the dense MLP or shared expert
-  std::vector<Tensor> q_fold_;   // per block (fold_q_): [H * (Rkv + dr), Q], head h's rows [W_UK_h^T W_UQ_h ; W_QR_h]
-  std::vector<Tensor> o_fold_;   // per block (fold_o_): [D, H * Rkv], head h's columns W_O_h W_UV_h
 };
 
 }  // namespace ds

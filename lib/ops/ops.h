@@ -106,13 +106,6 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
 // V its first R = out.dim(2) values. out [n, H, R] = sum_t softmax_t(scale * q·k_t) v_t; lse [n, H] optional.
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
                           Tensor kv_len, double scale);
-// mla_decode_attention on a q_lat whose last dr = 2 * inv_freq.numel() columns of each head hold q_pe before RoPE:
-// the same values as rope_cols_forward(q_lat, C - dr, q_lat, C - dr, pos, inv_freq, attn_factor) and then
-// mla_decode_attention, but q_lat is left as it is (CUDA rotates the query tile as it loads it: one kernel fewer
-// between the q projection and attention in a decode step).
-void mla_decode_rope_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool,
-                               Tensor block_table, Tensor kv_len, double scale, Tensor pos, Tensor inv_freq,
-                               double attn_factor);
 
 // ---- SwiGLU --------------------------------------------------------------------------------------------
 // out[N, F] = silu(gate) * up

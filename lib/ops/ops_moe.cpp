@@ -316,10 +316,9 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
                                       attn_factor));
 }
 
-namespace {
-// The checks shared by mla_decode_attention and mla_decode_rope_attention.
-void check_mla_decode(opcheck::Check& chk, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                      Tensor kv_len) {
+void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
+                          Tensor kv_len, double scale) {
+  opcheck::Check chk(ctx, "mla_decode_attention");
   chk.f("out", out).f("q_lat", q_lat).f("kv_pool", kv_pool).stat_opt("lse", lse);
   chk.index("block_table", block_table, DType::i32).index("kv_len", kv_len, DType::i32);
   OP_CHECK(chk, q_lat.ndim == 3 && out.ndim == 3 && kv_pool.ndim == 3 && block_table.ndim == 2,
@@ -329,30 +328,8 @@ void check_mla_decode(opcheck::Check& chk, Tensor out, Tensor lse, Tensor q_lat,
   OP_CHECK(chk, out.dim(0) == n && out.dim(1) == H && out.dim(2) <= C, "out " + out.shape_str() + " must be [n, H, R<=C]");
   OP_CHECK(chk, block_table.dim(0) == n && kv_len.numel() == n, "block_table and kv_len need one row per query");
   OP_CHECK(chk, lse.empty() || lse.numel() == n * H, "lse must be [n, H]");
-}
-}  // namespace
-
-void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                          Tensor kv_len, double scale) {
-  opcheck::Check chk(ctx, "mla_decode_attention");
-  check_mla_decode(chk, out, lse, q_lat, kv_pool, block_table, kv_len);
   DS_DISPATCH_KERNEL(chk, MLA_DECODE,
                      mla_decode_attention(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale));
-}
-
-void mla_decode_rope_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool,
-                               Tensor block_table, Tensor kv_len, double scale, Tensor pos, Tensor inv_freq,
-                               double attn_factor) {
-  opcheck::Check chk(ctx, "mla_decode_rope_attention");
-  check_mla_decode(chk, out, lse, q_lat, kv_pool, block_table, kv_len);
-  chk.index("pos", pos, DType::i32).stat("inv_freq", inv_freq);
-  OP_CHECK(chk, pos.numel() == q_lat.dim(0), "pos must hold one position per query row");
-  OP_CHECK(chk, 2 * inv_freq.numel() <= q_lat.dim(2) - out.dim(2),
-           "the " + std::to_string(2 * inv_freq.numel()) + " RoPE columns must lie after the R = " +
-               std::to_string(out.dim(2)) + " value columns of q_lat " + q_lat.shape_str());
-  DS_DISPATCH_KERNEL(chk, MLA_DECODE,
-                     mla_decode_rope_attention(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale, pos,
-                                               inv_freq, attn_factor));
 }
 
 }  // namespace ds

@@ -127,10 +127,9 @@ struct DecodeCase {
   std::vector<int32_t> lens;
   double scale;
   bool with_lse = true;
-  bool rope = false;  // mla_decode_rope_attention: q_pe (the last dr columns of each head) rotated in the op
 };
 
-constexpr double kDecF32 = 1e-5, kDecBf16 = 1e-2, kDecLseF32 = 2e-6, kDecLseBf16 = 2e-5, kDecLseBf16Rope = 1e-3;
+constexpr double kDecF32 = 1e-5, kDecBf16 = 1e-2, kDecLseF32 = 2e-6, kDecLseBf16 = 2e-5;
 
 // Block table: each row gets its own random pages; odd rows share row 0's first page (a shared prompt page);
 // entries past a row's length are -1 (never read).
@@ -150,7 +149,7 @@ std::vector<int32_t> make_table(const DecodeCase& s, int64_t P, uint64_t seed) {
 
 void decode_case(const DecodeCase& s, DType dt, uint64_t seed) {
   const int64_t C = s.Rkv + s.dr, P = s.n * s.max_blocks + 3;
-  const std::string tag = std::string(s.rope ? "mla_decode_rope " : "mla_decode ") + name(dt) + " n" + std::to_string(s.n) + " H" +
+  const std::string tag = std::string("mla_decode ") + name(dt) + " n" + std::to_string(s.n) + " H" +
                           std::to_string(s.H) + " C" + std::to_string(C) + " R" + std::to_string(s.Rkv) + " S" +
                           std::to_string(s.S) + " maxlen" + std::to_string(*std::max_element(s.lens.begin(), s.lens.end()));
   const bool bf = dt == DType::bf16;
@@ -158,22 +157,12 @@ void decode_case(const DecodeCase& s, DType dt, uint64_t seed) {
   Twin table = twin_ints({s.n, s.max_blocks}, make_table(s, P, seed + 2)), lens = twin_ints({s.n}, s.lens);
   Twin out = twin_out(dt, {s.n, s.H, s.Rkv});
   Twin lse = s.with_lse ? twin_out(DType::f32, {s.n, s.H}) : none();
-  Values inv{{s.dr / 2}, {}};
-  for (int64_t i = 0; i < s.dr / 2; ++i) inv.v.push_back(std::pow(10000.0, -2.0 * double(i) / double(s.dr)));
-  Twin freq = twin(DType::f32, inv), pos = twin_ints({s.n}, rand_ints(s.n, seed + 3, 0, 4000));
   run_both_mt([&](const Context& c, Pick p) {
-    if (s.rope)
-      mla_decode_rope_attention(c, p(out), p(lse), p(q), p(pool), p(table), p(lens), s.scale, p(pos), p(freq), 1.3);
-    else
-      mla_decode_attention(c, p(out), p(lse), p(q), p(pool), p(table), p(lens), s.scale);
+    mla_decode_attention(c, p(out), p(lse), p(q), p(pool), p(table), p(lens), s.scale);
   });
   expect_close(tag + " out", out, bf ? kDecBf16 : kDecF32,
                bf ? "bf16 output rounding 2^-8 + P rounded to bf16 before P.V" : kWhyF32);
-  if (s.with_lse && bf && s.rope)
-    expect_close(tag + " lse", lse, kDecLseBf16Rope,
-                 "the kernel rounds the rotated q_pe to bf16 (as rope_cols_forward does), the reference rotates exactly");
-  else if (s.with_lse)
-    expect_close(tag + " lse", lse, bf ? kDecLseBf16 : kDecLseF32, kWhyLse);
+  if (s.with_lse) expect_close(tag + " lse", lse, bf ? kDecLseBf16 : kDecLseF32, kWhyLse);
 }
 
 const double kV3Scale = 0.1352338;  // MODEL.md §2.4: 192^-0.5 * mscale^2
@@ -333,22 +322,6 @@ TEST_CASE("mla_decode parity: paged latent cache, varying kv_len", "[mla_decode]
   uint64_t seed = 300;
   for (const DecodeCase& s : cases)
     for (DType dt : {DType::f32, DType::bf16}) decode_case(s, dt, seed += 10);
-}
-
-// q_pe rotated as the query tile loads (the decode step's q projection writes it unrotated): the CPU twin is
-// rope_cols_forward then mla_decode_attention; both CUDA paths (tensor cores, SIMT) and the split combine.
-TEST_CASE("mla_decode_rope parity: RoPE of q_pe inside the decode kernel", "[mla_decode]") {
-  std::vector<DecodeCase> cases = {
-      {1, 16, 256, 32, 64, 6, {300}, 0.125},              // the bench model at batch 1: many splits
-      {4, 16, 256, 32, 64, 6, {1, 33, 200, 384}, 0.125},  // the bench model, a few rows
-      {2, 128, 512, 64, 64, 16, {1000, 63}, kV3Scale},    // DeepSeek-V3
-      {2, 5, 16, 8, 4, 3, {3, 9}, 0.3},                   // SIMT path for bf16 too
-  };
-  uint64_t seed = 1500;
-  for (DecodeCase& s : cases) {
-    s.rope = true;
-    for (DType dt : {DType::f32, DType::bf16}) decode_case(s, dt, seed += 10);
-  }
 }
 
 TEST_CASE("mla_decode parity: DeepSeek-V3 batch 64, 1k-token rows", "[mla_decode][big]") {

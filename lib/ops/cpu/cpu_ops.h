@@ -108,9 +108,6 @@ void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor 
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
                           Tensor kv_len, double scale);
-void mla_decode_rope_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool,
-                               Tensor block_table, Tensor kv_len, double scale, Tensor pos, Tensor inv_freq,
-                               double attn_factor);
 
 // adamw.cpp
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,

@@ -52,16 +52,6 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
   cpu::kv_cache_write(ctx, kv_pool, slot_rows, c.t, kpe.t.view({n, dr}));
 }
 
-void mla_decode_rope_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool,
-                               Tensor block_table, Tensor kv_len, double scale, Tensor pos, Tensor inv_freq,
-                               double attn_factor) {
-  const int64_t n = q_lat.dim(0), H = q_lat.dim(1), C = q_lat.dim(2), dr = 2 * inv_freq.numel();
-  Scratch q(q_lat.dtype, {n, H, C});
-  cpu::copy_cols(ctx, q.t.view({n * H, C}), 0, q_lat.view({n * H, C}), 0, C - dr, Accum::overwrite);
-  cpu::rope_cols_forward(ctx, q.t, C - dr, q_lat, C - dr, pos, inv_freq, attn_factor);
-  cpu::mla_decode_attention(ctx, out, lse, q.t, kv_pool, block_table, kv_len, scale);
-}
-
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
   const int64_t N = out.rows(), F = out.cols();
   Scratch g(out.dtype, {N, F}), u(out.dtype, {N, F});

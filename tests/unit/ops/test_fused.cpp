@@ -87,29 +87,6 @@ TEST_CASE("mla_latent_forward = split, norm, rope and cache write", "[ops][fused
   CHECK_THROWS_AS(mla_latent_forward(ctx, Tensor{}, pool0, slots, a, Tensor{}, kvn, 1e-6, pos, f, 1.0), Error);
 }
 
-TEST_CASE("mla_decode_rope_attention = rope_cols_forward then mla_decode_attention", "[ops][fused]") {
-  const Context ctx = cpu_ctx();
-  const int64_t n = 2, H = 3, R = 8, dr = 4, C = R + dr, P = 3, S = 4;
-  {
-    const DType dt = DType::f64;
-    Owned q = rand(dt, {n, H, C}, 21), pool = rand(dt, {P, S, C}, 22), f = inv_freq(dr);
-    Owned table = ints({n, 2}, {2, 0, 1, -1}), lens = ints({n}, {6, 3}), pos = ints({n}, {5, 2});
-    Owned q_in = clone(q), out = zeros(dt, {n, H, R}), lse = zeros(DType::f64, {n, H});
-    mla_decode_rope_attention(ctx, out, lse, q, pool, table, lens, 0.3, pos, f, 1.2);
-    CHECK(bitwise_equal(q, q_in));  // the query is left as it is
-    Owned q_rot = clone(q), ref = zeros(dt, {n, H, R}), ref_lse = zeros(DType::f64, {n, H});
-    rope_cols_forward(ctx, q_rot, R, q, R, pos, f, 1.2);
-    mla_decode_attention(ctx, ref, ref_lse, q_rot, pool, table, lens, 0.3);
-    CHECK(bitwise_equal(out, ref));
-    CHECK(bitwise_equal(lse, ref_lse));
-    Owned unrotated = zeros(dt, {n, H, R});
-    mla_decode_attention(ctx, unrotated, Tensor{}, q, pool, table, lens, 0.3);
-    CHECK_FALSE(bitwise_equal(unrotated, ref));  // the rotation matters (positions 5 and 2 are not 0)
-    Owned wide = inv_freq(2 * dr);  // 8 RoPE columns would reach into the R value columns
-    CHECK_THROWS_AS(mla_decode_rope_attention(ctx, out, lse, q, pool, table, lens, 0.3, pos, wide, 1.2), Error);
-  }
-}
-
 TEST_CASE("swiglu_pair_forward and moe_combine_forward = their unfused sequences", "[ops][fused]") {
   const Context ctx = cpu_ctx();
   const int64_t N = 4, F = 5, K = 2, E = 3, D = 6;
