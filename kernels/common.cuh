@@ -188,6 +188,22 @@ template <class T> __device__ T block_sum(T v) {
   return warp_sum(r);
 }
 
+// block_sum of two values at once (one pair of barriers): each is summed exactly as block_sum sums it.
+__device__ inline void block_sum2(float& a, float& b) {
+  __shared__ float part[2][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+  a = warp_sum(a);
+  b = warp_sum(b);
+  __syncthreads();  // earlier readers of part[] are done
+  if (lane == 0) {
+    part[0][warp] = a;
+    part[1][warp] = b;
+  }
+  __syncthreads();
+  a = warp_sum(lane < nwarps ? part[0][lane] : 0.0f);
+  b = warp_sum(lane < nwarps ? part[1][lane] : 0.0f);
+}
+
 // ---- host-side dtype dispatch ---------------------------------------------------------------------------------
 
 // Calls f(T{}) with T = float or bf16_t (the CUDA float dtypes of a call).

@@ -372,11 +372,22 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) mla_decode_si
 
 // --- combine: out[i, h] = sum_s exp(lse_s - lse) o_s;  lse = logsumexp_s lse_s -------------------------
 
-template <class E> __global__ void __launch_bounds__(128) mla_decode_combine(DecodeArgs<E> a) {
+// One block per (row, head), one thread per output column (blockDim = R up to 512). Each thread reads its
+// column's first kCombinePre partials before the weights are known, so those loads overlap the lse pass instead
+// of following it one split at a time (measured: 6.3 us a launch at batch 1, 10 splits, before this).
+constexpr int kCombinePre = 16;
+
+template <class E> __global__ void __launch_bounds__(512) mla_decode_combine(DecodeArgs<E> a) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ float w_s[kMaxSplits];
   __shared__ float lse_tot;
   const int ih = blockIdx.x, i = ih / a.H, h = ih % a.H, ns = a.nsplit;
+  const float* po = a.part_o + (int64_t(i) * ns * a.H + h) * a.R;  // split s of this column: po[s * H * R + d]
+  const int64_t sstride = int64_t(a.H) * a.R;
+  float pre[kCombinePre];
+#pragma unroll
+  for (int s = 0; s < kCombinePre; ++s)
+    pre[s] = s < ns && int(threadIdx.x) < a.R ? po[s * sstride + threadIdx.x] : 0.f;
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     float mx = -INFINITY;
@@ -396,10 +407,17 @@ template <class E> __global__ void __launch_bounds__(128) mla_decode_combine(Dec
   }
   __syncthreads();
   for (int d = threadIdx.x; d < a.R; d += blockDim.x) {
+    const bool first = d == int(threadIdx.x);
     float acc = 0.f;
-    for (int s = 0; s < ns; ++s) {
+#pragma unroll
+    for (int s = 0; s < kCombinePre; ++s) {
+      if (s >= ns) break;
       const float w = w_s[s];
-      if (w != 0.f) acc = fmaf(w, a.part_o[((int64_t(i) * ns + s) * a.H + h) * a.R + d], acc);
+      if (w != 0.f) acc = fmaf(w, first ? pre[s] : po[s * sstride + d], acc);
+    }
+    for (int s = kCombinePre; s < ns; ++s) {
+      const float w = w_s[s];
+      if (w != 0.f) acc = fmaf(w, po[s * sstride + d], acc);
     }
     a.out[int64_t(ih) * a.R + d] = from_f<E>(acc);
   }
@@ -556,7 +574,7 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
     const dim3 grid((a.H + kSimtHeads - 1) / kSimtHeads, a.nsplit, a.n);
     launch(mla_decode_simt<E>, grid, kSimtThreads, smem, st, a);
   }
-  if (a.nsplit > 1) launch(mla_decode_combine<E>, a.n * a.H, 128, 0, st, a);
+  if (a.nsplit > 1) launch(mla_decode_combine<E>, a.n * a.H, std::clamp((a.R + 31) / 32 * 32, 32, 512), 0, st, a);
 }
 
 }  // namespace

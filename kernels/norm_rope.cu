@@ -13,24 +13,58 @@ namespace ds::cuda {
 
 namespace {
 
-template <class T>
+// Row kernels (RMSNorm and its fusions) at decode sizes are chains of dependent L2 round trips: a strided loop
+// whose stores may alias its loads issues one iteration's loads after the previous stores. With VPT > 0 (D <=
+// VPT * blockDim) a thread first loads all of its VPT elements and their weights, then computes; the arithmetic
+// and each thread's summation order are those of the loop (VPT = 0).
+template <class T, int VPT>
 __global__ void rmsnorm_fwd_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
                                    const T* __restrict__ w, int64_t rows, int64_t D, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  float wv[VPT > 0 ? VPT : 1];  // the weights' loads go out with the first row's
+  if constexpr (VPT > 0)
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+      wv[j] = c < D ? ldf(w[c]) : 0.0f;
+    }
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* x = in + r * D;
-    float ss = 0.0f;
-    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
-      const float v = ldf(x[c]);
-      ss += v * v;
-    }
-    ss = block_sum(ss);
-    const float rs = 1.0f / sqrtf(ss / float(D) + eps);
-    if (rstd && threadIdx.x == 0) rstd[r] = rs;
     T* y = out + r * D;
-    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) y[c] = cvt<T>(ldf(w[c]) * (ldf(x[c]) * rs));
+    float ss = 0.0f;
+    if constexpr (VPT > 0) {
+      float xv[VPT];
+#pragma unroll
+      for (int j = 0; j < VPT; ++j) {
+        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+        xv[j] = c < D ? ldf(x[c]) : 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < VPT; ++j)
+        if (threadIdx.x + int64_t(j) * blockDim.x < D) ss += xv[j] * xv[j];
+      ss = block_sum(ss);
+      const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+      if (rstd && threadIdx.x == 0) rstd[r] = rs;
+#pragma unroll
+      for (int j = 0; j < VPT; ++j) {
+        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+        if (c < D) y[c] = cvt<T>(wv[j] * (xv[j] * rs));
+      }
+    } else {
+      for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+        const float v = ldf(x[c]);
+        ss += v * v;
+      }
+      ss = block_sum(ss);
+      const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+      if (rstd && threadIdx.x == 0) rstd[r] = rs;
+      for (int64_t c = threadIdx.x; c < D; c += blockDim.x) y[c] = cvt<T>(ldf(w[c]) * (ldf(x[c]) * rs));
+    }
   }
 }
+
+// The row kernels' VPT for D elements over `threads` threads: 4 or 8 when they fit, else 0 (the loop).
+int row_vpt(int64_t D, int threads) { return D <= 4LL * threads ? 4 : D <= 8LL * threads ? 8 : 0; }
 
 // dx = r * dy * w - r^3 * x * (sum_c dy * w * x) / D
 template <class T>
@@ -107,29 +141,63 @@ __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, c
 }
 
 // sum = a + b (rounded to T), out = rmsnorm(sum): rmsnorm_fwd_kernel's arithmetic on the rounded sum (each thread
-// reads back only the elements it wrote).
-template <class T>
+// reads back only the elements it wrote; sum may alias a or b). VPT as for rmsnorm_fwd_kernel.
+template <class T, int VPT>
 __global__ void add_rmsnorm_kernel(T* sum, T* __restrict__ out, const T* a, const T* b, const T* __restrict__ w,
                                    int64_t rows, int64_t D, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  float wv[VPT > 0 ? VPT : 1];  // the weights' loads go out with the first row's
+  if constexpr (VPT > 0)
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+      wv[j] = c < D ? ldf(w[c]) : 0.0f;
+    }
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     T* x = sum + r * D;
-    float ss = 0.0f;
-    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
-      const T v = cvt<T>(ldf(a[r * D + c]) + ldf(b[r * D + c]));
-      x[c] = v;
-      ss += ldf(v) * ldf(v);
-    }
-    ss = block_sum(ss);
-    const float rs = 1.0f / sqrtf(ss / float(D) + eps);
     T* y = out + r * D;
-    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) y[c] = cvt<T>(ldf(w[c]) * (ldf(x[c]) * rs));
+    float ss = 0.0f;
+    if constexpr (VPT > 0) {
+      float av[VPT], bv[VPT];
+#pragma unroll
+      for (int j = 0; j < VPT; ++j) {
+        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+        av[j] = c < D ? ldf(a[r * D + c]) : 0.0f;
+        bv[j] = c < D ? ldf(b[r * D + c]) : 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < VPT; ++j) {
+        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+        const T v = cvt<T>(av[j] + bv[j]);
+        av[j] = ldf(v);
+        if (c < D) {
+          x[c] = v;
+          ss += av[j] * av[j];
+        }
+      }
+      ss = block_sum(ss);
+      const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+#pragma unroll
+      for (int j = 0; j < VPT; ++j) {
+        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+        if (c < D) y[c] = cvt<T>(wv[j] * (av[j] * rs));
+      }
+    } else {
+      for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+        const T v = cvt<T>(ldf(a[r * D + c]) + ldf(b[r * D + c]));
+        x[c] = v;
+        ss += ldf(v) * ldf(v);
+      }
+      ss = block_sum(ss);
+      const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+      for (int64_t c = threadIdx.x; c < D; c += blockDim.x) y[c] = cvt<T>(ldf(w[c]) * (ldf(x[c]) * rs));
+    }
   }
 }
 
 // One block per token i of a [n, Q + R + dr]: q_latent[i] = rmsnorm(a[i, :Q]); pool[slot_rows[i]] = [rmsnorm(a[i,
 // Q:Q+R]) ; RoPE(a[i, Q+R:])]. Slot rows outside the pool are skipped (as kv_cache_write does).
-template <class T>
+template <class T, int VPT>
 __global__ void mla_latent_kernel(T* __restrict__ q_latent, T* __restrict__ pool, int64_t slots,
                                   const int32_t* __restrict__ slot_rows, const T* __restrict__ a,
                                   const T* __restrict__ q_norm, const T* __restrict__ kv_norm,
@@ -138,6 +206,53 @@ __global__ void mla_latent_kernel(T* __restrict__ q_latent, T* __restrict__ pool
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t i = blockIdx.x, W = Q + R + dr;
   const T* x = a + i * W;
+  if constexpr (VPT > 0) {  // Q, R <= VPT * blockDim, dr / 2 <= blockDim: every load first (see rmsnorm_fwd_kernel)
+    const int t = threadIdx.x, bd = blockDim.x;
+    float qv[VPT], qw[VPT], kv[VPT], kw[VPT];
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      const int64_t c = t + int64_t(j) * bd;
+      qv[j] = c < Q ? ldf(x[c]) : 0.0f;
+      qw[j] = c < Q ? ldf(q_norm[c]) : 0.0f;
+      kv[j] = c < R ? ldf(x[Q + c]) : 0.0f;
+      kw[j] = c < R ? ldf(kv_norm[c]) : 0.0f;
+    }
+    const bool pair = t < dr / 2;
+    const float x0 = pair ? ldf(x[Q + R + 2 * t]) : 0.0f, x1 = pair ? ldf(x[Q + R + 2 * t + 1]) : 0.0f;
+    const int64_t row = slot_rows[i];
+    double sd = 0, cd = 0;
+    if (pair) sincos(double(pos[i]) * double(inv_freq[t]), &sd, &cd);
+    float ssq = 0.0f, ssk = 0.0f;
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      const int64_t c = t + int64_t(j) * bd;
+      if (c < Q) ssq += qv[j] * qv[j];
+      if (c < R) ssk += kv[j] * kv[j];
+    }
+    block_sum2(ssq, ssk);
+    T* dst = row >= 0 && row < slots ? pool + row * (R + dr) : nullptr;
+    if (Q > 0) {
+      const float rs = 1.0f / sqrtf(ssq / float(Q) + eps);
+#pragma unroll
+      for (int j = 0; j < VPT; ++j) {
+        const int64_t c = t + int64_t(j) * bd;
+        if (c < Q) q_latent[i * Q + c] = cvt<T>(qw[j] * (qv[j] * rs));
+      }
+    }
+    if (!dst) return;
+    const float rs = 1.0f / sqrtf(ssk / float(R) + eps);
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      const int64_t c = t + int64_t(j) * bd;
+      if (c < R) dst[c] = cvt<T>(kw[j] * (kv[j] * rs));
+    }
+    if (pair) {
+      const float c = float(f * cd), s = float(f * sd);
+      dst[R + 2 * t] = cvt<T>(x0 * c - x1 * s);
+      dst[R + 2 * t + 1] = cvt<T>(x0 * s + x1 * c);
+    }
+    return;
+  }
   auto norm = [&](const T* src, int64_t D, const T* w, T* dst) {
     float ss = 0.0f;
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) ss += ldf(src[c]) * ldf(src[c]);
@@ -182,7 +297,9 @@ void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Ten
   if (rows == 0 || D == 0) return;
   dispatch_fb(out.dtype, "rmsnorm_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(rmsnorm_fwd_kernel<T>, row_grid(rows), row_threads(D), 0, st,
+    const int threads = row_threads(D), vpt = row_vpt(D, threads);
+    auto kernel = vpt == 4 ? rmsnorm_fwd_kernel<T, 4> : vpt == 8 ? rmsnorm_fwd_kernel<T, 8> : rmsnorm_fwd_kernel<T, 0>;
+    launch(kernel, row_grid(rows), threads, 0, st,
         dptr<T>(out), rstd.empty() ? nullptr : dptr<float>(rstd), dptr<const T>(in), dptr<const T>(weight), rows, D,
         float(eps));
   });
@@ -240,9 +357,10 @@ void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, T
   if (rows == 0 || D == 0) return;
   dispatch_fb(out.dtype, "add_rmsnorm_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(add_rmsnorm_kernel<T>, row_grid(rows), row_threads(D), 0, st, dptr<T>(sum), dptr<T>(out), dptr<const T>(a),
-                                                                    dptr<const T>(b), dptr<const T>(weight), rows, D,
-                                                                    float(eps));
+    const int threads = row_threads(D), vpt = row_vpt(D, threads);
+    auto kernel = vpt == 4 ? add_rmsnorm_kernel<T, 4> : vpt == 8 ? add_rmsnorm_kernel<T, 8> : add_rmsnorm_kernel<T, 0>;
+    launch(kernel, row_grid(rows), threads, 0, st, dptr<T>(sum), dptr<T>(out), dptr<const T>(a), dptr<const T>(b),
+           dptr<const T>(weight), rows, D, float(eps));
   });
   DS_CUDA_LAUNCH_CHECK("add_rmsnorm_kernel");
 }
@@ -269,7 +387,8 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
   if (n == 0) return;
   dispatch_fb(a.dtype, "mla_latent_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(mla_latent_kernel<T>, unsigned(n), 128, 0, st,
+    const int threads = 128, vpt = std::max(Q, R) <= 4 * threads && dr / 2 <= threads ? 4 : 0;
+    launch(vpt == 4 ? mla_latent_kernel<T, 4> : mla_latent_kernel<T, 0>, unsigned(n), threads, 0, st,
         Q ? dptr<T>(q_latent) : nullptr, dptr<T>(kv_pool), kv_pool.dim(0) * kv_pool.dim(1),
         dptr<const int32_t>(slot_rows), dptr<const T>(a), Q ? dptr<const T>(q_norm) : nullptr,
         dptr<const T>(kv_norm), dptr<const int32_t>(pos), dptr<const float>(inv_freq), Q, R, dr, float(eps),

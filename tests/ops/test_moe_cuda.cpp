@@ -221,7 +221,9 @@ TEST_CASE("moe permute / unpermute parity", "[moe][dispatch]") {
     int64_t N, K, E, D;
   };
   uint64_t seed = 4000;
-  for (const C& cs : {C{257, 8, 256, 512}, C{97, 4, 32, 129}, C{33, 6, 64, 7168}}) {
+  // K 10 and D 3000 reach moe_combine_forward's other kernel shapes (loop; 8 values a thread)
+  for (const C& cs : {C{257, 8, 256, 512}, C{97, 4, 32, 129}, C{33, 6, 64, 7168}, C{5, 10, 64, 1024},
+                      C{3, 2, 16, 3000}}) {
     const int64_t NK = cs.N * cs.K;
     // The routing table from the reference route (same on both sides).
     std::vector<int32_t> ro;
