@@ -298,12 +298,13 @@ __global__ void unpermute_fwd_kernel(T* out, const T* eo, const int32_t* row_of,
 // out[n] = resid[n] + (unpermute + shared), each step rounded as unpermute_fwd_kernel, axpy_kernel and add_kernel
 // round it (the unfused sequence's values). out may alias resid. With VPT > 0 (K <= kCombineMaxK, D <= VPT *
 // blockDim) a thread loads its routing entries, then every expert row, shared and residual value it needs, and only
-// then adds: at decode sizes the loop's loads went out one L2 round trip at a time (6.3 us a launch at batch 1).
+// then adds: at decode sizes the loop's loads went out one L2 round trip at a time. Up to 512 threads (row_threads):
+// the bound keeps VPT 8's registers within what such a block may use.
 constexpr int kCombineMaxK = 8;
 template <class T, int VPT>
-__global__ void combine_fwd_kernel(T* out, const T* resid, const T* shared, const T* eo, const int32_t* row_of, FPtr w,
-                                   int64_t N, int K, int64_t D, int64_t rows_eo, T* norm_out, const T* norm_w,
-                                   float eps) {
+__global__ void __launch_bounds__(512)
+    combine_fwd_kernel(T* out, const T* resid, const T* shared, const T* eo, const int32_t* row_of, FPtr w, int64_t N,
+                       int K, int64_t D, int64_t rows_eo, T* norm_out, const T* norm_w, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     float ss = 0.0f;  // the next norm's sum of squares: rmsnorm_fwd_kernel's per-thread order (same block size)

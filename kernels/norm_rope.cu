@@ -18,8 +18,9 @@ namespace {
 // VPT * blockDim) a thread first loads all of its VPT elements and their weights, then computes; the arithmetic
 // and each thread's summation order are those of the loop (VPT = 0).
 template <class T, int VPT>
-__global__ void rmsnorm_fwd_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
-                                   const T* __restrict__ w, int64_t rows, int64_t D, float eps) {
+__global__ void __launch_bounds__(512)
+    rmsnorm_fwd_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
+                       const T* __restrict__ w, int64_t rows, int64_t D, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   float wv[VPT > 0 ? VPT : 1];  // the weights' loads go out with the first row's
   if constexpr (VPT > 0)
@@ -143,8 +144,9 @@ __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, c
 // sum = a + b (rounded to T), out = rmsnorm(sum): rmsnorm_fwd_kernel's arithmetic on the rounded sum (each thread
 // reads back only the elements it wrote; sum may alias a or b). VPT as for rmsnorm_fwd_kernel.
 template <class T, int VPT>
-__global__ void add_rmsnorm_kernel(T* sum, T* __restrict__ out, const T* a, const T* b, const T* __restrict__ w,
-                                   int64_t rows, int64_t D, float eps) {
+__global__ void __launch_bounds__(512)
+    add_rmsnorm_kernel(T* sum, T* __restrict__ out, const T* a, const T* b, const T* __restrict__ w, int64_t rows,
+                       int64_t D, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   float wv[VPT > 0 ? VPT : 1];  // the weights' loads go out with the first row's
   if constexpr (VPT > 0)
