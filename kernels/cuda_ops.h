@@ -89,10 +89,6 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
 // ---- grouped expert linear, all experts in one launch, offsets read on the device (kernels/grouped_matmul.cu)
 void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc);
 void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets);
-void grouped_swiglu_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w,
-                                   Tensor offsets, Tensor s_out, Tensor s_in, Tensor s_gate, Tensor s_up);
-void grouped_matmul_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets,
-                                   Tensor s_out, Tensor s_in, Tensor s_weight);
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
     Tensor offsets, Accum acc_in);
 

@@ -69,14 +69,6 @@ struct GemmArgs {
   int vec_c;                 // C stores two adjacent elements at once (ldc even, C aligned to two elements)
   int64_t ytiles;            // rows mode: bound on the number of m-tiles
   const void* B2;            // dec::grouped_gemv's SwiGLU pair: the up weights (B the gate's), same layout
-  // dec::grouped_gemv's dense extra expert (the shared expert), run by the grid's last row of blocks when xB is
-  // set: rows [0, x_rows) of xA (row stride lda_m) times xB (and xB2), the layout of one routed expert's weights,
-  // into xC (row stride ldc).
-  const void* xA;
-  const void* xB;
-  const void* xB2;
-  void* xC;
-  int64_t x_rows;
 };
 
 __device__ __forceinline__ void expert_rows(const GemmArgs& a, int e, int64_t& r0, int64_t& r1) {
@@ -721,25 +713,25 @@ __device__ __forceinline__ int partial_slot(int m, int rr) {
 // swiglu_forward reads them.
 template <int MT, class TC, bool PAIR = false>
 __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmArgs a, int max_rows) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   static_assert(MT >= 1 && MT <= 4, "column tiles per block");
   static_assert(!PAIR || MT == 2, "a SwiGLU pair is two column tiles");
   constexpr int kCols = PAIR ? 16 : 16 * MT;  // output columns per block
   using bf16 = __nv_bfloat16;
-  const bool extra = a.xB && blockIdx.y == gridDim.y - 1;  // this block runs the dense extra expert
-  if (extra && threadIdx.x == 0 && int64_t(blockIdx.x) * kCols < a.Nd) {  // its weights are fixed: ask for them
-    const int64_t c0 = int64_t(blockIdx.x) * kCols, c1 = min(a.Nd, c0 + kCols);
-    const uint32_t bytes = uint32_t(((c1 - c0 - 1) * a.ldb_n + a.Kd) * int64_t(sizeof(bf16)) + 15) / 16 * 16;
-    prefetch_l2(static_cast<const bf16*>(a.xB) + c0 * a.ldb_n, bytes);
-    if (PAIR) prefetch_l2(static_cast<const bf16*>(a.xB2) + c0 * a.ldb_n, bytes);
-  }
-  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(128) unsigned char dec_smem[];
   bf16* xs = reinterpret_cast<bf16*>(dec_smem);     // staged rows [max_rows][kPitch]
   float* red = reinterpret_cast<float*>(dec_smem);  // then the partial sums [kWarps][tiles][MT][32][4]
+  const bf16* A = static_cast<const bf16*>(a.A);
+  TC* C = static_cast<TC*>(a.C);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int64_t n0 = int64_t(blockIdx.x) * kCols;
-  // One expert's rows [r0, r1) of A times We (and We2) into C.
-  auto expert = [&](const bf16* A, TC* C, const bf16* We, const bf16* We2, int64_t r0, int64_t r1) {
+  const int64_t slots = a.E < a.M ? int64_t(a.E) : a.M;
+  for (int64_t slot = blockIdx.y; slot < slots; slot += gridDim.y) {
+    int e;
+    int64_t r0, r1;
+    if (!active_expert(a, slot, e, r0, r1)) return;  // uniform; later slots are empty too
+    const bf16* We = static_cast<const bf16*>(a.B) + e * a.b_estride;
+    const bf16* We2 = PAIR ? static_cast<const bf16*>(a.B2) + e * a.b_estride : We;
     for (int64_t rc = r0; rc < r1; rc += max_rows) {
       const int rows = int(r1 - rc < max_rows ? r1 - rc : max_rows);
       const int nt = (rows + 7) >> 3;  // 8-row tiles this pass (1..4)
@@ -847,21 +839,6 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
       }
       // The next pass's (or slot's) first barrier comes before its staging overwrites the partials.
     }
-  };
-  if (extra) {
-    expert(static_cast<const bf16*>(a.xA), static_cast<TC*>(a.xC), static_cast<const bf16*>(a.xB),
-           static_cast<const bf16*>(PAIR ? a.xB2 : a.xB), 0, a.x_rows);
-    return;
-  }
-  const int64_t slots = a.E < a.M ? int64_t(a.E) : a.M;
-  const unsigned routed_rows = gridDim.y - (a.xB ? 1 : 0);
-  for (int64_t slot = blockIdx.y; slot < slots; slot += routed_rows) {
-    int e;
-    int64_t r0, r1;
-    if (!active_expert(a, slot, e, r0, r1)) return;  // uniform; later slots are empty too
-    const bf16* We = static_cast<const bf16*>(a.B) + e * a.b_estride;
-    expert(static_cast<const bf16*>(a.A), static_cast<TC*>(a.C), We,
-           PAIR ? static_cast<const bf16*>(a.B2) + e * a.b_estride : We, r0, r1);
   }
 }
 }  // namespace dec
@@ -956,8 +933,7 @@ void launch_decode(const Context& ctx, const char* op, const Tensor& c_dtype, co
   const int max_rows = int(std::min<int64_t>(dec::kMaxRows, (a.M + 7) / 8 * 8));
   const int64_t slots = std::min<int64_t>(a.E, a.M);  // experts with rows, at most
   const int cols = PAIR ? 16 : 16 * MT;
-  const dim3 grid(unsigned((a.Nd + cols - 1) / cols),
-                  unsigned(std::min<int64_t>(slots, 65535 - 1) + (a.xB ? 1 : 0)), 1);  // + the extra expert's row
+  const dim3 grid(unsigned((a.Nd + cols - 1) / cols), unsigned(std::min<int64_t>(slots, 65535)), 1);
   if (grid.x == 0 || grid.y == 0) return;
   moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
     using TC = decltype(zc);
@@ -1081,64 +1057,6 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
   cuda::grouped_matmul_forward(ctx, gt, in, gate_w, offsets, Accum::overwrite);
   cuda::grouped_matmul_forward(ctx, ut, in, up_w, offsets, Accum::overwrite);
   cuda::swiglu_forward(ctx, out, gt, ut);
-}
-
-namespace {
-// The dense extra expert in the grouped GEMV's launch (GemmArgs::xA..x_rows) when that kernel serves the routed
-// product (decode sizes, bf16, aligned) and the extra's tensors suit it; false: the caller runs the two apart.
-bool set_extra(GemmArgs& a, const Tensor& out, const Tensor& s_out, const Tensor& s_in, const Tensor& s_w,
-               const Tensor& s_w2) {
-  const bool ok = g_decode_variant == 0 && a.M <= kDecodeRowsPerExpert * int64_t(a.E) && a.vec_a && a.vec_b &&
-                  a.Kd % 8 == 0 && s_in.dtype == DType::bf16 && s_w.dtype == DType::bf16 &&
-                  s_out.dtype == out.dtype && aligned16(s_in.data) && aligned16(s_w.data) &&
-                  (s_w2.empty() || aligned16(s_w2.data)) && s_out.rows() > 0;
-  if (!ok) return false;
-  a.xA = s_in.data;
-  a.xB = s_w.data;
-  a.xB2 = s_w2.empty() ? nullptr : s_w2.data;
-  a.xC = s_out.data;
-  a.x_rows = s_out.rows();
-  return true;
-}
-}  // namespace
-
-void grouped_swiglu_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w,
-                                   Tensor offsets, Tensor s_out, Tensor s_in, Tensor s_gate, Tensor s_up) {
-  const char* op = "grouped_swiglu_shared_forward";
-  moe::set_device(ctx, op);
-  if (moe::rows(in) > 0 && in.dtype == DType::bf16 && gate_w.dtype == DType::bf16 && aligned16(up_w.data)) {
-    GemmArgs a = forward_args(out, in, gate_w, offsets, Accum::overwrite);
-    a.B2 = up_w.data;
-    if (set_extra(a, out, s_out, s_in, s_gate, s_up)) {
-      launch_decode<2, true>(ctx, op, out, a);
-      return;
-    }
-  }
-  cuda::grouped_swiglu_forward(ctx, out, in, gate_w, up_w, offsets);
-  const int64_t n = s_out.rows(), F = s_out.cols();
-  if (n == 0) return;
-  cudaStream_t st = moe::stream_of(ctx);
-  const size_t bytes = size_t(n * F) * dtype_size(s_out.dtype);
-  TempBuffer g(bytes, st), u(bytes, st);
-  const Tensor gt(g.get(), s_out.dtype, {n, F}, s_out.device), ut(u.get(), s_out.dtype, {n, F}, s_out.device);
-  cuda::matmul_forward(ctx, gt, s_in, s_gate, Accum::overwrite);
-  cuda::matmul_forward(ctx, ut, s_in, s_up, Accum::overwrite);
-  cuda::swiglu_forward(ctx, s_out, gt, ut);
-}
-
-void grouped_matmul_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets,
-                                   Tensor s_out, Tensor s_in, Tensor s_weight) {
-  const char* op = "grouped_matmul_shared_forward";
-  moe::set_device(ctx, op);
-  if (moe::rows(in) > 0 && in.dtype == DType::bf16 && weight.dtype == DType::bf16) {
-    GemmArgs a = forward_args(out, in, weight, offsets, Accum::overwrite);
-    if (set_extra(a, out, s_out, s_in, s_weight, Tensor{})) {
-      launch_decode<1>(ctx, op, out, a);
-      return;
-    }
-  }
-  cuda::grouped_matmul_forward(ctx, out, in, weight, offsets, Accum::overwrite);
-  if (s_out.rows() > 0) cuda::matmul_forward(ctx, s_out, s_in, s_weight, Accum::overwrite);
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,

@@ -25,7 +25,7 @@ Decoder::Decoder(Model& model)
     if (c.q_lora_rank > 0)
       qkv[size_t(b)] = absorbed_.add("qkv_a." + s, model_.dtype(),
                                      {bw.attn.q_a_proj.dim(0) + bw.attn.kv_a_proj.dim(0), c.hidden_size});
-    const MlpWeights* m = bw.moe ? (c.n_shared_experts > 0 && !shared_rides(bw) ? &bw.moe_w.shared : nullptr) : &bw.mlp;
+    const MlpWeights* m = bw.moe ? (c.n_shared_experts > 0 ? &bw.moe_w.shared : nullptr) : &bw.mlp;
     if (m) gu[size_t(b)] = absorbed_.add("gate_up." + s, model_.dtype(), {2 * m->gate_proj.dim(0), c.hidden_size});
   }
   absorbed_.allocate();
@@ -60,14 +60,6 @@ void Decoder::join() {
   if (!side_stream_) return;
   gpu::event_record(join_event_, side_stream_);
   gpu::stream_wait(model_.context().cuda_stream, join_event_);
-}
-
-// On CUDA a MoE block's shared expert of one routed expert's shape runs in the routed experts' launches
-// (moe_experts_forward's shared): no side stream, no join before the combine.
-bool Decoder::shared_rides(const BlockWeights& bw) const {
-  return stack_ && bw.moe && model_.config().n_shared_experts > 0 &&
-         bw.moe_w.shared.gate_proj.dim(0) == bw.moe_w.gate_proj.dim(1) &&
-         bw.moe_w.shared.gate_proj.dim(1) == bw.moe_w.gate_proj.dim(2);
 }
 
 const BlockWeights& Decoder::block_weights(size_t b) const {
@@ -158,11 +150,10 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   // On CUDA all heads in one strided-batched product written straight into q_lat; the CPU keeps its per-head
   // sgemm on contiguous copies (results bit-identical to before).
   const bool batched = ctx.device.is_cuda();
-  if (batched) {  // q_pe's RoPE (columns R..), then the fold (columns ..R): in the stream, not on a side branch —
-    // the attention kernel after a join could not start early (programmatic dependent launch), which cost ~3 us
-    // a layer on the H200, more than the RoPE kernel itself (bench/README.md, eighth session)
-    rope_cols_forward(ctx, q_lat, R, q.view({n, H, dqk}), dn, rows.pos, inv_freq, f);
+  if (batched) {  // q_pe's RoPE (columns R..) beside the fold (columns ..R)
+    rope_cols_forward(fork(), q_lat, R, q.view({n, H, dqk}), dn, rows.pos, inv_freq, f);
     matmul_heads_forward(ctx, q_lat, q.view({n, H, dqk}), w_uk_t_[ai], dn, R);
+    join();
   } else {
     Tensor q_nope_h = ws.alloc("q_nope_h", dt, {n, dn}), q_abs_h = ws.alloc("q_abs_h", dt, {n, R});
     for (int64_t h = 0; h < H; ++h) {
@@ -228,13 +219,10 @@ Tensor Decoder::block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, c
   *next_h = ws.alloc("next_norm", dt, {n, D});
   if (w.moe) {  // the shared expert beside the routed ones, then x_out = x_mid + (routed + shared) in one pass
     const bool shared_expert = c.n_shared_experts > 0;
-    const MlpWeights& sw = w.moe_w.shared;
-    // (on the side stream unless it rides in the routed experts' launches: shared_rides)
-    const bool ride = shared_expert && shared_rides(w);
-    Tensor shared = shared_expert && !ride ? mlp(fork(), ws, "moe.shared", f, sw, gate_up_[ai]) : Tensor{};
+    const Tensor shared = shared_expert ? mlp(fork(), ws, "moe.shared", f, w.moe_w.shared, gate_up_[ai]) : Tensor{};
     MoeActs a;
-    moe_experts_forward(env(n), ws, "moe", a, load, f, w.moe_w, ride ? &sw : nullptr, ride ? &shared : nullptr);
-    if (shared_expert && !ride) join();
+    moe_experts_forward(env(n), ws, "moe", a, load, f, w.moe_w);
+    if (shared_expert) join();
     moe_combine_forward(ctx, x_out, x_mid, shared, a.experts.out, a.row_of, a.topk_w, *next_h, next_norm,
                         c.rms_norm_eps);
   } else {

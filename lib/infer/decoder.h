@@ -44,15 +44,14 @@ class Decoder {
   Tensor mlp(const Context& ctx, Workspace& ws, const std::string& name, Tensor x, const MlpWeights& w,
              Tensor gate_up);
   LayerEnv env(int64_t n) const;
-  // Independent branches of a step (the shared expert beside the routed ones) run on a second CUDA stream: fork()
-  // orders the side stream after the work so far and returns its context, join() orders what follows on the main
-  // stream after the side work. In a captured decode step the two become parallel graph branches, so a branch's
-  // launches leave the step's critical path (but the kernel after a join cannot start early). On the CPU fork()
-  // returns the model's context and join() does nothing.
+  // Independent branches of a step (the shared expert beside the routed ones, q_pe's RoPE beside the W_UK fold)
+  // run on a second CUDA stream: fork() orders the side stream after the work so far and returns its context,
+  // join() orders what follows on the main stream after the side work. In a captured decode step the two become
+  // parallel graph branches, so a branch's launches leave the step's critical path. On the CPU fork() returns the
+  // model's context and join() does nothing.
   const Context& fork();
   void join();
   const BlockWeights& block_weights(size_t b) const;
-  bool shared_rides(const BlockWeights& bw) const;
 
   Model& model_;
   // On CUDA, launches are what a decode step costs, so projections that read the same input run as one GEMM over

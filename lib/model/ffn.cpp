@@ -36,7 +36,7 @@ void mlp_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Mlp
 }
 
 void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load,
-                         Tensor x, const MoeWeights& w, const MlpWeights* shared, Tensor* shared_out) {
+                         Tensor x, const MoeWeights& w) {
   const Context& ctx = *env.ctx;
   const ModelConfig& c = *env.cfg;
   const int64_t N = x.rows(), D = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok,
@@ -76,13 +76,7 @@ void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& 
   MlpActs& ea = a.experts;
   ea.act = ws.alloc(p + "experts.act", dt, {N * K, F});
   ea.out = ws.alloc(p + "experts.out", dt, {N * K, D});
-  DS_CHECK(!shared || env.inference, "moe_experts_forward: the shared expert rides along in inference only");
-  Tensor s_act;
-  if (shared) {  // the shared expert in the routed experts' launches
-    s_act = ws.alloc(p + "shared.act", dt, {N, shared->gate_proj.dim(0)});
-    grouped_swiglu_shared_forward(ctx, ea.act, a.xp, w.gate_proj, w.up_proj, a.offsets, s_act, x, shared->gate_proj,
-                                  shared->up_proj);
-  } else if (env.inference) {  // the same values; no gate/up products kept
+  if (env.inference) {  // the same values; no gate/up products kept
     grouped_swiglu_forward(ctx, ea.act, a.xp, w.gate_proj, w.up_proj, a.offsets);
   } else {
     ea.g = ws.alloc(p + "experts.gate", dt, {N * K, F});
@@ -91,12 +85,7 @@ void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& 
     grouped_matmul_forward(ctx, ea.u, a.xp, w.up_proj, a.offsets);
     swiglu_forward(ctx, ea.act, ea.g, ea.u);
   }
-  if (shared) {
-    *shared_out = ws.alloc(p + "shared.out", dt, {N, D});
-    grouped_matmul_shared_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets, *shared_out, s_act, shared->down_proj);
-  } else {
-    grouped_matmul_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets);
-  }
+  grouped_matmul_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets);
 }
 
 void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,

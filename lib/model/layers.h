@@ -100,12 +100,9 @@ void mlp_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Mlp
 void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,
                  const MoeWeights& w);
 // The routed part of moe_forward alone (gate, dispatch, experts: a.experts.out in permuted rows); the decoder
-// combines it with the shared expert and the residual in one op (moe_combine_forward). With shared (inference
-// only; the shared expert of one routed expert's shape), *shared_out [N, D] = the shared expert on x, computed in
-// the routed experts' launches (grouped_swiglu_shared_forward, grouped_matmul_shared_forward).
+// combines it with the shared expert and the residual in one op (moe_combine_forward).
 void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load,
-                         Tensor x, const MoeWeights& w, const MlpWeights* shared = nullptr,
-                         Tensor* shared_out = nullptr);
+                         Tensor x, const MoeWeights& w);
 void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw, Tensor d_out, Tensor x,
                   const MoeActs& a, const MoeWeights& w);
 

@@ -193,16 +193,6 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
 // Inference fusion, the routed experts' first half: out = swiglu_forward(in · gate_w[e]^T, in · up_w[e]^T) per row,
 // rounded as the two grouped_matmul_forward calls and swiglu_forward round it. gate_w, up_w [E, F, K], out [M, F].
 void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets);
-// The routed experts and a dense expert beside them (the shared expert), for decode: grouped_swiglu_forward(out, in,
-// gate_w, up_w, offsets), and s_out [n, F] = silu(s_in · s_gate^T) * (s_in · s_up^T) with s_gate, s_up [F, K]
-// shaped as one routed expert's (rounded as matmul_forward and swiglu_forward round it). On CUDA at decode sizes one
-// launch: the dense expert's blocks run beside the routed ones, with no second stream to join.
-void grouped_swiglu_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w,
-                                   Tensor offsets, Tensor s_out, Tensor s_in, Tensor s_gate, Tensor s_up);
-// grouped_matmul_forward(out, in, weight, offsets) and s_out = s_in · s_weight^T with s_weight [N, K] shaped as one
-// routed expert's: the down products of grouped_swiglu_shared_forward's two experts, in one launch on CUDA.
-void grouped_matmul_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets,
-                                   Tensor s_out, Tensor s_in, Tensor s_weight);
 
 // ---- loss ----------------------------------------------------------------------------------------------
 // loss[n] = lse[n] - logits[n, targets[n]];  lse[n] = logsumexp(logits[n]). Rows whose target equals

@@ -255,50 +255,6 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
   DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_swiglu_forward(ctx, out, in, gate_w, up_w, offsets));
 }
 
-namespace {
-// The dense expert of the *_shared_forward ops: s_in [n, K], s_w* [N, K] (one routed expert's shape: weight[0]),
-// s_out [n, N].
-void check_shared(Check& c, Tensor weight, Tensor s_out, Tensor s_in, Tensor s_w) {
-  c.f("s_in", s_in).f("s_w", s_w).f("s_out", s_out);
-  OP_CHECK(c, s_w.ndim == 2 && s_w.dim(0) == weight.dim(1) && s_w.dim(1) == weight.dim(2),
-           "the shared expert's weight " + s_w.shape_str() + " must have one routed expert's shape [" +
-               std::to_string(weight.dim(1)) + ", " + std::to_string(weight.dim(2)) + "]");
-  OP_CHECK(c, s_in.cols() == s_w.dim(1) && s_out.rows() == s_in.rows() && s_out.cols() == s_w.dim(0),
-           "s_in " + s_in.shape_str() + " and s_out " + s_out.shape_str() + " must be [n, K] and [n, N] for " +
-               s_w.shape_str());
-}
-}  // namespace
-
-void grouped_swiglu_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w,
-                                   Tensor offsets, Tensor s_out, Tensor s_in, Tensor s_gate, Tensor s_up) {
-  Check c(ctx, "grouped_swiglu_shared_forward");
-  c.f("in", in).f("gate_w", gate_w).f("up_w", up_w).f("out", out);
-  check_grouped(c, gate_w, offsets);
-  OP_CHECK(c, same_shape(gate_w, up_w) && same_shape(s_gate, s_up),
-           "up_w " + up_w.shape_str() + " and s_up " + s_up.shape_str() + " must have the shapes of gate_w and s_gate");
-  OP_CHECK(c, in.cols() == gate_w.dim(2),
-           "gate_w " + gate_w.shape_str() + " must be [E, F, K] with K = last dim of in " + in.shape_str());
-  OP_CHECK(c, out.rows() == in.rows() && out.cols() == gate_w.dim(1),
-           "out " + out.shape_str() + " must be [M, F] for in " + in.shape_str() + " and gate_w " + gate_w.shape_str());
-  check_shared(c, gate_w, s_out, s_in, s_gate);
-  c.f("s_up", s_up);
-  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL,
-                     grouped_swiglu_shared_forward(ctx, out, in, gate_w, up_w, offsets, s_out, s_in, s_gate, s_up));
-}
-
-void grouped_matmul_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets,
-                                   Tensor s_out, Tensor s_in, Tensor s_weight) {
-  Check c(ctx, "grouped_matmul_shared_forward");
-  c.f("in", in).f("weight", weight).f("out", out);
-  check_grouped(c, weight, offsets);
-  OP_CHECK(c, in.cols() == weight.dim(2) && out.rows() == in.rows() && out.cols() == weight.dim(1),
-           "in " + in.shape_str() + ", weight " + weight.shape_str() + " and out " + out.shape_str() +
-               " must be [M, K], [E, N, K] and [M, N]");
-  check_shared(c, weight, s_out, s_in, s_weight);
-  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL,
-                     grouped_matmul_shared_forward(ctx, out, in, weight, offsets, s_out, s_in, s_weight));
-}
-
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                              Tensor offsets, Accum acc_in) {
   Check c(ctx, "grouped_matmul_backward");

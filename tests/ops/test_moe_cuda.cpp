@@ -522,48 +522,6 @@ TEST_CASE("grouped_swiglu_forward parity", "[moe][grouped_matmul][swiglu]") {
   }
 }
 
-TEST_CASE("grouped_swiglu_shared_forward and grouped_matmul_shared_forward parity", "[moe][grouped_matmul][swiglu]") {
-  // The shared expert beside the routed ones: one grouped-GEMV launch each at decode sizes in bf16 (the shared
-  // expert's blocks are the grid's last row; 1, 2 and 33 rows: one and two passes of 32), the two products apart
-  // otherwise (f32, batch 64). The routed outputs must match the plain ops' too.
-  struct Case {
-    const char* name;
-    int64_t E, N, K, D, F;
-  };
-  uint64_t seed = 7500;
-  for (const Case& g : {Case{"E32 N1 top4 D1024 F512 (batch 1)", 32, 1, 4, 1024, 512},
-                        Case{"E32 N2 top4 D136 F24", 32, 2, 4, 136, 24},
-                        Case{"E64 N33 top1 D64 F40 (two passes)", 64, 33, 1, 64, 40},
-                        Case{"E32 N64 top4 D1024 F512 (batch 64: apart)", 32, 64, 4, 1024, 512}}) {
-    const int64_t M = g.N * g.K;
-    std::vector<int64_t> off = random_offsets(g.E, M, seed += 10, false, true);
-    const Twin offsets = twin_i64({g.E + 1}, off);
-    for (DType dt : {DType::f32, DType::bf16}) {
-      const std::string tag = std::string(g.name) + " " + name(dt);
-      const double sd = 1.0 / std::sqrt(double(g.D)), sf = 1.0 / std::sqrt(double(g.F));
-      Twin xp = twin(dt, randn({M, g.D}, seed + 1)), x = twin(dt, randn({g.N, g.D}, seed + 2));
-      Twin gw = twin(dt, randn({g.E, g.F, g.D}, seed + 3, sd)), uw = twin(dt, randn({g.E, g.F, g.D}, seed + 4, sd));
-      Twin dw = twin(dt, randn({g.E, g.D, g.F}, seed + 5, sf));
-      Twin sg = twin(dt, randn({g.F, g.D}, seed + 6, sd)), su = twin(dt, randn({g.F, g.D}, seed + 7, sd));
-      Twin sdw = twin(dt, randn({g.D, g.F}, seed + 8, sf));
-      Twin act = twin_out(dt, {M, g.F}), s_act = twin_out(dt, {g.N, g.F});
-      run_both([&](const Context& c, Pick p) {
-        grouped_swiglu_shared_forward(c, p(act), p(xp), p(gw), p(uw), p(offsets), p(s_act), p(x), p(sg), p(su));
-      });
-      const char* why = dt == DType::bf16 ? "f32 accumulation; gate, up and the output each rounded to bf16"
-                                          : "two f32 accumulations over K and the SwiGLU in f32";
-      expect_close("grouped_swiglu_shared_forward routed " + tag, act, 2 * tol_for(dt, g.D), why);
-      expect_close("grouped_swiglu_shared_forward shared " + tag, s_act, 2 * tol_for(dt, g.D), why);
-      Twin out = twin_out(dt, {M, g.D}), s_out = twin_out(dt, {g.N, g.D});
-      run_both([&](const Context& c, Pick p) {
-        grouped_matmul_shared_forward(c, p(out), p(act), p(dw), p(offsets), p(s_out), p(s_act), p(sdw));
-      });
-      expect_close("grouped_matmul_shared_forward routed " + tag, out, tol_for(dt, g.F), "f32 accumulation over K, rounded once");
-      expect_close("grouped_matmul_shared_forward shared " + tag, s_out, tol_for(dt, g.F), "f32 accumulation over K, rounded once");
-    }
-  }
-}
-
 namespace ds::cuda {
 int grouped_matmul_bench_decode_variant(int variant);  // kernels/grouped_matmul.cu: 0 default, 2 / 3 GEMV forced
 }

@@ -86,20 +86,4 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
   cpu::swiglu_forward(ctx, out, g.t, u.t);
 }
 
-void grouped_swiglu_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w,
-                                   Tensor offsets, Tensor s_out, Tensor s_in, Tensor s_gate, Tensor s_up) {
-  cpu::grouped_swiglu_forward(ctx, out, in, gate_w, up_w, offsets);
-  const int64_t n = s_out.rows(), F = s_out.cols();
-  Scratch g(s_out.dtype, {n, F}), u(s_out.dtype, {n, F});
-  cpu::matmul_forward(ctx, g.t, s_in, s_gate, Accum::overwrite);
-  cpu::matmul_forward(ctx, u.t, s_in, s_up, Accum::overwrite);
-  cpu::swiglu_forward(ctx, s_out, g.t, u.t);
-}
-
-void grouped_matmul_shared_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets,
-                                   Tensor s_out, Tensor s_in, Tensor s_weight) {
-  cpu::grouped_matmul_forward(ctx, out, in, weight, offsets, Accum::overwrite);
-  cpu::matmul_forward(ctx, s_out, s_in, s_weight, Accum::overwrite);
-}
-
 }  // namespace ds::cpu

@@ -50,12 +50,6 @@ inline Owned ints(const std::vector<int64_t>& shape, const std::vector<int32_t>&
   return o;
 }
 
-inline Owned i64s(const std::vector<int64_t>& v) {
-  Owned t = zeros(DType::i64, {int64_t(v.size())});
-  std::copy(v.begin(), v.end(), t.p<int64_t>());
-  return t;
-}
-
 inline std::vector<double> uniform(int64_t n, uint64_t seed, double lo = -1, double hi = 1) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> d(lo, hi);

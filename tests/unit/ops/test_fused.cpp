@@ -140,35 +140,6 @@ TEST_CASE("grouped_swiglu_forward = two grouped_matmul_forward then swiglu_forwa
   }
 }
 
-TEST_CASE("grouped_*_shared_forward = the routed op and the shared expert's products", "[ops][fused]") {
-  const Context ctx = cpu_ctx();
-  const int64_t E = 3, M = 4, n = 2, K = 6, F = 5;
-  Owned off = i64s({0, 1, 1, 4});
-  Owned in = rand(DType::f64, {M, K}, 31), x = rand(DType::f64, {n, K}, 32);
-  Owned gw = rand(DType::f64, {E, F, K}, 33), uw = rand(DType::f64, {E, F, K}, 34), dw = rand(DType::f64, {E, K, F}, 35);
-  Owned sg = rand(DType::f64, {F, K}, 36), su = rand(DType::f64, {F, K}, 37), sd = rand(DType::f64, {K, F}, 38);
-  Owned act = zeros(DType::f64, {M, F}), s_act = zeros(DType::f64, {n, F});
-  grouped_swiglu_shared_forward(ctx, act, in, gw, uw, off, s_act, x, sg, su);
-  Owned ref = zeros(DType::f64, {M, F}), g = zeros(DType::f64, {n, F}), u = zeros(DType::f64, {n, F});
-  Owned s_ref = zeros(DType::f64, {n, F});
-  grouped_swiglu_forward(ctx, ref, in, gw, uw, off);
-  matmul_forward(ctx, g, x, sg);
-  matmul_forward(ctx, u, x, su);
-  swiglu_forward(ctx, s_ref, g, u);
-  CHECK(bitwise_equal(act, ref));
-  CHECK(bitwise_equal(s_act, s_ref));
-  Owned out = zeros(DType::f64, {M, K}), s_out = zeros(DType::f64, {n, K});
-  grouped_matmul_shared_forward(ctx, out, act, dw, off, s_out, s_act, sd);
-  Owned out_ref = zeros(DType::f64, {M, K}), s_out_ref = zeros(DType::f64, {n, K});
-  grouped_matmul_forward(ctx, out_ref, act, dw, off);
-  matmul_forward(ctx, s_out_ref, s_act, sd);
-  CHECK(bitwise_equal(out, out_ref));
-  CHECK(bitwise_equal(s_out, s_out_ref));
-  Owned wide = rand(DType::f64, {F + 1, K}, 39);  // not one routed expert's shape
-  CHECK_THROWS_AS(grouped_swiglu_shared_forward(ctx, act, in, gw, uw, off, s_act, x, wide, wide), Error);
-  CHECK_THROWS_AS(grouped_matmul_shared_forward(ctx, out, act, dw, off, s_out, s_act, sg), Error);  // [F, K], not [K, F]
-}
-
 TEST_CASE("moe_dispatch_forward = router matmul, gate, route and permute", "[ops][fused]") {
   const Context ctx = cpu_ctx();
   const int64_t N = 3, D = 8, E = 8;

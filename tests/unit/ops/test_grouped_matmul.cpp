@@ -6,6 +6,12 @@ using namespace ds::test;
 
 namespace {
 
+Owned i64s(const std::vector<int64_t>& v) {
+  Owned t = zeros(DType::i64, {int64_t(v.size())});
+  std::copy(v.begin(), v.end(), t.p<int64_t>());
+  return t;
+}
+
 // Offsets [E + 1] for row counts per expert (some experts empty).
 Owned offsets_for(const std::vector<int64_t>& rows_per_expert) {
   std::vector<int64_t> o{0};
