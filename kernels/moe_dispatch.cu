@@ -212,9 +212,15 @@ struct DispatchArgs {
 };
 
 __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchArgs a) {
+  const GateArgs& g = a.gate;
+  // The router weights (and the gate's bias) are parameters, last read a whole decode step ago and evicted since:
+  // ask for them in L2 while the previous kernel runs (a prefetch never changes what is read).
+  if (threadIdx.x == 0) prefetch_l2(a.router, uint32_t(g.E * a.D * int64_t(sizeof(__nv_bfloat16))));
+  const int bias_bytes = g.E * (g.bias.bf ? 2 : 4);
+  if (threadIdx.x == 32 && g.bias.p && (reinterpret_cast<uintptr_t>(g.bias.p) & 15) == 0 && bias_bytes % 16 == 0)
+    prefetch_l2(g.bias.p, uint32_t(bias_bytes));
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char dsm[];
-  const GateArgs& g = a.gate;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
   const int64_t D8 = a.D / 8;
   for (int64_t o = warp; o < g.N * g.E; o += nwarps) {
@@ -222,6 +228,7 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
     const uint4* xr = reinterpret_cast<const uint4*>(a.x + n * a.D);
     const uint4* wr = reinterpret_cast<const uint4*>(a.router + e * a.D);
     float acc = 0.0f;
+#pragma unroll 4  // the loads of several k8 steps in flight at once (the sum's order is the loop's)
     for (int64_t k8 = lane; k8 < D8; k8 += 32) acc = dot_bf16x8(wr[k8], xr[k8], acc);
     acc = warp_sum(acc);
     if (lane == 0) stf(g.logits, o, acc);
