@@ -13,6 +13,24 @@ namespace ds::cuda {
 
 namespace {
 
+// The VPT row kernels' steps: v[j] = p[c_j] (0 past D) for this thread's columns c_j = threadIdx.x + j blockDim.x,
+// all loads in flight together; and y[c_j] = w[j] (x[j] rs), RMSNorm's output step.
+template <int VPT, class T> __device__ __forceinline__ void load_cols(float (&v)[VPT], const T* p, int64_t D) {
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+    v[j] = c < D ? ldf(p[c]) : 0.0f;
+  }
+}
+template <int VPT, class T>
+__device__ __forceinline__ void store_normed(T* y, const float (&w)[VPT], const float (&x)[VPT], float rs, int64_t D) {
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
+    if (c < D) y[c] = cvt<T>(w[j] * (x[j] * rs));
+  }
+}
+
 // Row kernels (RMSNorm and its fusions) at decode sizes are chains of dependent L2 round trips: a strided loop
 // whose stores may alias its loads issues one iteration's loads after the previous stores. With VPT > 0 (D <=
 // VPT * blockDim) a thread first loads all of its VPT elements and their weights, then computes; the arithmetic
@@ -23,34 +41,21 @@ __global__ void __launch_bounds__(512)
                        const T* __restrict__ w, int64_t rows, int64_t D, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   float wv[VPT > 0 ? VPT : 1];  // the weights' loads go out with the first row's
-  if constexpr (VPT > 0)
-#pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
-      wv[j] = c < D ? ldf(w[c]) : 0.0f;
-    }
+  if constexpr (VPT > 0) load_cols(wv, w, D);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* x = in + r * D;
     T* y = out + r * D;
     float ss = 0.0f;
     if constexpr (VPT > 0) {
       float xv[VPT];
-#pragma unroll
-      for (int j = 0; j < VPT; ++j) {
-        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
-        xv[j] = c < D ? ldf(x[c]) : 0.0f;
-      }
+      load_cols(xv, x, D);
 #pragma unroll
       for (int j = 0; j < VPT; ++j)
         if (threadIdx.x + int64_t(j) * blockDim.x < D) ss += xv[j] * xv[j];
       ss = block_sum(ss);
       const float rs = 1.0f / sqrtf(ss / float(D) + eps);
       if (rstd && threadIdx.x == 0) rstd[r] = rs;
-#pragma unroll
-      for (int j = 0; j < VPT; ++j) {
-        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
-        if (c < D) y[c] = cvt<T>(wv[j] * (xv[j] * rs));
-      }
+      store_normed(y, wv, xv, rs, D);
     } else {
       for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
         const float v = ldf(x[c]);
@@ -149,24 +154,15 @@ __global__ void __launch_bounds__(512)
                        int64_t D, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   float wv[VPT > 0 ? VPT : 1];  // the weights' loads go out with the first row's
-  if constexpr (VPT > 0)
-#pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
-      wv[j] = c < D ? ldf(w[c]) : 0.0f;
-    }
+  if constexpr (VPT > 0) load_cols(wv, w, D);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     T* x = sum + r * D;
     T* y = out + r * D;
     float ss = 0.0f;
     if constexpr (VPT > 0) {
       float av[VPT], bv[VPT];
-#pragma unroll
-      for (int j = 0; j < VPT; ++j) {
-        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
-        av[j] = c < D ? ldf(a[r * D + c]) : 0.0f;
-        bv[j] = c < D ? ldf(b[r * D + c]) : 0.0f;
-      }
+      load_cols(av, a + r * D, D);
+      load_cols(bv, b + r * D, D);
 #pragma unroll
       for (int j = 0; j < VPT; ++j) {
         const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
@@ -178,12 +174,7 @@ __global__ void __launch_bounds__(512)
         }
       }
       ss = block_sum(ss);
-      const float rs = 1.0f / sqrtf(ss / float(D) + eps);
-#pragma unroll
-      for (int j = 0; j < VPT; ++j) {
-        const int64_t c = threadIdx.x + int64_t(j) * blockDim.x;
-        if (c < D) y[c] = cvt<T>(wv[j] * (av[j] * rs));
-      }
+      store_normed(y, wv, av, 1.0f / sqrtf(ss / float(D) + eps), D);
     } else {
       for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
         const T v = cvt<T>(ldf(a[r * D + c]) + ldf(b[r * D + c]));
