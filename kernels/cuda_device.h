@@ -29,6 +29,7 @@ void graph_destroy(void* exec);
 void* event_create();  // timing off: a pure ordering event
 void event_destroy(void* event);
 void event_record(void* event, void* stream);
+void event_sync(void* event);  // the host waits for the event's work
 void stream_wait(void* stream, void* event);
 
 }  // namespace ds::cuda

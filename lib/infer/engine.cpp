@@ -11,48 +11,57 @@
 
 namespace ds {
 
-// A captured decode step of one shape: its inputs and outputs in fixed device blocks and its own workspace, whose
-// addresses the graph holds. Inputs and outputs are one packed block each, moved by a single copy through
-// page-locked host memory (a batch-1 step is under 1 ms; six pageable copies in and two synchronous reads out cost
-// tens of microseconds of it).
+// The packed inputs of a decode step of n rows and a block table `width` pages wide, in 4-byte words: the
+// sampling parameters f64 [n, 4] first (keeps them 8-byte aligned), the positions, slot rows and kv lengths [n] each,
+// the block table [n, width]; then the token ids [n], which go to the engine's token feed rather than to the graph's
+// block (device_words() ends before them).
+struct StepLayout {
+  int64_t n = 0, width = 0;
+  int64_t pos() const { return 8 * n; }
+  int64_t slots() const { return 9 * n; }
+  int64_t lens() const { return 10 * n; }
+  int64_t table() const { return 11 * n; }
+  int64_t ids() const { return 11 * n + n * width; }
+  int64_t device_words() const { return ids(); }
+  int64_t host_words() const { return ids() + n; }
+};
+
+// A captured decode step of one shape: its inputs in a fixed device block and its own workspace, whose addresses the
+// graph holds. Its token ids are read from, and its sampled tokens and log-probs written to, the engine's feed and
+// output block, shared by all shapes: a step launched before the host has read the previous one's tokens takes them
+// straight from the feed. Inputs move by a single copy from page-locked host memory (a batch-1 step is under 1 ms;
+// pageable copies cost tens of microseconds of it), from one of two host slots so that a step can be prepared while
+// the copy of the one before it is still queued.
 struct Engine::Graph {
   Graph(Device d, int64_t n, int64_t width);
   ~Graph() {
     gpu::graph_destroy(exec);
-    gpu::host_free_pinned(host);
+    for (void* h : host) gpu::host_free_pinned(h);
   }
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
-  Workspace in;        // the packed inputs (rows + sampling parameters) and outputs, allocated once
-  Workspace ws;        // the pass's activations and logits
+  StepLayout layout;
+  Workspace in;  // the packed inputs, allocated once
+  Workspace ws;  // the pass's activations and logits
   DecodeRows rows;
-  Tensor params, tok, lp;
-  void* in_dev = nullptr;   // inputs: params f64 [n, 4], then ids, pos, slot rows, kv_len [n] and the block table
-  void* out_dev = nullptr;  // outputs: log-probs f64 [n], then tokens i32 [n]
-  size_t in_bytes = 0, out_bytes = 0;
-  void* host = nullptr;     // pinned: in_bytes of inputs, then out_bytes of outputs
+  Tensor params;
+  void* in_dev = nullptr;
+  void* host[2] = {nullptr, nullptr};  // pinned, layout.host_words() each
   void* exec = nullptr;
   bool failed = false;
 };
 
 Engine::Graph::Graph(Device d, int64_t n, int64_t width) : in(d), ws(d) {
-  const int64_t words = 8 * n + 4 * n + n * width;  // 4-byte words; the f64 block first keeps it 8-byte aligned
-  Tensor blob = in.alloc("graph.inputs", DType::i32, {words});
-  Tensor outs = in.alloc("graph.outputs", DType::i32, {3 * n});
+  layout = StepLayout{n, width};
+  Tensor blob = in.alloc("graph.inputs", DType::i32, {layout.device_words()});
   in_dev = blob.data;
-  out_dev = outs.data;
-  in_bytes = blob.nbytes();
-  out_bytes = outs.nbytes();
   auto* w = static_cast<int32_t*>(blob.data);
   params = Tensor(w, DType::f64, {n, 4}, d);
-  rows.ids = Tensor(w + 8 * n, DType::i32, {n}, d);
-  rows.pos = Tensor(w + 9 * n, DType::i32, {n}, d);
-  rows.slot_rows = Tensor(w + 10 * n, DType::i32, {n}, d);
-  rows.kv_len = Tensor(w + 11 * n, DType::i32, {n}, d);
-  rows.block_table = Tensor(w + 12 * n, DType::i32, {n, width}, d);
-  lp = Tensor(outs.data, DType::f64, {n}, d);
-  tok = Tensor(static_cast<int32_t*>(outs.data) + 2 * n, DType::i32, {n}, d);
-  host = gpu::host_alloc_pinned(in_bytes + out_bytes);
+  rows.pos = Tensor(w + layout.pos(), DType::i32, {n}, d);
+  rows.slot_rows = Tensor(w + layout.slots(), DType::i32, {n}, d);
+  rows.kv_len = Tensor(w + layout.lens(), DType::i32, {n}, d);
+  rows.block_table = Tensor(w + layout.table(), DType::i32, {n, width}, d);
+  for (void*& h : host) h = gpu::host_alloc_pinned(size_t(layout.host_words()) * 4);
 }
 
 struct Engine::Seq {
@@ -73,7 +82,8 @@ struct Engine::Seq {
 };
 
 Engine::Engine(Model& model, const Tokenizer* tok, const EngineOptions& opt)
-    : model_(model), tok_(tok), opt_(opt), decoder_(model), ws_(model.context().device) {
+    : model_(model), tok_(tok), opt_(opt), decoder_(model), ws_(model.context().device),
+      io_(model.context().device) {
   const ModelConfig& c = model_.config();
   if (opt_.max_context <= 0) opt_.max_context = c.max_position_embeddings;
   if (opt_.max_batch <= 0) throw_usage("engine: max batch must be >= 1");
@@ -92,6 +102,15 @@ Engine::Engine(Model& model, const Tokenizer* tok, const EngineOptions& opt)
     saved_stream_ = ctx.cuda_stream;
     stream_ = ctx.cuda_stream ? ctx.cuda_stream : gpu::process_stream(ctx.device, gpu::kDecodeStream);
     model_.set_cuda_stream(stream_);
+    const Device dev = ctx.device;
+    Tensor out = io_.alloc("decode.outputs", DType::i32, {3 * opt_.max_batch});
+    out_lp_ = Tensor(out.data, DType::f64, {opt_.max_batch}, dev);
+    feed_ = Tensor(static_cast<int32_t*>(out.data) + 2 * opt_.max_batch, DType::i32, {opt_.max_batch}, dev);
+    out_bytes_ = out.nbytes();
+    for (int i = 0; i < 2; ++i) {
+      out_host_[i] = gpu::host_alloc_pinned(out_bytes_);
+      out_ready_[i] = gpu::event_create();
+    }
   }
 }
 
@@ -102,6 +121,10 @@ Engine::~Engine() {
   } catch (...) {
   }
   graphs_.clear();
+  for (int i = 0; i < 2; ++i) {
+    gpu::host_free_pinned(out_host_[i]);
+    gpu::event_destroy(out_ready_[i]);
+  }
   model_.set_cuda_stream(saved_stream_);
 }
 
@@ -377,17 +400,36 @@ void Engine::admit(size_t k, std::vector<GenSample>& done) {
   stats_.prefill_seconds += now_seconds() - t0;
 }
 
-void Engine::decode_plain() {
+void Engine::decode_plain(std::vector<GenSample>& done) {
+  if (inflight_ && !can_run_ahead()) settle(done);
+  if (running_.empty()) return;
   std::vector<const SeqCache*> caches;
   std::vector<int32_t> ids, pos;
   for (auto& s : running_) {
     const int64_t p = s->cache.len;
     if (!cache_->reserve(s->cache, p, p + 1)) throw_runtime("kv cache full: raise the cache capacity");
     caches.push_back(&s->cache);
-    ids.push_back(s->pending);
+    ids.push_back(s->pending);  // (rows of a step in flight: stale, their tokens are in the feed)
     pos.push_back(int32_t(p));
   }
-  if (stream_ && decode_graph(caches, ids, pos)) return;
+  if (stream_) {
+    size_t width = 1;
+    for (const SeqCache* c : caches) width = std::max(width, c->pages.size());
+    Graph* g = graph_for(int64_t(ids.size()), int64_t(width));
+    if (g && g->exec) {
+      launch(*g, caches, ids, pos);
+      return;
+    }
+    if (inflight_) {  // a shape without a graph yet: its step runs eagerly first, from the tokens on the host
+      settle(done);
+      decode_plain(done);
+      return;
+    }
+    if (g) {
+      capture(*g, caches, ids, pos);
+      return;
+    }
+  }
   DecodeRows rows = upload_rows(caches, ids, pos);
   Tensor logits, hidden;
   decoder_.forward(ws_, *cache_, rows, &logits, &hidden);
@@ -421,87 +463,144 @@ void Engine::decode_plain() {
   }
 }
 
+bool Engine::can_run_ahead() const {
+  if (!inflight_ || inflight_->rows.size() != running_.size()) return false;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    const Seq& s = *running_[i];
+    if (inflight_->rows[i] != &s) return false;
+    // the token in flight ends the sample by length: the next step has one row fewer
+    const int64_t produced = int64_t(s.out.tokens.size()) + 1;
+    if (produced >= s.sp.max_new_tokens || s.prompt_len + produced >= opt_.max_context) return false;
+  }
+  return true;
+}
+
+Engine::Graph* Engine::graph_for(int64_t n, int64_t width) {
+  const auto key = std::make_pair(n, width);
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) {
+    if (int64_t(graphs_.size()) >= opt_.cuda_graph_max) return nullptr;
+    it = graphs_.emplace(key, std::make_unique<Graph>(model_.context().device, n, width)).first;
+    it->second->rows.ids = feed_.slice0(0, n);
+  }
+  return it->second->failed ? nullptr : it->second.get();
+}
+
+int32_t* Engine::fill_inputs(Graph& g, int slot, const std::vector<const SeqCache*>& caches,
+                             const std::vector<int32_t>& ids, const std::vector<int32_t>& pos) {
+  // the same rows as upload_rows and the same per-sequence uniforms as the eager CUDA step
+  const StepLayout& L = g.layout;
+  auto* w = static_cast<int32_t*>(g.host[slot]);
+  std::fill(w + L.table(), w + L.ids(), 0);
+  for (int64_t i = 0; i < L.n; ++i) {
+    const SeqCache& c = *caches[size_t(i)];
+    w[L.pos() + i] = pos[size_t(i)];
+    w[L.slots() + i] = cache_->slot_row(c, pos[size_t(i)]);
+    w[L.lens() + i] = pos[size_t(i)] + 1;
+    std::copy(c.pages.begin(), c.pages.end(), w + L.table() + i * L.width);
+    w[L.ids() + i] = ids[size_t(i)];
+    sampling_params(*running_[size_t(i)], reinterpret_cast<double*>(w) + 4 * i);
+  }
+  gpu::copy_to_device_async(g.in_dev, w, size_t(L.device_words()) * 4, stream_);
+  return w;
+}
+
+void Engine::launch(Graph& g, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                    const std::vector<int32_t>& pos) {
+  const int slot = int(launches_++ & 1);
+  const int32_t* w = fill_inputs(g, slot, caches, ids, pos);
+  // Running ahead, the rows are the step in flight's, in its order: their ids are its tokens, already in the feed.
+  if (!inflight_) gpu::copy_to_device_async(feed_.data, w + g.layout.ids(), size_t(g.layout.n) * 4, stream_);
+  gpu::graph_launch(g.exec, stream_);
+  ++stats_.graph_replays;
+  gpu::copy_to_host_async(out_host_[slot], out_lp_.data, out_bytes_, stream_);
+  gpu::event_record(out_ready_[slot], stream_);
+  Launched next;
+  next.slot = slot;
+  for (auto& s : running_) {
+    s->cache.len += 1;  // its latent is being written
+    next.rows.push_back(s.get());
+  }
+  if (inflight_) harvest(*inflight_);  // the previous step's tokens, read while this one runs
+  inflight_ = std::move(next);
+}
+
+void Engine::harvest(const Launched& l) {
+  gpu::event_sync(out_ready_[l.slot]);
+  const auto* lps = static_cast<const double*>(out_host_[l.slot]);
+  const auto* toks = reinterpret_cast<const int32_t*>(lps + opt_.max_batch);
+  for (size_t i = 0; i < l.rows.size(); ++i) {
+    Seq* s = l.rows[i];
+    if (!s || s->done) continue;  // finished at the step before (a stop seen only then): its token is dropped
+    s->pending = toks[i];
+    emit(*s, s->pending, lps[i]);
+  }
+}
+
+void Engine::settle(std::vector<GenSample>& done) {
+  const Launched l = std::move(*inflight_);
+  inflight_.reset();
+  harvest(l);
+  retire(done);
+}
+
+void Engine::retire(std::vector<GenSample>& done) {
+  for (auto& s : running_) {
+    if (!s->done) continue;
+    finish(*s, done);
+    if (inflight_) std::replace(inflight_->rows.begin(), inflight_->rows.end(), s.get(), static_cast<Seq*>(nullptr));
+  }
+  running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
+                 running_.end());
+}
+
 void Engine::graph_pass(Graph& g) {
   Tensor logits, hidden;
   decoder_.forward(g.ws, *cache_, g.rows, &logits, &hidden);
-  sample_tokens(model_.context(), g.tok, g.lp, logits, g.params);
+  const int64_t n = g.layout.n;
+  sample_tokens(model_.context(), feed_.slice0(0, n), out_lp_.slice0(0, n), logits, g.params);
 }
 
-bool Engine::decode_graph(const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
-                          const std::vector<int32_t>& pos) {
-  const Device dev = model_.context().device;
-  const int64_t n = int64_t(ids.size());
-  size_t width = 1;
-  for (const SeqCache* c : caches) width = std::max(width, c->pages.size());
-  const auto key = std::make_pair(n, int64_t(width));
-  auto it = graphs_.find(key);
-  if (it == graphs_.end()) {
-    if (int64_t(graphs_.size()) >= opt_.cuda_graph_max) return false;
-    it = graphs_.emplace(key, std::make_unique<Graph>(dev, n, int64_t(width))).first;
-  }
-  Graph& g = *it->second;
-  if (g.failed) return false;  // before any draw: the eager step draws the same uniforms
-
-  // the same host-side rows as upload_rows and the same per-sequence uniforms as the eager CUDA step, in the layout
-  // of Graph's input block
-  auto* w = static_cast<int32_t*>(g.host);
-  auto* prm = reinterpret_cast<double*>(w);
-  int32_t *h_ids = w + 8 * n, *h_pos = w + 9 * n, *h_slots = w + 10 * n, *h_lens = w + 11 * n, *h_table = w + 12 * n;
-  std::fill(h_table, h_table + n * int64_t(width), 0);
-  for (int64_t i = 0; i < n; ++i) {
-    h_ids[i] = ids[size_t(i)];
-    h_pos[i] = pos[size_t(i)];
-    h_slots[i] = cache_->slot_row(*caches[size_t(i)], pos[size_t(i)]);
-    h_lens[i] = pos[size_t(i)] + 1;
-    std::copy(caches[size_t(i)]->pages.begin(), caches[size_t(i)]->pages.end(), h_table + i * int64_t(width));
-    sampling_params(*running_[size_t(i)], prm + 4 * i);
-  }
-  gpu::copy_to_device_async(g.in_dev, g.host, g.in_bytes, stream_);
-
-  void* out_host = static_cast<char*>(g.host) + g.in_bytes;
-  if (g.exec) {
-    gpu::graph_launch(g.exec, stream_);
-    ++stats_.graph_replays;
-    gpu::copy_to_host_async(out_host, g.out_dev, g.out_bytes, stream_);
-    gpu::stream_sync(stream_);
-  } else {
-    // First step of this shape: eagerly on the graph's workspace (this allocates what the pass needs — workspace
-    // chunks, the cuBLASLt workspace and plans, the MLA split scratch — outside the capture), then capture the same
-    // pass: its allocations repeat at the same addresses, with the workspace zeroed by the graph's first node.
-    g.ws.reset();
+void Engine::capture(Graph& g, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                     const std::vector<int32_t>& pos) {
+  // First step of this shape: eagerly on the graph's workspace (this allocates what the pass needs — workspace
+  // chunks, the cuBLASLt workspace and plans, the MLA split scratch — outside the capture), then capture the same
+  // pass: its allocations repeat at the same addresses, with the workspace zeroed by the graph's first node.
+  const int slot = int(launches_++ & 1);
+  const int32_t* w = fill_inputs(g, slot, caches, ids, pos);
+  gpu::copy_to_device_async(feed_.data, w + g.layout.ids(), size_t(g.layout.n) * 4, stream_);
+  g.ws.reset();
+  graph_pass(g);
+  gpu::copy_to_host_async(out_host_[slot], out_lp_.data, out_bytes_, stream_);
+  gpu::stream_sync(stream_);  // this step's results; the capture below only records work
+  g.ws.reset();
+  g.ws.zero_all();
+  bool ok = true;
+  std::string why = "instantiation failed";
+  gpu::capture_begin(stream_);
+  try {
+    for (const auto& [base, bytes] : g.ws.blocks()) gpu::memset0_async(base, bytes, stream_);
     graph_pass(g);
-    gpu::copy_to_host_async(out_host, g.out_dev, g.out_bytes, stream_);
-    gpu::stream_sync(stream_);  // this step's results; the capture below only records work
-    g.ws.reset();
-    g.ws.zero_all();
-    bool ok = true;
-    std::string why = "instantiation failed";
-    gpu::capture_begin(stream_);
-    try {
-      for (const auto& [base, bytes] : g.ws.blocks()) gpu::memset0_async(base, bytes, stream_);
-      graph_pass(g);
-    } catch (const std::exception& ex) {
-      ok = false;  // e.g. a host sync or an allocation inside the pass: this shape stays eager
-      why = ex.what();
-    }
-    g.exec = gpu::capture_end(stream_, ok);
-    if (g.exec) ++stats_.graph_captures;
-    else {
-      if (stats_.graph_failures++ == 0)
-        log_warn("CUDA graph capture of the decode step (batch " + std::to_string(n) + ", " + std::to_string(width) +
-                 " pages) failed, decoding such steps eagerly: " + why);
-      g.failed = true;
-    }
+  } catch (const std::exception& ex) {
+    ok = false;  // e.g. a host sync or an allocation inside the pass: this shape stays eager
+    why = ex.what();
   }
-  const auto* lps = static_cast<const double*>(out_host);
-  const auto* toks = reinterpret_cast<const int32_t*>(lps + n);
-  for (int64_t i = 0; i < n; ++i) {
-    Seq& s = *running_[size_t(i)];
-    s.cache.len += 1;
-    s.pending = int32_t(toks[size_t(i)]);
-    emit(s, s.pending, lps[size_t(i)]);
+  g.exec = gpu::capture_end(stream_, ok);
+  if (g.exec) ++stats_.graph_captures;
+  else {
+    if (stats_.graph_failures++ == 0)
+      log_warn("CUDA graph capture of the decode step (batch " + std::to_string(g.layout.n) + ", " +
+               std::to_string(g.layout.width) + " pages) failed, decoding such steps eagerly: " + why);
+    g.failed = true;
   }
-  return true;
+  Launched l;
+  l.slot = slot;
+  for (auto& s : running_) {
+    s->cache.len += 1;
+    l.rows.push_back(s.get());
+  }
+  gpu::event_record(out_ready_[slot], stream_);  // (the copy above has landed: recorded only for harvest's wait)
+  harvest(l);
 }
 
 void Engine::decode_speculative() {
@@ -573,6 +672,9 @@ void Engine::decode_speculative() {
 
 std::vector<GenSample> Engine::step() {
   std::vector<GenSample> done;
+  // A step in flight is read first when nothing it covers still runs, or before an admission: the pages of the
+  // samples it finishes then count as free, and the new rows start a step of their own.
+  if (inflight_ && (running_.empty() || (!waiting_.empty() && prefill_group() > 0))) settle(done);
   for (size_t k; !waiting_.empty() && (k = prefill_group()) > 0;) admit(k, done);
   if (running_.empty()) {
     if (!waiting_.empty()) throw_runtime("engine: a request does not fit the kv cache");
@@ -581,13 +683,10 @@ std::vector<GenSample> Engine::step() {
   const double t0 = now_seconds();
   ws_.reset();
   if (spec_) decode_speculative();
-  else decode_plain();
+  else decode_plain(done);
   ++stats_.decode_steps;
   stats_.decode_seconds += now_seconds() - t0;
-  for (auto& s : running_)
-    if (s->done) finish(*s, done);
-  running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
-                 running_.end());
+  retire(done);
   return done;
 }
 

@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,13 +94,32 @@ class Engine {
   size_t prefill_group() const;
   // Prefills the first k waiting requests in one forward and starts their samples.
   void admit(size_t k, std::vector<GenSample>& done);
-  void decode_plain();
+  // One plain step for the running sequences. With CUDA graphs it runs ahead: the step is launched before the
+  // previous one's tokens are read (they are fed to it on the device), and those tokens are read while it runs.
+  void decode_plain(std::vector<GenSample>& done);
   struct Graph;
-  // The plain step through a CUDA graph of its shape (captured on first use); false when it ran nothing (no graph
-  // for this shape: the caller decodes eagerly).
-  bool decode_graph(const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
-                    const std::vector<int32_t>& pos);
+  struct Launched {         // a graph step on the stream whose tokens the host has not read yet
+    std::vector<Seq*> rows;  // each row's sequence; nullptr once it has finished and gone
+    int slot = 0;            // the host output slot its results land in
+  };
+  // The graph of a step's shape (created on first use, uncaptured); nullptr past cuda_graph_max or when its
+  // capture failed (such steps run eagerly).
+  Graph* graph_for(int64_t n, int64_t width);
+  // Writes the step's inputs into the graph's host slot and queues their copy to the graph; returns the slot's
+  // words (the ids at layout.ids()).
+  int32_t* fill_inputs(Graph& g, int slot, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                       const std::vector<int32_t>& pos);
+  void launch(Graph& g, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+              const std::vector<int32_t>& pos);  // replays g; then reads the step launched before, if any
+  void capture(Graph& g, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+               const std::vector<int32_t>& pos);  // first step of a shape: eager, then captured; read at once
   void graph_pass(Graph& g);
+  // Whether the next step can run ahead of the one in flight: the same rows in the same order, none of them
+  // finished or ending by length with the token in flight.
+  bool can_run_ahead() const;
+  void harvest(const Launched& l);               // waits for l's results and emits them
+  void settle(std::vector<GenSample>& done);     // harvests the step in flight, then retires
+  void retire(std::vector<GenSample>& done);     // finishes and removes the sequences that are done
   void decode_speculative();
   struct MtpRow {
     Seq* seq;
@@ -134,6 +154,13 @@ class Engine {
   void* stream_ = nullptr;        // CUDA graphs on: the stream the model runs on while this engine lives
   void* saved_stream_ = nullptr;  // the model's stream before
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Graph>> graphs_;
+  std::optional<Launched> inflight_;
+  Workspace io_;              // CUDA graphs: the steps' outputs, log-probs f64 [max_batch] then tokens i32 [max_batch]
+  Tensor out_lp_, feed_;      // the two parts of io_; feed_ is also every graph's input ids (the tokens fed back)
+  size_t out_bytes_ = 0;
+  void* out_host_[2] = {nullptr, nullptr};   // pinned copies of io_, by launch parity
+  void* out_ready_[2] = {nullptr, nullptr};  // recorded after each copy
+  int64_t launches_ = 0;
 };
 
 }  // namespace ds

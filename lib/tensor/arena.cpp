@@ -94,6 +94,7 @@ void graph_destroy(void* exec) { cuda::graph_destroy(exec); }
 void* event_create() { return cuda::event_create(); }
 void event_destroy(void* event) { cuda::event_destroy(event); }
 void event_record(void* event, void* stream) { cuda::event_record(event, stream); }
+void event_sync(void* event) { cuda::event_sync(event); }
 void stream_wait(void* stream, void* event) { cuda::stream_wait(stream, event); }
 #else
 void* stream_create(Device) { no_cuda(); }
@@ -111,6 +112,7 @@ void graph_destroy(void*) {}
 void* event_create() { no_cuda(); }
 void event_destroy(void*) {}
 void event_record(void*, void*) { no_cuda(); }
+void event_sync(void*) { no_cuda(); }
 void stream_wait(void*, void*) { no_cuda(); }
 #endif
 }  // namespace gpu

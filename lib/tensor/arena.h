@@ -83,6 +83,7 @@ void graph_destroy(void* exec);
 void* event_create();
 void event_destroy(void* event);
 void event_record(void* event, void* stream);
+void event_sync(void* event);  // the host waits until the work before the event's record has run
 void stream_wait(void* stream, void* event);  // later work on stream waits for the event's work
 }  // namespace gpu
 

@@ -335,6 +335,8 @@ TEST_CASE("engine on CUDA, f32: greedy decoding (plain and MTP speculative) give
 }
 
 TEST_CASE("engine on CUDA: CUDA-graph decode gives the eager steps' tokens and log-probs", "[model][cuda][graph]") {
+  // The graph steps run ahead (each launched before the host reads the previous one's tokens): samples that end by
+  // length, by EOS (seen one step late) and admissions into a full batch must all come out as the eager steps'.
   for (const DType dt : {DType::f32, DType::bf16}) {
     ModelConfig cfg = tiny_cfg();
     cfg.initializer_range = 0.2;
@@ -342,12 +344,12 @@ TEST_CASE("engine on CUDA: CUDA-graph decode gives the eager steps' tokens and l
     Model m(cfg, gpu, dt);
     m.init_random(91);
     for (const bool greedy : {true, false}) {
-      auto run = [&](bool graph, EngineStats* st) {
+      auto run = [&](Model& model, bool graph, bool eos, EngineStats* st) {
         EngineOptions eo;
         eo.page_size = 8;  // block tables widen during the run: several (batch, width) shapes
         eo.max_batch = 6;
         eo.cuda_graph = graph;
-        Engine e(m, nullptr, eo);
+        Engine e(model, nullptr, eo);
         for (int r = 0; r < 4; ++r) {
           GenRequest q;
           q.id = uint64_t(r);
@@ -359,7 +361,7 @@ TEST_CASE("engine on CUDA: CUDA-graph decode gives the eager steps' tokens and l
           q.sp.top_k = greedy ? 0 : 20;
           q.sp.seed = 1234 + uint64_t(r);
           q.sp.max_new_tokens = 12 + 6 * r;  // samples finish at different steps: the batch shrinks
-          q.stop_at_eos = false;
+          q.stop_at_eos = eos;
           e.submit(q);
         }
         auto out = e.run_to_completion();
@@ -369,29 +371,43 @@ TEST_CASE("engine on CUDA: CUDA-graph decode gives the eager steps' tokens and l
         *st = e.stats();
         return out;
       };
-      EngineStats se, sg;
-      const auto oe = run(false, &se), og = run(true, &sg);
+      auto compare = [&](const std::string& what, Model& model, bool eos) {
+        INFO(what);
+        EngineStats se, sg;
+        const auto oe = run(model, false, eos, &se), og = run(model, true, eos, &sg);
+        REQUIRE(oe.size() == 8);
+        REQUIRE(og.size() == 8);
+        CHECK(se.graph_captures == 0);
+        CHECK(se.graph_replays == 0);
+        CHECK(sg.graph_captures > 1);
+        CHECK(sg.graph_failures == 0);
+        CHECK(sg.graph_replays > 0);
+        double worst = 0;
+        for (size_t r = 0; r < oe.size(); ++r) {
+          CHECK(og[r].tokens == oe[r].tokens);
+          CHECK(og[r].finish_reason == oe[r].finish_reason);
+          REQUIRE(og[r].logprobs.size() == oe[r].logprobs.size());
+          for (size_t i = 0; i < oe[r].logprobs.size(); ++i)
+            worst = std::max(worst, std::abs(og[r].logprobs[i] - oe[r].logprobs[i]));
+        }
+        std::printf("engine CUDA graph %s: %lld shapes captured, %lld of %lld steps replayed, max |logprob diff| "
+                    "vs eager %.3e\n",
+                    what.c_str(), (long long)sg.graph_captures, (long long)sg.graph_replays,
+                    (long long)sg.decode_steps, worst);
+        CHECK(worst < 1e-6);  // the same kernels on the same inputs: expected 0 (printed above)
+        return oe;
+      };
       const std::string what = std::string(dt == DType::bf16 ? "bf16" : "f32") + (greedy ? " greedy" : " sampled");
-      INFO(what);
-      REQUIRE(oe.size() == 8);
-      REQUIRE(og.size() == 8);
-      CHECK(se.graph_captures == 0);
-      CHECK(se.graph_replays == 0);
-      CHECK(sg.graph_captures > 1);
-      CHECK(sg.graph_failures == 0);
-      CHECK(sg.graph_replays > 0);
-      double worst = 0;
-      for (size_t r = 0; r < oe.size(); ++r) {
-        CHECK(og[r].tokens == oe[r].tokens);
-        REQUIRE(og[r].logprobs.size() == oe[r].logprobs.size());
-        for (size_t i = 0; i < oe[r].logprobs.size(); ++i)
-          worst = std::max(worst, std::abs(og[r].logprobs[i] - oe[r].logprobs[i]));
-      }
-      std::printf("engine CUDA graph %s: %lld shapes captured, %lld of %lld steps replayed, max |logprob diff| "
-                  "vs eager %.3e\n",
-                  what.c_str(), (long long)sg.graph_captures, (long long)sg.graph_replays, (long long)sg.decode_steps,
-                  worst);
-      CHECK(worst < 1e-6);  // the same kernels on the same inputs: expected 0 (printed above)
+      const auto plain = compare(what, m, false);
+      // EOS stops: the token in the middle of the first sample becomes the EOS id (the weights do not depend on it)
+      ModelConfig ce = cfg;
+      ce.eos_token_id = plain[0].tokens[plain[0].tokens.size() / 2];
+      Model me(ce, gpu, dt);
+      me.init_random(91);
+      const auto stopped = compare(what + ", EOS stops", me, true);
+      int64_t early = 0;
+      for (const GenSample& g : stopped) early += g.finish_reason == "stop";
+      CHECK(early > 0);
     }
   }
 }
