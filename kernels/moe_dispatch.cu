@@ -209,6 +209,10 @@ struct DispatchArgs {
   int64_t* counts;
   uint4* xp;
   int W;  // route chunks of 32 entries
+  // When they fit, shared memory from byte copy_at also holds the logits f32 [N, E], the bias f32 [E], the chosen
+  // experts [N, K] and their rows [N, K]: each step then reads the one before it there, not through L2.
+  int copies;
+  int64_t copy_at;
 };
 
 __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchArgs a) {
@@ -222,6 +226,13 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char dsm[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  const int64_t NK = g.N * g.K;
+  float* s_logits = a.copies ? reinterpret_cast<float*>(dsm + a.copy_at) : nullptr;
+  float* s_bias = a.copies && g.bias.p ? s_logits + g.N * g.E : nullptr;
+  int* s_idx = a.copies ? reinterpret_cast<int*>(s_logits + g.N * g.E + g.E) : nullptr;
+  int* s_rows = a.copies ? s_idx + NK : nullptr;
+  // the bias load goes out with the router's (E <= blockDim), its shared copy is written after them
+  const float bias = s_bias && threadIdx.x < g.E ? ldf(g.bias, threadIdx.x) : 0.0f;
   const int64_t D8 = a.D / 8;
   for (int64_t o = warp; o < g.N * g.E; o += nwarps) {
     const int64_t n = o / g.E, e = o - n * g.E;
@@ -231,19 +242,28 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
 #pragma unroll 4  // the loads of several k8 steps in flight at once (the sum's order is the loop's)
     for (int64_t k8 = lane; k8 < D8; k8 += 32) acc = dot_bf16x8(wr[k8], xr[k8], acc);
     acc = warp_sum(acc);
-    if (lane == 0) stf(g.logits, o, acc);
+    if (lane == 0) {
+      stf(g.logits, o, acc);
+      if (s_logits) s_logits[o] = roundf_to(g.logits, acc);
+    }
   }
+  if (s_bias && threadIdx.x < g.E) s_bias[threadIdx.x] = bias;
   __syncthreads();
-  if (warp < g.N) gate_row(g, warp, dsm + size_t(warp) * gate_smem_per_warp(g.E, g.G, g.K));
+  if (warp < g.N)
+    gate_row(g, warp, dsm + size_t(warp) * gate_smem_per_warp(g.E, g.G, g.K), GateRowShared{s_logits, s_bias, s_idx});
   __syncthreads();
-  const int64_t NK = g.N * g.K;
-  route_small(reinterpret_cast<int*>(dsm), a.row_of, a.offsets, a.counts, g.topk_idx, NK, g.E, a.W);
+  int32_t* rows = s_rows ? s_rows : a.row_of;
+  route_small(reinterpret_cast<int*>(dsm), rows, a.offsets, a.counts, s_idx ? s_idx : g.topk_idx, NK, g.E, a.W);
   __syncthreads();
+  if (s_rows)
+    for (int64_t i = threadIdx.x; i < NK; i += blockDim.x) a.row_of[i] = s_rows[i];
   const int64_t words = a.D / 8;
   const uint4* x16 = reinterpret_cast<const uint4*>(a.x);
   for (int64_t i = threadIdx.x; i < NK * words; i += blockDim.x) {
-    const int64_t nk = i / words, w = i - nk * words, r = a.row_of[nk];
-    if (r >= 0 && r < NK) a.xp[r * words + w] = x16[(nk / g.K) * words + w];
+    const int64_t nk = i / words, w = i - nk * words;
+    const uint4 v = x16[(nk / g.K) * words + w];  // loaded before the row is known
+    const int64_t r = rows[nk];
+    if (r >= 0 && r < NK) a.xp[r * words + w] = v;
   }
 }
 
@@ -502,7 +522,10 @@ void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor o
   a.counts = counts.empty() ? nullptr : static_cast<int64_t*>(counts.data);
   a.xp = static_cast<uint4*>(xp.data);
   a.W = int(W);
-  launch(dispatch_small_kernel, 1, kSmallThreads, smem, moe::stream_of(ctx), a);
+  a.copy_at = int64_t((smem + 15) / 16 * 16);
+  const size_t copies = size_t(N * E + E + 2 * NK) * 4;
+  a.copies = a.copy_at + copies <= kSmallSmem;
+  launch(dispatch_small_kernel, 1, kSmallThreads, a.copies ? a.copy_at + copies : smem, moe::stream_of(ctx), a);
   moe::launched(op);
 }
 

@@ -80,8 +80,17 @@ inline GateArgs gate_args(const Tensor& topk_idx, const Tensor& topk_w, const Te
   return a;
 }
 
+// Shared-memory copies the fused decode dispatch (moe_dispatch.cu) keeps to spare the gate global round trips: the
+// logits [N, E] and the bias [E] as stored (rounded to their dtypes) to read instead of global memory, and idx
+// [N, K] to receive the chosen experts besides topk_idx. nullptr: global memory only.
+struct GateRowShared {
+  const float* logits = nullptr;
+  const float* bias = nullptr;
+  int* idx = nullptr;
+};
+
 // Row n by the calling warp (all 32 lanes); base: the warp's gate_smem_per_warp(E, G, K) bytes of shared memory.
-__device__ __forceinline__ void gate_row(const GateArgs& a, int64_t n, unsigned char* base) {
+__device__ __forceinline__ void gate_row(const GateArgs& a, int64_t n, unsigned char* base, GateRowShared sh = {}) {
   using moe::ldf;
   using moe::stf;
   const int lane = threadIdx.x % 32;
@@ -93,21 +102,22 @@ __device__ __forceinline__ void gate_row(const GateArgs& a, int64_t n, unsigned 
   int* keep = reinterpret_cast<int*>(gs + G);
   int* chosen = keep + G;
   const int64_t row = n * E;
+  auto logit = [&](int e) { return sh.logits ? sh.logits[row + e] : ldf(a.logits, row + e); };
   // 1. scores (in double, stored in the scores dtype; selection uses the stored value, as the CPU does)
   if (a.sigmoid) {
     for (int e = lane; e < E; e += 32) {
-      const double x = double(ldf(a.logits, row + e));
+      const double x = double(logit(e));
       const float s = float(1.0 / (1.0 + exp(-x)));
       stf(a.scores, row + e, s);
       sc[e] = moe::roundf_to(a.scores, s);
     }
   } else {
     double m = -INFINITY;
-    for (int e = lane; e < E; e += 32) m = fmax(m, double(ldf(a.logits, row + e)));
+    for (int e = lane; e < E; e += 32) m = fmax(m, double(logit(e)));
     m = warp_max(m);
     double z = 0.0;
     for (int e = lane; e < E; e += 32) {
-      ex[e] = exp(double(ldf(a.logits, row + e)) - m);
+      ex[e] = exp(double(logit(e)) - m);
       z += ex[e];
     }
     z = warp_sum(z);
@@ -118,7 +128,7 @@ __device__ __forceinline__ void gate_row(const GateArgs& a, int64_t n, unsigned 
     }
   }
   // 2. selection scores
-  for (int e = lane; e < E; e += 32) sel[e] = sc[e] + (a.bias.p ? ldf(a.bias, e) : 0.0f);
+  for (int e = lane; e < E; e += 32) sel[e] = sc[e] + (sh.bias ? sh.bias[e] : a.bias.p ? ldf(a.bias, e) : 0.0f);
   __syncwarp();
   // 3. group limiting
   if (a.method != 0 && G > 1) {
@@ -176,6 +186,7 @@ __device__ __forceinline__ void gate_row(const GateArgs& a, int64_t n, unsigned 
     const double denom = a.norm ? sum + 1e-20 : 1.0;
     for (int k = 0; k < K; ++k) {
       a.topk_idx[n * K + k] = chosen[k];
+      if (sh.idx) sh.idx[n * K + k] = chosen[k];
       stf(a.topk_w, n * K + k, float(double(sc[chosen[k]]) / denom * a.scaling));
     }
   }

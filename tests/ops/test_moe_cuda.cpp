@@ -425,8 +425,12 @@ TEST_CASE("moe_dispatch_forward: the fused kernel gives the bits of the four CUD
                     true,  true,  false, 2.5};
   const GateCase sm{"softmax greedy E8 k2", 0, 8, 1, 1, 2, ScoreFunc::softmax, TopkMethod::greedy,
                     false, false, false, 1.0};
+  // E512 k8: at 1 row the kernel keeps its shared copies of the logits, bias, experts and rows; at 4 they do not fit
+  // beside the gate's scratch and it reads them back from global memory (16 and 40 rows: the unfused ops)
+  const GateCase wide{"sigmoid noaux_tc E512 g8/4 k8", 0, 512, 8, 4, 8, ScoreFunc::sigmoid, TopkMethod::noaux_tc,
+                      true,  true,  false, 2.5};
   uint64_t seed = 8000;
-  for (const GateCase& g0 : {v3, sm}) {
+  for (const GateCase& g0 : {v3, sm, wide}) {
     for (int64_t N : {1, 3, 4, 16, 40}) {
       GateCase g = g0;
       g.N = N;
