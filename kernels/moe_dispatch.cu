@@ -171,7 +171,8 @@ __device__ __forceinline__ void route_small(int* sm, int32_t* row_of, int64_t* o
       if (e < E) {
         base[e] = run + incl - v;
         offsets[e] = run + incl - v;
-        if (counts) counts[e] += v;
+        // a fire-and-forget add (RED): a load-add-store held warp 0, and the block behind it, for an L2 round trip
+        if (counts && v) atomicAdd(reinterpret_cast<unsigned long long*>(counts + e), static_cast<unsigned long long>(v));
       }
       run += __shfl_sync(kFull, incl, 31);
     }
@@ -233,6 +234,15 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
   int* s_rows = a.copies ? s_idx + NK : nullptr;
   // the bias load goes out with the router's (E <= blockDim), its shared copy is written after them
   const float bias = s_bias && threadIdx.x < g.E ? ldf(g.bias, threadIdx.x) : 0.0f;
+  // when the permute is one 16-byte word a thread, that word is loaded now too and stored once its row is known
+  const int64_t words = a.D / 8;
+  const uint4* x16 = reinterpret_cast<const uint4*>(a.x);
+  const bool one_word = NK * words <= blockDim.x;
+  uint4 xw{};
+  if (one_word && threadIdx.x < NK * words) {
+    const int64_t nk = threadIdx.x / words, w = threadIdx.x - nk * words;
+    xw = x16[(nk / g.K) * words + w];
+  }
   const int64_t D8 = a.D / 8;
   for (int64_t o = warp; o < g.N * g.E; o += nwarps) {
     const int64_t n = o / g.E, e = o - n * g.E;
@@ -257,11 +267,9 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
   __syncthreads();
   if (s_rows)
     for (int64_t i = threadIdx.x; i < NK; i += blockDim.x) a.row_of[i] = s_rows[i];
-  const int64_t words = a.D / 8;
-  const uint4* x16 = reinterpret_cast<const uint4*>(a.x);
   for (int64_t i = threadIdx.x; i < NK * words; i += blockDim.x) {
     const int64_t nk = i / words, w = i - nk * words;
-    const uint4 v = x16[(nk / g.K) * words + w];  // loaded before the row is known
+    const uint4 v = one_word ? xw : x16[(nk / g.K) * words + w];  // loaded before the row is known
     const int64_t r = rows[nk];
     if (r >= 0 && r < NK) a.xp[r * words + w] = v;
   }

@@ -179,16 +179,15 @@ __device__ __forceinline__ void gate_row(const GateArgs& a, int64_t n, unsigned 
     if (lane == 0) chosen[k] = bi;
   }
   __syncwarp();
-  // 5. weights from the unbiased scores, in double and in k order (as the CPU)
-  if (lane == 0) {
-    double sum = 0.0;
-    for (int k = 0; k < K; ++k) sum += double(sc[chosen[k]]);
-    const double denom = a.norm ? sum + 1e-20 : 1.0;
-    for (int k = 0; k < K; ++k) {
-      a.topk_idx[n * K + k] = chosen[k];
-      if (sh.idx) sh.idx[n * K + k] = chosen[k];
-      stf(a.topk_w, n * K + k, float(double(sc[chosen[k]]) / denom * a.scaling));
-    }
+  // 5. weights from the unbiased scores, in double and in k order (as the CPU): every lane sums them, lane k
+  // divides its own (K double divisions in parallel, not in series on lane 0)
+  double sum = 0.0;
+  for (int k = 0; k < K; ++k) sum += double(sc[chosen[k]]);
+  const double denom = a.norm ? sum + 1e-20 : 1.0;
+  for (int k = lane; k < K; k += 32) {
+    a.topk_idx[n * K + k] = chosen[k];
+    if (sh.idx) sh.idx[n * K + k] = chosen[k];
+    stf(a.topk_w, n * K + k, float(double(sc[chosen[k]]) / denom * a.scaling));
   }
   __syncwarp();
 }
