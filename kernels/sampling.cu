@@ -31,6 +31,26 @@ __device__ __forceinline__ uint32_t order_key(float x) {  // monotone in x (for 
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// x / t, without the double division when t is 1 (x / 1 is x exactly): the common temperature of RL rollouts.
+__device__ __forceinline__ double over_t(double x, double t) { return t == 1.0 ? x : x / t; }
+
+// f over sh[0..nw) left to right (1 <= nw <= 32). Eight loads go out at a time: in a plain loop over nw each
+// combine waited for its own shared-memory load, ~30 cycles a warp in series.
+template <class V, class F> __device__ __forceinline__ V fold_warps(const V* sh, int nw, F f) {
+  V r = sh[0];
+#pragma unroll
+  for (int w0 = 0; w0 < 32; w0 += 8) {
+    if (w0 >= nw) break;
+    V x[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] = w0 + j < nw ? sh[w0 + j] : V{};
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      if (w0 + j > 0 && w0 + j < nw) r = f(r, x[j]);
+  }
+  return r;
+}
+
 // Reduction over the block with f (associative, applied in a fixed order); every thread gets the result.
 template <class V, class F> __device__ V block_reduce(V v, F f, V* sh) {
 #pragma unroll
@@ -39,9 +59,7 @@ template <class V, class F> __device__ V block_reduce(V v, F f, V* sh) {
   __syncthreads();
   if (lane == 0) sh[warp] = v;
   __syncthreads();
-  V r = sh[0];
-  for (int w = 1; w < nw; ++w) r = f(r, sh[w]);
-  return r;
+  return fold_warps(sh, nw, f);
 }
 
 struct Sum {
@@ -68,8 +86,7 @@ __device__ double block_excl_scan(double v, double* sh) {
   __syncthreads();
   if (lane == 31) sh[warp] = x;
   __syncthreads();
-  double off = 0.0;
-  for (int w = 0; w < warp; ++w) off += sh[w];
+  const double off = warp > 0 ? fold_warps(sh, warp, Sum{}) : 0.0;  // 0.0 + a == a: the same sum as from 0.0
   return off + ex;
 }
 
@@ -110,11 +127,11 @@ __device__ void sample_row(int32_t* __restrict__ tokens, double* __restrict__ lo
   const double t = greedy ? 1.0 : temperature;
 
   // softmax(l / t): max and normaliser (also the log-prob's)
-  double mx = -INFINITY;
-  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmax(mx, ldd(l[i]) / t);
-  mx = block_reduce<double>(mx, Max{}, shd);
+  double mx = -INFINITY;  // max of l / t = (max of l) / t: the division is monotone for t > 0
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmax(mx, ldd(l[i]));
+  mx = over_t(block_reduce<double>(mx, Max{}, shd), t);
   double z = 0.0;
-  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) z += exp(ldd(l[i]) / t - mx);
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) z += exp(over_t(ldd(l[i]), t) - mx);
   z = block_reduce<double>(z, Sum{}, shd);
 
   int64_t token;
@@ -129,7 +146,7 @@ __device__ void sample_row(int32_t* __restrict__ tokens, double* __restrict__ lo
     if (token >= V) token = 0;  // all NaN: the CPU's loop keeps id 0
   } else {
     auto key = [&](int64_t i) { return order_key(ldf(l[i])); };
-    auto prob = [&](int64_t i) { return exp(ldd(l[i]) / t - mx) / z; };
+    auto prob = [&](int64_t i) { return exp(over_t(ldd(l[i]), t) - mx) / z; };
     const bool use_k = top_k > 0 && top_k < V;
     // top-k: the largest key tk with count(key >= tk) >= k, then the first ties at tk (id order) up to k in all
     uint32_t tk = 0;
@@ -210,7 +227,7 @@ __device__ void sample_row(int32_t* __restrict__ tokens, double* __restrict__ lo
   }
   if (threadIdx.x == 0) {
     tokens[row] = int32_t(token);
-    logprobs[row] = ldd(l[token]) / t - mx - log(z);
+    logprobs[row] = over_t(ldd(l[token]), t) - mx - log(z);
   }
 }
 
@@ -229,6 +246,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
 // mx) — finds the chunk where the cumulative mass passes u and walks only that chunk, element by element, as the
 // one-block kernel walks all of V (the next chunk if rounding leaves u past it). Rows with top-k or top-p run the
 // one-block algorithm in their first block. Tickets reset themselves (the last block zeroes its row's).
+constexpr int64_t kSplitRows = 4096, kSplitMax = 32;  // rows a call, chunks a row
 struct SplitPart {
   double m, z;  // chunk max of l / T, and sum of exp(l / T - m)
   float best;   // greedy: the chunk's largest logit and its lowest id
@@ -255,11 +273,11 @@ __global__ void __launch_bounds__(kThreads)
   const double t = greedy ? 1.0 : temperature, u = params[row * 4 + 3];
   const T* l = logits + row * V;
   const int64_t chunk = (V + S - 1) / S, b = s * chunk, e = b + chunk < V ? b + chunk : V;
-  double m = -INFINITY;
-  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) m = fmax(m, ldd(l[i]) / t);
-  m = block_reduce<double>(m, Max{}, shd);
+  double m = -INFINITY;  // max of l / t = (max of l) / t: the division is monotone for t > 0
+  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) m = fmax(m, ldd(l[i]));
+  m = over_t(block_reduce<double>(m, Max{}, shd), t);
   double z = 0.0;
-  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) z += exp(ldd(l[i]) / t - m);
+  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) z += exp(over_t(ldd(l[i]), t) - m);
   z = block_reduce<double>(z, Sum{}, shd);
   float best = -INFINITY;
   long long best_id = V;
@@ -278,18 +296,24 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (!last) return;
   __threadfence();
-  // The last block: every thread combines the S partials in chunk order (the same numbers in every thread).
-  const SplitPart* P = part + row * S;
+  // The last block: the S partials into shared memory, one thread each (a loop of L2 reads in every thread cost an
+  // L2 round trip per chunk), then every thread combines them in chunk order (the same numbers in every thread).
+  __shared__ SplitPart P[kSplitMax];
+  if (threadIdx.x < S) {
+    const SplitPart* g = part + row * S + threadIdx.x;
+    P[threadIdx.x] = SplitPart{__ldcg(&g->m), __ldcg(&g->z), __ldcg(&g->best), __ldcg(&g->best_id)};
+  }
+  __syncthreads();
   double mx = -INFINITY;
-  for (int c = 0; c < S; ++c) mx = fmax(mx, __ldcg(&P[c].m));
+  for (int c = 0; c < S; ++c) mx = fmax(mx, P[c].m);
   double zt = 0.0;
-  for (int c = 0; c < S; ++c) zt += __ldcg(&P[c].z) * exp(__ldcg(&P[c].m) - mx);
+  for (int c = 0; c < S; ++c) zt += P[c].z * exp(P[c].m - mx);
   int64_t token = V;
   if (greedy) {
     float bb = -INFINITY;
     for (int c = 0; c < S; ++c) {
-      const float bc = __ldcg(&P[c].best);
-      const long long ic = __ldcg(&P[c].best_id);
+      const float bc = P[c].best;
+      const long long ic = P[c].best_id;
       if (ic < V && (token >= V || bc > bb)) {  // chunks in id order: ties keep the earlier (lower) id
         bb = bc;
         token = ic;
@@ -297,10 +321,10 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (token >= V) token = 0;  // all NaN: the CPU's loop keeps id 0
   } else {
-    auto prob = [&](int64_t i) { return exp(ldd(l[i]) / t - mx) / zt; };
+    auto prob = [&](int64_t i) { return exp(over_t(ldd(l[i]), t) - mx) / zt; };
     double base = 0.0;
     for (int c = 0; c < S && token >= V; ++c) {
-      const double mass = __ldcg(&P[c].z) * exp(__ldcg(&P[c].m) - mx) / zt;
+      const double mass = P[c].z * exp(P[c].m - mx) / zt;
       if (base + mass > u || c == S - 1) {  // u falls in chunk c (by the chunk sums): walk its elements
         const int64_t cb = c * chunk, ce = cb + chunk < V ? cb + chunk : V;
         const int64_t found = first_crossing(prob, cb, ce, base, u, false, shd, shi);
@@ -317,14 +341,13 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (threadIdx.x == 0) {
     tokens[row] = int32_t(token);
-    logprobs[row] = ldd(l[token]) / t - mx - log(zt);
+    logprobs[row] = over_t(ldd(l[token]), t) - mx - log(zt);
     tickets[row] = 0;  // ready for the next call (later calls on this stream start after this kernel ends)
   }
 }
 
 // The split kernel's partials and tickets: one fixed buffer per (device, stream), allocated on first use with the
 // tickets zeroed, never reallocated (captured graphs hold its address) and never freed.
-constexpr int64_t kSplitRows = 4096, kSplitMax = 32;
 struct SplitScratch {
   SplitPart* part = nullptr;
   unsigned* tickets = nullptr;
