@@ -558,3 +558,33 @@ TEST_CASE("grouped_matmul parity at training shapes", "[moe][grouped_matmul][big
   grouped_case({"E32 M8192 K512 N1024 skewed, empty experts", 32, 8192, 512, 1024, true, 0, true, true}, 5510);
   grouped_case({"E32 M8192 K1024 N512 skewed, empty experts", 32, 8192, 1024, 512, true, 0, true, true}, 5520);
 }
+
+// ---- timings (hidden; run with "[bench]") ------------------------------------------------------------------
+
+TEST_CASE("moe dispatch timings: batch-1 decode, bench model shape", "[.bench][bench]") {
+  // Microseconds a launch in a chain of 200 (each waits for the one before, as in the decode graph): the fused
+  // dispatch against the four ops it replaces, and a one-element fill as the floor of any launch in such a chain.
+  const Context c = cuda_ctx();
+  const GateCase g{"bench", 1, 32, 4, 2, 4, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, true, false, 2.5};
+  const GateOptions opt = options(g);
+  const int64_t N = 1, D = 1024, E = g.E, K = g.K;
+  DevTensor x = dev(DType::bf16, randn({N, D}, 1)), router = dev(DType::bf16, randn({E, D}, 2, 0.1));
+  DevTensor bias = dev(DType::f32, randu({E}, 3, -0.1, 0.1));
+  DevTensor xp(DType::bf16, {N * K, D}), row_of(DType::i32, {N, K}), offsets(DType::i64, {E + 1}),
+      counts(DType::i64, {E}), idx(DType::i32, {N, K}), w(DType::f32, {N, K}), scores(DType::f32, {N, E}),
+      logits(DType::bf16, {N, E}), one(DType::f32, {1});
+  cudaMemset(counts.t.data, 0, counts.t.nbytes());
+  const double floor_us = chain_us([&] { fill(c, one, 1.0); });
+  const double fused = chain_us([&] {
+    moe_dispatch_forward(c, xp, row_of, offsets, counts, idx, w, scores, logits, x, router, bias, opt);
+  });
+  const double gemv = chain_us([&] { matmul_forward(c, logits, x, router); });
+  const double gate = chain_us([&] { moe_gate_forward(c, idx, w, scores, logits, bias, opt); });
+  const double route = chain_us([&] { moe_route(c, row_of, offsets, counts, idx, E); });
+  const double perm = chain_us([&] { moe_permute_forward(c, xp, x, row_of); });
+  std::printf("bench moe dispatch N=%lld D=%lld E=%lld K=%lld (us a launch, chain of 200): fill floor %.2f | fused "
+              "%.2f | router gemv %.2f + gate %.2f + route %.2f + permute %.2f = %.2f\n",
+              (long long)N, (long long)D, (long long)E, (long long)K, floor_us, fused, gemv, gate, route, perm,
+              gemv + gate + route + perm);
+  std::fflush(stdout);
+}

@@ -219,3 +219,29 @@ TEST_CASE("matmul_heads_forward: one strided-batched product vs the CPU and the 
   INFO("CPU matmul_heads_forward vs the per-head loop, max |diff| " << d);
   CHECK(d <= 1e-5);
 }
+
+// ---- timings (hidden; run with "[bench]") ------------------------------------------------------------------
+
+TEST_CASE("decode tail timings: lm head GEMV and sampling, batch 1, bench model shape", "[.bench][bench]") {
+  // The last two kernels of a batch-1 decode step on the bench config (hidden 1024, vocab 32000): us a launch in a
+  // chain of 200, against a one-element fill (the floor of any launch in such a chain) and the lm head's weight
+  // bytes at the GPU's HBM bandwidth.
+  const Context c = cuda_ctx();
+  const int64_t D = 1024, V = 32000;
+  DevTensor h = dev(DType::bf16, randn({1, D}, 1)), head = dev(DType::bf16, randn({V, D}, 2, 0.05));
+  DevTensor logits(DType::f32, {1, V}), one(DType::f32, {1}), tok(DType::i32, {1}), lp(DType::f64, {1});
+  matmul_forward(c, logits, h, head);
+  DevTensor plain = dev(DType::f64, Values{{1, 4}, {1.0, 1.0, 0.0, 0.37}});
+  DevTensor greedy = dev(DType::f64, Values{{1, 4}, {0.0, 1.0, 0.0, 0.37}});
+  DevTensor topp = dev(DType::f64, Values{{1, 4}, {0.7, 0.95, 0.0, 0.37}});
+  const double floor_us = chain_us([&] { fill(c, one, 1.0); });
+  const double gemv = chain_us([&] { matmul_forward(c, logits, h, head); });
+  const double s_plain = chain_us([&] { sample_tokens(c, tok, lp, logits, plain); });
+  const double s_greedy = chain_us([&] { sample_tokens(c, tok, lp, logits, greedy); });
+  const double s_topp = chain_us([&] { sample_tokens(c, tok, lp, logits, topp); });
+  std::printf("bench decode tail V=%lld D=%lld (us a launch, chain of 200): fill floor %.2f | lm head GEMV %.2f "
+              "(%.0f GB/s of weights) | sample T=1 %.2f, greedy %.2f, T=0.7 top-p 0.95 %.2f\n",
+              (long long)V, (long long)D, floor_us, gemv, double(V * D * 2) / (gemv * 1e3), s_plain, s_greedy,
+              s_topp);
+  std::fflush(stdout);
+}
