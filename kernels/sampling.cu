@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_ops.h"
@@ -113,10 +114,17 @@ __device__ int64_t first_crossing(W w, int64_t lo, int64_t hi, double base, doub
   return block_reduce<long long>(found, Min{}, shi);
 }
 
-// Row `row` by the whole block (any multiple of 32 threads): the full algorithm above.
+// A top-p search round decides on a float sum when it is this far from top_p: the sum of float(p_i) is within
+// 2^-24 of the exact double sum (relative, the masses adding to at most 1) plus the double sums' own rounding
+// (~V ulps), both far below it; closer sums are recomputed exactly.
+constexpr double kApproxMargin = 1e-6;
+
+// Row `row` by the whole block (any multiple of 32 threads): the full algorithm above. pf: V floats of scratch for
+// this row (or nullptr): the top-p search keeps float copies of the probabilities there instead of recomputing
+// each one's double exp in each of its 32 rounds.
 template <class T>
 __device__ void sample_row(int32_t* __restrict__ tokens, double* __restrict__ logprobs, const T* __restrict__ logits,
-                           const double* __restrict__ params, int64_t V, int64_t row) {
+                           const double* __restrict__ params, int64_t V, int64_t row, float* __restrict__ pf) {
   __shared__ double shd[32];
   __shared__ long long shi[32];
   __shared__ unsigned long long shu[32];
@@ -185,13 +193,29 @@ __device__ void sample_row(int32_t* __restrict__ tokens, double* __restrict__ lo
       if (total < top_p) {
         use_p = false;  // the whole top-k set (the CPU loop runs out of elements)
       } else {
+        if (pf) {  // one double exp an element here, not one a round
+          for (int64_t i = threadIdx.x; i < V; i += blockDim.x) pf[i] = in_k(i) ? float(prob(i)) : 0.0f;
+          __syncthreads();  // the block's global writes are visible to the block
+        }
         for (int bit = 31; bit >= 0; --bit) {
           const uint32_t cand = tp | (1u << bit);
-          double m = 0.0;
-          for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
-            if (key(i) >= cand && in_k(i)) m += prob(i);
-          m = block_reduce<double>(m, Sum{}, shd);
-          if (m >= top_p && m > 0.0) tp = cand;
+          double ma = 0.0;
+          if (pf) {
+            for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+              if (key(i) >= cand) ma += double(pf[i]);
+            ma = block_reduce<double>(ma, Sum{}, shd);
+          }
+          bool take;
+          if (pf && fabs(ma - top_p) > kApproxMargin) {  // (false for a NaN sum)
+            take = ma > top_p;
+          } else {  // the exact sum decides
+            double m = 0.0;
+            for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+              if (key(i) >= cand && in_k(i)) m += prob(i);
+            m = block_reduce<double>(m, Sum{}, shd);
+            take = m >= top_p && m > 0.0;
+          }
+          if (take) tp = cand;
         }
         double gt = 0.0;
         for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
@@ -234,9 +258,10 @@ __device__ void sample_row(int32_t* __restrict__ tokens, double* __restrict__ lo
 template <class T>
 __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ tokens, double* __restrict__ logprobs,
                                                           const T* __restrict__ logits,
-                                                          const double* __restrict__ params, int64_t V) {
+                                                          const double* __restrict__ params, int64_t V,
+                                                          float* __restrict__ pf) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  sample_row(tokens, logprobs, logits, params, V, blockIdx.x);
+  sample_row(tokens, logprobs, logits, params, V, blockIdx.x, pf ? pf + blockIdx.x * V : nullptr);
 }
 
 // Few rows, large V: one block per row leaves the GPU idle and spends ~60 us on a 32k vocabulary (three passes of
@@ -256,7 +281,8 @@ struct SplitPart {
 template <class T>
 __global__ void __launch_bounds__(kThreads)
     sample_split_kernel(int32_t* __restrict__ tokens, double* __restrict__ logprobs, const T* __restrict__ logits,
-                        const double* __restrict__ params, int64_t V, SplitPart* part, unsigned* tickets) {
+                        const double* __restrict__ params, int64_t V, SplitPart* part, unsigned* tickets,
+                        float* __restrict__ pf) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ double shd[32];
   __shared__ long long shi[32];
@@ -267,7 +293,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t top_k = int64_t(params[row * 4 + 2]);
   const bool greedy = !(temperature > 0.0);
   if (!greedy && ((top_k > 0 && top_k < V) || top_p < 1.0)) {  // truncated: the one-block algorithm
-    if (s == 0) sample_row(tokens, logprobs, logits, params, V, row);
+    if (s == 0) sample_row(tokens, logprobs, logits, params, V, row, pf ? pf + row * V : nullptr);
     return;
   }
   const double t = greedy ? 1.0 : temperature, u = params[row * 4 + 3];
@@ -368,6 +394,33 @@ SplitScratch split_scratch(cudaStream_t st) {
   return b;
 }
 
+// The top-p search's float scratch, n x V, one buffer per (device, stream). It grows outside a capture; a buffer
+// it outgrows is kept (a captured graph may hold its address). nullptr (the search recomputes exactly) inside a
+// capture that needs more than there is, and past kTopPScratchMax bytes.
+constexpr size_t kTopPScratchMax = size_t(256) << 20;
+float* topp_scratch(cudaStream_t st, size_t floats) {
+  struct Buf {
+    float* p = nullptr;
+    size_t cap = 0;
+    std::vector<float*> outgrown;
+  };
+  static std::mutex mu;
+  static std::map<std::pair<int, cudaStream_t>, Buf> bufs;
+  if (floats * sizeof(float) > kTopPScratchMax) return nullptr;
+  int dev = 0;
+  DS_CUDA_CHECK(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(mu);
+  Buf& b = bufs[{dev, st}];
+  if (b.cap >= floats) return b.p;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  DS_CUDA_CHECK(cudaStreamIsCapturing(st, &cs));
+  if (cs != cudaStreamCaptureStatusNone) return nullptr;
+  if (b.p) b.outgrown.push_back(b.p);
+  DS_CUDA_CHECK(cudaMalloc(&b.p, floats * sizeof(float)));
+  b.cap = floats;
+  return b.p;
+}
+
 }  // namespace
 
 void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor logits, Tensor params) {
@@ -377,17 +430,18 @@ void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor lo
   // chunks per row: about two blocks per SM in all, at least 2,048 entries a chunk
   const int64_t chunks = std::min<int64_t>({kSplitMax, std::max<int64_t>(1, 264 / n), V / 2048});
   static const bool split_on = env_switch("DS_SAMPLE_SPLIT");
+  float* pf = topp_scratch(st, size_t(n) * size_t(V));
   dispatch_fb(logits.dtype, "sample_tokens", [&](auto zero) {
     using T = decltype(zero);
     if (chunks >= 2 && n <= kSplitRows && split_on) {
       const SplitScratch sc = split_scratch(st);
       launch(sample_split_kernel<T>, dim3(unsigned(n), unsigned(chunks)), kThreads, 0, st, dptr<int32_t>(tokens),
-             dptr<double>(logprobs), dptr<T>(logits), dptr<double>(params), V, sc.part, sc.tickets);
+             dptr<double>(logprobs), dptr<T>(logits), dptr<double>(params), V, sc.part, sc.tickets, pf);
       DS_CUDA_LAUNCH_CHECK("sample_split_kernel");
       return;
     }
     launch(sample_kernel<T>, unsigned(n), kThreads, 0, st, dptr<int32_t>(tokens), dptr<double>(logprobs),
-           dptr<T>(logits), dptr<double>(params), V);
+           dptr<T>(logits), dptr<double>(params), V, pf);
     DS_CUDA_LAUNCH_CHECK("sample_kernel");
   });
 }

@@ -133,6 +133,22 @@ TEST_CASE("sample_tokens: sampled ids and log-probs equal the CPU's for the same
   }
 }
 
+TEST_CASE("sample_tokens: top-p masses at the nucleus boundary are decided exactly", "[sampling]") {
+  // Four tied leaders of probability just under 1/4 each and a negligible tail: the nucleus for top_p 0.25, 0.5,
+  // 0.75 sits on a boundary that the search's float sums cannot tell apart (they are recomputed in double there).
+  const int64_t V = 1000;
+  std::vector<float> row(size_t(V), -30.0f);
+  for (int64_t j : {3, 200, 201, 999}) row[size_t(j)] = 10.0f;
+  std::vector<float> l;
+  std::vector<Row> rows;
+  for (const double p : {0.25, 0.5, 0.75, 0.7499999, 0.7500001, 0.9999999})
+    for (const double u : {0.05, 0.3, 0.55, 0.8, 0.99}) {
+      l.insert(l.end(), row.begin(), row.end());
+      rows.push_back(Row{1.0, p, 0, u});
+    }
+  expect_rows_match("top-p boundary", l, V, rows, DType::f32);
+}
+
 TEST_CASE("sample_tokens: top-k / top-p draws stay in the CPU's support; chi-square over Philox seeds", "[sampling]") {
   // One row replicated: many draws of the same distribution, u from the engine's Philox stream per seed.
   const int64_t V = 24, n = 20000;
