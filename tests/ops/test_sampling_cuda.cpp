@@ -8,7 +8,9 @@
 //     several blocks a row (sample_split_kernel);
 //   * matmul_heads_forward (the absorbed-MLA per-head folds in one strided-batched cuBLASLt product) against the
 //     CPU op and against the decoder's former per-head loop (copy_cols + matmul_forward + copy_cols).
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -134,18 +136,34 @@ TEST_CASE("sample_tokens: sampled ids and log-probs equal the CPU's for the same
 }
 
 TEST_CASE("sample_tokens: top-p masses at the nucleus boundary are decided exactly", "[sampling]") {
-  // Four tied leaders of probability just under 1/4 each and a negligible tail: the nucleus for top_p 0.25, 0.5,
-  // 0.75 sits on a boundary that the search's float sums cannot tell apart (they are recomputed in double there).
+  // The nucleus search decides on float sums only when they are more than 1e-6 from top_p. Here top_p sits 1e-8
+  // either side of the masses of the top 1, 2 and 3 keys: the float sums cannot decide (the exact ones do), while
+  // 1e-8 is far above double rounding, so the CPU's left-to-right sums agree. Rows: three distinct leaders (the
+  // search's own rounds land on the boundary) and four tied ones (the tie cut after it). (top_p exactly on a
+  // boundary is decided by rounding, differently on either side: not compared.)
   const int64_t V = 1000;
-  std::vector<float> row(size_t(V), -30.0f);
-  for (int64_t j : {3, 200, 201, 999}) row[size_t(j)] = 10.0f;
+  std::vector<float> distinct(size_t(V), -30.0f), tied(size_t(V), -30.0f);
+  distinct[7] = 10.0f;
+  distinct[500] = 9.0f;
+  distinct[998] = 8.0f;
+  for (int64_t j : {3, 200, 201, 999}) tied[size_t(j)] = 10.0f;
   std::vector<float> l;
   std::vector<Row> rows;
-  for (const double p : {0.25, 0.5, 0.75, 0.7499999, 0.7500001, 0.9999999})
-    for (const double u : {0.05, 0.3, 0.55, 0.8, 0.99}) {
-      l.insert(l.end(), row.begin(), row.end());
-      rows.push_back(Row{1.0, p, 0, u});
+  for (const std::vector<float>* r : {&distinct, &tied}) {
+    SamplingParams sp;  // T 1, no truncation: the exact probabilities, in double
+    const std::vector<double> q = sampling_distribution(r->data(), V, sp);
+    std::vector<double> top(q);
+    std::sort(top.begin(), top.end(), std::greater<double>());
+    double mass = 0;
+    for (int j = 0; j < 3; ++j) {
+      mass += top[size_t(j)];
+      for (const double p : {mass - 1e-8, mass + 1e-8})
+        for (const double u : {0.05, 0.45, 0.9}) {
+          l.insert(l.end(), r->begin(), r->end());
+          rows.push_back(Row{1.0, p, 0, u});
+        }
     }
+  }
   expect_rows_match("top-p boundary", l, V, rows, DType::f32);
 }
 
