@@ -412,28 +412,35 @@ inline double tol_for(DType out_dtype, int64_t terms = 1) {
 
 inline const char* name(DType dt) { return dtype_name(dt); }
 
+// Milliseconds between two events recorded on `stream` around f() (which queues its work there), waited for.
+// For the hidden [.bench] timing cases, not for assertions.
+template <class F> double events_ms(F&& f, cudaStream_t stream = nullptr) {
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  cudaEventRecord(e0, stream);
+  f();
+  cudaEventRecord(e1, stream);
+  cudaEventSynchronize(e1);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return double(ms);
+}
+
 // Microseconds a call of f in a chain of 200 on the default stream (each launch waits for the one before, as in a
-// decode graph; with PDL the next one is resident and waiting): median of 5 chains after 20 warm-up calls. For the
-// hidden [.bench] timing cases, not for assertions.
+// decode graph; with PDL the next one is resident and waiting): median of 5 chains after 20 warm-up calls.
 template <class F> double chain_us(F&& f) {
   constexpr int kChain = 200;
   for (int i = 0; i < 20; ++i) f();
   device_sync();
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
   std::vector<double> us;
-  for (int r = 0; r < 5; ++r) {
-    cudaEventRecord(e0);
-    for (int i = 0; i < kChain; ++i) f();
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    us.push_back(double(ms) * 1000.0 / kChain);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
+  for (int r = 0; r < 5; ++r)
+    us.push_back(events_ms([&] {
+                   for (int i = 0; i < kChain; ++i) f();
+                 }) *
+                 1000.0 / kChain);
   std::sort(us.begin(), us.end());
   return us[us.size() / 2];
 }

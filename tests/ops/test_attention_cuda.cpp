@@ -172,19 +172,11 @@ const double kV3Scale = 0.1352338;  // MODEL.md §2.4: 192^-0.5 * mscale^2
 template <class F> double time_ms(F&& f, int iters) {
   for (int i = 0; i < 3; ++i) f();
   device_sync();
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  cudaEventRecord(a);
-  for (int i = 0; i < iters; ++i) f();
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, a, b);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  const double ms = events_ms([&] {
+    for (int i = 0; i < iters; ++i) f();
+  });
   device_sync();
-  return double(ms) / iters;
+  return ms / iters;
 }
 
 }  // namespace
@@ -406,21 +398,8 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
   auto median_ms = [&](auto&& f) {
     for (int i = 0; i < 3; ++i) f();
     device_sync();
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
     std::vector<double> ms;
-    for (int r = 0; r < 9; ++r) {
-      cudaEventRecord(e0);
-      f();
-      cudaEventRecord(e1);
-      cudaEventSynchronize(e1);
-      float x = 0;
-      cudaEventElapsedTime(&x, e0, e1);
-      ms.push_back(double(x));
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
+    for (int r = 0; r < 9; ++r) ms.push_back(events_ms(f));
     std::sort(ms.begin(), ms.end());
     return ms[ms.size() / 2];
   };
@@ -486,19 +465,13 @@ TEST_CASE("attention and mla_decode timings", "[.bench][bench]") {
       cuda_ok(cudaStreamEndCapture(st, &graph), "end capture");
       cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
       const int reps = 200;
-      cudaEvent_t e0, e1;
-      cudaEventCreate(&e0);
-      cudaEventCreate(&e1);
       for (int r = 0; r < 5; ++r) cudaGraphLaunch(exec, st);
-      cudaEventRecord(e0, st);
-      for (int r = 0; r < reps; ++r) cudaGraphLaunch(exec, st);
-      cudaEventRecord(e1, st);
-      cuda_ok(cudaEventSynchronize(e1), "graph replay");
-      float gms = 0;
-      cudaEventElapsedTime(&gms, e0, e1);
-      const double g = double(gms) / reps;
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
+      const double g = events_ms(
+                           [&] {
+                             for (int r = 0; r < reps; ++r) cuda_ok(cudaGraphLaunch(exec, st), "graph replay");
+                           },
+                           st) /
+                       reps;
       cudaGraphExecDestroy(exec);
       cudaGraphDestroy(graph);
       cudaStreamDestroy(st);
