@@ -1,8 +1,13 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "core/error.h"
 #include "kernels/cuda_device.h"
@@ -152,6 +157,39 @@ void event_sync(void* event) { check(cudaEventSynchronize(static_cast<cudaEvent_
 void stream_wait(void* stream, void* event) {
   check(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event), 0),
         "cudaStreamWaitEvent");
+}
+
+namespace {
+
+bool capturing(cudaStream_t st) {
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(st, &cs) != cudaSuccess) {
+    cudaGetLastError();  // e.g. the legacy stream while another stream captures: treat as capturing
+    return true;
+  }
+  return cs != cudaStreamCaptureStatusNone;
+}
+
+}  // namespace
+
+void* stream_scratch(void* stream, ScratchUse use, size_t want, size_t& have) {
+  struct Pool {
+    std::mutex mu;
+    std::map<std::tuple<int, void*, ScratchUse>, std::pair<void*, size_t>> bufs;
+  };
+  static Pool* pool = new Pool;  // leaked on purpose: no CUDA calls at static destruction
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(pool->mu);
+  auto& b = pool->bufs[{dev, stream, use}];
+  if (b.second < want && !capturing(static_cast<cudaStream_t>(stream))) {
+    const size_t bytes = std::max({want, 2 * b.second, size_t(1) << 20});
+    b = {nullptr, 0};  // the old buffer stays allocated (see cuda_device.h)
+    check(cudaMalloc(&b.first, bytes), "cudaMalloc (stream scratch)");
+    b.second = bytes;
+  }
+  have = b.second;
+  return b.first;
 }
 
 bool env_switch(const char* name) {

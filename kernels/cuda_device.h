@@ -32,4 +32,11 @@ void event_record(void* event, void* stream);
 void event_sync(void* event);  // the host waits for the event's work
 void stream_wait(void* stream, void* event);
 
+// Scratch device memory per (device, stream, use) for kernels whose graphs must keep their addresses: at least
+// `want` bytes when possible, `have` getting the size. It grows (geometrically) only while the stream is not
+// capturing; under a capture that needs more, the smaller buffer comes back (have < want). A buffer is never
+// freed: a graph captured earlier may still point at it (process lifetime; growth is rare).
+enum class ScratchUse { mla_split, sample_truncation };
+void* stream_scratch(void* stream, ScratchUse use, size_t want, size_t& have);
+
 }  // namespace ds::cuda

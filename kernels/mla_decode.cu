@@ -13,7 +13,7 @@
 //    split the tokens for Q·K^T and the R output columns for P·V; P goes through shared memory (bf16).
 //  * f32 (exact parity) and any other shape: a SIMT kernel, one warp per head, f32 shared tiles.
 //
-// Scratch for the partials comes from a per-(device, stream) buffer that grows only outside stream capture; under
+// Scratch for the partials comes from stream_scratch (cuda_device.h), which grows only outside stream capture; under
 // capture a buffer that is too small lowers the split count (one split needs none), so the op never allocates or
 // synchronises while a CUDA graph is being captured. Run the op once before capturing to size it.
 // Out-of-range block-table entries (the CPU reference rejects them) read as zero keys here, never out of bounds;
@@ -25,12 +25,11 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "kernels/attn_common.cuh"
+#include "kernels/cuda_device.h"
 #include "kernels/cuda_ops.h"
 
 namespace ds::cuda {
@@ -426,41 +425,6 @@ template <class E> __global__ void __launch_bounds__(512) mla_decode_combine(Dec
 
 // ---- host side ----------------------------------------------------------------------------------------
 
-// Split-KV scratch per (device, stream). Grows (geometrically) only when the stream is not capturing. A buffer
-// is never freed: a CUDA graph captured earlier may still point at it (process lifetime; growth is rare).
-struct ScratchPool {
-  std::mutex mu;
-  std::map<std::pair<int, void*>, std::pair<void*, size_t>> bufs;
-};
-ScratchPool& scratch_pool() {
-  static ScratchPool* p = new ScratchPool;  // leaked on purpose: no CUDA calls at static destruction
-  return *p;
-}
-
-bool capturing(cudaStream_t st) {
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(st, &cs) != cudaSuccess) {
-    cudaGetLastError();  // e.g. the legacy stream while another stream captures: treat as capturing
-    return true;
-  }
-  return cs != cudaStreamCaptureStatusNone;
-}
-
-// Returns a device buffer of at least `want` bytes if possible; `have` gets its size (may be smaller under capture).
-void* scratch(cudaStream_t st, size_t want, size_t& have) {
-  ScratchPool& sp = scratch_pool();
-  std::lock_guard<std::mutex> lock(sp.mu);
-  auto& b = sp.bufs[{current_device(), static_cast<void*>(st)}];
-  if (b.second < want && !capturing(st)) {
-    const size_t bytes = std::max({want, 2 * b.second, size_t(1) << 20});
-    b = {nullptr, 0};  // the old buffer stays allocated (see above)
-    check(cudaMalloc(&b.first, bytes), "cudaMalloc (decode scratch)");
-    b.second = bytes;
-  }
-  have = b.second;
-  return b.first;
-}
-
 // FlashAttention's heuristic: no split when the base grid fills ~a wave; otherwise the smallest split count whose
 // wave efficiency is within 85 % of the best, with at least min_tokens tokens of capacity per split. A split is
 // latency-bound (a block walks its tiles one after another), so small batches split down to one or two tiles.
@@ -555,7 +519,7 @@ void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor
   if (ns > 1) {
     const size_t per_split = size_t(a.n) * a.H * (size_t(a.R) + 1) * sizeof(float);
     size_t have = 0;
-    void* buf = scratch(st, per_split * ns, have);
+    void* buf = stream_scratch(st, ScratchUse::mla_split, per_split * ns, have);
     ns = std::min<int>(ns, int(have / per_split));
     if (ns > 1) {
       a.part_o = static_cast<float*>(buf);

@@ -16,9 +16,9 @@
 #include <map>
 #include <mutex>
 #include <utility>
-#include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/cuda_device.h"
 #include "kernels/cuda_ops.h"
 
 namespace ds::cuda {
@@ -272,6 +272,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
 // one-block kernel walks all of V (the next chunk if rounding leaves u past it). Rows with top-k or top-p run the
 // one-block algorithm in their first block. Tickets reset themselves (the last block zeroes its row's).
 constexpr int64_t kSplitRows = 4096, kSplitMax = 32;  // rows a call, chunks a row
+constexpr size_t kTopPScratchMax = size_t(256) << 20;  // the top-p scratch's largest size
 struct SplitPart {
   double m, z;  // chunk max of l / T, and sum of exp(l / T - m)
   float best;   // greedy: the chunk's largest logit and its lowest id
@@ -394,33 +395,6 @@ SplitScratch split_scratch(cudaStream_t st) {
   return b;
 }
 
-// The top-p search's float scratch, n x V, one buffer per (device, stream). It grows outside a capture; a buffer
-// it outgrows is kept (a captured graph may hold its address). nullptr (the search recomputes exactly) inside a
-// capture that needs more than there is, and past kTopPScratchMax bytes.
-constexpr size_t kTopPScratchMax = size_t(256) << 20;
-float* topp_scratch(cudaStream_t st, size_t floats) {
-  struct Buf {
-    float* p = nullptr;
-    size_t cap = 0;
-    std::vector<float*> outgrown;
-  };
-  static std::mutex mu;
-  static std::map<std::pair<int, cudaStream_t>, Buf> bufs;
-  if (floats * sizeof(float) > kTopPScratchMax) return nullptr;
-  int dev = 0;
-  DS_CUDA_CHECK(cudaGetDevice(&dev));
-  std::lock_guard<std::mutex> lock(mu);
-  Buf& b = bufs[{dev, st}];
-  if (b.cap >= floats) return b.p;
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  DS_CUDA_CHECK(cudaStreamIsCapturing(st, &cs));
-  if (cs != cudaStreamCaptureStatusNone) return nullptr;
-  if (b.p) b.outgrown.push_back(b.p);
-  DS_CUDA_CHECK(cudaMalloc(&b.p, floats * sizeof(float)));
-  b.cap = floats;
-  return b.p;
-}
-
 }  // namespace
 
 void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor logits, Tensor params) {
@@ -430,7 +404,12 @@ void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor lo
   // chunks per row: about two blocks per SM in all, at least 2,048 entries a chunk
   const int64_t chunks = std::min<int64_t>({kSplitMax, std::max<int64_t>(1, 264 / n), V / 2048});
   static const bool split_on = env_switch("DS_SAMPLE_SPLIT");
-  float* pf = topp_scratch(st, size_t(n) * size_t(V));
+  // the top-p search's float scratch, n x V (stream_scratch keeps graphs' addresses); nullptr — the exact
+  // recomputation — past kTopPScratchMax or under a capture that needs more than there is
+  const size_t pf_bytes = size_t(n) * size_t(V) * sizeof(float);
+  size_t have = 0;
+  void* pf_buf = pf_bytes <= kTopPScratchMax ? stream_scratch(st, ScratchUse::sample_truncation, pf_bytes, have) : nullptr;
+  float* pf = have >= pf_bytes ? static_cast<float*>(pf_buf) : nullptr;
   dispatch_fb(logits.dtype, "sample_tokens", [&](auto zero) {
     using T = decltype(zero);
     if (chunks >= 2 && n <= kSplitRows && split_on) {
