@@ -486,8 +486,8 @@ Engine::Graph* Engine::graph_for(int64_t n, int64_t width) {
   return it->second->failed ? nullptr : it->second.get();
 }
 
-int32_t* Engine::fill_inputs(Graph& g, int slot, const std::vector<const SeqCache*>& caches,
-                             const std::vector<int32_t>& ids, const std::vector<int32_t>& pos) {
+void Engine::fill_inputs(Graph& g, int slot, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                         const std::vector<int32_t>& pos, bool ids_in_feed) {
   // the same rows as upload_rows and the same per-sequence uniforms as the eager CUDA step
   const StepLayout& L = g.layout;
   auto* w = static_cast<int32_t*>(g.host[slot]);
@@ -502,25 +502,29 @@ int32_t* Engine::fill_inputs(Graph& g, int slot, const std::vector<const SeqCach
     sampling_params(*running_[size_t(i)], reinterpret_cast<double*>(w) + 4 * i);
   }
   gpu::copy_to_device_async(g.in_dev, w, size_t(L.device_words()) * 4, stream_);
-  return w;
+  if (!ids_in_feed) gpu::copy_to_device_async(feed_.data, w + L.ids(), size_t(L.n) * 4, stream_);
+}
+
+Engine::Launched Engine::queue_results(int slot) {
+  gpu::copy_to_host_async(out_host_[slot], out_lp_.data, out_bytes_, stream_);
+  gpu::event_record(out_ready_[slot], stream_);
+  Launched l;
+  l.slot = slot;
+  for (auto& s : running_) {
+    s->cache.len += 1;  // its latent is being written
+    l.rows.push_back(s.get());
+  }
+  return l;
 }
 
 void Engine::launch(Graph& g, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
                     const std::vector<int32_t>& pos) {
   const int slot = int(launches_++ & 1);
-  const int32_t* w = fill_inputs(g, slot, caches, ids, pos);
   // Running ahead, the rows are the step in flight's, in its order: their ids are its tokens, already in the feed.
-  if (!inflight_) gpu::copy_to_device_async(feed_.data, w + g.layout.ids(), size_t(g.layout.n) * 4, stream_);
+  fill_inputs(g, slot, caches, ids, pos, inflight_.has_value());
   gpu::graph_launch(g.exec, stream_);
   ++stats_.graph_replays;
-  gpu::copy_to_host_async(out_host_[slot], out_lp_.data, out_bytes_, stream_);
-  gpu::event_record(out_ready_[slot], stream_);
-  Launched next;
-  next.slot = slot;
-  for (auto& s : running_) {
-    s->cache.len += 1;  // its latent is being written
-    next.rows.push_back(s.get());
-  }
+  Launched next = queue_results(slot);
   if (inflight_) harvest(*inflight_);  // the previous step's tokens, read while this one runs
   inflight_ = std::move(next);
 }
@@ -567,11 +571,10 @@ void Engine::capture(Graph& g, const std::vector<const SeqCache*>& caches, const
   // chunks, the cuBLASLt workspace and plans, the MLA split scratch — outside the capture), then capture the same
   // pass: its allocations repeat at the same addresses, with the workspace zeroed by the graph's first node.
   const int slot = int(launches_++ & 1);
-  const int32_t* w = fill_inputs(g, slot, caches, ids, pos);
-  gpu::copy_to_device_async(feed_.data, w + g.layout.ids(), size_t(g.layout.n) * 4, stream_);
+  fill_inputs(g, slot, caches, ids, pos, false);
   g.ws.reset();
   graph_pass(g);
-  gpu::copy_to_host_async(out_host_[slot], out_lp_.data, out_bytes_, stream_);
+  const Launched l = queue_results(slot);
   gpu::stream_sync(stream_);  // this step's results; the capture below only records work
   g.ws.reset();
   g.ws.zero_all();
@@ -593,13 +596,6 @@ void Engine::capture(Graph& g, const std::vector<const SeqCache*>& caches, const
                std::to_string(g.layout.width) + " pages) failed, decoding such steps eagerly: " + why);
     g.failed = true;
   }
-  Launched l;
-  l.slot = slot;
-  for (auto& s : running_) {
-    s->cache.len += 1;
-    l.rows.push_back(s.get());
-  }
-  gpu::event_record(out_ready_[slot], stream_);  // (the copy above has landed: recorded only for harvest's wait)
   harvest(l);
 }
 

@@ -105,10 +105,13 @@ class Engine {
   // The graph of a step's shape (created on first use, uncaptured); nullptr past cuda_graph_max or when its
   // capture failed (such steps run eagerly).
   Graph* graph_for(int64_t n, int64_t width);
-  // Writes the step's inputs into the graph's host slot and queues their copy to the graph; returns the slot's
-  // words (the ids at layout.ids()).
-  int32_t* fill_inputs(Graph& g, int slot, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
-                       const std::vector<int32_t>& pos);
+  // Writes the step's inputs into the graph's host slot and queues their copy to the graph, and the ids' to the
+  // feed unless they are there already (the step in flight's tokens).
+  void fill_inputs(Graph& g, int slot, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
+                   const std::vector<int32_t>& pos, bool ids_in_feed);
+  // After a step's pass: queues the copy of its results to host slot `slot` and the event that says they landed;
+  // counts the running sequences' latents as written and returns the step's rows.
+  Launched queue_results(int slot);
   void launch(Graph& g, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
               const std::vector<int32_t>& pos);  // replays g; then reads the step launched before, if any
   void capture(Graph& g, const std::vector<const SeqCache*>& caches, const std::vector<int32_t>& ids,
