@@ -61,7 +61,7 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
 // ---- paged latent cache and absorbed-MLA decode (kernels/mla_decode.cu)
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                          Tensor kv_len, double scale);
+                          Tensor kv_len, double scale, Inputs cache);
 
 // ---- MoE gate, balance loss, bias update (kernels/moe_gate.cu)
 void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor scores, Tensor logits, Tensor bias,
@@ -84,10 +84,11 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
 void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_topk_w, Tensor d_out, Tensor expert_out,
     Tensor row_of, Tensor topk_w);
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps);
+                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps, Inputs routing);
 
 // ---- grouped expert linear, all experts in one launch, offsets read on the device (kernels/grouped_matmul.cu)
-void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc);
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc,
+                            Inputs offsets_written);
 void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets);
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
     Tensor offsets, Accum acc_in);

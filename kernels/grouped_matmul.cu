@@ -69,6 +69,8 @@ struct GemmArgs {
   int vec_c;                 // C stores two adjacent elements at once (ldc even, C aligned to two elements)
   int64_t ytiles;            // rows mode: bound on the number of m-tiles
   const void* B2;            // dec::grouped_gemv's SwiGLU pair: the up weights (B the gate's), same layout
+  int off_settled;           // Inputs::settled offsets: dec::grouped_gemv finds its expert and loads its first
+                             // weights before its wait
 };
 
 __device__ __forceinline__ void expert_rows(const GemmArgs& a, int e, int64_t& r0, int64_t& r1) {
@@ -713,7 +715,6 @@ __device__ __forceinline__ int partial_slot(int m, int rr) {
 // swiglu_forward reads them.
 template <int MT, class TC, bool PAIR = false>
 __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmArgs a, int max_rows) {
-  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   static_assert(MT >= 1 && MT <= 4, "column tiles per block");
   static_assert(!PAIR || MT == 2, "a SwiGLU pair is two column tiles");
   constexpr int kCols = PAIR ? 16 : 16 * MT;  // output columns per block
@@ -726,12 +727,36 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int64_t n0 = int64_t(blockIdx.x) * kCols;
   const int64_t slots = a.E < a.M ? int64_t(a.E) : a.M;
-  for (int64_t slot = blockIdx.y; slot < slots; slot += gridDim.y) {
-    int e;
-    int64_t r0, r1;
-    if (!active_expert(a, slot, e, r0, r1)) return;  // uniform; later slots are empty too
+  uint4 wr[kU][MT][2];  // this warp's weights for one k-slice
+  // 1. The weights of expert e for the slice at ks, all loads in flight at once.
+  auto load_weights = [&](int e, int64_t ks) {
+    const int kw = int(a.Kd - ks < kSlice ? a.Kd - ks : kSlice);
     const bf16* We = static_cast<const bf16*>(a.B) + e * a.b_estride;
     const bf16* We2 = PAIR ? static_cast<const bf16*>(a.B2) + e * a.b_estride : We;
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int kl = (warp + kWarps * u) * 32 + 8 * t;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t n = n0 + (PAIR ? 0 : 16 * mt) + g + 8 * h;
+          const bf16* W = PAIR && mt == 1 ? We2 : We;
+          wr[u][mt][h] = make_uint4(0u, 0u, 0u, 0u);
+          if (n < a.Nd && kl < kw) wr[u][mt][h] = ld_stream16(W + n * a.ldb_n + ks + kl);
+        }
+    }
+  };
+  // With settled offsets the first slot's expert and its first slice's weights are found and loaded before the
+  // wait (the offsets' writer ran two or more launches back; weights are parameters): only the rows wait.
+  int e = 0;
+  int64_t r0 = 0, r1 = 0;
+  const bool early = a.off_settled && blockIdx.y < slots && active_expert(a, blockIdx.y, e, r0, r1);
+  if (early) load_weights(e, 0);
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  for (int64_t slot = blockIdx.y; slot < slots; slot += gridDim.y) {
+    const bool first = early && slot == blockIdx.y;
+    if (!first && !active_expert(a, slot, e, r0, r1)) return;  // uniform; later slots are empty too
     for (int64_t rc = r0; rc < r1; rc += max_rows) {
       const int rows = int(r1 - rc < max_rows ? r1 - rc : max_rows);
       const int nt = (rows + 7) >> 3;  // 8-row tiles this pass (1..4)
@@ -745,21 +770,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
 
       for (int64_t ks = 0; ks < a.Kd; ks += kSlice) {
         const int kw = int(a.Kd - ks < kSlice ? a.Kd - ks : kSlice);  // a multiple of 8
-        // 1. This warp's weights for the slice, all loads in flight at once.
-        uint4 wr[kU][MT][2];
-#pragma unroll
-        for (int u = 0; u < kU; ++u) {
-          const int kl = (warp + kWarps * u) * 32 + 8 * t;
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int64_t n = n0 + (PAIR ? 0 : 16 * mt) + g + 8 * h;
-              const bf16* W = PAIR && mt == 1 ? We2 : We;
-              wr[u][mt][h] = make_uint4(0u, 0u, 0u, 0u);
-              if (n < a.Nd && kl < kw) wr[u][mt][h] = ld_stream16(W + n * a.ldb_n + ks + kl);
-            }
-        }
+        if (!(first && rc == r0 && ks == 0)) load_weights(e, ks);
         // 2. The rows of this pass, k in [ks, ks + kw), into shared memory (rows past the expert zero-filled).
         __syncthreads();  // the previous slice's (or pass's) readers of the shared memory are done
         const int cpr = kw >> 3;
@@ -1020,12 +1031,14 @@ GemmArgs forward_args(const Tensor& out, const Tensor& in, const Tensor& weight,
 }
 }  // namespace
 
-void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc) {
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc,
+                            Inputs offsets_written) {
   const char* op = "grouped_matmul_forward";
   const int64_t M = moe::rows(in), K = moe::cols(in), E = weight.shape[0], N = weight.shape[1];
   if (M == 0 || N == 0 || E == 0) return;
   moe::set_device(ctx, op);
   GemmArgs a = forward_args(out, in, weight, offsets, acc);
+  a.off_settled = offsets_written == Inputs::settled;
   if (K == 0) {  // an empty product: out = 0 (or unchanged)
     if (acc == Accum::overwrite) moe::ok(cudaMemsetAsync(out.data, 0, size_t(M * N * moe::esize(out)), moe::stream_of(ctx)), op, "memset");
     return;
@@ -1054,8 +1067,8 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
   const size_t bytes = size_t(M * F) * dtype_size(out.dtype);
   TempBuffer g(bytes, st), u(bytes, st);
   const Tensor gt(g.get(), out.dtype, {M, F}, out.device), ut(u.get(), out.dtype, {M, F}, out.device);
-  cuda::grouped_matmul_forward(ctx, gt, in, gate_w, offsets, Accum::overwrite);
-  cuda::grouped_matmul_forward(ctx, ut, in, up_w, offsets, Accum::overwrite);
+  cuda::grouped_matmul_forward(ctx, gt, in, gate_w, offsets, Accum::overwrite, Inputs::fresh);
+  cuda::grouped_matmul_forward(ctx, ut, in, up_w, offsets, Accum::overwrite, Inputs::fresh);
   cuda::swiglu_forward(ctx, out, gt, ut);
 }
 

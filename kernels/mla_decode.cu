@@ -68,6 +68,7 @@ template <class E> struct DecodeArgs {
   float* part_lse;       // [n, nsplit, H]
   int n, H, C, R, S, P, max_blocks, nsplit;
   float scale, scale_log2;
+  int cache_settled;  // Inputs::settled: the tensor-core kernel gathers its first K tile before its wait
 };
 
 // Tokens [begin, end) of split `split` of a row with len tokens: equal shares rounded up to whole tiles.
@@ -121,7 +122,6 @@ template <int WM, int R> struct DecMma {
 
 template <int WM, int R>
 __global__ void __launch_bounds__(WM * 64) mla_decode_mma(DecodeArgs<bf16_t> a) {
-  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using Cfg = DecMma<WM, R>;
   constexpr int HT = Cfg::HT, NT = Cfg::NT, RH = Cfg::RH, PP = Cfg::PP;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -136,6 +136,10 @@ __global__ void __launch_bounds__(WM * 64) mla_decode_mma(DecodeArgs<bf16_t> a) 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int wm = warp % WM, half = warp / WM;
   const int i = blockIdx.z, split = blockIdx.y, h0 = blockIdx.x * HT;
+  // With a settled cache the lengths, the block table and the first K tile are loaded before the wait (the
+  // latent kernel wrote this step's rows two or more launches back): the chain lens -> table -> cache rows, a few
+  // round trips to L2 and HBM, overlaps the kernel before; only the query waits. Otherwise everything waits.
+  if (!a.cache_settled) pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int len = row_len(a.lens, i, a.max_blocks * a.S);
   int tb, te;
   split_range(len, a.nsplit, split, tb, te);
@@ -157,16 +161,18 @@ __global__ void __launch_bounds__(WM * 64) mla_decode_mma(DecodeArgs<bf16_t> a) 
     }
   };
 
-  // Prologue: the query tile and the first K tile.
+  // Prologue: the first K tile, then (after the wait, when it came first) the query tile.
+  fill_rows(0);
+  fill_rows(1);
+  __syncthreads();
+  if (n_tiles > 0) issue_tile(0);
+  cp_async_commit();
+  if (a.cache_settled) pdl_enter();
   for (int c = tid; c < HT * CH; c += NT) {
     const int r = c / CH, ch = c - r * CH, h = h0 + r;
     const bool ok = h < a.H;
     cp_async16(Qs + r * PC + ch * 8, ok ? a.q + (int64_t(i) * a.H + h) * C + ch * 8 : a.q, ok);
   }
-  fill_rows(0);
-  fill_rows(1);
-  __syncthreads();
-  if (n_tiles > 0) issue_tile(0);
   cp_async_commit();
 
   float o[RH / 8][4];
@@ -477,9 +483,10 @@ template <int WM> bool launch_mma_r(const DecodeArgs<bf16_t>& a, cudaStream_t st
 
 template <class E>
 void run_decode(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                Tensor kv_len, double scale) {
+                Tensor kv_len, double scale, Inputs cache) {
   cudaStream_t st = stream_of(ctx);
   DecodeArgs<E> a{};
+  a.cache_settled = cache == Inputs::settled;
   a.q = static_cast<const E*>(q_lat.data);
   a.pool = static_cast<const E*>(kv_pool.data);
   a.table = static_cast<const int32_t*>(block_table.data);
@@ -566,14 +573,14 @@ void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor
 }
 
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                          Tensor kv_len, double scale) {
+                          Tensor kv_len, double scale, Inputs cache) {
   DS_CHECK(lse.empty() || lse.dtype == DType::f32, "mla_decode_attention (CUDA): lse must be f32");
   DeviceGuard guard(ctx);
   if (q_lat.dtype == DType::bf16) {
-    run_decode<bf16_t>(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale);
+    run_decode<bf16_t>(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale, cache);
   } else {
     DS_CHECK(q_lat.dtype == DType::f32, "mla_decode_attention (CUDA): f32 or bf16 tensors");
-    run_decode<float>(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale);
+    run_decode<float>(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale, cache);
   }
   check_launch("mla_decode_attention");
 }

@@ -165,7 +165,9 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   }
 
   Tensor o_lat = ws.alloc("o_latent", dt, {n, H, R});
-  mla_decode_attention(ctx, o_lat, Tensor{}, q_lat, pool, rows.block_table, rows.kv_len, model_.softmax_scale());
+  // the cache, table and lengths were written by mla_latent_forward (two or more launches back) and the step's copy
+  mla_decode_attention(ctx, o_lat, Tensor{}, q_lat, pool, rows.block_table, rows.kv_len, model_.softmax_scale(),
+                       Inputs::settled);
   // o_h = W_UV^h o_lat_h, then o_proj
   Tensor o = ws.alloc("o", dt, {n, H * dv});
   Tensor kvb = w.kv_b_proj.view({H, dn + dv, R});
@@ -223,8 +225,9 @@ Tensor Decoder::block(Workspace& ws, PagedKvCache& cache, int64_t cache_layer, c
     MoeActs a;
     moe_experts_forward(env(n), ws, "moe", a, load, f, w.moe_w);
     if (shared_expert) join();
+    // routing and x_mid settled: the dispatch and add_rmsnorm ran three and four launches back on this stream
     moe_combine_forward(ctx, x_out, x_mid, shared, a.experts.out, a.row_of, a.topk_w, *next_h, next_norm,
-                        c.rms_norm_eps);
+                        c.rms_norm_eps, Inputs::settled);
   } else {
     add_rmsnorm_forward(ctx, x_out, *next_h, x_mid, mlp(ctx, ws, "mlp", f, w.mlp, gate_up_[ai]), next_norm,
                         c.rms_norm_eps);

@@ -85,7 +85,8 @@ void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& 
     grouped_matmul_forward(ctx, ea.u, a.xp, w.up_proj, a.offsets);
     swiglu_forward(ctx, ea.act, ea.g, ea.u);
   }
-  grouped_matmul_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets);
+  // the offsets are two or more launches old here (the SwiGLU ran since the dispatch or route wrote them)
+  grouped_matmul_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets, Accum::overwrite, Inputs::settled);
 }
 
 void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,

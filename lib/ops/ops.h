@@ -21,6 +21,13 @@ namespace ds {
 
 enum class Accum : uint8_t { overwrite, add };
 
+// When an op's index inputs (each op's comment names them) were last written. `settled`: at least two kernel
+// launches earlier on the context's stream, or by a copy. Every CUDA kernel waits for the kernel before it and only
+// then lets the next one start (programmatic dependent launch, kernels/common.cuh), so while a kernel runs, the
+// one before its predecessor has completed: a kernel told `settled` loads those inputs — and what they point to —
+// before its wait, overlapping the previous kernel. The decoder knows its order and says so; the CPU ignores it.
+enum class Inputs : uint8_t { fresh, settled };
+
 // ---- elementwise and utility -------------------------------------------------------------------------
 void fill(const Context& ctx, Tensor t, double value);
 void scale(const Context& ctx, Tensor t, double alpha);                     // t *= alpha
@@ -104,8 +111,9 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
 // MQA with one shared KV head: query row i (q_lat [n, H, C] = [W_UK^T q_nope ; q_pe] per head) attends to the first
 // kv_len[i] tokens of its sequence, whose slots are block_table[i, t / S] * S + t % S. K is the whole C-vector,
 // V its first R = out.dim(2) values. out [n, H, R] = sum_t softmax_t(scale * q·k_t) v_t; lse [n, H] optional.
+// cache: when kv_pool, block_table and kv_len were written (Inputs).
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                          Tensor kv_len, double scale);
+                          Tensor kv_len, double scale, Inputs cache = Inputs::fresh);
 
 // ---- SwiGLU --------------------------------------------------------------------------------------------
 // out[N, F] = silu(gate) * up
@@ -174,9 +182,10 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
 // Decode fusion, the end of a MoE block: out[n] = resid[n] + (sum_k topk_w[n,k] * expert_out[row_of[n,k]] + shared[n]),
 // rounded as moe_unpermute_forward, axpy(1, shared) and add do it one after the other (shared may be empty).
 // out may alias resid. With norm_out: also norm_out = rmsnorm_forward(out, norm_weight, eps) — the next block's
-// input norm (or the final norm) in the same pass.
+// input norm (or the final norm) in the same pass. routing: when row_of, topk_w and resid were written (Inputs).
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w, Tensor norm_out = {}, Tensor norm_weight = {}, double eps = 0);
+                         Tensor topk_w, Tensor norm_out = {}, Tensor norm_weight = {}, double eps = 0,
+                         Inputs routing = Inputs::fresh);
 // Auxiliary-loss-free balancing: bias[e] += gamma * sign(mean(load) - load[e]); load [E] i64 (one step's counts).
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
 
@@ -185,8 +194,9 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
 // offsets[e] .. offsets[e+1] (offsets [E + 1] i64 on the context's device, offsets[0] = 0, offsets[E] = M).
 // weight [E, N, K] holds the E experts' linear weights in the HF layout; an expert with no rows costs nothing.
 // out[r] (=|+=) in[r] · weight[e]^T for each row r of expert e.        in [M, K], out [M, N]
+// offsets_written: when offsets were written (Inputs).
 void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets,
-                            Accum acc = Accum::overwrite);
+                            Accum acc = Accum::overwrite, Inputs offsets_written = Inputs::fresh);
 // d_in[r] (=|+=) d_out[r] · weight[e];  d_weight[e] += d_out[rows of e]^T · in[rows of e]. Either output may be empty.
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                              Tensor offsets, Accum acc_in = Accum::overwrite);

@@ -198,7 +198,7 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
 }
 
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps) {
+                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps, Inputs routing) {
   Check c(ctx, "moe_combine_forward");
   c.f("out", out).f("resid", resid).f_opt("shared", shared).f("expert_out", expert_out).stat("topk_w", topk_w);
   check_permuted(c, row_of, "expert_out", expert_out, out.cols());
@@ -217,7 +217,8 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
     OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
   }
   DS_DISPATCH_KERNEL(c, MOE_DISPATCH,
-                     moe_combine_forward(ctx, out, resid, shared, expert_out, row_of, topk_w, norm_out, norm_weight, eps));
+                     moe_combine_forward(ctx, out, resid, shared, expert_out, row_of, topk_w, norm_out, norm_weight, eps,
+                                         routing));
 }
 
 // ---- grouped expert linear -------------------------------------------------------------------------------
@@ -231,7 +232,8 @@ static void check_grouped(Check& c, const Tensor& weight, const Tensor& offsets)
                weight.shape_str());
 }
 
-void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc) {
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc,
+                            Inputs offsets_written) {
   Check c(ctx, "grouped_matmul_forward");
   c.f("in", in).f("weight", weight).wide("out", out);
   check_grouped(c, weight, offsets);
@@ -239,7 +241,7 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
            "weight " + weight.shape_str() + " must be [E, N, K] with K = last dim of in " + in.shape_str());
   OP_CHECK(c, out.rows() == in.rows() && out.cols() == weight.dim(1),
            "out " + out.shape_str() + " must be [M, N] for in " + in.shape_str() + " and weight " + weight.shape_str());
-  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_matmul_forward(ctx, out, in, weight, offsets, acc));
+  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_matmul_forward(ctx, out, in, weight, offsets, acc, offsets_written));
 }
 
 void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets) {
@@ -317,7 +319,7 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
 }
 
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                          Tensor kv_len, double scale) {
+                          Tensor kv_len, double scale, Inputs cache) {
   opcheck::Check chk(ctx, "mla_decode_attention");
   chk.f("out", out).f("q_lat", q_lat).f("kv_pool", kv_pool).stat_opt("lse", lse);
   chk.index("block_table", block_table, DType::i32).index("kv_len", kv_len, DType::i32);
@@ -329,7 +331,7 @@ void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_l
   OP_CHECK(chk, block_table.dim(0) == n && kv_len.numel() == n, "block_table and kv_len need one row per query");
   OP_CHECK(chk, lse.empty() || lse.numel() == n * H, "lse must be [n, H]");
   DS_DISPATCH_KERNEL(chk, MLA_DECODE,
-                     mla_decode_attention(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale));
+                     mla_decode_attention(ctx, out, lse, q_lat, kv_pool, block_table, kv_len, scale, cache));
 }
 
 }  // namespace ds

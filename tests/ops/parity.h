@@ -379,6 +379,16 @@ inline void expect_equal_ints(const std::string& what, const Twin& t) {
   CHECK(diff == 0);
 }
 
+// Two device results that must hold the same bits (a second run, or the same op with another launch strategy).
+inline void expect_same_bits(const std::string& what, const DevTensor& a, const DevTensor& b) {
+  expect_guards(what, b);
+  const std::vector<double> x = a.values(), y = b.values();
+  int64_t diff = x.size() == y.size() ? 0 : -1;
+  for (size_t i = 0; diff >= 0 && i < x.size(); ++i) diff += std::memcmp(&x[i], &y[i], sizeof(double)) != 0;
+  std::printf("bits   %-48s %lld of %zu values differ\n", what.c_str(), (long long)diff, x.size());
+  CHECK(diff == 0);
+}
+
 // Scalars (reductions to the host).
 inline void expect_close_scalar(const std::string& what, double got, double ref, double tol, const std::string& reason) {
   expect_close_values(what, {got}, {ref}, tol, reason);

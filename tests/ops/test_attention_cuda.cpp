@@ -163,6 +163,13 @@ void decode_case(const DecodeCase& s, DType dt, uint64_t seed) {
   expect_close(tag + " out", out, bf ? kDecBf16 : kDecF32,
                bf ? "bf16 output rounding 2^-8 + P rounded to bf16 before P.V" : kWhyF32);
   if (s.with_lse) expect_close(tag + " lse", lse, bf ? kDecLseBf16 : kDecLseF32, kWhyLse);
+  // a settled cache (written by copies long before): the first K tile is gathered before the wait, same bits
+  Twin out2 = twin_out(dt, {s.n, s.H, s.Rkv});
+  Twin lse2 = s.with_lse ? twin_out(DType::f32, {s.n, s.H}) : none();
+  mla_decode_attention(cuda_ctx(), out2.dev.t, lse2.dev.t, q.dev.t, pool.dev.t, table.dev.t, lens.dev.t, s.scale,
+                       Inputs::settled);
+  expect_same_bits(tag + " settled out", out.dev, out2.dev);
+  if (s.with_lse) expect_same_bits(tag + " settled lse", lse.dev, lse2.dev);
 }
 
 const double kV3Scale = 0.1352338;  // MODEL.md §2.4: 192^-0.5 * mscale^2

@@ -140,6 +140,16 @@ TEST_CASE("parity: copy_cols", "[elementwise]") {
     run_both([&](const Context& c, Pick p) { copy_cols(c, p(dst), 30, p(src), 0, 20, Accum::add); });
     expect_close(tag("copy_cols add", dt), dst, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
   }
+  // the CUDA copy picks its unit (16 down to 1 bytes) from the row starts, pitches and width: one case per unit,
+  // the whole destination compared (neighbouring columns must stay as they were)
+  struct Cols { int64_t rows, dcols, dcol, scols, scol, n; };
+  for (const Cols& k : {Cols{129, 96, 64, 192, 64, 32}, Cols{40, 48, 4, 36, 8, 12}, Cols{17, 30, 2, 14, 6, 6},
+                        Cols{9, 21, 5, 11, 3, 7}}) {
+    Twin src = twin(kBF16, randu({k.rows, k.scols}, 35)), dst = twin(kBF16, randu({k.rows, k.dcols}, 36));
+    run_both([&](const Context& c, Pick p) { copy_cols(c, p(dst), k.dcol, p(src), k.scol, k.n); });
+    expect_close("copy_cols bf16 rows " + std::to_string(k.rows) + " cols " + std::to_string(k.n), dst, 0.0,
+                 "a byte copy");
+  }
   Twin isrc = twin_ints({5, 9}, rand_ints(45, 33, -1000, 1000)), idst = twin_ints({5, 4}, rand_ints(20, 34, 0, 9));
   run_both([&](const Context& c, Pick p) { copy_cols(c, p(idst), 1, p(isrc), 5, 3); });
   expect_equal_ints("copy_cols i32", idst);

@@ -90,7 +90,8 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
                             Tensor row_of, Tensor topk_w);
 
 // grouped_matmul.cpp
-void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc);
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc,
+                            Inputs offsets_written);
 void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets);
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                              Tensor offsets, Accum acc_in);
@@ -107,7 +108,7 @@ void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor 
 // mla_decode.cpp
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                          Tensor kv_len, double scale);
+                          Tensor kv_len, double scale, Inputs cache);
 
 // adamw.cpp
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
@@ -121,6 +122,6 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
                         Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor);
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps);
+                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps, Inputs routing);
 
 }  // namespace ds::cpu

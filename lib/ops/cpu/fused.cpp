@@ -61,7 +61,7 @@ void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
 }
 
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
-                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps) {
+                         Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps, Inputs /*routing*/) {
   Scratch ffn(out.dtype, {out.rows(), out.cols()});
   cpu::moe_unpermute_forward(ctx, ffn.t, expert_out, row_of, topk_w, Accum::overwrite);
   if (!shared.empty()) cpu::axpy(ctx, ffn.t, 1.0, shared);
@@ -81,8 +81,8 @@ void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor o
 void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets) {
   const int64_t M = out.rows(), F = out.cols();
   Scratch g(out.dtype, {M, F}), u(out.dtype, {M, F});
-  cpu::grouped_matmul_forward(ctx, g.t, in, gate_w, offsets, Accum::overwrite);
-  cpu::grouped_matmul_forward(ctx, u.t, in, up_w, offsets, Accum::overwrite);
+  cpu::grouped_matmul_forward(ctx, g.t, in, gate_w, offsets, Accum::overwrite, Inputs::fresh);
+  cpu::grouped_matmul_forward(ctx, u.t, in, up_w, offsets, Accum::overwrite, Inputs::fresh);
   cpu::swiglu_forward(ctx, out, g.t, u.t);
 }
 

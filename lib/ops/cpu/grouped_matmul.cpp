@@ -22,7 +22,8 @@ const int64_t* checked_offsets(const Tensor& offsets, int64_t M, const char* op)
 
 }  // namespace
 
-void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc) {
+void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc,
+                            Inputs /*offsets_written*/) {
   const int64_t M = in.rows(), K = in.cols(), E = weight.dim(0);
   const int64_t* o = checked_offsets(offsets, M, "grouped_matmul_forward");
   const Tensor in2 = in.view({M, K}), out2 = out.view({M, out.cols()});

@@ -27,7 +27,7 @@ void kv_cache_write(const Context&, Tensor kv_pool, Tensor slot_rows, Tensor c, 
 }
 
 void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_lat, Tensor kv_pool, Tensor block_table,
-                          Tensor kv_len, double scale) {
+                          Tensor kv_len, double scale, Inputs /*cache*/) {
   dispatch_float(out.dtype, "mla_decode_attention", [&](auto zero) {
     using T = decltype(zero);
     const int64_t n = q_lat.dim(0), H = q_lat.dim(1), C = q_lat.dim(2), R = out.dim(2);
