@@ -201,7 +201,7 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
 // blockIdx.y batches independent products (the heads of matmul_heads_forward) at fixed element strides.
 namespace {
 
-constexpr int kGemvRows = 4, kGemvWarps = 8, kGemvSplitMin = 4;
+constexpr int kGemvRows = 4, kGemvWarps = 8, kGemvSplitMin = 4, kGemvFirst = 4;
 constexpr size_t kGemvSmem = 48 * 1024;  // the input rows, M x K bf16
 
 struct GemvArgs {
@@ -231,20 +231,38 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
   extern __shared__ uint4 xs[];  // [M][K / 8]
   __shared__ float part_sum[kGemvWarps][kGemvRows];  // ksplit > 1: each warp's share of its column
   const int64_t K8 = a.K / 8;
+  const int g = threadIdx.x & (G - 1), grp = threadIdx.x / G, part = grp % a.ksplit;
+  const int64_t n = n0 + grp / a.ksplit;
+  const bool valid = n < a.N;  // no early return: the group reduction below shuffles across the whole warp
+  const int64_t k_begin = K8 * part / a.ksplit + g, k_end = valid ? K8 * (part + 1) / a.ksplit : 0;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + (valid ? n : 0) * a.ldw);
+  // The lane's first kGemvFirst weight loads go out before the input rows are staged, so the two L2 round trips
+  // overlap instead of following each other across the barrier (a 1,024-long row is all of it); same sums.
+  uint4 first[kGemvFirst];
+#pragma unroll
+  for (int p = 0; p < kGemvFirst; ++p) {
+    const int64_t k8 = k_begin + int64_t(p) * G;
+    first[p] = k8 < k_end ? __ldg(wr + k8) : make_uint4(0u, 0u, 0u, 0u);
+  }
   const bf16_t* in = a.in + int64_t(blockIdx.y) * a.in_bs;
   for (int64_t i = threadIdx.x; i < a.M * K8; i += blockDim.x) {
     const int64_t m = i / K8, k8 = i % K8;
     xs[i] = reinterpret_cast<const uint4*>(in + m * a.ldi)[k8];
   }
   __syncthreads();
-  const int g = threadIdx.x & (G - 1), grp = threadIdx.x / G, part = grp % a.ksplit;
-  const int64_t n = n0 + grp / a.ksplit;
-  const bool valid = n < a.N;  // no early return: the group reduction below shuffles across the whole warp
-  const int64_t k_end = valid ? K8 * (part + 1) / a.ksplit : 0;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + (valid ? n : 0) * a.ldw);
   float acc[kGemvRows] = {};
+#pragma unroll
+  for (int p = 0; p < kGemvFirst; ++p) {
+    const int64_t k8 = k_begin + int64_t(p) * G;
+    if (k8 >= k_end) break;
+#pragma unroll
+    for (int m = 0; m < kGemvRows; ++m) {
+      if (m >= a.M) break;
+      acc[m] = dot_bf16x8(first[p], xs[m * K8 + k8], acc[m]);
+    }
+  }
 #pragma unroll 4
-  for (int64_t k8 = K8 * part / a.ksplit + g; k8 < k_end; k8 += G) {
+  for (int64_t k8 = k_begin + int64_t(kGemvFirst) * G; k8 < k_end; k8 += G) {
     const uint4 wv = __ldg(wr + k8);
 #pragma unroll
     for (int m = 0; m < kGemvRows; ++m) {
