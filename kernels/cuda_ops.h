@@ -31,11 +31,11 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);
 
 // ---- linear through cuBLASLt (kernels/matmul.cu)
-void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc);
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc, Inputs weight_written);
 void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
     Accum acc_in);
 void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
-    int64_t w_row0);
+                          int64_t w_row0, Inputs weight_written);
 
 // ---- token sampling, one block per row (kernels/sampling.cu)
 void sample_tokens(const Context& ctx, Tensor tokens, Tensor logprobs, Tensor logits, Tensor params);

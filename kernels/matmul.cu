@@ -216,6 +216,7 @@ struct GemvArgs {
   int glog;    // log2 of the lanes per output column (a lane group)
   int add;
   int ksplit;  // lane groups (whole warps) per output column, each over its own 1/ksplit of K
+  int w_settled;  // Inputs::settled weights: the lane's first loads go out before the wait
 };
 
 template <class TC>
@@ -227,7 +228,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
     const int64_t n1 = min(a.N, n0 + cols_per_block);
     prefetch_l2(w + n0 * a.ldw, uint32_t(((n1 - n0 - 1) * a.ldw + a.K) * int64_t(sizeof(bf16_t))));
   }
-  pdl_enter();
   extern __shared__ uint4 xs[];  // [M][K / 8]
   __shared__ float part_sum[kGemvWarps][kGemvRows];  // ksplit > 1: each warp's share of its column
   const int64_t K8 = a.K / 8;
@@ -236,14 +236,20 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
   const bool valid = n < a.N;  // no early return: the group reduction below shuffles across the whole warp
   const int64_t k_begin = K8 * part / a.ksplit + g, k_end = valid ? K8 * (part + 1) / a.ksplit : 0;
   const uint4* wr = reinterpret_cast<const uint4*>(w + (valid ? n : 0) * a.ldw);
-  // The lane's first kGemvFirst weight loads go out before the input rows are staged, so the two L2 round trips
-  // overlap instead of following each other across the barrier (a 1,024-long row is all of it); same sums.
+  // The lane's first kGemvFirst weight loads (a 1,024-long row is all of it): settled weights (a model's
+  // parameters) before the wait, overlapping the kernel before; otherwise right after it, before the input rows
+  // are staged, so the two L2 round trips overlap instead of following each other across the barrier. Same sums.
   uint4 first[kGemvFirst];
+  auto load_first = [&] {
 #pragma unroll
-  for (int p = 0; p < kGemvFirst; ++p) {
-    const int64_t k8 = k_begin + int64_t(p) * G;
-    first[p] = k8 < k_end ? __ldg(wr + k8) : make_uint4(0u, 0u, 0u, 0u);
-  }
+    for (int p = 0; p < kGemvFirst; ++p) {
+      const int64_t k8 = k_begin + int64_t(p) * G;
+      first[p] = k8 < k_end ? __ldg(wr + k8) : make_uint4(0u, 0u, 0u, 0u);
+    }
+  };
+  if (a.w_settled) load_first();
+  pdl_enter();
+  if (!a.w_settled) load_first();
   const bf16_t* in = a.in + int64_t(blockIdx.y) * a.in_bs;
   for (int64_t i = threadIdx.x; i < a.M * K8; i += blockDim.x) {
     const int64_t m = i / K8, k8 = i % K8;
@@ -328,12 +334,13 @@ void gemv(const Context& ctx, DType out_dtype, GemvArgs a, int64_t batch) {
 
 }  // namespace
 
-void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc) {
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc, Inputs weight_written) {
   const int64_t M = in.rows(), K = in.cols(), N = weight.rows();
   if (M > 0 && N > 0 && gemv_fits(in.dtype, in.data, K, weight.data, K, M, K)) {
-    gemv(ctx, out.dtype, GemvArgs{out.data, N, 0, dptr<const bf16_t>(in), K, 0, dptr<const bf16_t>(weight), K, 0,
-                                  int(M), N, K, 0, acc == Accum::add},
-         1);
+    GemvArgs a{out.data, N, 0, dptr<const bf16_t>(in), K, 0, dptr<const bf16_t>(weight), K, 0, int(M), N, K, 0,
+               acc == Accum::add};
+    a.w_settled = weight_written == Inputs::settled;
+    gemv(ctx, out.dtype, a, 1);
     return;
   }
   lt_gemm(ctx, true, false, N, M, K, weight.data, K, in.data, K, in.dtype, acc == Accum::add ? 1.0f : 0.0f, out.data,
@@ -357,16 +364,17 @@ void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_
 // out[m, h, 0:N] = in[m, h, 0:K] · W_h^T with W_h = weight[h, row0:row0+N, :] ([N, K] row-major).
 // Column-major per head: out_h^T[N, M] (ld H*Nout) = W_h[K, N]^T · in_h^T[K, M] (ld H*Kin).
 void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
-                          int64_t w_row0) {
+                          int64_t w_row0, Inputs weight_written) {
   const int64_t M = in.dim(0), H = in.dim(1), Kin = in.dim(2), Nout = out.dim(2), Wr = weight.dim(1),
                 Kw = weight.dim(2);
   const size_t es = dtype_size(weight.dtype);
   const void* A = static_cast<const char*>(weight.data) + size_t(w_row0 * Kw) * es;
   if (M > 0 && n > 0 && weight.dtype == DType::bf16 && gemv_fits(in.dtype, in.data, H * Kin, A, Kw, M, k) &&
       (Kin * int64_t(es)) % 16 == 0 && (Wr * Kw * int64_t(es)) % 16 == 0) {  // decode: one GEMV launch, heads in y
-    gemv(ctx, out.dtype, GemvArgs{out.data, H * Nout, Nout, dptr<const bf16_t>(in), H * Kin, Kin,
-                                  static_cast<const bf16_t*>(A), Kw, Wr * Kw, int(M), n, k, 0, 0},
-         H);
+    GemvArgs a{out.data, H * Nout, Nout, dptr<const bf16_t>(in), H * Kin, Kin, static_cast<const bf16_t*>(A), Kw,
+               Wr * Kw, int(M), n, k, 0, 0};
+    a.w_settled = weight_written == Inputs::settled;
+    gemv(ctx, out.dtype, a, H);
     return;
   }
   lt_gemm(ctx, true, false, n, M, k, A, Kw, in.data, H * Kin, in.dtype, 0.0f, out.data, H * Nout, out.dtype, H, Wr * Kw,

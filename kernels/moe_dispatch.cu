@@ -526,7 +526,7 @@ void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor o
                      x.dtype == DType::bf16 && router.dtype == DType::bf16 && xp.dtype == DType::bf16 && D % 8 == 0 &&
                      al16(x.data) && al16(router.data) && al16(xp.data) && E <= 1024;
   if (!fused) {
-    cuda::matmul_forward(ctx, logits, x, router, Accum::overwrite);
+    cuda::matmul_forward(ctx, logits, x, router, Accum::overwrite, Inputs::fresh);
     cuda::moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt);
     cuda::moe_route(ctx, row_of, offsets, counts, topk_idx, E);
     cuda::moe_permute_forward(ctx, xp, x, row_of);

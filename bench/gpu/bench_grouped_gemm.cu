@@ -349,7 +349,7 @@ int main(int argc, char** argv) {
 
     // The dense ceiling: the same FLOPs as one [M, K] x [K, N] product through cuBLASLt.
     const float dense_fwd =
-        time_ms(st, reps, [&] { ds::cuda::matmul_forward(ctx, t_out, t_in, t_wd, ds::Accum::overwrite); });
+        time_ms(st, reps, [&] { ds::cuda::matmul_forward(ctx, t_out, t_in, t_wd, ds::Accum::overwrite, ds::Inputs::fresh); });
     const float dense_din = time_ms(st, reps, [&] {
       ds::cuda::matmul_backward(ctx, t_din, ds::Tensor{}, t_dout, t_in, t_wd, ds::Accum::overwrite);
     });

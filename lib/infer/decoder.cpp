@@ -9,6 +9,12 @@ namespace ds {
 
 namespace {
 constexpr double kLatentNormEps = 1e-6;  // as in lib/model/mla.cpp (model.py's default for the latent norms)
+
+// out = in · weight^T with one of the model's (or the decoder's derived) weights: written when the model was loaded
+// or by the optimizer, never by the kernel just before, so settled (a few-row CUDA product loads it before waiting).
+void linear(const Context& ctx, Tensor out, Tensor in, Tensor weight) {
+  matmul_forward(ctx, out, in, weight, Accum::overwrite, Inputs::settled);
+}
 }  // namespace
 
 Decoder::Decoder(Model& model)
@@ -124,22 +130,22 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   if (!qkv_a_[ai].empty()) {  // one GEMM for q_a and kv_a
     const int64_t Q = c.q_lora_rank;
     Tensor a = ws.alloc("qkv_a", dt, {n, Q + C}), qn = ws.alloc("q_latent", dt, {n, Q});
-    matmul_forward(ctx, a, x, qkv_a_[ai]);
+    linear(ctx, a, x, qkv_a_[ai]);
     mla_latent_forward(ctx, qn, pool, rows.slot_rows, a, w.q_a_layernorm, w.kv_a_layernorm, kLatentNormEps, rows.pos,
                        inv_freq, f);
-    matmul_forward(ctx, q, qn, w.q_b_proj);
+    linear(ctx, q, qn, w.q_b_proj);
   } else {
     if (c.q_lora_rank > 0) {
       Tensor qa = ws.alloc("q_latent_raw", dt, {n, c.q_lora_rank});
       Tensor qn = ws.alloc("q_latent", dt, {n, c.q_lora_rank});
-      matmul_forward(ctx, qa, x, w.q_a_proj);
+      linear(ctx, qa, x, w.q_a_proj);
       rmsnorm_forward(ctx, qn, Tensor{}, qa, w.q_a_layernorm, kLatentNormEps);
-      matmul_forward(ctx, q, qn, w.q_b_proj);
+      linear(ctx, q, qn, w.q_b_proj);
     } else {
-      matmul_forward(ctx, q, x, w.q_proj);
+      linear(ctx, q, x, w.q_proj);
     }
     Tensor kv_a = ws.alloc("kv_a", dt, {n, C});
-    matmul_forward(ctx, kv_a, x, w.kv_a_proj);
+    linear(ctx, kv_a, x, w.kv_a_proj);
     mla_latent_forward(ctx, Tensor{}, pool, rows.slot_rows, kv_a, Tensor{}, w.kv_a_layernorm, kLatentNormEps, rows.pos,
                        inv_freq, f);
   }
@@ -152,13 +158,13 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   const bool batched = ctx.device.is_cuda();
   if (batched) {  // q_pe's RoPE (columns R..) beside the fold (columns ..R)
     rope_cols_forward(fork(), q_lat, R, q.view({n, H, dqk}), dn, rows.pos, inv_freq, f);
-    matmul_heads_forward(ctx, q_lat, q.view({n, H, dqk}), w_uk_t_[ai], dn, R);
+    matmul_heads_forward(ctx, q_lat, q.view({n, H, dqk}), w_uk_t_[ai], dn, R, 0, Inputs::settled);
     join();
   } else {
     Tensor q_nope_h = ws.alloc("q_nope_h", dt, {n, dn}), q_abs_h = ws.alloc("q_abs_h", dt, {n, R});
     for (int64_t h = 0; h < H; ++h) {
       copy_cols(ctx, q_nope_h, 0, q, h * dqk, dn);
-      matmul_forward(ctx, q_abs_h, q_nope_h, w_uk_t_[ai].index0(h));  // [n, dn] · ([R, dn])^T
+      linear(ctx, q_abs_h, q_nope_h, w_uk_t_[ai].index0(h));  // [n, dn] · ([R, dn])^T
       copy_cols(ctx, q_lat_nh, h * C, q_abs_h, 0, R);
     }
     rope_cols_forward(ctx, q_lat, R, q.view({n, H, dqk}), dn, rows.pos, inv_freq, f);
@@ -172,17 +178,18 @@ Tensor Decoder::mla(Workspace& ws, Tensor pool, const DecodeRows& rows, Tensor x
   Tensor o = ws.alloc("o", dt, {n, H * dv});
   Tensor kvb = w.kv_b_proj.view({H, dn + dv, R});
   if (batched) {
-    matmul_heads_forward(ctx, o.view({n, H, dv}), o_lat, kvb, R, dv, dn);  // W_UV^h = kvb[h, dn:dn+dv, :]
+    // W_UV^h = kvb[h, dn:dn+dv, :]
+    matmul_heads_forward(ctx, o.view({n, H, dv}), o_lat, kvb, R, dv, dn, Inputs::settled);
   } else {
     Tensor o_lat_h = ws.alloc("o_lat_h", dt, {n, R}), o_h = ws.alloc("o_h", dt, {n, dv});
     for (int64_t h = 0; h < H; ++h) {
       copy_cols(ctx, o_lat_h, 0, o_lat.view({n, H * R}), h * R, R);
-      matmul_forward(ctx, o_h, o_lat_h, kvb.index0(h).slice0(dn, dn + dv));  // W_UV^h [dv, R]
+      linear(ctx, o_h, o_lat_h, kvb.index0(h).slice0(dn, dn + dv));  // W_UV^h [dv, R]
       copy_cols(ctx, o, h * dv, o_h, 0, dv);
     }
   }
   Tensor out = ws.alloc("attn_out", dt, {n, c.hidden_size});
-  matmul_forward(ctx, out, o, w.o_proj);
+  linear(ctx, out, o, w.o_proj);
   return out;
 }
 
@@ -200,9 +207,9 @@ Tensor Decoder::mlp(const Context& ctx, Workspace& ws, const std::string& name, 
   const DType dt = model_.dtype();
   Tensor gu = ws.alloc(name + ".gate_up", dt, {n, 2 * F}), act = ws.alloc(name + ".act", dt, {n, F});
   Tensor out = ws.alloc(name + ".out", dt, {n, w.down_proj.dim(0)});
-  matmul_forward(ctx, gu, x, gate_up);
+  linear(ctx, gu, x, gate_up);
   swiglu_pair_forward(ctx, act, gu);
-  matmul_forward(ctx, out, act, w.down_proj);
+  linear(ctx, out, act, w.down_proj);
   return out;
 }
 
@@ -251,7 +258,7 @@ void Decoder::forward(Workspace& ws, PagedKvCache& cache, const DecodeRows& rows
   }
   *hidden = h;
   *logits = ws.alloc("logits", model_.stat_dtype(), {n, c.vocab_size});  // f32 in mixed precision
-  matmul_forward(ctx, *logits, *hidden, w.lm_head);
+  linear(ctx, *logits, *hidden, w.lm_head);
 }
 
 void Decoder::mtp_forward(Workspace& ws, PagedKvCache& cache, int64_t k, const DecodeRows& rows, Tensor prev_hidden,
@@ -271,14 +278,14 @@ void Decoder::mtp_forward(Workspace& ws, PagedKvCache& cache, int64_t k, const D
   copy_cols(ctx, cat, 0, en, 0, D);
   copy_cols(ctx, cat, D, hn, 0, D);
   Tensor hp = ws.alloc("mtp.eh_proj", dt, {n, D}), hp_n = ws.alloc("mtp.attn_norm", dt, {n, D});
-  matmul_forward(ctx, hp, cat, m.eh_proj);
+  linear(ctx, hp, cat, m.eh_proj);
   rmsnorm_forward(ctx, hp_n, Tensor{}, hp, m.block.input_layernorm, c.rms_norm_eps);
   const int64_t layer = L + k - 1;
   Tensor hn2;  // the shared head's norm of the block output, fused into the block's last op
   *hidden = block(ws, cache, layer, rows, hp, hp_n, m.block, size_t(layer), model_.moe_load(layer), m.shared_head_norm,
                   &hn2);
   *logits = ws.alloc("mtp.logits", model_.stat_dtype(), {n, c.vocab_size});
-  matmul_forward(ctx, *logits, hn2, w.lm_head);
+  linear(ctx, *logits, hn2, w.lm_head);
 }
 
 }  // namespace ds

@@ -140,14 +140,14 @@ void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor
 
 // ---- linear --------------------------------------------------------------------------------------------
 
-void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc) {
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc, Inputs weight_written) {
   Check c(ctx, "matmul_forward");
   c.f("in", in).f("weight", weight).wide("out", out);
   OP_CHECK(c, weight.ndim == 2 && in.cols() == weight.cols(),
            "weight " + weight.shape_str() + " must be [N, K] with K = last dim of in " + in.shape_str());
   OP_CHECK(c, out.rows() == in.rows() && out.cols() == weight.rows(),
            "out " + out.shape_str() + " must be [M, N] for in " + in.shape_str() + " and weight " + weight.shape_str());
-  DS_DISPATCH(c, matmul_forward(ctx, out, in, weight, acc));
+  DS_DISPATCH(c, matmul_forward(ctx, out, in, weight, acc, weight_written));
 }
 
 void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
@@ -172,7 +172,7 @@ void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_
 }
 
 void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
-                          int64_t w_row0) {
+                          int64_t w_row0, Inputs weight_written) {
   Check c(ctx, "matmul_heads_forward");
   c.f("in", in).f("weight", weight).wide("out", out);
   OP_CHECK(c, in.ndim == 3 && out.ndim == 3 && weight.ndim == 3,
@@ -186,7 +186,7 @@ void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weig
            "k " + std::to_string(k) + ", n " + std::to_string(n) + ", w_row0 " + std::to_string(w_row0) +
                " do not fit in " + in.shape_str() + ", out " + out.shape_str() + ", weight " + weight.shape_str());
   OP_CHECK(c, out.dtype == in.dtype || c.on_cuda(), "out must have in's dtype");
-  DS_DISPATCH(c, matmul_heads_forward(ctx, out, in, weight, k, n, w_row0));
+  DS_DISPATCH(c, matmul_heads_forward(ctx, out, in, weight, k, n, w_row0, weight_written));
 }
 
 // ---- RMSNorm -------------------------------------------------------------------------------------------

@@ -54,7 +54,10 @@ void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor
 
 // ---- linear (no bias anywhere in DeepSeek-V3) ----------------------------------------------------------
 // out[M, N] (=|+=) in[M, K] · weight[N, K]^T      (in may be any shape whose last dim is K: M = in.rows())
-void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc = Accum::overwrite);
+// weight_written (Inputs): a model's parameters are settled (the decoder says so; CUDA's few-row GEMV then loads
+// the weights before waiting for the kernel before it).
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc = Accum::overwrite,
+                    Inputs weight_written = Inputs::fresh);
 // d_in[M, K] (=|+=) d_out · weight;  d_weight[N, K] += d_out^T · in. Either output may be empty.
 void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                      Accum acc_in = Accum::overwrite);
@@ -65,7 +68,7 @@ void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_
 // it is); weight [H, Wr >= w_row0 + n, k]. On CUDA one strided-batched cuBLASLt product; on the CPU one sgemm per
 // head.
 void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
-                          int64_t w_row0 = 0);
+                          int64_t w_row0 = 0, Inputs weight_written = Inputs::fresh);
 
 // ---- RMSNorm over the last dim -------------------------------------------------------------------------
 // out = weight * in * rstd,  rstd[rows] = 1 / sqrt(mean(in^2) + eps)

@@ -282,6 +282,10 @@ TEST_CASE("parity: matmul forward", "[matmul]") {
         Twin out32 = twin_out(kF32, {s.M, s.N});
         run_both([&](const Context& c, Pick p) { matmul_forward(c, p(out32), p(in), p(w)); });
         expect_close("matmul_forward bf16->f32 " + st, out32, tol_mm(kF32, s.K), "fp32 accumulation of exact bf16 products");
+        // settled weights (a few rows: the GEMV loads them before its wait): the same bits
+        Twin out_s = twin_out(dt, {s.M, s.N});
+        matmul_forward(cuda_ctx(), out_s.dev.t, in.dev.t, w.dev.t, Accum::overwrite, Inputs::settled);
+        expect_same_bits(tag("matmul_forward settled", dt, st), out.dev, out_s.dev);
       }
     }
   }

@@ -232,6 +232,10 @@ TEST_CASE("matmul_heads_forward: one strided-batched product vs the CPU and the 
                               " H" + std::to_string(s.H) + " k" + std::to_string(s.k) + " n" + std::to_string(s.n);
       expect_close(tag, out, dt == DType::bf16 ? 8e-3 : 1e-5,
                    dt == DType::bf16 ? "bf16 output rounding <= 2^-8" : "f32 accumulation over k <= 256");
+      // settled weights (the GEMV loads them before its wait): the same bits
+      Twin out_s = twin(dt, constant({s.M, s.H, s.Nout}, 0.5));
+      matmul_heads_forward(cuda_ctx(), out_s.dev.t, in.dev.t, w.dev.t, s.k, s.n, s.row0, Inputs::settled);
+      expect_same_bits(tag + " settled", out.dev, out_s.dev);
     }
   }
   // The CPU op against the decoder's former per-head loop, f32 (the CPU decoder keeps the loop)

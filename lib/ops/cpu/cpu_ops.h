@@ -48,11 +48,11 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
 // matmul.cpp
 void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table);
 void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids);
-void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc);
+void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc, Inputs weight_written);
 void matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                      Accum acc_in);
 void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
-                          int64_t w_row0);
+                          int64_t w_row0, Inputs weight_written);
 
 // norm_rope.cpp
 void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps);

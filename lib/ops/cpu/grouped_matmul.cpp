@@ -29,7 +29,8 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
   const Tensor in2 = in.view({M, K}), out2 = out.view({M, out.cols()});
   for (int64_t e = 0; e < E; ++e) {
     if (o[e] == o[e + 1]) continue;
-    cpu::matmul_forward(ctx, out2.slice0(o[e], o[e + 1]), in2.slice0(o[e], o[e + 1]), weight.index0(e), acc);
+    cpu::matmul_forward(ctx, out2.slice0(o[e], o[e + 1]), in2.slice0(o[e], o[e + 1]), weight.index0(e), acc,
+                        Inputs::fresh);
   }
 }
 

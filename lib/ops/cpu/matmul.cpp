@@ -72,7 +72,7 @@ void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor
 }
 
 // out[M, N] (=|+=) in[M, K] · W[N, K]^T
-void matmul_forward(const Context&, Tensor out, Tensor in, Tensor weight, Accum acc) {
+void matmul_forward(const Context&, Tensor out, Tensor in, Tensor weight, Accum acc, Inputs /*weight_written*/) {
   dispatch_float(out.dtype, "matmul_forward", [&](auto zero) {
     using T = decltype(zero);
     const int64_t M = in.rows(), K = in.cols(), N = weight.rows();
@@ -97,7 +97,7 @@ void matmul_backward(const Context&, Tensor d_in, Tensor d_weight, Tensor d_out,
 
 // out[m, h, 0:n] = in[m, h, 0:k] · weight[h, w_row0:w_row0+n, :]^T: one gemm per head on strided views.
 void matmul_heads_forward(const Context&, Tensor out, Tensor in, Tensor weight, int64_t k, int64_t n,
-                          int64_t w_row0) {
+                          int64_t w_row0, Inputs /*weight_written*/) {
   dispatch_float(out.dtype, "matmul_heads_forward", [&](auto zero) {
     using T = decltype(zero);
     const int64_t M = in.dim(0), H = in.dim(1), Kin = in.dim(2), Nout = out.dim(2), Wr = weight.dim(1);
