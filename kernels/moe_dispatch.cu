@@ -214,7 +214,11 @@ struct DispatchArgs {
   // experts [N, K] and their rows [N, K]: each step then reads the one before it there, not through L2.
   int copies;
   int64_t copy_at;
+  int weights_settled;  // Inputs::settled router and bias: a warp's first router loads and the bias go out before
+                        // the wait
 };
+
+constexpr int kRouterFirst = 4;  // 16-byte router loads a lane made with the first ones (a 1,024-long row is all of it)
 
 __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchArgs a) {
   const GateArgs& g = a.gate;
@@ -224,7 +228,6 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
   const int bias_bytes = g.E * (g.bias.bf ? 2 : 4);
   if (threadIdx.x == 32 && g.bias.p && (reinterpret_cast<uintptr_t>(g.bias.p) & 15) == 0 && bias_bytes % 16 == 0)
     prefetch_l2(g.bias.p, uint32_t(bias_bytes));
-  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ __align__(16) unsigned char dsm[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
   const int64_t NK = g.N * g.K;
@@ -232,8 +235,24 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
   float* s_bias = a.copies && g.bias.p ? s_logits + g.N * g.E : nullptr;
   int* s_idx = a.copies ? reinterpret_cast<int*>(s_logits + g.N * g.E + g.E) : nullptr;
   int* s_rows = a.copies ? s_idx + NK : nullptr;
-  // the bias load goes out with the router's (E <= blockDim), its shared copy is written after them
-  const float bias = s_bias && threadIdx.x < g.E ? ldf(g.bias, threadIdx.x) : 0.0f;
+  // The warp's first router row (output o = warp): its first kRouterFirst 16-byte loads a lane, and the bias (E <=
+  // blockDim; its shared copy is written after the router's loads). Settled weights (the decoder's parameters):
+  // before the wait, overlapping the kernel before; otherwise right after it. The sums keep the loop's order.
+  const int64_t D8 = a.D / 8;
+  uint4 first[kRouterFirst];
+  float bias = 0.0f;
+  auto load_first = [&] {
+    const uint4* wr = reinterpret_cast<const uint4*>(a.router + int64_t(warp % g.E) * a.D);
+#pragma unroll
+    for (int p = 0; p < kRouterFirst; ++p) {
+      const int64_t k8 = lane + 32 * p;
+      first[p] = warp < g.N * g.E && k8 < D8 ? wr[k8] : make_uint4(0u, 0u, 0u, 0u);
+    }
+    bias = s_bias && threadIdx.x < g.E ? ldf(g.bias, threadIdx.x) : 0.0f;
+  };
+  if (a.weights_settled) load_first();
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  if (!a.weights_settled) load_first();
   // when the permute is one 16-byte word a thread, that word is loaded now too and stored once its row is known
   const int64_t words = a.D / 8;
   const uint4* x16 = reinterpret_cast<const uint4*>(a.x);
@@ -243,14 +262,17 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
     const int64_t nk = threadIdx.x / words, w = threadIdx.x - nk * words;
     xw = x16[(nk / g.K) * words + w];
   }
-  const int64_t D8 = a.D / 8;
   for (int64_t o = warp; o < g.N * g.E; o += nwarps) {
     const int64_t n = o / g.E, e = o - n * g.E;
     const uint4* xr = reinterpret_cast<const uint4*>(a.x + n * a.D);
     const uint4* wr = reinterpret_cast<const uint4*>(a.router + e * a.D);
     float acc = 0.0f;
+    int64_t k8 = lane;
+    if (o == warp)  // the loads made above
+#pragma unroll
+      for (int p = 0; p < kRouterFirst && k8 < D8; ++p, k8 += 32) acc = dot_bf16x8(first[p], xr[k8], acc);
 #pragma unroll 4  // the loads of several k8 steps in flight at once (the sum's order is the loop's)
-    for (int64_t k8 = lane; k8 < D8; k8 += 32) acc = dot_bf16x8(wr[k8], xr[k8], acc);
+    for (; k8 < D8; k8 += 32) acc = dot_bf16x8(wr[k8], xr[k8], acc);
     acc = warp_sum(acc);
     if (lane == 0) {
       stf(g.logits, o, acc);
@@ -515,7 +537,7 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
 // gate's scratch within 48 KB, bf16 x and router with 16-byte rows; otherwise the four ops one after the other.
 void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
                           Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
-                          const GateOptions& opt) {
+                          const GateOptions& opt, Inputs weights_written) {
   const char* op = "moe_dispatch_forward";
   const int64_t N = moe::rows(x), D = moe::cols(x), E = router.shape[0], K = opt.top_k, NK = N * K;
   const int64_t W = (NK + 31) / 32;
@@ -546,6 +568,7 @@ void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor o
   a.copy_at = int64_t((smem + 15) / 16 * 16);
   const size_t copies = size_t(N * E + E + 2 * NK) * 4;
   a.copies = a.copy_at + copies <= kSmallSmem;
+  a.weights_settled = weights_written == Inputs::settled;
   launch(dispatch_small_kernel, 1, kSmallThreads, a.copies ? a.copy_at + copies : smem, moe::stream_of(ctx), a);
   moe::launched(op);
 }

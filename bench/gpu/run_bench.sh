@@ -18,7 +18,9 @@
 #                                temperature 1; batch 1 and 64, bf16 (f32 if a bf16 run fails; BENCH_DECODE_PRECISIONS
 #                                ="bf16 f32" runs both). Each batch size runs twice (1 then 5
 #                                prompts at batch 1; 64 then 128 prompts at batch 64): "warm" tok/s = the extra
-#                                tokens / the extra time (start-up costs cancel), "cold" = the single run.
+#                                tokens / the extra time (start-up costs cancel), "cold" = the single run. The
+#                                four runs repeat BENCH_DECODE_REPS times (default 3) and summarize.py takes the
+#                                median time of each: the first prompt's start-up varies by tens of ms a run.
 #   4. ds-sft                    --device cuda f32 and bf16, 10 steps, against the CPU curve (bench/gpu_model)
 #   5. hf_bench.py gemm,train,decode   bf16 GEMM ceiling; HF eager training; HF generate at batch 1 and 64
 #   6. hf_bench.py train_compile HF training under torch.compile (whatever time is left, at most 240 s)
@@ -121,11 +123,13 @@ print('$4 check: samples', len(r), 'prompt_tokens', sorted({x['prompt_tokens'] f
 }
 if have_ck; then
   decode_failed=0
-  for prec in $DECODE_PRECS; do
-    rollout $prec 1 p1 ${prec}_b1_n1
-    rollout $prec 1 p5 ${prec}_b1_n5
-    rollout $prec 64 p64 ${prec}_b64_n64
-    rollout $prec 64 p128 ${prec}_b64_n128
+  for rep in $(seq "${BENCH_DECODE_REPS:-3}"); do
+    for prec in $DECODE_PRECS; do
+      rollout $prec 1 p1 ${prec}_b1_n1
+      rollout $prec 1 p5 ${prec}_b1_n5
+      rollout $prec 64 p64 ${prec}_b64_n64
+      rollout $prec 64 p128 ${prec}_b64_n128
+    done
   done
   if [ $decode_failed = 1 ] && [[ " $DECODE_PRECS " != *" f32 "* ]]; then  # bf16 failed: the f32 engine instead
     echo "a decode run failed: f32 runs follow" | tee -a "$L"

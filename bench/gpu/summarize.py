@@ -94,19 +94,24 @@ def main():
     res["ds_params"] = m.group(1) if m else None
 
     # ds decode and memory
-    dec, mem = {}, {}
+    dec, mem, reps = {}, {}, {}
     dpath = os.path.join(O, "ds_decode.txt")
     for line in (open(dpath) if os.path.exists(dpath) else []):
         m = re.match(r"mem (\S+) (-?\d+)", line)
         if m:
-            mem[m.group(1)] = int(m.group(2)) / 1024.0  # GiB
+            mem[m.group(1)] = max(mem.get(m.group(1), 0.0), int(m.group(2)) / 1024.0)  # GiB, the most of the runs
             continue
         m = re.match(r"(\S+) rc=0 .*?(\d+) prompts, (\d+) samples, (\d+) tokens in ([\d.]+) s", line)
-        if m:
-            dec[m.group(1)] = {"tokens": int(m.group(4)), "seconds": float(m.group(5))}
+        if m:  # one line a run; a repeated run (BENCH_DECODE_REPS) adds to the lists, medians below
+            r = reps.setdefault(m.group(1), {"tokens": int(m.group(4)), "seconds": [], "decode_seconds": []})
+            r["seconds"].append(float(m.group(5)))
             d = re.search(r"decode ([\d.]+) s", line)  # the engine's decode time alone (no prefill)
             if d:
-                dec[m.group(1)]["decode_seconds"] = float(d.group(1))
+                r["decode_seconds"].append(float(d.group(1)))
+    for tag, r in reps.items():
+        dec[tag] = {"tokens": r["tokens"], "seconds": statistics.median(r["seconds"]), "runs": len(r["seconds"])}
+        if r["decode_seconds"]:
+            dec[tag]["decode_seconds"] = statistics.median(r["decode_seconds"])
     for tag in ("train",):
         m = re.search(r"^mem %s (-?\d+)" % tag, log, re.M)
         if m:
@@ -150,7 +155,9 @@ def main():
     for b, tgt in ((1, TARGET_DECODE_B1), (64, TARGET_DECODE_B64)):
         d, prec, kind = best_ds(b)
         h = hf_dec.get(b, {}).get("tokens_per_s")
-        rows.append((f"decode tok/s, batch {b} ({prec or 'n/a'}, {kind or ''})", fmt(d), fmt(h), "",
+        runs = dec.get(f"{prec}_b{b}_n{1 if b == 1 else 64}", {}).get("runs", 1)
+        how = f"{kind or ''}, median of {runs} runs" if runs > 1 else (kind or "")
+        rows.append((f"decode tok/s, batch {b} ({prec or 'n/a'}, {how})", fmt(d), fmt(h), "",
                      fmt(ratio(d, h), ".1f"), "", f">= {tgt:,.0f} tok/s"))
         w32, c32 = ds_dec[("f32", b)]
         wb, cb = ds_dec[("bf16", b)]

@@ -55,8 +55,9 @@ void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& 
   Tensor counts = load ? load->counts : ws.alloc(p + "counts", DType::i64, {E});
   a.xp = ws.alloc(p + "dispatched", dt, {N * K, D});
   if (env.inference && env.balance_alpha == 0) {  // the same four ops, fused
+    // the router and the bias are parameters (settled): the fused kernel loads them before its wait
     moe_dispatch_forward(ctx, a.xp, a.row_of, a.offsets, counts, a.topk_idx, a.topk_w, a.scores, a.logits, x, w.router,
-                         w.bias, c.gate_options());
+                         w.bias, c.gate_options(), Inputs::settled);
   } else {
     matmul_forward(ctx, a.logits, x, w.router);
     moe_gate_forward(ctx, a.topk_idx, a.topk_w, a.scores, a.logits, w.bias, c.gate_options());

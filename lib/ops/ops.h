@@ -171,9 +171,10 @@ void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_o
 // Inference fusion, the start of a MoE block: logits = x · router^T (rounded to logits' dtype), then
 // moe_gate_forward(topk_idx, topk_w, scores, logits, bias, opt), moe_route(row_of, offsets, counts, topk_idx, E)
 // and moe_permute_forward(xp, x, row_of) — the same values; on CUDA one launch for decode-sized batches.
+// weights_written: when router and bias were written (Inputs).
 void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
                           Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
-                          const GateOptions& opt);
+                          const GateOptions& opt, Inputs weights_written = Inputs::fresh);
 // d_in[n] (=|+=) sum_k d_out[row_of[n, k]]
 void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc = Accum::overwrite);
 // out[n] (=|+=) sum_k topk_w[n, k] * expert_out[row_of[n, k]]

@@ -149,7 +149,7 @@ void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_o
 
 void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
                           Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
-                          const GateOptions& opt) {
+                          const GateOptions& opt, Inputs weights_written) {
   Check c(ctx, "moe_dispatch_forward");
   c.f("x", x).f("router", router).f("xp", xp);
   OP_CHECK(c, router.ndim == 2 && router.cols() == x.cols() && logits.cols() == router.dim(0) &&
@@ -162,7 +162,7 @@ void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor o
   check_tokens(c, "x", x, row_of);
   DS_DISPATCH_KERNEL(c, MOE_DISPATCH,
                      moe_dispatch_forward(ctx, xp, row_of, offsets, counts, topk_idx, topk_w, scores, logits, x, router,
-                                          bias, opt));
+                                          bias, opt, weights_written));
 }
 
 void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc) {

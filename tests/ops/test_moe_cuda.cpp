@@ -442,7 +442,7 @@ TEST_CASE("moe_dispatch_forward: the fused kernel gives the bits of the four CUD
       GateCase g = g0;
       g.N = N;
       const GateOptions opt = options(g);
-      const int64_t D = 256, E = g.E, K = g.K;
+      const int64_t D = N == 3 ? 2048 : N == 4 ? 128 : 256, E = g.E, K = g.K;  // rows past and short of 4 loads a lane
       const std::string tag = std::string(g.name) + " N" + std::to_string(N);
       Twin x = twin(DType::bf16, randn({N, D}, ++seed)), router = twin(DType::bf16, randn({E, D}, ++seed, 0.1));
       Twin bias = g.bias ? twin(DType::f32, randu({E}, ++seed, -0.1, 0.1)) : none();
@@ -496,6 +496,16 @@ TEST_CASE("moe_dispatch_forward: the fused kernel gives the bits of the four CUD
         same("dispatched rows", f.xp, r.xp);
         expect_close_values("moe_dispatch_forward logits " + tag, f.logits.dev.values(), s.logits.dev.values(),
                             tol_for(DType::bf16, D), "router product: GEMV-order f32 sums vs cuBLASLt, bf16 output");
+      }
+      {  // settled router and bias (loaded before the wait): the bits of the fresh call
+        Outs e = outs();
+        moe_dispatch_forward(c, dev(e.xp), dev(e.row_of), dev(e.offsets), dev(e.counts), dev(e.idx), dev(e.w),
+                             dev(e.scores), dev(e.logits), dev(x), dev(router), dev(bias), opt, Inputs::settled);
+        device_sync();
+        same("settled: logits", f.logits, e.logits);
+        same("settled: topk_w", f.w, e.w);
+        same("settled: row_of", f.row_of, e.row_of);
+        same("settled: dispatched rows", f.xp, e.xp);
       }
     }
   }

@@ -82,7 +82,7 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
 void moe_permute_forward(const Context& ctx, Tensor out, Tensor in, Tensor row_of);
 void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
                           Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
-                          const GateOptions& opt);
+                          const GateOptions& opt, Inputs weights_written);
 void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor row_of, Accum acc);
 void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Tensor row_of, Tensor topk_w,
                            Accum acc);

@@ -71,7 +71,7 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
 
 void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx,
                           Tensor topk_w, Tensor scores, Tensor logits, Tensor x, Tensor router, Tensor bias,
-                          const GateOptions& opt) {
+                          const GateOptions& opt, Inputs /*weights_written*/) {
   cpu::matmul_forward(ctx, logits, x, router, Accum::overwrite, Inputs::fresh);
   cpu::moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt);
   cpu::moe_route(ctx, row_of, offsets, counts, topk_idx, router.dim(0));
