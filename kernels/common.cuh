@@ -71,8 +71,12 @@ inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 
 // in kernels/ — until that kernel has completed and its writes are visible; then they allow the next kernel to be
 // launched in turn. So at most the next grid is resident ahead of time and nothing is read or written before the
 // data it depends on is complete. A kernel may do work before pdl_enter() only when that work touches no memory
-// another kernel writes (gemv_kernel's L2 prefetch of its weights: a prefetch never changes what is read).
-// Launches after a copy, memset or foreign (cuBLAS) kernel keep ordinary stream order.
+// another kernel writes (gemv_kernel's L2 prefetch of its weights: a prefetch never changes what is read), or
+// memory last written two or more launches back: because every kernel waits before it lets the next one start,
+// while kernel N runs kernel N - 2 has completed (a kernel N - 1 launched without the attribute, after a copy or
+// as cuBLAS's, began only after N - 2 completed). Ops say so per call with Inputs::settled (lib/ops/ops.h); never
+// trigger the next launch before the wait, or this breaks. Launches after a copy, memset or foreign (cuBLAS) kernel
+// keep ordinary stream order.
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
