@@ -225,7 +225,8 @@ void decode_section(int samples) {
       for (const int v : {1, 2, 3, 0}) {
         ds::cuda::grouped_matmul_bench_decode_variant(v);
         auto launch = [&](int64_t c) {
-          ds::cuda::grouped_matmul_forward(ctx, t_out, t_in, weights(c), t_off, ds::Accum::overwrite, ds::Inputs::fresh);
+          ds::cuda::grouped_matmul_forward(ctx, t_out, t_in, weights(c), t_off, ds::Accum::overwrite,
+                                           ds::Inputs::fresh);
         };
         CK(cudaMemset(out.p, 0, out.bytes));
         launch(0);
@@ -349,7 +350,8 @@ int main(int argc, char** argv) {
 
     // The dense ceiling: the same FLOPs as one [M, K] x [K, N] product through cuBLASLt.
     const float dense_fwd =
-        time_ms(st, reps, [&] { ds::cuda::matmul_forward(ctx, t_out, t_in, t_wd, ds::Accum::overwrite, ds::Inputs::fresh); });
+        time_ms(st, reps,
+                [&] { ds::cuda::matmul_forward(ctx, t_out, t_in, t_wd, ds::Accum::overwrite, ds::Inputs::fresh); });
     const float dense_din = time_ms(st, reps, [&] {
       ds::cuda::matmul_backward(ctx, t_din, ds::Tensor{}, t_dout, t_in, t_wd, ds::Accum::overwrite);
     });
@@ -376,7 +378,8 @@ int main(int argc, char** argv) {
       const char* pname[3] = {"forward", "d_in", "d_weight"};
       for (int p = 0; p < 3; ++p) {
         auto run = [&] {
-          if (p == 0) ds::cuda::grouped_matmul_forward(ctx, t_out, t_in, t_w, t_off, ds::Accum::overwrite, ds::Inputs::fresh);
+          if (p == 0)
+            ds::cuda::grouped_matmul_forward(ctx, t_out, t_in, t_w, t_off, ds::Accum::overwrite, ds::Inputs::fresh);
           else if (p == 1)
             ds::cuda::grouped_matmul_backward(ctx, t_din, ds::Tensor{}, t_dout, t_in, t_w, t_off, ds::Accum::overwrite);
           else

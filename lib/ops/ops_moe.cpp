@@ -216,9 +216,8 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
              "norm_weight " + norm_weight.shape_str() + " must be [" + std::to_string(out.cols()) + "]");
     OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
   }
-  DS_DISPATCH_KERNEL(c, MOE_DISPATCH,
-                     moe_combine_forward(ctx, out, resid, shared, expert_out, row_of, topk_w, norm_out, norm_weight, eps,
-                                         routing));
+  DS_DISPATCH_KERNEL(c, MOE_DISPATCH, moe_combine_forward(ctx, out, resid, shared, expert_out, row_of, topk_w,
+                                                          norm_out, norm_weight, eps, routing));
 }
 
 // ---- grouped expert linear -------------------------------------------------------------------------------
