@@ -92,6 +92,14 @@ __device__ __forceinline__ void pdl_enter() {
   pdl_launch_dependents();
 }
 
+// pdl_enter() with a kernel's first loads of settled inputs (Inputs::settled, the rule above) ahead of it when
+// `early`, right after it otherwise (the GEMV's weights, the fused dispatch's router row).
+template <class F> __device__ __forceinline__ void pdl_enter_with(bool early, F&& load) {
+  if (early) load();
+  pdl_enter();
+  if (!early) load();
+}
+
 // L2 prefetch of [p, p + bytes) (16-byte aligned, a multiple of 16) by the calling thread: one TMA bulk prefetch.
 // What a kernel may do before pdl_enter() with weights: it never changes the values later reads see.
 __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {

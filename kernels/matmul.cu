@@ -247,9 +247,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
       first[p] = k8 < k_end ? __ldg(wr + k8) : make_uint4(0u, 0u, 0u, 0u);
     }
   };
-  if (a.w_settled) load_first();
-  pdl_enter();
-  if (!a.w_settled) load_first();
+  pdl_enter_with(a.w_settled, load_first);
   const bf16_t* in = a.in + int64_t(blockIdx.y) * a.in_bs;
   for (int64_t i = threadIdx.x; i < a.M * K8; i += blockDim.x) {
     const int64_t m = i / K8, k8 = i % K8;

@@ -250,9 +250,7 @@ __global__ void __launch_bounds__(kSmallThreads) dispatch_small_kernel(DispatchA
     }
     bias = s_bias && threadIdx.x < g.E ? ldf(g.bias, threadIdx.x) : 0.0f;
   };
-  if (a.weights_settled) load_first();
-  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  if (!a.weights_settled) load_first();
+  pdl_enter_with(a.weights_settled, load_first);  // programmatic dependent launch (common.cuh)
   // when the permute is one 16-byte word a thread, that word is loaded now too and stored once its row is known
   const int64_t words = a.D / 8;
   const uint4* x16 = reinterpret_cast<const uint4*>(a.x);
