@@ -39,7 +39,9 @@ if(DS_CUDA)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-      set(CMAKE_CUDA_ARCHITECTURES 90)
+      # 90a: Hopper with its arch-specific instructions (wgmma, used by the grouped expert GEMM); its code runs on
+      # compute capability 9.0 only. Other GPUs: set CMAKE_CUDA_ARCHITECTURES (the wgmma kernels are then left out).
+      set(CMAKE_CUDA_ARCHITECTURES 90a)
     endif()
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)

@@ -32,6 +32,7 @@
 #include "kernels/attn_common.cuh"
 #include "kernels/cuda_ops.h"
 #include "kernels/moe_util.cuh"
+#include "kernels/wgmma.cuh"
 
 namespace ds::cuda {
 
@@ -636,6 +637,138 @@ using Mid = Cfg<64, 128, 32, 2, 2, 4, 2>;  // rows mode with < 128 rows per expe
 
 }  // namespace big
 
+// ---- bf16 training shapes on Hopper's warpgroup MMA (sm_90a) ---------------------------------------------------
+// The large-tile kernel's job (rows mode: forward and d_in; reduce mode: d_weight) with wgmma instead of mma.sync:
+// a 128 x BN output tile per block of two warpgroups, each owning 64 rows (m64nBNk16 products, A and B read by the
+// tensor cores straight from shared memory, so no fragment loads through registers). All 256 threads stream the
+// 64-deep k-tiles of A and B into a ring of STAGES slots with cp.async, in the 128-byte swizzled layout wgmma.cuh
+// describes (K-major tiles for the operands contiguous along k, MN-major ones, read transposed, for those
+// contiguous along m or n: d_in's weights, d_weight's both operands), zero-filled past the row and column ends.
+// Iteration kt: wait for tile kt (own copies) -> proxy fence -> barrier (everyone's copies of kt have landed, and
+// everyone's products of kt - 2 have retired: each warpgroup waited for them in iteration kt - 1) -> refill the slot
+// of kt - 2 with tile kt + STAGES - 2 -> issue the four k16 products of kt -> wait until only kt's are pending. So
+// one k-tile's products run while the next barrier and copies are issued, and STAGES - 2 tiles are in flight.
+// The epilogue writes the fragments straight from registers (store_pair, =|+=), as the large-tile kernel does.
+namespace wg {
+
+constexpr int kBK = 64;  // k per tile: one 128-byte swizzle block of bf16
+
+template <int BN_, int STAGES_> struct Cfg {
+  static constexpr int bm = 128, bn = BN_, stages = STAGES_, threads = 256;
+  static constexpr int a_bytes = bm * kBK * 2, b_bytes = bn * kBK * 2, stage_bytes = a_bytes + b_bytes;
+  static constexpr size_t smem = size_t(stages) * stage_bytes + 1024;  // + slack to align the ring to 1024 bytes
+  static_assert(BN_ == 128 || BN_ == 256, "m64n128 or m64n256 products");
+  static_assert(STAGES_ >= 3, "a k-tile in the products, one retiring, at least one in flight");
+};
+
+template <int BN, int TA, int TB>
+__device__ __forceinline__ void mma(float (&acc)[BN / 2], uint64_t da, uint64_t db) {
+  if constexpr (BN == 256) wgmma::mma_m64n256k16<TA, TB>(acc, da, db);
+  else wgmma::mma_m64n128k16<TA, TB>(acc, da, db);
+}
+
+// C tile rows [m0, m_end) x cols [n0, Nd) (=|+=) sum over k in [k_begin, k_end) of A(m, k) B_e(k, n).
+template <class C, bool AKMAJOR, bool BKMAJOR, class TC>
+__device__ __forceinline__ void tile_wgmma(unsigned char* ring, const __nv_bfloat16* A, const __nv_bfloat16* Be,
+                                           TC* Ce, const GemmArgs& a, int64_t m0, int64_t m_end, int64_t n0,
+                                           int64_t k_begin, int64_t k_end) {
+  const int wgi = int(threadIdx.x) / 128;
+  const int nk = int((k_end - k_begin + kBK - 1) / kBK);
+  auto load_stage = [&](int kt) {
+    unsigned char* As = ring + (kt % C::stages) * C::stage_bytes;
+    unsigned char* Bs = As + C::a_bytes;
+    const int64_t k0 = k_begin + int64_t(kt) * kBK;
+    if constexpr (AKMAJOR) wgmma::load_tile_sw128<C::bm, kBK, C::threads>(As, A, a.lda_m, m0, m_end, k0, k_end);
+    else wgmma::load_tile_sw128<kBK, C::bm, C::threads>(As, A, a.lda_k, k0, k_end, m0, m_end);
+    if constexpr (BKMAJOR) wgmma::load_tile_sw128<C::bn, kBK, C::threads>(Bs, Be, a.ldb_n, n0, a.Nd, k0, k_end);
+    else wgmma::load_tile_sw128<kBK, C::bn, C::threads>(Bs, Be, a.ldb_k, k0, k_end, n0, a.Nd);
+  };
+  float acc[C::bn / 2];
+#pragma unroll
+  for (int i = 0; i < C::bn / 2; ++i) acc[i] = 0.0f;
+  wgmma::pin(acc);
+
+#pragma unroll
+  for (int s = 0; s < C::stages - 2; ++s) {
+    if (s < nk) load_stage(s);
+    attn::cp_async_commit();
+  }
+  const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
+  for (int kt = 0; kt < nk; ++kt) {
+    attn::cp_async_wait<C::stages - 3>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    if (kt + C::stages - 2 < nk) load_stage(kt + C::stages - 2);
+    attn::cp_async_commit();  // possibly empty: keeps the group count in step
+    const uint32_t as = ring_addr + uint32_t((kt % C::stages) * C::stage_bytes), bs = as + C::a_bytes;
+    wgmma::fence();
+#pragma unroll
+    for (int j = 0; j < kBK / 16; ++j) {
+      // A: this warpgroup's 64 rows. K-major: rows 64 wgi.. of [128][64]; MN-major: column block wgi of [64][128].
+      const uint64_t da = AKMAJOR ? wgmma::desc_sw128(as + wgi * 8192 + j * 32, 16, 1024)
+                                  : wgmma::desc_sw128(as + wgi * (kBK * 128) + j * 2048, kBK * 128, 1024);
+      const uint64_t db = BKMAJOR ? wgmma::desc_sw128(bs + j * 32, 16, 1024)
+                                  : wgmma::desc_sw128(bs + j * 2048, kBK * 128, 1024);
+      mma<C::bn, AKMAJOR ? 0 : 1, BKMAJOR ? 0 : 1>(acc, da, db);
+    }
+    wgmma::commit();
+    wgmma::wait<1>();
+  }
+  wgmma::wait<0>();
+  wgmma::pin(acc);
+  attn::cp_async_wait<0>();
+  __syncthreads();  // the ring is free for the next tile's prologue
+
+  // acc[4 j + q]: row 16 w + g + 8 (q >> 1), column 8 j + 2 t + (q & 1) of this warpgroup's 64 x BN block
+  // (w: the warp in the warpgroup, g = lane / 4, t = lane % 4).
+  const int lane = threadIdx.x % 32, w = (threadIdx.x / 32) % 4, g = lane >> 2, tq = lane & 3;
+  const bool pair = a.vec_c != 0, accum = a.accumulate != 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t m = m0 + wgi * 64 + w * 16 + g + 8 * h;
+    if (m >= m_end) continue;
+    TC* crow = Ce + m * a.ldc;
+#pragma unroll
+    for (int j = 0; j < C::bn / 8; ++j) {
+      const int64_t col = n0 + j * 8 + 2 * tq;
+      big::store_pair<TC>(crow + col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], col, a.Nd, pair, accum);
+    }
+  }
+}
+
+template <class C, bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC>
+__global__ void __launch_bounds__(C::threads, 1) grouped_gemm_wgmma(GemmArgs a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  static_assert(!REDUCE || (!AKMAJOR && !BKMAJOR), "reduce mode: both operands row-indexed by the reduction");
+  extern __shared__ __align__(1024) unsigned char wg_smem[];
+  // The static shared memory of locate_tile comes first: align the ring to the swizzle's 1024 bytes by hand.
+  unsigned char* ring = wg_smem + ((1024 - (uint32_t(__cvta_generic_to_shared(wg_smem)) & 1023)) & 1023);
+  const auto* A = static_cast<const __nv_bfloat16*>(a.A);
+  const auto* B = static_cast<const __nv_bfloat16*>(a.B);
+  TC* Cp = static_cast<TC*>(a.C);
+  const int64_t n0 = int64_t(blockIdx.x) * C::bn;
+  if constexpr (REDUCE) {
+    const int e = blockIdx.z;
+    int64_t r0, r1;
+    expert_rows(a, e, r0, r1);
+    if (r0 == r1) return;  // d_weight += 0
+    tile_wgmma<C, AKMAJOR, BKMAJOR, TC>(ring, A, B, Cp + e * a.c_estride, a, int64_t(blockIdx.y) * C::bm, a.Md, n0,
+                                        r0, r1);
+  } else {
+    for (int64_t t = blockIdx.y; t < a.ytiles; t += gridDim.y) {
+      int e;
+      int64_t m0, m_end;
+      if (!locate_tile<C::bm, C::threads>(a, t, e, m0, m_end)) return;
+      tile_wgmma<C, AKMAJOR, BKMAJOR, TC>(ring, A, B + e * a.b_estride, Cp, a, m0, m_end, n0, 0, a.Kd);
+    }
+  }
+}
+
+using N256 = Cfg<256, 4>;  // 192 KB of ring: one block an SM
+using N128 = Cfg<128, 4>;  // 128 KB
+
+}  // namespace wg
+
 // ---- bf16 forward at decode: a few rows per expert (grouped GEMV on tensor cores) ------------------------------
 // Taken by default up to one row per expert on average (kDecodeRowsPerExpert, with the measurements).
 // At decode the forward reads each active expert's whole W_e [N, K] for a handful of rows: the cost is the weight
@@ -854,10 +987,19 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
 }
 }  // namespace dec
 
+// The warpgroup-MMA kernels exist in sm_90a builds (CMAKE_CUDA_ARCHITECTURES 90a, the default): kernels/CMakeLists.txt
+// defines DS_CUDA_WGMMA there.
+#ifdef DS_CUDA_WGMMA
+constexpr bool kWgmma = true;
+#else
+constexpr bool kWgmma = false;
+#endif
+
 // Which tiles the bf16 training-shape products use: 0 = the previous kernels (WMMA 64 x 64 for forward / d_in,
-// the synchronous tiled kernel for d_weight), 1 = 128 x 128, 2 = 128 x 256 (the default). Set only by the
-// benchmark (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run.
-int g_big_variant = 2;
+// the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
+// sm_90a), 3 = wgmma 128 x 256 (the default with it), 4 = wgmma 128 x 128. Set only by the benchmark
+// (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run.
+int g_big_variant = kWgmma ? 3 : 2;
 
 // The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
 // kDecodeRowsPerExpert * E, the host-side bound on the average rows per expert; pipe::Skinny up to 16 rows per
@@ -904,17 +1046,18 @@ void launch_gemm(const Context& ctx, const char* op, const Tensor& ab_dtype, con
   moe::launched(op);
 }
 
-// One launch of the large-tile kernel: rows mode (forward, d_in) over the m-tiles of all experts, or reduce mode
-// (d_weight) over (n-tile, m-tile, expert).
+// The grid of a tiled launch: rows mode (forward, d_in) over the m-tiles of all experts (sets a.ytiles), or reduce
+// mode (d_weight) over (n-tile, m-tile, expert).
+template <bool REDUCE> dim3 tile_grid(GemmArgs& a, int bm, int bn) {
+  if (REDUCE) return dim3(unsigned((a.Nd + bn - 1) / bn), unsigned((a.Md + bm - 1) / bm), unsigned(a.E));
+  a.ytiles = (a.M + bm - 1) / bm + a.E;
+  return dim3(unsigned((a.Nd + bn - 1) / bn), unsigned(std::min<int64_t>(a.ytiles, 65535)), 1);
+}
+
+// One launch of the large-tile kernel (mma.sync).
 template <class Cf, bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 void launch_big(const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
-  dim3 grid;
-  if (REDUCE) {
-    grid = dim3(unsigned((a.Nd + Cf::bn - 1) / Cf::bn), unsigned((a.Md + Cf::bm - 1) / Cf::bm), unsigned(a.E));
-  } else {
-    a.ytiles = (a.M + Cf::bm - 1) / Cf::bm + a.E;
-    grid = dim3(unsigned((a.Nd + Cf::bn - 1) / Cf::bn), unsigned(std::min<int64_t>(a.ytiles, 65535)), 1);
-  }
+  const dim3 grid = tile_grid<REDUCE>(a, Cf::bm, Cf::bn);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
   constexpr size_t smem = big::Smem<Cf, AKMAJOR, BKMAJOR>::bytes;
   moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
@@ -926,14 +1069,30 @@ void launch_big(const Context& ctx, const char* op, const Tensor& c_dtype, GemmA
   moe::launched(op);
 }
 
+// One launch of the warpgroup-MMA kernel (wg::, sm_90a builds only: see kWgmma).
+template <class Cf, bool AKMAJOR, bool BKMAJOR, bool REDUCE>
+void launch_wgmma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
+  const dim3 grid = tile_grid<REDUCE>(a, Cf::bm, Cf::bn);
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
+    using TC = decltype(zc);
+    auto* kernel = wg::grouped_gemm_wgmma<Cf, AKMAJOR, BKMAJOR, REDUCE, TC>;
+    attn::allow_smem(kernel, Cf::smem);
+    launch(kernel, grid, Cf::threads, Cf::smem, moe::stream_of(ctx), a);
+  });
+  moe::launched(op);
+}
+
 // The configuration g_big_variant names (rows mode with fewer than 128 rows per expert on average: big::Mid).
 template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtype, const GemmArgs& a) {
   if (!REDUCE && a.M < 128 * int64_t(a.E))
     return launch_big<big::Mid, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
-  switch (g_big_variant) {
+  switch (kWgmma ? g_big_variant : std::min(g_big_variant, 2)) {
     case 1: return launch_big<big::T128x128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
-    default: return launch_big<big::T128x256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
+    case 2: return launch_big<big::T128x256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
+    case 4: return launch_wgmma<wg::N128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
+    default: return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
   }
 }
 
@@ -991,7 +1150,7 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 // 0 <= variant <= 2 and returns the previous one. Not thread-safe: only for a single-threaded benchmark.
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
-  if (variant >= 0 && variant <= 2) g_big_variant = variant;
+  if (variant >= 0 && variant <= (kWgmma ? 4 : 2)) g_big_variant = variant;
   return prev;
 }
 
