@@ -67,15 +67,41 @@ __global__ void add_cols_kernel(T* __restrict__ dst, int64_t dc, int64_t dst_col
 // pitches and width allow). A kernel, not cudaMemcpy2DAsync: a 2D copy of narrow rows (a head's 64-byte RoPE
 // slice) took the copy path at ~6-10 us each with no programmatic launch, ~20 of them a layer in the expanded
 // MLA forward — 1.6 ms of a 128-token prefill's ~5 ms (bench/README.md, tenth session).
+// With copies > 1 each source unit also goes to `copies` places of its row, cstride bytes apart (copy_cols_repeat).
 template <class U>
 __global__ void copy_cols_kernel(char* __restrict__ dst, int64_t dpitch, const char* __restrict__ src, int64_t spitch,
-                                 int64_t rows, int64_t units) {
+                                 int64_t rows, int64_t units, int64_t copies, int64_t cstride) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t n = rows * units;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / units, c = i - r * units;
-    reinterpret_cast<U*>(dst + r * dpitch)[c] = reinterpret_cast<const U*>(src + r * spitch)[c];
+    const U v = reinterpret_cast<const U*>(src + r * spitch)[c];
+    for (int64_t j = 0; j < copies; ++j) reinterpret_cast<U*>(dst + r * dpitch + j * cstride)[c] = v;
   }
+}
+
+// copy_cols / copy_cols_repeat (overwrite): the widest unit dividing the row starts, pitches, width and stride.
+void launch_copy_cols(cudaStream_t st, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
+                      int64_t src_col, int64_t ncols) {
+  const int64_t rows = dst.rows(), es = int64_t(dtype_size(dst.dtype)), width = ncols * es, dp = dst.cols() * es,
+                sp = src.cols() * es, cs = stride * es;
+  if (rows == 0 || ncols == 0 || copies == 0) return;
+  char* d = static_cast<char*>(dst.data) + dst_col * es;
+  const char* s = static_cast<const char*>(src.data) + src_col * es;
+  int64_t u = 16;
+  while (u > 1 && ((reinterpret_cast<uintptr_t>(d) | reinterpret_cast<uintptr_t>(s)) % uintptr_t(u) != 0 ||
+                   dp % u != 0 || sp % u != 0 || width % u != 0 || cs % u != 0))
+    u >>= 1;
+  const int64_t units = width / u;
+  const unsigned grid = grid_for(rows * units, kThreads);
+  switch (u) {
+    case 16: launch(copy_cols_kernel<uint4>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+    case 8: launch(copy_cols_kernel<uint2>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+    case 4: launch(copy_cols_kernel<uint32_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+    case 2: launch(copy_cols_kernel<uint16_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+    default: launch(copy_cols_kernel<uint8_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+  }
+  DS_CUDA_LAUNCH_CHECK("copy_cols_kernel");
 }
 
 // ---- reductions (deterministic: a fixed grid for a given n, partials summed in a fixed order) ---------------
@@ -303,23 +329,7 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
   const int64_t rows = dst.rows(), dc = dst.cols(), sc = src.cols();
   if (rows == 0 || ncols == 0) return;
   if (acc == Accum::overwrite) {  // any dtype: a strided byte copy
-    const int64_t es = int64_t(dtype_size(dst.dtype)), width = ncols * es, dp = dc * es, sp = sc * es;
-    char* d = static_cast<char*>(dst.data) + dst_col * es;
-    const char* s = static_cast<const char*>(src.data) + src_col * es;
-    int64_t u = 16;  // the widest unit dividing both row starts, both pitches and the width
-    while (u > 1 && ((reinterpret_cast<uintptr_t>(d) | reinterpret_cast<uintptr_t>(s)) % uintptr_t(u) != 0 ||
-                     dp % u != 0 || sp % u != 0 || width % u != 0))
-      u >>= 1;
-    const int64_t units = width / u;
-    const unsigned grid = grid_for(rows * units, kThreads);
-    switch (u) {
-      case 16: launch(copy_cols_kernel<uint4>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-      case 8: launch(copy_cols_kernel<uint2>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-      case 4: launch(copy_cols_kernel<uint32_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-      case 2: launch(copy_cols_kernel<uint16_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-      default: launch(copy_cols_kernel<uint8_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-    }
-    DS_CUDA_LAUNCH_CHECK("copy_cols_kernel");
+    launch_copy_cols(st, dst, dst_col, 0, 1, src, src_col, ncols);
     return;
   }
   dispatch_fb(dst.dtype, "copy_cols", [&](auto zero) {
@@ -329,6 +339,11 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
                                                                             ncols);
   });
   DS_CUDA_LAUNCH_CHECK("add_cols_kernel");
+}
+
+void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
+                      int64_t src_col, int64_t ncols) {
+  launch_copy_cols(prepare(ctx), dst, dst_col, stride, copies, src, src_col, ncols);
 }
 
 double sum(const Context& ctx, Tensor t) { return reduce<false>(ctx, t, "sum"); }

@@ -150,6 +150,14 @@ TEST_CASE("parity: copy_cols", "[elementwise]") {
     expect_close("copy_cols bf16 rows " + std::to_string(k.rows) + " cols " + std::to_string(k.n), dst, 0.0,
                  "a byte copy");
   }
+  // copy_cols_repeat: the rope key into 16 heads of k_full (96-wide heads, 64-byte keys), and an odd layout
+  struct Rep { int64_t rows, dcols, dcol, stride, copies, scols, scol, n; };
+  for (const Rep& k : {Rep{130, 16 * 96, 64, 96, 16, 32, 0, 32}, Rep{7, 40, 3, 9, 4, 11, 2, 5}}) {
+    Twin src = twin(kBF16, randu({k.rows, k.scols}, 37)), dst = twin(kBF16, randu({k.rows, k.dcols}, 38));
+    run_both([&](const Context& c, Pick p) { copy_cols_repeat(c, p(dst), k.dcol, k.stride, k.copies, p(src), k.scol, k.n); });
+    expect_close("copy_cols_repeat bf16 rows " + std::to_string(k.rows) + " x" + std::to_string(k.copies), dst, 0.0,
+                 "a byte copy");
+  }
   Twin isrc = twin_ints({5, 9}, rand_ints(45, 33, -1000, 1000)), idst = twin_ints({5, 4}, rand_ints(20, 34, 0, 9));
   run_both([&](const Context& c, Pick p) { copy_cols(c, p(idst), 1, p(isrc), 5, 3); });
   expect_equal_ints("copy_cols i32", idst);

@@ -60,6 +60,16 @@ TEST_CASE("copy_cols splits and concatenates along the last dim", "[ops][element
   CHECK(idx.i64() == std::vector<int64_t>{6, 8});
 }
 
+TEST_CASE("copy_cols_repeat puts one column block into several places of each row", "[ops][elementwise]") {
+  const Context ctx = cpu_ctx();
+  Owned k = from(DType::f32, {2, 2}, {1, 2, 3, 4});
+  Owned heads = from(DType::f32, {2, 9}, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9});
+  copy_cols_repeat(ctx, heads, 1, 3, 3, k, 0, 2);  // three 3-wide heads, the key in columns 1..2 of each
+  CHECK(heads.f64() == std::vector<double>{9, 1, 2, 9, 1, 2, 9, 1, 2, 9, 3, 4, 9, 3, 4, 9, 3, 4});
+  CHECK_THROWS_AS(copy_cols_repeat(ctx, heads, 1, 1, 3, k, 0, 2), Error);  // copies would overlap
+  CHECK_THROWS_AS(copy_cols_repeat(ctx, heads, 2, 3, 3, k, 0, 2), Error);  // the last copy runs past column 8
+}
+
 TEST_CASE("sum and sum_squares", "[ops][elementwise]") {
   const Context ctx = cpu_ctx();
   Owned t = from(DType::f32, {2, 2}, {1, -2, 3, 4});
