@@ -332,8 +332,13 @@ TEST_CASE("parity: rmsnorm forward and backward", "[norm]") {
     int64_t rows, D;
     bool big;
   };
+  // 16-byte words (vectorized kernels) for D a multiple of 8: one row, q/kv latent widths, words past the last lane's
+  // (1032), lanes exchanging through shared memory (2048; f32 from 1024), a training batch; the strided kernels
+  // for the rest (33, 1000, 7).
   for (const Shape& s : {Shape{7, 33, false}, Shape{33, 1000, false}, Shape{5, 512, false}, Shape{64, 1536, false},
-                         Shape{1000, 7, false}, Shape{256, 7168, true}}) {
+                         Shape{1000, 7, false}, Shape{1, 1024, false}, Shape{1, 7, false}, Shape{37, 384, false},
+                         Shape{19, 256, false}, Shape{9, 1032, false}, Shape{5, 2048, false}, Shape{3, 64, false},
+                         Shape{2100, 1024, false}, Shape{256, 7168, true}, Shape{16384, 1024, true}}) {
     if (s.big && !run_big()) continue;
     const std::string st = shape_tag({s.rows, s.D});
     for (DType dt : {kF32, kBF16}) {
@@ -369,6 +374,49 @@ TEST_CASE("parity: rmsnorm forward and backward", "[norm]") {
           rmsnorm_backward(c, Tensor{}, p(dw32), p(dout), p(in), p(w), p(rstd));
         });
         expect_close("rmsnorm_backward d_weight f32 += bf16 " + st, dw32, 1e-5, "f32 column sums of bf16 inputs");
+      }
+    }
+  }
+}
+
+// The vectorized kernels (aligned rows, D a multiple of 8 bf16 / 4 f32) sum in the strided kernels' order
+// (norm_rope.cu, strided_row_sum): the same bits as the strided path, which a misaligned input forces. So the decode
+// fusions that share the strided order (add_rmsnorm, moe_combine's norm) still match rmsnorm_forward.
+TEST_CASE("rmsnorm: vectorized kernels give the strided kernels' bits", "[norm]") {
+  struct Shape {
+    int64_t rows, D;
+  };
+  for (const Shape& s : {Shape{7, 1024}, Shape{1, 1024}, Shape{37, 384}, Shape{19, 256}, Shape{9, 1032},
+                         Shape{5, 2048}, Shape{3, 64}, Shape{4, 96}, Shape{2, 7168}, Shape{300, 1024}}) {
+    const std::string st = shape_tag({s.rows, s.D});
+    for (DType dt : {kF32, kBF16}) {
+      const size_t mis = dt == kBF16 ? 2 : 4;  // one element off 16-byte alignment: the strided kernels
+      const Values x = randn({s.rows, s.D}, 191, 2.0), g = randn({s.rows, s.D}, 193), d0 = randn({s.rows, s.D}, 195);
+      DevTensor in = dev(dt, x), in_m = dev(dt, x, mis), w = dev(dt, randu({s.D}, 192, 0.5, 1.5));
+      DevTensor out = dev_poisoned(dt, {s.rows, s.D}), out_m = dev_poisoned(dt, {s.rows, s.D});
+      DevTensor rs = dev_poisoned(kF32, {s.rows}), rs_m = dev_poisoned(kF32, {s.rows});
+      rmsnorm_forward(cuda_ctx(), out, rs, in, w, 1e-6);
+      rmsnorm_forward(cuda_ctx(), out_m, rs_m, in_m, w, 1e-6);
+      device_sync();
+      expect_same_bits(tag("rmsnorm_forward out vec/strided", dt, st), out_m, out);
+      expect_same_bits(tag("rmsnorm_forward rstd vec/strided", dt, st), rs_m, rs);
+      DevTensor dy = dev(dt, g);
+      for (bool add : {false, true}) {
+        const Accum acc = add ? Accum::add : Accum::overwrite;
+        DevTensor din = add ? dev(dt, d0) : dev_poisoned(dt, {s.rows, s.D});
+        DevTensor din_m = add ? dev(dt, d0) : dev_poisoned(dt, {s.rows, s.D});
+        DevTensor din_w = add ? dev(dt, d0) : dev_poisoned(dt, {s.rows, s.D});
+        DevTensor dw = dev(kF32, randu({s.D}, 196)), dw_m = dev(kF32, randu({s.D}, 196));
+        rmsnorm_backward(cuda_ctx(), din, Tensor{}, dy, in, w, rs, acc);
+        rmsnorm_backward(cuda_ctx(), din_m, Tensor{}, dy, in_m, w, rs, acc);
+        rmsnorm_backward(cuda_ctx(), din_w, dw, dy, in, w, rs, acc);  // d_in fused with d_weight's partials
+        rmsnorm_backward(cuda_ctx(), Tensor{}, dw_m, dy, in_m, w, rs, acc);
+        device_sync();
+        const std::string a = add ? " add" : "";
+        expect_same_bits(tag("rmsnorm_backward d_in vec/strided", dt, st + a), din_m, din);
+        expect_same_bits(tag("rmsnorm_backward d_in with d_weight", dt, st + a), din, din_w);
+        expect_close_values(tag("rmsnorm_backward d_weight vec/strided", dt, st + a), dw.values(), dw_m.values(), 1e-5,
+                            "f32 column sums in another fixed grouping");
       }
     }
   }
