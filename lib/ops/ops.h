@@ -41,8 +41,9 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
                Accum acc = Accum::overwrite);
 double sum(const Context& ctx, Tensor t);          // reduction to the host, in double
 double sum_squares(const Context& ctx, Tensor t);  // for the gradient norm
-// sum_squares of each tensor (the same values, in order) with one transfer to the host: the gradient norm over
-// ~200 tensors then waits for the GPU once instead of once per tensor.
+// sum_squares of each tensor, in order, with one transfer to the host: the gradient norm over ~200 tensors. On CUDA
+// one pass over all of them (two launches, a table of the tensors) in double, in a fixed order that depends only on
+// the sizes: sum_squares' value up to double rounding.
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
 bool all_finite(const Context& ctx, Tensor t);     // no NaN/inf (f32/f64/bf16): skip a step on overflow
 

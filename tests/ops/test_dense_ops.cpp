@@ -131,6 +131,45 @@ TEST_CASE("parity: copy between dtypes and devices", "[elementwise][copy]") {
   }
 }
 
+// The gradient norm's one pass (kernels/elementwise.cu, ssq_*): tensors of every float dtype, sizes around the
+// chunk (32 KiB: 8192 f32, 16384 bf16, 4096 f64 elements), empty ones (also first and last), misaligned ones (the
+// element-by-element path), many small ones (the chunk -> tensor search), a large one.
+TEST_CASE("parity: sum_squares_each over many tensors", "[elementwise][reduce]") {
+  const DType types[] = {DType::f32, DType::bf16, DType::f64};
+  std::vector<int64_t> sizes = {0, 1, 7, 8191, 8192, 8193, 16384, 16385, 4095, 4096, 0, 0, 100003, 3 * 16384,
+                                (int64_t(1) << 20) + 5};
+  if (run_big()) sizes.push_back(int64_t(6) << 20);
+  for (int i = 0; i < 300; ++i) sizes.push_back(1 + (i * 37) % 301);
+  sizes.push_back(0);
+  std::vector<DevTensor> devs;
+  std::vector<HostTensor> hosts;
+  std::vector<Tensor> dt_in, ht_in;
+  devs.reserve(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const DType dt = types[i % 3];
+    const int64_t n = sizes[i];
+    const size_t mis = i % 4 == 1 ? dtype_size(dt) : 0;
+    const Values x = randu({std::max<int64_t>(n, 1)}, 300 + i, -1, 2);
+    devs.push_back(dev(dt, x, mis));
+    hosts.push_back(host(DType::f64, rounded(dt, x)));
+    dt_in.push_back(n ? devs.back().t : Tensor(devs.back().t.data, dt, {0}, devs.back().t.device));
+    ht_in.push_back(n ? hosts.back().t : Tensor(hosts.back().t.data, DType::f64, {0}));
+  }
+  const std::vector<double> got = sum_squares_each(cuda_ctx(), dt_in), ref = sum_squares_each(cpu_ctx(), ht_in);
+  REQUIRE(got.size() == sizes.size());
+  expect_close_values("sum_squares_each " + std::to_string(sizes.size()) + " tensors", got, ref, 1e-12,
+                      "double accumulation on both sides, different order");
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    INFO("tensor " << i << " of " << sizes[i] << " elements: " << got[i] << " vs " << ref[i]);
+    CHECK(std::abs(got[i] - ref[i]) <= 1e-12 * std::max(1.0, std::abs(ref[i])));
+  }
+  CHECK(got == sum_squares_each(cuda_ctx(), dt_in));  // deterministic: a second run gives the same bits
+  const std::vector<double> one = sum_squares_each(cuda_ctx(), {dt_in[5]});  // a single tensor
+  REQUIRE(one.size() == 1);
+  CHECK(one[0] == got[5]);  // its sums do not depend on the other tensors
+  CHECK(sum_squares_each(cuda_ctx(), {}).empty());
+}
+
 TEST_CASE("parity: copy_cols", "[elementwise]") {
   for (DType dt : {kF32, kBF16}) {
     Twin src = twin(dt, randu({33, 20}, 31));

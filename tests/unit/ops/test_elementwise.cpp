@@ -76,6 +76,20 @@ TEST_CASE("sum and sum_squares", "[ops][elementwise]") {
   CHECK(std::abs(sum_squares(ctx, big) - ref2) < 1e-9);
 }
 
+TEST_CASE("sum_squares_each: each tensor's sum_squares, in order (the gradient norm)", "[ops][elementwise]") {
+  const Context ctx = cpu_ctx();
+  Owned a = from(DType::f32, {2, 2}, {1, -2, 3, 4}), b = rand(DType::f64, {100003}, 8), c = from(DType::f64, {1}, {-3});
+  const Tensor empty(a.t.data, DType::f32, {0});  // no elements: 0
+  const std::vector<double> r = sum_squares_each(ctx, {a, empty, b, c, a});
+  REQUIRE(r.size() == 5);
+  CHECK(r[0] == 30.0);
+  CHECK(r[1] == 0.0);
+  CHECK(r[2] == sum_squares(ctx, b));
+  CHECK(r[3] == 9.0);
+  CHECK(r[4] == 30.0);
+  CHECK(sum_squares_each(ctx, {}).empty());
+}
+
 TEST_CASE("swiglu forward by hand", "[ops][swiglu]") {
   const Context ctx = cpu_ctx();
   Owned g = from(DType::f64, {3}, {0.0, 1.0, -2.0}), u = from(DType::f64, {3}, {5.0, 2.0, 3.0});
