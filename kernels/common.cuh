@@ -174,6 +174,40 @@ __device__ __forceinline__ float dot_bf16x8(uint4 w, uint4 x, float acc) {
   return acc;
 }
 
+// ---- 16-byte vectors -------------------------------------------------------------------------------------------
+// The memory-bound row kernels move rows as 16-byte words: kVec<T> elements (8 bf16 or 4 f32) unpacked to floats.
+
+template <class T> inline constexpr int kVec = int(16 / sizeof(T));
+
+__device__ __forceinline__ void unpack16(uint4 u, float (&f)[8]) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 q = __bfloat1622float2(p[j]);
+    f[2 * j] = q.x;
+    f[2 * j + 1] = q.y;
+  }
+}
+__device__ __forceinline__ void unpack16(uint4 u, float (&f)[4]) {
+  f[0] = __uint_as_float(u.x);
+  f[1] = __uint_as_float(u.y);
+  f[2] = __uint_as_float(u.z);
+  f[3] = __uint_as_float(u.w);
+}
+// Rounds as cvt<T> does element by element (bf16: to nearest even).
+__device__ __forceinline__ uint4 pack16(const float (&f)[8]) {
+  uint4 u;
+  __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) p[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
+  return u;
+}
+__device__ __forceinline__ uint4 pack16(const float (&f)[4]) {
+  return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+}
+
+inline bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // ---- reductions ---------------------------------------------------------------------------------------------
 
 template <class T> __device__ __forceinline__ T warp_sum(T v) {

@@ -67,15 +67,41 @@ __global__ void add_cols_kernel(T* __restrict__ dst, int64_t dc, int64_t dst_col
 // pitches and width allow). A kernel, not cudaMemcpy2DAsync: a 2D copy of narrow rows (a head's 64-byte RoPE
 // slice) took the copy path at ~6-10 us each with no programmatic launch, ~20 of them a layer in the expanded
 // MLA forward — 1.6 ms of a 128-token prefill's ~5 ms (bench/README.md, tenth session).
+// With copies > 1 each source unit also goes to `copies` places of its row, cstride bytes apart (copy_cols_repeat).
 template <class U>
 __global__ void copy_cols_kernel(char* __restrict__ dst, int64_t dpitch, const char* __restrict__ src, int64_t spitch,
-                                 int64_t rows, int64_t units) {
+                                 int64_t rows, int64_t units, int64_t copies, int64_t cstride) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t n = rows * units;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / units, c = i - r * units;
-    reinterpret_cast<U*>(dst + r * dpitch)[c] = reinterpret_cast<const U*>(src + r * spitch)[c];
+    const U v = reinterpret_cast<const U*>(src + r * spitch)[c];
+    for (int64_t j = 0; j < copies; ++j) reinterpret_cast<U*>(dst + r * dpitch + j * cstride)[c] = v;
   }
+}
+
+// copy_cols / copy_cols_repeat (overwrite): the widest unit dividing the row starts, pitches, width and stride.
+void launch_copy_cols(cudaStream_t st, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
+                      int64_t src_col, int64_t ncols) {
+  const int64_t rows = dst.rows(), es = int64_t(dtype_size(dst.dtype)), width = ncols * es, dp = dst.cols() * es,
+                sp = src.cols() * es, cs = stride * es;
+  if (rows == 0 || ncols == 0 || copies == 0) return;
+  char* d = static_cast<char*>(dst.data) + dst_col * es;
+  const char* s = static_cast<const char*>(src.data) + src_col * es;
+  int64_t u = 16;
+  while (u > 1 && ((reinterpret_cast<uintptr_t>(d) | reinterpret_cast<uintptr_t>(s)) % uintptr_t(u) != 0 ||
+                   dp % u != 0 || sp % u != 0 || width % u != 0 || cs % u != 0))
+    u >>= 1;
+  const int64_t units = width / u;
+  const unsigned grid = grid_for(rows * units, kThreads);
+  switch (u) {
+    case 16: launch(copy_cols_kernel<uint4>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+    case 8: launch(copy_cols_kernel<uint2>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+    case 4: launch(copy_cols_kernel<uint32_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+    case 2: launch(copy_cols_kernel<uint16_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+    default: launch(copy_cols_kernel<uint8_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units, copies, cs); break;
+  }
+  DS_CUDA_LAUNCH_CHECK("copy_cols_kernel");
 }
 
 // ---- reductions (deterministic: a fixed grid for a given n, partials summed in a fixed order) ---------------
@@ -132,6 +158,94 @@ template <bool kSquare> double reduce(const Context& ctx, const Tensor& t, const
   DS_CUDA_CHECK(cudaMemcpyAsync(&r, part + blocks, sizeof(double), cudaMemcpyDeviceToHost, st));
   DS_CUDA_CHECK(cudaStreamSynchronize(st));
   return r;
+}
+
+// ---- sum of squares of many tensors (the gradient norm) --------------------------------------------------------
+// One launch over every tensor: each is cut into chunks of kSsqChunkBytes, one block per chunk (a block finds its
+// tensor by binary search in the table), thread t summing the 16-byte groups t, t + 256, ... of the chunk in order
+// (whole words when the tensor is 16-byte aligned, element by element otherwise: the same elements in the same
+// order either way), then block_sum; a second launch adds each tensor's chunk partials (one block per tensor,
+// block_sum of fixed strided sums). All in double; the order depends only on the sizes and dtypes.
+
+constexpr int kSsqThreads = 256;
+constexpr int kSsqGroups = 8;  // 16-byte groups per thread per chunk, all loads in flight
+constexpr int64_t kSsqChunkBytes = int64_t(kSsqThreads) * kSsqGroups * 16;
+
+struct SsqTensor {
+  const void* p;
+  int64_t n;       // elements
+  int64_t chunk0;  // its first chunk
+  int32_t dtype;   // 0 f32, 1 bf16, 2 f64
+  int32_t aligned;
+};
+
+template <class T>
+__device__ __forceinline__ double ssq_chunk(const SsqTensor& t, int64_t chunk_in_tensor) {
+  constexpr int VE = int(16 / sizeof(T));
+  constexpr int64_t chunk_elems = kSsqChunkBytes / int64_t(sizeof(T));
+  const T* base = static_cast<const T*>(t.p) + chunk_in_tensor * chunk_elems;
+  const int64_t left = min(chunk_elems, t.n - chunk_in_tensor * chunk_elems);
+  double s = 0.0;
+  if (t.aligned && left == chunk_elems) {  // a whole chunk of whole words
+    uint4 v[kSsqGroups];
+#pragma unroll
+    for (int i = 0; i < kSsqGroups; ++i) v[i] = reinterpret_cast<const uint4*>(base)[i * kSsqThreads + threadIdx.x];
+#pragma unroll
+    for (int i = 0; i < kSsqGroups; ++i) {
+      const T* e = reinterpret_cast<const T*>(&v[i]);
+#pragma unroll
+      for (int k = 0; k < VE; ++k) {
+        const double x = ldd(e[k]);
+        s += x * x;
+      }
+    }
+    return s;
+  }
+  for (int i = 0; i < kSsqGroups; ++i) {
+    const int64_t g0 = (int64_t(i) * kSsqThreads + threadIdx.x) * VE;
+#pragma unroll
+    for (int k = 0; k < VE; ++k) {
+      if (g0 + k >= left) break;
+      const double x = ldd(base[g0 + k]);
+      s += x * x;
+    }
+  }
+  return s;
+}
+
+__global__ void __launch_bounds__(kSsqThreads)
+    ssq_partial_kernel(const SsqTensor* __restrict__ ts, int nt, double* __restrict__ part) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  __shared__ int which;
+  const int64_t chunk = blockIdx.x;
+  if (threadIdx.x == 0) {  // the last tensor whose first chunk is <= this one (never an empty one: it shares its
+                           // chunk0 with the next tensor, and a last empty tensor's chunk0 is past every chunk)
+    int lo = 0, hi = nt - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (ts[mid].chunk0 <= chunk) lo = mid;
+      else hi = mid - 1;
+    }
+    which = lo;
+  }
+  __syncthreads();
+  const SsqTensor t = ts[which];
+  const int64_t c = chunk - t.chunk0;
+  double s = t.dtype == 0 ? ssq_chunk<float>(t, c) : t.dtype == 1 ? ssq_chunk<bf16_t>(t, c) : ssq_chunk<double>(t, c);
+  s = block_sum(s);
+  if (threadIdx.x == 0) part[chunk] = s;
+}
+
+__global__ void __launch_bounds__(kSsqThreads)
+    ssq_final_kernel(const SsqTensor* __restrict__ ts, int64_t total_chunks, const double* __restrict__ part,
+                     double* __restrict__ out) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  const int i = blockIdx.x;
+  const int64_t c0 = ts[i].chunk0, c1 = i + 1 < int(gridDim.x) ? ts[i + 1].chunk0 : total_chunks;
+  double s = 0.0;
+  for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) s += part[c];
+  s = block_sum(s);
+  if (threadIdx.x == 0) out[i] = s;
 }
 
 // ---- SwiGLU ---------------------------------------------------------------------------------------------------
@@ -303,23 +417,7 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
   const int64_t rows = dst.rows(), dc = dst.cols(), sc = src.cols();
   if (rows == 0 || ncols == 0) return;
   if (acc == Accum::overwrite) {  // any dtype: a strided byte copy
-    const int64_t es = int64_t(dtype_size(dst.dtype)), width = ncols * es, dp = dc * es, sp = sc * es;
-    char* d = static_cast<char*>(dst.data) + dst_col * es;
-    const char* s = static_cast<const char*>(src.data) + src_col * es;
-    int64_t u = 16;  // the widest unit dividing both row starts, both pitches and the width
-    while (u > 1 && ((reinterpret_cast<uintptr_t>(d) | reinterpret_cast<uintptr_t>(s)) % uintptr_t(u) != 0 ||
-                     dp % u != 0 || sp % u != 0 || width % u != 0))
-      u >>= 1;
-    const int64_t units = width / u;
-    const unsigned grid = grid_for(rows * units, kThreads);
-    switch (u) {
-      case 16: launch(copy_cols_kernel<uint4>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-      case 8: launch(copy_cols_kernel<uint2>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-      case 4: launch(copy_cols_kernel<uint32_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-      case 2: launch(copy_cols_kernel<uint16_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-      default: launch(copy_cols_kernel<uint8_t>, grid, kThreads, 0, st, d, dp, s, sp, rows, units); break;
-    }
-    DS_CUDA_LAUNCH_CHECK("copy_cols_kernel");
+    launch_copy_cols(st, dst, dst_col, 0, 1, src, src_col, ncols);
     return;
   }
   dispatch_fb(dst.dtype, "copy_cols", [&](auto zero) {
@@ -331,6 +429,11 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
   DS_CUDA_LAUNCH_CHECK("add_cols_kernel");
 }
 
+void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
+                      int64_t src_col, int64_t ncols) {
+  launch_copy_cols(prepare(ctx), dst, dst_col, stride, copies, src, src_col, ncols);
+}
+
 double sum(const Context& ctx, Tensor t) { return reduce<false>(ctx, t, "sum"); }
 double sum_squares(const Context& ctx, Tensor t) { return reduce<true>(ctx, t, "sum_squares"); }
 
@@ -338,17 +441,31 @@ std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tenso
   cudaStream_t st = prepare(ctx);
   std::vector<double> r(ts.size(), 0.0);
   if (ts.empty()) return r;
-  size_t scratch = 0;  // one scratch slice per tensor: the reductions may overlap on the device
-  for (const Tensor& t : ts) scratch += t.numel() > 0 ? size_t(reduce_blocks(t.numel())) : 0;
-  TempBuffer buf(sizeof(double) * (scratch + ts.size()), st);
-  double* out = buf.as<double>();
-  DS_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(double) * ts.size(), st));  // empty tensors sum to 0
-  double* part = out + ts.size();
+  std::vector<SsqTensor> table(ts.size());
+  int64_t chunks = 0;
   for (size_t i = 0; i < ts.size(); ++i) {
-    if (ts[i].numel() == 0) continue;
-    reduce_into<true>(st, ts[i], "sum_squares_each", part, out + i);
-    part += reduce_blocks(ts[i].numel());
+    const Tensor& t = ts[i];
+    const int32_t dt = t.dtype == DType::f32 ? 0 : t.dtype == DType::bf16 ? 1 : t.dtype == DType::f64 ? 2 : -1;
+    if (dt < 0) throw_runtime(std::string("sum_squares_each: CUDA kernel has no ") + dtype_name(t.dtype) + " variant");
+    const int64_t bytes = t.numel() * int64_t(dtype_size(t.dtype));
+    table[i] = SsqTensor{t.data, t.numel(), chunks, dt, int32_t(is_aligned16(t.data))};
+    chunks += (bytes + kSsqChunkBytes - 1) / kSsqChunkBytes;
   }
+  const size_t table_bytes = (sizeof(SsqTensor) * ts.size() + 15) / 16 * 16;
+  TempBuffer buf(table_bytes + sizeof(double) * (size_t(chunks) + ts.size()), st);
+  auto* dtable = reinterpret_cast<SsqTensor*>(buf.get());
+  double* out = reinterpret_cast<double*>(static_cast<char*>(buf.get()) + table_bytes);
+  double* part = out + ts.size();
+  // pageable source: the call returns once the table is staged, so the vector may go
+  DS_CUDA_CHECK(cudaMemcpyAsync(dtable, table.data(), sizeof(SsqTensor) * ts.size(), cudaMemcpyHostToDevice, st));
+  if (chunks > 0) {
+    launch(ssq_partial_kernel, unsigned(chunks), kSsqThreads, 0, st, static_cast<const SsqTensor*>(dtable),
+           int(ts.size()), part);
+    DS_CUDA_LAUNCH_CHECK("ssq_partial_kernel");
+  }
+  launch(ssq_final_kernel, unsigned(ts.size()), kSsqThreads, 0, st, static_cast<const SsqTensor*>(dtable), chunks,
+         static_cast<const double*>(part), out);
+  DS_CUDA_LAUNCH_CHECK("ssq_final_kernel");
   DS_CUDA_CHECK(cudaMemcpyAsync(r.data(), out, sizeof(double) * ts.size(), cudaMemcpyDeviceToHost, st));
   DS_CUDA_CHECK(cudaStreamSynchronize(st));
   return r;

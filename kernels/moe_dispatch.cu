@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda_ops.h"
 #include "kernels/moe_gate_row.cuh"
@@ -314,40 +315,80 @@ __global__ void permute_fwd_kernel(W* out, const W* in, const int32_t* row_of, i
   }
 }
 
-// d_in[n] (=|+=) sum_k d_out[row_of[n, k]], k in order, f32.
-template <class T>
-__global__ void permute_bwd_kernel(T* d_in, const T* d_out, const int32_t* row_of, int64_t N, int K, int64_t D,
-                                   int64_t rows_out, int add) {
-  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+// The token-row gathers below move words of VE elements: 16 bytes (kVec<T>) when D and the row pointers allow, else
+// single elements (VE = 1); the arithmetic per element is the same either way.
+template <class T, int VE> struct Words {
+  using Raw = std::conditional_t<VE == 1, T, uint4>;  // a word as loaded, unpacked when used (fewer registers)
+  static __device__ __forceinline__ Raw raw(const T* p) { return *reinterpret_cast<const Raw*>(p); }
+  static __device__ __forceinline__ void unpack(float (&f)[VE], Raw u) {
+    if constexpr (VE == 1) f[0] = to_f(u);
+    else unpack16(u, f);
+  }
+  static __device__ __forceinline__ void load(float (&f)[VE], const T* p) { unpack(f, raw(p)); }
+  static __device__ __forceinline__ void store(T* p, const float (&f)[VE]) {
+    if constexpr (VE == 1) *p = from_f<T>(f[0]);
+    else *reinterpret_cast<uint4*>(p) = pack16(f);
+  }
+};
+constexpr int kGatherBatch = 4;  // routing entries whose rows are loaded together (summed in k order after)
+
+// out[n] (=|+=) sum_k scale_k * src[row_of[n, k]] per element, k in order, f32 without contraction: permute_bwd
+// (scale 1: only adds, as before) and unpermute_fwd (scale w[n, k]). One block per token, a thread per word; the
+// rows of kGatherBatch entries are in flight together.
+template <class T, int VE, bool kWeighted>
+__device__ __forceinline__ void gather_rows(T* __restrict__ out, const T* __restrict__ src,
+                                            const int32_t* __restrict__ row_of, FPtr w, int64_t N, int K, int64_t D,
+                                            int64_t rows_src, int add) {
+  const int64_t nv = D / VE;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
-      float s = 0.0f;
-      for (int k = 0; k < K; ++k) {
-        const int64_t r = row_of[n * K + k];
-        if (r >= 0 && r < rows_out) s = __fadd_rn(s, to_f(d_out[r * D + c]));
+    for (int64_t v = threadIdx.x; v < nv; v += blockDim.x) {
+      float s[VE];
+#pragma unroll
+      for (int e = 0; e < VE; ++e) s[e] = 0.0f;
+      for (int k0 = 0; k0 < K; k0 += kGatherBatch) {
+        float x[kGatherBatch][VE], wk[kGatherBatch];
+        bool ok[kGatherBatch];
+#pragma unroll
+        for (int j = 0; j < kGatherBatch; ++j) {
+          const int k = k0 + j;
+          const int64_t r = k < K ? row_of[n * K + k] : -1;
+          ok[j] = r >= 0 && r < rows_src;
+          wk[j] = kWeighted && ok[j] ? ldf(w, n * K + k) : 1.0f;
+          if (ok[j]) Words<T, VE>::load(x[j], src + r * D + v * VE);
+        }
+#pragma unroll
+        for (int j = 0; j < kGatherBatch; ++j) {
+          if (!ok[j]) continue;
+#pragma unroll
+          for (int e = 0; e < VE; ++e) s[e] = __fadd_rn(s[e], kWeighted ? __fmul_rn(wk[j], x[j][e]) : x[j][e]);
+        }
       }
-      T* d = d_in + n * D + c;
-      *d = from_f<T>(add ? __fadd_rn(to_f(*d), s) : s);
+      T* o = out + n * D + v * VE;
+      if (add) {
+        float old[VE];
+        Words<T, VE>::load(old, o);
+#pragma unroll
+        for (int e = 0; e < VE; ++e) s[e] = __fadd_rn(old[e], s[e]);
+      }
+      Words<T, VE>::store(o, s);
     }
   }
 }
 
+// d_in[n] (=|+=) sum_k d_out[row_of[n, k]], k in order, f32.
+template <class T, int VE>
+__global__ void permute_bwd_kernel(T* d_in, const T* d_out, const int32_t* row_of, int64_t N, int K, int64_t D,
+                                   int64_t rows_out, int add) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  gather_rows<T, VE, false>(d_in, d_out, row_of, FPtr{}, N, K, D, rows_out, add);
+}
+
 // out[n] (=|+=) sum_k w[n, k] * expert_out[row_of[n, k]], k in order, f32.
-template <class T>
+template <class T, int VE>
 __global__ void unpermute_fwd_kernel(T* out, const T* eo, const int32_t* row_of, FPtr w, int64_t N, int K, int64_t D,
                                      int64_t rows_eo, int add) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
-      float s = 0.0f;
-      for (int k = 0; k < K; ++k) {
-        const int64_t r = row_of[n * K + k];
-        if (r >= 0 && r < rows_eo) s = __fadd_rn(s, __fmul_rn(ldf(w, n * K + k), to_f(eo[r * D + c])));
-      }
-      T* o = out + n * D + c;
-      *o = from_f<T>(add ? __fadd_rn(to_f(*o), s) : s);
-    }
-  }
+  gather_rows<T, VE, true>(out, eo, row_of, w, N, K, D, rows_eo, add);
 }
 
 // out[n] = resid[n] + (unpermute + shared), each step rounded as unpermute_fwd_kernel, axpy_kernel and add_kernel
@@ -443,41 +484,79 @@ __global__ void __launch_bounds__(512)
   }
 }
 
-// One block per token n: d_expert_out[r] = w * d_out[n]; d_topk_w[n, k] = d_out[n] · expert_out[r] (double sums).
-template <class T>
-__global__ void unpermute_bwd_kernel(T* d_eo, FPtr d_w, const T* d_out, const T* eo, const int32_t* row_of, FPtr w,
-                                     int64_t N, int K, int64_t D, int64_t rows_eo) {
+// One warp per (n, k) entry, 8 a block (a token's K entries side by side: d_out[n] is read once from memory):
+// d_expert_out[r] = w * d_out[n] (one f32 product per element) and d_topk_w[n, k] = d_out[n] · expert_out[r] in
+// double, lane l summing its words' elements in order, then the warp's xor tree (a fixed order). Words of VE
+// elements as gather_rows; kUnpermuteBatch words of each row in flight per lane.
+constexpr int kUnpermuteBatch = 4;
+template <class T, int VE>
+__global__ void __launch_bounds__(256)
+    unpermute_bwd_kernel(T* __restrict__ d_eo, FPtr d_w, const T* __restrict__ d_out, const T* __restrict__ eo,
+                         const int32_t* __restrict__ row_of, FPtr w, int64_t N, int K, int64_t D, int64_t rows_eo) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  __shared__ double part[32];
-  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    const T* g = d_out + n * D;
-    for (int k = 0; k < K; ++k) {
-      const int64_t r = row_of[n * K + k];
-      const bool valid = r >= 0 && r < rows_eo;
-      double dot = 0.0;
-      if (valid) {
-        const float wk = ldf(w, n * K + k);
-        for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
-          const float gc = to_f(g[c]);
-          if (d_eo) d_eo[r * D + c] = from_f<T>(__fmul_rn(wk, gc));
-          if (d_w.p) dot += double(gc) * double(to_f(eo[r * D + c]));
-        }
+  const int lane = threadIdx.x & 31;
+  const int64_t nk = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (nk >= N * K) return;  // whole warps: no barrier below
+  const int64_t r = row_of[nk];
+  if (r < 0 || r >= rows_eo) {
+    if (d_w.p && lane == 0) stf(d_w, nk, 0.0f);
+    return;
+  }
+  const float wk = ldf(w, nk);
+  const T* g = d_out + (nk / K) * D;
+  const T* e = eo + r * D;
+  T* de = d_eo ? d_eo + r * D : nullptr;
+  const bool dot_wanted = d_w.p != nullptr;
+  const int64_t nv = D / VE;
+  double dot = 0.0;
+  for (int64_t v0 = lane; v0 < nv; v0 += 32 * kUnpermuteBatch) {
+    typename Words<T, VE>::Raw gr[kUnpermuteBatch], er[kUnpermuteBatch];
+#pragma unroll
+    for (int u = 0; u < kUnpermuteBatch; ++u) {
+      const int64_t v = v0 + 32 * u;
+      if (v >= nv) continue;
+      gr[u] = Words<T, VE>::raw(g + v * VE);
+      if (dot_wanted) er[u] = Words<T, VE>::raw(e + v * VE);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnpermuteBatch; ++u) {
+      const int64_t v = v0 + 32 * u;
+      if (v >= nv) continue;
+      float gf[VE];
+      Words<T, VE>::unpack(gf, gr[u]);
+      if (de) {
+        float o[VE];
+#pragma unroll
+        for (int q = 0; q < VE; ++q) o[q] = __fmul_rn(wk, gf[q]);
+        Words<T, VE>::store(de + v * VE, o);
       }
-      if (!d_w.p) continue;
-      for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(kFull, dot, o);
-      if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = dot;
-      __syncthreads();
-      if (threadIdx.x < 32) {
-        double v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-        if (threadIdx.x == 0) stf(d_w, n * K + k, valid ? float(v) : 0.0f);
+      if (dot_wanted) {
+        float ef[VE];
+        Words<T, VE>::unpack(ef, er[u]);
+#pragma unroll
+        for (int q = 0; q < VE; ++q) dot += double(gf[q]) * double(ef[q]);
       }
-      __syncthreads();
     }
   }
+  if (!dot_wanted) return;
+  for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+  if (lane == 0) stf(d_w, nk, float(dot));
 }
 
 unsigned token_blocks(int64_t N) { return moe::grid_for(N, 1, 1 << 16); }
+
+// Whether token rows of D elements go as 16-byte words (D a multiple of kVec<T>, every row pointer aligned), and the
+// threads of a one-token block: a thread per word, 32 to 256.
+template <class T> bool words_fit(int64_t D, std::initializer_list<const void*> ptrs) {
+  if (D % kVec<T> != 0) return false;
+  for (const void* p : ptrs)
+    if (!is_aligned16(p)) return false;
+  return true;
+}
+template <class T> int word_threads(int64_t D, bool vec) {
+  const int64_t words = vec ? D / kVec<T> : D;
+  return int(std::clamp<int64_t>((words + 31) / 32 * 32, 32, 256));
+}
 
 }  // namespace
 
@@ -607,9 +686,10 @@ void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor 
   moe::set_device(ctx, op);
   moe::dispatch_f32_bf16(d_in, op, "d_in", [&](auto zero) {
     using T = decltype(zero);
-    launch(permute_bwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx),
-        static_cast<T*>(d_in.data), static_cast<const T*>(d_out.data), static_cast<const int32_t*>(row_of.data), N,
-        int(K), D, moe::rows(d_out), acc == Accum::add);
+    const bool vec = words_fit<T>(D, {d_in.data, d_out.data});
+    launch(vec ? permute_bwd_kernel<T, kVec<T>> : permute_bwd_kernel<T, 1>, token_blocks(N), word_threads<T>(D, vec), 0,
+           moe::stream_of(ctx), static_cast<T*>(d_in.data), static_cast<const T*>(d_out.data),
+           static_cast<const int32_t*>(row_of.data), N, int(K), D, moe::rows(d_out), int(acc == Accum::add));
   });
   moe::launched(op);
 }
@@ -623,9 +703,11 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
   const FPtr w = moe::fptr(topk_w, op, "topk_w");
   moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
     using T = decltype(zero);
-    launch(unpermute_fwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx),
-        static_cast<T*>(out.data), static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w,
-        N, int(K), D, moe::rows(expert_out), acc == Accum::add);
+    const bool vec = words_fit<T>(D, {out.data, expert_out.data});
+    launch(vec ? unpermute_fwd_kernel<T, kVec<T>> : unpermute_fwd_kernel<T, 1>, token_blocks(N),
+           word_threads<T>(D, vec), 0, moe::stream_of(ctx), static_cast<T*>(out.data),
+           static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w, N, int(K), D,
+           moe::rows(expert_out), int(acc == Accum::add));
   });
   moe::launched(op);
 }
@@ -664,10 +746,11 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
   const FPtr w = moe::fptr(topk_w, op, "topk_w"), dw = moe::fptr(d_topk_w, op, "d_topk_w");
   moe::dispatch_f32_bf16(d_out, op, "d_out", [&](auto zero) {
     using T = decltype(zero);
-    launch(unpermute_bwd_kernel<T>, token_blocks(N), 256, 0, moe::stream_of(ctx),
-        d_expert_out.empty() ? nullptr : static_cast<T*>(d_expert_out.data), dw, static_cast<const T*>(d_out.data),
-        static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w, N, int(K), D,
-        moe::rows(expert_out));
+    const bool vec = words_fit<T>(D, {d_expert_out.data, d_out.data, expert_out.data});
+    launch(vec ? unpermute_bwd_kernel<T, kVec<T>> : unpermute_bwd_kernel<T, 1>, unsigned((N * K + 7) / 8), 256, 0,
+           moe::stream_of(ctx), d_expert_out.empty() ? nullptr : static_cast<T*>(d_expert_out.data), dw,
+           static_cast<const T*>(d_out.data), static_cast<const T*>(expert_out.data),
+           static_cast<const int32_t*>(row_of.data), w, N, int(K), D, moe::rows(expert_out));
   });
   moe::launched(op);
 }

@@ -1,10 +1,17 @@
 // CUDA twins of RMSNorm and rotary embedding (lib/ops/cpu/norm_rope.cpp is the reference).
-// RMSNorm: one block per row, the sum of squares and the backward's row dot product in f32, rstd saved in f32.
-// d_weight (a parameter gradient, f32 or the call's dtype) is summed deterministically: fixed row chunks into an
-// f32 scratch, then the chunks in order. RoPE: one thread per (token, head, pair) rotates that pair; the
+// RMSNorm: the sum of squares and the backward's row dot product in f32, rstd saved in f32. Rows whose width allows
+// 16-byte words (D a multiple of 8 bf16 / 4 f32, aligned pointers) take the vectorized kernels: a group of G lanes
+// per row, several rows per block, every word of a row in flight at once; they sum in exactly the order of the
+// strided one-block-per-row kernels (strided_row_sum), so both give the same bits and the decode fusions that share
+// rmsnorm_fwd_kernel's order (add_rmsnorm, moe_combine's norm, mla_latent) still match rmsnorm_forward. d_weight
+// (a parameter gradient, f32 or the call's dtype) is summed deterministically: per block over fixed rows into an
+// f32 scratch (fused into the vectorized d_in kernel, which has the rows loaded), then over the blocks in a fixed
+// order by a column-parallel final kernel. RoPE: one thread per (token, head, pair) rotates that pair; the
 // angle pos * inv_freq and its cos/sin are computed in double (positions reach 10^5: an f32 angle would be off by
 // ~1e-2 rad), then the rotation runs in f32. out may alias in.
 #include <algorithm>
+#include <memory>
+#include <type_traits>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_ops.h"
@@ -72,6 +79,203 @@ __global__ void __launch_bounds__(512)
 // The row kernels' VPT for D elements over `threads` threads: 4 or 8 when they fit, else 0 (the loop).
 int row_vpt(int64_t D, int threads) { return D <= 4LL * threads ? 4 : D <= 8LL * threads ? 8 : 0; }
 
+// Hides a word's value from the compiler, which then unpacks it again rather than keep its floats live.
+__device__ __forceinline__ void launder(uint4& u) { asm volatile("" : "+r"(u.x), "+r"(u.y), "+r"(u.z), "+r"(u.w)); }
+
+// ---- vectorized rows -------------------------------------------------------------------------------------------
+// A strided row kernel runs Tb = row_threads(D) threads on a row: thread t sums elements t + j Tb (j in order), then
+// block_sum adds the threads up. The vectorized kernels give a row G = Tb / VE lanes (VE = kVec<T>) and lane l the
+// 16-byte words l + j G: element e of lane l's word j is element j Tb + l VE + e, exactly the elements of strided
+// thread l VE + e, in the same j order. So lane l keeps VE sums s[e], and strided_row_sum adds them in block_sum's
+// order: its warp_sum (xor over t = l VE + e: across lanes for o >= VE, inside the lane below), then its second
+// warp_sum over the Tb / 32 warps (zero slots first: +0.0f, which is what those stages add). Partners 32 or more
+// lanes away (G > 32: D >= 2048 bf16, >= 1024 f32) exchange through xbuf (blockDim floats); then every thread of
+// the block must call it, which the kernels do (no early return before their last call).
+template <int VE>
+__device__ __forceinline__ float strided_row_sum(float (&s)[VE], int G, float* xbuf) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    if (o >= VE) {
+#pragma unroll
+      for (int e = 0; e < VE; ++e) s[e] += __shfl_xor_sync(0xffffffffu, s[e], o / VE);
+    } else {
+      float t[VE];
+#pragma unroll
+      for (int e = 0; e < VE; ++e) t[e] = s[e] + s[e ^ o];
+#pragma unroll
+      for (int e = 0; e < VE; ++e) s[e] = t[e];
+    }
+  }
+  float v = s[0] + 0.0f;  // block_sum's first stage of the second warp_sum adds an empty slot (Tb / 32 <= 16 warps)
+  const int nwarps = G * VE / 32;
+  for (int o = 16; o > 0; o >>= 1) {
+    if (o >= nwarps) continue;  // an empty slot again: v + 0 == v now
+    const int d = o * 32 / VE;  // the lane of warp W ^ o
+    if (d < 32) {
+      v += __shfl_xor_sync(0xffffffffu, v, d);
+    } else {
+      __syncthreads();  // earlier readers of xbuf are done
+      xbuf[threadIdx.x] = v;
+      __syncthreads();
+      v += xbuf[threadIdx.x ^ d];
+    }
+  }
+  return v;
+}
+
+// rmsnorm_fwd_kernel's values with 16-byte words: blockDim / G rows per block, one row per group of G lanes, NV
+// words per lane. The weights load with the row when NV <= 4, after the sum otherwise (registers).
+template <class T, int NV>
+__global__ void __launch_bounds__(256, NV <= 2 ? 4 : NV <= 8 ? 3 : 1)  // registers: 24+ warps of loads per SM
+    rmsnorm_fwd_vec_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
+                           const T* __restrict__ w, int64_t rows, int64_t D, int G, float eps) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  constexpr int VE = kVec<T>;
+  __shared__ float xbuf[256];
+  const int l = threadIdx.x % G;
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / G) + threadIdx.x / G, nvec = D / VE;
+  const bool live = r < rows;
+  const uint4* x4 = reinterpret_cast<const uint4*>(in) + (live ? r : 0) * nvec;
+  const uint4* w4 = reinterpret_cast<const uint4*>(w);
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  uint4 xv[NV], wv[NV];
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int64_t v = l + int64_t(j) * G;
+    const bool ok = live && v < nvec;
+    xv[j] = ok ? x4[v] : zero;
+    if constexpr (NV <= 4) wv[j] = ok ? w4[v] : zero;
+  }
+  float s[VE];
+#pragma unroll
+  for (int e = 0; e < VE; ++e) s[e] = 0.0f;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    float f[VE];
+    unpack16(xv[j], f);
+#pragma unroll
+    for (int e = 0; e < VE; ++e) s[e] += f[e] * f[e];  // a zero word adds +0: what skipping it leaves
+  }
+  const float ss = strided_row_sum(s, G, xbuf);
+  const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+  if (!live) return;
+  if (rstd && l == 0) rstd[r] = rs;
+  uint4* y4 = reinterpret_cast<uint4*>(out) + r * nvec;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int64_t v = l + int64_t(j) * G;
+    if (v >= nvec) continue;
+    if constexpr (NV > 4) wv[j] = w4[v];
+    launder(xv[j]);  // unpacked again: the sum's VE floats per word need not stay live
+    float xf[VE], wf[VE], y[VE];
+    unpack16(xv[j], xf);
+    unpack16(wv[j], wf);
+#pragma unroll
+    for (int e = 0; e < VE; ++e) y[e] = wf[e] * (xf[e] * rs);
+    y4[v] = pack16(y);
+  }
+}
+
+// rmsnorm_bwd_dx_kernel's d_in (DX) with 16-byte words, as rmsnorm_fwd_vec_kernel lays rows out, and (DW) the
+// d_weight partial of the block's rows: group g takes rows (b R + i) * groups + g, i = 0 .. R-1 in order, summing
+// dy * x * rstd per column into its row of colsum [groups][D] (dynamic shared; each thread only touches its own
+// columns until the barrier), then the groups' sums are added in group order into part[b, :]. One pass over dy and
+// x serves both gradients.
+template <class T, int NV, bool DX, bool DW>
+__global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
+    rmsnorm_bwd_vec_kernel(T* __restrict__ d_in, float* __restrict__ part, const T* __restrict__ d_out,
+                           const T* __restrict__ in, const T* __restrict__ w, const float* __restrict__ rstd,
+                           int64_t rows, int64_t D, int G, int R, int add) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  constexpr int VE = kVec<T>;
+  __shared__ float xbuf[256];
+  extern __shared__ float colsum[];
+  const int l = threadIdx.x % G, g = threadIdx.x / G, groups = blockDim.x / G;
+  const int64_t nvec = D / VE;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  const uint4* w4 = reinterpret_cast<const uint4*>(w);
+  const uint4* dy4 = reinterpret_cast<const uint4*>(d_out);
+  const uint4* x4 = reinterpret_cast<const uint4*>(in);
+  uint4* dx4 = reinterpret_cast<uint4*>(d_in);
+  float* acc = colsum + int64_t(g) * D;
+  if constexpr (DW) {
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int64_t v = l + int64_t(j) * G;
+      if (v < nvec)
+#pragma unroll
+        for (int e = 0; e < VE; ++e) acc[v * VE + e] = 0.0f;
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    const int64_t r = (int64_t(blockIdx.x) * R + i) * groups + g;
+    const bool live = r < rows;
+    const int64_t base = (live ? r : 0) * nvec;
+    uint4 dyv[NV], xv[NV], wv[NV];
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int64_t v = l + int64_t(j) * G;
+      const bool ok = live && v < nvec;
+      dyv[j] = ok ? dy4[base + v] : zero;
+      xv[j] = ok ? x4[base + v] : zero;
+      if constexpr (DX) wv[j] = ok ? w4[v] : zero;
+    }
+    const float rs = live ? rstd[r] : 0.0f;
+    float k = 0.0f;
+    if constexpr (DX) {
+      float s[VE];
+#pragma unroll
+      for (int e = 0; e < VE; ++e) s[e] = 0.0f;
+#pragma unroll
+      for (int j = 0; j < NV; ++j) {
+        float dy[VE], wf[VE], x[VE];
+        unpack16(dyv[j], dy);
+        unpack16(wv[j], wf);
+        unpack16(xv[j], x);
+#pragma unroll
+        for (int e = 0; e < VE; ++e) s[e] += dy[e] * wf[e] * x[e];
+      }
+      const float gx = strided_row_sum(s, G, xbuf);
+      k = rs * rs * rs * gx / float(D);
+    }
+    if (!live) continue;  // strided_row_sum's barriers are behind (every thread ran them)
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int64_t v = l + int64_t(j) * G;
+      if (v >= nvec) continue;
+      launder(dyv[j]);  // unpacked again below: the first pass's 3 VE floats per word need not stay live
+      launder(xv[j]);
+      float dy[VE], x[VE];
+      unpack16(dyv[j], dy);
+      unpack16(xv[j], x);
+      if constexpr (DX) {
+        launder(wv[j]);
+        float wf[VE], o[VE];
+        unpack16(wv[j], wf);
+        unpack16(add ? dx4[base + v] : zero, o);
+#pragma unroll
+        for (int e = 0; e < VE; ++e) {
+          const float t = rs * dy[e] * wf[e] - k * x[e];
+          o[e] = add ? o[e] + t : t;
+        }
+        dx4[base + v] = pack16(o);
+      }
+      if constexpr (DW) {
+#pragma unroll
+        for (int e = 0; e < VE; ++e) acc[v * VE + e] += dy[e] * x[e] * rs;
+      }
+    }
+  }
+  if constexpr (DW) {
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      float t = 0.0f;
+      for (int q = 0; q < groups; ++q) t += colsum[q * D + c];
+      part[int64_t(blockIdx.x) * D + c] = t;
+    }
+  }
+}
+
 // dx = r * dy * w - r^3 * x * (sum_c dy * w * x) / D
 template <class T>
 __global__ void rmsnorm_bwd_dx_kernel(T* __restrict__ d_in, const T* __restrict__ d_out, const T* __restrict__ in,
@@ -108,15 +312,27 @@ __global__ void rmsnorm_bwd_dw_partial_kernel(float* __restrict__ part, const T*
   part[blockIdx.y * D + c] = s;
 }
 
+// dw[c] += sum over p of part[p, c]: 32 columns per block, warp k sums parts k, k + 32, ... in order, then warp 0
+// adds the 32 warps' sums in warp order (a fixed order for a given part count; every part row read coalesced).
 template <class G>
-__global__ void rmsnorm_bwd_dw_final_kernel(G* __restrict__ dw, const float* __restrict__ part, int64_t nchunks,
-                                            int64_t D) {
+__global__ void __launch_bounds__(1024)
+    rmsnorm_bwd_dw_final_kernel(G* __restrict__ dw, const float* __restrict__ part, int64_t nparts, int64_t D) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= D) return;
+  __shared__ float sums[32][33];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t c = int64_t(blockIdx.x) * 32 + lane;
   float s = 0.0f;
-  for (int64_t k = 0; k < nchunks; ++k) s += part[k * D + c];
-  dw[c] = cvt<G>(ldf(dw[c]) + s);
+  if (c < D) {
+#pragma unroll 8
+    for (int64_t p = warp; p < nparts; p += 32) s += part[p * D + c];
+  }
+  sums[warp][lane] = s;
+  __syncthreads();
+  if (warp == 0 && c < D) {
+    float t = 0.0f;
+    for (int k = 0; k < 32; ++k) t += sums[k][lane];
+    dw[c] = cvt<G>(ldf(dw[c]) + t);
+  }
 }
 
 // Thread (n, h, i): pair i of token n in head h. sign = +1 forward, -1 backward (transposed rotation).
@@ -269,6 +485,29 @@ __global__ void mla_latent_kernel(T* __restrict__ q_latent, T* __restrict__ pool
   }
 }
 
+// The vectorized row kernels' layout for D (see strided_row_sum): G = row_threads(D) / kVec<T> lanes per row, NV
+// 16-byte words per lane (a power of two, at most max_nv); NV = 0 when D or a pointer does not allow 16-byte words.
+constexpr int kVecBlock = 256;
+struct VecRows {
+  int G = 0, NV = 0;
+  unsigned blocks(int64_t rows) const {
+    const int64_t per = kVecBlock / G;
+    return unsigned((rows + per - 1) / per);
+  }
+};
+template <class T> VecRows vec_rows(int64_t D, std::initializer_list<const void*> ptrs, int max_nv) {
+  constexpr int VE = kVec<T>;
+  if (D % VE != 0) return {};
+  for (const void* p : ptrs)
+    if (!is_aligned16(p)) return {};
+  const int G = row_threads(D) / VE;
+  const int64_t per = (D / VE + G - 1) / G;
+  int nv = 1;
+  while (nv < per) nv *= 2;
+  if (nv > max_nv) return {};
+  return {G, nv};
+}
+
 unsigned row_grid(int64_t rows) { return unsigned(std::min<int64_t>(rows, 1 << 20)); }
 
 template <class T>
@@ -290,11 +529,20 @@ void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Ten
   if (rows == 0 || D == 0) return;
   dispatch_fb(out.dtype, "rmsnorm_forward", [&](auto zero) {
     using T = decltype(zero);
+    const VecRows vr = vec_rows<T>(D, {out.data, in.data, weight.data}, 16);
+    float* rs = rstd.empty() ? nullptr : dptr<float>(rstd);
+    if (vr.NV) {
+      auto kernel = vr.NV == 1 ? rmsnorm_fwd_vec_kernel<T, 1> : vr.NV == 2 ? rmsnorm_fwd_vec_kernel<T, 2>
+                  : vr.NV == 4 ? rmsnorm_fwd_vec_kernel<T, 4> : vr.NV == 8 ? rmsnorm_fwd_vec_kernel<T, 8>
+                                                              : rmsnorm_fwd_vec_kernel<T, 16>;
+      launch(kernel, vr.blocks(rows), kVecBlock, 0, st, dptr<T>(out), rs, dptr<const T>(in), dptr<const T>(weight),
+             rows, D, vr.G, float(eps));
+      return;
+    }
     const int threads = row_threads(D), vpt = row_vpt(D, threads);
     auto kernel = vpt == 4 ? rmsnorm_fwd_kernel<T, 4> : vpt == 8 ? rmsnorm_fwd_kernel<T, 8> : rmsnorm_fwd_kernel<T, 0>;
-    launch(kernel, row_grid(rows), threads, 0, st,
-        dptr<T>(out), rstd.empty() ? nullptr : dptr<float>(rstd), dptr<const T>(in), dptr<const T>(weight), rows, D,
-        float(eps));
+    launch(kernel, row_grid(rows), threads, 0, st, dptr<T>(out), rs, dptr<const T>(in), dptr<const T>(weight), rows, D,
+           float(eps));
   });
   DS_CUDA_LAUNCH_CHECK("rmsnorm_fwd_kernel");
 }
@@ -304,29 +552,68 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
   cudaStream_t st = prepare(ctx);
   const int64_t rows = in.rows(), D = in.cols();
   if (rows == 0 || D == 0) return;
+  const bool dx = !d_in.empty(), dw = !d_weight.empty();
+  if (!dx && !dw) return;
   dispatch_fb(d_out.dtype, "rmsnorm_backward", [&](auto zero) {
     using T = decltype(zero);
-    if (!d_in.empty()) {
-      launch(rmsnorm_bwd_dx_kernel<T>, row_grid(rows), row_threads(D), 0, st,
-          dptr<T>(d_in), dptr<const T>(d_out), dptr<const T>(in), dptr<const T>(weight), dptr<const float>(rstd),
-          rows, D, acc_in == Accum::add);
-      DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dx_kernel");
-    }
-    if (!d_weight.empty()) {
-      const int64_t nchunks = std::min<int64_t>(std::max<int64_t>(rows / 64, 1), 1024);
-      const int64_t chunk_rows = (rows + nchunks - 1) / nchunks;
-      TempBuffer part(sizeof(float) * size_t(nchunks * D), st);
-      const dim3 grid(unsigned((D + 127) / 128), unsigned(nchunks));
-      launch(rmsnorm_bwd_dw_partial_kernel<T>, grid, 128, 0, st, part.as<float>(), dptr<const T>(d_out),
-                                                             dptr<const T>(in), dptr<const float>(rstd), rows, D,
-                                                             chunk_rows);
-      DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_partial_kernel");
+    T* din = dx ? dptr<T>(d_in) : nullptr;
+    const T *dy = dptr<const T>(d_out), *x = dptr<const T>(in), *w = dptr<const T>(weight);
+    const float* rs = dptr<const float>(rstd);
+    const int add = acc_in == Accum::add;
+    // the partials of d_weight, [nparts, D] f32, and their sum into d_weight
+    std::unique_ptr<TempBuffer> part;
+    int64_t nparts = 0;
+    auto finish_dw = [&] {
       dispatch_fb(d_weight.dtype, "rmsnorm_backward", [&](auto gz) {
         using G = decltype(gz);
-        launch(rmsnorm_bwd_dw_final_kernel<G>, unsigned((D + 127) / 128), 128, 0, st, dptr<G>(d_weight),
-                                                                                  part.as<const float>(), nchunks, D);
+        launch(rmsnorm_bwd_dw_final_kernel<G>, unsigned((D + 31) / 32), 1024, 0, st, dptr<G>(d_weight),
+               part->as<const float>(), nparts, D);
       });
       DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_final_kernel");
+    };
+    // One pass for both gradients when the words per lane leave room for d_weight's column sums (NV <= 4).
+    const VecRows both = vec_rows<T>(D, {din, dy, x, w}, 4);
+    if (both.NV) {
+      const int groups = kVecBlock / both.G;
+      const int R = dw ? int(std::clamp<int64_t>(rows / (int64_t(groups) * 512), 1, 16)) : 1;
+      const int64_t nb = (rows + int64_t(groups) * R - 1) / (int64_t(groups) * R);
+      if (dw) {
+        nparts = nb;
+        part = std::make_unique<TempBuffer>(sizeof(float) * size_t(nparts * D), st);
+      }
+      float* p = dw ? part->as<float>() : nullptr;
+      const size_t smem = dw ? sizeof(float) * size_t(groups * D) : 0;
+      auto pick = [&](auto dxc, auto dwc) {
+        constexpr bool DX = decltype(dxc)::value, DW = decltype(dwc)::value;
+        auto kernel = both.NV == 1 ? rmsnorm_bwd_vec_kernel<T, 1, DX, DW>
+                    : both.NV == 2 ? rmsnorm_bwd_vec_kernel<T, 2, DX, DW> : rmsnorm_bwd_vec_kernel<T, 4, DX, DW>;
+        launch(kernel, unsigned(nb), kVecBlock, smem, st, din, p, dy, x, w, rs, rows, D, both.G, R, add);
+      };
+      if (dx && dw) pick(std::true_type{}, std::true_type{});
+      else if (dx) pick(std::true_type{}, std::false_type{});
+      else pick(std::false_type{}, std::true_type{});
+      DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_vec_kernel");
+      if (dw) finish_dw();
+      return;
+    }
+    if (dx) {
+      const VecRows vr = vec_rows<T>(D, {din, dy, x, w}, 8);
+      if (vr.NV == 8) {  // NV <= 4 went above
+        launch(rmsnorm_bwd_vec_kernel<T, 8, true, false>, vr.blocks(rows), kVecBlock, 0, st, din, nullptr, dy, x, w,
+               rs, rows, D, vr.G, 1, add);
+      } else {
+        launch(rmsnorm_bwd_dx_kernel<T>, row_grid(rows), row_threads(D), 0, st, din, dy, x, w, rs, rows, D, add != 0);
+      }
+      DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dx_kernel");
+    }
+    if (dw) {
+      nparts = std::min<int64_t>(std::max<int64_t>(rows / 64, 1), 1024);
+      const int64_t chunk_rows = (rows + nparts - 1) / nparts;
+      part = std::make_unique<TempBuffer>(sizeof(float) * size_t(nparts * D), st);
+      const dim3 grid(unsigned((D + 127) / 128), unsigned(nparts));
+      launch(rmsnorm_bwd_dw_partial_kernel<T>, grid, 128, 0, st, part->as<float>(), dy, x, rs, rows, D, chunk_rows);
+      DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_partial_kernel");
+      finish_dw();
     }
   });
 }

@@ -66,7 +66,7 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   a.k_full = ws.alloc(p + "k_full", dt, {N, H, dqk});
   Tensor k_full_nh = a.k_full.view({N, H * dqk});
   copy_cols(ctx, a.k_full.view({N * H, dqk}), 0, kv_b_rows, 0, dn);
-  for (int64_t h = 0; h < H; ++h) copy_cols(ctx, k_full_nh, h * dqk + dn, a.k_pe, 0, dr);
+  copy_cols_repeat(ctx, k_full_nh, dn, dqk, H, a.k_pe, 0, dr);  // the shared rope key into every head
   a.v = ws.alloc(p + "v", dt, {N, H, dv});
   copy_cols(ctx, a.v.view({N * H, dv}), 0, kv_b_rows, dn, dv);
 

@@ -85,6 +85,26 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
   DS_DISPATCH(c, copy_cols(ctx, dst, dst_col, src, src_col, ncols, acc));
 }
 
+void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
+                      int64_t src_col, int64_t ncols) {
+  Check c(ctx, "copy_cols_repeat");
+  OP_CHECK(c, !dst.empty() && !src.empty(), "dst and src are required");
+  c.device("dst", dst).device("src", src);
+  OP_CHECK(c, dst.dtype == src.dtype, "dst " + desc(dst) + " and src " + desc(src) + " differ in dtype");
+  OP_CHECK(c, dst.rows() == src.rows(), "dst " + dst.shape_str() + " and src " + src.shape_str() + " differ in rows");
+  OP_CHECK(c, copies >= 1 && (copies == 1 || stride >= ncols),
+           "copies " + std::to_string(copies) + " at stride " + std::to_string(stride) + " of " +
+               std::to_string(ncols) + " columns would overlap");
+  OP_CHECK(c,
+           ncols >= 0 && dst_col >= 0 && src_col >= 0 && dst_col + (copies - 1) * stride + ncols <= dst.cols() &&
+               src_col + ncols <= src.cols(),
+           "columns [" + std::to_string(dst_col) + ", +" + std::to_string(ncols) + ") x " + std::to_string(copies) +
+               " at stride " + std::to_string(stride) + " of dst " + dst.shape_str() + " or [" +
+               std::to_string(src_col) + ", +" + std::to_string(ncols) + ") of src " + src.shape_str() +
+               " out of range");
+  DS_DISPATCH(c, copy_cols_repeat(ctx, dst, dst_col, stride, copies, src, src_col, ncols));
+}
+
 static void check_reducible(Check& c, const Tensor& t) {
   OP_CHECK(c, !t.empty(), "t is required");
   c.device("t", t);

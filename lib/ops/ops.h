@@ -39,10 +39,15 @@ void copy(const Context& ctx, Tensor dst, Tensor src);
 // Serves split (forward) / concat (backward) along the last dim, e.g. q -> (q_nope, q_pe).
 void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t ncols,
                Accum acc = Accum::overwrite);
+// The same column block into `copies` places of each row: dst[:, dst_col + j * stride : ... + ncols] =
+// src[:, src_col : src_col + ncols] for j < copies (MLA's shared rope key into every head of k_full, one launch).
+void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
+                      int64_t src_col, int64_t ncols);
 double sum(const Context& ctx, Tensor t);          // reduction to the host, in double
 double sum_squares(const Context& ctx, Tensor t);  // for the gradient norm
-// sum_squares of each tensor (the same values, in order) with one transfer to the host: the gradient norm over
-// ~200 tensors then waits for the GPU once instead of once per tensor.
+// sum_squares of each tensor, in order, with one transfer to the host: the gradient norm over ~200 tensors. On CUDA
+// one pass over all of them (two launches, a table of the tensors) in double, in a fixed order that depends only on
+// the sizes: sum_squares' value up to double rounding.
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
 bool all_finite(const Context& ctx, Tensor t);     // no NaN/inf (f32/f64/bf16): skip a step on overflow
 

@@ -131,6 +131,45 @@ TEST_CASE("parity: copy between dtypes and devices", "[elementwise][copy]") {
   }
 }
 
+// The gradient norm's one pass (kernels/elementwise.cu, ssq_*): tensors of every float dtype, sizes around the
+// chunk (32 KiB: 8192 f32, 16384 bf16, 4096 f64 elements), empty ones (also first and last), misaligned ones (the
+// element-by-element path), many small ones (the chunk -> tensor search), a large one.
+TEST_CASE("parity: sum_squares_each over many tensors", "[elementwise][reduce]") {
+  const DType types[] = {DType::f32, DType::bf16, DType::f64};
+  std::vector<int64_t> sizes = {0, 1, 7, 8191, 8192, 8193, 16384, 16385, 4095, 4096, 0, 0, 100003, 3 * 16384,
+                                (int64_t(1) << 20) + 5};
+  if (run_big()) sizes.push_back(int64_t(6) << 20);
+  for (int i = 0; i < 300; ++i) sizes.push_back(1 + (i * 37) % 301);
+  sizes.push_back(0);
+  std::vector<DevTensor> devs;
+  std::vector<HostTensor> hosts;
+  std::vector<Tensor> dt_in, ht_in;
+  devs.reserve(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const DType dt = types[i % 3];
+    const int64_t n = sizes[i];
+    const size_t mis = i % 4 == 1 ? dtype_size(dt) : 0;
+    const Values x = randu({std::max<int64_t>(n, 1)}, 300 + i, -1, 2);
+    devs.push_back(dev(dt, x, mis));
+    hosts.push_back(host(DType::f64, rounded(dt, x)));
+    dt_in.push_back(n ? devs.back().t : Tensor(devs.back().t.data, dt, {0}, devs.back().t.device));
+    ht_in.push_back(n ? hosts.back().t : Tensor(hosts.back().t.data, DType::f64, {0}));
+  }
+  const std::vector<double> got = sum_squares_each(cuda_ctx(), dt_in), ref = sum_squares_each(cpu_ctx(), ht_in);
+  REQUIRE(got.size() == sizes.size());
+  expect_close_values("sum_squares_each " + std::to_string(sizes.size()) + " tensors", got, ref, 1e-12,
+                      "double accumulation on both sides, different order");
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    INFO("tensor " << i << " of " << sizes[i] << " elements: " << got[i] << " vs " << ref[i]);
+    CHECK(std::abs(got[i] - ref[i]) <= 1e-12 * std::max(1.0, std::abs(ref[i])));
+  }
+  CHECK(got == sum_squares_each(cuda_ctx(), dt_in));  // deterministic: a second run gives the same bits
+  const std::vector<double> one = sum_squares_each(cuda_ctx(), {dt_in[5]});  // a single tensor
+  REQUIRE(one.size() == 1);
+  CHECK(one[0] == got[5]);  // its sums do not depend on the other tensors
+  CHECK(sum_squares_each(cuda_ctx(), {}).empty());
+}
+
 TEST_CASE("parity: copy_cols", "[elementwise]") {
   for (DType dt : {kF32, kBF16}) {
     Twin src = twin(dt, randu({33, 20}, 31));
@@ -148,6 +187,14 @@ TEST_CASE("parity: copy_cols", "[elementwise]") {
     Twin src = twin(kBF16, randu({k.rows, k.scols}, 35)), dst = twin(kBF16, randu({k.rows, k.dcols}, 36));
     run_both([&](const Context& c, Pick p) { copy_cols(c, p(dst), k.dcol, p(src), k.scol, k.n); });
     expect_close("copy_cols bf16 rows " + std::to_string(k.rows) + " cols " + std::to_string(k.n), dst, 0.0,
+                 "a byte copy");
+  }
+  // copy_cols_repeat: the rope key into 16 heads of k_full (96-wide heads, 64-byte keys), and an odd layout
+  struct Rep { int64_t rows, dcols, dcol, stride, copies, scols, scol, n; };
+  for (const Rep& k : {Rep{130, 16 * 96, 64, 96, 16, 32, 0, 32}, Rep{7, 40, 3, 9, 4, 11, 2, 5}}) {
+    Twin src = twin(kBF16, randu({k.rows, k.scols}, 37)), dst = twin(kBF16, randu({k.rows, k.dcols}, 38));
+    run_both([&](const Context& c, Pick p) { copy_cols_repeat(c, p(dst), k.dcol, k.stride, k.copies, p(src), k.scol, k.n); });
+    expect_close("copy_cols_repeat bf16 rows " + std::to_string(k.rows) + " x" + std::to_string(k.copies), dst, 0.0,
                  "a byte copy");
   }
   Twin isrc = twin_ints({5, 9}, rand_ints(45, 33, -1000, 1000)), idst = twin_ints({5, 4}, rand_ints(20, 34, 0, 9));
@@ -332,8 +379,13 @@ TEST_CASE("parity: rmsnorm forward and backward", "[norm]") {
     int64_t rows, D;
     bool big;
   };
+  // 16-byte words (vectorized kernels) for D a multiple of 8: one row, q/kv latent widths, words past the last lane's
+  // (1032), lanes exchanging through shared memory (2048; f32 from 1024), a training batch; the strided kernels
+  // for the rest (33, 1000, 7).
   for (const Shape& s : {Shape{7, 33, false}, Shape{33, 1000, false}, Shape{5, 512, false}, Shape{64, 1536, false},
-                         Shape{1000, 7, false}, Shape{256, 7168, true}}) {
+                         Shape{1000, 7, false}, Shape{1, 1024, false}, Shape{1, 7, false}, Shape{37, 384, false},
+                         Shape{19, 256, false}, Shape{9, 1032, false}, Shape{5, 2048, false}, Shape{3, 64, false},
+                         Shape{2100, 1024, false}, Shape{256, 7168, true}, Shape{16384, 1024, true}}) {
     if (s.big && !run_big()) continue;
     const std::string st = shape_tag({s.rows, s.D});
     for (DType dt : {kF32, kBF16}) {
@@ -369,6 +421,49 @@ TEST_CASE("parity: rmsnorm forward and backward", "[norm]") {
           rmsnorm_backward(c, Tensor{}, p(dw32), p(dout), p(in), p(w), p(rstd));
         });
         expect_close("rmsnorm_backward d_weight f32 += bf16 " + st, dw32, 1e-5, "f32 column sums of bf16 inputs");
+      }
+    }
+  }
+}
+
+// The vectorized kernels (aligned rows, D a multiple of 8 bf16 / 4 f32) sum in the strided kernels' order
+// (norm_rope.cu, strided_row_sum): the same bits as the strided path, which a misaligned input forces. So the decode
+// fusions that share the strided order (add_rmsnorm, moe_combine's norm) still match rmsnorm_forward.
+TEST_CASE("rmsnorm: vectorized kernels give the strided kernels' bits", "[norm]") {
+  struct Shape {
+    int64_t rows, D;
+  };
+  for (const Shape& s : {Shape{7, 1024}, Shape{1, 1024}, Shape{37, 384}, Shape{19, 256}, Shape{9, 1032},
+                         Shape{5, 2048}, Shape{3, 64}, Shape{4, 96}, Shape{2, 7168}, Shape{300, 1024}}) {
+    const std::string st = shape_tag({s.rows, s.D});
+    for (DType dt : {kF32, kBF16}) {
+      const size_t mis = dt == kBF16 ? 2 : 4;  // one element off 16-byte alignment: the strided kernels
+      const Values x = randn({s.rows, s.D}, 191, 2.0), g = randn({s.rows, s.D}, 193), d0 = randn({s.rows, s.D}, 195);
+      DevTensor in = dev(dt, x), in_m = dev(dt, x, mis), w = dev(dt, randu({s.D}, 192, 0.5, 1.5));
+      DevTensor out = dev_poisoned(dt, {s.rows, s.D}), out_m = dev_poisoned(dt, {s.rows, s.D});
+      DevTensor rs = dev_poisoned(kF32, {s.rows}), rs_m = dev_poisoned(kF32, {s.rows});
+      rmsnorm_forward(cuda_ctx(), out, rs, in, w, 1e-6);
+      rmsnorm_forward(cuda_ctx(), out_m, rs_m, in_m, w, 1e-6);
+      device_sync();
+      expect_same_bits(tag("rmsnorm_forward out vec/strided", dt, st), out_m, out);
+      expect_same_bits(tag("rmsnorm_forward rstd vec/strided", dt, st), rs_m, rs);
+      DevTensor dy = dev(dt, g);
+      for (bool add : {false, true}) {
+        const Accum acc = add ? Accum::add : Accum::overwrite;
+        DevTensor din = add ? dev(dt, d0) : dev_poisoned(dt, {s.rows, s.D});
+        DevTensor din_m = add ? dev(dt, d0) : dev_poisoned(dt, {s.rows, s.D});
+        DevTensor din_w = add ? dev(dt, d0) : dev_poisoned(dt, {s.rows, s.D});
+        DevTensor dw = dev(kF32, randu({s.D}, 196)), dw_m = dev(kF32, randu({s.D}, 196));
+        rmsnorm_backward(cuda_ctx(), din, Tensor{}, dy, in, w, rs, acc);
+        rmsnorm_backward(cuda_ctx(), din_m, Tensor{}, dy, in_m, w, rs, acc);
+        rmsnorm_backward(cuda_ctx(), din_w, dw, dy, in, w, rs, acc);  // d_in fused with d_weight's partials
+        rmsnorm_backward(cuda_ctx(), Tensor{}, dw_m, dy, in_m, w, rs, acc);
+        device_sync();
+        const std::string a = add ? " add" : "";
+        expect_same_bits(tag("rmsnorm_backward d_in vec/strided", dt, st + a), din_m, din);
+        expect_same_bits(tag("rmsnorm_backward d_in with d_weight", dt, st + a), din, din_w);
+        expect_close_values(tag("rmsnorm_backward d_weight vec/strided", dt, st + a), dw.values(), dw_m.values(), 1e-5,
+                            "f32 column sums in another fixed grouping");
       }
     }
   }

@@ -221,9 +221,13 @@ TEST_CASE("moe permute / unpermute parity", "[moe][dispatch]") {
     int64_t N, K, E, D;
   };
   uint64_t seed = 4000;
-  // K 10 and D 3000 reach moe_combine_forward's other kernel shapes (loop; 8 values a thread)
+  // K 10 and D 3000 reach moe_combine_forward's other kernel shapes (loop; 8 values a thread). D a multiple of 8
+  // moves 16-byte words (permute_bwd, unpermute_fwd/bwd), other D single elements (129, 1001); one token; the
+  // training step's shape (16,384 tokens, top-4 of 32, hidden 1024: 65,536 permuted rows) unless DS_PARITY_SMALL.
   for (const C& cs : {C{257, 8, 256, 512}, C{97, 4, 32, 129}, C{33, 6, 64, 7168}, C{5, 10, 64, 1024},
-                      C{3, 2, 16, 3000}}) {
+                      C{3, 2, 16, 3000}, C{1, 4, 32, 1024}, C{7, 3, 8, 1001}, C{300, 4, 32, 384}, C{2, 5, 8, 8},
+                      C{16384, 4, 32, 1024}}) {
+    if (cs.N * cs.K * cs.D > (int64_t(1) << 24) && !run_big()) continue;
     const int64_t NK = cs.N * cs.K;
     // The routing table from the reference route (same on both sides).
     std::vector<int32_t> ro;
@@ -298,6 +302,11 @@ TEST_CASE("moe permute / unpermute parity", "[moe][dispatch]") {
         moe_unpermute_backward(c, Tensor{}, p(d_w2), p(g), p(eo), p(row_of), p(w));
       });
       expect_close("moe_unpermute_backward d_topk_w only " + tag, d_w2, 1e-6, "double dot over D, f32 output");
+      Twin d_eo2 = twin_out(dt, {NK, cs.D});
+      run_both([&](const Context& c, Pick p) {
+        moe_unpermute_backward(c, p(d_eo2), Tensor{}, p(g), p(eo), p(row_of), p(w));
+      });
+      expect_close("moe_unpermute_backward d_expert_out only " + tag, d_eo2, tol_for(dt), "one f32 product");
     }
   }
 }

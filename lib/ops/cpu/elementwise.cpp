@@ -156,6 +156,12 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
   });
 }
 
+void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
+                      int64_t src_col, int64_t ncols) {
+  for (int64_t j = 0; j < copies; ++j)
+    cpu::copy_cols(ctx, dst, dst_col + j * stride, src, src_col, ncols, Accum::overwrite);
+}
+
 double sum(const Context& ctx, Tensor t) {
   return reduce_any(ctx, t, "sum", [](double x) { return x; });
 }

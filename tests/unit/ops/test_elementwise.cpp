@@ -60,6 +60,16 @@ TEST_CASE("copy_cols splits and concatenates along the last dim", "[ops][element
   CHECK(idx.i64() == std::vector<int64_t>{6, 8});
 }
 
+TEST_CASE("copy_cols_repeat puts one column block into several places of each row", "[ops][elementwise]") {
+  const Context ctx = cpu_ctx();
+  Owned k = from(DType::f32, {2, 2}, {1, 2, 3, 4});
+  Owned heads = from(DType::f32, {2, 9}, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9});
+  copy_cols_repeat(ctx, heads, 1, 3, 3, k, 0, 2);  // three 3-wide heads, the key in columns 1..2 of each
+  CHECK(heads.f64() == std::vector<double>{9, 1, 2, 9, 1, 2, 9, 1, 2, 9, 3, 4, 9, 3, 4, 9, 3, 4});
+  CHECK_THROWS_AS(copy_cols_repeat(ctx, heads, 1, 1, 3, k, 0, 2), Error);  // copies would overlap
+  CHECK_THROWS_AS(copy_cols_repeat(ctx, heads, 2, 3, 3, k, 0, 2), Error);  // the last copy runs past column 8
+}
+
 TEST_CASE("sum and sum_squares", "[ops][elementwise]") {
   const Context ctx = cpu_ctx();
   Owned t = from(DType::f32, {2, 2}, {1, -2, 3, 4});
@@ -74,6 +84,20 @@ TEST_CASE("sum and sum_squares", "[ops][elementwise]") {
   }
   CHECK(std::abs(sum(ctx, big) - ref) < 1e-9);
   CHECK(std::abs(sum_squares(ctx, big) - ref2) < 1e-9);
+}
+
+TEST_CASE("sum_squares_each: each tensor's sum_squares, in order (the gradient norm)", "[ops][elementwise]") {
+  const Context ctx = cpu_ctx();
+  Owned a = from(DType::f32, {2, 2}, {1, -2, 3, 4}), b = rand(DType::f64, {100003}, 8), c = from(DType::f64, {1}, {-3});
+  const Tensor empty(a.t.data, DType::f32, {0});  // no elements: 0
+  const std::vector<double> r = sum_squares_each(ctx, {a, empty, b, c, a});
+  REQUIRE(r.size() == 5);
+  CHECK(r[0] == 30.0);
+  CHECK(r[1] == 0.0);
+  CHECK(r[2] == sum_squares(ctx, b));
+  CHECK(r[3] == 9.0);
+  CHECK(r[4] == 30.0);
+  CHECK(sum_squares_each(ctx, {}).empty());
 }
 
 TEST_CASE("swiglu forward by hand", "[ops][swiglu]") {
