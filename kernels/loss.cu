@@ -2,7 +2,8 @@
 // the forward streams each row once with an online logsumexp (running max and rescaled sum in f32, merged across
 // threads), so no [N, V] probability tensor is ever formed; the backward recomputes softmax from the saved lse
 // and writes d_logits directly (=|+=) d_scale * row_scale[n] * (exp(x - lse) - onehot). loss, lse and row_scale
-// are f32; logits and d_logits f32 or bf16.
+// are f32; logits f32 or bf16; d_logits the logits' dtype or bf16 for f32 logits (the gradient in f32, rounded once
+// into what the bf16 head reads).
 // Targets outside [0, V) other than ignore_index (bad input on the CPU, which cannot be reported here without a
 // synchronisation) give NaN loss/lse and NaN gradients for that row, so they surface in the loss.
 #include <cmath>
@@ -86,23 +87,24 @@ template <class T, int VEC> struct alignas(sizeof(T) * VEC) Pack {
 // V), rows on blockIdx.y (grid-stride both ways). Each element's arithmetic is the same at any VEC: the wider
 // loads only put more bytes in flight (the scalar loop streamed the 2 GB of an 16k x 32k f32 logits tensor at
 // ~1.5 TB/s).
-template <class T, int VEC>
-__global__ void ce_bwd_kernel(T* __restrict__ d_logits, const T* __restrict__ logits, const float* __restrict__ lse,
+template <class T, class D, int VEC>
+__global__ void ce_bwd_kernel(D* __restrict__ d_logits, const T* __restrict__ logits, const float* __restrict__ lse,
                               const int32_t* __restrict__ targets, const float* __restrict__ row_scale, int64_t N,
                               int64_t V, float d_scale, int ignore_index, bool add) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using P = Pack<T, VEC>;
+  using PD = Pack<D, VEC>;
   const int64_t VV = V / VEC;
   for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
     const int32_t tg = targets[n];
-    P* d = reinterpret_cast<P*>(d_logits + n * V);
+    PD* d = reinterpret_cast<PD*>(d_logits + n * V);
     const int64_t v0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, dv = int64_t(gridDim.x) * blockDim.x;
     if (tg == ignore_index) {
       if (!add)
         for (int64_t v = v0; v < VV; v += dv) {
-          P z;
+          PD z;
 #pragma unroll
-          for (int j = 0; j < VEC; ++j) z.v[j] = cvt<T>(0.0f);
+          for (int j = 0; j < VEC; ++j) z.v[j] = cvt<D>(0.0f);
           d[v] = z;
         }
       continue;
@@ -113,12 +115,12 @@ __global__ void ce_bwd_kernel(T* __restrict__ d_logits, const T* __restrict__ lo
     const P* x = reinterpret_cast<const P*>(logits + n * V);
     for (int64_t v = v0; v < VV; v += dv) {
       const P xv = x[v];
-      P o = add ? d[v] : P{};
+      PD o = add ? d[v] : PD{};
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
         const int64_t c = v * VEC + j;
         const float g = k * (expf(ldf(xv.v[j]) - l) - (c == tg ? 1.0f : 0.0f));
-        o.v[j] = cvt<T>(add ? ldf(o.v[j]) + g : g);
+        o.v[j] = cvt<D>(add ? ldf(o.v[j]) + g : g);
       }
       d[v] = o;
     }
@@ -147,19 +149,24 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   const int64_t N = logits.rows(), V = logits.cols();
   if (N == 0 || V == 0) return;
   constexpr int kThreads = 256, kVec = 4;
-  const size_t es = dtype_size(logits.dtype);
-  const bool vec = V % kVec == 0 && reinterpret_cast<uintptr_t>(logits.data) % (kVec * es) == 0 &&
-                   reinterpret_cast<uintptr_t>(d_logits.data) % (kVec * es) == 0;
+  auto aligned = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data) % (kVec * dtype_size(t.dtype)) == 0; };
+  const bool vec = V % kVec == 0 && aligned(logits) && aligned(d_logits);
   const int64_t units = vec ? V / kVec : V;
   const dim3 grid(unsigned(std::min<int64_t>((units + kThreads - 1) / kThreads, 1024)),
                   unsigned(std::min<int64_t>(N, 65535)));
-  dispatch_fb(logits.dtype, "cross_entropy_backward", [&](auto zero) {
-    using T = decltype(zero);
-    launch(vec ? ce_bwd_kernel<T, kVec> : ce_bwd_kernel<T, 1>, grid, kThreads, 0, st, dptr<T>(d_logits),
+  auto run = [&](auto t_zero, auto d_zero) {
+    using T = decltype(t_zero);
+    using D = decltype(d_zero);
+    launch(vec ? ce_bwd_kernel<T, D, kVec> : ce_bwd_kernel<T, D, 1>, grid, kThreads, 0, st, dptr<D>(d_logits),
            dptr<const T>(logits), dptr<const float>(lse), dptr<const int32_t>(targets),
            row_scale.empty() ? nullptr : dptr<const float>(row_scale), N, V, float(d_scale), ignore_index,
            acc == Accum::add);
-  });
+  };
+  // d_logits: the logits' dtype, or bf16 for f32 logits (ops.cpp)
+  if (logits.dtype == DType::f32 && d_logits.dtype == DType::bf16)
+    run(float{}, bf16_t{});
+  else
+    cuda::dispatch_fb(logits.dtype, "cross_entropy_backward", [&](auto zero) { run(zero, zero); });
   DS_CUDA_LAUNCH_CHECK("ce_bwd_kernel");
 }
 
