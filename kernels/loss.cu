@@ -6,8 +6,10 @@
 // into what the bf16 head reads).
 // Targets outside [0, V) other than ignore_index (bad input on the CPU, which cannot be reported here without a
 // synchronisation) give NaN loss/lse and NaN gradients for that row, so they surface in the loss.
+#include <algorithm>
 #include <cmath>
 
+#include "kernels/attn_common.cuh"  // num_sms()
 #include "kernels/common.cuh"
 #include "kernels/cuda_ops.h"
 
@@ -83,46 +85,68 @@ template <class T, int VEC> struct alignas(sizeof(T) * VEC) Pack {
   T v[VEC];
 };
 
-// Columns on blockIdx.x / threadIdx.x in groups of VEC (V % VEC == 0, rows aligned to VEC elements; VEC 1 for any
-// V), rows on blockIdx.y (grid-stride both ways). Each element's arithmetic is the same at any VEC: the wider
-// loads only put more bytes in flight (the scalar loop streamed the 2 GB of an 16k x 32k f32 logits tensor at
-// ~1.5 TB/s).
-template <class T, class D, int VEC>
-__global__ void ce_bwd_kernel(D* __restrict__ d_logits, const T* __restrict__ logits, const float* __restrict__ lse,
-                              const int32_t* __restrict__ targets, const float* __restrict__ row_scale, int64_t N,
-                              int64_t V, float d_scale, int ignore_index, bool add) {
+constexpr int kBwdThreads = 256;
+constexpr int kBwdUnroll = 2;        // groups a thread loads before it computes any (bytes in flight)
+// Blocks a SM: 8 (2,048 threads, a full H100/H200 SM, in 32 registers); with add, which loads d as well, 6 (42
+// registers: no spills).
+constexpr int bwd_blocks_per_sm(bool add) { return add ? 6 : 8; }
+
+// Rows on blockIdx.y, columns on blockIdx.x / threadIdx.x in groups of VEC (V % VEC == 0, rows aligned to VEC
+// elements of T and of D; VEC 1 for any V), both grid-stride. The grid is sized to the GPU (cross_entropy_backward),
+// not to N x V: each thread keeps kBwdUnroll loads in flight (~64 KB a SM with float4), which the streaming needs
+// (one scalar load a thread streamed the 2 GB f32 logits of a 16k x 32k step at ~1.5 TB/s). Each element's
+// arithmetic is the same at any VEC and grid: g = k * (expf(x - lse) - onehot) in f32, rounded once into D (with
+// add: d read, added in f32, the sum rounded once), so results do not depend on the launch shape.
+template <class T, class D, int VEC, bool ADD>
+__global__ void __launch_bounds__(kBwdThreads, bwd_blocks_per_sm(ADD))
+    ce_bwd_kernel(D* __restrict__ d_logits, const T* __restrict__ logits, const float* __restrict__ lse,
+                  const int32_t* __restrict__ targets, const float* __restrict__ row_scale, int64_t N, int64_t V,
+                  float d_scale, int ignore_index) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using P = Pack<T, VEC>;
   using PD = Pack<D, VEC>;
-  const int64_t VV = V / VEC;
+  // column indices in int (V < 2^30, checked on the host): 64-bit ones cost the registers that keep 8 blocks a SM
+  const int VV = int(V / VEC);
+  const int v0 = blockIdx.x * blockDim.x + threadIdx.x, dv = gridDim.x * blockDim.x;
   for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
     const int32_t tg = targets[n];
     PD* d = reinterpret_cast<PD*>(d_logits + n * V);
-    const int64_t v0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, dv = int64_t(gridDim.x) * blockDim.x;
     if (tg == ignore_index) {
-      if (!add)
-        for (int64_t v = v0; v < VV; v += dv) {
-          PD z;
+      if (!ADD) {
+        PD z;
 #pragma unroll
-          for (int j = 0; j < VEC; ++j) z.v[j] = cvt<D>(0.0f);
-          d[v] = z;
-        }
+        for (int j = 0; j < VEC; ++j) z.v[j] = cvt<D>(0.0f);
+        for (int v = v0; v < VV; v += dv) d[v] = z;
+      }
       continue;
     }
     const bool bad = tg < 0 || int64_t(tg) >= V;
     const float l = bad ? NAN : lse[n];
     const float k = row_scale ? d_scale * row_scale[n] : d_scale;
     const P* x = reinterpret_cast<const P*>(logits + n * V);
-    for (int64_t v = v0; v < VV; v += dv) {
-      const P xv = x[v];
-      PD o = add ? d[v] : PD{};
+    for (int v = v0; v < VV; v += kBwdUnroll * dv) {
+      P xv[kBwdUnroll];
+      PD o[kBwdUnroll];
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        const int64_t c = v * VEC + j;
-        const float g = k * (expf(ldf(xv.v[j]) - l) - (c == tg ? 1.0f : 0.0f));
-        o.v[j] = cvt<D>(add ? ldf(o.v[j]) + g : g);
+      for (int u = 0; u < kBwdUnroll; ++u) {
+        const int w = v + u * dv;
+        if (w < VV) {
+          xv[u] = x[w];
+          if (ADD) o[u] = d[w];
+        }
       }
-      d[v] = o;
+#pragma unroll
+      for (int u = 0; u < kBwdUnroll; ++u) {
+        const int w = v + u * dv;
+        if (w >= VV) break;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const int c = w * VEC + j;
+          const float g = k * (expf(ldf(xv[u].v[j]) - l) - (c == tg ? 1.0f : 0.0f));
+          o[u].v[j] = cvt<D>(ADD ? ldf(o[u].v[j]) + g : g);
+        }
+        d[w] = o[u];
+      }
     }
   }
 }
@@ -148,19 +172,31 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   cudaStream_t st = prepare(ctx);
   const int64_t N = logits.rows(), V = logits.cols();
   if (N == 0 || V == 0) return;
-  constexpr int kThreads = 256, kVec = 4;
-  auto aligned = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data) % (kVec * dtype_size(t.dtype)) == 0; };
+  DS_CHECK(V < (int64_t(1) << 30), "cross_entropy_backward: V " + std::to_string(V) +
+                                      " too large for the kernel's int column indices (2^30)");
+  constexpr int kVec = 4;
+  auto aligned = [](const Tensor& t) {
+    return reinterpret_cast<uintptr_t>(t.data) % (kVec * dtype_size(t.dtype)) == 0;
+  };
   const bool vec = V % kVec == 0 && aligned(logits) && aligned(d_logits);
-  const int64_t units = vec ? V / kVec : V;
-  const dim3 grid(unsigned(std::min<int64_t>((units + kThreads - 1) / kThreads, 1024)),
-                  unsigned(std::min<int64_t>(N, 65535)));
+  // Enough blocks to fill the GPU and no more (grid-stride beyond); several blocks a row only when rows are fewer
+  // than that, and rows spread evenly over blockIdx.y (N = 16,384 on 132 SMs: 1,024 blocks of 16 rows each).
+  const int64_t groups = vec ? V / kVec : V;
+  const bool add = acc == Accum::add;
+  const int64_t target = int64_t(attn::num_sms()) * cuda::bwd_blocks_per_sm(add);
+  const int64_t per_row_max = (groups + kBwdThreads * kBwdUnroll - 1) / (kBwdThreads * kBwdUnroll);
+  const int64_t gx = std::clamp<int64_t>((target + N - 1) / N, 1, per_row_max);
+  const int64_t rows_per_block = (N + target / gx - 1) / (target / gx);
+  const int64_t gy = std::min<int64_t>((N + rows_per_block - 1) / rows_per_block, 65535);
+  const dim3 grid{unsigned(gx), unsigned(gy)};
   auto run = [&](auto t_zero, auto d_zero) {
     using T = decltype(t_zero);
     using D = decltype(d_zero);
-    launch(vec ? ce_bwd_kernel<T, D, kVec> : ce_bwd_kernel<T, D, 1>, grid, kThreads, 0, st, dptr<D>(d_logits),
-           dptr<const T>(logits), dptr<const float>(lse), dptr<const int32_t>(targets),
-           row_scale.empty() ? nullptr : dptr<const float>(row_scale), N, V, float(d_scale), ignore_index,
-           acc == Accum::add);
+    auto kernel = vec ? (add ? ce_bwd_kernel<T, D, kVec, true> : ce_bwd_kernel<T, D, kVec, false>)
+                      : (add ? ce_bwd_kernel<T, D, 1, true> : ce_bwd_kernel<T, D, 1, false>);
+    launch(kernel, grid, kBwdThreads, 0, st, dptr<D>(d_logits), dptr<const T>(logits), dptr<const float>(lse),
+           dptr<const int32_t>(targets), row_scale.empty() ? nullptr : dptr<const float>(row_scale), N, V,
+           float(d_scale), ignore_index);
   };
   // d_logits: the logits' dtype, or bf16 for f32 logits (ops.cpp)
   if (logits.dtype == DType::f32 && d_logits.dtype == DType::bf16)
