@@ -17,7 +17,13 @@ namespace ds::cuda {
 
 namespace {
 
+// VEC consecutive elements of T as one load / store (f32: float4; bf16: 8 bytes).
+template <class T, int VEC> struct alignas(sizeof(T) * VEC) Pack {
+  T v[VEC];
+};
+
 constexpr int kFwdThreads = 512;
+constexpr int kFwdUnroll = 2;  // groups a thread loads before it adds any (bytes in flight, as the backward)
 
 // (m, s): s = sum exp(x - m). Merges two partial sums; an empty part has m = -inf, s = 0.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
@@ -32,12 +38,36 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
   m = mx;
 }
 
-template <class T>
-__global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse, const T* __restrict__ logits,
-                              const int32_t* __restrict__ targets, int64_t N, int64_t V, int ignore_index) {
+// Adds VEC logits to the running (m, s): the group's maximum first (at most one rescale a group), then the
+// exponentials in element order (VEC 1 is the scalar online update). A -inf logit adds 0, also while m is still
+// -inf (exp(-inf - -inf) would be NaN); a NaN logit makes s NaN.
+template <class T, int VEC> __device__ __forceinline__ void lse_add(float& m, float& s, const Pack<T, VEC>& p) {
+  float pm = ldf(p.v[0]);
+#pragma unroll
+  for (int j = 1; j < VEC; ++j) pm = fmaxf(pm, ldf(p.v[j]));
+  if (pm > m) {
+    s = m == -INFINITY ? 0.0f : s * expf(m - pm);
+    m = pm;
+  }
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) {
+    const float xv = ldf(p.v[j]);
+    s += xv == -INFINITY ? 0.0f : expf(xv - m);
+  }
+}
+
+// One block a row (grid-stride over rows). Thread t adds the groups t, t + blockDim, ... of VEC elements (V % VEC
+// == 0 and the rows aligned to VEC elements; VEC 1 for any V) in that order, kFwdUnroll loads ahead; the warps'
+// partial sums merge in a fixed butterfly and then in warp order, so the result depends only on V, VEC and the
+// block size (deterministic).
+template <class T, int VEC>
+__global__ void __launch_bounds__(kFwdThreads, 2048 / kFwdThreads)
+    ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse, const T* __restrict__ logits,
+                  const int32_t* __restrict__ targets, int64_t N, int64_t V, int ignore_index) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ float sm[32], ss[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const int VV = int(V / VEC);  // V < 2^30, checked on the host
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const int32_t tg = targets[n];
     if (tg == ignore_index) {
@@ -48,20 +78,21 @@ __global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse,
       continue;
     }
     const T* x = logits + n * V;
+    const Pack<T, VEC>* xp = reinterpret_cast<const Pack<T, VEC>*>(x);
     float m = -INFINITY, s = 0.0f;
-    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-      const float xv = ldf(x[v]);
-      if (xv > m) {
-        s = (m == -INFINITY ? 0.0f : s * expf(m - xv)) + 1.0f;
-        m = xv;
-      } else {
-        s += expf(xv - m);
-      }
+    for (int v = threadIdx.x; v < VV; v += kFwdUnroll * blockDim.x) {
+      Pack<T, VEC> p[kFwdUnroll];
+#pragma unroll
+      for (int u = 0; u < kFwdUnroll; ++u)
+        if (v + u * int(blockDim.x) < VV) p[u] = xp[v + u * blockDim.x];
+#pragma unroll
+      for (int u = 0; u < kFwdUnroll; ++u)
+        if (v + u * int(blockDim.x) < VV) cuda::lse_add(m, s, p[u]);
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
       const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-      lse_merge(m, s, m2, s2);
+      cuda::lse_merge(m, s, m2, s2);
     }
     __syncthreads();  // the previous row's readers of sm/ss are done
     if (lane == 0) {
@@ -71,7 +102,7 @@ __global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse,
     __syncthreads();
     if (threadIdx.x == 0) {
       float M = sm[0], S = ss[0];
-      for (int w = 1; w < nwarps; ++w) lse_merge(M, S, sm[w], ss[w]);
+      for (int w = 1; w < nwarps; ++w) cuda::lse_merge(M, S, sm[w], ss[w]);
       const float l = M + logf(S);
       const bool bad = tg < 0 || int64_t(tg) >= V;
       loss[n] = bad ? NAN : l - ldf(x[tg]);
@@ -79,11 +110,6 @@ __global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse,
     }
   }
 }
-
-// VEC consecutive elements of T as one load / store (f32: float4; bf16: 8 bytes).
-template <class T, int VEC> struct alignas(sizeof(T) * VEC) Pack {
-  T v[VEC];
-};
 
 constexpr int kBwdThreads = 256;
 constexpr int kBwdUnroll = 2;        // groups a thread loads before it computes any (bytes in flight)
@@ -158,11 +184,15 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
   cudaStream_t st = prepare(ctx);
   const int64_t N = logits.rows(), V = logits.cols();
   if (N == 0) return;
-  dispatch_fb(logits.dtype, "cross_entropy_forward", [&](auto zero) {
+  DS_CHECK(V < (int64_t(1) << 30), "cross_entropy_forward: V " + std::to_string(V) +
+                                      " too large for the kernel's int column indices (2^30)");
+  // float4 / 8-byte loads when every row starts on a group of 4 elements; the scalar kernel otherwise
+  const bool vec = V % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data) % (4 * dtype_size(logits.dtype)) == 0;
+  cuda::dispatch_fb(logits.dtype, "cross_entropy_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(ce_fwd_kernel<T>, unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0, st,
-        dptr<float>(loss), lse.empty() ? nullptr : dptr<float>(lse), dptr<const T>(logits),
-        dptr<const int32_t>(targets), N, V, ignore_index);
+    launch(vec ? ce_fwd_kernel<T, 4> : ce_fwd_kernel<T, 1>, unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0,
+           st, dptr<float>(loss), lse.empty() ? nullptr : dptr<float>(lse), dptr<const T>(logits),
+           dptr<const int32_t>(targets), N, V, ignore_index);
   });
   DS_CUDA_LAUNCH_CHECK("ce_fwd_kernel");
 }
