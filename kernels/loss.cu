@@ -2,11 +2,14 @@
 // the forward streams each row once with an online logsumexp (running max and rescaled sum in f32, merged across
 // threads), so no [N, V] probability tensor is ever formed; the backward recomputes softmax from the saved lse
 // and writes d_logits directly (=|+=) d_scale * row_scale[n] * (exp(x - lse) - onehot). loss, lse and row_scale
-// are f32; logits and d_logits f32 or bf16.
+// are f32; logits f32 or bf16; d_logits the logits' dtype or bf16 for f32 logits (the gradient in f32, rounded once
+// into what the bf16 head reads).
 // Targets outside [0, V) other than ignore_index (bad input on the CPU, which cannot be reported here without a
 // synchronisation) give NaN loss/lse and NaN gradients for that row, so they surface in the loss.
+#include <algorithm>
 #include <cmath>
 
+#include "kernels/attn_common.cuh"  // num_sms()
 #include "kernels/common.cuh"
 #include "kernels/cuda_ops.h"
 
@@ -14,7 +17,13 @@ namespace ds::cuda {
 
 namespace {
 
+// VEC consecutive elements of T as one load / store (f32: float4; bf16: 8 bytes).
+template <class T, int VEC> struct alignas(sizeof(T) * VEC) Pack {
+  T v[VEC];
+};
+
 constexpr int kFwdThreads = 512;
+constexpr int kFwdUnroll = 2;  // groups a thread loads before it adds any (bytes in flight, as the backward)
 
 // (m, s): s = sum exp(x - m). Merges two partial sums; an empty part has m = -inf, s = 0.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
@@ -29,12 +38,36 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
   m = mx;
 }
 
-template <class T>
-__global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse, const T* __restrict__ logits,
-                              const int32_t* __restrict__ targets, int64_t N, int64_t V, int ignore_index) {
+// Adds VEC logits to the running (m, s): the group's maximum first (at most one rescale a group), then the
+// exponentials in element order (VEC 1 is the scalar online update). A -inf logit adds 0, also while m is still
+// -inf (exp(-inf - -inf) would be NaN); a NaN logit makes s NaN.
+template <class T, int VEC> __device__ __forceinline__ void lse_add(float& m, float& s, const Pack<T, VEC>& p) {
+  float pm = ldf(p.v[0]);
+#pragma unroll
+  for (int j = 1; j < VEC; ++j) pm = fmaxf(pm, ldf(p.v[j]));
+  if (pm > m) {
+    s = m == -INFINITY ? 0.0f : s * expf(m - pm);
+    m = pm;
+  }
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) {
+    const float xv = ldf(p.v[j]);
+    s += xv == -INFINITY ? 0.0f : expf(xv - m);
+  }
+}
+
+// One block a row (grid-stride over rows). Thread t adds the groups t, t + blockDim, ... of VEC elements (V % VEC
+// == 0 and the rows aligned to VEC elements; VEC 1 for any V) in that order, kFwdUnroll loads ahead; the warps'
+// partial sums merge in a fixed butterfly and then in warp order, so the result depends only on V, VEC and the
+// block size (deterministic).
+template <class T, int VEC>
+__global__ void __launch_bounds__(kFwdThreads, 2048 / kFwdThreads)
+    ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse, const T* __restrict__ logits,
+                  const int32_t* __restrict__ targets, int64_t N, int64_t V, int ignore_index) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ float sm[32], ss[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const int VV = int(V / VEC);  // V < 2^30, checked on the host
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const int32_t tg = targets[n];
     if (tg == ignore_index) {
@@ -45,20 +78,21 @@ __global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse,
       continue;
     }
     const T* x = logits + n * V;
+    const Pack<T, VEC>* xp = reinterpret_cast<const Pack<T, VEC>*>(x);
     float m = -INFINITY, s = 0.0f;
-    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-      const float xv = ldf(x[v]);
-      if (xv > m) {
-        s = (m == -INFINITY ? 0.0f : s * expf(m - xv)) + 1.0f;
-        m = xv;
-      } else {
-        s += expf(xv - m);
-      }
+    for (int v = threadIdx.x; v < VV; v += kFwdUnroll * blockDim.x) {
+      Pack<T, VEC> p[kFwdUnroll];
+#pragma unroll
+      for (int u = 0; u < kFwdUnroll; ++u)
+        if (v + u * int(blockDim.x) < VV) p[u] = xp[v + u * blockDim.x];
+#pragma unroll
+      for (int u = 0; u < kFwdUnroll; ++u)
+        if (v + u * int(blockDim.x) < VV) cuda::lse_add(m, s, p[u]);
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
       const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-      lse_merge(m, s, m2, s2);
+      cuda::lse_merge(m, s, m2, s2);
     }
     __syncthreads();  // the previous row's readers of sm/ss are done
     if (lane == 0) {
@@ -68,7 +102,7 @@ __global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse,
     __syncthreads();
     if (threadIdx.x == 0) {
       float M = sm[0], S = ss[0];
-      for (int w = 1; w < nwarps; ++w) lse_merge(M, S, sm[w], ss[w]);
+      for (int w = 1; w < nwarps; ++w) cuda::lse_merge(M, S, sm[w], ss[w]);
       const float l = M + logf(S);
       const bool bad = tg < 0 || int64_t(tg) >= V;
       loss[n] = bad ? NAN : l - ldf(x[tg]);
@@ -77,28 +111,68 @@ __global__ void ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse,
   }
 }
 
-// Columns on blockIdx.x / threadIdx.x, rows on blockIdx.y (grid-stride both ways).
-template <class T>
-__global__ void ce_bwd_kernel(T* __restrict__ d_logits, const T* __restrict__ logits, const float* __restrict__ lse,
-                              const int32_t* __restrict__ targets, const float* __restrict__ row_scale, int64_t N,
-                              int64_t V, float d_scale, int ignore_index, bool add) {
+constexpr int kBwdThreads = 256;
+constexpr int kBwdUnroll = 2;        // groups a thread loads before it computes any (bytes in flight)
+// Blocks a SM: 8 (2,048 threads, a full H100/H200 SM, in 32 registers); with add, which loads d as well, 6 (42
+// registers: no spills).
+constexpr int bwd_blocks_per_sm(bool add) { return add ? 6 : 8; }
+
+// Rows on blockIdx.y, columns on blockIdx.x / threadIdx.x in groups of VEC (V % VEC == 0, rows aligned to VEC
+// elements of T and of D; VEC 1 for any V), both grid-stride. The grid is sized to the GPU (cross_entropy_backward),
+// not to N x V: each thread keeps kBwdUnroll loads in flight (~64 KB a SM with float4), which the streaming needs
+// (one scalar load a thread streamed the 2 GB f32 logits of a 16k x 32k step at ~1.5 TB/s). Each element's
+// arithmetic is the same at any VEC and grid: g = k * (expf(x - lse) - onehot) in f32, rounded once into D (with
+// add: d read, added in f32, the sum rounded once), so results do not depend on the launch shape.
+template <class T, class D, int VEC, bool ADD>
+__global__ void __launch_bounds__(kBwdThreads, bwd_blocks_per_sm(ADD))
+    ce_bwd_kernel(D* __restrict__ d_logits, const T* __restrict__ logits, const float* __restrict__ lse,
+                  const int32_t* __restrict__ targets, const float* __restrict__ row_scale, int64_t N, int64_t V,
+                  float d_scale, int ignore_index) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using P = Pack<T, VEC>;
+  using PD = Pack<D, VEC>;
+  // column indices in int (V < 2^30, checked on the host): 64-bit ones cost the registers that keep 8 blocks a SM
+  const int VV = int(V / VEC);
+  const int v0 = blockIdx.x * blockDim.x + threadIdx.x, dv = gridDim.x * blockDim.x;
   for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
     const int32_t tg = targets[n];
-    T* d = d_logits + n * V;
-    const int64_t v0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, dv = int64_t(gridDim.x) * blockDim.x;
+    PD* d = reinterpret_cast<PD*>(d_logits + n * V);
     if (tg == ignore_index) {
-      if (!add)
-        for (int64_t v = v0; v < V; v += dv) d[v] = cvt<T>(0.0f);
+      if (!ADD) {
+        PD z;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) z.v[j] = cvt<D>(0.0f);
+        for (int v = v0; v < VV; v += dv) d[v] = z;
+      }
       continue;
     }
     const bool bad = tg < 0 || int64_t(tg) >= V;
     const float l = bad ? NAN : lse[n];
     const float k = row_scale ? d_scale * row_scale[n] : d_scale;
-    const T* x = logits + n * V;
-    for (int64_t v = v0; v < V; v += dv) {
-      const float g = k * (expf(ldf(x[v]) - l) - (v == tg ? 1.0f : 0.0f));
-      d[v] = cvt<T>(add ? ldf(d[v]) + g : g);
+    const P* x = reinterpret_cast<const P*>(logits + n * V);
+    for (int v = v0; v < VV; v += kBwdUnroll * dv) {
+      P xv[kBwdUnroll];
+      PD o[kBwdUnroll];
+#pragma unroll
+      for (int u = 0; u < kBwdUnroll; ++u) {
+        const int w = v + u * dv;
+        if (w < VV) {
+          xv[u] = x[w];
+          if (ADD) o[u] = d[w];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kBwdUnroll; ++u) {
+        const int w = v + u * dv;
+        if (w >= VV) break;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          const int c = w * VEC + j;
+          const float g = k * (expf(ldf(xv[u].v[j]) - l) - (c == tg ? 1.0f : 0.0f));
+          o[u].v[j] = cvt<D>(ADD ? ldf(o[u].v[j]) + g : g);
+        }
+        d[w] = o[u];
+      }
     }
   }
 }
@@ -110,11 +184,15 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
   cudaStream_t st = prepare(ctx);
   const int64_t N = logits.rows(), V = logits.cols();
   if (N == 0) return;
-  dispatch_fb(logits.dtype, "cross_entropy_forward", [&](auto zero) {
+  DS_CHECK(V < (int64_t(1) << 30), "cross_entropy_forward: V " + std::to_string(V) +
+                                      " too large for the kernel's int column indices (2^30)");
+  // float4 / 8-byte loads when every row starts on a group of 4 elements; the scalar kernel otherwise
+  const bool vec = V % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data) % (4 * dtype_size(logits.dtype)) == 0;
+  cuda::dispatch_fb(logits.dtype, "cross_entropy_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(ce_fwd_kernel<T>, unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0, st,
-        dptr<float>(loss), lse.empty() ? nullptr : dptr<float>(lse), dptr<const T>(logits),
-        dptr<const int32_t>(targets), N, V, ignore_index);
+    launch(vec ? ce_fwd_kernel<T, 4> : ce_fwd_kernel<T, 1>, unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0,
+           st, dptr<float>(loss), lse.empty() ? nullptr : dptr<float>(lse), dptr<const T>(logits),
+           dptr<const int32_t>(targets), N, V, ignore_index);
   });
   DS_CUDA_LAUNCH_CHECK("ce_fwd_kernel");
 }
@@ -124,16 +202,37 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   cudaStream_t st = prepare(ctx);
   const int64_t N = logits.rows(), V = logits.cols();
   if (N == 0 || V == 0) return;
-  constexpr int kThreads = 256;
-  const dim3 grid(unsigned(std::min<int64_t>((V + kThreads - 1) / kThreads, 1024)),
-                  unsigned(std::min<int64_t>(N, 65535)));
-  dispatch_fb(logits.dtype, "cross_entropy_backward", [&](auto zero) {
-    using T = decltype(zero);
-    launch(ce_bwd_kernel<T>, grid, kThreads, 0, st, dptr<T>(d_logits), dptr<const T>(logits), dptr<const float>(lse),
-                                                dptr<const int32_t>(targets),
-                                                row_scale.empty() ? nullptr : dptr<const float>(row_scale), N, V,
-                                                float(d_scale), ignore_index, acc == Accum::add);
-  });
+  DS_CHECK(V < (int64_t(1) << 30), "cross_entropy_backward: V " + std::to_string(V) +
+                                      " too large for the kernel's int column indices (2^30)");
+  constexpr int kVec = 4;
+  auto aligned = [](const Tensor& t) {
+    return reinterpret_cast<uintptr_t>(t.data) % (kVec * dtype_size(t.dtype)) == 0;
+  };
+  const bool vec = V % kVec == 0 && aligned(logits) && aligned(d_logits);
+  // Enough blocks to fill the GPU and no more (grid-stride beyond); several blocks a row only when rows are fewer
+  // than that, and rows spread evenly over blockIdx.y (N = 16,384 on 132 SMs: 1,024 blocks of 16 rows each).
+  const int64_t groups = vec ? V / kVec : V;
+  const bool add = acc == Accum::add;
+  const int64_t target = int64_t(attn::num_sms()) * cuda::bwd_blocks_per_sm(add);
+  const int64_t per_row_max = (groups + kBwdThreads * kBwdUnroll - 1) / (kBwdThreads * kBwdUnroll);
+  const int64_t gx = std::clamp<int64_t>((target + N - 1) / N, 1, per_row_max);
+  const int64_t rows_per_block = (N + target / gx - 1) / (target / gx);
+  const int64_t gy = std::min<int64_t>((N + rows_per_block - 1) / rows_per_block, 65535);
+  const dim3 grid{unsigned(gx), unsigned(gy)};
+  auto run = [&](auto t_zero, auto d_zero) {
+    using T = decltype(t_zero);
+    using D = decltype(d_zero);
+    auto kernel = vec ? (add ? ce_bwd_kernel<T, D, kVec, true> : ce_bwd_kernel<T, D, kVec, false>)
+                      : (add ? ce_bwd_kernel<T, D, 1, true> : ce_bwd_kernel<T, D, 1, false>);
+    launch(kernel, grid, kBwdThreads, 0, st, dptr<D>(d_logits), dptr<const T>(logits), dptr<const float>(lse),
+           dptr<const int32_t>(targets), row_scale.empty() ? nullptr : dptr<const float>(row_scale), N, V,
+           float(d_scale), ignore_index);
+  };
+  // d_logits: the logits' dtype, or bf16 for f32 logits (ops.cpp)
+  if (logits.dtype == DType::f32 && d_logits.dtype == DType::bf16)
+    run(float{}, bf16_t{});
+  else
+    cuda::dispatch_fb(logits.dtype, "cross_entropy_backward", [&](auto zero) { run(zero, zero); });
   DS_CUDA_LAUNCH_CHECK("ce_bwd_kernel");
 }
 

@@ -267,12 +267,13 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
   const LayerEnv e = env();
   const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;
   const int64_t depth = int64_t(mtp_acts_.size());
-  // d_logits has the logits' dtype (f32 in mixed precision); d_logits_c is what the head's backward reads (bf16).
-  Tensor d_logits = grad_ws_.alloc("d_logits", stat_dtype(), {N, V});
-  Tensor d_logits_c = stat_dtype() == dtype_ ? d_logits : grad_ws_.alloc("d_logits_compute", dtype_, {N, V});
-  auto to_compute = [&] {
-    if (d_logits_c.data != d_logits.data) copy(ctx_, d_logits_c, d_logits);
-  };
+  // d_logits_c is what the head's backward reads (the compute dtype: bf16 in mixed precision), and
+  // cross_entropy_backward writes it directly (the f32 gradient rounded once, no f32 copy of [N, V]). Only logit
+  // distillation, whose kl_div_backward adds into the logits' dtype, routes the main head through d_logits (f32).
+  const bool distill = !kd_teacher.empty() && n_targets_ > 0;
+  const bool mixed = stat_dtype() != dtype_;
+  Tensor d_logits_c = grad_ws_.alloc(mixed ? "d_logits_compute" : "d_logits", dtype_, {N, V});
+  Tensor d_logits = distill && mixed ? grad_ws_.alloc("d_logits", stat_dtype(), {N, V}) : d_logits_c;
   Tensor d_final_n = grad_ws_.alloc("d_final_norm", dtype_, {N, D});
 
   // MTP modules in reverse: module k's input gradient flows into module k-1's output (or the final norm)
@@ -287,8 +288,7 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
     MtpWeights& mg = gw_.mtp[k - 1];
     if (k == depth) fill(ctx_, d_h, 0.0);  // the deepest module's output feeds nothing else
     const double scale = m.n_targets ? fopt_.mtp_lambda / double(depth) / double(m.n_targets) : 0.0;
-    cross_entropy_backward(ctx_, d_logits, m.logits, m.lse, m.targets, scale, kIgnore);
-    to_compute();
+    cross_entropy_backward(ctx_, d_logits_c, m.logits, m.lse, m.targets, scale, kIgnore);
     matmul_backward(ctx_, d_head_n, gw_.lm_head, d_logits_c, m.head_n, cw_.lm_head);
     rmsnorm_backward(ctx_, d_h, mg.shared_head_norm, d_head_n, m.block.x_out, mw.shared_head_norm, m.head_rstd,
                      Accum::add);
@@ -304,22 +304,24 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
   }
 
   // main head
+  Tensor d_main = distill ? d_logits : d_logits_c;  // where the cross-entropy gradient goes
   if (d_logp) {
     // d(logits/T) = -dL/dlogp * (softmax - onehot); the chain through the division by T gives 1/T.
     Tensor row_scale = grad_ws_.alloc("d_logp_neg", stat_dtype(), {N});
     std::vector<double> neg(d_logp->size());
     for (size_t i = 0; i < neg.size(); ++i) neg[i] = -(*d_logp)[i];
     from_host(row_scale, neg);
-    cross_entropy_backward(ctx_, d_logits, logits_, lse_, targets_, 1.0 / fopt_.logit_temperature, kIgnore,
+    cross_entropy_backward(ctx_, d_main, logits_, lse_, targets_, 1.0 / fopt_.logit_temperature, kIgnore,
                            Accum::overwrite, row_scale);
   } else {
     const double scale = n_targets_ ? 1.0 / double(n_targets_) / fopt_.logit_temperature : 0.0;
-    cross_entropy_backward(ctx_, d_logits, logits_, lse_, targets_, scale, kIgnore);
+    cross_entropy_backward(ctx_, d_main, logits_, lse_, targets_, scale, kIgnore);
   }
-  if (!kd_teacher.empty() && n_targets_ > 0)
+  if (distill) {
     kl_div_backward(ctx_, d_logits, logits_, kd_teacher, targets_, kd_weight / double(n_targets_), kIgnore,
                     Accum::add);
-  to_compute();
+    if (d_logits.data != d_logits_c.data) copy(ctx_, d_logits_c, d_logits);
+  }
   matmul_backward(ctx_, d_final_n, gw_.lm_head, d_logits_c, final_n_, cw_.lm_head,
                   depth ? Accum::add : Accum::overwrite);
   Tensor d_resid = grad_ws_.alloc("d_resid", dtype_, {N, D});

@@ -11,6 +11,9 @@
 //                  optimizer state, row scales, inv_freq); CPU: the call's dtype.
 //   wide(name, t)  CUDA: f32 or the call's dtype (outputs that may be kept wider than the inputs: parameter
 //                  gradients, matmul outputs); CPU: the call's dtype. Register it after the call's f() tensors.
+//   narrow(name, t) bf16 or the call's dtype when that is f32, on either device (an output rounded once to the
+//                  dtype of the op that reads it: cross_entropy_backward's d_logits for the bf16 head); the call's
+//                  dtype otherwise. Register it after the call's f() tensors.
 //
 // Dispatch. DS_DISPATCH(chk, op(args)) returns cpu::op(args) on the CPU and cuda::op(args) on a GPU (a usage error
 // when the build has no CUDA or the device does not exist). DS_DISPATCH_KERNEL(chk, FILE, op(args)) does the same
@@ -118,6 +121,15 @@ struct Check {
     return device(name, t);
   }
   Check& wide_opt(const char* name, const Tensor& t) { return t.empty() ? *this : wide(name, t); }
+
+  // bf16 when the call's dtype is f32 (CPU too: the reference of the rounding); the call's dtype otherwise.
+  Check& narrow(const char* name, const Tensor& t) {
+    if (t.empty() || t.dtype != DType::bf16 || (have_float && fdtype == DType::bf16)) return f(name, t);
+    DS_CHECK(have_float && fdtype == DType::f32, std::string(op) + ": " + name + " " + desc(t) +
+                                                     " may be bf16 only when the call's float dtype is f32, not " +
+                                                     dtype_name(fdtype));
+    return device(name, t);
+  }
 
   // An index tensor of dtype dt on the context's device.
   Check& index(const char* name, const Tensor& t, DType dt) {

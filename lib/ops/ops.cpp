@@ -388,7 +388,7 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc, Tensor row_scale) {
   Check c(ctx, "cross_entropy_backward");
-  c.f("logits", logits).f("d_logits", d_logits).stat("lse", lse).index("targets", targets, DType::i32);
+  c.f("logits", logits).narrow("d_logits", d_logits).stat("lse", lse).index("targets", targets, DType::i32);
   c.stat_opt("row_scale", row_scale);
   OP_CHECK(c, row_scale.empty() || row_scale.numel() == logits.rows(), "row_scale must have one entry per row");
   const int64_t N = logits.rows();

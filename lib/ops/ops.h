@@ -220,7 +220,9 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
                            int ignore_index);
 // d_logits[n] (=|+=) d_scale * row_scale[n] * (softmax(logits[n]) - onehot(targets[n])); ignored rows get 0.
 // row_scale [N] (optional, the float dtype of logits) weighs rows individually: policy-gradient losses put
-// -dL/dlogp(target) there.
+// -dL/dlogp(target) there. d_logits has the dtype of logits, or bf16 when logits are f32 (mixed precision: the
+// gradient is computed as for f32 and rounded once into what the bf16 head's backward reads, with no f32 copy);
+// with Accum::add the bf16 value is read, the gradient added in the wider precision, the sum rounded once.
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc = Accum::overwrite, Tensor row_scale = {});
 

@@ -553,8 +553,9 @@ TEST_CASE("parity: cross-entropy forward and backward", "[loss]") {
     bool big;
   };
   const int kIgnore = -100;
-  for (const Shape& s : {Shape{7, 1000, false}, Shape{33, 7, false}, Shape{5, 50000, false},
-                         Shape{4, 129280, false}, Shape{64, 129280, true}}) {
+  // V 7 and 50,001: the scalar kernels; 70,000 rows: more rows than either grid holds blocks (grid-stride).
+  for (const Shape& s : {Shape{7, 1000, false}, Shape{33, 7, false}, Shape{5, 50000, false}, Shape{3, 50001, false},
+                         Shape{70000, 12, false}, Shape{4, 129280, false}, Shape{64, 129280, true}}) {
     if (s.big && !run_big()) continue;
     const std::string st = shape_tag({s.N, s.V});
     std::vector<int32_t> tg = rand_ints(s.N, 111, 0, int32_t(s.V));
@@ -583,6 +584,157 @@ TEST_CASE("parity: cross-entropy forward and backward", "[loss]") {
                    dt == kBF16 ? kBf16Reason : "f32 expf(x - lse)");
     }
   }
+}
+
+// Mixed precision: f32 logits, bf16 d_logits written directly (what the bf16 head's backward reads). Against the f64
+// reference (bf16 output rounding), against the CPU's own mixed f32 -> bf16 reference, and bit for bit against the
+// device's f32 d_logits rounded to bf16 (the same f32 gradient, rounded once). Shapes cover the float4 / 8-byte path
+// (V % 4 == 0, aligned), the scalar path (odd V, or a misaligned logits or d_logits pointer), ignored rows, row_scale,
+// Accum::add, and more rows than the grid holds blocks.
+TEST_CASE("parity: cross-entropy backward, f32 logits into bf16 d_logits", "[loss]") {
+  struct Shape {
+    int64_t N, V;
+    size_t logits_misalign, d_misalign;  // bytes off the allocation's 256-byte alignment
+  };
+  const int kIgnore = -100;
+  for (const Shape& s : {Shape{7, 1000, 0, 0}, Shape{33, 7, 0, 0}, Shape{5, 50001, 0, 0}, Shape{6, 32000, 4, 0},
+                         Shape{6, 32000, 0, 2}, Shape{16, 32000, 0, 0}, Shape{70000, 12, 0, 0},
+                         Shape{3, 129280, 0, 0}}) {
+    const std::string st = shape_tag({s.N, s.V}) + (s.logits_misalign ? " logits+4B" : "") +
+                           (s.d_misalign ? " d+2B" : "");
+    std::vector<int32_t> tg = rand_ints(s.N, 211, 0, int32_t(s.V));
+    tg[1 % s.N] = kIgnore;
+    if (s.N > 4) tg[s.N - 2] = kIgnore;
+    tg[0] = int32_t(s.V - 1);  // the last column (a vector group's last element, or the scalar tail)
+    const Values x = randn({s.N, s.V}, 212, 3.0);
+    // f64 reference side (logits rounded through f32) and the CPU mixed reference (f32 logits, bf16 d_logits)
+    Twin logits = twin(kF32, x, DType::f64, s.logits_misalign), targets = twin_ints({s.N}, tg);
+    Twin logits32 = twin(kF32, x, kF32, s.logits_misalign);
+    Twin lse = twin_out(kF32, {s.N}), loss = twin_out(kF32, {s.N});
+    Twin lse32 = twin_out(kF32, {s.N}, kF32), loss32 = twin_out(kF32, {s.N}, kF32);
+    run_both([&](const Context& c, Pick p) {
+      cross_entropy_forward(c, p(loss), p(lse), p(logits), p(targets), kIgnore);
+      cross_entropy_forward(c, p(loss32), p(lse32), p(logits32), p(targets), kIgnore);
+    });
+    expect_close(tag("cross_entropy_forward lse", kF32, st), lse, 2e-6, "online logsumexp in f32 (CPU f64)");
+
+    const double d_scale = 1.0 / double(s.N);
+    Twin dl = twin_out(kBF16, {s.N, s.V}, DType::f64);  // device: poisoned bf16 with the requested misalignment
+    dl.dev = DevTensor(kBF16, {s.N, s.V}, Device{DeviceKind::cuda, 0}, s.d_misalign);
+    {
+      std::vector<unsigned char> junk(dl.dev.t.nbytes(), 0xFF);  // NaN: an element left unwritten shows up
+      device_copy(dl.dev.t.device, dl.dev.t.data, Device{}, junk.data(), junk.size());
+    }
+    Twin dl_mixed = twin_out(kBF16, {s.N, s.V}, kBF16);
+    run_both([&](const Context& c, Pick p) {
+      cross_entropy_backward(c, p(dl), p(logits), p(lse), p(targets), d_scale, kIgnore);
+      cross_entropy_backward(c, p(dl_mixed), p(logits32), p(lse32), p(targets), d_scale, kIgnore);
+    });
+    expect_close(tag("cross_entropy_backward f32->bf16", kBF16, st), dl, 5e-3, kBf16Reason);
+    expect_close(tag("cross_entropy_backward f32->bf16 vs CPU mixed", kBF16, st), dl_mixed, 5e-3,
+                 "both round once to bf16; f32 expf vs double exp can straddle a rounding boundary");
+
+    // The same f32 gradient, rounded once: device bf16 == device f32 rounded to bf16, bit for bit.
+    DevTensor d32 = dev_poisoned(kF32, {s.N, s.V});
+    cross_entropy_backward(cuda_ctx(), d32, logits.dev, lse.dev, targets.dev, d_scale, kIgnore);
+    device_sync();
+    {
+      const std::vector<double> a = d32.values(), b = dl.dev.values();
+      int64_t diff = 0;
+      for (size_t i = 0; i < a.size(); ++i) diff += round_to(kBF16, a[i]) != b[i];
+      std::printf("bits   %-48s %lld of %zu values differ\n", tag("ce_bwd bf16 vs f32 rounded", kBF16, st).c_str(),
+                  (long long)diff, a.size());
+      CHECK(diff == 0);
+    }
+
+    // Accum::add with row_scale into bf16: read, add in f32, round once.
+    const Values start = rounded(kBF16, randu({s.N, s.V}, 213, -0.01, 0.01));
+    Twin dl_acc = twin(kBF16, start, DType::f64, s.d_misalign), rs = twin(kF32, randn({s.N}, 214));
+    run_both([&](const Context& c, Pick p) {
+      cross_entropy_backward(c, p(dl_acc), p(logits), p(lse), p(targets), 0.5, kIgnore, Accum::add, p(rs));
+    });
+    expect_close(tag("cross_entropy_backward f32->bf16 add row_scale", kBF16, st), dl_acc, 8e-3, kBf16Reason);
+    {  // ignored rows keep their values exactly under Accum::add
+      const std::vector<double> got = dl_acc.dev.values();
+      int64_t changed = 0;
+      for (int64_t n = 0; n < s.N; ++n)
+        if (tg[size_t(n)] == kIgnore)
+          for (int64_t v = 0; v < s.V; ++v) changed += got[size_t(n * s.V + v)] != start.v[size_t(n * s.V + v)];
+      CHECK(changed == 0);
+    }
+
+    // Deterministic: a second run of each kernel gives the same bits.
+    DevTensor lse_again = dev_poisoned(kF32, {s.N}), loss_again = dev_poisoned(kF32, {s.N});
+    DevTensor dl_again(kBF16, {s.N, s.V}, Device{DeviceKind::cuda, 0}, s.d_misalign);
+    cross_entropy_forward(cuda_ctx(), loss_again, lse_again, logits.dev, targets.dev, kIgnore);
+    cross_entropy_backward(cuda_ctx(), dl_again, logits.dev, lse.dev, targets.dev, d_scale, kIgnore);
+    device_sync();
+    expect_same_bits(tag("cross_entropy_forward lse rerun", kF32, st), lse.dev, lse_again);
+    expect_same_bits(tag("cross_entropy_backward rerun", kBF16, st), dl.dev, dl_again);
+  }
+  // Any other pair of dtypes is refused before a launch.
+  DevTensor x16 = dev(kBF16, randu({2, 8}, 215)), l32 = dev(kF32, randu({2}, 216)), t = dev_ints({2}, {1, 2});
+  DevTensor d32 = dev_poisoned(kF32, {2, 8});
+  expect_error([&] { cross_entropy_backward(cuda_ctx(), d32, x16, l32, t, 1.0, -100); },
+               {"cross_entropy_backward", "d_logits", "call's float dtype bf16"});
+  expect_guards("cross_entropy_backward d_logits (refused call)", d32);
+}
+
+// Masked vocabulary: -inf logits (a row's first columns included, where a thread's running max is still -inf) add
+// nothing to the logsumexp and get a zero gradient, as on the CPU; both the float4 and the scalar kernels.
+TEST_CASE("parity: cross-entropy with -inf logits", "[loss]") {
+  for (int64_t V : {int64_t(4096), int64_t(4099)}) {
+    const int64_t N = 6;
+    Values x = randn({N, V}, 231, 2.0);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t v = 0; v < V; ++v)
+        if (v < 1500 || v % 3 == 0) x.v[size_t(n * V + v)] = -std::numeric_limits<double>::infinity();
+    std::vector<int32_t> tg(size_t(N), 1501);
+    tg[2] = -100;
+    Twin logits = twin(kF32, x), targets = twin_ints({N}, tg), loss = twin_out(kF32, {N}), lse = twin_out(kF32, {N});
+    Twin dl = twin_out(kBF16, {N, V});
+    run_both([&](const Context& c, Pick p) {
+      cross_entropy_forward(c, p(loss), p(lse), p(logits), p(targets), -100);
+      cross_entropy_backward(c, p(dl), p(logits), p(lse), p(targets), 0.25, -100);
+    });
+    const std::string st = shape_tag({N, V});
+    expect_close(tag("cross_entropy_forward -inf loss", kF32, st), loss, 2e-6, "online logsumexp in f32 (CPU f64)");
+    expect_close(tag("cross_entropy_backward -inf f32->bf16", kBF16, st), dl, 5e-3, kBf16Reason);
+  }
+}
+
+// The training step's loss at the bench shape (B16 x T1024, V 32,000): forward, the backward into bf16 d_logits,
+// and the former path (f32 d_logits, then a copy to bf16) for comparison. ~4 TB/s: forward ~0.5 ms, bf16 ~0.8 ms.
+TEST_CASE("cross-entropy timings: training shape", "[.bench][bench]") {
+  const Context c = cuda_ctx();
+  const int64_t N = 16384, V = 32000, R = 256;  // R random rows, tiled over N on the device
+  DevTensor logits(kF32, {N, V}), lse(kF32, {N}), loss(kF32, {N}), d32(kF32, {N, V}), d16(kBF16, {N, V});
+  {
+    const DevTensor rows = dev(kF32, randn({R, V}, 221, 3.0));
+    for (int64_t r = 0; r < N; r += R)
+      device_copy(logits.t.device, static_cast<char*>(logits.t.data) + r * V * 4, rows.t.device, rows.t.data,
+                  size_t(R * V * 4));
+  }
+  std::vector<int32_t> tg = rand_ints(N, 222, 0, int32_t(V));
+  for (int64_t n = 0; n < N; n += 97) tg[size_t(n)] = -100;
+  DevTensor targets = dev_ints({N}, tg);
+  auto median_ms = [&](auto&& f) {
+    for (int i = 0; i < 3; ++i) f();
+    device_sync();
+    std::vector<double> ms;
+    for (int r = 0; r < 9; ++r) ms.push_back(events_ms(f));
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  const double fwd = median_ms([&] { cross_entropy_forward(c, loss, lse, logits, targets, -100); });
+  const double bwd16 = median_ms([&] { cross_entropy_backward(c, d16, logits, lse, targets, 1e-4, -100); });
+  const double bwd32 = median_ms([&] { cross_entropy_backward(c, d32, logits, lse, targets, 1e-4, -100); });
+  const double cvt = median_ms([&] { copy(c, d16, d32); });
+  const double gb = double(N) * double(V) * 1e-9;
+  std::printf("bench cross-entropy N=%lld V=%lld  fwd %.3f ms (%.0f GB/s)  bwd f32->bf16 %.3f ms (%.0f GB/s)  "
+              "bwd f32 %.3f ms + copy to bf16 %.3f ms (median of 9)\n",
+              (long long)N, (long long)V, fwd, 4 * gb / fwd * 1e3, bwd16, 6 * gb / bwd16 * 1e3, bwd32, cvt);
+  std::fflush(stdout);
 }
 
 // ---- AdamW ------------------------------------------------------------------------------------------------

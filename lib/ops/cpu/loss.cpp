@@ -51,34 +51,54 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
   });
 }
 
+namespace {
+
+// Gradient element in double, read from / rounded into d_logits' dtype (bf16 through f32, as tensor.h rounds).
+template <class D> double load_d(D x) { return double(x); }
+template <> double load_d<bf16>(bf16 x) { return double(bf16_to_f32(x)); }
+template <class D> D store_d(double x) { return D(x); }
+template <> bf16 store_d<bf16>(double x) { return f32_to_bf16(float(x)); }
+
+// T: logits, lse and row_scale; D: d_logits (T, or bf16 for f32 logits).
+template <class T, class D>
+void ce_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets, double d_scale,
+                 int ignore_index, Accum acc, Tensor row_scale) {
+  const int64_t N = logits.rows(), V = logits.cols();
+  const T* pl = logits.ptr<T>();
+  const T* plse = lse.ptr<T>();
+  const int32_t* tg = targets.ptr<int32_t>();
+  check_targets(tg, N, V, ignore_index, "cross_entropy_backward");
+  D* pd = d_logits.ptr<D>();
+  const T* rs = row_scale.empty() ? nullptr : row_scale.ptr<T>();
+  const bool add = acc == Accum::add;
+#pragma omp parallel for num_threads(threads_for(ctx, N * V)) schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    D* d = pd + n * V;
+    if (tg[n] == ignore_index) {
+      if (!add) std::fill(d, d + V, store_d<D>(0.0));
+      continue;
+    }
+    const T* x = pl + n * V;
+    const double l = double(plse[n]);
+    const double k = rs ? d_scale * double(rs[n]) : d_scale;
+    for (int64_t v = 0; v < V; ++v) {
+      const double g = k * (std::exp(double(x[v]) - l) - (v == tg[n] ? 1.0 : 0.0));
+      d[v] = store_d<D>(add ? load_d(d[v]) + g : g);
+    }
+  }
+}
+
+}  // namespace
+
 // d_logits[n] (=|+=) d_scale * (exp(logits[n] - lse[n]) - onehot(target)); ignored rows contribute 0.
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc, Tensor row_scale) {
   dispatch_float(logits.dtype, "cross_entropy_backward", [&](auto zero) {
     using T = decltype(zero);
-    const int64_t N = logits.rows(), V = logits.cols();
-    const T* pl = logits.ptr<T>();
-    const T* plse = lse.ptr<T>();
-    const int32_t* tg = targets.ptr<int32_t>();
-    check_targets(tg, N, V, ignore_index, "cross_entropy_backward");
-    T* pd = d_logits.ptr<T>();
-    const T* rs = row_scale.empty() ? nullptr : row_scale.ptr<T>();
-    const bool add = acc == Accum::add;
-#pragma omp parallel for num_threads(threads_for(ctx, N * V)) schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      T* d = pd + n * V;
-      if (tg[n] == ignore_index) {
-        if (!add) std::fill(d, d + V, T(0));
-        continue;
-      }
-      const T* x = pl + n * V;
-      const double l = double(plse[n]);
-      const double k = rs ? d_scale * double(rs[n]) : d_scale;
-      for (int64_t v = 0; v < V; ++v) {
-        const double g = k * (std::exp(double(x[v]) - l) - (v == tg[n] ? 1.0 : 0.0));
-        d[v] = add ? T(double(d[v]) + g) : T(g);
-      }
-    }
+    if (d_logits.dtype == DType::bf16)  // ops.cpp allows it with f32 logits only
+      cpu::ce_backward<T, bf16>(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, acc, row_scale);
+    else
+      cpu::ce_backward<T, T>(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, acc, row_scale);
   });
 }
 

@@ -59,6 +59,71 @@ TEST_CASE("cross_entropy f32 agrees with f64", "[ops][loss][precision]") {
   CHECK(max_abs_diff(a[1].f64(), b[1].f64()) < 1e-6);
 }
 
+TEST_CASE("cross_entropy_backward into bf16 d_logits: the f32 gradient rounded once", "[ops][loss][bf16]") {
+  // Mixed precision writes the f32 logits' gradient straight into the bf16 tensor the head's backward reads: each
+  // element must be the f32-logits gradient (computed in double, as for f32 d_logits) rounded once to bf16, and
+  // with Accum::add the bf16 value plus that gradient, rounded once. V 13: no vector-friendly width.
+  const Context ctx = cpu_ctx();
+  const int64_t N = 5, V = 13;
+  Owned logits = rand(DType::f32, {N, V}, 143, -6, 6), targets = ints({N}, {3, -100, 12, 0, 7});
+  Owned loss = zeros(DType::f32, {N}), lse = zeros(DType::f32, {N}), rs = from(DType::f32, {N}, {1, 2, -0.5, 3, 0.25});
+  cross_entropy_forward(ctx, loss, lse, logits, targets, -100);
+  const std::vector<double> x = logits.f64(), l = lse.f64(), r = rs.f64();
+  const int32_t tg[N] = {3, -100, 12, 0, 7};
+  auto bf16_of = [](double v) { return double(bf16_to_f32(f32_to_bf16(float(v)))); };
+  for (bool with_scale : {false, true}) {
+    const double d_scale = 0.37;
+    std::vector<double> start(size_t(N * V));
+    for (size_t i = 0; i < start.size(); ++i) start[i] = bf16_of(0.01 * double(int(i % 7) - 3));
+    Owned d = zeros(DType::bf16, {N, V}), d_add = from(DType::bf16, {N, V}, start);
+    fill(ctx, d, 5.0);  // overwritten everywhere, ignored rows included
+    const Tensor row_scale = with_scale ? Tensor(rs) : Tensor{};
+    cross_entropy_backward(ctx, d, logits, lse, targets, d_scale, -100, Accum::overwrite, row_scale);
+    cross_entropy_backward(ctx, d_add, logits, lse, targets, d_scale, -100, Accum::add, row_scale);
+    const std::vector<double> got = d.f64(), got_add = d_add.f64();
+    int64_t bad = 0, bad_add = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t v = 0; v < V; ++v) {
+        const size_t i = size_t(n * V + v);
+        double g = 0.0;
+        if (tg[n] != -100) {
+          const double k = with_scale ? d_scale * r[size_t(n)] : d_scale;
+          g = k * (std::exp(x[i] - l[size_t(n)]) - (v == tg[n] ? 1.0 : 0.0));
+        }
+        bad += got[i] != bf16_of(g);
+        bad_add += got_add[i] != (tg[n] == -100 ? start[i] : bf16_of(start[i] + g));
+      }
+    INFO("row_scale " << with_scale);
+    CHECK(bad == 0);
+    CHECK(bad_add == 0);
+  }
+  // Within bf16 rounding (half an ulp: 2^-8 of the value) of the f32 d_logits.
+  Owned d32 = zeros(DType::f32, {N, V}), d16 = zeros(DType::bf16, {N, V});
+  cross_entropy_backward(ctx, d32, logits, lse, targets, 1.0, -100);
+  cross_entropy_backward(ctx, d16, logits, lse, targets, 1.0, -100);
+  const std::vector<double> a = d32.f64(), b = d16.f64();
+  for (size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - b[i]) <= std::abs(a[i]) * 0x1p-8);
+}
+
+TEST_CASE("cross_entropy_backward: d_logits dtype rules", "[ops][loss][checks]") {
+  const Context ctx = cpu_ctx();
+  Owned targets = ints({2}, {1, 2});
+  Owned x64 = zeros(DType::f64, {2, 4}), lse64 = zeros(DType::f64, {2}), d16 = zeros(DType::bf16, {2, 4});
+  try {
+    cross_entropy_backward(ctx, d16, x64, lse64, targets, 1.0, -100);
+    FAIL("bf16 d_logits with f64 logits accepted");
+  } catch (const Error& e) {
+    INFO(e.what());
+    CHECK(e.kind() == ErrorKind::runtime);
+    CHECK(std::string(e.what()).find("cross_entropy_backward: d_logits") != std::string::npos);
+    CHECK(std::string(e.what()).find("bf16 only when the call's float dtype is f32") != std::string::npos);
+  }
+  Owned x32 = zeros(DType::f32, {2, 4}), lse32 = zeros(DType::f32, {2}), d64 = zeros(DType::f64, {2, 4});
+  CHECK_THROWS_AS(cross_entropy_backward(ctx, d64, x32, lse32, targets, 1.0, -100), Error);  // wider: no
+  Owned x16 = zeros(DType::bf16, {2, 4});
+  CHECK_THROWS_AS(cross_entropy_backward(ctx, d16, x16, lse32, targets, 1.0, -100), Error);  // bf16 on the CPU: no
+}
+
 TEST_CASE("adamw: one step by hand", "[ops][adamw]") {
   const Context ctx = cpu_ctx();
   AdamWOptions o;
