@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -45,8 +46,28 @@ std::string describe() {
   return s;
 }
 
+// Stream-ordered allocations (cudaMallocAsync: TempBuffer, stream scratch) come from the device's default pool, whose
+// release threshold is 0: at every host synchronisation it hands its free memory back to the driver, and the next
+// allocations map it again. A training step synchronises a few times (the loss, the gradient norm, the expert
+// loads), so its per-op temporaries were re-mapped every step. The pool keeps what it has instead (its peak is the
+// same). Done once per device, on its first allocation or stream.
+static void keep_async_pool(int device) {
+  static std::mutex mu;
+  static std::map<int, bool> done;
+  std::lock_guard<std::mutex> lock(mu);
+  if (done[device]) return;
+  done[device] = true;
+  cudaMemPool_t pool = nullptr;
+  uint64_t keep = UINT64_MAX;
+  if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess)
+    check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+  else
+    cudaGetLastError();  // no pool support: nothing to keep
+}
+
 void* device_malloc(int device, size_t bytes) {
   check(cudaSetDevice(device), "cudaSetDevice");
+  keep_async_pool(device);
   void* p = nullptr;
   check(cudaMalloc(&p, bytes), "cudaMalloc");
   return p;
@@ -57,9 +78,11 @@ void device_free(int device, void* p) {
   cudaFree(p);
 }
 
-void device_memset0(int device, void* p, size_t bytes) {
+void device_memset0(int device, void* p, size_t bytes) { device_memset(device, p, 0, bytes); }
+
+void device_memset(int device, void* p, int byte, size_t bytes) {
   check(cudaSetDevice(device), "cudaSetDevice");
-  check(cudaMemset(p, 0, bytes), "cudaMemset");
+  check(cudaMemset(p, byte, bytes), "cudaMemset");
 }
 
 void copy_bytes(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes) {
@@ -70,6 +93,7 @@ void copy_bytes(void* dst, bool dst_on_device, const void* src, bool src_on_devi
 
 void* stream_create(int device) {
   check(cudaSetDevice(device), "cudaSetDevice");
+  keep_async_pool(device);
   cudaStream_t s = nullptr;
   check(cudaStreamCreateWithFlags(&s, cudaStreamDefault), "cudaStreamCreate");
   return s;

@@ -10,6 +10,7 @@ std::string describe();  // runtime, cuBLAS versions and visible devices, one li
 void* device_malloc(int device, size_t bytes);
 void device_free(int device, void* p);
 void device_memset0(int device, void* p, size_t bytes);
+void device_memset(int device, void* p, int byte, size_t bytes);
 void copy_bytes(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
 
 // Streams and CUDA graphs (the engine's captured decode step). Handles are opaque cudaStream_t / cudaGraphExec_t.

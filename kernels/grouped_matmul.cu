@@ -645,9 +645,10 @@ using Mid = Cfg<64, 128, 32, 2, 2, 4, 2>;  // rows mode with < 128 rows per expe
 // describes (K-major tiles for the operands contiguous along k, MN-major ones, read transposed, for those
 // contiguous along m or n: d_in's weights, d_weight's both operands), zero-filled past the row and column ends.
 //
-// Persistent: one block an SM walks the tiles t = blockIdx.x, + gridDim.x, ... (rows mode: t = m-tile * nx +
-// n-tile over the m-tiles of all experts, as locate_tile numbers them; reduce mode: (expert, m-tile, n-tile), empty
-// experts skipped), and the k-tiles of consecutive tiles form one stream: the copies run STAGES - 2 k-tiles ahead
+// A block walks the tiles t = blockIdx.x, + gridDim.x, ... (rows mode: t = m-tile * nx + n-tile over the m-tiles of
+// all experts, as locate_tile numbers them; reduce mode: (expert, m-tile, n-tile), empty experts skipped; the launch
+// makes rows mode persistent, a block an SM, and gives reduce mode a block a tile: launch_wgmma says why), and the
+// k-tiles of consecutive tiles form one stream: the copies run STAGES - 2 k-tiles ahead
 // across tile boundaries, so a tile's first operands are in flight during the previous tile's last products and
 // its epilogue (at 192 KB of ring a block, nothing else on the SM would hide them). Step s: wait for k-tile s (own
 // copies) -> proxy fence -> barrier (everyone's copies of s have landed, and everyone's products of s - 2 have
@@ -1113,14 +1114,16 @@ void launch_big(const Context& ctx, const char* op, const Tensor& c_dtype, GemmA
   moe::launched(op);
 }
 
-// One launch of the warpgroup-MMA kernel (wg::, sm_90a builds only: see kWgmma): persistent, a block an SM at
-// most, each walking its share of the tiles.
+// One launch of the warpgroup-MMA kernel (wg::, sm_90a builds only: see kWgmma). Rows mode: persistent, a block an
+// SM at most, each walking its share of the tiles (forward and d_in gained 1-4%, bench call 2). Reduce mode: a block
+// a tile, as the hardware hands them out: a d_weight tile's length is its expert's row count, and a fixed share per
+// block left the blocks holding a heavy expert's tiles running alone (skewed load 181 -> 160 TFLOP/s, call 2).
 template <class Cf, bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 void launch_wgmma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
   const dim3 tg = tile_grid<REDUCE>(a, Cf::bm, Cf::bn);  // sets a.ytiles (rows mode)
   const int64_t tiles = int64_t(tg.x) * (REDUCE ? int64_t(tg.y) * tg.z : a.ytiles);
   if (tiles == 0) return;
-  const dim3 grid(unsigned(std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
+  const dim3 grid(unsigned(REDUCE ? tiles : std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
   moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
     using TC = decltype(zc);
     auto* kernel = wg::grouped_gemm_wgmma<Cf, AKMAJOR, BKMAJOR, REDUCE, TC>;

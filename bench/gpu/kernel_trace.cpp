@@ -6,7 +6,8 @@
 //   g++ -O2 -shared -fPIC bench/gpu/kernel_trace.cpp -I$CUDA/include -L$CUDA/lib -lcupti -o kernel_trace.so
 //   CUDA_INJECTION64_PATH=$PWD/kernel_trace.so DS_KERNEL_TRACE=trace.tsv PROGRAM ...
 //
-// Columns: start_ns end_ns stream_id graph_id graph_node_id grid_x grid_y grid_z block_x name (mangled).
+// Columns: start_ns end_ns stream_id graph_id graph_node_id grid_x grid_y grid_z block_x name (mangled). With
+// DS_TRACE_MEMOPS set, memsets and copies are rows too, named memset:BYTES and memcpy:KIND:BYTES.
 #include <cupti.h>
 
 #include <cstdio>
@@ -39,6 +40,18 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
   CUpti_Activity* rec = nullptr;
   std::lock_guard<std::mutex> lock(g_mu);
   while (cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS) {
+    if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET) {  // as rows named "memset:BYTES" (grid fields 0)
+      const auto* m = reinterpret_cast<const CUpti_ActivityMemset4*>(rec);
+      g_rows->push_back(Row{m->start, m->end, m->graphNodeId, m->streamId, m->graphId, 0, 0, 0, 0,
+                            "memset:" + std::to_string(m->bytes)});
+      continue;
+    }
+    if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {  // "memcpy:KIND:BYTES" (KIND: CUpti_ActivityMemcpyKind)
+      const auto* m = reinterpret_cast<const CUpti_ActivityMemcpy6*>(rec);
+      g_rows->push_back(Row{m->start, m->end, m->graphNodeId, m->streamId, m->graphId, 0, 0, 0, 0,
+                            "memcpy:" + std::to_string(int(m->copyKind)) + ":" + std::to_string(m->bytes)});
+      continue;
+    }
     if (rec->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && rec->kind != CUPTI_ACTIVITY_KIND_KERNEL) continue;
     const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
     g_rows->push_back(Row{k->start, k->end, k->graphNodeId, k->streamId, k->graphId, k->gridX, k->gridY, k->gridZ,
@@ -67,7 +80,10 @@ extern "C" int InitializeInjection() {
   g_rows = new std::vector<Row>();
   g_rows->reserve(1 << 20);
   if (cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed) != CUPTI_SUCCESS ||
-      cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS) {
+      cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS ||
+      (std::getenv("DS_TRACE_MEMOPS") &&  // memsets and copies too (trace_train.sh sets it)
+       (cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET) != CUPTI_SUCCESS ||
+        cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY) != CUPTI_SUCCESS))) {
     std::fprintf(stderr, "kernel_trace: CUPTI activity tracing could not be enabled\n");
     return 0;
   }

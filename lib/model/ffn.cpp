@@ -136,6 +136,7 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
   Tensor d_scores_extra;
   if (env.balance_alpha > 0) {
     d_scores_extra = ws.alloc("d_scores_balance", env.sdtype, {N, E});
+    fill(ctx, d_scores_extra, 0.0);  // the op adds its gradient (the workspace does not zero)
     moe_balance_loss_backward(ctx, d_scores_extra, 1.0, a.scores, a.topk_idx, env.T, env.balance_alpha);
   }
   Tensor d_logits = ws.alloc("d_router_logits", dt, {N, E});

@@ -40,13 +40,15 @@ void device_free(Device d, void* p) {
 #endif
 }
 
-void device_memset0(Device d, void* p, size_t bytes) {
+void device_memset0(Device d, void* p, size_t bytes) { device_memset(d, p, 0, bytes); }
+
+void device_memset(Device d, void* p, int byte, size_t bytes) {
   if (d.is_cpu()) {
-    std::memset(p, 0, bytes);
+    std::memset(p, byte, bytes);
     return;
   }
 #if DS_HAVE_CUDA
-  cuda::device_memset0(d.index, p, bytes);
+  cuda::device_memset(d.index, p, byte, bytes);
 #else
   no_cuda();
 #endif

@@ -55,6 +55,7 @@ class Arena {
 void* device_alloc(Device d, size_t bytes);
 void device_free(Device d, void* p);
 void device_memset0(Device d, void* p, size_t bytes);
+void device_memset(Device d, void* p, int byte, size_t bytes);  // every byte = byte
 // Copies bytes between any two devices (host<->device as needed).
 void device_copy(Device dst_dev, void* dst, Device src_dev, const void* src, size_t bytes);
 

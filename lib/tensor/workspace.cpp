@@ -1,6 +1,8 @@
 #include "tensor/workspace.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "tensor/arena.h"
 
@@ -10,6 +12,13 @@ namespace {
 constexpr size_t kAlign = 64;
 constexpr size_t kMinChunk = size_t(1) << 20;
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+bool poison_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("DS_WORKSPACE_POISON");
+    return v && *v && std::string(v) != "0";
+  }();
+  return on;
+}
 }  // namespace
 
 Workspace::~Workspace() {
@@ -31,9 +40,13 @@ Tensor Workspace::alloc(const std::string& name, DType dtype, const std::vector<
     chunk = &chunks_.back();
   }
   t.data = static_cast<char*>(chunk->base) + chunk->used;
-  // bytes below zero_to were zeroed by reset() and not handed out since: no memset (one per step instead of one
-  // per tensor, which on a GPU was a launch per activation)
-  if (chunk->used + need > chunk->zero_to) device_memset0(device_, t.data, need);
+  if (!zero_fill_) {
+    if (poison_on()) device_memset(device_, t.data, 0xFF, need);
+  } else if (chunk->used + need > chunk->zero_to) {
+    // bytes below zero_to were zeroed by reset() and not handed out since: no memset (one per step instead of one
+    // per tensor, which on a GPU was a launch per activation)
+    device_memset0(device_, t.data, need);
+  }
   chunk->used += need;
   high_water_ += need;
   if (recording_) recorded_.emplace_back(name, t);
@@ -52,8 +65,12 @@ void Workspace::reset() {
   }
   for (Chunk& c : chunks_) {
     // what the last pass handed out is zeroed here in one call; alloc() then skips the memset below zero_to
-    if (c.used > 0) device_memset0(device_, c.base, c.used);
-    c.zero_to = std::max(c.zero_to, c.used);
+    if (zero_fill_) {
+      if (c.used > 0) device_memset0(device_, c.base, c.used);
+      c.zero_to = std::max(c.zero_to, c.used);
+    } else {
+      c.zero_to = 0;  // nothing is known to be zero (if zero fill is turned back on, alloc() zeroes again)
+    }
     c.used = 0;
   }
   high_water_ = 0;

@@ -84,6 +84,14 @@ TEST_CASE("parity: fill, scale, axpy, add", "[elementwise]") {
       expect_close(tag("add", dt, st), o, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
       run_both([&](const Context& c, Pick p) { add(c, p(a), p(a), p(b)); });  // out aliases a
       expect_close(tag("add aliased", dt, st), a, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
+      // a pointer off the 16-byte word: the element-by-element kernels (aligned ones take words and a tail)
+      const size_t off = dt == kBF16 ? 2 : 4;
+      Twin ym = twin(dt, randu(shape, 18), DType::f64, off), xm = twin(dt, randu(shape, 19));
+      run_both([&](const Context& c, Pick p) { axpy(c, p(ym), 0.25, p(xm)); });
+      expect_close(tag("axpy misaligned", dt, st), ym, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
+      Twin am = twin(dt, randu(shape, 20), DType::f64, off), om = twin_out(dt, shape);
+      run_both([&](const Context& c, Pick p) { add(c, p(om), p(am), p(b)); });
+      expect_close(tag("add misaligned", dt, st), om, tol_elem(dt), dt == kBF16 ? kBf16Reason : kExactReason);
     }
     // Mixed precision: an f32 accumulator += a bf16 tensor (CUDA-only rule; the reference sees the rounded x).
     Twin y = twin(kF32, randu(shape, 16)), x = twin(kBF16, randu(shape, 17));
@@ -237,7 +245,9 @@ TEST_CASE("parity: swiglu forward and backward", "[elementwise][swiglu]") {
     if (sh.big && !run_big()) continue;
     for (DType dt : {kF32, kBF16}) {
       const std::string st = shape_tag({sh.n, sh.f});
-      Twin gate = twin(dt, randn({sh.n, sh.f}, 51, 2.0)), up = twin(dt, randn({sh.n, sh.f}, 52));
+      // n = 7 x 33: a word-aligned start and a tail; 33 x 1000 with `up` off the word: the element-by-element kernels
+      Twin gate = twin(dt, randn({sh.n, sh.f}, 51, 2.0)),
+           up = twin(dt, randn({sh.n, sh.f}, 52), DType::f64, sh.n == 33 ? (dt == kBF16 ? 2 : 4) : 0);
       Twin out = twin_out(dt, {sh.n, sh.f});
       run_both([&](const Context& c, Pick p) { swiglu_forward(c, p(out), p(gate), p(up)); });
       expect_close(tag("swiglu_forward", dt, st), out, dt == kBF16 ? 5e-3 : 2e-6,

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Idle time inside a training step, from a kernel_trace.so timeline (bench/gpu/kernel_trace.cpp).
+
+    trace_train.py TRACE.tsv [--top N]
+
+Steps are split after each optimizer pass (the last adamw kernel of a run of them). For the last full step it
+prints the wall span (first kernel start to last kernel end), the time some kernel, memset or copy was running
+(union of their intervals), the idle rest, and the N longest idle gaps with the kernels on either side: a gap after a
+kernel that is followed by a host read (a loss sum, an expert count) shows as a long gap before the next launch."""
+import subprocess, sys
+
+
+def demangle(names):
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True).stdout
+        d = out.split("\n")[: len(names)]
+    except (OSError, subprocess.CalledProcessError):
+        d = names
+    return [s.replace("(anonymous namespace)::", "").split("(")[0].split("<")[0][:70] for s in d]
+
+
+def main():
+    path = sys.argv[1]
+    top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 15
+    rows = []
+    for line in open(path):
+        f = line.rstrip("\n").split("\t")
+        if len(f) >= 10:
+            rows.append((int(f[0]), int(f[1]), f[9]))
+    rows.sort()
+    names = [n if n.startswith("mem") else d for n, d in zip([r[2] for r in rows], demangle([r[2] for r in rows]))]
+    ad = [i for i, n in enumerate(names) if "adamw" in n]
+    ends = [i for j, i in enumerate(ad) if j + 1 == len(ad) or ad[j + 1] - i > 20]
+    if len(ends) < 2:
+        sys.exit("fewer than two optimizer passes in the trace (%d kernels)" % len(rows))
+    a, b = ends[-2] + 1, ends[-1] + 1
+    step = rows[a:b]
+    t0, t1 = step[0][0], max(r[1] for r in step)
+    busy, cur_s, cur_e = 0, step[0][0], step[0][1]
+    gaps = []
+    for k in range(a + 1, b):
+        s, e, _ = rows[k]
+        if s > cur_e:
+            busy += cur_e - cur_s
+            gaps.append((s - cur_e, k))
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    busy += cur_e - cur_s
+    span = t1 - t0
+    for kind in ("memset", "memcpy"):
+        ops = [r for r in step if r[2].startswith(kind + ":")]
+        if ops:
+            print("%s: %d, %.2f ms, %.2f GB" % (kind, len(ops), sum(r[1] - r[0] for r in ops) / 1e6,
+                                                 sum(int(r[2].rsplit(":", 1)[1]) for r in ops) / 1e9))
+    print("step of %d kernels: span %.2f ms, kernels running %.2f ms, idle %.2f ms (%.1f%%) in %d gaps"
+          % (b - a, span / 1e6, busy / 1e6, (span - busy) / 1e6, 100.0 * (span - busy) / span, len(gaps)))
+    small = sum(g for g, _ in gaps if g < 10000)
+    print("  gaps < 10 us: %.2f ms in %d; >= 10 us: %.2f ms in %d" % (small / 1e6, sum(1 for g, _ in gaps if g < 10000),
+          (span - busy - small) / 1e6, sum(1 for g, _ in gaps if g >= 10000)))
+    print("longest gaps (us, kernel before -> kernel after):")
+    for g, k in sorted(gaps, reverse=True)[:top]:
+        print("  %8.1f  %s -> %s" % (g / 1e3, names[k - 1], names[k]))
+
+
+if __name__ == "__main__":
+    main()
