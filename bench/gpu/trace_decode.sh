@@ -10,10 +10,7 @@
 set -eu
 D=$1 O=$2
 mkdir -p "$O"
-CUDA=${CUDA_HOME:-/usr/local/cuda}
-CUPTI_LIB=$(dirname "$(find "$CUDA"/ /usr/local/cuda*/ -name 'libcupti.so*' 2>/dev/null | head -1)")
-g++ -O2 -shared -fPIC bench/gpu/kernel_trace.cpp -I"$CUDA/include" -I"$CUDA/extras/CUPTI/include" -L"$CUPTI_LIB" \
-  -lcupti -Wl,-rpath,"$CUPTI_LIB" -o "$O/kernel_trace.so"
+bash "$(dirname "$0")/build_kernel_trace.sh" "$O"
 B=$(mktemp -d) && tar xJf "$D/bundle.tar.xz" -C "$B"
 W=$(mktemp -d)
 "$B/run" ds-pretrain --device cuda --precision bf16 --config bench/gpu/v3_bench_config.json -i "$D/corpus.jsonl" \

@@ -7,16 +7,10 @@ Steps are split after each optimizer pass (the last adamw kernel of a run of the
 prints the wall span (first kernel start to last kernel end), the time some kernel, memset or copy was running
 (union of their intervals), the idle rest, and the N longest idle gaps with the kernels on either side: a gap after a
 kernel that is followed by a host read (a loss sum, an expert count) shows as a long gap before the next launch."""
-import subprocess, sys
+import os, sys
 
-
-def demangle(names):
-    try:
-        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True).stdout
-        d = out.split("\n")[: len(names)]
-    except (OSError, subprocess.CalledProcessError):
-        d = names
-    return [s.replace("(anonymous namespace)::", "").split("(")[0].split("<")[0][:70] for s in d]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trace_step import demangle  # noqa: E402 (c++filt, template arguments dropped)
 
 
 def main():

@@ -439,6 +439,16 @@ template <class F> double events_ms(F&& f, cudaStream_t stream = nullptr) {
   return double(ms);
 }
 
+// The median of 9 events_ms timings of f after 3 warm-up calls (the [bench] timing cases).
+template <class F> double median_ms(F&& f) {
+  for (int i = 0; i < 3; ++i) f();
+  device_sync();
+  std::vector<double> ms;
+  for (int r = 0; r < 9; ++r) ms.push_back(events_ms(f));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 // Microseconds a call of f in a chain of 200 on the default stream (each launch waits for the one before, as in a
 // decode graph; with PDL the next one is resident and waiting): median of 5 chains after 20 warm-up calls.
 template <class F> double chain_us(F&& f) {

@@ -402,14 +402,6 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
   DevTensor o(dt, {B, T, H, Dv}), l(DType::f32, {B, H, T}), dq(dt, {B, T, H, Dqk}), dk(dt, {B, T, H, Dqk}),
       dv(dt, {B, T, H, Dv});
   const double sc = 1.0 / std::sqrt(double(Dqk));
-  auto median_ms = [&](auto&& f) {
-    for (int i = 0; i < 3; ++i) f();
-    device_sync();
-    std::vector<double> ms;
-    for (int r = 0; r < 9; ++r) ms.push_back(events_ms(f));
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-  };
   const double fwd = median_ms([&] { attention_forward(c, o, l, q, k, v, sc); });
   const double bwd = median_ms([&] { attention_backward(c, dq, dk, dv, dout, o, l, q, k, v, sc); });
   const double f_fl = 2.0 * double(B) * H * (double(T) * T / 2) * double(Dqk + Dv), b_fl = 2.5 * f_fl;

@@ -728,14 +728,6 @@ TEST_CASE("cross-entropy timings: training shape", "[.bench][bench]") {
   std::vector<int32_t> tg = rand_ints(N, 222, 0, int32_t(V));
   for (int64_t n = 0; n < N; n += 97) tg[size_t(n)] = -100;
   DevTensor targets = dev_ints({N}, tg);
-  auto median_ms = [&](auto&& f) {
-    for (int i = 0; i < 3; ++i) f();
-    device_sync();
-    std::vector<double> ms;
-    for (int r = 0; r < 9; ++r) ms.push_back(events_ms(f));
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-  };
   const double fwd = median_ms([&] { cross_entropy_forward(c, loss, lse, logits, targets, -100); });
   const double bwd16 = median_ms([&] { cross_entropy_backward(c, d16, logits, lse, targets, 1e-4, -100); });
   const double bwd32 = median_ms([&] { cross_entropy_backward(c, d32, logits, lse, targets, 1e-4, -100); });
