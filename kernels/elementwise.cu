@@ -36,7 +36,7 @@ __global__ void scale_kernel_f64(double* __restrict__ p, int64_t n, double a) {
 
 // ---- W elements a thread per access: 16-byte words for the memory-bound elementwise kernels ---------------------
 // Scalar bf16 accesses left add / axpy / SwiGLU at 30-65% of the H200's bandwidth in a training step (bench/README,
-// 11th session). With every pointer 16-byte aligned the kernels below take W = 16 / sizeof(T) elements a word (the
+// 11th session). With every pointer 16-byte aligned the kernels below take W = kVec<T> elements a word (the
 // tail past the last whole word element by element); the per-element arithmetic is unchanged, so are the bits.
 template <class T, int W> struct alignas(sizeof(T) * W) Pack {
   T v[W];
@@ -47,10 +47,9 @@ template <class T, int W> __device__ __forceinline__ Pack<T, W> ld_pack(const T*
 template <class T, int W> __device__ __forceinline__ void st_pack(T* p, const Pack<T, W>& x) {
   *reinterpret_cast<Pack<T, W>*>(p) = x;
 }
-template <class T> constexpr int kWord = int(16 / sizeof(T));
-bool aligned16(std::initializer_list<const void*> ps) {
+bool aligned16(std::initializer_list<const void*> ps) {  // null pointers (absent outputs) pass
   for (const void* p : ps)
-    if (p && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+    if (p && !is_aligned16(p)) return false;
   return true;
 }
 // f(i) for i in [0, count), a grid-stride loop.
@@ -412,7 +411,7 @@ void axpy(const Context& ctx, Tensor y, double alpha, Tensor x) {
       using X = decltype(xz);
       if constexpr (sizeof(Y) == sizeof(X)) {
         if (aligned16({y.data, x.data})) {
-          constexpr int W = kWord<Y>;
+          constexpr int W = kVec<Y>;
           launch(axpy_kernel<Y, X, W>, grid_for(n / W + 1, kThreads), kThreads, 0, st, dptr<Y>(y), dptr<const X>(x), n,
                  float(alpha));
           return;
@@ -431,7 +430,7 @@ void add(const Context& ctx, Tensor out, Tensor a, Tensor b) {
   if (n == 0) return;
   dispatch_fb(out.dtype, "add", [&](auto zero) {
     using T = decltype(zero);
-    constexpr int W = kWord<T>;
+    constexpr int W = kVec<T>;
     if (aligned16({out.data, a.data, b.data}))
       launch(add_kernel<T, W>, grid_for(n / W + 1, kThreads), kThreads, 0, st, dptr<T>(out), dptr<const T>(a),
              dptr<const T>(b), n);
@@ -559,7 +558,7 @@ void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
   if (n == 0) return;
   dispatch_fb(out.dtype, "swiglu_forward", [&](auto zero) {
     using T = decltype(zero);
-    constexpr int W = kWord<T>;
+    constexpr int W = kVec<T>;
     if (aligned16({out.data, gate.data, up.data}))
       launch(swiglu_fwd_kernel<T, W>, grid_for(n / W + 1, kThreads), kThreads, 0, st, dptr<T>(out),
              dptr<const T>(gate), dptr<const T>(up), n);
@@ -589,7 +588,7 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
     using T = decltype(zero);
     T* dg = d_gate.empty() ? nullptr : dptr<T>(d_gate);
     T* du = d_up.empty() ? nullptr : dptr<T>(d_up);
-    constexpr int W = kWord<T>;
+    constexpr int W = kVec<T>;
     if (aligned16({dg, du, d_out.data, gate.data, up.data}))
       launch(swiglu_bwd_kernel<T, W>, grid_for(n / W + 1, kThreads), kThreads, 0, st, dg, du, dptr<const T>(d_out),
              dptr<const T>(gate), dptr<const T>(up), n);
