@@ -1,9 +1,9 @@
 #pragma once
 // Hopper warpgroup MMA (wgmma, sm_90a) primitives: shared-memory matrix descriptors for the 128-byte swizzled
 // layout, the fences and group waits, the m64nNk16 bf16 products with f32 accumulators, and a cp.async tile load
-// that writes that layout. Internal to kernels/. Everything here compiles to a trap unless the file is built for
-// sm_90a (CMAKE_CUDA_ARCHITECTURES 90a, the default; DS_CUDA_WGMMA tells the host side): wgmma exists on no other
-// target, so callers must check DS_CUDA_WGMMA before launching a kernel that uses it.
+// that writes that layout. Internal to kernels/. The wgmma instructions exist on sm_90a only: built for another
+// target (CMAKE_CUDA_ARCHITECTURES without 90a; DS_CUDA_WGMMA tells the host side) the products trap and the fences
+// are empty, so callers must check DS_CUDA_WGMMA before launching a kernel that uses them.
 //
 // The layout (PTX ISA, "Shared Memory Matrix Layout", 128-byte swizzle): a tile is kept as 64-element (128-byte)
 // wide column blocks, [cols / 64][rows][64] bf16, each block's rows 128 bytes apart, and the 16-byte chunk c of
