@@ -193,6 +193,6 @@ inline int num_sms() {
 
 inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
 
-inline bool aligned16(const Tensor& t) { return (reinterpret_cast<uintptr_t>(t.data) & 15u) == 0; }
+inline bool aligned16(const Tensor& t) { return is_aligned16(t.data); }
 
 }  // namespace ds::cuda::attn

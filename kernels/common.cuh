@@ -208,6 +208,17 @@ __device__ __forceinline__ uint4 pack16(const float (&f)[4]) {
 
 inline bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// N consecutive elements of T as one aligned load / store (N * sizeof(T) of 8 or 16 bytes: a vector access).
+template <class T, int N> struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+template <class T, int N> __device__ __forceinline__ Pack<T, N> ld_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, N>*>(p);
+}
+template <class T, int N> __device__ __forceinline__ void st_pack(T* p, const Pack<T, N>& x) {
+  *reinterpret_cast<Pack<T, N>*>(p) = x;
+}
+
 // ---- reductions ---------------------------------------------------------------------------------------------
 
 template <class T> __device__ __forceinline__ T warp_sum(T v) {

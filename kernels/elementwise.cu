@@ -37,16 +37,8 @@ __global__ void scale_kernel_f64(double* __restrict__ p, int64_t n, double a) {
 // ---- W elements a thread per access: 16-byte words for the memory-bound elementwise kernels ---------------------
 // Scalar bf16 accesses left add / axpy / SwiGLU at 30-65% of the H200's bandwidth in a training step (bench/README,
 // 11th session). With every pointer 16-byte aligned the kernels below take W = kVec<T> elements a word (the
-// tail past the last whole word element by element); the per-element arithmetic is unchanged, so are the bits.
-template <class T, int W> struct alignas(sizeof(T) * W) Pack {
-  T v[W];
-};
-template <class T, int W> __device__ __forceinline__ Pack<T, W> ld_pack(const T* p) {
-  return *reinterpret_cast<const Pack<T, W>*>(p);
-}
-template <class T, int W> __device__ __forceinline__ void st_pack(T* p, const Pack<T, W>& x) {
-  *reinterpret_cast<Pack<T, W>*>(p) = x;
-}
+// tail past the last whole word element by element; Pack, common.cuh); the per-element arithmetic is unchanged, so
+// are the bits.
 bool aligned16(std::initializer_list<const void*> ps) {  // null pointers (absent outputs) pass
   for (const void* p : ps)
     if (p && !is_aligned16(p)) return false;

@@ -1064,7 +1064,6 @@ int g_big_variant = kWgmma ? 3 : 2;
 int g_decode_variant = 0;
 constexpr int64_t kDecodeRowsPerExpert = 1;
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 // Two adjacent output elements (n even) can be stored as one word: even row stride, C aligned to two elements.
 bool aligned_c(const Tensor& c, int64_t ldc) {
   return ldc % 2 == 0 && reinterpret_cast<uintptr_t>(c.data) % (2 * moe::esize(c)) == 0;
@@ -1233,8 +1232,8 @@ GemmArgs forward_args(const Tensor& out, const Tensor& in, const Tensor& weight,
   a.ldc = N;
   a.b_estride = N * K;
   a.accumulate = acc == Accum::add;
-  a.vec_a = aligned16(in.data) && (K * es) % 16 == 0;
-  a.vec_b = aligned16(weight.data) && (K * es) % 16 == 0;
+  a.vec_a = is_aligned16(in.data) && (K * es) % 16 == 0;
+  a.vec_b = is_aligned16(weight.data) && (K * es) % 16 == 0;
   a.vec_c = aligned_c(out, N);
   return a;
 }
@@ -1264,7 +1263,8 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
   moe::set_device(ctx, op);
   const int64_t es = moe::esize(in);
   const bool pair = in.dtype == DType::bf16 && gate_w.dtype == DType::bf16 && K > 0 && K % 8 == 0 &&
-                    aligned16(in.data) && aligned16(gate_w.data) && aligned16(up_w.data) && (K * es) % 16 == 0 &&
+                    is_aligned16(in.data) && is_aligned16(gate_w.data) && is_aligned16(up_w.data) &&
+                    (K * es) % 16 == 0 &&
                     g_decode_variant == 0 && M <= kDecodeRowsPerExpert * E;
   if (pair) {
     GemmArgs a = forward_args(out, in, gate_w, offsets, Accum::overwrite);
@@ -1310,8 +1310,8 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
       a.ldc = K;
       a.b_estride = N * K;
       a.accumulate = acc_in == Accum::add;
-      a.vec_a = aligned16(d_out.data) && (N * es) % 16 == 0;
-      a.vec_b = aligned16(weight.data) && (K * es) % 16 == 0;
+      a.vec_a = is_aligned16(d_out.data) && (N * es) % 16 == 0;
+      a.vec_b = is_aligned16(weight.data) && (K * es) % 16 == 0;
       a.vec_c = aligned_c(d_in, K);
       if (!launch_pipelined<false>(ctx, op, d_out, d_in, a)) launch_gemm<true, true, false>(ctx, op, d_out, d_in, a);
     }
@@ -1333,8 +1333,8 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
     a.ldc = K;
     a.c_estride = N * K;
     a.accumulate = 1;
-    a.vec_a = aligned16(d_out.data) && (N * es) % 16 == 0;
-    a.vec_b = aligned16(in.data) && (K * es) % 16 == 0;
+    a.vec_a = is_aligned16(d_out.data) && (N * es) % 16 == 0;
+    a.vec_b = is_aligned16(in.data) && (K * es) % 16 == 0;
     a.vec_c = aligned_c(d_weight, K);
     // bf16 operands with 16-byte rows: the large-tile kernel (d_out^T as an M-major A, in as an N-major B).
     if (d_out.dtype == DType::bf16 && a.vec_a && a.vec_b && g_big_variant != 0)

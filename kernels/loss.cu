@@ -17,11 +17,7 @@ namespace ds::cuda {
 
 namespace {
 
-// VEC consecutive elements of T as one load / store (f32: float4; bf16: 8 bytes).
-template <class T, int VEC> struct alignas(sizeof(T) * VEC) Pack {
-  T v[VEC];
-};
-
+// Pack<T, VEC> (common.cuh): VEC consecutive elements as one load / store (f32: float4; bf16: 8 bytes).
 constexpr int kFwdThreads = 512;
 constexpr int kFwdUnroll = 2;  // groups a thread loads before it adds any (bytes in flight, as the backward)
 

@@ -297,12 +297,12 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvArgs a) {
     }
 }
 
-bool al16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // The GEMV handles bf16 inputs with 16-byte-aligned rows and M <= kGemvRows whose rows fit its shared memory.
 bool gemv_fits(DType in_dtype, const void* in, int64_t ldi, const void* w, int64_t ldw, int64_t M, int64_t K) {
   return in_dtype == DType::bf16 && M >= 1 && M <= kGemvRows && K % 8 == 0 && ldi % 8 == 0 && ldw % 8 == 0 &&
-         al16(in) && al16(w) && size_t(M * K) * sizeof(bf16_t) <= kGemvSmem - 256;  // 256: gemv_kernel's own
+         is_aligned16(in) && is_aligned16(w) &&
+         size_t(M * K) * sizeof(bf16_t) <= kGemvSmem - 256;  // 256: gemv_kernel's own
 }
 
 void gemv(const Context& ctx, DType out_dtype, GemvArgs a, int64_t batch) {

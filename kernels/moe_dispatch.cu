@@ -620,10 +620,9 @@ void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor o
   const int64_t W = (NK + 31) / 32;
   const size_t gate_smem = size_t(N) * gate_smem_per_warp(int(E), std::max(opt.n_group, 1), int(K));
   const size_t smem = std::max(gate_smem, size_t(W * E + 2 * E) * sizeof(int));
-  auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool fused = N >= 1 && N <= kSmallThreads / 32 && NK <= kSmallEntries && smem <= kSmallSmem &&
                      x.dtype == DType::bf16 && router.dtype == DType::bf16 && xp.dtype == DType::bf16 && D % 8 == 0 &&
-                     al16(x.data) && al16(router.data) && al16(xp.data) && E <= 1024;
+                     is_aligned16(x.data) && is_aligned16(router.data) && is_aligned16(xp.data) && E <= 1024;
   if (!fused) {
     cuda::matmul_forward(ctx, logits, x, router, Accum::overwrite, Inputs::fresh);
     cuda::moe_gate_forward(ctx, topk_idx, topk_w, scores, logits, bias, opt);

@@ -22,7 +22,8 @@ def main():
         if len(f) >= 10:
             rows.append((int(f[0]), int(f[1]), f[9]))
     rows.sort()
-    names = [n if n.startswith("mem") else d for n, d in zip([r[2] for r in rows], demangle([r[2] for r in rows]))]
+    raw = [r[2] for r in rows]
+    names = [n if n.startswith("mem") else d for n, d in zip(raw, demangle(raw))]  # memset:/memcpy: rows as they are
     ad = [i for i, n in enumerate(names) if "adamw" in n]
     ends = [i for j, i in enumerate(ad) if j + 1 == len(ad) or ad[j + 1] - i > 20]
     if len(ends) < 2:
