@@ -23,6 +23,8 @@ void copy(const Context& ctx, Tensor dst, Tensor src);
 void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t ncols, Accum acc);
 void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
                       int64_t src_col, int64_t ncols);
+void sum_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t stride,
+                     int64_t copies, int64_t ncols, Accum acc);
 double sum(const Context& ctx, Tensor t);
 double sum_squares(const Context& ctx, Tensor t);
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);

@@ -138,6 +138,40 @@ void launch_copy_cols(cudaStream_t st, Tensor dst, int64_t dst_col, int64_t stri
   DS_CUDA_LAUNCH_CHECK("copy_cols_kernel");
 }
 
+// sum_cols_repeat: dst[r, c] (=|+=) sum over j < copies of src[r, j * stride + c] (pointers at the first column),
+// one thread per W adjacent output elements, each summed in f32 in order j = 0, 1, ... from block 0 (or from dst,
+// block 0 added first) and rounded once: for f32 the bits of copy_cols' overwrite + add_cols_kernel loop. W = kVec<T>
+// (16-byte words) when every block start is 16-byte aligned and ncols a multiple of W, else 1.
+template <class T, int W>
+__global__ void sum_cols_kernel(T* __restrict__ dst, int64_t dc, const T* __restrict__ src, int64_t sc,
+                                int64_t rows, int64_t words, int64_t copies, int64_t stride, bool add) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  grid_loop(rows * words, [&](int64_t i) {
+    const int64_t r = i / words, c = (i - r * words) * W;
+    T* d = dst + r * dc + c;
+    const T* s = src + r * sc + c;
+    float v[W];
+    const Pack<T, W> s0 = ld_pack<T, W>(s);
+    if (add) {
+      const Pack<T, W> d0 = ld_pack<T, W>(d);
+#pragma unroll
+      for (int k = 0; k < W; ++k) v[k] = ldf(d0.v[k]) + ldf(s0.v[k]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < W; ++k) v[k] = ldf(s0.v[k]);
+    }
+    for (int64_t j = 1; j < copies; ++j) {
+      const Pack<T, W> sj = ld_pack<T, W>(s + j * stride);
+#pragma unroll
+      for (int k = 0; k < W; ++k) v[k] += ldf(sj.v[k]);
+    }
+    Pack<T, W> o;
+#pragma unroll
+    for (int k = 0; k < W; ++k) o.v[k] = cvt<T>(v[k]);
+    st_pack<T, W>(d, o);
+  });
+}
+
 // ---- reductions (deterministic: a fixed grid for a given n, partials summed in a fixed order) ---------------
 
 constexpr int kReduceThreads = 512;
@@ -505,6 +539,31 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
 void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
                       int64_t src_col, int64_t ncols) {
   launch_copy_cols(prepare(ctx), dst, dst_col, stride, copies, src, src_col, ncols);
+}
+
+void sum_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t stride,
+                     int64_t copies, int64_t ncols, Accum acc) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t rows = dst.rows(), dc = dst.cols(), sc = src.cols();
+  if (rows == 0 || ncols == 0) return;
+  // f32 or bf16 (ops.cpp's check): f64 tensors are not a CUDA dtype of this op, so the accumulator is f32.
+  dispatch_fb(dst.dtype, "sum_cols_repeat", [&](auto zero) {
+    using T = decltype(zero);
+    constexpr int W = kVec<T>;
+    T* d = dptr<T>(dst) + dst_col;
+    const T* s = dptr<const T>(src) + src_col;
+    const bool add = acc == Accum::add;
+    // Row starts and block starts advance by dc, sc and stride elements: all must keep the 16-byte alignment.
+    if (aligned16({d, s}) && dc % W == 0 && sc % W == 0 && (copies == 1 || stride % W == 0) && ncols % W == 0) {
+      const int64_t words = ncols / W;
+      launch(sum_cols_kernel<T, W>, grid_for(rows * words, kThreads), kThreads, 0, st, d, dc, s, sc, rows, words,
+             copies, stride, add);
+    } else {
+      launch(sum_cols_kernel<T, 1>, grid_for(rows * ncols, kThreads), kThreads, 0, st, d, dc, s, sc, rows, ncols,
+             copies, stride, add);
+    }
+  });
+  DS_CUDA_LAUNCH_CHECK("sum_cols_kernel");
 }
 
 double sum(const Context& ctx, Tensor t) { return reduce<false>(ctx, t, "sum"); }

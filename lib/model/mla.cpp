@@ -104,8 +104,7 @@ void mla_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Att
   copy_cols(ctx, d_kv_b_rows, dn, d_v.view({N * H, dv}), 0, dv);
   Tensor d_k_pe = ws.alloc("d_k_pe", dt, {N, dr});
   Tensor d_k_full_nh = d_k_full.view({N, H * dqk});
-  for (int64_t h = 0; h < H; ++h)
-    copy_cols(ctx, d_k_pe, 0, d_k_full_nh, h * dqk + dn, dr, h == 0 ? Accum::overwrite : Accum::add);
+  sum_cols_repeat(ctx, d_k_pe, 0, d_k_full_nh, dn, dqk, H, dr);  // the shared rope key's gradient: sum over heads
   Tensor d_kv_a = ws.alloc("d_kv_a", dt, {N, Rkv + dr});
   Tensor d_k_pe_raw = ws.alloc("d_k_pe_raw", dt, {N, dr});
   rope_backward(ctx, d_k_pe_raw.view({N, 1, dr}), d_k_pe.view({N, 1, dr}), env.pos, env.inv_freq,

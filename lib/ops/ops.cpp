@@ -105,6 +105,23 @@ void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t s
   DS_DISPATCH(c, copy_cols_repeat(ctx, dst, dst_col, stride, copies, src, src_col, ncols));
 }
 
+void sum_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t stride,
+                     int64_t copies, int64_t ncols, Accum acc) {
+  Check c(ctx, "sum_cols_repeat");
+  c.f("dst", dst).f("src", src);
+  OP_CHECK(c, dst.rows() == src.rows(), "dst " + dst.shape_str() + " and src " + src.shape_str() + " differ in rows");
+  OP_CHECK(c, copies >= 1 && (copies == 1 || stride >= ncols),
+           "copies " + std::to_string(copies) + " at stride " + std::to_string(stride) + " of " +
+               std::to_string(ncols) + " columns would overlap");
+  OP_CHECK(c,
+           ncols >= 0 && dst_col >= 0 && src_col >= 0 && dst_col + ncols <= dst.cols() &&
+               src_col + (copies - 1) * stride + ncols <= src.cols(),
+           "columns [" + std::to_string(dst_col) + ", +" + std::to_string(ncols) + ") of dst " + dst.shape_str() +
+               " or [" + std::to_string(src_col) + ", +" + std::to_string(ncols) + ") x " + std::to_string(copies) +
+               " at stride " + std::to_string(stride) + " of src " + src.shape_str() + " out of range");
+  DS_DISPATCH(c, sum_cols_repeat(ctx, dst, dst_col, src, src_col, stride, copies, ncols, acc));
+}
+
 static void check_reducible(Check& c, const Tensor& t) {
   OP_CHECK(c, !t.empty(), "t is required");
   c.device("t", t);

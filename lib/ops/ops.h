@@ -43,6 +43,14 @@ void copy_cols(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int6
 // src[:, src_col : src_col + ncols] for j < copies (MLA's shared rope key into every head of k_full, one launch).
 void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t stride, int64_t copies, Tensor src,
                       int64_t src_col, int64_t ncols);
+// Its adjoint: dst[:, dst_col : dst_col + ncols] (=|+=) the sum over j < copies of src[:, src_col + j * stride :
+// ... + ncols] (the gradient of MLA's shared rope key summed over the heads, one launch instead of H). Each element
+// is summed in the float dtype's accumulator (f32 for f32 and bf16, f64 for f64) in order j = 0, 1, ..., copies - 1,
+// starting from block 0 (Accum::add: from dst's value, block 0 added first), and rounded once to dst's dtype. So for
+// f32 and f64 the result has exactly the bits of copy_cols(block 0) then copy_cols(block j, Accum::add) in turn;
+// for bf16 it is rounded once instead of `copies` times.
+void sum_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t stride,
+                     int64_t copies, int64_t ncols, Accum acc = Accum::overwrite);
 double sum(const Context& ctx, Tensor t);          // reduction to the host, in double
 double sum_squares(const Context& ctx, Tensor t);  // for the gradient norm
 // sum_squares of each tensor, in order, with one transfer to the host: the gradient norm over ~200 tensors. On CUDA

@@ -205,6 +205,40 @@ TEST_CASE("parity: copy_cols", "[elementwise]") {
     expect_close("copy_cols_repeat bf16 rows " + std::to_string(k.rows) + " x" + std::to_string(k.copies), dst, 0.0,
                  "a byte copy");
   }
+  // sum_cols_repeat, its adjoint: the rope key's gradient summed over the heads at the MLA bench shape (4096 rows,
+  // H 16, dqk 96 = dn 64 + dr 32: the 16-byte word kernel), and an odd layout (the element kernel). The reference
+  // sums in f64. f32: copies f32 additions in order, each rounding by <= 2^-24 of a partial sum (tol_for's growth
+  // with the number of terms); on the device it must also give the bits of the copy_cols loop it replaces. bf16:
+  // the f32 sum rounded once to bf16, <= 2^-9 of the value (tol_elem); the loop's 16 roundings are printed beside.
+  struct Sum { int64_t rows, scols, scol, stride, copies, dcols, dcol, n; };
+  for (const Sum& k : {Sum{4096, 16 * 96, 64, 96, 16, 32, 0, 32}, Sum{7, 40, 3, 9, 4, 11, 2, 5}}) {
+    for (DType dt : {kF32, kBF16}) {
+      for (Accum acc : {Accum::overwrite, Accum::add}) {
+        const std::string what = tag("sum_cols_repeat", dt, std::string(acc == Accum::add ? "add" : "overwrite") +
+                                                                " rows " + std::to_string(k.rows) + " x" +
+                                                                std::to_string(k.copies));
+        const Values sv = randu({k.rows, k.scols}, 39), dv = randu({k.rows, k.dcols}, 40);
+        Twin src = twin(dt, sv), dst = twin(dt, dv);
+        run_both([&](const Context& c, Pick p) {
+          sum_cols_repeat(c, p(dst), k.dcol, p(src), k.scol, k.stride, k.copies, k.n, acc);
+        });
+        const Err e = expect_close(what, dst, dt == kBF16 ? tol_elem(dt) : tol_for(dt, k.copies),
+                                   dt == kBF16 ? "f32 sum rounded once to bf16: <= 2^-9 of the value"
+                                               : "f32 additions in order, <= 2^-24 of a partial sum each");
+        DevTensor loop = dev(dt, dv);  // the launches it replaces: copy_cols of block 0, then add each block
+        for (int64_t j = 0; j < k.copies; ++j)
+          copy_cols(cuda_ctx(), loop, k.dcol, src.dev, k.scol + j * k.stride, k.n, j == 0 ? acc : Accum::add);
+        device_sync();
+        if (dt == kF32) {
+          expect_same_bits(what + " vs the copy_cols loop", loop, dst.dev);
+        } else {
+          const Err el = compare(loop.values(), dst.ref.values());
+          std::printf("info   %-48s the copy_cols loop's norm_err %.3e (one rounding: %.3e)\n",
+                      (what + " loop").c_str(), el.norm, e.norm);
+        }
+      }
+    }
+  }
   Twin isrc = twin_ints({5, 9}, rand_ints(45, 33, -1000, 1000)), idst = twin_ints({5, 4}, rand_ints(20, 34, 0, 9));
   run_both([&](const Context& c, Pick p) { copy_cols(c, p(idst), 1, p(isrc), 5, 3); });
   expect_equal_ints("copy_cols i32", idst);

@@ -162,6 +162,27 @@ void copy_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, int64_t s
     cpu::copy_cols(ctx, dst, dst_col + j * stride, src, src_col, ncols, Accum::overwrite);
 }
 
+void sum_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t stride,
+                     int64_t copies, int64_t ncols, Accum acc) {
+  const int64_t rows = dst.rows(), dc = dst.cols(), sc = src.cols();
+  dispatch_float(dst.dtype, "sum_cols_repeat", [&](auto zero) {
+    using T = decltype(zero);  // f32 sums in f32, f64 in f64: the bits of the copy_cols loop it replaces
+    T* pd = dst.ptr<T>();
+    const T* ps = src.ptr<T>();
+#pragma omp parallel for num_threads(threads_for(ctx, rows * ncols * copies)) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      T* d = pd + r * dc + dst_col;
+      const T* s = ps + r * sc + src_col;
+      for (int64_t c = 0; c < ncols; ++c) {
+        // Block 0 starts the sum (not 0 + block 0, which would turn a -0 into +0): the loop's bits exactly.
+        T v = acc == Accum::add ? d[c] + s[c] : s[c];
+        for (int64_t j = 1; j < copies; ++j) v += s[j * stride + c];
+        d[c] = v;
+      }
+    }
+  });
+}
+
 double sum(const Context& ctx, Tensor t) {
   return reduce_any(ctx, t, "sum", [](double x) { return x; });
 }

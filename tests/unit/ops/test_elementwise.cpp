@@ -70,6 +70,49 @@ TEST_CASE("copy_cols_repeat puts one column block into several places of each ro
   CHECK_THROWS_AS(copy_cols_repeat(ctx, heads, 2, 3, 3, k, 0, 2), Error);  // the last copy runs past column 8
 }
 
+TEST_CASE("sum_cols_repeat sums column blocks in order: the bits of the copy_cols loop", "[ops][elementwise]") {
+  // The MLA use, small: the rope key's gradient summed over H heads of width dqk = dn + dr, plus an odd layout.
+  // Values over several binades, so that the order of the f32 additions shows in the bits.
+  const Context ctx = cpu_ctx(2);  // the 600-row case is large enough to take the OpenMP loop
+  struct Case { int64_t rows, scols, scol, stride, copies, dcols, dcol, n; };
+  for (const Case& k : {Case{5, 4 * 7, 4, 7, 4, 3, 0, 3}, Case{600, 16 * 12, 8, 12, 16, 4, 0, 4},
+                        Case{3, 40, 3, 9, 4, 11, 2, 5}, Case{2, 6, 1, 0, 1, 4, 1, 3}}) {
+    for (DType dt : {DType::f32, DType::f64}) {
+      for (Accum acc : {Accum::overwrite, Accum::add}) {
+        std::vector<double> sv = uniform(k.rows * k.scols, 41);
+        for (size_t i = 0; i < sv.size(); ++i) sv[i] *= std::ldexp(1.0, int(i % 23) - 11);
+        const Owned src = from(dt, {k.rows, k.scols}, sv);
+        const Owned dst0 = rand(dt, {k.rows, k.dcols}, 42);
+        Owned got = clone(dst0), loop = clone(dst0);
+        sum_cols_repeat(ctx, got, k.dcol, src, k.scol, k.stride, k.copies, k.n, acc);
+        for (int64_t j = 0; j < k.copies; ++j)
+          copy_cols(ctx, loop, k.dcol, src, k.scol + j * k.stride, k.n, j == 0 ? acc : Accum::add);
+        INFO(dtype_name(dt) << (acc == Accum::add ? " add" : " overwrite") << " rows " << k.rows << " x"
+                            << k.copies);
+        CHECK(bitwise_equal(got, loop));  // columns outside the block are untouched by both
+      }
+    }
+  }
+  // exact values: 2 rows, three 3-wide heads, columns 1..2 of each summed
+  Owned heads = from(DType::f32, {2, 9}, {9, 1, 2, 9, 10, 20, 9, 100, 200, 9, 3, 4, 9, 30, 40, 9, 300, 400});
+  Owned k = from(DType::f32, {2, 2}, {-1, -1, -1, -1});
+  sum_cols_repeat(ctx, k, 0, heads, 1, 3, 3, 2);
+  CHECK(k.f64() == std::vector<double>{111, 222, 333, 444});
+  sum_cols_repeat(ctx, k, 0, heads, 1, 3, 3, 2, Accum::add);
+  CHECK(k.f64() == std::vector<double>{222, 444, 666, 888});
+  // block 0 starts the sum: a lone -0 stays -0, as copy_cols would leave it
+  Owned nz = from(DType::f32, {1, 1}, {-0.0}), out = from(DType::f32, {1, 1}, {1.0});
+  sum_cols_repeat(ctx, out, 0, nz, 0, 1, 1, 1);
+  CHECK(std::signbit(out.p<float>()[0]));
+  CHECK_THROWS_AS(sum_cols_repeat(ctx, k, 0, heads, 1, 1, 3, 2), Error);  // blocks would overlap
+  CHECK_THROWS_AS(sum_cols_repeat(ctx, k, 0, heads, 2, 3, 3, 2), Error);  // the last block runs past column 8
+  CHECK_THROWS_AS(sum_cols_repeat(ctx, k, 1, heads, 1, 3, 3, 2), Error);  // dst has 2 columns
+  CHECK_THROWS_AS(sum_cols_repeat(ctx, k, 0, heads, 1, 3, 0, 2), Error);  // no copies
+  Owned k64 = zeros(DType::f64, {2, 2}), k3 = zeros(DType::f32, {3, 2});
+  CHECK_THROWS_AS(sum_cols_repeat(ctx, k64, 0, heads, 1, 3, 3, 2), Error);  // dtypes differ
+  CHECK_THROWS_AS(sum_cols_repeat(ctx, k3, 0, heads, 1, 3, 3, 2), Error);   // rows differ
+}
+
 TEST_CASE("sum and sum_squares", "[ops][elementwise]") {
   const Context ctx = cpu_ctx();
   Owned t = from(DType::f32, {2, 2}, {1, -2, 3, 4});
