@@ -20,6 +20,8 @@
 // every output element is reduced by one thread in a fixed order (no split-k across blocks, no atomics; the decode
 // GEMV splits K over the 8 warps of a block and adds their partial sums in warp order).
 #include <cub/block/block_scan.cuh>
+#include <cuda.h>  // CUtensorMap (types only: the encoder comes through cudaGetDriverEntryPointByVersion)
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -814,6 +816,225 @@ using N128 = Cfg<128, 4>;  // 128 KB
 
 }  // namespace wg
 
+// ---- variant 5: the forward on wgmma with TMA loads and warp specialisation (sm_90a) ---------------------------
+// The forward only (rows mode, A = in [M, K] and B = W [E, N, K], both K-major); d_in and d_weight keep wg:: when
+// it is selected. 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the producer
+// (one thread issues the TMA loads, cp.async.bulk.tensor, of 64-deep k-tiles of A [128 x 64] and B [256 x 64]
+// into a ring of kStages slots: CU_TENSOR_MAP_SWIZZLE_128B writes exactly the 128-byte swizzled K-major layout
+// wgmma.cuh's descriptors describe, one 128-byte column block, rows 128 bytes apart, 16-byte chunk c of row r at
+// c ^ (r % 8), the slots 1024-byte aligned), warpgroups 1 and 2 are the consumers, each owning 64 rows of the
+// tile (m64n256k16 products, as wg::). Per slot a full mbarrier (count 1: the producer's arrive.expect_tx of the
+// slot's bytes; the TMA's complete_tx completes the phase) and an empty one (count 8: lane 0 of each consumer warp
+// arrives once the warpgroup's wgmma.wait_group says the products reading the slot retired). No block-wide barrier
+// after the set-up. Registers: 157 a thread without setmaxnreg (ptxas, nvcc 13.0: no spills under the 168 that
+// 384 threads leave), so the producer / consumer split of the register file (setmaxnreg, 40 / 232) is left out;
+// -DDS_TMA_SETMAXNREG turns it on (compiles without warning C7508: 168 registers, no spills; untimed).
+//
+// The tiles: one block-wide scan at the start writes first[e], the first m-tile of expert e (m-tiles of 128 rows
+// numbered consecutively over the experts, as locate_tile numbers them), to shared memory; then both roles walk
+// the same sequence t = blockIdx.x, + gridDim.x, ... (t = m-tile * nx + n-tile) independently, finding a tile's
+// expert by a binary search of first[], so the producer runs ahead across tile boundaries with no hand-off.
+//
+// Out-of-range reads are harmless by construction: the TMA zero-fills past K (the k tail) and past the last row
+// of A / of E * N rows of B; rows of A past an expert's last row belong to the next expert but only feed output
+// rows >= m_end, which the store skips, and rows of B past the expert's N (N % 256 != 0) belong to the next
+// expert but only feed columns >= N, which store_pair skips.
+namespace tma {
+
+constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
+constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
+constexpr int kMaxExperts = 4096;  // first[E + 1] (ints) in shared memory after the ring
+static_assert(kABytes % 1024 == 0 && kStageBytes % 1024 == 0, "slots and the B tiles on 1024-byte boundaries");
+
+inline size_t smem_bytes(int E) {
+  return size_t(kStages) * kStageBytes + 1024 + size_t(E + 1) * sizeof(int);  // + slack to align the ring
+}
+
+#ifndef DS_WGMMA_TRAP
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Until the phase of parity `parity` has completed (a fresh barrier counts its phase "before 0", parity 1, done).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// Box (c0 = k, c1 = row) of the 2D tensor map into shared memory at dst; completes bytes on the mbarrier bar.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(
+          dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+#endif
+
+struct Job {
+  int64_t m0, m_end, n0;
+  int e;
+};
+
+// Tile t (t < first[E] * nx): expert e with first[e] <= y < first[e + 1] (y = t / nx; empty experts have
+// first[e] == first[e + 1], so the search never lands on one).
+__device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int64_t t, int64_t nx) {
+  const int y = int(t / nx);
+  int lo = 0, hi = a.E;  // first[lo] <= y < first[hi]
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) >> 1;
+    if (first[mid] <= y) lo = mid;
+    else hi = mid;
+  }
+  int64_t r0, r1;
+  expert_rows(a, lo, r0, r1);
+  return Job{r0 + int64_t(y - first[lo]) * kBM, r1, (t % nx) * kBN, lo};
+}
+
+template <class TC>
+__global__ void __launch_bounds__(kThreads, 1)
+    grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+#ifdef DS_WGMMA_TRAP
+  __trap();
+#else
+  extern __shared__ __align__(1024) unsigned char tma_smem[];
+  __shared__ __align__(8) uint64_t full_bar[kStages], empty_bar[kStages];
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  // The static shared memory comes first: align the ring to the swizzle's 1024 bytes by hand.
+  unsigned char* ring = tma_smem + ((1024 - (uint32_t(__cvta_generic_to_shared(tma_smem)) & 1023)) & 1023);
+  const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
+  int* first = reinterpret_cast<int*>(ring + kStages * kStageBytes);
+  const uint32_t full0 = uint32_t(__cvta_generic_to_shared(full_bar));
+  const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(empty_bar));
+
+  // first[e]: the first m-tile of expert e; first[E]: the m-tiles of all experts.
+  int running = 0;
+  for (int e0 = 0; e0 < a.E; e0 += kThreads) {
+    const int e = e0 + int(threadIdx.x);
+    int64_t r0 = 0, r1 = 0;
+    if (e < a.E) expert_rows(a, e, r0, r1);
+    int excl, agg;
+    Scan(scan_tmp).ExclusiveSum(int((r1 - r0 + kBM - 1) / kBM), excl, agg);
+    if (e < a.E) first[e] = running + excl;
+    running += agg;
+    __syncthreads();  // scan_tmp is reused
+  }
+  if (threadIdx.x == 0) {
+    first[a.E] = running;
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  const int64_t nx = (a.Nd + kBN - 1) / kBN, ntiles = int64_t(running) * nx;
+  if (int64_t(blockIdx.x) >= ntiles) return;  // uniform: no tile for this block
+  const int nk = int((a.Kd + kBK - 1) / kBK);
+
+  if (threadIdx.x < 128) {  // the producer warpgroup: one thread issues the loads, the others leave
+#ifdef DS_TMA_SETMAXNREG
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+#endif
+    if (threadIdx.x == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_b)) : "memory");
+      int slot = 0;
+      uint32_t phase = 0;
+      for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        const Job j = find_job(a, first, t, nx);
+        const int brow = int(int64_t(j.e) * a.Nd + j.n0);
+        for (int kt = 0; kt < nk; ++kt) {
+          mbar_wait(empty0 + 8 * slot, phase ^ 1);  // the consumers freed the slot (first round: at once)
+          const uint32_t full = full0 + 8 * slot, as = ring_addr + uint32_t(slot * kStageBytes);
+          mbar_arrive_expect_tx(full, uint32_t(kStageBytes));  // whole boxes: zero-filled bytes count too
+          tma_load_2d(as, &map_a, full, kt * kBK, int(j.m0));
+          tma_load_2d(as + kABytes, &map_b, full, kt * kBK, brow);
+          if (++slot == kStages) {
+            slot = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+    return;
+  }
+#ifdef DS_TMA_SETMAXNREG
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+#endif
+
+  // The consumers. acc[4 j + q]: row 16 w + g + 8 (q >> 1), column 8 j + 2 t + (q & 1) of this warpgroup's
+  // 64 x 256 block (w: warp in the warpgroup, g = lane / 4, t = lane % 4), as in wg::.
+  const int cw = int(threadIdx.x) / 128 - 1;
+  const int lane = threadIdx.x % 32, w = (threadIdx.x / 32) % 4, g = lane >> 2, tq = lane & 3;
+  const bool pair = a.vec_c != 0, accum = a.accumulate != 0;
+  TC* Cp = static_cast<TC*>(a.C);
+  auto release = [&](int s) {  // this warp's products reading slot s have retired
+    __syncwarp();
+    if (lane == 0) mbar_arrive(empty0 + 8 * s);
+  };
+  float acc[kBN / 2];
+  int slot = 0;
+  uint32_t phase = 0;
+  for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+    const Job j = find_job(a, first, t, nx);
+#pragma unroll
+    for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
+    wgmma::pin(acc);
+    int prev = -1;
+#pragma unroll 1
+    for (int kt = 0; kt < nk; ++kt) {
+      mbar_wait(full0 + 8 * slot, phase);
+      const uint32_t as = ring_addr + uint32_t(slot * kStageBytes), bs = as + kABytes;
+      wgmma::fence();
+#pragma unroll
+      for (int k16 = 0; k16 < kBK / 16; ++k16) {
+        // A: rows 64 cw.. of the K-major [128][64] tile; B: the whole K-major [256][64] tile.
+        const uint64_t da = wgmma::desc_sw128(as + cw * 8192 + k16 * 32, 16, 1024);
+        const uint64_t db = wgmma::desc_sw128(bs + k16 * 32, 16, 1024);
+        wgmma::mma_m64n256k16<0, 0>(acc, da, db);
+      }
+      wgmma::commit();
+      wgmma::wait<1>();  // the previous k-tile's products retired: its slot may be refilled
+      if (prev >= 0) release(prev);
+      prev = slot;
+      if (++slot == kStages) {
+        slot = 0;
+        phase ^= 1;
+      }
+    }
+    wgmma::wait<0>();
+    wgmma::pin(acc);
+    release(prev);  // the producer refills during the write-back
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t m = j.m0 + cw * 64 + w * 16 + g + 8 * h;
+      if (m >= j.m_end) continue;
+      TC* crow = Cp + m * a.ldc;
+#pragma unroll
+      for (int jj = 0; jj < kBN / 8; ++jj) {
+        const int64_t col = j.n0 + jj * 8 + 2 * tq;
+        big::store_pair<TC>(crow + col, acc[4 * jj + 2 * h], acc[4 * jj + 2 * h + 1], col, a.Nd, pair, accum);
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace tma
+
 // ---- bf16 forward at decode: a few rows per expert (grouped GEMV on tensor cores) ------------------------------
 // Taken by default up to one row per expert on average (kDecodeRowsPerExpert, with the measurements).
 // At decode the forward reads each active expert's whole W_e [N, K] for a handful of rows: the cost is the weight
@@ -1042,7 +1263,8 @@ constexpr bool kWgmma = false;
 
 // Which tiles the bf16 training-shape products use: 0 = the previous kernels (WMMA 64 x 64 for forward / d_in,
 // the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
-// sm_90a), 3 = wgmma 128 x 256 (the default with it), 4 = wgmma 128 x 128. Set only by the benchmark
+// sm_90a), 3 = wgmma 128 x 256 (the default with it), 4 = wgmma 128 x 128, 5 = the forward on TMA loads and a
+// producer warpgroup (tma::; the other products as 3). Set only by the benchmark
 // (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run.
 int g_big_variant = kWgmma ? 3 : 2;
 
@@ -1132,6 +1354,69 @@ void launch_wgmma(const Context& ctx, const char* op, const Tensor& c_dtype, Gem
   moe::launched(op);
 }
 
+// cuTensorMapEncodeTiled from the driver through the runtime (no link against libcuda); null when unavailable.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      p = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// A 2D bf16 tensor map, rows x cols (cols contiguous, rows pitch bytes apart), box box_rows x 64 columns, the
+// 128-byte swizzle, zero fill out of bounds. False when TMA cannot describe it (the caller falls back).
+bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t cols, int64_t pitch, uint32_t box_rows) {
+  const PFN_cuTensorMapEncodeTiled_v12000 enc = tensor_map_encoder();
+  // TMA: 16-byte aligned base, a row pitch a multiple of 16 bytes below 2^40, dimensions in [1, 2^32].
+  if (enc == nullptr || !aligned16(base) || pitch % 16 != 0 || pitch >= (int64_t(1) << 40) || rows < 1 || cols < 1 ||
+      rows > (int64_t(1) << 32) || cols > (int64_t(1) << 32))
+    return false;
+  const cuuint64_t dim[2] = {cuuint64_t(cols), cuuint64_t(rows)};
+  const cuuint64_t stride[1] = {cuuint64_t(pitch)};
+  const cuuint32_t box[2] = {uint32_t(tma::kBK), box_rows}, estride[2] = {1, 1};
+  return enc(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dim, stride, box, estride,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// Variant 5 (tma::grouped_gemm_tma): the forward only (A and B K-major, rows mode); false leaves the product to
+// the caller (another product, or what TMA or the kernel's int32 coordinates cannot describe).
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
+bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
+  if constexpr (!AKMAJOR || !BKMAJOR || REDUCE) {
+    return false;
+  } else {
+    if (!kWgmma || a.lda_k != 1 || a.ldb_k != 1 || a.b_estride != a.Nd * a.ldb_n || a.E > tma::kMaxExperts ||
+        a.Kd < 1 || a.Nd < 1)
+      return false;
+    const int64_t lim = int64_t(1) << 31;  // the kernel's coordinates and tile numbers are int32
+    if (a.M >= lim || a.Kd >= lim || int64_t(a.E) * a.Nd >= lim) return false;
+    CUtensorMap map_a, map_b;
+    if (!encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) ||
+        !encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN))
+      return false;
+    const dim3 tg = tile_grid<false>(a, tma::kBM, tma::kBN);  // sets a.ytiles (a bound; the kernel counts)
+    const int64_t tiles = int64_t(tg.x) * a.ytiles;
+    if (tiles == 0) return true;
+    const dim3 grid(unsigned(std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
+    const size_t smem = tma::smem_bytes(a.E);
+    moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
+      using TC = decltype(zc);
+      auto* kernel = tma::grouped_gemm_tma<TC>;
+      attn::allow_smem(kernel, smem);
+      launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b);
+    });
+    moe::launched(op);
+    return true;
+  }
+}
+
 // The configuration g_big_variant names (rows mode with fewer than 128 rows per expert on average: big::Mid).
 template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtype, const GemmArgs& a) {
@@ -1141,6 +1426,9 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
     case 1: return launch_big<big::T128x128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 2: return launch_big<big::T128x256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 4: return launch_wgmma<wg::N128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
+    case 5:  // the forward on tma::, the other products (and what TMA cannot describe) on variant 3's kernel
+      if (launch_tma<AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a)) return;
+      return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     default: return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
   }
 }
@@ -1195,11 +1483,12 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 }
 }  // namespace
 
-// Benchmark hook (see g_big_variant; declared by its one caller, not in cuda_ops.h): sets the variant when
-// 0 <= variant <= 2 and returns the previous one. Not thread-safe: only for a single-threaded benchmark.
+// Benchmark hook (see g_big_variant; declared by its callers, not in cuda_ops.h): sets the variant when
+// 0 <= variant <= 2 (5 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
+// benchmark or test.
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
-  if (variant >= 0 && variant <= (kWgmma ? 4 : 2)) g_big_variant = variant;
+  if (variant >= 0 && variant <= (kWgmma ? 5 : 2)) g_big_variant = variant;
   return prev;
 }
 

@@ -585,6 +585,52 @@ TEST_CASE("grouped_matmul parity at training shapes", "[moe][grouped_matmul][big
   grouped_case({"E32 M8192 K1024 N512 skewed, empty experts", 32, 8192, 1024, 512, true, 0, true, true}, 5520);
 }
 
+namespace ds::cuda {
+int grouped_matmul_bench_variant(int variant);  // kernels/grouped_matmul.cu: the training-shape kernels (5: TMA)
+}
+
+namespace {
+// Forces variant 5 (the forward on TMA loads and a producer warpgroup, tma:: in kernels/grouped_matmul.cu; d_in and
+// d_weight on variant 3's kernel) for its lifetime. False in builds without sm_90a, where the hook refuses it.
+struct TmaVariant {
+  int prev = ds::cuda::grouped_matmul_bench_variant(5);
+  ~TmaVariant() { ds::cuda::grouped_matmul_bench_variant(prev); }
+  bool on() const { return ds::cuda::grouped_matmul_bench_variant(-1) == 5; }
+};
+}  // namespace
+
+TEST_CASE("grouped_matmul parity, forward on TMA (variant 5)", "[moe][grouped_matmul]") {
+  // >= 128 rows per expert on average (below, big::Mid takes the product whatever the variant). K tails inside a
+  // 64-deep k-tile (zero fill past K), N not a multiple of 256 (B rows of the next expert feed masked columns),
+  // odd N (scalar stores), experts without rows, one k-tile, and more tiles than SMs (a block walks several tiles
+  // and the ring's phases run on across them).
+  const TmaVariant v;
+  if (!v.on()) {
+    WARN("variant 5 needs an sm_90a build: skipped");
+    return;
+  }
+  grouped_case({"TMA E4 M1100 K200 N136 skewed, empty experts (tails)", 4, 1100, 200, 136, true, 0, true}, 5800);
+  grouped_case({"TMA E8 M2000 K72 N520", 8, 2000, 72, 520, false, 0}, 5810);
+  grouped_case({"TMA E3 M777 K1032 N24 empty experts (deep K)", 3, 777, 1032, 24, false, 0, true}, 5820);
+  grouped_case({"TMA E4 M600 K64 N57 skewed (odd N: scalar stores)", 4, 600, 64, 57, true, 0}, 5830);
+  grouped_case({"TMA E5 M700 K40 N16 empty experts (one k-tile)", 5, 700, 40, 16, true, 0, true}, 5840);
+  grouped_case({"TMA E4 M20000 K40 N24 (one k-tile, many tiles per block)", 4, 20000, 40, 24, false, 0}, 5850);
+  grouped_case({"TMA E16 M6000 K136 N1000 skewed, empty experts (several tiles per block)", 16, 6000, 136, 1000,
+                true, 0, true, true},
+               5860);
+}
+
+TEST_CASE("grouped_matmul parity, forward on TMA (variant 5) at training shapes", "[moe][grouped_matmul][big]") {
+  const TmaVariant v;
+  if (!v.on()) {
+    WARN("variant 5 needs an sm_90a build: skipped");
+    return;
+  }
+  grouped_case({"TMA E32 M8192 K1024 N512 uniform", 32, 8192, 1024, 512, false, 0, false, true}, 5900);
+  grouped_case({"TMA E32 M8192 K512 N1024 skewed, empty experts", 32, 8192, 512, 1024, true, 0, true, true}, 5910);
+  grouped_case({"TMA E32 M8192 K1024 N512 skewed, empty experts", 32, 8192, 1024, 512, true, 0, true, true}, 5920);
+}
+
 // ---- timings (hidden; run with "[bench]") ------------------------------------------------------------------
 
 TEST_CASE("moe dispatch timings: batch-1 decode, bench model shape", "[.bench][bench]") {
