@@ -1374,7 +1374,7 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t cols, int64_t pitch, uint32_t box_rows) {
   const PFN_cuTensorMapEncodeTiled_v12000 enc = tensor_map_encoder();
   // TMA: 16-byte aligned base, a row pitch a multiple of 16 bytes below 2^40, dimensions in [1, 2^32].
-  if (enc == nullptr || !aligned16(base) || pitch % 16 != 0 || pitch >= (int64_t(1) << 40) || rows < 1 || cols < 1 ||
+  if (enc == nullptr || !is_aligned16(base) || pitch % 16 != 0 || pitch >= (int64_t(1) << 40) || rows < 1 || cols < 1 ||
       rows > (int64_t(1) << 32) || cols > (int64_t(1) << 32))
     return false;
   const cuuint64_t dim[2] = {cuuint64_t(cols), cuuint64_t(rows)};
