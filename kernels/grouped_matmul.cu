@@ -816,9 +816,10 @@ using N128 = Cfg<128, 4>;  // 128 KB
 
 }  // namespace wg
 
-// ---- variant 5: the forward on wgmma with TMA loads and warp specialisation (sm_90a) ---------------------------
-// The forward only (rows mode, A = in [M, K] and B = W [E, N, K], both K-major); d_in and d_weight keep wg:: when
-// it is selected. 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the producer
+// ---- variant 5 (the default with sm_90a): wgmma with TMA loads and warp specialisation -------------------------
+// All three products: the forward (rows mode, A = in [M, K] and B = W [E, N, K], both K-major), d_in (rows mode,
+// B = W read as [K, N] blocks: MN-major) and d_weight (reduce mode, A = d_out and B = in, both MN-major, summed
+// over the expert's rows). 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the producer
 // (one thread issues the TMA loads, cp.async.bulk.tensor, of 64-deep k-tiles of A [128 x 64] and B [256 x 64]
 // into a ring of kStages slots: CU_TENSOR_MAP_SWIZZLE_128B writes exactly the 128-byte swizzled K-major layout
 // wgmma.cuh's descriptors describe, one 128-byte column block, rows 128 bytes apart, 16-byte chunk c of row r at
@@ -835,10 +836,16 @@ using N128 = Cfg<128, 4>;  // 128 KB
 // the same sequence t = blockIdx.x, + gridDim.x, ... (t = m-tile * nx + n-tile) independently, finding a tile's
 // expert by a binary search of first[], so the producer runs ahead across tile boundaries with no hand-off.
 //
+// MN-major operands load [64 k][64 columns] boxes (the same 128-byte swizzle: one column block of wg::'s MN-major
+// layout each), two for A and four for B, 8 KB apart. Reduce mode is a block a tile, the experts in order of falling
+// row count (the hardware hands the blocks out in order, so the long tiles start first: LPT scheduling).
+//
 // Out-of-range reads are harmless by construction: the TMA zero-fills past K (the k tail) and past the last row
 // of A / of E * N rows of B; rows of A past an expert's last row belong to the next expert but only feed output
 // rows >= m_end, which the store skips, and rows of B past the expert's N (N % 256 != 0) belong to the next
-// expert but only feed columns >= N, which store_pair skips.
+// expert but only feed columns >= N, which store_pair skips. d_in's k tail reads the next expert's rows of W
+// against A's zero fill. Reduce mode's last k-tile reads rows of the next expert in both operands: each consumer
+// warpgroup zeroes those rows of its own A column block before its products.
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
@@ -846,9 +853,11 @@ constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kA
 constexpr int kMaxExperts = 4096;  // first[E + 1] (ints) in shared memory after the ring
 static_assert(kABytes % 1024 == 0 && kStageBytes % 1024 == 0, "slots and the B tiles on 1024-byte boundaries");
 
-inline size_t smem_bytes(int E) {
-  return size_t(kStages) * kStageBytes + 1024 + size_t(E + 1) * sizeof(int);  // + slack to align the ring
-}
+constexpr int kMaxLptExperts = 1024;  // reduce mode orders the experts by rows up to here (O(E^2 / threads))
+
+// The ring, slack to align it to 1024 bytes, and 2 E + 1 ints: rows mode first[E + 1]; reduce mode order[E] and
+// rows[E].
+inline size_t smem_bytes(int E) { return size_t(kStages) * kStageBytes + 1024 + size_t(2 * E + 1) * sizeof(int); }
 
 #ifndef DS_WGMMA_TRAP
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -882,8 +891,8 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
 #endif
 
 struct Job {
-  int64_t m0, m_end, n0;
-  int e;
+  int64_t m0, m_end, n0, k0, k1;  // the reduction runs over [k0, k1) (reduce mode: the expert's rows)
+  int e, nk;                  // nk: 64-deep k-tiles (reduce mode: 0 for an expert without rows)
 };
 
 // Tile t (t < first[E] * nx): expert e with first[e] <= y < first[e + 1] (y = t / nx; empty experts have
@@ -898,12 +907,24 @@ __device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int
   }
   int64_t r0, r1;
   expert_rows(a, lo, r0, r1);
-  return Job{r0 + int64_t(y - first[lo]) * kBM, r1, (t % nx) * kBN, lo};
+  return Job{r0 + int64_t(y - first[lo]) * kBM, r1, (t % nx) * kBN, 0, a.Kd, lo, int((a.Kd + kBK - 1) / kBK)};
 }
 
-template <class TC>
+// Reduce mode, tile t: expert order[t / (my nx)] (the experts by falling row count, so the hardware hands out the
+// long tiles first), then m-tile and n-tile.
+__device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* order, int64_t t, int64_t nx,
+                                               int64_t my) {
+  const int e = order[t / (my * nx)];
+  const int64_t in_e = t % (my * nx);
+  int64_t r0, r1;
+  expert_rows(a, e, r0, r1);
+  return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
+}
+
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b) {
+  static_assert(REDUCE ? !AKMAJOR && !BKMAJOR : AKMAJOR, "forward / d_in: A K-major; d_weight: both row-indexed");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
 #ifdef DS_WGMMA_TRAP
   __trap();
@@ -915,24 +936,49 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The static shared memory comes first: align the ring to the swizzle's 1024 bytes by hand.
   unsigned char* ring = tma_smem + ((1024 - (uint32_t(__cvta_generic_to_shared(tma_smem)) & 1023)) & 1023);
   const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
-  int* first = reinterpret_cast<int*>(ring + kStages * kStageBytes);
+  int* first = reinterpret_cast<int*>(ring + kStages * kStageBytes);  // rows mode; reduce mode: order[E], rows[E]
   const uint32_t full0 = uint32_t(__cvta_generic_to_shared(full_bar));
   const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(empty_bar));
 
-  // first[e]: the first m-tile of expert e; first[E]: the m-tiles of all experts.
-  int running = 0;
-  for (int e0 = 0; e0 < a.E; e0 += kThreads) {
-    const int e = e0 + int(threadIdx.x);
-    int64_t r0 = 0, r1 = 0;
-    if (e < a.E) expert_rows(a, e, r0, r1);
-    int excl, agg;
-    Scan(scan_tmp).ExclusiveSum(int((r1 - r0 + kBM - 1) / kBM), excl, agg);
-    if (e < a.E) first[e] = running + excl;
-    running += agg;
-    __syncthreads();  // scan_tmp is reused
+  const int64_t nx = (a.Nd + kBN - 1) / kBN, my = REDUCE ? (a.Md + kBM - 1) / kBM : 0;
+  int64_t ntiles;
+  if constexpr (REDUCE) {
+    // order[i]: the expert with the i-th most rows (ties by number); identity past kMaxLptExperts.
+    int* order = first;
+    int* rows = first + a.E;
+    for (int e = threadIdx.x; e < a.E; e += kThreads) {
+      int64_t r0, r1;
+      expert_rows(a, e, r0, r1);
+      rows[e] = int(min(r1 - r0, int64_t(INT32_MAX)));
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < a.E; e += kThreads) {
+      int rank = e;
+      if (a.E <= kMaxLptExperts) {
+        rank = 0;
+        const int re = rows[e];
+        for (int f = 0; f < a.E; ++f) rank += rows[f] > re || (rows[f] == re && f < e);
+      }
+      order[rank] = e;
+    }
+    ntiles = int64_t(a.E) * my * nx;
+  } else {
+    // first[e]: the first m-tile of expert e; first[E]: the m-tiles of all experts.
+    int running = 0;
+    for (int e0 = 0; e0 < a.E; e0 += kThreads) {
+      const int e = e0 + int(threadIdx.x);
+      int64_t r0 = 0, r1 = 0;
+      if (e < a.E) expert_rows(a, e, r0, r1);
+      int excl, agg;
+      Scan(scan_tmp).ExclusiveSum(int((r1 - r0 + kBM - 1) / kBM), excl, agg);
+      if (e < a.E) first[e] = running + excl;
+      running += agg;
+      __syncthreads();  // scan_tmp is reused
+    }
+    if (threadIdx.x == 0) first[a.E] = running;
+    ntiles = int64_t(running) * nx;
   }
   if (threadIdx.x == 0) {
-    first[a.E] = running;
     for (int s = 0; s < kStages; ++s) {
       mbar_init(full0 + 8 * s, 1);
       mbar_init(empty0 + 8 * s, 8);
@@ -940,9 +986,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  const int64_t nx = (a.Nd + kBN - 1) / kBN, ntiles = int64_t(running) * nx;
   if (int64_t(blockIdx.x) >= ntiles) return;  // uniform: no tile for this block
-  const int nk = int((a.Kd + kBK - 1) / kBK);
+  auto job = [&](int64_t t) {
+    if constexpr (REDUCE) return find_reduce_job(a, first, t, nx, my);
+    else return find_job(a, first, t, nx);
+  };
 
   if (threadIdx.x < 128) {  // the producer warpgroup: one thread issues the loads, the others leave
 #ifdef DS_TMA_SETMAXNREG
@@ -954,14 +1002,26 @@ __global__ void __launch_bounds__(kThreads, 1)
       int slot = 0;
       uint32_t phase = 0;
       for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-        const Job j = find_job(a, first, t, nx);
-        const int brow = int(int64_t(j.e) * a.Nd + j.n0);
-        for (int kt = 0; kt < nk; ++kt) {
+        const Job j = job(t);
+        // B's first row: K-major, row n0 of expert e's [N, K] block; MN-major (d_in), row 0 of expert e's [K, N]
+        // block; reduce mode, the rows of `in` themselves.
+        const int brow = REDUCE ? 0 : BKMAJOR ? int(int64_t(j.e) * a.Nd + j.n0) : int(int64_t(j.e) * a.Kd);
+        // MN-major operands load [64 k][64 columns] boxes side by side, 8 KB apart; boxes wholly past the last
+        // column are not loaded (their stale bytes feed only output rows / columns the store skips).
+        const int na = AKMAJOR ? 1 : int(min(int64_t(kBM / 64), (a.Md - j.m0 + 63) / 64));
+        const int nb = BKMAJOR ? 1 : int(min(int64_t(kBN / 64), (a.Nd - j.n0 + 63) / 64));
+        const uint32_t bytes = uint32_t((AKMAJOR ? kABytes : na * 8192) + (BKMAJOR ? kBBytes : nb * 8192));
+        for (int kt = 0; kt < j.nk; ++kt) {
           mbar_wait(empty0 + 8 * slot, phase ^ 1);  // the consumers freed the slot (first round: at once)
-          const uint32_t full = full0 + 8 * slot, as = ring_addr + uint32_t(slot * kStageBytes);
-          mbar_arrive_expect_tx(full, uint32_t(kStageBytes));  // whole boxes: zero-filled bytes count too
-          tma_load_2d(as, &map_a, full, kt * kBK, int(j.m0));
-          tma_load_2d(as + kABytes, &map_b, full, kt * kBK, brow);
+          const uint32_t full = full0 + 8 * slot, as = ring_addr + uint32_t(slot * kStageBytes), bs = as + kABytes;
+          mbar_arrive_expect_tx(full, bytes);  // whole boxes: zero-filled bytes count too
+          const int k0 = int(j.k0) + kt * kBK;
+          if constexpr (AKMAJOR) tma_load_2d(as, &map_a, full, k0, int(j.m0));  // one [128 rows][64 k] box
+          else
+            for (int i = 0; i < na; ++i) tma_load_2d(as + i * 8192, &map_a, full, int(j.m0) + 64 * i, k0);
+          if constexpr (BKMAJOR) tma_load_2d(bs, &map_b, full, k0, brow);  // one [256 rows][64 k] box
+          else
+            for (int i = 0; i < nb; ++i) tma_load_2d(bs + i * 8192, &map_b, full, int(j.n0) + 64 * i, brow + k0);
           if (++slot == kStages) {
             slot = 0;
             phase ^= 1;
@@ -989,22 +1049,38 @@ __global__ void __launch_bounds__(kThreads, 1)
   int slot = 0;
   uint32_t phase = 0;
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-    const Job j = find_job(a, first, t, nx);
+    const Job j = job(t);
+    if (j.nk == 0) continue;  // reduce mode, an expert without rows: d_weight += 0
 #pragma unroll
     for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
     wgmma::pin(acc);
     int prev = -1;
 #pragma unroll 1
-    for (int kt = 0; kt < nk; ++kt) {
+    for (int kt = 0; kt < j.nk; ++kt) {
       mbar_wait(full0 + 8 * slot, phase);
       const uint32_t as = ring_addr + uint32_t(slot * kStageBytes), bs = as + kABytes;
+      if constexpr (REDUCE) {
+        // The last k-tile runs past the expert's rows into the next expert's (or the zero fill past M): zero those
+        // rows of this warpgroup's A column block (it reads no other), so they add nothing whatever B holds there.
+        const int valid = int(min(j.k1 - (j.k0 + int64_t(kt) * kBK), int64_t(kBK)));
+        if (valid < kBK) {
+          unsigned char* blk = ring + slot * kStageBytes + cw * 8192;
+          for (int c = valid * 8 + int(threadIdx.x) % 128; c < kBK * 8; c += 128)  // 16-byte chunks, 8 a row
+            reinterpret_cast<uint4*>(blk)[c] = make_uint4(0, 0, 0, 0);
+          wgmma::fence_proxy_async();  // the generic-proxy stores, before the async proxy's reads
+          asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");  // this warpgroup's stores
+        }
+      }
       wgmma::fence();
 #pragma unroll
       for (int k16 = 0; k16 < kBK / 16; ++k16) {
-        // A: rows 64 cw.. of the K-major [128][64] tile; B: the whole K-major [256][64] tile.
-        const uint64_t da = wgmma::desc_sw128(as + cw * 8192 + k16 * 32, 16, 1024);
-        const uint64_t db = wgmma::desc_sw128(bs + k16 * 32, 16, 1024);
-        wgmma::mma_m64n256k16<0, 0>(acc, da, db);
+        // A: this warpgroup's 64 rows. K-major: rows 64 cw.. of [128][64]; MN-major: column block cw of [64][128].
+        // B: the whole tile, K-major [256][64] or MN-major [64][256] (four 64-column blocks 8 KB apart).
+        const uint64_t da = AKMAJOR ? wgmma::desc_sw128(as + cw * 8192 + k16 * 32, 16, 1024)
+                                    : wgmma::desc_sw128(as + cw * 8192 + k16 * 2048, kBK * 128, 1024);
+        const uint64_t db = BKMAJOR ? wgmma::desc_sw128(bs + k16 * 32, 16, 1024)
+                                    : wgmma::desc_sw128(bs + k16 * 2048, kBK * 128, 1024);
+        wgmma::mma_m64n256k16<AKMAJOR ? 0 : 1, BKMAJOR ? 0 : 1>(acc, da, db);
       }
       wgmma::commit();
       wgmma::wait<1>();  // the previous k-tile's products retired: its slot may be refilled
@@ -1018,11 +1094,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::wait<0>();
     wgmma::pin(acc);
     release(prev);  // the producer refills during the write-back
+    TC* Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t m = j.m0 + cw * 64 + w * 16 + g + 8 * h;
       if (m >= j.m_end) continue;
-      TC* crow = Cp + m * a.ldc;
+      TC* crow = Ce + m * a.ldc;
 #pragma unroll
       for (int jj = 0; jj < kBN / 8; ++jj) {
         const int64_t col = j.n0 + jj * 8 + 2 * tq;
@@ -1263,10 +1340,10 @@ constexpr bool kWgmma = false;
 
 // Which tiles the bf16 training-shape products use: 0 = the previous kernels (WMMA 64 x 64 for forward / d_in,
 // the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
-// sm_90a), 3 = wgmma 128 x 256 (the default with it), 4 = wgmma 128 x 128, 5 = the forward on TMA loads and a
-// producer warpgroup (tma::; the other products as 3). Set only by the benchmark
+// sm_90a), 3 = wgmma 128 x 256, 4 = wgmma 128 x 128, 5 = wgmma on TMA loads with a producer warpgroup (tma::; the
+// default with sm_90a; what TMA cannot describe as 3). Set only by the benchmark
 // (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run.
-int g_big_variant = kWgmma ? 3 : 2;
+int g_big_variant = kWgmma ? 5 : 2;
 
 // The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
 // kDecodeRowsPerExpert * E, the host-side bound on the average rows per expert; pipe::Skinny up to 16 rows per
@@ -1385,30 +1462,42 @@ bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t co
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Variant 5 (tma::grouped_gemm_tma): the forward only (A and B K-major, rows mode); false leaves the product to
-// the caller (another product, or what TMA or the kernel's int32 coordinates cannot describe).
+// Variant 5 (tma::grouped_gemm_tma): false leaves the product to the caller (what TMA or the kernel's int32
+// coordinates cannot describe). Rows mode persistent, a block an SM; reduce mode a block a tile, the heavy experts'
+// tiles first (see wg::'s launch for why not persistent there).
 template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
-  if constexpr (!AKMAJOR || !BKMAJOR || REDUCE) {
+  if constexpr (REDUCE ? AKMAJOR || BKMAJOR : !AKMAJOR) {
     return false;
   } else {
-    if (!kWgmma || a.lda_k != 1 || a.ldb_k != 1 || a.b_estride != a.Nd * a.ldb_n || a.E > tma::kMaxExperts ||
-        a.Kd < 1 || a.Nd < 1)
+    if (!kWgmma || a.E > tma::kMaxExperts || a.Kd < 0 || a.Nd < 1 || (!REDUCE && a.Kd < 1) || (REDUCE && a.Md < 1))
       return false;
     const int64_t lim = int64_t(1) << 31;  // the kernel's coordinates and tile numbers are int32
-    if (a.M >= lim || a.Kd >= lim || int64_t(a.E) * a.Nd >= lim) return false;
     CUtensorMap map_a, map_b;
-    if (!encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) ||
-        !encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN))
-      return false;
-    const dim3 tg = tile_grid<false>(a, tma::kBM, tma::kBN);  // sets a.ytiles (a bound; the kernel counts)
-    const int64_t tiles = int64_t(tg.x) * a.ytiles;
+    bool ok;
+    if constexpr (REDUCE) {  // A = d_out [M, Md] read as (r, m), B = in [M, Nd] read as (r, n): 64 x 64 boxes
+      ok = a.lda_m == 1 && a.ldb_n == 1 && a.M < lim && a.Md < lim && a.Nd < lim &&
+           encode_bf16_2d(map_a, a.A, a.M, a.Md, a.lda_k * 2, 64) &&
+           encode_bf16_2d(map_b, a.B, a.M, a.Nd, a.ldb_k * 2, 64);
+    } else if constexpr (BKMAJOR) {  // forward: B = W [E N, K]
+      ok = a.lda_k == 1 && a.ldb_k == 1 && a.b_estride == a.Nd * a.ldb_n && a.M < lim && a.Kd < lim &&
+           int64_t(a.E) * a.Nd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
+           encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN);
+    } else {  // d_in: B = W [E K, N] read as (k, n), 64 x 64 boxes
+      ok = a.lda_k == 1 && a.ldb_n == 1 && a.b_estride == a.Kd * a.ldb_k && a.M < lim && a.Nd < lim &&
+           int64_t(a.E) * a.Kd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
+           encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Kd, a.Nd, a.ldb_k * 2, 64);
+    }
+    if (!ok) return false;
+    const dim3 tg = tile_grid<REDUCE>(a, tma::kBM, tma::kBN);  // rows mode: sets a.ytiles (a bound; the kernel counts)
+    const int64_t tiles = int64_t(tg.x) * (REDUCE ? int64_t(tg.y) * tg.z : a.ytiles);
     if (tiles == 0) return true;
-    const dim3 grid(unsigned(std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
+    if (REDUCE && tiles >= lim) return false;
+    const dim3 grid(unsigned(REDUCE ? tiles : std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
     const size_t smem = tma::smem_bytes(a.E);
     moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
       using TC = decltype(zc);
-      auto* kernel = tma::grouped_gemm_tma<TC>;
+      auto* kernel = tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC>;
       attn::allow_smem(kernel, smem);
       launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b);
     });
@@ -1426,7 +1515,7 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
     case 1: return launch_big<big::T128x128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 2: return launch_big<big::T128x256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 4: return launch_wgmma<wg::N128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
-    case 5:  // the forward on tma::, the other products (and what TMA cannot describe) on variant 3's kernel
+    case 5:  // tma::; what TMA cannot describe on variant 3's kernel
       if (launch_tma<AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a)) return;
       return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     default: return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
