@@ -492,6 +492,23 @@ __device__ __forceinline__ void store_pair(TC* c, float v0, float v1, int64_t n,
   }
 }
 
+// store_pair's accumulate half alone: v += the stored pair (the same sums). An epilogue that first adds all its old
+// values and then stores (acc false) lets its loads overlap; store_pair's load, add, store per pair serialises them,
+// since a store may alias the next load.
+template <class TC>
+__device__ __forceinline__ void add_stored_pair(const TC* c, float& v0, float& v1, int64_t n, int64_t n_end, bool pair) {
+  if (pair && n + 1 < n_end) {
+    float2 o;
+    if constexpr (std::is_same_v<TC, float>) o = *reinterpret_cast<const float2*>(c);
+    else o = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(c));
+    v0 = o.x + v0;
+    v1 = o.y + v1;
+  } else {
+    if (n < n_end) v0 = to_f(c[0]) + v0;
+    if (n + 1 < n_end) v1 = to_f(c[1]) + v1;
+  }
+}
+
 // C tile rows [m0, m_end) x cols [n0, Nd) (=|+=) sum over k in [k_begin, k_end) of A(m, k) B_e(k, n).
 template <class C, bool AKMAJOR, bool BKMAJOR, class TC>
 __device__ __forceinline__ void tile_mma(__nv_bfloat16* ring, const __nv_bfloat16* A, const __nv_bfloat16* Be,
@@ -1095,6 +1112,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::pin(acc);
     release(prev);  // the producer refills during the write-back
     TC* Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;
+    if (accum) {  // all the old values first (their loads in flight together), then the stores
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t m = j.m0 + cw * 64 + w * 16 + g + 8 * h;
+        if (m >= j.m_end) continue;
+        const TC* crow = Ce + m * a.ldc;
+#pragma unroll
+        for (int jj = 0; jj < kBN / 8; ++jj) {
+          const int64_t col = j.n0 + jj * 8 + 2 * tq;
+          big::add_stored_pair<TC>(crow + col, acc[4 * jj + 2 * h], acc[4 * jj + 2 * h + 1], col, a.Nd, pair);
+        }
+      }
+    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t m = j.m0 + cw * 64 + w * 16 + g + 8 * h;
@@ -1103,7 +1133,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int jj = 0; jj < kBN / 8; ++jj) {
         const int64_t col = j.n0 + jj * 8 + 2 * tq;
-        big::store_pair<TC>(crow + col, acc[4 * jj + 2 * h], acc[4 * jj + 2 * h + 1], col, a.Nd, pair, accum);
+        big::store_pair<TC>(crow + col, acc[4 * jj + 2 * h], acc[4 * jj + 2 * h + 1], col, a.Nd, pair, false);
       }
     }
   }
