@@ -5,8 +5,11 @@
 
 Steps are split after each optimizer pass (the last adamw kernel of a run of them). For the last full step it
 prints the wall span (first kernel start to last kernel end), the time some kernel, memset or copy was running
-(union of their intervals), the idle rest, and the N longest idle gaps with the kernels on either side: a gap after a
-kernel that is followed by a host read (a loss sum, an expert count) shows as a long gap before the next launch."""
+(union of their intervals), the idle rest, the N longest idle gaps with the kernels on either side (a gap after a
+kernel that is followed by a host read, a loss sum or an expert count, shows as a long gap before the next launch),
+and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a kernel's
+blocks start before the previous kernel ends and wait: its span overlaps the one before, so the spans add up to more
+than the step. Each kernel is charged from the later of its start and the previous end to its end (in end order)."""
 import os, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +59,16 @@ def main():
     print("longest gaps (us, kernel before -> kernel after):")
     for g, k in sorted(gaps, reverse=True)[:top]:
         print("  %8.1f  %s -> %s" % (g / 1e3, names[k - 1], names[k]))
+    excl, prev_end = {}, step[0][0]
+    for k in sorted(range(a, b), key=lambda k: rows[k][1]):
+        s, e, _ = rows[k]
+        name = names[k].split(":")[0] if names[k].startswith("mem") else names[k]
+        n, t = excl.get(name, (0, 0))
+        excl[name] = (n + 1, t + max(0, e - max(s, prev_end)))
+        prev_end = max(prev_end, e)
+    print("exclusive time by kernel (ms, launches, us a launch):")
+    for name, (n, t) in sorted(excl.items(), key=lambda x: -x[1][1])[:top]:
+        print("  %8.2f %5d %8.1f  %s" % (t / 1e6, n, t / 1e3 / n, name))
 
 
 if __name__ == "__main__":
