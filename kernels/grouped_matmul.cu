@@ -692,6 +692,38 @@ __device__ __forceinline__ void mma(float (&acc)[BN / 2], uint64_t da, uint64_t 
   else wgmma::mma_m64n128k16<TA, TB>(acc, da, db);
 }
 
+// Writes (accum: adds to) a warpgroup's 64 x BN block of results, rows [m0, m0 + 64) below m_end, columns
+// [n0, n0 + BN) below n_end: acc[4 j + q] is row m0 + 16 w + g + 8 (q >> 1), column n0 + 8 j + 2 t + (q & 1) (w: warp
+// in the warpgroup, g = lane / 4, t = lane % 4). Accumulating, every old value is loaded first and then the stores
+// go out (big::add_stored_pair says why).
+template <int BN, class TC>
+__device__ __forceinline__ void store_block(TC* C, int64_t ldc, float (&acc)[BN / 2], int64_t m0, int64_t m_end,
+                                            int64_t n0, int64_t n_end, bool pair, bool accum) {
+  const int lane = threadIdx.x % 32, w = (threadIdx.x / 32) % 4, g = lane >> 2, tq = lane & 3;
+  if (accum) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t m = m0 + w * 16 + g + 8 * h;
+      if (m >= m_end) continue;
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const int64_t col = n0 + j * 8 + 2 * tq;
+        big::add_stored_pair<TC>(C + m * ldc + col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], col, n_end, pair);
+      }
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t m = m0 + w * 16 + g + 8 * h;
+    if (m >= m_end) continue;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int64_t col = n0 + j * 8 + 2 * tq;
+      big::store_pair<TC>(C + m * ldc + col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], col, n_end, pair, false);
+    }
+  }
+}
+
 // One output tile: rows [m0, m_end) x cols [n0, Nd) of expert e's C, the sum over k in [k0, k1) (nk 64-deep steps).
 struct TileJob {
   int64_t m0, m_end, n0, k0, k1;
@@ -801,24 +833,11 @@ __global__ void __launch_bounds__(C::threads, 1) grouped_gemm_wgmma(GemmArgs a) 
     wgmma::wait<1>();
     const TileJob job = queue[cj % 4];
     if (++ck < job.nk) continue;
-    // The tile's last products: wait for them and write it back. acc[4 j + q]: row 16 w + g + 8 (q >> 1), column
-    // 8 j + 2 t + (q & 1) of this warpgroup's 64 x BN block (w: warp in the warpgroup, g = lane / 4, t = lane % 4).
+    // The tile's last products: wait for them and write this warpgroup's 64 rows back.
     wgmma::wait<0>();
     wgmma::pin(acc);
-    const int lane = threadIdx.x % 32, w = (threadIdx.x / 32) % 4, g = lane >> 2, tq = lane & 3;
-    const bool pair = a.vec_c != 0, accum = a.accumulate != 0;
-    TC* Ce = REDUCE ? Cp + job.e * a.c_estride : Cp;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t m = job.m0 + wgi * 64 + w * 16 + g + 8 * h;
-      if (m >= job.m_end) continue;
-      TC* crow = Ce + m * a.ldc;
-#pragma unroll
-      for (int j = 0; j < C::bn / 8; ++j) {
-        const int64_t col = job.n0 + j * 8 + 2 * tq;
-        big::store_pair<TC>(crow + col, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1], col, a.Nd, pair, accum);
-      }
-    }
+    store_block<C::bn, TC>(REDUCE ? Cp + job.e * a.c_estride : Cp, a.ldc, acc, job.m0 + wgi * 64, job.m_end, job.n0,
+                           a.Nd, a.vec_c != 0, a.accumulate != 0);
 #pragma unroll
     for (int i = 0; i < C::bn / 2; ++i) acc[i] = 0.0f;
     wgmma::pin(acc);
@@ -1052,10 +1071,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
 #endif
 
-  // The consumers. acc[4 j + q]: row 16 w + g + 8 (q >> 1), column 8 j + 2 t + (q & 1) of this warpgroup's
-  // 64 x 256 block (w: warp in the warpgroup, g = lane / 4, t = lane % 4), as in wg::.
+  // The consumers: warpgroup cw owns rows 64 cw.. of the tile (acc laid out as wg::store_block reads it).
   const int cw = int(threadIdx.x) / 128 - 1;
-  const int lane = threadIdx.x % 32, w = (threadIdx.x / 32) % 4, g = lane >> 2, tq = lane & 3;
+  const int lane = threadIdx.x % 32;
   const bool pair = a.vec_c != 0, accum = a.accumulate != 0;
   TC* Cp = static_cast<TC*>(a.C);
   auto release = [&](int s) {  // this warp's products reading slot s have retired
@@ -1111,31 +1129,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::wait<0>();
     wgmma::pin(acc);
     release(prev);  // the producer refills during the write-back
-    TC* Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;
-    if (accum) {  // all the old values first (their loads in flight together), then the stores
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t m = j.m0 + cw * 64 + w * 16 + g + 8 * h;
-        if (m >= j.m_end) continue;
-        const TC* crow = Ce + m * a.ldc;
-#pragma unroll
-        for (int jj = 0; jj < kBN / 8; ++jj) {
-          const int64_t col = j.n0 + jj * 8 + 2 * tq;
-          big::add_stored_pair<TC>(crow + col, acc[4 * jj + 2 * h], acc[4 * jj + 2 * h + 1], col, a.Nd, pair);
-        }
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t m = j.m0 + cw * 64 + w * 16 + g + 8 * h;
-      if (m >= j.m_end) continue;
-      TC* crow = Ce + m * a.ldc;
-#pragma unroll
-      for (int jj = 0; jj < kBN / 8; ++jj) {
-        const int64_t col = j.n0 + jj * 8 + 2 * tq;
-        big::store_pair<TC>(crow + col, acc[4 * jj + 2 * h], acc[4 * jj + 2 * h + 1], col, a.Nd, pair, false);
-      }
-    }
+    wg::store_block<kBN, TC>(REDUCE ? Cp + j.e * a.c_estride : Cp, a.ldc, acc, j.m0 + cw * 64, j.m_end, j.n0, a.Nd,
+                             pair, accum);
   }
 #endif
 }
