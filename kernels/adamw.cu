@@ -23,19 +23,24 @@ __device__ __forceinline__ float adamw_one(float& p, float g, float& m, float& v
   return p;
 }
 
-// C: the compute copy's type (written when c is not null; float when there is none).
+// Element i. C: the compute copy's type (written when c is not null; float when there is none).
+template <class G, class C>
+__device__ __forceinline__ void adamw_at(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
+                                         float* __restrict__ v, C* __restrict__ c, int64_t i, const Hyper& h) {
+  float pi = p[i], mi = m[i], vi = v[i];
+  adamw_one(pi, ldf(g[i]), mi, vi, h);
+  m[i] = mi;
+  v[i] = vi;
+  p[i] = pi;
+  if (c) c[i] = cvtd<C>(double(pi));  // as copy() converts
+}
+
 template <class G, class C>
 __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
                              float* __restrict__ v, C* __restrict__ c, int64_t n, Hyper h) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float pi = p[i], mi = m[i], vi = v[i];
-    const float np = adamw_one(pi, ldf(g[i]), mi, vi, h);
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = np;
-    if (c) c[i] = cvtd<C>(double(np));  // as copy() converts
-  }
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    adamw_at(p, g, m, v, c, i, h);
 }
 
 // The same update four elements a thread (16-byte words of p, m, v; 8 or 16 of g and c: all arrays 16-byte
@@ -44,9 +49,11 @@ template <class G, class C>
 __global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
                                   float* __restrict__ v, C* __restrict__ c, int64_t n, Hyper h) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  const int64_t n4 = n / 4, stride = int64_t(gridDim.x) * blockDim.x, tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t n4 = n / 4, stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   for (int64_t i = tid; i < n4; i += stride) {
-    Pack<float, 4> pp = ld_pack<float, 4>(p + 4 * i), mm = ld_pack<float, 4>(m + 4 * i), vv = ld_pack<float, 4>(v + 4 * i);
+    Pack<float, 4> pp = ld_pack<float, 4>(p + 4 * i), mm = ld_pack<float, 4>(m + 4 * i);
+    Pack<float, 4> vv = ld_pack<float, 4>(v + 4 * i);
     const Pack<G, 4> gg = ld_pack<G, 4>(g + 4 * i);
     Pack<C, 4> cc;
 #pragma unroll
@@ -56,14 +63,7 @@ __global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g
     st_pack(p + 4 * i, pp);
     if (c) st_pack(c + 4 * i, cc);
   }
-  for (int64_t i = 4 * n4 + tid; i < n; i += stride) {
-    float pi = p[i], mi = m[i], vi = v[i];
-    const float np = adamw_one(pi, ldf(g[i]), mi, vi, h);
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = np;
-    if (c) c[i] = cvtd<C>(double(np));
-  }
+  for (int64_t i = 4 * n4 + tid; i < n; i += stride) adamw_at(p, g, m, v, c, i, h);
 }
 
 template <class T> __global__ void nonfinite_kernel(const T* __restrict__ p, int64_t n, int* __restrict__ flag) {

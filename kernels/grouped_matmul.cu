@@ -496,7 +496,8 @@ __device__ __forceinline__ void store_pair(TC* c, float v0, float v1, int64_t n,
 // values and then stores (acc false) lets its loads overlap; store_pair's load, add, store per pair serialises them,
 // since a store may alias the next load.
 template <class TC>
-__device__ __forceinline__ void add_stored_pair(const TC* c, float& v0, float& v1, int64_t n, int64_t n_end, bool pair) {
+__device__ __forceinline__ void add_stored_pair(const TC* c, float& v0, float& v1, int64_t n, int64_t n_end,
+                                                bool pair) {
   if (pair && n + 1 < n_end) {
     float2 o;
     if constexpr (std::is_same_v<TC, float>) o = *reinterpret_cast<const float2*>(c);
@@ -855,12 +856,12 @@ using N128 = Cfg<128, 4>;  // 128 KB
 // ---- variant 5 (the default with sm_90a): wgmma with TMA loads and warp specialisation -------------------------
 // All three products: the forward (rows mode, A = in [M, K] and B = W [E, N, K], both K-major), d_in (rows mode,
 // B = W read as [K, N] blocks: MN-major) and d_weight (reduce mode, A = d_out and B = in, both MN-major, summed
-// over the expert's rows). 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the producer
-// (one thread issues the TMA loads, cp.async.bulk.tensor, of 64-deep k-tiles of A [128 x 64] and B [256 x 64]
-// into a ring of kStages slots: CU_TENSOR_MAP_SWIZZLE_128B writes exactly the 128-byte swizzled K-major layout
-// wgmma.cuh's descriptors describe, one 128-byte column block, rows 128 bytes apart, 16-byte chunk c of row r at
-// c ^ (r % 8), the slots 1024-byte aligned), warpgroups 1 and 2 are the consumers, each owning 64 rows of the
-// tile (m64n256k16 products, as wg::). Per slot a full mbarrier (count 1: the producer's arrive.expect_tx of the
+// over the expert's rows). 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the
+// producer (one thread issues the TMA loads, cp.async.bulk.tensor, of 64-deep k-tiles of A [128 x 64] and
+// B [256 x 64] into a ring of kStages slots: CU_TENSOR_MAP_SWIZZLE_128B writes exactly the 128-byte swizzled
+// K-major layout wgmma.cuh's descriptors describe, one 128-byte column block, rows 128 bytes apart, 16-byte chunk c
+// of row r at c ^ (r % 8), the slots 1024-byte aligned), warpgroups 1 and 2 are the consumers, each owning 64 rows
+// of the tile (m64n256k16 products, as wg::). Per slot a full mbarrier (count 1: the producer's arrive.expect_tx of the
 // slot's bytes; the TMA's complete_tx completes the phase) and an empty one (count 8: lane 0 of each consumer warp
 // arrives once the warpgroup's wgmma.wait_group says the products reading the slot retired). No block-wide barrier
 // after the set-up. Registers: 157 a thread without setmaxnreg (ptxas, nvcc 13.0: no spills under the 168 that
