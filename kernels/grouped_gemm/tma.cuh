@@ -1,0 +1,288 @@
+// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variant 5, the default).
+// Included there, inside its anonymous namespace in ds::cuda, after the parts before it (whose names it
+// uses); not a standalone header.
+// ---- variant 5 (the default with sm_90a): wgmma with TMA loads and warp specialisation -------------------------
+// All three products: the forward (rows mode, A = in [M, K] and B = W [E, N, K], both K-major), d_in (rows mode,
+// B = W read as [K, N] blocks: MN-major) and d_weight (reduce mode, A = d_out and B = in, both MN-major, summed
+// over the expert's rows). 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the
+// producer (one thread issues the TMA loads, cp.async.bulk.tensor, of 64-deep k-tiles of A [128 x 64] and
+// B [256 x 64] into a ring of kStages slots: CU_TENSOR_MAP_SWIZZLE_128B writes exactly the 128-byte swizzled
+// K-major layout wgmma.cuh's descriptors describe, one 128-byte column block, rows 128 bytes apart, 16-byte chunk c
+// of row r at c ^ (r % 8), the slots 1024-byte aligned), warpgroups 1 and 2 are the consumers, each owning 64 rows
+// of the tile (m64n256k16 products, as wg::). Per slot a full mbarrier (count 1: the producer's arrive.expect_tx of the
+// slot's bytes; the TMA's complete_tx completes the phase) and an empty one (count 8: lane 0 of each consumer warp
+// arrives once the warpgroup's wgmma.wait_group says the products reading the slot retired). No block-wide barrier
+// after the set-up. Registers: 157 a thread without setmaxnreg (ptxas, nvcc 13.0: no spills under the 168 that
+// 384 threads leave), so the producer / consumer split of the register file (setmaxnreg, 40 / 232) is left out;
+// -DDS_TMA_SETMAXNREG turns it on (compiles without warning C7508: 168 registers, no spills; untimed).
+//
+// The tiles: one block-wide scan at the start writes first[e], the first m-tile of expert e (m-tiles of 128 rows
+// numbered consecutively over the experts, as locate_tile numbers them), to shared memory; then both roles walk
+// the same sequence t = blockIdx.x, + gridDim.x, ... (t = m-tile * nx + n-tile) independently, finding a tile's
+// expert by a binary search of first[], so the producer runs ahead across tile boundaries with no hand-off.
+//
+// MN-major operands load [64 k][64 columns] boxes (the same 128-byte swizzle: one column block of wg::'s MN-major
+// layout each), two for A and four for B, 8 KB apart. Reduce mode is a block a tile, the experts in order of falling
+// row count (the hardware hands the blocks out in order, so the long tiles start first: LPT scheduling).
+//
+// Out-of-range reads are harmless by construction: the TMA zero-fills past K (the k tail) and past the last row
+// of A / of E * N rows of B; rows of A past an expert's last row belong to the next expert but only feed output
+// rows >= m_end, which the store skips, and rows of B past the expert's N (N % 256 != 0) belong to the next
+// expert but only feed columns >= N, which store_pair skips. d_in's k tail reads the next expert's rows of W
+// against A's zero fill. Reduce mode's last k-tile reads rows of the next expert in both operands: each consumer
+// warpgroup zeroes those rows of its own A column block before its products.
+namespace tma {
+
+constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
+constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
+constexpr int kMaxExperts = 4096;  // first[E + 1] (ints) in shared memory after the ring
+static_assert(kABytes % 1024 == 0 && kStageBytes % 1024 == 0, "slots and the B tiles on 1024-byte boundaries");
+
+constexpr int kMaxLptExperts = 1024;  // reduce mode orders the experts by rows up to here (O(E^2 / threads))
+
+// The ring, slack to align it to 1024 bytes, and 2 E + 1 ints: rows mode first[E + 1]; reduce mode order[E] and
+// rows[E].
+inline size_t smem_bytes(int E) { return size_t(kStages) * kStageBytes + 1024 + size_t(2 * E + 1) * sizeof(int); }
+
+#ifndef DS_WGMMA_TRAP
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Until the phase of parity `parity` has completed (a fresh barrier counts its phase "before 0", parity 1, done).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// Box (c0 = k, c1 = row) of the 2D tensor map into shared memory at dst; completes bytes on the mbarrier bar.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(
+          dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+#endif
+
+struct Job {
+  int64_t m0, m_end, n0, k0, k1;  // the reduction runs over [k0, k1) (reduce mode: the expert's rows)
+  int e, nk;                  // nk: 64-deep k-tiles (reduce mode: 0 for an expert without rows)
+};
+
+// Tile t (t < first[E] * nx): expert e with first[e] <= y < first[e + 1] (y = t / nx; empty experts have
+// first[e] == first[e + 1], so the search never lands on one).
+__device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int64_t t, int64_t nx) {
+  const int y = int(t / nx);
+  int lo = 0, hi = a.E;  // first[lo] <= y < first[hi]
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) >> 1;
+    if (first[mid] <= y) lo = mid;
+    else hi = mid;
+  }
+  int64_t r0, r1;
+  expert_rows(a, lo, r0, r1);
+  return Job{r0 + int64_t(y - first[lo]) * kBM, r1, (t % nx) * kBN, 0, a.Kd, lo, int((a.Kd + kBK - 1) / kBK)};
+}
+
+// Reduce mode, tile t: expert order[t / (my nx)] (the experts by falling row count, so the hardware hands out the
+// long tiles first), then m-tile and n-tile.
+__device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* order, int64_t t, int64_t nx,
+                                               int64_t my) {
+  const int e = order[t / (my * nx)];
+  const int64_t in_e = t % (my * nx);
+  int64_t r0, r1;
+  expert_rows(a, e, r0, r1);
+  return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
+}
+
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC>
+__global__ void __launch_bounds__(kThreads, 1)
+    grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b) {
+  static_assert(REDUCE ? !AKMAJOR && !BKMAJOR : AKMAJOR, "forward / d_in: A K-major; d_weight: both row-indexed");
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+#ifdef DS_WGMMA_TRAP
+  __trap();
+#else
+  extern __shared__ __align__(1024) unsigned char tma_smem[];
+  __shared__ __align__(8) uint64_t full_bar[kStages], empty_bar[kStages];
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  // The static shared memory comes first: align the ring to the swizzle's 1024 bytes by hand.
+  unsigned char* ring = tma_smem + ((1024 - (uint32_t(__cvta_generic_to_shared(tma_smem)) & 1023)) & 1023);
+  const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
+  int* first = reinterpret_cast<int*>(ring + kStages * kStageBytes);  // rows mode; reduce mode: order[E], rows[E]
+  const uint32_t full0 = uint32_t(__cvta_generic_to_shared(full_bar));
+  const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(empty_bar));
+
+  const int64_t nx = (a.Nd + kBN - 1) / kBN, my = REDUCE ? (a.Md + kBM - 1) / kBM : 0;
+  int64_t ntiles;
+  if constexpr (REDUCE) {
+    // order[i]: the expert with the i-th most rows (ties by number); identity past kMaxLptExperts.
+    int* order = first;
+    int* rows = first + a.E;
+    for (int e = threadIdx.x; e < a.E; e += kThreads) {
+      int64_t r0, r1;
+      expert_rows(a, e, r0, r1);
+      rows[e] = int(min(r1 - r0, int64_t(INT32_MAX)));
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < a.E; e += kThreads) {
+      int rank = e;
+      if (a.E <= kMaxLptExperts) {
+        rank = 0;
+        const int re = rows[e];
+        for (int f = 0; f < a.E; ++f) rank += rows[f] > re || (rows[f] == re && f < e);
+      }
+      order[rank] = e;
+    }
+    ntiles = int64_t(a.E) * my * nx;
+  } else {
+    // first[e]: the first m-tile of expert e; first[E]: the m-tiles of all experts.
+    int running = 0;
+    for (int e0 = 0; e0 < a.E; e0 += kThreads) {
+      const int e = e0 + int(threadIdx.x);
+      int64_t r0 = 0, r1 = 0;
+      if (e < a.E) expert_rows(a, e, r0, r1);
+      int excl, agg;
+      Scan(scan_tmp).ExclusiveSum(int((r1 - r0 + kBM - 1) / kBM), excl, agg);
+      if (e < a.E) first[e] = running + excl;
+      running += agg;
+      __syncthreads();  // scan_tmp is reused
+    }
+    if (threadIdx.x == 0) first[a.E] = running;
+    ntiles = int64_t(running) * nx;
+  }
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  if (int64_t(blockIdx.x) >= ntiles) return;  // uniform: no tile for this block
+  auto job = [&](int64_t t) {
+    if constexpr (REDUCE) return find_reduce_job(a, first, t, nx, my);
+    else return find_job(a, first, t, nx);
+  };
+
+  if (threadIdx.x < 128) {  // the producer warpgroup: one thread issues the loads, the others leave
+#ifdef DS_TMA_SETMAXNREG
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+#endif
+    if (threadIdx.x == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_b)) : "memory");
+      int slot = 0;
+      uint32_t phase = 0;
+      for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        const Job j = job(t);
+        // B's first row: K-major, row n0 of expert e's [N, K] block; MN-major (d_in), row 0 of expert e's [K, N]
+        // block; reduce mode, the rows of `in` themselves.
+        const int brow = REDUCE ? 0 : BKMAJOR ? int(int64_t(j.e) * a.Nd + j.n0) : int(int64_t(j.e) * a.Kd);
+        // MN-major operands load [64 k][64 columns] boxes side by side, 8 KB apart; boxes wholly past the last
+        // column are not loaded (their stale bytes feed only output rows / columns the store skips).
+        const int na = AKMAJOR ? 1 : int(min(int64_t(kBM / 64), (a.Md - j.m0 + 63) / 64));
+        const int nb = BKMAJOR ? 1 : int(min(int64_t(kBN / 64), (a.Nd - j.n0 + 63) / 64));
+        const uint32_t bytes = uint32_t((AKMAJOR ? kABytes : na * 8192) + (BKMAJOR ? kBBytes : nb * 8192));
+        for (int kt = 0; kt < j.nk; ++kt) {
+          mbar_wait(empty0 + 8 * slot, phase ^ 1);  // the consumers freed the slot (first round: at once)
+          const uint32_t full = full0 + 8 * slot, as = ring_addr + uint32_t(slot * kStageBytes), bs = as + kABytes;
+          mbar_arrive_expect_tx(full, bytes);  // whole boxes: zero-filled bytes count too
+          const int k0 = int(j.k0) + kt * kBK;
+          if constexpr (AKMAJOR) tma_load_2d(as, &map_a, full, k0, int(j.m0));  // one [128 rows][64 k] box
+          else
+            for (int i = 0; i < na; ++i) tma_load_2d(as + i * 8192, &map_a, full, int(j.m0) + 64 * i, k0);
+          if constexpr (BKMAJOR) tma_load_2d(bs, &map_b, full, k0, brow);  // one [256 rows][64 k] box
+          else
+            for (int i = 0; i < nb; ++i) tma_load_2d(bs + i * 8192, &map_b, full, int(j.n0) + 64 * i, brow + k0);
+          if (++slot == kStages) {
+            slot = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+    return;
+  }
+#ifdef DS_TMA_SETMAXNREG
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+#endif
+
+  // The consumers: warpgroup cw owns rows 64 cw.. of the tile (acc laid out as wg::store_block reads it).
+  const int cw = int(threadIdx.x) / 128 - 1;
+  const int lane = threadIdx.x % 32;
+  const bool pair = a.vec_c != 0, accum = a.accumulate != 0;
+  TC* Cp = static_cast<TC*>(a.C);
+  auto release = [&](int s) {  // this warp's products reading slot s have retired
+    __syncwarp();
+    if (lane == 0) mbar_arrive(empty0 + 8 * s);
+  };
+  float acc[kBN / 2];
+  int slot = 0;
+  uint32_t phase = 0;
+  for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+    const Job j = job(t);
+    if (j.nk == 0) continue;  // reduce mode, an expert without rows: d_weight += 0
+#pragma unroll
+    for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
+    wgmma::pin(acc);
+    int prev = -1;
+#pragma unroll 1
+    for (int kt = 0; kt < j.nk; ++kt) {
+      mbar_wait(full0 + 8 * slot, phase);
+      const uint32_t as = ring_addr + uint32_t(slot * kStageBytes), bs = as + kABytes;
+      if constexpr (REDUCE) {
+        // The last k-tile runs past the expert's rows into the next expert's (or the zero fill past M): zero those
+        // rows of this warpgroup's A column block (it reads no other), so they add nothing whatever B holds there.
+        const int valid = int(min(j.k1 - (j.k0 + int64_t(kt) * kBK), int64_t(kBK)));
+        if (valid < kBK) {
+          unsigned char* blk = ring + slot * kStageBytes + cw * 8192;
+          for (int c = valid * 8 + int(threadIdx.x) % 128; c < kBK * 8; c += 128)  // 16-byte chunks, 8 a row
+            reinterpret_cast<uint4*>(blk)[c] = make_uint4(0, 0, 0, 0);
+          wgmma::fence_proxy_async();  // the generic-proxy stores, before the async proxy's reads
+          asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");  // this warpgroup's stores
+        }
+      }
+      wgmma::fence();
+#pragma unroll
+      for (int k16 = 0; k16 < kBK / 16; ++k16) {
+        // A: this warpgroup's 64 rows. K-major: rows 64 cw.. of [128][64]; MN-major: column block cw of [64][128].
+        // B: the whole tile, K-major [256][64] or MN-major [64][256] (four 64-column blocks 8 KB apart).
+        const uint64_t da = AKMAJOR ? wgmma::desc_sw128(as + cw * 8192 + k16 * 32, 16, 1024)
+                                    : wgmma::desc_sw128(as + cw * 8192 + k16 * 2048, kBK * 128, 1024);
+        const uint64_t db = BKMAJOR ? wgmma::desc_sw128(bs + k16 * 32, 16, 1024)
+                                    : wgmma::desc_sw128(bs + k16 * 2048, kBK * 128, 1024);
+        wgmma::mma_m64n256k16<AKMAJOR ? 0 : 1, BKMAJOR ? 0 : 1>(acc, da, db);
+      }
+      wgmma::commit();
+      wgmma::wait<1>();  // the previous k-tile's products retired: its slot may be refilled
+      if (prev >= 0) release(prev);
+      prev = slot;
+      if (++slot == kStages) {
+        slot = 0;
+        phase ^= 1;
+      }
+    }
+    wgmma::wait<0>();
+    wgmma::pin(acc);
+    release(prev);  // the producer refills during the write-back
+    wg::store_block<kBN, TC>(REDUCE ? Cp + j.e * a.c_estride : Cp, a.ldc, acc, j.m0 + cw * 64, j.m_end, j.n0, a.Nd,
+                             pair, accum);
+  }
+#endif
+}
+
+}  // namespace tma
+
