@@ -193,7 +193,7 @@ bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmA
   if constexpr (REDUCE ? AKMAJOR || BKMAJOR : !AKMAJOR) {
     return false;
   } else {
-    if (!kWgmma || a.E > tma::kMaxExperts || a.Kd < 0 || a.Nd < 1 || (!REDUCE && a.Kd < 1) || (REDUCE && a.Md < 1))
+    if (!kWgmma || a.E > tma::kMaxExperts || a.Nd < 1 || (!REDUCE && a.Kd < 1) || (REDUCE && a.Md < 1))
       return false;
     const int64_t lim = int64_t(1) << 31;  // the kernel's coordinates and tile numbers are int32
     CUtensorMap map_a, map_b;
