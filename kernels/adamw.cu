@@ -1,5 +1,6 @@
-// CUDA twin of AdamW (lib/ops/cpu/adamw.cpp is the reference): f32 master parameters and moments, gradients f32
-// or bf16, the update in f32 with the bias corrections computed once on the host in double.
+// CUDA twin of AdamW (lib/ops/cpu/adamw.cpp is the reference): f32 master parameters, moments f32 or bf16
+// (DeepSeek-V3's optimizer state: stored rounded, the step uses them unrounded), gradients f32 or bf16, the update
+// in f32 with the bias corrections computed once on the host in double.
 // Also all_finite(): a NaN/inf scan (one flag word, one synchronisation) for skipping a step on overflow.
 #include <cmath>
 
@@ -23,41 +24,47 @@ __device__ __forceinline__ float adamw_one(float& p, float g, float& m, float& v
   return p;
 }
 
-// Element i. C: the compute copy's type (written when c is not null; float when there is none).
-template <class G, class C>
-__device__ __forceinline__ void adamw_at(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
-                                         float* __restrict__ v, C* __restrict__ c, int64_t i, const Hyper& h) {
-  float pi = p[i], mi = m[i], vi = v[i];
+// Element i. M: the moments' type; C: the compute copy's type (written when c is not null; float when there is
+// none).
+template <class G, class M, class C>
+__device__ __forceinline__ void adamw_at(float* __restrict__ p, const G* __restrict__ g, M* __restrict__ m,
+                                         M* __restrict__ v, C* __restrict__ c, int64_t i, const Hyper& h) {
+  float pi = p[i], mi = ldf(m[i]), vi = ldf(v[i]);
   adamw_one(pi, ldf(g[i]), mi, vi, h);
-  m[i] = mi;
-  v[i] = vi;
+  m[i] = cvt<M>(mi);
+  v[i] = cvt<M>(vi);
   p[i] = pi;
   if (c) c[i] = cvtd<C>(double(pi));  // as copy() converts
 }
 
-template <class G, class C>
-__global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
-                             float* __restrict__ v, C* __restrict__ c, int64_t n, Hyper h) {
+template <class G, class M, class C>
+__global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, M* __restrict__ m, M* __restrict__ v,
+                             C* __restrict__ c, int64_t n, Hyper h) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     adamw_at(p, g, m, v, c, i, h);
 }
 
-// The same update four elements a thread (16-byte words of p, m, v; 8 or 16 of g and c: all arrays 16-byte
+// The same update four elements a thread (16-byte words of p; 8 or 16 of g, m, v and c: all arrays 16-byte
 // aligned), the n % 4 tail element-wise. Bits equal to adamw_kernel's: the same arithmetic per element.
-template <class G, class C>
-__global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
-                                  float* __restrict__ v, C* __restrict__ c, int64_t n, Hyper h) {
+template <class G, class M, class C>
+__global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g, M* __restrict__ m,
+                                  M* __restrict__ v, C* __restrict__ c, int64_t n, Hyper h) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t n4 = n / 4, stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   for (int64_t i = tid; i < n4; i += stride) {
-    Pack<float, 4> pp = ld_pack<float, 4>(p + 4 * i), mm = ld_pack<float, 4>(m + 4 * i);
-    Pack<float, 4> vv = ld_pack<float, 4>(v + 4 * i);
+    Pack<float, 4> pp = ld_pack<float, 4>(p + 4 * i);
+    Pack<M, 4> mm = ld_pack<M, 4>(m + 4 * i), vv = ld_pack<M, 4>(v + 4 * i);
     const Pack<G, 4> gg = ld_pack<G, 4>(g + 4 * i);
     Pack<C, 4> cc;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) cc.v[j] = cvtd<C>(double(adamw_one(pp.v[j], ldf(gg.v[j]), mm.v[j], vv.v[j], h)));
+    for (int j = 0; j < 4; ++j) {
+      float mj = ldf(mm.v[j]), vj = ldf(vv.v[j]);
+      cc.v[j] = cvtd<C>(double(adamw_one(pp.v[j], ldf(gg.v[j]), mj, vj, h)));
+      mm.v[j] = cvt<M>(mj);
+      vv.v[j] = cvt<M>(vj);
+    }
     st_pack(m + 4 * i, mm);
     st_pack(v + 4 * i, vv);
     st_pack(p + 4 * i, pp);
@@ -89,21 +96,24 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
   const int64_t n = param.numel();
   if (n == 0) return;
   const double c1 = 1.0 - std::pow(opt.beta1, double(opt.step)), c2 = 1.0 - std::pow(opt.beta2, double(opt.step));
+  const Hyper h{float(opt.lr),   float(opt.beta1), float(opt.beta2),        float(1.0 / c1),
+                float(1.0 / c2), float(opt.eps),   float(opt.weight_decay), float(opt.grad_scale)};
   dispatch_fb(grad.dtype, "adamw_update", [&](auto zero) {
     using G = decltype(zero);
-    dispatch_fb(compute.empty() ? DType::f32 : compute.dtype, "adamw_update", [&](auto czero) {
-      using C = decltype(czero);
-      const Hyper h{float(opt.lr),   float(opt.beta1), float(opt.beta2),        float(1.0 / c1),
-                    float(1.0 / c2), float(opt.eps),   float(opt.weight_decay), float(opt.grad_scale)};
-      C* cp = compute.empty() ? nullptr : dptr<C>(compute);
-      const bool vec = is_aligned16(param.data) && is_aligned16(grad.data) && is_aligned16(m.data) &&
-                       is_aligned16(v.data) && (cp == nullptr || is_aligned16(cp));
-      if (vec)
-        launch(adamw_vec4_kernel<G, C>, grid_for(std::max<int64_t>(n / 4, 1), 256), 256, 0, st, dptr<float>(param),
-               dptr<const G>(grad), dptr<float>(m), dptr<float>(v), cp, n, h);
-      else
-        launch(adamw_kernel<G, C>, grid_for(n, 256), 256, 0, st, dptr<float>(param), dptr<const G>(grad),
-               dptr<float>(m), dptr<float>(v), cp, n, h);
+    dispatch_fb(m.dtype, "adamw_update", [&](auto mzero) {
+      using M = decltype(mzero);
+      dispatch_fb(compute.empty() ? DType::f32 : compute.dtype, "adamw_update", [&](auto czero) {
+        using C = decltype(czero);
+        C* cp = compute.empty() ? nullptr : dptr<C>(compute);
+        const bool vec = is_aligned16(param.data) && is_aligned16(grad.data) && is_aligned16(m.data) &&
+                         is_aligned16(v.data) && (cp == nullptr || is_aligned16(cp));
+        if (vec)
+          launch(adamw_vec4_kernel<G, M, C>, grid_for(std::max<int64_t>(n / 4, 1), 256), 256, 0, st,
+                 dptr<float>(param), dptr<const G>(grad), dptr<M>(m), dptr<M>(v), cp, n, h);
+        else
+          launch(adamw_kernel<G, M, C>, grid_for(n, 256), 256, 0, st, dptr<float>(param), dptr<const G>(grad),
+                 dptr<M>(m), dptr<M>(v), cp, n, h);
+      });
     });
   });
   DS_CUDA_LAUNCH_CHECK("adamw_kernel");

@@ -12,6 +12,7 @@ struct TrainerCli {
   std::string schedule = "cosine";
   std::string save_dtype = "f32";
   std::string precision = "f32";
+  std::string optim_state = "f32";
   double shard_gb = 5.0;
 };
 

@@ -452,7 +452,15 @@ void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor 
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
                   Tensor compute) {
   Check c(ctx, "adamw_update");
-  c.f("grad", grad).stat("param", param).stat("m", m).stat("v", v);
+  c.f("grad", grad).stat("param", param);
+  if (m.dtype == DType::bf16 || v.dtype == DType::bf16) {  // DeepSeek-V3's bf16 optimizer state
+    OP_CHECK(c, m.dtype == DType::bf16 && v.dtype == DType::bf16 && param.dtype == DType::f32,
+             "bf16 moments need m and v both bf16 and an f32 param; got param " + desc(param) + ", m " + desc(m) +
+                 ", v " + desc(v));
+    c.device("m", m).device("v", v);
+  } else {
+    c.stat("m", m).stat("v", v);
+  }
   const int64_t n = param.numel();
   OP_CHECK(c, grad.numel() == n && m.numel() == n && v.numel() == n,
            "param " + param.shape_str() + ", grad " + grad.shape_str() + ", m " + m.shape_str() + ", v " +

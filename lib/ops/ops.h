@@ -253,7 +253,9 @@ struct AdamWOptions {
   int64_t step = 1;           // 1-based, for bias correction
   double grad_scale = 1.0;    // gradients are multiplied by this first (clipping, accumulation average)
 };
-// param, grad, m, v: same shape; param/m/v f32 (or f64 on CPU). compute (optional, same numel, bf16 or the
+// param, grad, m, v: same shape; param/m/v f32 (or f64 on CPU), or m and v bf16 with an f32 param (DeepSeek-V3's
+// optimizer state, MODEL.md 7.5: the new moments are stored rounded to bf16, the step uses them unrounded; with
+// beta2 near 1 the second moment's increments fall under bf16's resolution). compute (optional, same numel, bf16 or the
 // param's dtype) receives the updated parameter converted, as copy() would: the mixed-precision compute copy
 // refreshed in the same pass instead of another one over every parameter.
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,

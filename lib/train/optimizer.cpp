@@ -12,8 +12,9 @@ AdamW::AdamW(Model& model, const OptimizerOptions& opt)
   model_.enable_grads();
   const Arena& p = model_.params();
   for (size_t i = 0; i < p.size(); ++i) {
-    m_.add(p.name(i), p[i].dtype, p[i].dims());
-    v_.add(p.name(i), p[i].dtype, p[i].dims());
+    const DType dt = opt_.state_dtype == DType::bf16 && p[i].dtype == DType::f32 ? DType::bf16 : p[i].dtype;
+    m_.add(p.name(i), dt, p[i].dims());
+    v_.add(p.name(i), dt, p[i].dims());
   }
   m_.allocate();
   v_.allocate();
@@ -63,7 +64,7 @@ void AdamW::save(const std::string& path) const {
     t.emplace_back("exp_avg." + m_.name(i), m_[i]);
     t.emplace_back("exp_avg_sq." + v_.name(i), v_[i]);
   }
-  write_safetensors_file(path, t, DType::f32);
+  write_safetensors_file(path, t, opt_.state_dtype == DType::bf16 ? DType::bf16 : DType::f32);
 }
 
 void AdamW::load(const std::string& path) {

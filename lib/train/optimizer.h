@@ -1,6 +1,7 @@
 #pragma once
-// AdamW over a model's parameter arena: fp32 moments mirror the parameter table (same names), so the state
-// saves as optimizer.safetensors ("exp_avg.NAME", "exp_avg_sq.NAME") and resumes exactly.
+// AdamW over a model's parameter arena: moments (f32, or bf16 with OptimizerOptions::state_dtype) mirror the
+// parameter table (same names), so the state saves as optimizer.safetensors ("exp_avg.NAME", "exp_avg_sq.NAME", in
+// the state's dtype) and resumes exactly.
 // Router biases (buffers) are skipped; 1-D tensors (norm weights) get no weight decay.
 #include <cstdint>
 #include <string>
@@ -17,6 +18,7 @@ struct OptimizerOptions {
   double eps = 1e-8;
   double weight_decay = 0.1;
   double grad_clip = 1.0;  // max global L2 norm; 0 = off
+  DType state_dtype = DType::f32;  // the moments: f32, or bf16 as DeepSeek-V3 (f32 parameters only; others keep theirs)
 };
 
 class AdamW {

@@ -807,6 +807,40 @@ TEST_CASE("parity: adamw_update", "[adamw]") {
   }
 }
 
+TEST_CASE("parity: adamw_update with bf16 moments", "[adamw]") {
+  // DeepSeek-V3's optimizer state. The reference runs the CPU op on an f32 parameter and bf16 moments (its update in
+  // double, the moments rounded through float); the GPU updates in f32. Aligned (16-byte words, n % 4 tail) and a
+  // gradient one element off 16 bytes (the element-wise kernel).
+  for (int64_t n : {int64_t(7), int64_t(1000), (int64_t(1) << 20) + 3}) {
+    for (DType gdt : {kF32, kBF16}) {
+      for (size_t mis : {size_t(0), size_t(gdt == kBF16 ? 2 : 4)}) {
+        AdamWOptions o;
+        o.lr = 3e-4;
+        o.weight_decay = 0.1;
+        o.step = 10;
+        o.grad_scale = 0.5;
+        Twin p = twin(kF32, randn({n}, 131), kF32), g = twin(gdt, randn({n}, 132, 0.1), kF32, mis);
+        Twin m = twin(kBF16, randn({n}, 133, 0.01), kBF16), v = twin(kBF16, randu({n}, 134, 1e-6, 1e-4), kBF16);
+        Twin pc = twin_out(kBF16, {n}, kF32);
+        for (int it = 0; it < 3; ++it) {
+          run_both([&](const Context& c, Pick pk) {
+            adamw_update(c, pk(p), pk(g), pk(m), pk(v), o, it == 2 ? pk(pc) : Tensor{});
+          });
+          ++o.step;
+        }
+        const std::string st = std::to_string(n) + (mis ? " misaligned grad" : "");
+        // f32 vs double arithmetic can put a new moment on the other side of a bf16 rounding boundary: one bf16 ulp
+        // (2^-8 relative) at most per step, and the next step scales it by beta.
+        const char* why = "bf16 moments: f32 (GPU) vs double (CPU) arithmetic may round one ulp apart";
+        expect_close(tag("adamw bf16 moments: m, grad", gdt, st), m, 1e-2, why);
+        expect_close(tag("adamw bf16 moments: v, grad", gdt, st), v, 1e-2, why);
+        expect_close(tag("adamw bf16 moments: param, grad", gdt, st), p, 1e-5, "the moments' ulp times lr");
+        expect_close(tag("adamw bf16 moments: compute copy, grad", gdt, st), pc, 5e-3, kBf16Reason);
+      }
+    }
+  }
+}
+
 // ---- errors -----------------------------------------------------------------------------------------------
 
 TEST_CASE("CUDA dispatch: dtype rules are checked before any launch", "[checks]") {

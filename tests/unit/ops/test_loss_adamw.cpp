@@ -158,6 +158,46 @@ TEST_CASE("adamw: one step by hand", "[ops][adamw]") {
   CHECK(max_abs_diff(p.f64(), {-0.1, 0.1, -0.1}) < 1e-6);
 }
 
+TEST_CASE("adamw: bf16 moments are the f32 update's moments rounded to bf16", "[ops][adamw]") {
+  // Each step from the same state: bf16 m, v = round(the f32 path's new m, v); the parameter step uses the unrounded
+  // moments, so it equals the f32 path's when both start from the same (bf16-representable) moments.
+  const Context ctx = cpu_ctx();
+  AdamWOptions o;
+  o.lr = 1e-2;
+  o.weight_decay = 0.1;
+  o.grad_scale = 0.7;
+  const int64_t n = 64;
+  std::vector<double> p0(n), g0(n), m0(n), v0(n);
+  for (int64_t i = 0; i < n; ++i) {  // moments exactly representable in bf16 (8 significant bits)
+    p0[size_t(i)] = std::sin(0.3 * double(i));
+    g0[size_t(i)] = std::cos(0.7 * double(i)) * 0.1;
+    m0[size_t(i)] = double(int(i % 17) - 8) / 256.0;
+    v0[size_t(i)] = double(1 + i % 13) / 4096.0;
+  }
+  for (int64_t step : {1, 5}) {
+    o.step = step;
+    Owned p32 = from(DType::f32, {n}, p0), g32 = from(DType::f32, {n}, g0);
+    Owned m32 = from(DType::f32, {n}, m0), v32 = from(DType::f32, {n}, v0);
+    Owned pb = from(DType::f32, {n}, p0), mb = from(DType::bf16, {n}, m0), vb = from(DType::bf16, {n}, v0);
+    REQUIRE(max_abs_diff(mb.f64(), m0) == 0.0);
+    adamw_update(ctx, p32, g32, m32, v32, o);
+    adamw_update(ctx, pb, g32, mb, vb, o);
+    CHECK(max_abs_diff(pb.f64(), p32.f64()) == 0.0);
+    const std::vector<double> m = m32.f64(), v = v32.f64(), mr = mb.f64(), vr = vb.f64();
+    for (size_t i = 0; i < size_t(n); ++i) {
+      CHECK(mr[i] == double(bf16_to_f32(f32_to_bf16(float(m[i])))));
+      CHECK(vr[i] == double(bf16_to_f32(f32_to_bf16(float(v[i])))));
+    }
+  }
+  // Mixed state dtypes and bf16 moments of a non-f32 parameter are refused.
+  Owned p = zeros(DType::f64, {4}), g = zeros(DType::f64, {4}), mb = zeros(DType::bf16, {4});
+  Owned v = zeros(DType::f64, {4});
+  CHECK_THROWS_WITH(adamw_update(ctx, p, g, mb, v, o), Catch::Contains("bf16 moments"));
+  Owned p32 = zeros(DType::f32, {4}), g32 = zeros(DType::f32, {4}), vb = zeros(DType::bf16, {4});
+  CHECK_THROWS_WITH(adamw_update(ctx, p, g, mb, vb, o), Catch::Contains("f32 param"));
+  CHECK_NOTHROW(adamw_update(ctx, p32, g32, mb, vb, o));
+}
+
 TEST_CASE("kl_div: zero for equal distributions, hand value, gradient check", "[ops][loss][kl][gradcheck]") {
   const Context ctx = cpu_ctx();
   // Shifting a row by a constant leaves its softmax unchanged: KL 0 and gradient 0.
