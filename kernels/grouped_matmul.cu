@@ -31,7 +31,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/attn_common.cuh"
@@ -65,19 +64,9 @@ constexpr bool kWgmma = false;
 // Which tiles the bf16 training-shape products use: 0 = the previous kernels (WMMA 64 x 64 for forward / d_in,
 // the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
 // sm_90a), 3 = wgmma 128 x 256, 4 = wgmma 128 x 128, 5 = wgmma on TMA loads with a producer warpgroup (tma::; the
-// default with sm_90a; what TMA cannot describe as 3), 6 = the same kernel ping-pong (64 x 256 tiles, the two
-// consumer warpgroups taking turns; what it cannot hold as 5). Set only by the benchmark
-// (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run, and at start-up
-// by DS_GROUPED_GEMM_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; out-of-range
-// values are ignored).
-int g_big_variant = [] {
-  const int def = kWgmma ? 5 : 2;
-  const char* e = std::getenv("DS_GROUPED_GEMM_VARIANT");
-  if (e == nullptr || *e == '\0') return def;
-  char* end = nullptr;
-  const long v = std::strtol(e, &end, 10);
-  return *end == '\0' && v >= 0 && v <= (kWgmma ? 6 : 2) ? int(v) : def;
-}();
+// default with sm_90a; what TMA cannot describe as 3). Set only by the benchmark
+// (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run.
+int g_big_variant = kWgmma ? 5 : 2;
 
 // The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
 // kDecodeRowsPerExpert * E, the host-side bound on the average rows per expert; pipe::Skinny up to 16 rows per
@@ -196,21 +185,16 @@ bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t co
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Variants 5 and 6 (tma::grouped_gemm_tma, cooperative / PP = ping-pong): false leaves the product to the caller
-// (what TMA, the kernel's int32 coordinates or the shared memory cannot hold). Rows mode persistent, a block an SM;
-// reduce mode a block a tile (ping-pong: two neighbouring tiles), the heavy experts' tiles first (see wg::'s launch
-// for why not persistent there).
-template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, bool PP>
+// Variant 5 (tma::grouped_gemm_tma): false leaves the product to the caller (what TMA or the kernel's int32
+// coordinates cannot describe). Rows mode persistent, a block an SM; reduce mode a block a tile, the heavy experts'
+// tiles first (see wg::'s launch for why not persistent there).
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
-  using S = tma::Sched<PP>;
   if constexpr (REDUCE ? AKMAJOR || BKMAJOR : !AKMAJOR) {
     return false;
   } else {
     if (!kWgmma || a.E > tma::kMaxExperts || a.Nd < 1 || (!REDUCE && a.Kd < 1) || (REDUCE && a.Md < 1))
       return false;
-    // The static shared memory (barriers, the scan's scratch) is well under the 4 KB left for it here.
-    const size_t smem = S::smem_bytes(a.E);
-    if (smem + 4096 > attn::max_smem_optin()) return false;
     const int64_t lim = int64_t(1) << 31;  // the kernel's coordinates and tile numbers are int32
     CUtensorMap map_a, map_b;
     bool ok;
@@ -220,23 +204,23 @@ bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmA
            encode_bf16_2d(map_b, a.B, a.M, a.Nd, a.ldb_k * 2, 64);
     } else if constexpr (BKMAJOR) {  // forward: B = W [E N, K]
       ok = a.lda_k == 1 && a.ldb_k == 1 && a.b_estride == a.Nd * a.ldb_n && a.M < lim && a.Kd < lim &&
-           int64_t(a.E) * a.Nd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, S::kBM) &&
+           int64_t(a.E) * a.Nd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
            encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN);
     } else {  // d_in: B = W [E K, N] read as (k, n), 64 x 64 boxes
       ok = a.lda_k == 1 && a.ldb_n == 1 && a.b_estride == a.Kd * a.ldb_k && a.M < lim && a.Nd < lim &&
-           int64_t(a.E) * a.Kd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, S::kBM) &&
+           int64_t(a.E) * a.Kd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
            encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Kd, a.Nd, a.ldb_k * 2, 64);
     }
     if (!ok) return false;
-    const dim3 tg = tile_grid<REDUCE>(a, S::kBM, tma::kBN);  // rows mode: sets a.ytiles (a bound; the kernel counts)
+    const dim3 tg = tile_grid<REDUCE>(a, tma::kBM, tma::kBN);  // rows mode: sets a.ytiles (a bound; the kernel counts)
     const int64_t tiles = int64_t(tg.x) * (REDUCE ? int64_t(tg.y) * tg.z : a.ytiles);
     if (tiles == 0) return true;
     if (REDUCE && tiles >= lim) return false;
-    const int64_t blocks = REDUCE ? (PP ? (tiles + 1) / 2 : tiles) : std::min<int64_t>(tiles, attn::num_sms());
-    const dim3 grid(unsigned(blocks), 1, 1);
+    const dim3 grid(unsigned(REDUCE ? tiles : std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
+    const size_t smem = tma::smem_bytes(a.E);
     moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
       using TC = decltype(zc);
-      auto* kernel = tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, PP, TC>;
+      auto* kernel = tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC>;
       attn::allow_smem(kernel, smem);
       launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b);
     });
@@ -254,11 +238,8 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
     case 1: return launch_big<big::T128x128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 2: return launch_big<big::T128x256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 4: return launch_wgmma<wg::N128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
-    case 6:  // tma:: ping-pong; else as variant 5
-      if (launch_tma<AKMAJOR, BKMAJOR, REDUCE, true>(ctx, op, c_dtype, a)) return;
-      [[fallthrough]];
-    case 5:  // tma:: cooperative; what TMA cannot describe on variant 3's kernel
-      if (launch_tma<AKMAJOR, BKMAJOR, REDUCE, false>(ctx, op, c_dtype, a)) return;
+    case 5:  // tma::; what TMA cannot describe on variant 3's kernel
+      if (launch_tma<AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a)) return;
       return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     default: return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
   }
@@ -315,11 +296,11 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 }  // namespace
 
 // Benchmark hook (see g_big_variant; declared by its callers, not in cuda_ops.h): sets the variant when
-// 0 <= variant <= 2 (6 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
+// 0 <= variant <= 2 (5 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
 // benchmark or test.
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
-  if (variant >= 0 && variant <= (kWgmma ? 6 : 2)) g_big_variant = variant;
+  if (variant >= 0 && variant <= (kWgmma ? 5 : 2)) g_big_variant = variant;
   return prev;
 }
 

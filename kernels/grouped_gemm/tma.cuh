@@ -1,5 +1,4 @@
-// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variant 5, the
-// default; variant 6 is its ping-pong schedule, see Sched).
+// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variant 5, the default).
 // Included there, inside its anonymous namespace in ds::cuda, after the parts before it (whose names it
 // uses); not a standalone header.
 // ---- variant 5 (the default with sm_90a): wgmma with TMA loads and warp specialisation -------------------------
@@ -34,23 +33,16 @@
 // warpgroup zeroes those rows of its own A column block before its products.
 namespace tma {
 
-constexpr int kThreads = 384, kBN = 256, kBK = 64, kBBytes = kBN * kBK * 2;
+constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
+constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
 constexpr int kMaxExperts = 4096;  // first[E + 1] (ints) in shared memory after the ring
+static_assert(kABytes % 1024 == 0 && kStageBytes % 1024 == 0, "slots and the B tiles on 1024-byte boundaries");
+
 constexpr int kMaxLptExperts = 1024;  // reduce mode orders the experts by rows up to here (O(E^2 / threads))
 
-// The two schedules. Cooperative (variant 5): 128 x 256 tiles, consumer warpgroup cw computes rows 64 cw.. of each
-// (both read the same B tile); the tensor cores idle while both write a tile back. Ping-pong (variant 6): 64 x 256
-// tiles, consumer warpgroup cw takes every other tile of the block (the block's i-th tile goes to warpgroup i % 2),
-// so one warpgroup's write-back overlaps the other's products; B is loaded once per 64 rows instead of 128 (more L2
-// traffic), the ring gets a fifth slot (40 KB slots), and an empty barrier counts the 4 warps of one warpgroup.
-template <bool PP> struct Sched {
-  static constexpr int kBM = PP ? 64 : 128, kStages = PP ? 5 : 4, kEmptyArrivals = PP ? 4 : 8;
-  static constexpr int kABytes = kBM * kBK * 2, kStageBytes = kABytes + kBBytes;
-  static_assert(kABytes % 1024 == 0 && kStageBytes % 1024 == 0, "slots and the B tiles on 1024-byte boundaries");
-  // The ring, slack to align it to 1024 bytes, and 2 E + 1 ints: rows mode first[E + 1]; reduce mode order[E] and
-  // rows[E].
-  static size_t smem_bytes(int E) { return size_t(kStages) * kStageBytes + 1024 + size_t(2 * E + 1) * sizeof(int); }
-};
+// The ring, slack to align it to 1024 bytes, and 2 E + 1 ints: rows mode first[E + 1]; reduce mode order[E] and
+// rows[E].
+inline size_t smem_bytes(int E) { return size_t(kStages) * kStageBytes + 1024 + size_t(2 * E + 1) * sizeof(int); }
 
 #ifndef DS_WGMMA_TRAP
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -89,8 +81,7 @@ struct Job {
 };
 
 // Tile t (t < first[E] * nx): expert e with first[e] <= y < first[e + 1] (y = t / nx; empty experts have
-// first[e] == first[e + 1], so the search never lands on one). BM: the tile's rows.
-template <int BM>
+// first[e] == first[e + 1], so the search never lands on one).
 __device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int64_t t, int64_t nx) {
   const int y = int(t / nx);
   int lo = 0, hi = a.E;  // first[lo] <= y < first[hi]
@@ -101,27 +92,24 @@ __device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int
   }
   int64_t r0, r1;
   expert_rows(a, lo, r0, r1);
-  return Job{r0 + int64_t(y - first[lo]) * BM, r1, (t % nx) * kBN, 0, a.Kd, lo, int((a.Kd + kBK - 1) / kBK)};
+  return Job{r0 + int64_t(y - first[lo]) * kBM, r1, (t % nx) * kBN, 0, a.Kd, lo, int((a.Kd + kBK - 1) / kBK)};
 }
 
 // Reduce mode, tile t: expert order[t / (my nx)] (the experts by falling row count, so the hardware hands out the
 // long tiles first), then m-tile and n-tile.
-template <int BM>
 __device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* order, int64_t t, int64_t nx,
                                                int64_t my) {
   const int e = order[t / (my * nx)];
   const int64_t in_e = t % (my * nx);
   int64_t r0, r1;
   expert_rows(a, e, r0, r1);
-  return Job{(in_e / nx) * BM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
+  return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
 }
 
-template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, bool PP, class TC>
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b) {
   static_assert(REDUCE ? !AKMAJOR && !BKMAJOR : AKMAJOR, "forward / d_in: A K-major; d_weight: both row-indexed");
-  using S = Sched<PP>;
-  constexpr int kBM = S::kBM, kStages = S::kStages, kABytes = S::kABytes, kStageBytes = S::kStageBytes;
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
 #ifdef DS_WGMMA_TRAP
   __trap();
@@ -178,22 +166,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(full0 + 8 * s, 1);
-      mbar_init(empty0 + 8 * s, S::kEmptyArrivals);
+      mbar_init(empty0 + 8 * s, 8);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  // The block's i-th tile (ntiles past its last). Rows mode (persistent) and cooperative reduce mode (a block a
-  // tile) stride by the grid; ping-pong reduce mode takes two neighbours in the LPT order (of similar lengths), one
-  // for each consumer warpgroup.
-  auto tile_of = [&](int64_t i) -> int64_t {
-    if constexpr (REDUCE && PP) return i < 2 ? min(2 * int64_t(blockIdx.x) + i, ntiles) : ntiles;
-    else return int64_t(blockIdx.x) + i * int64_t(gridDim.x);
-  };
-  if (tile_of(0) >= ntiles) return;  // uniform: no tile for this block
+  if (int64_t(blockIdx.x) >= ntiles) return;  // uniform: no tile for this block
   auto job = [&](int64_t t) {
-    if constexpr (REDUCE) return find_reduce_job<kBM>(a, first, t, nx, my);
-    else return find_job<kBM>(a, first, t, nx);
+    if constexpr (REDUCE) return find_reduce_job(a, first, t, nx, my);
+    else return find_job(a, first, t, nx);
   };
 
   if (threadIdx.x < 128) {  // the producer warpgroup: one thread issues the loads, the others leave
@@ -205,7 +186,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_b)) : "memory");
       int slot = 0;
       uint32_t phase = 0;
-      for (int64_t i = 0, t = tile_of(0); t < ntiles; t = tile_of(++i)) {
+      for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
         const Job j = job(t);
         // B's first row: K-major, row n0 of expert e's [N, K] block; MN-major (d_in), row 0 of expert e's [K, N]
         // block; reduce mode, the rows of `in` themselves.
@@ -220,13 +201,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           const uint32_t full = full0 + 8 * slot, as = ring_addr + uint32_t(slot * kStageBytes), bs = as + kABytes;
           mbar_arrive_expect_tx(full, bytes);  // whole boxes: zero-filled bytes count too
           const int k0 = int(j.k0) + kt * kBK;
-          if constexpr (AKMAJOR) tma_load_2d(as, &map_a, full, k0, int(j.m0));  // one [kBM rows][64 k] box
+          if constexpr (AKMAJOR) tma_load_2d(as, &map_a, full, k0, int(j.m0));  // one [128 rows][64 k] box
           else
-            for (int bx = 0; bx < na; ++bx) tma_load_2d(as + bx * 8192, &map_a, full, int(j.m0) + 64 * bx, k0);
+            for (int i = 0; i < na; ++i) tma_load_2d(as + i * 8192, &map_a, full, int(j.m0) + 64 * i, k0);
           if constexpr (BKMAJOR) tma_load_2d(bs, &map_b, full, k0, brow);  // one [256 rows][64 k] box
           else
-            for (int bx = 0; bx < nb; ++bx)
-              tma_load_2d(bs + bx * 8192, &map_b, full, int(j.n0) + 64 * bx, brow + k0);
+            for (int i = 0; i < nb; ++i) tma_load_2d(bs + i * 8192, &map_b, full, int(j.n0) + 64 * i, brow + k0);
           if (++slot == kStages) {
             slot = 0;
             phase ^= 1;
@@ -240,11 +220,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
 #endif
 
-  // The consumers. Cooperative: warpgroup cw owns rows 64 cw.. of every tile (acc laid out as wg::store_block
-  // reads it). Ping-pong: warpgroup cw owns the block's tiles i with i % 2 == cw, all 64 rows of each, and passes
-  // over the other warpgroup's k-tiles in the ring without waiting for them.
+  // The consumers: warpgroup cw owns rows 64 cw.. of the tile (acc laid out as wg::store_block reads it).
   const int cw = int(threadIdx.x) / 128 - 1;
-  const uint32_t a_off = PP ? 0u : uint32_t(cw) * 8192u;  // this warpgroup's A rows (K-major) / column block (MN)
   const int lane = threadIdx.x % 32;
   const bool pair = a.vec_c != 0, accum = a.accumulate != 0;
   TC* Cp = static_cast<TC*>(a.C);
@@ -255,27 +232,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   float acc[kBN / 2];
   int slot = 0;
   uint32_t phase = 0;
-  // Ping-pong turns (named barriers 3 and 4, 256 threads: one warpgroup arrives, the other waits): a warpgroup
-  // starts the products of its tile once the other has issued all of the previous tile's, so the products
-  // alternate and one warpgroup's write-back overlaps the other's products. The turns also keep the ring's parity
-  // waits unambiguous: a warpgroup's first wait on a slot comes after every earlier phase of it completed (the other
-  // warpgroup waited for them), and the next phase needs this warpgroup's own release.
-  auto turn_wait = [&] { asm volatile("bar.sync %0, 256;\n" ::"r"(3 + cw) : "memory"); };
-  auto turn_pass = [&] { asm volatile("bar.arrive %0, 256;\n" ::"r"(4 - cw) : "memory"); };
-  for (int64_t i = 0, t = tile_of(0); t < ntiles; t = tile_of(++i)) {
+  for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
     const Job j = job(t);
-    if (PP && int(i & 1) != cw) {  // the other warpgroup's tile: pass over its j.nk slots
-      slot += j.nk;
-      phase ^= uint32_t(slot / kStages) & 1u;
-      slot %= kStages;
-      continue;
-    }
-    const bool pass = PP && tile_of(i + 1) < ntiles;  // the other warpgroup has a next tile: hand it the turn
-    if (PP && i > 0) turn_wait();
-    if (j.nk == 0) {  // reduce mode, an expert without rows: d_weight += 0
-      if (pass) turn_pass();
-      continue;
-    }
+    if (j.nk == 0) continue;  // reduce mode, an expert without rows: d_weight += 0
 #pragma unroll
     for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
     wgmma::pin(acc);
@@ -289,7 +248,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         // rows of this warpgroup's A column block (it reads no other), so they add nothing whatever B holds there.
         const int valid = int(min(j.k1 - (j.k0 + int64_t(kt) * kBK), int64_t(kBK)));
         if (valid < kBK) {
-          unsigned char* blk = ring + slot * kStageBytes + a_off;
+          unsigned char* blk = ring + slot * kStageBytes + cw * 8192;
           for (int c = valid * 8 + int(threadIdx.x) % 128; c < kBK * 8; c += 128)  // 16-byte chunks, 8 a row
             reinterpret_cast<uint4*>(blk)[c] = make_uint4(0, 0, 0, 0);
           wgmma::fence_proxy_async();  // the generic-proxy stores, before the async proxy's reads
@@ -299,11 +258,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma::fence();
 #pragma unroll
       for (int k16 = 0; k16 < kBK / 16; ++k16) {
-        // A: this warpgroup's 64 rows. K-major: rows 64 cw.. of [128][64] (ping-pong: all of [64][64]); MN-major:
-        // column block cw of [64][128] (ping-pong: the one block). B: the whole tile, K-major [256][64] or
-        // MN-major [64][256] (four 64-column blocks 8 KB apart).
-        const uint64_t da = AKMAJOR ? wgmma::desc_sw128(as + a_off + k16 * 32, 16, 1024)
-                                    : wgmma::desc_sw128(as + a_off + k16 * 2048, kBK * 128, 1024);
+        // A: this warpgroup's 64 rows. K-major: rows 64 cw.. of [128][64]; MN-major: column block cw of [64][128].
+        // B: the whole tile, K-major [256][64] or MN-major [64][256] (four 64-column blocks 8 KB apart).
+        const uint64_t da = AKMAJOR ? wgmma::desc_sw128(as + cw * 8192 + k16 * 32, 16, 1024)
+                                    : wgmma::desc_sw128(as + cw * 8192 + k16 * 2048, kBK * 128, 1024);
         const uint64_t db = BKMAJOR ? wgmma::desc_sw128(bs + k16 * 32, 16, 1024)
                                     : wgmma::desc_sw128(bs + k16 * 2048, kBK * 128, 1024);
         wgmma::mma_m64n256k16<AKMAJOR ? 0 : 1, BKMAJOR ? 0 : 1>(acc, da, db);
@@ -317,12 +275,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         phase ^= 1;
       }
     }
-    if (pass) turn_pass();
     wgmma::wait<0>();
     wgmma::pin(acc);
     release(prev);  // the producer refills during the write-back
-    wg::store_block<kBN, TC>(REDUCE ? Cp + j.e * a.c_estride : Cp, a.ldc, acc, j.m0 + (PP ? 0 : cw * 64), j.m_end,
-                             j.n0, a.Nd, pair, accum);
+    wg::store_block<kBN, TC>(REDUCE ? Cp + j.e * a.c_estride : Cp, a.ldc, acc, j.m0 + cw * 64, j.m_end, j.n0, a.Nd,
+                             pair, accum);
   }
 #endif
 }
