@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/attn_common.cuh"
@@ -65,8 +66,17 @@ constexpr bool kWgmma = false;
 // the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
 // sm_90a), 3 = wgmma 128 x 256, 4 = wgmma 128 x 128, 5 = wgmma on TMA loads with a producer warpgroup (tma::; the
 // default with sm_90a; what TMA cannot describe as 3). Set only by the benchmark
-// (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run.
-int g_big_variant = kWgmma ? 5 : 2;
+// (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run, and at start-up
+// by DS_GROUPED_GEMM_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the
+// build lacks are ignored).
+int g_big_variant = [] {
+  const int def = kWgmma ? 5 : 2;
+  const char* e = std::getenv("DS_GROUPED_GEMM_VARIANT");
+  if (e == nullptr || *e == '\0') return def;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  return *end == '\0' && v >= 0 && v <= (kWgmma ? 5 : 2) ? int(v) : def;
+}();
 
 // The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
 // kDecodeRowsPerExpert * E, the host-side bound on the average rows per expert; pipe::Skinny up to 16 rows per
