@@ -8,11 +8,13 @@
 //    sums and all accumulators are f32.
 //  * everything else (f32 for exact parity, any head dims, unaligned views): a SIMT kernel with the same tiling
 //    in f32 shared memory and f32 arithmetic.
-// Backward (FlashAttention-2 style): probabilities are recomputed from lse, D = rowsum(dO * O) is recomputed per
-// tile (no scratch), and two kernels split the work so that no atomics are needed and the result is
-// deterministic: one owns a key tile and loops over query tiles (dK, dV), the other owns a query tile and loops
-// over key tiles (dQ). Each kernel overwrites its outputs. Nothing here allocates or synchronises, so the ops
-// are CUDA-graph capturable.
+// Backward (FlashAttention-2 style): probabilities are recomputed from lse, and two kernels split the work so that
+// no atomics are needed and the result is deterministic: one owns a key tile and loops over query tiles (dK, dV),
+// the other owns a query tile and loops over key tiles (dQ). Each kernel overwrites its outputs. On the
+// tensor-core path a preprocess kernel first writes D = rowsum(dO * O) once into an f32 [B, H, T] TempBuffer
+// (stream-ordered, from the device pool: no driver allocation once warm, and capturable), which both kernels read
+// instead of loading O; the SIMT path recomputes D per tile. Nothing here synchronises, so the ops are
+// CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -44,6 +46,7 @@ template <class E> struct AttnArgs {
   E* dv;
   const float* lse_in;  // backward
   float* lse_out;       // forward (may be null)
+  float* delta;         // backward, tensor-core path: D = rowsum(dO * O) [B, H, T] f32 (attn_bwd_delta writes it)
   int T, H, Dqk, Dv;
   float scale;       // softmax scale
   float scale_log2;  // scale * log2(e)
@@ -77,7 +80,7 @@ template <int DQK, int DV> struct Mma {
   // backward dK/dV: 64 keys per block, 32 queries per step
   static constexpr int KV_BK = 64, KV_BQ = 32;
   static constexpr size_t kv_smem =
-      size_t(KV_BK * PQ + KV_BK * PV + 2 * KV_BQ * PQ + 4 * KV_BQ * PV) * 2 + 4 * KV_BQ * sizeof(float);
+      size_t(KV_BK * PQ + KV_BK * PV + 2 * KV_BQ * PQ + 2 * KV_BQ * PV) * 2 + 4 * KV_BQ * sizeof(float);
   // backward dQ: 64 queries per block, 32 keys per step
   static constexpr int Q_BQ = 64, Q_BK = 32;
   static constexpr size_t q_smem =
@@ -398,6 +401,35 @@ __global__ void __launch_bounds__(kMmaThreads, 3) attn_fwd_mma_wide(AttnArgs<bf1
 // bench model's 96/64 (shared memory allows 4 there), else no cap.
 template <int DQK, int DV> constexpr int bwd_min_blocks() { return DQK == 96 && DV == 64 ? 4 : 1; }
 
+// D[b, h, t] = rowsum(dO * O) in f32, once per backward (FlashAttention-2's preprocess) rather than per tile in
+// both kernels: one thread per (b, t, h) row of 16-byte loads. The summation order is the one the dK/dV kernel
+// used when it recomputed D (4 partial sums over bf16 pairs 8 elements apart, combined as quad_sum combines them),
+// so dK and dV keep their bits; dQ's D (a warp-wide sum before) changes in the last f32 bits.
+constexpr int kDeltaThreads = 256;
+
+template <int DV> __global__ void __launch_bounds__(kDeltaThreads) attn_bwd_delta(AttnArgs<bf16_t> a, int64_t rows) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  const int64_t r = int64_t(blockIdx.x) * kDeltaThreads + threadIdx.x;  // (b * T + t) * H + h
+  if (r >= rows) return;
+  const uint4* x4 = reinterpret_cast<const uint4*>(a.dout + r * DV);
+  const uint4* y4 = reinterpret_cast<const uint4*>(a.o + r * DV);
+  float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int c = 0; c < DV / 8; ++c) {
+    const uint4 xv = x4[c], yv = y4[c];
+    const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
+    const __nv_bfloat162* yp = reinterpret_cast<const __nv_bfloat162*>(&yv);
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const float2 x = __bfloat1622float2(xp[p]), y = __bfloat1622float2(yp[p]);
+      part[p] += x.x * y.x + x.y * y.y;
+    }
+  }
+  const int64_t bt = r / a.H, b = bt / a.T;
+  const int h = int(r - bt * a.H), t = int(bt - b * a.T);
+  a.delta[(b * a.H + h) * a.T + t] = (part[0] + part[1]) + (part[2] + part[3]);
+}
+
 // dK, dV for one tile of 64 keys: loops over the query tiles at or after it (causal).
 template <int DQK, int DV>
 __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
@@ -409,9 +441,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
   bf16_t* Vs = Ks + BK * PQ;                          // [BK][PV]
   bf16_t* Qs = Vs + BK * PV;                          // [2][BQ][PQ]
   bf16_t* dOs = Qs + 2 * BQ * PQ;                     // [2][BQ][PV]
-  bf16_t* Os = dOs + 2 * BQ * PV;                     // [2][BQ][PV]
-  float* lse_s = reinterpret_cast<float*>(Os + 2 * BQ * PV);  // [2][BQ], log2 units
-  float* D_s = lse_s + 2 * BQ;                                // [2][BQ]
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * BQ * PV);  // [2][BQ], log2 units
+  float* D_s = lse_s + 2 * BQ;                                 // [2][BQ]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int T = a.T, H = a.H;
@@ -419,16 +450,17 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
   const int b = blockIdx.y / H, h = blockIdx.y % H;
   const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
   const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
-  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *ob = a.o + voff, *dob = a.dout + voff;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
   const float* lseb = a.lse_in + (int64_t(b) * H + h) * T;
+  const float* Db = a.delta + (int64_t(b) * H + h) * T;
   const int qt0 = k0 / BQ, n_q = (T + BQ - 1) / BQ - qt0;
 
   auto load_q = [&](int i, int buf) {
     const int q0 = (qt0 + i) * BQ;
     load_tile_async_lean<BQ, DQK, PQ, kMmaThreads>(Qs + buf * BQ * PQ, qb + int64_t(q0) * sq, sq, T - q0, tid);
     load_tile_async_lean<BQ, DV, PV, kMmaThreads>(dOs + buf * BQ * PV, dob + int64_t(q0) * sv, sv, T - q0, tid);
-    load_tile_async_lean<BQ, DV, PV, kMmaThreads>(Os + buf * BQ * PV, ob + int64_t(q0) * sv, sv, T - q0, tid);
     if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
+    else if (tid < 2 * BQ) D_s[buf * BQ + tid - BQ] = q0 + tid - BQ < T ? Db[q0 + tid - BQ] : 0.f;
   };
   load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb + int64_t(k0) * sq, sq, T - k0, tid);
   load_tile_async<BK, DV, PV, kMmaThreads>(Vs, vb + int64_t(k0) * sv, sv, T - k0, tid);
@@ -452,19 +484,6 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
     const bf16_t* dOt = dOs + buf * BQ * PV;
     const float* lse_t = lse_s + buf * BQ;
     const float* D_t = D_s + buf * BQ;
-    {  // D = rowsum(dO * O) for the BQ rows: 4 lanes per row
-      const int r = tid >> 2, part = tid & 3;
-      const bf16_t* Ot = Os + buf * BQ * PV;
-      float acc = 0.f;
-      for (int d = part * 2; d < DV; d += 8) {
-        const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dOt + r * PV + d));
-        const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(Ot + r * PV + d));
-        acc += x.x * y.x + x.y * y.y;
-      }
-      acc = quad_sum(acc);
-      if (part == 0) D_s[buf * BQ + r] = acc;
-    }
-    __syncthreads();
     const int q0 = (qt0 + i) * BQ;
     const int wkey0 = k0 + warp * 16;  // this warp's keys: wkey0 .. wkey0 + 15
     // Skip when every key of this warp comes after every query of the tile (P = 0) or lies past T (not written).
@@ -593,7 +612,7 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
   const int b = blockIdx.y / H, h = blockIdx.y % H;
   const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
   const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
-  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *ob = a.o + voff, *dob = a.dout + voff;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
   const int n_kv = min((T + BK - 1) / BK, (q0 + BQ - 1) / BK + 1);
 
   load_tile_async<BQ, DQK, PQ, kMmaThreads>(Qs, qb + int64_t(q0) * sq, sq, T - q0, tid);
@@ -601,7 +620,11 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
   load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb, sq, T, tid);
   load_tile_async<BK, DV, PV, kMmaThreads>(Vs, vb, sv, T, tid);
   cp_async_commit();
-  if (tid < BQ) lse_s[tid] = q0 + tid < T ? a.lse_in[(int64_t(b) * H + h) * T + q0 + tid] * kLog2e : 0.f;
+  if (tid < BQ) {
+    const int64_t row = (int64_t(b) * H + h) * T + q0 + tid;
+    lse_s[tid] = q0 + tid < T ? a.lse_in[row] * kLog2e : 0.f;
+    D_s[tid] = q0 + tid < T ? a.delta[row] : 0.f;
+  }
 
   float dq[DQK / 8][4];
 #pragma unroll
@@ -621,22 +644,7 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (j == 0) {  // D for this warp's 16 rows (dO from shared, O from global), then the per-lane row stats
-      for (int r = 0; r < 16; ++r) {
-        const int lr = warp * 16 + r, row = q0 + lr;
-        float acc = 0.f;
-        if (row < T) {
-          for (int d = lane * 2; d < DV; d += 64) {
-            const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dOs + lr * PV + d));
-            const float2 y =
-                __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(ob + int64_t(row) * sv + d));
-            acc += x.x * y.x + x.y * y.y;
-          }
-        }
-        acc = warp_sum(acc);
-        if (lane == 0) D_s[lr] = acc;
-      }
-      __syncwarp();
+    if (j == 0) {  // the per-lane row stats (written before the barrier above)
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         lse_r[i] = lse_s[warp * 16 + g + 8 * i];
@@ -1039,8 +1047,12 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
   launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
 }
 
-template <int DQK, int DV> void launch_bwd_mma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaStream_t st) {
   using C = Mma<DQK, DV>;
+  const int64_t rows = int64_t(B) * a.T * a.H;
+  TempBuffer delta(size_t(rows) * sizeof(float), st);  // stream-ordered, from the pool kept by cuda_device.cu
+  a.delta = delta.as<float>();
+  launch(attn_bwd_delta<DV>, unsigned((rows + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0, st, a, rows);
   if (a.dk || a.dv) {
     allow_smem(attn_bwd_dkdv_mma<DQK, DV>, C::kv_smem);
     const dim3 grid((a.T + C::KV_BK - 1) / C::KV_BK, B * a.H);
