@@ -13,8 +13,10 @@
 // the other owns a query tile and loops over key tiles (dQ). Each kernel overwrites its outputs. On the
 // tensor-core path a preprocess kernel first writes D = rowsum(dO * O) once into an f32 [B, H, T] TempBuffer
 // (stream-ordered, from the device pool: no driver allocation once warm, and capturable), which both kernels read
-// instead of loading O; the SIMT path recomputes D per tile. Nothing here synchronises, so the ops are
-// CUDA-graph capturable.
+// instead of loading O; the SIMT path recomputes D per tile. The tensor-core backward kernels take their step
+// size, register cap and fragment residency as a template parameter (BwdTile); at the bench model's 96/64 a few
+// alternatives to the default are compiled and chosen only through bench hooks, to be timed and tested against
+// it. Nothing here synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -77,14 +79,16 @@ template <int DQK, int DV> struct Mma {
   // forward
   static constexpr int F_BQ = 64, F_BK = 64;
   static constexpr size_t f_smem = size_t(F_BQ * PQ + 2 * F_BK * PQ + 2 * F_BK * PV) * 2;
-  // backward dK/dV: 64 keys per block, 32 queries per step
-  static constexpr int KV_BK = 64, KV_BQ = 32;
-  static constexpr size_t kv_smem =
-      size_t(KV_BK * PQ + KV_BK * PV + 2 * KV_BQ * PQ + 2 * KV_BQ * PV) * 2 + 4 * KV_BQ * sizeof(float);
-  // backward dQ: 64 queries per block, 32 keys per step
-  static constexpr int Q_BQ = 64, Q_BK = 32;
-  static constexpr size_t q_smem =
-      size_t(Q_BQ * PQ + Q_BQ * PV + 2 * Q_BK * PQ + 2 * Q_BK * PV) * 2 + 2 * Q_BQ * sizeof(float);
+  // backward dK/dV: 64 keys per block, bq queries per step (BwdTile)
+  static constexpr int KV_BK = 64;
+  static constexpr size_t kv_smem(int bq) {
+    return size_t(KV_BK * PQ + KV_BK * PV + 2 * bq * PQ + 2 * bq * PV) * 2 + 4 * bq * sizeof(float);
+  }
+  // backward dQ: 64 queries per block, bk keys per step (BwdTile)
+  static constexpr int Q_BQ = 64;
+  static constexpr size_t q_smem(int bk) {
+    return size_t(Q_BQ * PQ + Q_BQ * PV + 2 * bk * PQ + 2 * bk * PV) * 2 + 2 * Q_BQ * sizeof(float);
+  }
 };
 
 template <int DQK, int DV>
@@ -397,9 +401,17 @@ __global__ void __launch_bounds__(kMmaThreads, 3) attn_fwd_mma_wide(AttnArgs<bf1
     }
 }
 
-// Blocks per SM the backward kernels are compiled for (register cap 65536 / (128 * n)): 4 (128 registers) for the
-// bench model's 96/64 (shared memory allows 4 there), else no cap.
-template <int DQK, int DV> constexpr int bwd_min_blocks() { return DQK == 96 && DV == 64 ? 4 : 1; }
+// The tunables of one backward kernel: STEP = the rows of the other operand per loop step (dK/dV: queries, 32 or
+// 64; dQ: keys, 32 or 64), MINB = the blocks per SM it is compiled for (register cap 65536 / (128 MINB); 1: no
+// cap), REG = this warp's A fragments of the operands it owns (dK/dV: K and V; dQ: Q and dO) held in registers for
+// the whole loop instead of re-read from shared memory each step (+40 registers at 96/64). The default is
+// BwdTile<32, 4, false> for the bench model's 96/64 (shared memory allows 4 blocks there), BwdTile<32, 1, false>
+// for the other shapes; the alternatives exist at 96/64 only, for the bench hooks (attention_bench_*_variant).
+template <int STEP_, int MINB_, bool REG_> struct BwdTile {
+  static constexpr int STEP = STEP_, MINB = MINB_;
+  static constexpr bool REG = REG_;
+};
+template <int DQK, int DV> using BwdDefault = BwdTile<32, DQK == 96 && DV == 64 ? 4 : 1, false>;
 
 // D[b, h, t] = rowsum(dO * O) in f32, once per backward (FlashAttention-2's preprocess) rather than per tile in
 // both kernels: one thread per (b, t, h) row of 16-byte loads. The summation order is the one the dK/dV kernel
@@ -431,11 +443,12 @@ template <int DV> __global__ void __launch_bounds__(kDeltaThreads) attn_bwd_delt
 }
 
 // dK, dV for one tile of 64 keys: loops over the query tiles at or after it (causal).
-template <int DQK, int DV>
-__global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
+template <int DQK, int DV, class TL>
+__global__ void __launch_bounds__(kMmaThreads, TL::MINB) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = Mma<DQK, DV>;
-  constexpr int BK = C::KV_BK, BQ = C::KV_BQ, PQ = C::PQ, PV = C::PV;
+  constexpr int BK = C::KV_BK, BQ = TL::STEP, PQ = C::PQ, PV = C::PV;
+  static_assert(BQ % 16 == 0 && 2 * BQ <= kMmaThreads && BK % BQ == 0, "query step: 16..64, divides 64");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_t* Ks = reinterpret_cast<bf16_t*>(smem_raw);  // [BK][PQ]
   bf16_t* Vs = Ks + BK * PQ;                          // [BK][PV]
@@ -473,6 +486,7 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
   for (int i = 0; i < DV / 8; ++i) dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
   const int key0 = k0 + warp * 16 + g;  // this lane's keys: key0, key0 + 8
+  uint32_t kf[TL::REG ? DQK / 16 : 1][4], vf[TL::REG ? DV / 16 : 1][4];  // TL::REG: K_w, V_w A fragments
 
   for (int i = 0; i < n_q; ++i) {
     const int buf = i & 1;
@@ -480,6 +494,14 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
+    if constexpr (TL::REG) {
+      if (i == 0) {  // K and V arrived with the first query tile; every warp loads, also one skipping this step
+#pragma unroll
+        for (int kk = 0; kk < DQK / 16; ++kk) ldsm_x4(kf[kk], lds_a(Ks, PQ, warp * 16, kk * 16, lane));
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; ++kk) ldsm_x4(vf[kk], lds_a(Vs, PV, warp * 16, kk * 16, lane));
+      }
+    }
     const bf16_t* Qt = Qs + buf * BQ * PQ;
     const bf16_t* dOt = dOs + buf * BQ * PV;
     const float* lse_t = lse_s + buf * BQ;
@@ -495,7 +517,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
       for (int kk = 0; kk < DQK / 16; ++kk) {
         uint32_t af[4];
-        ldsm_x4(af, lds_a(Ks, PQ, warp * 16, kk * 16, lane));
+        if constexpr (TL::REG) af[0] = kf[kk][0], af[1] = kf[kk][1], af[2] = kf[kk][2], af[3] = kf[kk][3];
+        else ldsm_x4(af, lds_a(Ks, PQ, warp * 16, kk * 16, lane));
 #pragma unroll
         for (int np = 0; np < BQ / 16; ++np) {
           uint32_t bf[4];
@@ -541,7 +564,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
       for (int kk = 0; kk < DV / 16; ++kk) {
         uint32_t af[4];
-        ldsm_x4(af, lds_a(Vs, PV, warp * 16, kk * 16, lane));
+        if constexpr (TL::REG) af[0] = vf[kk][0], af[1] = vf[kk][1], af[2] = vf[kk][2], af[3] = vf[kk][3];
+        else ldsm_x4(af, lds_a(Vs, PV, warp * 16, kk * 16, lane));
 #pragma unroll
         for (int np = 0; np < BQ / 16; ++np) {
           uint32_t bf[4];
@@ -593,11 +617,12 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 }
 
 // dQ for one tile of 64 queries: loops over the key tiles at or before it.
-template <int DQK, int DV>
-__global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dq_mma(AttnArgs<bf16_t> a) {
+template <int DQK, int DV, class TL>
+__global__ void __launch_bounds__(kMmaThreads, TL::MINB) attn_bwd_dq_mma(AttnArgs<bf16_t> a) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = Mma<DQK, DV>;
-  constexpr int BQ = C::Q_BQ, BK = C::Q_BK, PQ = C::PQ, PV = C::PV;
+  constexpr int BQ = C::Q_BQ, BK = TL::STEP, PQ = C::PQ, PV = C::PV;
+  static_assert(BK % 16 == 0 && BQ % BK == 0, "key step: 16..64, divides 64");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_t* Qs = reinterpret_cast<bf16_t*>(smem_raw);  // [BQ][PQ]
   bf16_t* dOs = Qs + BQ * PQ;                         // [BQ][PV]
@@ -631,6 +656,7 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
   for (int i = 0; i < DQK / 8; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
   const int row0 = q0 + warp * 16 + g;
   float lse_r[2], D_r[2];
+  uint32_t qf[TL::REG ? DQK / 16 : 1][4], df[TL::REG ? DV / 16 : 1][4];  // TL::REG: Q_w, dO_w A fragments
 
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
@@ -650,6 +676,12 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
         lse_r[i] = lse_s[warp * 16 + g + 8 * i];
         D_r[i] = D_s[warp * 16 + g + 8 * i];
       }
+      if constexpr (TL::REG) {  // Q and dO arrived with the first key tile
+#pragma unroll
+        for (int kk = 0; kk < DQK / 16; ++kk) ldsm_x4(qf[kk], lds_a(Qs, PQ, warp * 16, kk * 16, lane));
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; ++kk) ldsm_x4(df[kk], lds_a(dOs, PV, warp * 16, kk * 16, lane));
+      }
     }
     const int k0 = j * BK, wrow0 = q0 + warp * 16;  // this warp's rows: wrow0 .. wrow0 + 15
     // Skip when every key of the tile comes after every row of this warp (P = 0) or the rows lie past T.
@@ -666,7 +698,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
       for (int kk = 0; kk < DQK / 16; ++kk) {
         uint32_t af[4];
-        ldsm_x4(af, lds_a(Qs, PQ, warp * 16, kk * 16, lane));
+        if constexpr (TL::REG) af[0] = qf[kk][0], af[1] = qf[kk][1], af[2] = qf[kk][2], af[3] = qf[kk][3];
+        else ldsm_x4(af, lds_a(Qs, PQ, warp * 16, kk * 16, lane));
 #pragma unroll
         for (int np = 0; np < BK / 16; ++np) {
           uint32_t bf[4];
@@ -678,7 +711,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
       for (int kk = 0; kk < DV / 16; ++kk) {
         uint32_t af[4];
-        ldsm_x4(af, lds_a(dOs, PV, warp * 16, kk * 16, lane));
+        if constexpr (TL::REG) af[0] = df[kk][0], af[1] = df[kk][1], af[2] = df[kk][2], af[3] = df[kk][3];
+        else ldsm_x4(af, lds_a(dOs, PV, warp * 16, kk * 16, lane));
 #pragma unroll
         for (int np = 0; np < BK / 16; ++np) {
           uint32_t bf[4];
@@ -1012,6 +1046,15 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dkdv
 // 64-row kernel: two m-tiles of a 128-wide output accumulator would not fit the register file without spills.
 #define DS_ATTN_WIDE_FWD_SHAPES(X) X(96, 64) X(48, 32)
 
+// Backward alternatives at 96/64, X(index, step, min blocks, registers) as BwdTile's parameters; index 0 is
+// BwdDefault. Selected only by the bench hooks (attention_bench_dkdv_variant, attention_bench_dq_variant), to time
+// them against the default in one run and to test them against it.
+#define DS_ATTN_DKDV_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 2, false) X(4, 64, 2, true) \
+  X(5, 64, 3, false)
+#define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
+constexpr int kDkdvVariants = 6, kDqVariants = 5;  // including the default
+int g_dkdv_variant = 0, g_dq_variant = 0;
+
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
   a.T = int(q.dim(1));
@@ -1047,21 +1090,50 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
   launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
 }
 
+template <int DQK, int DV, class TL> void launch_dkdv(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = Mma<DQK, DV>::kv_smem(TL::STEP);
+  allow_smem(attn_bwd_dkdv_mma<DQK, DV, TL>, smem);
+  const dim3 grid((a.T + Mma<DQK, DV>::KV_BK - 1) / Mma<DQK, DV>::KV_BK, B * a.H);
+  launch(attn_bwd_dkdv_mma<DQK, DV, TL>, grid, kMmaThreads, smem, st, a);
+}
+
+template <int DQK, int DV, class TL> void launch_dq(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = Mma<DQK, DV>::q_smem(TL::STEP);
+  allow_smem(attn_bwd_dq_mma<DQK, DV, TL>, smem);
+  const dim3 grid((a.T + Mma<DQK, DV>::Q_BQ - 1) / Mma<DQK, DV>::Q_BQ, B * a.H);
+  launch(attn_bwd_dq_mma<DQK, DV, TL>, grid, kMmaThreads, smem, st, a);
+}
+
 template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaStream_t st) {
-  using C = Mma<DQK, DV>;
   const int64_t rows = int64_t(B) * a.T * a.H;
   TempBuffer delta(size_t(rows) * sizeof(float), st);  // stream-ordered, from the pool kept by cuda_device.cu
   a.delta = delta.as<float>();
   launch(attn_bwd_delta<DV>, unsigned((rows + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0, st, a, rows);
   if (a.dk || a.dv) {
-    allow_smem(attn_bwd_dkdv_mma<DQK, DV>, C::kv_smem);
-    const dim3 grid((a.T + C::KV_BK - 1) / C::KV_BK, B * a.H);
-    launch(attn_bwd_dkdv_mma<DQK, DV>, grid, kMmaThreads, C::kv_smem, st, a);
+    if constexpr (DQK == 96 && DV == 64) {
+      switch (g_dkdv_variant) {
+#define DS_X(i, step, minb, reg) \
+  case i: launch_dkdv<DQK, DV, BwdTile<step, minb, reg>>(a, B, st); break;
+        DS_ATTN_DKDV_VARIANTS(DS_X)
+#undef DS_X
+        default: launch_dkdv<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
+      }
+    } else {
+      launch_dkdv<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
+    }
   }
   if (a.dq) {
-    allow_smem(attn_bwd_dq_mma<DQK, DV>, C::q_smem);
-    const dim3 grid((a.T + C::Q_BQ - 1) / C::Q_BQ, B * a.H);
-    launch(attn_bwd_dq_mma<DQK, DV>, grid, kMmaThreads, C::q_smem, st, a);
+    if constexpr (DQK == 96 && DV == 64) {
+      switch (g_dq_variant) {
+#define DS_X(i, step, minb, reg) \
+  case i: launch_dq<DQK, DV, BwdTile<step, minb, reg>>(a, B, st); break;
+        DS_ATTN_DQ_VARIANTS(DS_X)
+#undef DS_X
+        default: launch_dq<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
+      }
+    } else {
+      launch_dq<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
+    }
   }
 }
 
@@ -1175,6 +1247,20 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
     launch_bwd_simt(a, B, st);
   }
   check_launch("attention_backward");
+}
+
+// Bench hooks (declared by their callers, not in cuda_ops.h): set the bf16 96/64 backward's dK/dV or dQ kernel
+// variant (DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS; 0 = the default) when 0 <= variant < their count, and return
+// the previous one (-1 only asks). Not thread-safe: for a single-threaded benchmark or test.
+int attention_bench_dkdv_variant(int variant) {
+  const int prev = g_dkdv_variant;
+  if (variant >= 0 && variant < kDkdvVariants) g_dkdv_variant = variant;
+  return prev;
+}
+int attention_bench_dq_variant(int variant) {
+  const int prev = g_dq_variant;
+  if (variant >= 0 && variant < kDqVariants) g_dq_variant = variant;
+  return prev;
 }
 
 }  // namespace ds::cuda
