@@ -16,7 +16,8 @@
 // instead of loading O; the SIMT path recomputes D per tile. The tensor-core backward kernels take their step
 // size, register cap and fragment residency as a template parameter (BwdTile); at the bench model's 96/64 a few
 // alternatives to the default are compiled and chosen only through bench hooks, to be timed and tested against
-// it. Nothing here synchronises, so the ops are CUDA-graph capturable.
+// it; among them (sm_90a builds) a dK/dV kernel on warpgroup MMA (attn_bwd_dkdv_wgmma). Nothing here
+// synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -26,6 +27,7 @@
 
 #include "kernels/attn_common.cuh"
 #include "kernels/cuda_ops.h"
+#include "kernels/wgmma.cuh"
 
 namespace ds::cuda {
 
@@ -768,6 +770,198 @@ __global__ void __launch_bounds__(kMmaThreads, TL::MINB) attn_bwd_dq_mma(AttnArg
   }
 }
 
+// ---- backward dK/dV on Hopper's warpgroup MMA (sm_90a; a bench-hook variant, not the default) ---------------
+// The job of attn_bwd_dkdv_mma (64 keys a block, a loop over query steps of BQ), with each product one m64nNk16
+// wgmma per k16 step of the block's one warpgroup: S^T = K Q^T and dP^T = V dO^T read both operands from shared
+// memory (no ldmatrix); dV += P^T dO and dK += dS^T Q take P^T and dS^T as register A fragments (S^T's accumulator
+// layout is the A fragment layout, as with mma.sync) and read dO and Q transposed (MN-major). Tiles sit in
+// wgmma.cuh's 128-byte swizzled layout, Dqk 96 as two 64-wide column blocks (the pad zero-filled, never read). A
+// step: S^T and dP^T go out as two groups; P^T is computed once S^T lands (dP^T in flight) and dV's products issued,
+// then dS^T once dP^T lands and dK's products; all retire before the step's closing barrier, after which the other
+// buffer is refilled. wgmma is warpgroup-wide, so no warp skips a step (masked pairs add exact zeros).
+namespace wgbwd {
+
+template <int DQK, int DV, int BQ> struct Cfg {
+  static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
+  static constexpr int k_bytes = 64 * KB * 128, v_bytes = 64 * VB * 128;
+  static constexpr int q_bytes = BQ * KB * 128, do_bytes = BQ * VB * 128;  // one buffer
+  // + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the address)
+  static constexpr size_t smem = size_t(k_bytes + v_bytes + 2 * q_bytes + 2 * do_bytes) + 4 * BQ * sizeof(float) + 1024;
+};
+
+template <int N> __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db) {
+  static_assert(N == 32 || N == 64, "query step 32 or 64");
+  if constexpr (N == 32) wgmma::mma_m64n32k16<0, 0>(d, da, db);
+  else wgmma::mma_m64n64k16<0, 0>(d, da, db);
+}
+template <int N> __device__ __forceinline__ void mma_rs_t(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db) {
+  static_assert(N == 64 || N == 96, "head dims 64 or 96");
+  if constexpr (N == 64) wgmma::mma_rs_m64n64k16<1>(d, a, db);
+  else wgmma::mma_rs_m64n96k16<1>(d, a, db);
+}
+// Keeps the compiler from moving register A fragments across the asynchronous products reading them.
+template <int N> __device__ __forceinline__ void pin_frags(uint32_t (&f)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(f[i][0]), "+r"(f[i][1]), "+r"(f[i][2]), "+r"(f[i][3])::"memory");
+}
+// The mma.sync-style A fragments of k16 step kk from an m64 accumulator (n8 tiles 2 kk, 2 kk + 1), rounded to bf16.
+template <int N> __device__ __forceinline__ void to_frags(uint32_t (&f)[N / 16][4], const float (&c)[N / 2]) {
+#pragma unroll
+  for (int kk = 0; kk < N / 16; ++kk) {
+    f[kk][0] = pack_bf16(c[8 * kk], c[8 * kk + 1]);
+    f[kk][1] = pack_bf16(c[8 * kk + 2], c[8 * kk + 3]);
+    f[kk][2] = pack_bf16(c[8 * kk + 4], c[8 * kk + 5]);
+    f[kk][3] = pack_bf16(c[8 * kk + 6], c[8 * kk + 7]);
+  }
+}
+
+}  // namespace wgbwd
+
+template <int DQK, int DV, int BQ, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using C = wgbwd::Cfg<DQK, DV, BQ>;
+  constexpr int BK = 64;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* Ks = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* Vs = Ks + C::k_bytes;
+  unsigned char* Qs = Vs + C::v_bytes;       // [2] buffers
+  unsigned char* dOs = Qs + 2 * C::q_bytes;  // [2] buffers
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * C::do_bytes);  // [2][BQ], log2 units
+  float* D_s = lse_s + 2 * BQ;                                      // [2][BQ]
+  const uint32_t ks = smem_addr(Ks), vs = smem_addr(Vs), qs = smem_addr(Qs), dos = smem_addr(dOs);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int k0 = blockIdx.x * BK;
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
+  const float* lseb = a.lse_in + (int64_t(b) * H + h) * T;
+  const float* Db = a.delta + (int64_t(b) * H + h) * T;
+  const int qt0 = k0 / BQ, n_q = (T + BQ - 1) / BQ - qt0;
+
+  auto load_q = [&](int i, int buf) {
+    const int q0 = (qt0 + i) * BQ;
+    wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs + buf * C::q_bytes, qb, sq, q0, T, 0, DQK);
+    wgmma::load_tile_sw128<BQ, C::VB * 64, kMmaThreads>(dOs + buf * C::do_bytes, dob, sv, q0, T, 0, DV);
+    if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
+    else if (tid < 2 * BQ) D_s[buf * BQ + tid - BQ] = q0 + tid - BQ < T ? Db[q0 + tid - BQ] : 0.f;
+  };
+  wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks, kb, sq, k0, T, 0, DQK);
+  wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs, vb, sv, k0, T, 0, DV);
+  load_q(0, 0);
+  cp_async_commit();
+
+  float dk[DQK / 2], dv[DV / 2];
+#pragma unroll
+  for (int i = 0; i < DQK / 2; ++i) dk[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < DV / 2; ++i) dv[i] = 0.f;
+  const int key0 = k0 + warp * 16 + g;  // this lane's keys: key0, key0 + 8
+
+  for (int i = 0; i < n_q; ++i) {
+    const int buf = i & 1;
+    if (i + 1 < n_q) load_q(i + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    const int q0 = (qt0 + i) * BQ;
+    const uint32_t qt = qs + buf * C::q_bytes, dot = dos + buf * C::do_bytes;
+    const float* lse_t = lse_s + buf * BQ;
+    const float* D_t = D_s + buf * BQ;
+
+    // S^T = K Q^T and dP^T = V dO^T [64 keys][BQ queries], K-major operands: k16 step kk is column block kk / 4,
+    // + 32 bytes per step inside it; 8-row groups 1024 bytes apart.
+    float st[BQ / 2], dp[BQ / 2];
+#pragma unroll
+    for (int x = 0; x < BQ / 2; ++x) st[x] = dp[x] = 0.f;
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgbwd::mma_ss<BQ>(st, wgmma::desc_sw128(ks + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(qt + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk)
+      wgbwd::mma_ss<BQ>(dp, wgmma::desc_sw128(vs + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(dot + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // S^T has landed
+    wgmma::pin(st);
+
+    // P^T = exp(scale S^T - lse[q]), 0 where masked (the diagonal, or queries past T); st[4 nt + e] is key
+    // key0 + 8 (e >> 1), query q0 + 8 nt + 2 t4 + (e & 1).
+    if (k0 + warp * 16 + 15 > q0 || q0 + BQ > T) {
+#pragma unroll
+      for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int ql = nt * 8 + 2 * t4 + (e & 1), key = key0 + (e >> 1) * 8, qg = q0 + ql;
+          st[4 * nt + e] = (key > qg || qg >= T) ? 0.f : ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse_t[ql]));
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          st[4 * nt + e] = ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse_t[nt * 8 + 2 * t4 + (e & 1)]));
+    }
+    // dV += P^T dO: dO as the MN-major B ([queries = k][Dv = n]): k16 step = 16 rows = 2048 bytes.
+    uint32_t pf[BQ / 16][4];
+    wgbwd::to_frags<BQ>(pf, st);
+    wgbwd::pin_frags(pf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BQ / 16; ++kq)
+      wgbwd::mma_rs_t<DV>(dv, pf[kq], wgmma::desc_sw128(dot + kq * 2048, BQ * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // dP^T has landed (dV's products may still run)
+    wgmma::pin(dp);
+
+    // dS^T = P^T (dP^T - D[q]);  dK += dS^T Q (Q as the MN-major B, Dqk = n across its column blocks)
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[4 * nt + e] *= dp[4 * nt + e] - D_t[nt * 8 + 2 * t4 + (e & 1)];
+    uint32_t sf[BQ / 16][4];
+    wgbwd::to_frags<BQ>(sf, st);
+    wgbwd::pin_frags(sf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BQ / 16; ++kq)
+      wgbwd::mma_rs_t<DQK>(dk, sf[kq], wgmma::desc_sw128(qt + kq * 2048, BQ * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgbwd::pin_frags(pf);
+    wgbwd::pin_frags(sf);
+    wgmma::pin(dv);
+    wgmma::pin(dk);
+    __syncthreads();  // every product of this step has retired: the buffers may be refilled
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int key = key0 + i * 8;
+    if (key >= T) continue;
+    if (a.dk) {
+      bf16_t* row = a.dk + qoff + int64_t(key) * sq;
+#pragma unroll
+      for (int nt = 0; nt < DQK / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) =
+            pack_bf16(dk[4 * nt + 2 * i] * a.scale, dk[4 * nt + 2 * i + 1] * a.scale);
+    }
+    if (a.dv) {
+      bf16_t* row = a.dv + voff + int64_t(key) * sv;
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) = pack_bf16(dv[4 * nt + 2 * i], dv[4 * nt + 2 * i + 1]);
+    }
+  }
+}
+
 // =======================================================================================================
 // SIMT path (f32, or bf16 with other head dims / alignment): 32 x 32 tiles in f32 shared memory.
 // =======================================================================================================
@@ -1052,7 +1246,14 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dkdv
 #define DS_ATTN_DKDV_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 2, false) X(4, 64, 2, true) \
   X(5, 64, 3, false)
 #define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
-constexpr int kDkdvVariants = 6, kDqVariants = 5;  // including the default
+// dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2), sm_90a builds
+// only (kernels/CMakeLists.txt defines DS_CUDA_WGMMA there).
+#ifdef DS_CUDA_WGMMA
+constexpr int kDkdvVariants = 8;
+#else
+constexpr int kDkdvVariants = 6;
+#endif
+constexpr int kDqVariants = 5;  // including the default
 int g_dkdv_variant = 0, g_dq_variant = 0;
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
@@ -1097,6 +1298,13 @@ template <int DQK, int DV, class TL> void launch_dkdv(const AttnArgs<bf16_t>& a,
   launch(attn_bwd_dkdv_mma<DQK, DV, TL>, grid, kMmaThreads, smem, st, a);
 }
 
+template <int BQ, int MINB> void launch_dkdv_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = wgbwd::Cfg<96, 64, BQ>::smem;
+  allow_smem(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB>, smem);
+  const dim3 grid((a.T + 63) / 64, B * a.H);
+  launch(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB>, grid, kMmaThreads, smem, st, a);
+}
+
 template <int DQK, int DV, class TL> void launch_dq(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
   constexpr size_t smem = Mma<DQK, DV>::q_smem(TL::STEP);
   allow_smem(attn_bwd_dq_mma<DQK, DV, TL>, smem);
@@ -1116,6 +1324,8 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
   case i: launch_dkdv<DQK, DV, BwdTile<step, minb, reg>>(a, B, st); break;
         DS_ATTN_DKDV_VARIANTS(DS_X)
 #undef DS_X
+        case 6: launch_dkdv_wgmma<32, 3>(a, B, st); break;
+        case 7: launch_dkdv_wgmma<64, 2>(a, B, st); break;
         default: launch_dkdv<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
       }
     } else {
