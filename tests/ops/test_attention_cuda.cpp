@@ -495,16 +495,13 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
               "bwd %8.3f ms %7.1f TFLOP/s (median of 9)\n",
               (long long)B, (long long)T, (long long)H, (long long)Dqk, (long long)Dv, fwd, f_fl / fwd * 1e-9, bwd,
               b_fl / bwd * 1e-9);
-  // Each backward kernel variant alone: dK, dV without dQ (D preprocess + the dK/dV kernel), dQ alone (D + dQ).
+  // Each backward variant: dK, dV without dQ (the D preprocess + the dK/dV kernel), dQ alone (D + the dQ kernel),
+  // and all three. Variant v forces dK/dV kernel v and dQ kernel v (0, the default, past the dQ list).
   for (int var = 0; var < std::max(kDkdvVariants, kDqVariants); ++var) {
     const BwdVariant force(var < kDkdvVariants ? var : 0, var < kDqVariants ? var : 0);
     if (!force.on()) continue;  // the wgmma variants outside sm_90a builds
-    const double kv = var < kDkdvVariants
-                          ? median_ms([&] { attention_backward(c, Tensor{}, dk, dv, dout, o, l, q, k, v, sc); })
-                          : 0.0;
-    const double dqt = var < kDqVariants
-                           ? median_ms([&] { attention_backward(c, dq, Tensor{}, Tensor{}, dout, o, l, q, k, v, sc); })
-                           : 0.0;
+    const double kv = median_ms([&] { attention_backward(c, Tensor{}, dk, dv, dout, o, l, q, k, v, sc); });
+    const double dqt = median_ms([&] { attention_backward(c, dq, Tensor{}, Tensor{}, dout, o, l, q, k, v, sc); });
     const double all = median_ms([&] { attention_backward(c, dq, dk, dv, dout, o, l, q, k, v, sc); });
     std::printf("bench attention train-shape bwd variant %d (dK/dV kernel %d, dQ kernel %d): dK+dV %8.3f ms  "
                 "dQ %8.3f ms  all %8.3f ms\n",
