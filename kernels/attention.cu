@@ -16,7 +16,7 @@
 // instead of loading O; the SIMT path recomputes D per tile. The tensor-core backward kernels take their step
 // size, register cap and fragment residency as a template parameter (BwdTile); at the bench model's 96/64 a few
 // alternatives to the default are compiled and chosen only through bench hooks, to be timed and tested against
-// it; among them (sm_90a builds) a dK/dV kernel on warpgroup MMA (attn_bwd_dkdv_wgmma). Nothing here
+// it; among them (sm_90a builds) both kernels on warpgroup MMA (attn_bwd_dkdv_wgmma, attn_bwd_dq_wgmma). Nothing here
 // synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -962,6 +962,147 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
   }
 }
 
+// ---- backward dQ on warpgroup MMA (sm_90a; a bench-hook variant, not the default) ---------------------------
+// The job of attn_bwd_dq_mma (64 queries a block, a loop over key steps of BK) in the manner of
+// attn_bwd_dkdv_wgmma: S = Q K^T and dP = dO V^T read both operands from shared memory, dQ += dS K takes dS as
+// register A fragments and reads K transposed (MN-major). P is computed once S lands (dP in flight).
+namespace wgbwd {
+
+template <int DQK, int DV, int BK> struct CfgQ {
+  static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
+  static constexpr int q_bytes = 64 * KB * 128, do_bytes = 64 * VB * 128;
+  static constexpr int k_bytes = BK * KB * 128, v_bytes = BK * VB * 128;  // one buffer
+  static constexpr size_t smem = size_t(q_bytes + do_bytes + 2 * k_bytes + 2 * v_bytes) + 2 * 64 * sizeof(float) + 1024;
+};
+
+}  // namespace wgbwd
+
+template <int DQK, int DV, int BK, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dq_wgmma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using C = wgbwd::CfgQ<DQK, DV, BK>;
+  constexpr int BQ = 64;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* Qs = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* dOs = Qs + C::q_bytes;
+  unsigned char* Ks = dOs + C::do_bytes;   // [2] buffers
+  unsigned char* Vs = Ks + 2 * C::k_bytes;  // [2] buffers
+  float* lse_s = reinterpret_cast<float*>(Vs + 2 * C::v_bytes);  // [BQ], log2 units
+  float* D_s = lse_s + BQ;                                        // [BQ]
+  const uint32_t qs = smem_addr(Qs), dos = smem_addr(dOs), ks = smem_addr(Ks), vs = smem_addr(Vs);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
+  const int n_kv = min((T + BK - 1) / BK, (q0 + BQ - 1) / BK + 1);
+
+  auto load_kv = [&](int j, int buf) {
+    wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks + buf * C::k_bytes, kb, sq, j * BK, T, 0, DQK);
+    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, vb, sv, j * BK, T, 0, DV);
+  };
+  wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs, qb, sq, q0, T, 0, DQK);
+  wgmma::load_tile_sw128<BQ, C::VB * 64, kMmaThreads>(dOs, dob, sv, q0, T, 0, DV);
+  load_kv(0, 0);
+  cp_async_commit();
+  if (tid < BQ) {
+    const int64_t row = (int64_t(b) * H + h) * T + q0 + tid;
+    lse_s[tid] = q0 + tid < T ? a.lse_in[row] * kLog2e : 0.f;
+    D_s[tid] = q0 + tid < T ? a.delta[row] : 0.f;
+  }
+
+  float dq[DQK / 2];
+#pragma unroll
+  for (int i = 0; i < DQK / 2; ++i) dq[i] = 0.f;
+  const int row0 = q0 + warp * 16 + g;  // this lane's rows: row0, row0 + 8
+  float lse_r[2], D_r[2];
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_kv) load_kv(j + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    if (j == 0) {  // the per-lane row stats (written before the barrier above)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        lse_r[i] = lse_s[warp * 16 + g + 8 * i];
+        D_r[i] = D_s[warp * 16 + g + 8 * i];
+      }
+    }
+    const int k0 = j * BK;
+    const uint32_t kt = ks + buf * C::k_bytes, vt = vs + buf * C::v_bytes;
+
+    // S = Q K^T and dP = dO V^T [64 queries][BK keys], K-major operands (see attn_bwd_dkdv_wgmma)
+    float s[BK / 2], dp[BK / 2];
+#pragma unroll
+    for (int x = 0; x < BK / 2; ++x) s[x] = dp[x] = 0.f;
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgbwd::mma_ss<BK>(s, wgmma::desc_sw128(qs + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(kt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk)
+      wgbwd::mma_ss<BK>(dp, wgmma::desc_sw128(dos + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(vt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // S has landed
+    wgmma::pin(s);
+
+    // P = exp(scale S - lse[row]), 0 where masked; s[4 nt + e] is row row0 + 8 (e >> 1), key k0 + 8 nt + 2 t4 + (e & 1)
+    if (k0 + BK - 1 > q0 + warp * 16 || k0 + BK > T) {
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = k0 + nt * 8 + 2 * t4 + (e & 1), i = e >> 1, row = row0 + 8 * i;
+          s[4 * nt + e] = (col > row || col >= T) ? 0.f : ex2_ftz(fmaf(s[4 * nt + e], a.scale_log2, -lse_r[i]));
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[4 * nt + e] = ex2_ftz(fmaf(s[4 * nt + e], a.scale_log2, -lse_r[e >> 1]));
+    }
+    wgmma::wait<0>();  // dP has landed
+    wgmma::pin(dp);
+    // dS = P (dP - D[row]);  dQ += dS K (K as the MN-major B, Dqk = n across its column blocks)
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[4 * nt + e] *= dp[4 * nt + e] - D_r[e >> 1];
+    uint32_t sf[BK / 16][4];
+    wgbwd::to_frags<BK>(sf, s);
+    wgbwd::pin_frags(sf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BK / 16; ++kq)
+      wgbwd::mma_rs_t<DQK>(dq, sf[kq], wgmma::desc_sw128(kt + kq * 2048, BK * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgbwd::pin_frags(sf);
+    wgmma::pin(dq);
+    __syncthreads();  // every product of this step has retired: the buffers may be refilled
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = row0 + i * 8;
+    if (row >= T) continue;
+    bf16_t* drow = a.dq + qoff + int64_t(row) * sq;
+#pragma unroll
+    for (int nt = 0; nt < DQK / 8; ++nt)
+      *reinterpret_cast<uint32_t*>(drow + nt * 8 + 2 * t4) =
+          pack_bf16(dq[4 * nt + 2 * i] * a.scale, dq[4 * nt + 2 * i + 1] * a.scale);
+  }
+}
+
 // =======================================================================================================
 // SIMT path (f32, or bf16 with other head dims / alignment): 32 x 32 tiles in f32 shared memory.
 // =======================================================================================================
@@ -1246,14 +1387,14 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dkdv
 #define DS_ATTN_DKDV_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 2, false) X(4, 64, 2, true) \
   X(5, 64, 3, false)
 #define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
-// dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2), sm_90a builds
-// only (kernels/CMakeLists.txt defines DS_CUDA_WGMMA there).
+// dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2); dQ variants 5 and
+// 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2). sm_90a builds only (kernels/CMakeLists.txt defines
+// DS_CUDA_WGMMA there). The counts include the default.
 #ifdef DS_CUDA_WGMMA
-constexpr int kDkdvVariants = 8;
+constexpr int kDkdvVariants = 8, kDqVariants = 7;
 #else
-constexpr int kDkdvVariants = 6;
+constexpr int kDkdvVariants = 6, kDqVariants = 5;
 #endif
-constexpr int kDqVariants = 5;  // including the default
 int g_dkdv_variant = 0, g_dq_variant = 0;
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
@@ -1305,6 +1446,13 @@ template <int BQ, int MINB> void launch_dkdv_wgmma(const AttnArgs<bf16_t>& a, in
   launch(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB>, grid, kMmaThreads, smem, st, a);
 }
 
+template <int BK, int MINB> void launch_dq_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = wgbwd::CfgQ<96, 64, BK>::smem;
+  allow_smem(attn_bwd_dq_wgmma<96, 64, BK, MINB>, smem);
+  const dim3 grid((a.T + 63) / 64, B * a.H);
+  launch(attn_bwd_dq_wgmma<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
+}
+
 template <int DQK, int DV, class TL> void launch_dq(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
   constexpr size_t smem = Mma<DQK, DV>::q_smem(TL::STEP);
   allow_smem(attn_bwd_dq_mma<DQK, DV, TL>, smem);
@@ -1339,6 +1487,8 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
   case i: launch_dq<DQK, DV, BwdTile<step, minb, reg>>(a, B, st); break;
         DS_ATTN_DQ_VARIANTS(DS_X)
 #undef DS_X
+        case 5: launch_dq_wgmma<32, 3>(a, B, st); break;
+        case 6: launch_dq_wgmma<64, 2>(a, B, st); break;
         default: launch_dq<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
       }
     } else {

@@ -25,9 +25,9 @@ int attention_bench_dq_variant(int variant);    // (DS_ATTN_DKDV_VARIANTS, DS_AT
 
 namespace {
 
-// kernels/attention.cu's kDkdvVariants (in sm_90a builds), kDqVariants; dK/dV variants from kDkdvWgmma on are the
-// wgmma kernel (refused by the hook in other builds).
-constexpr int kDkdvVariants = 8, kDqVariants = 5, kDkdvWgmma = 6;
+// kernels/attention.cu's kDkdvVariants, kDqVariants in sm_90a builds; the variants from kDkdvWgmma / kDqWgmma on are
+// the wgmma kernels (refused by the hooks in other builds).
+constexpr int kDkdvVariants = 8, kDqVariants = 7, kDkdvWgmma = 6, kDqWgmma = 5;
 
 // Forces the 96/64 backward's dK/dV and dQ kernel variants for its lifetime.
 struct BwdVariant {
@@ -147,8 +147,8 @@ void attention_case(const AttnCase& s, DType dt, uint64_t seed, bool grads_split
 // The 96/64 backward's alternative kernels (query / key step, register cap, fragments in registers) against the
 // CPU reference and against the default kernels. Every mma.sync variant runs the same products in the same order on
 // the same values (a wider step only adds exact zeros for masked pairs), so each gradient must equal the default's
-// bit for bit; the wgmma dK/dV kernel's f32 sums may differ in the last bits (other hardware products), so its
-// dK and dV must match the default's to within a bf16 rounding or so. Variant v forces dK/dV variant v and dQ
+// bit for bit; the wgmma kernels' f32 sums may differ in the last bits (other hardware products), so their
+// gradients must match the default's to within a bf16 rounding or so. Variant v forces dK/dV variant v and dQ
 // variant v (0, the default, once that list is exhausted).
 void attention_variants_case(const AttnCase& s, uint64_t seed) {
   const DType dt = DType::bf16;
@@ -170,8 +170,8 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
   }
   for (int var = 1; var < std::max(kDkdvVariants, kDqVariants); ++var) {
     const BwdVariant force(var < kDkdvVariants ? var : 0, var < kDqVariants ? var : 0);
-    if (!force.on() && force.kv >= kDkdvWgmma) {
-      WARN("dK/dV variant " << force.kv << " (wgmma) needs an sm_90a build: skipped");
+    if (!force.on() && (force.kv >= kDkdvWgmma || force.q >= kDqWgmma)) {
+      WARN("variant " << var << " (a wgmma kernel) needs an sm_90a build: skipped");
       continue;
     }
     REQUIRE(force.on());
@@ -184,7 +184,7 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
                                   {" dv", &dv, &dv2}}) {
       expect_guards(vt + what, *got);
       expect_close_values(vt + what, got->values(), ref->ref.values(), kAttnBf16Bwd, kWhyBf16Bwd);
-      if (force.kv < kDkdvWgmma || std::string(what) == " dq")
+      if (std::string(what) == " dq" ? force.q < kDqWgmma : force.kv < kDkdvWgmma)
         expect_same_bits(vt + what + " = default", ref->dev, *got);
       else
         expect_close_values(vt + what + " ~ default", got->values(), ref->dev.values(), 1e-2,
