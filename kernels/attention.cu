@@ -8,11 +8,16 @@
 //    sums and all accumulators are f32.
 //  * everything else (f32 for exact parity, any head dims, unaligned views): a SIMT kernel with the same tiling
 //    in f32 shared memory and f32 arithmetic.
-// Backward (FlashAttention-2 style): probabilities are recomputed from lse, D = rowsum(dO * O) is recomputed per
-// tile (no scratch), and two kernels split the work so that no atomics are needed and the result is
-// deterministic: one owns a key tile and loops over query tiles (dK, dV), the other owns a query tile and loops
-// over key tiles (dQ). Each kernel overwrites its outputs. Nothing here allocates or synchronises, so the ops
-// are CUDA-graph capturable.
+// Backward (FlashAttention-2 style): probabilities are recomputed from lse, and two kernels split the work so that
+// no atomics are needed and the result is deterministic: one owns a key tile and loops over query tiles (dK, dV),
+// the other owns a query tile and loops over key tiles (dQ). Each kernel overwrites its outputs. On the
+// tensor-core path a preprocess kernel first writes D = rowsum(dO * O) once into an f32 [B, H, T] TempBuffer
+// (stream-ordered, from the device pool: no driver allocation once warm, and capturable), which both kernels read
+// instead of loading O; the SIMT path recomputes D per tile. The tensor-core backward kernels take their step
+// size, register cap and fragment residency as a template parameter (BwdTile); at the bench model's 96/64 a few
+// alternatives to the default are compiled and chosen only through bench hooks, to be timed and tested against
+// it; among them (sm_90a builds) both kernels on warpgroup MMA (attn_bwd_dkdv_wgmma, attn_bwd_dq_wgmma). Nothing here
+// synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -22,6 +27,7 @@
 
 #include "kernels/attn_common.cuh"
 #include "kernels/cuda_ops.h"
+#include "kernels/wgmma.cuh"
 
 namespace ds::cuda {
 
@@ -44,6 +50,7 @@ template <class E> struct AttnArgs {
   E* dv;
   const float* lse_in;  // backward
   float* lse_out;       // forward (may be null)
+  float* delta;         // backward, tensor-core path: D = rowsum(dO * O) [B, H, T] f32 (attn_bwd_delta writes it)
   int T, H, Dqk, Dv;
   float scale;       // softmax scale
   float scale_log2;  // scale * log2(e)
@@ -74,14 +81,16 @@ template <int DQK, int DV> struct Mma {
   // forward
   static constexpr int F_BQ = 64, F_BK = 64;
   static constexpr size_t f_smem = size_t(F_BQ * PQ + 2 * F_BK * PQ + 2 * F_BK * PV) * 2;
-  // backward dK/dV: 64 keys per block, 32 queries per step
-  static constexpr int KV_BK = 64, KV_BQ = 32;
-  static constexpr size_t kv_smem =
-      size_t(KV_BK * PQ + KV_BK * PV + 2 * KV_BQ * PQ + 4 * KV_BQ * PV) * 2 + 4 * KV_BQ * sizeof(float);
-  // backward dQ: 64 queries per block, 32 keys per step
-  static constexpr int Q_BQ = 64, Q_BK = 32;
-  static constexpr size_t q_smem =
-      size_t(Q_BQ * PQ + Q_BQ * PV + 2 * Q_BK * PQ + 2 * Q_BK * PV) * 2 + 2 * Q_BQ * sizeof(float);
+  // backward dK/dV: 64 keys per block, bq queries per step (BwdTile)
+  static constexpr int KV_BK = 64;
+  static constexpr size_t kv_smem(int bq) {
+    return size_t(KV_BK * PQ + KV_BK * PV + 2 * bq * PQ + 2 * bq * PV) * 2 + 4 * bq * sizeof(float);
+  }
+  // backward dQ: 64 queries per block, bk keys per step (BwdTile)
+  static constexpr int Q_BQ = 64;
+  static constexpr size_t q_smem(int bk) {
+    return size_t(Q_BQ * PQ + Q_BQ * PV + 2 * bk * PQ + 2 * bk * PV) * 2 + 2 * Q_BQ * sizeof(float);
+  }
 };
 
 template <int DQK, int DV>
@@ -394,24 +403,61 @@ __global__ void __launch_bounds__(kMmaThreads, 3) attn_fwd_mma_wide(AttnArgs<bf1
     }
 }
 
-// Blocks per SM the backward kernels are compiled for (register cap 65536 / (128 * n)): 4 (128 registers) for the
-// bench model's 96/64 (shared memory allows 4 there), else no cap.
-template <int DQK, int DV> constexpr int bwd_min_blocks() { return DQK == 96 && DV == 64 ? 4 : 1; }
+// The tunables of one backward kernel: STEP = the rows of the other operand per loop step (dK/dV: queries, 32 or
+// 64; dQ: keys, 32 or 64), MINB = the blocks per SM it is compiled for (register cap 65536 / (128 MINB); 1: no
+// cap), REG = this warp's A fragments of the operands it owns (dK/dV: K and V; dQ: Q and dO) held in registers for
+// the whole loop instead of re-read from shared memory each step (+40 registers at 96/64). The default is
+// BwdTile<32, 4, false> for the bench model's 96/64 (shared memory allows 4 blocks there), BwdTile<32, 1, false>
+// for the other shapes; the alternatives exist at 96/64 only, for the bench hooks (attention_bench_*_variant).
+template <int STEP_, int MINB_, bool REG_> struct BwdTile {
+  static constexpr int STEP = STEP_, MINB = MINB_;
+  static constexpr bool REG = REG_;
+};
+template <int DQK, int DV> using BwdDefault = BwdTile<32, DQK == 96 && DV == 64 ? 4 : 1, false>;
+
+// D[b, h, t] = rowsum(dO * O) in f32, once per backward (FlashAttention-2's preprocess) rather than per tile in
+// both kernels: one thread per (b, t, h) row of 16-byte loads. The summation order is the one the dK/dV kernel
+// used when it recomputed D (4 partial sums over bf16 pairs 8 elements apart, combined as quad_sum combines them),
+// so dK and dV keep their bits; dQ's D (a warp-wide sum before) changes in the last f32 bits.
+constexpr int kDeltaThreads = 256;
+
+template <int DV> __global__ void __launch_bounds__(kDeltaThreads) attn_bwd_delta(AttnArgs<bf16_t> a, int64_t rows) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  const int64_t r = int64_t(blockIdx.x) * kDeltaThreads + threadIdx.x;  // (b * T + t) * H + h
+  if (r >= rows) return;
+  const uint4* x4 = reinterpret_cast<const uint4*>(a.dout + r * DV);
+  const uint4* y4 = reinterpret_cast<const uint4*>(a.o + r * DV);
+  float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int c = 0; c < DV / 8; ++c) {
+    const uint4 xv = x4[c], yv = y4[c];
+    const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
+    const __nv_bfloat162* yp = reinterpret_cast<const __nv_bfloat162*>(&yv);
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const float2 x = __bfloat1622float2(xp[p]), y = __bfloat1622float2(yp[p]);
+      part[p] += x.x * y.x + x.y * y.y;
+    }
+  }
+  const int64_t bt = r / a.H, b = bt / a.T;
+  const int h = int(r - bt * a.H), t = int(bt - b * a.T);
+  a.delta[(b * a.H + h) * a.T + t] = (part[0] + part[1]) + (part[2] + part[3]);
+}
 
 // dK, dV for one tile of 64 keys: loops over the query tiles at or after it (causal).
-template <int DQK, int DV>
-__global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
+template <int DQK, int DV, class TL>
+__global__ void __launch_bounds__(kMmaThreads, TL::MINB) attn_bwd_dkdv_mma(AttnArgs<bf16_t> a) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = Mma<DQK, DV>;
-  constexpr int BK = C::KV_BK, BQ = C::KV_BQ, PQ = C::PQ, PV = C::PV;
+  constexpr int BK = C::KV_BK, BQ = TL::STEP, PQ = C::PQ, PV = C::PV;
+  static_assert(BQ % 16 == 0 && 2 * BQ <= kMmaThreads && BK % BQ == 0, "query step: 16..64, divides 64");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_t* Ks = reinterpret_cast<bf16_t*>(smem_raw);  // [BK][PQ]
   bf16_t* Vs = Ks + BK * PQ;                          // [BK][PV]
   bf16_t* Qs = Vs + BK * PV;                          // [2][BQ][PQ]
   bf16_t* dOs = Qs + 2 * BQ * PQ;                     // [2][BQ][PV]
-  bf16_t* Os = dOs + 2 * BQ * PV;                     // [2][BQ][PV]
-  float* lse_s = reinterpret_cast<float*>(Os + 2 * BQ * PV);  // [2][BQ], log2 units
-  float* D_s = lse_s + 2 * BQ;                                // [2][BQ]
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * BQ * PV);  // [2][BQ], log2 units
+  float* D_s = lse_s + 2 * BQ;                                 // [2][BQ]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int T = a.T, H = a.H;
@@ -419,16 +465,17 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
   const int b = blockIdx.y / H, h = blockIdx.y % H;
   const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
   const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
-  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *ob = a.o + voff, *dob = a.dout + voff;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
   const float* lseb = a.lse_in + (int64_t(b) * H + h) * T;
+  const float* Db = a.delta + (int64_t(b) * H + h) * T;
   const int qt0 = k0 / BQ, n_q = (T + BQ - 1) / BQ - qt0;
 
   auto load_q = [&](int i, int buf) {
     const int q0 = (qt0 + i) * BQ;
     load_tile_async_lean<BQ, DQK, PQ, kMmaThreads>(Qs + buf * BQ * PQ, qb + int64_t(q0) * sq, sq, T - q0, tid);
     load_tile_async_lean<BQ, DV, PV, kMmaThreads>(dOs + buf * BQ * PV, dob + int64_t(q0) * sv, sv, T - q0, tid);
-    load_tile_async_lean<BQ, DV, PV, kMmaThreads>(Os + buf * BQ * PV, ob + int64_t(q0) * sv, sv, T - q0, tid);
     if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
+    else if (tid < 2 * BQ) D_s[buf * BQ + tid - BQ] = q0 + tid - BQ < T ? Db[q0 + tid - BQ] : 0.f;
   };
   load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb + int64_t(k0) * sq, sq, T - k0, tid);
   load_tile_async<BK, DV, PV, kMmaThreads>(Vs, vb + int64_t(k0) * sv, sv, T - k0, tid);
@@ -441,6 +488,7 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
   for (int i = 0; i < DV / 8; ++i) dv[i][0] = dv[i][1] = dv[i][2] = dv[i][3] = 0.f;
   const int key0 = k0 + warp * 16 + g;  // this lane's keys: key0, key0 + 8
+  uint32_t kf[TL::REG ? DQK / 16 : 1][4], vf[TL::REG ? DV / 16 : 1][4];  // TL::REG: K_w, V_w A fragments
 
   for (int i = 0; i < n_q; ++i) {
     const int buf = i & 1;
@@ -448,23 +496,18 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
+    if constexpr (TL::REG) {
+      if (i == 0) {  // K and V arrived with the first query tile; every warp loads, also one skipping this step
+#pragma unroll
+        for (int kk = 0; kk < DQK / 16; ++kk) ldsm_x4(kf[kk], lds_a(Ks, PQ, warp * 16, kk * 16, lane));
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; ++kk) ldsm_x4(vf[kk], lds_a(Vs, PV, warp * 16, kk * 16, lane));
+      }
+    }
     const bf16_t* Qt = Qs + buf * BQ * PQ;
     const bf16_t* dOt = dOs + buf * BQ * PV;
     const float* lse_t = lse_s + buf * BQ;
     const float* D_t = D_s + buf * BQ;
-    {  // D = rowsum(dO * O) for the BQ rows: 4 lanes per row
-      const int r = tid >> 2, part = tid & 3;
-      const bf16_t* Ot = Os + buf * BQ * PV;
-      float acc = 0.f;
-      for (int d = part * 2; d < DV; d += 8) {
-        const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dOt + r * PV + d));
-        const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(Ot + r * PV + d));
-        acc += x.x * y.x + x.y * y.y;
-      }
-      acc = quad_sum(acc);
-      if (part == 0) D_s[buf * BQ + r] = acc;
-    }
-    __syncthreads();
     const int q0 = (qt0 + i) * BQ;
     const int wkey0 = k0 + warp * 16;  // this warp's keys: wkey0 .. wkey0 + 15
     // Skip when every key of this warp comes after every query of the tile (P = 0) or lies past T (not written).
@@ -476,7 +519,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
       for (int kk = 0; kk < DQK / 16; ++kk) {
         uint32_t af[4];
-        ldsm_x4(af, lds_a(Ks, PQ, warp * 16, kk * 16, lane));
+        if constexpr (TL::REG) af[0] = kf[kk][0], af[1] = kf[kk][1], af[2] = kf[kk][2], af[3] = kf[kk][3];
+        else ldsm_x4(af, lds_a(Ks, PQ, warp * 16, kk * 16, lane));
 #pragma unroll
         for (int np = 0; np < BQ / 16; ++np) {
           uint32_t bf[4];
@@ -522,7 +566,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
       for (int kk = 0; kk < DV / 16; ++kk) {
         uint32_t af[4];
-        ldsm_x4(af, lds_a(Vs, PV, warp * 16, kk * 16, lane));
+        if constexpr (TL::REG) af[0] = vf[kk][0], af[1] = vf[kk][1], af[2] = vf[kk][2], af[3] = vf[kk][3];
+        else ldsm_x4(af, lds_a(Vs, PV, warp * 16, kk * 16, lane));
 #pragma unroll
         for (int np = 0; np < BQ / 16; ++np) {
           uint32_t bf[4];
@@ -574,11 +619,12 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 }
 
 // dQ for one tile of 64 queries: loops over the key tiles at or before it.
-template <int DQK, int DV>
-__global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_bwd_dq_mma(AttnArgs<bf16_t> a) {
+template <int DQK, int DV, class TL>
+__global__ void __launch_bounds__(kMmaThreads, TL::MINB) attn_bwd_dq_mma(AttnArgs<bf16_t> a) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = Mma<DQK, DV>;
-  constexpr int BQ = C::Q_BQ, BK = C::Q_BK, PQ = C::PQ, PV = C::PV;
+  constexpr int BQ = C::Q_BQ, BK = TL::STEP, PQ = C::PQ, PV = C::PV;
+  static_assert(BK % 16 == 0 && BQ % BK == 0, "key step: 16..64, divides 64");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16_t* Qs = reinterpret_cast<bf16_t*>(smem_raw);  // [BQ][PQ]
   bf16_t* dOs = Qs + BQ * PQ;                         // [BQ][PV]
@@ -593,7 +639,7 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
   const int b = blockIdx.y / H, h = blockIdx.y % H;
   const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
   const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
-  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *ob = a.o + voff, *dob = a.dout + voff;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
   const int n_kv = min((T + BK - 1) / BK, (q0 + BQ - 1) / BK + 1);
 
   load_tile_async<BQ, DQK, PQ, kMmaThreads>(Qs, qb + int64_t(q0) * sq, sq, T - q0, tid);
@@ -601,13 +647,18 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
   load_tile_async<BK, DQK, PQ, kMmaThreads>(Ks, kb, sq, T, tid);
   load_tile_async<BK, DV, PV, kMmaThreads>(Vs, vb, sv, T, tid);
   cp_async_commit();
-  if (tid < BQ) lse_s[tid] = q0 + tid < T ? a.lse_in[(int64_t(b) * H + h) * T + q0 + tid] * kLog2e : 0.f;
+  if (tid < BQ) {
+    const int64_t row = (int64_t(b) * H + h) * T + q0 + tid;
+    lse_s[tid] = q0 + tid < T ? a.lse_in[row] * kLog2e : 0.f;
+    D_s[tid] = q0 + tid < T ? a.delta[row] : 0.f;
+  }
 
   float dq[DQK / 8][4];
 #pragma unroll
   for (int i = 0; i < DQK / 8; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
   const int row0 = q0 + warp * 16 + g;
   float lse_r[2], D_r[2];
+  uint32_t qf[TL::REG ? DQK / 16 : 1][4], df[TL::REG ? DV / 16 : 1][4];  // TL::REG: Q_w, dO_w A fragments
 
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
@@ -621,26 +672,17 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (j == 0) {  // D for this warp's 16 rows (dO from shared, O from global), then the per-lane row stats
-      for (int r = 0; r < 16; ++r) {
-        const int lr = warp * 16 + r, row = q0 + lr;
-        float acc = 0.f;
-        if (row < T) {
-          for (int d = lane * 2; d < DV; d += 64) {
-            const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dOs + lr * PV + d));
-            const float2 y =
-                __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(ob + int64_t(row) * sv + d));
-            acc += x.x * y.x + x.y * y.y;
-          }
-        }
-        acc = warp_sum(acc);
-        if (lane == 0) D_s[lr] = acc;
-      }
-      __syncwarp();
+    if (j == 0) {  // the per-lane row stats (written before the barrier above)
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         lse_r[i] = lse_s[warp * 16 + g + 8 * i];
         D_r[i] = D_s[warp * 16 + g + 8 * i];
+      }
+      if constexpr (TL::REG) {  // Q and dO arrived with the first key tile
+#pragma unroll
+        for (int kk = 0; kk < DQK / 16; ++kk) ldsm_x4(qf[kk], lds_a(Qs, PQ, warp * 16, kk * 16, lane));
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; ++kk) ldsm_x4(df[kk], lds_a(dOs, PV, warp * 16, kk * 16, lane));
       }
     }
     const int k0 = j * BK, wrow0 = q0 + warp * 16;  // this warp's rows: wrow0 .. wrow0 + 15
@@ -658,7 +700,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
       for (int kk = 0; kk < DQK / 16; ++kk) {
         uint32_t af[4];
-        ldsm_x4(af, lds_a(Qs, PQ, warp * 16, kk * 16, lane));
+        if constexpr (TL::REG) af[0] = qf[kk][0], af[1] = qf[kk][1], af[2] = qf[kk][2], af[3] = qf[kk][3];
+        else ldsm_x4(af, lds_a(Qs, PQ, warp * 16, kk * 16, lane));
 #pragma unroll
         for (int np = 0; np < BK / 16; ++np) {
           uint32_t bf[4];
@@ -670,7 +713,8 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
 #pragma unroll
       for (int kk = 0; kk < DV / 16; ++kk) {
         uint32_t af[4];
-        ldsm_x4(af, lds_a(dOs, PV, warp * 16, kk * 16, lane));
+        if constexpr (TL::REG) af[0] = df[kk][0], af[1] = df[kk][1], af[2] = df[kk][2], af[3] = df[kk][3];
+        else ldsm_x4(af, lds_a(dOs, PV, warp * 16, kk * 16, lane));
 #pragma unroll
         for (int np = 0; np < BK / 16; ++np) {
           uint32_t bf[4];
@@ -723,6 +767,339 @@ __global__ void __launch_bounds__(kMmaThreads, bwd_min_blocks<DQK, DV>()) attn_b
     for (int nt = 0; nt < DQK / 8; ++nt)
       *reinterpret_cast<uint32_t*>(drow + nt * 8 + 2 * t4) =
           pack_bf16(dq[nt][2 * i] * a.scale, dq[nt][2 * i + 1] * a.scale);
+  }
+}
+
+// ---- backward dK/dV on Hopper's warpgroup MMA (sm_90a; a bench-hook variant, not the default) ---------------
+// The job of attn_bwd_dkdv_mma (64 keys a block, a loop over query steps of BQ), with each product one m64nNk16
+// wgmma per k16 step of the block's one warpgroup: S^T = K Q^T and dP^T = V dO^T read both operands from shared
+// memory (no ldmatrix); dV += P^T dO and dK += dS^T Q take P^T and dS^T as register A fragments (S^T's accumulator
+// layout is the A fragment layout, as with mma.sync) and read dO and Q transposed (MN-major). Tiles sit in
+// wgmma.cuh's 128-byte swizzled layout, Dqk 96 as two 64-wide column blocks (the pad zero-filled, never read). A
+// step: S^T and dP^T go out as two groups; P^T is computed once S^T lands (dP^T in flight) and dV's products issued,
+// then dS^T once dP^T lands and dK's products; all retire before the step's closing barrier, after which the other
+// buffer is refilled. wgmma is warpgroup-wide, so no warp skips a step (masked pairs add exact zeros).
+namespace wgbwd {
+
+template <int DQK, int DV, int BQ> struct Cfg {
+  static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
+  static constexpr int k_bytes = 64 * KB * 128, v_bytes = 64 * VB * 128;
+  static constexpr int q_bytes = BQ * KB * 128, do_bytes = BQ * VB * 128;  // one buffer
+  // + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the address)
+  static constexpr size_t smem = size_t(k_bytes + v_bytes + 2 * q_bytes + 2 * do_bytes) + 4 * BQ * sizeof(float) + 1024;
+};
+
+template <int N> __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db) {
+  static_assert(N == 32 || N == 64, "query step 32 or 64");
+  if constexpr (N == 32) wgmma::mma_m64n32k16<0, 0>(d, da, db);
+  else wgmma::mma_m64n64k16<0, 0>(d, da, db);
+}
+template <int N> __device__ __forceinline__ void mma_rs_t(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db) {
+  static_assert(N == 64 || N == 96, "head dims 64 or 96");
+  if constexpr (N == 64) wgmma::mma_rs_m64n64k16<1>(d, a, db);
+  else wgmma::mma_rs_m64n96k16<1>(d, a, db);
+}
+// Keeps the compiler from moving register A fragments across the asynchronous products reading them.
+template <int N> __device__ __forceinline__ void pin_frags(uint32_t (&f)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(f[i][0]), "+r"(f[i][1]), "+r"(f[i][2]), "+r"(f[i][3])::"memory");
+}
+// The mma.sync-style A fragments of k16 step kk from an m64 accumulator (n8 tiles 2 kk, 2 kk + 1), rounded to bf16.
+template <int N> __device__ __forceinline__ void to_frags(uint32_t (&f)[N / 16][4], const float (&c)[N / 2]) {
+#pragma unroll
+  for (int kk = 0; kk < N / 16; ++kk) {
+    f[kk][0] = pack_bf16(c[8 * kk], c[8 * kk + 1]);
+    f[kk][1] = pack_bf16(c[8 * kk + 2], c[8 * kk + 3]);
+    f[kk][2] = pack_bf16(c[8 * kk + 4], c[8 * kk + 5]);
+    f[kk][3] = pack_bf16(c[8 * kk + 6], c[8 * kk + 7]);
+  }
+}
+
+}  // namespace wgbwd
+
+template <int DQK, int DV, int BQ, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using C = wgbwd::Cfg<DQK, DV, BQ>;
+  constexpr int BK = 64;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* Ks = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* Vs = Ks + C::k_bytes;
+  unsigned char* Qs = Vs + C::v_bytes;       // [2] buffers
+  unsigned char* dOs = Qs + 2 * C::q_bytes;  // [2] buffers
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * C::do_bytes);  // [2][BQ], log2 units
+  float* D_s = lse_s + 2 * BQ;                                      // [2][BQ]
+  const uint32_t ks = smem_addr(Ks), vs = smem_addr(Vs), qs = smem_addr(Qs), dos = smem_addr(dOs);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int k0 = blockIdx.x * BK;
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
+  const float* lseb = a.lse_in + (int64_t(b) * H + h) * T;
+  const float* Db = a.delta + (int64_t(b) * H + h) * T;
+  const int qt0 = k0 / BQ, n_q = (T + BQ - 1) / BQ - qt0;
+
+  auto load_q = [&](int i, int buf) {
+    const int q0 = (qt0 + i) * BQ;
+    wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs + buf * C::q_bytes, qb, sq, q0, T, 0, DQK);
+    wgmma::load_tile_sw128<BQ, C::VB * 64, kMmaThreads>(dOs + buf * C::do_bytes, dob, sv, q0, T, 0, DV);
+    if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
+    else if (tid < 2 * BQ) D_s[buf * BQ + tid - BQ] = q0 + tid - BQ < T ? Db[q0 + tid - BQ] : 0.f;
+  };
+  wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks, kb, sq, k0, T, 0, DQK);
+  wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs, vb, sv, k0, T, 0, DV);
+  load_q(0, 0);
+  cp_async_commit();
+
+  float dk[DQK / 2], dv[DV / 2];
+#pragma unroll
+  for (int i = 0; i < DQK / 2; ++i) dk[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < DV / 2; ++i) dv[i] = 0.f;
+  const int key0 = k0 + warp * 16 + g;  // this lane's keys: key0, key0 + 8
+
+  for (int i = 0; i < n_q; ++i) {
+    const int buf = i & 1;
+    if (i + 1 < n_q) load_q(i + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    const int q0 = (qt0 + i) * BQ;
+    const uint32_t qt = qs + buf * C::q_bytes, dot = dos + buf * C::do_bytes;
+    const float* lse_t = lse_s + buf * BQ;
+    const float* D_t = D_s + buf * BQ;
+
+    // S^T = K Q^T and dP^T = V dO^T [64 keys][BQ queries], K-major operands: k16 step kk is column block kk / 4,
+    // + 32 bytes per step inside it; 8-row groups 1024 bytes apart.
+    float st[BQ / 2], dp[BQ / 2];
+#pragma unroll
+    for (int x = 0; x < BQ / 2; ++x) st[x] = dp[x] = 0.f;
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgbwd::mma_ss<BQ>(st, wgmma::desc_sw128(ks + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(qt + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk)
+      wgbwd::mma_ss<BQ>(dp, wgmma::desc_sw128(vs + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(dot + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // S^T has landed
+    wgmma::pin(st);
+
+    // P^T = exp(scale S^T - lse[q]), 0 where masked (the diagonal, or queries past T); st[4 nt + e] is key
+    // key0 + 8 (e >> 1), query q0 + 8 nt + 2 t4 + (e & 1).
+    if (k0 + warp * 16 + 15 > q0 || q0 + BQ > T) {
+#pragma unroll
+      for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int ql = nt * 8 + 2 * t4 + (e & 1), key = key0 + (e >> 1) * 8, qg = q0 + ql;
+          st[4 * nt + e] = (key > qg || qg >= T) ? 0.f : ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse_t[ql]));
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          st[4 * nt + e] = ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse_t[nt * 8 + 2 * t4 + (e & 1)]));
+    }
+    // dV += P^T dO: dO as the MN-major B ([queries = k][Dv = n]): k16 step = 16 rows = 2048 bytes.
+    uint32_t pf[BQ / 16][4];
+    wgbwd::to_frags<BQ>(pf, st);
+    wgbwd::pin_frags(pf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BQ / 16; ++kq)
+      wgbwd::mma_rs_t<DV>(dv, pf[kq], wgmma::desc_sw128(dot + kq * 2048, BQ * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // dP^T has landed (dV's products may still run)
+    wgmma::pin(dp);
+
+    // dS^T = P^T (dP^T - D[q]);  dK += dS^T Q (Q as the MN-major B, Dqk = n across its column blocks)
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[4 * nt + e] *= dp[4 * nt + e] - D_t[nt * 8 + 2 * t4 + (e & 1)];
+    uint32_t sf[BQ / 16][4];
+    wgbwd::to_frags<BQ>(sf, st);
+    wgbwd::pin_frags(sf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BQ / 16; ++kq)
+      wgbwd::mma_rs_t<DQK>(dk, sf[kq], wgmma::desc_sw128(qt + kq * 2048, BQ * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgbwd::pin_frags(pf);
+    wgbwd::pin_frags(sf);
+    wgmma::pin(dv);
+    wgmma::pin(dk);
+    __syncthreads();  // every product of this step has retired: the buffers may be refilled
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int key = key0 + i * 8;
+    if (key >= T) continue;
+    if (a.dk) {
+      bf16_t* row = a.dk + qoff + int64_t(key) * sq;
+#pragma unroll
+      for (int nt = 0; nt < DQK / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) =
+            pack_bf16(dk[4 * nt + 2 * i] * a.scale, dk[4 * nt + 2 * i + 1] * a.scale);
+    }
+    if (a.dv) {
+      bf16_t* row = a.dv + voff + int64_t(key) * sv;
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) = pack_bf16(dv[4 * nt + 2 * i], dv[4 * nt + 2 * i + 1]);
+    }
+  }
+}
+
+// ---- backward dQ on warpgroup MMA (sm_90a; a bench-hook variant, not the default) ---------------------------
+// The job of attn_bwd_dq_mma (64 queries a block, a loop over key steps of BK) in the manner of
+// attn_bwd_dkdv_wgmma: S = Q K^T and dP = dO V^T read both operands from shared memory, dQ += dS K takes dS as
+// register A fragments and reads K transposed (MN-major). P is computed once S lands (dP in flight).
+namespace wgbwd {
+
+template <int DQK, int DV, int BK> struct CfgQ {
+  static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
+  static constexpr int q_bytes = 64 * KB * 128, do_bytes = 64 * VB * 128;
+  static constexpr int k_bytes = BK * KB * 128, v_bytes = BK * VB * 128;  // one buffer
+  static constexpr size_t smem = size_t(q_bytes + do_bytes + 2 * k_bytes + 2 * v_bytes) + 2 * 64 * sizeof(float) + 1024;
+};
+
+}  // namespace wgbwd
+
+template <int DQK, int DV, int BK, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dq_wgmma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using C = wgbwd::CfgQ<DQK, DV, BK>;
+  constexpr int BQ = 64;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* Qs = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* dOs = Qs + C::q_bytes;
+  unsigned char* Ks = dOs + C::do_bytes;   // [2] buffers
+  unsigned char* Vs = Ks + 2 * C::k_bytes;  // [2] buffers
+  float* lse_s = reinterpret_cast<float*>(Vs + 2 * C::v_bytes);  // [BQ], log2 units
+  float* D_s = lse_s + BQ;                                        // [BQ]
+  const uint32_t qs = smem_addr(Qs), dos = smem_addr(dOs), ks = smem_addr(Ks), vs = smem_addr(Vs);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
+  const int n_kv = min((T + BK - 1) / BK, (q0 + BQ - 1) / BK + 1);
+
+  auto load_kv = [&](int j, int buf) {
+    wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks + buf * C::k_bytes, kb, sq, j * BK, T, 0, DQK);
+    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, vb, sv, j * BK, T, 0, DV);
+  };
+  wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs, qb, sq, q0, T, 0, DQK);
+  wgmma::load_tile_sw128<BQ, C::VB * 64, kMmaThreads>(dOs, dob, sv, q0, T, 0, DV);
+  load_kv(0, 0);
+  cp_async_commit();
+  if (tid < BQ) {
+    const int64_t row = (int64_t(b) * H + h) * T + q0 + tid;
+    lse_s[tid] = q0 + tid < T ? a.lse_in[row] * kLog2e : 0.f;
+    D_s[tid] = q0 + tid < T ? a.delta[row] : 0.f;
+  }
+
+  float dq[DQK / 2];
+#pragma unroll
+  for (int i = 0; i < DQK / 2; ++i) dq[i] = 0.f;
+  const int row0 = q0 + warp * 16 + g;  // this lane's rows: row0, row0 + 8
+  float lse_r[2], D_r[2];
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_kv) load_kv(j + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    if (j == 0) {  // the per-lane row stats (written before the barrier above)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        lse_r[i] = lse_s[warp * 16 + g + 8 * i];
+        D_r[i] = D_s[warp * 16 + g + 8 * i];
+      }
+    }
+    const int k0 = j * BK;
+    const uint32_t kt = ks + buf * C::k_bytes, vt = vs + buf * C::v_bytes;
+
+    // S = Q K^T and dP = dO V^T [64 queries][BK keys], K-major operands (see attn_bwd_dkdv_wgmma)
+    float s[BK / 2], dp[BK / 2];
+#pragma unroll
+    for (int x = 0; x < BK / 2; ++x) s[x] = dp[x] = 0.f;
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgbwd::mma_ss<BK>(s, wgmma::desc_sw128(qs + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(kt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk)
+      wgbwd::mma_ss<BK>(dp, wgmma::desc_sw128(dos + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(vt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // S has landed
+    wgmma::pin(s);
+
+    // P = exp(scale S - lse[row]), 0 where masked; s[4 nt + e] is row row0 + 8 (e >> 1), key k0 + 8 nt + 2 t4 + (e & 1)
+    if (k0 + BK - 1 > q0 + warp * 16 || k0 + BK > T) {
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = k0 + nt * 8 + 2 * t4 + (e & 1), i = e >> 1, row = row0 + 8 * i;
+          s[4 * nt + e] = (col > row || col >= T) ? 0.f : ex2_ftz(fmaf(s[4 * nt + e], a.scale_log2, -lse_r[i]));
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[4 * nt + e] = ex2_ftz(fmaf(s[4 * nt + e], a.scale_log2, -lse_r[e >> 1]));
+    }
+    wgmma::wait<0>();  // dP has landed
+    wgmma::pin(dp);
+    // dS = P (dP - D[row]);  dQ += dS K (K as the MN-major B, Dqk = n across its column blocks)
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[4 * nt + e] *= dp[4 * nt + e] - D_r[e >> 1];
+    uint32_t sf[BK / 16][4];
+    wgbwd::to_frags<BK>(sf, s);
+    wgbwd::pin_frags(sf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BK / 16; ++kq)
+      wgbwd::mma_rs_t<DQK>(dq, sf[kq], wgmma::desc_sw128(kt + kq * 2048, BK * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgbwd::pin_frags(sf);
+    wgmma::pin(dq);
+    __syncthreads();  // every product of this step has retired: the buffers may be refilled
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = row0 + i * 8;
+    if (row >= T) continue;
+    bf16_t* drow = a.dq + qoff + int64_t(row) * sq;
+#pragma unroll
+    for (int nt = 0; nt < DQK / 8; ++nt)
+      *reinterpret_cast<uint32_t*>(drow + nt * 8 + 2 * t4) =
+          pack_bf16(dq[4 * nt + 2 * i] * a.scale, dq[4 * nt + 2 * i + 1] * a.scale);
   }
 }
 
@@ -1004,6 +1381,22 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dkdv
 // 64-row kernel: two m-tiles of a 128-wide output accumulator would not fit the register file without spills.
 #define DS_ATTN_WIDE_FWD_SHAPES(X) X(96, 64) X(48, 32)
 
+// Backward alternatives at 96/64, X(index, step, min blocks, registers) as BwdTile's parameters; index 0 is
+// BwdDefault. Selected only by the bench hooks (attention_bench_dkdv_variant, attention_bench_dq_variant), to time
+// them against the default in one run and to test them against it.
+#define DS_ATTN_DKDV_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 2, false) X(4, 64, 2, true) \
+  X(5, 64, 3, false)
+#define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
+// dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2); dQ variants 5 and
+// 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2). sm_90a builds only (kernels/CMakeLists.txt defines
+// DS_CUDA_WGMMA there). The counts include the default.
+#ifdef DS_CUDA_WGMMA
+constexpr int kDkdvVariants = 8, kDqVariants = 7;
+#else
+constexpr int kDkdvVariants = 6, kDqVariants = 5;
+#endif
+int g_dkdv_variant = 0, g_dq_variant = 0;
+
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
   a.T = int(q.dim(1));
@@ -1039,17 +1432,68 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
   launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
 }
 
-template <int DQK, int DV> void launch_bwd_mma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
-  using C = Mma<DQK, DV>;
+template <int DQK, int DV, class TL> void launch_dkdv(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = Mma<DQK, DV>::kv_smem(TL::STEP);
+  allow_smem(attn_bwd_dkdv_mma<DQK, DV, TL>, smem);
+  const dim3 grid((a.T + Mma<DQK, DV>::KV_BK - 1) / Mma<DQK, DV>::KV_BK, B * a.H);
+  launch(attn_bwd_dkdv_mma<DQK, DV, TL>, grid, kMmaThreads, smem, st, a);
+}
+
+template <int BQ, int MINB> void launch_dkdv_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = wgbwd::Cfg<96, 64, BQ>::smem;
+  allow_smem(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB>, smem);
+  const dim3 grid((a.T + 63) / 64, B * a.H);
+  launch(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB>, grid, kMmaThreads, smem, st, a);
+}
+
+template <int BK, int MINB> void launch_dq_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = wgbwd::CfgQ<96, 64, BK>::smem;
+  allow_smem(attn_bwd_dq_wgmma<96, 64, BK, MINB>, smem);
+  const dim3 grid((a.T + 63) / 64, B * a.H);
+  launch(attn_bwd_dq_wgmma<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
+}
+
+template <int DQK, int DV, class TL> void launch_dq(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = Mma<DQK, DV>::q_smem(TL::STEP);
+  allow_smem(attn_bwd_dq_mma<DQK, DV, TL>, smem);
+  const dim3 grid((a.T + Mma<DQK, DV>::Q_BQ - 1) / Mma<DQK, DV>::Q_BQ, B * a.H);
+  launch(attn_bwd_dq_mma<DQK, DV, TL>, grid, kMmaThreads, smem, st, a);
+}
+
+template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaStream_t st) {
+  const int64_t rows = int64_t(B) * a.T * a.H;
+  TempBuffer delta(size_t(rows) * sizeof(float), st);  // stream-ordered, from the pool kept by cuda_device.cu
+  a.delta = delta.as<float>();
+  launch(attn_bwd_delta<DV>, unsigned((rows + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0, st, a, rows);
   if (a.dk || a.dv) {
-    allow_smem(attn_bwd_dkdv_mma<DQK, DV>, C::kv_smem);
-    const dim3 grid((a.T + C::KV_BK - 1) / C::KV_BK, B * a.H);
-    launch(attn_bwd_dkdv_mma<DQK, DV>, grid, kMmaThreads, C::kv_smem, st, a);
+    if constexpr (DQK == 96 && DV == 64) {
+      switch (g_dkdv_variant) {
+#define DS_X(i, step, minb, reg) \
+  case i: launch_dkdv<DQK, DV, BwdTile<step, minb, reg>>(a, B, st); break;
+        DS_ATTN_DKDV_VARIANTS(DS_X)
+#undef DS_X
+        case 6: launch_dkdv_wgmma<32, 3>(a, B, st); break;
+        case 7: launch_dkdv_wgmma<64, 2>(a, B, st); break;
+        default: launch_dkdv<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
+      }
+    } else {
+      launch_dkdv<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
+    }
   }
   if (a.dq) {
-    allow_smem(attn_bwd_dq_mma<DQK, DV>, C::q_smem);
-    const dim3 grid((a.T + C::Q_BQ - 1) / C::Q_BQ, B * a.H);
-    launch(attn_bwd_dq_mma<DQK, DV>, grid, kMmaThreads, C::q_smem, st, a);
+    if constexpr (DQK == 96 && DV == 64) {
+      switch (g_dq_variant) {
+#define DS_X(i, step, minb, reg) \
+  case i: launch_dq<DQK, DV, BwdTile<step, minb, reg>>(a, B, st); break;
+        DS_ATTN_DQ_VARIANTS(DS_X)
+#undef DS_X
+        case 5: launch_dq_wgmma<32, 3>(a, B, st); break;
+        case 6: launch_dq_wgmma<64, 2>(a, B, st); break;
+        default: launch_dq<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
+      }
+    } else {
+      launch_dq<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
+    }
   }
 }
 
@@ -1163,6 +1607,20 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
     launch_bwd_simt(a, B, st);
   }
   check_launch("attention_backward");
+}
+
+// Bench hooks (declared by their callers, not in cuda_ops.h): set the bf16 96/64 backward's dK/dV or dQ kernel
+// variant (DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS; 0 = the default) when 0 <= variant < their count, and return
+// the previous one (-1 only asks). Not thread-safe: for a single-threaded benchmark or test.
+int attention_bench_dkdv_variant(int variant) {
+  const int prev = g_dkdv_variant;
+  if (variant >= 0 && variant < kDkdvVariants) g_dkdv_variant = variant;
+  return prev;
+}
+int attention_bench_dq_variant(int variant) {
+  const int prev = g_dq_variant;
+  if (variant >= 0 && variant < kDqVariants) g_dq_variant = variant;
+  return prev;
 }
 
 }  // namespace ds::cuda

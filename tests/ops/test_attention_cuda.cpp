@@ -2,7 +2,7 @@
 // (kv_cache_write, absorbed-MLA decode over the paged latent cache), through the ops of lib/ops/ops.h.
 // Every case prints one "parity ..." line with the measured error, its tolerance and the reason.
 // Tags: [big] = DeepSeek-V3-sized cases (skip under compute-sanitizer: `~[big]`); [graph] = CUDA-graph capture;
-// [.bench] = timings (hidden; run with "[bench]").
+// [.bench] = timings (hidden; run with "[bench]"); [variants] = the 96/64 backward's alternative kernels.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,7 +18,31 @@
 using namespace ds;
 using namespace ds::parity;
 
+namespace ds::cuda {
+int attention_bench_dkdv_variant(int variant);  // kernels/attention.cu: the 96/64 backward's alternatives
+int attention_bench_dq_variant(int variant);    // (DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS; 0 = the default)
+}  // namespace ds::cuda
+
 namespace {
+
+// kernels/attention.cu's kDkdvVariants, kDqVariants in sm_90a builds; the variants from kDkdvWgmma / kDqWgmma on are
+// the wgmma kernels (refused by the hooks in other builds).
+constexpr int kDkdvVariants = 8, kDqVariants = 7, kDkdvWgmma = 6, kDqWgmma = 5;
+
+// Forces the 96/64 backward's dK/dV and dQ kernel variants for its lifetime.
+struct BwdVariant {
+  int kv, q, prev_kv, prev_q;
+  BwdVariant(int kv_, int q_)
+      : kv(kv_), q(q_), prev_kv(ds::cuda::attention_bench_dkdv_variant(kv_)),
+        prev_q(ds::cuda::attention_bench_dq_variant(q_)) {}
+  ~BwdVariant() {
+    ds::cuda::attention_bench_dkdv_variant(prev_kv);
+    ds::cuda::attention_bench_dq_variant(prev_q);
+  }
+  bool on() const {
+    return ds::cuda::attention_bench_dkdv_variant(-1) == kv && ds::cuda::attention_bench_dq_variant(-1) == q;
+  }
+};
 
 // The reference on all cores (the CPU kernels parallelise over (batch, head) pairs and query rows).
 Context cpu_ctx_mt() {
@@ -117,6 +141,55 @@ void attention_case(const AttnCase& s, DType dt, uint64_t seed, bool grads_split
     });
     expect_grad(tag + " bwd dk (no dq)", dk, tol, why);
     expect_grad(tag + " bwd dv (no dq)", dv, tol, why);
+  }
+}
+
+// The 96/64 backward's alternative kernels (query / key step, register cap, fragments in registers) against the
+// CPU reference and against the default kernels. Every mma.sync variant runs the same products in the same order on
+// the same values (a wider step only adds exact zeros for masked pairs), so each gradient must equal the default's
+// bit for bit; the wgmma kernels' f32 sums may differ in the last bits (other hardware products), so their
+// gradients must match the default's to within a bf16 rounding or so. Variant v forces dK/dV variant v and dQ
+// variant v (0, the default, once that list is exhausted).
+void attention_variants_case(const AttnCase& s, uint64_t seed) {
+  const DType dt = DType::bf16;
+  const double scale = s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(s.Dqk));
+  const std::vector<int64_t> qs{s.B, s.T, s.H, s.Dqk}, vs{s.B, s.T, s.H, s.Dv}, ls{s.B, s.H, s.T};
+  const std::string tag = std::string("attention bf16 ") + dims({s.B, s.T, s.H, s.Dqk, s.Dv});
+  Twin q = twin(dt, randu(qs, seed)), k = twin(dt, randu(qs, seed + 1)), v = twin(dt, randu(vs, seed + 2));
+  Twin out = twin_out(dt, vs), lse = twin_out(DType::f32, ls);
+  attention_forward(cpu_ctx_mt(), out.ref.t, lse.ref.t, q.ref.t, k.ref.t, v.ref.t, scale);
+  Twin o_in = twin(dt, Values{vs, out.ref.values()}), l_in = twin(DType::f32, Values{ls, lse.ref.values()});
+  Twin dout = twin(dt, randu(vs, seed + 3));
+  Twin dq = twin_out(dt, qs), dk = twin_out(dt, qs), dv = twin_out(dt, vs);
+  {
+    const BwdVariant def(0, 0);
+    REQUIRE(def.on());
+    run_both_mt([&](const Context& c, Pick p) {
+      attention_backward(c, p(dq), p(dk), p(dv), p(dout), p(o_in), p(l_in), p(q), p(k), p(v), scale);
+    });
+  }
+  for (int var = 1; var < std::max(kDkdvVariants, kDqVariants); ++var) {
+    const BwdVariant force(var < kDkdvVariants ? var : 0, var < kDqVariants ? var : 0);
+    if (!force.on() && (force.kv >= kDkdvWgmma || force.q >= kDqWgmma)) {
+      WARN("variant " << var << " (a wgmma kernel) needs an sm_90a build: skipped");
+      continue;
+    }
+    REQUIRE(force.on());
+    DevTensor dq2 = dev_poisoned(dt, qs), dk2 = dev_poisoned(dt, qs), dv2 = dev_poisoned(dt, vs);
+    attention_backward(cuda_ctx(), dq2, dk2, dv2, dout.dev, o_in.dev, l_in.dev, q.dev, k.dev, v.dev, scale);
+    device_sync();
+    const std::string vt = tag + " kv" + std::to_string(force.kv) + " q" + std::to_string(force.q);
+    for (auto [what, ref, got] : {std::tuple<const char*, const Twin*, const DevTensor*>{" dq", &dq, &dq2},
+                                  {" dk", &dk, &dk2},
+                                  {" dv", &dv, &dv2}}) {
+      expect_guards(vt + what, *got);
+      expect_close_values(vt + what, got->values(), ref->ref.values(), kAttnBf16Bwd, kWhyBf16Bwd);
+      if (std::string(what) == " dq" ? force.q < kDqWgmma : force.kv < kDkdvWgmma)
+        expect_same_bits(vt + what + " = default", ref->dev, *got);
+      else
+        expect_close_values(vt + what + " ~ default", got->values(), ref->dev.values(), 1e-2,
+                            "wgmma vs mma.sync f32 sums: a bf16 rounding of the output, P and dS");
+    }
   }
 }
 
@@ -228,6 +301,19 @@ TEST_CASE("attention parity: wide-tile forward edges", "[attention]") {
   };
   uint64_t seed = 1200;
   for (const AttnCase& s : cases) attention_case(s, DType::bf16, seed += 10);
+}
+
+TEST_CASE("attention parity: the 96/64 backward's kernel variants", "[attention][variants]") {
+  const std::vector<AttnCase> cases = {
+      {1, 129, 2, 96, 64, 0},    // tile boundaries + 1
+      {3, 17, 2, 96, 64, 0},     // T < 32: warps without a valid row, one query / key step
+      {2, 100, 2, 96, 64, 1.0},  // peaky softmax
+      {1, 200, 3, 96, 64, 0},    // partial last tiles of every step size
+      {1, 383, 1, 96, 64, 2.0},  // odd tail, many steps
+      {2, 256, 2, 96, 64, 0},    // exact multiple of every tile
+  };
+  uint64_t seed = 1400;
+  for (const AttnCase& s : cases) attention_variants_case(s, seed += 10);
 }
 
 TEST_CASE("attention parity: unaligned views take the generic path", "[attention]") {
@@ -409,6 +495,18 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
               "bwd %8.3f ms %7.1f TFLOP/s (median of 9)\n",
               (long long)B, (long long)T, (long long)H, (long long)Dqk, (long long)Dv, fwd, f_fl / fwd * 1e-9, bwd,
               b_fl / bwd * 1e-9);
+  // Each backward variant: dK, dV without dQ (the D preprocess + the dK/dV kernel), dQ alone (D + the dQ kernel),
+  // and all three. Variant v forces dK/dV kernel v and dQ kernel v (0, the default, past the dQ list).
+  for (int var = 0; var < std::max(kDkdvVariants, kDqVariants); ++var) {
+    const BwdVariant force(var < kDkdvVariants ? var : 0, var < kDqVariants ? var : 0);
+    if (!force.on()) continue;  // the wgmma variants outside sm_90a builds
+    const double kv = median_ms([&] { attention_backward(c, Tensor{}, dk, dv, dout, o, l, q, k, v, sc); });
+    const double dqt = median_ms([&] { attention_backward(c, dq, Tensor{}, Tensor{}, dout, o, l, q, k, v, sc); });
+    const double all = median_ms([&] { attention_backward(c, dq, dk, dv, dout, o, l, q, k, v, sc); });
+    std::printf("bench attention train-shape bwd variant %d (dK/dV kernel %d, dQ kernel %d): dK+dV %8.3f ms  "
+                "dQ %8.3f ms  all %8.3f ms\n",
+                var, force.kv, force.q, kv, dqt, all);
+  }
   std::fflush(stdout);
 }
 
