@@ -14,10 +14,10 @@
 // tensor-core path a preprocess kernel first writes D = rowsum(dO * O) once into an f32 [B, H, T] TempBuffer
 // (stream-ordered, from the device pool: no driver allocation once warm, and capturable), which both kernels read
 // instead of loading O; the SIMT path recomputes D per tile. The tensor-core backward kernels take their step
-// size, register cap and fragment residency as a template parameter (BwdTile); at the bench model's 96/64 a few
-// alternatives to the default are compiled and chosen only through bench hooks, to be timed and tested against
-// it; among them (sm_90a builds) both kernels on warpgroup MMA (attn_bwd_dkdv_wgmma, attn_bwd_dq_wgmma). Nothing here
-// synchronises, so the ops are CUDA-graph capturable.
+// size, register cap and fragment residency as a template parameter (BwdTile). At the bench model's 96/64, sm_90a
+// builds run both on warpgroup MMA (attn_bwd_dkdv_wgmma, attn_bwd_dq_wgmma: the default there, measured faster);
+// the mma.sync kernels and a few alternatives stay compiled, chosen through bench hooks to be timed and tested
+// against each other. Nothing here synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -1382,20 +1382,24 @@ template <class E> __global__ void __launch_bounds__(kSimtThreads) attn_bwd_dkdv
 #define DS_ATTN_WIDE_FWD_SHAPES(X) X(96, 64) X(48, 32)
 
 // Backward alternatives at 96/64, X(index, step, min blocks, registers) as BwdTile's parameters; index 0 is
-// BwdDefault. Selected only by the bench hooks (attention_bench_dkdv_variant, attention_bench_dq_variant), to time
-// them against the default in one run and to test them against it.
+// BwdDefault (the mma.sync kernels every shape has). Selected by the bench hooks (attention_bench_dkdv_variant,
+// attention_bench_dq_variant), to time them against each other in one run and to test them against variant 0.
 #define DS_ATTN_DKDV_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 2, false) X(4, 64, 2, true) \
   X(5, 64, 3, false)
 #define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
 // dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2); dQ variants 5 and
 // 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2). sm_90a builds only (kernels/CMakeLists.txt defines
 // DS_CUDA_WGMMA there). The counts include the default.
+// The default at 96/64: the wgmma kernels with steps of 32 where they exist (H200, bench model training shape,
+// B16 T1024 H16, ms for dK+dV / dQ: mma.sync 0.491 / 0.378, wgmma step 32 0.392 / 0.297, step 64 0.388 / 0.315;
+// training 235.0k -> see bench/README.md), else the mma.sync kernels (variant 0).
 #ifdef DS_CUDA_WGMMA
 constexpr int kDkdvVariants = 8, kDqVariants = 7;
+int g_dkdv_variant = 6, g_dq_variant = 5;
 #else
 constexpr int kDkdvVariants = 6, kDqVariants = 5;
-#endif
 int g_dkdv_variant = 0, g_dq_variant = 0;
+#endif
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
@@ -1610,7 +1614,8 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
 }
 
 // Bench hooks (declared by their callers, not in cuda_ops.h): set the bf16 96/64 backward's dK/dV or dQ kernel
-// variant (DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS; 0 = the default) when 0 <= variant < their count, and return
+// variant (0 = mma.sync BwdDefault, DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS, then the wgmma kernels: dK/dV 6, 7,
+// dQ 5, 6; the default is dK/dV 6, dQ 5 with sm_90a, else 0) when 0 <= variant < their count, and return
 // the previous one (-1 only asks). Not thread-safe: for a single-threaded benchmark or test.
 int attention_bench_dkdv_variant(int variant) {
   const int prev = g_dkdv_variant;
