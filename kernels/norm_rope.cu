@@ -6,9 +6,9 @@
 // rmsnorm_fwd_kernel's order (add_rmsnorm, moe_combine's norm, mla_latent) still match rmsnorm_forward. d_weight
 // (a parameter gradient, f32 or the call's dtype) is summed deterministically: per block over fixed rows into an
 // f32 scratch (fused into the vectorized d_in kernel, which has the rows loaded), then over the blocks in a fixed
-// order by a column-parallel final kernel. RoPE: one thread per (token, head, pair) rotates that pair; the
-// angle pos * inv_freq and its cos/sin are computed in double (positions reach 10^5: an f32 angle would be off by
-// ~1e-2 rad), then the rotation runs in f32. out may alias in.
+// order by a column-parallel final kernel. RoPE: one thread per (token, pair, group of heads) rotates that pair in
+// those heads; the angle pos * inv_freq and its cos/sin are computed in double (positions reach 10^5: an f32 angle
+// would be off by ~1e-2 rad), then the rotation runs in f32. out may alias in.
 #include <algorithm>
 #include <memory>
 #include <type_traits>
@@ -45,12 +45,12 @@ __device__ __forceinline__ void store_normed(T* y, const float (&w)[VPT], const 
 template <class T, int VPT>
 __global__ void __launch_bounds__(512)
     rmsnorm_fwd_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
-                       const T* __restrict__ w, int64_t rows, int64_t D, float eps) {
+                       const T* __restrict__ w, int64_t rows, int64_t D, int64_t ldx, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   float wv[VPT > 0 ? VPT : 1];  // the weights' loads go out with the first row's
   if constexpr (VPT > 0) load_cols(wv, w, D);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* x = in + r * D;
+    const T* x = in + r * ldx;
     T* y = out + r * D;
     float ss = 0.0f;
     if constexpr (VPT > 0) {
@@ -128,14 +128,14 @@ __device__ __forceinline__ float strided_row_sum(float (&s)[VE], int G, float* x
 template <class T, int NV>
 __global__ void __launch_bounds__(256, NV <= 2 ? 4 : NV <= 8 ? 3 : 1)  // registers: 24+ warps of loads per SM
     rmsnorm_fwd_vec_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
-                           const T* __restrict__ w, int64_t rows, int64_t D, int G, float eps) {
+                           const T* __restrict__ w, int64_t rows, int64_t D, int64_t ldx, int G, float eps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   constexpr int VE = kVec<T>;
   __shared__ float xbuf[256];
   const int l = threadIdx.x % G;
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x / G) + threadIdx.x / G, nvec = D / VE;
   const bool live = r < rows;
-  const uint4* x4 = reinterpret_cast<const uint4*>(in) + (live ? r : 0) * nvec;
+  const uint4* x4 = reinterpret_cast<const uint4*>(in) + (live ? r : 0) * (ldx / VE);
   const uint4* w4 = reinterpret_cast<const uint4*>(w);
   const uint4 zero = make_uint4(0, 0, 0, 0);
   uint4 xv[NV], wv[NV];
@@ -185,7 +185,7 @@ template <class T, int NV, bool DX, bool DW>
 __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
     rmsnorm_bwd_vec_kernel(T* __restrict__ d_in, float* __restrict__ part, const T* __restrict__ d_out,
                            const T* __restrict__ in, const T* __restrict__ w, const float* __restrict__ rstd,
-                           int64_t rows, int64_t D, int G, int R, int add) {
+                           int64_t rows, int64_t D, int64_t ldx, int64_t ldd, int G, int R, int add) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   constexpr int VE = kVec<T>;
   __shared__ float xbuf[256];
@@ -210,14 +210,14 @@ __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
   for (int i = 0; i < R; ++i) {
     const int64_t r = (int64_t(blockIdx.x) * R + i) * groups + g;
     const bool live = r < rows;
-    const int64_t base = (live ? r : 0) * nvec;
+    const int64_t base = (live ? r : 0) * nvec, xbase = (live ? r : 0) * (ldx / VE), dbase = r * (ldd / VE);
     uint4 dyv[NV], xv[NV], wv[NV];
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
       const int64_t v = l + int64_t(j) * G;
       const bool ok = live && v < nvec;
       dyv[j] = ok ? dy4[base + v] : zero;
-      xv[j] = ok ? x4[base + v] : zero;
+      xv[j] = ok ? x4[xbase + v] : zero;
       if constexpr (DX) wv[j] = ok ? w4[v] : zero;
     }
     const float rs = live ? rstd[r] : 0.0f;
@@ -252,13 +252,13 @@ __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
         launder(wv[j]);
         float wf[VE], o[VE];
         unpack16(wv[j], wf);
-        unpack16(add ? dx4[base + v] : zero, o);
+        unpack16(add ? dx4[dbase + v] : zero, o);
 #pragma unroll
         for (int e = 0; e < VE; ++e) {
           const float t = rs * dy[e] * wf[e] - k * x[e];
           o[e] = add ? o[e] + t : t;
         }
-        dx4[base + v] = pack16(o);
+        dx4[dbase + v] = pack16(o);
       }
       if constexpr (DW) {
 #pragma unroll
@@ -280,17 +280,17 @@ __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
 template <class T>
 __global__ void rmsnorm_bwd_dx_kernel(T* __restrict__ d_in, const T* __restrict__ d_out, const T* __restrict__ in,
                                       const T* __restrict__ w, const float* __restrict__ rstd, int64_t rows, int64_t D,
-                                      bool add) {
+                                      int64_t ldx, int64_t ldd, bool add) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* x = in + r * D;
+    const T* x = in + r * ldx;
     const T* dy = d_out + r * D;
     float gx = 0.0f;
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) gx += ldf(dy[c]) * ldf(w[c]) * ldf(x[c]);
     gx = block_sum(gx);
     const float rs = rstd[r];
     const float k = rs * rs * rs * gx / float(D);
-    T* dx = d_in + r * D;
+    T* dx = d_in + r * ldd;
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
       const float v = rs * ldf(dy[c]) * ldf(w[c]) - k * ldf(x[c]);
       dx[c] = cvt<T>(add ? ldf(dx[c]) + v : v);
@@ -302,13 +302,13 @@ __global__ void rmsnorm_bwd_dx_kernel(T* __restrict__ d_in, const T* __restrict_
 template <class T>
 __global__ void rmsnorm_bwd_dw_partial_kernel(float* __restrict__ part, const T* __restrict__ d_out,
                                               const T* __restrict__ in, const float* __restrict__ rstd, int64_t rows,
-                                              int64_t D, int64_t chunk_rows) {
+                                              int64_t D, int64_t ldx, int64_t chunk_rows) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= D) return;
   const int64_t r0 = blockIdx.y * chunk_rows, r1 = min(rows, r0 + chunk_rows);
   float s = 0.0f;
-  for (int64_t r = r0; r < r1; ++r) s += ldf(d_out[r * D + c]) * ldf(in[r * D + c]) * rstd[r];
+  for (int64_t r = r0; r < r1; ++r) s += ldf(d_out[r * D + c]) * ldf(in[r * ldx + c]) * rstd[r];
   part[blockIdx.y * D + c] = s;
 }
 
@@ -335,29 +335,40 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
-// Thread (n, h, i): pair i of token n in head h. sign = +1 forward, -1 backward (transposed rotation).
-// Head h of token n reads x[(n * H + h) * xs + xo ...] and writes y[(n * H + h) * ys + yo ...] (xs = ys = R, xo = yo
-// = 0 for whole [N, H, R] tensors; rope_cols_forward passes column blocks of wider rows).
-template <class T>
+// Thread (n, g, i): pair i of token n in heads g * HB .. g * HB + HB - 1 (those < H), one angle for them all. sign
+// = +1 forward, -1 backward (transposed rotation). Head h of token n reads x[(n * H + h) * xs + xo ...] and writes
+// y[(n * H + h) * ys + yo ...] (xs = ys = R, xo = yo = 0 for whole [N, H, R] tensors; the *_cols ops pass column
+// blocks of wider rows). HB > 1 computes the double sincos once for several heads (a training step's q has 16 heads
+// per angle); every head's loads go out before the stores, which may alias them element for element. The values do
+// not depend on HB.
+template <class T, int HB>
 __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, const float* __restrict__ inv_freq,
                             int64_t N, int64_t H, int64_t R, double f, double sign, bool add, int64_t xs, int64_t xo,
                             int64_t ys, int64_t yo) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  const int64_t P = R / 2;
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N * H * P; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t nh = t / P, i = t - nh * P, n = nh / H;  // each thread its own angle: decode has few tokens
+  const int64_t P = R / 2, G = (H + HB - 1) / HB, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N * G * P; t += stride) {
+    const int64_t ng = t / P, i = t - ng * P, n = ng / G, h0 = (ng - n * G) * HB;
     double sd, cd;
     sincos(double(pos[n]) * double(inv_freq[i]), &sd, &cd);
     const float c = float(f * cd), s = float(sign * f * sd);
-    const int64_t xi = nh * xs + xo + 2 * i, yi = nh * ys + yo + 2 * i;
-    const float x0 = ldf(x[xi]), x1 = ldf(x[xi + 1]);
-    const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
-    if (add) {
-      y[yi] = cvt<T>(ldf(y[yi]) + y0);
-      y[yi + 1] = cvt<T>(ldf(y[yi + 1]) + y1);
-    } else {
-      y[yi] = cvt<T>(y0);
-      y[yi + 1] = cvt<T>(y1);
+    float x0[HB], x1[HB], y0[HB], y1[HB];
+#pragma unroll
+    for (int j = 0; j < HB; ++j) {
+      const int64_t xi = (n * H + h0 + j) * xs + xo + 2 * i, yi = (n * H + h0 + j) * ys + yo + 2 * i;
+      const bool ok = h0 + j < H;
+      x0[j] = ok ? ldf(x[xi]) : 0.0f;
+      x1[j] = ok ? ldf(x[xi + 1]) : 0.0f;
+      y0[j] = ok && add ? ldf(y[yi]) : 0.0f;
+      y1[j] = ok && add ? ldf(y[yi + 1]) : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < HB; ++j) {
+      if (h0 + j >= H) break;
+      const int64_t yi = (n * H + h0 + j) * ys + yo + 2 * i;
+      const float r0 = x0[j] * c - x1[j] * s, r1 = x0[j] * s + x1[j] * c;
+      y[yi] = cvt<T>(add ? y0[j] + r0 : r0);
+      y[yi + 1] = cvt<T>(add ? y1[j] + r1 : r1);
     }
   }
 }
@@ -495,9 +506,14 @@ struct VecRows {
     return unsigned((rows + per - 1) / per);
   }
 };
-template <class T> VecRows vec_rows(int64_t D, std::initializer_list<const void*> ptrs, int max_nv) {
+// lds: the row lengths (elements) of strided operands, which must be whole words too.
+template <class T>
+VecRows vec_rows(int64_t D, std::initializer_list<const void*> ptrs, int max_nv,
+                 std::initializer_list<int64_t> lds = {}) {
   constexpr int VE = kVec<T>;
   if (D % VE != 0) return {};
+  for (int64_t ld : lds)
+    if (ld % VE != 0) return {};
   for (const void* p : ptrs)
     if (!is_aligned16(p)) return {};
   const int G = row_threads(D) / VE;
@@ -510,54 +526,80 @@ template <class T> VecRows vec_rows(int64_t D, std::initializer_list<const void*
 
 unsigned row_grid(int64_t rows) { return unsigned(std::min<int64_t>(rows, 1 << 20)); }
 
+// Heads per thread: 8 (one angle per 8 heads) when there are many pairs (a training step's q), 1 otherwise (decode:
+// few tokens, every pair its own thread).
+constexpr int kRopeHeads = 8;
+
+// rope_kernel over the R-column blocks of [N, H, *] rows (row strides xs, ys; first columns xo, yo).
+template <class T>
+void rope_launch(cudaStream_t st, T* y, const T* x, Tensor pos, Tensor inv_freq, int64_t N, int64_t H, int64_t R,
+                 double f, double sign, bool add, int64_t xs, int64_t xo, int64_t ys, int64_t yo) {
+  const int64_t P = R / 2;
+  if (N == 0 || H == 0 || P == 0) return;
+  const int32_t* pp = dptr<const int32_t>(pos);
+  const float* fp = dptr<const float>(inv_freq);
+  if (H >= kRopeHeads && N * H * P >= (int64_t(1) << 20)) {
+    const int64_t G = (H + kRopeHeads - 1) / kRopeHeads;
+    launch(rope_kernel<T, kRopeHeads>, grid_for(N * G * P, 256), 256, 0, st, y, x, pp, fp, N, H, R, f, sign, add, xs,
+           xo, ys, yo);
+  } else {
+    launch(rope_kernel<T, 1>, grid_for(N * H * P, 256), 256, 0, st, y, x, pp, fp, N, H, R, f, sign, add, xs, xo, ys,
+           yo);
+  }
+  DS_CUDA_LAUNCH_CHECK("rope_kernel");
+}
+
 template <class T>
 void rope(const Context& ctx, Tensor y, Tensor x, Tensor pos, Tensor inv_freq, double f, double sign, bool add) {
   cudaStream_t st = prepare(ctx);
   const int64_t N = pos.numel(), R = x.cols(), H = N ? x.rows() / N : 0;
   if (N == 0 || H == 0 || R == 0) return;
-  launch(rope_kernel<T>, grid_for(N * H * (R / 2), 256), 256, 0, st, dptr<T>(y), dptr<const T>(x), dptr<const int32_t>(pos),
-                                                             dptr<const float>(inv_freq), N, H, R, f, sign, add, R, 0,
-                                                             R, 0);
-  DS_CUDA_LAUNCH_CHECK("rope_kernel");
+  rope_launch<T>(st, dptr<T>(y), dptr<const T>(x), pos, inv_freq, N, H, R, f, sign, add, R, 0, R, 0);
 }
 
 }  // namespace
 
-void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps) {
+namespace {
+
+// RMSNorm over the D = weight.numel() columns from x_col of in's rows (row length ldx); out [rows, D].
+void rmsnorm_fwd(const Context& ctx, Tensor out, Tensor rstd, Tensor in, int64_t ldx, int64_t x_col, Tensor weight,
+                 double eps) {
   cudaStream_t st = prepare(ctx);
-  const int64_t rows = in.rows(), D = in.cols();
+  const int64_t rows = out.rows(), D = weight.numel();
   if (rows == 0 || D == 0) return;
   dispatch_fb(out.dtype, "rmsnorm_forward", [&](auto zero) {
     using T = decltype(zero);
-    const VecRows vr = vec_rows<T>(D, {out.data, in.data, weight.data}, 16);
+    const T* x = dptr<const T>(in) + x_col;
+    const VecRows vr = vec_rows<T>(D, {out.data, x, weight.data}, 16, {ldx});
     float* rs = rstd.empty() ? nullptr : dptr<float>(rstd);
     if (vr.NV) {
       auto kernel = vr.NV == 1 ? rmsnorm_fwd_vec_kernel<T, 1> : vr.NV == 2 ? rmsnorm_fwd_vec_kernel<T, 2>
                   : vr.NV == 4 ? rmsnorm_fwd_vec_kernel<T, 4> : vr.NV == 8 ? rmsnorm_fwd_vec_kernel<T, 8>
                                                               : rmsnorm_fwd_vec_kernel<T, 16>;
-      launch(kernel, vr.blocks(rows), kVecBlock, 0, st, dptr<T>(out), rs, dptr<const T>(in), dptr<const T>(weight),
-             rows, D, vr.G, float(eps));
+      launch(kernel, vr.blocks(rows), kVecBlock, 0, st, dptr<T>(out), rs, x, dptr<const T>(weight), rows, D, ldx,
+             vr.G, float(eps));
       return;
     }
     const int threads = row_threads(D), vpt = row_vpt(D, threads);
     auto kernel = vpt == 4 ? rmsnorm_fwd_kernel<T, 4> : vpt == 8 ? rmsnorm_fwd_kernel<T, 8> : rmsnorm_fwd_kernel<T, 0>;
-    launch(kernel, row_grid(rows), threads, 0, st, dptr<T>(out), rs, dptr<const T>(in), dptr<const T>(weight), rows, D,
+    launch(kernel, row_grid(rows), threads, 0, st, dptr<T>(out), rs, x, dptr<const T>(weight), rows, D, ldx,
            float(eps));
   });
   DS_CUDA_LAUNCH_CHECK("rmsnorm_fwd_kernel");
 }
 
-void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
-                      Tensor rstd, Accum acc_in) {
+// Its backward: in as above, d_in's block from column d_col of rows of length ldd; d_out [rows, D].
+void rmsnorm_bwd(const Context& ctx, Tensor d_in, int64_t ldd, int64_t d_col, Tensor d_weight, Tensor d_out, Tensor in,
+                 int64_t ldx, int64_t x_col, Tensor weight, Tensor rstd, Accum acc_in) {
   cudaStream_t st = prepare(ctx);
-  const int64_t rows = in.rows(), D = in.cols();
+  const int64_t rows = d_out.rows(), D = weight.numel();
   if (rows == 0 || D == 0) return;
   const bool dx = !d_in.empty(), dw = !d_weight.empty();
   if (!dx && !dw) return;
   dispatch_fb(d_out.dtype, "rmsnorm_backward", [&](auto zero) {
     using T = decltype(zero);
-    T* din = dx ? dptr<T>(d_in) : nullptr;
-    const T *dy = dptr<const T>(d_out), *x = dptr<const T>(in), *w = dptr<const T>(weight);
+    T* din = dx ? dptr<T>(d_in) + d_col : nullptr;
+    const T *dy = dptr<const T>(d_out), *x = dptr<const T>(in) + x_col, *w = dptr<const T>(weight);
     const float* rs = dptr<const float>(rstd);
     const int add = acc_in == Accum::add;
     // the partials of d_weight, [nparts, D] f32, and their sum into d_weight
@@ -572,7 +614,7 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
       DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_final_kernel");
     };
     // One pass for both gradients when the words per lane leave room for d_weight's column sums (NV <= 4).
-    const VecRows both = vec_rows<T>(D, {din, dy, x, w}, 4);
+    const VecRows both = vec_rows<T>(D, {din, dy, x, w}, 4, {ldx, ldd});
     if (both.NV) {
       const int groups = kVecBlock / both.G;
       const int R = dw ? int(std::clamp<int64_t>(rows / (int64_t(groups) * 512), 1, 16)) : 1;
@@ -587,7 +629,7 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
         constexpr bool DX = decltype(dxc)::value, DW = decltype(dwc)::value;
         auto kernel = both.NV == 1 ? rmsnorm_bwd_vec_kernel<T, 1, DX, DW>
                     : both.NV == 2 ? rmsnorm_bwd_vec_kernel<T, 2, DX, DW> : rmsnorm_bwd_vec_kernel<T, 4, DX, DW>;
-        launch(kernel, unsigned(nb), kVecBlock, smem, st, din, p, dy, x, w, rs, rows, D, both.G, R, add);
+        launch(kernel, unsigned(nb), kVecBlock, smem, st, din, p, dy, x, w, rs, rows, D, ldx, ldd, both.G, R, add);
       };
       if (dx && dw) pick(std::true_type{}, std::true_type{});
       else if (dx) pick(std::true_type{}, std::false_type{});
@@ -597,12 +639,13 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
       return;
     }
     if (dx) {
-      const VecRows vr = vec_rows<T>(D, {din, dy, x, w}, 8);
+      const VecRows vr = vec_rows<T>(D, {din, dy, x, w}, 8, {ldx, ldd});
       if (vr.NV == 8) {  // NV <= 4 went above
         launch(rmsnorm_bwd_vec_kernel<T, 8, true, false>, vr.blocks(rows), kVecBlock, 0, st, din, nullptr, dy, x, w,
-               rs, rows, D, vr.G, 1, add);
+               rs, rows, D, ldx, ldd, vr.G, 1, add);
       } else {
-        launch(rmsnorm_bwd_dx_kernel<T>, row_grid(rows), row_threads(D), 0, st, din, dy, x, w, rs, rows, D, add != 0);
+        launch(rmsnorm_bwd_dx_kernel<T>, row_grid(rows), row_threads(D), 0, st, din, dy, x, w, rs, rows, D, ldx, ldd,
+               add != 0);
       }
       DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dx_kernel");
     }
@@ -611,11 +654,34 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
       const int64_t chunk_rows = (rows + nparts - 1) / nparts;
       part = std::make_unique<TempBuffer>(sizeof(float) * size_t(nparts * D), st);
       const dim3 grid(unsigned((D + 127) / 128), unsigned(nparts));
-      launch(rmsnorm_bwd_dw_partial_kernel<T>, grid, 128, 0, st, part->as<float>(), dy, x, rs, rows, D, chunk_rows);
+      launch(rmsnorm_bwd_dw_partial_kernel<T>, grid, 128, 0, st, part->as<float>(), dy, x, rs, rows, D, ldx,
+             chunk_rows);
       DS_CUDA_LAUNCH_CHECK("rmsnorm_bwd_dw_partial_kernel");
       finish_dw();
     }
   });
+}
+
+}  // namespace
+
+void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps) {
+  rmsnorm_fwd(ctx, out, rstd, in, in.cols(), 0, weight, eps);
+}
+
+void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
+                      Tensor rstd, Accum acc_in) {
+  rmsnorm_bwd(ctx, d_in, in.cols(), 0, d_weight, d_out, in, in.cols(), 0, weight, rstd, acc_in);
+}
+
+void rmsnorm_cols_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, int64_t in_col, Tensor weight,
+                          double eps) {
+  rmsnorm_fwd(ctx, out, rstd, in, in.cols(), in_col, weight, eps);
+}
+
+void rmsnorm_cols_backward(const Context& ctx, Tensor d_in, int64_t d_in_col, Tensor d_weight, Tensor d_out, Tensor in,
+                           int64_t in_col, Tensor weight, Tensor rstd, Accum acc_in) {
+  rmsnorm_bwd(ctx, d_in, d_in.empty() ? 0 : d_in.cols(), d_in_col, d_weight, d_out, in, in.cols(), in_col, weight,
+              rstd, acc_in);
 }
 
 void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor inv_freq, double attn_factor) {
@@ -648,16 +714,22 @@ void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, T
 void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
                        Tensor inv_freq, double attn_factor) {
   cudaStream_t st = prepare(ctx);
-  const int64_t N = in.dim(0), H = in.dim(1), R = 2 * inv_freq.numel();
-  if (N == 0 || H == 0 || R == 0) return;
   dispatch_fb(out.dtype, "rope_cols_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(rope_kernel<T>, grid_for(N * H * (R / 2), 256), 256, 0, st, dptr<T>(out), dptr<const T>(in),
-                                                               dptr<const int32_t>(pos), dptr<const float>(inv_freq),
-                                                               N, H, R, attn_factor, 1.0, false, in.dim(2), in_col,
-                                                               out.dim(2), out_col);
+    rope_launch<T>(st, dptr<T>(out), dptr<const T>(in), pos, inv_freq, in.dim(0), in.dim(1), 2 * inv_freq.numel(),
+                   attn_factor, 1.0, false, in.dim(2), in_col, out.dim(2), out_col);
   });
-  DS_CUDA_LAUNCH_CHECK("rope_kernel");
+}
+
+void rope_cols_backward(const Context& ctx, Tensor d_in, int64_t d_in_col, Tensor d_out, int64_t d_out_col, Tensor pos,
+                        Tensor inv_freq, double attn_factor, Accum acc) {
+  cudaStream_t st = prepare(ctx);
+  dispatch_fb(d_in.dtype, "rope_cols_backward", [&](auto zero) {
+    using T = decltype(zero);
+    rope_launch<T>(st, dptr<T>(d_in), dptr<const T>(d_out), pos, inv_freq, d_out.dim(0), d_out.dim(1),
+                   2 * inv_freq.numel(), attn_factor, -1.0, acc == Accum::add, d_out.dim(2), d_out_col, d_in.dim(2),
+                   d_in_col);
+  });
 }
 
 void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,

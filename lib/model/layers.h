@@ -35,12 +35,10 @@ struct LayerEnv {
 
 struct MlaActs {
   Tensor q_a, q_a_rstd, q_a_n;  // [N, Rq], [N], [N, Rq]      (q_lora only)
-  Tensor q;                     // [N, H*dqk] before RoPE
-  Tensor q_pe;                  // [N, H, dr] before RoPE
-  Tensor q_full;                // [N, H, dqk] nope ; rotated pe
-  Tensor kv_a;                  // [N, Rkv + dr]
-  Tensor c_raw, kv_rstd, c;     // [N, Rkv], [N], [N, Rkv]: c is the normalised latent (what decode caches)
-  Tensor k_pe_raw, k_pe;        // [N, dr] before / after RoPE (the single shared rope key)
+  Tensor q_full;                // [N, H, dqk] nope ; rotated pe (q_b's output, rotated in place)
+  Tensor kv_a;                  // [N, Rkv + dr]: the raw latent ; the rope key before RoPE
+  Tensor kv_rstd, c;            // [N], [N, Rkv]: c is the normalised latent (what decode caches)
+  Tensor k_pe;                  // [N, dr] after RoPE (the single shared rope key)
   Tensor kv_b;                  // [N, H*(dn+dv)]
   Tensor k_full;                // [N, H, dqk] k_nope ; broadcast k_pe
   Tensor v;                     // [N, H, dv]

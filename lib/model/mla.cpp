@@ -23,41 +23,30 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   const DType dt = env.dtype;
   const std::string p = name + ".attn.";
 
-  // query
-  a.q = ws.alloc(p + "q", dt, {N, H * dqk});
+  // query: q_b's output is q_full once RoPE has turned its rope columns in place
+  a.q_full = ws.alloc(p + "q_full", dt, {N, H, dqk});
+  Tensor q = a.q_full.view({N, H * dqk});
   if (c.q_lora_rank > 0) {
     a.q_a = ws.alloc(p + "q_latent_raw", dt, {N, c.q_lora_rank});
     a.q_a_rstd = ws.alloc(p + "q_latent_rstd", env.sdtype, {N});
     a.q_a_n = ws.alloc(p + "q_latent", dt, {N, c.q_lora_rank});
     matmul_forward(ctx, a.q_a, x, w.q_a_proj);
     rmsnorm_forward(ctx, a.q_a_n, a.q_a_rstd, a.q_a, w.q_a_layernorm, kLatentNormEps);
-    matmul_forward(ctx, a.q, a.q_a_n, w.q_b_proj);
+    matmul_forward(ctx, q, a.q_a_n, w.q_b_proj);
   } else {
-    matmul_forward(ctx, a.q, x, w.q_proj);
+    matmul_forward(ctx, q, x, w.q_proj);
   }
-  Tensor q_rows = a.q.view({N * H, dqk});
-  a.q_pe = ws.alloc(p + "q_pe_raw", dt, {N, H, dr});
-  copy_cols(ctx, a.q_pe.view({N * H, dr}), 0, q_rows, dn, dr);
-  a.q_full = ws.alloc(p + "q_full", dt, {N, H, dqk});
-  Tensor q_full_rows = a.q_full.view({N * H, dqk});
-  copy_cols(ctx, q_full_rows, 0, q_rows, 0, dn);
-  Tensor q_pe_rot = ws.alloc(p + "q_pe", dt, {N, H, dr});
-  rope_forward(ctx, q_pe_rot, a.q_pe, env.pos, env.inv_freq, env.rope_attn_factor);
-  copy_cols(ctx, q_full_rows, dn, q_pe_rot.view({N * H, dr}), 0, dr);
+  rope_cols_forward(ctx, a.q_full, dn, a.q_full, dn, env.pos, env.inv_freq, env.rope_attn_factor);
 
-  // key/value latent and the shared rope key
+  // key/value latent and the shared rope key, both read in place from kv_a's columns
   a.kv_a = ws.alloc(p + "kv_a", dt, {N, Rkv + dr});
   matmul_forward(ctx, a.kv_a, x, w.kv_a_proj);
-  a.c_raw = ws.alloc(p + "kv_latent_raw", dt, {N, Rkv});
-  copy_cols(ctx, a.c_raw, 0, a.kv_a, 0, Rkv);
   a.kv_rstd = ws.alloc(p + "kv_latent_rstd", env.sdtype, {N});
   a.c = ws.alloc(p + "kv_latent", dt, {N, Rkv});
-  rmsnorm_forward(ctx, a.c, a.kv_rstd, a.c_raw, w.kv_a_layernorm, kLatentNormEps);
-  a.k_pe_raw = ws.alloc(p + "k_pe_raw", dt, {N, dr});
-  copy_cols(ctx, a.k_pe_raw, 0, a.kv_a, Rkv, dr);
+  rmsnorm_cols_forward(ctx, a.c, a.kv_rstd, a.kv_a, 0, w.kv_a_layernorm, kLatentNormEps);
   a.k_pe = ws.alloc(p + "k_pe", dt, {N, dr});
-  rope_forward(ctx, a.k_pe.view({N, 1, dr}), a.k_pe_raw.view({N, 1, dr}), env.pos, env.inv_freq,
-               env.rope_attn_factor);
+  rope_cols_forward(ctx, a.k_pe.view({N, 1, dr}), 0, a.kv_a.view({N, 1, Rkv + dr}), Rkv, env.pos, env.inv_freq,
+                    env.rope_attn_factor);
 
   // expand the latent into per-head keys and values
   a.kv_b = ws.alloc(p + "kv_b", dt, {N, H * (dn + dv)});
@@ -102,31 +91,19 @@ void mla_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Att
   Tensor d_kv_b_rows = d_kv_b.view({N * H, dn + dv});
   copy_cols(ctx, d_kv_b_rows, 0, d_k_full.view({N * H, dqk}), 0, dn);
   copy_cols(ctx, d_kv_b_rows, dn, d_v.view({N * H, dv}), 0, dv);
-  Tensor d_k_pe = ws.alloc("d_k_pe", dt, {N, dr});
-  Tensor d_k_full_nh = d_k_full.view({N, H * dqk});
-  sum_cols_repeat(ctx, d_k_pe, 0, d_k_full_nh, dn, dqk, H, dr);  // the shared rope key's gradient: sum over heads
+  // the shared rope key's gradient: summed over the heads into d_kv_a's last dr columns, rotated back there
   Tensor d_kv_a = ws.alloc("d_kv_a", dt, {N, Rkv + dr});
-  Tensor d_k_pe_raw = ws.alloc("d_k_pe_raw", dt, {N, dr});
-  rope_backward(ctx, d_k_pe_raw.view({N, 1, dr}), d_k_pe.view({N, 1, dr}), env.pos, env.inv_freq,
-                env.rope_attn_factor);
-  copy_cols(ctx, d_kv_a, Rkv, d_k_pe_raw, 0, dr);
+  sum_cols_repeat(ctx, d_kv_a, Rkv, d_k_full.view({N, H * dqk}), dn, dqk, H, dr);
+  Tensor d_kv_a3 = d_kv_a.view({N, 1, Rkv + dr});
+  rope_cols_backward(ctx, d_kv_a3, Rkv, d_kv_a3, Rkv, env.pos, env.inv_freq, env.rope_attn_factor);
   Tensor d_c = ws.alloc("d_kv_latent", dt, {N, Rkv});
   matmul_backward(ctx, d_c, dw.kv_b_proj, d_kv_b, a.c, w.kv_b_proj);
-  Tensor d_c_raw = ws.alloc("d_kv_latent_raw", dt, {N, Rkv});
-  rmsnorm_backward(ctx, d_c_raw, dw.kv_a_layernorm, d_c, a.c_raw, w.kv_a_layernorm, a.kv_rstd);
-  copy_cols(ctx, d_kv_a, 0, d_c_raw, 0, Rkv);
+  rmsnorm_cols_backward(ctx, d_kv_a, 0, dw.kv_a_layernorm, d_c, a.kv_a, 0, w.kv_a_layernorm, a.kv_rstd);
   matmul_backward(ctx, d_x, dw.kv_a_proj, d_kv_a, x, w.kv_a_proj, acc);
 
-  // query
-  Tensor d_q = ws.alloc("d_q", dt, {N, H * dqk});
-  Tensor d_q_rows = d_q.view({N * H, dqk});
-  Tensor d_q_full_rows = d_q_full.view({N * H, dqk});
-  copy_cols(ctx, d_q_rows, 0, d_q_full_rows, 0, dn);
-  Tensor d_q_pe_rot = ws.alloc("d_q_pe", dt, {N, H, dr});
-  copy_cols(ctx, d_q_pe_rot.view({N * H, dr}), 0, d_q_full_rows, dn, dr);
-  Tensor d_q_pe = ws.alloc("d_q_pe_raw", dt, {N, H, dr});
-  rope_backward(ctx, d_q_pe, d_q_pe_rot, env.pos, env.inv_freq, env.rope_attn_factor);
-  copy_cols(ctx, d_q_rows, dn, d_q_pe.view({N * H, dr}), 0, dr);
+  // query: d_q_full is q's gradient once its rope columns are turned back in place
+  rope_cols_backward(ctx, d_q_full, dn, d_q_full, dn, env.pos, env.inv_freq, env.rope_attn_factor);
+  Tensor d_q = d_q_full.view({N, H * dqk});
   if (c.q_lora_rank > 0) {
     Tensor d_q_a_n = ws.alloc("d_q_latent", dt, {N, c.q_lora_rank});
     matmul_backward(ctx, d_q_a_n, dw.q_b_proj, d_q, a.q_a_n, w.q_b_proj);

@@ -263,6 +263,47 @@ void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d
   DS_DISPATCH(c, rmsnorm_backward(ctx, d_in, d_weight, d_out, in, weight, rstd, acc_in));
 }
 
+// A D-column block (D = weight.numel()) from column `col` of each row of t.
+static void check_norm_cols(Check& c, const Tensor& t, const char* name, int64_t col, const Tensor& weight) {
+  const int64_t D = weight.numel();
+  OP_CHECK(c, t.ndim >= 1 && col >= 0 && col + D <= t.cols(),
+           "columns [" + std::to_string(col) + ", +" + std::to_string(D) + ") of " + name + " " + t.shape_str() +
+               " out of range (D = weight " + weight.shape_str() + ")");
+}
+
+void rmsnorm_cols_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, int64_t in_col, Tensor weight,
+                          double eps) {
+  Check c(ctx, "rmsnorm_cols_forward");
+  c.f("out", out).f("in", in).f("weight", weight).stat_opt("rstd", rstd);
+  check_rmsnorm(c, out, "out", weight, rstd);
+  check_norm_cols(c, in, "in", in_col, weight);
+  OP_CHECK(c, in.rows() == out.rows(), "in " + in.shape_str() + " and out " + out.shape_str() + " differ in rows");
+  OP_CHECK(c, in.data != out.data, "out must not alias in");
+  OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
+  DS_DISPATCH(c, rmsnorm_cols_forward(ctx, out, rstd, in, in_col, weight, eps));
+}
+
+void rmsnorm_cols_backward(const Context& ctx, Tensor d_in, int64_t d_in_col, Tensor d_weight, Tensor d_out, Tensor in,
+                           int64_t in_col, Tensor weight, Tensor rstd, Accum acc_in) {
+  Check c(ctx, "rmsnorm_cols_backward");
+  c.f("d_out", d_out).f("in", in).f("weight", weight).stat("rstd", rstd).f_opt("d_in", d_in);
+  c.wide_opt("d_weight", d_weight);
+  check_rmsnorm(c, d_out, "d_out", weight, rstd);
+  check_norm_cols(c, in, "in", in_col, weight);
+  OP_CHECK(c, in.rows() == d_out.rows(),
+           "in " + in.shape_str() + " and d_out " + d_out.shape_str() + " differ in rows");
+  if (!d_in.empty()) {
+    check_norm_cols(c, d_in, "d_in", d_in_col, weight);
+    OP_CHECK(c, d_in.rows() == d_out.rows(),
+             "d_in " + d_in.shape_str() + " and d_out " + d_out.shape_str() + " differ in rows");
+    OP_CHECK(c, d_in.data != d_out.data && d_in.data != in.data, "d_in must not alias d_out or in");
+  }
+  if (!d_weight.empty())
+    OP_CHECK(c, d_weight.numel() == weight.numel(),
+             "d_weight " + d_weight.shape_str() + " must match weight " + weight.shape_str());
+  DS_DISPATCH(c, rmsnorm_cols_backward(ctx, d_in, d_in_col, d_weight, d_out, in, in_col, weight, rstd, acc_in));
+}
+
 void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps) {
   Check c(ctx, "add_rmsnorm_forward");
   c.f("sum", sum).f("out", out).f("a", a).f("b", b).f("weight", weight);
@@ -303,19 +344,34 @@ void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Te
   DS_DISPATCH(c, rope_backward(ctx, d_in, d_out, pos, inv_freq, attn_factor, acc));
 }
 
+// [N, H, W] views and an R-column block of each (R = 2 * inv_freq.numel()); y may alias x only element for element.
+static void check_rope_cols(Check& c, const Tensor& y, const char* yname, int64_t y_col, const Tensor& x,
+                            const char* xname, int64_t x_col, const Tensor& pos, const Tensor& inv_freq) {
+  c.f(yname, y).f(xname, x).stat("inv_freq", inv_freq).index("pos", pos, DType::i32);
+  const int64_t N = pos.numel(), R = 2 * inv_freq.numel();
+  OP_CHECK(c, x.ndim == 3 && y.ndim == 3 && x.dim(0) == N && y.dim(0) == N && x.dim(1) == y.dim(1),
+           std::string(xname) + " " + x.shape_str() + " and " + yname + " " + y.shape_str() +
+               " must be [N, H, *] with N = pos " + pos.shape_str());
+  OP_CHECK(c, x_col >= 0 && y_col >= 0 && x_col + R <= x.dim(2) && y_col + R <= y.dim(2),
+           "columns [" + std::to_string(x_col) + ", +" + std::to_string(R) + ") of " + xname + " " + x.shape_str() +
+               " or [" + std::to_string(y_col) + ", +" + std::to_string(R) + ") of " + yname + " " + y.shape_str() +
+               " out of range");
+  OP_CHECK(c, x.data != y.data || (x_col == y_col && x.dim(2) == y.dim(2)),
+           std::string(yname) + " may alias " + xname + " only in place (the same columns of the same rows)");
+}
+
 void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
                        Tensor inv_freq, double attn_factor) {
   Check c(ctx, "rope_cols_forward");
-  c.f("out", out).f("in", in).stat("inv_freq", inv_freq).index("pos", pos, DType::i32);
-  const int64_t N = pos.numel(), R = 2 * inv_freq.numel();
-  OP_CHECK(c, in.ndim == 3 && out.ndim == 3 && in.dim(0) == N && out.dim(0) == N && in.dim(1) == out.dim(1),
-           "in " + in.shape_str() + " and out " + out.shape_str() + " must be [N, H, *] with N = pos " +
-               pos.shape_str());
-  OP_CHECK(c, in_col >= 0 && out_col >= 0 && in_col + R <= in.dim(2) && out_col + R <= out.dim(2),
-           "columns [" + std::to_string(in_col) + ", +" + std::to_string(R) + ") of in " + in.shape_str() + " or [" +
-               std::to_string(out_col) + ", +" + std::to_string(R) + ") of out " + out.shape_str() + " out of range");
-  OP_CHECK(c, in.data != out.data, "out must not alias in");
+  check_rope_cols(c, out, "out", out_col, in, "in", in_col, pos, inv_freq);
   DS_DISPATCH(c, rope_cols_forward(ctx, out, out_col, in, in_col, pos, inv_freq, attn_factor));
+}
+
+void rope_cols_backward(const Context& ctx, Tensor d_in, int64_t d_in_col, Tensor d_out, int64_t d_out_col, Tensor pos,
+                        Tensor inv_freq, double attn_factor, Accum acc) {
+  Check c(ctx, "rope_cols_backward");
+  check_rope_cols(c, d_in, "d_in", d_in_col, d_out, "d_out", d_out_col, pos, inv_freq);
+  DS_DISPATCH(c, rope_cols_backward(ctx, d_in, d_in_col, d_out, d_out_col, pos, inv_freq, attn_factor, acc));
 }
 
 // ---- attention -----------------------------------------------------------------------------------------

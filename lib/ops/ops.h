@@ -88,6 +88,16 @@ void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weig
 void rmsnorm_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, Tensor weight, double eps);
 void rmsnorm_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                       Tensor rstd, Accum acc_in = Accum::overwrite);
+// The same of a column block: out [rows, D] = rmsnorm(in[:, in_col : in_col + D]) with D = weight.numel(), in
+// [rows, W] (the training MLA's latent, the first Rkv columns of kv_a). The same values as copy_cols then
+// rmsnorm_forward.
+void rmsnorm_cols_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in, int64_t in_col, Tensor weight,
+                          double eps);
+// Its backward: d_in[:, d_in_col : d_in_col + D] (=|+=) the input gradient (d_in [rows, W'] may be empty; the rest
+// of it is left as it is), d_weight += as rmsnorm_backward's of in's block. The same values as copy_cols,
+// rmsnorm_backward, copy_cols.
+void rmsnorm_cols_backward(const Context& ctx, Tensor d_in, int64_t d_in_col, Tensor d_weight, Tensor d_out, Tensor in,
+                           int64_t in_col, Tensor weight, Tensor rstd, Accum acc_in = Accum::overwrite);
 // Decode fusion (inference): sum = a + b (rounded to the dtype), out = rmsnorm(sum) without rstd; the same values
 // as add then rmsnorm_forward, in one pass. sum may alias a or b.
 void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps);
@@ -100,11 +110,17 @@ void rope_forward(const Context& ctx, Tensor out, Tensor in, Tensor pos, Tensor 
 // d_in (=|+=) the transposed rotation of d_out.
 void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Tensor inv_freq, double attn_factor,
                    Accum acc = Accum::overwrite);
-// Decode fusion: rope_forward of a column block, between [N, H, W] views: out[:, :, out_col : out_col + R] =
+// rope_forward of a column block, between [N, H, W] views: out[:, :, out_col : out_col + R] =
 // RoPE(in[:, :, in_col : in_col + R]) with R = 2 * inv_freq.numel(); the rest of out is left as it is. The same
-// values as copy_cols, rope_forward, copy_cols (absorbed MLA: q_pe from q straight into q_lat).
+// values as copy_cols, rope_forward, copy_cols (absorbed MLA: q_pe from q straight into q_lat; training MLA: q's
+// rope columns in place, the rope key out of kv_a). out may alias in only with out_col == in_col and the same W.
 void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
                        Tensor inv_freq, double attn_factor);
+// Its adjoint, rope_backward of a column block: d_in[:, :, d_in_col : + R] (=|+=) the transposed rotation of
+// d_out[:, :, d_out_col : + R]; the rest of d_in is left as it is. The same values as copy_cols, rope_backward,
+// copy_cols. d_in may alias d_out only with d_in_col == d_out_col and the same W.
+void rope_cols_backward(const Context& ctx, Tensor d_in, int64_t d_in_col, Tensor d_out, int64_t d_out_col, Tensor pos,
+                        Tensor inv_freq, double attn_factor, Accum acc = Accum::overwrite);
 
 // ---- causal self-attention (qk head dim may differ from v head dim) ------------------------------------
 // q, k [B, T, H, Dqk]; v [B, T, H, Dv]; out [B, T, H, Dv]; lse [B, H, T] = logsumexp_s(scale * q_t·k_s), s <= t.

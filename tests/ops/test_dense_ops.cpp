@@ -549,6 +549,122 @@ TEST_CASE("parity: rope forward and backward", "[rope]") {
   }
 }
 
+// ---- the training MLA's column blocks: RoPE in place / out of kv_a, the latent's RMSNorm read from kv_a -------
+
+namespace {
+// The [rows, D] block of x [rows, W] from column col.
+Values cols_of(const Values& x, int64_t col, int64_t D) {
+  const int64_t W = x.shape.back(), rows = x.numel() / W;
+  Values b{{rows, D}, {}};
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < D; ++c) b.v.push_back(x.v[size_t(r * W + col + c)]);
+  return b;
+}
+}  // namespace
+
+TEST_CASE("parity: rope_cols forward and backward", "[rope]") {
+  struct Shape {
+    int64_t N, H, W, col, R;
+  };
+  // q's rope columns in place ([N, 16, 96], columns 64..95: 8 heads per thread from 2^20 pairs; 20 heads: a partial
+  // group of 8), the rope key at column 256 of kv_a [N, 1, 288], and a small odd layout (one head per thread).
+  for (const Shape& s : {Shape{4096, 16, 96, 64, 32}, Shape{3300, 20, 96, 64, 32}, Shape{4096, 1, 288, 256, 32},
+                         Shape{7, 3, 10, 2, 8}}) {
+    const std::string st = shape_tag({s.N, s.H, s.W}) + " col " + std::to_string(s.col);
+    Values inv{{s.R / 2}, {}};
+    for (int64_t i = 0; i < s.R / 2; ++i) inv.v.push_back(std::pow(10000.0, -2.0 * double(i) / double(s.R)));
+    const std::vector<int32_t> pv = rand_ints(s.N, 141, 0, 5000);
+    for (DType dt : {kF32, kBF16}) {
+      const double tol = dt == kBF16 ? 5e-3 : 2e-6, tol_add = dt == kBF16 ? 8e-3 : 2e-6;
+      const char* why = dt == kBF16 ? kBf16Reason : "angle in double on both sides, rotation in f32";
+      Twin pos = twin_ints({s.N}, pv), freq = twin(kF32, inv);
+      const Values x = randn({s.N, s.H, s.W}, 142);
+      Twin q = twin(dt, x);  // in place: the other columns must stay as they are
+      run_both([&](const Context& c, Pick p) { rope_cols_forward(c, p(q), s.col, p(q), s.col, p(pos), p(freq), 1.2); });
+      expect_close(tag("rope_cols_forward in place", dt, st), q, tol, why);
+      Twin xin = twin(dt, x), out = twin(dt, randn({s.N, s.H, s.R + 3}, 143));  // into columns 1..R of wider rows
+      run_both([&](const Context& c, Pick p) { rope_cols_forward(c, p(out), 1, p(xin), s.col, p(pos), p(freq), 1.2); });
+      expect_close(tag("rope_cols_forward", dt, st), out, tol, why);
+      const Values d0 = randn({s.N, s.H, s.W}, 145);
+      Twin dout = twin(dt, randn({s.N, s.H, s.R}, 144));
+      for (Accum acc : {Accum::overwrite, Accum::add}) {
+        Twin din = twin(dt, d0);
+        run_both([&](const Context& c, Pick p) {
+          rope_cols_backward(c, p(din), s.col, p(dout), 0, p(pos), p(freq), 1.2, acc);
+        });
+        expect_close(tag(acc == Accum::add ? "rope_cols_backward add" : "rope_cols_backward", dt, st), din,
+                     acc == Accum::add ? tol_add : tol, why);
+      }
+      Twin dq = twin(dt, d0);
+      run_both([&](const Context& c, Pick p) {
+        rope_cols_backward(c, p(dq), s.col, p(dq), s.col, p(pos), p(freq), 1.2);
+      });
+      expect_close(tag("rope_cols_backward in place", dt, st), dq, tol, why);
+      // The same bits with one head per thread: each head as its own token (positions repeated per head).
+      std::vector<int32_t> pv_heads;
+      for (int32_t v : pv) pv_heads.insert(pv_heads.end(), size_t(s.H), v);
+      DevTensor a = dev(dt, x), b = dev(dt, x), ph = dev_ints({s.N * s.H}, pv_heads);
+      rope_cols_forward(cuda_ctx(), a, s.col, a, s.col, pos.dev, freq.dev, 1.2);
+      rope_cols_forward(cuda_ctx(), Tensor(b).view({s.N * s.H, 1, s.W}), s.col, Tensor(b).view({s.N * s.H, 1, s.W}),
+                        s.col, ph, freq.dev, 1.2);
+      device_sync();
+      expect_same_bits(tag("rope_cols_forward heads per thread", dt, st), a, b);
+    }
+  }
+}
+
+TEST_CASE("parity: rmsnorm_cols forward and backward", "[norm]") {
+  struct Shape {
+    int64_t rows, D, W, col;
+  };
+  // kv_a's latent (256 of 288 columns: 16-byte words), one element off alignment and rows of 290 (not whole words:
+  // the strided kernels), a small odd block.
+  for (const Shape& s : {Shape{4096, 256, 288, 0}, Shape{33, 256, 288, 1}, Shape{19, 256, 290, 0},
+                         Shape{7, 33, 40, 5}}) {
+    const std::string st = shape_tag({s.rows, s.W}) + " cols " + std::to_string(s.col) + "+" + std::to_string(s.D);
+    for (DType dt : {kF32, kBF16}) {
+      const Values x = randn({s.rows, s.W}, 151, 2.0), wv = randu({s.D}, 152, 0.5, 1.5), g = randn({s.rows, s.D}, 153);
+      Twin in = twin(dt, x), w = twin(dt, wv), out = twin_out(dt, {s.rows, s.D}), rstd = twin_out(kF32, {s.rows});
+      run_both([&](const Context& c, Pick p) { rmsnorm_cols_forward(c, p(out), p(rstd), p(in), s.col, p(w), 1e-6); });
+      expect_close(tag("rmsnorm_cols_forward out", dt, st), out, dt == kBF16 ? 5e-3 : 2e-6,
+                   dt == kBF16 ? kBf16Reason : "f32 sum of squares");
+      expect_close(tag("rmsnorm_cols_forward rstd", dt, st), rstd, 2e-6, "f32 sum of squares, rstd kept in f32");
+      Twin dout = twin(dt, g), din = twin(dt, randn({s.rows, s.W}, 154)), dw = twin(dt, randu({s.D}, 155));
+      run_both([&](const Context& c, Pick p) {
+        rmsnorm_cols_backward(c, p(din), s.col, p(dw), p(dout), p(in), s.col, p(w), p(rstd));
+      });
+      expect_close(tag("rmsnorm_cols_backward d_in", dt, st), din, dt == kBF16 ? 8e-3 : 1e-5,
+                   dt == kBF16 ? kBf16Reason : "f32 row dot product (D terms)");
+      expect_close(tag("rmsnorm_cols_backward d_weight +=", dt, st), dw, dt == kBF16 ? 8e-3 : 1e-5,
+                   dt == kBF16 ? kBf16Reason : "f32 column sums over rows (chunked, fixed order)");
+      Twin din_acc = twin(dt, randn({s.rows, s.W}, 158));
+      run_both([&](const Context& c, Pick p) {
+        rmsnorm_cols_backward(c, p(din_acc), s.col, Tensor{}, p(dout), p(in), s.col, p(w), p(rstd), Accum::add);
+      });
+      expect_close(tag("rmsnorm_cols_backward d_in add", dt, st), din_acc, dt == kBF16 ? 8e-3 : 1e-5,
+                   dt == kBF16 ? kBf16Reason : "f32 row dot product (D terms)");
+      // The bits of copy_cols then rmsnorm_forward / rmsnorm_backward then copy_cols on the device.
+      DevTensor xd = dev(dt, x), xc = dev(dt, cols_of(x, s.col, s.D)), wd = dev(dt, wv), dy = dev(dt, g);
+      DevTensor o1 = dev_poisoned(dt, {s.rows, s.D}), o2 = dev_poisoned(dt, {s.rows, s.D});
+      DevTensor r1 = dev_poisoned(kF32, {s.rows}), r2 = dev_poisoned(kF32, {s.rows});
+      const Values d0 = randn({s.rows, s.W}, 156);
+      DevTensor d1 = dev(dt, d0), d2 = dev(dt, d0), draw = dev_poisoned(dt, {s.rows, s.D});
+      DevTensor dw1 = dev(kF32, randu({s.D}, 157)), dw2 = dev(kF32, randu({s.D}, 157));
+      rmsnorm_cols_forward(cuda_ctx(), o1, r1, xd, s.col, wd, 1e-6);
+      rmsnorm_forward(cuda_ctx(), o2, r2, xc, wd, 1e-6);
+      rmsnorm_cols_backward(cuda_ctx(), d1, s.col, dw1, dy, xd, s.col, wd, r2);
+      rmsnorm_backward(cuda_ctx(), draw, dw2, dy, xc, wd, r2);
+      copy_cols(cuda_ctx(), d2, s.col, draw, 0, s.D);
+      device_sync();
+      expect_same_bits(tag("rmsnorm_cols_forward out vs copy + rmsnorm", dt, st), o1, o2);
+      expect_same_bits(tag("rmsnorm_cols_forward rstd vs copy + rmsnorm", dt, st), r1, r2);
+      expect_same_bits(tag("rmsnorm_cols_backward d_in vs rmsnorm + copy", dt, st), d1, d2);
+      expect_close_values(tag("rmsnorm_cols_backward d_weight vs rmsnorm", dt, st), dw1.values(), dw2.values(), 1e-5,
+                          "f32 column sums in another fixed grouping where the paths differ");
+    }
+  }
+}
+
 // ---- decode fusions: add + RMSNorm, RoPE of a column block, SwiGLU of stacked halves ----------------------
 
 TEST_CASE("parity: decode fusions (add_rmsnorm, rope_cols, swiglu_pair)", "[norm][rope][swiglu]") {

@@ -26,15 +26,6 @@ void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, T
   cpu::rmsnorm_forward(ctx, out, Tensor{}, sum, weight, eps);
 }
 
-void rope_cols_forward(const Context& ctx, Tensor out, int64_t out_col, Tensor in, int64_t in_col, Tensor pos,
-                       Tensor inv_freq, double attn_factor) {
-  const int64_t N = in.dim(0), H = in.dim(1), R = 2 * inv_freq.numel();
-  Scratch raw(in.dtype, {N, H, R}), rot(in.dtype, {N, H, R});
-  cpu::copy_cols(ctx, raw.t.view({N * H, R}), 0, in.view({N * H, in.dim(2)}), in_col, R, Accum::overwrite);
-  cpu::rope_forward(ctx, rot.t, raw.t, pos, inv_freq, attn_factor);
-  cpu::copy_cols(ctx, out.view({N * H, out.dim(2)}), out_col, rot.t.view({N * H, R}), 0, R, Accum::overwrite);
-}
-
 void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
                         Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor) {
   const int64_t n = slot_rows.numel(), Q = q_norm.empty() ? 0 : q_norm.numel(), R = kv_norm.numel(), dr = kv_pool.dim(2) - R;

@@ -116,3 +116,124 @@ TEST_CASE("rope f32 agrees with f64", "[ops][rope][precision]") {
   rope_forward(ctx, o32, as(DType::f32, x), pos, freq32, 1.0);
   CHECK(max_rel_diff(o32.f64(), o64b.f64()) < 1e-6);
 }
+
+// The training MLA's column-block ropes: q's rope columns in place, the rope key out of / its gradient into kv_a.
+TEST_CASE("rope_cols forward and backward = copy_cols / rope / copy_cols", "[ops][rope]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 3, H = 2, W = 10, Wo = 7, R = 4, col = 5, ocol = 1;
+  std::vector<double> f;
+  for (int i = 0; i < R / 2; ++i) f.push_back(std::pow(10000.0, -2.0 * i / double(R)));
+  for (DType dt : {DType::f32, DType::f64}) {
+    Owned freq = from(dt, {R / 2}, f), pos = ints({N}, {0, 9, 300});
+    auto rows = [&](const Owned& t, int64_t w) { return t.t.view({N * H, w}); };
+    // the sequence the block ops replace: raw = x[cols], rot = rope(raw), y[cols] (=|+=) rot
+    auto sequence = [&](const Owned& y, int64_t ycol, int64_t yw, const Owned& x, int64_t xcol, int64_t xw,
+                        bool backward, Accum acc) {
+      Owned raw = zeros(dt, {N, H, R}), rot = zeros(dt, {N, H, R});
+      copy_cols(ctx, rows(raw, R), 0, rows(x, xw), xcol, R);
+      if (backward)
+        rope_backward(ctx, rot, raw, pos, freq, 1.3);
+      else
+        rope_forward(ctx, rot, raw, pos, freq, 1.3);
+      copy_cols(ctx, rows(y, yw), ycol, rows(rot, R), 0, R, acc);
+    };
+    Owned x = rand(dt, {N, H, W}, 61), y = rand(dt, {N, H, Wo}, 62), ref = clone(y);
+    rope_cols_forward(ctx, y, ocol, x, col, pos, freq, 1.3);
+    sequence(ref, ocol, Wo, x, col, W, false, Accum::overwrite);
+    CHECK(bitwise_equal(y, ref));
+    for (Accum acc : {Accum::overwrite, Accum::add}) {
+      Owned d = rand(dt, {N, H, Wo}, 63), dref = clone(d);
+      rope_cols_backward(ctx, d, ocol, x, col, pos, freq, 1.3, acc);
+      sequence(dref, ocol, Wo, x, col, W, true, acc);
+      CHECK(bitwise_equal(d, dref));
+    }
+    // in place: the rope columns of each head of x, the other columns untouched
+    Owned inplace = clone(x), iref = clone(x);
+    rope_cols_forward(ctx, inplace, col, inplace, col, pos, freq, 1.3);
+    sequence(iref, col, W, x, col, W, false, Accum::overwrite);
+    CHECK(bitwise_equal(inplace, iref));
+    rope_cols_backward(ctx, inplace, col, inplace, col, pos, freq, 1.3);
+    sequence(iref, col, W, clone(iref), col, W, true, Accum::overwrite);
+    CHECK(bitwise_equal(inplace, iref));
+  }
+  // H = 1 views of a [N, Rkv + dr] matrix (kv_a's rope key) and aliasing / range checks
+  Owned kv = rand(DType::f64, {N, 1, 9}, 64), kpe = zeros(DType::f64, {N, 1, R}), freq = from(DType::f64, {R / 2}, f);
+  Owned pos = ints({N}, {1, 2, 3});
+  rope_cols_forward(ctx, kpe, 0, kv, 5, pos, freq, 1.0);
+  Owned kref = zeros(DType::f64, {N, 1, R});
+  copy_cols(ctx, kref.t.view({N, R}), 0, kv.t.view({N, 9}), 5, R);
+  rope_forward(ctx, kref, kref, pos, freq, 1.0);
+  CHECK(bitwise_equal(kpe, kref));
+  CHECK_THROWS_AS(rope_cols_forward(ctx, kv, 4, kv, 5, pos, freq, 1.0), Error);      // aliasing, other columns
+  CHECK_THROWS_AS(rope_cols_backward(ctx, kv, 5, kv, 4, pos, freq, 1.0), Error);     // the same for the backward
+  CHECK_THROWS_AS(rope_cols_backward(ctx, kv, 6, kpe, 0, pos, freq, 1.0), Error);    // 6 + 4 > 9
+  CHECK_THROWS_AS(rope_cols_backward(ctx, kv, 0, kpe, 0, ints({2}, {0, 1}), freq, 1.0), Error);  // N != pos
+}
+
+TEST_CASE("rope_cols gradient check", "[ops][rope][gradcheck]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 3, H = 2, W = 11, Wo = 9, R = 6, col = 4, ocol = 2;
+  std::vector<double> f;
+  for (int i = 0; i < R / 2; ++i) f.push_back(std::pow(10000.0, -2.0 * i / double(R)));
+  Owned freq = from(DType::f64, {R / 2}, f), pos = ints({N}, {0, 5, 17});
+  Owned x = rand(DType::f64, {N, H, W}, 65), Rm = rand(DType::f64, {N, H, Wo}, 66);
+  Owned out = zeros(DType::f64, {N, H, Wo}), dx = zeros(DType::f64, {N, H, W});
+  const double af = 1.3;
+  rope_cols_backward(ctx, dx, col, Rm, ocol, pos, freq, af);  // the columns outside the block keep gradient 0
+  auto loss = [&] {
+    rope_cols_forward(ctx, out, ocol, x, col, pos, freq, af);
+    return dot(out, Rm);  // out's other columns stay 0: no dependence on x
+  };
+  CHECK(run_gradcheck("rope_cols", {{"in", x, dx}}, loss) < 1e-6);
+}
+
+// The training MLA's latent norm read from / its gradient written into the first columns of kv_a.
+TEST_CASE("rmsnorm_cols forward and backward = copy_cols / rmsnorm / copy_cols", "[ops][rmsnorm]") {
+  const Context ctx = cpu_ctx(2);
+  const int64_t rows = 5, D = 8, W = 13, col = 3, Wd = 11, dcol = 2;
+  for (DType dt : {DType::f32, DType::f64}) {
+    Owned x = rand(dt, {rows, W}, 71), w = rand(dt, {D}, 72, 0.5, 1.5), dy = rand(dt, {rows, D}, 73);
+    Owned out = zeros(dt, {rows, D}), rstd = zeros(dt, {rows}), raw = zeros(dt, {rows, D});
+    Owned ref = zeros(dt, {rows, D}), ref_rstd = zeros(dt, {rows});
+    rmsnorm_cols_forward(ctx, out, rstd, x, col, w, 1e-6);
+    copy_cols(ctx, raw, 0, x, col, D);
+    rmsnorm_forward(ctx, ref, ref_rstd, raw, w, 1e-6);
+    CHECK(bitwise_equal(out, ref));
+    CHECK(bitwise_equal(rstd, ref_rstd));
+    for (Accum acc : {Accum::overwrite, Accum::add}) {
+      Owned dx = rand(dt, {rows, Wd}, 74), dx_ref = clone(dx), dw = rand(dt, {D}, 75), dw_ref = clone(dw);
+      Owned d_raw = zeros(dt, {rows, D});
+      rmsnorm_cols_backward(ctx, dx, dcol, dw, dy, x, col, w, rstd, acc);
+      rmsnorm_backward(ctx, d_raw, dw_ref, dy, raw, w, rstd);
+      copy_cols(ctx, dx_ref, dcol, d_raw, 0, D, acc);
+      CHECK(bitwise_equal(dx, dx_ref));  // the columns outside the block untouched
+      CHECK(bitwise_equal(dw, dw_ref));
+    }
+    Owned dw = zeros(dt, {D}), dw_ref = zeros(dt, {D});  // d_in may be empty
+    rmsnorm_cols_backward(ctx, Tensor{}, 0, dw, dy, x, col, w, rstd);
+    rmsnorm_backward(ctx, Tensor{}, dw_ref, dy, raw, w, rstd);
+    CHECK(bitwise_equal(dw, dw_ref));
+  }
+  Owned x = rand(DType::f64, {rows, W}, 71), w = rand(DType::f64, {D}, 72), out = zeros(DType::f64, {rows, D});
+  Owned rstd = zeros(DType::f64, {rows}), dx = zeros(DType::f64, {rows, 9});
+  CHECK_THROWS_AS(rmsnorm_cols_forward(ctx, out, rstd, x, 6, w, 1e-6), Error);                  // 6 + 8 > 13
+  CHECK_THROWS_AS(rmsnorm_cols_forward(ctx, out, rstd, x.t.view({rows * W}), 0, w, 1e-6), Error);  // rows differ
+  CHECK_THROWS_AS(rmsnorm_cols_backward(ctx, dx, 2, Tensor{}, out, x, 0, w, rstd), Error);        // 2 + 8 > 9
+  CHECK_THROWS_AS(rmsnorm_cols_backward(ctx, x, 0, Tensor{}, out, x, 0, w, rstd), Error);         // d_in aliases in
+}
+
+TEST_CASE("rmsnorm_cols gradient check", "[ops][rmsnorm][gradcheck]") {
+  const Context ctx = cpu_ctx();
+  const int64_t rows = 4, D = 6, W = 10, col = 3;
+  Owned x = rand(DType::f64, {rows, W}, 76), w = rand(DType::f64, {D}, 77, 0.5, 1.5);
+  Owned R = rand(DType::f64, {rows, D}, 78);
+  Owned out = zeros(DType::f64, {rows, D}), rstd = zeros(DType::f64, {rows});
+  Owned dx = zeros(DType::f64, {rows, W}), dw = zeros(DType::f64, {D});
+  rmsnorm_cols_forward(ctx, out, rstd, x, col, w, 1e-6);
+  rmsnorm_cols_backward(ctx, dx, col, dw, R, x, col, w, rstd);  // columns outside the block keep gradient 0
+  auto loss = [&] {
+    rmsnorm_cols_forward(ctx, out, rstd, x, col, w, 1e-6);
+    return dot(out, R);
+  };
+  CHECK(run_gradcheck("rmsnorm_cols", {{"in", x, dx}, {"weight", w, dw}}, loss) < 1e-6);
+}
