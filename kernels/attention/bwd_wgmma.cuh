@@ -1,0 +1,335 @@
+// Part of kernels/attention.cu: the backward's dK/dV and dQ kernels on warpgroup MMA (sm_90a; the default at 96/64).
+// Included there, inside its anonymous namespace in ds::cuda, after the parts before it (whose names it
+// uses); not a standalone header.
+// ---- backward dK/dV on Hopper's warpgroup MMA (sm_90a; the default at 96/64) ---------------------------------
+// The job of attn_bwd_dkdv_mma (64 keys a block, a loop over query steps of BQ), with each product one m64nNk16
+// wgmma per k16 step of the block's one warpgroup: S^T = K Q^T and dP^T = V dO^T read both operands from shared
+// memory (no ldmatrix); dV += P^T dO and dK += dS^T Q take P^T and dS^T as register A fragments (S^T's accumulator
+// layout is the A fragment layout, as with mma.sync) and read dO and Q transposed (MN-major). Tiles sit in
+// wgmma.cuh's 128-byte swizzled layout, Dqk 96 as two 64-wide column blocks (the pad zero-filled, never read). A
+// step: S^T and dP^T go out as two groups; P^T is computed once S^T lands (dP^T in flight) and dV's products issued,
+// then dS^T once dP^T lands and dK's products; all retire before the step's closing barrier, after which the other
+// buffer is refilled. wgmma is warpgroup-wide, so no warp skips a step (masked pairs add exact zeros).
+namespace wgbwd {
+
+template <int DQK, int DV, int BQ> struct Cfg {
+  static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
+  static constexpr int k_bytes = 64 * KB * 128, v_bytes = 64 * VB * 128;
+  static constexpr int q_bytes = BQ * KB * 128, do_bytes = BQ * VB * 128;  // one buffer
+  // + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the address)
+  static constexpr size_t smem = size_t(k_bytes + v_bytes + 2 * q_bytes + 2 * do_bytes) + 4 * BQ * sizeof(float) + 1024;
+};
+
+template <int N> __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db) {
+  static_assert(N == 32 || N == 64, "query step 32 or 64");
+  if constexpr (N == 32) wgmma::mma_m64n32k16<0, 0>(d, da, db);
+  else wgmma::mma_m64n64k16<0, 0>(d, da, db);
+}
+template <int N> __device__ __forceinline__ void mma_rs_t(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db) {
+  static_assert(N == 64 || N == 96, "head dims 64 or 96");
+  if constexpr (N == 64) wgmma::mma_rs_m64n64k16<1>(d, a, db);
+  else wgmma::mma_rs_m64n96k16<1>(d, a, db);
+}
+// Keeps the compiler from moving register A fragments across the asynchronous products reading them.
+template <int N> __device__ __forceinline__ void pin_frags(uint32_t (&f)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(f[i][0]), "+r"(f[i][1]), "+r"(f[i][2]), "+r"(f[i][3])::"memory");
+}
+// The mma.sync-style A fragments of k16 step kk from an m64 accumulator (n8 tiles 2 kk, 2 kk + 1), rounded to bf16.
+template <int N> __device__ __forceinline__ void to_frags(uint32_t (&f)[N / 16][4], const float (&c)[N / 2]) {
+#pragma unroll
+  for (int kk = 0; kk < N / 16; ++kk) {
+    f[kk][0] = pack_bf16(c[8 * kk], c[8 * kk + 1]);
+    f[kk][1] = pack_bf16(c[8 * kk + 2], c[8 * kk + 3]);
+    f[kk][2] = pack_bf16(c[8 * kk + 4], c[8 * kk + 5]);
+    f[kk][3] = pack_bf16(c[8 * kk + 6], c[8 * kk + 7]);
+  }
+}
+
+}  // namespace wgbwd
+
+template <int DQK, int DV, int BQ, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using C = wgbwd::Cfg<DQK, DV, BQ>;
+  constexpr int BK = 64;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* Ks = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* Vs = Ks + C::k_bytes;
+  unsigned char* Qs = Vs + C::v_bytes;       // [2] buffers
+  unsigned char* dOs = Qs + 2 * C::q_bytes;  // [2] buffers
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * C::do_bytes);  // [2][BQ], log2 units
+  float* D_s = lse_s + 2 * BQ;                                      // [2][BQ]
+  const uint32_t ks = smem_addr(Ks), vs = smem_addr(Vs), qs = smem_addr(Qs), dos = smem_addr(dOs);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int k0 = blockIdx.x * BK;
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
+  const float* lseb = a.lse_in + (int64_t(b) * H + h) * T;
+  const float* Db = a.delta + (int64_t(b) * H + h) * T;
+  const int qt0 = k0 / BQ, n_q = (T + BQ - 1) / BQ - qt0;
+
+  auto load_q = [&](int i, int buf) {
+    const int q0 = (qt0 + i) * BQ;
+    wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs + buf * C::q_bytes, qb, sq, q0, T, 0, DQK);
+    wgmma::load_tile_sw128<BQ, C::VB * 64, kMmaThreads>(dOs + buf * C::do_bytes, dob, sv, q0, T, 0, DV);
+    if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
+    else if (tid < 2 * BQ) D_s[buf * BQ + tid - BQ] = q0 + tid - BQ < T ? Db[q0 + tid - BQ] : 0.f;
+  };
+  wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks, kb, sq, k0, T, 0, DQK);
+  wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs, vb, sv, k0, T, 0, DV);
+  load_q(0, 0);
+  cp_async_commit();
+
+  float dk[DQK / 2], dv[DV / 2];
+#pragma unroll
+  for (int i = 0; i < DQK / 2; ++i) dk[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < DV / 2; ++i) dv[i] = 0.f;
+  const int key0 = k0 + warp * 16 + g;  // this lane's keys: key0, key0 + 8
+
+  for (int i = 0; i < n_q; ++i) {
+    const int buf = i & 1;
+    if (i + 1 < n_q) load_q(i + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    const int q0 = (qt0 + i) * BQ;
+    const uint32_t qt = qs + buf * C::q_bytes, dot = dos + buf * C::do_bytes;
+    const float* lse_t = lse_s + buf * BQ;
+    const float* D_t = D_s + buf * BQ;
+
+    // S^T = K Q^T and dP^T = V dO^T [64 keys][BQ queries], K-major operands: k16 step kk is column block kk / 4,
+    // + 32 bytes per step inside it; 8-row groups 1024 bytes apart.
+    float st[BQ / 2], dp[BQ / 2];
+#pragma unroll
+    for (int x = 0; x < BQ / 2; ++x) st[x] = dp[x] = 0.f;
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgbwd::mma_ss<BQ>(st, wgmma::desc_sw128(ks + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(qt + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk)
+      wgbwd::mma_ss<BQ>(dp, wgmma::desc_sw128(vs + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(dot + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // S^T has landed
+    wgmma::pin(st);
+
+    // P^T = exp(scale S^T - lse[q]), 0 where masked (the diagonal, or queries past T); st[4 nt + e] is key
+    // key0 + 8 (e >> 1), query q0 + 8 nt + 2 t4 + (e & 1).
+    if (k0 + warp * 16 + 15 > q0 || q0 + BQ > T) {
+#pragma unroll
+      for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int ql = nt * 8 + 2 * t4 + (e & 1), key = key0 + (e >> 1) * 8, qg = q0 + ql;
+          st[4 * nt + e] = (key > qg || qg >= T) ? 0.f : ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse_t[ql]));
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          st[4 * nt + e] = ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse_t[nt * 8 + 2 * t4 + (e & 1)]));
+    }
+    // dV += P^T dO: dO as the MN-major B ([queries = k][Dv = n]): k16 step = 16 rows = 2048 bytes.
+    uint32_t pf[BQ / 16][4];
+    wgbwd::to_frags<BQ>(pf, st);
+    wgbwd::pin_frags(pf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BQ / 16; ++kq)
+      wgbwd::mma_rs_t<DV>(dv, pf[kq], wgmma::desc_sw128(dot + kq * 2048, BQ * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // dP^T has landed (dV's products may still run)
+    wgmma::pin(dp);
+
+    // dS^T = P^T (dP^T - D[q]);  dK += dS^T Q (Q as the MN-major B, Dqk = n across its column blocks)
+#pragma unroll
+    for (int nt = 0; nt < BQ / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[4 * nt + e] *= dp[4 * nt + e] - D_t[nt * 8 + 2 * t4 + (e & 1)];
+    uint32_t sf[BQ / 16][4];
+    wgbwd::to_frags<BQ>(sf, st);
+    wgbwd::pin_frags(sf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BQ / 16; ++kq)
+      wgbwd::mma_rs_t<DQK>(dk, sf[kq], wgmma::desc_sw128(qt + kq * 2048, BQ * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgbwd::pin_frags(pf);
+    wgbwd::pin_frags(sf);
+    wgmma::pin(dv);
+    wgmma::pin(dk);
+    __syncthreads();  // every product of this step has retired: the buffers may be refilled
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int key = key0 + i * 8;
+    if (key >= T) continue;
+    if (a.dk) {
+      bf16_t* row = a.dk + qoff + int64_t(key) * sq;
+#pragma unroll
+      for (int nt = 0; nt < DQK / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) =
+            pack_bf16(dk[4 * nt + 2 * i] * a.scale, dk[4 * nt + 2 * i + 1] * a.scale);
+    }
+    if (a.dv) {
+      bf16_t* row = a.dv + voff + int64_t(key) * sv;
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) = pack_bf16(dv[4 * nt + 2 * i], dv[4 * nt + 2 * i + 1]);
+    }
+  }
+}
+
+// ---- backward dQ on warpgroup MMA (sm_90a; the default at 96/64) -----------------------------------------------
+// The job of attn_bwd_dq_mma (64 queries a block, a loop over key steps of BK) in the manner of
+// attn_bwd_dkdv_wgmma: S = Q K^T and dP = dO V^T read both operands from shared memory, dQ += dS K takes dS as
+// register A fragments and reads K transposed (MN-major). P is computed once S lands (dP in flight).
+namespace wgbwd {
+
+template <int DQK, int DV, int BK> struct CfgQ {
+  static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
+  static constexpr int q_bytes = 64 * KB * 128, do_bytes = 64 * VB * 128;
+  static constexpr int k_bytes = BK * KB * 128, v_bytes = BK * VB * 128;  // one buffer
+  static constexpr size_t smem = size_t(q_bytes + do_bytes + 2 * k_bytes + 2 * v_bytes) + 2 * 64 * sizeof(float) + 1024;
+};
+
+}  // namespace wgbwd
+
+template <int DQK, int DV, int BK, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dq_wgmma(AttnArgs<bf16_t> a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using C = wgbwd::CfgQ<DQK, DV, BK>;
+  constexpr int BQ = 64;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* Qs = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* dOs = Qs + C::q_bytes;
+  unsigned char* Ks = dOs + C::do_bytes;   // [2] buffers
+  unsigned char* Vs = Ks + 2 * C::k_bytes;  // [2] buffers
+  float* lse_s = reinterpret_cast<float*>(Vs + 2 * C::v_bytes);  // [BQ], log2 units
+  float* D_s = lse_s + BQ;                                        // [BQ]
+  const uint32_t qs = smem_addr(Qs), dos = smem_addr(dOs), ks = smem_addr(Ks), vs = smem_addr(Vs);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
+  const int n_kv = min((T + BK - 1) / BK, (q0 + BQ - 1) / BK + 1);
+
+  auto load_kv = [&](int j, int buf) {
+    wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks + buf * C::k_bytes, kb, sq, j * BK, T, 0, DQK);
+    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, vb, sv, j * BK, T, 0, DV);
+  };
+  wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs, qb, sq, q0, T, 0, DQK);
+  wgmma::load_tile_sw128<BQ, C::VB * 64, kMmaThreads>(dOs, dob, sv, q0, T, 0, DV);
+  load_kv(0, 0);
+  cp_async_commit();
+  if (tid < BQ) {
+    const int64_t row = (int64_t(b) * H + h) * T + q0 + tid;
+    lse_s[tid] = q0 + tid < T ? a.lse_in[row] * kLog2e : 0.f;
+    D_s[tid] = q0 + tid < T ? a.delta[row] : 0.f;
+  }
+
+  float dq[DQK / 2];
+#pragma unroll
+  for (int i = 0; i < DQK / 2; ++i) dq[i] = 0.f;
+  const int row0 = q0 + warp * 16 + g;  // this lane's rows: row0, row0 + 8
+  float lse_r[2], D_r[2];
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_kv) load_kv(j + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    if (j == 0) {  // the per-lane row stats (written before the barrier above)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        lse_r[i] = lse_s[warp * 16 + g + 8 * i];
+        D_r[i] = D_s[warp * 16 + g + 8 * i];
+      }
+    }
+    const int k0 = j * BK;
+    const uint32_t kt = ks + buf * C::k_bytes, vt = vs + buf * C::v_bytes;
+
+    // S = Q K^T and dP = dO V^T [64 queries][BK keys], K-major operands (see attn_bwd_dkdv_wgmma)
+    float s[BK / 2], dp[BK / 2];
+#pragma unroll
+    for (int x = 0; x < BK / 2; ++x) s[x] = dp[x] = 0.f;
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgbwd::mma_ss<BK>(s, wgmma::desc_sw128(qs + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(kt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk)
+      wgbwd::mma_ss<BK>(dp, wgmma::desc_sw128(dos + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(vt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+    wgmma::wait<1>();  // S has landed
+    wgmma::pin(s);
+
+    // P = exp(scale S - lse[row]), 0 where masked; s[4 nt + e] is row row0 + 8 (e >> 1), key k0 + 8 nt + 2 t4 + (e & 1)
+    if (k0 + BK - 1 > q0 + warp * 16 || k0 + BK > T) {
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = k0 + nt * 8 + 2 * t4 + (e & 1), i = e >> 1, row = row0 + 8 * i;
+          s[4 * nt + e] = (col > row || col >= T) ? 0.f : ex2_ftz(fmaf(s[4 * nt + e], a.scale_log2, -lse_r[i]));
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[4 * nt + e] = ex2_ftz(fmaf(s[4 * nt + e], a.scale_log2, -lse_r[e >> 1]));
+    }
+    wgmma::wait<0>();  // dP has landed
+    wgmma::pin(dp);
+    // dS = P (dP - D[row]);  dQ += dS K (K as the MN-major B, Dqk = n across its column blocks)
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[4 * nt + e] *= dp[4 * nt + e] - D_r[e >> 1];
+    uint32_t sf[BK / 16][4];
+    wgbwd::to_frags<BK>(sf, s);
+    wgbwd::pin_frags(sf);
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BK / 16; ++kq)
+      wgbwd::mma_rs_t<DQK>(dq, sf[kq], wgmma::desc_sw128(kt + kq * 2048, BK * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgbwd::pin_frags(sf);
+    wgmma::pin(dq);
+    __syncthreads();  // every product of this step has retired: the buffers may be refilled
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = row0 + i * 8;
+    if (row >= T) continue;
+    bf16_t* drow = a.dq + qoff + int64_t(row) * sq;
+#pragma unroll
+    for (int nt = 0; nt < DQK / 8; ++nt)
+      *reinterpret_cast<uint32_t*>(drow + nt * 8 + 2 * t4) =
+          pack_bf16(dq[4 * nt + 2 * i] * a.scale, dq[4 * nt + 2 * i + 1] * a.scale);
+  }
+}
