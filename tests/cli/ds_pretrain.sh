@@ -2,7 +2,7 @@
 # Golden CLI test of ds-pretrain: help/version and usage errors (exit 2), a tiny training run and its checkpoint,
 # metrics and expert statistics, bad input (exit 3, one "file:line" message, no checkpoint directory left),
 # refusing to clobber a checkpoint, kill -9 + --resume reproducing an uninterrupted run loss for loss,
-# --dump-logits, --stop-at-step + --resume.
+# --dump-logits, --stop-at-step + --resume, --optim-state bf16 (saved in bf16, resumed exactly).
 # Usage: ds_pretrain.sh PATH/TO/ds-pretrain PATH/TO/ds-tokenize
 # Run with OMP_WAIT_POLICY=passive on shared machines (spinning OpenMP threads starve each other).
 set -u
@@ -202,6 +202,30 @@ if "$BIN" --help | grep -q -- '--stop-at-step'; then
 else
   echo "SKIP: --stop-at-step is not an option of this ds-pretrain"
 fi
+
+# ---------------------------------------------------------------------------------------------------------
+# --optim-state bf16: the moments saved in bf16 and a resumed run equal to the uninterrupted one
+O8=(--seq-len 32 --batch-size 4 --max-steps 8 --warmup 2 "${COMMON[@]}")
+OS=("${O8[@]}" --optim-state bf16)
+expect 2 "--optim-state f16 (not a choice)" -- "$BIN" -i "$T/corpus.jsonl" -o "$T/o0" "${TINY[@]}" \
+  --optim-state f16
+expect 0 "--optim-state bf16, --stop-at-step 4 of 8" -- "$BIN" -i "$T/corpus.jsonl" -o "$T/os" --tokenizer "$T/tok" \
+  --preset tiny "${OS[@]}" --stop-at-step 4 --metrics "$T/os.jsonl"
+check "--optim-state bf16: optimizer.safetensors holds BF16 moments" \
+  grep -aq '"dtype":"BF16"' <(head -c 4096 "$T/os/optimizer.safetensors")
+expect 0 "--optim-state bf16: --resume" -- "$BIN" -i "$T/corpus.jsonl" -o "$T/os" --resume "${OS[@]}" \
+  --metrics "$T/os.jsonl"
+expect 0 "--optim-state bf16: the same 8 steps in one run" -- "$BIN" -i "$T/corpus.jsonl" -o "$T/o1" \
+  --tokenizer "$T/tok" --preset tiny "${OS[@]}" --metrics "$T/o1.jsonl"
+check "--optim-state bf16 + --resume: the same losses" \
+  test "$(field_by_step "$T/os.jsonl" loss)" = "$(field_by_step "$T/o1.jsonl" loss)"
+expect 0 "the same 8 steps with f32 moments" -- "$BIN" -i "$T/corpus.jsonl" -o "$T/o3" --tokenizer "$T/tok" \
+  --preset tiny "${O8[@]}" --metrics "$T/o3.jsonl"
+check "--optim-state bf16: losses differ from f32 moments' (the state is really bf16)" \
+  test "$(field_by_step "$T/o1.jsonl" loss)" != "$(field_by_step "$T/o3.jsonl" loss)"
+expect 0 "--optim-state bf16 with --beta2 0.999 warns" -- "$BIN" -i "$T/corpus.jsonl" -o "$T/o2" "${TINY[@]}" \
+  --max-steps 1 --optim-state bf16 --beta2 0.999
+contains "$T/err" "resolution" "the warning says why"
 
 echo "($SECONDS s)"
 if [ "$fails" -ne 0 ]; then echo "$fails check(s) failed"; exit 1; fi
