@@ -17,7 +17,9 @@
 // size, register cap and fragment residency as a template parameter (BwdTile). At the bench model's 96/64, sm_90a
 // builds run both on warpgroup MMA (attn_bwd_dkdv_wgmma, attn_bwd_dq_wgmma: the default there, measured faster);
 // the mma.sync kernels and a few alternatives stay compiled, chosen through bench hooks to be timed and tested
-// against each other. Nothing here synchronises, so the ops are CUDA-graph capturable.
+// against each other. The forward at 96/64 also has a warpgroup-MMA kernel (attn_fwd_wgmma, fwd_wgmma.cuh; key tiles
+// of 64 or 128), a non-default variant chosen through a bench hook (attention_bench_fwd_variant) until timed.
+// Nothing here synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -73,6 +75,7 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 #include "kernels/attention/fwd_mma.cuh"
 #include "kernels/attention/bwd_mma.cuh"
 #include "kernels/attention/bwd_wgmma.cuh"
+#include "kernels/attention/fwd_wgmma.cuh"
 #include "kernels/attention/simt.cuh"
 
 // =======================================================================================================
@@ -105,6 +108,16 @@ int g_dkdv_variant = 6, g_dq_variant = 5;
 constexpr int kDkdvVariants = 6, kDqVariants = 5;
 int g_dkdv_variant = 0, g_dq_variant = 0;
 #endif
+
+// Forward variants at 96/64 (needs scale > 0, as the wide kernel): 0 = attn_fwd_mma_wide (the default), 1 and 2 =
+// attn_fwd_wgmma with key tiles of 64 (3 blocks an SM) and 128 (2); sm_90a builds only. Bench hook:
+// attention_bench_fwd_variant.
+#ifdef DS_CUDA_WGMMA
+constexpr int kFwdVariants = 3;
+#else
+constexpr int kFwdVariants = 1;
+#endif
+int g_fwd_variant = 0;
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
@@ -139,6 +152,13 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
   allow_smem(attn_fwd_mma_wide<DQK, DV>, smem);
   const dim3 grid((a.T + kFwdWideBQ - 1) / kFwdWideBQ, B * a.H);
   launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
+}
+
+template <int BK, int MINB> void launch_fwd_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = wgfwd::Cfg<96, 64, BK>::smem;
+  allow_smem(attn_fwd_wgmma<96, 64, BK, MINB>, smem);
+  const dim3 grid((a.T + 63) / 64, B * a.H);
+  launch(attn_fwd_wgmma<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
 }
 
 template <int DQK, int DV, class TL> void launch_dkdv(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
@@ -256,6 +276,11 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
     a.lse_out = mptr<float>(lse);
     bool launched = false;
     if (mma_shape(a.Dqk, a.Dv) && all_aligned16({&q, &k, &v, &out})) {
+      if (a.scale_log2 > 0.f && a.Dqk == 96 && a.Dv == 64 && g_fwd_variant != 0) {
+        if (g_fwd_variant == 1) launch_fwd_wgmma<64, 3>(a, B, st);
+        else launch_fwd_wgmma<128, 2>(a, B, st);
+        launched = true;
+      }
       if (a.scale_log2 > 0.f) {
 #define DS_X(x, y)                                       \
   if (!launched && a.Dqk == x && a.Dv == y) {            \
@@ -330,6 +355,13 @@ int attention_bench_dkdv_variant(int variant) {
 int attention_bench_dq_variant(int variant) {
   const int prev = g_dq_variant;
   if (variant >= 0 && variant < kDqVariants) g_dq_variant = variant;
+  return prev;
+}
+// The same for the bf16 96/64 forward (0 = attn_fwd_mma_wide, the default; 1, 2 = attn_fwd_wgmma with key tiles of
+// 64, 128: sm_90a builds only, else refused).
+int attention_bench_fwd_variant(int variant) {
+  const int prev = g_fwd_variant;
+  if (variant >= 0 && variant < kFwdVariants) g_fwd_variant = variant;
   return prev;
 }
 

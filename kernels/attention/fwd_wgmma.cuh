@@ -1,0 +1,158 @@
+// Part of kernels/attention.cu: the forward on warpgroup MMA (sm_90a; a bench/test variant at 96/64, not the default).
+// Included there, inside its anonymous namespace in ds::cuda, after bwd_wgmma.cuh (whose wgbwd::to_frags and
+// pin_frags it uses); not a standalone header.
+// ---- forward on Hopper's warpgroup MMA ---------------------------------------------------------------------
+// The job of attn_fwd_mma_wide with one warpgroup owning 64 query rows (warp w: rows 16 w .. 16 w + 15, the same
+// rows and accumulator layout as mma.sync) and a loop over key tiles of BK: S = Q K^T reads both operands from
+// shared memory (K-major, Dqk 96 as two 64-wide swizzled column blocks, the pad zero-filled and never read), the
+// online softmax runs on S's accumulator registers in f32 with attn_fwd_mma_wide's math (scale folded into the
+// exponent: needs scale > 0; P rounded to bf16), and O += P V takes P as register A fragments and reads V
+// transposed (MN-major). K/V tiles are double-buffered with cp.async (the next tile loads while this one computes);
+// every product of a tile retires before the closing barrier, after which its buffer is refilled. Several blocks
+// an SM overlap one block's softmax with another's products. wgmma is warpgroup-wide, so no warp skips a tile
+// (a warp whose rows all lie above the tile's keys gets P = 0 exactly: alpha 1, nothing added).
+namespace wgfwd {
+
+template <int DQK, int DV, int BK> struct Cfg {
+  static constexpr int BQ = 64;
+  static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
+  static constexpr int q_bytes = BQ * KB * 128;
+  static constexpr int k_bytes = BK * KB * 128, v_bytes = BK * VB * 128;  // one buffer
+  // + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the address)
+  static constexpr size_t smem = size_t(q_bytes + 2 * k_bytes + 2 * v_bytes) + 1024;
+};
+
+template <int N> __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db) {
+  static_assert(N == 64 || N == 128, "key tile 64 or 128");
+  if constexpr (N == 64) wgmma::mma_m64n64k16<0, 0>(d, da, db);
+  else wgmma::mma_m64n128k16<0, 0>(d, da, db);
+}
+
+}  // namespace wgfwd
+
+template <int DQK, int DV, int BK, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf16_t> a) {
+  static_assert(DV == 64, "O += P V is one m64n64 product per k16 step");
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using C = wgfwd::Cfg<DQK, DV, BK>;
+  constexpr int BQ = C::BQ;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* Qs = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* Ks = Qs + C::q_bytes;      // [2] buffers
+  unsigned char* Vs = Ks + 2 * C::k_bytes;  // [2] buffers
+  const uint32_t qs = smem_addr(Qs), ks = smem_addr(Ks), vs = smem_addr(Vs);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff;
+  const int n_kv = min(T - 1, q0 + BQ - 1) / BK + 1;  // key tiles holding a key <= the block's last valid row
+
+  auto load_kv = [&](int j, int buf) {
+    wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks + buf * C::k_bytes, kb, sq, j * BK, T, 0, DQK);
+    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, vb, sv, j * BK, T, 0, DV);
+  };
+  wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs, qb, sq, q0, T, 0, DQK);
+  load_kv(0, 0);
+  cp_async_commit();
+
+  float o[DV / 2];
+#pragma unroll
+  for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // m: running max in log2 units (scaled)
+  const int row0 = q0 + warp * 16 + g;                     // this lane's rows: row0, row0 + 8
+  const float sl = a.scale_log2;
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_kv) load_kv(j + 1, buf ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    const int k0 = j * BK;
+    const uint32_t kt = ks + buf * C::k_bytes, vt = vs + buf * C::v_bytes;
+
+    // S = Q K^T [64 queries][BK keys], K-major operands: k16 step kk is column block kk / 4, + 32 bytes per step
+    // inside it; 8-row groups 1024 bytes apart.
+    float s[BK / 2];
+#pragma unroll
+    for (int x = 0; x < BK / 2; ++x) s[x] = 0.f;
+    wgmma::pin(s);  // register writes before the fence (as CUTLASS's warpgroup_fence_operand)
+    wgmma::fence();
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgfwd::mma_ss<BK>(s, wgmma::desc_sw128(qs + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024),
+                        wgmma::desc_sw128(kt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::pin(s);
+
+    // s[4 nt + e] is row row0 + 8 (e >> 1), key k0 + 8 nt + 2 t4 + (e & 1). Mask the diagonal and the key tail
+    // (raw units), then attn_fwd_mma_wide's online softmax per row.
+    if (k0 + BK - 1 > q0 + warp * 16 || k0 + BK > T) {
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = k0 + nt * 8 + 2 * t4 + (e & 1), row = row0 + (e >> 1) * 8;
+          if (col > row || col >= T) s[4 * nt + e] = -INFINITY;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * i], s[4 * nt + 2 * i + 1]));
+      mx = quad_max(mx) * sl;  // scale > 0: max commutes with the scaling; -inf stays -inf
+      const float m_new = fmaxf(m[i], mx), ms = safe_max(m_new);
+      const float alpha = ex2_ftz(m[i] - ms);
+      m[i] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < BK / 8; ++nt) {
+        s[4 * nt + 2 * i] = ex2_ftz(fmaf(s[4 * nt + 2 * i], sl, -ms));
+        s[4 * nt + 2 * i + 1] = ex2_ftz(fmaf(s[4 * nt + 2 * i + 1], sl, -ms));
+        sum += s[4 * nt + 2 * i] + s[4 * nt + 2 * i + 1];
+      }
+      l[i] = l[i] * alpha + sum;
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt) {
+        o[4 * nt + 2 * i] *= alpha;
+        o[4 * nt + 2 * i + 1] *= alpha;
+      }
+    }
+
+    // O += P V: V as the MN-major B ([keys = k][Dv = n]): k16 step = 16 rows = 2048 bytes.
+    uint32_t pf[BK / 16][4];
+    wgbwd::to_frags<BK>(pf, s);
+    wgbwd::pin_frags(pf);
+    wgmma::pin(o);  // the rescaled accumulators are written before the fence
+    wgmma::fence();
+#pragma unroll
+    for (int kq = 0; kq < BK / 16; ++kq)
+      wgmma::mma_rs_m64n64k16<1>(o, pf[kq], wgmma::desc_sw128(vt + kq * 2048, BK * 128, 1024));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgbwd::pin_frags(pf);
+    wgmma::pin(o);
+    __syncthreads();  // every product of this tile has retired: the buffers may be refilled
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const float li = quad_sum(l[i]);
+    const int row = row0 + i * 8;
+    if (row >= T) continue;
+    const float inv = 1.f / li;
+    bf16_t* orow = a.out + voff + int64_t(row) * sv;
+#pragma unroll
+    for (int nt = 0; nt < DV / 8; ++nt)
+      *reinterpret_cast<uint32_t*>(orow + nt * 8 + 2 * t4) =
+          pack_bf16(o[4 * nt + 2 * i] * inv, o[4 * nt + 2 * i + 1] * inv);
+    if (a.lse_out && t4 == 0) a.lse_out[(int64_t(b) * H + h) * T + row] = (m[i] + log2f(li)) * kLn2;
+  }
+}
