@@ -2,7 +2,8 @@
 // (kv_cache_write, absorbed-MLA decode over the paged latent cache), through the ops of lib/ops/ops.h.
 // Every case prints one "parity ..." line with the measured error, its tolerance and the reason.
 // Tags: [big] = DeepSeek-V3-sized cases (skip under compute-sanitizer: `~[big]`); [graph] = CUDA-graph capture;
-// [.bench] = timings (hidden; run with "[bench]"); [variants] = the 96/64 backward's alternative kernels.
+// [.bench] = timings (hidden; run with "[bench]"); [variants] = the 96/64 forward's and backward's alternative
+// kernels.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@ using namespace ds::parity;
 namespace ds::cuda {
 int attention_bench_dkdv_variant(int variant);  // kernels/attention.cu: the 96/64 backward's alternatives
 int attention_bench_dq_variant(int variant);    // (DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS; 0 = the default)
+int attention_bench_fwd_variant(int variant);   // the 96/64 forward's (0 = attn_fwd_mma_wide; 1, 2 = wgmma)
 }  // namespace ds::cuda
 
 namespace {
@@ -42,6 +44,17 @@ struct BwdVariant {
   bool on() const {
     return ds::cuda::attention_bench_dkdv_variant(-1) == kv && ds::cuda::attention_bench_dq_variant(-1) == q;
   }
+};
+
+// kernels/attention.cu's kFwdVariants in sm_90a builds (1 and 2: attn_fwd_wgmma, refused by the hook elsewhere).
+constexpr int kFwdVariants = 3;
+
+// Forces the 96/64 forward's kernel variant for its lifetime.
+struct FwdVariant {
+  int var, prev;
+  explicit FwdVariant(int v) : var(v), prev(ds::cuda::attention_bench_fwd_variant(v)) {}
+  ~FwdVariant() { ds::cuda::attention_bench_fwd_variant(prev); }
+  bool on() const { return ds::cuda::attention_bench_fwd_variant(-1) == var; }
 };
 
 // The reference on all cores (the CPU kernels parallelise over (batch, head) pairs and query rows).
@@ -193,6 +206,55 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
   }
 }
 
+// The 96/64 forward's wgmma kernels (attn_fwd_wgmma, key tiles of 64 and 128) against the CPU reference (out and
+// lse, the bf16 forward's tolerances) and against variant 0, attn_fwd_mma_wide (other hardware f32 sums: within a
+// bf16 rounding of the output; lse to f32 precision). Then the backward (default kernels) from the variant's out and
+// lse, against the CPU backward from the same out and lse: the backward reads the wgmma forward's lse.
+void attention_fwd_variants_case(const AttnCase& s, uint64_t seed) {
+  const DType dt = DType::bf16;
+  const double scale = s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(s.Dqk));
+  const std::vector<int64_t> qs{s.B, s.T, s.H, s.Dqk}, vs{s.B, s.T, s.H, s.Dv}, ls{s.B, s.H, s.T};
+  const std::string tag = std::string("attention bf16 ") + dims({s.B, s.T, s.H, s.Dqk, s.Dv});
+  Twin q = twin(dt, randu(qs, seed)), k = twin(dt, randu(qs, seed + 1)), v = twin(dt, randu(vs, seed + 2));
+  Twin out = twin_out(dt, vs), lse = twin_out(DType::f32, ls);
+  {
+    const FwdVariant def(0);
+    REQUIRE(def.on());
+    run_both_mt([&](const Context& c, Pick p) { attention_forward(c, p(out), p(lse), p(q), p(k), p(v), scale); });
+  }
+  for (int var = 1; var < kFwdVariants; ++var) {
+    const FwdVariant force(var);
+    if (!force.on()) {
+      WARN("forward variant " << var << " (a wgmma kernel) needs an sm_90a build: skipped");
+      continue;
+    }
+    const std::string vt = tag + " fwd" + std::to_string(var);
+    DevTensor out2 = dev_poisoned(dt, vs), lse2 = dev_poisoned(DType::f32, ls);
+    attention_forward(cuda_ctx(), out2, lse2, q.dev, k.dev, v.dev, scale);
+    device_sync();
+    expect_guards(vt + " out", out2);
+    expect_guards(vt + " lse", lse2);
+    const std::vector<double> o2 = out2.values(), l2 = lse2.values();
+    expect_close_values(vt + " out", o2, out.ref.values(), kAttnBf16Fwd, kWhyBf16Fwd);
+    expect_close_values(vt + " lse", l2, lse.ref.values(), kAttnBf16Lse, kWhyLse);
+    expect_close_values(vt + " out ~ default", o2, out.dev.values(), 1e-2,
+                        "wgmma vs mma.sync f32 sums: a bf16 rounding of the output and of P");
+    expect_close_values(vt + " lse ~ default", l2, lse.dev.values(), kAttnBf16Lse,
+                        "wgmma vs mma.sync f32 sums of the same products");
+
+    // The backward from this forward's out and lse, on both sides.
+    Twin o_in = twin(dt, Values{vs, o2}), l_in = twin(DType::f32, Values{ls, l2});
+    Twin dout = twin(dt, randu(vs, seed + 3 + uint64_t(var)));
+    Twin dq = twin_out(dt, qs), dk = twin_out(dt, qs), dv = twin_out(dt, vs);
+    run_both_mt([&](const Context& c, Pick p) {
+      attention_backward(c, p(dq), p(dk), p(dv), p(dout), p(o_in), p(l_in), p(q), p(k), p(v), scale);
+    });
+    expect_grad(vt + " bwd dq", dq, kAttnBf16Bwd, kWhyBf16Bwd);
+    expect_grad(vt + " bwd dk", dk, kAttnBf16Bwd, kWhyBf16Bwd);
+    expect_grad(vt + " bwd dv", dv, kAttnBf16Bwd, kWhyBf16Bwd);
+  }
+}
+
 // ---- MLA decode ---------------------------------------------------------------------------------------
 
 struct DecodeCase {
@@ -314,6 +376,23 @@ TEST_CASE("attention parity: the 96/64 backward's kernel variants", "[attention]
   };
   uint64_t seed = 1400;
   for (const AttnCase& s : cases) attention_variants_case(s, seed += 10);
+}
+
+// T not a multiple of either key tile, T below one tile (and below one warp's 16 rows), peaky softmax, an exact
+// multiple, several query tiles, many (batch, head) blocks.
+TEST_CASE("attention parity: the 96/64 forward's kernel variants", "[attention][variants]") {
+  const std::vector<AttnCase> cases = {
+      {1, 129, 2, 96, 64, 0},    // tile boundaries + 1
+      {3, 17, 2, 96, 64, 0},     // T < 64 and < 32: warps without a valid row, one key tile
+      {2, 9, 1, 96, 64, 0},      // T < 16: only warp 0 has valid rows
+      {2, 100, 2, 96, 64, 2.0},  // peaky softmax
+      {1, 200, 3, 96, 64, 0},    // partial last tiles of both key-tile sizes
+      {1, 383, 1, 96, 64, 2.0},  // odd tail, many key tiles, peaky
+      {2, 256, 2, 96, 64, 0},    // exact multiple of every tile
+      {8, 70, 6, 96, 64, 0},     // B * H = 48 blocks a query tile
+  };
+  uint64_t seed = 1600;
+  for (const AttnCase& s : cases) attention_fwd_variants_case(s, seed += 10);
 }
 
 TEST_CASE("attention parity: unaligned views take the generic path", "[attention]") {
@@ -495,6 +574,14 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
               "bwd %8.3f ms %7.1f TFLOP/s (median of 9)\n",
               (long long)B, (long long)T, (long long)H, (long long)Dqk, (long long)Dv, fwd, f_fl / fwd * 1e-9, bwd,
               b_fl / bwd * 1e-9);
+  // Each forward variant (0 = attn_fwd_mma_wide, the default; 1, 2 = attn_fwd_wgmma, sm_90a builds only).
+  for (int var = 0; var < kFwdVariants; ++var) {
+    const FwdVariant force(var);
+    if (!force.on()) continue;
+    const double f = median_ms([&] { attention_forward(c, o, l, q, k, v, sc); });
+    std::printf("bench attention train-shape fwd variant %d: %8.3f ms %7.1f TFLOP/s (median of 9)\n", var, f,
+                f_fl / f * 1e-9);
+  }
   // Each backward variant: dK, dV without dQ (the D preprocess + the dK/dV kernel), dQ alone (D + the dQ kernel),
   // and all three. Variant v forces dK/dV kernel v and dQ kernel v (0, the default, past the dQ list).
   for (int var = 0; var < std::max(kDkdvVariants, kDqVariants); ++var) {
