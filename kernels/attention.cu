@@ -17,8 +17,9 @@
 // size, register cap and fragment residency as a template parameter (BwdTile). At the bench model's 96/64, sm_90a
 // builds run both on warpgroup MMA (attn_bwd_dkdv_wgmma, attn_bwd_dq_wgmma: the default there, measured faster);
 // the mma.sync kernels and a few alternatives stay compiled, chosen through bench hooks to be timed and tested
-// against each other. The forward at 96/64 also has a warpgroup-MMA kernel (attn_fwd_wgmma, fwd_wgmma.cuh; key tiles
-// of 64 or 128), a non-default variant chosen through a bench hook (attention_bench_fwd_variant) until timed.
+// against each other. The forward at 96/64 also has warpgroup-MMA kernels (fwd_wgmma.cuh: attn_fwd_wgmma and, with
+// the softmax overlapping the PV product, attn_fwd_wgmma_ovl; key tiles of 64 or 128), non-default variants chosen
+// through a bench hook (attention_bench_fwd_variant) until timed.
 // Nothing here synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -110,10 +111,10 @@ int g_dkdv_variant = 0, g_dq_variant = 0;
 #endif
 
 // Forward variants at 96/64 (needs scale > 0, as the wide kernel): 0 = attn_fwd_mma_wide (the default), 1 and 2 =
-// attn_fwd_wgmma with key tiles of 64 (3 blocks an SM) and 128 (2); sm_90a builds only. Bench hook:
-// attention_bench_fwd_variant.
+// attn_fwd_wgmma with key tiles of 64 (3 blocks an SM) and 128 (2), 3 and 4 = attn_fwd_wgmma_ovl (softmax overlapping
+// the PV product) with key tiles of 64 and 128; sm_90a builds only. Bench hook: attention_bench_fwd_variant.
 #ifdef DS_CUDA_WGMMA
-constexpr int kFwdVariants = 3;
+constexpr int kFwdVariants = 5;
 #else
 constexpr int kFwdVariants = 1;
 #endif
@@ -154,11 +155,16 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
   launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
 }
 
-template <int BK, int MINB> void launch_fwd_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+template <int BK, int MINB, bool OVL> void launch_fwd_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
   constexpr size_t smem = wgfwd::Cfg<96, 64, BK>::smem;
-  allow_smem(attn_fwd_wgmma<96, 64, BK, MINB>, smem);
   const dim3 grid((a.T + 63) / 64, B * a.H);
-  launch(attn_fwd_wgmma<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
+  if constexpr (OVL) {
+    allow_smem(attn_fwd_wgmma_ovl<96, 64, BK, MINB>, smem);
+    launch(attn_fwd_wgmma_ovl<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
+  } else {
+    allow_smem(attn_fwd_wgmma<96, 64, BK, MINB>, smem);
+    launch(attn_fwd_wgmma<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
+  }
 }
 
 template <int DQK, int DV, class TL> void launch_dkdv(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
@@ -277,8 +283,12 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
     bool launched = false;
     if (mma_shape(a.Dqk, a.Dv) && all_aligned16({&q, &k, &v, &out})) {
       if (a.scale_log2 > 0.f && a.Dqk == 96 && a.Dv == 64 && g_fwd_variant != 0) {
-        if (g_fwd_variant == 1) launch_fwd_wgmma<64, 3>(a, B, st);
-        else launch_fwd_wgmma<128, 2>(a, B, st);
+        switch (g_fwd_variant) {
+          case 1: launch_fwd_wgmma<64, 3, false>(a, B, st); break;
+          case 2: launch_fwd_wgmma<128, 2, false>(a, B, st); break;
+          case 3: launch_fwd_wgmma<64, 3, true>(a, B, st); break;
+          default: launch_fwd_wgmma<128, 2, true>(a, B, st);
+        }
         launched = true;
       }
       if (a.scale_log2 > 0.f) {
@@ -358,7 +368,7 @@ int attention_bench_dq_variant(int variant) {
   return prev;
 }
 // The same for the bf16 96/64 forward (0 = attn_fwd_mma_wide, the default; 1, 2 = attn_fwd_wgmma with key tiles of
-// 64, 128: sm_90a builds only, else refused).
+// 64, 128; 3, 4 = attn_fwd_wgmma_ovl, the same tiles: sm_90a builds only, else refused).
 int attention_bench_fwd_variant(int variant) {
   const int prev = g_fwd_variant;
   if (variant >= 0 && variant < kFwdVariants) g_fwd_variant = variant;

@@ -28,6 +28,99 @@ template <int N> __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint6
   else wgmma::mma_m64n128k16<0, 0>(d, da, db);
 }
 
+// Issues S = Q K^T [64 queries][BK keys] as one group. K-major operands: k16 step kk is column block kk / 4,
+// + 32 bytes per step inside it; 8-row groups 1024 bytes apart.
+template <int DQK, int BK> __device__ __forceinline__ void issue_s(float (&s)[BK / 2], uint32_t qs, uint32_t kt) {
+#pragma unroll
+  for (int x = 0; x < BK / 2; ++x) s[x] = 0.f;
+  wgmma::pin(s);  // register writes before the fence (as CUTLASS's warpgroup_fence_operand)
+  wgmma::fence();
+#pragma unroll
+  for (int kk = 0; kk < DQK / 16; ++kk)
+    mma_ss<BK>(s, wgmma::desc_sw128(qs + (kk >> 2) * (64 * 128) + (kk & 3) * 32, 16, 1024),
+               wgmma::desc_sw128(kt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+  wgmma::commit();
+  wgmma::pin(s);
+}
+
+// Issues O += P V as one group: P as register A fragments, V as the MN-major B ([keys = k][Dv 64 = n]): a k16 step
+// is 16 rows = 2048 bytes.
+template <int BK>
+__device__ __forceinline__ void issue_pv(float (&o)[32], uint32_t (&pf)[BK / 16][4], uint32_t vt) {
+  wgbwd::pin_frags(pf);
+  wgmma::pin(o);  // the rescaled accumulators are written before the fence
+  wgmma::fence();
+#pragma unroll
+  for (int kq = 0; kq < BK / 16; ++kq)
+    wgmma::mma_rs_m64n64k16<1>(o, pf[kq], wgmma::desc_sw128(vt + kq * 2048, BK * 128, 1024));
+  wgmma::commit();
+  wgmma::pin(o);
+}
+
+// attn_fwd_mma_wide's masking and online softmax on S's accumulator (s[4 nt + e] is row row0 + 8 (e >> 1), key
+// k0 + 8 nt + 2 t4 + (e & 1); wrow = the warp's first row): P = 2^(s scale_log2 - m) in place, the running max m
+// (log2 units) and this lane's partial row sums l updated, alpha = the factor O must be rescaled by.
+template <int BK>
+__device__ __forceinline__ void softmax(float (&s)[BK / 2], float (&m)[2], float (&l)[2], float (&alpha)[2], int k0,
+                                        int wrow, int row0, int t4, int T, float sl) {
+  if (k0 + BK - 1 > wrow || k0 + BK > T) {  // the diagonal or the key tail: mask (raw units)
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = k0 + nt * 8 + 2 * t4 + (e & 1), row = row0 + (e >> 1) * 8;
+        if (col > row || col >= T) s[4 * nt + e] = -INFINITY;
+      }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * i], s[4 * nt + 2 * i + 1]));
+    mx = quad_max(mx) * sl;  // scale > 0: max commutes with the scaling; -inf stays -inf
+    const float m_new = fmaxf(m[i], mx), ms = safe_max(m_new);
+    alpha[i] = ex2_ftz(m[i] - ms);
+    m[i] = m_new;
+    float sum = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < BK / 8; ++nt) {
+      s[4 * nt + 2 * i] = ex2_ftz(fmaf(s[4 * nt + 2 * i], sl, -ms));
+      s[4 * nt + 2 * i + 1] = ex2_ftz(fmaf(s[4 * nt + 2 * i + 1], sl, -ms));
+      sum += s[4 * nt + 2 * i] + s[4 * nt + 2 * i + 1];
+    }
+    l[i] = l[i] * alpha[i] + sum;
+  }
+}
+
+__device__ __forceinline__ void rescale(float (&o)[32], const float (&alpha)[2]) {
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+    o[4 * nt] *= alpha[0];
+    o[4 * nt + 1] *= alpha[0];
+    o[4 * nt + 2] *= alpha[1];
+    o[4 * nt + 3] *= alpha[1];
+  }
+}
+
+// O / l as bf16 and lse = (m + log2 l) ln 2, for this lane's rows row0, row0 + 8 (those < T).
+__device__ __forceinline__ void store(const AttnArgs<bf16_t>& a, const float (&o)[32], const float (&m)[2],
+                                      const float (&l)[2], int b, int h, int row0, int t4) {
+  const int64_t sv = int64_t(a.H) * 64, voff = (int64_t(b) * a.T * a.H + h) * 64;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const float li = quad_sum(l[i]);
+    const int row = row0 + i * 8;
+    if (row >= a.T) continue;
+    const float inv = 1.f / li;
+    bf16_t* orow = a.out + voff + int64_t(row) * sv;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+      *reinterpret_cast<uint32_t*>(orow + nt * 8 + 2 * t4) =
+          pack_bf16(o[4 * nt + 2 * i] * inv, o[4 * nt + 2 * i + 1] * inv);
+    if (a.lse_out && t4 == 0) a.lse_out[(int64_t(b) * a.H + h) * a.T + row] = (m[i] + log2f(li)) * kLn2;
+  }
+}
+
 }  // namespace wgfwd
 
 template <int DQK, int DV, int BK, int MINB>
@@ -63,8 +156,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
 #pragma unroll
   for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // m: running max in log2 units (scaled)
-  const int row0 = q0 + warp * 16 + g;                     // this lane's rows: row0, row0 + 8
-  const float sl = a.scale_log2;
+  const int wrow = q0 + warp * 16, row0 = wrow + g;         // this lane's rows: row0, row0 + 8
 
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
@@ -73,86 +165,93 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
     cp_async_wait<1>();
     wgmma::fence_proxy_async();
     __syncthreads();
-    const int k0 = j * BK;
-    const uint32_t kt = ks + buf * C::k_bytes, vt = vs + buf * C::v_bytes;
-
-    // S = Q K^T [64 queries][BK keys], K-major operands: k16 step kk is column block kk / 4, + 32 bytes per step
-    // inside it; 8-row groups 1024 bytes apart.
-    float s[BK / 2];
-#pragma unroll
-    for (int x = 0; x < BK / 2; ++x) s[x] = 0.f;
-    wgmma::pin(s);  // register writes before the fence (as CUTLASS's warpgroup_fence_operand)
-    wgmma::fence();
-#pragma unroll
-    for (int kk = 0; kk < DQK / 16; ++kk)
-      wgfwd::mma_ss<BK>(s, wgmma::desc_sw128(qs + (kk >> 2) * (BQ * 128) + (kk & 3) * 32, 16, 1024),
-                        wgmma::desc_sw128(kt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
-    wgmma::commit();
+    float s[BK / 2], alpha[2];
+    wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
     wgmma::wait<0>();
     wgmma::pin(s);
-
-    // s[4 nt + e] is row row0 + 8 (e >> 1), key k0 + 8 nt + 2 t4 + (e & 1). Mask the diagonal and the key tail
-    // (raw units), then attn_fwd_mma_wide's online softmax per row.
-    if (k0 + BK - 1 > q0 + warp * 16 || k0 + BK > T) {
-#pragma unroll
-      for (int nt = 0; nt < BK / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = k0 + nt * 8 + 2 * t4 + (e & 1), row = row0 + (e >> 1) * 8;
-          if (col > row || col >= T) s[4 * nt + e] = -INFINITY;
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < BK / 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * i], s[4 * nt + 2 * i + 1]));
-      mx = quad_max(mx) * sl;  // scale > 0: max commutes with the scaling; -inf stays -inf
-      const float m_new = fmaxf(m[i], mx), ms = safe_max(m_new);
-      const float alpha = ex2_ftz(m[i] - ms);
-      m[i] = m_new;
-      float sum = 0.f;
-#pragma unroll
-      for (int nt = 0; nt < BK / 8; ++nt) {
-        s[4 * nt + 2 * i] = ex2_ftz(fmaf(s[4 * nt + 2 * i], sl, -ms));
-        s[4 * nt + 2 * i + 1] = ex2_ftz(fmaf(s[4 * nt + 2 * i + 1], sl, -ms));
-        sum += s[4 * nt + 2 * i] + s[4 * nt + 2 * i + 1];
-      }
-      l[i] = l[i] * alpha + sum;
-#pragma unroll
-      for (int nt = 0; nt < DV / 8; ++nt) {
-        o[4 * nt + 2 * i] *= alpha;
-        o[4 * nt + 2 * i + 1] *= alpha;
-      }
-    }
-
-    // O += P V: V as the MN-major B ([keys = k][Dv = n]): k16 step = 16 rows = 2048 bytes.
+    wgfwd::softmax<BK>(s, m, l, alpha, j * BK, wrow, row0, t4, T, a.scale_log2);
+    wgfwd::rescale(o, alpha);
     uint32_t pf[BK / 16][4];
     wgbwd::to_frags<BK>(pf, s);
-    wgbwd::pin_frags(pf);
-    wgmma::pin(o);  // the rescaled accumulators are written before the fence
-    wgmma::fence();
-#pragma unroll
-    for (int kq = 0; kq < BK / 16; ++kq)
-      wgmma::mma_rs_m64n64k16<1>(o, pf[kq], wgmma::desc_sw128(vt + kq * 2048, BK * 128, 1024));
-    wgmma::commit();
+    wgfwd::issue_pv<BK>(o, pf, vs + buf * C::v_bytes);
     wgmma::wait<0>();
     wgbwd::pin_frags(pf);
     wgmma::pin(o);
     __syncthreads();  // every product of this tile has retired: the buffers may be refilled
   }
+  wgfwd::store(a, o, m, l, b, h, row0, t4);
+}
 
+// ---- the same, with the softmax of key tile j overlapping the product P_{j-1} V_{j-1} --------------------------
+// FlashAttention-3's intra-warpgroup pipelining: a step issues S_j = Q K_j^T, then O += P_{j-1} V_{j-1} (P kept in
+// registers from the step before), waits for S_j alone and computes P_j and the rescale factor while the PV
+// product runs, then waits for it and rescales O. K runs one tile ahead of V: a step loads K_{j+1} and V_j (the
+// buffers S_{j-1} and P_{j-2} V_{j-2} read, both retired before the last step's closing barrier).
+template <int DQK, int DV, int BK, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs<bf16_t> a) {
+  static_assert(DV == 64, "O += P V is one m64n64 product per k16 step");
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using C = wgfwd::Cfg<DQK, DV, BK>;
+  constexpr int BQ = C::BQ;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* Qs = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* Ks = Qs + C::q_bytes;      // [2] buffers
+  unsigned char* Vs = Ks + 2 * C::k_bytes;  // [2] buffers
+  const uint32_t qs = smem_addr(Qs), ks = smem_addr(Ks), vs = smem_addr(Vs);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = a.T, H = a.H;
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
+  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
+  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff;
+  const int n_kv = min(T - 1, q0 + BQ - 1) / BK + 1;  // key tiles holding a key <= the block's last valid row
+
+  wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs, qb, sq, q0, T, 0, DQK);
+  wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks, kb, sq, 0, T, 0, DQK);
+  cp_async_commit();
+
+  float o[DV / 2];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const float li = quad_sum(l[i]);
-    const int row = row0 + i * 8;
-    if (row >= T) continue;
-    const float inv = 1.f / li;
-    bf16_t* orow = a.out + voff + int64_t(row) * sv;
-#pragma unroll
-    for (int nt = 0; nt < DV / 8; ++nt)
-      *reinterpret_cast<uint32_t*>(orow + nt * 8 + 2 * t4) =
-          pack_bf16(o[4 * nt + 2 * i] * inv, o[4 * nt + 2 * i + 1] * inv);
-    if (a.lse_out && t4 == 0) a.lse_out[(int64_t(b) * H + h) * T + row] = (m[i] + log2f(li)) * kLn2;
+  for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // m: running max in log2 units (scaled)
+  const int wrow = q0 + warp * 16, row0 = wrow + g;         // this lane's rows: row0, row0 + 8
+  uint32_t pf[BK / 16][4];                                  // P_{j-1}
+
+  for (int j = 0; j < n_kv; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_kv)
+      wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks + (buf ^ 1) * C::k_bytes, kb, sq, (j + 1) * BK, T, 0,
+                                                          DQK);
+    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, vb, sv, j * BK, T, 0, DV);
+    cp_async_commit();
+    cp_async_wait<1>();  // K_j and V_{j-1} have landed
+    wgmma::fence_proxy_async();
+    __syncthreads();
+    float s[BK / 2], alpha[2];
+    wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
+    if (j > 0) {
+      wgfwd::issue_pv<BK>(o, pf, vs + (buf ^ 1) * C::v_bytes);
+      wgmma::wait<1>();  // S_j has landed (groups retire in order)
+    } else {
+      wgmma::wait<0>();
+    }
+    wgmma::pin(s);
+    wgfwd::softmax<BK>(s, m, l, alpha, j * BK, wrow, row0, t4, T, a.scale_log2);
+    wgmma::wait<0>();  // P_{j-1} V_{j-1} has landed
+    wgbwd::pin_frags(pf);
+    wgmma::pin(o);
+    wgfwd::rescale(o, alpha);
+    wgbwd::to_frags<BK>(pf, s);
+    __syncthreads();  // S_j and P_{j-1} V_{j-1} have retired everywhere: K_j's and V_{j-1}'s buffers may refill
   }
+  cp_async_wait<0>();  // V_{n-1}
+  wgmma::fence_proxy_async();
+  __syncthreads();
+  wgfwd::issue_pv<BK>(o, pf, vs + ((n_kv - 1) & 1) * C::v_bytes);
+  wgmma::wait<0>();
+  wgbwd::pin_frags(pf);
+  wgmma::pin(o);
+  wgfwd::store(a, o, m, l, b, h, row0, t4);
 }

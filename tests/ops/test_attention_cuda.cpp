@@ -22,7 +22,7 @@ using namespace ds::parity;
 namespace ds::cuda {
 int attention_bench_dkdv_variant(int variant);  // kernels/attention.cu: the 96/64 backward's alternatives
 int attention_bench_dq_variant(int variant);    // (DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS; 0 = the default)
-int attention_bench_fwd_variant(int variant);   // the 96/64 forward's (0 = attn_fwd_mma_wide; 1, 2 = wgmma)
+int attention_bench_fwd_variant(int variant);   // the 96/64 forward's (0 = attn_fwd_mma_wide; 1..4 = wgmma)
 }  // namespace ds::cuda
 
 namespace {
@@ -46,8 +46,9 @@ struct BwdVariant {
   }
 };
 
-// kernels/attention.cu's kFwdVariants in sm_90a builds (1 and 2: attn_fwd_wgmma, refused by the hook elsewhere).
-constexpr int kFwdVariants = 3;
+// kernels/attention.cu's kFwdVariants in sm_90a builds (1..4: attn_fwd_wgmma and attn_fwd_wgmma_ovl with key tiles
+// of 64 and 128, refused by the hook elsewhere).
+constexpr int kFwdVariants = 5;
 
 // Forces the 96/64 forward's kernel variant for its lifetime.
 struct FwdVariant {
@@ -206,10 +207,10 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
   }
 }
 
-// The 96/64 forward's wgmma kernels (attn_fwd_wgmma, key tiles of 64 and 128) against the CPU reference (out and
-// lse, the bf16 forward's tolerances) and against variant 0, attn_fwd_mma_wide (other hardware f32 sums: within a
-// bf16 rounding of the output; lse to f32 precision). Then the backward (default kernels) from the variant's out and
-// lse, against the CPU backward from the same out and lse: the backward reads the wgmma forward's lse.
+// The 96/64 forward's wgmma kernels (attn_fwd_wgmma, attn_fwd_wgmma_ovl; key tiles of 64 and 128) against the CPU
+// reference (out and lse, the bf16 forward's tolerances) and against variant 0, attn_fwd_mma_wide (other hardware f32
+// sums: within a bf16 rounding of the output; lse to f32 precision). Then the backward (default kernels) from the
+// variant's out and lse, against the CPU backward from the same out and lse: the backward reads the wgmma lse.
 void attention_fwd_variants_case(const AttnCase& s, uint64_t seed) {
   const DType dt = DType::bf16;
   const double scale = s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(s.Dqk));
@@ -574,7 +575,7 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
               "bwd %8.3f ms %7.1f TFLOP/s (median of 9)\n",
               (long long)B, (long long)T, (long long)H, (long long)Dqk, (long long)Dv, fwd, f_fl / fwd * 1e-9, bwd,
               b_fl / bwd * 1e-9);
-  // Each forward variant (0 = attn_fwd_mma_wide, the default; 1, 2 = attn_fwd_wgmma, sm_90a builds only).
+  // Each forward variant (0 = attn_fwd_mma_wide, the default; 1..4 = the wgmma kernels, sm_90a builds only).
   for (int var = 0; var < kFwdVariants; ++var) {
     const FwdVariant force(var);
     if (!force.on()) continue;
