@@ -240,8 +240,8 @@ void attention_fwd_variants_case(const AttnCase& s, uint64_t seed) {
     expect_close_values(vt + " lse", l2, lse.ref.values(), kAttnBf16Lse, kWhyLse);
     expect_close_values(vt + " out ~ default", o2, out.dev.values(), 1e-2,
                         "wgmma vs mma.sync f32 sums: a bf16 rounding of the output and of P");
-    expect_close_values(vt + " lse ~ default", l2, lse.dev.values(), kAttnBf16Lse,
-                        "wgmma vs mma.sync f32 sums of the same products");
+    expect_close_values(vt + " lse ~ default", l2, lse.dev.values(), 2 * kAttnBf16Lse,
+                        "wgmma vs mma.sync f32 sums of the same products (each within 2e-5 of the reference)");
 
     // The backward from this forward's out and lse, on both sides.
     Twin o_in = twin(dt, Values{vs, o2}), l_in = twin(DType::f32, Values{ls, l2});
