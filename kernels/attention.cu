@@ -112,9 +112,10 @@ int g_dkdv_variant = 0, g_dq_variant = 0;
 
 // Forward variants at 96/64 (needs scale > 0, as the wide kernel): 0 = attn_fwd_mma_wide (the default), 1 and 2 =
 // attn_fwd_wgmma with key tiles of 64 (3 blocks an SM) and 128 (2), 3 and 4 = attn_fwd_wgmma_ovl (softmax overlapping
-// the PV product) with key tiles of 64 and 128; sm_90a builds only. Bench hook: attention_bench_fwd_variant.
+// the PV product) with key tiles of 64 and 128, 5 and 6 = the two with key tiles of 64 and Q as register A fragments
+// (S reads only K from shared memory); sm_90a builds only. Bench hook: attention_bench_fwd_variant.
 #ifdef DS_CUDA_WGMMA
-constexpr int kFwdVariants = 5;
+constexpr int kFwdVariants = 7;
 #else
 constexpr int kFwdVariants = 1;
 #endif
@@ -155,15 +156,16 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
   launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
 }
 
-template <int BK, int MINB, bool OVL> void launch_fwd_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+template <int BK, int MINB, bool OVL, bool QREG = false>
+void launch_fwd_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
   constexpr size_t smem = wgfwd::Cfg<96, 64, BK>::smem;
   const dim3 grid((a.T + 63) / 64, B * a.H);
   if constexpr (OVL) {
-    allow_smem(attn_fwd_wgmma_ovl<96, 64, BK, MINB>, smem);
-    launch(attn_fwd_wgmma_ovl<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
+    allow_smem(attn_fwd_wgmma_ovl<96, 64, BK, MINB, QREG>, smem);
+    launch(attn_fwd_wgmma_ovl<96, 64, BK, MINB, QREG>, grid, kMmaThreads, smem, st, a);
   } else {
-    allow_smem(attn_fwd_wgmma<96, 64, BK, MINB>, smem);
-    launch(attn_fwd_wgmma<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
+    allow_smem(attn_fwd_wgmma<96, 64, BK, MINB, QREG>, smem);
+    launch(attn_fwd_wgmma<96, 64, BK, MINB, QREG>, grid, kMmaThreads, smem, st, a);
   }
 }
 
@@ -287,7 +289,9 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
           case 1: launch_fwd_wgmma<64, 3, false>(a, B, st); break;
           case 2: launch_fwd_wgmma<128, 2, false>(a, B, st); break;
           case 3: launch_fwd_wgmma<64, 3, true>(a, B, st); break;
-          default: launch_fwd_wgmma<128, 2, true>(a, B, st);
+          case 4: launch_fwd_wgmma<128, 2, true>(a, B, st); break;
+          case 5: launch_fwd_wgmma<64, 3, false, true>(a, B, st); break;
+          default: launch_fwd_wgmma<64, 3, true, true>(a, B, st);
         }
         launched = true;
       }
@@ -368,7 +372,8 @@ int attention_bench_dq_variant(int variant) {
   return prev;
 }
 // The same for the bf16 96/64 forward (0 = attn_fwd_mma_wide, the default; 1, 2 = attn_fwd_wgmma with key tiles of
-// 64, 128; 3, 4 = attn_fwd_wgmma_ovl, the same tiles: sm_90a builds only, else refused).
+// 64, 128; 3, 4 = attn_fwd_wgmma_ovl, the same tiles; 5, 6 = the two with Q in registers: sm_90a builds only, else
+// refused).
 int attention_bench_fwd_variant(int variant) {
   const int prev = g_fwd_variant;
   if (variant >= 0 && variant < kFwdVariants) g_fwd_variant = variant;

@@ -43,6 +43,35 @@ template <int DQK, int BK> __device__ __forceinline__ void issue_s(float (&s)[BK
   wgmma::pin(s);
 }
 
+// The same with Q as register A fragments (qf: this warp's 16 rows, one k16 step each): only K is read from shared
+// memory, halving the product's shared-memory reads.
+template <int DQK, int BK>
+__device__ __forceinline__ void issue_s_rs(float (&s)[BK / 2], uint32_t (&qf)[DQK / 16][4], uint32_t kt) {
+  static_assert(BK == 64, "register-A products: m64n64 only");
+#pragma unroll
+  for (int x = 0; x < BK / 2; ++x) s[x] = 0.f;
+  wgmma::pin(s);
+  wgbwd::pin_frags(qf);
+  wgmma::fence();
+#pragma unroll
+  for (int kk = 0; kk < DQK / 16; ++kk)
+    wgmma::mma_rs_m64n64k16<0>(s, qf[kk], wgmma::desc_sw128(kt + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024));
+  wgmma::commit();
+  wgmma::pin(s);
+}
+
+// This warp's Q rows (16 w ..) as mma.sync A fragments from the swizzled tile: ldmatrix x4, lane l addressing row
+// 16 w + (l & 15), 16-byte chunk 2 kk + (l >> 4) (column block chunk / 8, position (chunk % 8) ^ (row % 8)).
+template <int DQK>
+__device__ __forceinline__ void load_qfrags(uint32_t (&qf)[DQK / 16][4], const unsigned char* Qs, int warp, int lane) {
+  const int r = warp * 16 + (lane & 15);
+#pragma unroll
+  for (int kk = 0; kk < DQK / 16; ++kk) {
+    const int c = 2 * kk + (lane >> 4);
+    ldsm_x4(qf[kk], Qs + (c >> 3) * (64 * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+  }
+}
+
 // Issues O += P V as one group: P as register A fragments, V as the MN-major B ([keys = k][Dv 64 = n]): a k16 step
 // is 16 rows = 2048 bytes.
 template <int BK>
@@ -123,7 +152,8 @@ __device__ __forceinline__ void store(const AttnArgs<bf16_t>& a, const float (&o
 
 }  // namespace wgfwd
 
-template <int DQK, int DV, int BK, int MINB>
+// QREG: Q as register A fragments (loaded once), S = Q K^T reading only K from shared memory.
+template <int DQK, int DV, int BK, int MINB, bool QREG>
 __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf16_t> a) {
   static_assert(DV == 64, "O += P V is one m64n64 product per k16 step");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
@@ -157,6 +187,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
   for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // m: running max in log2 units (scaled)
   const int wrow = q0 + warp * 16, row0 = wrow + g;         // this lane's rows: row0, row0 + 8
+  uint32_t qf[QREG ? DQK / 16 : 1][4];                      // QREG: Q's A fragments
 
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
@@ -166,9 +197,15 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
     wgmma::fence_proxy_async();
     __syncthreads();
     float s[BK / 2], alpha[2];
-    wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
+    if constexpr (QREG) {
+      if (j == 0) wgfwd::load_qfrags<DQK>(qf, Qs, warp, lane);
+      wgfwd::issue_s_rs<DQK, BK>(s, qf, ks + buf * C::k_bytes);
+    } else {
+      wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
+    }
     wgmma::wait<0>();
     wgmma::pin(s);
+    if constexpr (QREG) wgbwd::pin_frags(qf);  // read by S's products until here
     wgfwd::softmax<BK>(s, m, l, alpha, j * BK, wrow, row0, t4, T, a.scale_log2);
     wgfwd::rescale(o, alpha);
     uint32_t pf[BK / 16][4];
@@ -187,7 +224,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
 // registers from the step before), waits for S_j alone and computes P_j and the rescale factor while the PV
 // product runs, then waits for it and rescales O. K runs one tile ahead of V: a step loads K_{j+1} and V_j (the
 // buffers S_{j-1} and P_{j-2} V_{j-2} read, both retired before the last step's closing barrier).
-template <int DQK, int DV, int BK, int MINB>
+template <int DQK, int DV, int BK, int MINB, bool QREG>
 __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs<bf16_t> a) {
   static_assert(DV == 64, "O += P V is one m64n64 product per k16 step");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
@@ -217,6 +254,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
   for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // m: running max in log2 units (scaled)
   const int wrow = q0 + warp * 16, row0 = wrow + g;         // this lane's rows: row0, row0 + 8
+  uint32_t qf[QREG ? DQK / 16 : 1][4];                      // QREG: Q's A fragments
   uint32_t pf[BK / 16][4];                                  // P_{j-1}
 
   for (int j = 0; j < n_kv; ++j) {
@@ -230,7 +268,12 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
     wgmma::fence_proxy_async();
     __syncthreads();
     float s[BK / 2], alpha[2];
-    wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
+    if constexpr (QREG) {
+      if (j == 0) wgfwd::load_qfrags<DQK>(qf, Qs, warp, lane);
+      wgfwd::issue_s_rs<DQK, BK>(s, qf, ks + buf * C::k_bytes);
+    } else {
+      wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
+    }
     if (j > 0) {
       wgfwd::issue_pv<BK>(o, pf, vs + (buf ^ 1) * C::v_bytes);
       wgmma::wait<1>();  // S_j has landed (groups retire in order)
@@ -238,6 +281,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
       wgmma::wait<0>();
     }
     wgmma::pin(s);
+    if constexpr (QREG) wgbwd::pin_frags(qf);  // read by S's products until here
     wgfwd::softmax<BK>(s, m, l, alpha, j * BK, wrow, row0, t4, T, a.scale_log2);
     wgmma::wait<0>();  // P_{j-1} V_{j-1} has landed
     wgbwd::pin_frags(pf);
