@@ -51,7 +51,9 @@ template <int N> __device__ __forceinline__ void wait() {
 // Generic-proxy shared-memory writes (cp.async, st.shared) made visible to the async proxy that wgmma reads
 // through: each writing thread, after its writes land and before the barrier.
 __device__ __forceinline__ void fence_proxy_async() {
+#ifndef DS_WGMMA_TRAP  // sm_90+ PTX: a pre-Hopper device pass (whose products trap) must not emit it
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
 }
 // Keeps the compiler from moving accesses of the accumulators across the asynchronous products.
 template <int N> __device__ __forceinline__ void pin(float (&d)[N]) {
