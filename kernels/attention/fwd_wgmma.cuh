@@ -11,6 +11,8 @@
 // every product of a tile retires before the closing barrier, after which its buffer is refilled. Several blocks
 // an SM overlap one block's softmax with another's products. wgmma is warpgroup-wide, so no warp skips a tile
 // (a warp whose rows all lie above the tile's keys gets P = 0 exactly: alpha 1, nothing added).
+// Two kernels, each with Q read from shared memory per product or kept as register A fragments (QREG):
+// attn_fwd_wgmma (softmax, then PV, per tile) and attn_fwd_wgmma_ovl (the softmax overlapping the PV product).
 namespace wgfwd {
 
 template <int DQK, int DV, int BK> struct Cfg {
