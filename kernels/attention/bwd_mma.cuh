@@ -1,4 +1,5 @@
-// Part of kernels/attention.cu: the backward's tunables (BwdTile), the D preprocess and the mma.sync dK/dV and dQ kernels.
+// Part of kernels/attention.cu: the backward's tunables (BwdTile), the D preprocess and the mma.sync dK/dV and dQ
+// kernels.
 // Included there, inside its anonymous namespace in ds::cuda, after the parts before it (whose names it
 // uses); not a standalone header.
 // The tunables of one backward kernel: STEP = the rows of the other operand per loop step (dK/dV: queries, 32 or
