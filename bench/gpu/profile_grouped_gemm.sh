@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Nsight Compute sections of the training-shape grouped expert GEMM (the default TMA kernel) beside cuBLASLt's dense
 # GEMM of the same FLOPs (issue 5): where the TMA kernel's ~330-460 TFLOP/s go against cuBLASLt's 600-700 on the same
-# shapes (bench/README.md, 13th session). Answers what a tile change cannot: tensor-pipe use, shared-memory and L2
+# shapes (bench/gpu/SESSIONS.md, 13th session). Answers what a tile change cannot: tensor-pipe use, shared-memory and L2
 # throughput, warp stall reasons.
 #
 #   bench/gpu/profile_grouped_gemm.sh DATA_DIR OUT_DIR      (on the GPU machine, from the repository root)
