@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Makes the DATA_DIR of bench/gpu/run_bench.sh (everything but the program bundle), on the build machine.
 
-  bench/gpu/make_data.py --tokenize build/cmd/ds-tokenize/ds-tokenize --out .device/bench [--sft-from DIR]
+  bench/gpu/make_data.py --tokenize build/cmd/ds-tokenize/ds-tokenize --out .device/bench
+      [--sft-from DIR | --sft-make build/cmd/ds-pretrain/ds-pretrain build/cmd/ds-sft/ds-sft --sft-curve FILE]
 
   tok/             a 32000-piece ds-tokenize BPE tokenizer (the model's vocabulary, so that every id the model
                    samples decodes) trained on 600 documents of synthetic text: 1,500 words each drawn with a
@@ -9,8 +10,11 @@
   corpus.jsonl     160 more such documents (about 309k tokens): ds-pretrain's training text
   prompts64.jsonl  64 prompts whose raw-template rendering (bos + text) is exactly 128 tokens, with those ids
                    ({"id", "prompt", "ids"}): ds-rollout renders "prompt", transformers decodes "ids"
-  sft/             with --sft-from DIR: DIR/base (a checkpoint) and DIR/sft.jsonl copied, the inputs of the ds-sft
-                   GPU check (bench/gpu_model's small-preset base model and chat data)
+  sft/             the inputs of the ds-sft GPU check: with --sft-from DIR, DIR/base (a checkpoint) and DIR/sft.jsonl
+                   copied; with --sft-make PRETRAIN SFT (the two programs), made here: sft.jsonl (400 arithmetic
+                   prompt/completion pairs with a short <think> trace) and base/ (ds-pretrain --preset small on
+                   corpus.jsonl, 20 steps on the CPU, one thread), then ds-sft on the CPU with run_bench.sh's command
+                   writes the reference curve to --sft-curve (bench/gpu_model/sft_cpu.jsonl is this curve)
 Seeded: the same files every time (python's random with fixed seeds; ds-tokenize on one thread).
 """
 import argparse
@@ -28,11 +32,39 @@ def lexicon():
     return lex, [1.0 / (i + 10) for i in range(len(lex))]
 
 
+# run_bench.sh's ds-sft command, less the device (and, there, the output and metrics paths).
+SFT_ARGS = ["--overwrite", "--max-steps", "10", "--batch-size", "8", "--seq-len", "256", "--lr", "1e-3", "--warmup", "2",
+            "--seed", "7", "--log-level", "warn"]
+
+
+def make_sft(out, pretrain, sft, curve):
+    d = os.path.join(out, "sft")
+    os.makedirs(d, exist_ok=True)
+    r = random.Random(13)
+    with open(os.path.join(d, "sft.jsonl"), "w") as f:
+        for _ in range(400):
+            x, y = r.randint(10, 999), r.randint(10, 999)
+            op = r.choice("+-")
+            z = x + y if op == "+" else x - y
+            f.write(json.dumps({"prompt": f"What is {x} {op} {y}?",
+                                "completion": f"<think>\n{x} {op} {y} = {z}\n</think>\n\n{z}"}) + "\n")
+    subprocess.run([pretrain, "-i", os.path.join(out, "corpus.jsonl"), "--tokenizer", os.path.join(out, "tok"),
+                    "-o", os.path.join(d, "base"), "--overwrite", "--preset", "small", "--seq-len", "128",
+                    "--batch-size", "8", "--max-steps", "20", "--lr", "2e-3", "--warmup", "5", "--seed", "7",
+                    "--threads", "1", "--log-level", "warn"], check=True)
+    if curve:
+        subprocess.run([sft, "-i", os.path.join(d, "sft.jsonl"), "--init-from", os.path.join(d, "base"), *SFT_ARGS,
+                        "--threads", "1", "-o", os.path.join(out, "sft_cpu_ck"), "--metrics", curve], check=True)
+        shutil.rmtree(os.path.join(out, "sft_cpu_ck"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenize", required=True, help="the ds-tokenize program")
     ap.add_argument("--out", required=True)
     ap.add_argument("--sft-from", default="")
+    ap.add_argument("--sft-make", nargs=2, metavar=("PRETRAIN", "SFT"), default=None)
+    ap.add_argument("--sft-curve", default="", help="with --sft-make: where ds-sft's CPU metrics go")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     lex, w = lexicon()
@@ -70,7 +102,9 @@ def main():
         for _ in range(160):
             f.write(json.dumps({"text": " ".join(r.choices(lex, weights=w, k=1500))}) + "\n")
 
-    if a.sft_from:
+    if a.sft_make:
+        make_sft(a.out, a.sft_make[0], a.sft_make[1], a.sft_curve)
+    elif a.sft_from:
         os.makedirs(os.path.join(a.out, "sft"), exist_ok=True)
         shutil.copytree(os.path.join(a.sft_from, "base"), os.path.join(a.out, "sft", "base"), dirs_exist_ok=True)
         shutil.copy(os.path.join(a.sft_from, "sft.jsonl"), os.path.join(a.out, "sft", "sft.jsonl"))
