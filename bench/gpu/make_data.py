@@ -33,8 +33,8 @@ def lexicon():
 
 
 # run_bench.sh's ds-sft command, less the device (and, there, the output and metrics paths).
-SFT_ARGS = ["--overwrite", "--max-steps", "10", "--batch-size", "8", "--seq-len", "256", "--lr", "1e-3", "--warmup", "2",
-            "--seed", "7", "--log-level", "warn"]
+SFT_ARGS = ["--overwrite", "--max-steps", "10", "--batch-size", "8", "--seq-len", "256", "--lr", "1e-3",
+            "--warmup", "2", "--seed", "7", "--log-level", "warn"]
 
 
 def make_sft(out, pretrain, sft, curve):
