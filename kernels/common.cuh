@@ -114,36 +114,22 @@ bool pdl_enabled();
 // default. Reads the environment on each call; callers on a hot path keep the answer in a static.
 bool env_switch(const char* name);
 
-// launch() (below) with the grid's blocks in clusters of `cluster` along x (grid.x a multiple of it; 1: none).
+// kernel<<<grid, block, smem, st>>>(args...) with programmatic dependent launch when pdl_enabled(); the kernel must
+// begin with pdl_enter() (see above). Launch errors throw with the kernel's file:line from the caller's check.
 template <class... P, class... A>
-void launch_clustered(void (*kernel)(P...), unsigned cluster, dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                      A&&... args) {
-  cudaLaunchAttribute attr[2];
-  int n = 0;
-  if (pdl_enabled()) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cluster > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n++].val.clusterDim = {cluster, 1, 1};
-  }
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = st;
   cfg.attrs = attr;
-  cfg.numAttrs = unsigned(n);
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
   if (e != cudaSuccess) fail(e, "cudaLaunchKernelEx", __FILE__, __LINE__);
-}
-
-// kernel<<<grid, block, smem, st>>>(args...) with programmatic dependent launch when pdl_enabled(); the kernel must
-// begin with pdl_enter() (see above). Launch errors throw with the kernel's file:line from the caller's check.
-template <class... P, class... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A&&... args) {
-  launch_clustered(kernel, 1, grid, block, smem, st, std::forward<A>(args)...);
 }
 
 // Threads of a block that normalises one row of D (RMSNorm and the kernels that fuse it: the block size fixes

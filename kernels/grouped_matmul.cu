@@ -32,9 +32,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
-#include <map>
-#include <mutex>
-#include <tuple>
 #include <type_traits>
 
 #include "kernels/attn_common.cuh"
@@ -68,8 +65,7 @@ constexpr bool kWgmma = false;
 // Which tiles the bf16 training-shape products use: 0 = the previous kernels (WMMA 64 x 64 for forward / d_in,
 // the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
 // sm_90a), 3 = wgmma 128 x 256, 4 = wgmma 128 x 128, 5 = wgmma on TMA loads with a producer warpgroup (tma::; the
-// default with sm_90a; what TMA cannot describe as 3), 6 = 5 in clusters of two blocks sharing B by TMA multicast.
-// Set only by the benchmark
+// default with sm_90a; what TMA cannot describe as 3). Set only by the benchmark
 // (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run, and at start-up
 // by DS_GROUPED_GEMM_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the
 // build lacks are ignored).
@@ -79,7 +75,7 @@ int g_big_variant = [] {
   if (e == nullptr || *e == '\0') return def;
   char* end = nullptr;
   const long v = std::strtol(e, &end, 10);
-  return *end == '\0' && v >= 0 && v <= (kWgmma ? 6 : 2) ? int(v) : def;
+  return *end == '\0' && v >= 0 && v <= (kWgmma ? 5 : 2) ? int(v) : def;
 }();
 
 // The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
@@ -199,37 +195,10 @@ bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t co
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// The persistent grid's blocks (CL 1) or clusters (CL 2) of the last TMA launch, for the benchmark's report.
-int g_last_slots = 0;
-
-// How many clusters of `cluster` blocks of `kernel` (block threads, smem bytes each) fit on the current device at
-// once: the persistent grid of a clustered kernel (cudaOccupancyMaxActiveClusters; the SMs of a cluster must share
-// a GPC, so this may be below SMs / cluster). Cached per kernel, device and shared-memory size.
-template <class Kernel> int max_active_clusters(Kernel kernel, unsigned cluster, int threads, size_t smem) {
-  static std::mutex mu;
-  static std::map<std::tuple<const void*, int, size_t>, int> cache;
-  const std::tuple<const void*, int, size_t> key{reinterpret_cast<const void*>(kernel), attn::current_device(), smem};
-  std::lock_guard<std::mutex> lock(mu);
-  if (auto it = cache.find(key); it != cache.end()) return it->second;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim = {cluster, 1, 1};
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(cluster * unsigned(attn::num_sms()), 1, 1);
-  cfg.blockDim = dim3(unsigned(threads), 1, 1);
-  cfg.dynamicSmemBytes = smem;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int n = 0;
-  attn::check(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg), "cudaOccupancyMaxActiveClusters");
-  return cache[key] = std::max(n, 1);
-}
-
-// Variants 5 and 6 (tma::grouped_gemm_tma, blocks alone (CL 1) or in clusters of two sharing B (CL 2)): false leaves
-// the product to the caller (what TMA or the kernel's int32 coordinates cannot describe). Rows mode persistent, a
-// block (cluster) an SM (a pair of SMs); reduce mode a block (cluster) a tile (pair tile), the heavy experts' tiles
-// first (see wg::'s launch for why not persistent there).
-template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, int CL = 1>
+// Variant 5 (tma::grouped_gemm_tma): false leaves the product to the caller (what TMA or the kernel's int32
+// coordinates cannot describe). Rows mode persistent, a block an SM; reduce mode a block a tile, the heavy experts'
+// tiles first (see wg::'s launch for why not persistent there).
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
   if constexpr (REDUCE ? AKMAJOR || BKMAJOR : !AKMAJOR) {
     return false;
@@ -246,27 +215,24 @@ bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmA
     } else if constexpr (BKMAJOR) {  // forward: B = W [E N, K]
       ok = a.lda_k == 1 && a.ldb_k == 1 && a.b_estride == a.Nd * a.ldb_n && a.M < lim && a.Kd < lim &&
            int64_t(a.E) * a.Nd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
-           encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN / CL);
+           encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN);
     } else {  // d_in: B = W [E K, N] read as (k, n), 64 x 64 boxes
       ok = a.lda_k == 1 && a.ldb_n == 1 && a.b_estride == a.Kd * a.ldb_k && a.M < lim && a.Nd < lim &&
            int64_t(a.E) * a.Kd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
            encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Kd, a.Nd, a.ldb_k * 2, 64);
     }
     if (!ok) return false;
-    // Tiles of CL m-tiles: rows mode sets a.ytiles (a bound; the kernel counts).
-    const dim3 tg = tile_grid<REDUCE>(a, CL * tma::kBM, tma::kBN);
+    const dim3 tg = tile_grid<REDUCE>(a, tma::kBM, tma::kBN);  // rows mode: sets a.ytiles (a bound; the kernel counts)
     const int64_t tiles = int64_t(tg.x) * (REDUCE ? int64_t(tg.y) * tg.z : a.ytiles);
     if (tiles == 0) return true;
-    if (REDUCE && tiles * CL >= lim) return false;
+    if (REDUCE && tiles >= lim) return false;
+    const dim3 grid(unsigned(REDUCE ? tiles : std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
     const size_t smem = tma::smem_bytes(a.E);
     moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
       using TC = decltype(zc);
-      auto* kernel = tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, CL>;
+      auto* kernel = tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC>;
       attn::allow_smem(kernel, smem);
-      const int64_t slots = CL == 1 ? attn::num_sms() : max_active_clusters(kernel, CL, tma::kThreads, smem);
-      g_last_slots = int(slots);
-      const dim3 grid(unsigned(CL * (REDUCE ? tiles : std::min<int64_t>(tiles, slots))), 1, 1);
-      launch_clustered(kernel, unsigned(CL), grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b);
+      launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b);
     });
     moe::launched(op);
     return true;
@@ -284,9 +250,6 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
     case 4: return launch_wgmma<wg::N128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 5:  // tma::; what TMA cannot describe on variant 3's kernel
       if (launch_tma<AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a)) return;
-      return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
-    case 6:  // tma:: in clusters of two sharing B
-      if (launch_tma<AKMAJOR, BKMAJOR, REDUCE, 2>(ctx, op, c_dtype, a)) return;
       return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     default: return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
   }
@@ -343,16 +306,13 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 }  // namespace
 
 // Benchmark hook (see g_big_variant; declared by its callers, not in cuda_ops.h): sets the variant when
-// 0 <= variant <= 2 (6 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
+// 0 <= variant <= 2 (5 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
 // benchmark or test.
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
-  if (variant >= 0 && variant <= (kWgmma ? 6 : 2)) g_big_variant = variant;
+  if (variant >= 0 && variant <= (kWgmma ? 5 : 2)) g_big_variant = variant;
   return prev;
 }
-
-// Benchmark hook: the blocks (variant 5) or clusters of two (variant 6) the last TMA launch could keep resident.
-int grouped_matmul_bench_slots() { return g_last_slots; }
 
 // Benchmark hook for the decode path (see g_decode_variant): sets it when 0 <= variant <= 3 and returns the
 // previous one. Not thread-safe: only for a single-threaded benchmark.

@@ -30,7 +30,6 @@
 namespace ds::cuda {
 int grouped_matmul_bench_variant(int variant);  // kernels/grouped_matmul.cu (benchmark hook, returns the previous)
 int grouped_matmul_bench_decode_variant(int variant);  // the same for the decode path (0 default, 1 old, 2, 3)
-int grouped_matmul_bench_slots();  // the resident blocks (variant 5) / clusters (6) of the last TMA launch
 }
 
 namespace {
@@ -315,12 +314,11 @@ int main(int argc, char** argv) {
   if (section == "all" || section == "decode") decode_section(dec_samples);
   if (section == "decode") return 0;
   const char* vname[] = {"old (WMMA 64x64 / sync d_weight)", "mma.sync 128x128x32 s4", "mma.sync 128x256x32 s4",
-                         "wgmma 128x256x64 s4", "wgmma 128x128x64 s4", "wgmma+TMA 128x256 ws",
-                         "wgmma+TMA 128x256 ws, 2-CTA multicast"};
+                         "wgmma 128x256x64 s4", "wgmma 128x128x64 s4", "wgmma+TMA 128x256 ws"};
   std::vector<int> variants = {def_variant};
   if (all) {  // the wgmma variants exist in sm_90a builds only (the hook refuses them otherwise)
     variants = {0, 1, 2};
-    for (int v : {3, 4, 5, 6}) {
+    for (int v : {3, 4, 5}) {
       const int prev = ds::cuda::grouped_matmul_bench_variant(v);
       if (ds::cuda::grouped_matmul_bench_variant(prev) == v) variants.push_back(v);
     }
@@ -416,11 +414,8 @@ int main(int argc, char** argv) {
           const double tf = flop / ms * 1e-9;
           if (v == 0) tf_old = tf;
           if (v == def_variant) tf_def = tf;
-          std::printf("   %-9s %-34s %9.3f %9.1f %8.0f%% %9s", pname[p], vname[v], ms, tf, 100.0 * dense[p] / ms,
+          std::printf("   %-9s %-34s %9.3f %9.1f %8.0f%% %9s\n", pname[p], vname[v], ms, tf, 100.0 * dense[p] / ms,
                       check.c_str());
-          if (v >= 5)
-            std::printf("  (resident %s %d)", v == 5 ? "blocks" : "clusters", ds::cuda::grouped_matmul_bench_slots());
-          std::printf("\n");
         }
         ds::cuda::grouped_matmul_bench_variant(def_variant);
         summary.push_back(Row{std::string(sh.name) + " " + (skew ? "skewed " : "uniform ") + pname[p], tf_def, tf_old,

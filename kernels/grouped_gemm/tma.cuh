@@ -31,20 +31,6 @@
 // expert but only feed columns >= N, which store_pair skips. d_in's k tail reads the next expert's rows of W
 // against A's zero fill. Reduce mode's last k-tile reads rows of the next expert in both operands: each consumer
 // warpgroup zeroes those rows of its own A column block before its products.
-//
-// CL = 2 (variant 6): blocks in clusters of two that share B by TMA multicast. The ncu profile of CL = 1 (13th/14th
-// sessions, bench/gpu/SESSIONS.md) showed the tensor pipe busy ~49% with neither DRAM nor a pipe saturated, and its
-// L2 -> SM traffic (48 KB a 64-deep k-tile, ~5.1 TB/s) equal to cuBLASLt's at its 1.5x the speed: the loads from L2
-// are the limit. The two blocks of a cluster take the two m-tiles of one 256-row "pair tile" (the same expert and
-// n-tile, so the same B): each loads its own A and one half of B, multicast into both blocks' slot (the same
-// offset), so a block pulls 32 KB a k-tile from L2 instead of 48. Both blocks walk the same pair tiles in the same
-// order. A slot is refilled only when both blocks' consumers released it: the empty barriers count 16 arrivals, each
-// consumer warp arriving on its own block's and on the partner's. The full barrier expects the whole stage (its own
-// A, both halves of B) as before. An m-tile of the pair wholly past the expert's rows (odd m-tile counts) is
-// computed on whatever its A holds and not stored. Pair tiles are numbered over the experts as m-tiles are with
-// CL = 1 (256 rows each); reduce mode numbers (expert, pair of m-tiles, n-tile). Cluster barriers after the set-up
-// (the partner's loads and arrivals reach initialised barriers) and before exit (no block leaves while its partner
-// may still write into its shared memory or arrive on its barriers).
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
@@ -79,50 +65,12 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         : "memory");
   } while (!done);
 }
-// This block's rank in its cluster, the cluster's number and the number of clusters (1D grids).
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ uint32_t cluster_id() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%clusterid.x;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ uint32_t cluster_count() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%nclusterid.x;\n" : "=r"(r));
-  return r;
-}
-// Every non-exited thread of the cluster (memory before it visible to the cluster after it).
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-// Arrive on the mbarrier at the same shared-memory offset as `bar` in the cluster's block `cta`. The default
-// (.release at CTA scope), as CUTLASS's ClusterBarrier::arrive: .release.cluster made every release a cluster-scope
-// fence (the first version: variant 6 at 304 against variant 5's 443 TFLOP/s, 14th session, call 2).
-__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t cta) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(cta));
-  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
-}
 // Box (c0 = k, c1 = row) of the 2D tensor map into shared memory at dst; completes bytes on the mbarrier bar.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(
           dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
-      : "memory");
-}
-// The same box into dst of every block of the cluster in mask, each completing bytes on its own barrier at bar's
-// offset.
-__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0,
-                                                      int c1, uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, "
-      "%4}], [%2], %5;\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "h"(mask)
       : "memory");
 }
 #endif
@@ -133,9 +81,8 @@ struct Job {
 };
 
 // Tile t (t < first[E] * nx): expert e with first[e] <= y < first[e + 1] (y = t / nx; empty experts have
-// first[e] == first[e + 1], so the search never lands on one). CL = 2: pair tile t, this block's half `rank`.
-template <int CL>
-__device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int64_t t, int64_t nx, int rank) {
+// first[e] == first[e + 1], so the search never lands on one).
+__device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int64_t t, int64_t nx) {
   const int y = int(t / nx);
   int lo = 0, hi = a.E;  // first[lo] <= y < first[hi]
   while (hi - lo > 1) {
@@ -145,28 +92,24 @@ __device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int
   }
   int64_t r0, r1;
   expert_rows(a, lo, r0, r1);
-  return Job{r0 + int64_t(y - first[lo]) * (CL * kBM) + rank * kBM, r1, (t % nx) * kBN, 0, a.Kd, lo,
-             int((a.Kd + kBK - 1) / kBK)};
+  return Job{r0 + int64_t(y - first[lo]) * kBM, r1, (t % nx) * kBN, 0, a.Kd, lo, int((a.Kd + kBK - 1) / kBK)};
 }
 
 // Reduce mode, tile t: expert order[t / (my nx)] (the experts by falling row count, so the hardware hands out the
-// long tiles first), then m-tile (CL = 2: pair of m-tiles, this block's half `rank`) and n-tile.
-template <int CL>
-__device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* order, int64_t t, int64_t nx, int64_t my,
-                                               int rank) {
+// long tiles first), then m-tile and n-tile.
+__device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* order, int64_t t, int64_t nx,
+                                               int64_t my) {
   const int e = order[t / (my * nx)];
   const int64_t in_e = t % (my * nx);
   int64_t r0, r1;
   expert_rows(a, e, r0, r1);
-  return Job{(in_e / nx) * (CL * kBM) + rank * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e,
-             int((r1 - r0 + kBK - 1) / kBK)};
+  return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
 }
 
-template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, int CL>
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b) {
   static_assert(REDUCE ? !AKMAJOR && !BKMAJOR : AKMAJOR, "forward / d_in: A K-major; d_weight: both row-indexed");
-  static_assert(CL == 1 || CL == 2, "blocks alone or in pairs sharing B");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
 #ifdef DS_WGMMA_TRAP
   __trap();
@@ -182,10 +125,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t full0 = uint32_t(__cvta_generic_to_shared(full_bar));
   const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(empty_bar));
 
-  // CL = 2: tiles are pair tiles (two m-tiles), walked by clusters; rank is this block's half of each.
-  const int rank = CL == 1 ? 0 : int(cluster_rank());
-  const int64_t cid = CL == 1 ? blockIdx.x : cluster_id(), ncl = CL == 1 ? gridDim.x : cluster_count();
-  const int64_t nx = (a.Nd + kBN - 1) / kBN, my = REDUCE ? (a.Md + CL * kBM - 1) / (CL * kBM) : 0;
+  const int64_t nx = (a.Nd + kBN - 1) / kBN, my = REDUCE ? (a.Md + kBM - 1) / kBM : 0;
   int64_t ntiles;
   if constexpr (REDUCE) {
     // order[i]: the expert with the i-th most rows (ties by number); identity past kMaxLptExperts.
@@ -215,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       int64_t r0 = 0, r1 = 0;
       if (e < a.E) expert_rows(a, e, r0, r1);
       int excl, agg;
-      Scan(scan_tmp).ExclusiveSum(int((r1 - r0 + CL * kBM - 1) / (CL * kBM)), excl, agg);
+      Scan(scan_tmp).ExclusiveSum(int((r1 - r0 + kBM - 1) / kBM), excl, agg);
       if (e < a.E) first[e] = running + excl;
       running += agg;
       __syncthreads();  // scan_tmp is reused
@@ -226,20 +166,18 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(full0 + 8 * s, 1);
-      mbar_init(empty0 + 8 * s, 8 * CL);  // each consumer warp of each block the slot's B reaches
+      mbar_init(empty0 + 8 * s, 8);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  if (CL > 1) cluster_sync();  // the partner's barriers exist before its loads or arrivals reach them
-  if (cid >= ntiles) return;  // uniform over the cluster: no tile for it
+  if (int64_t(blockIdx.x) >= ntiles) return;  // uniform: no tile for this block
   auto job = [&](int64_t t) {
-    if constexpr (REDUCE) return find_reduce_job<CL>(a, first, t, nx, my, rank);
-    else return find_job<CL>(a, first, t, nx, rank);
+    if constexpr (REDUCE) return find_reduce_job(a, first, t, nx, my);
+    else return find_job(a, first, t, nx);
   };
 
-  if (threadIdx.x < 128) {  // the producer warpgroup: one thread issues the loads, the others leave (CL = 2: from
-                            // the cluster barrier too, which waits for non-exited threads only)
+  if (threadIdx.x < 128) {  // the producer warpgroup: one thread issues the loads, the others leave
 #ifdef DS_TMA_SETMAXNREG
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
 #endif
@@ -248,14 +186,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_b)) : "memory");
       int slot = 0;
       uint32_t phase = 0;
-      for (int64_t t = cid; t < ntiles; t += ncl) {
+      for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
         const Job j = job(t);
         // B's first row: K-major, row n0 of expert e's [N, K] block; MN-major (d_in), row 0 of expert e's [K, N]
         // block; reduce mode, the rows of `in` themselves.
         const int brow = REDUCE ? 0 : BKMAJOR ? int(int64_t(j.e) * a.Nd + j.n0) : int(int64_t(j.e) * a.Kd);
         // MN-major operands load [64 k][64 columns] boxes side by side, 8 KB apart; boxes wholly past the last
         // column are not loaded (their stale bytes feed only output rows / columns the store skips).
-        const int na = AKMAJOR ? 1 : int(max(int64_t(0), min(int64_t(kBM / 64), (a.Md - j.m0 + 63) / 64)));
+        const int na = AKMAJOR ? 1 : int(min(int64_t(kBM / 64), (a.Md - j.m0 + 63) / 64));
         const int nb = BKMAJOR ? 1 : int(min(int64_t(kBN / 64), (a.Nd - j.n0 + 63) / 64));
         const uint32_t bytes = uint32_t((AKMAJOR ? kABytes : na * 8192) + (BKMAJOR ? kBBytes : nb * 8192));
         for (int kt = 0; kt < j.nk; ++kt) {
@@ -266,23 +204,15 @@ __global__ void __launch_bounds__(kThreads, 1)
           if constexpr (AKMAJOR) tma_load_2d(as, &map_a, full, k0, int(j.m0));  // one [128 rows][64 k] box
           else
             for (int i = 0; i < na; ++i) tma_load_2d(as + i * 8192, &map_a, full, int(j.m0) + 64 * i, k0);
-          if constexpr (CL == 1) {
-            if constexpr (BKMAJOR) tma_load_2d(bs, &map_b, full, k0, brow);  // one [256 rows][64 k] box
-            else
-              for (int i = 0; i < nb; ++i) tma_load_2d(bs + i * 8192, &map_b, full, int(j.n0) + 64 * i, brow + k0);
-          } else if constexpr (BKMAJOR) {  // this block's [128 rows][64 k] half of B, into both blocks
-            tma_load_2d_multicast(bs + rank * (kBBytes / 2), &map_b, full, k0, brow + rank * (kBN / 2), 3);
-          } else {  // the [64 k][64 columns] boxes i with i % 2 == rank, into both blocks
-            for (int i = rank; i < nb; i += 2)
-              tma_load_2d_multicast(bs + i * 8192, &map_b, full, int(j.n0) + 64 * i, brow + k0, 3);
-          }
+          if constexpr (BKMAJOR) tma_load_2d(bs, &map_b, full, k0, brow);  // one [256 rows][64 k] box
+          else
+            for (int i = 0; i < nb; ++i) tma_load_2d(bs + i * 8192, &map_b, full, int(j.n0) + 64 * i, brow + k0);
           if (++slot == kStages) {
             slot = 0;
             phase ^= 1;
           }
         }
       }
-      if (CL > 1) cluster_sync();
     }
     return;
   }
@@ -297,18 +227,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   TC* Cp = static_cast<TC*>(a.C);
   auto release = [&](int s) {  // this warp's products reading slot s have retired
     __syncwarp();
-    if (lane == 0) {
-      if constexpr (CL == 1) mbar_arrive(empty0 + 8 * s);
-      else {  // the slot is refilled by both blocks' producers (B's halves): free it in both
-        mbar_arrive_cluster(empty0 + 8 * s, 0);
-        mbar_arrive_cluster(empty0 + 8 * s, 1);
-      }
-    }
+    if (lane == 0) mbar_arrive(empty0 + 8 * s);
   };
   float acc[kBN / 2];
   int slot = 0;
   uint32_t phase = 0;
-  for (int64_t t = cid; t < ntiles; t += ncl) {
+  for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
     const Job j = job(t);
     if (j.nk == 0) continue;  // reduce mode, an expert without rows: d_weight += 0
 #pragma unroll
@@ -357,7 +281,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     wg::store_block<kBN, TC>(REDUCE ? Cp + j.e * a.c_estride : Cp, a.ldc, acc, j.m0 + cw * 64, j.m_end, j.n0, a.Nd,
                              pair, accum);
   }
-  if (CL > 1) cluster_sync();  // the partner's last arrivals on this block's barriers are in
 #endif
 }
 

@@ -586,7 +586,7 @@ TEST_CASE("grouped_matmul parity at training shapes", "[moe][grouped_matmul][big
 }
 
 namespace ds::cuda {
-int grouped_matmul_bench_variant(int variant);  // kernels/grouped_matmul.cu: the training-shape kernels (5, 6: TMA)
+int grouped_matmul_bench_variant(int variant);  // kernels/grouped_matmul.cu: the training-shape kernels (5: TMA)
 }
 
 namespace {
@@ -632,39 +632,6 @@ TEST_CASE("grouped_matmul parity, TMA kernel (variant 5) at training shapes", "[
   grouped_case({"TMA E32 M8192 K1024 N512 uniform", 32, 8192, 1024, 512, false, 0, false, true}, 5900);
   grouped_case({"TMA E32 M8192 K512 N1024 skewed, empty experts", 32, 8192, 512, 1024, true, 0, true, true}, 5910);
   grouped_case({"TMA E32 M8192 K1024 N512 skewed, empty experts", 32, 8192, 1024, 512, true, 0, true, true}, 5920);
-}
-
-TEST_CASE("grouped_matmul parity, TMA kernel in clusters of two (variant 6)", "[moe][grouped_matmul][cluster]") {
-  // Variant 5's cases on the clustered kernel (B shared by multicast), plus what pairing adds: experts with an odd
-  // number of 128-row m-tiles (the pair's second tile wholly past the expert: computed, not stored), Md not a multiple
-  // of 256 in d_weight (the second tile past Md: no A boxes loaded), and more pair tiles than clusters.
-  const Variant v(6);
-  if (!v.on()) {
-    WARN("variant 6 needs an sm_90a build: skipped");
-    return;
-  }
-  grouped_case({"TMA2 E4 M1100 K200 N136 skewed, empty experts (tails)", 4, 1100, 200, 136, true, 0, true}, 7800);
-  grouped_case({"TMA2 E8 M2000 K72 N520", 8, 2000, 72, 520, false, 0}, 7810);
-  grouped_case({"TMA2 E3 M777 K1032 N24 empty experts (deep K)", 3, 777, 1032, 24, false, 0, true}, 7820);
-  grouped_case({"TMA2 E4 M600 K64 N57 skewed (odd N: scalar stores)", 4, 600, 64, 57, true, 0}, 7830);
-  grouped_case({"TMA2 E5 M700 K40 N16 empty experts (one k-tile)", 5, 700, 40, 16, true, 0, true}, 7840);
-  grouped_case({"TMA2 E4 M20000 K40 N24 (one k-tile, many tiles per block)", 4, 20000, 40, 24, false, 0}, 7850);
-  grouped_case({"TMA2 E16 M6000 K136 N1000 skewed, empty experts (several tiles per block)", 16, 6000, 136, 1000,
-                true, 0, true, true},
-               7860);
-  grouped_case({"TMA2 E3 M384 K128 N384 (odd m-tiles per expert, Md 384)", 3, 384, 128, 384, false, 0}, 7870);
-  grouped_case({"TMA2 E7 M5000 K320 N640 skewed", 7, 5000, 320, 640, true, 0}, 7880);
-}
-
-TEST_CASE("grouped_matmul parity, TMA kernel in clusters of two (variant 6) at training shapes",
-          "[moe][grouped_matmul][cluster][big]") {
-  const Variant v(6);
-  if (!v.on()) {
-    WARN("variant 6 needs an sm_90a build: skipped");
-    return;
-  }
-  grouped_case({"TMA2 E32 M8192 K1024 N512 uniform", 32, 8192, 1024, 512, false, 0, false, true}, 7900);
-  grouped_case({"TMA2 E32 M8192 K512 N1024 skewed, empty experts", 32, 8192, 512, 1024, true, 0, true, true}, 7910);
 }
 
 TEST_CASE("grouped_matmul parity, wgmma on cp.async loads (variant 3)", "[moe][grouped_matmul]") {
