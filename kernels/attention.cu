@@ -18,8 +18,9 @@
 // builds run both on warpgroup MMA (attn_bwd_dkdv_wgmma, attn_bwd_dq_wgmma: the default there, measured faster);
 // the mma.sync kernels and a few alternatives stay compiled, chosen through bench hooks to be timed and tested
 // against each other. The forward at 96/64 also has warpgroup-MMA kernels (fwd_wgmma.cuh: attn_fwd_wgmma and, with
-// the softmax overlapping the PV product, attn_fwd_wgmma_ovl; key tiles of 64 or 128), non-default variants chosen
-// through a bench hook (attention_bench_fwd_variant) until timed.
+// the softmax overlapping the PV product, attn_fwd_wgmma_ovl; key tiles of 64 or 128): attn_fwd_wgmma_ovl with key
+// tiles of 64 is the default there (measured faster), the others chosen through a bench hook
+// (attention_bench_fwd_variant).
 // Nothing here synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -27,6 +28,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 
 #include "kernels/attn_common.cuh"
 #include "kernels/cuda_ops.h"
@@ -110,16 +112,29 @@ constexpr int kDkdvVariants = 6, kDqVariants = 5;
 int g_dkdv_variant = 0, g_dq_variant = 0;
 #endif
 
-// Forward variants at 96/64 (needs scale > 0, as the wide kernel): 0 = attn_fwd_mma_wide (the default), 1 and 2 =
-// attn_fwd_wgmma with key tiles of 64 (3 blocks an SM) and 128 (2), 3 and 4 = attn_fwd_wgmma_ovl (softmax overlapping
-// the PV product) with key tiles of 64 and 128, 5 and 6 = the two with key tiles of 64 and Q as register A fragments
-// (S reads only K from shared memory); sm_90a builds only. Bench hook: attention_bench_fwd_variant.
+// Forward variants at 96/64 (needs scale > 0, as the wide kernel): 0 = attn_fwd_mma_wide, 1 and 2 = attn_fwd_wgmma
+// with key tiles of 64 (3 blocks an SM) and 128 (2), 3 and 4 = attn_fwd_wgmma_ovl (softmax overlapping the PV
+// product) with key tiles of 64 and 128, 5 = attn_fwd_wgmma_ovl with key tiles of 64 and Q as register A fragments
+// (S reads only K from shared memory); 1-5 in sm_90a builds only. The default: 3 with sm_90a, else 0 (H200, bench
+// model training shape, B16 T1024 H16, ms: 0 0.208, 1 0.187, 2 0.215, 3 0.181, 4 0.216, 5 0.208; training
+// 247.8k -> 248.9k tok/s, losses equal; 14th session). attn_fwd_wgmma with Q in registers (once variant 5) failed
+// parity on the H200 in every case while the overlapped kernel with Q in registers passed; slower than 3 as well
+// (0.203 ms), it was removed rather than debugged. Bench hook: attention_bench_fwd_variant; at start-up
+// DS_ATTN_FWD_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the build lacks
+// are ignored).
 #ifdef DS_CUDA_WGMMA
-constexpr int kFwdVariants = 7;
+constexpr int kFwdVariants = 6;
 #else
 constexpr int kFwdVariants = 1;
 #endif
-int g_fwd_variant = 0;
+int g_fwd_variant = [] {
+  const int def = kFwdVariants > 3 ? 3 : 0;
+  const char* e = std::getenv("DS_ATTN_FWD_VARIANT");
+  if (e == nullptr || *e == '\0') return def;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  return *end == '\0' && v >= 0 && v < kFwdVariants ? int(v) : def;
+}();
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
@@ -164,8 +179,9 @@ void launch_fwd_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
     allow_smem(attn_fwd_wgmma_ovl<96, 64, BK, MINB, QREG>, smem);
     launch(attn_fwd_wgmma_ovl<96, 64, BK, MINB, QREG>, grid, kMmaThreads, smem, st, a);
   } else {
-    allow_smem(attn_fwd_wgmma<96, 64, BK, MINB, QREG>, smem);
-    launch(attn_fwd_wgmma<96, 64, BK, MINB, QREG>, grid, kMmaThreads, smem, st, a);
+    static_assert(!QREG, "Q in registers: the overlapped kernel only");
+    allow_smem(attn_fwd_wgmma<96, 64, BK, MINB>, smem);
+    launch(attn_fwd_wgmma<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
   }
 }
 
@@ -290,7 +306,6 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
           case 2: launch_fwd_wgmma<128, 2, false>(a, B, st); break;
           case 3: launch_fwd_wgmma<64, 3, true>(a, B, st); break;
           case 4: launch_fwd_wgmma<128, 2, true>(a, B, st); break;
-          case 5: launch_fwd_wgmma<64, 3, false, true>(a, B, st); break;
           default: launch_fwd_wgmma<64, 3, true, true>(a, B, st);
         }
         launched = true;
@@ -371,9 +386,9 @@ int attention_bench_dq_variant(int variant) {
   if (variant >= 0 && variant < kDqVariants) g_dq_variant = variant;
   return prev;
 }
-// The same for the bf16 96/64 forward (0 = attn_fwd_mma_wide, the default; 1, 2 = attn_fwd_wgmma with key tiles of
-// 64, 128; 3, 4 = attn_fwd_wgmma_ovl, the same tiles; 5, 6 = the two with Q in registers: sm_90a builds only, else
-// refused).
+// The same for the bf16 96/64 forward (0 = attn_fwd_mma_wide; 1, 2 = attn_fwd_wgmma with key tiles of
+// 64, 128; 3, 4 = attn_fwd_wgmma_ovl, the same tiles; 5 = the overlapped one with Q in registers: sm_90a builds only,
+// else refused).
 int attention_bench_fwd_variant(int variant) {
   const int prev = g_fwd_variant;
   if (variant >= 0 && variant < kFwdVariants) g_fwd_variant = variant;

@@ -11,8 +11,8 @@
 // every product of a tile retires before the closing barrier, after which its buffer is refilled. Several blocks
 // an SM overlap one block's softmax with another's products. wgmma is warpgroup-wide, so no warp skips a tile
 // (a warp whose rows all lie above the tile's keys gets P = 0 exactly: alpha 1, nothing added).
-// Two kernels, each with Q read from shared memory per product or kept as register A fragments (QREG):
-// attn_fwd_wgmma (softmax, then PV, per tile) and attn_fwd_wgmma_ovl (the softmax overlapping the PV product).
+// Two kernels: attn_fwd_wgmma (softmax, then PV, per tile) and attn_fwd_wgmma_ovl (the softmax overlapping the PV
+// product), the latter with Q read from shared memory per product or kept as register A fragments (QREG).
 namespace wgfwd {
 
 template <int DQK, int DV, int BK> struct Cfg {
@@ -154,8 +154,7 @@ __device__ __forceinline__ void store(const AttnArgs<bf16_t>& a, const float (&o
 
 }  // namespace wgfwd
 
-// QREG: Q as register A fragments (loaded once), S = Q K^T reading only K from shared memory.
-template <int DQK, int DV, int BK, int MINB, bool QREG>
+template <int DQK, int DV, int BK, int MINB>
 __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf16_t> a) {
   static_assert(DV == 64, "O += P V is one m64n64 product per k16 step");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
@@ -189,7 +188,6 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
   for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // m: running max in log2 units (scaled)
   const int wrow = q0 + warp * 16, row0 = wrow + g;         // this lane's rows: row0, row0 + 8
-  uint32_t qf[QREG ? DQK / 16 : 1][4];                      // QREG: Q's A fragments
 
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
@@ -199,15 +197,9 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
     wgmma::fence_proxy_async();
     __syncthreads();
     float s[BK / 2], alpha[2];
-    if constexpr (QREG) {
-      if (j == 0) wgfwd::load_qfrags<DQK>(qf, Qs, warp, lane);
-      wgfwd::issue_s_rs<DQK, BK>(s, qf, ks + buf * C::k_bytes);
-    } else {
-      wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
-    }
+    wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
     wgmma::wait<0>();
     wgmma::pin(s);
-    if constexpr (QREG) wgbwd::pin_frags(qf);  // read by S's products until here
     wgfwd::softmax<BK>(s, m, l, alpha, j * BK, wrow, row0, t4, T, a.scale_log2);
     wgfwd::rescale(o, alpha);
     uint32_t pf[BK / 16][4];
@@ -226,6 +218,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
 // registers from the step before), waits for S_j alone and computes P_j and the rescale factor while the PV
 // product runs, then waits for it and rescales O. K runs one tile ahead of V: a step loads K_{j+1} and V_j (the
 // buffers S_{j-1} and P_{j-2} V_{j-2} read, both retired before the last step's closing barrier).
+// QREG: Q as register A fragments (loaded once), S = Q K^T reading only K from shared memory.
 template <int DQK, int DV, int BK, int MINB, bool QREG>
 __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs<bf16_t> a) {
   static_assert(DV == 64, "O += P V is one m64n64 product per k16 step");
