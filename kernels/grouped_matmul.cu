@@ -64,18 +64,21 @@ constexpr bool kWgmma = false;
 
 // Which tiles the bf16 training-shape products use: 0 = the previous kernels (WMMA 64 x 64 for forward / d_in,
 // the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
-// sm_90a), 3 = wgmma 128 x 256, 4 = wgmma 128 x 128, 5 = wgmma on TMA loads with a producer warpgroup (tma::; the
-// default with sm_90a; what TMA cannot describe as 3). Set only by the benchmark
+// sm_90a), 3 = wgmma 128 x 256, 4 = wgmma 128 x 128, 5 = wgmma on TMA loads with a producer warpgroup (tma::; what
+// TMA cannot describe as 3), 6 = 5 with rows mode's bf16 write-back staged in shared memory (tma::store_staged),
+// 7 = 6 with reduce mode's f32 accumulation staged too (the default with sm_90a; H200, ds-bench-grouped-gemm, TFLOP/s
+// v5 -> v6: gate/up forward 442 -> 617, d_in 340 -> 548, down forward 340 -> 548, d_in 451 -> 622; 14th session,
+// bench/gpu/SESSIONS.md). Set only by the benchmark
 // (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run, and at start-up
 // by DS_GROUPED_GEMM_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the
 // build lacks are ignored).
 int g_big_variant = [] {
-  const int def = kWgmma ? 5 : 2;
+  const int def = kWgmma ? 7 : 2;
   const char* e = std::getenv("DS_GROUPED_GEMM_VARIANT");
   if (e == nullptr || *e == '\0') return def;
   char* end = nullptr;
   const long v = std::strtol(e, &end, 10);
-  return *end == '\0' && v >= 0 && v <= (kWgmma ? 5 : 2) ? int(v) : def;
+  return *end == '\0' && v >= 0 && v <= (kWgmma ? 7 : 2) ? int(v) : def;
 }();
 
 // The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
@@ -195,11 +198,12 @@ bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t co
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Variant 5 (tma::grouped_gemm_tma): false leaves the product to the caller (what TMA or the kernel's int32
+// Variants 5-7 (tma::grouped_gemm_tma; 6: STAGE, the write-back through shared memory, for rows mode's bf16 outputs
+// with a 16-byte aligned C; 7: also reduce mode's f32 accumulation, with 16-byte aligned experts): false leaves the product to the caller (what TMA or the kernel's int32
 // coordinates cannot describe). Rows mode persistent, a block an SM; reduce mode a block a tile, the heavy experts'
 // tiles first (see wg::'s launch for why not persistent there).
 template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
-bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
+bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
   if constexpr (REDUCE ? AKMAJOR || BKMAJOR : !AKMAJOR) {
     return false;
   } else {
@@ -227,12 +231,18 @@ bool launch_tma(const Context& ctx, const char* op, const Tensor& c_dtype, GemmA
     if (tiles == 0) return true;
     if (REDUCE && tiles >= lim) return false;
     const dim3 grid(unsigned(REDUCE ? tiles : std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
-    const size_t smem = tma::smem_bytes(a.E);
     moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
       using TC = decltype(zc);
-      auto* kernel = tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC>;
-      attn::allow_smem(kernel, smem);
-      launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b);
+      auto go = [&](auto* kernel, size_t smem) {
+        attn::allow_smem(kernel, smem);
+        launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b);
+      };
+      if constexpr (std::is_same_v<TC, std::conditional_t<REDUCE, float, bf16_t>>) {
+        const bool stage = REDUCE ? variant >= 7 && a.c_estride % 4 == 0 : variant >= 6;
+        if (stage && is_aligned16(a.C))
+          return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true>, tma::smem_bytes(a.E, true));
+      }
+      go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC>, tma::smem_bytes(a.E));
     });
     moe::launched(op);
     return true;
@@ -249,7 +259,9 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
     case 2: return launch_big<big::T128x256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 4: return launch_wgmma<wg::N128, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     case 5:  // tma::; what TMA cannot describe on variant 3's kernel
-      if (launch_tma<AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a)) return;
+    case 6:  // the same with the staged write-back (6: rows mode, 7: both modes)
+    case 7:
+      if (launch_tma<AKMAJOR, BKMAJOR, REDUCE>(g_big_variant, ctx, op, c_dtype, a)) return;
       return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     default: return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
   }
@@ -306,11 +318,11 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 }  // namespace
 
 // Benchmark hook (see g_big_variant; declared by its callers, not in cuda_ops.h): sets the variant when
-// 0 <= variant <= 2 (5 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
+// 0 <= variant <= 2 (7 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
 // benchmark or test.
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
-  if (variant >= 0 && variant <= (kWgmma ? 5 : 2)) g_big_variant = variant;
+  if (variant >= 0 && variant <= (kWgmma ? 7 : 2)) g_big_variant = variant;
   return prev;
 }
 

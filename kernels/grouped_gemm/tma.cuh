@@ -1,7 +1,8 @@
-// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variant 5, the default).
+// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variants 5-7; 7, the
+// write-back staged in shared memory, the default).
 // Included there, inside its anonymous namespace in ds::cuda, after the parts before it (whose names it
 // uses); not a standalone header.
-// ---- variant 5 (the default with sm_90a): wgmma with TMA loads and warp specialisation -------------------------
+// ---- variants 5-7 (7 the default with sm_90a): wgmma with TMA loads and warp specialisation ------------------
 // All three products: the forward (rows mode, A = in [M, K] and B = W [E, N, K], both K-major), d_in (rows mode,
 // B = W read as [K, N] blocks: MN-major) and d_weight (reduce mode, A = d_out and B = in, both MN-major, summed
 // over the expert's rows). 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the
@@ -31,6 +32,17 @@
 // expert but only feed columns >= N, which store_pair skips. d_in's k tail reads the next expert's rows of W
 // against A's zero fill. Reduce mode's last k-tile reads rows of the next expert in both operands: each consumer
 // warpgroup zeroes those rows of its own A column block before its products.
+//
+// STAGE (variants 6 and 7): the write-back through shared memory. wg::store_block stores each thread's pairs straight
+// from the accumulator layout: a warp's bf16 store covers 8 rows x 16 bytes, half of each 32-byte sector, and a
+// 64 x 256 half-tile takes 64 such stores a thread (f32 d_weight: 64 loads and 64 stores of 8 bytes). Staged, a
+// warpgroup writes 64 rows x 128 bytes at a time (64 bf16 / 32 f32 columns) into its own 8 KB buffer (16-byte
+// chunks XOR-swizzled by row: conflict-free both ways), then each thread moves whole 16-byte chunks, a warp four full
+// 128-byte rows: a quarter of the memory instructions, every sector whole. Before the change the store queue was the
+// kernel's limit (ncu, 14th session: lg_throttle ~2.3 of ~13 stall cycles an instruction, with long_scoreboard, wait
+// and barrier). Rows mode stages bf16 outputs written over (forward, d_in; variant 6), reduce mode f32 accumulation
+// too (d_weight: old values loaded in 16-byte words, added, stored; variant 7). Only for a warpgroup whose 64 rows
+// all belong to the expert (or M) and whose 256 columns all exist, with 16-byte aligned rows; else store_block.
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
@@ -40,9 +52,57 @@ static_assert(kABytes % 1024 == 0 && kStageBytes % 1024 == 0, "slots and the B t
 
 constexpr int kMaxLptExperts = 1024;  // reduce mode orders the experts by rows up to here (O(E^2 / threads))
 
-// The ring, slack to align it to 1024 bytes, and 2 E + 1 ints: rows mode first[E + 1]; reduce mode order[E] and
-// rows[E].
-inline size_t smem_bytes(int E) { return size_t(kStages) * kStageBytes + 1024 + size_t(2 * E + 1) * sizeof(int); }
+constexpr int kStageBufBytes = 64 * 128;  // STAGE: a warpgroup's write-back buffer, 64 rows of 128 bytes
+
+// The ring, slack to align it to 1024 bytes, STAGE's two write-back buffers, and 2 E + 1 ints: rows mode
+// first[E + 1]; reduce mode order[E] and rows[E].
+inline size_t smem_bytes(int E, bool stage = false) {
+  return size_t(kStages) * kStageBytes + (stage ? 2 * kStageBufBytes : 0) + 1024 + size_t(2 * E + 1) * sizeof(int);
+}
+
+// STAGE's write-back of this warpgroup's 64 x 256 accumulator (rows m0.., columns n0.., all inside C) through buf
+// (kStageBufBytes of shared memory, this warpgroup's alone): chunks of 128 bytes a row, 16-byte piece q of row r at
+// q ^ (r % 8). ACC: C += the sums (f32), else C = them. bar: this warpgroup's named barrier.
+template <class TC, bool ACC>
+__device__ __forceinline__ void store_staged(TC* C, int64_t ldc, const float (&acc)[kBN / 2], int64_t m0, int64_t n0,
+                                             unsigned char* buf, int bar) {
+  static_assert(ACC ? std::is_same_v<TC, float> : std::is_same_v<TC, bf16_t>, "bf16 written over, f32 accumulated");
+  constexpr int kEb = int(sizeof(TC)), kCols = 128 / kEb, kPer = 16 / kEb;  // columns a chunk, a 16-byte piece
+  const int t = int(threadIdx.x) % 128, lane = t % 32, w = t / 32, g = lane >> 2, tq = lane & 3;
+#pragma unroll
+  for (int c = 0; c < kBN / kCols; ++c) {
+    // The last chunk's (c = 0: the last tile's) reads of buf are done.
+    asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = w * 16 + g + 8 * h;
+#pragma unroll
+      for (int jj = 0; jj < kCols / 8; ++jj) {
+        const int j = c * (kCols / 8) + jj;
+        // The pair's byte in the row, bf16 16 jj + 4 tq, f32 32 jj + 8 tq: its 16-byte piece (swizzled by row) and
+        // the offset in it.
+        const int piece = ACC ? 2 * jj + (tq >> 1) : jj, off = ACC ? 8 * (tq & 1) : 4 * tq;
+        unsigned char* dst = buf + r * 128 + ((piece ^ (r & 7)) << 4) + off;
+        if constexpr (ACC) *reinterpret_cast<float2*>(dst) = make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+        else *reinterpret_cast<uint32_t*>(dst) = attn::pack_bf16(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+      }
+    }
+    asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");  // the chunk is written
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int i = t + 128 * k, r = i >> 3, q = i & 7;
+      uint4 v = *reinterpret_cast<const uint4*>(buf + r * 128 + ((q ^ (r & 7)) << 4));
+      TC* dst = C + (m0 + r) * ldc + n0 + c * kCols + q * kPer;
+      if constexpr (ACC) {
+        const float4 old = *reinterpret_cast<const float4*>(dst);
+        float4 f = *reinterpret_cast<const float4*>(&v);
+        f.x += old.x, f.y += old.y, f.z += old.z, f.w += old.w;  // old + sum, as store_pair adds (commutes exactly)
+        v = *reinterpret_cast<const uint4*>(&f);
+      }
+      *reinterpret_cast<uint4*>(dst) = v;
+    }
+  }
+}
 
 #ifndef DS_WGMMA_TRAP
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -106,10 +166,12 @@ __device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* ord
   return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
 }
 
-template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC>
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b) {
   static_assert(REDUCE ? !AKMAJOR && !BKMAJOR : AKMAJOR, "forward / d_in: A K-major; d_weight: both row-indexed");
+  static_assert(!STAGE || std::is_same_v<TC, std::conditional_t<REDUCE, float, bf16_t>>,
+                "the staged write-back: rows mode bf16, reduce mode f32");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
 #ifdef DS_WGMMA_TRAP
   __trap();
@@ -121,7 +183,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The static shared memory comes first: align the ring to the swizzle's 1024 bytes by hand.
   unsigned char* ring = tma_smem + ((1024 - (uint32_t(__cvta_generic_to_shared(tma_smem)) & 1023)) & 1023);
   const uint32_t ring_addr = uint32_t(__cvta_generic_to_shared(ring));
-  int* first = reinterpret_cast<int*>(ring + kStages * kStageBytes);  // rows mode; reduce mode: order[E], rows[E]
+  unsigned char* stage_buf = ring + kStages * kStageBytes;  // STAGE: two write-back buffers
+  // rows mode first[]; reduce mode order[E], rows[E]
+  int* first = reinterpret_cast<int*>(stage_buf + (STAGE ? 2 * kStageBufBytes : 0));
   const uint32_t full0 = uint32_t(__cvta_generic_to_shared(full_bar));
   const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(empty_bar));
 
@@ -278,8 +342,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::wait<0>();
     wgmma::pin(acc);
     release(prev);  // the producer refills during the write-back
-    wg::store_block<kBN, TC>(REDUCE ? Cp + j.e * a.c_estride : Cp, a.ldc, acc, j.m0 + cw * 64, j.m_end, j.n0, a.Nd,
-                             pair, accum);
+    const int64_t wm0 = j.m0 + cw * 64;
+    TC* const Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;
+    if constexpr (STAGE) {
+      // Whole rows and columns, 16-byte aligned rows (C's and the expert stride's alignment: the launcher's
+      // condition); rows mode written over, reduce mode accumulated.
+      if ((REDUCE || !accum) && wm0 + 64 <= j.m_end && j.n0 + kBN <= a.Nd && a.ldc % (16 / int(sizeof(TC))) == 0) {
+        store_staged<TC, REDUCE>(Ce, a.ldc, acc, wm0, j.n0, stage_buf + cw * kStageBufBytes, 1 + cw);
+        continue;
+      }
+    }
+    wg::store_block<kBN, TC>(Ce, a.ldc, acc, wm0, j.m_end, j.n0, a.Nd, pair, accum);
   }
 #endif
 }
