@@ -634,65 +634,60 @@ TEST_CASE("grouped_matmul parity, TMA kernel (variant 5) at training shapes", "[
   grouped_case({"TMA E32 M8192 K1024 N512 skewed, empty experts", 32, 8192, 1024, 512, true, 0, true, true}, 5920);
 }
 
-TEST_CASE("grouped_matmul parity, TMA kernel with the staged write-back (variant 6)", "[moe][grouped_matmul][stage]") {
-  // Variant 5's cases with the bf16 write-back through shared memory (forward and d_in): warpgroups whose 64 rows
-  // cross the expert's end or whose 256 columns pass N take the direct stores, the others the staged ones, so the
-  // cases mix both in one launch; K 40 / N 24 etc. never stage; M 5000 K 320 N 768 stages most tiles of both.
-  const Variant v(6);
+namespace {
+// The staged write-back's cases (tma::store_staged; variant 6: rows mode's bf16 outputs, forward and d_in; variant 7:
+// d_weight's f32 accumulation too, whose m-tiles run over N and n-tiles over K). Warpgroups whose 64 rows cross the
+// expert's end (or M) or whose 256 columns pass the width take the direct stores, the others the staged ones, so
+// the cases mix both in one launch; K 40 / N 24 etc. never stage; M 5000 K 320 N 768 stages most tiles; d_weight
+// accumulates onto random values. `big`: the training shapes. Case i's seed: seed + step[i] (the seeds they ran
+// with on the H200, 14th session).
+void staged_cases(int variant, bool big, uint64_t seed) {
+  const Variant v(variant);
   if (!v.on()) {
-    WARN("variant 6 needs an sm_90a build: skipped");
+    WARN("variant " << variant << " needs an sm_90a build: skipped");
     return;
   }
-  grouped_case({"TMA-st E4 M1100 K200 N136 skewed, empty experts (tails)", 4, 1100, 200, 136, true, 0, true}, 7800);
-  grouped_case({"TMA-st E8 M2000 K72 N520", 8, 2000, 72, 520, false, 0}, 7810);
-  grouped_case({"TMA-st E4 M600 K64 N57 skewed (odd N: scalar stores)", 4, 600, 64, 57, true, 0}, 7830);
-  grouped_case({"TMA-st E4 M20000 K40 N24 (one k-tile, many tiles per block)", 4, 20000, 40, 24, false, 0}, 7850);
-  grouped_case({"TMA-st E16 M6000 K136 N1000 skewed, empty experts (several tiles per block)", 16, 6000, 136, 1000,
-                true, 0, true, true},
-               7860);
-  grouped_case({"TMA-st E7 M5000 K320 N768 skewed", 7, 5000, 320, 768, true, 0}, 7870);
-  grouped_case({"TMA-st E3 M3000 K256 N512", 3, 3000, 256, 512, false, 0}, 7880);
+  std::vector<GemmCase> cases;
+  std::vector<uint64_t> step = {0, 10};
+  if (big) {
+    cases = {{"E32 M8192 K1024 N512 uniform", 32, 8192, 1024, 512, false, 0, false, true},
+             {"E32 M8192 K512 N1024 skewed, empty experts", 32, 8192, 512, 1024, true, 0, true, true}};
+  } else {
+    cases = {{"E4 M1100 K200 N136 skewed, empty experts (tails)", 4, 1100, 200, 136, true, 0, true},
+             {"E8 M2000 K72 N520", 8, 2000, 72, 520, false, 0},
+             {"E4 M600 K64 N57 skewed (odd N: scalar stores)", 4, 600, 64, 57, true, 0},
+             {"E4 M20000 K40 N24 (one k-tile, many tiles per block)", 4, 20000, 40, 24, false, 0},
+             {"E16 M6000 K136 N1000 skewed, empty experts (several tiles per block)", 16, 6000, 136, 1000, true, 0,
+              true, true},
+             {"E7 M5000 K320 N768 skewed", 7, 5000, 320, 768, true, 0},
+             {"E3 M3000 K256 N512", 3, 3000, 256, 512, false, 0}};
+    step = {0, 10, 30, 50, 60, 70, 80};
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    GemmCase g = cases[i];
+    const std::string name = "TMA-staged v" + std::to_string(variant) + " " + g.name;
+    g.name = name.c_str();
+    grouped_case(g, seed + step[i]);
+  }
+}
+}  // namespace
+
+TEST_CASE("grouped_matmul parity, TMA kernel with the staged write-back (variant 6)", "[moe][grouped_matmul][stage]") {
+  staged_cases(6, false, 7800);
 }
 
 TEST_CASE("grouped_matmul parity, TMA kernel with the staged write-back (variant 6) at training shapes",
           "[moe][grouped_matmul][stage][big]") {
-  const Variant v(6);
-  if (!v.on()) {
-    WARN("variant 6 needs an sm_90a build: skipped");
-    return;
-  }
-  grouped_case({"TMA-st E32 M8192 K1024 N512 uniform", 32, 8192, 1024, 512, false, 0, false, true}, 7900);
-  grouped_case({"TMA-st E32 M8192 K512 N1024 skewed, empty experts", 32, 8192, 512, 1024, true, 0, true, true}, 7910);
+  staged_cases(6, true, 7900);
 }
 
 TEST_CASE("grouped_matmul parity, TMA kernel with the staged write-back (variant 7)", "[moe][grouped_matmul][stage7]") {
-  // Variant 6's cases with d_weight's f32 accumulation staged too (reduce mode: m-tiles of N rows, n-tiles of K
-  // columns; whole 256-column tiles need K >= 256, whole 64-row warpgroups N >= 64 at the warpgroup's rows).
-  const Variant v(7);
-  if (!v.on()) {
-    WARN("variant 7 needs an sm_90a build: skipped");
-    return;
-  }
-  grouped_case({"TMA-st7 E4 M1100 K200 N136 skewed, empty experts (tails)", 4, 1100, 200, 136, true, 0, true}, 8800);
-  grouped_case({"TMA-st7 E8 M2000 K72 N520", 8, 2000, 72, 520, false, 0}, 8810);
-  grouped_case({"TMA-st7 E4 M600 K64 N57 skewed (odd N: scalar stores)", 4, 600, 64, 57, true, 0}, 8830);
-  grouped_case({"TMA-st7 E4 M20000 K40 N24 (one k-tile, many tiles per block)", 4, 20000, 40, 24, false, 0}, 8850);
-  grouped_case({"TMA-st7 E16 M6000 K136 N1000 skewed, empty experts (several tiles per block)", 16, 6000, 136, 1000,
-                true, 0, true, true},
-               8860);
-  grouped_case({"TMA-st7 E7 M5000 K320 N768 skewed", 7, 5000, 320, 768, true, 0}, 8870);
-  grouped_case({"TMA-st7 E3 M3000 K256 N512", 3, 3000, 256, 512, false, 0}, 8880);
+  staged_cases(7, false, 8800);
 }
 
 TEST_CASE("grouped_matmul parity, TMA kernel with the staged write-back (variant 7) at training shapes",
           "[moe][grouped_matmul][stage7][big]") {
-  const Variant v(7);
-  if (!v.on()) {
-    WARN("variant 7 needs an sm_90a build: skipped");
-    return;
-  }
-  grouped_case({"TMA-st7 E32 M8192 K1024 N512 uniform", 32, 8192, 1024, 512, false, 0, false, true}, 8900);
-  grouped_case({"TMA-st7 E32 M8192 K512 N1024 skewed, empty experts", 32, 8192, 512, 1024, true, 0, true, true}, 8910);
+  staged_cases(7, true, 8900);
 }
 
 TEST_CASE("grouped_matmul parity, wgmma on cp.async loads (variant 3)", "[moe][grouped_matmul]") {
