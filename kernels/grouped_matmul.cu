@@ -32,7 +32,10 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/attn_common.cuh"
 #include "kernels/cuda_ops.h"
@@ -68,7 +71,9 @@ constexpr bool kWgmma = false;
 // TMA cannot describe as 3), 6 = 5 with rows mode's bf16 write-back staged in shared memory (tma::store_staged),
 // 7 = 6 with reduce mode's f32 accumulation staged too (the default with sm_90a; H200, ds-bench-grouped-gemm, TFLOP/s
 // v5 -> v6: gate/up forward 442 -> 617, d_in 340 -> 548, down forward 340 -> 548, d_in 451 -> 622; 14th session,
-// bench/gpu/SESSIONS.md). Set only by the benchmark
+// bench/gpu/SESSIONS.md), 8 = 7 with reduce mode (d_weight) persistent under a dynamic tile scheduler (tma::'s DYN:
+// the prologue once a block, the next tile's loads under this one's write-back; not yet run on a GPU; rows mode as
+// 7). Set only by the benchmark
 // (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run, and at start-up
 // by DS_GROUPED_GEMM_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the
 // build lacks are ignored).
@@ -78,7 +83,7 @@ int g_big_variant = [] {
   if (e == nullptr || *e == '\0') return def;
   char* end = nullptr;
   const long v = std::strtol(e, &end, 10);
-  return *end == '\0' && v >= 0 && v <= (kWgmma ? 7 : 2) ? int(v) : def;
+  return *end == '\0' && v >= 0 && v <= (kWgmma ? 8 : 2) ? int(v) : def;
 }();
 
 // The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
@@ -198,10 +203,32 @@ bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t co
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Variants 5-7 (tma::grouped_gemm_tma; 6: STAGE, the write-back through shared memory, for rows mode's bf16 outputs
-// with a 16-byte aligned C; 7: also reduce mode's f32 accumulation, with 16-byte aligned experts): false leaves the product to the caller (what TMA or the kernel's int32
-// coordinates cannot describe). Rows mode persistent, a block an SM; reduce mode a block a tile, the heavy experts'
-// tiles first (see wg::'s launch for why not persistent there).
+// Variant 8's tile counter (tma:: DYN): one unsigned a (device, stream), so that launches on concurrent streams
+// never share one; allocated on first use outside a capture and never freed (captured graphs hold its address).
+// Null when a capture finds none yet (the caller falls back to variant 7's kernel).
+unsigned* tile_counter(cudaStream_t st, const char* op) {
+  static std::mutex mu;
+  static std::map<std::pair<int, cudaStream_t>, unsigned*> counters;
+  const int dev = attn::current_device();
+  std::lock_guard<std::mutex> lock(mu);
+  unsigned*& p = counters[{dev, st}];
+  if (p == nullptr) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(st, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
+      (void)cudaGetLastError();  // e.g. the legacy stream while another stream captures: as capturing
+      return nullptr;
+    }
+    moe::ok(cudaMalloc(&p, sizeof(unsigned)), op, "cudaMalloc (tile counter)");
+  }
+  return p;
+}
+
+// Variants 5-8 (tma::grouped_gemm_tma; 6: STAGE, the write-back through shared memory, for rows mode's bf16 outputs
+// with a 16-byte aligned C; 7: also reduce mode's f32 accumulation, with 16-byte aligned experts; 8: 7 with the staged
+// reduce mode under DYN): false leaves the product to the caller (what TMA or the kernel's int32 coordinates cannot
+// describe). Rows mode persistent, a block an SM; reduce mode a block a tile, the heavy experts' tiles first (see
+// wg::'s launch for why not a fixed share per block), or (8) persistent with the tiles handed out in that order by a
+// counter, zeroed by a memset on the stream right before the launch (stream-ordered, capturable).
 template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c_dtype, GemmArgs a) {
   if constexpr (REDUCE ? AKMAJOR || BKMAJOR : !AKMAJOR) {
@@ -230,19 +257,30 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
     const int64_t tiles = int64_t(tg.x) * (REDUCE ? int64_t(tg.y) * tg.z : a.ytiles);
     if (tiles == 0) return true;
     if (REDUCE && tiles >= lim) return false;
-    const dim3 grid(unsigned(REDUCE ? tiles : std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
+    const int64_t sms = attn::num_sms();
+    const dim3 grid(unsigned(REDUCE ? tiles : std::min<int64_t>(tiles, sms)), 1, 1);
+    cudaStream_t st = moe::stream_of(ctx);
     moe::dispatch_f32_bf16(c_dtype, op, "out", [&](auto zc) {
       using TC = decltype(zc);
-      auto go = [&](auto* kernel, size_t smem) {
+      auto go = [&](auto* kernel, size_t smem, dim3 g, unsigned* counter) {
         attn::allow_smem(kernel, smem);
-        launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b);
+        launch(kernel, g, tma::kThreads, smem, st, a, map_a, map_b, counter);
       };
       if constexpr (std::is_same_v<TC, std::conditional_t<REDUCE, float, bf16_t>>) {
         const bool stage = REDUCE ? variant >= 7 && a.c_estride % 4 == 0 : variant >= 6;
-        if (stage && is_aligned16(a.C))
-          return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true>, tma::smem_bytes(a.E, true));
+        if (stage && is_aligned16(a.C)) {
+          if constexpr (REDUCE) {
+            if (unsigned* counter = variant >= 8 ? tile_counter(st, op) : nullptr) {
+              moe::ok(cudaMemsetAsync(counter, 0, sizeof(unsigned), st), op, "memset (tile counter)");
+              return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true, true>, tma::smem_bytes(a.E, true),
+                        dim3(unsigned(std::min(tiles, sms)), 1, 1), counter);
+            }
+          }
+          return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true>, tma::smem_bytes(a.E, true), grid,
+                    nullptr);
+        }
       }
-      go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC>, tma::smem_bytes(a.E));
+      go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC>, tma::smem_bytes(a.E), grid, nullptr);
     });
     moe::launched(op);
     return true;
@@ -261,6 +299,7 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
     case 5:  // tma::; what TMA cannot describe on variant 3's kernel
     case 6:  // the same with the staged write-back (6: rows mode, 7: both modes)
     case 7:
+    case 8:  // 7 with reduce mode under the dynamic tile scheduler
       if (launch_tma<AKMAJOR, BKMAJOR, REDUCE>(g_big_variant, ctx, op, c_dtype, a)) return;
       return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     default: return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
@@ -318,11 +357,11 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 }  // namespace
 
 // Benchmark hook (see g_big_variant; declared by its callers, not in cuda_ops.h): sets the variant when
-// 0 <= variant <= 2 (7 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
+// 0 <= variant <= 2 (8 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
 // benchmark or test.
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
-  if (variant >= 0 && variant <= (kWgmma ? 7 : 2)) g_big_variant = variant;
+  if (variant >= 0 && variant <= (kWgmma ? 8 : 2)) g_big_variant = variant;
   return prev;
 }
 

@@ -315,11 +315,12 @@ int main(int argc, char** argv) {
   if (section == "decode") return 0;
   const char* vname[] = {"old (WMMA 64x64 / sync d_weight)", "mma.sync 128x128x32 s4", "mma.sync 128x256x32 s4",
                          "wgmma 128x256x64 s4", "wgmma 128x128x64 s4", "wgmma+TMA 128x256 ws",
-                         "wgmma+TMA ws, staged store", "wgmma+TMA ws, staged store+acc"};
+                         "wgmma+TMA ws, staged store", "wgmma+TMA ws, staged store+acc",
+                         "wgmma+TMA staged, dyn d_weight"};
   std::vector<int> variants = {def_variant};
   if (all) {  // the wgmma variants exist in sm_90a builds only (the hook refuses them otherwise)
     variants = {0, 1, 2};
-    for (int v : {3, 4, 5, 6, 7}) {
+    for (int v : {3, 4, 5, 6, 7, 8}) {
       const int prev = ds::cuda::grouped_matmul_bench_variant(v);
       if (ds::cuda::grouped_matmul_bench_variant(prev) == v) variants.push_back(v);
     }

@@ -1,8 +1,9 @@
-// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variants 5-7; 7, the
-// write-back staged in shared memory, the default).
+// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variants 5-8; 7,
+// the write-back staged in shared memory, the default; 8, 7 with reduce mode persistent under a dynamic tile
+// scheduler).
 // Included there, inside its anonymous namespace in ds::cuda, after the parts before it (whose names it
 // uses); not a standalone header.
-// ---- variants 5-7 (7 the default with sm_90a): wgmma with TMA loads and warp specialisation ------------------
+// ---- variants 5-8 (7 the default with sm_90a): wgmma with TMA loads and warp specialisation ------------------
 // All three products: the forward (rows mode, A = in [M, K] and B = W [E, N, K], both K-major), d_in (rows mode,
 // B = W read as [K, N] blocks: MN-major) and d_weight (reduce mode, A = d_out and B = in, both MN-major, summed
 // over the expert's rows). 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the
@@ -43,6 +44,16 @@
 // and barrier). Rows mode stages bf16 outputs written over (forward, d_in; variant 6), reduce mode f32 accumulation
 // too (d_weight: old values loaded in 16-byte words, added, stored; variant 7). Only for a warpgroup whose 64 rows
 // all belong to the expert (or M) and whose 256 columns all exist, with 16-byte aligned rows; else store_block.
+//
+// DYN (variant 8, reduce mode with STAGE; not yet run on a GPU): persistent, a block an SM at most, the tiles handed
+// out in the same LPT numbering by a global counter (*tile_counter, zeroed by the launcher's memset before each
+// launch), so the prologue (the ranking, the barriers) is paid once a block and the next tile's loads overlap this
+// one's products and write-back, while a block that drew a long tile draws no more (a fixed share per block lost on
+// skewed loads: see launch_wgmma). The producer thread draws (atomicAdd) until it gets a tile with rows or none is
+// left (sorted ranking: the first empty expert's tile means only empty ones remain), and passes its number to the
+// consumers through a ring of kTileSlots ints in shared memory, each with a full mbarrier (count 1: the producer's
+// arrive after its store, before the tile's loads) and an empty one (count 8: lane 0 of each consumer warp, after
+// its warp read the number); -1 ends the walk. Both rings' phases run on across tiles.
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
@@ -53,6 +64,8 @@ static_assert(kABytes % 1024 == 0 && kStageBytes % 1024 == 0, "slots and the B t
 constexpr int kMaxLptExperts = 1024;  // reduce mode orders the experts by rows up to here (O(E^2 / threads))
 
 constexpr int kStageBufBytes = 64 * 128;  // STAGE: a warpgroup's write-back buffer, 64 rows of 128 bytes
+
+constexpr int kTileSlots = 4;  // DYN: tile numbers the producer may draw ahead of the consumers
 
 // The ring, slack to align it to 1024 bytes, STAGE's two write-back buffers, and 2 E + 1 ints: rows mode
 // first[E + 1]; reduce mode order[E] and rows[E].
@@ -166,18 +179,25 @@ __device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* ord
   return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
 }
 
-template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false>
+// tile_counter: DYN's counter (zero at launch); null otherwise.
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false, bool DYN = false>
 __global__ void __launch_bounds__(kThreads, 1)
-    grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b) {
+    grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                     unsigned* tile_counter) {
   static_assert(REDUCE ? !AKMAJOR && !BKMAJOR : AKMAJOR, "forward / d_in: A K-major; d_weight: both row-indexed");
   static_assert(!STAGE || std::is_same_v<TC, std::conditional_t<REDUCE, float, bf16_t>>,
                 "the staged write-back: rows mode bf16, reduce mode f32");
+  static_assert(!DYN || REDUCE, "the dynamic scheduler is reduce mode's");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
 #ifdef DS_WGMMA_TRAP
+  (void)tile_counter;
   __trap();
 #else
   extern __shared__ __align__(1024) unsigned char tma_smem[];
   __shared__ __align__(8) uint64_t full_bar[kStages], empty_bar[kStages];
+  // DYN: the tile ring (numbers, -1 the end) and its barriers
+  __shared__ __align__(8) uint64_t tile_full_bar[DYN ? kTileSlots : 1], tile_empty_bar[DYN ? kTileSlots : 1];
+  __shared__ int tile_no[DYN ? kTileSlots : 1];
   using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   // The static shared memory comes first: align the ring to the swizzle's 1024 bytes by hand.
@@ -188,6 +208,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* first = reinterpret_cast<int*>(stage_buf + (STAGE ? 2 * kStageBufBytes : 0));
   const uint32_t full0 = uint32_t(__cvta_generic_to_shared(full_bar));
   const uint32_t empty0 = uint32_t(__cvta_generic_to_shared(empty_bar));
+  const uint32_t tfull0 = uint32_t(__cvta_generic_to_shared(tile_full_bar));
+  const uint32_t tempty0 = uint32_t(__cvta_generic_to_shared(tile_empty_bar));
 
   const int64_t nx = (a.Nd + kBN - 1) / kBN, my = REDUCE ? (a.Md + kBM - 1) / kBM : 0;
   int64_t ntiles;
@@ -232,6 +254,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_init(full0 + 8 * s, 1);
       mbar_init(empty0 + 8 * s, 8);
     }
+    if constexpr (DYN)
+      for (int s = 0; s < kTileSlots; ++s) {
+        mbar_init(tfull0 + 8 * s, 1);
+        mbar_init(tempty0 + 8 * s, 8);
+      }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -240,6 +267,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (REDUCE) return find_reduce_job(a, first, t, nx, my);
     else return find_job(a, first, t, nx);
   };
+  int ts = 0;  // DYN: the tile ring's slot and phase (each role its own)
+  uint32_t tphase = 0;
 
   if (threadIdx.x < 128) {  // the producer warpgroup: one thread issues the loads, the others leave
 #ifdef DS_TMA_SETMAXNREG
@@ -250,7 +279,31 @@ __global__ void __launch_bounds__(kThreads, 1)
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_b)) : "memory");
       int slot = 0;
       uint32_t phase = 0;
-      for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+      // The next tile: DYN, drawn from the counter and passed on through the tile ring (ntiles: none left).
+      auto next = [&](int64_t t) -> int64_t {
+        if constexpr (DYN) {
+          const int* rows = first + a.E;  // order[] is first[]
+          for (;;) {
+            t = int64_t(atomicAdd(tile_counter, 1u));
+            if (t >= ntiles || rows[first[t / (my * nx)]] > 0) break;  // none left, or a tile with rows
+            if (a.E <= kMaxLptExperts) {  // ranked by rows: the tiles from here on are all empty
+              t = ntiles;
+              break;
+            }
+          }
+          mbar_wait(tempty0 + 8 * ts, tphase ^ 1);  // the consumer warps read the slot's last number
+          tile_no[ts] = t < ntiles ? int(t) : -1;
+          mbar_arrive(tfull0 + 8 * ts);  // release: the store above
+          if (++ts == kTileSlots) {
+            ts = 0;
+            tphase ^= 1;
+          }
+          return t;
+        } else {
+          return t + gridDim.x;
+        }
+      };
+      for (int64_t t = DYN ? next(0) : int64_t(blockIdx.x); t < ntiles; t = next(t)) {
         const Job j = job(t);
         // B's first row: K-major, row n0 of expert e's [N, K] block; MN-major (d_in), row 0 of expert e's [K, N]
         // block; reduce mode, the rows of `in` themselves.
@@ -296,9 +349,25 @@ __global__ void __launch_bounds__(kThreads, 1)
   float acc[kBN / 2];
   int slot = 0;
   uint32_t phase = 0;
-  for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+  // The next tile: DYN, the number the producer passed (every consumer warp reads it, then frees the slot).
+  auto next = [&](int64_t t) -> int64_t {
+    if constexpr (DYN) {
+      mbar_wait(tfull0 + 8 * ts, tphase);
+      const int n = tile_no[ts];
+      __syncwarp();
+      if (lane == 0) mbar_arrive(tempty0 + 8 * ts);
+      if (++ts == kTileSlots) {
+        ts = 0;
+        tphase ^= 1;
+      }
+      return n < 0 ? ntiles : int64_t(n);
+    } else {
+      return t + gridDim.x;
+    }
+  };
+  for (int64_t t = DYN ? next(0) : int64_t(blockIdx.x); t < ntiles; t = next(t)) {
     const Job j = job(t);
-    if (j.nk == 0) continue;  // reduce mode, an expert without rows: d_weight += 0
+    if (j.nk == 0) continue;  // reduce mode, an expert without rows: d_weight += 0 (DYN: never handed out)
 #pragma unroll
     for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
     wgmma::pin(acc);

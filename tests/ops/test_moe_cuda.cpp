@@ -590,7 +590,7 @@ int grouped_matmul_bench_variant(int variant);  // kernels/grouped_matmul.cu: th
 }
 
 namespace {
-// Forces a training-shape variant for its lifetime: 5-7 (tma:: in kernels/grouped_matmul.cu; 7 the default with sm_90a)
+// Forces a training-shape variant for its lifetime: 5-8 (tma:: in kernels/grouped_matmul.cu; 7 the default with sm_90a)
 // or 3 (wg::, the wgmma kernel on cp.async loads: what TMA cannot describe). False in builds without sm_90a,
 // where the hook refuses both.
 struct Variant {
@@ -639,8 +639,8 @@ namespace {
 // d_weight's f32 accumulation too, whose m-tiles run over N and n-tiles over K). Warpgroups whose 64 rows cross the
 // expert's end (or M) or whose 256 columns pass the width take the direct stores, the others the staged ones, so
 // the cases mix both in one launch; K 40 / N 24 etc. never stage; M 5000 K 320 N 768 stages most tiles; d_weight
-// accumulates onto random values. `big`: the training shapes. Case i's seed: seed + step[i] (the seeds they ran
-// with on the H200, 14th session).
+// accumulates onto random values; variant 8 the same with d_weight's tiles handed out by the dynamic scheduler.
+// `big`: the training shapes. Case i's seed: seed + step[i] (the seeds they ran with on the H200, 14th session).
 void staged_cases(int variant, bool big, uint64_t seed) {
   const Variant v(variant);
   if (!v.on()) {
@@ -688,6 +688,24 @@ TEST_CASE("grouped_matmul parity, TMA kernel with the staged write-back (variant
 TEST_CASE("grouped_matmul parity, TMA kernel with the staged write-back (variant 7) at training shapes",
           "[moe][grouped_matmul][stage7][big]") {
   staged_cases(7, true, 8900);
+}
+
+TEST_CASE("grouped_matmul parity, TMA kernel with d_weight's dynamic tile scheduler (variant 8)",
+          "[moe][grouped_matmul][dyn]") {
+  staged_cases(8, false, 9800);
+  // The scheduler under stress: 384 d_weight tiles (64 experts x 3 m-tiles x 2 n-tiles) for at most one block an
+  // SM, skewed rows (a block drawing the hot expert's tiles draws few others) and empty experts (never handed out;
+  // ranked last, so the first drawn ends that block's walk).
+  const Variant v(8);
+  if (v.on())
+    grouped_case({"TMA-dyn v8 E64 M30000 K512 N384 skewed, empty experts (many tiles per block)", 64, 30000, 512,
+                  384, true, 0, true, true},
+                 9890);
+}
+
+TEST_CASE("grouped_matmul parity, TMA kernel with d_weight's dynamic tile scheduler (variant 8) at training shapes",
+          "[moe][grouped_matmul][dyn][big]") {
+  staged_cases(8, true, 9900);
 }
 
 TEST_CASE("grouped_matmul parity, wgmma on cp.async loads (variant 3)", "[moe][grouped_matmul]") {
