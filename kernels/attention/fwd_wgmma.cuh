@@ -1,4 +1,5 @@
-// Part of kernels/attention.cu: the forward on warpgroup MMA (sm_90a; a bench/test variant at 96/64, not the default).
+// Part of kernels/attention.cu: the forward on warpgroup MMA (sm_90a; at 96/64, attn_fwd_wgmma_ovl with key tiles of
+// 64 is the default, the rest bench/test variants).
 // Included there, inside its anonymous namespace in ds::cuda, after bwd_wgmma.cuh (whose wgbwd::to_frags and
 // pin_frags it uses); not a standalone header.
 // ---- forward on Hopper's warpgroup MMA ---------------------------------------------------------------------
