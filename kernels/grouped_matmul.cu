@@ -267,7 +267,8 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
         launch(kernel, g, tma::kThreads, smem, st, a, map_a, map_b, counter);
       };
       if constexpr (std::is_same_v<TC, std::conditional_t<REDUCE, float, bf16_t>>) {
-        const bool stage = REDUCE ? variant >= 7 && a.c_estride % 4 == 0 : variant >= 6;
+        // Reduce mode's staged write-back always adds (its kernel tests only rows mode's accumulate flag).
+        const bool stage = REDUCE ? variant >= 7 && a.c_estride % 4 == 0 && a.accumulate != 0 : variant >= 6;
         if (stage && is_aligned16(a.C)) {
           if constexpr (REDUCE) {
             if (unsigned* counter = variant >= 8 ? tile_counter(st, op) : nullptr) {

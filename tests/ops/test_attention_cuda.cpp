@@ -117,15 +117,33 @@ void expect_grad(const std::string& what, const Twin& t, double tol, const char*
   CHECK(got <= 1e-6);
 }
 
-void attention_case(const AttnCase& s, DType dt, uint64_t seed, bool grads_split = false) {
-  const double scale = s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(s.Dqk));
-  const std::vector<int64_t> qs{s.B, s.T, s.H, s.Dqk}, vs{s.B, s.T, s.H, s.Dv}, ls{s.B, s.H, s.T};
-  const std::string tag =
-      std::string("attention ") + name(dt) + " " + dims({s.B, s.T, s.H, s.Dqk, s.Dv});
-  const bool bf = dt == DType::bf16;
+// A case's inputs: the scale (the case's, else 1 / sqrt(Dqk)), the shapes of q / k, v / out and lse, the tag its
+// checks are named by, random q, k, v (seeds seed .. seed + 2) and empty out and lse.
+struct AttnInputs {
+  double scale;
+  std::vector<int64_t> qs, vs, ls;
+  std::string tag;
+  Twin q, k, v, out, lse;
+  AttnInputs(const AttnCase& s, DType dt, uint64_t seed)
+      : scale(s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(s.Dqk))),
+        qs{s.B, s.T, s.H, s.Dqk},
+        vs{s.B, s.T, s.H, s.Dv},
+        ls{s.B, s.H, s.T},
+        tag(std::string("attention ") + name(dt) + " " + dims({s.B, s.T, s.H, s.Dqk, s.Dv})),
+        q(twin(dt, randu(qs, seed))),
+        k(twin(dt, randu(qs, seed + 1))),
+        v(twin(dt, randu(vs, seed + 2))),
+        out(twin_out(dt, vs)),
+        lse(twin_out(DType::f32, ls)) {}
+};
 
-  Twin q = twin(dt, randu(qs, seed)), k = twin(dt, randu(qs, seed + 1)), v = twin(dt, randu(vs, seed + 2));
-  Twin out = twin_out(dt, vs), lse = twin_out(DType::f32, ls);
+void attention_case(const AttnCase& s, DType dt, uint64_t seed, bool grads_split = false) {
+  AttnInputs in(s, dt, seed);
+  const double scale = in.scale;
+  const auto &qs = in.qs, &vs = in.vs, &ls = in.ls;
+  const std::string& tag = in.tag;
+  const bool bf = dt == DType::bf16;
+  Twin &q = in.q, &k = in.k, &v = in.v, &out = in.out, &lse = in.lse;
   run_both_mt([&](const Context& c, Pick p) { attention_forward(c, p(out), p(lse), p(q), p(k), p(v), scale); });
   expect_close(tag + " fwd out", out, bf ? kAttnBf16Fwd : kAttnF32Fwd, bf ? kWhyBf16Fwd : kWhyF32);
   expect_close(tag + " fwd lse", lse, bf ? kAttnBf16Lse : kAttnF32Lse, kWhyLse);
@@ -166,11 +184,11 @@ void attention_case(const AttnCase& s, DType dt, uint64_t seed, bool grads_split
 // variant v (0, the default, once that list is exhausted).
 void attention_variants_case(const AttnCase& s, uint64_t seed) {
   const DType dt = DType::bf16;
-  const double scale = s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(s.Dqk));
-  const std::vector<int64_t> qs{s.B, s.T, s.H, s.Dqk}, vs{s.B, s.T, s.H, s.Dv}, ls{s.B, s.H, s.T};
-  const std::string tag = std::string("attention bf16 ") + dims({s.B, s.T, s.H, s.Dqk, s.Dv});
-  Twin q = twin(dt, randu(qs, seed)), k = twin(dt, randu(qs, seed + 1)), v = twin(dt, randu(vs, seed + 2));
-  Twin out = twin_out(dt, vs), lse = twin_out(DType::f32, ls);
+  AttnInputs in(s, dt, seed);
+  const double scale = in.scale;
+  const auto &qs = in.qs, &vs = in.vs, &ls = in.ls;
+  const std::string& tag = in.tag;
+  Twin &q = in.q, &k = in.k, &v = in.v, &out = in.out, &lse = in.lse;
   attention_forward(cpu_ctx_mt(), out.ref.t, lse.ref.t, q.ref.t, k.ref.t, v.ref.t, scale);
   Twin o_in = twin(dt, Values{vs, out.ref.values()}), l_in = twin(DType::f32, Values{ls, lse.ref.values()});
   Twin dout = twin(dt, randu(vs, seed + 3));
@@ -213,11 +231,11 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
 // variant's out and lse, against the CPU backward from the same out and lse: the backward reads the wgmma lse.
 void attention_fwd_variants_case(const AttnCase& s, uint64_t seed) {
   const DType dt = DType::bf16;
-  const double scale = s.scale > 0 ? s.scale : 1.0 / std::sqrt(double(s.Dqk));
-  const std::vector<int64_t> qs{s.B, s.T, s.H, s.Dqk}, vs{s.B, s.T, s.H, s.Dv}, ls{s.B, s.H, s.T};
-  const std::string tag = std::string("attention bf16 ") + dims({s.B, s.T, s.H, s.Dqk, s.Dv});
-  Twin q = twin(dt, randu(qs, seed)), k = twin(dt, randu(qs, seed + 1)), v = twin(dt, randu(vs, seed + 2));
-  Twin out = twin_out(dt, vs), lse = twin_out(DType::f32, ls);
+  AttnInputs in(s, dt, seed);
+  const double scale = in.scale;
+  const auto &qs = in.qs, &vs = in.vs, &ls = in.ls;
+  const std::string& tag = in.tag;
+  Twin &q = in.q, &k = in.k, &v = in.v, &out = in.out, &lse = in.lse;
   {
     const FwdVariant def(0);
     REQUIRE(def.on());
