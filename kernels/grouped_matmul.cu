@@ -69,21 +69,24 @@ constexpr bool kWgmma = false;
 // the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
 // sm_90a), 3 = wgmma 128 x 256, 4 = wgmma 128 x 128, 5 = wgmma on TMA loads with a producer warpgroup (tma::; what
 // TMA cannot describe as 3), 6 = 5 with rows mode's bf16 write-back staged in shared memory (tma::store_staged),
-// 7 = 6 with reduce mode's f32 accumulation staged too (the default with sm_90a; H200, ds-bench-grouped-gemm, TFLOP/s
-// v5 -> v6: gate/up forward 442 -> 617, d_in 340 -> 548, down forward 340 -> 548, d_in 451 -> 622; 14th session,
+// 7 = 6 with reduce mode's f32 accumulation staged too (H200, ds-bench-grouped-gemm, TFLOP/s v5 -> v6: gate/up forward 442 -> 617, d_in 340 -> 548, down forward 340 -> 548, d_in 451 -> 622; 14th session,
 // bench/gpu/SESSIONS.md), 8 = 7 with reduce mode (d_weight) persistent under a dynamic tile scheduler (tma::'s DYN:
-// the prologue once a block, the next tile's loads under this one's write-back; not yet run on a GPU; rows mode as
-// 7). Set only by the benchmark
+// the prologue once a block, the next tile's loads under this one's write-back; rows mode as 7; H200, 15th session:
+// d_weight 390 -> 385 TFLOP/s, training equal), 9 = 7 with reduce mode's staged sums added to C by the TMA unit
+// (tma::'s TMAC: no thread waits on C's old values; the default with sm_90a since the 15th session: d_weight 395 ->
+// 531 TFLOP/s uniform, 345 -> 350 skewed, training +1.6%), 10 = 8 with that (training 1% below 9). Set only by the
+// benchmark
 // (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run, and at start-up
 // by DS_GROUPED_GEMM_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the
 // build lacks are ignored).
+constexpr int kMaxVariant = kWgmma ? 10 : 2;
 int g_big_variant = [] {
-  const int def = kWgmma ? 7 : 2;
+  const int def = kWgmma ? 9 : 2;
   const char* e = std::getenv("DS_GROUPED_GEMM_VARIANT");
   if (e == nullptr || *e == '\0') return def;
   char* end = nullptr;
   const long v = std::strtol(e, &end, 10);
-  return *end == '\0' && v >= 0 && v <= (kWgmma ? 8 : 2) ? int(v) : def;
+  return *end == '\0' && v >= 0 && v <= kMaxVariant ? int(v) : def;
 }();
 
 // The bf16 forward at decode: 0 = the default (dec::grouped_gemv with 16 columns per block when M <=
@@ -187,9 +190,10 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-// A 2D bf16 tensor map, rows x cols (cols contiguous, rows pitch bytes apart), box box_rows x 64 columns, the
-// 128-byte swizzle, zero fill out of bounds. False when TMA cannot describe it (the caller falls back).
-bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t cols, int64_t pitch, uint32_t box_rows) {
+// A 2D tensor map, rows x cols (cols contiguous, rows pitch bytes apart), box box_rows x (128 bytes of columns),
+// the 128-byte swizzle, zero fill out of bounds. False when TMA cannot describe it (the caller falls back).
+bool encode_2d(CUtensorMap& map, CUtensorMapDataType type, int esize, const void* base, int64_t rows, int64_t cols,
+               int64_t pitch, uint32_t box_rows) {
   const PFN_cuTensorMapEncodeTiled_v12000 enc = tensor_map_encoder();
   // TMA: 16-byte aligned base, a row pitch a multiple of 16 bytes below 2^40, dimensions in [1, 2^32].
   if (enc == nullptr || !is_aligned16(base) || pitch % 16 != 0 || pitch >= (int64_t(1) << 40) || rows < 1 || cols < 1 ||
@@ -197,10 +201,22 @@ bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t co
     return false;
   const cuuint64_t dim[2] = {cuuint64_t(cols), cuuint64_t(rows)};
   const cuuint64_t stride[1] = {cuuint64_t(pitch)};
-  const cuuint32_t box[2] = {uint32_t(tma::kBK), box_rows}, estride[2] = {1, 1};
-  return enc(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dim, stride, box, estride,
-             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+  const cuuint32_t box[2] = {uint32_t(128 / esize), box_rows}, estride[2] = {1, 1};
+  return enc(&map, type, 2, const_cast<void*>(base), dim, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// The operands' maps: boxes of box_rows x 64 bf16 (tma::kBK).
+bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t cols, int64_t pitch, uint32_t box_rows) {
+  static_assert(tma::kBK * 2 == 128, "a k-tile is one 128-byte swizzle row");
+  return encode_2d(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, rows, cols, pitch, box_rows);
+}
+
+// Reduce mode's C for the TMA unit's adds (variants 9, 10): boxes of 64 rows x 32 f32, as tma::reduce_staged_tma
+// stages them.
+bool encode_f32_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t cols, int64_t pitch) {
+  return encode_2d(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, base, rows, cols, pitch, 64);
 }
 
 // Variant 8's tile counter (tma:: DYN): one unsigned a (device, stream), so that launches on concurrent streams
@@ -237,7 +253,7 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
     if (!kWgmma || a.E > tma::kMaxExperts || a.Nd < 1 || (!REDUCE && a.Kd < 1) || (REDUCE && a.Md < 1))
       return false;
     const int64_t lim = int64_t(1) << 31;  // the kernel's coordinates and tile numbers are int32
-    CUtensorMap map_a, map_b;
+    CUtensorMap map_a, map_b, map_a2, map_b2, map_c = {};
     bool ok;
     if constexpr (REDUCE) {  // A = d_out [M, Md] read as (r, m), B = in [M, Nd] read as (r, n): 64 x 64 boxes
       ok = a.lda_m == 1 && a.ldb_n == 1 && a.M < lim && a.Md < lim && a.Nd < lim &&
@@ -247,12 +263,18 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
       ok = a.lda_k == 1 && a.ldb_k == 1 && a.b_estride == a.Nd * a.ldb_n && a.M < lim && a.Kd < lim &&
            int64_t(a.E) * a.Nd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
            encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN);
-    } else {  // d_in: B = W [E K, N] read as (k, n), 64 x 64 boxes
-      ok = a.lda_k == 1 && a.ldb_n == 1 && a.b_estride == a.Kd * a.ldb_k && a.M < lim && a.Nd < lim &&
-           int64_t(a.E) * a.Kd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
-           encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Kd, a.Nd, a.ldb_k * 2, 64);
+    } else {  // d_in: B = W [E K, N] read as (k, n), 64 x 64 boxes; with k_split two such products summed
+      const int64_t k1 = a.k_split > 0 ? a.k_split : a.Kd, k2 = a.Kd - k1;
+      ok = a.lda_k == 1 && a.ldb_n == 1 && a.b_estride == k1 * a.ldb_k && a.M < lim && a.Nd < lim &&
+           int64_t(a.E) * k1 < lim && encode_bf16_2d(map_a, a.A, a.M, k1, a.lda_m * 2, tma::kBM) &&
+           encode_bf16_2d(map_b, a.B, int64_t(a.E) * k1, a.Nd, a.ldb_k * 2, 64);
+      if (ok && a.k_split > 0)  // the second product: its own K (k2), A2 and B2 laid out as A and B
+        ok = k1 % tma::kBK == 0 && k2 > 0 && int64_t(a.E) * k2 < lim &&
+             encode_bf16_2d(map_a2, a.A2, a.M, k2, a.lda_m * 2, tma::kBM) &&
+             encode_bf16_2d(map_b2, a.B2, int64_t(a.E) * k2, a.Nd, a.ldb_k * 2, 64);
     }
     if (!ok) return false;
+    if (REDUCE || a.k_split == 0) map_a2 = map_a, map_b2 = map_b;
     const dim3 tg = tile_grid<REDUCE>(a, tma::kBM, tma::kBN);  // rows mode: sets a.ytiles (a bound; the kernel counts)
     const int64_t tiles = int64_t(tg.x) * (REDUCE ? int64_t(tg.y) * tg.z : a.ytiles);
     if (tiles == 0) return true;
@@ -264,18 +286,29 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
       using TC = decltype(zc);
       auto go = [&](auto* kernel, size_t smem, dim3 g, unsigned* counter) {
         attn::allow_smem(kernel, smem);
-        launch(kernel, g, tma::kThreads, smem, st, a, map_a, map_b, counter);
+        launch(kernel, g, tma::kThreads, smem, st, a, map_a, map_b, map_a2, map_b2, map_c, counter);
       };
       if constexpr (std::is_same_v<TC, std::conditional_t<REDUCE, float, bf16_t>>) {
         // Reduce mode's staged write-back always adds (its kernel tests only rows mode's accumulate flag).
         const bool stage = REDUCE ? variant >= 7 && a.c_estride % 4 == 0 && a.accumulate != 0 : variant >= 6;
         if (stage && is_aligned16(a.C)) {
           if constexpr (REDUCE) {
-            if (unsigned* counter = variant >= 8 ? tile_counter(st, op) : nullptr) {
+            // 9, 10: C as [E Md, Nd] f32 for the TMA unit's adds (64 rows x 32 columns, the staging's swizzle)
+            const bool tmac = variant >= 9 && a.c_estride == a.Md * a.ldc && int64_t(a.E) * a.Md < lim &&
+                              encode_f32_2d(map_c, a.C, int64_t(a.E) * a.Md, a.Nd, a.ldc * 4);
+            unsigned* counter = variant == 8 || variant == 10 ? tile_counter(st, op) : nullptr;
+            if (counter) {
               moe::ok(cudaMemsetAsync(counter, 0, sizeof(unsigned), st), op, "memset (tile counter)");
+              const dim3 pg(unsigned(std::min(tiles, sms)), 1, 1);
+              if (tmac)
+                return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true, true, true>,
+                          tma::smem_bytes(a.E, true), pg, counter);
               return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true, true>, tma::smem_bytes(a.E, true),
-                        dim3(unsigned(std::min(tiles, sms)), 1, 1), counter);
+                        pg, counter);
             }
+            if (tmac)
+              return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true, false, true>,
+                        tma::smem_bytes(a.E, true), grid, nullptr);
           }
           return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true>, tma::smem_bytes(a.E, true), grid,
                     nullptr);
@@ -301,6 +334,8 @@ void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtyp
     case 6:  // the same with the staged write-back (6: rows mode, 7: both modes)
     case 7:
     case 8:  // 7 with reduce mode under the dynamic tile scheduler
+    case 9:  // 7 with reduce mode's adds by the TMA unit
+    case 10:  // 8 with them
       if (launch_tma<AKMAJOR, BKMAJOR, REDUCE>(g_big_variant, ctx, op, c_dtype, a)) return;
       return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
     default: return launch_wgmma<wg::N256, AKMAJOR, BKMAJOR, REDUCE>(ctx, op, c_dtype, a);
@@ -358,11 +393,11 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 }  // namespace
 
 // Benchmark hook (see g_big_variant; declared by its callers, not in cuda_ops.h): sets the variant when
-// 0 <= variant <= 2 (8 with sm_90a) and returns the previous one. Not thread-safe: only for a single-threaded
+// 0 <= variant <= kMaxVariant and returns the previous one. Not thread-safe: only for a single-threaded
 // benchmark or test.
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
-  if (variant >= 0 && variant <= (kWgmma ? 8 : 2)) g_big_variant = variant;
+  if (variant >= 0 && variant <= kMaxVariant) g_big_variant = variant;
   return prev;
 }
 
@@ -505,6 +540,43 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
     else
       launch_gemm<false, true, true>(ctx, op, d_out, d_weight, a);
   }
+}
+
+// The gate and up projections' d_in in one TMA launch (GemmArgs' k_split pair: k runs over d_out1 · w1's N, then
+// d_out2 · w2's; f32 sums, one rounding) when variants 5-10 take the product and TMA can describe it (bf16, N a
+// multiple of the 64-deep k-tile, 128+ rows per expert on average); else the two products in turn (overwrite, add).
+void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Tensor w1, Tensor d_out2, Tensor w2,
+                              Tensor offsets) {
+  const char* op = "grouped_matmul_d_in_pair";
+  const int64_t M = moe::rows(d_out1), N = moe::cols(d_out1), E = w1.shape[0], K = w1.shape[2];
+  if (M == 0 || E == 0 || K == 0) return;
+  moe::set_device(ctx, op);
+  const bool bf16 = d_in.dtype == DType::bf16 && d_out1.dtype == DType::bf16 && d_out2.dtype == DType::bf16 &&
+                    w1.dtype == DType::bf16 && w2.dtype == DType::bf16;
+  if (kWgmma && g_big_variant >= 5 && bf16 && N > 0 && N % 64 == 0 && K % 8 == 0 && M >= 128 * E) {
+    GemmArgs a{};
+    a.A = d_out1.data;
+    a.B = w1.data;
+    a.A2 = d_out2.data;
+    a.B2 = w2.data;
+    a.k_split = N;
+    a.C = d_in.data;
+    a.off = static_cast<const int64_t*>(offsets.data);
+    a.E = int(E);
+    a.M = M;
+    a.Nd = K;
+    a.Kd = 2 * N;
+    a.lda_m = N;
+    a.lda_k = 1;
+    a.ldb_k = K;
+    a.ldb_n = 1;
+    a.ldc = K;
+    a.b_estride = N * K;
+    a.vec_c = aligned_c(d_in, K);
+    if (launch_tma<true, false, false>(g_big_variant, ctx, op, d_in, a)) return;
+  }
+  cuda::grouped_matmul_backward(ctx, d_in, Tensor{}, d_out1, Tensor{}, w1, offsets, Accum::overwrite);
+  cuda::grouped_matmul_backward(ctx, d_in, Tensor{}, d_out2, Tensor{}, w2, offsets, Accum::add);
 }
 
 }  // namespace ds::cuda

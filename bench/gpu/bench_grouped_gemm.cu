@@ -7,7 +7,9 @@
 //
 // Shapes: E = 32 experts, M = 65,536 permuted rows (16 x 1024 tokens x top-4), gate/up K 1024 -> N 512 and down
 // K 512 -> N 1024; loads uniform (M / E rows each) and skewed (one expert 25 % of the rows, two experts none, the
-// rest uneven). Products: forward out = in · W_e^T (bf16 out), d_in = d_out · W_e (bf16 out), d_weight dW_e +=
+// rest uneven). Products: forward out = in · W_e^T (bf16 out), d_in = d_out · W_e (bf16 out; d_in+= adds onto
+// it, as the up projection's onto the gate's did in training; d_in pair = grouped_matmul_d_in_pair, both
+// projections' d_in in one launch, twice the FLOPs), d_weight dW_e +=
 // d_out_e^T · in_e (f32 master gradient). Each time is the median of --reps launches (CUDA events, after 3 warm-up
 // launches); TFLOP/s counts 2 M K N per launch. "variants all" also times the previous kernels (variant 0) and the
 // other tile configurations of the large-tile kernel, and checks each against variant 0 (max |diff| / max |ref|).
@@ -316,11 +318,12 @@ int main(int argc, char** argv) {
   const char* vname[] = {"old (WMMA 64x64 / sync d_weight)", "mma.sync 128x128x32 s4", "mma.sync 128x256x32 s4",
                          "wgmma 128x256x64 s4", "wgmma 128x128x64 s4", "wgmma+TMA 128x256 ws",
                          "wgmma+TMA ws, staged store", "wgmma+TMA ws, staged store+acc",
-                         "wgmma+TMA staged, dyn d_weight"};
+                         "wgmma+TMA staged, dyn d_weight", "wgmma+TMA staged, TMA-add d_weight",
+                         "wgmma+TMA staged, dyn+TMA-add d_wt"};
   std::vector<int> variants = {def_variant};
   if (all) {  // the wgmma variants exist in sm_90a builds only (the hook refuses them otherwise)
     variants = {0, 1, 2};
-    for (int v : {3, 4, 5, 6, 7, 8}) {
+    for (int v : {3, 4, 5, 6, 7, 8, 9, 10}) {
       const int prev = ds::cuda::grouped_matmul_bench_variant(v);
       if (ds::cuda::grouped_matmul_bench_variant(prev) == v) variants.push_back(v);
     }
@@ -371,7 +374,7 @@ int main(int argc, char** argv) {
                 "(%.0f), d_weight f32 %.3f ms (%.0f)\n",
                 sh.name, flop * 1e-9, (long long)M, dense_fwd, flop / dense_fwd * 1e-9, dense_din,
                 flop / dense_din * 1e-9, dense_dw, flop / dense_dw * 1e-9);
-    const float dense[3] = {dense_fwd, dense_din, dense_dw};
+    const float dense[5] = {dense_fwd, dense_din, dense_din, 2 * dense_din, dense_dw};
 
     for (const bool skew : {false, true}) {
       const std::vector<int64_t> h_off = make_offsets(E, M, skew);
@@ -384,17 +387,21 @@ int main(int argc, char** argv) {
       std::printf("   load %s: rows per expert min %lld max %lld\n", skew ? "skewed" : "uniform", (long long)mn,
                   (long long)mx);
       std::printf("   %-9s %-34s %9s %9s %9s %9s\n", "product", "variant", "ms", "TFLOP/s", "vs dense", "check");
-      const char* pname[3] = {"forward", "d_in", "d_weight"};
-      for (int p = 0; p < 3; ++p) {
+      const char* pname[5] = {"forward", "d_in", "d_in+=", "d_in pair", "d_weight"};
+      for (int p = 0; p < 5; ++p) {
+        const double pflop = p == 3 ? 2 * flop : flop;  // the pair: two products
         auto run = [&] {
           if (p == 0)
             ds::cuda::grouped_matmul_forward(ctx, t_out, t_in, t_w, t_off, ds::Accum::overwrite, ds::Inputs::fresh);
-          else if (p == 1)
-            ds::cuda::grouped_matmul_backward(ctx, t_din, ds::Tensor{}, t_dout, t_in, t_w, t_off, ds::Accum::overwrite);
+          else if (p <= 2)
+            ds::cuda::grouped_matmul_backward(ctx, t_din, ds::Tensor{}, t_dout, t_in, t_w, t_off,
+                                              p == 1 ? ds::Accum::overwrite : ds::Accum::add);
+          else if (p == 3)  // the gate and up projections' d_in (here the same operands twice)
+            ds::cuda::grouped_matmul_d_in_pair(ctx, t_din, t_dout, t_w, t_dout, t_w, t_off);
           else
             ds::cuda::grouped_matmul_backward(ctx, ds::Tensor{}, t_dw, t_dout, t_in, t_w, t_off, ds::Accum::overwrite);
         };
-        const DevBuf& res = p == 0 ? out : p == 1 ? d_in : d_w;
+        const DevBuf& res = p == 0 ? out : p <= 3 ? d_in : d_w;
         std::vector<float> ref;
         double tf_old = 0, tf_def = 0;
         for (int v : variants) {
@@ -404,7 +411,7 @@ int main(int argc, char** argv) {
             CK(cudaMemset(res.p, 0, res.bytes));
             run();
             CK(cudaDeviceSynchronize());
-            std::vector<float> got = to_host_f32(res, p != 2);
+            std::vector<float> got = to_host_f32(res, p != 4);
             if (v == 0) ref = std::move(got);
             else {
               char b[32];
@@ -413,7 +420,7 @@ int main(int argc, char** argv) {
             }
           }
           const float ms = time_ms(st, reps, run);
-          const double tf = flop / ms * 1e-9;
+          const double tf = pflop / ms * 1e-9;
           if (v == 0) tf_old = tf;
           if (v == def_variant) tf_def = tf;
           std::printf("   %-9s %-34s %9.3f %9.1f %8.0f%% %9s\n", pname[p], vname[v], ms, tf, 100.0 * dense[p] / ms,
@@ -421,7 +428,7 @@ int main(int argc, char** argv) {
         }
         ds::cuda::grouped_matmul_bench_variant(def_variant);
         summary.push_back(Row{std::string(sh.name) + " " + (skew ? "skewed " : "uniform ") + pname[p], tf_def, tf_old,
-                              flop / dense[p] * 1e-9});
+                              pflop / dense[p] * 1e-9});
       }
     }
     CK(cudaDeviceSynchronize());

@@ -29,7 +29,10 @@ struct GemmArgs {
   int vec_a, vec_b;          // 16-byte global loads allowed along the contiguous dim
   int vec_c;                 // C stores two adjacent elements at once (ldc even, C aligned to two elements)
   int64_t ytiles;            // rows mode: bound on the number of m-tiles
-  const void* B2;            // dec::grouped_gemv's SwiGLU pair: the up weights (B the gate's), same layout
+  const void* B2;            // dec::grouped_gemv's SwiGLU pair: the up weights (B the gate's), same layout;
+                             // tma:: rows mode with k_split: the second product's weights (B's layout)
+  const void* A2;            // tma:: rows mode with k_split: the second product's A (A's layout)
+  int64_t k_split;           // tma:: rows mode: > 0, k-tiles from k_split on read (A2, B2) at k - k_split
   int off_settled;           // Inputs::settled offsets: dec::grouped_gemv finds its expert and loads its first
                              // weights before its wait
 };

@@ -1,9 +1,9 @@
-// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variants 5-8; 7,
-// the write-back staged in shared memory, the default; 8, 7 with reduce mode persistent under a dynamic tile
-// scheduler).
+// Part of kernels/grouped_matmul.cu: tma::, the wgmma kernel on TMA loads with a producer warpgroup (variants 5-10;
+// 7, the write-back staged in shared memory; 8, 7 with reduce mode persistent under a dynamic tile scheduler; 9, 7
+// with reduce mode's sums added to C by the TMA unit, the default; 10, 8 with that).
 // Included there, inside its anonymous namespace in ds::cuda, after the parts before it (whose names it
 // uses); not a standalone header.
-// ---- variants 5-8 (7 the default with sm_90a): wgmma with TMA loads and warp specialisation ------------------
+// ---- variants 5-10 (9 the default with sm_90a): wgmma with TMA loads and warp specialisation -----------------
 // All three products: the forward (rows mode, A = in [M, K] and B = W [E, N, K], both K-major), d_in (rows mode,
 // B = W read as [K, N] blocks: MN-major) and d_weight (reduce mode, A = d_out and B = in, both MN-major, summed
 // over the expert's rows). 128 x 256 output tiles as wg::N256, but 384 threads in three roles: warpgroup 0 is the
@@ -45,7 +45,7 @@
 // too (d_weight: old values loaded in 16-byte words, added, stored; variant 7). Only for a warpgroup whose 64 rows
 // all belong to the expert (or M) and whose 256 columns all exist, with 16-byte aligned rows; else store_block.
 //
-// DYN (variant 8, reduce mode with STAGE; not yet run on a GPU): persistent, a block an SM at most, the tiles handed
+// DYN (variants 8 and 10, reduce mode with STAGE; H200, 15th session: correct, no faster than 7): persistent, a block an SM at most, the tiles handed
 // out in the same LPT numbering by a global counter (*tile_counter, zeroed by the launcher's memset before each
 // launch), so the prologue (the ranking, the barriers) is paid once a block and the next tile's loads overlap this
 // one's products and write-back, while a block that drew a long tile draws no more (a fixed share per block lost on
@@ -54,6 +54,18 @@
 // consumers through a ring of kTileSlots ints in shared memory, each with a full mbarrier (count 1: the producer's
 // arrive after its store, before the tile's loads) and an empty one (count 8: lane 0 of each consumer warp, after
 // its warp read the number); -1 ends the walk. Both rings' phases run on across tiles.
+//
+// TMAC (variants 9 and 10, reduce mode with STAGE): the staged f32 sums go to C by TMA reduce-adds
+// (cp.reduce.async.bulk.tensor .add, one 64 x 32 box a chunk, issued by the warpgroup's first thread:
+// reduce_staged_tma), not by each thread's load, add and store. Those loads cost a round trip to memory a 32-column
+// chunk, eight a tile, with nothing to hide them (ncu-free diagnosis, 15th session: rows mode's d_in += through
+// store_block took 3.2x its written-over launch, 0.41 vs 0.13 ms, in ds-bench-grouped-gemm). The unit adds in L2 in
+// one f32 rounding, old + sum, so the bits are store_staged's. d_weight 395 -> 531 TFLOP/s (uniform load).
+//
+// The pair (rows mode with a.k_split, grouped_matmul_d_in_pair): the k-tiles run over a first product (A, B;
+// k_split deep, a multiple of the k-tile) and then a second (A2, B2 through map_a2 / map_b2, at k - k_split), both
+// summed in the same accumulators: the routed experts' d_in = d_gate · W_gate + d_up · W_up in one launch, 0.205 ms
+// (669 TFLOP/s) where the d_in and the d_in += after it took 0.126 + 0.409.
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
@@ -138,6 +150,19 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         : "memory");
   } while (!done);
 }
+// C's box at (c0 = column, c1 = row) += shared memory at src, by the TMA unit (f32 .add: old + value, one rounding);
+// completes in the issuing thread's bulk group.
+__device__ __forceinline__ void tma_reduce_add_2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
+  asm volatile("cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(c0), "r"(c1), "r"(src)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Until the unit has read the shared memory of every bulk group this thread committed (the buffer may be rewritten).
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// Until those groups' writes are done.
+__device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 // Box (c0 = k, c1 = row) of the 2D tensor map into shared memory at dst; completes bytes on the mbarrier bar.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
   asm volatile(
@@ -145,6 +170,40 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
           dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
       : "memory");
+}
+#endif
+
+#ifndef DS_WGMMA_TRAP
+// TMAC's write-back of reduce mode's f32 sums (this warpgroup's 64 x 256, C rows row0.. of the [E Md, Nd] view,
+// columns col0..): staged 32 columns at a time in buf as store_staged stages them (16-byte piece q of row r at
+// q ^ (r % 8): the tensor map's 128-byte swizzle), each chunk added to C by one TMA reduce the warpgroup's first
+// thread issues. No thread waits on C's old values (store_staged's loads, a round trip each chunk, left each tile's
+// write-back latency-bound); the buffer is rewritten once the unit has read it.
+__device__ __forceinline__ void reduce_staged_tma(const CUtensorMap* map_c, const float (&acc)[kBN / 2], int row0,
+                                                  int col0, unsigned char* buf, int bar) {
+  const int t = int(threadIdx.x) % 128, lane = t % 32, w = t / 32, g = lane >> 2, tq = lane & 3;
+  const uint32_t sbuf = uint32_t(__cvta_generic_to_shared(buf));
+#pragma unroll
+  for (int c = 0; c < kBN / 32; ++c) {
+    if (t == 0) bulk_wait_read();  // the unit has read the last chunk (c = 0: the last tile's)
+    asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = w * 16 + g + 8 * h;
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {
+        const int j = c * 4 + jj, piece = 2 * jj + (tq >> 1);
+        *reinterpret_cast<float2*>(buf + r * 128 + ((piece ^ (r & 7)) << 4) + 8 * (tq & 1)) =
+            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+      }
+    }
+    wgmma::fence_proxy_async();  // this thread's stores, before the async proxy reads them
+    asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");  // the chunk is written
+    if (t == 0) {
+      tma_reduce_add_2d(map_c, sbuf, col0 + 32 * c, row0);
+      bulk_commit();
+    }
+  }
 }
 #endif
 
@@ -179,15 +238,19 @@ __device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* ord
   return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
 }
 
-// tile_counter: DYN's counter (zero at launch); null otherwise.
-template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false, bool DYN = false>
+// map_a2, map_b2: rows mode with a.k_split, the second product's operands (else copies of map_a, map_b); map_c:
+// TMAC, C as [E Md, Nd] f32 in 64-row x 32-column boxes (else unused); tile_counter: DYN's counter (zero at
+// launch), else null.
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false, bool DYN = false, bool TMAC = false>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
-                     unsigned* tile_counter) {
+                     const __grid_constant__ CUtensorMap map_a2, const __grid_constant__ CUtensorMap map_b2,
+                     const __grid_constant__ CUtensorMap map_c, unsigned* tile_counter) {
   static_assert(REDUCE ? !AKMAJOR && !BKMAJOR : AKMAJOR, "forward / d_in: A K-major; d_weight: both row-indexed");
   static_assert(!STAGE || std::is_same_v<TC, std::conditional_t<REDUCE, float, bf16_t>>,
                 "the staged write-back: rows mode bf16, reduce mode f32");
   static_assert(!DYN || REDUCE, "the dynamic scheduler is reduce mode's");
+  static_assert(!TMAC || (REDUCE && STAGE), "the TMA reduce write-back is reduce mode's staged one");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
 #ifdef DS_WGMMA_TRAP
   (void)tile_counter;
@@ -277,6 +340,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (threadIdx.x == 0) {
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_b)) : "memory");
+      if (!REDUCE && a.k_split > 0) {
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a2)) : "memory");
+        asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_b2)) : "memory");
+      }
       int slot = 0;
       uint32_t phase = 0;
       // The next tile: DYN, drawn from the counter and passed on through the tile ring (ntiles: none left).
@@ -317,13 +384,20 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbar_wait(empty0 + 8 * slot, phase ^ 1);  // the consumers freed the slot (first round: at once)
           const uint32_t full = full0 + 8 * slot, as = ring_addr + uint32_t(slot * kStageBytes), bs = as + kABytes;
           mbar_arrive_expect_tx(full, bytes);  // whole boxes: zero-filled bytes count too
-          const int k0 = int(j.k0) + kt * kBK;
-          if constexpr (AKMAJOR) tma_load_2d(as, &map_a, full, k0, int(j.m0));  // one [128 rows][64 k] box
+          int k0 = int(j.k0) + kt * kBK, br = brow;
+          const CUtensorMap *ma = &map_a, *mb = &map_b;
+          if (!REDUCE && a.k_split > 0) {  // the pair: k over the first product's K, then the second's
+            const bool second = k0 >= a.k_split;
+            const int64_t kp = second ? a.Kd - a.k_split : a.k_split;  // this product's K (B rows an expert)
+            if (second) k0 -= int(a.k_split), ma = &map_a2, mb = &map_b2;
+            br = BKMAJOR ? brow : int(int64_t(j.e) * kp);
+          }
+          if constexpr (AKMAJOR) tma_load_2d(as, ma, full, k0, int(j.m0));  // one [128 rows][64 k] box
           else
-            for (int i = 0; i < na; ++i) tma_load_2d(as + i * 8192, &map_a, full, int(j.m0) + 64 * i, k0);
-          if constexpr (BKMAJOR) tma_load_2d(bs, &map_b, full, k0, brow);  // one [256 rows][64 k] box
+            for (int i = 0; i < na; ++i) tma_load_2d(as + i * 8192, ma, full, int(j.m0) + 64 * i, k0);
+          if constexpr (BKMAJOR) tma_load_2d(bs, mb, full, k0, br);  // one [256 rows][64 k] box
           else
-            for (int i = 0; i < nb; ++i) tma_load_2d(bs + i * 8192, &map_b, full, int(j.n0) + 64 * i, brow + k0);
+            for (int i = 0; i < nb; ++i) tma_load_2d(bs + i * 8192, mb, full, int(j.n0) + 64 * i, br + k0);
           if (++slot == kStages) {
             slot = 0;
             phase ^= 1;
@@ -417,11 +491,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       // Whole rows and columns, 16-byte aligned rows (C's and the expert stride's alignment: the launcher's
       // condition); rows mode written over, reduce mode accumulated.
       if ((REDUCE || !accum) && wm0 + 64 <= j.m_end && j.n0 + kBN <= a.Nd && a.ldc % (16 / int(sizeof(TC))) == 0) {
-        store_staged<TC, REDUCE>(Ce, a.ldc, acc, wm0, j.n0, stage_buf + cw * kStageBufBytes, 1 + cw);
+        if constexpr (TMAC)
+          reduce_staged_tma(&map_c, acc, int(j.e * a.Md + wm0), int(j.n0), stage_buf + cw * kStageBufBytes, 1 + cw);
+        else store_staged<TC, REDUCE>(Ce, a.ldc, acc, wm0, j.n0, stage_buf + cw * kStageBufBytes, 1 + cw);
         continue;
       }
     }
     wg::store_block<kBN, TC>(Ce, a.ldc, acc, wm0, j.m_end, j.n0, a.Nd, pair, accum);
+  }
+  if constexpr (TMAC) {
+    if (threadIdx.x % 128 == 0) bulk_wait();  // the unit's adds are done before the block ends
   }
 #endif
 }

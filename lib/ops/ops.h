@@ -233,6 +233,12 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
 // d_in[r] (=|+=) d_out[r] · weight[e];  d_weight[e] += d_out[rows of e]^T · in[rows of e]. Either output may be empty.
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                              Tensor offsets, Accum acc_in = Accum::overwrite);
+// The routed experts' gate and up projections' input gradient in one product: d_in[r] = d_out1[r] · w1[e] +
+// d_out2[r] · w2[e]. The same values as grouped_matmul_backward's d_in for (d_out1, w1) then its d_in += for
+// (d_out2, w2), except that the GPU's one launch over both products (bf16, the TMA kernel) sums in f32 and rounds
+// once. w1, w2 [E, N, K], d_out1, d_out2 [M, N], d_in [M, K].
+void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Tensor w1, Tensor d_out2, Tensor w2,
+                              Tensor offsets);
 // Inference fusion, the routed experts' first half: out = swiglu_forward(in · gate_w[e]^T, in · up_w[e]^T) per row,
 // rounded as the two grouped_matmul_forward calls and swiglu_forward round it. gate_w, up_w [E, F, K], out [M, F].
 void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets);

@@ -279,6 +279,22 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
                      grouped_matmul_backward(ctx, d_in, d_weight, d_out, in, weight, offsets, acc_in));
 }
 
+void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Tensor w1, Tensor d_out2, Tensor w2,
+                              Tensor offsets) {
+  Check c(ctx, "grouped_matmul_d_in_pair");
+  c.f("d_out1", d_out1).f("w1", w1).f("d_out2", d_out2).f("w2", w2).wide("d_in", d_in);
+  check_grouped(c, w1, offsets);
+  OP_CHECK(c, same_shape(w1, w2), "w2 " + w2.shape_str() + " must have the shape of w1 " + w1.shape_str());
+  OP_CHECK(c, same_shape(d_out1, d_out2),
+           "d_out2 " + d_out2.shape_str() + " must have the shape of d_out1 " + d_out1.shape_str());
+  OP_CHECK(c, d_out1.cols() == w1.dim(1),
+           "w1 " + w1.shape_str() + " must be [E, N, K] with N = last dim of d_out1 " + d_out1.shape_str());
+  OP_CHECK(c, d_in.rows() == d_out1.rows() && d_in.cols() == w1.dim(2),
+           "d_in " + d_in.shape_str() + " must be [M, K] for d_out1 " + d_out1.shape_str() + " and w1 " +
+               w1.shape_str());
+  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_matmul_d_in_pair(ctx, d_in, d_out1, w1, d_out2, w2, offsets));
+}
+
 }  // namespace ds
 
 // ---- MLA decode (paged latent cache) ----------------------------------------------------------------------

@@ -51,6 +51,12 @@ void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
   cpu::swiglu_forward(ctx, out, g.t, u.t);
 }
 
+void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Tensor w1, Tensor d_out2, Tensor w2,
+                              Tensor offsets) {
+  cpu::grouped_matmul_backward(ctx, d_in, Tensor{}, d_out1, Tensor{}, w1, offsets, Accum::overwrite);
+  cpu::grouped_matmul_backward(ctx, d_in, Tensor{}, d_out2, Tensor{}, w2, offsets, Accum::add);
+}
+
 void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor shared, Tensor expert_out, Tensor row_of,
                          Tensor topk_w, Tensor norm_out, Tensor norm_weight, double eps, Inputs /*routing*/) {
   Scratch ffn(out.dtype, {out.rows(), out.cols()});

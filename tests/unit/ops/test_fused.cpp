@@ -140,6 +140,28 @@ TEST_CASE("grouped_swiglu_forward = two grouped_matmul_forward then swiglu_forwa
   }
 }
 
+TEST_CASE("grouped_matmul_d_in_pair = grouped_matmul_backward's d_in, then its d_in +=", "[ops][fused]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 5, K = 2, E = 4, D = 8, F = 6;
+  Owned idx = ints({N, K}, {0, 2, 1, 0, 2, 3, 0, 1, 3, 3});
+  Owned row_of = zeros(DType::i32, {N, K}), offsets = zeros(DType::i64, {E + 1});
+  moe_route(ctx, row_of, offsets, Tensor{}, idx, E);
+  for (DType dt : {DType::f32, DType::f64}) {
+    Owned dg = rand(dt, {N * K, F}, 31), du = rand(dt, {N * K, F}, 32), gw = rand(dt, {E, F, D}, 33, -0.3, 0.3),
+          uw = rand(dt, {E, F, D}, 34, -0.3, 0.3);
+    Owned got = rand(dt, {N * K, D}, 35), want = zeros(dt, {N * K, D});  // written over, whatever it held
+    grouped_matmul_d_in_pair(ctx, got, dg, gw, du, uw, offsets);
+    grouped_matmul_backward(ctx, want, Tensor{}, dg, Tensor{}, gw, offsets);
+    grouped_matmul_backward(ctx, want, Tensor{}, du, Tensor{}, uw, offsets, Accum::add);
+    CHECK(bitwise_equal(got, want));
+    Owned bad_w = rand(dt, {E, F + 1, D}, 36), bad_d = rand(dt, {N * K, F + 1}, 37);
+    CHECK_THROWS_AS(grouped_matmul_d_in_pair(ctx, got, dg, gw, du, bad_w, offsets), Error);
+    CHECK_THROWS_AS(grouped_matmul_d_in_pair(ctx, got, dg, gw, bad_d, uw, offsets), Error);
+    Owned bad_in = zeros(dt, {N * K, D + 1});
+    CHECK_THROWS_AS(grouped_matmul_d_in_pair(ctx, bad_in, dg, gw, du, uw, offsets), Error);
+  }
+}
+
 TEST_CASE("moe_dispatch_forward = router matmul, gate, route and permute", "[ops][fused]") {
   const Context ctx = cpu_ctx();
   const int64_t N = 3, D = 8, E = 8;
