@@ -12,9 +12,10 @@
                    ({"id", "prompt", "ids"}): ds-rollout renders "prompt", transformers decodes "ids"
   sft/             the inputs of the ds-sft GPU check: with --sft-from DIR, DIR/base (a checkpoint) and DIR/sft.jsonl
                    copied; with --sft-make PRETRAIN SFT (the two programs), made here: sft.jsonl (400 arithmetic
-                   prompt/completion pairs with a short <think> trace) and base/ (ds-pretrain --preset small on
-                   corpus.jsonl, 20 steps on the CPU, one thread), then ds-sft on the CPU with run_bench.sh's command
-                   writes the reference curve to --sft-curve (bench/gpu_model/sft_cpu.jsonl is this curve)
+                   prompt/completion pairs with a short <think> trace), tok/ (a 4096-piece tokenizer of corpus.jsonl
+                   and the pairs) and base/ (ds-pretrain --preset small on corpus.jsonl with that tokenizer, 20
+                   steps on the CPU, one thread; ~20 MB), then ds-sft on the CPU with run_bench.sh's command writes
+                   the reference curve to --sft-curve (bench/gpu_model/sft_cpu.jsonl is this curve)
 Seeded: the same files every time (python's random with fixed seeds; ds-tokenize on one thread).
 """
 import argparse
@@ -37,22 +38,38 @@ SFT_ARGS = ["--overwrite", "--max-steps", "10", "--batch-size", "8", "--seq-len"
             "--warmup", "2", "--seed", "7", "--log-level", "warn"]
 
 
-def make_sft(out, pretrain, sft, curve):
+def make_sft(out, tokenize, pretrain, sft, curve):
     d = os.path.join(out, "sft")
     os.makedirs(d, exist_ok=True)
     r = random.Random(13)
+    pairs = []
+    for _ in range(400):
+        x, y = r.randint(10, 999), r.randint(10, 999)
+        op = r.choice("+-")
+        z = x + y if op == "+" else x - y
+        pairs.append({"prompt": f"What is {x} {op} {y}?",
+                      "completion": f"<think>\n{x} {op} {y} = {z}\n</think>\n\n{z}"})
     with open(os.path.join(d, "sft.jsonl"), "w") as f:
-        for _ in range(400):
-            x, y = r.randint(10, 999), r.randint(10, 999)
-            op = r.choice("+-")
-            z = x + y if op == "+" else x - y
-            f.write(json.dumps({"prompt": f"What is {x} {op} {y}?",
-                                "completion": f"<think>\n{x} {op} {y} = {z}\n</think>\n\n{z}"}) + "\n")
-    subprocess.run([pretrain, "-i", os.path.join(out, "corpus.jsonl"), "--tokenizer", os.path.join(out, "tok"),
+        for p in pairs:
+            f.write(json.dumps(p) + "\n")
+    # The check's own 4096-piece tokenizer (the small preset's vocabulary), on the corpus and the pairs: with the
+    # bench's 32000 pieces the base checkpoint was 117 MB, over a device call's 64 MiB carry; now ~20 MB.
+    tok_corpus = os.path.join(d, "tokenizer_corpus.jsonl")
+    with open(tok_corpus, "w") as f, open(os.path.join(out, "corpus.jsonl")) as c:
+        f.write(c.read())
+        for p in pairs:
+            f.write(json.dumps({"text": p["prompt"] + "\n" + p["completion"]}) + "\n")
+    subprocess.run([tokenize, "--threads", "1", "--log-level", "warn", "train", "-i", tok_corpus, "-o",
+                    os.path.join(d, "tok"), "--vocab-size", "4096"], check=True)
+    os.remove(tok_corpus)
+    subprocess.run([pretrain, "-i", os.path.join(out, "corpus.jsonl"), "--tokenizer", os.path.join(d, "tok"),
                     "-o", os.path.join(d, "base"), "--overwrite", "--preset", "small", "--seq-len", "128",
                     "--batch-size", "8", "--max-steps", "20", "--lr", "2e-3", "--warmup", "5", "--seed", "7",
                     "--threads", "1", "--log-level", "warn"], check=True)
+    os.remove(os.path.join(d, "base", "optimizer.safetensors"))  # --init-from reads the weights and tokenizer only
     if curve:
+        if os.path.exists(curve):
+            os.remove(curve)  # ds-sft --metrics appends
         subprocess.run([sft, "-i", os.path.join(d, "sft.jsonl"), "--init-from", os.path.join(d, "base"), *SFT_ARGS,
                         "--threads", "1", "-o", os.path.join(out, "sft_cpu_ck"), "--metrics", curve], check=True)
         shutil.rmtree(os.path.join(out, "sft_cpu_ck"))
@@ -103,7 +120,7 @@ def main():
             f.write(json.dumps({"text": " ".join(r.choices(lex, weights=w, k=1500))}) + "\n")
 
     if a.sft_make:
-        make_sft(a.out, a.sft_make[0], a.sft_make[1], a.sft_curve)
+        make_sft(a.out, a.tokenize, a.sft_make[0], a.sft_make[1], a.sft_curve)
     elif a.sft_from:
         os.makedirs(os.path.join(a.out, "sft"), exist_ok=True)
         shutil.copytree(os.path.join(a.sft_from, "base"), os.path.join(a.out, "sft", "base"), dirs_exist_ok=True)
