@@ -68,17 +68,17 @@ constexpr bool kWgmma = false;
 // Which tiles the bf16 training-shape products use: 0 = the previous kernels (WMMA 64 x 64 for forward / d_in,
 // the synchronous tiled kernel for d_weight), 1 = mma.sync 128 x 128, 2 = mma.sync 128 x 256 (the default without
 // sm_90a), 3 = wgmma 128 x 256, 4 = wgmma 128 x 128, 5 = wgmma on TMA loads with a producer warpgroup (tma::; what
-// TMA cannot describe as 3), 6 = 5 with rows mode's bf16 write-back staged in shared memory (tma::store_staged),
-// 7 = 6 with reduce mode's f32 accumulation staged too (H200, ds-bench-grouped-gemm, TFLOP/s v5 -> v6: gate/up forward 442 -> 617, d_in 340 -> 548, down forward 340 -> 548, d_in 451 -> 622; 14th session,
-// bench/gpu/SESSIONS.md), 8 = 7 with reduce mode (d_weight) persistent under a dynamic tile scheduler (tma::'s DYN:
-// the prologue once a block, the next tile's loads under this one's write-back; rows mode as 7; H200, 15th session:
-// d_weight 390 -> 385 TFLOP/s, training equal), 9 = 7 with reduce mode's staged sums added to C by the TMA unit
-// (tma::'s TMAC: no thread waits on C's old values; the default with sm_90a since the 15th session: d_weight 395 ->
-// 531 TFLOP/s uniform, 345 -> 350 skewed, training +1.6%), 10 = 8 with that (training 1% below 9). Set only by the
-// benchmark
-// (bench/gpu/bench_grouped_gemm.cu, through grouped_matmul_bench_variant) to compare them in one run, and at start-up
-// by DS_GROUPED_GEMM_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the
-// build lacks are ignored).
+// TMA cannot describe as 3), 6 = 5 with rows mode's bf16 write-back staged in shared memory (tma::store_staged;
+// H200, ds-bench-grouped-gemm, TFLOP/s v5 -> v6: gate/up forward 442 -> 617, d_in 340 -> 548, down forward 340 ->
+// 548, d_in 451 -> 622; 14th session, bench/gpu/SESSIONS.md), 7 = 6 with reduce mode's f32 accumulation staged
+// too, 8 = 7 with reduce mode (d_weight) persistent under a dynamic tile scheduler (tma::'s DYN: the prologue once a
+// block, the next tile's loads under this one's write-back; rows mode as 7; H200, 15th session: d_weight 390 -> 385
+// TFLOP/s, training equal), 9 = 7 with reduce mode's staged sums added to C by the TMA unit (tma::'s TMAC: no thread
+// waits on C's old values; the default with sm_90a since the 15th session: d_weight 395 -> 531 TFLOP/s uniform,
+// 345 -> 350 skewed, training +1.6%; it also writes a d_weight over, empty experts' as zeros), 10 = 8 with that
+// (training 1% below 9). Set only by the benchmark (bench/gpu/bench_grouped_gemm.cu, through
+// grouped_matmul_bench_variant) to compare them in one run, and at start-up by DS_GROUPED_GEMM_VARIANT (a benchmark
+// knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the build lacks are ignored).
 constexpr int kMaxVariant = kWgmma ? 10 : 2;
 int g_big_variant = [] {
   const int def = kWgmma ? 9 : 2;
@@ -275,6 +275,14 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
     }
     if (!ok) return false;
     if (REDUCE || a.k_split == 0) map_a2 = map_a, map_b2 = map_b;
+    bool tmac = false;  // 9, 10: C as [E Md, Nd] f32 for the TMA unit (64 rows x 32 columns, the staging's swizzle)
+    if constexpr (REDUCE) {
+      tmac = variant >= 9 && c_dtype.dtype == DType::f32 && is_aligned16(a.C) && a.c_estride % 4 == 0 &&
+             a.c_estride == a.Md * a.ldc && int64_t(a.E) * a.Md < lim &&
+             encode_f32_2d(map_c, a.C, int64_t(a.E) * a.Md, a.Nd, a.ldc * 4);
+      // Written over (accumulate 0): only variant 9's kernel writes every tile (the empty experts' as zeros).
+      if (!a.accumulate && !(tmac && variant == 9)) return false;
+    }
     const dim3 tg = tile_grid<REDUCE>(a, tma::kBM, tma::kBN);  // rows mode: sets a.ytiles (a bound; the kernel counts)
     const int64_t tiles = int64_t(tg.x) * (REDUCE ? int64_t(tg.y) * tg.z : a.ytiles);
     if (tiles == 0) return true;
@@ -289,13 +297,11 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
         launch(kernel, g, tma::kThreads, smem, st, a, map_a, map_b, map_a2, map_b2, map_c, counter);
       };
       if constexpr (std::is_same_v<TC, std::conditional_t<REDUCE, float, bf16_t>>) {
-        // Reduce mode's staged write-back always adds (its kernel tests only rows mode's accumulate flag).
-        const bool stage = REDUCE ? variant >= 7 && a.c_estride % 4 == 0 && a.accumulate != 0 : variant >= 6;
+        // Reduce mode's staged write-back adds (store_staged tests only rows mode's accumulate flag), or with TMAC
+        // adds or writes over.
+        const bool stage = REDUCE ? variant >= 7 && a.c_estride % 4 == 0 && (a.accumulate != 0 || tmac) : variant >= 6;
         if (stage && is_aligned16(a.C)) {
           if constexpr (REDUCE) {
-            // 9, 10: C as [E Md, Nd] f32 for the TMA unit's adds (64 rows x 32 columns, the staging's swizzle)
-            const bool tmac = variant >= 9 && a.c_estride == a.Md * a.ldc && int64_t(a.E) * a.Md < lim &&
-                              encode_f32_2d(map_c, a.C, int64_t(a.E) * a.Md, a.Nd, a.ldc * 4);
             unsigned* counter = variant == 8 || variant == 10 ? tile_counter(st, op) : nullptr;
             if (counter) {
               moe::ok(cudaMemsetAsync(counter, 0, sizeof(unsigned), st), op, "memset (tile counter)");
@@ -480,11 +486,17 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
-                             Tensor offsets, Accum acc_in) {
+                             Tensor offsets, Accum acc_in, Accum acc_w) {
   const char* op = "grouped_matmul_backward";
   const int64_t M = moe::rows(d_out), N = moe::cols(d_out), E = weight.shape[0], K = weight.shape[2];
-  if (M == 0 || E == 0 || K == 0) return;
+  if (E == 0 || K == 0) return;
   moe::set_device(ctx, op);
+  if (M == 0) {  // no rows: nothing to add; a written-over d_weight is zero
+    if (!d_weight.empty() && acc_w == Accum::overwrite)
+      moe::ok(cudaMemsetAsync(d_weight.data, 0, size_t(d_weight.numel()) * moe::esize(d_weight), moe::stream_of(ctx)),
+              op, "memset");
+    return;
+  }
   const int64_t es = moe::esize(d_out);
   const auto* off = static_cast<const int64_t*>(offsets.data);
   if (!d_in.empty()) {  // d_in[r] = d_out[r] · W_e: A = d_out [M, N] (k = N), B_e(k, n) = W_e[k, n]
@@ -534,8 +546,18 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
     a.vec_a = is_aligned16(d_out.data) && (N * es) % 16 == 0;
     a.vec_b = is_aligned16(in.data) && (K * es) % 16 == 0;
     a.vec_c = aligned_c(d_weight, K);
+    const bool big = d_out.dtype == DType::bf16 && a.vec_a && a.vec_b && g_big_variant != 0;
+    if (acc_w == Accum::overwrite) {
+      // Written over: variant 9's TMA stores write every tile, empty experts' as zeros; the other kernels add
+      // onto a zeroed d_weight.
+      GemmArgs w = a;
+      w.accumulate = 0;
+      if (big && kWgmma && g_big_variant == 9 && launch_tma<false, false, true>(9, ctx, op, d_weight, w)) return;
+      moe::ok(cudaMemsetAsync(d_weight.data, 0, size_t(d_weight.numel()) * moe::esize(d_weight), moe::stream_of(ctx)),
+              op, "memset");
+    }
     // bf16 operands with 16-byte rows: the large-tile kernel (d_out^T as an M-major A, in as an N-major B).
-    if (d_out.dtype == DType::bf16 && a.vec_a && a.vec_b && g_big_variant != 0)
+    if (big)
       launch_big_variant<false, false, true>(ctx, op, d_weight, a);
     else
       launch_gemm<false, true, true>(ctx, op, d_out, d_weight, a);

@@ -60,7 +60,10 @@
 // reduce_staged_tma), not by each thread's load, add and store. Those loads cost a round trip to memory a 32-column
 // chunk, eight a tile, with nothing to hide them (ncu-free diagnosis, 15th session: rows mode's d_in += through
 // store_block took 3.2x its written-over launch, 0.41 vs 0.13 ms, in ds-bench-grouped-gemm). The unit adds in L2 in
-// one f32 rounding, old + sum, so the bits are store_staged's. d_weight 395 -> 531 TFLOP/s (uniform load).
+// one f32 rounding, old + sum, so the bits are store_staged's. d_weight 395 -> 531 TFLOP/s (uniform load). Written
+// over (a.accumulate 0: grouped_matmul_backward's Accum::overwrite d_weight, the training step's first backward,
+// variant 9 only), TMA stores instead, and the tiles of experts without rows run too (no k-tiles: zeros), so the
+// step needs no memset of the expert gradients.
 //
 // The pair (rows mode with a.k_split, grouped_matmul_d_in_pair): the k-tiles run over a first product (A, B;
 // k_split deep, a multiple of the k-tile) and then a second (A2, B2 through map_a2 / map_b2, at k - k_split), both
@@ -158,6 +161,13 @@ __device__ __forceinline__ void tma_reduce_add_2d(const CUtensorMap* map, uint32
                "r"(c0), "r"(c1), "r"(src)
                : "memory");
 }
+// The same box = shared memory at src (written over).
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, uint32_t src, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(c0), "r"(c1), "r"(src)
+               : "memory");
+}
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
 // Until the unit has read the shared memory of every bulk group this thread committed (the buffer may be rewritten).
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
@@ -178,9 +188,10 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
 // columns col0..): staged 32 columns at a time in buf as store_staged stages them (16-byte piece q of row r at
 // q ^ (r % 8): the tensor map's 128-byte swizzle), each chunk added to C by one TMA reduce the warpgroup's first
 // thread issues. No thread waits on C's old values (store_staged's loads, a round trip each chunk, left each tile's
-// write-back latency-bound); the buffer is rewritten once the unit has read it.
+// write-back latency-bound); the buffer is rewritten once the unit has read it. add false: TMA stores instead (C
+// written over).
 __device__ __forceinline__ void reduce_staged_tma(const CUtensorMap* map_c, const float (&acc)[kBN / 2], int row0,
-                                                  int col0, unsigned char* buf, int bar) {
+                                                  int col0, unsigned char* buf, int bar, bool add) {
   const int t = int(threadIdx.x) % 128, lane = t % 32, w = t / 32, g = lane >> 2, tq = lane & 3;
   const uint32_t sbuf = uint32_t(__cvta_generic_to_shared(buf));
 #pragma unroll
@@ -200,7 +211,8 @@ __device__ __forceinline__ void reduce_staged_tma(const CUtensorMap* map_c, cons
     wgmma::fence_proxy_async();  // this thread's stores, before the async proxy reads them
     asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");  // the chunk is written
     if (t == 0) {
-      tma_reduce_add_2d(map_c, sbuf, col0 + 32 * c, row0);
+      if (add) tma_reduce_add_2d(map_c, sbuf, col0 + 32 * c, row0);
+      else tma_store_2d(map_c, sbuf, col0 + 32 * c, row0);
       bulk_commit();
     }
   }
@@ -441,7 +453,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   for (int64_t t = DYN ? next(0) : int64_t(blockIdx.x); t < ntiles; t = next(t)) {
     const Job j = job(t);
-    if (j.nk == 0) continue;  // reduce mode, an expert without rows: d_weight += 0 (DYN: never handed out)
+    // reduce mode, an expert without rows: d_weight += 0 (DYN: never handed out); written over (TMAC), zeros
+    if (j.nk == 0 && (!TMAC || accum)) continue;
 #pragma unroll
     for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
     wgmma::pin(acc);
@@ -484,7 +497,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     wgmma::wait<0>();
     wgmma::pin(acc);
-    release(prev);  // the producer refills during the write-back
+    if (prev >= 0) release(prev);  // the producer refills during the write-back (none: no k-tiles, zeros)
     const int64_t wm0 = j.m0 + cw * 64;
     TC* const Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;
     if constexpr (STAGE) {
@@ -492,7 +505,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       // condition); rows mode written over, reduce mode accumulated.
       if ((REDUCE || !accum) && wm0 + 64 <= j.m_end && j.n0 + kBN <= a.Nd && a.ldc % (16 / int(sizeof(TC))) == 0) {
         if constexpr (TMAC)
-          reduce_staged_tma(&map_c, acc, int(j.e * a.Md + wm0), int(j.n0), stage_buf + cw * kStageBufBytes, 1 + cw);
+          reduce_staged_tma(&map_c, acc, int(j.e * a.Md + wm0), int(j.n0), stage_buf + cw * kStageBufBytes, 1 + cw,
+                            accum);
         else store_staged<TC, REDUCE>(Ce, a.ldc, acc, wm0, j.n0, stage_buf + cw * kStageBufBytes, 1 + cw);
         continue;
       }

@@ -126,10 +126,13 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
   Tensor d_g = ws.alloc("d_experts_gate", dt, {N * K, F});
   Tensor d_u = ws.alloc("d_experts_up", dt, {N * K, F});
   const MlpActs& ea = a.experts;
-  grouped_matmul_backward(ctx, d_act, dw.down_proj, d_eo, ea.act, w.down_proj, a.offsets);
+  grouped_matmul_backward(ctx, d_act, dw.down_proj, d_eo, ea.act, w.down_proj, a.offsets, Accum::overwrite,
+                          env.expert_grads);
   swiglu_backward(ctx, d_g, d_u, d_act, ea.g, ea.u);
-  grouped_matmul_backward(ctx, Tensor{}, dw.gate_proj, d_g, a.xp, w.gate_proj, a.offsets);
-  grouped_matmul_backward(ctx, Tensor{}, dw.up_proj, d_u, a.xp, w.up_proj, a.offsets);
+  grouped_matmul_backward(ctx, Tensor{}, dw.gate_proj, d_g, a.xp, w.gate_proj, a.offsets, Accum::overwrite,
+                          env.expert_grads);
+  grouped_matmul_backward(ctx, Tensor{}, dw.up_proj, d_u, a.xp, w.up_proj, a.offsets, Accum::overwrite,
+                          env.expert_grads);
   grouped_matmul_d_in_pair(ctx, d_xp, d_g, w.gate_proj, d_u, w.up_proj, a.offsets);  // d_g · W_gate + d_u · W_up
   moe_permute_backward(ctx, d_x, d_xp, a.row_of, c.n_shared_experts > 0 ? Accum::add : Accum::overwrite);
 

@@ -59,6 +59,9 @@ void Model::enable_grads() {
   if (grads_) return;
   grads_ = std::make_unique<Arena>(ctx_.device);
   gw_ = bind_weights(cfg_, *grads_, param_dtype());
+  expert_grad_.assign(grads_->size(), false);
+  for (size_t i = 0; i < grads_->size(); ++i)
+    expert_grad_[i] = grads_->name(i).find(".mlp.experts.*.") != std::string::npos;
 }
 
 void Model::sync_compute_weights() {
@@ -68,7 +71,16 @@ void Model::sync_compute_weights() {
 }
 
 void Model::zero_grads() {
-  if (grads_) grads_->zero();
+  if (!grads_) return;
+  grads_->zero_except(expert_grad_);
+  expert_grads_pending_ = true;
+}
+
+void Model::settle_expert_grads() {
+  if (!expert_grads_pending_) return;
+  for (size_t i = 0; i < grads_->size(); ++i)
+    if (expert_grad_[i]) device_memset0(ctx_.device, (*grads_)[i].data, (*grads_)[i].nbytes());
+  expert_grads_pending_ = false;
 }
 
 void Model::init_random(uint64_t seed) {
@@ -269,9 +281,21 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
   DS_CHECK(have_forward_, "backward without forward");
   enable_grads();
   grad_ws_.reset();
-  const LayerEnv e = env();
+  LayerEnv e = env();
   const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;
   const int64_t depth = int64_t(mtp_acts_.size());
+  if (expert_grads_pending_) {
+    // Every layer's backward below writes its routed experts' gradients over; the MTP modules past this forward's
+    // depth run none, so theirs are zeroed here.
+    e.expert_grads = Accum::overwrite;
+    for (size_t k = size_t(depth); k < gw_.mtp.size(); ++k) {
+      const MoeWeights& m = gw_.mtp[k].block.moe_w;
+      if (!gw_.mtp[k].block.moe) continue;
+      for (const Tensor* t : {&m.gate_proj, &m.up_proj, &m.down_proj})
+        device_memset0(ctx_.device, t->data, t->nbytes());
+    }
+    expert_grads_pending_ = false;
+  }
   // d_logits_c is what the head's backward reads (the compute dtype: bf16 in mixed precision), and
   // cross_entropy_backward writes it directly (the f32 gradient rounded once, no f32 copy of [N, V]). Only logit
   // distillation, whose kl_div_backward adds into the logits' dtype, routes the main head through d_logits (f32).

@@ -72,8 +72,16 @@ class Model {
   // The gradient arena mirrors the parameter arena (same names and order). Allocated on first use.
   void enable_grads();
   bool has_grads() const { return grads_ != nullptr; }
-  ModelWeights& grads() { return gw_; }
-  Arena& grad_arena() { return *grads_; }
+  ModelWeights& grads() {
+    settle_expert_grads();
+    return gw_;
+  }
+  Arena& grad_arena() {
+    settle_expert_grads();
+    return *grads_;
+  }
+  // Gradients to zero. The routed experts' are left for the next backward to write over (or for grads() /
+  // grad_arena() to zero, if they are read before one).
   void zero_grads();
 
   // HF-style init: N(0, initializer_range) for matrices and embeddings, 1 for norms, 0 for router biases.
@@ -166,6 +174,9 @@ class Model {
   int64_t n_targets_ = 0;
   std::vector<MtpActs> mtp_acts_;
   bool have_forward_ = false;
+  std::vector<bool> expert_grad_;     // grad arena tensor i is a routed experts' block (set with the arena)
+  bool expert_grads_pending_ = false;  // zero_grads left them: the next backward writes them over
+  void settle_expert_grads();          // zeroes them if still pending
 };
 
 }  // namespace ds

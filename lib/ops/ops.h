@@ -230,9 +230,10 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
 // offsets_written: when offsets were written (Inputs).
 void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets,
                             Accum acc = Accum::overwrite, Inputs offsets_written = Inputs::fresh);
-// d_in[r] (=|+=) d_out[r] · weight[e];  d_weight[e] += d_out[rows of e]^T · in[rows of e]. Either output may be empty.
+// d_in[r] (=|+=) d_out[r] · weight[e];  d_weight[e] (+=|=) d_out[rows of e]^T · in[rows of e] (written over: zero
+// for an expert without rows). Either output may be empty.
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
-                             Tensor offsets, Accum acc_in = Accum::overwrite);
+                             Tensor offsets, Accum acc_in = Accum::overwrite, Accum acc_w = Accum::add);
 // The routed experts' gate and up projections' input gradient in one product: d_in[r] = d_out1[r] · w1[e] +
 // d_out2[r] · w2[e]. The same values as grouped_matmul_backward's d_in for (d_out1, w1) then its d_in += for
 // (d_out2, w2), except that the GPU's one launch over both products (bf16, the TMA kernel) sums in f32 and rounds

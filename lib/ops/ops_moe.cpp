@@ -257,7 +257,7 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
-                             Tensor offsets, Accum acc_in) {
+                             Tensor offsets, Accum acc_in, Accum acc_w) {
   Check c(ctx, "grouped_matmul_backward");
   c.f("d_out", d_out).f("weight", weight).wide_opt("d_in", d_in).wide_opt("d_weight", d_weight);
   check_grouped(c, weight, offsets);
@@ -276,7 +276,7 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
                  weight.shape_str());
   }
   DS_DISPATCH_KERNEL(c, GROUPED_MATMUL,
-                     grouped_matmul_backward(ctx, d_in, d_weight, d_out, in, weight, offsets, acc_in));
+                     grouped_matmul_backward(ctx, d_in, d_weight, d_out, in, weight, offsets, acc_in, acc_w));
 }
 
 void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Tensor w1, Tensor d_out2, Tensor w2,

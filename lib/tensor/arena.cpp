@@ -172,6 +172,20 @@ void Arena::zero() {
   if (allocated_) device_memset0(device_, base_, bytes_);
 }
 
+void Arena::zero_except(const std::vector<bool>& skip) {
+  DS_CHECK(skip.size() == specs_.size(), "Arena::zero_except: one flag a tensor");
+  if (!allocated_) return;
+  char* base = static_cast<char*>(base_);
+  size_t start = 0;  // of the current run of tensors to zero (offsets grow with the index)
+  bool in_run = false;
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    if (skip[i] && in_run) device_memset0(device_, base + start, specs_[i].offset - start);
+    if (!skip[i] && !in_run) start = specs_[i].offset;
+    in_run = !skip[i];
+  }
+  if (in_run) device_memset0(device_, base + start, bytes_ - start);
+}
+
 // ---- host helpers ----
 
 template <class T>

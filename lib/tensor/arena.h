@@ -34,6 +34,8 @@ class Arena {
   int64_t numel() const;  // sum over tensors
   Device device() const { return device_; }
   void zero();  // memset the whole block to 0
+  // memset every tensor but those with skip[i] (skip has size() entries), a memset a run of neighbours
+  void zero_except(const std::vector<bool>& skip);
 
  private:
   struct Spec {

@@ -394,6 +394,14 @@ void grouped_case(const GemmCase& g, uint64_t seed) {
                          : md.in == DType::bf16 ? 1e-5 * std::max(1.0, std::sqrt(double(g.M) / 4096.0))
                                                 : tol_for(DType::f32, g.M);
     expect_close("grouped_matmul_backward d_weight " + tag, d_w, tol_w, why);
+    // written over (a training step's first backward): what it held is gone, experts without rows get zeros
+    // (variant 9 writes every tile, the rest add onto a memset)
+    Twin d_w3 = twin(md.out, randn({g.E, g.N, g.K}, seed + 10));
+    run_both([&](const Context& c, Pick p) {
+      grouped_matmul_backward(c, Tensor{}, p(d_w3), p(d_out), p(in), p(w), p(offsets), Accum::overwrite,
+                              Accum::overwrite);
+    });
+    expect_close("grouped_matmul_backward d_weight written over " + tag, d_w3, tol_w, why);
     Twin d_in2 = twin(md.out, randn({g.M, g.K}, seed + 6));
     run_both([&](const Context& c, Pick p) {
       grouped_matmul_backward(c, p(d_in2), Tensor{}, p(d_out), p(in), p(w), p(offsets), Accum::add);

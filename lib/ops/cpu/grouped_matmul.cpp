@@ -4,6 +4,7 @@
 #include <string>
 
 #include "ops/cpu/cpu_ops.h"
+#include "tensor/arena.h"
 
 namespace ds::cpu {
 
@@ -35,9 +36,11 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
-                             Tensor offsets, Accum acc_in) {
+                             Tensor offsets, Accum acc_in, Accum acc_w) {
   const int64_t M = d_out.rows(), E = weight.dim(0);
   const int64_t* o = checked_offsets(offsets, M, "grouped_matmul_backward");
+  // written over: zeros, then the sums added (the bits of a zeroed gradient accumulated onto)
+  if (!d_weight.empty() && acc_w == Accum::overwrite) device_memset0(d_weight.device, d_weight.data, d_weight.nbytes());
   const Tensor d_out2 = d_out.view({M, d_out.cols()});
   const Tensor d_in2 = d_in.empty() ? Tensor{} : d_in.view({M, d_in.cols()});
   const Tensor in2 = in.empty() ? Tensor{} : in.view({M, in.cols()});

@@ -63,6 +63,16 @@ TEST_CASE("grouped_matmul is bit-identical to the per-expert matmul loop", "[ops
     CHECK(bitwise_equal(dw2, dw));
     // An empty expert's weight gradient is untouched (+= nothing).
     for (double v : to_host_f64(dw.t.index0(1))) CHECK(v == 0.0);
+    // d_weight written over: what it held is gone (empty experts' blocks zero), the bits of a zeroed one added onto
+    Owned dw3 = rand(dt, {E, N, K}, 307);
+    grouped_matmul_backward(ctx, Tensor{}, dw3, dout, in, w, off, Accum::overwrite, Accum::overwrite);
+    CHECK(bitwise_equal(dw3, dw));
+    // no rows at all: zeros
+    Owned none = offsets_for({0, 0, 0, 0, 0, 0});
+    Owned dw4 = rand(dt, {E, N, K}, 308);
+    grouped_matmul_backward(ctx, Tensor{}, dw4, dout.t.slice0(0, 0), in.t.slice0(0, 0), w, none, Accum::overwrite,
+                            Accum::overwrite);
+    for (double v : to_host_f64(dw4)) CHECK(v == 0.0);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "tensor/arena.h"
 #include "tensor/workspace.h"
 
 using namespace ds;
@@ -48,4 +49,20 @@ TEST_CASE("workspace: without zero fill, views are not zeroed (NaN bytes under D
   ws.reset();
   ws.set_zero_fill(true);  // back on: zeroed again, whatever the last pass left
   CHECK(all_bytes(ws.alloc("a", DType::f32, {100}), 0));
+}
+
+TEST_CASE("arena: zero_except zeroes every tensor but the skipped ones", "[workspace][arena]") {
+  Arena a;
+  for (int i = 0; i < 6; ++i) a.add("t" + std::to_string(i), DType::f32, {3 + i});  // sizes off the 64-byte grid
+  a.allocate();
+  for (size_t i = 0; i < a.size(); ++i) std::memset(a[i].data, 0x3f, a[i].nbytes());  // 0.746... in every float
+  a.zero_except({true, false, false, true, true, false});  // runs: 1-2, 5; the last tensor ends the block
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::vector<double> v = to_host_f64(a[i]);
+    const bool kept = i == 0 || i == 3 || i == 4;
+    for (double x : v) CHECK((kept ? x != 0.0 : x == 0.0));
+  }
+  a.zero_except(std::vector<bool>(a.size(), false));
+  for (size_t i = 0; i < a.size(); ++i)
+    for (double x : to_host_f64(a[i])) CHECK(x == 0.0);
 }
