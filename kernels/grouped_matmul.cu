@@ -441,6 +441,32 @@ GemmArgs forward_args(const Tensor& out, const Tensor& in, const Tensor& weight,
   a.vec_c = aligned_c(out, N);
   return a;
 }
+
+// d_in's arguments: d_in[M, K] (=|+=) d_out[M, N] · weight[e] (A = d_out, k = N; B_e(k, n) = W_e[k, n]).
+GemmArgs d_in_args(const Tensor& d_in, const Tensor& d_out, const Tensor& weight, const Tensor& offsets, Accum acc) {
+  const int64_t M = moe::rows(d_out), N = moe::cols(d_out), K = weight.shape[2];
+  const int64_t es = moe::esize(d_out);
+  GemmArgs a{};
+  a.A = d_out.data;
+  a.B = weight.data;
+  a.C = d_in.data;
+  a.off = static_cast<const int64_t*>(offsets.data);
+  a.E = int(weight.shape[0]);
+  a.M = M;
+  a.Nd = K;
+  a.Kd = N;
+  a.lda_m = N;
+  a.lda_k = 1;
+  a.ldb_k = K;
+  a.ldb_n = 1;
+  a.ldc = K;
+  a.b_estride = N * K;
+  a.accumulate = acc == Accum::add;
+  a.vec_a = is_aligned16(d_out.data) && (N * es) % 16 == 0;
+  a.vec_b = is_aligned16(weight.data) && (K * es) % 16 == 0;
+  a.vec_c = aligned_c(d_in, K);
+  return a;
+}
 }  // namespace
 
 void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Tensor offsets, Accum acc,
@@ -504,25 +530,7 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
       if (acc_in == Accum::overwrite)
         moe::ok(cudaMemsetAsync(d_in.data, 0, size_t(M * K * moe::esize(d_in)), moe::stream_of(ctx)), op, "memset");
     } else {
-      GemmArgs a{};
-      a.A = d_out.data;
-      a.B = weight.data;
-      a.C = d_in.data;
-      a.off = off;
-      a.E = int(E);
-      a.M = M;
-      a.Nd = K;
-      a.Kd = N;
-      a.lda_m = N;
-      a.lda_k = 1;
-      a.ldb_k = K;
-      a.ldb_n = 1;
-      a.ldc = K;
-      a.b_estride = N * K;
-      a.accumulate = acc_in == Accum::add;
-      a.vec_a = is_aligned16(d_out.data) && (N * es) % 16 == 0;
-      a.vec_b = is_aligned16(weight.data) && (K * es) % 16 == 0;
-      a.vec_c = aligned_c(d_in, K);
+      const GemmArgs a = d_in_args(d_in, d_out, weight, offsets, acc_in);
       if (!launch_pipelined<false>(ctx, op, d_out, d_in, a)) launch_gemm<true, true, false>(ctx, op, d_out, d_in, a);
     }
   }
@@ -576,25 +584,11 @@ void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Te
   const bool bf16 = d_in.dtype == DType::bf16 && d_out1.dtype == DType::bf16 && d_out2.dtype == DType::bf16 &&
                     w1.dtype == DType::bf16 && w2.dtype == DType::bf16;
   if (kWgmma && g_big_variant >= 5 && bf16 && N > 0 && N % 64 == 0 && K % 8 == 0 && M >= 128 * E) {
-    GemmArgs a{};
-    a.A = d_out1.data;
-    a.B = w1.data;
-    a.A2 = d_out2.data;
+    GemmArgs a = d_in_args(d_in, d_out1, w1, offsets, Accum::overwrite);
+    a.A2 = d_out2.data;  // the second product, laid out as the first; k runs over both
     a.B2 = w2.data;
     a.k_split = N;
-    a.C = d_in.data;
-    a.off = static_cast<const int64_t*>(offsets.data);
-    a.E = int(E);
-    a.M = M;
-    a.Nd = K;
     a.Kd = 2 * N;
-    a.lda_m = N;
-    a.lda_k = 1;
-    a.ldb_k = K;
-    a.ldb_n = 1;
-    a.ldc = K;
-    a.b_estride = N * K;
-    a.vec_c = aligned_c(d_in, K);
     if (launch_tma<true, false, false>(g_big_variant, ctx, op, d_in, a)) return;
   }
   cuda::grouped_matmul_backward(ctx, d_in, Tensor{}, d_out1, Tensor{}, w1, offsets, Accum::overwrite);

@@ -13,6 +13,13 @@ Owned inv_freq(int64_t R) {
   for (int64_t i = 0; i < R / 2; ++i) v.push_back(std::pow(10000.0, -2.0 * double(i) / double(R)));
   return from(DType::f64, {R / 2}, v);
 }
+// The offsets [5] of 5 tokens routed top-2 over 4 experts (moe_route), for the grouped-GEMM fusions' cases.
+Owned route_5x2_over_4(const Context& ctx) {
+  Owned idx = ints({5, 2}, {0, 2, 1, 0, 2, 3, 0, 1, 3, 3});
+  Owned row_of = zeros(DType::i32, {5, 2}), offsets = zeros(DType::i64, {5});
+  moe_route(ctx, row_of, offsets, Tensor{}, idx, 4);
+  return offsets;
+}
 }  // namespace
 
 TEST_CASE("add_rmsnorm_forward = add then rmsnorm_forward", "[ops][fused]") {
@@ -124,9 +131,7 @@ TEST_CASE("swiglu_pair_forward and moe_combine_forward = their unfused sequences
 TEST_CASE("grouped_swiglu_forward = two grouped_matmul_forward then swiglu_forward", "[ops][fused]") {
   const Context ctx = cpu_ctx();
   const int64_t N = 5, K = 2, E = 4, D = 8, F = 6;
-  Owned idx = ints({N, K}, {0, 2, 1, 0, 2, 3, 0, 1, 3, 3});
-  Owned row_of = zeros(DType::i32, {N, K}), offsets = zeros(DType::i64, {E + 1});
-  moe_route(ctx, row_of, offsets, Tensor{}, idx, E);
+  Owned offsets = route_5x2_over_4(ctx);
   for (DType dt : {DType::f32, DType::f64}) {
     Owned xp = rand(dt, {N * K, D}, 21), gw = rand(dt, {E, F, D}, 22, -0.3, 0.3), uw = rand(dt, {E, F, D}, 23, -0.3, 0.3);
     Owned act = zeros(dt, {N * K, F}), g = zeros(dt, {N * K, F}), u = zeros(dt, {N * K, F}), want = zeros(dt, {N * K, F});
@@ -143,9 +148,7 @@ TEST_CASE("grouped_swiglu_forward = two grouped_matmul_forward then swiglu_forwa
 TEST_CASE("grouped_matmul_d_in_pair = grouped_matmul_backward's d_in, then its d_in +=", "[ops][fused]") {
   const Context ctx = cpu_ctx();
   const int64_t N = 5, K = 2, E = 4, D = 8, F = 6;
-  Owned idx = ints({N, K}, {0, 2, 1, 0, 2, 3, 0, 1, 3, 3});
-  Owned row_of = zeros(DType::i32, {N, K}), offsets = zeros(DType::i64, {E + 1});
-  moe_route(ctx, row_of, offsets, Tensor{}, idx, E);
+  Owned offsets = route_5x2_over_4(ctx);
   for (DType dt : {DType::f32, DType::f64}) {
     Owned dg = rand(dt, {N * K, F}, 31), du = rand(dt, {N * K, F}, 32), gw = rand(dt, {E, F, D}, 33, -0.3, 0.3),
           uw = rand(dt, {E, F, D}, 34, -0.3, 0.3);
