@@ -45,15 +45,16 @@
 // too (d_weight: old values loaded in 16-byte words, added, stored; variant 7). Only for a warpgroup whose 64 rows
 // all belong to the expert (or M) and whose 256 columns all exist, with 16-byte aligned rows; else store_block.
 //
-// DYN (variants 8 and 10, reduce mode with STAGE; H200, 15th session: correct, no faster than 7): persistent, a block an SM at most, the tiles handed
-// out in the same LPT numbering by a global counter (*tile_counter, zeroed by the launcher's memset before each
-// launch), so the prologue (the ranking, the barriers) is paid once a block and the next tile's loads overlap this
-// one's products and write-back, while a block that drew a long tile draws no more (a fixed share per block lost on
-// skewed loads: see launch_wgmma). The producer thread draws (atomicAdd) until it gets a tile with rows or none is
-// left (sorted ranking: the first empty expert's tile means only empty ones remain), and passes its number to the
-// consumers through a ring of kTileSlots ints in shared memory, each with a full mbarrier (count 1: the producer's
-// arrive after its store, before the tile's loads) and an empty one (count 8: lane 0 of each consumer warp, after
-// its warp read the number); -1 ends the walk. Both rings' phases run on across tiles.
+// DYN (variants 8 and 10, reduce mode with STAGE; H200, 15th session: correct, no faster than 7): persistent, a
+// block an SM at most, the tiles handed out in the same LPT numbering by a global counter (*tile_counter, zeroed
+// by the launcher's memset before each launch), so the prologue (the ranking, the barriers) is paid once a block
+// and the next tile's loads overlap this one's products and write-back, while a block that drew a long tile draws
+// no more (a fixed share per block lost on skewed loads: see launch_wgmma). The producer thread draws (atomicAdd)
+// until it gets a tile with rows or none is left (sorted ranking: the first empty expert's tile means only empty
+// ones remain), and passes its number to the consumers through a ring of kTileSlots ints in shared memory, each
+// with a full mbarrier (count 1: the producer's arrive after its store, before the tile's loads) and an empty one
+// (count 8: lane 0 of each consumer warp, after its warp read the number); -1 ends the walk. Both rings' phases run
+// on across tiles.
 //
 // TMAC (variants 9 and 10, reduce mode with STAGE): the staged f32 sums go to C by TMA reduce-adds
 // (cp.reduce.async.bulk.tensor .add, one 64 x 32 box a chunk, issued by the warpgroup's first thread:
@@ -502,7 +503,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     TC* const Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;
     if constexpr (STAGE) {
       // Whole rows and columns, 16-byte aligned rows (C's and the expert stride's alignment: the launcher's
-      // condition); rows mode written over, reduce mode accumulated.
+      // condition); rows mode written over, reduce mode accumulated (TMAC: or written over).
       if ((REDUCE || !accum) && wm0 + 64 <= j.m_end && j.n0 + kBN <= a.Nd && a.ldc % (16 / int(sizeof(TC))) == 0) {
         if constexpr (TMAC)
           reduce_staged_tma(&map_c, acc, int(j.e * a.Md + wm0), int(j.n0), stage_buf + cw * kStageBufBytes, 1 + cw,
