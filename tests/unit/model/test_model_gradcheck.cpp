@@ -2,6 +2,10 @@
 // layer, a grouped sigmoid MoE layer with a shared expert and the balance loss, and an MTP module.
 #include <catch2/catch.hpp>
 
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "../common/gradcheck.h"
 #include "core/rng.h"
 #include "model/model.h"
@@ -176,4 +180,71 @@ TEST_CASE("distillation backward: cross-entropy + MTP + weight * KL(teacher || s
   // The teacher against itself: KL 0.
   teacher.forward(batch, fo);
   CHECK(std::abs(teacher.distill_loss(teacher.logits())) < 1e-14);
+}
+
+TEST_CASE("gradients after zero_grads: the first backward writes them (the routed experts' too), later ones add",
+          "[model][grad][zero]") {
+  // zero_grads leaves the routed experts' gradient blocks for the next backward to write over (no memset of them);
+  // what must hold is the plain semantics: zero, then += each backward's gradient.
+  const ModelConfig cfg = tiny_v3();
+  Context ctx;
+  auto make = [&] {
+    auto m = std::make_unique<Model>(cfg, ctx, DType::f64);
+    m->init_random(5);
+    m->enable_grads();
+    return m;
+  };
+  auto grads = [](Model& m) {
+    std::vector<std::vector<double>> g;
+    for (size_t i = 0; i < m.grad_arena().size(); ++i) g.push_back(to_host_f64(m.grad_arena()[i]));
+    return g;
+  };
+  const Batch b1 = random_batch(cfg, 2, 5, 6), b2 = random_batch(cfg, 2, 5, 7);
+  auto fresh = make();  // b2's gradient on a model that never had another
+  fresh->zero_grads();
+  fresh->forward(b2);
+  fresh->backward();
+  const auto want2 = grads(*fresh);
+
+  auto m = make();
+  m->zero_grads();
+  m->forward(b1);
+  m->backward();
+  const auto g1 = grads(*m);
+  m->zero_grads();
+  m->forward(b2);
+  m->backward();
+  CHECK(grads(*m) == want2);  // nothing of b1's left, bit for bit
+
+  m->zero_grads();  // read before any backward: zeros
+  for (const auto& t : grads(*m))
+    for (double v : t) CHECK(v == 0.0);
+
+  m->zero_grads();  // two backwards: the sum
+  m->forward(b1);
+  m->backward();
+  m->forward(b2);
+  m->backward();
+  const auto g12 = grads(*m);
+  for (size_t i = 0; i < g12.size(); ++i)
+    for (size_t j = 0; j < g12[i].size(); ++j)
+      CHECK(g12[i][j] == Approx(g1[i][j] + want2[i][j]).epsilon(1e-12).margin(1e-15));
+
+  // A forward without the MTP module: its experts' gradients read zero after the backward, not b1's.
+  m->zero_grads();
+  m->forward(b1);
+  m->backward();
+  ForwardOptions no_mtp;
+  no_mtp.mtp = false;
+  m->zero_grads();
+  m->forward(b2, no_mtp);
+  m->backward();
+  const std::string mtp = "model.layers." + std::to_string(cfg.num_hidden_layers) + ".mlp.experts.*.";
+  int checked = 0;
+  for (size_t i = 0; i < m->grad_arena().size(); ++i) {
+    if (m->grad_arena().name(i).rfind(mtp, 0) != 0) continue;
+    ++checked;
+    for (double v : to_host_f64(m->grad_arena()[i])) CHECK(v == 0.0);
+  }
+  CHECK(checked == 3);
 }
