@@ -695,6 +695,16 @@ void staged_cases(int variant, bool big, uint64_t seed) {
     grouped_case(g, seed + step[i]);
   }
 }
+
+// The dynamic tile scheduler's stress case (variants 8, 10): 384 d_weight tiles (64 experts x 3 m-tiles x 2
+// n-tiles) for at most one block an SM, skewed rows and empty experts. Skipped where the build lacks the variant.
+void scheduler_stress_case(int variant, uint64_t seed) {
+  const Variant v(variant);
+  if (!v.on()) return;
+  const std::string name =
+      "TMA v" + std::to_string(variant) + " E64 M30000 K512 N384 skewed, empty experts (many tiles per block)";
+  grouped_case({name.c_str(), 64, 30000, 512, 384, true, 0, true, true}, seed);
+}
 }  // namespace
 
 TEST_CASE("grouped_matmul parity, TMA kernel with the staged write-back (variant 6)", "[moe][grouped_matmul][stage]") {
@@ -721,11 +731,7 @@ TEST_CASE("grouped_matmul parity, TMA kernel with d_weight's dynamic tile schedu
   // The scheduler under stress: 384 d_weight tiles (64 experts x 3 m-tiles x 2 n-tiles) for at most one block an
   // SM, skewed rows (a block drawing the hot expert's tiles draws few others) and empty experts (never handed out;
   // ranked last, so the first drawn ends that block's walk).
-  const Variant v(8);
-  if (v.on())
-    grouped_case({"TMA-dyn v8 E64 M30000 K512 N384 skewed, empty experts (many tiles per block)", 64, 30000, 512,
-                  384, true, 0, true, true},
-                 9890);
+  scheduler_stress_case(8, 9890);
 }
 
 TEST_CASE("grouped_matmul parity, TMA kernel with d_weight's dynamic tile scheduler (variant 8) at training shapes",
@@ -737,11 +743,7 @@ TEST_CASE("grouped_matmul parity, TMA kernel with d_weight's adds by the TMA uni
           "[moe][grouped_matmul][tmac]") {
   staged_cases(9, false, 10800);
   staged_cases(10, false, 11800);
-  const Variant v(10);  // the scheduler's stress case (see [dyn]) with the TMA unit's adds
-  if (v.on())
-    grouped_case({"TMA-add v10 E64 M30000 K512 N384 skewed, empty experts (many tiles per block)", 64, 30000, 512,
-                  384, true, 0, true, true},
-                 11890);
+  scheduler_stress_case(10, 11890);  // the scheduler's stress case (see [dyn]) with the TMA unit's adds
 }
 
 TEST_CASE("grouped_matmul parity, TMA kernel with d_weight's adds by the TMA unit (variants 9, 10) at training shapes",
