@@ -100,17 +100,30 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 #define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
 // dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2); dQ variants 5 and
 // 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2). sm_90a builds only (kernels/CMakeLists.txt defines
-// DS_CUDA_WGMMA there). The counts include the default.
+// DS_CUDA_WGMMA there). The counts include the default. At start-up DS_ATTN_DKDV_VARIANT / DS_ATTN_DQ_VARIANT pick
+// others (env_variant). Tried and removed (16th session): the block's constant operand (K and V; Q and dO) as
+// register A fragments, so that S^T, dP^T (S, dP) read only one operand from shared memory: no faster (H200, B16
+// T1024 H16, ms: dK+dV 0.394 -> 0.414-0.465, dQ 0.297 -> 0.288-0.313; training 281.1k -> 277.6k-280.2k tok/s):
+// shared-memory reads are not what bounds these kernels.
 // The default at 96/64: the wgmma kernels with steps of 32 where they exist (H200, bench model training shape,
 // B16 T1024 H16, ms for dK+dV / dQ: mma.sync 0.491 / 0.378, wgmma step 32 0.392 / 0.297, step 64 0.388 / 0.315;
 // bench/README.md, 13th session), else the mma.sync kernels (variant 0).
 #ifdef DS_CUDA_WGMMA
-constexpr int kDkdvVariants = 8, kDqVariants = 7;
-int g_dkdv_variant = 6, g_dq_variant = 5;
+constexpr int kDkdvVariants = 8, kDqVariants = 7, kDkdvDefault = 6, kDqDefault = 5;
 #else
-constexpr int kDkdvVariants = 6, kDqVariants = 5;
-int g_dkdv_variant = 0, g_dq_variant = 0;
+constexpr int kDkdvVariants = 6, kDqVariants = 5, kDkdvDefault = 0, kDqDefault = 0;
 #endif
+// A variant from the environment variable `name` at start-up (benchmark knobs for whole-program A/Bs such as
+// bench/gpu/ab_train.sh; values the build lacks are ignored), else def.
+int env_variant(const char* name, int count, int def) {
+  const char* e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return def;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  return *end == '\0' && v >= 0 && v < count ? int(v) : def;
+}
+int g_dkdv_variant = env_variant("DS_ATTN_DKDV_VARIANT", kDkdvVariants, kDkdvDefault);
+int g_dq_variant = env_variant("DS_ATTN_DQ_VARIANT", kDqVariants, kDqDefault);
 
 // Forward variants at 96/64 (needs scale > 0, as the wide kernel): 0 = attn_fwd_mma_wide, 1 and 2 = attn_fwd_wgmma
 // with key tiles of 64 (3 blocks an SM) and 128 (2), 3 and 4 = attn_fwd_wgmma_ovl (softmax overlapping the PV
@@ -127,14 +140,7 @@ constexpr int kFwdVariants = 6;
 #else
 constexpr int kFwdVariants = 1;
 #endif
-int g_fwd_variant = [] {
-  const int def = kFwdVariants > 3 ? 3 : 0;
-  const char* e = std::getenv("DS_ATTN_FWD_VARIANT");
-  if (e == nullptr || *e == '\0') return def;
-  char* end = nullptr;
-  const long v = std::strtol(e, &end, 10);
-  return *end == '\0' && v >= 0 && v < kFwdVariants ? int(v) : def;
-}();
+int g_fwd_variant = env_variant("DS_ATTN_FWD_VARIANT", kFwdVariants, kFwdVariants > 3 ? 3 : 0);
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
@@ -217,7 +223,9 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
   const int64_t rows = int64_t(B) * a.T * a.H;
   TempBuffer delta(size_t(rows) * sizeof(float), st);  // stream-ordered, from the pool kept by cuda_device.cu
   a.delta = delta.as<float>();
-  launch(attn_bwd_delta<DV>, unsigned((rows + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, 0, st, a, rows);
+  allow_smem(attn_bwd_delta<DV>, delta_smem<DV>());
+  launch(attn_bwd_delta<DV>, unsigned((rows + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, delta_smem<DV>(), st,
+         a, rows);
   if (a.dk || a.dv) {
     if constexpr (DQK == 96 && DV == 64) {
       switch (g_dkdv_variant) {

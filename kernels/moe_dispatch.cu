@@ -331,46 +331,91 @@ template <class T, int VE> struct Words {
   }
 };
 constexpr int kGatherBatch = 4;  // routing entries whose rows are loaded together (summed in k order after)
+constexpr int kGatherTokens = 2;  // tokens a block gathers together (their loads in flight at once)
 
 // out[n] (=|+=) sum_k scale_k * src[row_of[n, k]] per element, k in order, f32 without contraction: permute_bwd
-// (scale 1: only adds, as before) and unpermute_fwd (scale w[n, k]). One block per token, a thread per word; the
-// rows of kGatherBatch entries are in flight together.
+// (scale 1: only adds, as before) and unpermute_fwd (scale w[n, k]). A block gathers kGatherTokens tokens, a thread
+// per word: the rows of kGatherBatch entries of each token, and with add the old words, are in flight together (one
+// token a block with the old words loaded after the sums ran at ~2.3 TB/s on the H200: too few bytes in flight for
+// its two or three dependent round trips to memory). kWeighted with shared and / or resid (moe_combine_forward's
+// training form, no norm): out = resid + (round(sum) + shared), rounded as combine_fwd_kernel rounds (resid may alias
+// out: each thread reads the words it writes).
 template <class T, int VE, bool kWeighted>
-__device__ __forceinline__ void gather_rows(T* __restrict__ out, const T* __restrict__ src,
-                                            const int32_t* __restrict__ row_of, FPtr w, int64_t N, int K, int64_t D,
-                                            int64_t rows_src, int add) {
+__device__ __forceinline__ void gather_rows(T* out, const T* __restrict__ src, const int32_t* __restrict__ row_of,
+                                            FPtr w, int64_t N, int K, int64_t D, int64_t rows_src, int add,
+                                            const T* __restrict__ shared = nullptr, const T* resid = nullptr) {
+  using Wd = Words<T, VE>;
   const int64_t nv = D / VE;
-  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+  for (int64_t n0 = int64_t(blockIdx.x) * kGatherTokens; n0 < N; n0 += int64_t(gridDim.x) * kGatherTokens) {
     for (int64_t v = threadIdx.x; v < nv; v += blockDim.x) {
-      float s[VE];
+      float s[kGatherTokens][VE];
+      typename Wd::Raw old[kGatherTokens], sh[kGatherTokens], re[kGatherTokens];
 #pragma unroll
-      for (int e = 0; e < VE; ++e) s[e] = 0.0f;
+      for (int t = 0; t < kGatherTokens; ++t) {
+#pragma unroll
+        for (int e = 0; e < VE; ++e) s[t][e] = 0.0f;
+        const int64_t at = (n0 + t) * D + v * VE;
+        if (n0 + t >= N) continue;
+        if (add) old[t] = Wd::raw(out + at);
+        if (kWeighted && shared) sh[t] = Wd::raw(shared + at);
+        if (kWeighted && resid) re[t] = Wd::raw(resid + at);
+      }
       for (int k0 = 0; k0 < K; k0 += kGatherBatch) {
-        float x[kGatherBatch][VE], wk[kGatherBatch];
-        bool ok[kGatherBatch];
+        typename Wd::Raw x[kGatherTokens][kGatherBatch];
+        float wk[kGatherTokens][kGatherBatch];
+        bool ok[kGatherTokens][kGatherBatch];
 #pragma unroll
-        for (int j = 0; j < kGatherBatch; ++j) {
-          const int k = k0 + j;
-          const int64_t r = k < K ? row_of[n * K + k] : -1;
-          ok[j] = r >= 0 && r < rows_src;
-          wk[j] = kWeighted && ok[j] ? ldf(w, n * K + k) : 1.0f;
-          if (ok[j]) Words<T, VE>::load(x[j], src + r * D + v * VE);
+        for (int t = 0; t < kGatherTokens; ++t) {
+          const int64_t n = n0 + t;
+#pragma unroll
+          for (int j = 0; j < kGatherBatch; ++j) {
+            const int k = k0 + j;
+            const int64_t r = k < K && n < N ? row_of[n * K + k] : -1;
+            ok[t][j] = r >= 0 && r < rows_src;
+            wk[t][j] = kWeighted && ok[t][j] ? ldf(w, n * K + k) : 1.0f;
+            if (ok[t][j]) x[t][j] = Wd::raw(src + r * D + v * VE);
+          }
         }
 #pragma unroll
-        for (int j = 0; j < kGatherBatch; ++j) {
-          if (!ok[j]) continue;
+        for (int t = 0; t < kGatherTokens; ++t)
 #pragma unroll
-          for (int e = 0; e < VE; ++e) s[e] = __fadd_rn(s[e], kWeighted ? __fmul_rn(wk[j], x[j][e]) : x[j][e]);
+          for (int j = 0; j < kGatherBatch; ++j) {
+            if (!ok[t][j]) continue;
+            float xf[VE];
+            Wd::unpack(xf, x[t][j]);
+#pragma unroll
+            for (int e = 0; e < VE; ++e)
+              s[t][e] = __fadd_rn(s[t][e], kWeighted ? __fmul_rn(wk[t][j], xf[e]) : xf[e]);
+          }
+      }
+#pragma unroll
+      for (int t = 0; t < kGatherTokens; ++t) {
+        if (n0 + t >= N) break;
+        if (add) {
+          float of[VE];
+          Wd::unpack(of, old[t]);
+#pragma unroll
+          for (int e = 0; e < VE; ++e) s[t][e] = __fadd_rn(of[e], s[t][e]);
         }
-      }
-      T* o = out + n * D + v * VE;
-      if (add) {
-        float old[VE];
-        Words<T, VE>::load(old, o);
+        if (kWeighted && (shared || resid)) {  // each sum rounded to T, as the unfused axpy and add round them
+          float f[VE];
 #pragma unroll
-        for (int e = 0; e < VE; ++e) s[e] = __fadd_rn(old[e], s[e]);
+          for (int e = 0; e < VE; ++e) f[e] = to_f(from_f<T>(s[t][e]));
+          if (shared) {
+            Wd::unpack(s[t], sh[t]);
+#pragma unroll
+            for (int e = 0; e < VE; ++e) f[e] = to_f(from_f<T>(__fadd_rn(f[e], s[t][e])));
+          }
+          if (resid) {
+            Wd::unpack(s[t], re[t]);
+#pragma unroll
+            for (int e = 0; e < VE; ++e) f[e] = __fadd_rn(s[t][e], f[e]);
+          }
+#pragma unroll
+          for (int e = 0; e < VE; ++e) s[t][e] = f[e];
+        }
+        Wd::store(out + (n0 + t) * D + v * VE, s[t]);
       }
-      Words<T, VE>::store(o, s);
     }
   }
 }
@@ -384,11 +429,12 @@ __global__ void permute_bwd_kernel(T* d_in, const T* d_out, const int32_t* row_o
 }
 
 // out[n] (=|+=) sum_k w[n, k] * expert_out[row_of[n, k]], k in order, f32.
+// With shared / resid: moe_combine_forward without the norm (gather_rows).
 template <class T, int VE>
 __global__ void unpermute_fwd_kernel(T* out, const T* eo, const int32_t* row_of, FPtr w, int64_t N, int K, int64_t D,
-                                     int64_t rows_eo, int add) {
+                                     int64_t rows_eo, int add, const T* shared, const T* resid) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  gather_rows<T, VE, true>(out, eo, row_of, w, N, K, D, rows_eo, add);
+  gather_rows<T, VE, true>(out, eo, row_of, w, N, K, D, rows_eo, add, shared, resid);
 }
 
 // out[n] = resid[n] + (unpermute + shared), each step rounded as unpermute_fwd_kernel, axpy_kernel and add_kernel
@@ -544,6 +590,7 @@ __global__ void __launch_bounds__(256)
 }
 
 unsigned token_blocks(int64_t N) { return moe::grid_for(N, 1, 1 << 16); }
+unsigned gather_blocks(int64_t N) { return moe::grid_for(N, kGatherTokens, 1 << 16); }
 
 // Whether token rows of D elements go as 16-byte words (D a multiple of kVec<T>, every row pointer aligned), and the
 // threads of a one-token block: a thread per word, 32 to 256.
@@ -686,7 +733,7 @@ void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor 
   moe::dispatch_f32_bf16(d_in, op, "d_in", [&](auto zero) {
     using T = decltype(zero);
     const bool vec = words_fit<T>(D, {d_in.data, d_out.data});
-    launch(vec ? permute_bwd_kernel<T, kVec<T>> : permute_bwd_kernel<T, 1>, token_blocks(N), word_threads<T>(D, vec), 0,
+    launch(vec ? permute_bwd_kernel<T, kVec<T>> : permute_bwd_kernel<T, 1>, gather_blocks(N), word_threads<T>(D, vec), 0,
            moe::stream_of(ctx), static_cast<T*>(d_in.data), static_cast<const T*>(d_out.data),
            static_cast<const int32_t*>(row_of.data), N, int(K), D, moe::rows(d_out), int(acc == Accum::add));
   });
@@ -703,10 +750,10 @@ void moe_unpermute_forward(const Context& ctx, Tensor out, Tensor expert_out, Te
   moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
     using T = decltype(zero);
     const bool vec = words_fit<T>(D, {out.data, expert_out.data});
-    launch(vec ? unpermute_fwd_kernel<T, kVec<T>> : unpermute_fwd_kernel<T, 1>, token_blocks(N),
+    launch(vec ? unpermute_fwd_kernel<T, kVec<T>> : unpermute_fwd_kernel<T, 1>, gather_blocks(N),
            word_threads<T>(D, vec), 0, moe::stream_of(ctx), static_cast<T*>(out.data),
            static_cast<const T*>(expert_out.data), static_cast<const int32_t*>(row_of.data), w, N, int(K), D,
-           moe::rows(expert_out), int(acc == Accum::add));
+           moe::rows(expert_out), int(acc == Accum::add), nullptr, nullptr);
   });
   moe::launched(op);
 }
@@ -720,6 +767,15 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
   const FPtr w = moe::fptr(topk_w, op, "topk_w");
   moe::dispatch_f32_bf16(out, op, "out", [&](auto zero) {
     using T = decltype(zero);
+    const T* sh = shared.empty() ? nullptr : static_cast<const T*>(shared.data);
+    if (norm_out.empty() && words_fit<T>(D, {out.data, resid.data, sh, expert_out.data})) {
+      // no norm, whole 16-byte words: the unpermute's gather with the shared and residual adds (training sizes)
+      launch(unpermute_fwd_kernel<T, kVec<T>>, gather_blocks(N), word_threads<T>(D, true), 0, moe::stream_of(ctx),
+             static_cast<T*>(out.data), static_cast<const T*>(expert_out.data),
+             static_cast<const int32_t*>(row_of.data), w, N, int(K), D, moe::rows(expert_out), 0, sh,
+             static_cast<const T*>(resid.data));
+      return;
+    }
     // with the norm, rmsnorm_fwd_kernel's block size: the same per-thread sums, so the same result
     const int threads = norm_out.empty() ? 256 : row_threads(D);
     const int vpt = K > kCombineMaxK ? 0 : D <= 4LL * threads ? 4 : D <= 8LL * threads ? 8 : 0;

@@ -211,14 +211,19 @@ __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
     const int64_t r = (int64_t(blockIdx.x) * R + i) * groups + g;
     const bool live = r < rows;
     const int64_t base = (live ? r : 0) * nvec, xbase = (live ? r : 0) * (ldx / VE), dbase = r * (ldd / VE);
-    uint4 dyv[NV], xv[NV], wv[NV];
+    // add: d_in's old words load with the others (after the row sum's barriers they would be a second round trip
+    // to memory a row, with nothing else in flight)
+    uint4 dyv[NV], xv[NV], wv[NV], ov[DX ? NV : 1];
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
       const int64_t v = l + int64_t(j) * G;
       const bool ok = live && v < nvec;
       dyv[j] = ok ? dy4[base + v] : zero;
       xv[j] = ok ? x4[xbase + v] : zero;
-      if constexpr (DX) wv[j] = ok ? w4[v] : zero;
+      if constexpr (DX) {
+        wv[j] = ok ? w4[v] : zero;
+        ov[j] = ok && add ? dx4[dbase + v] : zero;
+      }
     }
     const float rs = live ? rstd[r] : 0.0f;
     float k = 0.0f;
@@ -252,7 +257,7 @@ __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
         launder(wv[j]);
         float wf[VE], o[VE];
         unpack16(wv[j], wf);
-        unpack16(add ? dx4[dbase + v] : zero, o);
+        unpack16(ov[j], o);
 #pragma unroll
         for (int e = 0; e < VE; ++e) {
           const float t = rs * dy[e] * wf[e] - k * x[e];

@@ -15,21 +15,42 @@ template <int STEP_, int MINB_, bool REG_> struct BwdTile {
 template <int DQK, int DV> using BwdDefault = BwdTile<32, DQK == 96 && DV == 64 ? 4 : 1, false>;
 
 // D[b, h, t] = rowsum(dO * O) in f32, once per backward (FlashAttention-2's preprocess) rather than per tile in
-// both kernels: one thread per (b, t, h) row of 16-byte loads. The summation order is the one the dK/dV kernel
-// used when it recomputed D (4 partial sums over bf16 pairs 8 elements apart, combined as quad_sum combines them),
-// so dK and dV keep their bits; dQ's D (a warp-wide sum before) changes in the last f32 bits.
+// both kernels: one thread per (b, t, h) row. The summation order is the one the dK/dV kernel used when it
+// recomputed D (4 partial sums over bf16 pairs 8 elements apart, combined as quad_sum combines them), so dK and dV
+// keep their bits; dQ's D (a warp-wide sum before) changes in the last f32 bits. The block's rows (contiguous) come
+// in through shared memory with coalesced 16-byte loads, each row's chunks XOR-swizzled by row (conflict-free both
+// ways): a thread loading its own 128-byte row touched 32 lines an instruction (1.5 TB/s on the H200).
 constexpr int kDeltaThreads = 256;
+template <int DV> constexpr size_t delta_smem() { return size_t(2) * kDeltaThreads * DV * sizeof(bf16_t); }
 
 template <int DV> __global__ void __launch_bounds__(kDeltaThreads) attn_bwd_delta(AttnArgs<bf16_t> a, int64_t rows) {
+  static_assert(DV % 8 == 0, "whole 16-byte chunks");
+  constexpr int CH = DV / 8, SW = CH < 8 ? CH : 8;  // chunks a row; the swizzle's span
+  extern __shared__ __align__(16) uint4 delta_rows[];  // [2][kDeltaThreads][CH]: dO, then O
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  const int64_t r = int64_t(blockIdx.x) * kDeltaThreads + threadIdx.x;  // (b * T + t) * H + h
-  if (r >= rows) return;
-  const uint4* x4 = reinterpret_cast<const uint4*>(a.dout + r * DV);
-  const uint4* y4 = reinterpret_cast<const uint4*>(a.o + r * DV);
+  const int64_t r0 = int64_t(blockIdx.x) * kDeltaThreads;
+  const int nrows = int(min(int64_t(kDeltaThreads), rows - r0));
+  const uint4* x4 = reinterpret_cast<const uint4*>(a.dout + r0 * DV);
+  const uint4* y4 = reinterpret_cast<const uint4*>(a.o + r0 * DV);
+  uint4* xs = delta_rows;
+  uint4* ys = delta_rows + kDeltaThreads * CH;
+#pragma unroll
+  for (int i = threadIdx.x; i < kDeltaThreads * CH; i += kDeltaThreads) {
+    const int row = i / CH, c = i % CH;
+    if (row >= nrows) break;
+    const int at = row * CH + (c ^ (row % SW));
+    xs[at] = x4[i];
+    ys[at] = y4[i];
+  }
+  __syncthreads();
+  const int row = threadIdx.x;
+  if (row >= nrows) return;
+  const int64_t r = r0 + row;  // (b * T + t) * H + h
   float part[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-  for (int c = 0; c < DV / 8; ++c) {
-    const uint4 xv = x4[c], yv = y4[c];
+  for (int c = 0; c < CH; ++c) {
+    const int at = row * CH + (c ^ (row % SW));
+    const uint4 xv = xs[at], yv = ys[at];
     const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
     const __nv_bfloat162* yp = reinterpret_cast<const __nv_bfloat162*>(&yv);
 #pragma unroll

@@ -282,6 +282,11 @@ TEST_CASE("moe permute / unpermute parity", "[moe][dispatch]") {
       expect_close("moe_combine_forward + norm (sum) " + tag, o4, tol_for(dt, cs.K + 2), "as moe_combine_forward");
       expect_close("moe_combine_forward + norm (normed) " + tag, n4, tol_for(dt, cs.K + 4),
                    "the sum's rounding, then rmsnorm's f32 sum of squares and one more rounding");
+      {  // without the norm, whole 16-byte words take the unpermute's gather (training sizes): the same sums
+        Twin o6 = twin_out(dt, {cs.N, cs.D});
+        moe_combine_forward(cuda_ctx(), o6.dev.t, resid.dev.t, shared.dev.t, eo.dev.t, row_of.dev.t, w.dev.t);
+        expect_same_bits("moe_combine_forward without the norm = its sum with it " + tag, o4.dev, o6.dev);
+      }
       {  // settled routing and residual: loaded before the wait, the same bits
         Twin o5 = twin_out(dt, {cs.N, cs.D}), n5 = twin_out(dt, {cs.N, cs.D});
         moe_combine_forward(cuda_ctx(), o5.dev.t, resid.dev.t, shared.dev.t, eo.dev.t, row_of.dev.t, w.dev.t,
