@@ -21,16 +21,13 @@ void block_forward(const LayerEnv& env, Workspace& ws, const std::string& name, 
   a.ffn_n = ws.alloc(name + ".ffn_norm", dt, {N, D});
   a.ffn_rstd = ws.alloc(name + ".ffn_norm_rstd", env.sdtype, {N});
   rmsnorm_forward(ctx, a.ffn_n, a.ffn_rstd, a.x_mid, w.post_attention_layernorm, c.rms_norm_eps);
-  Tensor ffn_out;
+  a.x_out = ws.alloc(name + ".x_out", dt, {N, D});
   if (w.moe) {
-    moe_forward(env, ws, name, a.moe, load, a.ffn_n, w.moe_w);
-    ffn_out = a.moe.out;
+    moe_forward(env, ws, name, a.moe, load, a.ffn_n, w.moe_w, a.x_mid, a.x_out);  // x_out = x_mid + MoE(ffn_n)
   } else {
     mlp_forward(env, ws, name + ".mlp", a.mlp, a.ffn_n, w.mlp);
-    ffn_out = a.mlp.out;
+    add(ctx, a.x_out, a.x_mid, a.mlp.out);
   }
-  a.x_out = ws.alloc(name + ".x_out", dt, {N, D});
-  add(ctx, a.x_out, a.x_mid, ffn_out);
 }
 
 void block_backward(const LayerEnv& env, Workspace& scratch, Tensor d_resid, BlockWeights& dw, const BlockActs& a,

@@ -91,19 +91,19 @@ void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& 
 }
 
 void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,
-                 const MoeWeights& w) {
+                 const MoeWeights& w, Tensor resid, Tensor out) {
   const Context& ctx = *env.ctx;
   const ModelConfig& c = *env.cfg;
   const std::string p = name + ".moe.";
   moe_experts_forward(env, ws, name, a, load, x, w);
-  // combine, plus the shared expert
-  const MlpActs& ea = a.experts;
-  a.out = ws.alloc(p + "out", env.dtype, {x.rows(), c.hidden_size});
-  moe_unpermute_forward(ctx, a.out, ea.out, a.row_of, a.topk_w);
+  // the shared expert, then out = resid + (the weighted expert rows + shared) in one pass (the values of unpermute,
+  // axpy and add one after the other)
+  Tensor shared;
   if (c.n_shared_experts > 0) {
     mlp_forward(env, ws, p + "shared", a.shared, x, w.shared);
-    axpy(ctx, a.out, 1.0, a.shared.out);
+    shared = a.shared.out;
   }
+  moe_combine_forward(ctx, out, resid, shared, a.experts.out, a.row_of, a.topk_w);
 }
 
 void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw, Tensor d_out, Tensor x,

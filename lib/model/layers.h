@@ -61,7 +61,6 @@ struct MoeActs {
   Tensor xp;                // [N*K, D] token copies grouped by expert
   MlpActs experts;          // rows of xp through their expert
   MlpActs shared;           // [N, ...] shared expert (when present)
-  Tensor out;               // [N, D]
   double balance_loss = 0;
 };
 
@@ -98,8 +97,9 @@ void mlp_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
 void mlp_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, MlpWeights& dw, Tensor d_out, Tensor x,
                   const MlpActs& a, const MlpWeights& w);
 
+// out = resid + MoE(x) (the block's residual add fused into the combine; out [N, D] allocated by the caller).
 void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load, Tensor x,
-                 const MoeWeights& w);
+                 const MoeWeights& w, Tensor resid, Tensor out);
 // The routed part of moe_forward alone (gate, dispatch, experts: a.experts.out in permuted rows); the decoder
 // combines it with the shared expert and the residual in one op (moe_combine_forward).
 void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MoeActs& a, MoeLoad* load,
