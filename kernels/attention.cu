@@ -56,6 +56,13 @@ template <class E> struct AttnArgs {
   const float* lse_in;  // backward
   float* lse_out;       // forward (may be null)
   float* delta;         // backward, tensor-core path: D = rowsum(dO * O) [B, H, T] f32 (attn_bwd_delta writes it)
+  // The warpgroup-MMA kernels' key / value layout (elements): token-row and head strides of k, v, dk, dv, and
+  // k_rope / dk_rope: columns 64.. of each head's key (its gradient) from their own tensor (null: from k / dk).
+  // make_args sets the contiguous [B, T, H, D] layout; MLA's in-place form (mla_attention_forward / backward)
+  // points k and v into kv_b's per-head [k_nope | v] rows and k_rope at the rope key all heads share (hs_kr 0).
+  const E* k_rope;
+  E* dk_rope;
+  int64_t ld_k, hs_k, ld_v, hs_v, ld_kr, hs_kr, ld_dk, hs_dk, ld_dv, hs_dv, ld_dkr, hs_dkr;
   int T, H, Dqk, Dv;
   float scale;       // softmax scale
   float scale_log2;  // scale * log2(e)
@@ -137,8 +144,10 @@ int g_dq_variant = env_variant("DS_ATTN_DQ_VARIANT", kDqVariants, kDqDefault);
 // are ignored).
 #ifdef DS_CUDA_WGMMA
 constexpr int kFwdVariants = 6;
+constexpr bool kWgmma = true;  // the warpgroup-MMA kernels run (sm_90a build)
 #else
 constexpr int kFwdVariants = 1;
+constexpr bool kWgmma = false;
 #endif
 int g_fwd_variant = env_variant("DS_ATTN_FWD_VARIANT", kFwdVariants, kFwdVariants > 3 ? 3 : 0);
 
@@ -148,6 +157,10 @@ template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, doubl
   a.H = int(q.dim(2));
   a.Dqk = int(q.dim(3));
   a.Dv = int(v.dim(3));
+  a.ld_k = a.ld_dk = int64_t(a.H) * a.Dqk;
+  a.hs_k = a.hs_dk = a.Dqk;
+  a.ld_v = a.ld_dv = int64_t(a.H) * a.Dv;
+  a.hs_v = a.hs_dv = a.Dv;
   a.scale = float(scale);
   a.scale_log2 = float(scale * 1.4426950408889634);
   return a;
@@ -378,6 +391,80 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
     launch_bwd_simt(a, B, st);
   }
   check_launch("attention_backward");
+}
+
+// MLA in place (ops.h): the warpgroup-MMA kernels at 96/64 with dn 64 read kv_b's [k_nope | v] and the shared rope
+// key where they are (AttnArgs' layout fields), and write dk / dv into d_kv's layout and the rope key's per-head
+// gradients into d_k_pe. False (nothing launched) where they do not apply: the op then materialises the keys.
+namespace {
+
+bool mla_in_place(const Tensor& q, const Tensor& kv, const Tensor& k_pe, int64_t Dv, double scale,
+                  std::initializer_list<const Tensor*> ts) {
+  const int64_t Dqk = q.dim(3), dn = kv.dim(3) - Dv;
+  return q.dtype == DType::bf16 && Dqk == 96 && Dv == 64 && dn == 64 && k_pe.cols() == Dqk - dn && scale > 0 &&
+         all_aligned16(ts);
+}
+
+// The in-place layout: k = kv's first dn columns of each head, v the rest, k_rope = k_pe (shared: head stride 0).
+void set_mla_layout(AttnArgs<bf16_t>& a, const Tensor& kv, const Tensor& k_pe, int64_t dn) {
+  const int64_t W = kv.dim(3);
+  a.k = cptr<bf16_t>(kv);
+  a.v = cptr<bf16_t>(kv) + dn;
+  a.k_rope = cptr<bf16_t>(k_pe);
+  a.ld_k = a.ld_v = a.H * W;
+  a.hs_k = a.hs_v = W;
+  a.ld_kr = k_pe.cols();
+  a.hs_kr = 0;
+}
+
+}  // namespace
+
+bool mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe,
+                           double scale) {
+  if (!kWgmma || (g_fwd_variant != 3 && g_fwd_variant != 5) ||
+      !mla_in_place(q, kv, k_pe, out.dim(3), scale, {&q, &kv, &k_pe, &out}))
+    return false;
+  DS_CHECK(lse.empty() || lse.dtype == DType::f32, "mla_attention_forward (CUDA): lse must be f32");
+  DeviceGuard guard(ctx);
+  const int B = int(q.dim(0));
+  if (q.numel() == 0) return true;
+  cudaStream_t st = stream_of(ctx);
+  AttnArgs<bf16_t> a = make_args<bf16_t>(q, out, scale);
+  a.q = cptr<bf16_t>(q), a.out = mptr<bf16_t>(out), a.lse_out = mptr<float>(lse);
+  set_mla_layout(a, kv, k_pe, kv.dim(3) - out.dim(3));
+  if (g_fwd_variant == 5) launch_fwd_wgmma<64, 3, true, true>(a, B, st);
+  else launch_fwd_wgmma<64, 3, true>(a, B, st);
+  check_launch("mla_attention_forward");
+  return true;
+}
+
+bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
+                            Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
+  const bool wg =
+      (g_dkdv_variant == 6 || g_dkdv_variant == 7) && (d_q.empty() || g_dq_variant == 5 || g_dq_variant == 6);
+  if (!kWgmma || !wg ||
+      !mla_in_place(q, kv, k_pe, out.dim(3), scale, {&q, &kv, &k_pe, &out, &d_out, &d_q, &d_kv, &d_k_pe}))
+    return false;
+  DS_CHECK(lse.dtype == DType::f32, "mla_attention_backward (CUDA): lse must be f32");
+  DeviceGuard guard(ctx);
+  const int B = int(q.dim(0));
+  if (q.numel() == 0) return true;
+  cudaStream_t st = stream_of(ctx);
+  AttnArgs<bf16_t> a = make_args<bf16_t>(q, out, scale);
+  a.q = cptr<bf16_t>(q), a.o = cptr<bf16_t>(out), a.dout = cptr<bf16_t>(d_out), a.dq = mptr<bf16_t>(d_q);
+  a.lse_in = cptr<float>(lse);
+  const int64_t dn = kv.dim(3) - out.dim(3), W = kv.dim(3), dr = d_k_pe.cols();
+  set_mla_layout(a, kv, k_pe, dn);
+  a.dk = mptr<bf16_t>(d_kv);
+  a.dv = mptr<bf16_t>(d_kv) + dn;
+  a.dk_rope = mptr<bf16_t>(d_k_pe);
+  a.ld_dk = a.ld_dv = a.H * W;
+  a.hs_dk = a.hs_dv = W;
+  a.ld_dkr = a.H * dr;
+  a.hs_dkr = dr;
+  launch_bwd_mma<96, 64>(a, B, st);
+  check_launch("mla_attention_backward");
+  return true;
 }
 
 // Bench hooks (declared by their callers, not in cuda_ops.h): set the bf16 96/64 backward's dK/dV or dQ kernel

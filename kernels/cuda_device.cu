@@ -73,6 +73,19 @@ void* device_malloc(int device, size_t bytes) {
   return p;
 }
 
+void* temp_malloc(int device, void* stream, size_t bytes) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  keep_async_pool(device);
+  void* p = nullptr;
+  check(cudaMallocAsync(&p, bytes, static_cast<cudaStream_t>(stream)), "cudaMallocAsync");
+  return p;
+}
+
+void temp_free(int device, void* stream, void* p) {
+  cudaSetDevice(device);
+  cudaFreeAsync(p, static_cast<cudaStream_t>(stream));
+}
+
 void device_free(int device, void* p) {
   cudaSetDevice(device);
   cudaFree(p);

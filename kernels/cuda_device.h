@@ -9,6 +9,10 @@ int device_count();  // 0 when no usable GPU or driver
 std::string describe();  // runtime, cuBLAS versions and visible devices, one line
 void* device_malloc(int device, size_t bytes);
 void device_free(int device, void* p);
+// Stream-ordered scratch for one op call (cudaMallocAsync / cudaFreeAsync on the stream, from the pool
+// keep_async_pool keeps): no synchronisation either way.
+void* temp_malloc(int device, void* stream, size_t bytes);
+void temp_free(int device, void* stream, void* p);
 void device_memset0(int device, void* p, size_t bytes);
 void device_memset(int device, void* p, int byte, size_t bytes);
 void copy_bytes(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);

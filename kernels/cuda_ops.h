@@ -67,6 +67,10 @@ void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Ten
 void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale);
 void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,
     Tensor q, Tensor k, Tensor v, double scale);
+// MLA in place (ops.h); false where no kernel reads kv_b's layout (the op then materialises the keys and values).
+bool mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale);
+bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
+                            Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale);
 
 // ---- paged latent cache and absorbed-MLA decode (kernels/mla_decode.cu)
 void kv_cache_write(const Context& ctx, Tensor kv_pool, Tensor slot_rows, Tensor c, Tensor k_pe);
@@ -113,6 +117,7 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
 void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index);
 void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
     int ignore_index, Accum acc);
+void adamw_update_many(const Context& ctx, const std::vector<AdamWSlot>& slots, const AdamWOptions& opt);
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
                   Tensor compute);
 bool all_finite(const Context& ctx, Tensor t);  // in adamw.cu

@@ -12,6 +12,31 @@
 // buffer is refilled. wgmma is warpgroup-wide, so no warp skips a step (masked pairs add exact zeros).
 namespace wgbwd {
 
+// Rows row0.. of one head's keys into a swizzled [ROWS][KB 64-wide column blocks] tile: from k alone, or (k_rope
+// set: MLA in place) columns 0..63 from k and 64..DQK-1 from k_rope.
+template <int ROWS, int DQK, int NT>
+__device__ __forceinline__ void load_k_tile(unsigned char* s, const bf16_t* k, int64_t ld_k, const bf16_t* k_rope,
+                                            int64_t ld_kr, int64_t row0, int64_t T) {
+  constexpr int KB = (DQK + 63) / 64;
+  if (k_rope == nullptr) {
+    wgmma::load_tile_sw128<ROWS, KB * 64, NT>(s, k, ld_k, row0, T, 0, DQK);
+  } else {
+    static_assert(KB == 2, "MLA in place: 64 columns from k, the rest (<= 64) from k_rope");
+    wgmma::load_tile_sw128<ROWS, 64, NT>(s, k, ld_k, row0, T, 0, 64);
+    wgmma::load_tile_sw128<ROWS, 64, NT>(s + ROWS * 128, k_rope, ld_kr, row0, T, 0, DQK - 64);
+  }
+}
+
+// This block's (b, h) pointers into k, k_rope and v (AttnArgs' layout).
+struct KvPtrs {
+  const bf16_t *k, *kr, *v;
+};
+__device__ __forceinline__ KvPtrs kv_ptrs(const AttnArgs<bf16_t>& a, int b, int h) {
+  const int64_t bt = int64_t(b) * a.T;
+  return {a.k + bt * a.ld_k + h * a.hs_k, a.k_rope ? a.k_rope + bt * a.ld_kr + h * a.hs_kr : nullptr,
+          a.v + bt * a.ld_v + h * a.hs_v};
+}
+
 template <int DQK, int DV, int BQ> struct Cfg {
   static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
   static constexpr int k_bytes = 64 * KB * 128, v_bytes = 64 * VB * 128;
@@ -68,7 +93,8 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
   const int b = blockIdx.y / H, h = blockIdx.y % H;
   const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
   const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
-  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
+  const bf16_t *qb = a.q + qoff, *dob = a.dout + voff;
+  const wgbwd::KvPtrs kv = wgbwd::kv_ptrs(a, b, h);
   const float* lseb = a.lse_in + (int64_t(b) * H + h) * T;
   const float* Db = a.delta + (int64_t(b) * H + h) * T;
   const int qt0 = k0 / BQ, n_q = (T + BQ - 1) / BQ - qt0;
@@ -80,8 +106,8 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
     if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
     else if (tid < 2 * BQ) D_s[buf * BQ + tid - BQ] = q0 + tid - BQ < T ? Db[q0 + tid - BQ] : 0.f;
   };
-  wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks, kb, sq, k0, T, 0, DQK);
-  wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs, vb, sv, k0, T, 0, DV);
+  wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks, kv.k, a.ld_k, kv.kr, a.ld_kr, k0, T);
+  wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs, kv.v, a.ld_v, k0, T, 0, DV);
   load_q(0, 0);
   cp_async_commit();
 
@@ -177,15 +203,17 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
   for (int i = 0; i < 2; ++i) {
     const int key = key0 + i * 8;
     if (key >= T) continue;
-    if (a.dk) {
-      bf16_t* row = a.dk + qoff + int64_t(key) * sq;
+    const int64_t tok = int64_t(b) * T + key;
+    if (a.dk) {  // columns 0..63 to dk, the rest to dk_rope when it is set (MLA in place)
+      bf16_t* row = a.dk + tok * a.ld_dk + h * a.hs_dk;
+      bf16_t* rope = a.dk_rope ? a.dk_rope + tok * a.ld_dkr + h * a.hs_dkr - 64 : row;
 #pragma unroll
       for (int nt = 0; nt < DQK / 8; ++nt)
-        *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) =
+        *reinterpret_cast<uint32_t*>((nt < 8 ? row : rope) + nt * 8 + 2 * t4) =
             pack_bf16(dk[4 * nt + 2 * i] * a.scale, dk[4 * nt + 2 * i + 1] * a.scale);
     }
     if (a.dv) {
-      bf16_t* row = a.dv + voff + int64_t(key) * sv;
+      bf16_t* row = a.dv + tok * a.ld_dv + h * a.hs_dv;
 #pragma unroll
       for (int nt = 0; nt < DV / 8; ++nt)
         *reinterpret_cast<uint32_t*>(row + nt * 8 + 2 * t4) = pack_bf16(dv[4 * nt + 2 * i], dv[4 * nt + 2 * i + 1]);
@@ -228,12 +256,13 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dq_wgmma(AttnArgs<
   const int b = blockIdx.y / H, h = blockIdx.y % H;
   const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
   const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
-  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff, *dob = a.dout + voff;
+  const bf16_t *qb = a.q + qoff, *dob = a.dout + voff;
+  const wgbwd::KvPtrs kv = wgbwd::kv_ptrs(a, b, h);
   const int n_kv = min((T + BK - 1) / BK, (q0 + BQ - 1) / BK + 1);
 
   auto load_kv = [&](int j, int buf) {
-    wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks + buf * C::k_bytes, kb, sq, j * BK, T, 0, DQK);
-    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, vb, sv, j * BK, T, 0, DV);
+    wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks + buf * C::k_bytes, kv.k, a.ld_k, kv.kr, a.ld_kr, j * BK, T);
+    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, kv.v, a.ld_v, j * BK, T, 0, DV);
   };
   wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs, qb, sq, q0, T, 0, DQK);
   wgmma::load_tile_sw128<BQ, C::VB * 64, kMmaThreads>(dOs, dob, sv, q0, T, 0, DV);

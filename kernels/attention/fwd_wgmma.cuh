@@ -236,13 +236,13 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
   const int T = a.T, H = a.H;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
   const int b = blockIdx.y / H, h = blockIdx.y % H;
-  const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
-  const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
-  const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff;
+  const int64_t sq = int64_t(H) * DQK, qoff = (int64_t(b) * T * H + h) * DQK;
+  const bf16_t* qb = a.q + qoff;
+  const wgbwd::KvPtrs kv = wgbwd::kv_ptrs(a, b, h);
   const int n_kv = min(T - 1, q0 + BQ - 1) / BK + 1;  // key tiles holding a key <= the block's last valid row
 
   wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs, qb, sq, q0, T, 0, DQK);
-  wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks, kb, sq, 0, T, 0, DQK);
+  wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks, kv.k, a.ld_k, kv.kr, a.ld_kr, 0, T);
   cp_async_commit();
 
   float o[DV / 2];
@@ -256,9 +256,9 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
     if (j + 1 < n_kv)
-      wgmma::load_tile_sw128<BK, C::KB * 64, kMmaThreads>(Ks + (buf ^ 1) * C::k_bytes, kb, sq, (j + 1) * BK, T, 0,
-                                                          DQK);
-    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, vb, sv, j * BK, T, 0, DV);
+      wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks + (buf ^ 1) * C::k_bytes, kv.k, a.ld_k, kv.kr, a.ld_kr,
+                                               (j + 1) * BK, T);
+    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, kv.v, a.ld_v, j * BK, T, 0, DV);
     cp_async_commit();
     cp_async_wait<1>();  // K_j and V_{j-1} have landed
     wgmma::fence_proxy_async();

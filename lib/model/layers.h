@@ -42,9 +42,7 @@ struct MlaActs {
   Tensor kv_a;                  // [N, Rkv + dr]: the raw latent ; the rope key before RoPE
   Tensor kv_rstd, c;            // [N], [N, Rkv]: c is the normalised latent (what decode caches)
   Tensor k_pe;                  // [N, dr] after RoPE (the single shared rope key)
-  Tensor kv_b;                  // [N, H*(dn+dv)]
-  Tensor k_full;                // [N, H, dqk] k_nope ; broadcast k_pe
-  Tensor v;                     // [N, H, dv]
+  Tensor kv_b;                  // [N, H*(dn+dv)]: each head's k_nope ; v (the attention reads them in place)
   Tensor attn, lse;             // [N, H, dv], [B, H, T]
   Tensor out;                   // [N, D] after o_proj
 };

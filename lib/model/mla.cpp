@@ -4,6 +4,8 @@
 //   k_pe   = RoPE(kr)  (one rope key shared by all heads);  q_pe = RoPE(q[..., dn:])
 //   [k_nope; v] = kv_b(c) per head                                               [N, H, dn], [N, H, dv]
 //   out    = o_proj(softmax(scale * [q_nope; q_pe]·[k_nope; k_pe]) · v)
+// The attention reads k_nope, v and k_pe where kv_b and RoPE left them (mla_attention_forward): no per-head
+// [k_nope; k_pe] copies.
 // The absorbed decode form caches only (c, k_pe) — exactly the tensors named here.
 #include "model/layers.h"
 #include "ops/ops.h"
@@ -48,23 +50,16 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   rope_cols_forward(ctx, a.k_pe.view({N, 1, dr}), 0, a.kv_a.view({N, 1, Rkv + dr}), Rkv, env.pos, env.inv_freq,
                     env.rope_attn_factor);
 
-  // expand the latent into per-head keys and values
+  // expand the latent into per-head keys (without their rope part) and values
   a.kv_b = ws.alloc(p + "kv_b", dt, {N, H * (dn + dv)});
   matmul_forward(ctx, a.kv_b, a.c, w.kv_b_proj);
-  Tensor kv_b_rows = a.kv_b.view({N * H, dn + dv});
-  a.k_full = ws.alloc(p + "k_full", dt, {N, H, dqk});
-  Tensor k_full_nh = a.k_full.view({N, H * dqk});
-  copy_cols(ctx, a.k_full.view({N * H, dqk}), 0, kv_b_rows, 0, dn);
-  copy_cols_repeat(ctx, k_full_nh, dn, dqk, H, a.k_pe, 0, dr);  // the shared rope key into every head
-  a.v = ws.alloc(p + "v", dt, {N, H, dv});
-  copy_cols(ctx, a.v.view({N * H, dv}), 0, kv_b_rows, dn, dv);
 
-  // attention and output projection
+  // attention (the shared rope key joins every head's key inside it) and output projection
   const int64_t B = env.B, T = env.T;
   a.attn = ws.alloc(p + "attn", dt, {N, H, dv});
   a.lse = ws.alloc(p + "lse", env.sdtype, {B, H, T});
-  attention_forward(ctx, a.attn.view({B, T, H, dv}), a.lse, a.q_full.view({B, T, H, dqk}),
-                    a.k_full.view({B, T, H, dqk}), a.v.view({B, T, H, dv}), env.softmax_scale);
+  mla_attention_forward(ctx, a.attn.view({B, T, H, dv}), a.lse, a.q_full.view({B, T, H, dqk}),
+                        a.kv_b.view({B, T, H, dn + dv}), a.k_pe.view({B, T, dr}), env.softmax_scale);
   a.out = ws.alloc(p + "out", dt, {N, c.hidden_size});
   matmul_forward(ctx, a.out, a.attn.view({N, H * dv}), w.o_proj);
 }
@@ -79,21 +74,17 @@ void mla_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Att
 
   Tensor d_attn = ws.alloc("d_attn", dt, {N, H * dv});
   matmul_backward(ctx, d_attn, dw.o_proj, d_out, a.attn.view({N, H * dv}), w.o_proj);
+  // d_kv_b in kv_b's layout (k_nope's and v's gradients), and each head's gradient of the shared rope key
   Tensor d_q_full = ws.alloc("d_q_full", dt, {N, H, dqk});
-  Tensor d_k_full = ws.alloc("d_k_full", dt, {N, H, dqk});
-  Tensor d_v = ws.alloc("d_v", dt, {N, H, dv});
-  attention_backward(ctx, d_q_full.view({B, T, H, dqk}), d_k_full.view({B, T, H, dqk}), d_v.view({B, T, H, dv}),
-                     d_attn.view({B, T, H, dv}), a.attn.view({B, T, H, dv}), a.lse, a.q_full.view({B, T, H, dqk}),
-                     a.k_full.view({B, T, H, dqk}), a.v.view({B, T, H, dv}), env.softmax_scale);
-
-  // keys and values back into the latent
   Tensor d_kv_b = ws.alloc("d_kv_b", dt, {N, H * (dn + dv)});
-  Tensor d_kv_b_rows = d_kv_b.view({N * H, dn + dv});
-  copy_cols(ctx, d_kv_b_rows, 0, d_k_full.view({N * H, dqk}), 0, dn);
-  copy_cols(ctx, d_kv_b_rows, dn, d_v.view({N * H, dv}), 0, dv);
+  Tensor d_k_pe_heads = ws.alloc("d_k_pe_heads", dt, {N, H, dr});
+  mla_attention_backward(ctx, d_q_full.view({B, T, H, dqk}), d_kv_b.view({B, T, H, dn + dv}),
+                         d_k_pe_heads.view({B, T, H, dr}), d_attn.view({B, T, H, dv}), a.attn.view({B, T, H, dv}),
+                         a.lse, a.q_full.view({B, T, H, dqk}), a.kv_b.view({B, T, H, dn + dv}),
+                         a.k_pe.view({B, T, dr}), env.softmax_scale);
   // the shared rope key's gradient: summed over the heads into d_kv_a's last dr columns, rotated back there
   Tensor d_kv_a = ws.alloc("d_kv_a", dt, {N, Rkv + dr});
-  sum_cols_repeat(ctx, d_kv_a, Rkv, d_k_full.view({N, H * dqk}), dn, dqk, H, dr);
+  sum_cols_repeat(ctx, d_kv_a, Rkv, d_k_pe_heads.view({N, H * dr}), 0, dr, H, dr);
   Tensor d_kv_a3 = d_kv_a.view({N, 1, Rkv + dr});
   rope_cols_backward(ctx, d_kv_a3, Rkv, d_kv_a3, Rkv, env.pos, env.inv_freq, env.rope_attn_factor);
   Tensor d_c = ws.alloc("d_kv_latent", dt, {N, Rkv});

@@ -414,6 +414,102 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
   DS_DISPATCH_KERNEL(c, ATTENTION, attention_backward(ctx, d_q, d_k, d_v, d_out, out, lse, q, k, v, scale));
 }
 
+// ---- MLA's attention with the keys and values in place ------------------------------------------------
+
+namespace {
+
+// Memory for one op call on the context's device: host memory, or stream-ordered device memory (no sync).
+class CallScratch {
+ public:
+  CallScratch(const Context& ctx, size_t bytes) : ctx_(ctx) {
+#if DS_HAVE_CUDA
+    if (!ctx.device.is_cpu()) {
+      p_ = cuda::temp_malloc(ctx.device.index, ctx.cuda_stream, bytes);
+      return;
+    }
+#endif
+    p_ = device_alloc(ctx.device, bytes);
+  }
+  ~CallScratch() {
+#if DS_HAVE_CUDA
+    if (!ctx_.device.is_cpu()) {
+      cuda::temp_free(ctx_.device.index, ctx_.cuda_stream, p_);
+      return;
+    }
+#endif
+    device_free(ctx_.device, p_);
+  }
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+  Tensor like(const Tensor& t) const { return Tensor(p_, t.dtype, t.dims(), ctx_.device); }
+
+ private:
+  const Context& ctx_;
+  void* p_ = nullptr;
+};
+
+// MLA's shapes: q [B, T, H, dn + dr], kv [B, T, H, dn + Dv], k_pe [B, T, dr], out [B, T, H, Dv].
+void check_mla_attention(Check& c, const Tensor& q, const Tensor& kv, const Tensor& k_pe, const Tensor& out) {
+  c.f("q", q).f("kv", kv).f("k_pe", k_pe).f("out", out);
+  OP_CHECK(c, q.ndim == 4 && kv.ndim == 4 && out.ndim == 4, "q " + q.shape_str() + ", kv " + kv.shape_str() +
+                                                                 " and out " + out.shape_str() + " must be 4-D");
+  for (int d = 0; d < 3; ++d)
+    OP_CHECK(c, kv.dim(d) == q.dim(d) && out.dim(d) == q.dim(d),
+             "q " + q.shape_str() + ", kv " + kv.shape_str() + " and out " + out.shape_str() + " differ in B, T, H");
+  const int64_t dn = kv.dim(3) - out.dim(3), dr = q.dim(3) - dn;
+  OP_CHECK(c, dn > 0 && dr > 0,
+           "kv " + kv.shape_str() + " must hold [k_nope | v] with 0 < dn < Dqk " + std::to_string(q.dim(3)));
+  OP_CHECK(c, k_pe.cols() == dr && k_pe.numel() == q.dim(0) * q.dim(1) * dr,
+           "k_pe " + k_pe.shape_str() + " must be [B, T, " + std::to_string(dr) + "]");
+}
+
+// Each head's key [k_nope | k_pe] and value from kv and k_pe (the reference layout attention_forward reads).
+void mla_expand(const Context& ctx, Tensor k, Tensor v, Tensor kv, Tensor k_pe) {
+  const int64_t N = k.dim(0) * k.dim(1), H = k.dim(2), Dqk = k.dim(3), Dv = v.dim(3), dn = kv.dim(3) - Dv;
+  const Tensor kv_rows = kv.view({N * H, dn + Dv});
+  copy_cols(ctx, k.view({N * H, Dqk}), 0, kv_rows, 0, dn);
+  copy_cols_repeat(ctx, k.view({N, H * Dqk}), dn, Dqk, H, k_pe.view({N, Dqk - dn}), 0, Dqk - dn);
+  copy_cols(ctx, v.view({N * H, Dv}), 0, kv_rows, dn, Dv);
+}
+
+}  // namespace
+
+void mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
+  Check c(ctx, "mla_attention_forward");
+  check_mla_attention(c, q, kv, k_pe, out);
+  check_lse(c, lse, q);
+  if constexpr (opcheck::kHaveCuda && DS_CUDA_KERNEL_ATTENTION)
+    if (c.cuda() && cuda::mla_attention_forward(ctx, out, lse, q, kv, k_pe, scale)) return;
+  const CallScratch ks(ctx, q.nbytes()), vs(ctx, out.nbytes());
+  const Tensor k = ks.like(q), v = vs.like(out);
+  mla_expand(ctx, k, v, kv, k_pe);
+  attention_forward(ctx, out, lse, q, k, v, scale);
+}
+
+void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
+                            Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
+  Check c(ctx, "mla_attention_backward");
+  check_mla_attention(c, q, kv, k_pe, out);
+  c.f("d_out", d_out).f("d_kv", d_kv).f("d_k_pe", d_k_pe).f_opt("d_q", d_q).stat("lse", lse);
+  check_lse(c, lse, q);
+  const int64_t N = q.dim(0) * q.dim(1), H = q.dim(2), Dqk = q.dim(3), Dv = out.dim(3), dn = kv.dim(3) - Dv;
+  OP_CHECK(c, same_shape(d_out, out), "d_out " + d_out.shape_str() + " must match out " + out.shape_str());
+  OP_CHECK(c, d_q.empty() || same_shape(d_q, q), "d_q " + d_q.shape_str() + " must match q " + q.shape_str());
+  OP_CHECK(c, same_shape(d_kv, kv), "d_kv " + d_kv.shape_str() + " must match kv " + kv.shape_str());
+  OP_CHECK(c, d_k_pe.numel() == N * H * (Dqk - dn) && d_k_pe.cols() == Dqk - dn,
+           "d_k_pe " + d_k_pe.shape_str() + " must be [B, T, H, " + std::to_string(Dqk - dn) + "]");
+  if constexpr (opcheck::kHaveCuda && DS_CUDA_KERNEL_ATTENTION)
+    if (c.cuda() && cuda::mla_attention_backward(ctx, d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe, scale)) return;
+  const CallScratch ks(ctx, q.nbytes()), vs(ctx, out.nbytes()), dks(ctx, q.nbytes()), dvs(ctx, out.nbytes());
+  const Tensor k = ks.like(q), v = vs.like(out), d_k = dks.like(q), d_v = dvs.like(out);
+  mla_expand(ctx, k, v, kv, k_pe);
+  attention_backward(ctx, d_q, d_k, d_v, d_out, out, lse, q, k, v, scale);
+  const Tensor d_kv_rows = d_kv.view({N * H, dn + Dv}), d_k_rows = d_k.view({N * H, Dqk});
+  copy_cols(ctx, d_kv_rows, 0, d_k_rows, 0, dn);
+  copy_cols(ctx, d_kv_rows, dn, d_v.view({N * H, Dv}), 0, Dv);
+  copy_cols(ctx, d_k_pe.view({N * H, Dqk - dn}), 0, d_k_rows, dn, Dqk - dn);
+}
+
 // ---- SwiGLU --------------------------------------------------------------------------------------------
 
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
@@ -505,9 +601,8 @@ void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor 
 
 // ---- optimizer -----------------------------------------------------------------------------------------
 
-void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
-                  Tensor compute) {
-  Check c(ctx, "adamw_update");
+static void check_adamw(Check& c, const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                        const AdamWOptions& opt, const Tensor& compute) {
   c.f("grad", grad).stat("param", param);
   if (m.dtype == DType::bf16 || v.dtype == DType::bf16) {  // DeepSeek-V3's bf16 optimizer state
     OP_CHECK(c, m.dtype == DType::bf16 && v.dtype == DType::bf16 && param.dtype == DType::f32,
@@ -530,7 +625,30 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
              "compute " + desc(compute) + " must be bf16 or the param's dtype");
     OP_CHECK(c, compute.numel() == n, "compute " + compute.shape_str() + " must match param " + param.shape_str());
   }
+}
+
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
+                  Tensor compute) {
+  Check c(ctx, "adamw_update");
+  check_adamw(c, param, grad, m, v, opt, compute);
   DS_DISPATCH(c, adamw_update(ctx, param, grad, m, v, opt, compute));
+}
+
+void adamw_update_many(const Context& ctx, const std::vector<AdamWSlot>& slots, const AdamWOptions& opt) {
+  Check c(ctx, "adamw_update_many");
+  for (const AdamWSlot& s : slots) {  // each slot its own dtypes (a check a slot)
+    Check cs(ctx, "adamw_update_many");
+    check_adamw(cs, s.param, s.grad, s.m, s.v, opt, s.compute);
+    OP_CHECK(cs, s.weight_decay >= 0, "weight decay must be >= 0, got " + std::to_string(s.weight_decay));
+  }
+  if (c.cuda()) {
+    if constexpr (opcheck::kHaveCuda) return cuda::adamw_update_many(ctx, slots, opt);
+  }
+  for (const AdamWSlot& s : slots) {
+    AdamWOptions o = opt;
+    o.weight_decay = s.weight_decay;
+    cpu::adamw_update(ctx, s.param, s.grad, s.m, s.v, o, s.compute);
+  }
 }
 
 // ---- token sampling (CUDA only) -------------------------------------------------------------------------------

@@ -128,6 +128,15 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
 // d_q, d_k, d_v overwrite. Probabilities are recomputed from lse.
 void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor out, Tensor lse,
                         Tensor q, Tensor k, Tensor v, double scale);
+// MLA's attention with its keys and values read in place: kv [B, T, H, dn + Dv] is kv_b's output (each head's
+// [k_nope | v]), k_pe [B, T, dr] the rope key every head shares; head h's key is [kv[.., h, :dn] | k_pe], its value
+// kv[.., h, dn:]; q [B, T, H, dn + dr]. The values of attention_forward on those keys and values (materialised by
+// copy_cols where no kernel reads them in place: the CPU, and CUDA outside the sm_90a 96/64 kernels).
+void mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale);
+// d_q, d_kv (k_nope's and v's gradients in kv's layout) and d_k_pe [B, T, H, dr] (each head's gradient of the shared
+// rope key: the caller sums them) overwrite; as attention_backward's d_q, d_k, d_v split by copy_cols.
+void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
+                            Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale);
 
 // ---- MLA decode over a paged latent cache (the absorbed form, MODEL.md §2.5; FlashMLA's contract) ---------
 // kv_pool [P, S, C]: P pages of S token slots; a slot holds C = Rkv + dr values, the normalised latent c then the
@@ -283,6 +292,14 @@ struct AdamWOptions {
 // refreshed in the same pass instead of another one over every parameter.
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
                   Tensor compute = {});
+// adamw_update over many tensors (an optimizer step): slot i updated as adamw_update(param, grad, m, v, opt with
+// weight_decay = slot.weight_decay, compute), the same values; on CUDA one launch per combination of dtypes instead
+// of one per tensor (most tensors of a model are small: their launches cost more than their bytes).
+struct AdamWSlot {
+  Tensor param, grad, m, v, compute;
+  double weight_decay = 0.0;
+};
+void adamw_update_many(const Context& ctx, const std::vector<AdamWSlot>& slots, const AdamWOptions& opt);
 
 // ---- token sampling on the device (CUDA only; the CPU engine samples with lib/infer/sampler.h) ---------------
 // One token per row of logits [n, V] (f32 or bf16): params [n, 4] f64 rows (temperature, top_p, top_k, u) with u the

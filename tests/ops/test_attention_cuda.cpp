@@ -414,6 +414,76 @@ TEST_CASE("attention parity: the 96/64 forward's kernel variants", "[attention][
   for (const AttnCase& s : cases) attention_fwd_variants_case(s, seed += 10);
 }
 
+// MLA's attention in place (mla_attention_forward / backward): against attention_forward / backward on the keys and
+// values materialised here by plain loops — the same bits on the device (the in-place loads of the sm_90a 96/64
+// kernels feed the same products; other shapes materialise them the same way) — and against the CPU reference.
+void mla_attention_case(int64_t B, int64_t T, int64_t H, int64_t dn, int64_t dr, int64_t Dv, DType dt, uint64_t seed) {
+  const int64_t Dqk = dn + dr, W = dn + Dv, N = B * T;
+  const std::vector<int64_t> qs{B, T, H, Dqk}, vs{B, T, H, Dv}, kvs{B, T, H, W}, ps{B, T, dr}, ls{B, H, T},
+      dps{B, T, H, dr};
+  const std::string tag = std::string("mla_attention ") + name(dt) + " " + dims({B, T, H, dn, dr, Dv});
+  const double scale = 1.0 / std::sqrt(double(Dqk));
+  const Values kvv = randu(kvs, seed), pev = randu(ps, seed + 1);
+  Values kf{qs, std::vector<double>(size_t(N * H * Dqk))}, vf{vs, std::vector<double>(size_t(N * H * Dv))};
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t h = 0; h < H; ++h) {
+      const double* src = kvv.v.data() + (n * H + h) * W;
+      double* k = kf.v.data() + (n * H + h) * Dqk;
+      for (int64_t c = 0; c < dn; ++c) k[c] = src[c];
+      for (int64_t c = 0; c < dr; ++c) k[dn + c] = pev.v[size_t(n * dr + c)];
+      for (int64_t c = 0; c < Dv; ++c) vf.v[size_t((n * H + h) * Dv + c)] = src[dn + c];
+    }
+  Twin q = twin(dt, randu(qs, seed + 2)), kv = twin(dt, kvv), pe = twin(dt, pev), k = twin(dt, kf), v = twin(dt, vf);
+  Twin out = twin_out(dt, vs), lse = twin_out(DType::f32, ls);
+  run_both_mt([&](const Context& c, Pick p) { mla_attention_forward(c, p(out), p(lse), p(q), p(kv), p(pe), scale); });
+  const bool bf = dt == DType::bf16;
+  expect_close(tag + " fwd out", out, bf ? kAttnBf16Fwd : kAttnF32Fwd, bf ? kWhyBf16Fwd : kWhyF32);
+  expect_close(tag + " fwd lse", lse, bf ? kAttnBf16Lse : kAttnF32Lse, kWhyLse);
+  DevTensor out2(dt, vs), lse2(DType::f32, ls);
+  attention_forward(cuda_ctx(), out2, lse2, q.dev, k.dev, v.dev, scale);
+  device_sync();
+  expect_same_bits(tag + " fwd out = attention_forward's", out.dev, out2);
+  expect_same_bits(tag + " fwd lse = attention_forward's", lse.dev, lse2);
+
+  Twin o_in = twin(dt, Values{vs, out.ref.values()}), l_in = twin(DType::f32, Values{ls, lse.ref.values()});
+  Twin dout = twin(dt, randu(vs, seed + 3));
+  Twin dq = twin_out(dt, qs), dkv = twin_out(dt, kvs), dpe = twin_out(dt, dps);
+  run_both_mt([&](const Context& c, Pick p) {
+    mla_attention_backward(c, p(dq), p(dkv), p(dpe), p(dout), p(o_in), p(l_in), p(q), p(kv), p(pe), scale);
+  });
+  const double tol = bf ? kAttnBf16Bwd : kAttnF32Bwd;
+  const char* why = bf ? kWhyBf16Bwd : kWhyF32;
+  expect_grad(tag + " bwd dq", dq, tol, why);
+  expect_grad(tag + " bwd d_kv", dkv, tol, why);
+  expect_grad(tag + " bwd d_k_pe", dpe, tol, why);
+  DevTensor dq2(dt, qs), dk2(dt, qs), dv2(dt, vs);
+  attention_backward(cuda_ctx(), dq2, dk2, dv2, dout.dev, o_in.dev, l_in.dev, q.dev, k.dev, v.dev, scale);
+  device_sync();
+  expect_same_bits(tag + " bwd dq = attention_backward's", dq.dev, dq2);
+  // d_kv and d_k_pe against attention_backward's d_k, d_v split by hand
+  const std::vector<double> dk = dk2.values(), dv = dv2.values(), gkv = dkv.dev.values(), gpe = dpe.dev.values();
+  int64_t differ = 0;
+  for (int64_t r = 0; r < N * H; ++r) {
+    for (int64_t c = 0; c < dn; ++c) differ += gkv[size_t(r * W + c)] != dk[size_t(r * Dqk + c)];
+    for (int64_t c = 0; c < Dv; ++c) differ += gkv[size_t(r * W + dn + c)] != dv[size_t(r * Dv + c)];
+    for (int64_t c = 0; c < dr; ++c) differ += gpe[size_t(r * dr + c)] != dk[size_t(r * Dqk + dn + c)];
+  }
+  std::printf("bits   %-48s %lld values differ\n", (tag + " bwd d_kv, d_k_pe = attention_backward's").c_str(),
+              (long long)differ);
+  CHECK(differ == 0);
+}
+
+// The bench model's MLA shape (dn 64, dr 32, Dv 64: the in-place kernels with sm_90a) at tile edges, and shapes
+// that materialise the keys (DeepSeek-V3's 128 / 64 / 128; f32).
+TEST_CASE("mla_attention parity: keys and values read in place", "[attention][mla]") {
+  uint64_t seed = 1900;
+  mla_attention_case(2, 129, 3, 64, 32, 64, DType::bf16, seed += 10);
+  mla_attention_case(1, 17, 2, 64, 32, 64, DType::bf16, seed += 10);
+  mla_attention_case(2, 256, 2, 64, 32, 64, DType::bf16, seed += 10);
+  mla_attention_case(1, 70, 2, 128, 64, 128, DType::bf16, seed += 10);
+  mla_attention_case(1, 33, 2, 64, 32, 64, DType::f32, seed += 10);
+}
+
 TEST_CASE("attention parity: unaligned views take the generic path", "[attention]") {
   // A q view that starts 2 bytes off a 16-byte boundary (a column slice would do that): the tensor-core path needs
   // 16-byte rows, the dispatcher falls back to the SIMT kernel.
