@@ -180,7 +180,8 @@ __global__ void __launch_bounds__(256, NV <= 2 ? 4 : NV <= 8 ? 3 : 1)  // regist
 // d_weight partial of the block's rows: group g takes rows (b R + i) * groups + g, i = 0 .. R-1 in order, summing
 // dy * x * rstd per column into its row of colsum [groups][D] (dynamic shared; each thread only touches its own
 // columns until the barrier), then the groups' sums are added in group order into part[b, :]. One pass over dy and
-// x serves both gradients.
+// x serves both gradients. A group's sums lie element-major ([VE][D / VE]: column c = v VE + e at e D / VE + v), so
+// the lanes' adds hit consecutive words (word-major, lane l's stride of VE floats put 8 lanes on each bank used).
 template <class T, int NV, bool DX, bool DW>
 __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
     rmsnorm_bwd_vec_kernel(T* __restrict__ d_in, float* __restrict__ part, const T* __restrict__ d_out,
@@ -204,7 +205,7 @@ __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
       const int64_t v = l + int64_t(j) * G;
       if (v < nvec)
 #pragma unroll
-        for (int e = 0; e < VE; ++e) acc[v * VE + e] = 0.0f;
+        for (int e = 0; e < VE; ++e) acc[e * nvec + v] = 0.0f;
     }
   }
   for (int i = 0; i < R; ++i) {
@@ -267,7 +268,7 @@ __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
       }
       if constexpr (DW) {
 #pragma unroll
-        for (int e = 0; e < VE; ++e) acc[v * VE + e] += dy[e] * x[e] * rs;
+        for (int e = 0; e < VE; ++e) acc[e * nvec + v] += dy[e] * x[e] * rs;
       }
     }
   }
@@ -275,7 +276,7 @@ __global__ void __launch_bounds__(256, NV >= 8 ? 1 : DX && DW ? 2 : 3)
     __syncthreads();
     for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
       float t = 0.0f;
-      for (int q = 0; q < groups; ++q) t += colsum[q * D + c];
+      for (int q = 0; q < groups; ++q) t += colsum[q * D + (c % VE) * nvec + c / VE];
       part[int64_t(blockIdx.x) * D + c] = t;
     }
   }
