@@ -3,6 +3,9 @@
 // in f32 with the bias corrections computed once on the host in double.
 // Also all_finite(): a NaN/inf scan (one flag word, one synchronisation) for skipping a step on overflow.
 #include <cmath>
+#include <map>
+#include <tuple>
+#include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_ops.h"
@@ -73,6 +76,59 @@ __global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g
   for (int64_t i = 4 * n4 + tid; i < n; i += stride) adamw_at(p, g, m, v, c, i, h);
 }
 
+// adamw_update_many: a table of tensors cut into chunks of kAdamChunk elements, a block a chunk (chunk0: a tensor's
+// first chunk number; the block finds its tensor by binary search), each element updated as adamw_vec4_kernel
+// updates it (the same arithmetic, so the same bits). Every pointer 16-byte aligned (the launcher's condition).
+constexpr int64_t kAdamChunk = 8192;  // elements a block: 32 KB of f32 parameters
+struct AdamTensor {
+  float* p;
+  const void* g;
+  void* m;
+  void* v;
+  void* c;  // the compute copy, or null
+  int64_t n, chunk0;
+  float wd;
+};
+
+template <class G, class M, class C>
+__global__ void adamw_many_kernel(const AdamTensor* __restrict__ table, int ntensors, Hyper h) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  const int64_t chunk = blockIdx.x;
+  int lo = 0, hi = ntensors - 1;  // the last tensor whose chunk0 <= chunk
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (table[mid].chunk0 <= chunk) lo = mid;
+    else hi = mid - 1;
+  }
+  const AdamTensor t = table[lo];
+  h.wd = t.wd;
+  const int64_t e0 = (chunk - t.chunk0) * kAdamChunk, n = min(kAdamChunk, t.n - e0);
+  float* p = t.p + e0;
+  const G* g = static_cast<const G*>(t.g) + e0;
+  M* m = static_cast<M*>(t.m) + e0;
+  M* v = static_cast<M*>(t.v) + e0;
+  C* c = t.c ? static_cast<C*>(t.c) + e0 : nullptr;
+  const int64_t n4 = n / 4;
+  for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) {
+    Pack<float, 4> pp = ld_pack<float, 4>(p + 4 * i);
+    Pack<M, 4> mm = ld_pack<M, 4>(m + 4 * i), vv = ld_pack<M, 4>(v + 4 * i);
+    const Pack<G, 4> gg = ld_pack<G, 4>(g + 4 * i);
+    Pack<C, 4> cc;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      float mj = ldf(mm.v[j]), vj = ldf(vv.v[j]);
+      cc.v[j] = cvtd<C>(double(adamw_one(pp.v[j], ldf(gg.v[j]), mj, vj, h)));
+      mm.v[j] = cvt<M>(mj);
+      vv.v[j] = cvt<M>(vj);
+    }
+    st_pack(m + 4 * i, mm);
+    st_pack(v + 4 * i, vv);
+    st_pack(p + 4 * i, pp);
+    if (c) st_pack(c + 4 * i, cc);
+  }
+  for (int64_t i = 4 * n4 + threadIdx.x; i < n; i += blockDim.x) adamw_at(p, g, m, v, c, i, h);
+}
+
 template <class T> __global__ void nonfinite_kernel(const T* __restrict__ p, int64_t n, int* __restrict__ flag) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   bool bad = false;
@@ -90,14 +146,70 @@ __global__ void nonfinite_kernel_f64(const double* __restrict__ p, int64_t n, in
 
 }  // namespace
 
+namespace {
+
+Hyper hyper(const AdamWOptions& opt) {
+  const double c1 = 1.0 - std::pow(opt.beta1, double(opt.step)), c2 = 1.0 - std::pow(opt.beta2, double(opt.step));
+  return Hyper{float(opt.lr),   float(opt.beta1), float(opt.beta2),        float(1.0 / c1),
+               float(1.0 / c2), float(opt.eps),   float(opt.weight_decay), float(opt.grad_scale)};
+}
+
+}  // namespace
+
+void adamw_update_many(const Context& ctx, const std::vector<AdamWSlot>& slots, const AdamWOptions& opt) {
+  cudaStream_t st = prepare(ctx);
+  // One launch per (grad, moment, compute) dtype combination over the 16-byte aligned f32 parameters; any other
+  // slot goes through adamw_update alone.
+  std::map<std::tuple<DType, DType, int>, std::vector<const AdamWSlot*>> groups;
+  for (const AdamWSlot& s : slots) {
+    if (s.param.numel() == 0) continue;
+    const bool fits = s.param.dtype == DType::f32 && is_aligned16(s.param.data) && is_aligned16(s.grad.data) &&
+                      is_aligned16(s.m.data) && is_aligned16(s.v.data) &&
+                      (s.compute.empty() || is_aligned16(s.compute.data));
+    if (fits) {
+      groups[{s.grad.dtype, s.m.dtype, s.compute.empty() ? -1 : int(s.compute.dtype)}].push_back(&s);
+    } else {
+      AdamWOptions o = opt;
+      o.weight_decay = s.weight_decay;
+      cuda::adamw_update(ctx, s.param, s.grad, s.m, s.v, o, s.compute);
+    }
+  }
+  const Hyper h = hyper(opt);
+  for (const auto& [key, group] : groups) {
+    std::vector<AdamTensor> table;
+    int64_t chunks = 0;
+    for (const AdamWSlot* s : group) {
+      table.push_back({static_cast<float*>(s->param.data), s->grad.data, s->m.data, s->v.data,
+                       s->compute.empty() ? nullptr : s->compute.data, s->param.numel(), chunks,
+                       float(s->weight_decay)});
+      chunks += (s->param.numel() + kAdamChunk - 1) / kAdamChunk;
+    }
+    TempBuffer buf(sizeof(AdamTensor) * table.size(), st);
+    // pageable source: the call returns once the table is staged, so the vector may go
+    DS_CUDA_CHECK(cudaMemcpyAsync(buf.get(), table.data(), sizeof(AdamTensor) * table.size(), cudaMemcpyHostToDevice,
+                                  st));
+    const DType cdt = std::get<2>(key) < 0 ? DType::f32 : DType(std::get<2>(key));
+    dispatch_fb(std::get<0>(key), "adamw_update_many", [&](auto gz) {
+      using G = decltype(gz);
+      dispatch_fb(std::get<1>(key), "adamw_update_many", [&](auto mz) {
+        using M = decltype(mz);
+        dispatch_fb(cdt, "adamw_update_many", [&](auto cz) {
+          using C = decltype(cz);
+          launch(adamw_many_kernel<G, M, C>, unsigned(chunks), 256, 0, st, buf.as<const AdamTensor>(),
+                 int(table.size()), h);
+        });
+      });
+    });
+    DS_CUDA_LAUNCH_CHECK("adamw_many_kernel");
+  }
+}
+
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
                   Tensor compute) {
   cudaStream_t st = prepare(ctx);
   const int64_t n = param.numel();
   if (n == 0) return;
-  const double c1 = 1.0 - std::pow(opt.beta1, double(opt.step)), c2 = 1.0 - std::pow(opt.beta2, double(opt.step));
-  const Hyper h{float(opt.lr),   float(opt.beta1), float(opt.beta2),        float(1.0 / c1),
-                float(1.0 / c2), float(opt.eps),   float(opt.weight_decay), float(opt.grad_scale)};
+  const Hyper h = hyper(opt);
   dispatch_fb(grad.dtype, "adamw_update", [&](auto zero) {
     using G = decltype(zero);
     dispatch_fb(m.dtype, "adamw_update", [&](auto mzero) {

@@ -1,6 +1,7 @@
 #include "train/optimizer.h"
 
 #include <cmath>
+#include <vector>
 
 #include "ckpt/safetensors.h"
 #include "model/weights.h"
@@ -43,18 +44,21 @@ void AdamW::apply(int64_t step, double lr, double grad_scale, double norm) {
   if (opt_.grad_clip > 0 && norm > opt_.grad_clip) scale *= opt_.grad_clip / norm;
   const Arena& p = model_.params();
   const Arena& g = model_.grad_arena();
+  AdamWOptions o;
+  o.lr = lr;
+  o.beta1 = opt_.beta1;
+  o.beta2 = opt_.beta2;
+  o.eps = opt_.eps;
+  o.step = step;
+  o.grad_scale = scale;
+  std::vector<AdamWSlot> slots;
   for (size_t i = 0; i < p.size(); ++i) {
     if (is_buffer_name(p.name(i))) continue;
-    AdamWOptions o;
-    o.lr = lr;
-    o.beta1 = opt_.beta1;
-    o.beta2 = opt_.beta2;
-    o.eps = opt_.eps;
-    o.weight_decay = is_decay_exempt(p[i]) ? 0.0 : opt_.weight_decay;
-    o.step = step;
-    o.grad_scale = scale;
-    adamw_update(ctx, p[i], g[i], m_[i], v_[i], o, model_.compute_param(i));  // refreshes the bf16 copy too
+    // compute_param: the bf16 copy, refreshed in the same pass
+    slots.push_back({p[i], g[i], m_[i], v_[i], model_.compute_param(i),
+                     is_decay_exempt(p[i]) ? 0.0 : opt_.weight_decay});
   }
+  adamw_update_many(ctx, slots, o);
 }
 
 void AdamW::save(const std::string& path) const {

@@ -957,6 +957,58 @@ TEST_CASE("parity: adamw_update with bf16 moments", "[adamw]") {
   }
 }
 
+TEST_CASE("parity: adamw_update_many gives each slot adamw_update's bits", "[adamw]") {
+  // An optimizer step's mix: sizes around the 8192-element chunks and the n % 4 tail, per-slot weight decay, with and
+  // without the bf16 compute copy, bf16 moments (another launch group), and a gradient 4 bytes off 16 (adamw_update
+  // alone). Each slot against adamw_update on copies of the same state.
+  struct S {
+    int64_t n;
+    double wd;
+    bool bf16_moments, compute;
+    size_t mis;
+  };
+  const std::vector<S> ss = {{7, 0.1, false, true, 0},     {8192, 0.0, false, true, 0}, {8193, 0.1, false, false, 0},
+                             {30000, 0.1, false, true, 0}, {1000, 0.1, true, true, 0},  {4, 0.0, false, true, 0},
+                             {513, 0.1, false, true, 4}};
+  AdamWOptions o;
+  o.lr = 3e-4;
+  o.step = 5;
+  o.grad_scale = 0.5;
+  std::vector<DevTensor> a, b;  // per slot: p, g, m, v, c (many), then the same for the single calls
+  std::vector<AdamWSlot> slots;
+  uint64_t seed = 700;
+  for (const S& x : ss) {
+    const DType md = x.bf16_moments ? kBF16 : kF32;
+    for (std::vector<DevTensor>* d : {&a, &b}) {
+      d->push_back(dev(kF32, randn({x.n}, seed)));
+      d->push_back(dev(kF32, randn({x.n}, seed + 1, 0.1), x.mis));
+      d->push_back(dev(md, randn({x.n}, seed + 2, 0.01)));
+      d->push_back(dev(md, randu({x.n}, seed + 3, 1e-6, 1e-4)));
+      d->push_back(dev_poisoned(kBF16, {x.n}));
+    }
+    seed += 10;
+  }
+  for (size_t i = 0; i < ss.size(); ++i) {
+    DevTensor* t = &a[5 * i];
+    slots.push_back({t[0], t[1], t[2], t[3], ss[i].compute ? t[4].t : Tensor{}, ss[i].wd});
+  }
+  adamw_update_many(cuda_ctx(), slots, o);
+  for (size_t i = 0; i < ss.size(); ++i) {
+    DevTensor* t = &b[5 * i];
+    AdamWOptions oi = o;
+    oi.weight_decay = ss[i].wd;
+    adamw_update(cuda_ctx(), t[0], t[1], t[2], t[3], oi, ss[i].compute ? t[4].t : Tensor{});
+  }
+  device_sync();
+  for (size_t i = 0; i < ss.size(); ++i) {
+    const std::string st = "adamw_update_many slot " + std::to_string(i) + " n " + std::to_string(ss[i].n);
+    expect_same_bits(st + " param", a[5 * i], b[5 * i]);
+    expect_same_bits(st + " m", a[5 * i + 2], b[5 * i + 2]);
+    expect_same_bits(st + " v", a[5 * i + 3], b[5 * i + 3]);
+    if (ss[i].compute) expect_same_bits(st + " compute", a[5 * i + 4], b[5 * i + 4]);
+  }
+}
+
 // ---- errors -----------------------------------------------------------------------------------------------
 
 TEST_CASE("CUDA dispatch: dtype rules are checked before any launch", "[checks]") {

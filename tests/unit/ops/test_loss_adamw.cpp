@@ -158,6 +158,36 @@ TEST_CASE("adamw: one step by hand", "[ops][adamw]") {
   CHECK(max_abs_diff(p.f64(), {-0.1, 0.1, -0.1}) < 1e-6);
 }
 
+TEST_CASE("adamw_update_many: each slot as adamw_update with its weight decay", "[ops][adamw]") {
+  const Context ctx = cpu_ctx();
+  AdamWOptions o;
+  o.lr = 0.05;
+  o.step = 2;
+  o.grad_scale = 0.5;
+  Owned p1 = from(DType::f32, {3}, {1, -2, 3}), g1 = from(DType::f32, {3}, {0.5, 0.25, -1});
+  Owned m1 = from(DType::f32, {3}, {0.1, 0, 0}), v1 = from(DType::f32, {3}, {0.01, 0, 0.2});
+  Owned p2 = from(DType::f64, {2}, {4, 5}), g2 = from(DType::f64, {2}, {-3, 2});
+  Owned m2 = zeros(DType::f64, {2}), v2 = zeros(DType::f64, {2});
+  Owned q1 = from(DType::f32, {3}, {1, -2, 3}), h1 = from(DType::f32, {3}, {0.5, 0.25, -1});
+  Owned n1 = from(DType::f32, {3}, {0.1, 0, 0}), w1 = from(DType::f32, {3}, {0.01, 0, 0.2});
+  Owned q2 = from(DType::f64, {2}, {4, 5}), h2 = from(DType::f64, {2}, {-3, 2});
+  Owned n2 = zeros(DType::f64, {2}), w2 = zeros(DType::f64, {2});
+  adamw_update_many(ctx, {{p1, g1, m1, v1, {}, 0.1}, {p2, g2, m2, v2, {}, 0.0}}, o);
+  AdamWOptions o1 = o, o2 = o;
+  o1.weight_decay = 0.1;
+  adamw_update(ctx, q1, h1, n1, w1, o1);
+  adamw_update(ctx, q2, h2, n2, w2, o2);
+  CHECK(max_abs_diff(p1.f64(), q1.f64()) == 0);
+  CHECK(max_abs_diff(m1.f64(), n1.f64()) == 0);
+  CHECK(max_abs_diff(v1.f64(), w1.f64()) == 0);
+  CHECK(max_abs_diff(p2.f64(), q2.f64()) == 0);
+  CHECK(max_abs_diff(v2.f64(), w2.f64()) == 0);
+  CHECK(p1.f64()[0] != 1.0);  // it moved
+  // a slot's sizes are checked like adamw_update's
+  Owned bad = zeros(DType::f32, {2});
+  CHECK_THROWS_WITH(adamw_update_many(ctx, {{p1, g1, m1, bad, {}, 0.0}}, o), Catch::Contains("differ in size"));
+}
+
 TEST_CASE("adamw: bf16 moments are the f32 update's moments rounded to bf16", "[ops][adamw]") {
   // Each step from the same state: bf16 m, v = round(the f32 path's new m, v); the parameter step uses the unrounded
   // moments, so it equals the f32 path's when both start from the same (bf16-representable) moments.
