@@ -733,8 +733,8 @@ void moe_permute_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor 
   moe::dispatch_f32_bf16(d_in, op, "d_in", [&](auto zero) {
     using T = decltype(zero);
     const bool vec = words_fit<T>(D, {d_in.data, d_out.data});
-    launch(vec ? permute_bwd_kernel<T, kVec<T>> : permute_bwd_kernel<T, 1>, gather_blocks(N), word_threads<T>(D, vec), 0,
-           moe::stream_of(ctx), static_cast<T*>(d_in.data), static_cast<const T*>(d_out.data),
+    launch(vec ? permute_bwd_kernel<T, kVec<T>> : permute_bwd_kernel<T, 1>, gather_blocks(N), word_threads<T>(D, vec),
+           0, moe::stream_of(ctx), static_cast<T*>(d_in.data), static_cast<const T*>(d_out.data),
            static_cast<const int32_t*>(row_of.data), N, int(K), D, moe::rows(d_out), int(acc == Accum::add));
   });
   moe::launched(op);
