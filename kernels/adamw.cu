@@ -48,6 +48,27 @@ __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, M* 
     adamw_at(p, g, m, v, c, i, h);
 }
 
+// Elements 4 i .. 4 i + 3 as one 16-byte word of p (8 or 16 bytes of g, m, v, c): adamw_at's arithmetic for each.
+template <class G, class M, class C>
+__device__ __forceinline__ void adamw_at4(float* __restrict__ p, const G* __restrict__ g, M* __restrict__ m,
+                                          M* __restrict__ v, C* __restrict__ c, int64_t i, const Hyper& h) {
+  Pack<float, 4> pp = ld_pack<float, 4>(p + 4 * i);
+  Pack<M, 4> mm = ld_pack<M, 4>(m + 4 * i), vv = ld_pack<M, 4>(v + 4 * i);
+  const Pack<G, 4> gg = ld_pack<G, 4>(g + 4 * i);
+  Pack<C, 4> cc;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float mj = ldf(mm.v[j]), vj = ldf(vv.v[j]);
+    cc.v[j] = cvtd<C>(double(adamw_one(pp.v[j], ldf(gg.v[j]), mj, vj, h)));
+    mm.v[j] = cvt<M>(mj);
+    vv.v[j] = cvt<M>(vj);
+  }
+  st_pack(m + 4 * i, mm);
+  st_pack(v + 4 * i, vv);
+  st_pack(p + 4 * i, pp);
+  if (c) st_pack(c + 4 * i, cc);
+}
+
 // The same update four elements a thread (16-byte words of p; 8 or 16 of g, m, v and c: all arrays 16-byte
 // aligned), the n % 4 tail element-wise. Bits equal to adamw_kernel's: the same arithmetic per element.
 template <class G, class M, class C>
@@ -57,21 +78,7 @@ __global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g
   const int64_t n4 = n / 4, stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   for (int64_t i = tid; i < n4; i += stride) {
-    Pack<float, 4> pp = ld_pack<float, 4>(p + 4 * i);
-    Pack<M, 4> mm = ld_pack<M, 4>(m + 4 * i), vv = ld_pack<M, 4>(v + 4 * i);
-    const Pack<G, 4> gg = ld_pack<G, 4>(g + 4 * i);
-    Pack<C, 4> cc;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      float mj = ldf(mm.v[j]), vj = ldf(vv.v[j]);
-      cc.v[j] = cvtd<C>(double(adamw_one(pp.v[j], ldf(gg.v[j]), mj, vj, h)));
-      mm.v[j] = cvt<M>(mj);
-      vv.v[j] = cvt<M>(vj);
-    }
-    st_pack(m + 4 * i, mm);
-    st_pack(v + 4 * i, vv);
-    st_pack(p + 4 * i, pp);
-    if (c) st_pack(c + 4 * i, cc);
+    adamw_at4(p, g, m, v, c, i, h);
   }
   for (int64_t i = 4 * n4 + tid; i < n; i += stride) adamw_at(p, g, m, v, c, i, h);
 }
@@ -110,21 +117,7 @@ __global__ void adamw_many_kernel(const AdamTensor* __restrict__ table, int nten
   C* c = t.c ? static_cast<C*>(t.c) + e0 : nullptr;
   const int64_t n4 = n / 4;
   for (int64_t i = threadIdx.x; i < n4; i += blockDim.x) {
-    Pack<float, 4> pp = ld_pack<float, 4>(p + 4 * i);
-    Pack<M, 4> mm = ld_pack<M, 4>(m + 4 * i), vv = ld_pack<M, 4>(v + 4 * i);
-    const Pack<G, 4> gg = ld_pack<G, 4>(g + 4 * i);
-    Pack<C, 4> cc;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      float mj = ldf(mm.v[j]), vj = ldf(vv.v[j]);
-      cc.v[j] = cvtd<C>(double(adamw_one(pp.v[j], ldf(gg.v[j]), mj, vj, h)));
-      mm.v[j] = cvt<M>(mj);
-      vv.v[j] = cvt<M>(vj);
-    }
-    st_pack(m + 4 * i, mm);
-    st_pack(v + 4 * i, vv);
-    st_pack(p + 4 * i, pp);
-    if (c) st_pack(c + 4 * i, cc);
+    adamw_at4(p, g, m, v, c, i, h);
   }
   for (int64_t i = 4 * n4 + threadIdx.x; i < n; i += blockDim.x) adamw_at(p, g, m, v, c, i, h);
 }
