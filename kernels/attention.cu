@@ -149,7 +149,7 @@ constexpr bool kWgmma = true;  // the warpgroup-MMA kernels run (sm_90a build)
 constexpr int kFwdVariants = 1;
 constexpr bool kWgmma = false;
 #endif
-int g_fwd_variant = env_variant("DS_ATTN_FWD_VARIANT", kFwdVariants, kFwdVariants > 3 ? 3 : 0);
+int g_fwd_variant = env_variant("DS_ATTN_FWD_VARIANT", kFwdVariants, kWgmma ? 3 : 0);
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
