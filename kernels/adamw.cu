@@ -2,7 +2,9 @@
 // (DeepSeek-V3's optimizer state: stored rounded, the step uses them unrounded), gradients f32 or bf16, the update
 // in f32 with the bias corrections computed once on the host in double.
 // Also all_finite(): a NaN/inf scan (one flag word, one synchronisation) for skipping a step on overflow.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <tuple>
 #include <vector>
@@ -83,10 +85,24 @@ __global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g
   for (int64_t i = 4 * n4 + tid; i < n; i += stride) adamw_at(p, g, m, v, c, i, h);
 }
 
-// adamw_update_many: a table of tensors cut into chunks of kAdamChunk elements, a block a chunk (chunk0: a tensor's
+// adamw_update_many: a table of tensors cut into chunks of adam_chunk() elements, a block a chunk (chunk0: a tensor's
 // first chunk number; the block finds its tensor by binary search), each element updated as adamw_vec4_kernel
 // updates it (the same arithmetic, so the same bits). Every pointer 16-byte aligned (the launcher's condition).
-constexpr int64_t kAdamChunk = 8192;  // elements a block: 32 KB of f32 parameters
+// The table travels in the kernel's parameters (kAdamTable tensors a launch, 3 KB of the 4 KB classic limit): no
+// host-to-device copy, which from pageable memory may wait for the stream (the optimizer's overlap, lib/train).
+// Elements a block. Short blocks matter when the update overlaps the training step (lib/train/optimizer.h): a
+// kernel of the step that needs a whole SM waits for the update's blocks resident there to finish, and with 8
+// blocks an SM sharing HBM with the step a block of 8192 lived ~60 us (the 17th session's trace). DS_ADAM_CHUNK
+// sets it (a power of two from 1024) for A/Bs.
+int64_t adam_chunk() {
+  static const int64_t c = [] {
+    const char* v = std::getenv("DS_ADAM_CHUNK");
+    const int64_t n = v ? std::atoll(v) : 2048;
+    return n >= 1024 && (n & (n - 1)) == 0 ? n : int64_t(2048);
+  }();
+  return c;
+}
+constexpr int kAdamTable = 48;
 struct AdamTensor {
   float* p;
   const void* g;
@@ -97,19 +113,24 @@ struct AdamTensor {
   float wd;
 };
 
+struct AdamTable {
+  AdamTensor t[kAdamTable];
+};
+static_assert(sizeof(AdamTable) + sizeof(Hyper) + sizeof(int) + sizeof(int64_t) <= 4096, "adamw_many_kernel's parameters");
+
 template <class G, class M, class C>
-__global__ void adamw_many_kernel(const AdamTensor* __restrict__ table, int ntensors, Hyper h) {
+__global__ void adamw_many_kernel(const __grid_constant__ AdamTable table, int ntensors, int64_t chunk_elems, Hyper h) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int64_t chunk = blockIdx.x;
   int lo = 0, hi = ntensors - 1;  // the last tensor whose chunk0 <= chunk
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (table[mid].chunk0 <= chunk) lo = mid;
+    if (table.t[mid].chunk0 <= chunk) lo = mid;
     else hi = mid - 1;
   }
-  const AdamTensor t = table[lo];
+  const AdamTensor t = table.t[lo];
   h.wd = t.wd;
-  const int64_t e0 = (chunk - t.chunk0) * kAdamChunk, n = min(kAdamChunk, t.n - e0);
+  const int64_t e0 = (chunk - t.chunk0) * chunk_elems, n = min(chunk_elems, t.n - e0);
   float* p = t.p + e0;
   const G* g = static_cast<const G*>(t.g) + e0;
   M* m = static_cast<M*>(t.m) + e0;
@@ -168,32 +189,32 @@ void adamw_update_many(const Context& ctx, const std::vector<AdamWSlot>& slots, 
     }
   }
   const Hyper h = hyper(opt);
+  const int64_t ce = adam_chunk();
   for (const auto& [key, group] : groups) {
-    std::vector<AdamTensor> table;
-    int64_t chunks = 0;
-    for (const AdamWSlot* s : group) {
-      table.push_back({static_cast<float*>(s->param.data), s->grad.data, s->m.data, s->v.data,
-                       s->compute.empty() ? nullptr : s->compute.data, s->param.numel(), chunks,
-                       float(s->weight_decay)});
-      chunks += (s->param.numel() + kAdamChunk - 1) / kAdamChunk;
-    }
-    TempBuffer buf(sizeof(AdamTensor) * table.size(), st);
-    // pageable source: the call returns once the table is staged, so the vector may go
-    DS_CUDA_CHECK(cudaMemcpyAsync(buf.get(), table.data(), sizeof(AdamTensor) * table.size(), cudaMemcpyHostToDevice,
-                                  st));
     const DType cdt = std::get<2>(key) < 0 ? DType::f32 : DType(std::get<2>(key));
-    dispatch_fb(std::get<0>(key), "adamw_update_many", [&](auto gz) {
-      using G = decltype(gz);
-      dispatch_fb(std::get<1>(key), "adamw_update_many", [&](auto mz) {
-        using M = decltype(mz);
-        dispatch_fb(cdt, "adamw_update_many", [&](auto cz) {
-          using C = decltype(cz);
-          launch(adamw_many_kernel<G, M, C>, unsigned(chunks), 256, 0, st, buf.as<const AdamTensor>(),
-                 int(table.size()), h);
+    for (size_t first = 0; first < group.size(); first += kAdamTable) {
+      AdamTable table{};
+      int64_t chunks = 0;
+      const int count = int(std::min(group.size() - first, size_t(kAdamTable)));
+      for (int j = 0; j < count; ++j) {
+        const AdamWSlot* s = group[first + size_t(j)];
+        table.t[j] = {static_cast<float*>(s->param.data), s->grad.data, s->m.data, s->v.data,
+                      s->compute.empty() ? nullptr : s->compute.data, s->param.numel(), chunks,
+                      float(s->weight_decay)};
+        chunks += (s->param.numel() + ce - 1) / ce;
+      }
+      dispatch_fb(std::get<0>(key), "adamw_update_many", [&](auto gz) {
+        using G = decltype(gz);
+        dispatch_fb(std::get<1>(key), "adamw_update_many", [&](auto mz) {
+          using M = decltype(mz);
+          dispatch_fb(cdt, "adamw_update_many", [&](auto cz) {
+            using C = decltype(cz);
+            launch(adamw_many_kernel<G, M, C>, unsigned(chunks), 256, 0, st, table, count, ce, h);
+          });
         });
       });
-    });
-    DS_CUDA_LAUNCH_CHECK("adamw_many_kernel");
+      DS_CUDA_LAUNCH_CHECK("adamw_many_kernel");
+    }
   }
 }
 

@@ -112,6 +112,18 @@ void* stream_create(int device) {
   return s;
 }
 
+void* stream_create_with(int device, bool blocking, bool high_priority) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  keep_async_pool(device);
+  int least = 0, greatest = 0;
+  check(cudaDeviceGetStreamPriorityRange(&least, &greatest), "cudaDeviceGetStreamPriorityRange");
+  cudaStream_t s = nullptr;
+  check(cudaStreamCreateWithPriority(&s, blocking ? cudaStreamDefault : cudaStreamNonBlocking,
+                                     high_priority ? greatest : least),
+        "cudaStreamCreateWithPriority");
+  return s;
+}
+
 void stream_destroy(int device, void* stream) {
   if (!stream) return;
   cudaSetDevice(device);

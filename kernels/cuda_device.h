@@ -19,6 +19,10 @@ void copy_bytes(void* dst, bool dst_on_device, const void* src, bool src_on_devi
 
 // Streams and CUDA graphs (the engine's captured decode step). Handles are opaque cudaStream_t / cudaGraphExec_t.
 void* stream_create(int device);  // a blocking stream: it still orders with the legacy stream's copies
+// A stream of the given kind: blocking or not (a non-blocking stream does not order with the legacy stream), and
+// of the device's highest priority or its lowest (the default's): pending blocks of a higher-priority stream are
+// scheduled first.
+void* stream_create_with(int device, bool blocking, bool high_priority);
 void stream_destroy(int device, void* stream);
 void stream_sync(void* stream);
 void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);

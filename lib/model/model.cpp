@@ -72,12 +72,36 @@ void Model::sync_compute_weights() {
 
 void Model::zero_grads() {
   if (!grads_) return;
-  grads_->zero_except(expert_grad_);
+  if (!grads_zeroed_on_stream_) {
+    fences_.wait_grads_free(nullptr);  // the memsets below run on the legacy stream
+    grads_->zero_except(expert_grad_);
+  }
+  grads_zeroed_on_stream_ = false;
   expert_grads_pending_ = true;
+}
+
+void Model::zero_grads_on(void* cuda_stream) {
+  if (!grads_) return;
+  grads_->zero_except(expert_grad_, cuda_stream);
+  grads_zeroed_on_stream_ = true;
+  expert_grads_pending_ = true;
+}
+
+int Model::param_stage(size_t i) const {
+  const std::string& n = params_.name(i);
+  const int64_t L = cfg_.num_hidden_layers;
+  const std::string layers = "model.layers.";
+  if (n.rfind(layers, 0) == 0) {
+    const int64_t l = std::stoll(n.substr(layers.size()));
+    return int(l < L ? 1 + l : L + 2 + (l - L));
+  }
+  if (n.rfind("model.norm.", 0) == 0 || n.rfind("lm_head.", 0) == 0) return int(L + 1);
+  return 0;
 }
 
 void Model::settle_expert_grads() {
   if (!expert_grads_pending_) return;
+  fences_.wait_grads_free(nullptr);
   for (size_t i = 0; i < grads_->size(); ++i)
     if (expert_grad_[i]) device_memset0(ctx_.device, (*grads_)[i].data, (*grads_)[i].nbytes());
   expert_grads_pending_ = false;
@@ -175,6 +199,7 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   LossInfo info;
 
   emb_ = acts_.alloc("embed", dtype_, {N, D});
+  fences_.wait_stage(ctx_.cuda_stream, 0);
   embedding_forward(ctx_, emb_, ids_, cw_.embed_tokens);
   layer_acts_.assign(size_t(cfg_.num_hidden_layers), BlockActs{});
   Tensor x = emb_;
@@ -182,12 +207,14 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     BlockActs& a = layer_acts_[l];
     MoeLoad* load = cw_.layers[l].moe ? &loads_[moe_i++] : nullptr;
+    fences_.wait_stage(ctx_.cuda_stream, int(1 + l));
     block_forward(e, acts_, "l" + std::to_string(l), a, load, x, cw_.layers[l]);
     info.balance_loss += cw_.layers[l].moe ? a.moe.balance_loss : 0.0;
     x = a.x_out;
   }
   final_n_ = acts_.alloc("final_norm", dtype_, {N, D});
   final_rstd_ = acts_.alloc("final_norm_rstd", sdt, {N});
+  fences_.wait_stage(ctx_.cuda_stream, int(cfg_.num_hidden_layers + 1));
   rmsnorm_forward(ctx_, final_n_, final_rstd_, x, cw_.norm, cfg_.rms_norm_eps);
   if (!fopt_.head_rows.empty()) {  // a prefill: the head at the rows that sample, no loss (and no host sync)
     DS_CHECK(mtp_acts_.empty(), "forward: head_rows needs the MTP modules off");
@@ -217,6 +244,7 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
     MtpActs& m = mtp_acts_[k - 1];
     const MtpWeights& mw = cw_.mtp[k - 1];
     const std::string p = "mtp" + std::to_string(k) + ".";
+    fences_.wait_stage(ctx_.cuda_stream, int(cfg_.num_hidden_layers + 1 + k));
     m.emb = acts_.alloc(p + "embed", dtype_, {N, D});
     embedding_forward(ctx_, m.emb, m.ids, cw_.embed_tokens);
     m.emb_n = acts_.alloc(p + "enorm", dtype_, {N, D});
@@ -280,6 +308,8 @@ void Model::backward_distill(Tensor teacher_logits, double kd_weight) {
 void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, double kd_weight) {
   DS_CHECK(have_forward_, "backward without forward");
   enable_grads();
+  fences_.wait_grads_free(ctx_.cuda_stream);  // the optimizer's overlapped update has read the gradients
+  fences_.wait_grads_free(nullptr);           // (and for the legacy-stream memsets below)
   grad_ws_.reset();
   LayerEnv e = env();
   const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;

@@ -13,6 +13,7 @@
 
 #include "model/config.h"
 #include "model/layers.h"
+#include "model/param_fences.h"
 #include "model/weights.h"
 #include "tensor/arena.h"
 #include "tensor/workspace.h"
@@ -83,6 +84,17 @@ class Model {
   // Gradients to zero. The routed experts' are left for the next backward to write over (or for grads() /
   // grad_arena() to zero, if they are read before one).
   void zero_grads();
+  // The same on a CUDA stream (the optimizer's, after its update has read them); the next zero_grads() then has
+  // nothing left to do.
+  void zero_grads_on(void* cuda_stream);
+
+  // The optimizer's overlap with the next step (param_fences.h). Parameter i's stage, in the order forward reads
+  // them: 0 the embedding (and anything not named below), 1 + l decoder layer l, L + 1 the final norm and lm_head,
+  // L + 2 + k MTP module k (0-based). Forward waits for each stage's event before the stage's first kernel,
+  // backward (and any memset of the gradients) for the gradients' release.
+  int param_stage(size_t i) const;
+  int num_param_stages() const { return int(cfg_.num_hidden_layers + 2 + cfg_.num_nextn_predict_layers); }
+  ParamFences& param_fences() { return fences_; }
 
   // HF-style init: N(0, initializer_range) for matrices and embeddings, 1 for norms, 0 for router biases.
   void init_random(uint64_t seed);
@@ -176,6 +188,8 @@ class Model {
   bool have_forward_ = false;
   std::vector<bool> expert_grad_;     // grad arena tensor i is a routed experts' block (set with the arena)
   bool expert_grads_pending_ = false;  // zero_grads left them: the next backward writes them over
+  bool grads_zeroed_on_stream_ = false;  // zero_grads_on ran since the last zero_grads()
+  ParamFences fences_;
   void settle_expert_grads();          // zeroes them if still pending
 };
 

@@ -73,7 +73,13 @@ void* process_stream(Device d, ProcessStream slot) {
   static std::map<std::pair<int, int>, void*> streams;
   std::lock_guard<std::mutex> lock(mu);
   void*& s = streams[{d.index, int(slot)}];
-  if (!s) s = stream_create(d);
+  if (s) return s;
+#if DS_HAVE_CUDA
+  const bool train = slot == kTrainStream;
+  s = train || slot == kOptimizerStream ? cuda::stream_create_with(d.index, train, train) : stream_create(d);
+#else
+  no_cuda();
+#endif
   return s;
 }
 #if DS_HAVE_CUDA
@@ -172,18 +178,22 @@ void Arena::zero() {
   if (allocated_) device_memset0(device_, base_, bytes_);
 }
 
-void Arena::zero_except(const std::vector<bool>& skip) {
+void Arena::zero_except(const std::vector<bool>& skip, void* cuda_stream) {
   DS_CHECK(skip.size() == specs_.size(), "Arena::zero_except: one flag a tensor");
   if (!allocated_) return;
   char* base = static_cast<char*>(base_);
+  auto zero = [&](size_t from, size_t to) {
+    if (cuda_stream) gpu::memset0_async(base + from, to - from, cuda_stream);
+    else device_memset0(device_, base + from, to - from);
+  };
   size_t start = 0;  // of the current run of tensors to zero (offsets grow with the index)
   bool in_run = false;
   for (size_t i = 0; i < specs_.size(); ++i) {
-    if (skip[i] && in_run) device_memset0(device_, base + start, specs_[i].offset - start);
+    if (skip[i] && in_run) zero(start, specs_[i].offset);
     if (!skip[i] && !in_run) start = specs_[i].offset;
     in_run = !skip[i];
   }
-  if (in_run) device_memset0(device_, base + start, bytes_ - start);
+  if (in_run) zero(start, bytes_);
 }
 
 // ---- host helpers ----

@@ -34,8 +34,9 @@ class Arena {
   int64_t numel() const;  // sum over tensors
   Device device() const { return device_; }
   void zero();  // memset the whole block to 0
-  // memset every tensor but those with skip[i] (skip has size() entries), a memset a run of neighbours
-  void zero_except(const std::vector<bool>& skip);
+  // memset every tensor but those with skip[i] (skip has size() entries), a memset a run of neighbours; with a
+  // CUDA stream, asynchronous memsets on it (ordered with that stream's work only)
+  void zero_except(const std::vector<bool>& skip, void* cuda_stream = nullptr);
 
  private:
   struct Spec {
@@ -68,8 +69,10 @@ void* stream_create(Device d);
 void stream_destroy(Device d, void* stream);
 // The process's stream number `slot` on device d, created on first use and never destroyed: cuBLASLt keeps a
 // workspace per (device, stream), so a stream per engine or decoder would leave one behind each time one is
-// destroyed. Slots: kDecodeStream (the engine's captured steps), kSideStream (the decoder's parallel branches).
-enum ProcessStream { kDecodeStream = 0, kSideStream = 1 };
+// destroyed. Slots: kDecodeStream (the engine's captured steps), kSideStream (the decoder's parallel branches),
+// kTrainStream (the trainer's step: blocking, of the highest priority), kOptimizerStream (the optimizer's overlapped
+// update, lib/train/optimizer.h: non-blocking, of the lowest priority, so it fills what the step leaves idle).
+enum ProcessStream { kDecodeStream = 0, kSideStream = 1, kTrainStream = 2, kOptimizerStream = 3 };
 void* process_stream(Device d, ProcessStream slot);
 void stream_sync(void* stream);
 void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);

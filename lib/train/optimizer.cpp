@@ -51,17 +51,49 @@ void AdamW::apply(int64_t step, double lr, double grad_scale, double norm) {
   o.eps = opt_.eps;
   o.step = step;
   o.grad_scale = scale;
-  std::vector<AdamWSlot> slots;
+  // one group, or one a stage in forward order (the overlap)
+  std::vector<std::vector<AdamWSlot>> stages(overlap_ ? size_t(model_.num_param_stages()) : 1);
   for (size_t i = 0; i < p.size(); ++i) {
     if (is_buffer_name(p.name(i))) continue;
     // compute_param: the bf16 copy, refreshed in the same pass
-    slots.push_back({p[i], g[i], m_[i], v_[i], model_.compute_param(i),
-                     is_decay_exempt(p[i]) ? 0.0 : opt_.weight_decay});
+    stages[overlap_ ? size_t(model_.param_stage(i)) : 0].push_back(
+        {p[i], g[i], m_[i], v_[i], model_.compute_param(i), is_decay_exempt(p[i]) ? 0.0 : opt_.weight_decay});
   }
-  adamw_update_many(ctx, slots, o);
+  if (!overlap_) {
+    adamw_update_many(ctx, stages[0], o);
+    return;
+  }
+  Context octx = ctx;
+  octx.cuda_stream = gpu::process_stream(ctx.device, gpu::kOptimizerStream);
+  ParamFences& f = model_.param_fences();
+  gpu::event_record(grads_ready_, ctx.cuda_stream);
+  gpu::stream_wait(octx.cuda_stream, grads_ready_);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    if (!stages[s].empty()) adamw_update_many(octx, stages[s], o);
+    gpu::event_record(f.stage(int(s)), octx.cuda_stream);
+  }
+  model_.zero_grads_on(octx.cuda_stream);
+  gpu::event_record(f.grads_free(), octx.cuda_stream);
+  f.arm();
+}
+
+void AdamW::set_overlap(bool on) {
+  on = on && model_.context().device.is_cuda();
+  if (on && !grads_ready_) grads_ready_ = gpu::event_create();
+  if (!on) finish();
+  overlap_ = on;
+}
+
+void AdamW::finish() const { model_.param_fences().sync(); }
+
+AdamW::~AdamW() {
+  if (!grads_ready_) return;
+  finish();
+  gpu::event_destroy(grads_ready_);
 }
 
 void AdamW::save(const std::string& path) const {
+  finish();
   NamedTensors t;
   for (size_t i = 0; i < m_.size(); ++i) {
     if (is_buffer_name(m_.name(i))) continue;
@@ -72,6 +104,7 @@ void AdamW::save(const std::string& path) const {
 }
 
 void AdamW::load(const std::string& path) {
+  finish();
   SafetensorsReader r = SafetensorsReader::open(path);
   for (size_t i = 0; i < m_.size(); ++i) {
     if (is_buffer_name(m_.name(i))) continue;

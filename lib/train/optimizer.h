@@ -24,6 +24,9 @@ struct OptimizerOptions {
 class AdamW {
  public:
   AdamW(Model& model, const OptimizerOptions& opt);
+  ~AdamW();
+  AdamW(const AdamW&) = delete;
+  AdamW& operator=(const AdamW&) = delete;
   // Global L2 norm of the gradients times grad_scale (the accumulation average).
   double grad_norm(double grad_scale) const;
   // One update with learning rate lr; returns the pre-clip gradient norm. `step` is 1-based.
@@ -31,13 +34,23 @@ class AdamW {
   // The update of step() given the gradient norm grad_norm(grad_scale) already computed (callers that check it
   // first, e.g. to skip a step whose norm is not finite). Refreshes the model's compute weights (mixed precision).
   void apply(int64_t step, double lr, double grad_scale, double norm);
+  // Overlap (CUDA): apply() then enqueues the update on the optimizer's stream (low priority, non-blocking) stage
+  // by stage in the order forward reads the parameters, zeroes the gradients there, and returns; the model's
+  // next forward waits for each stage only where it needs it (Model::param_fences). Same arithmetic, same bits.
+  // The caller runs the model on a blocking stream of its own (gpu::kTrainStream: of higher priority) and calls
+  // finish() before anything reads the parameters or this state on the host. Off by default; no effect on the CPU.
+  void set_overlap(bool on);
+  bool overlap() const { return overlap_; }
+  void finish() const;  // the host waits for an overlapped update (no-op otherwise)
   void save(const std::string& path) const;  // optimizer.safetensors
-  void load(const std::string& path);        // bad-input errors name the tensor
+  void load(const std::string& path);  // bad-input errors name the tensor
 
  private:
   Model& model_;
   OptimizerOptions opt_;
   Arena m_, v_;
+  bool overlap_ = false;
+  void* grads_ready_ = nullptr;  // event: the step's backward (and gradient norm) are done
 };
 
 }  // namespace ds

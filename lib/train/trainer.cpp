@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "ckpt/ckpt_dir.h"
@@ -138,6 +139,7 @@ double Trainer::evaluate() {
 
 void Trainer::save_checkpoint() {
   if (opt_.output_dir.empty()) return;
+  adamw_.finish();  // the parameters as the last update left them
   CheckpointDirWriter dir(opt_.output_dir);
   save_model_files(dir.tmp_dir(), model_, opt_.save);
   if (tok_.loaded()) write_tokenizer_files(dir.tmp_dir(), tok_);
@@ -158,7 +160,34 @@ void Trainer::save_checkpoint() {
   log_debug("saved checkpoint at step " + std::to_string(state_.step) + " to " + opt_.output_dir);
 }
 
+// On CUDA the step runs on the trainer's stream (blocking, high priority) and the optimizer's update overlaps the
+// next step's forward on a low-priority stream of its own (AdamW::set_overlap; lib/README.md). DS_OPTIM_OVERLAP=0 /
+// DS_TRAIN_STREAM=0 turn them off (the A/B switches of bench/README.md). Restored when the run ends or throws.
+class Trainer::StepStreams {
+ public:
+  StepStreams(Model& model, AdamW& adamw) : model_(model), adamw_(adamw), saved_(model.context().cuda_stream) {
+    if (!model_.context().device.is_cuda()) return;
+    const Device d = model_.context().device;
+    if (env_on("DS_TRAIN_STREAM")) model_.set_cuda_stream(gpu::process_stream(d, gpu::kTrainStream));
+    adamw_.set_overlap(env_on("DS_OPTIM_OVERLAP"));
+  }
+  ~StepStreams() {
+    adamw_.set_overlap(false);  // waits for the last update
+    model_.set_cuda_stream(saved_);
+  }
+
+ private:
+  static bool env_on(const char* name) {
+    const char* v = std::getenv(name);
+    return !v || std::string(v) != "0";
+  }
+  Model& model_;
+  AdamW& adamw_;
+  void* saved_;
+};
+
 double Trainer::run() {
+  StepStreams streams(model_, adamw_);
   const ModelConfig& cfg = model_.config();
   Progress progress("train", opt_.max_steps, 10.0);
   double eval_loss = std::nan("");

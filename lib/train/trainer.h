@@ -68,6 +68,7 @@ class Trainer {
   const TrainerState& state() const { return state_; }
 
  private:
+  class StepStreams;  // the CUDA streams of a run (trainer.cpp)
   void write_metrics(const std::string& json_line);
   void write_expert_stats();
   Model& model_;

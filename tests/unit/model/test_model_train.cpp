@@ -240,3 +240,37 @@ TEST_CASE("a step whose loss is not finite is skipped and logged; too many in a 
   CHECK_THROWS_WITH(t.run(), Catch::Contains("3 steps in a row"));
   std::system(("rm -rf " + dir).c_str());
 }
+
+TEST_CASE("param_stage numbers the parameters in the order forward reads them", "[model][train]") {
+  ModelConfig cfg = config_preset("tiny");  // 2 layers + 1 MTP module
+  REQUIRE(cfg.num_nextn_predict_layers == 1);
+  Context ctx;
+  Model m(cfg, ctx, DType::f32);
+  const int64_t L = cfg.num_hidden_layers;
+  CHECK(m.num_param_stages() == L + 3);
+  int seen_head = 0;
+  for (size_t i = 0; i < m.params().size(); ++i) {
+    const std::string& n = m.params().name(i);
+    const int s = m.param_stage(i);
+    INFO(n);
+    CHECK(s >= 0);
+    CHECK(s < m.num_param_stages());
+    if (n == "model.embed_tokens.weight") CHECK(s == 0);
+    if (n == "model.norm.weight" || n == "lm_head.weight") {
+      CHECK(s == L + 1);
+      ++seen_head;
+    }
+    for (int64_t l = 0; l < L + cfg.num_nextn_predict_layers; ++l)
+      if (n.rfind("model.layers." + std::to_string(l) + ".", 0) == 0) CHECK(s == (l < L ? 1 + l : L + 2 + (l - L)));
+  }
+  CHECK(seen_head == 2);
+}
+
+TEST_CASE("the optimizer's overlap is a CUDA matter: on the CPU the update stays in order", "[model][train]") {
+  Context ctx;
+  Model m(config_preset("tiny"), ctx, DType::f32);
+  AdamW a(m, OptimizerOptions{});
+  a.set_overlap(true);
+  CHECK_FALSE(a.overlap());
+  a.finish();  // nothing to wait for
+}
