@@ -75,6 +75,7 @@ void Model::zero_grads() {
   if (!grads_zeroed_on_stream_) {
     fences_.wait_grads_free(nullptr);  // the memsets below run on the legacy stream
     grads_->zero_except(expert_grad_);
+    fences_.set_marked(false);
   }
   grads_zeroed_on_stream_ = false;
   expert_grads_pending_ = true;
@@ -83,6 +84,7 @@ void Model::zero_grads() {
 void Model::zero_grads_on(void* cuda_stream) {
   if (!grads_) return;
   grads_->zero_except(expert_grad_, cuda_stream);
+  fences_.set_marked(false);
   grads_zeroed_on_stream_ = true;
   expert_grads_pending_ = true;
 }
@@ -102,6 +104,7 @@ int Model::param_stage(size_t i) const {
 void Model::settle_expert_grads() {
   if (!expert_grads_pending_) return;
   fences_.wait_grads_free(nullptr);
+  fences_.set_marked(false);
   for (size_t i = 0; i < grads_->size(); ++i)
     if (expert_grad_[i]) device_memset0(ctx_.device, (*grads_)[i].data, (*grads_)[i].nbytes());
   expert_grads_pending_ = false;
@@ -310,6 +313,7 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
   enable_grads();
   fences_.wait_grads_free(ctx_.cuda_stream);  // the optimizer's overlapped update has read the gradients
   fences_.wait_grads_free(nullptr);           // (and for the legacy-stream memsets below)
+  fences_.set_marked(true);  // each stage's gradients marked final below, as backward finishes them
   grad_ws_.reset();
   LayerEnv e = env();
   const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;
@@ -326,6 +330,11 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
     }
     expert_grads_pending_ = false;
   }
+  // Gradients final (param_fences.h), stage by stage as backward finishes them: first the MTP modules this forward
+  // did not run
+  const int64_t L = cfg_.num_hidden_layers;
+  for (int64_t k = depth; k < cfg_.num_nextn_predict_layers; ++k)
+    fences_.mark_grads_final(ctx_.cuda_stream, int(L + 2 + k));
   // d_logits_c is what the head's backward reads (the compute dtype: bf16 in mixed precision), and
   // cross_entropy_backward writes it directly (the f32 gradient rounded once, no f32 copy of [N, V]). Only logit
   // distillation, whose kl_div_backward adds into the logits' dtype, routes the main head through d_logits (f32).
@@ -360,6 +369,7 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
     Tensor prev = k == 1 ? final_n_ : mtp_acts_[k - 2].block.x_out;
     // d_h now becomes the gradient of the previous depth's output
     rmsnorm_backward(ctx_, k == 1 ? d_final_n : d_h, mg.hnorm, d_part, prev, mw.hnorm, m.prev_rstd);
+    fences_.mark_grads_final(ctx_.cuda_stream, int(L + 1 + k));
   }
 
   // main head
@@ -386,9 +396,13 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
   Tensor d_resid = grad_ws_.alloc("d_resid", dtype_, {N, D});
   Tensor x_last = cfg_.num_hidden_layers ? layer_acts_.back().x_out : emb_;
   rmsnorm_backward(ctx_, d_resid, gw_.norm, d_final_n, x_last, cw_.norm, final_rstd_);
-  for (int64_t l = cfg_.num_hidden_layers - 1; l >= 0; --l)
+  fences_.mark_grads_final(ctx_.cuda_stream, int(L + 1));
+  for (int64_t l = L - 1; l >= 0; --l) {
     block_backward(e, scratch_, d_resid, gw_.layers[l], layer_acts_[l], cw_.layers[l]);
+    fences_.mark_grads_final(ctx_.cuda_stream, int(1 + l));
+  }
   embedding_backward(ctx_, gw_.embed_tokens, d_resid, ids_);
+  fences_.mark_grads_final(ctx_.cuda_stream, 0);
 }
 
 MoeLoad* Model::moe_load(int64_t layer) {

@@ -88,10 +88,11 @@ class Model {
   // nothing left to do.
   void zero_grads_on(void* cuda_stream);
 
-  // The optimizer's overlap with the next step (param_fences.h). Parameter i's stage, in the order forward reads
-  // them: 0 the embedding (and anything not named below), 1 + l decoder layer l, L + 1 the final norm and lm_head,
-  // L + 2 + k MTP module k (0-based). Forward waits for each stage's event before the stage's first kernel,
-  // backward (and any memset of the gradients) for the gradients' release.
+  // The optimizer's overlap with the step (param_fences.h). Parameter i's stage, in the order forward reads them:
+  // 0 the embedding (and anything not named below), 1 + l decoder layer l, L + 1 the final norm and lm_head,
+  // L + 2 + k MTP module k (0-based). Forward waits for each stage's update before the stage's first kernel,
+  // backward (and any memset of the gradients) for the gradients' release; backward marks each stage's gradients
+  // final as it finishes them (the reverse order, the embedding's last).
   int param_stage(size_t i) const;
   int num_param_stages() const { return int(cfg_.num_hidden_layers + 2 + cfg_.num_nextn_predict_layers); }
   ParamFences& param_fences() { return fences_; }

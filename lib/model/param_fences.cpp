@@ -5,16 +5,20 @@
 namespace ds {
 
 ParamFences::~ParamFences() {
-  for (void* e : stage_)
-    if (e) gpu::event_destroy(e);
+  for (auto* v : {&stage_, &final_})
+    for (void* e : *v)
+      if (e) gpu::event_destroy(e);
   if (grads_free_) gpu::event_destroy(grads_free_);
 }
 
-void* ParamFences::stage(int s) {
-  if (size_t(s) >= stage_.size()) stage_.resize(size_t(s) + 1, nullptr);
-  if (!stage_[size_t(s)]) stage_[size_t(s)] = gpu::event_create();
-  return stage_[size_t(s)];
+void* ParamFences::event_at(std::vector<void*>& v, int s) {
+  if (size_t(s) >= v.size()) v.resize(size_t(s) + 1, nullptr);
+  if (!v[size_t(s)]) v[size_t(s)] = gpu::event_create();
+  return v[size_t(s)];
 }
+
+void* ParamFences::stage(int s) { return event_at(stage_, s); }
+void* ParamFences::grads_final(int s) { return event_at(final_, s); }
 
 void* ParamFences::grads_free() {
   if (!grads_free_) grads_free_ = gpu::event_create();
@@ -22,15 +26,19 @@ void* ParamFences::grads_free() {
 }
 
 void ParamFences::wait_stage(void* stream, int s) {
-  if (armed_ && size_t(s) < stage_.size() && stage_[size_t(s)]) gpu::stream_wait(stream, stage_[size_t(s)]);
+  if (on_) gpu::stream_wait(stream, stage(s));
 }
 
 void ParamFences::wait_grads_free(void* stream) {
-  if (armed_ && grads_free_) gpu::stream_wait(stream, grads_free_);
+  if (on_) gpu::stream_wait(stream, grads_free());
+}
+
+void ParamFences::mark_grads_final(void* stream, int s) {
+  if (on_) gpu::event_record(grads_final(s), stream);
 }
 
 void ParamFences::sync() {
-  if (armed_ && grads_free_) gpu::event_sync(grads_free_);  // recorded last, on the optimizer's one stream
+  if (grads_free_) gpu::event_sync(grads_free_);  // recorded last, on the optimizer's one stream
 }
 
 }  // namespace ds

@@ -24,11 +24,38 @@ AdamW::AdamW(Model& model, const OptimizerOptions& opt)
 double AdamW::grad_norm(double grad_scale) const {
   const Context& ctx = model_.context();
   const Arena& g = model_.grad_arena();
-  std::vector<Tensor> ts;
+  std::vector<size_t> idx;
   for (size_t i = 0; i < g.size(); ++i)
-    if (!is_buffer_name(g.name(i))) ts.push_back(g[i]);
+    if (!is_buffer_name(g.name(i))) idx.push_back(i);
+  std::vector<double> each(g.size(), 0.0);
+  ParamFences& f = model_.param_fences();
+  if (!overlap_) {
+    std::vector<Tensor> ts;
+    for (size_t i : idx) ts.push_back(g[i]);
+    const std::vector<double> v = sum_squares_each(ctx, ts);
+    for (size_t j = 0; j < idx.size(); ++j) each[idx[j]] = v[j];
+  } else {
+    // On the optimizer's stream, a stage once backward has marked its gradients final (the reverse stage order),
+    // while the rest of backward runs; the same sums as above, tensor by tensor.
+    Context octx = ctx;
+    octx.cuda_stream = gpu::process_stream(ctx.device, gpu::kOptimizerStream);
+    if (!f.marked()) {  // not marked stage by stage: wait for the whole step
+      gpu::event_record(grads_ready_, ctx.cuda_stream);
+      gpu::stream_wait(octx.cuda_stream, grads_ready_);
+    }
+    std::vector<std::vector<size_t>> by_stage(size_t(model_.num_param_stages()));
+    for (size_t i : idx) by_stage[size_t(model_.param_stage(i))].push_back(i);
+    for (size_t s = by_stage.size(); s-- > 0;) {
+      if (by_stage[s].empty()) continue;
+      if (f.marked()) gpu::stream_wait(octx.cuda_stream, f.grads_final(int(s)));
+      std::vector<Tensor> ts;
+      for (size_t i : by_stage[s]) ts.push_back(g[i]);
+      const std::vector<double> v = sum_squares_each(octx, ts);
+      for (size_t j = 0; j < ts.size(); ++j) each[by_stage[s][j]] = v[j];
+    }
+  }
   double ss = 0;
-  for (double s : sum_squares_each(ctx, ts)) ss += s;  // in tensor order, as before
+  for (size_t i : idx) ss += each[i];  // in tensor order, as before
   return std::sqrt(ss) * grad_scale;
 }
 
@@ -74,7 +101,6 @@ void AdamW::apply(int64_t step, double lr, double grad_scale, double norm) {
   }
   model_.zero_grads_on(octx.cuda_stream);
   gpu::event_record(f.grads_free(), octx.cuda_stream);
-  f.arm();
 }
 
 void AdamW::set_overlap(bool on) {
@@ -82,6 +108,7 @@ void AdamW::set_overlap(bool on) {
   if (on && !grads_ready_) grads_ready_ = gpu::event_create();
   if (!on) finish();
   overlap_ = on;
+  model_.param_fences().set_on(on);
 }
 
 void AdamW::finish() const { model_.param_fences().sync(); }
