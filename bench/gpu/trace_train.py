@@ -3,7 +3,10 @@
 
     trace_train.py TRACE.tsv [--top N]
 
-Steps are split after each optimizer pass (the last adamw kernel of a run of them). For the last full step it
+Steps are split after each optimizer pass (the last adamw kernel of a run of them); when the optimizer overlaps the
+next forward on a stream of its own (AdamW::set_overlap, the trainer's default on CUDA since the 17th session), at
+each forward's first kernel (embedding_fwd), and the last full step is the last such span with a backward in it
+(ce_bwd; the run's final evaluation is a forward alone). For the last full step it
 prints the wall span (first kernel start to last kernel end), the time some kernel, memset or copy was running
 (union of their intervals), the idle rest, the N longest idle gaps with the kernels on either side (a gap after a
 kernel that is followed by a host read, a loss sum or an expert count, shows as a long gap before the next launch),
@@ -27,11 +30,21 @@ def main():
     rows.sort()
     raw = [r[2] for r in rows]
     names = [n if n.startswith("mem") else d for n, d in zip(raw, demangle(raw))]  # memset:/memcpy: rows as they are
-    ad = [i for i, n in enumerate(names) if "adamw" in n]
-    ends = [i for j, i in enumerate(ad) if j + 1 == len(ad) or ad[j + 1] - i > 20]
-    if len(ends) < 2:
-        sys.exit("fewer than two optimizer passes in the trace (%d kernels)" % len(rows))
-    a, b = ends[-2] + 1, ends[-1] + 1
+    streams = {f[2] for f in (line.split("\t") for line in open(path)) if len(f) >= 10 and "adamw" in f[9]}
+    main_streams = {f[2] for f in (line.split("\t") for line in open(path)) if len(f) >= 10 and "ce_bwd" in f[9]}
+    if streams and not streams & main_streams:  # the overlap: split at each forward's start
+        starts = [i for i, n in enumerate(names) if "embedding_fwd" in n]
+        spans = [(x, y) for x, y in zip(starts, starts[1:]) if any("ce_bwd" in n for n in names[x:y])]
+        if not spans:
+            sys.exit("no full training step in the trace (%d kernels)" % len(rows))
+        a, b = spans[-1]
+        print("optimizer on its own stream: the step from one forward's start to the next")
+    else:
+        ad = [i for i, n in enumerate(names) if "adamw" in n]
+        ends = [i for j, i in enumerate(ad) if j + 1 == len(ad) or ad[j + 1] - i > 20]
+        if len(ends) < 2:
+            sys.exit("fewer than two optimizer passes in the trace (%d kernels)" % len(rows))
+        a, b = ends[-2] + 1, ends[-1] + 1
     step = rows[a:b]
     t0, t1 = step[0][0], max(r[1] for r in step)
     busy, cur_s, cur_e = 0, step[0][0], step[0][1]
