@@ -88,9 +88,8 @@ __global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g
 // adamw_update_many: a table of tensors cut into chunks of adam_chunk() elements, a block a chunk (chunk0: a tensor's
 // first chunk number; the block finds its tensor by binary search), each element updated as adamw_vec4_kernel
 // updates it (the same arithmetic, so the same bits). Every pointer 16-byte aligned (the launcher's condition).
-// The table travels in the kernel's parameters (kAdamTable tensors a launch, 3 KB of the 4 KB classic limit): no
-// host-to-device copy, which from pageable memory may wait for the stream (the optimizer's overlap, lib/train).
-// Elements a block. Short blocks matter when the update overlaps the training step (lib/train/optimizer.h): a
+//
+// Elements a block: short blocks matter when the update overlaps the training step (lib/train/optimizer.h): a
 // kernel of the step that needs a whole SM waits for the update's blocks resident there to finish, and with 8
 // blocks an SM sharing HBM with the step a block of 8192 lived ~60 us (the 17th session's trace). DS_ADAM_CHUNK
 // sets it (a power of two from 1024) for A/Bs.
@@ -102,6 +101,8 @@ int64_t adam_chunk() {
   }();
   return c;
 }
+// The table travels in the kernel's parameters, kAdamTable tensors a launch (3 KB of the 4 KB classic limit): no
+// staging copy on the stream, and no scratch to allocate for it.
 constexpr int kAdamTable = 48;
 struct AdamTensor {
   float* p;
@@ -116,7 +117,8 @@ struct AdamTensor {
 struct AdamTable {
   AdamTensor t[kAdamTable];
 };
-static_assert(sizeof(AdamTable) + sizeof(Hyper) + sizeof(int) + sizeof(int64_t) <= 4096, "adamw_many_kernel's parameters");
+static_assert(sizeof(AdamTable) + sizeof(Hyper) + sizeof(int) + sizeof(int64_t) <= 4096,
+              "adamw_many_kernel's parameters");
 
 template <class G, class M, class C>
 __global__ void adamw_many_kernel(const __grid_constant__ AdamTable table, int ntensors, int64_t chunk_elems, Hyper h) {

@@ -36,9 +36,10 @@ class AdamW {
   void apply(int64_t step, double lr, double grad_scale, double norm);
   // Overlap (CUDA): apply() then enqueues the update on the optimizer's stream (low priority, non-blocking) stage
   // by stage in the order forward reads the parameters, zeroes the gradients there, and returns; the model's
-  // next forward waits for each stage only where it needs it (Model::param_fences). Same arithmetic, same bits.
-  // The caller runs the model on a blocking stream of its own (gpu::kTrainStream: of higher priority) and calls
-  // finish() before anything reads the parameters or this state on the host. Off by default; no effect on the CPU.
+  // next forward waits for each stage only where it needs it (Model::param_fences), and grad_norm() sums each
+  // stage's squares there as soon as backward has marked them final. Same arithmetic, same bits. The caller calls
+  // finish() before anything reads the parameters or this state on the host, and may run the model on
+  // gpu::kTrainStream (blocking, of higher priority: the step's blocks go first). Off by default; CPU: no effect.
   void set_overlap(bool on);
   bool overlap() const { return overlap_; }
   void finish() const;  // the host waits for an overlapped update (no-op otherwise)
