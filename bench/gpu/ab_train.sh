@@ -6,7 +6,8 @@
 #
 # DATA_DIR as for trace_train.sh (bundle.tar.xz, tok/, corpus.jsonl). BIN is a program name in the bundle's bin/
 # (ds-pretrain) or a path to another build of it (run with the bundle's libraries); their file names must differ
-# (they name the runs). Runs alternate (A B A B ...) so that a drift of the clocks over the call falls on both.
+# (they name the runs). A switch A/B needs no second build: BIN may be a wrapper script in DATA_DIR, e.g.
+# `DS_OPTIM_OVERLAP=0 exec ds-pretrain "$@"` (the bundle's bin/ is on PATH; results-2026-11-30-s17/scripts.tar.xz). Runs alternate (A B A B ...) so that a drift of the clocks over the call falls on both.
 # Writes OUT_DIR/train_<name>_<rep>.jsonl (--metrics).
 set -u
 D=${1:?usage: ab_train.sh DATA_DIR OUT_DIR BIN...} O=${2:?usage: ab_train.sh DATA_DIR OUT_DIR BIN...}

@@ -10,7 +10,7 @@ each forward's first kernel (embedding_fwd), and the last full step is the last 
 prints the wall span (first kernel start to last kernel end), the time some kernel, memset or copy was running
 (union of their intervals), the idle rest, the N longest idle gaps with the kernels on either side (a gap after a
 kernel that is followed by a host read, a loss sum or an expert count, shows as a long gap before the next launch),
-and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a kernel's
+each stream's busy time when more than one ran (the overlap), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a kernel's
 blocks start before the previous kernel ends and wait: its span overlaps the one before, so the spans add up to more
 than the step. Each kernel is charged from the later of its start and the previous end to its end (in end order)."""
 import os, sys
@@ -26,8 +26,10 @@ def main():
     for line in open(path):
         f = line.rstrip("\n").split("\t")
         if len(f) >= 10:
-            rows.append((int(f[0]), int(f[1]), f[9]))
+            rows.append((int(f[0]), int(f[1]), f[9], f[2]))
     rows.sort()
+    stream_of = [r[3] for r in rows]
+    rows = [r[:3] for r in rows]
     raw = [r[2] for r in rows]
     names = [n if n.startswith("mem") else d for n, d in zip(raw, demangle(raw))]  # memset:/memcpy: rows as they are
     streams = {f[2] for f in (line.split("\t") for line in open(path)) if len(f) >= 10 and "adamw" in f[9]}
@@ -79,6 +81,21 @@ def main():
         n, t = excl.get(name, (0, 0))
         excl[name] = (n + 1, t + max(0, e - max(s, prev_end)))
         prev_end = max(prev_end, e)
+    by_stream = {}
+    for k in range(a, b):
+        by_stream.setdefault(stream_of[k], []).append(rows[k][:2])
+    if len(by_stream) > 1:  # the overlap: how busy each stream was, on its own
+        for st, iv in sorted(by_stream.items(), key=lambda x: -len(x[1])):
+            iv.sort()
+            t, cs, ce = 0, iv[0][0], iv[0][1]
+            for s, e in iv[1:]:
+                if s > ce:
+                    t += ce - cs
+                    cs, ce = s, e
+                else:
+                    ce = max(ce, e)
+            t += ce - cs
+            print("stream %s: %d kernels, busy %.2f ms" % (st, len(iv), t / 1e6))
     print("exclusive time by kernel (ms, launches, us a launch):")
     for name, (n, t) in sorted(excl.items(), key=lambda x: -x[1][1])[:top]:
         print("  %8.2f %5d %8.1f  %s" % (t / 1e6, n, t / 1e3 / n, name))
