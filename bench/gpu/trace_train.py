@@ -6,13 +6,14 @@
 Steps are split after each optimizer pass (the last adamw kernel of a run of them); when the optimizer overlaps the
 next forward on a stream of its own (AdamW::set_overlap, the trainer's default on CUDA since the 17th session), at
 each forward's first kernel (embedding_fwd), and the last full step is the last such span with a backward in it
-(ce_bwd; the run's final evaluation is a forward alone). For the last full step it
-prints the wall span (first kernel start to last kernel end), the time some kernel, memset or copy was running
-(union of their intervals), the idle rest, the N longest idle gaps with the kernels on either side (a gap after a
-kernel that is followed by a host read, a loss sum or an expert count, shows as a long gap before the next launch),
-each stream's busy time when more than one ran (the overlap), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a kernel's
-blocks start before the previous kernel ends and wait: its span overlaps the one before, so the spans add up to more
-than the step. Each kernel is charged from the later of its start and the previous end to its end (in end order)."""
+(ce_bwd; the run's final evaluation is a forward alone). For the last full step it prints the wall span (first kernel
+start to last kernel end), the time some kernel, memset or copy was running (union of their intervals), the idle rest,
+the N longest idle gaps with the kernels on either side (a gap after a kernel that is followed by a host read, a loss
+sum or an expert count, shows as a long gap before the next launch), each stream's busy time when more than one ran
+(the overlap), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a
+kernel's blocks start before the previous kernel ends and wait: its span overlaps the one before, so the spans add up
+to more than the step. Each kernel is charged from the later of its start and the previous end to its end (in end
+order)."""
 import os, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
