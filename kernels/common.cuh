@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "tensor/context.h"
 #include "tensor/tensor.h"
@@ -110,9 +111,7 @@ __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
 
 // Whether launch() asks for programmatic serialisation: the current device is sm_90+ and DS_PDL is not "0".
 bool pdl_enabled();
-// False when the environment variable `name` is "0": the A/B switches for benchmarks (bench/README.md), on by
-// default. Reads the environment on each call; callers on a hot path keep the answer in a static.
-bool env_switch(const char* name);
+// env_switch (core/env.h): the A/B switches for benchmarks.
 
 // kernel<<<grid, block, smem, st>>>(args...) with programmatic dependent launch when pdl_enabled(); the kernel must
 // begin with pdl_enter() (see above). Launch errors throw with the kernel's file:line from the caller's check.

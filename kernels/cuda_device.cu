@@ -3,13 +3,13 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
 #include <tuple>
 #include <utility>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "kernels/cuda_device.h"
 
@@ -239,11 +239,6 @@ void* stream_scratch(void* stream, ScratchUse use, size_t want, size_t& have) {
   }
   have = b.second;
   return b.first;
-}
-
-bool env_switch(const char* name) {
-  const char* e = std::getenv(name);
-  return !(e && std::string(e) == "0");
 }
 
 // Programmatic dependent launch (kernels/common.cuh): Hopper and later, unless DS_PDL=0 (an A/B switch for

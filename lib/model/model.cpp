@@ -10,6 +10,17 @@ namespace ds {
 
 namespace {
 constexpr int kIgnore = -100;
+
+// param_stage's rule, from the parameter's name (model.h)
+int stage_of(const std::string& name, int64_t L) {
+  const std::string layers = "model.layers.";
+  if (name.rfind(layers, 0) == 0) {
+    const int64_t l = std::stoll(name.substr(layers.size()));
+    return int(l < L ? 1 + l : L + 2 + (l - L));
+  }
+  if (name.rfind("model.norm.", 0) == 0 || name.rfind("lm_head.", 0) == 0) return int(L + 1);
+  return 0;
+}
 }
 
 Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
@@ -24,6 +35,7 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
   scratch_.set_zero_fill(false);
   grad_ws_.set_zero_fill(false);
   w_ = bind_weights(cfg_, params_, param_dtype());
+  for (size_t i = 0; i < params_.size(); ++i) param_stage_.push_back(stage_of(params_.name(i), cfg_.num_hidden_layers));
   if (dtype_ == DType::bf16) {
     compute_ = std::make_unique<Arena>(ctx.device);
     cw_ = bind_weights(cfg_, *compute_, dtype_);
@@ -87,18 +99,6 @@ void Model::zero_grads_on(void* cuda_stream) {
   fences_.set_marked(false);
   grads_zeroed_on_stream_ = true;
   expert_grads_pending_ = true;
-}
-
-int Model::param_stage(size_t i) const {
-  const std::string& n = params_.name(i);
-  const int64_t L = cfg_.num_hidden_layers;
-  const std::string layers = "model.layers.";
-  if (n.rfind(layers, 0) == 0) {
-    const int64_t l = std::stoll(n.substr(layers.size()));
-    return int(l < L ? 1 + l : L + 2 + (l - L));
-  }
-  if (n.rfind("model.norm.", 0) == 0 || n.rfind("lm_head.", 0) == 0) return int(L + 1);
-  return 0;
 }
 
 void Model::settle_expert_grads() {

@@ -93,7 +93,7 @@ class Model {
   // L + 2 + k MTP module k (0-based). Forward waits for each stage's update before the stage's first kernel,
   // backward (and any memset of the gradients) for the gradients' release; backward marks each stage's gradients
   // final as it finishes them (the reverse order, the embedding's last).
-  int param_stage(size_t i) const;
+  int param_stage(size_t i) const { return param_stage_[i]; }
   int num_param_stages() const { return int(cfg_.num_hidden_layers + 2 + cfg_.num_nextn_predict_layers); }
   ParamFences& param_fences() { return fences_; }
 
@@ -191,6 +191,7 @@ class Model {
   bool expert_grads_pending_ = false;  // zero_grads left them: the next backward writes them over
   bool grads_zeroed_on_stream_ = false;  // zero_grads_on ran since the last zero_grads()
   ParamFences fences_;
+  std::vector<int> param_stage_;  // param_stage(i), from the names once
   void settle_expert_grads();          // zeroes them if still pending
 };
 

@@ -28,7 +28,6 @@ double AdamW::grad_norm(double grad_scale) const {
   for (size_t i = 0; i < g.size(); ++i)
     if (!is_buffer_name(g.name(i))) idx.push_back(i);
   std::vector<double> each(g.size(), 0.0);
-  ParamFences& f = model_.param_fences();
   if (!overlap_) {
     std::vector<Tensor> ts;
     for (size_t i : idx) ts.push_back(g[i]);
@@ -39,6 +38,7 @@ double AdamW::grad_norm(double grad_scale) const {
     // while the rest of backward runs; the same sums as above, tensor by tensor.
     Context octx = ctx;
     octx.cuda_stream = gpu::process_stream(ctx.device, gpu::kOptimizerStream);
+    ParamFences& f = model_.param_fences();
     if (!f.marked()) {  // not marked stage by stage: wait for the whole step
       gpu::event_record(grads_ready_, ctx.cuda_stream);
       gpu::stream_wait(octx.cuda_stream, grads_ready_);

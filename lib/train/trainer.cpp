@@ -4,10 +4,10 @@
 #include <csignal>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 
 #include "ckpt/ckpt_dir.h"
+#include "core/env.h"
 #include "core/io.h"
 #include "core/json.h"
 #include "core/jsonl.h"
@@ -168,8 +168,8 @@ class Trainer::StepStreams {
   StepStreams(Model& model, AdamW& adamw) : model_(model), adamw_(adamw), saved_(model.context().cuda_stream) {
     if (!model_.context().device.is_cuda()) return;
     const Device d = model_.context().device;
-    if (env_on("DS_TRAIN_STREAM")) model_.set_cuda_stream(gpu::process_stream(d, gpu::kTrainStream));
-    adamw_.set_overlap(env_on("DS_OPTIM_OVERLAP"));
+    if (env_switch("DS_TRAIN_STREAM")) model_.set_cuda_stream(gpu::process_stream(d, gpu::kTrainStream));
+    adamw_.set_overlap(env_switch("DS_OPTIM_OVERLAP"));
   }
   ~StepStreams() {
     adamw_.set_overlap(false);  // waits for the last update
@@ -177,10 +177,6 @@ class Trainer::StepStreams {
   }
 
  private:
-  static bool env_on(const char* name) {
-    const char* v = std::getenv(name);
-    return !v || std::string(v) != "0";
-  }
   Model& model_;
   AdamW& adamw_;
   void* saved_;

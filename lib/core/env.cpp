@@ -1,0 +1,13 @@
+#include "core/env.h"
+
+#include <cstdlib>
+#include <string>
+
+namespace ds {
+
+bool env_switch(const char* name) {
+  const char* e = std::getenv(name);
+  return !(e && std::string(e) == "0");
+}
+
+}  // namespace ds
