@@ -2,7 +2,7 @@
 // unpermute, forward and backward — the CUDA twins of lib/ops/cpu/moe_dispatch.cpp.
 //
 // moe_route is a stable counting sort with no host synchronisation: the flat (n, k) entries are cut into chunks
-// of kChunk; (1) one warp per chunk counts its experts, (2) one block per expert scans those counts over the
+// of kRouteChunk; (1) one warp per chunk counts its experts, (2) one block per expert scans those counts over the
 // chunks, (3) one block scans the expert totals into offsets (and adds them to counts), (4) one warp per chunk
 // walks its entries in order and gives each its row: offsets[e] + rows of e in earlier chunks + rows of e
 // earlier in this chunk (warp match + popcount). The result is exactly the CPU's: rows ordered by expert, then
@@ -33,12 +33,18 @@ using moe::to_f;
 
 namespace {
 
-constexpr int kChunk = 1024;       // (n, k) entries per warp in moe_route
+// (n, k) entries per warp in moe_route's chunk passes. Each warp walks its chunk 32 entries at a time, a global
+// round trip per step, so the passes are latency-bound: at the bench's 65,536 entries, chunks of 1024 (64 warps
+// in all) took ~38 + ~27 us of a layer's forward on the H200 (trace, 17th session); 128 gives 512 warps, 4 steps
+// each, and the per-expert scan 512 counts (2 steps of its block).
+constexpr int kRouteChunk = 128;
+int g_route_chunk = kRouteChunk;  // bench hook (moe_route_bench_chunk)
 constexpr int kRouteWarps = 8;     // warps per block in moe_route's chunk passes
 constexpr int kScanThreads = 256;  // threads of the scan blocks
 
 // (1) chunk_cnt[c * E + e] = number of entries of chunk c routed to e (one warp per chunk, counters in shared).
-__global__ void route_count_kernel(int* chunk_cnt, const int32_t* idx, int64_t NK, int E, int64_t nchunks) {
+__global__ void route_count_kernel(int* chunk_cnt, const int32_t* idx, int64_t NK, int E, int64_t nchunks,
+                                   int chunk) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ int counters[];  // [kRouteWarps][E]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -47,7 +53,7 @@ __global__ void route_count_kernel(int* chunk_cnt, const int32_t* idx, int64_t N
   for (int e = lane; e < E; e += 32) cnt[e] = 0;
   __syncwarp();
   if (c < nchunks) {
-    const int64_t i0 = c * kChunk, i1 = min(NK, i0 + kChunk);
+    const int64_t i0 = c * chunk, i1 = min(NK, i0 + chunk);
     for (int64_t i = i0 + lane; i < i1; i += 32) {
       const int e = idx[i];
       if (e >= 0 && e < E) atomicAdd(cnt + e, 1);
@@ -99,7 +105,7 @@ __global__ void route_offsets_kernel(int64_t* offsets, int64_t* counts, const in
 
 // (4) rows: one warp per chunk, 32 entries at a time in order; running per-expert counts in shared memory.
 __global__ void route_rows_kernel(int32_t* row_of, const int32_t* idx, const int* chunk_base, const int64_t* offsets,
-                                  int64_t NK, int E, int64_t nchunks) {
+                                  int64_t NK, int E, int64_t nchunks, int chunk) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   extern __shared__ int counters[];  // [kRouteWarps][E]
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -108,7 +114,7 @@ __global__ void route_rows_kernel(int32_t* row_of, const int32_t* idx, const int
   for (int e = lane; e < E; e += 32) run[e] = 0;
   __syncwarp();
   if (c >= nchunks) return;
-  const int64_t i0 = c * kChunk, i1 = min(NK, i0 + kChunk);
+  const int64_t i0 = c * chunk, i1 = min(NK, i0 + chunk);
   const unsigned lower = (1u << lane) - 1u;
   for (int64_t b = i0; b < i1; b += 32) {
     const int64_t i = b + lane;
@@ -626,7 +632,8 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
     moe::launched(op);
     return;
   }
-  const int64_t nchunks = (NK + kChunk - 1) / kChunk;
+  const int chunk = g_route_chunk;
+  const int64_t nchunks = (NK + chunk - 1) / chunk;
   int* chunk_cnt = nullptr;
   int64_t* total = nullptr;
   const size_t cnt_bytes = (size_t(std::max<int64_t>(nchunks, 1) * E) * sizeof(int) + 15) / 16 * 16;
@@ -639,7 +646,7 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
   const unsigned chunk_blocks = unsigned((nchunks + kRouteWarps - 1) / kRouteWarps);
   const size_t smem = size_t(E) * kRouteWarps * sizeof(int);
   if (nchunks > 0) {
-    launch(route_count_kernel, chunk_blocks, kRouteWarps * 32, smem, st, chunk_cnt, idx, NK, E, nchunks);
+    launch(route_count_kernel, chunk_blocks, kRouteWarps * 32, smem, st, chunk_cnt, idx, NK, E, nchunks, chunk);
     moe::launched(op);
   }
   launch(route_scan_chunks_kernel, unsigned(E), kScanThreads, 0, st, chunk_cnt, total, E, nchunks);
@@ -649,9 +656,8 @@ void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts,
                                                    total, E);
   moe::launched(op);
   if (nchunks > 0) {
-    launch(route_rows_kernel, chunk_blocks, kRouteWarps * 32, smem, st, static_cast<int32_t*>(row_of.data), idx, chunk_cnt,
-                                                                    static_cast<const int64_t*>(offsets.data), NK, E,
-                                                                    nchunks);
+    launch(route_rows_kernel, chunk_blocks, kRouteWarps * 32, smem, st, static_cast<int32_t*>(row_of.data), idx,
+           chunk_cnt, static_cast<const int64_t*>(offsets.data), NK, E, nchunks, chunk);
     moe::launched(op);
   }
   moe::ok(cudaFreeAsync(scratch, st), op, "cudaFreeAsync");
@@ -808,6 +814,13 @@ void moe_unpermute_backward(const Context& ctx, Tensor d_expert_out, Tensor d_to
            static_cast<const int32_t*>(row_of.data), w, N, int(K), D, moe::rows(expert_out));
   });
   moe::launched(op);
+}
+
+// Benchmark hook (bench/gpu/bench_moe_route.cu): moe_route's entries a chunk (>= 32); returns the previous.
+int moe_route_bench_chunk(int chunk) {
+  const int prev = g_route_chunk;
+  g_route_chunk = std::max(chunk, 32);
+  return prev;
 }
 
 }  // namespace ds::cuda

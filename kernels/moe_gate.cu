@@ -35,6 +35,15 @@ __global__ void gate_forward_kernel(GateArgs a) {
   for (int64_t n = int64_t(blockIdx.x) * kWarps + warp; n < a.N; n += int64_t(gridDim.x) * kWarps) gate_row(a, n, base);
 }
 
+// The same rows by gate_row_regs (gate_regs_ok: at most 32 experts; no shared memory).
+__global__ void gate_forward_regs_kernel(GateArgs a) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  const int warp = threadIdx.x / 32;
+  for (int64_t n = int64_t(blockIdx.x) * kWarps + warp; n < a.N; n += int64_t(gridDim.x) * kWarps) gate_row_regs(a, n);
+}
+
+int g_gate_variant = 0;  // bench hook (moe_gate_bench_variant): 1 forces gate_row
+
 struct GateBwdArgs {
   FPtr d_logits, d_topk_w, extra, scores;
   const int32_t* topk_idx;
@@ -176,6 +185,11 @@ void moe_gate_forward(const Context& ctx, Tensor topk_idx, Tensor topk_w, Tensor
   if (N == 0) return;
   moe::set_device(ctx, op);
   const GateArgs a = gate_args(topk_idx, topk_w, scores, logits, bias, opt, op);
+  if (g_gate_variant == 0 && gate_regs_ok(a)) {
+    launch(gate_forward_regs_kernel, row_blocks(N), kWarps * 32, 0, moe::stream_of(ctx), a);
+    moe::launched(op);
+    return;
+  }
   const size_t smem = gate_smem_per_warp(E, a.G, K) * kWarps;
   if (smem > 48 * 1024)
     moe::ok(cudaFuncSetAttribute(gate_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), op,
@@ -281,6 +295,13 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
   launch(bias_update_kernel, 1, 256, 0, moe::stream_of(ctx), moe::fptr(bias, op, "bias"),
                                                          static_cast<const int64_t*>(load.data), E, gamma);
   moe::launched(op);
+}
+
+// Benchmark hook (bench/gpu/bench_moe_route.cu): 0 the default, 1 gate_row for every shape; returns the previous.
+int moe_gate_bench_variant(int variant) {
+  const int prev = g_gate_variant;
+  g_gate_variant = variant;
+  return prev;
 }
 
 }  // namespace ds::cuda

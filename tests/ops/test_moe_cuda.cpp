@@ -71,6 +71,15 @@ const GateCase kGateCases[] = {
     {"E64 softmax ties", 41, 64, 8, 3, 6, ScoreFunc::softmax, TopkMethod::group_limited_greedy, true, false, true, 1.0},
     {"E20 g5/2 k3 (E not a multiple of 32)", 33, 20, 5, 2, 3, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, true,
      false, 2.5},
+    // E <= 32 with groups of a power-of-two size take the register kernel (gate_row_regs); E20 above too (groups of 4)
+    {"E32 k4 softmax greedy", 45, 32, 1, 1, 4, ScoreFunc::softmax, TopkMethod::greedy, true, false, false, 1.0},
+    {"E16 g4/2 k2 softmax group_limited_greedy ties", 39, 16, 4, 2, 2, ScoreFunc::softmax,
+     TopkMethod::group_limited_greedy, false, false, true, 1.0},
+    {"E24 g3/1 k2 (groups of 8, one kept)", 29, 24, 3, 1, 2, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, true,
+     false, 2.5},
+    {"E18 g3/2 k3 (groups of 6: the row kernel)", 23, 18, 3, 2, 3, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true,
+     true, false, 1.0},
+    {"E32 g32/4 k4 (groups of one)", 31, 32, 32, 4, 4, ScoreFunc::sigmoid, TopkMethod::noaux_tc, true, true, true, 1.0},
 };
 
 GateOptions options(const GateCase& g) {
@@ -150,6 +159,23 @@ TEST_CASE("moe_gate_forward parity at DeepSeek-V3 batch size", "[moe][gate][big]
   });
   expect_equal_ints("moe_gate_forward topk_idx V3 N8192 bf16", topk_idx);
   expect_close("moe_gate_forward topk_w V3 N8192 bf16", topk_w, 1e-6, "weights in double from the same f32 scores");
+}
+
+// The bench model's gate (E = 32, 4 groups / top-2, top-4) at a training step's 16,384 rows: the register kernel.
+TEST_CASE("moe_gate_forward parity at the bench model's training rows", "[moe][gate][big]") {
+  const GateCase& g = kGateCases[2];
+  const int64_t N = 16384;
+  const GateOptions opt = options(g);
+  Twin logits = twin(DType::bf16, quantised(randn({N, g.E}, 79, 2.0), 0.25), DType::f32);
+  Twin bias = twin(DType::f32, quantised(randu({g.E}, 80, -0.1, 0.1), 0.05), DType::f32);
+  Twin scores = twin_out(DType::f32, {N, g.E}, DType::f32), topk_w = twin_out(DType::f32, {N, g.K}, DType::f32);
+  Twin topk_idx = twin_out(DType::i32, {N, g.K}, DType::i32);
+  run_both([&](const Context& c, Pick p) {
+    moe_gate_forward(c, p(topk_idx), p(topk_w), p(scores), p(logits), p(bias), opt);
+  });
+  expect_equal_ints("moe_gate_forward topk_idx E32 N16384 bf16 (ties)", topk_idx);
+  expect_close("moe_gate_forward scores E32 N16384 bf16", scores, 1e-6, "sigmoid in double, stored f32");
+  expect_close("moe_gate_forward topk_w E32 N16384 bf16", topk_w, 1e-6, "weights in double from the same f32 scores");
 }
 
 TEST_CASE("moe balance loss and bias update parity", "[moe][gate]") {
