@@ -125,10 +125,13 @@ __device__ __forceinline__ float strided_row_sum(float (&s)[VE], int G, float* x
 
 // rmsnorm_fwd_kernel's values with 16-byte words: blockDim / G rows per block, one row per group of G lanes, NV
 // words per lane. The weights load with the row when NV <= 4, after the sum otherwise (registers).
-template <class T, int NV>
+// ADD (add_rmsnorm_forward): the row is in + b (rows of D, not ldx), rounded to T word by word as add_kernel rounds
+// it and stored to sum, then normalised: the values of add then this kernel, with one read of the sum fewer. sum
+// may alias in or b (a lane reads its words before it writes them; the normalised row comes from registers).
+template <class T, int NV, bool ADD = false>
 __global__ void __launch_bounds__(256, NV <= 2 ? 4 : NV <= 8 ? 3 : 1)  // registers: 24+ warps of loads per SM
-    rmsnorm_fwd_vec_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* __restrict__ in,
-                           const T* __restrict__ w, int64_t rows, int64_t D, int64_t ldx, int G, float eps) {
+    rmsnorm_fwd_vec_kernel(T* __restrict__ out, float* __restrict__ rstd, const T* in, const T* __restrict__ w,
+                           int64_t rows, int64_t D, int64_t ldx, int G, float eps, const T* b, T* sum) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   constexpr int VE = kVec<T>;
   __shared__ float xbuf[256];
@@ -136,15 +139,30 @@ __global__ void __launch_bounds__(256, NV <= 2 ? 4 : NV <= 8 ? 3 : 1)  // regist
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x / G) + threadIdx.x / G, nvec = D / VE;
   const bool live = r < rows;
   const uint4* x4 = reinterpret_cast<const uint4*>(in) + (live ? r : 0) * (ldx / VE);
+  const uint4* b4 = reinterpret_cast<const uint4*>(b) + (live ? r : 0) * nvec;
   const uint4* w4 = reinterpret_cast<const uint4*>(w);
   const uint4 zero = make_uint4(0, 0, 0, 0);
-  uint4 xv[NV], wv[NV];
+  uint4 xv[NV], wv[NV], bv[ADD ? NV : 1];
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
     const int64_t v = l + int64_t(j) * G;
     const bool ok = live && v < nvec;
     xv[j] = ok ? x4[v] : zero;
+    if constexpr (ADD) bv[j] = ok ? b4[v] : zero;
     if constexpr (NV <= 4) wv[j] = ok ? w4[v] : zero;
+  }
+  if constexpr (ADD) {
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int64_t v = l + int64_t(j) * G;
+      float xf[VE], bf[VE];
+      unpack16(xv[j], xf);
+      unpack16(bv[j], bf);
+#pragma unroll
+      for (int e = 0; e < VE; ++e) xf[e] += bf[e];
+      xv[j] = pack16(xf);  // rounded as cvt<T>; zero words stay zero
+      if (live && v < nvec) reinterpret_cast<uint4*>(sum)[r * nvec + v] = xv[j];
+    }
   }
   float s[VE];
 #pragma unroll
@@ -384,7 +402,7 @@ __global__ void rope_kernel(T* y, const T* x, const int32_t* __restrict__ pos, c
 template <class T, int VPT>
 __global__ void __launch_bounds__(512)
     add_rmsnorm_kernel(T* sum, T* __restrict__ out, const T* a, const T* b, const T* __restrict__ w, int64_t rows,
-                       int64_t D, float eps) {
+                       int64_t D, float eps, float* __restrict__ rstd) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   float wv[VPT > 0 ? VPT : 1];  // the weights' loads go out with the first row's
   if constexpr (VPT > 0) load_cols(wv, w, D);
@@ -407,7 +425,9 @@ __global__ void __launch_bounds__(512)
         }
       }
       ss = block_sum(ss);
-      store_normed(y, wv, av, 1.0f / sqrtf(ss / float(D) + eps), D);
+      const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+      if (rstd && threadIdx.x == 0) rstd[r] = rs;
+      store_normed(y, wv, av, rs, D);
     } else {
       for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
         const T v = cvt<T>(ldf(a[r * D + c]) + ldf(b[r * D + c]));
@@ -416,6 +436,7 @@ __global__ void __launch_bounds__(512)
       }
       ss = block_sum(ss);
       const float rs = 1.0f / sqrtf(ss / float(D) + eps);
+      if (rstd && threadIdx.x == 0) rstd[r] = rs;
       for (int64_t c = threadIdx.x; c < D; c += blockDim.x) y[c] = cvt<T>(ldf(w[c]) * (ldf(x[c]) * rs));
     }
   }
@@ -583,7 +604,7 @@ void rmsnorm_fwd(const Context& ctx, Tensor out, Tensor rstd, Tensor in, int64_t
                   : vr.NV == 4 ? rmsnorm_fwd_vec_kernel<T, 4> : vr.NV == 8 ? rmsnorm_fwd_vec_kernel<T, 8>
                                                               : rmsnorm_fwd_vec_kernel<T, 16>;
       launch(kernel, vr.blocks(rows), kVecBlock, 0, st, dptr<T>(out), rs, x, dptr<const T>(weight), rows, D, ldx,
-             vr.G, float(eps));
+             vr.G, float(eps), static_cast<const T*>(nullptr), static_cast<T*>(nullptr));
       return;
     }
     const int threads = row_threads(D), vpt = row_vpt(D, threads);
@@ -703,16 +724,29 @@ void rope_backward(const Context& ctx, Tensor d_in, Tensor d_out, Tensor pos, Te
   });
 }
 
-void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps) {
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps,
+                         Tensor rstd) {
   cudaStream_t st = prepare(ctx);
   const int64_t rows = sum.rows(), D = sum.cols();
   if (rows == 0 || D == 0) return;
   dispatch_fb(out.dtype, "add_rmsnorm_forward", [&](auto zero) {
     using T = decltype(zero);
+    float* rs = rstd.empty() ? nullptr : dptr<float>(rstd);
+    // The training step's x_mid = x + attention, ffn_norm(x_mid) (rstd kept): the vectorised kernel. Decode keeps
+    // the row kernel, whose latency at a few rows its graphs were tuned with.
+    const VecRows vr = rs ? vec_rows<T>(D, {out.data, sum.data, a.data, b.data, weight.data}, 16) : VecRows{};
+    if (vr.NV) {
+      auto kernel = vr.NV == 1 ? rmsnorm_fwd_vec_kernel<T, 1, true> : vr.NV == 2 ? rmsnorm_fwd_vec_kernel<T, 2, true>
+                  : vr.NV == 4 ? rmsnorm_fwd_vec_kernel<T, 4, true> : vr.NV == 8 ? rmsnorm_fwd_vec_kernel<T, 8, true>
+                                                                    : rmsnorm_fwd_vec_kernel<T, 16, true>;
+      launch(kernel, vr.blocks(rows), kVecBlock, 0, st, dptr<T>(out), rs, dptr<const T>(a), dptr<const T>(weight),
+             rows, D, D, vr.G, float(eps), dptr<const T>(b), dptr<T>(sum));
+      return;
+    }
     const int threads = row_threads(D), vpt = row_vpt(D, threads);
     auto kernel = vpt == 4 ? add_rmsnorm_kernel<T, 4> : vpt == 8 ? add_rmsnorm_kernel<T, 8> : add_rmsnorm_kernel<T, 0>;
     launch(kernel, row_grid(rows), threads, 0, st, dptr<T>(sum), dptr<T>(out), dptr<const T>(a), dptr<const T>(b),
-           dptr<const T>(weight), rows, D, float(eps));
+           dptr<const T>(weight), rows, D, float(eps), rs);
   });
   DS_CUDA_LAUNCH_CHECK("add_rmsnorm_kernel");
 }

@@ -16,11 +16,10 @@ void block_forward(const LayerEnv& env, Workspace& ws, const std::string& name, 
   rmsnorm_forward(ctx, a.attn_n, a.attn_rstd, x_in, w.input_layernorm, c.rms_norm_eps);
   mla_forward(env, ws, name, a.mla, a.attn_n, w.attn);
   a.x_mid = ws.alloc(name + ".x_mid", dt, {N, D});
-  add(ctx, a.x_mid, x_in, a.mla.out);
-
   a.ffn_n = ws.alloc(name + ".ffn_norm", dt, {N, D});
   a.ffn_rstd = ws.alloc(name + ".ffn_norm_rstd", env.sdtype, {N});
-  rmsnorm_forward(ctx, a.ffn_n, a.ffn_rstd, a.x_mid, w.post_attention_layernorm, c.rms_norm_eps);
+  // x_mid = x_in + attention and its norm in one pass (the values of add, then rmsnorm_forward)
+  add_rmsnorm_forward(ctx, a.x_mid, a.ffn_n, x_in, a.mla.out, w.post_attention_layernorm, c.rms_norm_eps, a.ffn_rstd);
   a.x_out = ws.alloc(name + ".x_out", dt, {N, D});
   if (w.moe) {
     moe_forward(env, ws, name, a.moe, load, a.ffn_n, w.moe_w, a.x_mid, a.x_out);  // x_out = x_mid + MoE(ffn_n)

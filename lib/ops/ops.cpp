@@ -304,16 +304,17 @@ void rmsnorm_cols_backward(const Context& ctx, Tensor d_in, int64_t d_in_col, Te
   DS_DISPATCH(c, rmsnorm_cols_backward(ctx, d_in, d_in_col, d_weight, d_out, in, in_col, weight, rstd, acc_in));
 }
 
-void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps) {
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps,
+                         Tensor rstd) {
   Check c(ctx, "add_rmsnorm_forward");
-  c.f("sum", sum).f("out", out).f("a", a).f("b", b).f("weight", weight);
+  c.f("sum", sum).f("out", out).f("a", a).f("b", b).f("weight", weight).stat_opt("rstd", rstd);
   OP_CHECK(c, a.numel() == sum.numel() && b.numel() == sum.numel() && out.numel() == sum.numel() &&
                   out.cols() == sum.cols(),
            "sum " + sum.shape_str() + ", out " + out.shape_str() + ", a " + a.shape_str() + ", b " + b.shape_str() +
                " differ in size");
-  check_rmsnorm(c, sum, "sum", weight, Tensor{});
+  check_rmsnorm(c, sum, "sum", weight, rstd);
   OP_CHECK(c, eps >= 0, "eps must be >= 0, got " + std::to_string(eps));
-  DS_DISPATCH(c, add_rmsnorm_forward(ctx, sum, out, a, b, weight, eps));
+  DS_DISPATCH(c, add_rmsnorm_forward(ctx, sum, out, a, b, weight, eps, rstd));
 }
 
 // ---- RoPE ----------------------------------------------------------------------------------------------

@@ -98,9 +98,11 @@ void rmsnorm_cols_forward(const Context& ctx, Tensor out, Tensor rstd, Tensor in
 // rmsnorm_backward, copy_cols.
 void rmsnorm_cols_backward(const Context& ctx, Tensor d_in, int64_t d_in_col, Tensor d_weight, Tensor d_out, Tensor in,
                            int64_t in_col, Tensor weight, Tensor rstd, Accum acc_in = Accum::overwrite);
-// Decode fusion (inference): sum = a + b (rounded to the dtype), out = rmsnorm(sum) without rstd; the same values
-// as add then rmsnorm_forward, in one pass. sum may alias a or b.
-void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps);
+// sum = a + b (rounded to the dtype), out = rmsnorm(sum), rstd as rmsnorm_forward's (optional: decode skips it);
+// the same values as add then rmsnorm_forward, in one pass. sum may alias a or b. The decoder's fusion, and the
+// training block's x_mid = x + attention with its FFN norm.
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps,
+                         Tensor rstd = {});
 
 // ---- rotary embedding (RoPE / YaRN) --------------------------------------------------------------------
 // in/out [N, H, R] (H may be 1). Interleaved pairs (x[2i], x[2i+1]) as DeepSeek's checkpoints store them:

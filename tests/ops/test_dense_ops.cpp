@@ -513,6 +513,36 @@ TEST_CASE("rmsnorm: vectorized kernels give the strided kernels' bits", "[norm]"
   }
 }
 
+// The training block's x_mid = x + attention with its FFN norm (add_rmsnorm_forward with rstd, the vectorised
+// kernel's add mode) against add then rmsnorm_forward on the GPU: the same bits, aligned or not.
+TEST_CASE("add_rmsnorm_forward with rstd gives add then rmsnorm_forward's bits", "[norm]") {
+  struct Shape {
+    int64_t rows, D;
+  };
+  for (const Shape& s : {Shape{16384, 1024}, Shape{7, 1024}, Shape{37, 384}, Shape{5, 2048}, Shape{3, 64},
+                         Shape{4, 96}, Shape{2, 7168}, Shape{6, 33}}) {
+    const std::string st = shape_tag({s.rows, s.D});
+    for (DType dt : {kF32, kBF16}) {
+      for (size_t mis : {size_t(0), dt == kBF16 ? size_t(2) : size_t(4)}) {  // aligned, or the row kernel
+        const Values x = randn({s.rows, s.D}, 211, 2.0), y = randn({s.rows, s.D}, 212);
+        DevTensor a = dev(dt, x, mis), b = dev(dt, y), w = dev(dt, randu({s.D}, 213, 0.5, 1.5));
+        DevTensor sum = dev_poisoned(dt, {s.rows, s.D}), out = dev_poisoned(dt, {s.rows, s.D});
+        DevTensor rs = dev_poisoned(kF32, {s.rows});
+        DevTensor sum_r = dev_poisoned(dt, {s.rows, s.D}), out_r = dev_poisoned(dt, {s.rows, s.D});
+        DevTensor rs_r = dev_poisoned(kF32, {s.rows});
+        add_rmsnorm_forward(cuda_ctx(), sum, out, a, b, w, 1e-6, rs);
+        add(cuda_ctx(), sum_r, a, b);
+        rmsnorm_forward(cuda_ctx(), out_r, rs_r, sum_r, w, 1e-6);
+        device_sync();
+        const std::string t = st + (mis ? " misaligned" : "");
+        expect_same_bits(tag("add_rmsnorm_forward sum vs add", dt, t), sum, sum_r);
+        expect_same_bits(tag("add_rmsnorm_forward out vs rmsnorm_forward", dt, t), out, out_r);
+        expect_same_bits(tag("add_rmsnorm_forward rstd vs rmsnorm_forward", dt, t), rs, rs_r);
+      }
+    }
+  }
+}
+
 TEST_CASE("parity: rope forward and backward", "[rope]") {
   struct Shape {
     int64_t N, H, R;

@@ -129,7 +129,8 @@ void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tenso
                   Tensor compute);
 
 // fused.cpp: the decode fusions, composed of the reference ops above (so their values are those ops' values)
-void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps);
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps,
+                         Tensor rstd);
 void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,
                         Tensor kv_norm, double eps, Tensor pos, Tensor inv_freq, double attn_factor);
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);

@@ -21,9 +21,10 @@ struct Scratch {
 
 }  // namespace
 
-void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps) {
+void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps,
+                         Tensor rstd) {
   cpu::add(ctx, sum, a, b);
-  cpu::rmsnorm_forward(ctx, out, Tensor{}, sum, weight, eps);
+  cpu::rmsnorm_forward(ctx, out, rstd, sum, weight, eps);
 }
 
 void mla_latent_forward(const Context& ctx, Tensor q_latent, Tensor kv_pool, Tensor slot_rows, Tensor a, Tensor q_norm,

@@ -35,6 +35,19 @@ TEST_CASE("add_rmsnorm_forward = add then rmsnorm_forward", "[ops][fused]") {
     add_rmsnorm_forward(ctx, a, out, a, b, w, 1e-6);  // sum aliasing a
     CHECK(bitwise_equal(a, ref_sum));
     CHECK(bitwise_equal(out, ref));
+    // with rstd (the training block): rmsnorm_forward's
+    Owned rs = zeros(dt, {5}), ref_rs = zeros(dt, {5});
+    add_rmsnorm_forward(ctx, sum, out, ref_sum, b, w, 1e-6, rs);
+    add(ctx, a, ref_sum, b);
+    rmsnorm_forward(ctx, ref, ref_rs, a, w, 1e-6);
+    CHECK(bitwise_equal(sum, a));
+    CHECK(bitwise_equal(out, ref));
+    CHECK(bitwise_equal(rs, ref_rs));
+  }
+  {
+    Owned a = rand(DType::f32, {5, 24}, 1), out = zeros(DType::f32, {5, 24}), w = rand(DType::f32, {24}, 3);
+    Owned rs = zeros(DType::f32, {4});
+    CHECK_THROWS_AS(add_rmsnorm_forward(ctx, out, out, a, a, w, 1e-6, rs), Error);  // rstd not one a row
   }
   Owned a = rand(DType::f64, {2, 4}, 1), w = rand(DType::f64, {3}, 3);
   CHECK_THROWS_AS(add_rmsnorm_forward(ctx, a, a, a, a, w, 1e-6), Error);  // weight is not [D]
