@@ -157,6 +157,7 @@ class Model {
     int64_t n_targets = 0;
   };
   void upload_batch(const Batch& batch);
+  void upload(const Tensor& t, const std::vector<int32_t>& v);
   void backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher = {}, double kd_weight = 0);
   LayerEnv env() const;
 
@@ -172,6 +173,7 @@ class Model {
   Arena buffers_;  // rope table, expert load counters
   Tensor inv_freq_;
   std::vector<MoeLoad> loads_;
+  mutable PinnedBuffer load_host_;  // expert_load()'s landing place on CUDA
   std::vector<balance::LayerPlacement> placements_;  // owned copies the MoeLoads point at
   std::vector<int64_t> moe_layer_ids_;
   double rope_attn_factor_ = 1.0, softmax_scale_ = 1.0;

@@ -4,6 +4,7 @@
 // zero-filled. Experts live as contiguous [n_experts, ...] tensors, so sharding is offset arithmetic.
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "tensor/tensor.h"
@@ -92,6 +93,28 @@ void event_record(void* event, void* stream);
 void event_sync(void* event);  // the host waits until the work before the event's record has run
 void stream_wait(void* stream, void* event);  // later work on stream waits for the event's work
 }  // namespace gpu
+
+// Page-locked host bytes (gpu::host_alloc_pinned), freed with the object; empty until sized.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(size_t bytes) : p_(bytes ? gpu::host_alloc_pinned(bytes) : nullptr), size_(bytes) {}
+  ~PinnedBuffer() {
+    if (p_) gpu::host_free_pinned(p_);
+  }
+  PinnedBuffer(PinnedBuffer&& o) noexcept : p_(o.p_), size_(o.size_) { o.p_ = nullptr, o.size_ = 0; }
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  unsigned char* bytes() const { return static_cast<unsigned char*>(p_); }
+  size_t size() const { return size_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t size_ = 0;
+};
 
 // Host-side helpers to move small tensors in and out (e.g. offsets, losses, config tables).
 std::vector<double> to_host_f64(const Tensor& t);   // any float dtype
