@@ -52,6 +52,34 @@ template <class T, int VEC> __device__ __forceinline__ void lse_add(float& m, fl
   }
 }
 
+// The row's logsumexp from each thread's (m, s): a fixed butterfly in the warp, then the warps in order, on thread
+// 0 (what the other threads get is meaningless). sm, ss: 32 floats of shared memory each, free on entry (the first
+// barrier waits for the previous row's readers). ce_fwd_kernel and ce_fused_kernel share it, so their lse agree.
+__device__ __forceinline__ float block_lse(float m, float s, float* sm, float* ss) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    cuda::lse_merge(m, s, m2, s2);
+  }
+  __syncthreads();  // the previous row's readers of sm/ss are done
+  if (lane == 0) {
+    sm[warp] = m;
+    ss[warp] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return 0.0f;
+  float M = sm[0], S = ss[0];
+  for (int w = 1; w < nwarps; ++w) cuda::lse_merge(M, S, sm[w], ss[w]);
+  return M + logf(S);
+}
+
+// One element of the gradient, g = k * (softmax - onehot) in f32: ce_bwd_kernel and ce_fused_kernel share it, so
+// their d_logits agree bit for bit.
+__device__ __forceinline__ float ce_grad(float x, float l, float k, bool hit) {
+  return k * (expf(x - l) - (hit ? 1.0f : 0.0f));
+}
+
 // One block a row (grid-stride over rows). Thread t adds the groups t, t + blockDim, ... of VEC elements (V % VEC
 // == 0 and the rows aligned to VEC elements; VEC 1 for any V) in that order, kFwdUnroll loads ahead; the warps'
 // partial sums merge in a fixed butterfly and then in warp order, so the result depends only on V, VEC and the
@@ -62,7 +90,6 @@ __global__ void __launch_bounds__(kFwdThreads, 2048 / kFwdThreads)
                   const int32_t* __restrict__ targets, int64_t N, int64_t V, int ignore_index) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ float sm[32], ss[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   const int VV = int(V / VEC);  // V < 2^30, checked on the host
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const int32_t tg = targets[n];
@@ -85,21 +112,8 @@ __global__ void __launch_bounds__(kFwdThreads, 2048 / kFwdThreads)
       for (int u = 0; u < kFwdUnroll; ++u)
         if (v + u * int(blockDim.x) < VV) cuda::lse_add(m, s, p[u]);
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-      cuda::lse_merge(m, s, m2, s2);
-    }
-    __syncthreads();  // the previous row's readers of sm/ss are done
-    if (lane == 0) {
-      sm[warp] = m;
-      ss[warp] = s;
-    }
-    __syncthreads();
+    const float l = cuda::block_lse(m, s, sm, ss);
     if (threadIdx.x == 0) {
-      float M = sm[0], S = ss[0];
-      for (int w = 1; w < nwarps; ++w) cuda::lse_merge(M, S, sm[w], ss[w]);
-      const float l = M + logf(S);
       const bool bad = tg < 0 || int64_t(tg) >= V;
       loss[n] = bad ? NAN : l - ldf(x[tg]);
       if (lse) lse[n] = bad ? NAN : l;
@@ -164,11 +178,75 @@ __global__ void __launch_bounds__(kBwdThreads, bwd_blocks_per_sm(ADD))
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
           const int c = w * VEC + j;
-          const float g = k * (expf(ldf(xv[u].v[j]) - l) - (c == tg ? 1.0f : 0.0f));
+          const float g = cuda::ce_grad(ldf(xv[u].v[j]), l, k, c == tg);
           o[u].v[j] = cvt<D>(ADD ? ldf(o[u].v[j]) + g : g);
         }
         d[w] = o[u];
       }
+    }
+  }
+}
+
+// Blocks a SM of the fused kernel: a thread holds G groups of its row in registers (G * VEC * sizeof(T) / 4 of
+// them: 64 for f32 rows of up to 32,768), which one block of 512 threads a SM leaves room for.
+constexpr int fused_blocks_per_sm(int G) { return G <= 4 ? 2 : 1; }
+
+// cross_entropy_forward and cross_entropy_backward (overwrite, no row_scale) of a row in one pass over its logits:
+// one block a row (grid-stride), thread t loads its groups t, t + 512, ... (at most G, all at once: the row stays
+// in registers), adds them in ce_fwd_kernel's order and merges with its block_lse (the same block size and VEC:
+// the same lse bits), then writes each element's ce_grad from the registers (the same d_logits bits as
+// ce_bwd_kernel). VEC as in ce_fwd_kernel; d_logits aligned to VEC elements as well.
+template <class T, class D, int VEC, int G>
+__global__ void __launch_bounds__(kFwdThreads, fused_blocks_per_sm(G))
+    ce_fused_kernel(float* __restrict__ loss, float* __restrict__ lse, D* __restrict__ d_logits,
+                    const T* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N, int64_t V,
+                    float d_scale, int ignore_index) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  using P = Pack<T, VEC>;
+  using PD = Pack<D, VEC>;
+  __shared__ float sm[32], ss[32], l_row;
+  const int VV = int(V / VEC);  // V < 2^30 and VV <= G * kFwdThreads, checked on the host
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    const int32_t tg = targets[n];
+    PD* d = reinterpret_cast<PD*>(d_logits + n * V);
+    if (tg == ignore_index) {
+      if (threadIdx.x == 0) {
+        loss[n] = 0.0f;
+        lse[n] = 0.0f;
+      }
+      PD z;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) z.v[j] = cvt<D>(0.0f);
+      for (int v = threadIdx.x; v < VV; v += kFwdThreads) d[v] = z;
+      continue;
+    }
+    const T* x = logits + n * V;
+    const P* xp = reinterpret_cast<const P*>(x);
+    P p[G];
+#pragma unroll
+    for (int i = 0; i < G; ++i)
+      if (int(threadIdx.x) + i * kFwdThreads < VV) p[i] = xp[threadIdx.x + i * kFwdThreads];
+    float m = -INFINITY, s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < G; ++i)
+      if (int(threadIdx.x) + i * kFwdThreads < VV) cuda::lse_add(m, s, p[i]);
+    const float l = cuda::block_lse(m, s, sm, ss);
+    if (threadIdx.x == 0) {
+      const bool bad = tg < 0 || int64_t(tg) >= V;
+      loss[n] = bad ? NAN : l - ldf(x[tg]);
+      lse[n] = bad ? NAN : l;
+      l_row = bad ? NAN : l;  // read below; written again only after the next row's block_lse barriers
+    }
+    __syncthreads();
+    const float lr = l_row;
+#pragma unroll
+    for (int i = 0; i < G; ++i) {
+      const int w = int(threadIdx.x) + i * kFwdThreads;
+      if (w >= VV) break;
+      PD o;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) o.v[j] = cvt<D>(cuda::ce_grad(ldf(p[i].v[j]), lr, d_scale, w * VEC + j == tg));
+      d[w] = o;
     }
   }
 }
@@ -230,6 +308,40 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   else
     cuda::dispatch_fb(logits.dtype, "cross_entropy_backward", [&](auto zero) { run(zero, zero); });
   DS_CUDA_LAUNCH_CHECK("ce_bwd_kernel");
+}
+
+void cross_entropy_fused(const Context& ctx, Tensor loss, Tensor lse, Tensor d_logits, Tensor logits, Tensor targets,
+                         double d_scale, int ignore_index) {
+  const int64_t N = logits.rows(), V = logits.cols();
+  if (N == 0) return;
+  // VEC as cross_entropy_forward picks it (the lse's summation order depends on it); d_logits must then be aligned
+  // to it too. Rows longer than G groups a thread, or a misaligned d_logits: the two passes (the same values).
+  auto aligned = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data) % (4 * dtype_size(t.dtype)) == 0; };
+  const bool vec = V % 4 == 0 && aligned(logits);
+  const int64_t per_thread = V > 0 ? ((vec ? V / 4 : V) + kFwdThreads - 1) / kFwdThreads : 0;
+  if (per_thread == 0 || per_thread > 16 || (vec && !aligned(d_logits))) {
+    cuda::cross_entropy_forward(ctx, loss, lse, logits, targets, ignore_index);
+    cuda::cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, Accum::overwrite, {});
+    return;
+  }
+  cudaStream_t st = prepare(ctx);
+  const bool small = per_thread <= 4;
+  auto run = [&](auto t_zero, auto d_zero) {
+    using T = decltype(t_zero);
+    using D = decltype(d_zero);
+    auto kernel = vec ? (small ? ce_fused_kernel<T, D, 4, 4> : ce_fused_kernel<T, D, 4, 16>)
+                      : (small ? ce_fused_kernel<T, D, 1, 4> : ce_fused_kernel<T, D, 1, 16>);
+    // as many blocks as are resident at once (grid-stride beyond): a block's next row loads as soon as it is done
+    const int64_t grid = std::min<int64_t>(N, int64_t(attn::num_sms()) * cuda::fused_blocks_per_sm(small ? 4 : 16));
+    launch(kernel, unsigned(grid), kFwdThreads, 0, st, dptr<float>(loss), dptr<float>(lse), dptr<D>(d_logits),
+           dptr<const T>(logits), dptr<const int32_t>(targets), N, V, float(d_scale), ignore_index);
+  };
+  // d_logits: the logits' dtype, or bf16 for f32 logits (ops.cpp)
+  if (logits.dtype == DType::f32 && d_logits.dtype == DType::bf16)
+    run(float{}, bf16_t{});
+  else
+    cuda::dispatch_fb(logits.dtype, "cross_entropy_fused", [&](auto zero) { run(zero, zero); });
+  DS_CUDA_LAUNCH_CHECK("ce_fused_kernel");
 }
 
 }  // namespace ds::cuda

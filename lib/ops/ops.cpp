@@ -570,6 +570,20 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   DS_DISPATCH(c, cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, acc, row_scale));
 }
 
+void cross_entropy_fused(const Context& ctx, Tensor loss, Tensor lse, Tensor d_logits, Tensor logits, Tensor targets,
+                         double d_scale, int ignore_index) {
+  Check c(ctx, "cross_entropy_fused");
+  c.f("logits", logits).narrow("d_logits", d_logits).stat("loss", loss).stat("lse", lse);
+  c.index("targets", targets, DType::i32);
+  const int64_t N = logits.rows();
+  OP_CHECK(c, d_logits.numel() == logits.numel() && d_logits.cols() == logits.cols(),
+           "d_logits " + d_logits.shape_str() + " must match logits " + logits.shape_str());
+  OP_CHECK(c, targets.numel() == N && loss.numel() == N && lse.numel() == N,
+           "targets " + targets.shape_str() + ", loss " + loss.shape_str() + ", lse " + lse.shape_str() +
+               " must have one entry per row of logits " + logits.shape_str());
+  DS_DISPATCH(c, cross_entropy_fused(ctx, loss, lse, d_logits, logits, targets, d_scale, ignore_index));
+}
+
 // ---- logit distillation -------------------------------------------------------------------------------
 
 namespace {

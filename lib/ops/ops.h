@@ -267,6 +267,12 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
 // with Accum::add the bf16 value is read, the gradient added in the wider precision, the sum rounded once.
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc = Accum::overwrite, Tensor row_scale = {});
+// cross_entropy_forward(loss, lse, logits, targets) then cross_entropy_backward(d_logits, logits, lse, targets,
+// d_scale, Accum::overwrite) in one call, the same values bit for bit (d_logits' dtype rules as there). On CUDA one
+// pass over the logits when a row fits the kernel's registers (V <= 32,768 with aligned rows, 8,192 otherwise): the
+// training step's loss and gradient read the [N, V] logits once instead of twice. lse is required.
+void cross_entropy_fused(const Context& ctx, Tensor loss, Tensor lse, Tensor d_logits, Tensor logits, Tensor targets,
+                         double d_scale, int ignore_index);
 
 // ---- logit distillation (beyond the R1 paper, which distils by SFT on teacher traces) --------------------
 // loss[n] = KL(softmax(teacher[n]) || softmax(logits[n])) = sum_v p_t(v) (log p_t(v) - log p_s(v)), the forward KL

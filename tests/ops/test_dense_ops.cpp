@@ -893,8 +893,76 @@ TEST_CASE("parity: cross-entropy with -inf logits", "[loss]") {
   }
 }
 
+// cross_entropy_fused (the loss and the gradient in one pass over the logits) against cross_entropy_forward then
+// cross_entropy_backward on the device, bit for bit: loss, lse and d_logits, for every pair of dtypes (f32 logits
+// into bf16 or f32 d_logits, bf16 into bf16). Shapes: V 32,000 (float4 / 8-byte groups, 16 a thread: the training
+// shape's row in registers), 2,048 (1 group a thread; more rows than the grid holds blocks), odd V (scalar groups,
+// 2 and 10 a thread), V past the registers and a misaligned d_logits (the two-pass fallback). Rows: ignored ones,
+// a target outside [0, V) (NaN in both), the last column as target, -inf logits.
+TEST_CASE("cross_entropy_fused: the two passes' bits in one", "[loss][fused]") {
+  struct Shape {
+    int64_t N, V;
+    bool misalign;  // d_logits one element off its vector alignment
+  };
+  const int kIgnore = -100;
+  const Device cuda0{DeviceKind::cuda, 0};
+  for (const Shape& s : {Shape{64, 32000, false}, Shape{700, 2048, false}, Shape{37, 1001, false},
+                         Shape{9, 5001, false}, Shape{5, 7, false}, Shape{5, 40000, false}, Shape{6, 32000, true}}) {
+    std::vector<int32_t> tg = rand_ints(s.N, 241, 0, int32_t(s.V));
+    tg[0] = int32_t(s.V - 1);
+    tg[1] = kIgnore;
+    tg[2] = int32_t(s.V);  // bad: NaN loss, lse and gradient row, as the two ops give
+    tg[3] = int32_t(s.V - 2);  // row 3 masked (-inf) but at its target
+    tg[s.N - 1] = kIgnore;
+    Values x = randn({s.N, s.V}, 242, 3.0);
+    for (int64_t v = 0; v < s.V; ++v)
+      if ((v < s.V / 3 || v % 3 == 0) && v != tg[3])
+        x.v[size_t(3 * s.V + v)] = -std::numeric_limits<double>::infinity();
+    for (auto [dt, ddt] : {std::pair{kF32, kBF16}, std::pair{kF32, kF32}, std::pair{kBF16, kBF16}}) {
+      const std::string st = shape_tag({s.N, s.V}) + (s.misalign ? " d misaligned" : "");
+      const std::string what = std::string(dtype_name(dt)) + "->" + dtype_name(ddt);
+      auto name = [&](const char* part) {
+        return tag((std::string("cross_entropy_fused ") + part + " " + what).c_str(), dt, st);
+      };
+      const size_t mis = s.misalign ? dtype_size(ddt) : 0;
+      auto poisoned = [&](DType t, const std::vector<int64_t>& shape, size_t misalign) {
+        DevTensor d(t, shape, cuda0, misalign);
+        std::vector<unsigned char> junk(d.t.nbytes(), 0xFF);  // NaN: an element left unwritten shows up
+        device_copy(d.t.device, d.t.data, Device{}, junk.data(), junk.size());
+        return d;
+      };
+      DevTensor logits = dev(dt, x), targets = dev_ints({s.N}, tg);
+      DevTensor loss = poisoned(kF32, {s.N}, 0), lse = poisoned(kF32, {s.N}, 0);
+      DevTensor d = poisoned(ddt, {s.N, s.V}, mis);
+      DevTensor loss_f = poisoned(kF32, {s.N}, 0), lse_f = poisoned(kF32, {s.N}, 0);
+      DevTensor d_f = poisoned(ddt, {s.N, s.V}, mis);
+      const double d_scale = 1.0 / 3.0;
+      cross_entropy_forward(cuda_ctx(), loss, lse, logits, targets, kIgnore);
+      cross_entropy_backward(cuda_ctx(), d, logits, lse, targets, d_scale, kIgnore);
+      cross_entropy_fused(cuda_ctx(), loss_f, lse_f, d_f, logits, targets, d_scale, kIgnore);
+      device_sync();
+      expect_same_bits(name("loss"), loss, loss_f);
+      expect_same_bits(name("lse"), lse, lse_f);
+      expect_same_bits(name("d_logits"), d, d_f);
+      {  // the rows that must be zero (ignored) or NaN (bad target) are, not only equal to the two ops'
+        const std::vector<double> g = d_f.values(), l = loss_f.values();
+        int64_t wrong = 0;
+        for (int64_t v = 0; v < s.V; ++v) {
+          wrong += g[size_t(1 * s.V + v)] != 0.0;
+          wrong += !std::isnan(g[size_t(2 * s.V + v)]);
+        }
+        wrong += l[1] != 0.0 || !std::isnan(l[2]) || !std::isfinite(l[3]) || !std::isfinite(l[0]);
+        std::printf("check  %-48s %lld wrong\n", name("special rows").c_str(),
+                    (long long)wrong);
+        CHECK(wrong == 0);
+      }
+    }
+  }
+}
+
 // The training step's loss at the bench shape (B16 x T1024, V 32,000): forward, the backward into bf16 d_logits,
 // and the former path (f32 d_logits, then a copy to bf16) for comparison. ~4 TB/s: forward ~0.5 ms, bf16 ~0.8 ms.
+// The fused loss and gradient (what a plain training step runs) reads the logits once.
 TEST_CASE("cross-entropy timings: training shape", "[.bench][bench]") {
   const Context c = cuda_ctx();
   const int64_t N = 16384, V = 32000, R = 256;  // R random rows, tiled over N on the device
@@ -912,10 +980,12 @@ TEST_CASE("cross-entropy timings: training shape", "[.bench][bench]") {
   const double bwd16 = median_ms([&] { cross_entropy_backward(c, d16, logits, lse, targets, 1e-4, -100); });
   const double bwd32 = median_ms([&] { cross_entropy_backward(c, d32, logits, lse, targets, 1e-4, -100); });
   const double cvt = median_ms([&] { copy(c, d16, d32); });
+  const double fused = median_ms([&] { cross_entropy_fused(c, loss, lse, d16, logits, targets, 1e-4, -100); });
   const double gb = double(N) * double(V) * 1e-9;
   std::printf("bench cross-entropy N=%lld V=%lld  fwd %.3f ms (%.0f GB/s)  bwd f32->bf16 %.3f ms (%.0f GB/s)  "
-              "bwd f32 %.3f ms + copy to bf16 %.3f ms (median of 9)\n",
-              (long long)N, (long long)V, fwd, 4 * gb / fwd * 1e3, bwd16, 6 * gb / bwd16 * 1e3, bwd32, cvt);
+              "bwd f32 %.3f ms + copy to bf16 %.3f ms  fused f32->bf16 %.3f ms (%.0f GB/s) (median of 9)\n",
+              (long long)N, (long long)V, fwd, 4 * gb / fwd * 1e3, bwd16, 6 * gb / bwd16 * 1e3, bwd32, cvt, fused,
+              6 * gb / fused * 1e3);
   std::fflush(stdout);
 }
 

@@ -115,6 +115,8 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
                            int ignore_index);
 void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
                             double d_scale, int ignore_index, Accum acc, Tensor row_scale);
+void cross_entropy_fused(const Context& ctx, Tensor loss, Tensor lse, Tensor d_logits, Tensor logits, Tensor targets,
+                         double d_scale, int ignore_index);
 void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index);
 void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
                      int ignore_index, Accum acc);

@@ -102,6 +102,13 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   });
 }
 
+// The two passes in turn: the reference defines the fused op's values (the CUDA kernel reads the logits once).
+void cross_entropy_fused(const Context& ctx, Tensor loss, Tensor lse, Tensor d_logits, Tensor logits, Tensor targets,
+                         double d_scale, int ignore_index) {
+  cpu::cross_entropy_forward(ctx, loss, lse, logits, targets, ignore_index);
+  cpu::cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, Accum::overwrite, Tensor{});
+}
+
 void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teacher, Tensor targets, int ignore_index) {
   dispatch_float(logits.dtype, "kl_div_forward", [&](auto zero) {
     using T = decltype(zero);

@@ -105,6 +105,39 @@ TEST_CASE("cross_entropy_backward into bf16 d_logits: the f32 gradient rounded o
   for (size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - b[i]) <= std::abs(a[i]) * 0x1p-8);
 }
 
+TEST_CASE("cross_entropy_fused: the loss and gradient of forward then backward, the same bits", "[ops][loss]") {
+  // The fused op is the two passes in one call; every pair of dtypes the pair of ops takes (bf16 d_logits: mixed
+  // precision), ignored rows (0 in loss, lse and d_logits, over poisoned outputs), odd V, several threads.
+  const Context ctx = cpu_ctx(2);
+  const int64_t N = 9, V = 37;
+  const std::vector<int32_t> tg = {3, -100, 36, 0, 7, -100, 12, 1, 35};
+  Owned targets = ints({N}, tg);
+  for (auto [dt, ddt] : {std::pair{DType::f32, DType::f32}, std::pair{DType::f32, DType::bf16},
+                         std::pair{DType::f64, DType::f64}}) {
+    INFO(dtype_name(dt) << " logits, " << dtype_name(ddt) << " d_logits");
+    Owned logits = rand(dt, {N, V}, 151, -7, 7);
+    Owned loss = zeros(dt, {N}), lse = zeros(dt, {N}), d = zeros(ddt, {N, V});
+    cross_entropy_forward(ctx, loss, lse, logits, targets, -100);
+    cross_entropy_backward(ctx, d, logits, lse, targets, 0.29, -100);
+    Owned loss2 = zeros(dt, {N}), lse2 = zeros(dt, {N}), d2 = zeros(ddt, {N, V});
+    fill(ctx, loss2, 5.0);
+    fill(ctx, lse2, 5.0);
+    fill(ctx, d2, 5.0);  // overwritten everywhere, ignored rows included
+    cross_entropy_fused(ctx, loss2, lse2, d2, logits, targets, 0.29, -100);
+    CHECK(bitwise_equal(loss, loss2));
+    CHECK(bitwise_equal(lse, lse2));
+    CHECK(bitwise_equal(d, d2));
+    CHECK(loss2.f64()[1] == 0.0);
+    CHECK(lse2.f64()[5] == 0.0);
+  }
+  // Bad shapes and targets are refused as by the two ops.
+  Owned x = rand(DType::f32, {2, 4}, 152), l = zeros(DType::f32, {2}), s = zeros(DType::f32, {2});
+  Owned d = zeros(DType::f32, {2, 5});
+  CHECK_THROWS_AS(cross_entropy_fused(ctx, l, s, d, x, ints({2}, {1, 2}), 1.0, -100), Error);
+  Owned d_ok = zeros(DType::f32, {2, 4});
+  CHECK_THROWS_AS(cross_entropy_fused(ctx, l, s, d_ok, x, ints({2}, {1, 4}), 1.0, -100), Error);
+}
+
 TEST_CASE("cross_entropy_backward: d_logits dtype rules", "[ops][loss][checks]") {
   const Context ctx = cpu_ctx();
   Owned targets = ints({2}, {1, 2});
