@@ -204,6 +204,7 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   B_ = batch.B;
   T_ = batch.T;
   acts_.reset();
+  d_logits_fused_ = Tensor{};
   upload_batch(batch);
   const LayerEnv e = env();
   const int64_t N = e.N(), D = cfg_.hidden_size, V = cfg_.vocab_size;
@@ -245,7 +246,14 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   if (fopt_.logit_temperature != 1.0) scale(ctx_, logits_, 1.0 / fopt_.logit_temperature);
   loss_ = acts_.alloc("loss", sdt, {N});
   lse_ = acts_.alloc("lse", sdt, {N});
-  cross_entropy_forward(ctx_, loss_, lse_, logits_, targets_, kIgnore);
+  if (fopt_.loss_grad) {
+    // A buffer of its own, not backward's d_logits: the MTP heads' backward reuses that before the main head's
+    // product reads this.
+    d_logits_fused_ = acts_.alloc("d_logits_main", dtype_, {N, V});
+    cross_entropy_fused(ctx_, loss_, lse_, d_logits_fused_, logits_, targets_, main_grad_scale(), kIgnore);
+  } else {
+    cross_entropy_forward(ctx_, loss_, lse_, logits_, targets_, kIgnore);
+  }
   info.n_targets = n_targets_;
   info.main_loss = n_targets_ ? sum(ctx_, loss_) / double(n_targets_) : 0.0;
 
@@ -294,6 +302,10 @@ std::vector<double> Model::target_logprobs() const {
   std::vector<double> lp = to_host_f64(loss_);
   for (double& x : lp) x = -x;  // ignored rows hold 0
   return lp;
+}
+
+double Model::main_grad_scale() const {
+  return n_targets_ ? 1.0 / double(n_targets_) / fopt_.logit_temperature : 0.0;
 }
 
 void Model::backward() { backward_impl(nullptr); }
@@ -349,7 +361,10 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
   // distillation, whose kl_div_backward adds into the logits' dtype, routes the main head through d_logits (f32).
   const bool distill = !kd_teacher.empty() && n_targets_ > 0;
   const bool mixed = stat_dtype() != dtype_;
-  Tensor d_logits_c = grad_ws_.alloc(mixed ? "d_logits_compute" : "d_logits", dtype_, {N, V});
+  // The forward wrote the main head's gradient (ForwardOptions::loss_grad); policy and distillation recompute it.
+  const bool fused = !d_logits_fused_.empty() && !d_logp && !distill;
+  Tensor d_logits_c =
+      fused && !depth ? Tensor{} : grad_ws_.alloc(mixed ? "d_logits_compute" : "d_logits", dtype_, {N, V});
   Tensor d_logits = distill && mixed ? grad_ws_.alloc("d_logits", stat_dtype(), {N, V}) : d_logits_c;
   Tensor d_final_n = grad_ws_.alloc("d_final_norm", dtype_, {N, D});
 
@@ -391,16 +406,15 @@ void Model::backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher, 
     from_host(row_scale, neg);
     cross_entropy_backward(ctx_, d_main, logits_, lse_, targets_, 1.0 / fopt_.logit_temperature, kIgnore,
                            Accum::overwrite, row_scale);
-  } else {
-    const double scale = n_targets_ ? 1.0 / double(n_targets_) / fopt_.logit_temperature : 0.0;
-    cross_entropy_backward(ctx_, d_main, logits_, lse_, targets_, scale, kIgnore);
+  } else if (!fused) {
+    cross_entropy_backward(ctx_, d_main, logits_, lse_, targets_, main_grad_scale(), kIgnore);
   }
   if (distill) {
     kl_div_backward(ctx_, d_logits, logits_, kd_teacher, targets_, kd_weight / double(n_targets_), kIgnore,
                     Accum::add);
     if (d_logits.data != d_logits_c.data) copy(ctx_, d_logits_c, d_logits);
   }
-  matmul_backward(ctx_, d_final_n, gw_.lm_head, d_logits_c, final_n_, cw_.lm_head,
+  matmul_backward(ctx_, d_final_n, gw_.lm_head, fused ? d_logits_fused_ : d_logits_c, final_n_, cw_.lm_head,
                   depth ? Accum::add : Accum::overwrite);
   Tensor d_resid = grad_ws_.alloc("d_resid", dtype_, {N, D});
   Tensor x_last = cfg_.num_hidden_layers ? layer_acts_.back().x_out : emb_;

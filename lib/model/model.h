@@ -36,6 +36,12 @@ struct ForwardOptions {
   // Inference (a prefill): when not empty, the main head runs only at these rows of [B*T] — logits() is then
   // [head_rows.size(), V] in this order — and no loss is computed (nothing to differentiate). Needs mtp off.
   std::vector<int32_t> head_rows;
+  // The caller runs backward() next: the main head's cross-entropy gradient is computed in the forward's pass over
+  // the logits (cross_entropy_fused), and backward() skips its own pass over them; the same values. The gradient
+  // lives in the activations' workspace ([B*T, V], the compute dtype: memory backward() no longer takes, unless MTP
+  // modules run and need theirs too). backward_policy / backward_distill still work (they recompute it). Ignored
+  // with head_rows.
+  bool loss_grad = false;
 };
 
 struct LossInfo {
@@ -159,6 +165,7 @@ class Model {
   void upload_batch(const Batch& batch);
   void upload(const Tensor& t, const std::vector<int32_t>& v);
   void backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher = {}, double kd_weight = 0);
+  double main_grad_scale() const;  // d(main loss)/d(row n's cross-entropy), the temperature's 1/T included
   LayerEnv env() const;
 
   ModelConfig cfg_;
@@ -186,6 +193,7 @@ class Model {
   Tensor emb_;
   std::vector<BlockActs> layer_acts_;
   Tensor final_n_, final_rstd_, logits_, loss_, lse_;
+  Tensor d_logits_fused_;  // the main head's d_logits from a loss_grad forward; empty otherwise
   int64_t n_targets_ = 0;
   std::vector<MtpActs> mtp_acts_;
   bool have_forward_ = false;

@@ -515,3 +515,47 @@ TEST_CASE("model on CUDA, bf16: the overlapped optimizer gives the in-order upda
   ob.set_overlap(false);
   b.set_cuda_stream(nullptr);
 }
+
+// ForwardOptions::loss_grad (the trainer's plain step): the main head's d_logits from the forward's one pass over the
+// logits (cross_entropy_fused) instead of backward's second pass. Same values, so every gradient keeps its bits; with
+// MTP (whose heads reuse backward's d_logits buffer before the main head's product reads the fused one) and without,
+// f32 and bf16.
+TEST_CASE("model on CUDA: loss_grad's fused cross-entropy gives backward's gradient bits", "[model][cuda][loss_grad]") {
+  for (int which = 0; which < 2; ++which) {
+    const ModelConfig cfg = which == 0 ? small_cfg() : variant_cfg();
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const std::string what = std::string(which == 0 ? "small (MTP) " : "variant (no MTP) ") + dtype_name(dt);
+      Context gpu = cuda_ctx();
+      Model m(cfg, gpu, dt);
+      m.init_random(95);
+      set_biases(m);
+      m.enable_grads();
+      const Batch batch = random_batch(cfg, 2, 64, 96);
+      ForwardOptions fo;
+      fo.balance_alpha = 1e-3;
+      fo.logit_temperature = 1.25;
+      auto run = [&](bool fused) {
+        ForwardOptions f = fo;
+        f.loss_grad = fused;
+        m.zero_grads();
+        const double loss = m.forward(batch, f).loss;
+        m.backward();
+        device_sync();
+        std::vector<double> g;
+        for (size_t i = 0; i < m.grad_arena().size(); ++i) {
+          const std::vector<double> t = to_host_f64(m.grad_arena()[i]);
+          g.insert(g.end(), t.begin(), t.end());
+        }
+        return std::pair{loss, g};
+      };
+      const auto plain = run(false), fused = run(true);
+      REQUIRE(plain.second.size() == fused.second.size());
+      size_t differ = 0;
+      for (size_t i = 0; i < plain.second.size(); ++i) differ += plain.second[i] != fused.second[i];
+      std::printf("model %-34s loss %.9f / %.9f, %zu of %zu gradient values differ\n", what.c_str(), plain.first,
+                  fused.first, differ, plain.second.size());
+      CHECK(plain.first == fused.first);
+      CHECK(differ == 0);
+    }
+  }
+}

@@ -248,3 +248,61 @@ TEST_CASE("gradients after zero_grads: the first backward writes them (the route
   }
   CHECK(checked == 3);
 }
+
+TEST_CASE("loss_grad: the forward's fused cross-entropy gradient gives backward's gradients, bit for bit",
+          "[model][grad][loss_grad]") {
+  // ForwardOptions::loss_grad moves the main head's d_logits into the forward's pass over the logits; the gradients
+  // must not change: with MTP (whose heads reuse backward's d_logits before the main head's product), without it,
+  // with a temperature and masked targets; backward_policy / backward_distill after such a forward recompute it; a
+  // later plain forward forgets it.
+  ModelConfig cfg = tiny_v3();
+  Context ctx;
+  auto grads = [](Model& m) {
+    std::vector<std::vector<double>> g;
+    for (size_t i = 0; i < m.grad_arena().size(); ++i) g.push_back(to_host_f64(m.grad_arena()[i]));
+    return g;
+  };
+  Batch b = random_batch(cfg, 2, 5, 31);
+  b.loss_mask.assign(b.tokens.size(), 1);
+  b.loss_mask[3] = 0;
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (bool mtp : {true, false}) {
+      INFO(dtype_name(dt) << (mtp ? " with MTP" : " without MTP"));
+      Model m(cfg, ctx, dt);
+      m.init_random(32);
+      m.enable_grads();
+      ForwardOptions plain;
+      plain.mtp = mtp;
+      plain.logit_temperature = 1.3;
+      plain.balance_alpha = 1e-2;
+      ForwardOptions fused = plain;
+      fused.loss_grad = true;
+      auto step = [&](const ForwardOptions& fo, int backward_kind) {
+        m.zero_grads();
+        const LossInfo li = m.forward(b, fo);
+        if (backward_kind == 0) m.backward();
+        if (backward_kind == 1) {
+          std::vector<double> coef(size_t(b.B * b.T));
+          for (size_t i = 0; i < coef.size(); ++i) coef[i] = i == 2 ? 0.0 : 0.2 * double(int(i % 4) - 1);
+          m.backward_policy(coef);
+        }
+        if (backward_kind == 2) m.backward_distill(m.logits(), 0.5);  // its own logits: the KL term adds 0
+        return std::pair{li.loss, grads(m)};
+      };
+      const auto want = step(plain, 0);
+      const auto got = step(fused, 0);
+      CHECK(got.first == want.first);
+      CHECK(got.second == want.second);
+      // a plain forward after a fused one: backward computes the gradient itself again
+      m.zero_grads();
+      m.forward(b, fused);
+      CHECK(step(plain, 0).second == want.second);
+      if (!mtp) {  // backward_policy needs a forward without MTP
+        const auto want_pg = step(plain, 1);
+        CHECK(step(fused, 1).second == want_pg.second);
+      }
+      const auto want_kd = step(plain, 2);
+      CHECK(step(fused, 2).second == want_kd.second);
+    }
+  }
+}
