@@ -6,15 +6,21 @@
 Steps are split after each optimizer pass (the last adamw kernel of a run of them); when the optimizer overlaps the
 next forward on a stream of its own (AdamW::set_overlap, the trainer's default on CUDA since the 17th session), at
 each forward's first kernel (embedding_fwd), and the last full step is the last such span with a backward in it
-(ce_bwd; the run's final evaluation is a forward alone). For the last full step it prints the wall span (first kernel
+(ce_bwd, or ce_fused when the forward computes the loss gradient; the run's final evaluation is a forward
+alone). For the last full step it prints the wall span (first kernel
 start to last kernel end), the time some kernel, memset or copy was running (union of their intervals), the idle rest,
 the N longest idle gaps with the kernels on either side (a gap after a kernel that is followed by a host read, a loss
 sum or an expert count, shows as a long gap before the next launch), each stream's busy time when more than one ran
 (the overlap), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a
 kernel's blocks start before the previous kernel ends and wait: its span overlaps the one before, so the spans add up
 to more than the step. Each kernel is charged from the later of its start and the previous end to its end (in end
-order)."""
-import os, sys
+order).
+
+With TRACE.tsv.api beside it (kernel_trace.so under DS_TRACE_API: the host's launch calls), it also prints, for the
+stream that runs the forward and backward, how long the GPU waited for the host: between two of its kernels, the
+part of the gap before the second one's launch call had returned (the queue was empty), split into the forward (up
+to the loss) and the backward, with the median lead (how long before its start the host had launched a kernel)."""
+import os, statistics, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from trace_step import demangle  # noqa: E402 (c++filt, template arguments dropped)
@@ -27,17 +33,18 @@ def main():
     for line in open(path):
         f = line.rstrip("\n").split("\t")
         if len(f) >= 10:
-            rows.append((int(f[0]), int(f[1]), f[9], f[2]))
+            rows.append((int(f[0]), int(f[1]), f[9], f[2], int(f[10]) if len(f) > 10 else 0))
     rows.sort()
+    corr = [r[4] for r in rows]
     stream_of = [r[3] for r in rows]
     rows = [r[:3] for r in rows]
     raw = [r[2] for r in rows]
     names = [n if n.startswith("mem") else d for n, d in zip(raw, demangle(raw))]  # memset:/memcpy: rows as they are
     streams = {f[2] for f in (line.split("\t") for line in open(path)) if len(f) >= 10 and "adamw" in f[9]}
-    main_streams = {f[2] for f in (line.split("\t") for line in open(path)) if len(f) >= 10 and "ce_bwd" in f[9]}
+    main_streams = {f[2] for f in (line.split("\t") for line in open(path)) if len(f) >= 10 and is_loss_bwd(f[9])}
     if streams and not streams & main_streams:  # the overlap: split at each forward's start
         starts = [i for i, n in enumerate(names) if "embedding_fwd" in n]
-        spans = [(x, y) for x, y in zip(starts, starts[1:]) if any("ce_bwd" in n for n in names[x:y])]
+        spans = [(x, y) for x, y in zip(starts, starts[1:]) if any(is_loss_bwd(n) for n in names[x:y])]
         if not spans:
             sys.exit("no full training step in the trace (%d kernels)" % len(rows))
         a, b = spans[-1]
@@ -100,6 +107,41 @@ def main():
     print("exclusive time by kernel (ms, launches, us a launch):")
     for name, (n, t) in sorted(excl.items(), key=lambda x: -x[1][1])[:top]:
         print("  %8.2f %5d %8.1f  %s" % (t / 1e6, n, t / 1e3 / n, name))
+
+    if os.path.exists(path + ".api"):
+        host_waits(path + ".api", rows, names, stream_of, corr, a, b)
+
+
+def is_loss_bwd(name):
+    return "ce_bwd" in name or "ce_fused" in name
+
+
+def host_waits(api_path, rows, names, stream_of, corr, a, b):
+    launch_end = {}
+    for line in open(api_path):
+        f = line.rstrip("\n").split("\t")
+        if len(f) >= 4 and int(f[2]):
+            launch_end[int(f[2])] = max(launch_end.get(int(f[2]), 0), int(f[1]))
+    loss = next((k for k in range(a, b) if "ce_fwd" in names[k] or "ce_fused" in names[k]), None)
+    if loss is None:
+        return
+    main = [k for k in range(a, b) if stream_of[k] == stream_of[loss]]
+    found = sum(1 for k in main if corr[k] in launch_end)
+    print("host launches (stream %s: %d of %d kernels matched to their launch call):" % (stream_of[loss], found,
+                                                                                        len(main)))
+    for phase, ks in (("forward", [k for k in main if k <= loss]), ("backward", [k for k in main if k > loss])):
+        waited, n, leads = 0, 0, []
+        for p, k in zip(ks, ks[1:]):
+            if corr[k] not in launch_end:
+                continue
+            leads.append(rows[k][0] - launch_end[corr[k]])
+            w = min(rows[k][0], launch_end[corr[k]]) - rows[p][1]
+            if w > 0:
+                waited += w
+                n += 1
+        if leads:
+            print("  %-8s: the GPU waited for the host %.2f ms in %d gaps of %d kernels; median lead %.1f us"
+                  % (phase, waited / 1e6, n, len(ks), statistics.median(leads) / 1e3))
 
 
 if __name__ == "__main__":
