@@ -194,11 +194,6 @@ double Trainer::run() {
     write_metrics(e.str());
   }
   const int64_t last = opt_.stop_at_step > 0 ? std::min(opt_.stop_at_step, opt_.max_steps) : opt_.max_steps;
-  // A plain step's backward() follows its forward, so the forward computes the main head's loss gradient in its
-  // pass over the logits (ForwardOptions::loss_grad); logit distillation adds its KL term there and keeps the two
-  // passes. DS_CE_FUSED=0 turns it off (A/B; the same values).
-  ForwardOptions step_fwd = opt_.forward;
-  step_fwd.loss_grad = !opt_.teacher && env_switch("DS_CE_FUSED");
   while (state_.step < last && !stop_requested()) {
     const double t0 = now_seconds();
     model_.zero_grads();
@@ -208,7 +203,7 @@ double Trainer::run() {
     int64_t tokens = 0;
     for (int64_t m = 0; m < opt_.grad_accum; ++m) {
       Batch b = stream_.next();
-      LossInfo li = model_.forward(b, step_fwd);
+      LossInfo li = model_.forward(b, opt_.forward);
       if (opt_.teacher) {
         ForwardOptions tf;
         tf.mtp = false;  // only the main head's distribution is distilled
