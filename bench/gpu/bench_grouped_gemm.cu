@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.cuh"
 #include "kernels/cuda_ops.h"
 
 namespace ds::cuda {
@@ -36,67 +37,7 @@ int grouped_matmul_bench_decode_variant(int variant);  // the same for the decod
 
 namespace {
 
-#define CK(call)                                                                           \
-  do {                                                                                     \
-    const cudaError_t e_ = (call);                                                         \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s failed: %s (line %d)\n", #call, cudaGetErrorString(e_), __LINE__); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
-
-__global__ void fill_uniform(__nv_bfloat16* p, size_t n, uint32_t seed, float scale) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed * 0x9e3779b9u ^ uint32_t(i >> 32);
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    p[i] = __float2bfloat16((float(x & 0xffffff) * (2.0f / 16777216.0f) - 1.0f) * scale);
-  }
-}
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DevBuf(size_t b) : bytes(b) { CK(cudaMalloc(&p, b)); }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-};
-
-void fill(DevBuf& b, uint32_t seed, float scale) {
-  fill_uniform<<<1024, 256>>>(static_cast<__nv_bfloat16*>(b.p), b.bytes / 2, seed, scale);
-  CK(cudaGetLastError());
-}
-
-ds::Tensor tensor(const DevBuf& b, ds::DType dt, std::vector<int64_t> shape) {
-  return ds::Tensor(b.p, dt, shape, ds::Device{ds::DeviceKind::cuda, 0});
-}
-
-// Median of reps single-launch times (ms), after 3 warm-up launches.
-template <class F> float time_ms(cudaStream_t s, int reps, F&& f) {
-  for (int i = 0; i < 3; ++i) f();
-  CK(cudaStreamSynchronize(s));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  std::vector<float> t;
-  for (int r = 0; r < reps; ++r) {
-    CK(cudaEventRecord(a, s));
-    f();
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using namespace bench_gpu;  // CK, DevBuf, fill, tensor, time_ms (bench_util.cuh)
 
 std::vector<int64_t> make_offsets(int64_t E, int64_t M, bool skewed) {
   std::vector<int64_t> cnt(size_t(E), M / E);

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.cuh"
 #include "kernels/cuda_ops.h"
 
 namespace ds::cuda {
@@ -27,70 +28,7 @@ int moe_route_bench_chunk(int chunk);     // kernels/moe_dispatch.cu: entries a 
 
 namespace {
 
-#define CK(call)                                                                                  \
-  do {                                                                                            \
-    const cudaError_t e_ = (call);                                                                \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s failed: %s (line %d)\n", #call, cudaGetErrorString(e_), __LINE__); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-__global__ void fill_bf16(__nv_bfloat16* p, size_t n, uint32_t seed, float scale) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2654435761u ^ seed * 0x9e3779b9u;
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    p[i] = __float2bfloat16((float(x & 0xffffff) * (2.0f / 16777216.0f) - 1.0f) * scale);
-  }
-}
-__global__ void fill_f32(float* p, size_t n, uint32_t seed, float scale) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t x = uint32_t(i) * 2246822519u ^ seed * 0x9e3779b9u;
-    x ^= x >> 15;
-    x *= 0x2c1b3c6du;
-    x ^= x >> 12;
-    p[i] = (float(x & 0xffffff) * (2.0f / 16777216.0f) - 1.0f) * scale;
-  }
-}
-
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DevBuf(size_t b) : bytes(b) { CK(cudaMalloc(&p, b)); }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-};
-
-ds::Tensor tensor(const DevBuf& b, ds::DType dt, std::vector<int64_t> shape) {
-  return ds::Tensor(b.p, dt, shape, ds::Device{ds::DeviceKind::cuda, 0});
-}
-
-template <class F> float time_ms(cudaStream_t s, int reps, F&& f) {
-  for (int i = 0; i < 3; ++i) f();
-  CK(cudaStreamSynchronize(s));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  std::vector<float> t;
-  for (int r = 0; r < reps; ++r) {
-    CK(cudaEventRecord(a, s));
-    f();
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using namespace bench_gpu;  // CK, DevBuf, fill, tensor, time_ms (bench_util.cuh)
 
 std::vector<unsigned char> host_bytes(const DevBuf& b) {
   std::vector<unsigned char> h(b.bytes);
@@ -124,11 +62,11 @@ int main(int argc, char** argv) {
   DevBuf logits(size_t(N * E) * 2), bias(size_t(E) * 4), scores(size_t(N * E) * 4);
   DevBuf topk_idx(size_t(N * K) * 4), topk_w(size_t(N * K) * 4), row_of(size_t(N * K) * 4);
   DevBuf offsets(size_t(E + 1) * 8), counts(size_t(E) * 8), xp(size_t(N * K * D) * 2);
-  fill_bf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(x.p), size_t(N * D), 1, 1.0f);
-  fill_bf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(resid.p), size_t(N * D), 2, 1.0f);
-  fill_bf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(w_norm.p), size_t(D), 3, 1.0f);
-  fill_bf16<<<1024, 256>>>(static_cast<__nv_bfloat16*>(logits.p), size_t(N * E), 4, 3.0f);
-  fill_f32<<<1, 32>>>(static_cast<float*>(bias.p), size_t(E), 5, 0.05f);
+  fill(x, 1, 1.0f);
+  fill(resid, 2, 1.0f);
+  fill(w_norm, 3, 1.0f);
+  fill(logits, 4, 3.0f);
+  fill<float>(bias, 5, 0.05f);
   CK(cudaMemset(counts.p, 0, counts.bytes));
   CK(cudaDeviceSynchronize());
 
