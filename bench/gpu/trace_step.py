@@ -9,8 +9,8 @@ dependent launch a kernel starts early and waits, so its start says little; what
 from the previous kernel's end to its own. The shares of a step add up to the step. Prints the per-kernel shares
 averaged over the steady steps (by kernel name), and with --list one median step kernel by kernel.
 
-Caveat (bench/gpu/SESSIONS.md, "Kernel timeline, ...", 8th session): where a step has parallel branches (a side
-stream), a kernel whose end falls after a branch kernel's gets only the time since that end, so a long kernel
+Caveat (bench/gpu/SESSIONS-2026-11-29.md, "Kernel timeline, ...", 8th session): where a step has parallel branches
+(a side stream), a kernel whose end falls after a branch kernel's gets only the time since that end, so a long kernel
 beside a branch looks short and the kernel after the join looks long. Read the critical path from a step without
 branches, or from the --list columns (start, end) of both streams."""
 import collections, statistics, subprocess, sys
