@@ -139,7 +139,6 @@ __global__ void __launch_bounds__(256, NV <= 2 ? 4 : NV <= 8 ? 3 : 1)  // regist
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x / G) + threadIdx.x / G, nvec = D / VE;
   const bool live = r < rows;
   const uint4* x4 = reinterpret_cast<const uint4*>(in) + (live ? r : 0) * (ldx / VE);
-  const uint4* b4 = reinterpret_cast<const uint4*>(b) + (live ? r : 0) * nvec;
   const uint4* w4 = reinterpret_cast<const uint4*>(w);
   const uint4 zero = make_uint4(0, 0, 0, 0);
   uint4 xv[NV], wv[NV], bv[ADD ? NV : 1];
@@ -148,7 +147,7 @@ __global__ void __launch_bounds__(256, NV <= 2 ? 4 : NV <= 8 ? 3 : 1)  // regist
     const int64_t v = l + int64_t(j) * G;
     const bool ok = live && v < nvec;
     xv[j] = ok ? x4[v] : zero;
-    if constexpr (ADD) bv[j] = ok ? b4[v] : zero;
+    if constexpr (ADD) bv[j] = ok ? reinterpret_cast<const uint4*>(b)[r * nvec + v] : zero;
     if constexpr (NV <= 4) wv[j] = ok ? w4[v] : zero;
   }
   if constexpr (ADD) {

@@ -144,15 +144,8 @@ LayerEnv Model::env() const {
   return e;
 }
 
-// On CUDA the batch's small tables go up on the step's stream: cudaMemcpy on the legacy stream waited for all of
-// the step's earlier work (the router-bias updates) with the host blocked, three times a step (~0.1 ms on the H200).
-// A pageable source is copied out before the call returns, so the vectors may go.
-void Model::upload(const Tensor& t, const std::vector<int32_t>& v) {
-  if (!t.device.is_cuda()) return from_host(t, v);
-  DS_CHECK(t.dtype == DType::i32 && int64_t(v.size()) == t.numel(), "upload: dtype or size mismatch");
-  gpu::copy_to_device_async(t.data, v.data(), t.nbytes(), ctx_.cuda_stream);
-}
-
+// The batch's tables go up on the step's stream: cudaMemcpy on the legacy stream waited for all of the step's
+// earlier work (the router-bias updates) with the host blocked, three times a step (~0.1 ms on the H200).
 void Model::upload_batch(const Batch& b) {
   const int64_t N = b.B * b.T, W = b.T + 1;
   DS_CHECK(int64_t(b.tokens.size()) == b.B * W, "batch tokens must be [B, T+1]");
@@ -175,9 +168,9 @@ void Model::upload_batch(const Batch& b) {
   ids_ = acts_.alloc("input_ids", DType::i32, {N});
   targets_ = acts_.alloc("targets", DType::i32, {N});
   pos_ = acts_.alloc("positions", DType::i32, {N});
-  upload(ids_, ids);
-  upload(targets_, tgt);
-  upload(pos_, pos);
+  from_host(ids_, ids, ctx_.cuda_stream);
+  from_host(targets_, tgt, ctx_.cuda_stream);
+  from_host(pos_, pos, ctx_.cuda_stream);
   const int64_t D = fopt_.mtp ? cfg_.num_nextn_predict_layers : 0;
   mtp_acts_.assign(size_t(D), MtpActs{});
   for (int64_t k = 1; k <= D; ++k) {
@@ -193,8 +186,8 @@ void Model::upload_batch(const Batch& b) {
       }
     m.ids = acts_.alloc("mtp" + std::to_string(k) + ".input_ids", DType::i32, {N});
     m.targets = acts_.alloc("mtp" + std::to_string(k) + ".targets", DType::i32, {N});
-    upload(m.ids, mids);
-    upload(m.targets, mt);
+    from_host(m.ids, mids, ctx_.cuda_stream);
+    from_host(m.targets, mt, ctx_.cuda_stream);
   }
 }
 

@@ -165,7 +165,6 @@ class Model {
     int64_t n_targets = 0;
   };
   void upload_batch(const Batch& batch);
-  void upload(const Tensor& t, const std::vector<int32_t>& v);
   void backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher = {}, double kd_weight = 0);
   double main_grad_scale() const;  // d(main loss)/d(row n's cross-entropy), the temperature's 1/T included
   LayerEnv env() const;

@@ -255,4 +255,10 @@ void from_host(const Tensor& t, const std::vector<int32_t>& v) {
   device_copy(t.device, t.data, Device{}, v.data(), t.nbytes());
 }
 
+void from_host(const Tensor& t, const std::vector<int32_t>& v, void* stream) {
+  if (!t.device.is_cuda()) return from_host(t, v);
+  DS_CHECK(t.dtype == DType::i32 && int64_t(v.size()) == t.numel(), "from_host(i32): dtype or size mismatch");
+  gpu::copy_to_device_async(t.data, v.data(), t.nbytes(), stream);
+}
+
 }  // namespace ds

@@ -121,5 +121,8 @@ std::vector<double> to_host_f64(const Tensor& t);   // any float dtype
 std::vector<int64_t> to_host_i64(const Tensor& t);  // i32 / i64
 void from_host(const Tensor& t, const std::vector<double>& v);   // converts to t's float dtype
 void from_host(const Tensor& t, const std::vector<int32_t>& v);  // t is i32
+// The same, ordered on `stream` when t is on a GPU (no wait for the legacy stream and the work before it, which
+// cudaMemcpy does); a pageable source is copied out before the call returns, so v may go.
+void from_host(const Tensor& t, const std::vector<int32_t>& v, void* stream);
 
 }  // namespace ds
