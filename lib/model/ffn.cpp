@@ -95,14 +95,18 @@ void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Mo
   const Context& ctx = *env.ctx;
   const ModelConfig& c = *env.cfg;
   const std::string p = name + ".moe.";
-  moe_experts_forward(env, ws, name, a, load, x, w);
-  // the shared expert, then out = resid + (the weighted expert rows + shared) in one pass (the values of unpermute,
-  // axpy and add one after the other)
+  // the shared expert on the side stream while the routed experts run (their routing chain and permutes leave SMs
+  // idle), then out = resid + (the weighted expert rows + shared) in one pass (the values of unpermute, axpy and add
+  // one after the other)
   Tensor shared;
   if (c.n_shared_experts > 0) {
-    mlp_forward(env, ws, p + "shared", a.shared, x, w.shared);
+    LayerEnv side = env;
+    side.ctx = &fork_side(env);
+    mlp_forward(side, ws, p + "shared", a.shared, x, w.shared);
     shared = a.shared.out;
   }
+  moe_experts_forward(env, ws, name, a, load, x, w);
+  if (c.n_shared_experts > 0) join_side(env);
   moe_combine_forward(ctx, out, resid, shared, a.experts.out, a.row_of, a.topk_w);
 }
 
@@ -114,7 +118,12 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
                 F = c.moe_intermediate_size;
   const DType dt = env.dtype;
 
-  if (c.n_shared_experts > 0) mlp_backward(env, ws, d_x, Accum::overwrite, dw.shared, d_out, x, a.shared, w.shared);
+  // the shared expert on the side stream (d_x written over there), joined before the routed part adds onto d_x
+  if (c.n_shared_experts > 0) {
+    LayerEnv side = env;
+    side.ctx = &fork_side(env);
+    mlp_backward(side, ws, d_x, Accum::overwrite, dw.shared, d_out, x, a.shared, w.shared);
+  }
 
   // combine backward: gradients for the expert outputs and the routing weights
   Tensor d_eo = ws.alloc("d_experts_out", dt, {N * K, D});
@@ -134,6 +143,7 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
   grouped_matmul_backward(ctx, Tensor{}, dw.up_proj, d_u, a.xp, w.up_proj, a.offsets, Accum::overwrite,
                           env.expert_grads);
   grouped_matmul_d_in_pair(ctx, d_xp, d_g, w.gate_proj, d_u, w.up_proj, a.offsets);  // d_g · W_gate + d_u · W_up
+  if (c.n_shared_experts > 0) join_side(env);
   moe_permute_backward(ctx, d_x, d_xp, a.row_of, c.n_shared_experts > 0 ? Accum::add : Accum::overwrite);
 
   // gate backward: through the weights and, when on, the balance loss; the bias gets no gradient

@@ -15,9 +15,19 @@
 
 namespace ds {
 
+// A second CUDA stream for a block's independent branches (the MoE layer's shared expert beside the routed experts),
+// forked from the main stream and joined back into it by events. Small or latency-bound kernels of one branch (the
+// routing chain, the permutes) leave SMs the other's products can use. Absent on the CPU: the branches run in order.
+struct SideStream {
+  Context ctx;  // the side stream's
+  void* fork_event = nullptr;
+  void* join_event = nullptr;
+};
+
 // What a forward pass needs besides weights: positions, RoPE tables, the batch shape, training switches.
 struct LayerEnv {
   const Context* ctx = nullptr;
+  const SideStream* side = nullptr;  // null: no side stream
   const ModelConfig* cfg = nullptr;
   DType dtype = DType::f32;   // activations (and the compute weights): f32/f64, or bf16 on CUDA
   DType sdtype = DType::f32;  // saved statistics (rstd, lse, gate scores, routing weights): dtype, f32 when bf16
@@ -83,6 +93,11 @@ struct MoeLoad {
   int64_t gpus = 0;
   std::vector<int64_t> gpu_tokens;  // [gpus]
 };
+
+// The side stream's context once it waits for the work queued so far on env.ctx's stream (env.ctx itself without a
+// side stream); join_side: env.ctx's stream waits for the work queued on the side stream.
+const Context& fork_side(const LayerEnv& env);
+void join_side(const LayerEnv& env);
 
 void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MlaActs& a, Tensor x,
                  const AttnWeights& w);

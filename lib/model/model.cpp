@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/env.h"
 #include "core/rng.h"
 #include "model/rope.h"
 #include "ops/ops.h"
@@ -34,6 +35,13 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
   acts_.set_zero_fill(false);
   scratch_.set_zero_fill(false);
   grad_ws_.set_zero_fill(false);
+  // The blocks' side branches (LayerEnv::side) on a stream of their own; DS_STEP_SIDE_STREAM=0 runs them in order.
+  if (ctx.device.is_cuda() && env_switch("DS_STEP_SIDE_STREAM")) {
+    side_.ctx = ctx;
+    side_.ctx.cuda_stream = gpu::process_stream(ctx.device, gpu::kStepSideStream);
+    side_.fork_event = gpu::event_create();
+    side_.join_event = gpu::event_create();
+  }
   w_ = bind_weights(cfg_, params_, param_dtype());
   for (size_t i = 0; i < params_.size(); ++i) param_stage_.push_back(stage_of(params_.name(i), cfg_.num_hidden_layers));
   if (dtype_ == DType::bf16) {
@@ -65,7 +73,10 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
   softmax_scale_ = ds::attention_softmax_scale(cfg_);
 }
 
-Model::~Model() = default;
+Model::~Model() {
+  if (side_.fork_event) gpu::event_destroy(side_.fork_event);
+  if (side_.join_event) gpu::event_destroy(side_.join_event);
+}
 
 void Model::enable_grads() {
   if (grads_) return;
@@ -131,6 +142,7 @@ void Model::init_random(uint64_t seed) {
 LayerEnv Model::env() const {
   LayerEnv e;
   e.ctx = &ctx_;
+  e.side = side_.fork_event ? &side_ : nullptr;
   e.cfg = &cfg_;
   e.dtype = dtype_;
   e.sdtype = stat_dtype();

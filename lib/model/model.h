@@ -171,6 +171,7 @@ class Model {
 
   ModelConfig cfg_;
   Context ctx_;
+  SideStream side_;  // the blocks' side branches on CUDA (fork_event null: none)
   DType dtype_;
   Arena params_;
   ModelWeights w_;

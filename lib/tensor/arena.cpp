@@ -75,7 +75,7 @@ void* process_stream(Device d, ProcessStream slot) {
   void*& s = streams[{d.index, int(slot)}];
   if (s) return s;
 #if DS_HAVE_CUDA
-  const bool train = slot == kTrainStream;
+  const bool train = slot == kTrainStream || slot == kStepSideStream;
   s = train || slot == kOptimizerStream ? cuda::stream_create_with(d.index, train, train) : stream_create(d);
 #else
   no_cuda();

@@ -72,8 +72,10 @@ void stream_destroy(Device d, void* stream);
 // workspace per (device, stream), so a stream per engine or decoder would leave one behind each time one is
 // destroyed. Slots: kDecodeStream (the engine's captured steps), kSideStream (the decoder's parallel branches),
 // kTrainStream (the trainer's step: blocking, of the highest priority), kOptimizerStream (the optimizer's overlapped
-// update, lib/train/optimizer.h: non-blocking, of the lowest priority, so it fills what the step leaves idle).
-enum ProcessStream { kDecodeStream = 0, kSideStream = 1, kTrainStream = 2, kOptimizerStream = 3 };
+// update, lib/train/optimizer.h: non-blocking, of the lowest priority, so it fills what the step leaves idle),
+// kStepSideStream (a model's forward / backward branches beside its main stream, lib/model/layers.h SideStream:
+// blocking, of the highest priority, as the step's).
+enum ProcessStream { kDecodeStream = 0, kSideStream = 1, kTrainStream = 2, kOptimizerStream = 3, kStepSideStream = 4 };
 void* process_stream(Device d, ProcessStream slot);
 void stream_sync(void* stream);
 void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
