@@ -453,11 +453,13 @@ bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor 
   AttnArgs<bf16_t> a = make_args<bf16_t>(q, out, scale);
   a.q = cptr<bf16_t>(q), a.o = cptr<bf16_t>(out), a.dout = cptr<bf16_t>(d_out), a.dq = mptr<bf16_t>(d_q);
   a.lse_in = cptr<float>(lse);
-  const int64_t dn = kv.dim(3) - out.dim(3), W = kv.dim(3), dr = d_k_pe.cols();
+  const int64_t dn = kv.dim(3) - out.dim(3), W = kv.dim(3), dr = k_pe.cols();
   set_mla_layout(a, kv, k_pe, dn);
-  a.dk = mptr<bf16_t>(d_kv);
-  a.dv = mptr<bf16_t>(d_kv) + dn;
-  a.dk_rope = mptr<bf16_t>(d_k_pe);
+  if (!d_kv.empty()) {  // empty: dQ alone (the dK/dV kernel is not launched)
+    a.dk = mptr<bf16_t>(d_kv);
+    a.dv = mptr<bf16_t>(d_kv) + dn;
+    a.dk_rope = mptr<bf16_t>(d_k_pe);
+  }
   a.ld_dk = a.ld_dv = a.H * W;
   a.hs_dk = a.hs_dv = W;
   a.ld_dkr = a.H * dr;

@@ -491,13 +491,15 @@ void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor 
                             Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
   Check c(ctx, "mla_attention_backward");
   check_mla_attention(c, q, kv, k_pe, out);
-  c.f("d_out", d_out).f("d_kv", d_kv).f("d_k_pe", d_k_pe).f_opt("d_q", d_q).stat("lse", lse);
+  c.f("d_out", d_out).f_opt("d_kv", d_kv).f_opt("d_k_pe", d_k_pe).f_opt("d_q", d_q).stat("lse", lse);
   check_lse(c, lse, q);
   const int64_t N = q.dim(0) * q.dim(1), H = q.dim(2), Dqk = q.dim(3), Dv = out.dim(3), dn = kv.dim(3) - Dv;
   OP_CHECK(c, same_shape(d_out, out), "d_out " + d_out.shape_str() + " must match out " + out.shape_str());
   OP_CHECK(c, d_q.empty() || same_shape(d_q, q), "d_q " + d_q.shape_str() + " must match q " + q.shape_str());
-  OP_CHECK(c, same_shape(d_kv, kv), "d_kv " + d_kv.shape_str() + " must match kv " + kv.shape_str());
-  OP_CHECK(c, d_k_pe.numel() == N * H * (Dqk - dn) && d_k_pe.cols() == Dqk - dn,
+  OP_CHECK(c, d_kv.empty() == d_k_pe.empty(), "d_kv and d_k_pe are given together (or both left empty)");
+  OP_CHECK(c, !d_q.empty() || !d_kv.empty(), "nothing to compute: d_q, d_kv and d_k_pe all empty");
+  OP_CHECK(c, d_kv.empty() || same_shape(d_kv, kv), "d_kv " + d_kv.shape_str() + " must match kv " + kv.shape_str());
+  OP_CHECK(c, d_k_pe.empty() || (d_k_pe.numel() == N * H * (Dqk - dn) && d_k_pe.cols() == Dqk - dn),
            "d_k_pe " + d_k_pe.shape_str() + " must be [B, T, H, " + std::to_string(Dqk - dn) + "]");
   if constexpr (opcheck::kHaveCuda && DS_CUDA_KERNEL_ATTENTION)
     if (c.cuda() && cuda::mla_attention_backward(ctx, d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe, scale)) return;
@@ -505,6 +507,7 @@ void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor 
   const Tensor k = ks.like(q), v = vs.like(out), d_k = dks.like(q), d_v = dvs.like(out);
   mla_expand(ctx, k, v, kv, k_pe);
   attention_backward(ctx, d_q, d_k, d_v, d_out, out, lse, q, k, v, scale);
+  if (d_kv.empty()) return;
   const Tensor d_kv_rows = d_kv.view({N * H, dn + Dv}), d_k_rows = d_k.view({N * H, Dqk});
   copy_cols(ctx, d_kv_rows, 0, d_k_rows, 0, dn);
   copy_cols(ctx, d_kv_rows, dn, d_v.view({N * H, Dv}), 0, Dv);

@@ -136,7 +136,8 @@ void attention_backward(const Context& ctx, Tensor d_q, Tensor d_k, Tensor d_v, 
 // copy_cols where no kernel reads them in place: the CPU, and CUDA outside the sm_90a 96/64 kernels).
 void mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale);
 // d_q, d_kv (k_nope's and v's gradients in kv's layout) and d_k_pe [B, T, H, dr] (each head's gradient of the shared
-// rope key: the caller sums them) overwrite; as attention_backward's d_q, d_k, d_v split by copy_cols.
+// rope key: the caller sums them) overwrite; as attention_backward's d_q, d_k, d_v split by copy_cols. Either d_q or
+// d_kv with d_k_pe may be empty (not computed): two calls, one for each, may run on two streams at once.
 void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
                             Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale);
 

@@ -471,6 +471,16 @@ void mla_attention_case(int64_t B, int64_t T, int64_t H, int64_t dn, int64_t dr,
   std::printf("bits   %-48s %lld values differ\n", (tag + " bwd d_kv, d_k_pe = attention_backward's").c_str(),
               (long long)differ);
   CHECK(differ == 0);
+  // d_q alone, then d_kv with d_k_pe alone (the training backward's two streams): the joint call's bits
+  DevTensor dq3(dt, qs), dkv3(dt, kvs), dpe3(dt, dps);
+  mla_attention_backward(cuda_ctx(), dq3, Tensor{}, Tensor{}, dout.dev, o_in.dev, l_in.dev, q.dev, kv.dev, pe.dev,
+                         scale);
+  mla_attention_backward(cuda_ctx(), Tensor{}, dkv3, dpe3, dout.dev, o_in.dev, l_in.dev, q.dev, kv.dev, pe.dev,
+                         scale);
+  device_sync();
+  expect_same_bits(tag + " bwd dq alone", dq.dev, dq3);
+  expect_same_bits(tag + " bwd d_kv alone", dkv.dev, dkv3);
+  expect_same_bits(tag + " bwd d_k_pe alone", dpe.dev, dpe3);
 }
 
 // The bench model's MLA shape (dn 64, dr 32, Dv 64: the in-place kernels with sm_90a) at tile edges, and shapes

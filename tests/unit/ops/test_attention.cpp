@@ -152,6 +152,20 @@ TEST_CASE("mla_attention: kv_b's layout in place, gradient check", "[ops][attent
   };
   // Smooth (softmax), as attention's check: measured ~1e-9 relative, bound 1e-6.
   CHECK(run_gradcheck("mla_attention", {{"q", q, dq}, {"kv", kv, dkv}, {"k_pe", pe, dpe}}, loss) < 1e-6);
+  // d_q alone and d_kv with d_k_pe alone (two calls, as on two streams): the joint call's bits
+  mla_attention_forward(ctx, out, lse, q, kv, pe, scale);
+  mla_attention_backward(ctx, dq, dkv, dpe_h, R, out, lse, q, kv, pe, scale);
+  Owned dq1 = zeros(DType::f64, {B, T, H, Dqk}), dkv1 = zeros(DType::f64, {B, T, H, W});
+  Owned dpe1 = zeros(DType::f64, {B, T, H, dr});
+  mla_attention_backward(ctx, dq1, Tensor{}, Tensor{}, R, out, lse, q, kv, pe, scale);
+  mla_attention_backward(ctx, Tensor{}, dkv1, dpe1, R, out, lse, q, kv, pe, scale);
+  CHECK(bitwise_equal(dq1, dq));
+  CHECK(bitwise_equal(dkv1, dkv));
+  CHECK(bitwise_equal(dpe1, dpe_h));
+  CHECK_THROWS_WITH(mla_attention_backward(ctx, Tensor{}, Tensor{}, Tensor{}, R, out, lse, q, kv, pe, scale),
+                    Catch::Contains("nothing to compute"));
+  CHECK_THROWS_WITH(mla_attention_backward(ctx, dq1, dkv1, Tensor{}, R, out, lse, q, kv, pe, scale),
+                    Catch::Contains("together"));
   // shapes are checked: a k_pe of the wrong width
   Owned bad = zeros(DType::f64, {B, T, dr + 1});
   CHECK_THROWS_WITH(mla_attention_forward(ctx, out, lse, q, kv, bad, scale), Catch::Contains("k_pe"));
