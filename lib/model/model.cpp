@@ -141,6 +141,7 @@ LayerEnv Model::env() const {
   e.rope_attn_factor = rope_attn_factor_;
   e.softmax_scale = softmax_scale_;
   e.balance_alpha = fopt_.balance_alpha;
+  e.fuse_proj = fuse_proj_;
   return e;
 }
 
