@@ -43,9 +43,14 @@ struct LayerEnv {
 };
 
 struct MlaActs {
-  Tensor q_a, q_a_rstd, q_a_n;  // [N, Rq], [N], [N, Rq]      (q_lora only)
+  // x's down-projections, read in place by column: q_a(x) (q_lora only) at q_a's columns [0, Rq), kv_a(x) = the raw
+  // latent ; the rope key before RoPE at kv_a's columns [kv_col, kv_col + Rkv + dr). Two products: q_a [N, Rq], kv_a
+  // [N, Rkv + dr], kv_col 0; one (the weights adjacent, stacked_weight): q_a and kv_a are the same [N, Rq + Rkv + dr]
+  // tensor, kv_col = Rq.
+  Tensor q_a, kv_a;
+  int64_t kv_col = 0;
+  Tensor q_a_rstd, q_a_n;       // [N], [N, Rq]               (q_lora only)
   Tensor q_full;                // [N, H, dqk] nope ; rotated pe (q_b's output, rotated in place)
-  Tensor kv_a;                  // [N, Rkv + dr]: the raw latent ; the rope key before RoPE
   Tensor kv_rstd, c;            // [N], [N, Rkv]: c is the normalised latent (what decode caches)
   Tensor k_pe;                  // [N, dr] after RoPE (the single shared rope key)
   Tensor kv_b;                  // [N, H*(dn+dv)]: each head's k_nope ; v (the attention reads them in place)

@@ -111,6 +111,7 @@ void Model::settle_expert_grads() {
 }
 
 void Model::init_random(uint64_t seed) {
+  const std::vector<uint64_t> stream = init_streams(params_);
   for (size_t i = 0; i < params_.size(); ++i) {
     const std::string& name = params_.name(i);
     const Tensor& t = params_[i];
@@ -120,8 +121,9 @@ void Model::init_random(uint64_t seed) {
     } else if (t.ndim == 1) {
       std::fill(v.begin(), v.end(), 1.0);  // RMSNorm weights
     } else {
-      // The stream is the tensor's index in the fixed table, so each tensor's values depend only on the seed.
-      for (size_t j = 0; j < v.size(); ++j) v[j] = cfg_.initializer_range * rng_normal_at(seed, 1000 + i, j);
+      // The stream is the tensor's index in the fixed table (as it was declared before q_a and kv_a were made
+      // adjacent: init_streams), so each tensor's values depend only on the seed.
+      for (size_t j = 0; j < v.size(); ++j) v[j] = cfg_.initializer_range * rng_normal_at(seed, 1000 + stream[i], j);
     }
     from_host(t, v);
   }
