@@ -33,6 +33,7 @@ void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);
+void swiglu_pair_backward(const Context& ctx, Tensor d_gate_up, Tensor d_out, Tensor gate_up);
 
 // ---- linear through cuBLASLt (kernels/matmul.cu)
 void matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor weight, Accum acc, Inputs weight_written);

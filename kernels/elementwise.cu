@@ -338,41 +338,69 @@ __global__ void swiglu_fwd_kernel(T* __restrict__ out, const T* __restrict__ gat
   grid_loop(n - t0, [&](int64_t r) { out[t0 + r] = swiglu_fwd1(gate[t0 + r], up[t0 + r]); });
 }
 
-// out[r, c] = silu(gu[r, c]) * gu[r, F + c] for gu [N, 2F] (swiglu_fwd_kernel's arithmetic).
-template <class T>
+// out[r, c] = silu(gu[r, c]) * gu[r, F + c] for gu [N, 2F] (swiglu_fwd_kernel's arithmetic). W > 1: element i's
+// word of W never crosses a row or a half (F % W == 0) and every pointer is 16-byte aligned (the training MLP's
+// [M, 2F] product); W = 1 element by element (decode's odd shapes).
+template <class T, int W>
 __global__ void swiglu_pair_kernel(T* __restrict__ out, const T* __restrict__ gu, int64_t n, int64_t F) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / F, c = i - r * F;
-    const float g = ldf(gu[r * 2 * F + c]);
-    out[i] = cvt<T>(g * sigmoidf_(g) * ldf(gu[r * 2 * F + F + c]));
-  }
+  grid_loop(n / W, [&](int64_t w) {
+    const int64_t i = w * W, r = i / F, c = i - r * F;
+    const T* row = gu + r * 2 * F;
+    const Pack<T, W> gv = ld_pack<T, W>(row + c), uv = ld_pack<T, W>(row + F + c);
+    Pack<T, W> o;
+#pragma unroll
+    for (int j = 0; j < W; ++j) o.v[j] = swiglu_fwd1(gv.v[j], uv.v[j]);
+    st_pack<T, W>(out + i, o);
+  });
 }
 
-// d_gate = d_out * u * s * (1 + g * (1 - s)),  d_up = d_out * g * s,  s = sigmoid(g). Either output may be null.
+// d_gate = d_out * u * s * (1 + g * (1 - s)),  d_up = d_out * g * s,  s = sigmoid(g): one element, shared by
+// swiglu_bwd_kernel and swiglu_pair_bwd_kernel (the same arithmetic, so the same bits). Either output may be null.
+template <class T>
+__device__ __forceinline__ void swiglu_bwd1(T d_out, T gate, T up, T* d_gate, T* d_up) {
+  const float g = ldf(gate), s = sigmoidf_(g), dy = ldf(d_out);
+  if (d_gate) *d_gate = cvt<T>(dy * ldf(up) * s * (1.0f + g * (1.0f - s)));
+  if (d_up) *d_up = cvt<T>(dy * g * s);
+}
+
 template <class T, int W>
 __global__ void swiglu_bwd_kernel(T* __restrict__ d_gate, T* __restrict__ d_up, const T* __restrict__ d_out,
                                   const T* __restrict__ gate, const T* __restrict__ up, int64_t n) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   grid_loop(n / W, [&](int64_t w) {
     const Pack<T, W> gv = ld_pack<T, W>(gate + w * W), dv = ld_pack<T, W>(d_out + w * W);
-    Pack<T, W> uv, dg, du;
+    Pack<T, W> uv{}, dg, du;
     if (d_gate) uv = ld_pack<T, W>(up + w * W);
 #pragma unroll
-    for (int j = 0; j < W; ++j) {
-      const float g = ldf(gv.v[j]), s = sigmoidf_(g), dy = ldf(dv.v[j]);
-      if (d_gate) dg.v[j] = cvt<T>(dy * ldf(uv.v[j]) * s * (1.0f + g * (1.0f - s)));
-      if (d_up) du.v[j] = cvt<T>(dy * g * s);
-    }
+    for (int j = 0; j < W; ++j)
+      swiglu_bwd1(dv.v[j], gv.v[j], uv.v[j], d_gate ? &dg.v[j] : nullptr, d_up ? &du.v[j] : nullptr);
     if (d_gate) st_pack<T, W>(d_gate + w * W, dg);
     if (d_up) st_pack<T, W>(d_up + w * W, du);
   });
   const int64_t t0 = n / W * W;
   grid_loop(n - t0, [&](int64_t r) {
     const int64_t i = t0 + r;
-    const float g = ldf(gate[i]), s = sigmoidf_(g), dy = ldf(d_out[i]);
-    if (d_gate) d_gate[i] = cvt<T>(dy * ldf(up[i]) * s * (1.0f + g * (1.0f - s)));
-    if (d_up) d_up[i] = cvt<T>(dy * g * s);
+    swiglu_bwd1(d_out[i], gate[i], d_gate ? up[i] : T{}, d_gate ? d_gate + i : nullptr, d_up ? d_up + i : nullptr);
+  });
+}
+
+// [d_g | d_u] rows of d_gu [N, 2F] from d_out [N, F] and gu [N, 2F] = [g | u] (swiglu_bwd1; words as in
+// swiglu_pair_kernel).
+template <class T, int W>
+__global__ void swiglu_pair_bwd_kernel(T* __restrict__ d_gu, const T* __restrict__ d_out, const T* __restrict__ gu,
+                                       int64_t n, int64_t F) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  grid_loop(n / W, [&](int64_t w) {
+    const int64_t i = w * W, r = i / F, c = i - r * F;
+    const T* row = gu + r * 2 * F;
+    T* drow = d_gu + r * 2 * F;
+    const Pack<T, W> gv = ld_pack<T, W>(row + c), uv = ld_pack<T, W>(row + F + c), dv = ld_pack<T, W>(d_out + i);
+    Pack<T, W> dg, du;
+#pragma unroll
+    for (int j = 0; j < W; ++j) swiglu_bwd1(dv.v[j], gv.v[j], uv.v[j], &dg.v[j], &du.v[j]);
+    st_pack<T, W>(drow + c, dg);
+    st_pack<T, W>(drow + F + c, du);
   });
 }
 
@@ -626,9 +654,32 @@ void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
   if (n == 0) return;
   dispatch_fb(out.dtype, "swiglu_pair_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(swiglu_pair_kernel<T>, grid_for(n, kThreads), kThreads, 0, st, dptr<T>(out), dptr<const T>(gate_up), n, F);
+    constexpr int W = kVec<T>;
+    if (F % W == 0 && aligned16({out.data, gate_up.data}))
+      launch(swiglu_pair_kernel<T, W>, grid_for(n / W, kThreads), kThreads, 0, st, dptr<T>(out),
+             dptr<const T>(gate_up), n, F);
+    else
+      launch(swiglu_pair_kernel<T, 1>, grid_for(n, kThreads), kThreads, 0, st, dptr<T>(out), dptr<const T>(gate_up),
+             n, F);
   });
   DS_CUDA_LAUNCH_CHECK("swiglu_pair_kernel");
+}
+
+void swiglu_pair_backward(const Context& ctx, Tensor d_gate_up, Tensor d_out, Tensor gate_up) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = d_out.numel(), F = d_out.cols();
+  if (n == 0) return;
+  dispatch_fb(d_out.dtype, "swiglu_pair_backward", [&](auto zero) {
+    using T = decltype(zero);
+    constexpr int W = kVec<T>;
+    if (F % W == 0 && aligned16({d_gate_up.data, d_out.data, gate_up.data}))
+      launch(swiglu_pair_bwd_kernel<T, W>, grid_for(n / W, kThreads), kThreads, 0, st, dptr<T>(d_gate_up),
+             dptr<const T>(d_out), dptr<const T>(gate_up), n, F);
+    else
+      launch(swiglu_pair_bwd_kernel<T, 1>, grid_for(n, kThreads), kThreads, 0, st, dptr<T>(d_gate_up),
+             dptr<const T>(d_out), dptr<const T>(gate_up), n, F);
+  });
+  DS_CUDA_LAUNCH_CHECK("swiglu_pair_bwd_kernel");
 }
 
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up) {

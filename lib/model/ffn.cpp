@@ -12,13 +12,23 @@ void mlp_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
                  const MlpWeights& w) {
   const Context& ctx = *env.ctx;
   const int64_t M = x.rows(), F = w.gate_proj.dim(0), D = w.down_proj.dim(0);
-  a.g = ws.alloc(name + ".gate", env.dtype, {M, F});
-  a.u = ws.alloc(name + ".up", env.dtype, {M, F});
-  a.act = ws.alloc(name + ".act", env.dtype, {M, F});
+  const Tensor w_gu = stacked_weight(env, w.gate_proj, w.up_proj);  // [2F, D] = [gate ; up], or empty
+  if (!w_gu.empty()) {  // one product [g | u], SwiGLU over its halves
+    a.g = a.u = Tensor{};
+    a.gu = ws.alloc(name + ".gate_up", env.dtype, {M, 2 * F});
+    a.act = ws.alloc(name + ".act", env.dtype, {M, F});
+    matmul_forward(ctx, a.gu, x, w_gu);
+    swiglu_pair_forward(ctx, a.act, a.gu);
+  } else {
+    a.gu = Tensor{};
+    a.g = ws.alloc(name + ".gate", env.dtype, {M, F});
+    a.u = ws.alloc(name + ".up", env.dtype, {M, F});
+    a.act = ws.alloc(name + ".act", env.dtype, {M, F});
+    matmul_forward(ctx, a.g, x, w.gate_proj);
+    matmul_forward(ctx, a.u, x, w.up_proj);
+    swiglu_forward(ctx, a.act, a.g, a.u);
+  }
   a.out = ws.alloc(name + ".out", env.dtype, {M, D});
-  matmul_forward(ctx, a.g, x, w.gate_proj);
-  matmul_forward(ctx, a.u, x, w.up_proj);
-  swiglu_forward(ctx, a.act, a.g, a.u);
   matmul_forward(ctx, a.out, a.act, w.down_proj);
 }
 
@@ -27,9 +37,15 @@ void mlp_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Mlp
   const Context& ctx = *env.ctx;
   const int64_t M = x.rows(), F = w.gate_proj.dim(0);
   Tensor d_act = ws.alloc("d_act", env.dtype, {M, F});
+  matmul_backward(ctx, d_act, dw.down_proj, d_out, a.act, w.down_proj);
+  if (!a.gu.empty()) {  // the forward's one product: [d_g | d_u], then one product back
+    Tensor d_gu = ws.alloc("d_gate_up", env.dtype, {M, 2 * F});
+    swiglu_pair_backward(ctx, d_gu, d_act, a.gu);
+    stacked_matmul_backward(ctx, ws, d_x, acc, dw.gate_proj, dw.up_proj, d_gu, x, w.gate_proj, w.up_proj);
+    return;
+  }
   Tensor d_g = ws.alloc("d_gate", env.dtype, {M, F});
   Tensor d_u = ws.alloc("d_up", env.dtype, {M, F});
-  matmul_backward(ctx, d_act, dw.down_proj, d_out, a.act, w.down_proj);
   swiglu_backward(ctx, d_g, d_u, d_act, a.g, a.u);
   matmul_backward(ctx, d_x, dw.gate_proj, d_g, x, w.gate_proj, acc);
   matmul_backward(ctx, d_x, dw.up_proj, d_u, x, w.up_proj, Accum::add);

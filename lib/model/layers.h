@@ -24,6 +24,9 @@ struct SideStream {
   void* join_event = nullptr;
 };
 
+// DS_FUSED_PROJ: on unless "0", read once (LayerEnv::fuse_proj's default; stacked.cpp).
+bool fused_proj_default();
+
 // What a forward pass needs besides weights: positions, RoPE tables, the batch shape, training switches.
 struct LayerEnv {
   const Context* ctx = nullptr;
@@ -43,13 +46,21 @@ struct LayerEnv {
   // The routed experts' weight gradients: written over on the first backward after Model::zero_grads, which leaves
   // them (2.2 of the bench model's 2.7 GB of gradients), added onto after.
   Accum expert_grads = Accum::add;
+  // Two projections of one input whose weights lie one after the other run as one product (stacked_weight):
+  // DS_FUSED_PROJ=0 in the environment, or Model::set_fused_projections(false), keeps the two products.
+  bool fuse_proj = fused_proj_default();
   int64_t N() const { return B * T; }
 };
 
 struct MlaActs {
-  Tensor q_a, q_a_rstd, q_a_n;  // [N, Rq], [N], [N, Rq]      (q_lora only)
+  // x's down-projections, read in place by column: q_a(x) (q_lora only) at q_a's columns [0, Rq), kv_a(x) = the raw
+  // latent ; the rope key before RoPE at kv_a's columns [kv_col, kv_col + Rkv + dr). Two products: q_a [N, Rq], kv_a
+  // [N, Rkv + dr], kv_col 0; one (the weights adjacent, stacked_weight): q_a and kv_a are the same [N, Rq + Rkv + dr]
+  // tensor, kv_col = Rq.
+  Tensor q_a, kv_a;
+  int64_t kv_col = 0;
+  Tensor q_a_rstd, q_a_n;       // [N], [N, Rq]               (q_lora only)
   Tensor q_full;                // [N, H, dqk] nope ; rotated pe (q_b's output, rotated in place)
-  Tensor kv_a;                  // [N, Rkv + dr]: the raw latent ; the rope key before RoPE
   Tensor kv_rstd, c;            // [N], [N, Rkv]: c is the normalised latent (what decode caches)
   Tensor k_pe;                  // [N, dr] after RoPE (the single shared rope key)
   Tensor kv_b;                  // [N, H*(dn+dv)]: each head's k_nope ; v (the attention reads them in place)
@@ -58,8 +69,10 @@ struct MlaActs {
 };
 
 struct MlpActs {
-  Tensor g, u, act;  // [M, F]
-  Tensor out;        // [M, D]
+  Tensor g, u;  // [M, F] the gate and up products, when two products made them
+  Tensor gu;    // [M, 2F] = [g | u] when one product over the adjacent weights did (stacked_weight; g, u empty)
+  Tensor act;   // [M, F]
+  Tensor out;   // [M, D]
 };
 
 struct MoeActs {
@@ -98,6 +111,23 @@ struct MoeLoad {
 // side stream); join_side: env.ctx's stream waits for the work queued on the side stream.
 const Context& fork_side(const LayerEnv& env);
 void join_side(const LayerEnv& env);
+
+// ---- projections stacked in memory (stacked.cpp) ----
+// The linears that read one input (q_a and kv_a; gate and up) are declared one after the other (weights.cpp), so in
+// the parameter, compute-copy and gradient arenas they form one [n1 + n2, K] matrix whenever the first one's bytes
+// are a multiple of the arena's 64-byte alignment: their product is one GEMM (one over K = n1 + n2 for d_x).
+
+// The [a.rows + b.rows, K] matrix of two 2-D tensors of one dtype, device and width when b's rows follow a's in
+// memory; empty otherwise.
+Tensor adjacent_rows(const Tensor& a, const Tensor& b);
+// adjacent_rows(w1, w2) where env allows one product (fuse_proj, and not a decoder's forward: the CPU decoder keeps
+// its two products, lib/README.md; the CUDA one stacks copies of its own); empty otherwise.
+Tensor stacked_weight(const LayerEnv& env, const Tensor& w1, const Tensor& w2);
+// The backward of out = x · [w1 ; w2]^T (w1, w2 adjacent): d_x (=|+= per acc) in one product, dw1 and dw2 (+=) in
+// one when they are adjacent too (as the model's gradient arena lays them out), else each from a copy of its
+// columns of d_out.
+void stacked_matmul_backward(const Context& ctx, Workspace& ws, Tensor d_x, Accum acc, Tensor dw1, Tensor dw2,
+                             Tensor d_out, Tensor x, Tensor w1, Tensor w2);
 
 void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, MlaActs& a, Tensor x,
                  const AttnWeights& w);

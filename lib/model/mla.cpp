@@ -25,15 +25,30 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   const DType dt = env.dtype;
   const std::string p = name + ".attn.";
 
+  // x's down-projections: q_a (q_lora) and kv_a, one product when their weights are adjacent (MlaActs)
+  const int64_t Rq = c.q_lora_rank;
+  const Tensor w_qkv = Rq > 0 ? stacked_weight(env, w.q_a_proj, w.kv_a_proj) : Tensor{};  // [Rq + Rkv + dr, D]
+  if (!w_qkv.empty()) {
+    a.kv_a = a.q_a = ws.alloc(p + "qkv_a", dt, {N, Rq + Rkv + dr});
+    a.kv_col = Rq;
+    matmul_forward(ctx, a.kv_a, x, w_qkv);
+  } else {
+    if (Rq > 0) {
+      a.q_a = ws.alloc(p + "q_latent_raw", dt, {N, Rq});
+      matmul_forward(ctx, a.q_a, x, w.q_a_proj);
+    }
+    a.kv_a = ws.alloc(p + "kv_a", dt, {N, Rkv + dr});
+    a.kv_col = 0;
+    matmul_forward(ctx, a.kv_a, x, w.kv_a_proj);
+  }
+
   // query: q_b's output is q_full once RoPE has turned its rope columns in place
   a.q_full = ws.alloc(p + "q_full", dt, {N, H, dqk});
   Tensor q = a.q_full.view({N, H * dqk});
-  if (c.q_lora_rank > 0) {
-    a.q_a = ws.alloc(p + "q_latent_raw", dt, {N, c.q_lora_rank});
+  if (Rq > 0) {
     a.q_a_rstd = ws.alloc(p + "q_latent_rstd", env.sdtype, {N});
-    a.q_a_n = ws.alloc(p + "q_latent", dt, {N, c.q_lora_rank});
-    matmul_forward(ctx, a.q_a, x, w.q_a_proj);
-    rmsnorm_forward(ctx, a.q_a_n, a.q_a_rstd, a.q_a, w.q_a_layernorm, kLatentNormEps);
+    a.q_a_n = ws.alloc(p + "q_latent", dt, {N, Rq});
+    rmsnorm_cols_forward(ctx, a.q_a_n, a.q_a_rstd, a.q_a, 0, w.q_a_layernorm, kLatentNormEps);
     matmul_forward(ctx, q, a.q_a_n, w.q_b_proj);
   } else {
     matmul_forward(ctx, q, x, w.q_proj);
@@ -41,13 +56,12 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
   rope_cols_forward(ctx, a.q_full, dn, a.q_full, dn, env.pos, env.inv_freq, env.rope_attn_factor);
 
   // key/value latent and the shared rope key, both read in place from kv_a's columns
-  a.kv_a = ws.alloc(p + "kv_a", dt, {N, Rkv + dr});
-  matmul_forward(ctx, a.kv_a, x, w.kv_a_proj);
+  const int64_t W = a.kv_a.cols();
   a.kv_rstd = ws.alloc(p + "kv_latent_rstd", env.sdtype, {N});
   a.c = ws.alloc(p + "kv_latent", dt, {N, Rkv});
-  rmsnorm_cols_forward(ctx, a.c, a.kv_rstd, a.kv_a, 0, w.kv_a_layernorm, kLatentNormEps);
+  rmsnorm_cols_forward(ctx, a.c, a.kv_rstd, a.kv_a, a.kv_col, w.kv_a_layernorm, kLatentNormEps);
   a.k_pe = ws.alloc(p + "k_pe", dt, {N, dr});
-  rope_cols_forward(ctx, a.k_pe.view({N, 1, dr}), 0, a.kv_a.view({N, 1, Rkv + dr}), Rkv, env.pos, env.inv_freq,
+  rope_cols_forward(ctx, a.k_pe.view({N, 1, dr}), 0, a.kv_a.view({N, 1, W}), a.kv_col + Rkv, env.pos, env.inv_freq,
                     env.rope_attn_factor);
 
   // expand the latent into per-head keys (without their rope part) and values
@@ -82,25 +96,33 @@ void mla_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Att
                          d_k_pe_heads.view({B, T, H, dr}), d_attn.view({B, T, H, dv}), a.attn.view({B, T, H, dv}),
                          a.lse, a.q_full.view({B, T, H, dqk}), a.kv_b.view({B, T, H, dn + dv}),
                          a.k_pe.view({B, T, dr}), env.softmax_scale);
-  // the shared rope key's gradient: summed over the heads into d_kv_a's last dr columns, rotated back there
-  Tensor d_kv_a = ws.alloc("d_kv_a", dt, {N, Rkv + dr});
-  sum_cols_repeat(ctx, d_kv_a, Rkv, d_k_pe_heads.view({N, H * dr}), 0, dr, H, dr);
-  Tensor d_kv_a3 = d_kv_a.view({N, 1, Rkv + dr});
-  rope_cols_backward(ctx, d_kv_a3, Rkv, d_kv_a3, Rkv, env.pos, env.inv_freq, env.rope_attn_factor);
+  // d_kv_a in kv_a's layout (with q_a's columns when one product made both): the shared rope key's gradient summed
+  // over the heads into kv_a's last dr columns and rotated back there, the latent's through its norm
+  const int64_t kc = a.kv_col, W = a.kv_a.cols(), Rq = c.q_lora_rank;
+  const bool one_product = kc > 0;
+  Tensor d_kv_a = ws.alloc(one_product ? "d_qkv_a" : "d_kv_a", dt, {N, W});
+  sum_cols_repeat(ctx, d_kv_a, kc + Rkv, d_k_pe_heads.view({N, H * dr}), 0, dr, H, dr);
+  Tensor d_kv_a3 = d_kv_a.view({N, 1, W});
+  rope_cols_backward(ctx, d_kv_a3, kc + Rkv, d_kv_a3, kc + Rkv, env.pos, env.inv_freq, env.rope_attn_factor);
   Tensor d_c = ws.alloc("d_kv_latent", dt, {N, Rkv});
   matmul_backward(ctx, d_c, dw.kv_b_proj, d_kv_b, a.c, w.kv_b_proj);
-  rmsnorm_cols_backward(ctx, d_kv_a, 0, dw.kv_a_layernorm, d_c, a.kv_a, 0, w.kv_a_layernorm, a.kv_rstd);
-  matmul_backward(ctx, d_x, dw.kv_a_proj, d_kv_a, x, w.kv_a_proj, acc);
+  rmsnorm_cols_backward(ctx, d_kv_a, kc, dw.kv_a_layernorm, d_c, a.kv_a, kc, w.kv_a_layernorm, a.kv_rstd);
+  if (!one_product) matmul_backward(ctx, d_x, dw.kv_a_proj, d_kv_a, x, w.kv_a_proj, acc);
 
   // query: d_q_full is q's gradient once its rope columns are turned back in place
   rope_cols_backward(ctx, d_q_full, dn, d_q_full, dn, env.pos, env.inv_freq, env.rope_attn_factor);
   Tensor d_q = d_q_full.view({N, H * dqk});
-  if (c.q_lora_rank > 0) {
-    Tensor d_q_a_n = ws.alloc("d_q_latent", dt, {N, c.q_lora_rank});
+  if (Rq > 0) {
+    Tensor d_q_a_n = ws.alloc("d_q_latent", dt, {N, Rq});
     matmul_backward(ctx, d_q_a_n, dw.q_b_proj, d_q, a.q_a_n, w.q_b_proj);
-    Tensor d_q_a = ws.alloc("d_q_latent_raw", dt, {N, c.q_lora_rank});
-    rmsnorm_backward(ctx, d_q_a, dw.q_a_layernorm, d_q_a_n, a.q_a, w.q_a_layernorm, a.q_a_rstd);
-    matmul_backward(ctx, d_x, dw.q_a_proj, d_q_a, x, w.q_a_proj, Accum::add);
+    if (one_product) {  // q_a's gradient into d_kv_a's first Rq columns, then one product back for both
+      rmsnorm_cols_backward(ctx, d_kv_a, 0, dw.q_a_layernorm, d_q_a_n, a.q_a, 0, w.q_a_layernorm, a.q_a_rstd);
+      stacked_matmul_backward(ctx, ws, d_x, acc, dw.q_a_proj, dw.kv_a_proj, d_kv_a, x, w.q_a_proj, w.kv_a_proj);
+    } else {
+      Tensor d_q_a = ws.alloc("d_q_latent_raw", dt, {N, Rq});
+      rmsnorm_backward(ctx, d_q_a, dw.q_a_layernorm, d_q_a_n, a.q_a, w.q_a_layernorm, a.q_a_rstd);
+      matmul_backward(ctx, d_x, dw.q_a_proj, d_q_a, x, w.q_a_proj, Accum::add);
+    }
   } else {
     matmul_backward(ctx, d_x, dw.q_proj, d_q, x, w.q_proj, Accum::add);
   }

@@ -122,6 +122,7 @@ void Model::settle_expert_grads() {
 }
 
 void Model::init_random(uint64_t seed) {
+  const std::vector<uint64_t> stream = init_streams(params_);
   for (size_t i = 0; i < params_.size(); ++i) {
     const std::string& name = params_.name(i);
     const Tensor& t = params_[i];
@@ -131,8 +132,9 @@ void Model::init_random(uint64_t seed) {
     } else if (t.ndim == 1) {
       std::fill(v.begin(), v.end(), 1.0);  // RMSNorm weights
     } else {
-      // The stream is the tensor's index in the fixed table, so each tensor's values depend only on the seed.
-      for (size_t j = 0; j < v.size(); ++j) v[j] = cfg_.initializer_range * rng_normal_at(seed, 1000 + i, j);
+      // The stream is the tensor's index in the fixed table (as it was declared before q_a and kv_a were made
+      // adjacent: init_streams), so each tensor's values depend only on the seed.
+      for (size_t j = 0; j < v.size(); ++j) v[j] = cfg_.initializer_range * rng_normal_at(seed, 1000 + stream[i], j);
     }
     from_host(t, v);
   }
@@ -153,6 +155,7 @@ LayerEnv Model::env() const {
   e.rope_attn_factor = rope_attn_factor_;
   e.softmax_scale = softmax_scale_;
   e.balance_alpha = fopt_.balance_alpha;
+  e.fuse_proj = fuse_proj_;
   return e;
 }
 

@@ -152,6 +152,12 @@ class Model {
   // Expert-load counters per MoE layer (main layers, then MTP), for callers that run blocks themselves.
   MoeLoad* moe_load(int64_t layer);
 
+  // Projections of one input whose weights are adjacent (q_a with kv_a, gate with up) run as one product (layers.h);
+  // on unless DS_FUSED_PROJ=0. Off: two products each, as before (the tests compare the two). Takes effect at the
+  // next forward (its backward follows what the forward did).
+  void set_fused_projections(bool on) { fuse_proj_ = on; }
+  bool fused_projections() const { return fuse_proj_; }
+
   // With recording on, forward keeps every named intermediate for dump_tensors().
   void set_recording(bool on) { acts_.set_recording(on); }
   const std::vector<std::pair<std::string, Tensor>>& recorded_tensors() const { return acts_.recorded(); }
@@ -186,6 +192,7 @@ class Model {
   std::vector<balance::LayerPlacement> placements_;  // owned copies the MoeLoads point at
   std::vector<int64_t> moe_layer_ids_;
   double rope_attn_factor_ = 1.0, softmax_scale_ = 1.0;
+  bool fuse_proj_ = fused_proj_default();
 
   // the last forward
   Workspace acts_, scratch_, grad_ws_;

@@ -36,14 +36,18 @@ void declare_block(Binder& b, BlockWeights& bw, const ModelConfig& c, int64_t la
   b.add(bw.post_attention_layernorm, p + "post_attention_layernorm.weight", {D});
   AttnWeights& a = bw.attn;
   const std::string s = p + "self_attn.";
+  const std::vector<int64_t> kv_a_shape{c.kv_lora_rank + c.qk_rope_head_dim, D};
   if (c.q_lora_rank > 0) {
+    // q_a_proj and kv_a_proj_with_mqa one after the other: both read x, and adjacent they are one product (layers.h;
+    // init_streams keeps the random init of the order before)
     b.add(a.q_a_proj, s + "q_a_proj.weight", {c.q_lora_rank, D});
+    b.add(a.kv_a_proj, s + "kv_a_proj_with_mqa.weight", kv_a_shape);
     b.add(a.q_a_layernorm, s + "q_a_layernorm.weight", {c.q_lora_rank});
     b.add(a.q_b_proj, s + "q_b_proj.weight", {H * c.qk_head_dim(), c.q_lora_rank});
   } else {
     b.add(a.q_proj, s + "q_proj.weight", {H * c.qk_head_dim(), D});
+    b.add(a.kv_a_proj, s + "kv_a_proj_with_mqa.weight", kv_a_shape);
   }
-  b.add(a.kv_a_proj, s + "kv_a_proj_with_mqa.weight", {c.kv_lora_rank + c.qk_rope_head_dim, D});
   b.add(a.kv_a_layernorm, s + "kv_a_layernorm.weight", {c.kv_lora_rank});
   b.add(a.kv_b_proj, s + "kv_b_proj.weight", {H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank});
   b.add(a.o_proj, s + "o_proj.weight", {D, H * c.v_head_dim});
@@ -89,6 +93,29 @@ ModelWeights bind_weights(const ModelConfig& c, Arena& arena, DType dtype) {
   b.finish();
   if (c.tie_word_embeddings) w.lm_head = w.embed_tokens;
   return w;
+}
+
+namespace {
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+}  // namespace
+
+std::vector<uint64_t> init_streams(const Arena& params) {
+  std::vector<uint64_t> s(params.size());
+  for (size_t i = 0; i < s.size(); ++i) s[i] = i;
+  for (size_t i = 0; i + 3 < s.size(); ++i) {
+    if (!ends_with(params.name(i), ".self_attn.q_a_proj.weight")) continue;
+    // declared q_a_proj, kv_a_proj_with_mqa, q_a_layernorm, q_b_proj; before: q_a_proj, q_a_layernorm, q_b_proj, kv_a
+    DS_CHECK(ends_with(params.name(i + 1), ".self_attn.kv_a_proj_with_mqa.weight") &&
+                 ends_with(params.name(i + 2), ".self_attn.q_a_layernorm.weight") &&
+                 ends_with(params.name(i + 3), ".self_attn.q_b_proj.weight"),
+             "init_streams: unexpected declaration order after " + params.name(i));
+    s[i + 1] = i + 3;
+    s[i + 2] = i + 1;
+    s[i + 3] = i + 2;
+  }
+  return s;
 }
 
 namespace {

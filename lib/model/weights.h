@@ -73,6 +73,11 @@ ModelWeights bind_weights(const ModelConfig& cfg, Arena& arena, DType dtype);
 std::vector<std::pair<std::string, Tensor>> checkpoint_tensors(const ModelConfig& cfg, const ModelWeights& w,
                                                                bool with_mtp_copies = true);
 
+// The random-init stream of each tensor of an arena bound by bind_weights (Model::init_random): its index in the table
+// as declared before kv_a_proj_with_mqa moved up next to q_a_proj (to be one product with it), so that a seed gives
+// the weights it gave before.
+std::vector<uint64_t> init_streams(const Arena& params);
+
 // Tensors that receive no gradient and no optimizer update (the router biases).
 bool is_buffer_name(const std::string& arena_name);
 // Tensors exempt from weight decay (norms and buffers: everything 1-D).

@@ -532,6 +532,18 @@ void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up) {
   DS_DISPATCH(c, swiglu_pair_forward(ctx, out, gate_up));
 }
 
+void swiglu_pair_backward(const Context& ctx, Tensor d_gate_up, Tensor d_out, Tensor gate_up) {
+  Check c(ctx, "swiglu_pair_backward");
+  c.f("d_gate_up", d_gate_up).f("d_out", d_out).f("gate_up", gate_up);
+  OP_CHECK(c, gate_up.rows() == d_out.rows() && gate_up.cols() == 2 * d_out.cols(),
+           "gate_up " + gate_up.shape_str() + " must be [N, 2F] for d_out " + d_out.shape_str());
+  OP_CHECK(c, d_gate_up.rows() == gate_up.rows() && d_gate_up.cols() == gate_up.cols(),
+           "d_gate_up " + d_gate_up.shape_str() + " must match gate_up " + gate_up.shape_str());
+  OP_CHECK(c, d_gate_up.data != d_out.data && d_gate_up.data != gate_up.data,
+           "d_gate_up must not alias d_out or gate_up");
+  DS_DISPATCH(c, swiglu_pair_backward(ctx, d_gate_up, d_out, gate_up));
+}
+
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up) {
   Check c(ctx, "swiglu_backward");
   c.f("d_out", d_out).f("gate", gate).f("up", up).f_opt("d_gate", d_gate).f_opt("d_up", d_up);

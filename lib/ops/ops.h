@@ -166,6 +166,10 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
 // Decode fusion: out[N, F] = silu(gate_up[:, :F]) * gate_up[:, F:] for gate_up [N, 2F], the output of one GEMM over
 // the gate and up weights stacked (the same values as swiglu_forward of the two halves).
 void swiglu_pair_forward(const Context& ctx, Tensor out, Tensor gate_up);
+// Its backward (the training MLP's fused gate/up product): d_gate_up [N, 2F] = [d_gate | d_up] of
+// swiglu_backward(d_out, gate_up's halves), the same values bit for bit (on CUDA the same per-element arithmetic as
+// swiglu_backward's kernel). d_gate_up must not alias d_out or gate_up.
+void swiglu_pair_backward(const Context& ctx, Tensor d_gate_up, Tensor d_out, Tensor gate_up);
 
 // ---- MoE gate ------------------------------------------------------------------------------------------
 enum class ScoreFunc : uint8_t { sigmoid, softmax };

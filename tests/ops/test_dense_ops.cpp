@@ -695,6 +695,51 @@ TEST_CASE("parity: rmsnorm_cols forward and backward", "[norm]") {
   }
 }
 
+// The training MLP's fused gate/up product: swiglu_pair_forward / _backward against the CPU, and on the device bit for
+// bit against swiglu_forward / swiglu_backward of the two halves (the per-element arithmetic is theirs).
+TEST_CASE("parity: swiglu_pair backward, and both pair kernels = the unfused kernels", "[elementwise][swiglu]") {
+  struct Shape {
+    int64_t n, f;
+    size_t misalign;  // bytes: gate_up off the 16-byte word (the element-by-element kernels)
+    bool big;
+  };
+  // 64 x 512 and 256 x 2048 take 16-byte words; 9 x 7 (F not a multiple of the word) and the misaligned case do not
+  for (const Shape& sh : {Shape{64, 512, 0, false}, Shape{9, 7, 0, false}, Shape{33, 1000, 4, false},
+                          Shape{256, 2048, 0, true}}) {
+    if (sh.big && !run_big()) continue;
+    for (DType dt : {kF32, kBF16}) {
+      const int64_t N = sh.n, F = sh.f;
+      const std::string st = shape_tag({N, 2 * F}) + (sh.misalign ? " misaligned" : "");
+      const char* reason = dt == kBF16 ? kBf16Reason : "f32 expf vs f64 exp";
+      Twin gu = twin(dt, randn({N, 2 * F}, 141, 2.0), DType::f64, sh.misalign), dout = twin(dt, randn({N, F}, 142));
+      Twin d_gu = twin_out(dt, {N, 2 * F}), out = twin_out(dt, {N, F});
+      run_both([&](const Context& c, Pick p) { swiglu_pair_backward(c, p(d_gu), p(dout), p(gu)); });
+      expect_close(tag("swiglu_pair_backward", dt, st), d_gu, dt == kBF16 ? 5e-3 : 2e-6, reason);
+      run_both([&](const Context& c, Pick p) { swiglu_pair_forward(c, p(out), p(gu)); });
+      expect_close(tag("swiglu_pair_forward", dt, st), out, dt == kBF16 ? 5e-3 : 2e-6, reason);
+
+      // on the device: the halves through the unfused kernels give the same bits
+      const Context g = cuda_ctx();
+      DevTensor gate = dev_poisoned(dt, {N, F}), up = dev_poisoned(dt, {N, F});
+      copy_cols(g, gate, 0, gu.dev, 0, F);
+      copy_cols(g, up, 0, gu.dev, F, F);
+      DevTensor dg = dev_poisoned(dt, {N, F}), du = dev_poisoned(dt, {N, F}), ref_out = dev_poisoned(dt, {N, F});
+      swiglu_backward(g, dg, du, dout.dev, gate, up);
+      swiglu_forward(g, ref_out, gate, up);
+      DevTensor got_g = dev_poisoned(dt, {N, F}), got_u = dev_poisoned(dt, {N, F});
+      copy_cols(g, got_g, 0, d_gu.dev, 0, F);
+      copy_cols(g, got_u, 0, d_gu.dev, F, F);
+      device_sync();
+      expect_close_values(tag("swiglu_pair_backward d_gate = swiglu_backward's", dt, st), got_g.values(), dg.values(),
+                          0.0, "the same per-element arithmetic (swiglu_bwd1)");
+      expect_close_values(tag("swiglu_pair_backward d_up = swiglu_backward's", dt, st), got_u.values(), du.values(),
+                          0.0, "the same per-element arithmetic (swiglu_bwd1)");
+      expect_close_values(tag("swiglu_pair_forward = swiglu_forward's", dt, st), out.dev.values(), ref_out.values(),
+                          0.0, "the same per-element arithmetic (swiglu_fwd1)");
+    }
+  }
+}
+
 // ---- decode fusions: add + RMSNorm, RoPE of a column block, SwiGLU of stacked halves ----------------------
 
 TEST_CASE("parity: decode fusions (add_rmsnorm, rope_cols, swiglu_pair)", "[norm][rope][swiglu]") {

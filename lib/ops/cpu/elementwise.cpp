@@ -213,7 +213,16 @@ void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up) {
   });
 }
 
+namespace {
 // out = g * sig(g) * u:  d_gate = d_out * u * sig(g) * (1 + g * (1 - sig(g))),  d_up = d_out * g * sig(g).
+// One element, shared by swiglu_backward and swiglu_pair_backward (the same arithmetic, so the same bits).
+template <class T> inline void swiglu_bwd1(T dy, T g, T u, T* dg, T* du) {
+  const T s = sigmoid(g);
+  if (dg) *dg = dy * u * s * (T(1) + g * (T(1) - s));
+  if (du) *du = dy * g * s;
+}
+}  // namespace
+
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up) {
   dispatch_float(d_out.dtype, "swiglu_backward", [&](auto zero) {
     using T = decltype(zero);
@@ -224,10 +233,23 @@ void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_ou
     const T* pu = up.ptr<T>();
     const int64_t n = d_out.numel();
 #pragma omp parallel for num_threads(threads_for(ctx, n)) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const T g = pg[i], s = sigmoid(g);
-      if (pdg) pdg[i] = pdo[i] * pu[i] * s * (T(1) + g * (T(1) - s));
-      if (pdu) pdu[i] = pdo[i] * g * s;
+    for (int64_t i = 0; i < n; ++i) swiglu_bwd1(pdo[i], pg[i], pu[i], pdg ? pdg + i : nullptr, pdu ? pdu + i : nullptr);
+  });
+}
+
+// Row r of gate_up is [g | u] (F each), of d_gate_up [d_g | d_u].
+void swiglu_pair_backward(const Context& ctx, Tensor d_gate_up, Tensor d_out, Tensor gate_up) {
+  dispatch_float(d_out.dtype, "swiglu_pair_backward", [&](auto zero) {
+    using T = decltype(zero);
+    T* pd = d_gate_up.ptr<T>();
+    const T* pdo = d_out.ptr<T>();
+    const T* pgu = gate_up.ptr<T>();
+    const int64_t N = d_out.rows(), F = d_out.cols();
+#pragma omp parallel for num_threads(threads_for(ctx, N * F)) schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      const T* gu = pgu + r * 2 * F;
+      T* d = pd + r * 2 * F;
+      for (int64_t c = 0; c < F; ++c) swiglu_bwd1(pdo[r * F + c], gu[c], gu[F + c], d + c, d + F + c);
     }
   });
 }

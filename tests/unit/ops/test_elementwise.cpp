@@ -166,3 +166,15 @@ TEST_CASE("swiglu gradient check", "[ops][swiglu][gradcheck]") {
   // Smooth elementwise op: central differences agree to ~1e-10; bound 1e-6.
   CHECK(run_gradcheck("swiglu", {{"gate", g, dg}, {"up", u, du}}, loss) < 1e-6);
 }
+
+TEST_CASE("swiglu_pair gradient check", "[ops][swiglu][gradcheck]") {
+  const Context ctx = cpu_ctx();
+  Owned gu = rand(DType::f64, {3, 14}, 4, -3, 3), R = rand(DType::f64, {3, 7}, 5);
+  Owned out = zeros(DType::f64, {3, 7}), d_gu = zeros(DType::f64, {3, 14});
+  swiglu_pair_backward(ctx, d_gu, R, gu);
+  auto loss = [&] {
+    swiglu_pair_forward(ctx, out, gu);
+    return dot(out, R);
+  };
+  CHECK(run_gradcheck("swiglu_pair", {{"gate_up", gu, d_gu}}, loss) < 1e-6);
+}

@@ -141,6 +141,33 @@ TEST_CASE("swiglu_pair_forward and moe_combine_forward = their unfused sequences
   CHECK(bitwise_equal(resid, want));
 }
 
+TEST_CASE("swiglu_pair_backward = swiglu_backward of the two halves", "[ops][fused][swiglu]") {
+  for (int threads : {1, 3}) {  // bits do not depend on the thread count
+    const Context ctx = cpu_ctx(threads);
+    for (DType dt : {DType::f32, DType::f64}) {
+      const int64_t N = 6, F = 7;
+      Owned gu = rand(dt, {N, 2 * F}, 21, -4, 4), dout = rand(dt, {N, F}, 22), d_gu = zeros(dt, {N, 2 * F});
+      swiglu_pair_backward(ctx, d_gu, dout, gu);
+      Owned g = zeros(dt, {N, F}), u = zeros(dt, {N, F}), dg = zeros(dt, {N, F}), du = zeros(dt, {N, F});
+      copy_cols(ctx, g, 0, gu, 0, F);
+      copy_cols(ctx, u, 0, gu, F, F);
+      swiglu_backward(ctx, dg, du, dout, g, u);
+      Owned got_g = zeros(dt, {N, F}), got_u = zeros(dt, {N, F});
+      copy_cols(ctx, got_g, 0, d_gu, 0, F);
+      copy_cols(ctx, got_u, 0, d_gu, F, F);
+      CHECK(bitwise_equal(got_g, dg));
+      CHECK(bitwise_equal(got_u, du));
+    }
+  }
+  const Context ctx = cpu_ctx();
+  Owned gu = rand(DType::f32, {4, 10}, 1), dout = rand(DType::f32, {4, 5}, 2), d_gu = zeros(DType::f32, {4, 10});
+  Owned odd = zeros(DType::f32, {4, 9}), d_gu64 = zeros(DType::f64, {4, 10});
+  CHECK_THROWS_AS(swiglu_pair_backward(ctx, d_gu, dout, odd), Error);     // gate_up not [N, 2F]
+  CHECK_THROWS_AS(swiglu_pair_backward(ctx, odd, dout, gu), Error);       // d_gate_up not gate_up's shape
+  CHECK_THROWS_AS(swiglu_pair_backward(ctx, gu, dout, gu), Error);        // in place
+  CHECK_THROWS_AS(swiglu_pair_backward(ctx, d_gu64, dout, gu), Error);    // mixed dtypes
+}
+
 TEST_CASE("grouped_swiglu_forward = two grouped_matmul_forward then swiglu_forward", "[ops][fused]") {
   const Context ctx = cpu_ctx();
   const int64_t N = 5, K = 2, E = 4, D = 8, F = 6;
