@@ -15,9 +15,10 @@
 
 namespace ds {
 
-// A second CUDA stream for a block's independent branches (the MoE layer's shared expert beside the routed experts),
-// forked from the main stream and joined back into it by events. Small or latency-bound kernels of one branch (the
-// routing chain, the permutes) leave SMs the other's products can use. Absent on the CPU: the branches run in order.
+// A second CUDA stream for a block's independent branches (the MoE layer's shared expert beside the routed experts,
+// MLA's key/value branch beside the query's), forked from the main stream and joined back into it by events. Small
+// or latency-bound kernels of one branch (the routing chain, the permutes) leave SMs the other's products can use.
+// Absent on the CPU: the branches run in order.
 struct SideStream {
   Context ctx;  // the side stream's
   void* fork_event = nullptr;
