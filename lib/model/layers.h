@@ -48,7 +48,8 @@ struct LayerEnv {
   // them (2.2 of the bench model's 2.7 GB of gradients), added onto after.
   Accum expert_grads = Accum::add;
   // Two projections of one input whose weights lie one after the other run as one product (stacked_weight):
-  // DS_FUSED_PROJ=0 in the environment, or Model::set_fused_projections(false), keeps the two products.
+  // DS_FUSED_PROJ=0 in the environment, or Model::set_fused_projections(false) (the CPU model's default), keeps the
+  // two products.
   bool fuse_proj = fused_proj_default();
   int64_t N() const { return B * T; }
 };

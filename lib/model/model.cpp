@@ -35,6 +35,7 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
   acts_.set_zero_fill(false);
   scratch_.set_zero_fill(false);
   grad_ws_.set_zero_fill(false);
+  fuse_proj_ = ctx.device.is_cuda() && fused_proj_default();
   // The blocks' side branches (LayerEnv::side) on a stream of their own; DS_STEP_SIDE_STREAM=0 runs them in order.
   if (ctx.device.is_cuda() && env_switch("DS_STEP_SIDE_STREAM")) {
     side_.ctx = ctx;

@@ -139,6 +139,8 @@ TEST_CASE("fused projections: the arenas lay q_a with kv_a and gate with up side
   c12.hidden_size = 12;
   Model m12(c12, ctx);
   m12.init_random(3);
+  CHECK(!m12.fused_projections());  // the CPU's default: two products (on CUDA one, unless DS_FUSED_PROJ=0)
+  m12.set_fused_projections(true);
   CHECK(adjacent_rows(m12.weights().layers[0].attn.q_a_proj, m12.weights().layers[0].attn.kv_a_proj).empty());
   m12.forward(random_batch(c12, 1, 4, 4));
   CHECK(m12.layer_acts(0).mla.kv_col == 0);
