@@ -18,7 +18,8 @@ void linear(const Context& ctx, Tensor out, Tensor in, Tensor weight) {
 }  // namespace
 
 Decoder::Decoder(Model& model)
-    : model_(model), stack_(model.context().device.is_cuda()), absorbed_(model.context().device) {
+    : model_(model), stack_(model.context().device.is_cuda()), side_(model.context(), gpu::kSideStream),
+      absorbed_(model.context().device) {
   const ModelConfig& c = model_.config();
   const int64_t n_blocks = c.num_hidden_layers + c.num_nextn_predict_layers;
   const size_t nb = size_t(n_blocks);
@@ -35,11 +36,6 @@ Decoder::Decoder(Model& model)
     if (m) gu[size_t(b)] = absorbed_.add("gate_up." + s, model_.dtype(), {2 * m->gate_proj.dim(0), c.hidden_size});
   }
   absorbed_.allocate();
-  if (model_.context().device.is_cuda()) {
-    side_stream_ = gpu::process_stream(model_.context().device, gpu::kSideStream);
-    fork_event_ = gpu::event_create();
-    join_event_ = gpu::event_create();
-  }
   for (int64_t b = 0; b < n_blocks; ++b) {
     w_uk_t_.push_back(absorbed_[uk[size_t(b)]]);
     qkv_a_.push_back(qkv[size_t(b)] == SIZE_MAX ? Tensor{} : absorbed_[qkv[size_t(b)]]);
@@ -48,25 +44,11 @@ Decoder::Decoder(Model& model)
   refresh();
 }
 
-Decoder::~Decoder() {
-  gpu::event_destroy(fork_event_);
-  gpu::event_destroy(join_event_);
-}
+Decoder::~Decoder() = default;
 
-const Context& Decoder::fork() {
-  if (!side_stream_) return model_.context();
-  side_ctx_ = model_.context();
-  side_ctx_.cuda_stream = side_stream_;
-  gpu::event_record(fork_event_, model_.context().cuda_stream);
-  gpu::stream_wait(side_stream_, fork_event_);
-  return side_ctx_;
-}
+const Context& Decoder::fork() { return side_.fork(model_.context()); }
 
-void Decoder::join() {
-  if (!side_stream_) return;
-  gpu::event_record(join_event_, side_stream_);
-  gpu::stream_wait(model_.context().cuda_stream, join_event_);
-}
+void Decoder::join() { side_.join(model_.context()); }
 
 const BlockWeights& Decoder::block_weights(size_t b) const {
   const size_t L = size_t(model_.config().num_hidden_layers);

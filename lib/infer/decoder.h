@@ -57,10 +57,7 @@ class Decoder {
   // On CUDA, launches are what a decode step costs, so projections that read the same input run as one GEMM over
   // weights stacked here (the CPU keeps the separate products: its recorded runs stay bit-identical).
   bool stack_;
-  void* side_stream_ = nullptr;  // CUDA: the side stream (one per device for the process) and fork/join events
-  void* fork_event_ = nullptr;
-  void* join_event_ = nullptr;
-  Context side_ctx_;
+  SideStream side_;  // CUDA: gpu::kSideStream (one per device for the process)
   Arena absorbed_;
   std::vector<Tensor> w_uk_t_;   // per block: W_UK^T per head [H, Rkv, dn] (main layers, then MTP blocks)
   std::vector<Tensor> qkv_a_;    // per block (stack_, q_lora_rank > 0): [q_a_proj ; kv_a_proj]  [Q + Rkv + dr, D]

@@ -1,21 +1,19 @@
 // One pre-norm decoder block: x_mid = x + MLA(norm(x)); x_out = x_mid + FFN(norm(x_mid)).
 #include "model/layers.h"
 #include "ops/ops.h"
-#include "tensor/arena.h"
 
 namespace ds {
 
-const Context& fork_side(const LayerEnv& env) {
-  if (!env.side) return *env.ctx;
-  gpu::event_record(env.side->fork_event, env.ctx->cuda_stream);
-  gpu::stream_wait(env.side->ctx.cuda_stream, env.side->fork_event);
-  return env.side->ctx;
+LayerEnv side_branch(const LayerEnv& env) {
+  if (!env.side) return env;
+  LayerEnv b = env;
+  b.ctx = &env.side->fork(*env.ctx);
+  b.side = nullptr;
+  return b;
 }
 
 void join_side(const LayerEnv& env) {
-  if (!env.side) return;
-  gpu::event_record(env.side->join_event, env.side->ctx.cuda_stream);
-  gpu::stream_wait(env.ctx->cuda_stream, env.side->join_event);
+  if (env.side) env.side->join(*env.ctx);
 }
 
 void block_forward(const LayerEnv& env, Workspace& ws, const std::string& name, BlockActs& a, MoeLoad* load,

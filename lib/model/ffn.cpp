@@ -116,9 +116,7 @@ void moe_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Mo
   // one after the other)
   Tensor shared;
   if (c.n_shared_experts > 0) {
-    LayerEnv side = env;
-    side.ctx = &fork_side(env);
-    mlp_forward(side, ws, p + "shared", a.shared, x, w.shared);
+    mlp_forward(side_branch(env), ws, p + "shared", a.shared, x, w.shared);
     shared = a.shared.out;
   }
   moe_experts_forward(env, ws, name, a, load, x, w);
@@ -136,9 +134,7 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
 
   // the shared expert on the side stream (d_x written over there), joined before the routed part adds onto d_x
   if (c.n_shared_experts > 0) {
-    LayerEnv side = env;
-    side.ctx = &fork_side(env);
-    mlp_backward(side, ws, d_x, Accum::overwrite, dw.shared, d_out, x, a.shared, w.shared);
+    mlp_backward(side_branch(env), ws, d_x, Accum::overwrite, dw.shared, d_out, x, a.shared, w.shared);
   }
 
   // combine backward: gradients for the expert outputs and the routing weights

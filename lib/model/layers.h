@@ -11,19 +11,10 @@
 #include "balance/placement.h"
 #include "model/config.h"
 #include "model/weights.h"
+#include "tensor/side_stream.h"
 #include "tensor/workspace.h"
 
 namespace ds {
-
-// A second CUDA stream for a block's independent branches (the MoE layer's shared expert beside the routed experts,
-// MLA's key/value branch beside the query's), forked from the main stream and joined back into it by events. Small
-// or latency-bound kernels of one branch (the routing chain, the permutes) leave SMs the other's products can use.
-// Absent on the CPU: the branches run in order.
-struct SideStream {
-  Context ctx;  // the side stream's
-  void* fork_event = nullptr;
-  void* join_event = nullptr;
-};
 
 // DS_FUSED_PROJ: on unless "0", read once (LayerEnv::fuse_proj's default; stacked.cpp).
 bool fused_proj_default();
@@ -31,7 +22,10 @@ bool fused_proj_default();
 // What a forward pass needs besides weights: positions, RoPE tables, the batch shape, training switches.
 struct LayerEnv {
   const Context* ctx = nullptr;
-  const SideStream* side = nullptr;  // null: no side stream
+  // A second stream for a block's independent branches (the MoE layer's shared expert beside the routed experts,
+  // MLA's key/value branch beside the query's): small or latency-bound kernels of one branch (the routing chain,
+  // the permutes) leave SMs the other's products can use. Null (the CPU): the branches run in order.
+  const SideStream* side = nullptr;
   const ModelConfig* cfg = nullptr;
   DType dtype = DType::f32;   // activations (and the compute weights): f32/f64, or bf16 on CUDA
   DType sdtype = DType::f32;  // saved statistics (rstd, lse, gate scores, routing weights): dtype, f32 when bf16
@@ -109,9 +103,9 @@ struct MoeLoad {
   std::vector<int64_t> gpu_tokens;  // [gpus]
 };
 
-// The side stream's context once it waits for the work queued so far on env.ctx's stream (env.ctx itself without a
-// side stream); join_side: env.ctx's stream waits for the work queued on the side stream.
-const Context& fork_side(const LayerEnv& env);
+// env for a branch on the side stream, ordered after the work queued so far on env.ctx's stream (its side is null:
+// a branch does not fork again); env itself without a side stream. join_side: env.ctx's stream waits for the branch.
+LayerEnv side_branch(const LayerEnv& env);
 void join_side(const LayerEnv& env);
 
 // ---- projections stacked in memory (stacked.cpp) ----

@@ -44,7 +44,7 @@ void mla_forward(const LayerEnv& env, Workspace& ws, const std::string& name, Ml
 
   // The key/value branch (the latent's norm, the rope key, kv_b) on the side stream while the query's runs here
   // (LayerEnv::side; in order on the CPU): each is a chain of small products and memory-bound passes.
-  const Context& kv_ctx = fork_side(env);
+  const Context& kv_ctx = *side_branch(env).ctx;
 
   // key/value latent and the shared rope key, both read in place from kv_a's columns
   const int64_t W = a.kv_a.cols();
@@ -102,7 +102,7 @@ void mla_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Att
   // query's (dQ, q_b's) runs here: two calls of the attention backward, one for each output group (the same bits as
   // one call). In order on the CPU.
   const bool split = env.side != nullptr;
-  const Context& kv_ctx = fork_side(env);
+  const Context& kv_ctx = *side_branch(env).ctx;
   mla_attention_backward(kv_ctx, split ? Tensor{} : d_q_full.view({B, T, H, dqk}), d_kv_b.view({B, T, H, dn + dv}),
                          d_k_pe_heads.view({B, T, H, dr}), d_o4, o4, a.lse, q4, kv4, kpe3, env.softmax_scale);
   // d_kv_a in kv_a's layout (with q_a's columns when one product made both): the shared rope key's gradient summed

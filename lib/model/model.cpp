@@ -25,8 +25,8 @@ int stage_of(const std::string& name, int64_t L) {
 }
 
 Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
-    : cfg_(cfg), ctx_(ctx), dtype_(dtype), params_(ctx.device), buffers_(ctx.device), acts_(ctx.device),
-      scratch_(ctx.device), grad_ws_(ctx.device) {
+    : cfg_(cfg), ctx_(ctx), side_(ctx, gpu::kStepSideStream, env_switch("DS_STEP_SIDE_STREAM")), dtype_(dtype),
+      params_(ctx.device), buffers_(ctx.device), acts_(ctx.device), scratch_(ctx.device), grad_ws_(ctx.device) {
   DS_CHECK(dtype == DType::f32 || dtype == DType::f64 || dtype == DType::bf16, "model dtype must be f32, f64 or bf16");
   if (dtype == DType::f64 && ctx.device.is_cuda()) throw_usage("an f64 model runs on the CPU only");
   if (dtype == DType::bf16 && !ctx.device.is_cuda()) throw_usage("bf16 (mixed precision) needs --device cuda");
@@ -36,13 +36,6 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
   scratch_.set_zero_fill(false);
   grad_ws_.set_zero_fill(false);
   fuse_proj_ = ctx.device.is_cuda() && fused_proj_default();
-  // The blocks' side branches (LayerEnv::side) on a stream of their own; DS_STEP_SIDE_STREAM=0 runs them in order.
-  if (ctx.device.is_cuda() && env_switch("DS_STEP_SIDE_STREAM")) {
-    side_.ctx = ctx;
-    side_.ctx.cuda_stream = gpu::process_stream(ctx.device, gpu::kStepSideStream);
-    side_.fork_event = gpu::event_create();
-    side_.join_event = gpu::event_create();
-  }
   w_ = bind_weights(cfg_, params_, param_dtype());
   for (size_t i = 0; i < params_.size(); ++i) param_stage_.push_back(stage_of(params_.name(i), cfg_.num_hidden_layers));
   if (dtype_ == DType::bf16) {
@@ -74,10 +67,7 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
   softmax_scale_ = ds::attention_softmax_scale(cfg_);
 }
 
-Model::~Model() {
-  if (side_.fork_event) gpu::event_destroy(side_.fork_event);
-  if (side_.join_event) gpu::event_destroy(side_.join_event);
-}
+Model::~Model() = default;
 
 void Model::enable_grads() {
   if (grads_) return;
@@ -145,7 +135,7 @@ void Model::init_random(uint64_t seed) {
 LayerEnv Model::env() const {
   LayerEnv e;
   e.ctx = &ctx_;
-  e.side = side_.fork_event ? &side_ : nullptr;
+  e.side = side_.active() ? &side_ : nullptr;
   e.cfg = &cfg_;
   e.dtype = dtype_;
   e.sdtype = stat_dtype();

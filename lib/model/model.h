@@ -178,7 +178,7 @@ class Model {
 
   ModelConfig cfg_;
   Context ctx_;
-  SideStream side_;  // the blocks' side branches on CUDA (fork_event null: none)
+  SideStream side_;  // the blocks' side branches (LayerEnv::side) on CUDA; DS_STEP_SIDE_STREAM=0: inactive
   DType dtype_;
   Arena params_;
   ModelWeights w_;
