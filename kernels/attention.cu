@@ -56,6 +56,7 @@ template <class E> struct AttnArgs {
   const float* lse_in;  // backward
   float* lse_out;       // forward (may be null)
   float* delta;         // backward, tensor-core path: D = rowsum(dO * O) [B, H, T] f32 (attn_bwd_delta writes it)
+  E* ds;                // backward, dQ variant 7: dS^T tiles (attn_bwd_dkdv_wgmma writes, attn_bwd_dq_ds_wgmma reads)
   // The warpgroup-MMA kernels' key / value layout (elements): token-row and head strides of k, v, dk, dv, and
   // k_rope / dk_rope: columns 64.. of each head's key (its gradient) from their own tensor (null: from k / dk).
   // make_args sets the contiguous [B, T, H, D] layout; MLA's in-place form (mla_attention_forward / backward)
@@ -85,6 +86,7 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 #include "kernels/attention/fwd_mma.cuh"
 #include "kernels/attention/bwd_mma.cuh"
 #include "kernels/attention/bwd_wgmma.cuh"
+#include "kernels/attention/bwd_dq_ds.cuh"
 #include "kernels/attention/fwd_wgmma.cuh"
 #include "kernels/attention/simt.cuh"
 
@@ -106,7 +108,9 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
   X(5, 64, 3, false)
 #define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
 // dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2); dQ variants 5 and
-// 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2). sm_90a builds only (kernels/CMakeLists.txt defines
+// 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2); dQ variant 7: attn_bwd_dq_ds_wgmma, dQ from the dS tiles
+// the dK/dV kernel stores when one call asks for dQ and dK/dV with a wgmma dK/dV variant (else variant 5). sm_90a
+// builds only (kernels/CMakeLists.txt defines
 // DS_CUDA_WGMMA there). The counts include the default. At start-up DS_ATTN_DKDV_VARIANT / DS_ATTN_DQ_VARIANT pick
 // others (env_variant). Tried and removed (16th session): the block's constant operand (K and V; Q and dO) as
 // register A fragments, so that S^T, dP^T (S, dP) read only one operand from shared memory: no faster (H200, B16
@@ -114,9 +118,10 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 // shared-memory reads are not what bounds these kernels.
 // The default at 96/64: the wgmma kernels with steps of 32 where they exist (H200, bench model training shape,
 // B16 T1024 H16, ms for dK+dV / dQ: mma.sync 0.491 / 0.378, wgmma step 32 0.392 / 0.297, step 64 0.388 / 0.315;
-// bench/README.md, 13th session), else the mma.sync kernels (variant 0).
+// bench/README.md, 13th session), else the mma.sync kernels (variant 0); and dQ from the stored dS (variant 7,
+// 20th session: all three gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well.
 #ifdef DS_CUDA_WGMMA
-constexpr int kDkdvVariants = 8, kDqVariants = 7, kDkdvDefault = 6, kDqDefault = 5;
+constexpr int kDkdvVariants = 8, kDqVariants = 8, kDkdvDefault = 6, kDqDefault = 7;
 #else
 constexpr int kDkdvVariants = 6, kDqVariants = 5, kDkdvDefault = 0, kDqDefault = 0;
 #endif
@@ -211,11 +216,28 @@ template <int DQK, int DV, class TL> void launch_dkdv(const AttnArgs<bf16_t>& a,
   launch(attn_bwd_dkdv_mma<DQK, DV, TL>, grid, kMmaThreads, smem, st, a);
 }
 
-template <int BQ, int MINB> void launch_dkdv_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
-  constexpr size_t smem = wgbwd::Cfg<96, 64, BQ>::smem;
-  allow_smem(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB>, smem);
+template <int BQ, int MINB, bool DSOUT>
+void launch_dkdv_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = wgbwd::Cfg<96, 64, BQ, DSOUT>::smem;
+  allow_smem(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB, DSOUT>, smem);
   const dim3 grid((a.T + 63) / 64, B * a.H);
-  launch(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB>, grid, kMmaThreads, smem, st, a);
+  launch(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB, DSOUT>, grid, kMmaThreads, smem, st, a);
+}
+
+template <int QT, int MINB> void launch_dq_ds_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  constexpr size_t smem = wgbwd::CfgDs<96, QT>::smem;
+  allow_smem(attn_bwd_dq_ds_wgmma<96, QT, MINB>, smem);
+  const dim3 grid(((a.T + 63) / 64 + QT - 1) / QT, B * a.H);
+  launch(attn_bwd_dq_ds_wgmma<96, QT, MINB>, grid, kMmaThreads, smem, st, a);
+}
+
+// dQ variant 7's dS scratch above this falls back to variant 5 (the triangle of a long context, many heads)
+constexpr size_t kDsScratchMax = size_t(1) << 30;
+
+// Whether this call's dQ comes from the dS tiles its dK/dV kernel stores (dQ variant 7; see DS_ATTN_DQ_VARIANTS).
+bool dq_from_ds(const AttnArgs<bf16_t>& a, int B) {
+  return kWgmma && g_dq_variant == 7 && (g_dkdv_variant == 6 || g_dkdv_variant == 7) && a.dq && (a.dk || a.dv) &&
+         a.Dqk == 96 && a.Dv == 64 && wgbwd::ds_scratch_bytes(int64_t(B) * a.H, a.T) <= kDsScratchMax;
 }
 
 template <int BK, int MINB> void launch_dq_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
@@ -239,6 +261,16 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
   allow_smem(attn_bwd_delta<DV>, delta_smem<DV>());
   launch(attn_bwd_delta<DV>, unsigned((rows + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, delta_smem<DV>(), st,
          a, rows);
+  if constexpr (DQK == 96 && DV == 64) {
+    if (dq_from_ds(a, B)) {  // dK/dV, storing dS, then dQ from it
+      TempBuffer ds(wgbwd::ds_scratch_bytes(int64_t(B) * a.H, a.T), st);
+      a.ds = ds.as<bf16_t>();
+      if (g_dkdv_variant == 6) launch_dkdv_wgmma<32, 3, true>(a, B, st);
+      else launch_dkdv_wgmma<64, 2, true>(a, B, st);
+      launch_dq_ds_wgmma<2, 3>(a, B, st);
+      return;
+    }
+  }
   if (a.dk || a.dv) {
     if constexpr (DQK == 96 && DV == 64) {
       switch (g_dkdv_variant) {
@@ -246,8 +278,8 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
   case i: launch_dkdv<DQK, DV, BwdTile<step, minb, reg>>(a, B, st); break;
         DS_ATTN_DKDV_VARIANTS(DS_X)
 #undef DS_X
-        case 6: launch_dkdv_wgmma<32, 3>(a, B, st); break;
-        case 7: launch_dkdv_wgmma<64, 2>(a, B, st); break;
+        case 6: launch_dkdv_wgmma<32, 3, false>(a, B, st); break;
+        case 7: launch_dkdv_wgmma<64, 2, false>(a, B, st); break;
         default: launch_dkdv<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
       }
     } else {
@@ -261,7 +293,8 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
   case i: launch_dq<DQK, DV, BwdTile<step, minb, reg>>(a, B, st); break;
         DS_ATTN_DQ_VARIANTS(DS_X)
 #undef DS_X
-        case 5: launch_dq_wgmma<32, 3>(a, B, st); break;
+        case 5:
+        case 7: launch_dq_wgmma<32, 3>(a, B, st); break;  // 7 without dK/dV in the call: variant 5
         case 6: launch_dq_wgmma<64, 2>(a, B, st); break;
         default: launch_dq<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
       }
@@ -441,7 +474,7 @@ bool mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q,
 bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
                             Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
   const bool wg =
-      (g_dkdv_variant == 6 || g_dkdv_variant == 7) && (d_q.empty() || g_dq_variant == 5 || g_dq_variant == 6);
+      (g_dkdv_variant == 6 || g_dkdv_variant == 7) && (d_q.empty() || g_dq_variant >= 5);
   if (!kWgmma || !wg ||
       !mla_in_place(q, kv, k_pe, out.dim(3), scale, {&q, &kv, &k_pe, &out, &d_out, &d_q, &d_kv, &d_k_pe}))
     return false;
@@ -469,9 +502,13 @@ bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor 
   return true;
 }
 
+// Whether mla_attention_backward is best called once for dQ and dK/dV (its dQ kernel reads the dS tiles its dK/dV
+// kernel stores: dQ variant 7) rather than split by output over two streams. Declared by its caller (lib/ops/ops.cpp).
+bool mla_attention_backward_one_call() { return kWgmma && g_dq_variant == 7 && g_dkdv_variant >= 6; }
+
 // Bench hooks (declared by their callers, not in cuda_ops.h): set the bf16 96/64 backward's dK/dV or dQ kernel
 // variant (0 = mma.sync BwdDefault, DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS, then the wgmma kernels: dK/dV 6, 7,
-// dQ 5, 6; the default is dK/dV 6, dQ 5 with sm_90a, else 0) when 0 <= variant < their count, and return
+// dQ 5, 6, 7 (from dS); the default is dK/dV 6, dQ 7 with sm_90a, else 0) when 0 <= variant < their count, and return
 // the previous one (-1 only asks). Not thread-safe: for a single-threaded benchmark or test.
 int attention_bench_dkdv_variant(int variant) {
   const int prev = g_dkdv_variant;

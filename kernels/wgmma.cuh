@@ -1,7 +1,7 @@
 #pragma once
 // Hopper warpgroup MMA (wgmma, sm_90a) primitives: shared-memory matrix descriptors for the 128-byte swizzled
 // layout, the fences and group waits, the m64nNk16 bf16 products with f32 accumulators (A and B from shared memory:
-// N 32, 64, 128, 256; A from registers: N 64, 96), and a cp.async tile load that writes that layout. Internal to
+// N 32, 64, 96, 128, 256; A from registers: N 64, 96), and a cp.async tile load that writes that layout. Internal to
 // kernels/. The wgmma instructions exist on sm_90a only: built for another target (CMAKE_CUDA_ARCHITECTURES without
 // 90a; DS_CUDA_WGMMA tells the host side) the products trap and the fences are empty, so callers must check
 // DS_CUDA_WGMMA before launching a kernel that uses them.
@@ -180,6 +180,29 @@ __device__ __forceinline__ void mma_m64n64k16(float (&d)[32], uint64_t desc_a, u
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
         "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "n"(TRANS_A), "n"(TRANS_B));
+#endif
+}
+
+// D[64 x 96] += A · B, A and B from shared memory (descriptors), f32 accumulators in this thread's fragment.
+template <int TRANS_A, int TRANS_B>
+__device__ __forceinline__ void mma_m64n96k16(float (&d)[48], uint64_t desc_a, uint64_t desc_b) {
+#ifdef DS_WGMMA_TRAP
+  __trap();
+#else
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+      "}, %48, %49, p, 1, 1, %50, %51;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
       : "l"(desc_a), "l"(desc_b), "n"(TRANS_A), "n"(TRANS_B));
 #endif
 }

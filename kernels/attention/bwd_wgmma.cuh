@@ -37,12 +37,15 @@ __device__ __forceinline__ KvPtrs kv_ptrs(const AttnArgs<bf16_t>& a, int b, int 
           a.v + bt * a.ld_v + h * a.hs_v};
 }
 
-template <int DQK, int DV, int BQ> struct Cfg {
+template <int DQK, int DV, int BQ, bool DSOUT = false> struct Cfg {
   static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
   static constexpr int k_bytes = 64 * KB * 128, v_bytes = 64 * VB * 128;
   static constexpr int q_bytes = BQ * KB * 128, do_bytes = BQ * VB * 128;  // one buffer
+  // DSOUT: each warp's staging rows for dS^T (16 keys x BQ queries, rows padded by 16 bytes: conflict-free words)
+  static constexpr int ds_pitch = BQ * 2 + 16, ds_bytes = DSOUT ? 4 * 16 * ds_pitch : 0;
   // + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the address)
-  static constexpr size_t smem = size_t(k_bytes + v_bytes + 2 * q_bytes + 2 * do_bytes) + 4 * BQ * sizeof(float) + 1024;
+  static constexpr size_t smem =
+      size_t(k_bytes + v_bytes + 2 * q_bytes + 2 * do_bytes + ds_bytes) + 4 * BQ * sizeof(float) + 1024;
 };
 
 template <int N> __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db) {
@@ -71,12 +74,47 @@ template <int N> __device__ __forceinline__ void to_frags(uint32_t (&f)[N / 16][
   }
 }
 
+// dS^T's tiles for attn_bwd_dq_ds_wgmma: per (b, h) block row bh, the triangle of 64 x 64 tiles (key tile j <= query
+// tile i, n = ceil(T / 64) a side) stored by key tile, each from query tile j on; a tile is [64 keys][64 queries]
+// bf16, row-major (the MN-major A operand of dQ = dS K). Masked pairs hold exact zeros, so the dQ kernel reads whole
+// tiles.
+__host__ __device__ __forceinline__ int64_t ds_tile(int64_t bh, int j, int i, int n) {
+  return bh * (int64_t(n) * (n + 1) / 2) + int64_t(j) * n - int64_t(j) * (j - 1) / 2 + (i - j);
+}
+// Stores a step's dS^T fragments (sf: k16 step kq holds queries 16 kq.., this warp's rows g and g + 8, as to_frags
+// packs them) at queries q0.. of key tile j's row of tiles: through this warp's staging rows in shared memory
+// (stage: 16 rows of pitch bytes), so that each row goes out as whole 16-byte chunks (4-byte stores straight from
+// the fragments touched every 32-byte sector twice).
+template <int BQ, int PITCH>
+__device__ __forceinline__ void store_ds(bf16_t* ds, const uint32_t (&sf)[BQ / 16][4], unsigned char* stage, int bh,
+                                         int j, int q0, int T, int warp, int lane) {
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int kq = 0; kq < BQ / 16; ++kq) {
+    uint32_t* p = reinterpret_cast<uint32_t*>(stage + g * PITCH) + 8 * kq + t4;
+    p[0] = sf[kq][0];                 // row g, queries 16 kq + 2 t4, + 1
+    p[8 * PITCH / 4] = sf[kq][1];     // row g + 8
+    p[4] = sf[kq][2];                 // row g, queries + 8
+    p[8 * PITCH / 4 + 4] = sf[kq][3]; // row g + 8, queries + 8
+  }
+  __syncwarp();
+  constexpr int CPR = BQ / 8;  // 16-byte chunks a row
+  bf16_t* tile = ds + ds_tile(bh, j, q0 / 64, (T + 63) / 64) * 4096 + warp * 16 * 64 + (q0 & 63);
+#pragma unroll
+  for (int c = lane; c < 16 * CPR; c += 32) {
+    const int r = c / CPR, cc = c % CPR;
+    *reinterpret_cast<uint4*>(tile + r * 64 + cc * 8) = *reinterpret_cast<const uint4*>(stage + r * PITCH + cc * 16);
+  }
+  __syncwarp();  // the reads are done before the next step's writes
+}
+
 }  // namespace wgbwd
 
-template <int DQK, int DV, int BQ, int MINB>
+// DSOUT: also leaves dS^T (the bf16 values dK's products read) in a.ds for attn_bwd_dq_ds_wgmma (bwd_dq_ds.cuh).
+template <int DQK, int DV, int BQ, int MINB, bool DSOUT>
 __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArgs<bf16_t> a) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  using C = wgbwd::Cfg<DQK, DV, BQ>;
+  using C = wgbwd::Cfg<DQK, DV, BQ, DSOUT>;
   constexpr int BK = 64;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* Ks = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -85,6 +123,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
   unsigned char* dOs = Qs + 2 * C::q_bytes;  // [2] buffers
   float* lse_s = reinterpret_cast<float*>(dOs + 2 * C::do_bytes);  // [2][BQ], log2 units
   float* D_s = lse_s + 2 * BQ;                                      // [2][BQ]
+  unsigned char* ds_stage = reinterpret_cast<unsigned char*>(D_s + 2 * BQ);  // DSOUT: [4 warps][16][ds_pitch]
   const uint32_t ks = smem_addr(Ks), vs = smem_addr(Vs), qs = smem_addr(Qs), dos = smem_addr(dOs);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
@@ -191,6 +230,9 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
     for (int kq = 0; kq < BQ / 16; ++kq)
       wgbwd::mma_rs_t<DQK>(dk, sf[kq], wgmma::desc_sw128(qt + kq * 2048, BQ * 128, 1024));
     wgmma::commit();
+    if constexpr (DSOUT)
+      wgbwd::store_ds<BQ, C::ds_pitch>(a.ds, sf, ds_stage + warp * 16 * C::ds_pitch, blockIdx.y, blockIdx.x, q0, T,
+                                       warp, lane);
     wgmma::wait<0>();
     wgbwd::pin_frags(pf);
     wgbwd::pin_frags(sf);

@@ -5,11 +5,16 @@
 
 #include <string>
 
+#include "ops/attention_plan.h"
 #include "ops/check.h"
 #include "ops/cpu/cpu_ops.h"
 #include "tensor/arena.h"
 
 namespace ds {
+
+namespace cuda {
+bool mla_attention_backward_one_call();  // kernels/attention.cu
+}  // namespace cuda
 
 using opcheck::Check;
 using opcheck::desc;
@@ -485,6 +490,12 @@ void mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q,
   const Tensor k = ks.like(q), v = vs.like(out);
   mla_expand(ctx, k, v, kv, k_pe);
   attention_forward(ctx, out, lse, q, k, v, scale);
+}
+
+bool mla_attention_backward_one_call(const Context& ctx) {
+  if constexpr (opcheck::kHaveCuda && DS_CUDA_KERNEL_ATTENTION)
+    if (ctx.device.is_cuda()) return cuda::mla_attention_backward_one_call();
+  return false;
 }
 
 void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
