@@ -231,12 +231,6 @@ template <int QT, int MINB> void launch_dq_ds_wgmma(const AttnArgs<bf16_t>& a, i
   launch(attn_bwd_dq_ds_wgmma<96, QT, MINB>, grid, kMmaThreads, smem, st, a);
 }
 
-// The dK/dV kernel of the dK/dV variant, storing dS^T in a.ds.
-void launch_dkdv_ds(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
-  if (g_dkdv_variant == 6) launch_dkdv_wgmma<32, 3, true>(a, B, st);
-  else launch_dkdv_wgmma<64, 2, true>(a, B, st);
-}
-
 // dQ variant 7's dS scratch above this falls back to variant 5 (the triangle of a long context, many heads)
 constexpr size_t kDsScratchMax = size_t(1) << 30;
 
@@ -260,24 +254,19 @@ template <int DQK, int DV, class TL> void launch_dq(const AttnArgs<bf16_t>& a, i
   launch(attn_bwd_dq_mma<DQK, DV, TL>, grid, kMmaThreads, smem, st, a);
 }
 
-// D = rowsum(dO * O) into delta (B * T * H floats; a.delta points there afterwards).
-template <int DV> void launch_delta(AttnArgs<bf16_t>& a, int B, cudaStream_t st, const TempBuffer& delta) {
+template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaStream_t st) {
   const int64_t rows = int64_t(B) * a.T * a.H;
+  TempBuffer delta(size_t(rows) * sizeof(float), st);  // stream-ordered, from the pool kept by cuda_device.cu
   a.delta = delta.as<float>();
   allow_smem(attn_bwd_delta<DV>, delta_smem<DV>());
   launch(attn_bwd_delta<DV>, unsigned((rows + kDeltaThreads - 1) / kDeltaThreads), kDeltaThreads, delta_smem<DV>(), st,
          a, rows);
-}
-
-template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaStream_t st) {
-  // stream-ordered, from the pool kept by cuda_device.cu
-  TempBuffer delta(size_t(B) * a.T * a.H * sizeof(float), st);
-  launch_delta<DV>(a, B, st, delta);
   if constexpr (DQK == 96 && DV == 64) {
     if (dq_from_ds(a, B)) {  // dK/dV, storing dS, then dQ from it
       TempBuffer ds(wgbwd::ds_scratch_bytes(int64_t(B) * a.H, a.T), st);
       a.ds = ds.as<bf16_t>();
-      launch_dkdv_ds(a, B, st);
+      if (g_dkdv_variant == 6) launch_dkdv_wgmma<32, 3, true>(a, B, st);
+      else launch_dkdv_wgmma<64, 2, true>(a, B, st);
       launch_dq_ds_wgmma<2, 3>(a, B, st);
       return;
     }
@@ -482,11 +471,18 @@ bool mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q,
   return true;
 }
 
-namespace {
-
-// The in-place backward's arguments (d_kv / d_k_pe empty: no dK/dV; d_q empty: no dQ).
-AttnArgs<bf16_t> mla_backward_args(Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out, Tensor lse,
-                                   Tensor q, Tensor kv, Tensor k_pe, double scale) {
+bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
+                            Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
+  const bool wg =
+      (g_dkdv_variant == 6 || g_dkdv_variant == 7) && (d_q.empty() || g_dq_variant >= 5);
+  if (!kWgmma || !wg ||
+      !mla_in_place(q, kv, k_pe, out.dim(3), scale, {&q, &kv, &k_pe, &out, &d_out, &d_q, &d_kv, &d_k_pe}))
+    return false;
+  DS_CHECK(lse.dtype == DType::f32, "mla_attention_backward (CUDA): lse must be f32");
+  DeviceGuard guard(ctx);
+  const int B = int(q.dim(0));
+  if (q.numel() == 0) return true;
+  cudaStream_t st = stream_of(ctx);
   AttnArgs<bf16_t> a = make_args<bf16_t>(q, out, scale);
   a.q = cptr<bf16_t>(q), a.o = cptr<bf16_t>(out), a.dout = cptr<bf16_t>(d_out), a.dq = mptr<bf16_t>(d_q);
   a.lse_in = cptr<float>(lse);
@@ -501,61 +497,14 @@ AttnArgs<bf16_t> mla_backward_args(Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tenso
   a.hs_dk = a.hs_dv = W;
   a.ld_dkr = a.H * dr;
   a.hs_dkr = dr;
-  return a;
-}
-
-}  // namespace
-
-bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
-                            Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
-  const bool wg =
-      (g_dkdv_variant == 6 || g_dkdv_variant == 7) && (d_q.empty() || g_dq_variant >= 5);
-  if (!kWgmma || !wg ||
-      !mla_in_place(q, kv, k_pe, out.dim(3), scale, {&q, &kv, &k_pe, &out, &d_out, &d_q, &d_kv, &d_k_pe}))
-    return false;
-  DS_CHECK(lse.dtype == DType::f32, "mla_attention_backward (CUDA): lse must be f32");
-  DeviceGuard guard(ctx);
-  if (q.numel() == 0) return true;
-  launch_bwd_mma<96, 64>(mla_backward_args(d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe, scale), int(q.dim(0)),
-                         stream_of(ctx));
+  launch_bwd_mma<96, 64>(a, B, st);
   check_launch("mla_attention_backward");
   return true;
 }
 
-// The backward in two calls that share the stored dS (lib/ops/attention_plan.h; declared by its caller,
-// lib/ops/ops.cpp): the bytes of ds (0 where dQ does not come from stored dS: the call would not apply), then the
-// dK/dV half (D, dK/dV storing dS) or the dQ half (dQ from ds).
-size_t mla_attention_ds_bytes(Tensor q, Tensor kv, Tensor k_pe, Tensor out, double scale) {
-  if (!kWgmma || g_dq_variant != 7 || g_dkdv_variant < 6 ||
-      !mla_in_place(q, kv, k_pe, out.dim(3), scale, {&q, &kv, &k_pe, &out}))
-    return 0;
-  const size_t bytes = wgbwd::ds_scratch_bytes(q.dim(0) * q.dim(2), q.dim(1));
-  return bytes <= kDsScratchMax ? bytes : 0;
-}
-
-bool mla_attention_backward_ds(const Context& ctx, Tensor ds, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out,
-                               Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
-  const size_t need = mla_attention_ds_bytes(q, kv, k_pe, out, scale);
-  if (need == 0 || ds.nbytes() < need || !aligned16(ds) ||
-      !all_aligned16({&d_out, &d_q, &d_kv, &d_k_pe}))
-    return false;
-  DS_CHECK(lse.dtype == DType::f32, "mla_attention_backward_ds (CUDA): lse must be f32");
-  DeviceGuard guard(ctx);
-  if (q.numel() == 0) return true;
-  const int B = int(q.dim(0));
-  cudaStream_t st = stream_of(ctx);
-  AttnArgs<bf16_t> a = mla_backward_args(d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe, scale);
-  a.ds = mptr<bf16_t>(ds);
-  if (a.dk) {
-    TempBuffer delta(size_t(B) * a.T * a.H * sizeof(float), st);
-    launch_delta<64>(a, B, st, delta);
-    launch_dkdv_ds(a, B, st);
-  } else {
-    launch_dq_ds_wgmma<2, 3>(a, B, st);
-  }
-  check_launch("mla_attention_backward_ds");
-  return true;
-}
+// Whether mla_attention_backward is best called once for dQ and dK/dV (its dQ kernel reads the dS tiles its dK/dV
+// kernel stores: dQ variant 7) rather than split by output over two streams. Declared by its caller (lib/ops/ops.cpp).
+bool mla_attention_backward_one_call() { return kWgmma && g_dq_variant == 7 && g_dkdv_variant >= 6; }
 
 // Bench hooks (declared by their callers, not in cuda_ops.h): set the bf16 96/64 backward's dK/dV or dQ kernel
 // variant (0 = mma.sync BwdDefault, DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS, then the wgmma kernels: dK/dV 6, 7,

@@ -100,20 +100,17 @@ void mla_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Att
   const Tensor q4 = a.q_full.view({B, T, H, dqk}), kv4 = a.kv_b.view({B, T, H, dn + dv});
   const Tensor kpe3 = a.k_pe.view({B, T, dr}), o4 = a.attn.view({B, T, H, dv}), d_o4 = d_attn.view({B, T, H, dv});
   // The key/value branch (the rope key's and the latent's gradients, kv_b's) on the side stream while the query's
-  // (q_b's) runs here, the attention backward in two calls (the same bits as one): where dQ reads the dS tiles
-  // the dK/dV kernel stores (attention_plan.h), dK/dV here before the fork and dQ here after it, beside the key/value
-  // chain; else dK/dV on the side stream beside dQ here. In one call on the CPU.
-  const Tensor dkv4 = d_kv_b.view({B, T, H, dn + dv}), dpe4 = d_k_pe_heads.view({B, T, H, dr});
-  const Tensor dq4 = d_q_full.view({B, T, H, dqk});
-  const size_t ds_bytes = env.side ? mla_attention_ds_bytes(ctx, q4, kv4, kpe3, o4, env.softmax_scale) : 0;
-  const Tensor ds_tiles = ds_bytes ? ws.alloc("attn_ds", DType::bf16, {int64_t(ds_bytes / 2)}) : Tensor{};
-  if (!env.side)
-    mla_attention_backward(ctx, dq4, dkv4, dpe4, d_o4, o4, a.lse, q4, kv4, kpe3, env.softmax_scale);
-  else if (ds_bytes)
-    mla_attention_backward_ds(ctx, ds_tiles, Tensor{}, dkv4, dpe4, d_o4, o4, a.lse, q4, kv4, kpe3, env.softmax_scale);
+  // (q_b's) runs here. The attention backward itself: one call before the fork where its dQ reuses what its dK/dV
+  // computes (attention_plan.h), else two, one for each output group (the same bits as one call), dK/dV on the side
+  // stream beside dQ here. In order on the CPU.
+  const bool one_call = env.side == nullptr || mla_attention_backward_one_call(ctx);
+  if (one_call)
+    mla_attention_backward(ctx, d_q_full.view({B, T, H, dqk}), d_kv_b.view({B, T, H, dn + dv}),
+                           d_k_pe_heads.view({B, T, H, dr}), d_o4, o4, a.lse, q4, kv4, kpe3, env.softmax_scale);
   const Context& kv_ctx = *side_branch(env).ctx;
-  if (env.side && !ds_bytes)
-    mla_attention_backward(kv_ctx, Tensor{}, dkv4, dpe4, d_o4, o4, a.lse, q4, kv4, kpe3, env.softmax_scale);
+  if (!one_call)
+    mla_attention_backward(kv_ctx, Tensor{}, d_kv_b.view({B, T, H, dn + dv}), d_k_pe_heads.view({B, T, H, dr}), d_o4,
+                           o4, a.lse, q4, kv4, kpe3, env.softmax_scale);
   // d_kv_a in kv_a's layout (with q_a's columns when one product made both): the shared rope key's gradient summed
   // over the heads into kv_a's last dr columns and rotated back there, the latent's through its norm
   const int64_t kc = a.kv_col, W = a.kv_a.cols(), Rq = c.q_lora_rank;
@@ -129,9 +126,9 @@ void mla_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, Accum acc, Att
 
   // query: d_q_full is q's gradient once its rope columns are turned back in place (d_kv_a's columns from kc on and
   // d_x written over are the side stream's until the join below)
-  if (env.side)  // dQ from ds_tiles, or (ds_tiles empty) recomputing dS
-    mla_attention_backward_ds(ctx, ds_tiles, dq4, Tensor{}, Tensor{}, d_o4, o4, a.lse, q4, kv4, kpe3,
-                              env.softmax_scale);
+  if (!one_call)
+    mla_attention_backward(ctx, d_q_full.view({B, T, H, dqk}), Tensor{}, Tensor{}, d_o4, o4, a.lse, q4, kv4, kpe3,
+                           env.softmax_scale);
   rope_cols_backward(ctx, d_q_full, dn, d_q_full, dn, env.pos, env.inv_freq, env.rope_attn_factor);
   Tensor d_q = d_q_full.view({N, H * dqk});
   if (Rq > 0) {

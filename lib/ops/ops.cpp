@@ -12,10 +12,8 @@
 
 namespace ds {
 
-namespace cuda {  // kernels/attention.cu (attention_plan.h's CUDA side)
-size_t mla_attention_ds_bytes(Tensor q, Tensor kv, Tensor k_pe, Tensor out, double scale);
-bool mla_attention_backward_ds(const Context& ctx, Tensor ds, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out,
-                               Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale);
+namespace cuda {
+bool mla_attention_backward_one_call();  // kernels/attention.cu
 }  // namespace cuda
 
 using opcheck::Check;
@@ -494,10 +492,15 @@ void mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q,
   attention_forward(ctx, out, lse, q, k, v, scale);
 }
 
-namespace {
+bool mla_attention_backward_one_call(const Context& ctx) {
+  if constexpr (opcheck::kHaveCuda && DS_CUDA_KERNEL_ATTENTION)
+    if (ctx.device.is_cuda()) return cuda::mla_attention_backward_one_call();
+  return false;
+}
 
-void check_mla_backward(Check& c, const Tensor& d_q, const Tensor& d_kv, const Tensor& d_k_pe, const Tensor& d_out,
-                        const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& kv, const Tensor& k_pe) {
+void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
+                            Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
+  Check c(ctx, "mla_attention_backward");
   check_mla_attention(c, q, kv, k_pe, out);
   c.f("d_out", d_out).f_opt("d_kv", d_kv).f_opt("d_k_pe", d_k_pe).f_opt("d_q", d_q).stat("lse", lse);
   check_lse(c, lse, q);
@@ -509,14 +512,6 @@ void check_mla_backward(Check& c, const Tensor& d_q, const Tensor& d_kv, const T
   OP_CHECK(c, d_kv.empty() || same_shape(d_kv, kv), "d_kv " + d_kv.shape_str() + " must match kv " + kv.shape_str());
   OP_CHECK(c, d_k_pe.empty() || (d_k_pe.numel() == N * H * (Dqk - dn) && d_k_pe.cols() == Dqk - dn),
            "d_k_pe " + d_k_pe.shape_str() + " must be [B, T, H, " + std::to_string(Dqk - dn) + "]");
-}
-
-}  // namespace
-
-void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
-                            Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
-  Check c(ctx, "mla_attention_backward");
-  check_mla_backward(c, d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe);
   if constexpr (opcheck::kHaveCuda && DS_CUDA_KERNEL_ATTENTION)
     if (c.cuda() && cuda::mla_attention_backward(ctx, d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe, scale)) return;
   const CallScratch ks(ctx, q.nbytes()), vs(ctx, out.nbytes()), dks(ctx, q.nbytes()), dvs(ctx, out.nbytes());
@@ -524,30 +519,10 @@ void mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor 
   mla_expand(ctx, k, v, kv, k_pe);
   attention_backward(ctx, d_q, d_k, d_v, d_out, out, lse, q, k, v, scale);
   if (d_kv.empty()) return;
-  const int64_t N = q.dim(0) * q.dim(1), H = q.dim(2), Dqk = q.dim(3), Dv = out.dim(3), dn = kv.dim(3) - Dv;
   const Tensor d_kv_rows = d_kv.view({N * H, dn + Dv}), d_k_rows = d_k.view({N * H, Dqk});
   copy_cols(ctx, d_kv_rows, 0, d_k_rows, 0, dn);
   copy_cols(ctx, d_kv_rows, dn, d_v.view({N * H, Dv}), 0, Dv);
   copy_cols(ctx, d_k_pe.view({N * H, Dqk - dn}), 0, d_k_rows, dn, Dqk - dn);
-}
-
-size_t mla_attention_ds_bytes(const Context& ctx, Tensor q, Tensor kv, Tensor k_pe, Tensor out, double scale) {
-  if constexpr (opcheck::kHaveCuda && DS_CUDA_KERNEL_ATTENTION)
-    if (ctx.device.is_cuda()) return cuda::mla_attention_ds_bytes(q, kv, k_pe, out, scale);
-  return 0;
-}
-
-void mla_attention_backward_ds(const Context& ctx, Tensor ds, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out,
-                               Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
-  Check c(ctx, "mla_attention_backward_ds");
-  check_mla_backward(c, d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe);
-  OP_CHECK(c, d_q.empty() != d_kv.empty(), "one half a call: d_q alone, or d_kv with d_k_pe alone");
-  if (!ds.empty()) c.device("ds", ds);
-  if constexpr (opcheck::kHaveCuda && DS_CUDA_KERNEL_ATTENTION)
-    if (c.cuda() && !ds.empty() &&
-        cuda::mla_attention_backward_ds(ctx, ds, d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe, scale))
-      return;
-  mla_attention_backward(ctx, d_q, d_kv, d_k_pe, d_out, out, lse, q, kv, k_pe, scale);
 }
 
 // ---- SwiGLU --------------------------------------------------------------------------------------------
