@@ -20,7 +20,9 @@
 // against each other. The forward at 96/64 also has warpgroup-MMA kernels (fwd_wgmma.cuh: attn_fwd_wgmma and, with
 // the softmax overlapping the PV product, attn_fwd_wgmma_ovl; key tiles of 64 or 128): attn_fwd_wgmma_ovl with key
 // tiles of 64 is the default there (measured faster), the others chosen through a bench hook
-// (attention_bench_fwd_variant).
+// (attention_bench_fwd_variant). And when one call asks for dQ with dK/dV there (the training backward), the dK/dV
+// kernel also stores dS^T as bf16 tiles of each head's causal triangle (a stream-ordered TempBuffer, ~T^2 B H bytes)
+// and dQ = dS K is one product a key tile (bwd_dq_ds.cuh) instead of recomputing S and dP: still deterministic.
 // Nothing here synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
