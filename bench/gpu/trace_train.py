@@ -11,7 +11,8 @@ alone). For the last full step it prints the wall span (first kernel
 start to last kernel end), the time some kernel, memset or copy was running (union of their intervals), the idle rest,
 the N longest idle gaps with the kernels on either side (a gap after a kernel that is followed by a host read, a loss
 sum or an expert count, shows as a long gap before the next launch), each stream's busy time when more than one ran
-(the overlap), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a
+(the overlap; split at the loss into the forward and the backward, with the time the step's stream sat idle by what
+else ran meanwhile), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a
 kernel's blocks start before the previous kernel ends and wait: its span overlaps the one before, so the spans add up
 to more than the step. Each kernel is charged from the later of its start and the previous end to its end (in end
 order).
@@ -94,22 +95,55 @@ def main():
         by_stream.setdefault(stream_of[k], []).append(rows[k][:2])
     if len(by_stream) > 1:  # the overlap: how busy each stream was, on its own
         for st, iv in sorted(by_stream.items(), key=lambda x: -len(x[1])):
-            iv.sort()
-            t, cs, ce = 0, iv[0][0], iv[0][1]
-            for s, e in iv[1:]:
-                if s > ce:
-                    t += ce - cs
-                    cs, ce = s, e
-                else:
-                    ce = max(ce, e)
-            t += ce - cs
-            print("stream %s: %d kernels, busy %.2f ms" % (st, len(iv), t / 1e6))
+            print("stream %s: %d kernels, busy %.2f ms" % (st, len(iv), busy_ns(iv) / 1e6))
+        phases(rows, names, stream_of, a, b, by_stream)
     print("exclusive time by kernel (ms, launches, us a launch):")
     for name, (n, t) in sorted(excl.items(), key=lambda x: -x[1][1])[:top]:
         print("  %8.2f %5d %8.1f  %s" % (t / 1e6, n, t / 1e3 / n, name))
 
     if os.path.exists(path + ".api"):
         host_waits(path + ".api", rows, names, stream_of, corr, a, b)
+
+
+def busy_ns(iv, lo=None, hi=None):
+    """Length of the union of the intervals [s, e), clipped to [lo, hi) when given."""
+    if lo is not None:
+        iv = [(max(s, lo), min(e, hi)) for s, e in iv if e > lo and s < hi]
+    t, cs, ce = 0, None, None
+    for s, e in sorted(iv):
+        if cs is None or s > ce:
+            t += 0 if cs is None else ce - cs
+            cs, ce = s, e
+        else:
+            ce = max(ce, e)
+    return t + (0 if cs is None else ce - cs)
+
+
+def phases(rows, names, stream_of, a, b, by_stream):
+    """The step split at the loss (forward, then backward): each stream's busy time in each, and the time the
+    step's stream (the one running the loss) sat idle, by which other streams ran meanwhile (waiting for the
+    optimizer's update of a layer's weights in the forward, for the side stream at a join)."""
+    loss = next((k for k in range(a, b) if "ce_fwd" in names[k] or "ce_fused" in names[k]), None)
+    if loss is None:
+        return
+    t0, tl, t1 = rows[a][0], rows[loss][0], max(r[1] for r in rows[a:b])
+    main = stream_of[loss]
+    for phase, lo, hi in (("forward", t0, tl), ("backward", tl, t1)):
+        print("%s %.2f ms: %s" % (phase, (hi - lo) / 1e6, ", ".join(
+            "stream %s busy %.2f" % (st, busy_ns(iv, lo, hi) / 1e6) for st, iv in sorted(by_stream.items()))))
+    iv, gaps, end = sorted(by_stream[main]), [], None
+    for s, e in iv:
+        if end is not None and s > end:
+            gaps.append((end, s))
+        end = e if end is None else max(end, e)
+    idle = {}
+    for lo, hi in gaps:
+        others = tuple(st for st in sorted(by_stream) if st != main and busy_ns(by_stream[st], lo, hi) > 0)
+        key = ("forward" if lo < tl else "backward", others)
+        idle[key] = idle.get(key, 0) + hi - lo
+    for (phase, others), t in sorted(idle.items(), key=lambda x: -x[1]):
+        print("  stream %s idle in the %s while %s ran: %.2f ms" % (main, phase, " and ".join(
+            "stream " + o for o in others) or "nothing else", t / 1e6))
 
 
 def is_loss_bwd(name):
