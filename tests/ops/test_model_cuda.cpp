@@ -16,6 +16,7 @@
 #include "infer/engine.h"
 #include "model/model.h"
 #include "parity.h"
+#include "tests/unit/common/random_batch.h"
 #include "train/optimizer.h"
 
 using namespace ds;
@@ -45,15 +46,9 @@ ModelConfig variant_cfg() {
   return c;
 }
 
+// some targets not counted in the loss
 Batch random_batch(const ModelConfig& c, int64_t B, int64_t T, uint64_t seed) {
-  Batch b;
-  b.B = B;
-  b.T = T;
-  Rng rng{seed, 1, 0};
-  for (int64_t i = 0; i < B * (T + 1); ++i) b.tokens.push_back(int32_t(rng.next_below(uint64_t(c.vocab_size))));
-  b.loss_mask.assign(b.tokens.size(), 1);
-  for (size_t i = 0; i < b.loss_mask.size(); i += 7) b.loss_mask[i] = 0;  // some targets not counted
-  return b;
+  return test::random_batch(c, B, T, seed, 7);
 }
 
 void set_biases(Model& m) {

@@ -7,10 +7,11 @@
 #include <vector>
 
 #include "../common/gradcheck.h"
-#include "core/rng.h"
+#include "../common/random_batch.h"
 #include "model/model.h"
 
 using namespace ds;
+using test::random_batch;
 
 namespace {
 
@@ -36,15 +37,6 @@ ModelConfig tiny_v3() {
   c.num_nextn_predict_layers = 1;
   c.initializer_range = 0.3;  // large enough that every path carries signal in a tiny model
   return c;
-}
-
-Batch random_batch(const ModelConfig& c, int64_t B, int64_t T, uint64_t seed) {
-  Batch b;
-  b.B = B;
-  b.T = T;
-  Rng rng{seed, 1, 0};
-  for (int64_t i = 0; i < B * (T + 1); ++i) b.tokens.push_back(int32_t(rng.next_below(uint64_t(c.vocab_size))));
-  return b;
 }
 
 // Runs the check over every trainable tensor (a random subset of each) and returns the result.
