@@ -198,19 +198,19 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) grouped_gemv(GemmAr
             C[row * a.ldc + col] = from_f<TC>(gv * (1.0f / (1.0f + expf(-gv))) * uv);  // swiglu_fwd_kernel's
           }
         }
-        continue;  // the next pass's first barrier guards the partials
-      }
-      for (int i = threadIdx.x; i < per; i += kThreads) {  // i = (tile j, row rr, column cc), columns fastest
-        const int cc = i % (16 * MT), rr = (i / (16 * MT)) & 7, j = i / (128 * MT);
-        const int mt = cc >> 4, m = cc & 15;
-        const int idx = (j * MT + mt) * 128 + partial_slot(m, rr);
-        float v = 0.0f;
+      } else {
+        for (int i = threadIdx.x; i < per; i += kThreads) {  // i = (tile j, row rr, column cc), columns fastest
+          const int cc = i % (16 * MT), rr = (i / (16 * MT)) & 7, j = i / (128 * MT);
+          const int mt = cc >> 4, m = cc & 15;
+          const int idx = (j * MT + mt) * 128 + partial_slot(m, rr);
+          float v = 0.0f;
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w) v += red[w * per + idx];
-        const int64_t row = rc + 8 * j + rr, col = n0 + cc;
-        if (row < r1 && col < a.Nd) {
-          TC* c = C + row * a.ldc + col;
-          *c = from_f<TC>(a.accumulate ? to_f(*c) + v : v);
+          for (int w = 0; w < kWarps; ++w) v += red[w * per + idx];
+          const int64_t row = rc + 8 * j + rr, col = n0 + cc;
+          if (row < r1 && col < a.Nd) {
+            TC* c = C + row * a.ldc + col;
+            *c = from_f<TC>(a.accumulate ? to_f(*c) + v : v);
+          }
         }
       }
       // The next pass's (or slot's) first barrier comes before its staging overwrites the partials.
