@@ -12,9 +12,9 @@ start to last kernel end), the time some kernel, memset or copy was running (uni
 the N longest idle gaps with the kernels on either side (a gap after a kernel that is followed by a host read, a loss
 sum or an expert count, shows as a long gap before the next launch), each stream's busy time when more than one ran
 (the overlap; split at the loss into the forward and the backward, with the time the step's stream sat idle by what
-else ran meanwhile), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent launch a
-kernel's blocks start before the previous kernel ends and wait: its span overlaps the one before, so the spans add up
-to more than the step. Each kernel is charged from the later of its start and the previous end to its end (in end
+else ran meanwhile), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent
+launch a kernel's blocks start before the previous kernel ends and wait: its span overlaps the one before, so the
+spans add up to more than the step. Each kernel is charged from the later of its start and the previous end to its end (in end
 order).
 
 With TRACE.tsv.api beside it (kernel_trace.so under DS_TRACE_API: the host's launch calls), it also prints, for the
