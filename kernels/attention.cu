@@ -236,9 +236,12 @@ template <int QT, int MINB> void launch_dq_ds_wgmma(const AttnArgs<bf16_t>& a, i
 // dQ variant 7's dS scratch above this falls back to variant 5 (the triangle of a long context, many heads)
 constexpr size_t kDsScratchMax = size_t(1) << 30;
 
-// Whether this call's dQ comes from the dS tiles its dK/dV kernel stores (dQ variant 7; see DS_ATTN_DQ_VARIANTS).
+// Whether the chosen variants take dQ from the dS tiles the dK/dV kernel stores (dQ variant 7 with a wgmma dK/dV
+// kernel; see DS_ATTN_DQ_VARIANTS), and whether this call's dQ does (it asks for dK/dV too, at 96/64, scratch in
+// bounds).
+bool ds_variants() { return kWgmma && g_dq_variant == 7 && (g_dkdv_variant == 6 || g_dkdv_variant == 7); }
 bool dq_from_ds(const AttnArgs<bf16_t>& a, int B) {
-  return kWgmma && g_dq_variant == 7 && (g_dkdv_variant == 6 || g_dkdv_variant == 7) && a.dq && (a.dk || a.dv) &&
+  return ds_variants() && a.dq && (a.dk || a.dv) &&
          a.Dqk == 96 && a.Dv == 64 && wgbwd::ds_scratch_bytes(int64_t(B) * a.H, a.T) <= kDsScratchMax;
 }
 
@@ -506,7 +509,7 @@ bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor 
 
 // Whether mla_attention_backward is best called once for dQ and dK/dV (its dQ kernel reads the dS tiles its dK/dV
 // kernel stores: dQ variant 7) rather than split by output over two streams. Declared by its caller (lib/ops/ops.cpp).
-bool mla_attention_backward_one_call() { return kWgmma && g_dq_variant == 7 && g_dkdv_variant >= 6; }
+bool mla_attention_backward_one_call() { return ds_variants(); }
 
 // Bench hooks (declared by their callers, not in cuda_ops.h): set the bf16 96/64 backward's dK/dV or dQ kernel
 // variant (0 = mma.sync BwdDefault, DS_ATTN_DKDV_VARIANTS, DS_ATTN_DQ_VARIANTS, then the wgmma kernels: dK/dV 6, 7,

@@ -16,11 +16,12 @@
 #include "infer/engine.h"
 #include "model/model.h"
 #include "parity.h"
-#include "tests/unit/common/random_batch.h"
+#include "tests/unit/common/model_fixtures.h"
 #include "train/optimizer.h"
 
 using namespace ds;
 using namespace ds::parity;
+using ds::test::rel_l2;
 
 namespace {
 
@@ -66,15 +67,6 @@ void set_biases(Model& m) {
 }
 
 double rel(double got, double ref) { return std::abs(got - ref) / std::max(std::abs(ref), 1e-30); }
-
-double rel_l2(const std::vector<double>& got, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (got[i] - ref[i]) * (got[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 // Top-k selections of every MoE layer of the last forward; returns the number of rows that differ.
 int64_t selection_diff(const Model& a, const Model& b) {

@@ -9,49 +9,16 @@
 #include <string>
 #include <vector>
 
-#include "../common/random_batch.h"
+#include "../common/model_fixtures.h"
 #include "model/model.h"
 #include "ops/ops.h"
 
 using namespace ds;
 using test::random_batch;
+using test::rel_l2;
+using test::tiny_v3;
 
 namespace {
-
-// test_model_gradcheck's shapes (q_lora, a dense layer, a MoE layer with a shared expert, MTP) but D = 16: every
-// stacked pair's first weight is then a multiple of 64 bytes in f32 and f64 (10, 16 and 6 rows of 16).
-ModelConfig tiny_v3() {
-  ModelConfig c = config_preset("tiny");
-  c.vocab_size = 23;
-  c.hidden_size = 16;
-  c.intermediate_size = 16;
-  c.moe_intermediate_size = 6;
-  c.num_attention_heads = 2;
-  c.q_lora_rank = 10;
-  c.kv_lora_rank = 8;
-  c.qk_nope_head_dim = 4;
-  c.qk_rope_head_dim = 4;
-  c.v_head_dim = 6;
-  c.n_routed_experts = 8;
-  c.n_group = 4;
-  c.topk_group = 2;
-  c.num_experts_per_tok = 3;
-  c.n_shared_experts = 1;
-  c.num_hidden_layers = 2;
-  c.first_k_dense_replace = 1;
-  c.num_nextn_predict_layers = 1;
-  c.initializer_range = 0.3;
-  return c;
-}
-
-double rel_l2(const std::vector<double>& got, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (got[i] - ref[i]) * (got[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 // One forward and backward of a model with the one-product path on or off.
 LossInfo step(Model& m, const Batch& b, bool fused) {
@@ -71,7 +38,7 @@ LossInfo step(Model& m, const Batch& b, bool fused) {
 TEST_CASE("fused projections: one product = two products (loss and every gradient)", "[model][fused_proj]") {
   for (DType dt : {DType::f32, DType::f64}) {
     for (int64_t q_lora : {int64_t(10), int64_t(0)}) {
-      ModelConfig c = tiny_v3();
+      ModelConfig c = tiny_v3(16);
       c.q_lora_rank = q_lora;
       Context ctx;
       Model one(c, ctx, dt), two(c, ctx, dt);
@@ -112,7 +79,7 @@ TEST_CASE("fused projections: one product = two products (loss and every gradien
 }
 
 TEST_CASE("fused projections: the arenas lay q_a with kv_a and gate with up side by side", "[model][fused_proj]") {
-  ModelConfig c = tiny_v3();
+  ModelConfig c = tiny_v3(16);
   Context ctx;
   Model m(c, ctx);
   m.enable_grads();
@@ -153,7 +120,7 @@ TEST_CASE("fused projections: the arenas lay q_a with kv_a and gate with up side
 
 TEST_CASE("fused projections: a seed gives the weights of the declaration order before", "[model][fused_proj]") {
   // q_a_proj, kv_a_proj, q_a_layernorm, q_b_proj are declared in this order now; kv_a_proj was declared after q_b_proj
-  ModelConfig c = tiny_v3();
+  ModelConfig c = tiny_v3(16);
   Context ctx;
   Model m(c, ctx);
   const uint64_t seed = 23;
@@ -190,7 +157,7 @@ TEST_CASE("fused projections: weights adjacent, gradients apart (the copy fallba
   // mlp_forward / mlp_backward on hand-made tensors: gate and up in one buffer, their gradients in two
   const int64_t M = 5, D = 4, F = 6;
   Context ctx;
-  ModelConfig c = tiny_v3();
+  ModelConfig c = tiny_v3(16);
   LayerEnv env;
   env.ctx = &ctx;
   env.cfg = &c;

@@ -7,37 +7,14 @@
 #include <vector>
 
 #include "../common/gradcheck.h"
-#include "../common/random_batch.h"
+#include "../common/model_fixtures.h"
 #include "model/model.h"
 
 using namespace ds;
 using test::random_batch;
+using test::tiny_v3;
 
 namespace {
-
-ModelConfig tiny_v3() {
-  ModelConfig c = config_preset("tiny");
-  c.vocab_size = 23;
-  c.hidden_size = 12;
-  c.intermediate_size = 16;
-  c.moe_intermediate_size = 6;
-  c.num_attention_heads = 2;
-  c.q_lora_rank = 10;
-  c.kv_lora_rank = 8;
-  c.qk_nope_head_dim = 4;
-  c.qk_rope_head_dim = 4;
-  c.v_head_dim = 6;   // qk head dim (8) != v head dim (6)
-  c.n_routed_experts = 8;
-  c.n_group = 4;
-  c.topk_group = 2;
-  c.num_experts_per_tok = 3;
-  c.n_shared_experts = 1;
-  c.num_hidden_layers = 2;  // layer 0 dense, layer 1 MoE; MTP module = layer 2 (MoE)
-  c.first_k_dense_replace = 1;
-  c.num_nextn_predict_layers = 1;
-  c.initializer_range = 0.3;  // large enough that every path carries signal in a tiny model
-  return c;
-}
 
 // Runs the check over every trainable tensor (a random subset of each) and returns the result.
 test::GradCheckResult check_model(const ModelConfig& cfg, const ForwardOptions& fo, uint64_t seed) {
