@@ -69,7 +69,25 @@ template <class E> struct AttnArgs {
   int T, H, Dqk, Dv;
   float scale;       // softmax scale
   float scale_log2;  // scale * log2(e)
+  int lpt;           // the warpgroup-MMA forward's blocks longest-first across the grid (block_tile)
 };
+
+// A warpgroup-MMA forward block: its query tile's rank (0 the longest: the last tile) and its batch-head. The
+// hardware hands blocks out in linear order, x fastest, over a grid of (tiles, batch-heads). With lpt, the default,
+// that order is split rank-major: every head's longest tile goes out before any head's second and the grid ends on
+// the shortest; without (DS_ATTN_LPT=0, for A/Bs) rank = blockIdx.x within head blockIdx.y, each head's tiles long
+// to short, and a long tile handed out near the end runs on while the rest of the GPU idles. Bench shape (21st
+// session): forward 0.192-0.195 -> 0.187 ms. The backward kernels keep the per-head order: rank-major made them
+// slower (all three gradients 0.534-0.538 -> 0.589-0.591 ms; their concurrent blocks then share no head's tiles
+// in L2).
+struct BlockTile {
+  int rank, bh;
+};
+__device__ __forceinline__ BlockTile block_tile(int lpt) {
+  if (!lpt) return {int(blockIdx.x), int(blockIdx.y)};
+  const uint64_t lin = blockIdx.x + uint64_t(blockIdx.y) * gridDim.x;
+  return {int(lin / gridDim.y), int(lin % gridDim.y)};
+}
 
 // Block-cooperative cp.async of ROWS rows x D bf16 (row stride gstride elements) into a shared tile of pitch P;
 // rows >= valid are zero-filled.
@@ -138,6 +156,7 @@ int env_variant(const char* name, int count, int def) {
 }
 int g_dkdv_variant = env_variant("DS_ATTN_DKDV_VARIANT", kDkdvVariants, kDkdvDefault);
 int g_dq_variant = env_variant("DS_ATTN_DQ_VARIANT", kDqVariants, kDqDefault);
+int g_lpt = env_variant("DS_ATTN_LPT", 2, 1);  // the forward's block order (block_tile): 1 rank-major, 0 per head
 
 // Forward variants at 96/64 (needs scale > 0, as the wide kernel): 0 = attn_fwd_mma_wide, 1 and 2 = attn_fwd_wgmma
 // with key tiles of 64 (3 blocks an SM) and 128 (2), 3 and 4 = attn_fwd_wgmma_ovl (softmax overlapping the PV
@@ -170,6 +189,7 @@ template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, doubl
   a.hs_v = a.hs_dv = a.Dv;
   a.scale = float(scale);
   a.scale_log2 = float(scale * 1.4426950408889634);
+  a.lpt = g_lpt;
   return a;
 }
 

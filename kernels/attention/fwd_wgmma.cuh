@@ -169,8 +169,9 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int T = a.T, H = a.H;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
-  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const BlockTile bt = block_tile(a.lpt);
+  const int q0 = (gridDim.x - 1 - bt.rank) * BQ;  // the longest rows first
+  const int b = bt.bh / H, h = bt.bh % H;
   const int64_t sq = int64_t(H) * DQK, sv = int64_t(H) * DV;
   const int64_t qoff = (int64_t(b) * T * H + h) * DQK, voff = (int64_t(b) * T * H + h) * DV;
   const bf16_t *qb = a.q + qoff, *kb = a.k + qoff, *vb = a.v + voff;
@@ -234,8 +235,9 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int T = a.T, H = a.H;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ;  // the longest rows first
-  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const BlockTile bt = block_tile(a.lpt);
+  const int q0 = (gridDim.x - 1 - bt.rank) * BQ;  // the longest rows first
+  const int b = bt.bh / H, h = bt.bh % H;
   const int64_t sq = int64_t(H) * DQK, qoff = (int64_t(b) * T * H + h) * DQK;
   const bf16_t* qb = a.q + qoff;
   const wgbwd::KvPtrs kv = wgbwd::kv_ptrs(a, b, h);
