@@ -23,6 +23,8 @@
 // (attention_bench_fwd_variant). And when one call asks for dQ with dK/dV there (the training backward), the dK/dV
 // kernel also stores dS^T as bf16 tiles of each head's causal triangle (a stream-ordered TempBuffer, ~T^2 B H bytes)
 // and dQ = dS K is one product a key tile (bwd_dq_ds.cuh) instead of recomputing S and dP: still deterministic.
+// The warpgroup-MMA forward hands its blocks out longest tile first across the whole grid (block_tile); the
+// backward kernels keep each head's tiles together (L2 reuse of its Q and dO tiles measured faster there).
 // Nothing here synchronises, so the ops are CUDA-graph capturable.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
