@@ -327,6 +327,38 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
   }
 }
 
+// The routed experts' gate and up products and their SwiGLU in one launch (tma:: SWIGLU, variants 6-10 with 128+
+// rows per expert on average, bf16, 16-byte rows and outputs): a tile's B is 128 rows of gate_w over the same 128 of
+// up_w, so each thread holds both products of its output columns; C = act, a.C_gate / a.C_up the kept products (or
+// null). False leaves the product to the caller. DS_GROUPED_SWIGLU=0 (a start-up knob for A/Bs) turns it off.
+bool launch_swiglu_tma(const Context& ctx, const char* op, const Tensor& out, const Tensor& in, const Tensor& gate_w,
+                       const Tensor& up_w, GemmArgs a) {
+  static const bool enabled = env_switch("DS_GROUPED_SWIGLU");
+  const int64_t lim = int64_t(1) << 31, F = a.Nd;
+  const bool aligned = is_aligned16(a.C) && (a.C_gate == nullptr || is_aligned16(a.C_gate)) &&
+                       (a.C_up == nullptr || is_aligned16(a.C_up)) && F % 8 == 0;
+  if (!enabled || !kWgmma || g_big_variant < 6 || in.dtype != DType::bf16 || gate_w.dtype != DType::bf16 ||
+      up_w.dtype != DType::bf16 || out.dtype != DType::bf16 || !aligned || a.E > tma::kMaxExperts ||
+      a.M < 128 * int64_t(a.E) || a.Kd < 1 || F < 1 || a.M >= lim || a.Kd >= lim || int64_t(a.E) * F >= lim)
+    return false;
+  CUtensorMap map_a, map_b, map_b2;
+  if (!(a.lda_k == 1 && a.ldb_k == 1 && a.b_estride == F * a.ldb_n &&
+        encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
+        encode_bf16_2d(map_b, gate_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2) &&
+        encode_bf16_2d(map_b2, up_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2)))
+    return false;
+  const int64_t tiles = (F + tma::kBN / 2 - 1) / (tma::kBN / 2) * ((a.M + tma::kBM - 1) / tma::kBM + a.E);
+  const dim3 grid(unsigned(std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
+  auto* kernel = tma::grouped_gemm_tma<true, true, false, bf16_t, true, false, false, true>;
+  const size_t smem = tma::smem_bytes(a.E, true);
+  attn::allow_smem(kernel, smem);
+  const CUtensorMap unused = {};
+  launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b, map_a, map_b2, unused,
+         static_cast<unsigned*>(nullptr));
+  moe::launched(op);
+  return true;
+}
+
 // The configuration g_big_variant names (rows mode with fewer than 128 rows per expert on average: big::Mid).
 template <bool AKMAJOR, bool BKMAJOR, bool REDUCE>
 void launch_big_variant(const Context& ctx, const char* op, const Tensor& c_dtype, const GemmArgs& a) {
@@ -485,8 +517,11 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
 }
 
 // Decode (at most one row per expert on average, bf16, 16-byte rows): one grouped GEMV over both weights with the
-// SwiGLU in its epilogue. Otherwise the unfused sequence on stream-ordered scratch.
-void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets) {
+// SwiGLU in its epilogue. Training and prefill shapes (128+ rows per expert on average, bf16): the TMA kernel with
+// both products in a tile and the SwiGLU in its epilogue (launch_swiglu_tma). Otherwise the unfused sequence, the
+// products in gate_out / up_out or on stream-ordered scratch.
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets,
+                            Tensor gate_out, Tensor up_out) {
   const char* op = "grouped_swiglu_forward";
   const int64_t M = moe::rows(in), K = moe::cols(in), E = gate_w.shape[0], F = gate_w.shape[1];
   if (M == 0 || F == 0 || E == 0) return;
@@ -496,16 +531,23 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
                     is_aligned16(in.data) && is_aligned16(gate_w.data) && is_aligned16(up_w.data) &&
                     (K * es) % 16 == 0 &&
                     g_decode_variant == 0 && M <= kDecodeRowsPerExpert * E;
-  if (pair) {
+  if (pair && gate_out.empty() && up_out.empty()) {
     GemmArgs a = forward_args(out, in, gate_w, offsets, Accum::overwrite);
     a.B2 = up_w.data;
     launch_decode<2, true>(ctx, op, out, a);
     return;
   }
+  {
+    GemmArgs a = forward_args(out, in, gate_w, offsets, Accum::overwrite);
+    a.C_gate = gate_out.empty() ? nullptr : gate_out.data;
+    a.C_up = up_out.empty() ? nullptr : up_out.data;
+    if (launch_swiglu_tma(ctx, op, out, in, gate_w, up_w, a)) return;
+  }
   cudaStream_t st = moe::stream_of(ctx);
   const size_t bytes = size_t(M * F) * dtype_size(out.dtype);
-  TempBuffer g(bytes, st), u(bytes, st);
-  const Tensor gt(g.get(), out.dtype, {M, F}, out.device), ut(u.get(), out.dtype, {M, F}, out.device);
+  TempBuffer g(gate_out.empty() ? bytes : 0, st), u(up_out.empty() ? bytes : 0, st);
+  const Tensor gt = gate_out.empty() ? Tensor(g.get(), out.dtype, {M, F}, out.device) : gate_out;
+  const Tensor ut = up_out.empty() ? Tensor(u.get(), out.dtype, {M, F}, out.device) : up_out;
   cuda::grouped_matmul_forward(ctx, gt, in, gate_w, offsets, Accum::overwrite, Inputs::fresh);
   cuda::grouped_matmul_forward(ctx, ut, in, up_w, offsets, Accum::overwrite, Inputs::fresh);
   cuda::swiglu_forward(ctx, out, gt, ut);

@@ -35,6 +35,8 @@ struct GemmArgs {
   int64_t k_split;           // tma:: rows mode: > 0, k-tiles from k_split on read (A2, B2) at k - k_split
   int off_settled;           // Inputs::settled offsets: dec::grouped_gemv finds its expert and loads its first
                              // weights before its wait
+  void* C_gate;              // tma:: SWIGLU (C = SwiGLU of the gate and up products): where to keep each product,
+  void* C_up;                // C's layout (null: not kept)
 };
 
 __device__ __forceinline__ void expert_rows(const GemmArgs& a, int e, int64_t& r0, int64_t& r1) {

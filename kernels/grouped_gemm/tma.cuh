@@ -15,8 +15,9 @@
 // slot's bytes; the TMA's complete_tx completes the phase) and an empty one (count 8: lane 0 of each consumer warp
 // arrives once the warpgroup's wgmma.wait_group says the products reading the slot retired). No block-wide barrier
 // after the set-up. Registers: 157 a thread without setmaxnreg (ptxas, nvcc 13.0: no spills under the 168 that
-// 384 threads leave), so the producer / consumer split of the register file (setmaxnreg, 40 / 232) is left out;
-// -DDS_TMA_SETMAXNREG turns it on (compiles without warning C7508: 168 registers, no spills; untimed).
+// 384 threads leave), so the producer / consumer split of the register file (setmaxnreg, 40 / 232) is left out
+// except for SWIGLU (below; its epilogue spilled 140 bytes at 168); -DDS_TMA_SETMAXNREG turns it on for all
+// (compiles without warning C7508: 168 registers, no spills; untimed).
 //
 // The tiles: one block-wide scan at the start writes first[e], the first m-tile of expert e (m-tiles of 128 rows
 // numbered consecutively over the experts, as locate_tile numbers them), to shared memory; then both roles walk
@@ -70,6 +71,14 @@
 // k_split deep, a multiple of the k-tile) and then a second (A2, B2 through map_a2 / map_b2, at k - k_split), both
 // summed in the same accumulators: the routed experts' d_in = d_gate · W_gate + d_up · W_up in one launch, 0.205 ms
 // (669 TFLOP/s) where the d_in and the d_in += after it took 0.126 + 0.409.
+//
+// SWIGLU (rows mode, forward, STAGE; grouped_swiglu_forward): the routed experts' gate and up products and their
+// SwiGLU in one launch. A tile is 128 rows x 128 output columns of both products: B's slot holds 128 rows of the gate
+// weights (map_b, 128-row boxes) over the same 128 rows of the up weights (map_b2), so accumulator columns 0-127 are
+// the gate's and 128-255 the up's of the same output columns, in the same thread. The epilogue stages the gate and
+// up products out (C_gate, C_up, when asked: the backward's inputs) and then silu(gate) * up (SwigluValue) to C, each
+// 64-column chunk computed as it is staged; rows past the expert and columns past F are skipped. Where the forward
+// took two product launches, a SwiGLU pass reading both back and its write, it writes the three outputs once.
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
@@ -91,15 +100,24 @@ inline size_t smem_bytes(int E, bool stage = false) {
 
 // STAGE's write-back of this warpgroup's 64 x 256 accumulator (rows m0.., columns n0.., all inside C) through buf
 // (kStageBufBytes of shared memory, this warpgroup's alone): chunks of 128 bytes a row, 16-byte piece q of row r at
-// q ^ (r % 8). ACC: C += the sums (f32), else C = them. bar: this warpgroup's named barrier.
-template <class TC, bool ACC>
+// q ^ (r % 8). ACC: C += the sums (f32), else C = them. bar: this warpgroup's named barrier. Chunks [C0, C1) only
+// (SWIGLU: a half of the accumulator), the first of them at column n0; rows from m_end and 16-byte pieces from
+// column n_end on are not written (SWIGLU's partial tiles: n_end - n0 a multiple of a piece's columns). val(acc, i):
+// the value stored for accumulator element i (AccValue: acc[i]; SwigluValue: SWIGLU's output), computed chunk by
+// chunk as it is staged.
+struct AccValue {
+  __device__ __forceinline__ float operator()(const float (&acc)[kBN / 2], int i) const { return acc[i]; }
+};
+template <class TC, bool ACC, int C0 = 0, int C1 = kBN * int(sizeof(TC)) / 128, class Val = AccValue>
 __device__ __forceinline__ void store_staged(TC* C, int64_t ldc, const float (&acc)[kBN / 2], int64_t m0, int64_t n0,
-                                             unsigned char* buf, int bar) {
+                                             unsigned char* buf, int bar, int64_t m_end = INT64_MAX,
+                                             int64_t n_end = INT64_MAX, Val val = {}) {
   static_assert(ACC ? std::is_same_v<TC, float> : std::is_same_v<TC, bf16_t>, "bf16 written over, f32 accumulated");
   constexpr int kEb = int(sizeof(TC)), kCols = 128 / kEb, kPer = 16 / kEb;  // columns a chunk, a 16-byte piece
+  static_assert(0 <= C0 && C0 < C1 && C1 <= kBN / kCols, "chunks of the accumulator");
   const int t = int(threadIdx.x) % 128, lane = t % 32, w = t / 32, g = lane >> 2, tq = lane & 3;
 #pragma unroll
-  for (int c = 0; c < kBN / kCols; ++c) {
+  for (int c = C0; c < C1; ++c) {
     // The last chunk's (c = 0: the last tile's) reads of buf are done.
     asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");
 #pragma unroll
@@ -112,8 +130,9 @@ __device__ __forceinline__ void store_staged(TC* C, int64_t ldc, const float (&a
         // the offset in it.
         const int piece = ACC ? 2 * jj + (tq >> 1) : jj, off = ACC ? 8 * (tq & 1) : 4 * tq;
         unsigned char* dst = buf + r * 128 + ((piece ^ (r & 7)) << 4) + off;
-        if constexpr (ACC) *reinterpret_cast<float2*>(dst) = make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
-        else *reinterpret_cast<uint32_t*>(dst) = attn::pack_bf16(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+        const float v0 = val(acc, 4 * j + 2 * h), v1 = val(acc, 4 * j + 2 * h + 1);
+        if constexpr (ACC) *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+        else *reinterpret_cast<uint32_t*>(dst) = attn::pack_bf16(v0, v1);
       }
     }
     asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");  // the chunk is written
@@ -121,7 +140,9 @@ __device__ __forceinline__ void store_staged(TC* C, int64_t ldc, const float (&a
     for (int k = 0; k < 4; ++k) {
       const int i = t + 128 * k, r = i >> 3, q = i & 7;
       uint4 v = *reinterpret_cast<const uint4*>(buf + r * 128 + ((q ^ (r & 7)) << 4));
-      TC* dst = C + (m0 + r) * ldc + n0 + c * kCols + q * kPer;
+      const int64_t col = n0 + (c - C0) * kCols + q * kPer;
+      if (m0 + r >= m_end || col >= n_end) continue;
+      TC* dst = C + (m0 + r) * ldc + col;
       if constexpr (ACC) {
         const float4 old = *reinterpret_cast<const float4*>(dst);
         float4 f = *reinterpret_cast<const float4*>(&v);
@@ -132,6 +153,15 @@ __device__ __forceinline__ void store_staged(TC* C, int64_t ldc, const float (&a
     }
   }
 }
+
+// SWIGLU's output for accumulator element i of the gate's half (i < kBN / 4; the up product's is i + kBN / 4): each
+// product rounded to bf16 as the unfused products store it, then swiglu_fwd_kernel's arithmetic.
+struct SwigluValue {
+  __device__ __forceinline__ float operator()(const float (&acc)[kBN / 2], int i) const {
+    const float g = __bfloat162float(__float2bfloat16(acc[i])), u = __bfloat162float(__float2bfloat16(acc[kBN / 4 + i]));
+    return g * (1.0f / (1.0f + expf(-g))) * u;
+  }
+};
 
 #ifndef DS_WGMMA_TRAP
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -227,7 +257,7 @@ struct Job {
 
 // Tile t (t < first[E] * nx): expert e with first[e] <= y < first[e + 1] (y = t / nx; empty experts have
 // first[e] == first[e + 1], so the search never lands on one).
-__device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int64_t t, int64_t nx) {
+__device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int64_t t, int64_t nx, int bn) {
   const int y = int(t / nx);
   int lo = 0, hi = a.E;  // first[lo] <= y < first[hi]
   while (hi - lo > 1) {
@@ -237,7 +267,7 @@ __device__ __forceinline__ Job find_job(const GemmArgs& a, const int* first, int
   }
   int64_t r0, r1;
   expert_rows(a, lo, r0, r1);
-  return Job{r0 + int64_t(y - first[lo]) * kBM, r1, (t % nx) * kBN, 0, a.Kd, lo, int((a.Kd + kBK - 1) / kBK)};
+  return Job{r0 + int64_t(y - first[lo]) * kBM, r1, (t % nx) * bn, 0, a.Kd, lo, int((a.Kd + kBK - 1) / kBK)};
 }
 
 // Reduce mode, tile t: expert order[t / (my nx)] (the experts by falling row count, so the hardware hands out the
@@ -254,7 +284,8 @@ __device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* ord
 // map_a2, map_b2: rows mode with a.k_split, the second product's operands (else copies of map_a, map_b); map_c:
 // TMAC, C as [E Md, Nd] f32 in 64-row x 32-column boxes (else unused); tile_counter: DYN's counter (zero at
 // launch), else null.
-template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false, bool DYN = false, bool TMAC = false>
+template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false, bool DYN = false, bool TMAC = false,
+          bool SWIGLU = false>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                      const __grid_constant__ CUtensorMap map_a2, const __grid_constant__ CUtensorMap map_b2,
@@ -264,6 +295,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                 "the staged write-back: rows mode bf16, reduce mode f32");
   static_assert(!DYN || REDUCE, "the dynamic scheduler is reduce mode's");
   static_assert(!TMAC || (REDUCE && STAGE), "the TMA reduce write-back is reduce mode's staged one");
+  static_assert(!SWIGLU || (!REDUCE && BKMAJOR && STAGE), "the SwiGLU pair is the forward's, staged");
+  constexpr int kTN = SWIGLU ? kBN / 2 : kBN;  // a tile's output columns (SWIGLU: of each product)
+  // The register split (producer 40, consumers 232): SWIGLU's epilogue spilled at 168 a thread.
+#ifdef DS_TMA_SETMAXNREG
+  constexpr bool kMaxNReg = true;
+#else
+  constexpr bool kMaxNReg = SWIGLU;
+#endif
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
 #ifdef DS_WGMMA_TRAP
   (void)tile_counter;
@@ -287,7 +326,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t tfull0 = uint32_t(__cvta_generic_to_shared(tile_full_bar));
   const uint32_t tempty0 = uint32_t(__cvta_generic_to_shared(tile_empty_bar));
 
-  const int64_t nx = (a.Nd + kBN - 1) / kBN, my = REDUCE ? (a.Md + kBM - 1) / kBM : 0;
+  const int64_t nx = (a.Nd + kTN - 1) / kTN, my = REDUCE ? (a.Md + kBM - 1) / kBM : 0;
   int64_t ntiles;
   if constexpr (REDUCE) {
     // order[i]: the expert with the i-th most rows (ties by number); identity past kMaxLptExperts.
@@ -341,15 +380,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (int64_t(blockIdx.x) >= ntiles) return;  // uniform: no tile for this block
   auto job = [&](int64_t t) {
     if constexpr (REDUCE) return find_reduce_job(a, first, t, nx, my);
-    else return find_job(a, first, t, nx);
+    else return find_job(a, first, t, nx, kTN);
   };
   int ts = 0;  // DYN: the tile ring's slot and phase (each role its own)
   uint32_t tphase = 0;
 
   if (threadIdx.x < 128) {  // the producer warpgroup: one thread issues the loads, the others leave
-#ifdef DS_TMA_SETMAXNREG
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-#endif
+    if constexpr (kMaxNReg) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (threadIdx.x == 0) {
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_a)) : "memory");
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&map_b)) : "memory");
@@ -408,8 +445,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           if constexpr (AKMAJOR) tma_load_2d(as, ma, full, k0, int(j.m0));  // one [128 rows][64 k] box
           else
             for (int i = 0; i < na; ++i) tma_load_2d(as + i * 8192, ma, full, int(j.m0) + 64 * i, k0);
-          if constexpr (BKMAJOR) tma_load_2d(bs, mb, full, k0, br);  // one [256 rows][64 k] box
-          else
+          if constexpr (SWIGLU) {  // [128 gate rows][64 k] over [128 up rows][64 k] (map_b, map_b2: 128-row boxes)
+            tma_load_2d(bs, &map_b, full, k0, br);
+            tma_load_2d(bs + kBBytes / 2, &map_b2, full, k0, br);
+          } else if constexpr (BKMAJOR) {
+            tma_load_2d(bs, mb, full, k0, br);  // one [256 rows][64 k] box
+          } else
             for (int i = 0; i < nb; ++i) tma_load_2d(bs + i * 8192, mb, full, int(j.n0) + 64 * i, br + k0);
           if (++slot == kStages) {
             slot = 0;
@@ -420,9 +461,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     return;
   }
-#ifdef DS_TMA_SETMAXNREG
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
-#endif
+  if constexpr (kMaxNReg) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
 
   // The consumers: warpgroup cw owns rows 64 cw.. of the tile (acc laid out as wg::store_block reads it).
   const int cw = int(threadIdx.x) / 128 - 1;
@@ -500,6 +539,22 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma::pin(acc);
     if (prev >= 0) release(prev);  // the producer refills during the write-back (none: no k-tiles, zeros)
     const int64_t wm0 = j.m0 + cw * 64;
+    if constexpr (SWIGLU) {
+      // Columns 0-127 of the accumulator are the gate product's, 128-255 the up product's (the same output columns,
+      // the same thread): each kept where asked (C_gate, C_up; rounded to bf16 as the unfused products store it),
+      // then C = SwiGLU of the two (SwigluValue): the unfused sequence's bits. All through the staging buffer,
+      // partial tiles too (the launcher asks for F % 8 == 0 and 16-byte aligned outputs: a piece is wholly in or out).
+      unsigned char* const buf = stage_buf + cw * kStageBufBytes;
+      if (a.C_gate)
+        store_staged<bf16_t, false, 0, 2>(static_cast<bf16_t*>(a.C_gate), a.ldc, acc, wm0, j.n0, buf, 1 + cw, j.m_end,
+                                          a.Nd);
+      if (a.C_up)
+        store_staged<bf16_t, false, 2, 4>(static_cast<bf16_t*>(a.C_up), a.ldc, acc, wm0, j.n0, buf, 1 + cw, j.m_end,
+                                          a.Nd);
+      store_staged<bf16_t, false, 0, 2>(static_cast<bf16_t*>(a.C), a.ldc, acc, wm0, j.n0, buf, 1 + cw, j.m_end, a.Nd,
+                                        SwigluValue{});
+      continue;
+    }
     TC* const Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;
     if constexpr (STAGE) {
       // Whole rows and columns, 16-byte aligned rows (C's and the expert stride's alignment: the launcher's

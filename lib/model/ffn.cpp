@@ -89,19 +89,14 @@ void moe_experts_forward(const LayerEnv& env, Workspace& ws, const std::string& 
     for (size_t g = 0; g < gpu.size(); ++g) load->gpu_tokens[g] += gpu[g];
   }
 
-  // experts: grouped linears over the row blocks (offsets stay on the device), SwiGLU over all rows at once
+  // experts: grouped linears over the row blocks (offsets stay on the device): the gate and up products and their
+  // SwiGLU in one op (training keeps the products for the backward; inference does not)
   MlpActs& ea = a.experts;
   ea.act = ws.alloc(p + "experts.act", dt, {N * K, F});
   ea.out = ws.alloc(p + "experts.out", dt, {N * K, D});
-  if (env.inference) {  // the same values; no gate/up products kept
-    grouped_swiglu_forward(ctx, ea.act, a.xp, w.gate_proj, w.up_proj, a.offsets);
-  } else {
-    ea.g = ws.alloc(p + "experts.gate", dt, {N * K, F});
-    ea.u = ws.alloc(p + "experts.up", dt, {N * K, F});
-    grouped_matmul_forward(ctx, ea.g, a.xp, w.gate_proj, a.offsets);
-    grouped_matmul_forward(ctx, ea.u, a.xp, w.up_proj, a.offsets);
-    swiglu_forward(ctx, ea.act, ea.g, ea.u);
-  }
+  ea.g = env.inference ? Tensor{} : ws.alloc(p + "experts.gate", dt, {N * K, F});
+  ea.u = env.inference ? Tensor{} : ws.alloc(p + "experts.up", dt, {N * K, F});
+  grouped_swiglu_forward(ctx, ea.act, a.xp, w.gate_proj, w.up_proj, a.offsets, ea.g, ea.u);
   // the offsets are two or more launches old here (the SwiGLU ran since the dispatch or route wrote them)
   grouped_matmul_forward(ctx, ea.out, ea.act, w.down_proj, a.offsets, Accum::overwrite, Inputs::settled);
 }

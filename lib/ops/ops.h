@@ -256,9 +256,12 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
 // once. w1, w2 [E, N, K], d_out1, d_out2 [M, N], d_in [M, K].
 void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Tensor w1, Tensor d_out2, Tensor w2,
                               Tensor offsets);
-// Inference fusion, the routed experts' first half: out = swiglu_forward(in · gate_w[e]^T, in · up_w[e]^T) per row,
-// rounded as the two grouped_matmul_forward calls and swiglu_forward round it. gate_w, up_w [E, F, K], out [M, F].
-void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets);
+// The routed experts' first half fused: out = swiglu_forward(in · gate_w[e]^T, in · up_w[e]^T) per row, rounded as
+// the two grouped_matmul_forward calls and swiglu_forward round it (the same bits on CUDA). gate_w, up_w [E, F, K],
+// out [M, F]. gate_out, up_out (optional, [M, F], out's dtype): the two products kept as those calls write them, for
+// the backward (training); empty, the products are not kept (inference).
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets,
+                            Tensor gate_out = Tensor{}, Tensor up_out = Tensor{});
 
 // ---- loss ----------------------------------------------------------------------------------------------
 // loss[n] = lse[n] - logits[n, targets[n]];  lse[n] = logsumexp(logits[n]). Rows whose target equals

@@ -1,5 +1,6 @@
 // Argument checking and device dispatch for the MoE ops of ops.h (gate, balance loss, dispatch/combine).
 #include <string>
+#include <utility>
 
 #include "ops/check.h"
 #include "ops/cpu/cpu_ops.h"
@@ -243,9 +244,17 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
   DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_matmul_forward(ctx, out, in, weight, offsets, acc, offsets_written));
 }
 
-void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets) {
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets,
+                            Tensor gate_out, Tensor up_out) {
   Check c(ctx, "grouped_swiglu_forward");
   c.f("in", in).f("gate_w", gate_w).f("up_w", up_w).f("out", out);
+  for (const auto& [name, kept] : {std::pair{"gate_out", gate_out}, std::pair{"up_out", up_out}}) {
+    if (kept.empty()) continue;
+    c.f(name, kept);
+    OP_CHECK(c, same_shape(kept, out) && kept.dtype == out.dtype,
+             std::string(name) + " " + kept.shape_str() + " must have out's shape and dtype " + out.shape_str());
+    OP_CHECK(c, kept.data != out.data, std::string(name) + " must not alias out");
+  }
   check_grouped(c, gate_w, offsets);
   OP_CHECK(c, same_shape(gate_w, up_w),
            "up_w " + up_w.shape_str() + " must have the shape of gate_w " + gate_w.shape_str());
@@ -253,7 +262,7 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
            "gate_w " + gate_w.shape_str() + " must be [E, F, K] with K = last dim of in " + in.shape_str());
   OP_CHECK(c, out.rows() == in.rows() && out.cols() == gate_w.dim(1),
            "out " + out.shape_str() + " must be [M, F] for in " + in.shape_str() + " and gate_w " + gate_w.shape_str());
-  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_swiglu_forward(ctx, out, in, gate_w, up_w, offsets));
+  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_swiglu_forward(ctx, out, in, gate_w, up_w, offsets, gate_out, up_out));
 }
 
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,

@@ -607,6 +607,56 @@ TEST_CASE("grouped_swiglu_forward parity", "[moe][grouped_matmul][swiglu]") {
   }
 }
 
+TEST_CASE("grouped_swiglu_forward parity with the products kept", "[moe][grouped_matmul][swiglu]") {
+  // With gate_out / up_out (training keeps the products for the backward): bf16 with 128+ rows per expert runs the
+  // TMA kernel with both products in a tile and the SwiGLU in its epilogue. Its three outputs must be the unfused
+  // sequence's bits (two grouped_matmul_forward, swiglu_forward): the same k-tiles in the same order, each product
+  // rounded once, the same SwiGLU arithmetic. Partial tiles: an expert's last rows, F not a multiple of the 128-column
+  // half-tile, a K tail past the last 64-deep k-tile, experts without rows.
+  struct Case {
+    const char* name;
+    int64_t E, M, K, F;
+    bool skew, empty;
+  };
+  uint64_t seed = 7500;
+  for (const Case& g : {Case{"E32 M8192 K1024 F512 (training shape)", 32, 8192, 1024, 512, false, false},
+                        Case{"E8 M2000 K136 F200 skewed, empty experts (partial tiles)", 8, 2000, 136, 200, true, true},
+                        Case{"E4 M700 K64 F128 skewed", 4, 700, 64, 128, true, false},
+                        Case{"E8 M300 K64 F40 (unfused: few rows)", 8, 300, 64, 40, false, false}}) {
+    std::vector<int64_t> off = random_offsets(g.E, g.M, seed += 10, g.skew, g.empty);
+    const Twin offsets = twin_i64({g.E + 1}, off);
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const std::string tag = std::string(g.name) + " " + name(dt);
+      Twin in = twin(dt, randn({g.M, g.K}, seed + 1));
+      const double sc = 1.0 / std::sqrt(double(g.K));
+      Twin gw = twin(dt, randn({g.E, g.F, g.K}, seed + 2, sc)), uw = twin(dt, randn({g.E, g.F, g.K}, seed + 3, sc));
+      Twin out = twin_out(dt, {g.M, g.F}), gout = twin_out(dt, {g.M, g.F}), uout = twin_out(dt, {g.M, g.F});
+      run_both([&](const Context& c, Pick p) {
+        grouped_swiglu_forward(c, p(out), p(in), p(gw), p(uw), p(offsets), p(gout), p(uout));
+      });
+      const char* why = dt == DType::bf16 ? "f32 accumulation; gate, up and the output each rounded to bf16"
+                                          : "two f32 accumulations over K and the SwiGLU in f32";
+      expect_close("grouped_swiglu_forward " + tag, out, 2 * tol_for(dt, g.K), why);
+      expect_close("grouped_swiglu_forward gate_out " + tag, gout, tol_for(dt, g.K), why);
+      expect_close("grouped_swiglu_forward up_out " + tag, uout, tol_for(dt, g.K), why);
+      // the unfused sequence on the device: the same bits
+      const Context cc = cuda_ctx();
+      Twin g2 = twin_out(dt, {g.M, g.F}), u2 = twin_out(dt, {g.M, g.F}), out2 = twin_out(dt, {g.M, g.F});
+      grouped_matmul_forward(cc, g2.dev.t, in.dev.t, gw.dev.t, offsets.dev.t);
+      grouped_matmul_forward(cc, u2.dev.t, in.dev.t, uw.dev.t, offsets.dev.t);
+      swiglu_forward(cc, out2.dev.t, g2.dev.t, u2.dev.t);
+      // and the op without the products (inference)
+      Twin out3 = twin_out(dt, {g.M, g.F});
+      grouped_swiglu_forward(cc, out3.dev.t, in.dev.t, gw.dev.t, uw.dev.t, offsets.dev.t);
+      device_sync();
+      expect_same_bits("grouped_swiglu_forward vs unfused gate " + tag, gout.dev, g2.dev);
+      expect_same_bits("grouped_swiglu_forward vs unfused up " + tag, uout.dev, u2.dev);
+      expect_same_bits("grouped_swiglu_forward vs unfused " + tag, out.dev, out2.dev);
+      expect_same_bits("grouped_swiglu_forward without products " + tag, out.dev, out3.dev);
+    }
+  }
+}
+
 namespace ds::cuda {
 int grouped_matmul_bench_decode_variant(int variant);  // kernels/grouped_matmul.cu: 0 default, 2 / 3 GEMV forced
 }

@@ -1,4 +1,5 @@
-// The decode fusions (ops.h) on the CPU: each is the sequence of reference ops it replaces, run on host scratch,
+// The fusions of ops.h (decode's, and the routed experts' gate/up + SwiGLU) on the CPU: each is the sequence of
+// reference ops it replaces, run on host scratch (or on the caller's tensors where it keeps the intermediates),
 // so the fused and unfused paths give the same values bit for bit (the CUDA twins fuse the work into one kernel
 // and keep the same rounding steps).
 #include <vector>
@@ -76,12 +77,14 @@ void moe_dispatch_forward(const Context& ctx, Tensor xp, Tensor row_of, Tensor o
   cpu::moe_permute_forward(ctx, xp, x, row_of);
 }
 
-void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets) {
+void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets,
+                            Tensor gate_out, Tensor up_out) {
   const int64_t M = out.rows(), F = out.cols();
-  Scratch g(out.dtype, {M, F}), u(out.dtype, {M, F});
-  cpu::grouped_matmul_forward(ctx, g.t, in, gate_w, offsets, Accum::overwrite, Inputs::fresh);
-  cpu::grouped_matmul_forward(ctx, u.t, in, up_w, offsets, Accum::overwrite, Inputs::fresh);
-  cpu::swiglu_forward(ctx, out, g.t, u.t);
+  Scratch g(out.dtype, {gate_out.empty() ? M : 0, F}), u(out.dtype, {up_out.empty() ? M : 0, F});
+  const Tensor gt = gate_out.empty() ? g.t : gate_out, ut = up_out.empty() ? u.t : up_out;
+  cpu::grouped_matmul_forward(ctx, gt, in, gate_w, offsets, Accum::overwrite, Inputs::fresh);
+  cpu::grouped_matmul_forward(ctx, ut, in, up_w, offsets, Accum::overwrite, Inputs::fresh);
+  cpu::swiglu_forward(ctx, out, gt, ut);
 }
 
 }  // namespace ds::cpu
