@@ -14,10 +14,12 @@
 // of the tile (m64n256k16 products, as wg::). Per slot a full mbarrier (count 1: the producer's arrive.expect_tx of the
 // slot's bytes; the TMA's complete_tx completes the phase) and an empty one (count 8: lane 0 of each consumer warp
 // arrives once the warpgroup's wgmma.wait_group says the products reading the slot retired). No block-wide barrier
-// after the set-up. Registers: 157 a thread without setmaxnreg (ptxas, nvcc 13.0: no spills under the 168 that
+// after the set-up. Registers: 159-168 a thread without setmaxnreg (ptxas, nvcc 13.0: no spills under the 168 that
 // 384 threads leave), so the producer / consumer split of the register file (setmaxnreg, 40 / 232) is left out
 // except for SWIGLU (below; its epilogue spilled 140 bytes at 168); -DDS_TMA_SETMAXNREG turns it on for all
-// (compiles without warning C7508: 168 registers, no spills; untimed).
+// (compiles without warning C7508: 168 registers, no spills; untimed). A block holds ~64.5k of an SM's 65,536
+// registers, so no other kernel's block runs beside it (the 22nd session capped rows mode at 160 to let 128-thread
+// AdamW blocks in beside the forward's products: training 1.7% slower; bench/gpu/SESSIONS.md).
 //
 // The tiles: one block-wide scan at the start writes first[e], the first m-tile of expert e (m-tiles of 128 rows
 // numbered consecutively over the experts, as locate_tile numbers them), to shared memory; then both roles walk
@@ -158,7 +160,8 @@ __device__ __forceinline__ void store_staged(TC* C, int64_t ldc, const float (&a
 // product rounded to bf16 as the unfused products store it, then swiglu_fwd_kernel's arithmetic.
 struct SwigluValue {
   __device__ __forceinline__ float operator()(const float (&acc)[kBN / 2], int i) const {
-    const float g = __bfloat162float(__float2bfloat16(acc[i])), u = __bfloat162float(__float2bfloat16(acc[kBN / 4 + i]));
+    const float g = __bfloat162float(__float2bfloat16(acc[i]));
+    const float u = __bfloat162float(__float2bfloat16(acc[kBN / 4 + i]));
     return g * (1.0f / (1.0f + expf(-g))) * u;
   }
 };
