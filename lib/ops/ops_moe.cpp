@@ -255,6 +255,7 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
              std::string(name) + " " + kept.shape_str() + " must have out's shape and dtype " + out.shape_str());
     OP_CHECK(c, kept.data != out.data, std::string(name) + " must not alias out");
   }
+  OP_CHECK(c, gate_out.empty() || gate_out.data != up_out.data, "gate_out and up_out must not alias each other");
   check_grouped(c, gate_w, offsets);
   OP_CHECK(c, same_shape(gate_w, up_w),
            "up_w " + up_w.shape_str() + " must have the shape of gate_w " + gate_w.shape_str());

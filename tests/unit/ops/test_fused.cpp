@@ -180,8 +180,17 @@ TEST_CASE("grouped_swiglu_forward = two grouped_matmul_forward then swiglu_forwa
     grouped_matmul_forward(ctx, u, xp, uw, offsets);
     swiglu_forward(ctx, want, g, u);
     CHECK(bitwise_equal(act, want));
-    Owned bad = rand(dt, {E, F + 1, D}, 24);
+    // keeping the products (training): the same output, and the products as grouped_matmul_forward writes them
+    Owned act2 = zeros(dt, {N * K, F}), g2 = zeros(dt, {N * K, F}), u2 = zeros(dt, {N * K, F});
+    grouped_swiglu_forward(ctx, act2, xp, gw, uw, offsets, g2, u2);
+    CHECK(bitwise_equal(act2, want));
+    CHECK(bitwise_equal(g2, g));
+    CHECK(bitwise_equal(u2, u));
+    Owned bad = rand(dt, {E, F + 1, D}, 24), narrow = zeros(dt, {N * K, F - 1});
     CHECK_THROWS_AS(grouped_swiglu_forward(ctx, act, xp, gw, bad, offsets), Error);
+    CHECK_THROWS_AS(grouped_swiglu_forward(ctx, act2, xp, gw, uw, offsets, narrow, u2), Error);  // not out's shape
+    CHECK_THROWS_AS(grouped_swiglu_forward(ctx, act2, xp, gw, uw, offsets, act2, u2), Error);    // aliases out
+    CHECK_THROWS_AS(grouped_swiglu_forward(ctx, act2, xp, gw, uw, offsets, g2, g2), Error);      // gate_out = up_out
   }
 }
 
