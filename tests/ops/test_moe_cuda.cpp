@@ -384,6 +384,14 @@ void grouped_case(const GemmCase& g, uint64_t seed) {
   };
   std::vector<Mode> modes = {Mode{DType::bf16, DType::bf16}, Mode{DType::bf16, DType::f32}};
   if (!g.bf16_only) modes.insert(modes.begin(), Mode{DType::f32, DType::f32});
+  // The random inputs, drawn once for all modes (each mode rounds them to its dtype): at the training shapes the
+  // draws (~37 ns a value, ~100M values a mode) were most of a case's time.
+  const double sw = 1.0 / std::sqrt(double(g.K));
+  const Values x_in = randn({g.M, g.K}, seed + 1), x_w = randn({g.E, g.N, g.K}, seed + 2, sw);
+  const Values x_out2 = randn({g.M, g.N}, seed + 3), x_d_out = randn({g.M, g.N}, seed + 4);
+  const Values x_d_w = randn({g.E, g.N, g.K}, seed + 5, 0.1), x_d_in2 = randn({g.M, g.K}, seed + 6);
+  const Values x_w2 = randn({g.E, g.N, g.K}, seed + 7, sw), x_d_out2 = randn({g.M, g.N}, seed + 8);
+  const Values x_d_in3 = randn({g.M, g.K}, seed + 9), x_d_w3 = randn({g.E, g.N, g.K}, seed + 10);
   for (const Mode md : modes) {
     const std::string tag = std::string(g.name) + " " + name(md.in) + (md.out != md.in ? "->f32" : "");
     const double tol = md.out == DType::bf16 ? tol_for(DType::bf16, g.K) : md.in == DType::bf16 ? 1e-5 : tol_for(DType::f32, g.K);
@@ -391,12 +399,12 @@ void grouped_case(const GemmCase& g, uint64_t seed) {
                       : md.in == DType::bf16 ? "exact bf16 products, f32 tensor-core accumulation"
                                              : "f32 FFMA accumulation over K (no TF32)";
     const size_t mis = md.in == DType::bf16 ? g.misalign / 2 * 2 : g.misalign / 4 * 4;
-    Twin in = twin(md.in, randn({g.M, g.K}, seed + 1), DType::f64, mis);
-    Twin w = twin(md.in, randn({g.E, g.N, g.K}, seed + 2, 1.0 / std::sqrt(double(g.K))));
+    Twin in = twin(md.in, x_in, DType::f64, mis);
+    Twin w = twin(md.in, x_w);
     Twin out = twin_out(md.out, {g.M, g.N});
     run_both([&](const Context& c, Pick p) { grouped_matmul_forward(c, p(out), p(in), p(w), p(offsets)); });
     expect_close("grouped_matmul_forward " + tag, out, tol, why);
-    Twin out2 = twin(md.out, randn({g.M, g.N}, seed + 3));
+    Twin out2 = twin(md.out, x_out2);
     run_both([&](const Context& c, Pick p) { grouped_matmul_forward(c, p(out2), p(in), p(w), p(offsets), Accum::add); });
     expect_close("grouped_matmul_forward add " + tag, out2, tol, why);
     {  // deterministic: a second device run gives the same bits
@@ -410,9 +418,9 @@ void grouped_case(const GemmCase& g, uint64_t seed) {
       expect_same_bits("grouped_matmul_forward settled " + tag, out.dev, early.dev);
     }
 
-    Twin d_out = twin(md.in, randn({g.M, g.N}, seed + 4));
+    Twin d_out = twin(md.in, x_d_out);
     Twin d_in = twin_out(md.out, {g.M, g.K});
-    Twin d_w = twin(md.out, randn({g.E, g.N, g.K}, seed + 5, 0.1));  // accumulates
+    Twin d_w = twin(md.out, x_d_w);  // accumulates
     run_both([&](const Context& c, Pick p) {
       grouped_matmul_backward(c, p(d_in), p(d_w), p(d_out), p(in), p(w), p(offsets));
     });
@@ -427,22 +435,22 @@ void grouped_case(const GemmCase& g, uint64_t seed) {
     expect_close("grouped_matmul_backward d_weight " + tag, d_w, tol_w, why);
     // written over (a training step's first backward): what it held is gone, experts without rows get zeros
     // (variant 9 writes every tile, the rest add onto a memset)
-    Twin d_w3 = twin(md.out, randn({g.E, g.N, g.K}, seed + 10));
+    Twin d_w3 = twin(md.out, x_d_w3);
     run_both([&](const Context& c, Pick p) {
       grouped_matmul_backward(c, Tensor{}, p(d_w3), p(d_out), p(in), p(w), p(offsets), Accum::overwrite,
                               Accum::overwrite);
     });
     expect_close("grouped_matmul_backward d_weight written over " + tag, d_w3, tol_w, why);
-    Twin d_in2 = twin(md.out, randn({g.M, g.K}, seed + 6));
+    Twin d_in2 = twin(md.out, x_d_in2);
     run_both([&](const Context& c, Pick p) {
       grouped_matmul_backward(c, p(d_in2), Tensor{}, p(d_out), p(in), p(w), p(offsets), Accum::add);
     });
     expect_close("grouped_matmul_backward d_in add " + tag, d_in2, tol_in, why);
     // both projections' d_in in one: bf16 with N % 64 == 0 and 128+ rows per expert take the TMA kernel's pair
     // (k over both products, one rounding), the rest the two launches
-    Twin w2 = twin(md.in, randn({g.E, g.N, g.K}, seed + 7, 1.0 / std::sqrt(double(g.K))));
-    Twin d_out2 = twin(md.in, randn({g.M, g.N}, seed + 8));
-    Twin d_in3 = twin(md.out, randn({g.M, g.K}, seed + 9));  // written over
+    Twin w2 = twin(md.in, x_w2);
+    Twin d_out2 = twin(md.in, x_d_out2);
+    Twin d_in3 = twin(md.out, x_d_in3);  // written over
     run_both([&](const Context& c, Pick p) {
       grouped_matmul_d_in_pair(c, p(d_in3), p(d_out), p(w), p(d_out2), p(w2), p(offsets));
     });
