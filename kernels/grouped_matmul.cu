@@ -347,7 +347,8 @@ bool launch_swiglu_tma(const Context& ctx, const char* op, const Tensor& out, co
         encode_bf16_2d(map_b, gate_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2) &&
         encode_bf16_2d(map_b2, up_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2)))
     return false;
-  const int64_t tiles = (F + tma::kBN / 2 - 1) / (tma::kBN / 2) * ((a.M + tma::kBM - 1) / tma::kBM + a.E);
+  const dim3 tg = tile_grid<false>(a, tma::kBM, tma::kBN / 2);  // sets a.ytiles (a bound; the kernel counts)
+  const int64_t tiles = int64_t(tg.x) * a.ytiles;
   const dim3 grid(unsigned(std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
   auto* kernel = tma::grouped_gemm_tma<true, true, false, bf16_t, true, false, false, true>;
   const size_t smem = tma::smem_bytes(a.E, true);
@@ -531,18 +532,15 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
                     is_aligned16(in.data) && is_aligned16(gate_w.data) && is_aligned16(up_w.data) &&
                     (K * es) % 16 == 0 &&
                     g_decode_variant == 0 && M <= kDecodeRowsPerExpert * E;
+  GemmArgs a = forward_args(out, in, gate_w, offsets, Accum::overwrite);
   if (pair && gate_out.empty() && up_out.empty()) {
-    GemmArgs a = forward_args(out, in, gate_w, offsets, Accum::overwrite);
     a.B2 = up_w.data;
     launch_decode<2, true>(ctx, op, out, a);
     return;
   }
-  {
-    GemmArgs a = forward_args(out, in, gate_w, offsets, Accum::overwrite);
-    a.C_gate = gate_out.empty() ? nullptr : gate_out.data;
-    a.C_up = up_out.empty() ? nullptr : up_out.data;
-    if (launch_swiglu_tma(ctx, op, out, in, gate_w, up_w, a)) return;
-  }
+  a.C_gate = gate_out.empty() ? nullptr : gate_out.data;
+  a.C_up = up_out.empty() ? nullptr : up_out.data;
+  if (launch_swiglu_tma(ctx, op, out, in, gate_w, up_w, a)) return;
   cudaStream_t st = moe::stream_of(ctx);
   const size_t bytes = size_t(M * F) * dtype_size(out.dtype);
   TempBuffer g(gate_out.empty() ? bytes : 0, st), u(up_out.empty() ? bytes : 0, st);
