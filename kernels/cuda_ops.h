@@ -107,6 +107,8 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
                             Inputs offsets_written);
 void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor gate_w, Tensor up_w, Tensor offsets,
                             Tensor gate_out, Tensor up_out);
+void grouped_matmul_swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor weight,
+                                    Tensor offsets, Tensor gate, Tensor up);
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
     Tensor offsets, Accum acc_in, Accum acc_w = Accum::add);
 void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Tensor w1, Tensor d_out2, Tensor w2,

@@ -161,10 +161,11 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &b32, sizeof(b32));
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &c32, sizeof(c32));
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &c32, sizeof(c32));
-    // DS_GEMM_INPLACE_SPLITK=1 (an A/B knob; 22nd session, not yet measured on the H200): f32 outputs split K only
-    // in place (the parts added in the output, in order, through cuBLASLt's counters) or not at all, instead of
-    // parts in the workspace and a separate reduce kernel (cublasLt::splitKreduce_kernel: ~0.7 ms of the bench
-    // step, after the weight gradients' products). Not for bf16 outputs: in place the parts add in the output type.
+    // DS_GEMM_INPLACE_SPLITK=1 (an A/B knob): f32 outputs split K only in place (the parts added in the output, in
+    // order, through cuBLASLt's counters) or not at all, instead of parts in the workspace and a separate reduce
+    // kernel (cublasLt::splitKreduce_kernel: ~0.7 ms of the bench step, after the weight gradients' products). Not
+    // for bf16 outputs: in place the parts add in the output type. On the H200 (23rd session) `[matmul]` passes with
+    // it and training did not gain (306.3k / 305.9k tok/s against 307.8k / 307.7k): off.
     static const bool inplace_splitk = [] {
       const char* e = std::getenv("DS_GEMM_INPLACE_SPLITK");
       return e != nullptr && std::string(e) == "1";

@@ -36,7 +36,9 @@ struct GemmArgs {
   int off_settled;           // Inputs::settled offsets: dec::grouped_gemv finds its expert and loads its first
                              // weights before its wait
   void* C_gate;              // tma:: SWIGLU (C = SwiGLU of the gate and up products): where to keep each product,
-  void* C_up;                // C's layout (null: not kept)
+  void* C_up;                // C's layout (null: not kept); DSWIGLU: where d_up goes (C takes d_gate)
+  const void* G_in;          // tma:: DSWIGLU (d_in through the SwiGLU backward): the forward's gate and up
+  const void* U_in;          // products, C's layout
 };
 
 __device__ __forceinline__ void expert_rows(const GemmArgs& a, int e, int64_t& r0, int64_t& r1) {

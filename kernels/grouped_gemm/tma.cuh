@@ -81,6 +81,14 @@
 // up products out (C_gate, C_up, when asked: the backward's inputs) and then silu(gate) * up (SwigluValue) to C, each
 // 64-column chunk computed as it is staged; rows past the expert and columns past F are skipped. Where the forward
 // took two product launches, a SwiGLU pass reading both back and its write, it writes the three outputs once.
+//
+// DSWIGLU (rows mode, d_in, STAGE; grouped_matmul_swiglu_backward): the routed experts' down-product d_in (the
+// gradient at SwiGLU's output, d_act) goes through the SwiGLU backward in the epilogue: per 64-column chunk each
+// thread loads its pairs of the forward's gate and up products (a.G_in, a.U_in, C's layout), then d_gate (to C)
+// and d_up (to a.C_up) are staged and stored as store_staged stores (DSwigluValue: d_act rounded to bf16 as the
+// unfused product stores it, then swiglu_bwd1's arithmetic), so the bits are the unfused sequence's. Where the
+// backward wrote d_act and a SwiGLU pass read it back with both products, it writes the two gradients once. Off by
+// default (launch_dswiglu_tma: slower in training, the chunks' loads exposed in the epilogue).
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
@@ -165,6 +173,51 @@ struct SwigluValue {
     return g * (1.0f / (1.0f + expf(-g))) * u;
   }
 };
+
+// DSWIGLU's output for accumulator element i of a 64-column chunk (j = chunk * 8 + jj, i = 4 j + 2 h + e): gv / uv
+// hold this thread's bf16 pairs of the gate and up products at (row h, columns 8 jj + 2 tq, + 1) of the chunk, the
+// lower column in the low half. UP: d_up = dy g s, else d_gate = dy u s (1 + g (1 - s)), s = sigmoid(g), dy the
+// product rounded to bf16 (elementwise.cu's swiglu_bwd1, term by term).
+template <bool UP> struct DSwigluValue {
+  const uint32_t (&gv)[16];
+  const uint32_t (&uv)[16];
+  __device__ __forceinline__ float operator()(const float (&acc)[kBN / 2], int i) const {
+    const int k = 2 * ((i >> 2) & 7) + ((i >> 1) & 1);
+    const uint32_t gp = gv[k], upair = uv[k];
+    const float g = __uint_as_float((i & 1) ? gp & 0xffff0000u : gp << 16);
+    const float u = __uint_as_float((i & 1) ? upair & 0xffff0000u : upair << 16);
+    const float dy = __bfloat162float(__float2bfloat16(acc[i]));
+    const float s = 1.0f / (1.0f + expf(-g));
+    if constexpr (UP) return dy * g * s;
+    else return dy * u * s * (1.0f + g * (1.0f - s));
+  }
+};
+
+// DSWIGLU's write-back of chunk C (64 columns from n0 + 64 C) of this warpgroup's 64 x 256 accumulator: this
+// thread's pairs of the gate and up products loaded (zeros past m_end or Nd: never stored), then d_gate to a.C and
+// d_up to a.C_up through buf (store_staged: rows from m_end and pieces from Nd on are not written).
+template <int C>
+__device__ __forceinline__ void dswiglu_chunk(const GemmArgs& a, const float (&acc)[kBN / 2], int64_t wm0, int64_t n0,
+                                              int64_t m_end, unsigned char* buf, int bar) {
+  const int t = int(threadIdx.x) % 128, lane = t % 32, w = t / 32, g = lane >> 2, tq = lane & 3;
+  const unsigned* G = static_cast<const unsigned*>(a.G_in);  // bf16 pairs: element offset / 2
+  const unsigned* U = static_cast<const unsigned*>(a.U_in);
+  uint32_t gv[16], uv[16];
+#pragma unroll
+  for (int jj = 0; jj < 8; ++jj)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = wm0 + w * 16 + g + 8 * h, col = n0 + C * 64 + jj * 8 + 2 * tq;
+      const bool in = row < m_end && col < a.Nd;  // Nd % 8 == 0 (the launcher): the pair is wholly in or out
+      const int64_t o = in ? (row * a.ldc + col) / 2 : 0;
+      gv[2 * jj + h] = in ? __ldg(G + o) : 0u;
+      uv[2 * jj + h] = in ? __ldg(U + o) : 0u;
+    }
+  store_staged<bf16_t, false, C, C + 1>(static_cast<bf16_t*>(a.C), a.ldc, acc, wm0, n0 + C * 64, buf, bar, m_end,
+                                        a.Nd, DSwigluValue<false>{gv, uv});
+  store_staged<bf16_t, false, C, C + 1>(static_cast<bf16_t*>(a.C_up), a.ldc, acc, wm0, n0 + C * 64, buf, bar, m_end,
+                                        a.Nd, DSwigluValue<true>{gv, uv});
+}
 
 #ifndef DS_WGMMA_TRAP
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -288,7 +341,7 @@ __device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* ord
 // TMAC, C as [E Md, Nd] f32 in 64-row x 32-column boxes (else unused); tile_counter: DYN's counter (zero at
 // launch), else null.
 template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false, bool DYN = false, bool TMAC = false,
-          bool SWIGLU = false>
+          bool SWIGLU = false, bool DSWIGLU = false>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                      const __grid_constant__ CUtensorMap map_a2, const __grid_constant__ CUtensorMap map_b2,
@@ -299,12 +352,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   static_assert(!DYN || REDUCE, "the dynamic scheduler is reduce mode's");
   static_assert(!TMAC || (REDUCE && STAGE), "the TMA reduce write-back is reduce mode's staged one");
   static_assert(!SWIGLU || (!REDUCE && BKMAJOR && STAGE), "the SwiGLU pair is the forward's, staged");
+  static_assert(!DSWIGLU || (!REDUCE && !BKMAJOR && STAGE && std::is_same_v<TC, bf16_t>),
+                "the SwiGLU backward is d_in's, staged, bf16");
   constexpr int kTN = SWIGLU ? kBN / 2 : kBN;  // a tile's output columns (SWIGLU: of each product)
-  // The register split (producer 40, consumers 232): SWIGLU's epilogue spilled at 168 a thread.
+  // The register split (producer 40, consumers 232): SWIGLU's epilogue spilled at 168 a thread (DSWIGLU holds a
+  // chunk's gate and up pairs besides the accumulator).
 #ifdef DS_TMA_SETMAXNREG
   constexpr bool kMaxNReg = true;
 #else
-  constexpr bool kMaxNReg = SWIGLU;
+  constexpr bool kMaxNReg = SWIGLU || DSWIGLU;
 #endif
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
 #ifdef DS_WGMMA_TRAP
@@ -556,6 +612,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                                           a.Nd);
       store_staged<bf16_t, false, 0, 2>(static_cast<bf16_t*>(a.C), a.ldc, acc, wm0, j.n0, buf, 1 + cw, j.m_end, a.Nd,
                                         SwigluValue{});
+      continue;
+    }
+    if constexpr (DSWIGLU) {
+      unsigned char* const buf = stage_buf + cw * kStageBufBytes;
+      dswiglu_chunk<0>(a, acc, wm0, j.n0, j.m_end, buf, 1 + cw);
+      dswiglu_chunk<1>(a, acc, wm0, j.n0, j.m_end, buf, 1 + cw);
+      dswiglu_chunk<2>(a, acc, wm0, j.n0, j.m_end, buf, 1 + cw);
+      dswiglu_chunk<3>(a, acc, wm0, j.n0, j.m_end, buf, 1 + cw);
       continue;
     }
     TC* const Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;

@@ -138,13 +138,13 @@ void moe_backward(const LayerEnv& env, Workspace& ws, Tensor d_x, MoeWeights& dw
   moe_unpermute_backward(ctx, d_eo, d_topk_w, d_out, a.experts.out, a.row_of, a.topk_w);
 
   Tensor d_xp = ws.alloc("d_dispatched", dt, {N * K, D});
-  Tensor d_act = ws.alloc("d_experts_act", dt, {N * K, F});
   Tensor d_g = ws.alloc("d_experts_gate", dt, {N * K, F});
   Tensor d_u = ws.alloc("d_experts_up", dt, {N * K, F});
   const MlpActs& ea = a.experts;
-  grouped_matmul_backward(ctx, d_act, dw.down_proj, d_eo, ea.act, w.down_proj, a.offsets, Accum::overwrite,
+  // the down product's d_in through SwiGLU's backward (d_act on the op's scratch), then its d_weight
+  grouped_matmul_swiglu_backward(ctx, d_g, d_u, d_eo, w.down_proj, a.offsets, ea.g, ea.u);
+  grouped_matmul_backward(ctx, Tensor{}, dw.down_proj, d_eo, ea.act, w.down_proj, a.offsets, Accum::overwrite,
                           env.expert_grads);
-  swiglu_backward(ctx, d_g, d_u, d_act, ea.g, ea.u);
   grouped_matmul_backward(ctx, Tensor{}, dw.gate_proj, d_g, a.xp, w.gate_proj, a.offsets, Accum::overwrite,
                           env.expert_grads);
   grouped_matmul_backward(ctx, Tensor{}, dw.up_proj, d_u, a.xp, w.up_proj, a.offsets, Accum::overwrite,

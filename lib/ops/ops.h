@@ -250,6 +250,12 @@ void grouped_matmul_forward(const Context& ctx, Tensor out, Tensor in, Tensor we
 // for an expert without rows). Either output may be empty.
 void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, Tensor d_out, Tensor in, Tensor weight,
                              Tensor offsets, Accum acc_in = Accum::overwrite, Accum acc_w = Accum::add);
+// The routed experts' down projection's input gradient through SwiGLU's backward: d_act = d_out[r] · weight[e]
+// (grouped_matmul_backward's d_in), then swiglu_backward(d_gate, d_up, d_act, gate, up), rounded as those two ops
+// round it (the same bits on CUDA; with DS_GROUPED_DSWIGLU=1, bf16 at training shapes is one launch and d_act is
+// never stored). weight [E, N, F], d_out [M, N]; gate, up (the forward's products), d_gate, d_up [M, F], one dtype.
+void grouped_matmul_swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor weight,
+                                    Tensor offsets, Tensor gate, Tensor up);
 // The routed experts' gate and up projections' input gradient in one product: d_in[r] = d_out1[r] · w1[e] +
 // d_out2[r] · w2[e]. The same values as grouped_matmul_backward's d_in for (d_out1, w1) then its d_in += for
 // (d_out2, w2), except that the GPU's one launch over both products (bf16, the TMA kernel) sums in f32 and rounds

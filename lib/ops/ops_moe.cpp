@@ -289,6 +289,27 @@ void grouped_matmul_backward(const Context& ctx, Tensor d_in, Tensor d_weight, T
                      grouped_matmul_backward(ctx, d_in, d_weight, d_out, in, weight, offsets, acc_in, acc_w));
 }
 
+void grouped_matmul_swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor weight,
+                                    Tensor offsets, Tensor gate, Tensor up) {
+  Check c(ctx, "grouped_matmul_swiglu_backward");
+  c.f("d_out", d_out).f("weight", weight).f("gate", gate).f("up", up).f("d_gate", d_gate).f("d_up", d_up);
+  check_grouped(c, weight, offsets);
+  OP_CHECK(c, d_out.cols() == weight.dim(1),
+           "weight " + weight.shape_str() + " must be [E, N, F] with N = last dim of d_out " + d_out.shape_str());
+  for (const auto& [name, t] : {std::pair{"gate", gate}, std::pair{"up", up}, std::pair{"d_gate", d_gate},
+                                std::pair{"d_up", d_up}}) {
+    OP_CHECK(c, t.rows() == d_out.rows() && t.cols() == weight.dim(2),
+             std::string(name) + " " + t.shape_str() + " must be [M, F] for d_out " + d_out.shape_str() +
+                 " and weight " + weight.shape_str());
+    OP_CHECK(c, t.dtype == d_out.dtype, std::string(name) + " must have d_out's dtype");
+  }
+  OP_CHECK(c, d_gate.data != d_up.data, "d_gate and d_up must not alias each other");
+  for (const Tensor& in : {gate, up, d_out})
+    OP_CHECK(c, in.data != d_gate.data && in.data != d_up.data, "d_gate and d_up must not alias an input");
+  DS_DISPATCH_KERNEL(c, GROUPED_MATMUL, grouped_matmul_swiglu_backward(ctx, d_gate, d_up, d_out, weight, offsets, gate,
+                                                                       up));
+}
+
 void grouped_matmul_d_in_pair(const Context& ctx, Tensor d_in, Tensor d_out1, Tensor w1, Tensor d_out2, Tensor w2,
                               Tensor offsets) {
   Check c(ctx, "grouped_matmul_d_in_pair");

@@ -666,6 +666,63 @@ TEST_CASE("grouped_swiglu_forward parity with the products kept", "[moe][grouped
 }
 
 namespace ds::cuda {
+int grouped_matmul_test_dswiglu(int on);  // kernels/grouped_matmul.cu: the fused SwiGLU backward on / off
+}
+
+TEST_CASE("grouped_matmul_swiglu_backward parity", "[moe][grouped_matmul][swiglu]") {
+  // The routed experts' down-product d_in through SwiGLU's backward, with the fused kernel turned on (off by default,
+  // DS_GROUPED_DSWIGLU): bf16 with 128+ rows per expert runs the TMA kernel with the SwiGLU backward in its
+  // epilogue. d_gate and d_up must be the unfused sequence's bits
+  // (grouped_matmul_backward's d_in, swiglu_backward): the same k-tiles in the same order, d_act rounded once, the same
+  // arithmetic. Partial tiles: an expert's last rows, F not a multiple of the 256-column tile, a K tail past the last
+  // 64-deep k-tile, experts without rows.
+  struct Case {
+    const char* name;
+    int64_t E, M, N, F;
+    bool skew, empty;
+  };
+  uint64_t seed = 7700;
+  for (const Case& g : {Case{"E32 M8192 N1024 F512 (training shape)", 32, 8192, 1024, 512, false, false},
+                        Case{"E8 M2000 N136 F200 skewed, empty experts (partial tiles)", 8, 2000, 136, 200, true, true},
+                        Case{"E4 M700 N64 F128 skewed", 4, 700, 64, 128, true, false},
+                        Case{"E8 M300 N64 F40 (unfused: few rows)", 8, 300, 64, 40, false, false}}) {
+    std::vector<int64_t> off = random_offsets(g.E, g.M, seed += 10, g.skew, g.empty);
+    const Twin offsets = twin_i64({g.E + 1}, off);
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const std::string tag = std::string(g.name) + " " + name(dt);
+      Twin d_out = twin(dt, randn({g.M, g.N}, seed + 1));
+      Twin w = twin(dt, randn({g.E, g.N, g.F}, seed + 2, 1.0 / std::sqrt(double(g.N))));
+      Twin gate = twin(dt, randn({g.M, g.F}, seed + 3)), up = twin(dt, randn({g.M, g.F}, seed + 4));
+      Twin dg = twin_out(dt, {g.M, g.F}), du = twin_out(dt, {g.M, g.F});
+      const int was = ds::cuda::grouped_matmul_test_dswiglu(1);
+      run_both([&](const Context& c, Pick p) {
+        grouped_matmul_swiglu_backward(c, p(dg), p(du), p(d_out), p(w), p(offsets), p(gate), p(up));
+      });
+      ds::cuda::grouped_matmul_test_dswiglu(was);
+      const char* why = dt == DType::bf16 ? "f32 accumulation over N; d_act, d_gate and d_up each rounded to bf16"
+                                          : "an f32 accumulation over N and the SwiGLU backward in f32";
+      expect_close("grouped_matmul_swiglu_backward d_gate " + tag, dg, 2 * tol_for(dt, g.N), why);
+      expect_close("grouped_matmul_swiglu_backward d_up " + tag, du, 2 * tol_for(dt, g.N), why);
+      // the unfused sequence on the device (the op's default path, and its two ops): the same bits
+      const Context cc = cuda_ctx();
+      Twin dg3 = twin_out(dt, {g.M, g.F}), du3 = twin_out(dt, {g.M, g.F});
+      const int was2 = ds::cuda::grouped_matmul_test_dswiglu(0);
+      grouped_matmul_swiglu_backward(cc, dg3.dev.t, du3.dev.t, d_out.dev.t, w.dev.t, offsets.dev.t, gate.dev.t,
+                                     up.dev.t);
+      ds::cuda::grouped_matmul_test_dswiglu(was2);
+      Twin act2 = twin_out(dt, {g.M, g.F}), dg2 = twin_out(dt, {g.M, g.F}), du2 = twin_out(dt, {g.M, g.F});
+      grouped_matmul_backward(cc, act2.dev.t, Tensor{}, d_out.dev.t, Tensor{}, w.dev.t, offsets.dev.t);
+      swiglu_backward(cc, dg2.dev.t, du2.dev.t, act2.dev.t, gate.dev.t, up.dev.t);
+      device_sync();
+      expect_same_bits("grouped_matmul_swiglu_backward vs unfused d_gate " + tag, dg.dev, dg2.dev);
+      expect_same_bits("grouped_matmul_swiglu_backward vs unfused d_up " + tag, du.dev, du2.dev);
+      expect_same_bits("grouped_matmul_swiglu_backward default path d_gate " + tag, dg3.dev, dg2.dev);
+      expect_same_bits("grouped_matmul_swiglu_backward default path d_up " + tag, du3.dev, du2.dev);
+    }
+  }
+}
+
+namespace ds::cuda {
 int grouped_matmul_bench_decode_variant(int variant);  // kernels/grouped_matmul.cu: 0 default, 2 / 3 GEMV forced
 }
 

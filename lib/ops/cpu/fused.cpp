@@ -87,4 +87,11 @@ void grouped_swiglu_forward(const Context& ctx, Tensor out, Tensor in, Tensor ga
   cpu::swiglu_forward(ctx, out, gt, ut);
 }
 
+void grouped_matmul_swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor weight,
+                                    Tensor offsets, Tensor gate, Tensor up) {
+  Scratch d_act(d_gate.dtype, {d_gate.rows(), d_gate.cols()});
+  cpu::grouped_matmul_backward(ctx, d_act.t, Tensor{}, d_out, Tensor{}, weight, offsets, Accum::overwrite, Accum::add);
+  cpu::swiglu_backward(ctx, d_gate, d_up, d_act.t, gate, up);
+}
+
 }  // namespace ds::cpu

@@ -194,6 +194,28 @@ TEST_CASE("grouped_swiglu_forward = two grouped_matmul_forward then swiglu_forwa
   }
 }
 
+TEST_CASE("grouped_matmul_swiglu_backward = grouped_matmul_backward's d_in, then swiglu_backward", "[ops][fused]") {
+  const Context ctx = cpu_ctx();
+  const int64_t N = 5, K = 2, E = 4, D = 8, F = 6;
+  Owned offsets = route_5x2_over_4(ctx);
+  for (DType dt : {DType::f32, DType::f64}) {
+    Owned d_out = rand(dt, {N * K, D}, 31), w = rand(dt, {E, D, F}, 32, -0.3, 0.3);
+    Owned g = rand(dt, {N * K, F}, 33), u = rand(dt, {N * K, F}, 34);
+    Owned dg = zeros(dt, {N * K, F}), du = zeros(dt, {N * K, F});
+    grouped_matmul_swiglu_backward(ctx, dg, du, d_out, w, offsets, g, u);
+    Owned d_act = zeros(dt, {N * K, F}), want_g = zeros(dt, {N * K, F}), want_u = zeros(dt, {N * K, F});
+    grouped_matmul_backward(ctx, d_act, Tensor{}, d_out, Tensor{}, w, offsets);
+    swiglu_backward(ctx, want_g, want_u, d_act, g, u);
+    CHECK(bitwise_equal(dg, want_g));
+    CHECK(bitwise_equal(du, want_u));
+    Owned narrow = zeros(dt, {N * K, F - 1}), bad_w = rand(dt, {E, D + 1, F}, 35);
+    CHECK_THROWS_AS(grouped_matmul_swiglu_backward(ctx, dg, du, d_out, bad_w, offsets, g, u), Error);  // N != D
+    CHECK_THROWS_AS(grouped_matmul_swiglu_backward(ctx, narrow, du, d_out, w, offsets, g, u), Error);  // not [M, F]
+    CHECK_THROWS_AS(grouped_matmul_swiglu_backward(ctx, dg, dg, d_out, w, offsets, g, u), Error);      // d_gate = d_up
+    CHECK_THROWS_AS(grouped_matmul_swiglu_backward(ctx, g, du, d_out, w, offsets, g, u), Error);       // over gate
+  }
+}
+
 TEST_CASE("grouped_matmul_d_in_pair = grouped_matmul_backward's d_in, then its d_in +=", "[ops][fused]") {
   const Context ctx = cpu_ctx();
   const int64_t N = 5, K = 2, E = 4, D = 8, F = 6;
