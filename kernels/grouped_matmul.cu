@@ -365,9 +365,11 @@ bool launch_swiglu_tma(const Context& ctx, const char* op, const Tensor& out, co
 // rows per expert on average, bf16, 16-byte aligned outputs and products, F % 8 == 0): a from d_in_args with C =
 // d_gate, a.C_up = d_up and a.G_in / a.U_in the forward's gate and up products. False leaves it to the caller.
 // Off unless DS_GROUPED_DSWIGLU=1 (a start-up knob): on the H200 (23rd session) its bits are the unfused sequence's
-// but training ran 2% slower (296.9k / 297.1k tok/s against 301.8k / 304.7k): each 64-column chunk's loads of the
-// gate and up products wait a round trip to memory in the epilogue, with nothing else in flight (and 52 bytes of
-// spills at 168 registers). Loading them by TMA ahead of the epilogue is the next step.
+// but training ran 2% slower (296.9k / 297.1k tok/s against 301.8k / 304.7k). The epilogue moves four times the
+// unfused one's bytes (gate and up in, d_gate and d_up out) while both consumer warpgroups wait on it, each chunk's
+// loads a round trip with nothing else in flight, and the producer's ring holds only 4 of the next tile's 16
+// k-tiles: the SwiGLU pass's HBM time moved into the product instead of beside it. It would need the epilogue to
+// overlap products (consumer warpgroups taking turns); at best ~45 us a layer (the d_act round trip) to gain.
 // g_dswiglu: -1 until read from the environment; the parity test sets it (grouped_matmul_test_dswiglu).
 std::atomic<int> g_dswiglu{-1};
 bool dswiglu_enabled() {

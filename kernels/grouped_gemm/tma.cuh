@@ -88,7 +88,7 @@
 // and d_up (to a.C_up) are staged and stored as store_staged stores (DSwigluValue: d_act rounded to bf16 as the
 // unfused product stores it, then swiglu_bwd1's arithmetic), so the bits are the unfused sequence's. Where the
 // backward wrote d_act and a SwiGLU pass read it back with both products, it writes the two gradients once. Off by
-// default (launch_dswiglu_tma: slower in training, the chunks' loads exposed in the epilogue).
+// default (launch_dswiglu_tma: slower in training, its epilogue's bytes serialised with the products).
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
