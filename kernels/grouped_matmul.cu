@@ -328,6 +328,33 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
   }
 }
 
+// One persistent rows-mode tma:: launch with the staged write-back (the fused SwiGLU kernels): a block an SM at most
+// over `tiles` tiles; the second product's A map is map_a (no k_split), its B map map_b2.
+template <class Kernel>
+void launch_rows_staged(Kernel* kernel, const Context& ctx, const char* op, const GemmArgs& a, int64_t tiles,
+                        const CUtensorMap& map_a, const CUtensorMap& map_b, const CUtensorMap& map_b2) {
+  const dim3 grid(unsigned(std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
+  const size_t smem = tma::smem_bytes(a.E, true);
+  attn::allow_smem(kernel, smem);
+  const CUtensorMap unused = {};
+  launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b, map_a, map_b2, unused,
+         static_cast<unsigned*>(nullptr));
+  moe::launched(op);
+}
+
+// launch_dswiglu_tma's switch: DS_GROUPED_DSWIGLU=1 at start-up, or the parity test's hook
+// (grouped_matmul_test_dswiglu); g_dswiglu is -1 until the environment is read.
+std::atomic<int> g_dswiglu{-1};
+bool dswiglu_enabled() {
+  int v = g_dswiglu.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("DS_GROUPED_DSWIGLU");
+    v = e != nullptr && std::string(e) == "1";
+    g_dswiglu.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
 // The routed experts' gate and up products and their SwiGLU in one launch (tma:: SWIGLU, variants 6-10 with 128+
 // rows per expert on average, bf16, 16-byte rows and outputs): a tile's B is 128 rows of gate_w over the same 128 of
 // up_w, so each thread holds both products of its output columns; C = act, a.C_gate / a.C_up the kept products (or
@@ -349,15 +376,8 @@ bool launch_swiglu_tma(const Context& ctx, const char* op, const Tensor& out, co
         encode_bf16_2d(map_b2, up_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2)))
     return false;
   const dim3 tg = tile_grid<false>(a, tma::kBM, tma::kBN / 2);  // sets a.ytiles (a bound; the kernel counts)
-  const int64_t tiles = int64_t(tg.x) * a.ytiles;
-  const dim3 grid(unsigned(std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
-  auto* kernel = tma::grouped_gemm_tma<true, true, false, bf16_t, true, false, false, true>;
-  const size_t smem = tma::smem_bytes(a.E, true);
-  attn::allow_smem(kernel, smem);
-  const CUtensorMap unused = {};
-  launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b, map_a, map_b2, unused,
-         static_cast<unsigned*>(nullptr));
-  moe::launched(op);
+  launch_rows_staged(tma::grouped_gemm_tma<true, true, false, bf16_t, true, false, false, true>, ctx, op, a,
+                     int64_t(tg.x) * a.ytiles, map_a, map_b, map_b2);
   return true;
 }
 
@@ -370,23 +390,11 @@ bool launch_swiglu_tma(const Context& ctx, const char* op, const Tensor& out, co
 // loads a round trip with nothing else in flight, and the producer's ring holds only 4 of the next tile's 16
 // k-tiles: the SwiGLU pass's HBM time moved into the product instead of beside it. It would need the epilogue to
 // overlap products (consumer warpgroups taking turns); at best ~45 us a layer (the d_act round trip) to gain.
-// g_dswiglu: -1 until read from the environment; the parity test sets it (grouped_matmul_test_dswiglu).
-std::atomic<int> g_dswiglu{-1};
-bool dswiglu_enabled() {
-  int v = g_dswiglu.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("DS_GROUPED_DSWIGLU");
-    v = e != nullptr && std::string(e) == "1";
-    g_dswiglu.store(v, std::memory_order_relaxed);
-  }
-  return v == 1;
-}
 bool launch_dswiglu_tma(const Context& ctx, const char* op, GemmArgs a) {
-  const bool enabled = dswiglu_enabled();
   const int64_t lim = int64_t(1) << 31, F = a.Nd;
   const bool aligned = is_aligned16(a.C) && is_aligned16(a.C_up) && is_aligned16(a.G_in) && is_aligned16(a.U_in) &&
                        F % 8 == 0;
-  if (!enabled || !kWgmma || g_big_variant < 6 || !aligned || a.E > tma::kMaxExperts ||
+  if (!dswiglu_enabled() || !kWgmma || g_big_variant < 6 || !aligned || a.E > tma::kMaxExperts ||
       a.M < 128 * int64_t(a.E) || a.Kd < 1 || F < 1 || a.M >= lim || F >= lim || int64_t(a.E) * a.Kd >= lim)
     return false;
   CUtensorMap map_a, map_b;  // as launch_tma's d_in: A = d_out [M, K], B = W [E K, N] read as (k, n) in 64 x 64 boxes
@@ -397,14 +405,8 @@ bool launch_dswiglu_tma(const Context& ctx, const char* op, GemmArgs a) {
   const dim3 tg = tile_grid<false>(a, tma::kBM, tma::kBN);  // sets a.ytiles (a bound; the kernel counts)
   const int64_t tiles = int64_t(tg.x) * a.ytiles;
   if (tiles == 0) return true;
-  const dim3 grid(unsigned(std::min<int64_t>(tiles, attn::num_sms())), 1, 1);
-  auto* kernel = tma::grouped_gemm_tma<true, false, false, bf16_t, true, false, false, false, true>;
-  const size_t smem = tma::smem_bytes(a.E, true);
-  attn::allow_smem(kernel, smem);
-  const CUtensorMap unused = {};
-  launch(kernel, grid, tma::kThreads, smem, moe::stream_of(ctx), a, map_a, map_b, map_a, map_b, unused,
-         static_cast<unsigned*>(nullptr));
-  moe::launched(op);
+  launch_rows_staged(tma::grouped_gemm_tma<true, false, false, bf16_t, true, false, false, false, true>, ctx, op, a,
+                     tiles, map_a, map_b, map_b);
   return true;
 }
 
