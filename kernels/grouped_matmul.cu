@@ -17,8 +17,9 @@
 //
 // bf16: tensor cores (mma.sync m16n8k16 or WMMA 16x16x16, f32 accumulation), output rounded once. f32: CUDA
 // cores (FFMA, f32 accumulation; no TF32, so the error stays at f32 level like the CPU's sgemm). Deterministic:
-// every output element is reduced by one thread in a fixed order (no split-k across blocks, no atomics; the decode
-// GEMV splits K over the 8 warps of a block and adds their partial sums in warp order).
+// every output element is reduced in a fixed order (the decode GEMV splits K over the 8 warps of a block and adds
+// their partial sums in warp order; variant 9's d_weight splits a heavy expert's rows over blocks, tma:: SPLIT, and
+// the last block to finish adds the chunks' sums in chunk order; its atomic counter only says which block is last).
 // This file holds the launchers and the choice between kernels; each kernel family is a part in kernels/grouped_gemm/
 // included below (tiled, pipelined, mma_sync, wgmma_cp_async, tma, gemv).
 #include <cub/block/block_scan.cuh>
@@ -76,8 +77,9 @@ constexpr bool kWgmma = false;
 // block, the next tile's loads under this one's write-back; rows mode as 7; H200, 15th session: d_weight 390 -> 385
 // TFLOP/s, training equal), 9 = 7 with reduce mode's staged sums added to C by the TMA unit (tma::'s TMAC: no thread
 // waits on C's old values; the default with sm_90a since the 15th session: d_weight 395 -> 531 TFLOP/s uniform,
-// 345 -> 350 skewed, training +1.6%; it also writes a d_weight over, empty experts' as zeros), 10 = 8 with that
-// (training 1% below 9). Set only by the benchmark (bench/gpu/bench_grouped_gemm.cu, through
+// 345 -> 350 skewed, training +1.6%; it also writes a d_weight over, empty experts' as zeros; since the 24th session
+// it splits heavy experts' rows into chunks, tma:: SPLIT: skewed 343 -> ~450 TFLOP/s, uniform unchanged), 10 = 8
+// with that (training 1% below 9). Set only by the benchmark (bench/gpu/bench_grouped_gemm.cu, through
 // grouped_matmul_bench_variant) to compare them in one run, and at start-up by DS_GROUPED_GEMM_VARIANT (a benchmark
 // knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the build lacks are ignored).
 constexpr int kMaxVariant = kWgmma ? 10 : 2;
@@ -240,6 +242,78 @@ unsigned* tile_counter(cudaStream_t st, const char* op) {
   return p;
 }
 
+// Variant 9's split of heavy experts' d_weight (tma:: SPLIT): on by default; DS_GROUPED_SPLIT=0 at start-up (a knob
+// for A/Bs) or the test hook (grouped_matmul_test_split_kt) turns it off, the hook also sets the chunk length.
+// g_split_kt: -2 until the environment is read, -1 automatic, 0 off, > 0 the chunk length in k-tiles.
+std::atomic<int> g_split_kt{-2};
+int split_setting() {
+  int v = g_split_kt.load(std::memory_order_relaxed);
+  if (v == -2) {
+    v = env_switch("DS_GROUPED_SPLIT") ? -1 : 0;
+    g_split_kt.store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+// SPLIT's scratch a (device, stream), so that launches on concurrent streams never share it: kSplitCounters
+// counters, zeroed once (each launch leaves them zero), and the chunks' workspace, grown to the largest plan (a
+// workspace allocated each launch, stream-ordered, made each d_weight launch ~0.1 ms slower on the H200: the pool
+// maps the memory again). Allocated outside a capture only and never freed while the process runs (captured graphs
+// hold the addresses); null when a capture finds it missing or too small (the product runs unsplit).
+constexpr int64_t kSplitCounters = int64_t(1) << 16;
+struct SplitScratch {
+  unsigned* cnt = nullptr;
+  float* ws = nullptr;
+  size_t ws_bytes = 0;
+};
+const SplitScratch* split_scratch(cudaStream_t st, const char* op, size_t ws_bytes) {
+  static std::mutex mu;
+  static std::map<std::pair<int, cudaStream_t>, SplitScratch> scratch;
+  const int dev = attn::current_device();
+  std::lock_guard<std::mutex> lock(mu);
+  SplitScratch& s = scratch[{dev, st}];
+  if (s.cnt != nullptr && s.ws_bytes >= ws_bytes) return &s;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(st, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
+    (void)cudaGetLastError();  // e.g. the legacy stream while another stream captures: as capturing
+    return nullptr;
+  }
+  if (s.cnt == nullptr) {
+    moe::ok(cudaMalloc(&s.cnt, size_t(kSplitCounters) * sizeof(unsigned)), op, "cudaMalloc (split counters)");
+    moe::ok(cudaMemsetAsync(s.cnt, 0, size_t(kSplitCounters) * sizeof(unsigned), st), op, "memset (split counters)");
+  }
+  if (s.ws_bytes < ws_bytes) {  // cudaFree waits for the launches still reading the old one
+    if (s.ws != nullptr) moe::ok(cudaFree(s.ws), op, "cudaFree (split workspace)");
+    s.ws = nullptr;
+    s.ws_bytes = 0;
+    moe::ok(cudaMalloc(&s.ws, ws_bytes), op, "cudaMalloc (split workspace)");
+    s.ws_bytes = ws_bytes;
+  }
+  return &s;
+}
+
+// SPLIT's plan for a d_weight launch of tpc tiles an expert: chunks of at most half an SM's share of the product's
+// k-tiles (at least 16: the bench model's uniform load, 32 an expert, stays whole), a workspace for the most chunks
+// the split experts can have (each has more than kt k-tiles, so at most 2 K / kt chunks of K k-tiles in all) and the
+// counters. kt 0: unsplit (off, too many experts for the kernel's tables, tiles not all whole (the last chunk writes
+// back by TMA only), a capture without the scratch, too few counters).
+struct SplitPlan {
+  int64_t kt = 0;
+  const SplitScratch* scratch = nullptr;
+};
+SplitPlan plan_split(const GemmArgs& a, cudaStream_t st, const char* op, int64_t tpc) {
+  SplitPlan p;
+  const int set = split_setting();
+  if (set == 0 || a.E > tma::kMaxSplitExperts || a.Md % tma::kBM != 0 || a.Nd % tma::kBN != 0 || a.ldc % 4 != 0)
+    return p;
+  const int64_t sms = attn::num_sms(), K = (a.M + 63 * int64_t(a.E)) / 64;  // the experts' k-tiles, at most
+  const int64_t kt = set > 0 ? set : std::max<int64_t>(16, (tpc * K + 2 * sms - 1) / (2 * sms));
+  if ((K / kt + 1) * tpc * 2 > kSplitCounters) return p;
+  p.scratch = split_scratch(st, op, size_t(2 * K / kt + 1) * size_t(tpc) * 2 * tma::kSplitSlotFloats * sizeof(float));
+  if (p.scratch != nullptr) p.kt = kt;
+  return p;
+}
+
 // Variants 5-8 (tma::grouped_gemm_tma; 6: STAGE, the write-back through shared memory, for rows mode's bf16 outputs
 // with a 16-byte aligned C; 7: also reduce mode's f32 accumulation, with 16-byte aligned experts; 8: 7 with the staged
 // reduce mode under DYN): false leaves the product to the caller (what TMA or the kernel's int32 coordinates cannot
@@ -313,9 +387,14 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
               return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true, true>, tma::smem_bytes(a.E, true),
                         pg, counter);
             }
-            if (tmac)
+            if (tmac) {  // variant 9; SPLIT where plan_split says (the grid walks the jobs past E tiles)
+              const SplitPlan sp = plan_split(a, st, op, int64_t(tg.x) * tg.y);
+              a.split_kt = sp.kt;
+              a.split_ws = sp.scratch ? sp.scratch->ws : nullptr;
+              a.split_cnt = sp.scratch ? sp.scratch->cnt : nullptr;
               return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true, false, true>,
-                        tma::smem_bytes(a.E, true), grid, nullptr);
+                        tma::smem_bytes(a.E, true, sp.kt > 0), grid, nullptr);
+            }
           }
           return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true>, tma::smem_bytes(a.E, true), grid,
                     nullptr);
@@ -487,6 +566,14 @@ bool launch_pipelined(const Context& ctx, const char* op, const Tensor& ab_dtype
 int grouped_matmul_bench_variant(int variant) {
   const int prev = g_big_variant;
   if (variant >= 0 && variant <= kMaxVariant) g_big_variant = variant;
+  return prev;
+}
+
+// Test hook for d_weight's split of heavy experts (plan_split): kt > 0 chunks of at most kt k-tiles, 0 off, -1
+// automatic (the default); returns the previous setting.
+int grouped_matmul_test_split_kt(int kt) {
+  const int prev = split_setting();
+  g_split_kt.store(kt < 0 ? -1 : kt, std::memory_order_relaxed);
   return prev;
 }
 

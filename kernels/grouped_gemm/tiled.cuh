@@ -39,6 +39,10 @@ struct GemmArgs {
   void* C_up;                // C's layout (null: not kept); DSWIGLU: where d_up goes (C takes d_gate)
   const void* G_in;          // tma:: DSWIGLU (d_in through the SwiGLU backward): the forward's gate and up
   const void* U_in;          // products, C's layout
+  int64_t split_kt;          // tma:: reduce mode, variant 9: > 0, an expert of more 64-row k-tiles than this runs
+                             // as chunks of at most this many, their sums added in chunk order (tma:: SPLIT)
+  float* split_ws;           // SPLIT: the chunks' partial sums (a slot a chunk, tile and warpgroup)
+  unsigned* split_cnt;       // SPLIT: a counter a split expert's tile and warpgroup, zero between launches
 };
 
 __device__ __forceinline__ void expert_rows(const GemmArgs& a, int e, int64_t& r0, int64_t& r1) {

@@ -89,6 +89,17 @@
 // unfused product stores it, then swiglu_bwd1's arithmetic), so the bits are the unfused sequence's. Where the
 // backward wrote d_act and a SwiGLU pass read it back with both products, it writes the two gradients once. Off by
 // default (launch_dswiglu_tma: slower in training, its epilogue's bytes serialised with the products).
+//
+// SPLIT (reduce mode with TMAC, not DYN; a.split_kt > 0, variant 9's default): an expert's tiles run the k-loop over
+// all its rows, so a hot expert's 16 tiles (a quarter of the rows in the bench model's training after a few steps)
+// outlast the rest of the product on 16 SMs while the others idle. An expert of more than split_kt k-tiles runs as
+// chunks of about equal length (at most split_kt), each chunk a job of its own; the jobs are ranked by falling chunk
+// length (LPT, as before). A chunk leaves its warpgroup's 64 x 256 sums in its workspace slot and counts itself in
+// the tile's counter; the last to count adds all the chunks' sums in chunk order (its own from registers), so the
+// bits do not depend on which chunk finished last, and writes them back as an unsplit tile does (TMA adds, or stores
+// when written over; so only where every tile is whole), then zeroes the counter for the next launch. No block waits
+// on another. H200, 24th session (ds-bench-grouped-gemm, one expert with a quarter of the 65,536 rows): d_weight
+// 0.200 -> 0.152 ms (343 -> ~450 TFLOP/s), the uniform load unchanged (0.134); training +0.6% (within the noise).
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
@@ -102,10 +113,15 @@ constexpr int kStageBufBytes = 64 * 128;  // STAGE: a warpgroup's write-back buf
 
 constexpr int kTileSlots = 4;  // DYN: tile numbers the producer may draw ahead of the consumers
 
+constexpr int kMaxSplitExperts = 256;  // SPLIT's per-expert tables in shared memory (6 E + 1 ints)
+static_assert(kMaxSplitExperts <= kThreads, "SPLIT's scans: an expert a thread");
+constexpr int kSplitSlotFloats = 64 * kBN;  // SPLIT: a warpgroup's partial sums
+
 // The ring, slack to align it to 1024 bytes, STAGE's two write-back buffers, and 2 E + 1 ints: rows mode
-// first[E + 1]; reduce mode order[E] and rows[E].
-inline size_t smem_bytes(int E, bool stage = false) {
-  return size_t(kStages) * kStageBytes + (stage ? 2 * kStageBufBytes : 0) + 1024 + size_t(2 * E + 1) * sizeof(int);
+// first[E + 1]; reduce mode order[E] and rows[E] (SPLIT: 4 E more, split_tables).
+inline size_t smem_bytes(int E, bool stage = false, bool split = false) {
+  return size_t(kStages) * kStageBytes + (stage ? 2 * kStageBufBytes : 0) + 1024 +
+         size_t((split ? 6 : 2) * E + 1) * sizeof(int);
 }
 
 // STAGE's write-back of this warpgroup's 64 x 256 accumulator (rows m0.., columns n0.., all inside C) through buf
@@ -277,22 +293,34 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
 // thread issues. No thread waits on C's old values (store_staged's loads, a round trip each chunk, left each tile's
 // write-back latency-bound); the buffer is rewritten once the unit has read it. add false: TMA stores instead (C
 // written over).
-__device__ __forceinline__ void reduce_staged_tma(const CUtensorMap* map_c, const float (&acc)[kBN / 2], int row0,
-                                                  int col0, unsigned char* buf, int bar, bool add) {
+// src(c, v): v[0..15] = this thread's accumulator elements 16 c .. 16 c + 15, chunk c's (AccSrc: acc itself; SPLIT:
+// the chunks' sums, SplitSums).
+struct AccSrc {
+  const float (&acc)[kBN / 2];
+  __device__ __forceinline__ void operator()(int c, float (&v)[16]) const {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) v[i] = acc[16 * c + i];
+  }
+};
+template <class Src>
+__device__ __forceinline__ void reduce_staged_tma(const CUtensorMap* map_c, const Src& src, int row0, int col0,
+                                                  unsigned char* buf, int bar, bool add) {
   const int t = int(threadIdx.x) % 128, lane = t % 32, w = t / 32, g = lane >> 2, tq = lane & 3;
   const uint32_t sbuf = uint32_t(__cvta_generic_to_shared(buf));
 #pragma unroll
   for (int c = 0; c < kBN / 32; ++c) {
     if (t == 0) bulk_wait_read();  // the unit has read the last chunk (c = 0: the last tile's)
     asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");
+    float v[16];
+    src(c, v);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = w * 16 + g + 8 * h;
 #pragma unroll
-      for (int jj = 0; jj < 4; ++jj) {
-        const int j = c * 4 + jj, piece = 2 * jj + (tq >> 1);
+      for (int jj = 0; jj < 4; ++jj) {  // accumulator element 4 (4 c + jj) + 2 h
+        const int piece = 2 * jj + (tq >> 1);
         *reinterpret_cast<float2*>(buf + r * 128 + ((piece ^ (r & 7)) << 4) + 8 * (tq & 1)) =
-            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+            make_float2(v[4 * jj + 2 * h], v[4 * jj + 2 * h + 1]);
       }
     }
     wgmma::fence_proxy_async();  // this thread's stores, before the async proxy reads them
@@ -337,6 +365,104 @@ __device__ __forceinline__ Job find_reduce_job(const GemmArgs& a, const int* ord
   return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, r0, r1, e, int((r1 - r0 + kBK - 1) / kBK)};
 }
 
+// SPLIT's tables after order[E] and rows[E] (rows[e]: a chunk's rows, the LPT key), in shared memory.
+struct SplitTables {
+  int* nch;    // [E] the expert's chunks (1: not split)
+  int* jobs;   // [E + 1] chunks before the expert of rank r (order[r]); jobs[E]: all
+  int* slot;   // [E] a split expert's first workspace chunk (-1: not split)
+  int* cnt;    // [E] a split expert's number among the split ones (-1: not split)
+};
+__device__ __forceinline__ SplitTables split_tables(int* first, int E) {
+  int* nch = first + 2 * E;
+  return SplitTables{nch, nch + E, nch + 2 * E + 1, nch + 3 * E + 1};
+}
+
+// SPLIT, job t: the expert of rank r with jobs[r] <= t / (my nx) < jobs[r + 1] (each expert has a chunk at least,
+// so jobs[] rises strictly), its chunk c, then m-tile and n-tile.
+__device__ __forceinline__ int split_rank(const GemmArgs& a, const SplitTables& st, int q) {
+  int lo = 0, hi = a.E;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) >> 1;
+    if (st.jobs[mid] <= q) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+__device__ __forceinline__ Job find_split_job(const GemmArgs& a, const int* first, const SplitTables& st, int64_t t,
+                                              int64_t nx, int64_t my) {
+  const int64_t tpc = my * nx, in_e = t % tpc;
+  const int q = int(t / tpc), r = split_rank(a, st, q);
+  const int e = first[r], c = q - st.jobs[r], crows = first[a.E + e];
+  int64_t r0, r1;
+  expert_rows(a, e, r0, r1);
+  const int64_t k0 = r0 + int64_t(c) * crows, k1 = min(r1, k0 + crows);
+  return Job{(in_e / nx) * kBM, a.Md, (in_e % nx) * kBN, k0, k1, e, int((k1 - k0 + kBK - 1) / kBK)};
+}
+// Job t's place among its expert's chunks, looked up again after the k-loop (so the loop keeps no more registers
+// live): slot < 0 for an expert that is not split, else chunk 0's workspace slot for this tile, and its counter.
+struct SplitPlace {
+  int chunk, nchunks;
+  int64_t slot, counter;
+};
+__device__ __forceinline__ SplitPlace split_place(const GemmArgs& a, int* first, int64_t t, int64_t tpc) {
+  const SplitTables st = split_tables(first, a.E);
+  const int q = int(t / tpc), r = split_rank(a, st, q), e = first[r];
+  if (st.nch[e] < 2) return SplitPlace{0, 1, -1, -1};
+  return SplitPlace{q - st.jobs[r], st.nch[e], int64_t(st.slot[e]) * tpc + t % tpc, int64_t(st.cnt[e]) * tpc + t % tpc};
+}
+
+// SPLIT: a chunk's sums (this warpgroup's 64 x 256, cw) are left in the workspace (float4 k of thread t at k * 128 + t
+// of the warpgroup's slot: a warp's stores are 512 contiguous bytes), then counted; true for the chunk that counted
+// last, which zeroes the counter for the next launch (stream-ordered after this one) and writes the tile back from
+// SplitSums. last: this warpgroup's flag in shared memory.
+__device__ __forceinline__ float4* split_slot(const GemmArgs& a, const SplitPlace& j, int cw) {
+  return reinterpret_cast<float4*>(a.split_ws) + (j.slot * 2 + cw) * (kSplitSlotFloats / 4);
+}
+__device__ __forceinline__ bool split_count(const GemmArgs& a, const float (&acc)[kBN / 2], const SplitPlace& j,
+                                            int64_t tpc, int cw, int* last) {
+  const int t = int(threadIdx.x) % 128;
+  float4* const mine = split_slot(a, j, cw) + j.chunk * tpc * 2 * (kSplitSlotFloats / 4);
+#pragma unroll
+  for (int k = 0; k < kBN / 8; ++k)
+    __stcg(mine + k * 128 + t, make_float4(acc[4 * k], acc[4 * k + 1], acc[4 * k + 2], acc[4 * k + 3]));
+  __threadfence();  // the sums are visible before the count
+  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+  if (t == 0) {
+    unsigned* const cnt = a.split_cnt + j.counter * 2 + cw;
+    const bool is_last = atomicAdd(cnt, 1u) == unsigned(j.nchunks - 1);
+    if (is_last) *cnt = 0u;
+    *last = is_last;
+  }
+  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+  const bool is_last = *last;
+  if (is_last) __threadfence();  // the other chunks' sums, counted before, are read after the count
+  return is_last;
+}
+// The last chunk's source for reduce_staged_tma: all chunks' sums added in chunk order (its own read back like the
+// others), so the bits do not depend on which chunk finished last.
+struct SplitSums {
+  const float4* base;  // chunk 0's slot, this thread's first float4
+  int64_t stride;      // float4s from one chunk's slot to the next's
+  int nchunks;
+  __device__ __forceinline__ void operator()(int c, float (&v)[16]) const {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float4 s = __ldcg(base + (4 * c + i) * 128);
+      for (int ch = 1; ch < nchunks; ++ch) {
+        const float4 x = __ldcg(base + ch * stride + (4 * c + i) * 128);
+        s.x += x.x;
+        s.y += x.y;
+        s.z += x.z;
+        s.w += x.w;
+      }
+      v[4 * i] = s.x;
+      v[4 * i + 1] = s.y;
+      v[4 * i + 2] = s.z;
+      v[4 * i + 3] = s.w;
+    }
+  }
+};
+
 // map_a2, map_b2: rows mode with a.k_split, the second product's operands (else copies of map_a, map_b); map_c:
 // TMAC, C as [E Md, Nd] f32 in 64-row x 32-column boxes (else unused); tile_counter: DYN's counter (zero at
 // launch), else null.
@@ -355,6 +481,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   static_assert(!DSWIGLU || (!REDUCE && !BKMAJOR && STAGE && std::is_same_v<TC, bf16_t>),
                 "the SwiGLU backward is d_in's, staged, bf16");
   constexpr int kTN = SWIGLU ? kBN / 2 : kBN;  // a tile's output columns (SWIGLU: of each product)
+  // SPLIT (the launcher sets split_kt only where it applies: TMAC without DYN, E <= kMaxSplitExperts)
+  // (false from the prologue on when no expert has more k-tiles than split_kt: the unsplit path as it was)
+  bool split = REDUCE && TMAC && !DYN && a.split_kt > 0;
   // The register split (producer 40, consumers 232): SWIGLU's epilogue spilled at 168 a thread (DSWIGLU holds a
   // chunk's gate and up pairs besides the accumulator).
 #ifdef DS_TMA_SETMAXNREG
@@ -372,6 +501,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // DYN: the tile ring (numbers, -1 the end) and its barriers
   __shared__ __align__(8) uint64_t tile_full_bar[DYN ? kTileSlots : 1], tile_empty_bar[DYN ? kTileSlots : 1];
   __shared__ int tile_no[DYN ? kTileSlots : 1];
+  __shared__ int split_last[2];  // SPLIT: whether a consumer warpgroup's chunk counted last
   using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   // The static shared memory comes first: align the ring to the swizzle's 1024 bytes by hand.
@@ -388,15 +518,31 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t nx = (a.Nd + kTN - 1) / kTN, my = REDUCE ? (a.Md + kBM - 1) / kBM : 0;
   int64_t ntiles;
   if constexpr (REDUCE) {
-    // order[i]: the expert with the i-th most rows (ties by number); identity past kMaxLptExperts.
+    // order[i]: the expert with the i-th most rows (SPLIT: rows a chunk; ties by number); identity past
+    // kMaxLptExperts.
     int* order = first;
     int* rows = first + a.E;
+    const SplitTables sp = split_tables(first, a.E);
+    bool any_split = false;
     for (int e = threadIdx.x; e < a.E; e += kThreads) {
       int64_t r0, r1;
       expert_rows(a, e, r0, r1);
-      rows[e] = int(min(r1 - r0, int64_t(INT32_MAX)));
+      int64_t n = r1 - r0;
+      if (split) {  // chunks of about equal length, at most split_kt k-tiles, none empty
+        const int64_t kt = (n + kBK - 1) / kBK;
+        int c = 1;
+        if (kt > a.split_kt) {
+          const int64_t least = (kt + a.split_kt - 1) / a.split_kt;  // chunks of at most split_kt
+          const int64_t len = (kt + least - 1) / least;              // k-tiles a chunk, spread evenly
+          c = int((kt + len - 1) / len);                             // (<= least; the last chunk not empty)
+          n = len * kBK;
+        }
+        sp.nch[e] = c;
+        any_split |= c > 1;
+      }
+      rows[e] = int(min(n, int64_t(INT32_MAX)));
     }
-    __syncthreads();
+    split = __syncthreads_or(any_split) != 0;  // (false unless split was)
     for (int e = threadIdx.x; e < a.E; e += kThreads) {
       int rank = e;
       if (a.E <= kMaxLptExperts) {
@@ -407,6 +553,21 @@ __global__ void __launch_bounds__(kThreads, 1)
       order[rank] = e;
     }
     ntiles = int64_t(a.E) * my * nx;
+    if (split) {  // the chunks before each rank; the split experts' workspace chunks and counters (expert order)
+      __syncthreads();
+      const int e = int(threadIdx.x), c = e < a.E ? sp.nch[e] : 1;
+      int excl, agg;
+      Scan(scan_tmp).ExclusiveSum(e < a.E ? sp.nch[order[e]] : 0, excl, agg);
+      if (e < a.E) sp.jobs[e] = excl;
+      if (e == 0) sp.jobs[a.E] = agg;
+      ntiles = int64_t(agg) * my * nx;
+      __syncthreads();
+      Scan(scan_tmp).ExclusiveSum(c > 1 ? c : 0, excl, agg);
+      if (e < a.E) sp.slot[e] = c > 1 ? excl : -1;
+      __syncthreads();
+      Scan(scan_tmp).ExclusiveSum(c > 1 ? 1 : 0, excl, agg);
+      if (e < a.E) sp.cnt[e] = c > 1 ? excl : -1;
+    }
   } else {
     // first[e]: the first m-tile of expert e; first[E]: the m-tiles of all experts.
     int running = 0;
@@ -438,7 +599,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
   if (int64_t(blockIdx.x) >= ntiles) return;  // uniform: no tile for this block
   auto job = [&](int64_t t) {
-    if constexpr (REDUCE) return find_reduce_job(a, first, t, nx, my);
+    if constexpr (REDUCE) return split ? find_split_job(a, first, split_tables(first, a.E), t, nx, my)
+                                       : find_reduce_job(a, first, t, nx, my);
     else return find_job(a, first, t, nx, kTN);
   };
   int ts = 0;  // DYN: the tile ring's slot and phase (each role its own)
@@ -622,14 +784,27 @@ __global__ void __launch_bounds__(kThreads, 1)
       dswiglu_chunk<3>(a, acc, wm0, j.n0, j.m_end, buf, 1 + cw);
       continue;
     }
+    if constexpr (REDUCE && TMAC && !DYN) {  // SPLIT: only the last chunk of a split tile writes it back
+      if (split) {  // whole tiles only (the launcher's condition): the last chunk writes back by TMA
+        const SplitPlace sp = split_place(a, first, t, my * nx);
+        if (sp.slot >= 0) {
+          if (split_count(a, acc, sp, my * nx, cw, &split_last[cw])) {
+            const int64_t stride = my * nx * 2 * (kSplitSlotFloats / 4);
+            reduce_staged_tma(&map_c, SplitSums{split_slot(a, sp, cw) + threadIdx.x % 128, stride, sp.nchunks},
+                              int(j.e * a.Md + wm0), int(j.n0), stage_buf + cw * kStageBufBytes, 1 + cw, accum);
+          }
+          continue;
+        }
+      }
+    }
     TC* const Ce = REDUCE ? Cp + j.e * a.c_estride : Cp;
     if constexpr (STAGE) {
       // Whole rows and columns, 16-byte aligned rows (C's and the expert stride's alignment: the launcher's
       // condition); rows mode written over, reduce mode accumulated (TMAC: or written over).
       if ((REDUCE || !accum) && wm0 + 64 <= j.m_end && j.n0 + kBN <= a.Nd && a.ldc % (16 / int(sizeof(TC))) == 0) {
         if constexpr (TMAC)
-          reduce_staged_tma(&map_c, acc, int(j.e * a.Md + wm0), int(j.n0), stage_buf + cw * kStageBufBytes, 1 + cw,
-                            accum);
+          reduce_staged_tma(&map_c, AccSrc{acc}, int(j.e * a.Md + wm0), int(j.n0), stage_buf + cw * kStageBufBytes,
+                            1 + cw, accum);
         else store_staged<TC, REDUCE>(Ce, a.ldc, acc, wm0, j.n0, stage_buf + cw * kStageBufBytes, 1 + cw);
         continue;
       }

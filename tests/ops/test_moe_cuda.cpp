@@ -441,6 +441,12 @@ void grouped_case(const GemmCase& g, uint64_t seed) {
                               Accum::overwrite);
     });
     expect_close("grouped_matmul_backward d_weight written over " + tag, d_w3, tol_w, why);
+    {  // deterministic (a split expert's chunks are summed in chunk order): a second device run, the same bits
+      Twin again = twin(md.out, x_d_w3);
+      grouped_matmul_backward(cuda_ctx(), Tensor{}, again.dev.t, d_out.dev.t, in.dev.t, w.dev.t, offsets.dev.t,
+                              Accum::overwrite, Accum::overwrite);
+      expect_same_bits("grouped_matmul_backward d_weight written over again " + tag, d_w3.dev, again.dev);
+    }
     Twin d_in2 = twin(md.out, x_d_in2);
     run_both([&](const Context& c, Pick p) {
       grouped_matmul_backward(c, p(d_in2), Tensor{}, p(d_out), p(in), p(w), p(offsets), Accum::add);
@@ -890,6 +896,38 @@ TEST_CASE("grouped_matmul parity, TMA kernel with d_weight's adds by the TMA uni
   staged_cases(9, false, 10800);
   staged_cases(10, false, 11800);
   scheduler_stress_case(10, 11890);  // the scheduler's stress case (see [dyn]) with the TMA unit's adds
+}
+
+namespace ds::cuda {
+int grouped_matmul_test_split_kt(int kt);  // kernels/grouped_matmul.cu: d_weight's chunk length (0 off, -1 auto)
+}
+
+TEST_CASE("grouped_matmul parity, d_weight with heavy experts split into chunks (variant 9)",
+          "[moe][grouped_matmul][split]") {
+  // Variant 9 (the default) runs an expert of more k-tiles than the chunk length as chunks whose sums the last to
+  // finish adds in chunk order. Forced short chunks (2 and 3 k-tiles: 128 and 192 rows) so that small cases split:
+  // grouped_case's CPU parity (d_weight accumulated and written over; experts without rows, rows not a multiple of
+  // 64 in the last chunk, all rows on one expert) and its second run's bits. Only whole 128 x 256 tiles split (N a
+  // multiple of 128, K of 256). The automatic length splits the hot expert of the [big] training-shape cases.
+  const Variant v(9);
+  if (!v.on()) {
+    WARN("variant 9 needs an sm_90a build: skipped");
+    return;
+  }
+  struct Restore {
+    int prev = ds::cuda::grouped_matmul_test_split_kt(2);
+    ~Restore() { ds::cuda::grouped_matmul_test_split_kt(prev); }
+  } restore;
+  grouped_case({"split E8 M2000 K256 N128 skewed, empty experts", 8, 2000, 256, 128, true, 0, true}, 12000);
+  grouped_case({"split E4 M1100 K512 N256 skewed", 4, 1100, 512, 256, true, 0, false, true}, 12010);
+  grouped_case({"split E6 M3000 K256 N384 all rows on one expert", 6, 3000, 256, 384, false, 0, false, true, true},
+               12020);
+  grouped_case({"E8 M2000 K136 N200 skewed (partial tiles: not split)", 8, 2000, 136, 200, true, 0, false, true},
+               12025);
+  if (!run_big()) return;  // DS_PARITY_SMALL (compute-sanitizer)
+  ds::cuda::grouped_matmul_test_split_kt(3);
+  grouped_case({"split E16 M6000 K256 N1024 skewed, empty experts", 16, 6000, 256, 1024, true, 0, true, true}, 12030);
+  grouped_case({"split E32 M8192 K512 N1024 skewed", 32, 8192, 512, 1024, true, 0, false, true}, 12040);
 }
 
 TEST_CASE("grouped_matmul parity, TMA kernel with d_weight's adds by the TMA unit (variants 9, 10) at training shapes",
