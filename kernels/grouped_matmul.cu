@@ -256,10 +256,11 @@ int split_setting() {
 }
 
 // SPLIT's scratch a (device, stream), so that launches on concurrent streams never share it: kSplitCounters
-// counters, zeroed once (each launch leaves them zero), and the chunks' workspace, grown to the largest plan (a
-// workspace allocated each launch, stream-ordered, made each d_weight launch ~0.1 ms slower on the H200: the pool
-// maps the memory again). Allocated outside a capture only and never freed while the process runs (captured graphs
-// hold the addresses); null when a capture finds it missing or too small (the product runs unsplit).
+// counters, zeroed once (each launch leaves them zero), and the chunks' workspace, grown to the largest plan (24th
+// session: a build that allocated it stream-ordered each launch, and ran the split's scans in every launch, took
+// ~0.13 ms longer a d_weight launch on the H200). Allocated outside a capture only and never freed while the process
+// runs (captured graphs hold the addresses); null when a capture finds it missing or too small (the product runs
+// unsplit).
 constexpr int64_t kSplitCounters = int64_t(1) << 16;
 struct SplitScratch {
   unsigned* cnt = nullptr;
@@ -282,11 +283,10 @@ const SplitScratch* split_scratch(cudaStream_t st, const char* op, size_t ws_byt
     moe::ok(cudaMalloc(&s.cnt, size_t(kSplitCounters) * sizeof(unsigned)), op, "cudaMalloc (split counters)");
     moe::ok(cudaMemsetAsync(s.cnt, 0, size_t(kSplitCounters) * sizeof(unsigned), st), op, "memset (split counters)");
   }
-  if (s.ws_bytes < ws_bytes) {  // cudaFree waits for the launches still reading the old one
-    if (s.ws != nullptr) moe::ok(cudaFree(s.ws), op, "cudaFree (split workspace)");
-    s.ws = nullptr;
-    s.ws_bytes = 0;
-    moe::ok(cudaMalloc(&s.ws, ws_bytes), op, "cudaMalloc (split workspace)");
+  if (s.ws_bytes < ws_bytes) {  // the old one stays allocated: a captured graph may still hold its address
+    float* grown = nullptr;
+    moe::ok(cudaMalloc(&grown, ws_bytes), op, "cudaMalloc (split workspace)");
+    s.ws = grown;
     s.ws_bytes = ws_bytes;
   }
   return &s;

@@ -95,11 +95,12 @@
 // outlast the rest of the product on 16 SMs while the others idle. An expert of more than split_kt k-tiles runs as
 // chunks of about equal length (at most split_kt), each chunk a job of its own; the jobs are ranked by falling chunk
 // length (LPT, as before). A chunk leaves its warpgroup's 64 x 256 sums in its workspace slot and counts itself in
-// the tile's counter; the last to count adds all the chunks' sums in chunk order (its own from registers), so the
-// bits do not depend on which chunk finished last, and writes them back as an unsplit tile does (TMA adds, or stores
-// when written over; so only where every tile is whole), then zeroes the counter for the next launch. No block waits
-// on another. H200, 24th session (ds-bench-grouped-gemm, one expert with a quarter of the 65,536 rows): d_weight
-// 0.200 -> 0.152 ms (343 -> ~450 TFLOP/s), the uniform load unchanged (0.134); training +0.6% (within the noise).
+// the tile's counter; the last to count adds all the chunks' sums in chunk order (its own read back like the others:
+// from registers it spilled the accumulator), so the bits do not depend on which chunk finished last, and writes them
+// back as an unsplit tile does (TMA adds, or stores when written over; so only where every tile is whole), then
+// zeroes the counter for the next launch. No block waits on another. H200, 24th session (ds-bench-grouped-gemm, one
+// expert with a quarter of the 65,536 rows): d_weight 0.200 -> 0.152 ms (343 -> ~450 TFLOP/s), the uniform load
+// unchanged (0.134); training +0.6%, within the noise (the side stream's products had filled the idle SMs).
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
