@@ -137,7 +137,10 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 // others (env_variant). Tried and removed (16th session): the block's constant operand (K and V; Q and dO) as
 // register A fragments, so that S^T, dP^T (S, dP) read only one operand from shared memory: no faster (H200, B16
 // T1024 H16, ms: dK+dV 0.394 -> 0.414-0.465, dQ 0.297 -> 0.288-0.313; training 281.1k -> 277.6k-280.2k tok/s):
-// shared-memory reads are not what bounds these kernels.
+// shared-memory reads are not what bounds these kernels. Tried and removed (24th session): dK/dV with query steps of
+// 32 at 4 blocks an SM (128 registers, 204 bytes of spills; ncu had the 3-block kernel at 18.75% occupancy, issue
+// slots 45% busy, its warps stalled most on fixed-latency dependencies and barriers): dK+dV 0.374 -> 0.520 ms, with
+// dQ from dS 0.535 -> 0.752; training 302.5k / 300.2k -> 290.9k tok/s (one run).
 // The default at 96/64: the wgmma kernels with steps of 32 where they exist (H200, bench model training shape,
 // B16 T1024 H16, ms for dK+dV / dQ: mma.sync 0.491 / 0.378, wgmma step 32 0.392 / 0.297, step 64 0.388 / 0.315;
 // bench/README.md, 13th session), else the mma.sync kernels (variant 0); and dQ from the stored dS (variant 7,
