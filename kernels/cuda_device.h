@@ -45,7 +45,7 @@ void stream_wait(void* stream, void* event);
 // `want` bytes when possible, `have` getting the size. It grows (geometrically) only while the stream is not
 // capturing; under a capture that needs more, the smaller buffer comes back (have < want). A buffer is never
 // freed: a graph captured earlier may still point at it (process lifetime; growth is rare).
-enum class ScratchUse { mla_split, sample_truncation };
+enum class ScratchUse { mla_split, sample_truncation, grouped_split };
 void* stream_scratch(void* stream, ScratchUse use, size_t want, size_t& have);
 
 }  // namespace ds::cuda

@@ -40,6 +40,7 @@
 #include <utility>
 
 #include "kernels/attn_common.cuh"
+#include "kernels/cuda_device.h"  // stream_scratch
 #include "kernels/cuda_ops.h"
 #include "kernels/moe_util.cuh"
 #include "kernels/wgmma.cuh"
@@ -222,10 +223,12 @@ bool encode_f32_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t col
   return encode_2d(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, base, rows, cols, pitch, 64);
 }
 
-// Variant 8's tile counter (tma:: DYN): one unsigned a (device, stream), so that launches on concurrent streams
-// never share one; allocated on first use outside a capture and never freed (captured graphs hold its address).
-// Null when a capture finds none yet (the caller falls back to variant 7's kernel).
-unsigned* tile_counter(cudaStream_t st, const char* op) {
+// Counters a (device, stream), so that launches on concurrent streams never share them: kStreamCounters unsigned,
+// zeroed once when allocated (first use outside a capture; never freed: captured graphs hold the address). Element 0
+// is variant 8's tile counter (tma:: DYN; the launcher zeroes it before each launch), 1 on SPLIT's (each launch
+// leaves them zero). Null when a capture finds none yet (the caller runs the product without them).
+constexpr int64_t kStreamCounters = int64_t(1) << 16;
+unsigned* stream_counters(cudaStream_t st, const char* op) {
   static std::mutex mu;
   static std::map<std::pair<int, cudaStream_t>, unsigned*> counters;
   const int dev = attn::current_device();
@@ -237,7 +240,9 @@ unsigned* tile_counter(cudaStream_t st, const char* op) {
       (void)cudaGetLastError();  // e.g. the legacy stream while another stream captures: as capturing
       return nullptr;
     }
-    moe::ok(cudaMalloc(&p, sizeof(unsigned)), op, "cudaMalloc (tile counter)");
+    const size_t bytes = size_t(kStreamCounters) * sizeof(unsigned);
+    moe::ok(cudaMalloc(&p, bytes), op, "cudaMalloc (stream counters)");
+    moe::ok(cudaMemsetAsync(p, 0, bytes, st), op, "memset (stream counters)");
   }
   return p;
 }
@@ -255,51 +260,17 @@ int split_setting() {
   return v;
 }
 
-// SPLIT's scratch a (device, stream), so that launches on concurrent streams never share it: kSplitCounters
-// counters, zeroed once (each launch leaves them zero), and the chunks' workspace, grown to the largest plan (24th
-// session: a build that allocated it stream-ordered each launch, and ran the split's scans in every launch, took
-// ~0.13 ms longer a d_weight launch on the H200). Allocated outside a capture only and never freed while the process
-// runs (captured graphs hold the addresses); null when a capture finds it missing or too small (the product runs
-// unsplit).
-constexpr int64_t kSplitCounters = int64_t(1) << 16;
-struct SplitScratch {
-  unsigned* cnt = nullptr;
-  float* ws = nullptr;
-  size_t ws_bytes = 0;
-};
-const SplitScratch* split_scratch(cudaStream_t st, const char* op, size_t ws_bytes) {
-  static std::mutex mu;
-  static std::map<std::pair<int, cudaStream_t>, SplitScratch> scratch;
-  const int dev = attn::current_device();
-  std::lock_guard<std::mutex> lock(mu);
-  SplitScratch& s = scratch[{dev, st}];
-  if (s.cnt != nullptr && s.ws_bytes >= ws_bytes) return &s;
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(st, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
-    (void)cudaGetLastError();  // e.g. the legacy stream while another stream captures: as capturing
-    return nullptr;
-  }
-  if (s.cnt == nullptr) {
-    moe::ok(cudaMalloc(&s.cnt, size_t(kSplitCounters) * sizeof(unsigned)), op, "cudaMalloc (split counters)");
-    moe::ok(cudaMemsetAsync(s.cnt, 0, size_t(kSplitCounters) * sizeof(unsigned), st), op, "memset (split counters)");
-  }
-  if (s.ws_bytes < ws_bytes) {  // the old one stays allocated: a captured graph may still hold its address
-    float* grown = nullptr;
-    moe::ok(cudaMalloc(&grown, ws_bytes), op, "cudaMalloc (split workspace)");
-    s.ws = grown;
-    s.ws_bytes = ws_bytes;
-  }
-  return &s;
-}
-
 // SPLIT's plan for a d_weight launch of tpc tiles an expert: chunks of at most half an SM's share of the product's
 // k-tiles (at least 16: the bench model's uniform load, 32 an expert, stays whole), a workspace for the most chunks
 // the split experts can have (each has more than kt k-tiles, so at most 2 K / kt chunks of K k-tiles in all) and the
 // counters. kt 0: unsplit (off, too many experts for the kernel's tables, tiles not all whole (the last chunk writes
 // back by TMA only), a capture without the scratch, too few counters).
+// The workspace is stream_scratch's (kept per stream: 24th session, a build that allocated it stream-ordered each
+// launch, and ran the split's scans in every launch, took ~0.13 ms longer a d_weight launch on the H200).
 struct SplitPlan {
   int64_t kt = 0;
-  const SplitScratch* scratch = nullptr;
+  float* ws = nullptr;
+  unsigned* cnt = nullptr;
 };
 SplitPlan plan_split(const GemmArgs& a, cudaStream_t st, const char* op, int64_t tpc) {
   SplitPlan p;
@@ -308,9 +279,15 @@ SplitPlan plan_split(const GemmArgs& a, cudaStream_t st, const char* op, int64_t
     return p;
   const int64_t sms = attn::num_sms(), K = (a.M + 63 * int64_t(a.E)) / 64;  // the experts' k-tiles, at most
   const int64_t kt = set > 0 ? set : std::max<int64_t>(16, (tpc * K + 2 * sms - 1) / (2 * sms));
-  if ((K / kt + 1) * tpc * 2 > kSplitCounters) return p;
-  p.scratch = split_scratch(st, op, size_t(2 * K / kt + 1) * size_t(tpc) * 2 * tma::kSplitSlotFloats * sizeof(float));
-  if (p.scratch != nullptr) p.kt = kt;
+  if ((K / kt + 1) * tpc * 2 > kStreamCounters - 1) return p;
+  unsigned* const cnt = stream_counters(st, op);
+  const size_t want = size_t(2 * K / kt + 1) * size_t(tpc) * 2 * tma::kSplitSlotFloats * sizeof(float);
+  size_t have = 0;
+  void* const ws = cnt ? stream_scratch(st, ScratchUse::grouped_split, want, have) : nullptr;
+  if (ws == nullptr || have < want) return p;  // a capture without the scratch
+  p.kt = kt;
+  p.ws = static_cast<float*>(ws);
+  p.cnt = cnt + 1;
   return p;
 }
 
@@ -377,7 +354,7 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
         const bool stage = REDUCE ? variant >= 7 && a.c_estride % 4 == 0 && (a.accumulate != 0 || tmac) : variant >= 6;
         if (stage && is_aligned16(a.C)) {
           if constexpr (REDUCE) {
-            unsigned* counter = variant == 8 || variant == 10 ? tile_counter(st, op) : nullptr;
+            unsigned* counter = variant == 8 || variant == 10 ? stream_counters(st, op) : nullptr;
             if (counter) {
               moe::ok(cudaMemsetAsync(counter, 0, sizeof(unsigned), st), op, "memset (tile counter)");
               const dim3 pg(unsigned(std::min(tiles, sms)), 1, 1);
@@ -390,8 +367,8 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
             if (tmac) {  // variant 9; SPLIT where plan_split says (the grid walks the jobs past E tiles)
               const SplitPlan sp = plan_split(a, st, op, int64_t(tg.x) * tg.y);
               a.split_kt = sp.kt;
-              a.split_ws = sp.scratch ? sp.scratch->ws : nullptr;
-              a.split_cnt = sp.scratch ? sp.scratch->cnt : nullptr;
+              a.split_ws = sp.ws;
+              a.split_cnt = sp.cnt;
               return go(tma::grouped_gemm_tma<AKMAJOR, BKMAJOR, REDUCE, TC, true, false, true>,
                         tma::smem_bytes(a.E, true, sp.kt > 0), grid, nullptr);
             }
