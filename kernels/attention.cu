@@ -36,6 +36,8 @@
 
 #include "kernels/attn_common.cuh"
 #include "kernels/cuda_ops.h"
+#include "kernels/tensor_map.h"
+#include "kernels/tma_copy.cuh"
 #include "kernels/wgmma.cuh"
 
 namespace ds::cuda {
@@ -129,7 +131,9 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 #define DS_ATTN_DKDV_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 2, false) X(4, 64, 2, true) \
   X(5, 64, 3, false)
 #define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
-// dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2); dQ variants 5 and
+// dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2), 8 and 9 the same
+// with Q, dO, lse and D loaded by the TMA unit (where T is a multiple of the step; else 6 and 7), 10 = 8 at 4 blocks
+// an SM (TMA left the kernel 138 registers); dQ variants 5 and
 // 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2); dQ variant 7: attn_bwd_dq_ds_wgmma, dQ from the dS tiles
 // the dK/dV kernel stores when one call asks for dQ and dK/dV with a wgmma dK/dV variant (else variant 5). sm_90a
 // builds only (kernels/CMakeLists.txt defines
@@ -146,7 +150,7 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 // bench/README.md, 13th session), else the mma.sync kernels (variant 0); and dQ from the stored dS (variant 7,
 // 20th session: all three gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well.
 #ifdef DS_CUDA_WGMMA
-constexpr int kDkdvVariants = 8, kDqVariants = 8, kDkdvDefault = 6, kDqDefault = 7;
+constexpr int kDkdvVariants = 11, kDqVariants = 8, kDkdvDefault = 6, kDqDefault = 7;
 #else
 constexpr int kDkdvVariants = 6, kDqVariants = 5, kDkdvDefault = 0, kDqDefault = 0;
 #endif
@@ -243,12 +247,28 @@ template <int DQK, int DV, class TL> void launch_dkdv(const AttnArgs<bf16_t>& a,
   launch(attn_bwd_dkdv_mma<DQK, DV, TL>, grid, kMmaThreads, smem, st, a);
 }
 
-template <int BQ, int MINB, bool DSOUT>
+// The TMA dK/dV kernel's maps (wgbwd::QdoMaps), where it applies: T a multiple of the query step (no step crosses a
+// sequence's end, so the 2D views' rows of the next sequence are never loaded), Q, dO and the lse / D rows 16-byte
+// aligned. False: the kernel without TMA.
+bool dkdv_tma_maps(wgbwd::QdoMaps& m, const AttnArgs<bf16_t>& a, int B, int BQ) {
+  if (a.T % BQ != 0 || !is_aligned16(a.lse_in) || !is_aligned16(a.delta)) return false;
+  const int64_t rows = int64_t(B) * a.T, qc = int64_t(a.H) * 96, vc = int64_t(a.H) * 64;
+  return encode_tensor_map_2d(m.q, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, a.q, rows, qc, qc * 2, uint32_t(BQ), 64,
+                              CU_TENSOR_MAP_SWIZZLE_128B) &&
+         encode_tensor_map_2d(m.dout, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, a.dout, rows, vc, vc * 2, uint32_t(BQ), 64,
+                              CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
+template <int BQ, int MINB, bool DSOUT, bool TMA = false>
 void launch_dkdv_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  wgbwd::QdoMaps maps{};
+  if constexpr (TMA) {
+    if (!dkdv_tma_maps(maps, a, B, BQ)) return launch_dkdv_wgmma<BQ, MINB, DSOUT, false>(a, B, st);
+  }
   constexpr size_t smem = wgbwd::Cfg<96, 64, BQ, DSOUT>::smem;
-  allow_smem(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB, DSOUT>, smem);
+  allow_smem(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB, DSOUT, TMA>, smem);
   const dim3 grid((a.T + 63) / 64, B * a.H);
-  launch(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB, DSOUT>, grid, kMmaThreads, smem, st, a);
+  launch(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB, DSOUT, TMA>, grid, kMmaThreads, smem, st, a, maps);
 }
 
 template <int QT, int MINB> void launch_dq_ds_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
@@ -264,7 +284,7 @@ constexpr size_t kDsScratchMax = size_t(1) << 30;
 // Whether the chosen variants take dQ from the dS tiles the dK/dV kernel stores (dQ variant 7 with a wgmma dK/dV
 // kernel; see DS_ATTN_DQ_VARIANTS), and whether this call's dQ does (it asks for dK/dV too, at 96/64, scratch in
 // bounds).
-bool ds_variants() { return kWgmma && g_dq_variant == 7 && (g_dkdv_variant == 6 || g_dkdv_variant == 7); }
+bool ds_variants() { return kWgmma && g_dq_variant == 7 && g_dkdv_variant >= 6; }
 bool dq_from_ds(const AttnArgs<bf16_t>& a, int B) {
   return ds_variants() && a.dq && (a.dk || a.dv) &&
          a.Dqk == 96 && a.Dv == 64 && wgbwd::ds_scratch_bytes(int64_t(B) * a.H, a.T) <= kDsScratchMax;
@@ -295,8 +315,13 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
     if (dq_from_ds(a, B)) {  // dK/dV, storing dS, then dQ from it
       TempBuffer ds(wgbwd::ds_scratch_bytes(int64_t(B) * a.H, a.T), st);
       a.ds = ds.as<bf16_t>();
-      if (g_dkdv_variant == 6) launch_dkdv_wgmma<32, 3, true>(a, B, st);
-      else launch_dkdv_wgmma<64, 2, true>(a, B, st);
+      switch (g_dkdv_variant) {
+        case 6: launch_dkdv_wgmma<32, 3, true>(a, B, st); break;
+        case 7: launch_dkdv_wgmma<64, 2, true>(a, B, st); break;
+        case 8: launch_dkdv_wgmma<32, 3, true, true>(a, B, st); break;
+        case 9: launch_dkdv_wgmma<64, 2, true, true>(a, B, st); break;
+        default: launch_dkdv_wgmma<32, 4, true, true>(a, B, st);
+      }
       launch_dq_ds_wgmma<2, 3>(a, B, st);
       return;
     }
@@ -310,6 +335,9 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
 #undef DS_X
         case 6: launch_dkdv_wgmma<32, 3, false>(a, B, st); break;
         case 7: launch_dkdv_wgmma<64, 2, false>(a, B, st); break;
+        case 8: launch_dkdv_wgmma<32, 3, false, true>(a, B, st); break;
+        case 9: launch_dkdv_wgmma<64, 2, false, true>(a, B, st); break;
+        case 10: launch_dkdv_wgmma<32, 4, false, true>(a, B, st); break;
         default: launch_dkdv<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
       }
     } else {
@@ -503,8 +531,7 @@ bool mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q,
 
 bool mla_attention_backward(const Context& ctx, Tensor d_q, Tensor d_kv, Tensor d_k_pe, Tensor d_out, Tensor out,
                             Tensor lse, Tensor q, Tensor kv, Tensor k_pe, double scale) {
-  const bool wg =
-      (g_dkdv_variant == 6 || g_dkdv_variant == 7) && (d_q.empty() || g_dq_variant >= 5);
+  const bool wg = g_dkdv_variant >= 6 && (d_q.empty() || g_dq_variant >= 5);
   if (!kWgmma || !wg ||
       !mla_in_place(q, kv, k_pe, out.dim(3), scale, {&q, &kv, &k_pe, &out, &d_out, &d_q, &d_kv, &d_k_pe}))
     return false;

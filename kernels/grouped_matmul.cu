@@ -23,8 +23,7 @@
 // This file holds the launchers and the choice between kernels; each kernel family is a part in kernels/grouped_gemm/
 // included below (tiled, pipelined, mma_sync, wgmma_cp_async, tma, gemv).
 #include <cub/block/block_scan.cuh>
-#include <cuda.h>  // CUtensorMap (types only: the encoder comes through cudaGetDriverEntryPointByVersion)
-#include <cudaTypedefs.h>
+#include <cuda.h>  // CUtensorMap
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -43,6 +42,8 @@
 #include "kernels/cuda_device.h"  // stream_scratch
 #include "kernels/cuda_ops.h"
 #include "kernels/moe_util.cuh"
+#include "kernels/tensor_map.h"
+#include "kernels/tma_copy.cuh"
 #include "kernels/wgmma.cuh"
 
 namespace ds::cuda {
@@ -179,36 +180,12 @@ void launch_wgmma(const Context& ctx, const char* op, const Tensor& c_dtype, Gem
   moe::launched(op);
 }
 
-// cuTensorMapEncodeTiled from the driver through the runtime (no link against libcuda); null when unavailable.
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      (void)cudaGetLastError();
-      p = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
-
 // A 2D tensor map, rows x cols (cols contiguous, rows pitch bytes apart), box box_rows x (128 bytes of columns),
 // the 128-byte swizzle, zero fill out of bounds. False when TMA cannot describe it (the caller falls back).
 bool encode_2d(CUtensorMap& map, CUtensorMapDataType type, int esize, const void* base, int64_t rows, int64_t cols,
                int64_t pitch, uint32_t box_rows) {
-  const PFN_cuTensorMapEncodeTiled_v12000 enc = tensor_map_encoder();
-  // TMA: 16-byte aligned base, a row pitch a multiple of 16 bytes below 2^40, dimensions in [1, 2^32].
-  if (enc == nullptr || !is_aligned16(base) || pitch % 16 != 0 || pitch >= (int64_t(1) << 40) || rows < 1 || cols < 1 ||
-      rows > (int64_t(1) << 32) || cols > (int64_t(1) << 32))
-    return false;
-  const cuuint64_t dim[2] = {cuuint64_t(cols), cuuint64_t(rows)};
-  const cuuint64_t stride[1] = {cuuint64_t(pitch)};
-  const cuuint32_t box[2] = {uint32_t(128 / esize), box_rows}, estride[2] = {1, 1};
-  return enc(&map, type, 2, const_cast<void*>(base), dim, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
-             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return encode_tensor_map_2d(map, type, esize, base, rows, cols, pitch, box_rows, uint32_t(128 / esize),
+                              CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 // The operands' maps: boxes of box_rows x 64 bf16 (tma::kBK).

@@ -10,6 +10,11 @@
 // step: S^T and dP^T go out as two groups; P^T is computed once S^T lands (dP^T in flight) and dV's products issued,
 // then dS^T once dP^T lands and dK's products; all retire before the step's closing barrier, after which the other
 // buffer is refilled. wgmma is warpgroup-wide, so no warp skips a step (masked pairs add exact zeros).
+// TMA (variants 8 and 9, sm_90a): one thread loads each step's Q, dO, lse and D by the TMA unit (tensor maps for Q and
+// dO, whose 128-byte swizzle is the layout above; plain bulk copies for lse and D) two steps ahead, each buffer's
+// arrival an mbarrier the warps wait on, so a step has one block-wide barrier (before its buffer is refilled) instead
+// of two, and no thread spends instructions on addresses, zero fills or the lse / D round trips. Where T is a
+// multiple of the query step only (no step crosses a sequence's end); the same arithmetic, so the same bits.
 namespace wgbwd {
 
 // Rows row0.. of one head's keys into a swizzled [ROWS][KB 64-wide column blocks] tile: from k alone, or (k_rope
@@ -43,9 +48,16 @@ template <int DQK, int DV, int BQ, bool DSOUT = false> struct Cfg {
   static constexpr int q_bytes = BQ * KB * 128, do_bytes = BQ * VB * 128;  // one buffer
   // DSOUT: each warp's staging rows for dS^T (16 keys x BQ queries, rows padded by 16 bytes: conflict-free words)
   static constexpr int ds_pitch = BQ * 2 + 16, ds_bytes = DSOUT ? 4 * 16 * ds_pitch : 0;
-  // + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the address)
+  // + 16: TMA's two mbarriers; + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the
+  // address)
   static constexpr size_t smem =
-      size_t(k_bytes + v_bytes + 2 * q_bytes + 2 * do_bytes + ds_bytes) + 4 * BQ * sizeof(float) + 1024;
+      size_t(k_bytes + v_bytes + 2 * q_bytes + 2 * do_bytes + ds_bytes) + 4 * BQ * sizeof(float) + 16 + 1024;
+};
+
+// The TMA kernels' maps: Q [B T, H DQK] and dO [B T, H DV] as 2D views, boxes of BQ rows x 64 columns, the 128-byte
+// swizzle (empty for the others).
+struct QdoMaps {
+  CUtensorMap q, dout;
 };
 
 template <int N> __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db) {
@@ -111,8 +123,10 @@ __device__ __forceinline__ void store_ds(bf16_t* ds, const uint32_t (&sf)[BQ / 1
 }  // namespace wgbwd
 
 // DSOUT: also leaves dS^T (the bf16 values dK's products read) in a.ds for attn_bwd_dq_ds_wgmma (bwd_dq_ds.cuh).
-template <int DQK, int DV, int BQ, int MINB, bool DSOUT>
-__global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArgs<bf16_t> a) {
+// TMA: Q, dO, lse and D loaded by the TMA unit (maps; above).
+template <int DQK, int DV, int BQ, int MINB, bool DSOUT, bool TMA>
+__global__ void __launch_bounds__(kMmaThreads, MINB)
+    attn_bwd_dkdv_wgmma(AttnArgs<bf16_t> a, const __grid_constant__ wgbwd::QdoMaps maps) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = wgbwd::Cfg<DQK, DV, BQ, DSOUT>;
   constexpr int BK = 64;
@@ -123,8 +137,10 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
   unsigned char* dOs = Qs + 2 * C::q_bytes;  // [2] buffers
   float* lse_s = reinterpret_cast<float*>(dOs + 2 * C::do_bytes);  // [2][BQ], log2 units
   float* D_s = lse_s + 2 * BQ;                                      // [2][BQ]
-  unsigned char* ds_stage = reinterpret_cast<unsigned char*>(D_s + 2 * BQ);  // DSOUT: [4 warps][16][ds_pitch]
+  uint64_t* bars = reinterpret_cast<uint64_t*>(D_s + 2 * BQ);       // TMA: [2] a buffer's arrival
+  unsigned char* ds_stage = reinterpret_cast<unsigned char*>(bars + 2);  // DSOUT: [4 warps][16][ds_pitch]
   const uint32_t ks = smem_addr(Ks), vs = smem_addr(Vs), qs = smem_addr(Qs), dos = smem_addr(dOs);
+  const uint32_t full0 = smem_addr(bars);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int T = a.T, H = a.H;
@@ -145,10 +161,38 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
     if (tid < BQ) lse_s[buf * BQ + tid] = q0 + tid < T ? lseb[q0 + tid] * kLog2e : 0.f;
     else if (tid < 2 * BQ) D_s[buf * BQ + tid - BQ] = q0 + tid - BQ < T ? Db[q0 + tid - BQ] : 0.f;
   };
+  // TMA: the same by one thread, completing on buffer buf's barrier (lse as stored: scaled to log2 units where read)
+  auto issue_q = [&](int i, int buf) {
+    const int q0 = (qt0 + i) * BQ, row = b * T + q0;
+    const uint32_t bar = full0 + 8 * buf;
+    tmacp::mbar_arrive_expect_tx(bar, C::q_bytes + C::do_bytes + 2 * BQ * sizeof(float));
+#pragma unroll
+    for (int cb = 0; cb < C::KB; ++cb)
+      tmacp::tma_load_2d(qs + buf * C::q_bytes + cb * BQ * 128, &maps.q, bar, h * DQK + cb * 64, row);
+#pragma unroll
+    for (int cb = 0; cb < C::VB; ++cb)
+      tmacp::tma_load_2d(dos + buf * C::do_bytes + cb * BQ * 128, &maps.dout, bar, h * DV + cb * 64, row);
+    tmacp::bulk_load(smem_addr(lse_s + buf * BQ), lseb + q0, BQ * sizeof(float), bar);
+    tmacp::bulk_load(smem_addr(D_s + buf * BQ), Db + q0, BQ * sizeof(float), bar);
+  };
+  if constexpr (TMA) {
+    if (tid == 0) {
+      tmacp::mbar_init(full0, 1);
+      tmacp::mbar_init(full0 + 8, 1);
+      tmacp::mbar_init_fence();
+      issue_q(0, 0);
+      if (n_q > 1) issue_q(1, 1);
+    }
+  }
   wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks, kv.k, a.ld_k, kv.kr, a.ld_kr, k0, T);
   wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs, kv.v, a.ld_v, k0, T, 0, DV);
-  load_q(0, 0);
+  if constexpr (!TMA) load_q(0, 0);
   cp_async_commit();
+  if constexpr (TMA) {  // K and V in, the barriers' inits seen by every thread
+    cp_async_wait<0>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+  }
 
   float dk[DQK / 2], dv[DV / 2];
 #pragma unroll
@@ -159,15 +203,20 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
 
   for (int i = 0; i < n_q; ++i) {
     const int buf = i & 1;
-    if (i + 1 < n_q) load_q(i + 1, buf ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    wgmma::fence_proxy_async();
-    __syncthreads();
+    if constexpr (TMA) {
+      tmacp::mbar_wait(full0 + 8 * buf, (i >> 1) & 1);
+    } else {
+      if (i + 1 < n_q) load_q(i + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+      wgmma::fence_proxy_async();
+      __syncthreads();
+    }
     const int q0 = (qt0 + i) * BQ;
     const uint32_t qt = qs + buf * C::q_bytes, dot = dos + buf * C::do_bytes;
     const float* lse_t = lse_s + buf * BQ;
     const float* D_t = D_s + buf * BQ;
+    auto lse2 = [&](int ql) { return TMA ? lse_t[ql] * kLog2e : lse_t[ql]; };  // log2 units
 
     // S^T = K Q^T and dP^T = V dO^T [64 keys][BQ queries], K-major operands: k16 step kk is column block kk / 4,
     // + 32 bytes per step inside it; 8-row groups 1024 bytes apart.
@@ -196,14 +245,14 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int ql = nt * 8 + 2 * t4 + (e & 1), key = key0 + (e >> 1) * 8, qg = q0 + ql;
-          st[4 * nt + e] = (key > qg || qg >= T) ? 0.f : ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse_t[ql]));
+          st[4 * nt + e] = (key > qg || qg >= T) ? 0.f : ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse2(ql)));
         }
     } else {
 #pragma unroll
       for (int nt = 0; nt < BQ / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          st[4 * nt + e] = ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse_t[nt * 8 + 2 * t4 + (e & 1)]));
+          st[4 * nt + e] = ex2_ftz(fmaf(st[4 * nt + e], a.scale_log2, -lse2(nt * 8 + 2 * t4 + (e & 1))));
     }
     // dV += P^T dO: dO as the MN-major B ([queries = k][Dv = n]): k16 step = 16 rows = 2048 bytes.
     uint32_t pf[BQ / 16][4];
@@ -238,7 +287,14 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dkdv_wgmma(AttnArg
     wgbwd::pin_frags(sf);
     wgmma::pin(dv);
     wgmma::pin(dk);
-    __syncthreads();  // every product of this step has retired: the buffers may be refilled
+    if constexpr (TMA) {
+      if (i + 2 < n_q) {
+        __syncthreads();  // every product and read of this step's buffer has retired: refill it two steps ahead
+        if (tid == 0) issue_q(i + 2, buf);
+      }
+    } else {
+      __syncthreads();  // every product of this step has retired: the buffers may be refilled
+    }
   }
 
 #pragma unroll

@@ -30,7 +30,11 @@ namespace {
 
 // kernels/attention.cu's kDkdvVariants, kDqVariants in sm_90a builds; the variants from kDkdvWgmma / kDqWgmma on are
 // the wgmma kernels (refused by the hooks in other builds).
-constexpr int kDkdvVariants = 8, kDqVariants = 8, kDkdvWgmma = 6, kDqWgmma = 5;
+constexpr int kDkdvVariants = 11, kDqVariants = 8, kDkdvWgmma = 6, kDqWgmma = 5;
+// dK/dV variants 8, 9 and 10 are 6, 7 and 6 (query steps of 32, 64, 32) with TMA loads: the same arithmetic, so the
+// same bits as their twin.
+constexpr int kDkdvTma = 8;
+int tma_twin(int kv) { return kDkdvWgmma + (kv - kDkdvTma) % 2; }
 
 // Forces the 96/64 backward's dK/dV and dQ kernel variants for its lifetime.
 struct BwdVariant {
@@ -206,6 +210,7 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
   for (int var = 1; var < std::max(kDkdvVariants, kDqVariants); ++var)
     pairs.emplace_back(var < kDkdvVariants ? var : 0, var < kDqVariants ? var : 0);
   pairs.emplace_back(kDkdvWgmma, kDqVariants - 1);
+  for (int kv_var = kDkdvTma; kv_var < kDkdvVariants; ++kv_var) pairs.emplace_back(kv_var, kDqVariants - 1);
   for (auto [kv_var, q_var] : pairs) {
     const BwdVariant force(kv_var, q_var);
     if (!force.on() && (force.kv >= kDkdvWgmma || force.q >= kDqWgmma)) {
@@ -227,6 +232,16 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
       else
         expect_close_values(vt + what + " ~ default", got->values(), ref->dev.values(), 1e-2,
                             "wgmma vs mma.sync f32 sums: a bf16 rounding of the output, P and dS");
+    }
+    if (force.kv >= kDkdvTma) {  // the TMA kernel against its twin without TMA, bit for bit
+      const BwdVariant twin_var(tma_twin(force.kv), force.q);
+      REQUIRE(twin_var.on());
+      DevTensor dq3 = dev_poisoned(dt, qs), dk3 = dev_poisoned(dt, qs), dv3 = dev_poisoned(dt, vs);
+      attention_backward(cuda_ctx(), dq3, dk3, dv3, dout.dev, o_in.dev, l_in.dev, q.dev, k.dev, v.dev, scale);
+      device_sync();
+      expect_same_bits(vt + " dq = kv" + std::to_string(twin_var.kv), dq3, dq2);
+      expect_same_bits(vt + " dk = kv" + std::to_string(twin_var.kv), dk3, dk2);
+      expect_same_bits(vt + " dv = kv" + std::to_string(twin_var.kv), dv3, dv2);
     }
   }
 }
@@ -398,6 +413,9 @@ TEST_CASE("attention parity: the 96/64 backward's kernel variants", "[attention]
       {1, 200, 3, 96, 64, 0},    // partial last tiles of every step size
       {1, 383, 1, 96, 64, 2.0},  // odd tail, many steps
       {2, 256, 2, 96, 64, 0},    // exact multiple of every tile
+      {3, 96, 5, 96, 64, 1.0},   // T a multiple of 32, not of 64: TMA at query steps of 32, a partial key block
+      {2, 64, 3, 96, 64, 0},     // one key block, one or two query steps (TMA at both)
+      {4, 512, 2, 96, 64, 0.5},  // many steps: both TMA buffers refilled many times
   };
   uint64_t seed = 1400;
   for (const AttnCase& s : cases) attention_variants_case(s, seed += 10);
@@ -705,8 +723,9 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
                 "dQ %8.3f ms  all %8.3f ms\n",
                 var, force.kv, force.q, kv, dqt, all);
   }
-  {  // dQ from the stored dS (variant 7) after the dK/dV kernel with query steps of 32
-    const BwdVariant force(kDkdvWgmma, kDqVariants - 1);
+  // dQ from the stored dS (variant 7) after the wgmma dK/dV kernels (6: query steps of 32; 8-10: with TMA)
+  for (int kv_var : {kDkdvWgmma, kDkdvTma, kDkdvTma + 1, kDkdvTma + 2}) {
+    const BwdVariant force(kv_var, kDqVariants - 1);
     if (force.on()) {
       const double all = median_ms([&] { attention_backward(c, dq, dk, dv, dout, o, l, q, k, v, sc); });
       std::printf("bench attention train-shape bwd dK/dV kernel %d + dQ from dS (%d): all %8.3f ms\n", force.kv,
