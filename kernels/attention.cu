@@ -148,9 +148,12 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 // The default at 96/64: the wgmma kernels with steps of 32 where they exist (H200, bench model training shape,
 // B16 T1024 H16, ms for dK+dV / dQ: mma.sync 0.491 / 0.378, wgmma step 32 0.392 / 0.297, step 64 0.388 / 0.315;
 // bench/README.md, 13th session), else the mma.sync kernels (variant 0); and dQ from the stored dS (variant 7,
-// 20th session: all three gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well.
+// 20th session: all three gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well. Since
+// the 25th session the step-32 kernel with TMA loads (variant 8; 6 where T is not a multiple of 32): dK+dV 0.375 ->
+// 0.288 ms, with dQ from dS 0.536 -> 0.446 (9: 0.269, 0.422; 10: 0.327, 0.505); training 302.7k / 300.2k -> 307.7k
+// / 309.3k tok/s against 6, the same losses.
 #ifdef DS_CUDA_WGMMA
-constexpr int kDkdvVariants = 11, kDqVariants = 8, kDkdvDefault = 6, kDqDefault = 7;
+constexpr int kDkdvVariants = 11, kDqVariants = 8, kDkdvDefault = 8, kDqDefault = 7;
 #else
 constexpr int kDkdvVariants = 6, kDqVariants = 5, kDkdvDefault = 0, kDqDefault = 0;
 #endif
