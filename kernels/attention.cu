@@ -132,8 +132,7 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
   X(5, 64, 3, false)
 #define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
 // dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2), 8 and 9 the same
-// with Q, dO, lse and D loaded by the TMA unit (where T is a multiple of the step; else 6 and 7), 10 = 8 at 4 blocks
-// an SM (TMA left the kernel 138 registers); dQ variants 5 and
+// with Q, dO, lse and D loaded by the TMA unit (where T is a multiple of the step; else 6 and 7); dQ variants 5 and
 // 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2); dQ variant 7: attn_bwd_dq_ds_wgmma, dQ from the dS tiles
 // the dK/dV kernel stores when one call asks for dQ and dK/dV with a wgmma dK/dV variant (else variant 5). sm_90a
 // builds only (kernels/CMakeLists.txt defines
@@ -144,16 +143,18 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 // shared-memory reads are not what bounds these kernels. Tried and removed (24th session): dK/dV with query steps of
 // 32 at 4 blocks an SM (128 registers, 204 bytes of spills; ncu had the 3-block kernel at 18.75% occupancy, issue
 // slots 45% busy, its warps stalled most on fixed-latency dependencies and barriers): dK+dV 0.374 -> 0.520 ms, with
-// dQ from dS 0.535 -> 0.752; training 302.5k / 300.2k -> 290.9k tok/s (one run).
+// dQ from dS 0.535 -> 0.752; training 302.5k / 300.2k -> 290.9k tok/s (one run). Tried and removed (25th session):
+// 8 at 4 blocks an SM (TMA had left it 138 registers; at 128, 64 bytes of spills and ptxas serialised its products,
+// C7512): dK+dV 0.327 ms against 0.288, training 301.6k / 305.4k against 307.7k / 309.3k.
 // The default at 96/64: the wgmma kernels with steps of 32 where they exist (H200, bench model training shape,
 // B16 T1024 H16, ms for dK+dV / dQ: mma.sync 0.491 / 0.378, wgmma step 32 0.392 / 0.297, step 64 0.388 / 0.315;
 // bench/README.md, 13th session), else the mma.sync kernels (variant 0); and dQ from the stored dS (variant 7,
 // 20th session: all three gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well. Since
 // the 25th session the step-32 kernel with TMA loads (variant 8; 6 where T is not a multiple of 32): dK+dV 0.375 ->
-// 0.288 ms, with dQ from dS 0.536 -> 0.446 (9: 0.269, 0.422; 10: 0.327, 0.505); training 302.7k / 300.2k -> 307.7k
+// 0.288 ms, with dQ from dS 0.536 -> 0.446 (9: 0.269, 0.422); training 302.7k / 300.2k -> 307.7k
 // / 309.3k tok/s against 6, the same losses.
 #ifdef DS_CUDA_WGMMA
-constexpr int kDkdvVariants = 11, kDqVariants = 8, kDkdvDefault = 8, kDqDefault = 7;
+constexpr int kDkdvVariants = 10, kDqVariants = 8, kDkdvDefault = 8, kDqDefault = 7;
 #else
 constexpr int kDkdvVariants = 6, kDqVariants = 5, kDkdvDefault = 0, kDqDefault = 0;
 #endif
@@ -322,8 +323,7 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
         case 6: launch_dkdv_wgmma<32, 3, true>(a, B, st); break;
         case 7: launch_dkdv_wgmma<64, 2, true>(a, B, st); break;
         case 8: launch_dkdv_wgmma<32, 3, true, true>(a, B, st); break;
-        case 9: launch_dkdv_wgmma<64, 2, true, true>(a, B, st); break;
-        default: launch_dkdv_wgmma<32, 4, true, true>(a, B, st);
+        default: launch_dkdv_wgmma<64, 2, true, true>(a, B, st);
       }
       launch_dq_ds_wgmma<2, 3>(a, B, st);
       return;
@@ -340,7 +340,6 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
         case 7: launch_dkdv_wgmma<64, 2, false>(a, B, st); break;
         case 8: launch_dkdv_wgmma<32, 3, false, true>(a, B, st); break;
         case 9: launch_dkdv_wgmma<64, 2, false, true>(a, B, st); break;
-        case 10: launch_dkdv_wgmma<32, 4, false, true>(a, B, st); break;
         default: launch_dkdv<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
       }
     } else {

@@ -9,75 +9,55 @@
 
 #include "kernels/wgmma.cuh"  // DS_WGMMA_TRAP
 
+// The statement on sm_90a; a trap in a device pass for another target (which must not emit these instructions).
+#ifdef DS_WGMMA_TRAP
+#define DS_TMA_ONLY(...) __trap()
+#else
+#define DS_TMA_ONLY(...) __VA_ARGS__
+#endif
+
 namespace ds::cuda::tmacp {
 
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-#ifdef DS_WGMMA_TRAP
-  __trap();
-#else
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-#endif
+  DS_TMA_ONLY(asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory"));
 }
 // After a thread's mbar_init()s, before a barrier: the inits visible to the async proxy (the TMA's complete_tx).
 __device__ __forceinline__ void mbar_init_fence() {
-#ifdef DS_WGMMA_TRAP
-  __trap();
-#else
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
+  DS_TMA_ONLY(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
 }
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-#ifdef DS_WGMMA_TRAP
-  __trap();
-#else
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-#endif
+  DS_TMA_ONLY(asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+                           : "memory"));
 }
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-#ifdef DS_WGMMA_TRAP
-  __trap();
-#else
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-#endif
+  DS_TMA_ONLY(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory"));
 }
 // Until the phase of parity `parity` has completed (a fresh barrier counts its phase "before 0", parity 1, done).
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-#ifdef DS_WGMMA_TRAP
-  __trap();
-#else
-  uint32_t done;
+  uint32_t done = 1;
   do {
-    asm volatile(
+    DS_TMA_ONLY(asm volatile(
         "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
         : "=r"(done)
         : "r"(bar), "r"(parity)
-        : "memory");
+        : "memory"));
   } while (!done);
-#endif
 }
 // Box (c0 = column, c1 = row) of the 2D tensor map into shared memory at dst; completes its bytes on the mbarrier bar
 // (whole boxes: the zero-filled bytes out of bounds count too).
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0, int c1) {
-#ifdef DS_WGMMA_TRAP
-  __trap();
-#else
-  asm volatile(
+  DS_TMA_ONLY(asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(
           dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
-      : "memory");
-#endif
+      : "memory"));
 }
 // bytes (a multiple of 16) from global src (16-byte aligned) into shared memory at dst (16-byte aligned), no tensor
 // map; completes on the mbarrier bar.
 __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
-#ifdef DS_WGMMA_TRAP
-  __trap();
-#else
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-#endif
+  DS_TMA_ONLY(asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                           ::"r"(dst), "l"(src), "r"(bytes), "r"(bar)
+                           : "memory"));
 }
 
 }  // namespace ds::cuda::tmacp
