@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
   unsigned char* Vs = Ks + C::k_bytes;
   unsigned char* Qs = Vs + C::v_bytes;       // [2] buffers
   unsigned char* dOs = Qs + 2 * C::q_bytes;  // [2] buffers
-  float* lse_s = reinterpret_cast<float*>(dOs + 2 * C::do_bytes);  // [2][BQ], log2 units
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * C::do_bytes);  // [2][BQ], log2 units (TMA: as stored)
   float* D_s = lse_s + 2 * BQ;                                      // [2][BQ]
   uint64_t* bars = reinterpret_cast<uint64_t*>(D_s + 2 * BQ);       // TMA: [2] a buffer's arrival
   unsigned char* ds_stage = reinterpret_cast<unsigned char*>(bars + 2);  // DSOUT: [4 warps][16][ds_pitch]
