@@ -151,8 +151,8 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 // bench/README.md, 13th session), else the mma.sync kernels (variant 0); and dQ from the stored dS (variant 7,
 // 20th session: all three gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well. Since
 // the 25th session the step-32 kernel with TMA loads (variant 8; 6 where T is not a multiple of 32): dK+dV 0.375 ->
-// 0.288 ms, with dQ from dS 0.536 -> 0.446 (9: 0.269, 0.422); training 302.7k / 300.2k -> 307.7k
-// / 309.3k tok/s against 6, the same losses.
+// 0.288 ms, with dQ from dS 0.536 -> 0.446 (9: 0.269, 0.422); training 302.7k / 300.2k -> 307.7k / 309.3k tok/s
+// against 6, the same losses.
 #ifdef DS_CUDA_WGMMA
 constexpr int kDkdvVariants = 10, kDqVariants = 8, kDkdvDefault = 8, kDqDefault = 7;
 #else
