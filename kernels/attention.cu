@@ -257,10 +257,8 @@ template <int DQK, int DV, class TL> void launch_dkdv(const AttnArgs<bf16_t>& a,
 bool dkdv_tma_maps(wgbwd::QdoMaps& m, const AttnArgs<bf16_t>& a, int B, int BQ) {
   if (a.T % BQ != 0 || !is_aligned16(a.lse_in) || !is_aligned16(a.delta)) return false;
   const int64_t rows = int64_t(B) * a.T, qc = int64_t(a.H) * 96, vc = int64_t(a.H) * 64;
-  return encode_tensor_map_2d(m.q, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, a.q, rows, qc, qc * 2, uint32_t(BQ), 64,
-                              CU_TENSOR_MAP_SWIZZLE_128B) &&
-         encode_tensor_map_2d(m.dout, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, a.dout, rows, vc, vc * 2, uint32_t(BQ), 64,
-                              CU_TENSOR_MAP_SWIZZLE_128B);
+  return encode_bf16_sw128(m.q, a.q, rows, qc, qc * 2, uint32_t(BQ)) &&
+         encode_bf16_sw128(m.dout, a.dout, rows, vc, vc * 2, uint32_t(BQ));
 }
 
 template <int BQ, int MINB, bool DSOUT, bool TMA = false>

@@ -180,24 +180,12 @@ void launch_wgmma(const Context& ctx, const char* op, const Tensor& c_dtype, Gem
   moe::launched(op);
 }
 
-// A 2D tensor map, rows x cols (cols contiguous, rows pitch bytes apart), box box_rows x (128 bytes of columns),
-// the 128-byte swizzle, zero fill out of bounds. False when TMA cannot describe it (the caller falls back).
-bool encode_2d(CUtensorMap& map, CUtensorMapDataType type, int esize, const void* base, int64_t rows, int64_t cols,
-               int64_t pitch, uint32_t box_rows) {
-  return encode_tensor_map_2d(map, type, esize, base, rows, cols, pitch, box_rows, uint32_t(128 / esize),
-                              CU_TENSOR_MAP_SWIZZLE_128B);
-}
-
-// The operands' maps: boxes of box_rows x 64 bf16 (tma::kBK).
-bool encode_bf16_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t cols, int64_t pitch, uint32_t box_rows) {
-  static_assert(tma::kBK * 2 == 128, "a k-tile is one 128-byte swizzle row");
-  return encode_2d(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, rows, cols, pitch, box_rows);
-}
+static_assert(tma::kBK * 2 == 128, "a k-tile is one 128-byte swizzle row: the operands' maps are encode_bf16_sw128's");
 
 // Reduce mode's C for the TMA unit's adds (variants 9, 10): boxes of 64 rows x 32 f32, as tma::reduce_staged_tma
 // stages them.
 bool encode_f32_2d(CUtensorMap& map, const void* base, int64_t rows, int64_t cols, int64_t pitch) {
-  return encode_2d(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, base, rows, cols, pitch, 64);
+  return encode_sw128_2d(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, base, rows, cols, pitch, 64);
 }
 
 // Counters a (device, stream), so that launches on concurrent streams never share them: kStreamCounters unsigned,
@@ -286,21 +274,21 @@ bool launch_tma(int variant, const Context& ctx, const char* op, const Tensor& c
     bool ok;
     if constexpr (REDUCE) {  // A = d_out [M, Md] read as (r, m), B = in [M, Nd] read as (r, n): 64 x 64 boxes
       ok = a.lda_m == 1 && a.ldb_n == 1 && a.M < lim && a.Md < lim && a.Nd < lim &&
-           encode_bf16_2d(map_a, a.A, a.M, a.Md, a.lda_k * 2, 64) &&
-           encode_bf16_2d(map_b, a.B, a.M, a.Nd, a.ldb_k * 2, 64);
+           encode_bf16_sw128(map_a, a.A, a.M, a.Md, a.lda_k * 2, 64) &&
+           encode_bf16_sw128(map_b, a.B, a.M, a.Nd, a.ldb_k * 2, 64);
     } else if constexpr (BKMAJOR) {  // forward: B = W [E N, K]
       ok = a.lda_k == 1 && a.ldb_k == 1 && a.b_estride == a.Nd * a.ldb_n && a.M < lim && a.Kd < lim &&
-           int64_t(a.E) * a.Nd < lim && encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
-           encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN);
+           int64_t(a.E) * a.Nd < lim && encode_bf16_sw128(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
+           encode_bf16_sw128(map_b, a.B, int64_t(a.E) * a.Nd, a.Kd, a.ldb_n * 2, tma::kBN);
     } else {  // d_in: B = W [E K, N] read as (k, n), 64 x 64 boxes; with k_split two such products summed
       const int64_t k1 = a.k_split > 0 ? a.k_split : a.Kd, k2 = a.Kd - k1;
       ok = a.lda_k == 1 && a.ldb_n == 1 && a.b_estride == k1 * a.ldb_k && a.M < lim && a.Nd < lim &&
-           int64_t(a.E) * k1 < lim && encode_bf16_2d(map_a, a.A, a.M, k1, a.lda_m * 2, tma::kBM) &&
-           encode_bf16_2d(map_b, a.B, int64_t(a.E) * k1, a.Nd, a.ldb_k * 2, 64);
+           int64_t(a.E) * k1 < lim && encode_bf16_sw128(map_a, a.A, a.M, k1, a.lda_m * 2, tma::kBM) &&
+           encode_bf16_sw128(map_b, a.B, int64_t(a.E) * k1, a.Nd, a.ldb_k * 2, 64);
       if (ok && a.k_split > 0)  // the second product: its own K (k2), A2 and B2 laid out as A and B
         ok = k1 % tma::kBK == 0 && k2 > 0 && int64_t(a.E) * k2 < lim &&
-             encode_bf16_2d(map_a2, a.A2, a.M, k2, a.lda_m * 2, tma::kBM) &&
-             encode_bf16_2d(map_b2, a.B2, int64_t(a.E) * k2, a.Nd, a.ldb_k * 2, 64);
+             encode_bf16_sw128(map_a2, a.A2, a.M, k2, a.lda_m * 2, tma::kBM) &&
+             encode_bf16_sw128(map_b2, a.B2, int64_t(a.E) * k2, a.Nd, a.ldb_k * 2, 64);
     }
     if (!ok) return false;
     if (REDUCE || a.k_split == 0) map_a2 = map_a, map_b2 = map_b;
@@ -404,9 +392,9 @@ bool launch_swiglu_tma(const Context& ctx, const char* op, const Tensor& out, co
     return false;
   CUtensorMap map_a, map_b, map_b2;
   if (!(a.lda_k == 1 && a.ldb_k == 1 && a.b_estride == F * a.ldb_n &&
-        encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
-        encode_bf16_2d(map_b, gate_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2) &&
-        encode_bf16_2d(map_b2, up_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2)))
+        encode_bf16_sw128(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
+        encode_bf16_sw128(map_b, gate_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2) &&
+        encode_bf16_sw128(map_b2, up_w.data, int64_t(a.E) * F, a.Kd, a.ldb_n * 2, tma::kBN / 2)))
     return false;
   const dim3 tg = tile_grid<false>(a, tma::kBM, tma::kBN / 2);  // sets a.ytiles (a bound; the kernel counts)
   launch_rows_staged(tma::grouped_gemm_tma<true, true, false, bf16_t, true, false, false, true>, ctx, op, a,
@@ -432,8 +420,8 @@ bool launch_dswiglu_tma(const Context& ctx, const char* op, GemmArgs a) {
     return false;
   CUtensorMap map_a, map_b;  // as launch_tma's d_in: A = d_out [M, K], B = W [E K, N] read as (k, n) in 64 x 64 boxes
   if (!(a.lda_k == 1 && a.ldb_n == 1 && a.b_estride == a.Kd * a.ldb_k &&
-        encode_bf16_2d(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
-        encode_bf16_2d(map_b, a.B, int64_t(a.E) * a.Kd, F, a.ldb_k * 2, 64)))
+        encode_bf16_sw128(map_a, a.A, a.M, a.Kd, a.lda_m * 2, tma::kBM) &&
+        encode_bf16_sw128(map_b, a.B, int64_t(a.E) * a.Kd, F, a.ldb_k * 2, 64)))
     return false;
   const dim3 tg = tile_grid<false>(a, tma::kBM, tma::kBN);  // sets a.ytiles (a bound; the kernel counts)
   const int64_t tiles = int64_t(tg.x) * a.ytiles;

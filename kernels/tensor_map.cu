@@ -40,4 +40,10 @@ bool encode_tensor_map_2d(CUtensorMap& map, CUtensorMapDataType type, int esize,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+bool encode_sw128_2d(CUtensorMap& map, CUtensorMapDataType type, int esize, const void* base, int64_t rows,
+                     int64_t cols, int64_t pitch, uint32_t box_rows) {
+  return encode_tensor_map_2d(map, type, esize, base, rows, cols, pitch, box_rows, uint32_t(128 / esize),
+                              CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
 }  // namespace ds::cuda

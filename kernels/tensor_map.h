@@ -14,4 +14,13 @@ bool encode_tensor_map_2d(CUtensorMap& map, CUtensorMapDataType type, int esize,
                           int64_t cols, int64_t pitch, uint32_t box_rows, uint32_t box_cols,
                           CUtensorMapSwizzle swizzle);
 
+// The wgmma kernels' operand boxes: box_rows rows x 128 bytes of columns in the 128-byte swizzle, the layout
+// kernels/wgmma.cuh's descriptors describe (one 64-column block of bf16).
+bool encode_sw128_2d(CUtensorMap& map, CUtensorMapDataType type, int esize, const void* base, int64_t rows,
+                     int64_t cols, int64_t pitch, uint32_t box_rows);
+inline bool encode_bf16_sw128(CUtensorMap& map, const void* base, int64_t rows, int64_t cols, int64_t pitch,
+                              uint32_t box_rows) {
+  return encode_sw128_2d(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, rows, cols, pitch, box_rows);
+}
+
 }  // namespace ds::cuda
