@@ -131,30 +131,29 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 #define DS_ATTN_DKDV_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 2, false) X(4, 64, 2, true) \
   X(5, 64, 3, false)
 #define DS_ATTN_DQ_VARIANTS(X) X(1, 32, 3, false) X(2, 32, 3, true) X(3, 64, 3, false) X(4, 64, 2, true)
-// dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2), 8 and 9 the same
-// with Q, dO, lse and D loaded by the TMA unit (where T is a multiple of the step; else 6 and 7); dQ variants 5 and
-// 6: attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2); dQ variant 7: attn_bwd_dq_ds_wgmma, dQ from the dS tiles
-// the dK/dV kernel stores when one call asks for dQ and dK/dV with a wgmma dK/dV variant (else variant 5). sm_90a
-// builds only (kernels/CMakeLists.txt defines
-// DS_CUDA_WGMMA there). The counts include the default. At start-up DS_ATTN_DKDV_VARIANT / DS_ATTN_DQ_VARIANT pick
-// others (env_variant). Tried and removed (16th session): the block's constant operand (K and V; Q and dO) as
-// register A fragments, so that S^T, dP^T (S, dP) read only one operand from shared memory: no faster (H200, B16
-// T1024 H16, ms: dK+dV 0.394 -> 0.414-0.465, dQ 0.297 -> 0.288-0.313; training 281.1k -> 277.6k-280.2k tok/s):
-// shared-memory reads are not what bounds these kernels. Tried and removed (24th session): dK/dV with query steps of
-// 32 at 4 blocks an SM (128 registers, 204 bytes of spills; ncu had the 3-block kernel at 18.75% occupancy, issue
-// slots 45% busy, its warps stalled most on fixed-latency dependencies and barriers): dK+dV 0.374 -> 0.520 ms, with
-// dQ from dS 0.535 -> 0.752; training 302.5k / 300.2k -> 290.9k tok/s (one run). Tried and removed (25th session):
-// 8 at 4 blocks an SM (TMA had left it 138 registers; at 128, 64 bytes of spills and ptxas serialised its products,
-// C7512): dK+dV 0.327 ms against 0.288, training 301.6k / 305.4k against 307.7k / 309.3k.
-// The default at 96/64: the wgmma kernels with steps of 32 where they exist (H200, bench model training shape,
-// B16 T1024 H16, ms for dK+dV / dQ: mma.sync 0.491 / 0.378, wgmma step 32 0.392 / 0.297, step 64 0.388 / 0.315;
-// bench/README.md, 13th session), else the mma.sync kernels (variant 0); and dQ from the stored dS (variant 7,
-// 20th session: all three gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well. Since
-// the 25th session the step-32 kernel with TMA loads (variant 8; 6 where T is not a multiple of 32): dK+dV 0.375 ->
-// 0.288 ms, with dQ from dS 0.536 -> 0.446 (9: 0.269, 0.422); training 302.7k / 300.2k -> 307.7k / 309.3k tok/s
-// against 6, the same losses.
+// dK/dV variants 6 and 7: attn_bwd_dkdv_wgmma with query steps of 32 (3 blocks an SM) and 64 (2), 8 and 9 the same with
+// Q, dO, lse and D loaded by the TMA unit (where T is a multiple of the step; else 6 and 7); dQ variants 5 and 6:
+// attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2); dQ variant 7: attn_bwd_dq_ds_wgmma, dQ from the dS tiles the
+// dK/dV kernel stores when one call asks for dQ and dK/dV with a wgmma dK/dV variant (else variant 5); dQ variant 8: 7
+// with TMA loads (bwd_dq_ds.cuh; where T is a multiple of 64, else 7; 25th session, not yet run on the H200). sm_90a
+// builds only (kernels/CMakeLists.txt defines DS_CUDA_WGMMA there). The counts include the default. At start-up
+// DS_ATTN_DKDV_VARIANT / DS_ATTN_DQ_VARIANT pick others (env_variant). Tried and removed (16th session): the block's
+// constant operand (K and V; Q and dO) as register A fragments, so that S^T, dP^T (S, dP) read only one operand from
+// shared memory: no faster (H200, B16 T1024 H16, ms: dK+dV 0.394 -> 0.414-0.465, dQ 0.297 -> 0.288-0.313; training
+// 281.1k -> 277.6k-280.2k tok/s): shared-memory reads are not what bounds these kernels. Tried and removed (24th
+// session): dK/dV with query steps of 32 at 4 blocks an SM (128 registers, 204 bytes of spills; ncu had the 3-block
+// kernel at 18.75% occupancy, issue slots 45% busy, its warps stalled most on fixed-latency dependencies and barriers):
+// dK+dV 0.374 -> 0.520 ms, with dQ from dS 0.535 -> 0.752; training 302.5k / 300.2k -> 290.9k tok/s (one run). Tried
+// and removed (25th session): 8 at 4 blocks an SM (TMA had left it 138 registers; at 128, 64 bytes of spills and ptxas
+// serialised its products, C7512): dK+dV 0.327 ms against 0.288, training 301.6k / 305.4k against 307.7k / 309.3k. The
+// default at 96/64: the wgmma kernels with steps of 32 where they exist (H200, bench model training shape, B16 T1024
+// H16, ms for dK+dV / dQ: mma.sync 0.491 / 0.378, wgmma step 32 0.392 / 0.297, step 64 0.388 / 0.315; bench/README.md,
+// 13th session), else the mma.sync kernels (variant 0); and dQ from the stored dS (variant 7, 20th session: all three
+// gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well. Since the 25th session the
+// step-32 kernel with TMA loads (variant 8; 6 where T is not a multiple of 32): dK+dV 0.375 -> 0.288 ms, with dQ from
+// dS 0.536 -> 0.446 (9: 0.269, 0.422); training 302.7k / 300.2k -> 307.7k / 309.3k tok/s against 6, the same losses.
 #ifdef DS_CUDA_WGMMA
-constexpr int kDkdvVariants = 10, kDqVariants = 8, kDkdvDefault = 8, kDqDefault = 7;
+constexpr int kDkdvVariants = 10, kDqVariants = 9, kDkdvDefault = 8, kDqDefault = 7;
 #else
 constexpr int kDkdvVariants = 6, kDqVariants = 5, kDkdvDefault = 0, kDqDefault = 0;
 #endif
@@ -273,11 +272,29 @@ void launch_dkdv_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
   launch(attn_bwd_dkdv_wgmma<96, 64, BQ, MINB, DSOUT, TMA>, grid, kMmaThreads, smem, st, a, maps);
 }
 
-template <int QT, int MINB> void launch_dq_ds_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+// The TMA dQ kernel's maps (wgbwd::DqMaps), where it applies: T a multiple of 64 (no key tile crosses a sequence's
+// end), the dS scratch, K and the rope key 16-byte aligned with 16-byte row pitches. False: the kernel without TMA.
+bool dq_tma_maps(wgbwd::DqMaps& m, const AttnArgs<bf16_t>& a, int B) {
+  if (a.T % 64 != 0) return false;
+  const int64_t rows = int64_t(B) * a.T, n = a.T / 64;
+  constexpr CUtensorMapDataType kBf16 = CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  constexpr CUtensorMapSwizzle kSw = CU_TENSOR_MAP_SWIZZLE_128B;
+  return encode_tensor_map_2d(m.ds, kBf16, 2, a.ds, int64_t(B) * a.H * n * (n + 1) / 2 * 64, 64, 128, 64, 64, kSw) &&
+         encode_tensor_map_2d(m.k, kBf16, 2, a.k, rows, a.ld_k, a.ld_k * 2, 64, 64, kSw) &&
+         (a.k_rope == nullptr ||
+          encode_tensor_map_2d(m.kr, kBf16, 2, a.k_rope, rows, a.ld_kr, a.ld_kr * 2, 64, 64, kSw));
+}
+
+template <int QT, int MINB, bool TMA = false>
+void launch_dq_ds_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
+  wgbwd::DqMaps maps{};
+  if constexpr (TMA) {
+    if (!dq_tma_maps(maps, a, B)) return launch_dq_ds_wgmma<QT, MINB, false>(a, B, st);
+  }
   constexpr size_t smem = wgbwd::CfgDs<96, QT>::smem;
-  allow_smem(attn_bwd_dq_ds_wgmma<96, QT, MINB>, smem);
+  allow_smem(attn_bwd_dq_ds_wgmma<96, QT, MINB, TMA>, smem);
   const dim3 grid(((a.T + 63) / 64 + QT - 1) / QT, B * a.H);
-  launch(attn_bwd_dq_ds_wgmma<96, QT, MINB>, grid, kMmaThreads, smem, st, a);
+  launch(attn_bwd_dq_ds_wgmma<96, QT, MINB, TMA>, grid, kMmaThreads, smem, st, a, maps);
 }
 
 // dQ variant 7's dS scratch above this falls back to variant 5 (the triangle of a long context, many heads)
@@ -286,7 +303,7 @@ constexpr size_t kDsScratchMax = size_t(1) << 30;
 // Whether the chosen variants take dQ from the dS tiles the dK/dV kernel stores (dQ variant 7 with a wgmma dK/dV
 // kernel; see DS_ATTN_DQ_VARIANTS), and whether this call's dQ does (it asks for dK/dV too, at 96/64, scratch in
 // bounds).
-bool ds_variants() { return kWgmma && g_dq_variant == 7 && g_dkdv_variant >= 6; }
+bool ds_variants() { return kWgmma && g_dq_variant >= 7 && g_dkdv_variant >= 6; }
 bool dq_from_ds(const AttnArgs<bf16_t>& a, int B) {
   return ds_variants() && a.dq && (a.dk || a.dv) &&
          a.Dqk == 96 && a.Dv == 64 && wgbwd::ds_scratch_bytes(int64_t(B) * a.H, a.T) <= kDsScratchMax;
@@ -323,7 +340,8 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
         case 8: launch_dkdv_wgmma<32, 3, true, true>(a, B, st); break;
         default: launch_dkdv_wgmma<64, 2, true, true>(a, B, st);
       }
-      launch_dq_ds_wgmma<2, 3>(a, B, st);
+      if (g_dq_variant == 8) launch_dq_ds_wgmma<2, 3, true>(a, B, st);
+      else launch_dq_ds_wgmma<2, 3>(a, B, st);
       return;
     }
   }
@@ -352,7 +370,8 @@ template <int DQK, int DV> void launch_bwd_mma(AttnArgs<bf16_t> a, int B, cudaSt
         DS_ATTN_DQ_VARIANTS(DS_X)
 #undef DS_X
         case 5:
-        case 7: launch_dq_wgmma<32, 3>(a, B, st); break;  // 7 without dK/dV in the call: variant 5
+        case 7:
+        case 8: launch_dq_wgmma<32, 3>(a, B, st); break;  // 7, 8 without dK/dV in the call: variant 5
         case 6: launch_dq_wgmma<64, 2>(a, B, st); break;
         default: launch_dq<DQK, DV, BwdDefault<DQK, DV>>(a, B, st);
       }

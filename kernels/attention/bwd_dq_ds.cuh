@@ -10,14 +10,25 @@
 // as A, the key tile [keys][Dqk] as B, loaded once for the QT tiles: the key tiles are most of what the kernel
 // reads). Tiles are double-buffered with cp.async, as in the other backward kernels. The dS tiles cost ~T^2 H B
 // bytes of scratch (the triangle, bf16), written once and read once.
+// TMA (dQ variant 8): one thread loads each step's tiles by the TMA unit two steps ahead onto the buffer's mbarrier,
+// as the dK/dV kernel's TMA variants do (bwd_wgmma.cuh): the dS scratch as a 2D view of 128-byte rows, the keys as
+// views of K (and of the shared rope key, MLA in place); where T is a multiple of 64. The same products in the same
+// order, so the same bits.
 namespace wgbwd {
 
 template <int DQK, int QT> struct CfgDs {
   static constexpr int KB = (DQK + 63) / 64;  // 64-wide column blocks of a key tile
   static constexpr int ds_bytes = 64 * 128, k_bytes = 64 * KB * 128;
   static constexpr int stage_bytes = QT * ds_bytes + k_bytes;  // one buffer: QT dS tiles, then the key tile
-  // + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the address)
-  static constexpr size_t smem = size_t(2 * stage_bytes) + 1024;
+  // + 16: TMA's two mbarriers; + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the
+  // address)
+  static constexpr size_t smem = size_t(2 * stage_bytes) + 16 + 1024;
+};
+
+// The TMA kernel's maps: the dS scratch [tiles x 64 rows, 64 columns], K [B T, its row's columns] and the rope key
+// (k_rope: MLA in place, else unused), boxes of 64 rows x 64 columns, the 128-byte swizzle.
+struct DqMaps {
+  CUtensorMap ds, k, kr;
 };
 
 // The scratch attn_bwd_dkdv_wgmma<..., true> fills for B * H (batch, head) pairs of T tokens, in bytes.
@@ -30,14 +41,17 @@ inline size_t ds_scratch_bytes(int64_t BH, int64_t T) {
 
 // Grid: (ceil(ceil(T / 64) / QT), B * H); block x owns query tiles QT x' .. QT x' + QT - 1 (x' counted from the last,
 // the longest rows first).
-template <int DQK, int QT, int MINB>
-__global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dq_ds_wgmma(AttnArgs<bf16_t> a) {
+// TMA: the tiles loaded by the TMA unit (maps; above).
+template <int DQK, int QT, int MINB, bool TMA>
+__global__ void __launch_bounds__(kMmaThreads, MINB)
+    attn_bwd_dq_ds_wgmma(AttnArgs<bf16_t> a, const __grid_constant__ wgbwd::DqMaps maps) {
   static_assert(DQK == 96, "dQ is one m64n96 product per k16 step");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = wgbwd::CfgDs<DQK, QT>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* S = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);  // [2] stages
   const uint32_t ss = smem_addr(S);
+  const uint32_t full0 = ss + 2 * C::stage_bytes;  // TMA: [2] a buffer's arrival
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int T = a.T, H = a.H, n = (T + 63) / 64;
@@ -57,8 +71,36 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dq_ds_wgmma(AttnAr
                                                     64, 0, 64);
     wgbwd::load_k_tile<64, DQK, kMmaThreads>(st + QT * C::ds_bytes, kv.k, a.ld_k, kv.kr, a.ld_kr, j * 64, T);
   };
-  load(0, 0);
-  cp_async_commit();
+  // TMA: the same by one thread, completing on buffer buf's barrier
+  auto issue = [&](int j, int buf) {
+    const uint32_t st = ss + buf * C::stage_bytes, bar = full0 + 8 * buf;
+    int tiles = 0;
+#pragma unroll
+    for (int t = 0; t < QT; ++t) tiles += t < nt && it0 + t >= j;
+    tmacp::mbar_arrive_expect_tx(bar, tiles * C::ds_bytes + C::k_bytes);
+#pragma unroll
+    for (int t = 0; t < QT; ++t)
+      if (t < nt && it0 + t >= j)
+        tmacp::tma_load_2d(st + t * C::ds_bytes, &maps.ds, bar, 0, int(wgbwd::ds_tile(blockIdx.y, j, it0 + t, n) * 64));
+    const uint32_t kt = st + QT * C::ds_bytes;
+    const int row = b * T + j * 64;
+    tmacp::tma_load_2d(kt, &maps.k, bar, int(h * a.hs_k), row);
+    if (a.k_rope) tmacp::tma_load_2d(kt + 64 * 128, &maps.kr, bar, int(h * a.hs_kr), row);
+    else tmacp::tma_load_2d(kt + 64 * 128, &maps.k, bar, int(h * a.hs_k) + 64, row);
+  };
+  if constexpr (TMA) {
+    if (tid == 0) {
+      tmacp::mbar_init(full0, 1);
+      tmacp::mbar_init(full0 + 8, 1);
+      tmacp::mbar_init_fence();
+      issue(0, 0);
+      if (last >= 1) issue(1, 1);
+    }
+    __syncthreads();  // the barriers' inits seen by every thread
+  } else {
+    load(0, 0);
+    cp_async_commit();
+  }
 
   float dq[QT][DQK / 2];
 #pragma unroll
@@ -68,11 +110,15 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dq_ds_wgmma(AttnAr
 
   for (int j = 0; j <= last; ++j) {
     const int buf = j & 1;
-    if (j < last) load(j + 1, buf ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    wgmma::fence_proxy_async();
-    __syncthreads();
+    if constexpr (TMA) {
+      tmacp::mbar_wait(full0 + 8 * buf, (j >> 1) & 1);
+    } else {
+      if (j < last) load(j + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+      wgmma::fence_proxy_async();
+      __syncthreads();
+    }
     // dQ_t += dS_t K: A = the dS^T tile read transposed (MN-major: keys = k, queries = m), B = the key tile
     // (MN-major: keys = k, Dqk = n across its column blocks); a k16 step is 16 rows = 2048 bytes of each.
     const uint32_t st = ss + buf * C::stage_bytes, kt = st + QT * C::ds_bytes;
@@ -89,7 +135,14 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_bwd_dq_ds_wgmma(AttnAr
     wgmma::wait<0>();
 #pragma unroll
     for (int t = 0; t < QT; ++t) wgmma::pin(dq[t]);
-    __syncthreads();  // this step's products have retired: the buffers may be refilled
+    if constexpr (TMA) {
+      if (j + 2 <= last) {
+        __syncthreads();  // this step's products have retired everywhere: refill its buffer two steps ahead
+        if (tid == 0) issue(j + 2, buf);
+      }
+    } else {
+      __syncthreads();  // this step's products have retired: the buffers may be refilled
+    }
   }
 
 #pragma unroll

@@ -30,11 +30,12 @@ namespace {
 
 // kernels/attention.cu's kDkdvVariants, kDqVariants in sm_90a builds; the variants from kDkdvWgmma / kDqWgmma on are
 // the wgmma kernels (refused by the hooks in other builds).
-constexpr int kDkdvVariants = 10, kDqVariants = 8, kDkdvWgmma = 6, kDqWgmma = 5;
-// dK/dV variants 8 and 9 are 6 and 7 (query steps of 32, 64) with TMA loads: the same arithmetic, so the same bits as
-// their twins.
-constexpr int kDkdvTma = 8;
-int tma_twin(int kv) { return kDkdvWgmma + (kv - kDkdvTma) % 2; }
+constexpr int kDkdvVariants = 10, kDqVariants = 9, kDkdvWgmma = 6, kDqWgmma = 5;
+// dK/dV variants 8 and 9 are 6 and 7 (query steps of 32, 64) with TMA loads, dQ variant 8 is 7 (dQ from the stored
+// dS) with TMA loads: the same arithmetic, so the same bits as their twins.
+constexpr int kDkdvTma = 8, kDqDs = 7, kDqDsTma = 8;
+int kv_twin(int kv) { return kv >= kDkdvTma ? kDkdvWgmma + (kv - kDkdvTma) % 2 : kv; }
+int q_twin(int q) { return q == kDqDsTma ? kDqDs : q; }
 
 // Forces the 96/64 backward's dK/dV and dQ kernel variants for its lifetime.
 struct BwdVariant {
@@ -209,8 +210,8 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
   std::vector<std::pair<int, int>> pairs;
   for (int var = 1; var < std::max(kDkdvVariants, kDqVariants); ++var)
     pairs.emplace_back(var < kDkdvVariants ? var : 0, var < kDqVariants ? var : 0);
-  pairs.emplace_back(kDkdvWgmma, kDqVariants - 1);
-  for (int kv_var = kDkdvTma; kv_var < kDkdvVariants; ++kv_var) pairs.emplace_back(kv_var, kDqVariants - 1);
+  for (int kv_var : {kDkdvWgmma, kDkdvTma, kDkdvTma + 1})
+    for (int q_var : {kDqDs, kDqDsTma}) pairs.emplace_back(kv_var, q_var);
   for (auto [kv_var, q_var] : pairs) {
     const BwdVariant force(kv_var, q_var);
     if (!force.on() && (force.kv >= kDkdvWgmma || force.q >= kDqWgmma)) {
@@ -233,15 +234,16 @@ void attention_variants_case(const AttnCase& s, uint64_t seed) {
         expect_close_values(vt + what + " ~ default", got->values(), ref->dev.values(), 1e-2,
                             "wgmma vs mma.sync f32 sums: a bf16 rounding of the output, P and dS");
     }
-    if (force.kv >= kDkdvTma) {  // the TMA kernel against its twin without TMA, bit for bit
-      const BwdVariant twin_var(tma_twin(force.kv), force.q);
+    if (kv_twin(force.kv) != force.kv || q_twin(force.q) != force.q) {  // TMA kernels against their twins, bit for bit
+      const BwdVariant twin_var(kv_twin(force.kv), q_twin(force.q));
       REQUIRE(twin_var.on());
       DevTensor dq3 = dev_poisoned(dt, qs), dk3 = dev_poisoned(dt, qs), dv3 = dev_poisoned(dt, vs);
       attention_backward(cuda_ctx(), dq3, dk3, dv3, dout.dev, o_in.dev, l_in.dev, q.dev, k.dev, v.dev, scale);
       device_sync();
-      expect_same_bits(vt + " dq = kv" + std::to_string(twin_var.kv), dq3, dq2);
-      expect_same_bits(vt + " dk = kv" + std::to_string(twin_var.kv), dk3, dk2);
-      expect_same_bits(vt + " dv = kv" + std::to_string(twin_var.kv), dv3, dv2);
+      const std::string tv = " = kv" + std::to_string(twin_var.kv) + " q" + std::to_string(twin_var.q);
+      expect_same_bits(vt + " dq" + tv, dq3, dq2);
+      expect_same_bits(vt + " dk" + tv, dk3, dk2);
+      expect_same_bits(vt + " dv" + tv, dv3, dv2);
     }
   }
 }
@@ -723,15 +725,15 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
                 "dQ %8.3f ms  all %8.3f ms\n",
                 var, force.kv, force.q, kv, dqt, all);
   }
-  // dQ from the stored dS (variant 7) after the wgmma dK/dV kernels (6: query steps of 32; 8, 9: with TMA)
-  for (int kv_var : {kDkdvWgmma, kDkdvTma, kDkdvTma + 1}) {
-    const BwdVariant force(kv_var, kDqVariants - 1);
-    if (force.on()) {
+  // dQ from the stored dS (variant 7; 8 with TMA) after the wgmma dK/dV kernels (6: query steps of 32; 8, 9: TMA)
+  for (int kv_var : {kDkdvWgmma, kDkdvTma, kDkdvTma + 1})
+    for (int q_var : {kDqDs, kDqDsTma}) {
+      const BwdVariant force(kv_var, q_var);
+      if (!force.on()) continue;
       const double all = median_ms([&] { attention_backward(c, dq, dk, dv, dout, o, l, q, k, v, sc); });
       std::printf("bench attention train-shape bwd dK/dV kernel %d + dQ from dS (%d): all %8.3f ms\n", force.kv,
                   force.q, all);
     }
-  }
   std::fflush(stdout);
 }
 
