@@ -60,4 +60,16 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_
                            : "memory"));
 }
 
+// A two-buffer ring's start (the attention backward's TMA kernels), by one thread: the buffers' mbarriers at full0 and
+// full0 + 8 (count 1: the issuing thread's arrive.expect_tx), then the loads of the first two steps, issue(step,
+// buffer) (the second only when there is one). The other threads wait on the barriers after a block barrier.
+template <class Issue>
+__device__ __forceinline__ void ring2_start(uint32_t full0, bool second, const Issue& issue) {
+  mbar_init(full0, 1);
+  mbar_init(full0 + 8, 1);
+  mbar_init_fence();
+  issue(0, 0);
+  if (second) issue(1, 1);
+}
+
 }  // namespace ds::cuda::tmacp

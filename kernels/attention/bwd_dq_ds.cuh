@@ -89,13 +89,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     else tmacp::tma_load_2d(kt + 64 * 128, &maps.k, bar, int(h * a.hs_k) + 64, row);
   };
   if constexpr (TMA) {
-    if (tid == 0) {
-      tmacp::mbar_init(full0, 1);
-      tmacp::mbar_init(full0 + 8, 1);
-      tmacp::mbar_init_fence();
-      issue(0, 0);
-      if (last >= 1) issue(1, 1);
-    }
+    if (tid == 0) tmacp::ring2_start(full0, last >= 1, issue);
     __syncthreads();  // the barriers' inits seen by every thread
   } else {
     load(0, 0);

@@ -176,13 +176,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     tmacp::bulk_load(smem_addr(D_s + buf * BQ), Db + q0, BQ * sizeof(float), bar);
   };
   if constexpr (TMA) {
-    if (tid == 0) {
-      tmacp::mbar_init(full0, 1);
-      tmacp::mbar_init(full0 + 8, 1);
-      tmacp::mbar_init_fence();
-      issue_q(0, 0);
-      if (n_q > 1) issue_q(1, 1);
-    }
+    if (tid == 0) tmacp::ring2_start(full0, n_q > 1, issue_q);
   }
   wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks, kv.k, a.ld_k, kv.kr, a.ld_kr, k0, T);
   wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs, kv.v, a.ld_v, k0, T, 0, DV);
