@@ -173,7 +173,8 @@ int g_lpt = env_variant("DS_ATTN_LPT", 2, 1);  // the forward's block order (blo
 // Forward variants at 96/64 (needs scale > 0, as the wide kernel): 0 = attn_fwd_mma_wide, 1 and 2 = attn_fwd_wgmma
 // with key tiles of 64 (3 blocks an SM) and 128 (2), 3 and 4 = attn_fwd_wgmma_ovl (softmax overlapping the PV
 // product) with key tiles of 64 and 128, 5 = attn_fwd_wgmma_ovl with key tiles of 64 and Q as register A fragments
-// (S reads only K from shared memory); 1-5 in sm_90a builds only. The default: 3 with sm_90a, else 0 (H200, bench
+// (S reads only K from shared memory), 6 = 3 with K and V loaded by the TMA unit (where T is a multiple of 64, else 3;
+// 25th session, not yet run on the H200); 1-6 in sm_90a builds only. The default: 3 with sm_90a, else 0 (H200, bench
 // model training shape, B16 T1024 H16, ms: 0 0.208, 1 0.187, 2 0.215, 3 0.181, 4 0.216, 5 0.208; training
 // 247.8k -> 248.9k tok/s, losses equal; 14th session). attn_fwd_wgmma with Q in registers (once variant 5) failed
 // parity on the H200 in every case while the overlapped kernel with Q in registers passed; slower than 3 as well
@@ -181,7 +182,7 @@ int g_lpt = env_variant("DS_ATTN_LPT", 2, 1);  // the forward's block order (blo
 // DS_ATTN_FWD_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the build lacks
 // are ignored).
 #ifdef DS_CUDA_WGMMA
-constexpr int kFwdVariants = 6;
+constexpr int kFwdVariants = 7;
 constexpr bool kWgmma = true;  // the warpgroup-MMA kernels run (sm_90a build)
 #else
 constexpr int kFwdVariants = 1;
@@ -229,14 +230,34 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
   launch(attn_fwd_mma_wide<DQK, DV>, grid, kMmaThreads, smem, st, a);
 }
 
-template <int BK, int MINB, bool OVL, bool QREG = false>
+// The TMA forward's maps (wgfwd::KvMaps), where it applies: T a multiple of the key tile (no tile crosses a
+// sequence's end), K, the rope key and V 16-byte aligned with 16-byte row pitches. Each view's columns end at the last
+// head's (the pad of K's second box past them reads zeros). False: the kernel without TMA.
+bool fwd_tma_maps(wgfwd::KvMaps& m, const AttnArgs<bf16_t>& a, int B, int BK) {
+  if (a.T % BK != 0) return false;
+  const int64_t rows = int64_t(B) * a.T, H = a.H;
+  constexpr CUtensorMapDataType kBf16 = CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  constexpr CUtensorMapSwizzle kSw = CU_TENSOR_MAP_SWIZZLE_128B;
+  const int64_t kcols = (H - 1) * a.hs_k + (a.k_rope ? 64 : 96), vcols = (H - 1) * a.hs_v + 64;
+  return encode_tensor_map_2d(m.k, kBf16, 2, a.k, rows, kcols, a.ld_k * 2, uint32_t(BK), 64, kSw) &&
+         encode_tensor_map_2d(m.v, kBf16, 2, a.v, rows, vcols, a.ld_v * 2, uint32_t(BK), 64, kSw) &&
+         (a.k_rope == nullptr || encode_tensor_map_2d(m.kr, kBf16, 2, a.k_rope, rows, (H - 1) * a.hs_kr + 32,
+                                                      a.ld_kr * 2, uint32_t(BK), 64, kSw));
+}
+
+template <int BK, int MINB, bool OVL, bool QREG = false, bool TMA = false>
 void launch_fwd_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
   constexpr size_t smem = wgfwd::Cfg<96, 64, BK>::smem;
   const dim3 grid((a.T + 63) / 64, B * a.H);
   if constexpr (OVL) {
-    allow_smem(attn_fwd_wgmma_ovl<96, 64, BK, MINB, QREG>, smem);
-    launch(attn_fwd_wgmma_ovl<96, 64, BK, MINB, QREG>, grid, kMmaThreads, smem, st, a);
+    wgfwd::KvMaps maps{};
+    if constexpr (TMA) {
+      if (!fwd_tma_maps(maps, a, B, BK)) return launch_fwd_wgmma<BK, MINB, OVL, QREG, false>(a, B, st);
+    }
+    allow_smem(attn_fwd_wgmma_ovl<96, 64, BK, MINB, QREG, TMA>, smem);
+    launch(attn_fwd_wgmma_ovl<96, 64, BK, MINB, QREG, TMA>, grid, kMmaThreads, smem, st, a, maps);
   } else {
+    static_assert(!TMA, "TMA loads: the overlapped kernel only");
     static_assert(!QREG, "Q in registers: the overlapped kernel only");
     allow_smem(attn_fwd_wgmma<96, 64, BK, MINB>, smem);
     launch(attn_fwd_wgmma<96, 64, BK, MINB>, grid, kMmaThreads, smem, st, a);
@@ -437,6 +458,7 @@ void attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Ten
           case 2: launch_fwd_wgmma<128, 2, false>(a, B, st); break;
           case 3: launch_fwd_wgmma<64, 3, true>(a, B, st); break;
           case 4: launch_fwd_wgmma<128, 2, true>(a, B, st); break;
+          case 6: launch_fwd_wgmma<64, 3, true, false, true>(a, B, st); break;
           default: launch_fwd_wgmma<64, 3, true, true>(a, B, st);
         }
         launched = true;
@@ -531,7 +553,7 @@ void set_mla_layout(AttnArgs<bf16_t>& a, const Tensor& kv, const Tensor& k_pe, i
 
 bool mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q, Tensor kv, Tensor k_pe,
                            double scale) {
-  if (!kWgmma || (g_fwd_variant != 3 && g_fwd_variant != 5) ||
+  if (!kWgmma || (g_fwd_variant != 3 && g_fwd_variant != 5 && g_fwd_variant != 6) ||
       !mla_in_place(q, kv, k_pe, out.dim(3), scale, {&q, &kv, &k_pe, &out}))
     return false;
   DS_CHECK(lse.empty() || lse.dtype == DType::f32, "mla_attention_forward (CUDA): lse must be f32");
@@ -543,6 +565,7 @@ bool mla_attention_forward(const Context& ctx, Tensor out, Tensor lse, Tensor q,
   a.q = cptr<bf16_t>(q), a.out = mptr<bf16_t>(out), a.lse_out = mptr<float>(lse);
   set_mla_layout(a, kv, k_pe, kv.dim(3) - out.dim(3));
   if (g_fwd_variant == 5) launch_fwd_wgmma<64, 3, true, true>(a, B, st);
+  else if (g_fwd_variant == 6) launch_fwd_wgmma<64, 3, true, false, true>(a, B, st);
   else launch_fwd_wgmma<64, 3, true>(a, B, st);
   check_launch("mla_attention_forward");
   return true;

@@ -13,7 +13,9 @@
 // an SM overlap one block's softmax with another's products. wgmma is warpgroup-wide, so no warp skips a tile
 // (a warp whose rows all lie above the tile's keys gets P = 0 exactly: alpha 1, nothing added).
 // Two kernels: attn_fwd_wgmma (softmax, then PV, per tile) and attn_fwd_wgmma_ovl (the softmax overlapping the PV
-// product), the latter with Q read from shared memory per product or kept as register A fragments (QREG).
+// product), the latter with Q read from shared memory per product or kept as register A fragments (QREG), and with
+// the key and value tiles loaded by the TMA unit (TMA: one thread, K two tiles ahead and V one, each buffer's arrival
+// an mbarrier; where T is a multiple of the key tile; the same products, so the same bits).
 namespace wgfwd {
 
 template <int DQK, int DV, int BK> struct Cfg {
@@ -21,8 +23,15 @@ template <int DQK, int DV, int BK> struct Cfg {
   static constexpr int KB = (DQK + 63) / 64, VB = (DV + 63) / 64;  // 64-wide column blocks
   static constexpr int q_bytes = BQ * KB * 128;
   static constexpr int k_bytes = BK * KB * 128, v_bytes = BK * VB * 128;  // one buffer
-  // + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the address)
-  static constexpr size_t smem = size_t(q_bytes + 2 * k_bytes + 2 * v_bytes) + 1024;
+  // + 32: TMA's four mbarriers; + 1024: slack to align the tiles to 1024 bytes (the swizzle is a function of the
+  // address)
+  static constexpr size_t smem = size_t(q_bytes + 2 * k_bytes + 2 * v_bytes) + 32 + 1024;
+};
+
+// The TMA kernel's maps: K (the first 64 columns of each head's key; k_rope unset: all DQK), the rope key (MLA in
+// place) and V as 2D views [B T, columns], boxes of BK rows x 64 columns, the 128-byte swizzle.
+struct KvMaps {
+  CUtensorMap k, kr, v;
 };
 
 template <int N> __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db) {
@@ -221,8 +230,11 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma(AttnArgs<bf1
 // product runs, then waits for it and rescales O. K runs one tile ahead of V: a step loads K_{j+1} and V_j (the
 // buffers S_{j-1} and P_{j-2} V_{j-2} read, both retired before the last step's closing barrier).
 // QREG: Q as register A fragments (loaded once), S = Q K^T reading only K from shared memory.
-template <int DQK, int DV, int BK, int MINB, bool QREG>
-__global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs<bf16_t> a) {
+// TMA: K and V by the TMA unit from one thread (maps), in two rings of two buffers each: K_{j+2} into K_j's buffer once
+// S_j has retired, V_{j+1} into V_{j-1}'s once P_{j-1} V_{j-1} has (the end of step j), one block barrier a step.
+template <int DQK, int DV, int BK, int MINB, bool QREG, bool TMA>
+__global__ void __launch_bounds__(kMmaThreads, MINB)
+    attn_fwd_wgmma_ovl(AttnArgs<bf16_t> a, const __grid_constant__ wgfwd::KvMaps maps) {
   static_assert(DV == 64, "O += P V is one m64n64 product per k16 step");
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   using C = wgfwd::Cfg<DQK, DV, BK>;
@@ -242,10 +254,44 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
   const bf16_t* qb = a.q + qoff;
   const wgbwd::KvPtrs kv = wgbwd::kv_ptrs(a, b, h);
   const int n_kv = min(T - 1, q0 + BQ - 1) / BK + 1;  // key tiles holding a key <= the block's last valid row
+  const uint32_t kfull0 = vs + 2 * C::v_bytes, vfull0 = kfull0 + 16;  // TMA: [2] K buffers', [2] V buffers' arrival
 
+  // TMA: key tile j into K buffer buf, value tile j into V buffer buf, each completing on its buffer's barrier
+  auto issue_k = [&](int j, int buf) {
+    static_assert(C::KB == 2, "a key tile is two 64-column boxes");
+    const uint32_t bar = kfull0 + 8 * buf, dst = ks + buf * C::k_bytes;
+    const int row = b * T + j * BK, c0 = int(h * a.hs_k);
+    tmacp::mbar_arrive_expect_tx(bar, C::k_bytes);
+    tmacp::tma_load_2d(dst, &maps.k, bar, c0, row);
+    if (a.k_rope) tmacp::tma_load_2d(dst + BK * 128, &maps.kr, bar, int(h * a.hs_kr), row);
+    else tmacp::tma_load_2d(dst + BK * 128, &maps.k, bar, c0 + 64, row);
+  };
+  auto issue_v = [&](int j, int buf) {
+    static_assert(C::VB == 1, "a value tile is one 64-column box");
+    const uint32_t bar = vfull0 + 8 * buf;
+    tmacp::mbar_arrive_expect_tx(bar, C::v_bytes);
+    tmacp::tma_load_2d(vs + buf * C::v_bytes, &maps.v, bar, int(h * a.hs_v), b * T + j * BK);
+  };
+  if constexpr (TMA) {
+    if (tid == 0) {
+      for (int i = 0; i < 4; ++i) tmacp::mbar_init(kfull0 + 8 * i, 1);
+      tmacp::mbar_init_fence();
+      issue_k(0, 0);
+      issue_v(0, 0);
+      if (n_kv > 1) {
+        issue_k(1, 1);
+        issue_v(1, 1);
+      }
+    }
+  }
   wgmma::load_tile_sw128<BQ, C::KB * 64, kMmaThreads>(Qs, qb, sq, q0, T, 0, DQK);
-  wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks, kv.k, a.ld_k, kv.kr, a.ld_kr, 0, T);
+  if constexpr (!TMA) wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks, kv.k, a.ld_k, kv.kr, a.ld_kr, 0, T);
   cp_async_commit();
+  if constexpr (TMA) {  // Q in, the barriers' inits seen by every thread
+    cp_async_wait<0>();
+    wgmma::fence_proxy_async();
+    __syncthreads();
+  }
 
   float o[DV / 2];
 #pragma unroll
@@ -257,14 +303,18 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
 
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
-    if (j + 1 < n_kv)
-      wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks + (buf ^ 1) * C::k_bytes, kv.k, a.ld_k, kv.kr, a.ld_kr,
-                                               (j + 1) * BK, T);
-    wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, kv.v, a.ld_v, j * BK, T, 0, DV);
-    cp_async_commit();
-    cp_async_wait<1>();  // K_j and V_{j-1} have landed
-    wgmma::fence_proxy_async();
-    __syncthreads();
+    if constexpr (TMA) {
+      tmacp::mbar_wait(kfull0 + 8 * buf, (j >> 1) & 1);  // K_j
+    } else {
+      if (j + 1 < n_kv)
+        wgbwd::load_k_tile<BK, DQK, kMmaThreads>(Ks + (buf ^ 1) * C::k_bytes, kv.k, a.ld_k, kv.kr, a.ld_kr,
+                                                 (j + 1) * BK, T);
+      wgmma::load_tile_sw128<BK, C::VB * 64, kMmaThreads>(Vs + buf * C::v_bytes, kv.v, a.ld_v, j * BK, T, 0, DV);
+      cp_async_commit();
+      cp_async_wait<1>();  // K_j and V_{j-1} have landed
+      wgmma::fence_proxy_async();
+      __syncthreads();
+    }
     float s[BK / 2], alpha[2];
     if constexpr (QREG) {
       if (j == 0) wgfwd::load_qfrags<DQK>(qf, Qs, warp, lane);
@@ -273,6 +323,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
       wgfwd::issue_s<DQK, BK>(s, qs, ks + buf * C::k_bytes);
     }
     if (j > 0) {
+      if constexpr (TMA) tmacp::mbar_wait(vfull0 + 8 * (buf ^ 1), ((j - 1) >> 1) & 1);  // V_{j-1}
       wgfwd::issue_pv<BK>(o, pf, vs + (buf ^ 1) * C::v_bytes);
       wgmma::wait<1>();  // S_j has landed (groups retire in order)
     } else {
@@ -286,11 +337,26 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) attn_fwd_wgmma_ovl(AttnArgs
     wgmma::pin(o);
     wgfwd::rescale(o, alpha);
     wgbwd::to_frags<BK>(pf, s);
-    __syncthreads();  // S_j and P_{j-1} V_{j-1} have retired everywhere: K_j's and V_{j-1}'s buffers may refill
+    if constexpr (TMA) {
+      const bool k_next = j + 2 < n_kv, v_next = j >= 1 && j + 1 < n_kv;
+      if (k_next || v_next) {
+        __syncthreads();  // S_j and P_{j-1} V_{j-1} have retired everywhere: refill K_j's and V_{j-1}'s buffers
+        if (tid == 0) {
+          if (k_next) issue_k(j + 2, buf);
+          if (v_next) issue_v(j + 1, buf ^ 1);
+        }
+      }
+    } else {
+      __syncthreads();  // S_j and P_{j-1} V_{j-1} have retired everywhere: K_j's and V_{j-1}'s buffers may refill
+    }
   }
-  cp_async_wait<0>();  // V_{n-1}
-  wgmma::fence_proxy_async();
-  __syncthreads();
+  if constexpr (TMA) {
+    tmacp::mbar_wait(vfull0 + 8 * ((n_kv - 1) & 1), ((n_kv - 1) >> 1) & 1);  // V_{n-1}
+  } else {
+    cp_async_wait<0>();  // V_{n-1}
+    wgmma::fence_proxy_async();
+    __syncthreads();
+  }
   wgfwd::issue_pv<BK>(o, pf, vs + ((n_kv - 1) & 1) * C::v_bytes);
   wgmma::wait<0>();
   wgbwd::pin_frags(pf);

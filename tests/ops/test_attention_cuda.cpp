@@ -52,9 +52,11 @@ struct BwdVariant {
   }
 };
 
-// kernels/attention.cu's kFwdVariants in sm_90a builds (1..5: attn_fwd_wgmma and attn_fwd_wgmma_ovl with key tiles
-// of 64 and 128, then the overlapped one with Q in registers; refused by the hook elsewhere).
-constexpr int kFwdVariants = 6;
+// kernels/attention.cu's kFwdVariants in sm_90a builds (1..6: attn_fwd_wgmma and attn_fwd_wgmma_ovl with key tiles
+// of 64 and 128, then the overlapped one with Q in registers, then with TMA loads; refused by the hook elsewhere).
+constexpr int kFwdVariants = 7;
+// Forward variant 6 is 3 (the overlapped kernel, key tiles of 64) with TMA loads: the same bits.
+constexpr int kFwdTma = 6, kFwdTmaTwin = 3;
 
 // Forces the 96/64 forward's kernel variant for its lifetime.
 struct FwdVariant {
@@ -283,6 +285,15 @@ void attention_fwd_variants_case(const AttnCase& s, uint64_t seed) {
                         "wgmma vs mma.sync f32 sums: a bf16 rounding of the output and of P");
     expect_close_values(vt + " lse ~ default", l2, lse.dev.values(), 2 * kAttnBf16Lse,
                         "wgmma vs mma.sync f32 sums of the same products (each within 2e-5 of the reference)");
+    if (var == kFwdTma) {  // against its twin without TMA, bit for bit
+      const FwdVariant twin_var(kFwdTmaTwin);
+      REQUIRE(twin_var.on());
+      DevTensor out3 = dev_poisoned(dt, vs), lse3 = dev_poisoned(DType::f32, ls);
+      attention_forward(cuda_ctx(), out3, lse3, q.dev, k.dev, v.dev, scale);
+      device_sync();
+      expect_same_bits(vt + " out = fwd" + std::to_string(kFwdTmaTwin), out3, out2);
+      expect_same_bits(vt + " lse = fwd" + std::to_string(kFwdTmaTwin), lse3, lse2);
+    }
 
     // The backward from this forward's out and lse, on both sides.
     Twin o_in = twin(dt, Values{vs, o2}), l_in = twin(DType::f32, Values{ls, l2});
@@ -435,6 +446,9 @@ TEST_CASE("attention parity: the 96/64 forward's kernel variants", "[attention][
       {1, 383, 1, 96, 64, 2.0},  // odd tail, many key tiles, peaky
       {2, 256, 2, 96, 64, 0},    // exact multiple of every tile
       {8, 70, 6, 96, 64, 0},     // B * H = 48 blocks a query tile
+      {3, 64, 5, 96, 64, 1.0},   // T a multiple of 64: TMA with one key tile
+      {2, 192, 3, 96, 64, 0},    // three key tiles: both TMA rings refilled
+      {2, 512, 2, 96, 64, 0.5},  // many key tiles
   };
   uint64_t seed = 1600;
   for (const AttnCase& s : cases) attention_fwd_variants_case(s, seed += 10);
@@ -705,7 +719,7 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
               "bwd %8.3f ms %7.1f TFLOP/s (median of 9)\n",
               (long long)B, (long long)T, (long long)H, (long long)Dqk, (long long)Dv, fwd, f_fl / fwd * 1e-9, bwd,
               b_fl / bwd * 1e-9);
-  // Each forward variant (0 = attn_fwd_mma_wide; 1..5 = the wgmma kernels, sm_90a builds only; 3 the default there).
+  // Each forward variant (0 = attn_fwd_mma_wide; 1..6 = the wgmma kernels, sm_90a builds only; 3 the default there).
   for (int var = 0; var < kFwdVariants; ++var) {
     const FwdVariant force(var);
     if (!force.on()) continue;
