@@ -236,13 +236,11 @@ template <int DQK, int DV> void launch_fwd_wide(const AttnArgs<bf16_t>& a, int B
 bool fwd_tma_maps(wgfwd::KvMaps& m, const AttnArgs<bf16_t>& a, int B, int BK) {
   if (a.T % BK != 0) return false;
   const int64_t rows = int64_t(B) * a.T, H = a.H;
-  constexpr CUtensorMapDataType kBf16 = CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  constexpr CUtensorMapSwizzle kSw = CU_TENSOR_MAP_SWIZZLE_128B;
   const int64_t kcols = (H - 1) * a.hs_k + (a.k_rope ? 64 : 96), vcols = (H - 1) * a.hs_v + 64;
-  return encode_tensor_map_2d(m.k, kBf16, 2, a.k, rows, kcols, a.ld_k * 2, uint32_t(BK), 64, kSw) &&
-         encode_tensor_map_2d(m.v, kBf16, 2, a.v, rows, vcols, a.ld_v * 2, uint32_t(BK), 64, kSw) &&
-         (a.k_rope == nullptr || encode_tensor_map_2d(m.kr, kBf16, 2, a.k_rope, rows, (H - 1) * a.hs_kr + 32,
-                                                      a.ld_kr * 2, uint32_t(BK), 64, kSw));
+  return encode_bf16_sw128(m.k, a.k, rows, kcols, a.ld_k * 2, uint32_t(BK)) &&
+         encode_bf16_sw128(m.v, a.v, rows, vcols, a.ld_v * 2, uint32_t(BK)) &&
+         (a.k_rope == nullptr ||
+          encode_bf16_sw128(m.kr, a.k_rope, rows, (H - 1) * a.hs_kr + 32, a.ld_kr * 2, uint32_t(BK)));
 }
 
 template <int BK, int MINB, bool OVL, bool QREG = false, bool TMA = false>
@@ -298,12 +296,9 @@ void launch_dkdv_wgmma(const AttnArgs<bf16_t>& a, int B, cudaStream_t st) {
 bool dq_tma_maps(wgbwd::DqMaps& m, const AttnArgs<bf16_t>& a, int B) {
   if (a.T % 64 != 0) return false;
   const int64_t rows = int64_t(B) * a.T, n = a.T / 64;
-  constexpr CUtensorMapDataType kBf16 = CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  constexpr CUtensorMapSwizzle kSw = CU_TENSOR_MAP_SWIZZLE_128B;
-  return encode_tensor_map_2d(m.ds, kBf16, 2, a.ds, int64_t(B) * a.H * n * (n + 1) / 2 * 64, 64, 128, 64, 64, kSw) &&
-         encode_tensor_map_2d(m.k, kBf16, 2, a.k, rows, a.ld_k, a.ld_k * 2, 64, 64, kSw) &&
-         (a.k_rope == nullptr ||
-          encode_tensor_map_2d(m.kr, kBf16, 2, a.k_rope, rows, a.ld_kr, a.ld_kr * 2, 64, 64, kSw));
+  return encode_bf16_sw128(m.ds, a.ds, int64_t(B) * a.H * n * (n + 1) / 2 * 64, 64, 128, 64) &&
+         encode_bf16_sw128(m.k, a.k, rows, a.ld_k, a.ld_k * 2, 64) &&
+         (a.k_rope == nullptr || encode_bf16_sw128(m.kr, a.k_rope, rows, a.ld_kr, a.ld_kr * 2, 64));
 }
 
 template <int QT, int MINB, bool TMA = false>
