@@ -135,7 +135,7 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 // Q, dO, lse and D loaded by the TMA unit (where T is a multiple of the step; else 6 and 7); dQ variants 5 and 6:
 // attn_bwd_dq_wgmma with key steps of 32 (3) and 64 (2); dQ variant 7: attn_bwd_dq_ds_wgmma, dQ from the dS tiles the
 // dK/dV kernel stores when one call asks for dQ and dK/dV with a wgmma dK/dV variant (else variant 5); dQ variant 8: 7
-// with TMA loads (bwd_dq_ds.cuh; where T is a multiple of 64, else 7; 25th session, not yet run on the H200). sm_90a
+// with TMA loads (bwd_dq_ds.cuh; where T is a multiple of 64, else 7; the default since the 26th session). sm_90a
 // builds only (kernels/CMakeLists.txt defines DS_CUDA_WGMMA there). The counts include the default. At start-up
 // DS_ATTN_DKDV_VARIANT / DS_ATTN_DQ_VARIANT pick others (env_variant). Tried and removed (16th session): the block's
 // constant operand (K and V; Q and dO) as register A fragments, so that S^T, dP^T (S, dP) read only one operand from
@@ -152,8 +152,10 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* g, int6
 // gradients 0.650 -> 0.547 ms, training +1.5%) where the call asks for dK/dV as well. Since the 25th session the
 // step-32 kernel with TMA loads (variant 8; 6 where T is not a multiple of 32): dK+dV 0.375 -> 0.288 ms, with dQ from
 // dS 0.536 -> 0.446 (9: 0.269, 0.422); training 302.7k / 300.2k -> 307.7k / 309.3k tok/s against 6, the same losses.
+// Since the 26th session dQ from dS with TMA loads (variant 8): with dK/dV 8, all three gradients 0.442 -> 0.428 ms;
+// training 313.2k / 312.5k -> 315.2k / 314.7k, the same losses (its bits are variant 7's).
 #ifdef DS_CUDA_WGMMA
-constexpr int kDkdvVariants = 10, kDqVariants = 9, kDkdvDefault = 8, kDqDefault = 7;
+constexpr int kDkdvVariants = 10, kDqVariants = 9, kDkdvDefault = 8, kDqDefault = 8;
 #else
 constexpr int kDkdvVariants = 6, kDqVariants = 5, kDkdvDefault = 0, kDqDefault = 0;
 #endif
@@ -174,9 +176,10 @@ int g_lpt = env_variant("DS_ATTN_LPT", 2, 1);  // the forward's block order (blo
 // with key tiles of 64 (3 blocks an SM) and 128 (2), 3 and 4 = attn_fwd_wgmma_ovl (softmax overlapping the PV
 // product) with key tiles of 64 and 128, 5 = attn_fwd_wgmma_ovl with key tiles of 64 and Q as register A fragments
 // (S reads only K from shared memory), 6 = 3 with K and V loaded by the TMA unit (where T is a multiple of 64, else 3;
-// 25th session, not yet run on the H200); 1-6 in sm_90a builds only. The default: 3 with sm_90a, else 0 (H200, bench
-// model training shape, B16 T1024 H16, ms: 0 0.208, 1 0.187, 2 0.215, 3 0.181, 4 0.216, 5 0.208; training
-// 247.8k -> 248.9k tok/s, losses equal; 14th session). attn_fwd_wgmma with Q in registers (once variant 5) failed
+// the same bits); 1-6 in sm_90a builds only. The default: 6 with sm_90a, else 0 (H200, bench model training shape,
+// B16 T1024 H16, ms: 0 0.208, 1 0.187, 2 0.215, 3 0.181, 4 0.216, 5 0.208; training 247.8k -> 248.9k tok/s, losses
+// equal; 14th session; 3 -> 6, 26th session: 0.185 -> 0.178 ms, training 313.2k / 312.5k -> 317.2k, one run, the
+// same losses). attn_fwd_wgmma with Q in registers (once variant 5) failed
 // parity on the H200 in every case while the overlapped kernel with Q in registers passed; slower than 3 as well
 // (0.203 ms), it was removed rather than debugged. Bench hook: attention_bench_fwd_variant; at start-up
 // DS_ATTN_FWD_VARIANT (a benchmark knob for whole-program A/Bs such as bench/gpu/ab_train.sh; values the build lacks
@@ -188,7 +191,7 @@ constexpr bool kWgmma = true;  // the warpgroup-MMA kernels run (sm_90a build)
 constexpr int kFwdVariants = 1;
 constexpr bool kWgmma = false;
 #endif
-int g_fwd_variant = env_variant("DS_ATTN_FWD_VARIANT", kFwdVariants, kWgmma ? 3 : 0);
+int g_fwd_variant = env_variant("DS_ATTN_FWD_VARIANT", kFwdVariants, kWgmma ? 6 : 0);
 
 template <class E> AttnArgs<E> make_args(const Tensor& q, const Tensor& v, double scale) {
   AttnArgs<E> a{};
@@ -615,8 +618,8 @@ int attention_bench_dq_variant(int variant) {
   return prev;
 }
 // The same for the bf16 96/64 forward (0 = attn_fwd_mma_wide; 1, 2 = attn_fwd_wgmma with key tiles of
-// 64, 128; 3, 4 = attn_fwd_wgmma_ovl, the same tiles; 5 = the overlapped one with Q in registers: sm_90a builds only,
-// else refused).
+// 64, 128; 3, 4 = attn_fwd_wgmma_ovl, the same tiles; 5 = the overlapped one with Q in registers; 6 = 3 with TMA
+// loads: sm_90a builds only, else refused).
 int attention_bench_fwd_variant(int variant) {
   const int prev = g_fwd_variant;
   if (variant >= 0 && variant < kFwdVariants) g_fwd_variant = variant;

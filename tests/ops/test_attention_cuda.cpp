@@ -719,7 +719,7 @@ TEST_CASE("attention timings: bench model training shape", "[.bench][bench]") {
               "bwd %8.3f ms %7.1f TFLOP/s (median of 9)\n",
               (long long)B, (long long)T, (long long)H, (long long)Dqk, (long long)Dv, fwd, f_fl / fwd * 1e-9, bwd,
               b_fl / bwd * 1e-9);
-  // Each forward variant (0 = attn_fwd_mma_wide; 1..6 = the wgmma kernels, sm_90a builds only; 3 the default there).
+  // Each forward variant (0 = attn_fwd_mma_wide; 1..6 = the wgmma kernels, sm_90a builds only; 6 the default there).
   for (int var = 0; var < kFwdVariants; ++var) {
     const FwdVariant force(var);
     if (!force.on()) continue;
