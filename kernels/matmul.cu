@@ -9,6 +9,7 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -77,6 +78,12 @@ LtState& state() {
   static LtState* s = new LtState;  // never destroyed: handles outlive static destructors' CUDA teardown
   return *s;
 }
+
+// The heuristic's result a new plan takes (matmul_bench_algo; 0: its first, as always outside the benchmark) and how
+// many results the last plan's heuristic offered.
+constexpr int kMaxAlgos = 16;
+std::atomic<int> g_algo_index{0};
+std::atomic<int> g_algo_found{0};
 
 cudaDataType_t cuda_type(DType dt) {
   switch (dt) {
@@ -175,15 +182,17 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
       const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_INPLACE;
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof(mask));
     }
-    cublasLtMatmulHeuristicResult_t res{};
+    const int want = std::min(g_algo_index.load(std::memory_order_relaxed) + 1, kMaxAlgos);
+    cublasLtMatmulHeuristicResult_t res[kMaxAlgos] = {};
     int found = 0;
     cublasStatus_t hs =
-        cublasLtMatmulAlgoGetHeuristic(handle, p->op, p->la.h, p->lb.h, p->lc.h, p->lc.h, pref, 1, &res, &found);
+        cublasLtMatmulAlgoGetHeuristic(handle, p->op, p->la.h, p->lb.h, p->lc.h, p->lc.h, pref, want, res, &found);
     if (inplace && (hs != CUBLAS_STATUS_SUCCESS || found == 0)) {  // none that way: any scheme
       const uint32_t all = CUBLASLT_REDUCTION_SCHEME_MASK;
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &all, sizeof(all));
-      hs = cublasLtMatmulAlgoGetHeuristic(handle, p->op, p->la.h, p->lb.h, p->lc.h, p->lc.h, pref, 1, &res, &found);
+      hs = cublasLtMatmulAlgoGetHeuristic(handle, p->op, p->la.h, p->lb.h, p->lc.h, p->lc.h, pref, want, res, &found);
     }
+    g_algo_found.store(hs == CUBLAS_STATUS_SUCCESS ? found : 0, std::memory_order_relaxed);
     cublasLtMatmulPreferenceDestroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
       cublasLtMatmulDescDestroy(p->op);
@@ -192,7 +201,7 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
                     " product m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
                     " batch=" + std::to_string(batch) + " (" + cublasGetStatusString(hs) + ")");
     }
-    p->algo = res.algo;
+    p->algo = res[std::min(found, want) - 1].algo;  // the benchmark's index, or the last offered
     std::lock_guard<std::mutex> lock(S.mu);
     auto [it, inserted] = S.plans.emplace(key, p);
     if (!inserted) {  // another thread built the same plan first
@@ -397,5 +406,26 @@ void matmul_heads_forward(const Context& ctx, Tensor out, Tensor in, Tensor weig
   lt_gemm(ctx, true, false, n, M, k, A, Kw, in.data, H * Kin, in.dtype, 0.0f, out.data, H * Nout, out.dtype, H, Wr * Kw,
           Kin, Nout);
 }
+
+// Benchmark hook (ds-bench-dense-gemm; declared by its caller, not in cuda_ops.h): plans built from now on take the
+// heuristic's result `index` (0, the default: its first; past the last offered, the last; at most 15), and the cached
+// plans are dropped so that the next products build theirs again. Returns the previous index (a negative index only
+// reads it). Not thread-safe: only for a single-threaded benchmark with no product in flight.
+int matmul_bench_algo(int index) {
+  const int prev = g_algo_index.load();
+  if (index < 0) return prev;
+  index = std::min(index, kMaxAlgos - 1);
+  LtState& S = state();
+  std::lock_guard<std::mutex> lock(S.mu);
+  for (auto& kv : S.plans) {
+    cublasLtMatmulDescDestroy(kv.second->op);
+    delete kv.second;
+  }
+  S.plans.clear();
+  g_algo_index.store(index);
+  return prev;
+}
+// How many results the heuristic offered for the last plan built (the benchmark prints it beside each product).
+int matmul_bench_algo_found() { return g_algo_found.load(); }
 
 }  // namespace ds::cuda
