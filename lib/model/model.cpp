@@ -254,7 +254,6 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
     cross_entropy_forward(ctx_, loss_, lse_, logits_, targets_, kIgnore);
   }
   info.n_targets = n_targets_;
-  info.main_loss = n_targets_ ? sum(ctx_, loss_) / double(n_targets_) : 0.0;
 
   // MTP modules, each one token further ahead
   Tensor prev = final_n_;
@@ -288,12 +287,26 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
     m.loss = acts_.alloc(p + "loss", sdt, {N});
     m.lse = acts_.alloc(p + "lse", sdt, {N});
     cross_entropy_forward(ctx_, m.loss, m.lse, m.logits, m.targets, kIgnore);
-    info.mtp_loss += (m.n_targets ? sum(ctx_, m.loss) / double(m.n_targets) : 0.0) / double(depth);
     prev = m.block.x_out;
   }
-  info.loss = info.main_loss + (depth ? fopt_.mtp_lambda * info.mtp_loss : 0.0) + info.balance_loss;
   have_forward_ = true;
+  if (fopt_.defer_loss) info.loss = info.main_loss = info.mtp_loss = std::nan("");
+  else sum_losses(info);
   return info;
+}
+
+void Model::sum_losses(LossInfo& info) {
+  info.main_loss = n_targets_ ? sum(ctx_, loss_) / double(n_targets_) : 0.0;
+  const int64_t depth = int64_t(mtp_acts_.size());
+  info.mtp_loss = 0.0;
+  for (const MtpActs& m : mtp_acts_)
+    info.mtp_loss += (m.n_targets ? sum(ctx_, m.loss) / double(m.n_targets) : 0.0) / double(depth);
+  info.loss = info.main_loss + (depth ? fopt_.mtp_lambda * info.mtp_loss : 0.0) + info.balance_loss;
+}
+
+void Model::read_loss(LossInfo& info) {
+  DS_CHECK(have_forward_, "read_loss without forward");
+  sum_losses(info);
 }
 
 std::vector<double> Model::target_logprobs() const {

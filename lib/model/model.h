@@ -44,6 +44,12 @@ struct ForwardOptions {
   // step against 1.43 for the two passes (one 512-thread block an SM holds a 32,000-wide f32 row in registers), and
   // the activations' workspace grew by a chunk (training peak 27.4 -> 37.8 GiB).
   bool loss_grad = false;
+  // The caller runs backward() and then read_loss() on what forward returned: the cross-entropy sums (a host read
+  // each, the main head's and each MTP module's) wait until then, so the host enqueues backward while the GPU still
+  // runs the forward instead of after it (on the H200 the GPU sat ~90 us a step between the loss and backward's first
+  // kernel: bench/gpu/SESSIONS.md, 26th). Until read_loss, LossInfo's loss, main_loss and mtp_loss are NaN; the
+  // balance loss (when on) is read at once as before. Ignored with head_rows. The same values either way.
+  bool defer_loss = false;
 };
 
 struct LossInfo {
@@ -112,6 +118,9 @@ class Model {
   LossInfo forward(const Batch& batch, const ForwardOptions& opt = {});
   // Accumulates d(loss)/d(params) of the last forward into grads().
   void backward();
+  // Fills in the losses a forward with ForwardOptions::defer_loss left NaN in info (from its per-row losses, kept
+  // until the next forward; backward does not touch them). A host read: on CUDA it waits for what is enqueued.
+  void read_loss(LossInfo& info);
   // Policy-gradient use: log p(target) under softmax(logits / T) for every row of the last forward ([B*T], row
   // order; 0 where the target is not counted) ...
   std::vector<double> target_logprobs() const;
@@ -174,6 +183,7 @@ class Model {
   void upload_batch(const Batch& batch);
   void backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher = {}, double kd_weight = 0);
   double main_grad_scale() const;  // d(main loss)/d(row n's cross-entropy), the temperature's 1/T included
+  void sum_losses(LossInfo& info);  // main_loss, mtp_loss and loss from the last forward's per-row losses
   LayerEnv env() const;
 
   ModelConfig cfg_;

@@ -201,20 +201,25 @@ double Trainer::run() {
     LossInfo sum;
     double kd_loss = 0;  // mean KL to the teacher (logit distillation only)
     int64_t tokens = 0;
+    // The losses are read after backward is enqueued (ForwardOptions::defer_loss): no host wait between the two.
+    ForwardOptions fo = opt_.forward;
+    fo.defer_loss = true;
     for (int64_t m = 0; m < opt_.grad_accum; ++m) {
       Batch b = stream_.next();
-      LossInfo li = model_.forward(b, opt_.forward);
+      LossInfo li = model_.forward(b, fo);
+      double kd = 0;
       if (opt_.teacher) {
         ForwardOptions tf;
         tf.mtp = false;  // only the main head's distribution is distilled
         opt_.teacher->forward(b, tf);
-        const double kd = model_.distill_loss(opt_.teacher->logits());
+        kd = model_.distill_loss(opt_.teacher->logits());
         model_.backward_distill(opt_.teacher->logits(), opt_.kd_weight);
-        li.loss += opt_.kd_weight * kd;
         kd_loss += kd / double(opt_.grad_accum);
       } else {
         model_.backward();
       }
+      model_.read_loss(li);
+      if (opt_.teacher) li.loss += opt_.kd_weight * kd;
       sum.loss += li.loss / double(opt_.grad_accum);
       sum.main_loss += li.main_loss / double(opt_.grad_accum);
       sum.mtp_loss += li.mtp_loss / double(opt_.grad_accum);

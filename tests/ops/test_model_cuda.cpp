@@ -546,3 +546,41 @@ TEST_CASE("model on CUDA: loss_grad's fused cross-entropy gives backward's gradi
     }
   }
 }
+
+// ForwardOptions::defer_loss (the trainer's step): the losses read after backward equal the forward's own, and the
+// gradients keep their bits, bf16 with MTP.
+TEST_CASE("model on CUDA: defer_loss reads the forward's losses after backward", "[model][cuda][defer_loss]") {
+  const ModelConfig cfg = small_cfg();
+  Context gpu = cuda_ctx();
+  Model m(cfg, gpu, DType::bf16);
+  m.init_random(97);
+  set_biases(m);
+  m.enable_grads();
+  const Batch batch = random_batch(cfg, 2, 64, 98);
+  ForwardOptions fo;
+  fo.balance_alpha = 1e-3;
+  auto grads = [&] {
+    device_sync();
+    std::vector<double> g;
+    for (size_t i = 0; i < m.grad_arena().size(); ++i) {
+      const std::vector<double> t = to_host_f64(m.grad_arena()[i]);
+      g.insert(g.end(), t.begin(), t.end());
+    }
+    return g;
+  };
+  m.zero_grads();
+  const LossInfo want = m.forward(batch, fo);
+  m.backward();
+  const std::vector<double> want_g = grads();
+  ForwardOptions deferred = fo;
+  deferred.defer_loss = true;
+  m.zero_grads();
+  LossInfo got = m.forward(batch, deferred);
+  CHECK(std::isnan(got.loss));
+  m.backward();
+  m.read_loss(got);
+  CHECK(got.loss == want.loss);
+  CHECK(got.main_loss == want.main_loss);
+  CHECK(got.mtp_loss == want.mtp_loss);
+  CHECK(grads() == want_g);
+}

@@ -2,6 +2,7 @@
 // layer, a grouped sigmoid MoE layer with a shared expert and the balance loss, and an MTP module.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -273,5 +274,48 @@ TEST_CASE("loss_grad: the forward's fused cross-entropy gradient gives backward'
       const auto want_kd = step(plain, 2);
       CHECK(step(fused, 2).second == want_kd.second);
     }
+  }
+}
+
+TEST_CASE("defer_loss: read_loss after backward gives the forward's losses, and the gradients keep their bits",
+          "[model][grad][defer_loss]") {
+  // ForwardOptions::defer_loss (the trainer's step): the cross-entropy sums are read after backward; NaN before.
+  ModelConfig cfg = tiny_v3();
+  Context ctx;
+  Batch b = random_batch(cfg, 2, 5, 41);
+  b.loss_mask.assign(b.tokens.size(), 1);
+  b.loss_mask[4] = 0;
+  for (bool mtp : {true, false}) {
+    INFO((mtp ? "with MTP" : "without MTP"));
+    Model m(cfg, ctx, DType::f64);
+    m.init_random(33);
+    m.enable_grads();
+    ForwardOptions plain;
+    plain.mtp = mtp;
+    plain.balance_alpha = 1e-2;
+    ForwardOptions deferred = plain;
+    deferred.defer_loss = true;
+    auto grads = [&] {
+      std::vector<std::vector<double>> g;
+      for (size_t i = 0; i < m.grad_arena().size(); ++i) g.push_back(to_host_f64(m.grad_arena()[i]));
+      return g;
+    };
+    m.zero_grads();
+    const LossInfo want = m.forward(b, plain);
+    m.backward();
+    const auto want_g = grads();
+    m.zero_grads();
+    LossInfo got = m.forward(b, deferred);
+    CHECK(std::isnan(got.loss));
+    CHECK(std::isnan(got.main_loss));
+    CHECK(std::isnan(got.mtp_loss));
+    CHECK(got.balance_loss == want.balance_loss);
+    CHECK(got.n_targets == want.n_targets);
+    m.backward();
+    m.read_loss(got);
+    CHECK(got.loss == want.loss);
+    CHECK(got.main_loss == want.main_loss);
+    CHECK(got.mtp_loss == want.mtp_loss);
+    CHECK(grads() == want_g);
   }
 }
