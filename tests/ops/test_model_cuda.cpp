@@ -506,8 +506,10 @@ TEST_CASE("model on CUDA, bf16: the overlapped optimizer gives the in-order upda
 // ForwardOptions::loss_grad (the trainer's plain step): the main head's d_logits from the forward's one pass over the
 // logits (cross_entropy_fused) instead of backward's second pass. Same values, so every gradient keeps its bits; with
 // MTP (whose heads reuse backward's d_logits buffer before the main head's product reads the fused one) and without,
-// f32 and bf16.
-TEST_CASE("model on CUDA: loss_grad's fused cross-entropy gives backward's gradient bits", "[model][cuda][loss_grad]") {
+// f32 and bf16. And ForwardOptions::defer_loss (the trainer's step): the losses read after backward (read_loss) are
+// the forward's own, the gradients the same bits.
+TEST_CASE("model on CUDA: loss_grad's fused cross-entropy and defer_loss's late read keep backward's gradient bits",
+          "[model][cuda][loss_grad][defer_loss]") {
   for (int which = 0; which < 2; ++which) {
     const ModelConfig cfg = which == 0 ? small_cfg() : variant_cfg();
     for (DType dt : {DType::f32, DType::bf16}) {
@@ -521,12 +523,16 @@ TEST_CASE("model on CUDA: loss_grad's fused cross-entropy gives backward's gradi
       ForwardOptions fo;
       fo.balance_alpha = 1e-3;
       fo.logit_temperature = 1.25;
-      auto run = [&](bool fused) {
+      auto run = [&](bool fused, bool defer) {
         ForwardOptions f = fo;
         f.loss_grad = fused;
+        f.defer_loss = defer;
         m.zero_grads();
-        const double loss = m.forward(batch, f).loss;
+        LossInfo li = m.forward(batch, f);
+        CHECK(std::isnan(li.loss) == defer);
         m.backward();
+        if (defer) m.read_loss(li);
+        const double loss = li.loss;
         device_sync();
         std::vector<double> g;
         for (size_t i = 0; i < m.grad_arena().size(); ++i) {
@@ -535,52 +541,18 @@ TEST_CASE("model on CUDA: loss_grad's fused cross-entropy gives backward's gradi
         }
         return std::pair{loss, g};
       };
-      const auto plain = run(false), fused = run(true);
-      REQUIRE(plain.second.size() == fused.second.size());
-      size_t differ = 0;
-      for (size_t i = 0; i < plain.second.size(); ++i) differ += plain.second[i] != fused.second[i];
-      std::printf("model %-34s loss %.9f / %.9f, %zu of %zu gradient values differ\n", what.c_str(), plain.first,
-                  fused.first, differ, plain.second.size());
-      CHECK(plain.first == fused.first);
-      CHECK(differ == 0);
+      const auto plain = run(false, false);
+      for (const bool fused : {true, false}) {
+        const auto other = run(fused, !fused);
+        REQUIRE(plain.second.size() == other.second.size());
+        size_t differ = 0;
+        for (size_t i = 0; i < plain.second.size(); ++i) differ += plain.second[i] != other.second[i];
+        std::printf("model %-34s %-10s loss %.9f / %.9f, %zu of %zu gradient values differ\n", what.c_str(),
+                    fused ? "loss_grad" : "defer_loss", plain.first, other.first, differ, plain.second.size());
+        CHECK(plain.first == other.first);
+        CHECK(differ == 0);
+      }
     }
   }
 }
 
-// ForwardOptions::defer_loss (the trainer's step): the losses read after backward equal the forward's own, and the
-// gradients keep their bits, bf16 with MTP.
-TEST_CASE("model on CUDA: defer_loss reads the forward's losses after backward", "[model][cuda][defer_loss]") {
-  const ModelConfig cfg = small_cfg();
-  Context gpu = cuda_ctx();
-  Model m(cfg, gpu, DType::bf16);
-  m.init_random(97);
-  set_biases(m);
-  m.enable_grads();
-  const Batch batch = random_batch(cfg, 2, 64, 98);
-  ForwardOptions fo;
-  fo.balance_alpha = 1e-3;
-  auto grads = [&] {
-    device_sync();
-    std::vector<double> g;
-    for (size_t i = 0; i < m.grad_arena().size(); ++i) {
-      const std::vector<double> t = to_host_f64(m.grad_arena()[i]);
-      g.insert(g.end(), t.begin(), t.end());
-    }
-    return g;
-  };
-  m.zero_grads();
-  const LossInfo want = m.forward(batch, fo);
-  m.backward();
-  const std::vector<double> want_g = grads();
-  ForwardOptions deferred = fo;
-  deferred.defer_loss = true;
-  m.zero_grads();
-  LossInfo got = m.forward(batch, deferred);
-  CHECK(std::isnan(got.loss));
-  m.backward();
-  m.read_loss(got);
-  CHECK(got.loss == want.loss);
-  CHECK(got.main_loss == want.main_loss);
-  CHECK(got.mtp_loss == want.mtp_loss);
-  CHECK(grads() == want_g);
-}
