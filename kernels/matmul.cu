@@ -10,9 +10,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -84,6 +86,38 @@ LtState& state() {
 constexpr int kMaxAlgos = 16;
 std::atomic<int> g_algo_index{0};
 std::atomic<int> g_algo_found{0};
+
+// DS_GEMM_ALGO (an A/B knob, 26th session): "ta,tb,m,n,k=i;..." gives lt_gemm's products of those column-major
+// arguments the heuristic's result i instead of its first (ds-bench-dense-gemm prints the string for the products
+// where another result was faster). Read once; malformed entries are reported and ignored.
+using AlgoKey = std::tuple<bool, bool, int64_t, int64_t, int64_t>;
+const std::map<AlgoKey, int>& algo_overrides() {
+  static const std::map<AlgoKey, int> table = [] {
+    std::map<AlgoKey, int> t;
+    const char* e = std::getenv("DS_GEMM_ALGO");
+    if (e == nullptr) return t;
+    const std::string spec(e);
+    size_t at = 0;
+    while (at < spec.size()) {
+      const size_t end = std::min(spec.find(';', at), spec.size());
+      const std::string entry = spec.substr(at, end - at);
+      at = end + 1;
+      int ta = 0, tb = 0, index = 0;
+      long long m = 0, n = 0, k = 0;
+      char tail = 0;
+      if (entry.empty()) continue;
+      if (std::sscanf(entry.c_str(), "%d,%d,%lld,%lld,%lld=%d%c", &ta, &tb, &m, &n, &k, &index, &tail) != 6 ||
+          index < 0 || index >= kMaxAlgos) {
+        std::fprintf(stderr, "DS_GEMM_ALGO: ignored entry '%s' (want ta,tb,m,n,k=index, index < %d)\n",
+                     entry.c_str(), kMaxAlgos);
+        continue;
+      }
+      t[AlgoKey{ta != 0, tb != 0, m, n, k}] = index;
+    }
+    return t;
+  }();
+  return table;
+}
 
 cudaDataType_t cuda_type(DType dt) {
   switch (dt) {
@@ -182,7 +216,9 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
       const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_INPLACE;
       cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask, sizeof(mask));
     }
-    const int want = std::min(g_algo_index.load(std::memory_order_relaxed) + 1, kMaxAlgos);
+    const auto over = algo_overrides().find(AlgoKey{ta, tb, m, n, k});
+    const int index = over != algo_overrides().end() ? over->second : g_algo_index.load(std::memory_order_relaxed);
+    const int want = std::min(index + 1, kMaxAlgos);
     cublasLtMatmulHeuristicResult_t res[kMaxAlgos] = {};
     int found = 0;
     cublasStatus_t hs =

@@ -19,7 +19,8 @@
 // "algo i" builds every plan from the heuristic's result i (matmul_bench_algo; "-" where it offered fewer);
 // "grouped" runs grouped_matmul_forward / _backward with one group of M rows. The last lines weigh each product by
 // its count: the step's time in these products with the default (algo 0), with the best algorithm per product, and
-// with the best of all. Needs a CUDA GPU; not run by `make test`.
+// with the best of all, and the DS_GEMM_ALGO string (kernels/matmul.cu) that picks, for a training A/B, the faster
+// algorithm where one beat the first by 3% or more. Needs a CUDA GPU; not run by `make test`.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -112,6 +113,7 @@ int main(int argc, char** argv) {
   for (int a = 0; a < algos; ++a) std::printf("  algo %-3d", a);
   std::printf("  %9s %7s\n", "grouped", "offered");
   double step_default = 0, step_best_algo = 0, step_best = 0;
+  std::string faster;  // DS_GEMM_ALGO entries of the products another algorithm ran 3%+ faster
   for (const Product& p : products) {
     const int64_t K = p.K, N = p.N;
     const size_t es_out = p.f32_out ? 4 : 2;
@@ -144,7 +146,7 @@ int main(int argc, char** argv) {
       };
       std::printf("   %-22s %-8s", p.name, passes[pass]);
       float t0 = 0, best_algo = 1e30f;
-      int offered = 0;
+      int offered = 0, best_index = 0;
       for (int a = 0; a < algos; ++a) {
         ds::cuda::matmul_bench_algo(a);
         dense();  // builds the plan (and reads how many results the heuristic offered)
@@ -156,12 +158,23 @@ int main(int argc, char** argv) {
         }
         const float t = burst_ms(reps, burst, dense) * 1e3f;
         if (a == 0) t0 = t;
-        best_algo = std::min(best_algo, t);
+        if (t < best_algo) {
+          best_algo = t;
+          best_index = a;
+        }
         std::printf("  %8.1f", t);
       }
       ds::cuda::matmul_bench_algo(0);
       const float tg = burst_ms(reps, burst, grouped) * 1e3f;
       std::printf("  %9.1f %7d\n", tg, offered);
+      if (best_index > 0 && best_algo < 0.97f * t0) {  // lt_gemm's column-major (ta, tb, m, n, k) of this pass
+        const long long cm[3][3] = {{N, M, K}, {K, M, N}, {K, N, M}};
+        const int ta = pass == 0, tb = pass == 2;
+        char entry[96];
+        std::snprintf(entry, sizeof(entry), "%s%d,%d,%lld,%lld,%lld=%d", faster.empty() ? "" : ";", ta, tb,
+                      cm[pass][0], cm[pass][1], cm[pass][2], best_index);
+        faster += entry;
+      }
       step_default += double(p.count) * t0;
       step_best_algo += double(p.count) * best_algo;
       step_best += double(p.count) * std::min(best_algo, tg);
@@ -171,5 +184,7 @@ int main(int argc, char** argv) {
               "product %.3f (%.1f%%), best of algorithms and grouped %.3f (%.1f%%)\n",
               step_default * 1e-3, step_best_algo * 1e-3, 100.0 * (step_best_algo / step_default - 1.0),
               step_best * 1e-3, 100.0 * (step_best / step_default - 1.0));
+  std::printf("== for an A/B (kernels/matmul.cu; the step's products of these shapes): DS_GEMM_ALGO='%s'\n",
+              faster.c_str());
   return 0;
 }
