@@ -555,4 +555,3 @@ TEST_CASE("model on CUDA: loss_grad's fused cross-entropy and defer_loss's late 
     }
   }
 }
-
