@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -64,6 +65,12 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   Layout la, lb, lc;
   cublasLtMatmulAlgo_t algo{};
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
 };
 
 struct LtState {
@@ -96,12 +103,8 @@ const std::map<AlgoKey, int>& algo_overrides() {
     std::map<AlgoKey, int> t;
     const char* e = std::getenv("DS_GEMM_ALGO");
     if (e == nullptr) return t;
-    const std::string spec(e);
-    size_t at = 0;
-    while (at < spec.size()) {
-      const size_t end = std::min(spec.find(';', at), spec.size());
-      const std::string entry = spec.substr(at, end - at);
-      at = end + 1;
+    std::istringstream spec(e);
+    for (std::string entry; std::getline(spec, entry, ';');) {
       int ta = 0, tb = 0, index = 0;
       long long m = 0, n = 0, k = 0;
       char tail = 0;
@@ -231,7 +234,6 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
     g_algo_found.store(hs == CUBLAS_STATUS_SUCCESS ? found : 0, std::memory_order_relaxed);
     cublasLtMatmulPreferenceDestroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
-      cublasLtMatmulDescDestroy(p->op);
       delete p;
       throw_runtime("cuBLASLt: no algorithm for the " + std::string(dtype_name(ab_dt)) + " -> " + dtype_name(c_dt) +
                     " product m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
@@ -241,7 +243,6 @@ void lt_gemm(const Context& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t
     std::lock_guard<std::mutex> lock(S.mu);
     auto [it, inserted] = S.plans.emplace(key, p);
     if (!inserted) {  // another thread built the same plan first
-      cublasLtMatmulDescDestroy(p->op);
       delete p;
     }
     plan = it->second;
@@ -453,10 +454,7 @@ int matmul_bench_algo(int index) {
   index = std::min(index, kMaxAlgos - 1);
   LtState& S = state();
   std::lock_guard<std::mutex> lock(S.mu);
-  for (auto& kv : S.plans) {
-    cublasLtMatmulDescDestroy(kv.second->op);
-    delete kv.second;
-  }
+  for (auto& kv : S.plans) delete kv.second;
   S.plans.clear();
   g_algo_index.store(index);
   return prev;

@@ -291,22 +291,18 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
   }
   have_forward_ = true;
   if (fopt_.defer_loss) info.loss = info.main_loss = info.mtp_loss = std::nan("");
-  else sum_losses(info);
+  else read_loss(info);
   return info;
 }
 
-void Model::sum_losses(LossInfo& info) {
+void Model::read_loss(LossInfo& info) {
+  DS_CHECK(have_forward_, "read_loss without forward");
   info.main_loss = n_targets_ ? sum(ctx_, loss_) / double(n_targets_) : 0.0;
   const int64_t depth = int64_t(mtp_acts_.size());
   info.mtp_loss = 0.0;
   for (const MtpActs& m : mtp_acts_)
     info.mtp_loss += (m.n_targets ? sum(ctx_, m.loss) / double(m.n_targets) : 0.0) / double(depth);
   info.loss = info.main_loss + (depth ? fopt_.mtp_lambda * info.mtp_loss : 0.0) + info.balance_loss;
-}
-
-void Model::read_loss(LossInfo& info) {
-  DS_CHECK(have_forward_, "read_loss without forward");
-  sum_losses(info);
 }
 
 std::vector<double> Model::target_logprobs() const {

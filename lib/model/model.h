@@ -119,7 +119,8 @@ class Model {
   // Accumulates d(loss)/d(params) of the last forward into grads().
   void backward();
   // Fills in the losses a forward with ForwardOptions::defer_loss left NaN in info (from its per-row losses, kept
-  // until the next forward; backward does not touch them). A host read: on CUDA it waits for what is enqueued.
+  // until the next forward; backward does not touch them; forward without it calls this itself). A host read: on
+  // CUDA it waits for what is enqueued.
   void read_loss(LossInfo& info);
   // Policy-gradient use: log p(target) under softmax(logits / T) for every row of the last forward ([B*T], row
   // order; 0 where the target is not counted) ...
@@ -183,7 +184,6 @@ class Model {
   void upload_batch(const Batch& batch);
   void backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher = {}, double kd_weight = 0);
   double main_grad_scale() const;  // d(main loss)/d(row n's cross-entropy), the temperature's 1/T included
-  void sum_losses(LossInfo& info);  // main_loss, mtp_loss and loss from the last forward's per-row losses
   LayerEnv env() const;
 
   ModelConfig cfg_;
