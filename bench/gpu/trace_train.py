@@ -12,7 +12,7 @@ start to last kernel end), the time some kernel, memset or copy was running (uni
 the N longest idle gaps with the kernels on either side (a gap after a kernel that is followed by a host read, a loss
 sum or an expert count, shows as a long gap before the next launch), each stream's busy time when more than one ran
 (the overlap; split at the loss into the forward and the backward, with the time the step's stream sat idle by what
-else ran meanwhile), and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent
+else ran meanwhile), the gaps before cuBLASLt's products with and without a memset before them, and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent
 launch a kernel's blocks start before the previous kernel ends and wait: its span overlaps the one before, so the
 spans add up to more than the step. Each kernel is charged from the later of its start and the previous end to its end (in end
 order).
@@ -97,6 +97,7 @@ def main():
         for st, iv in sorted(by_stream.items(), key=lambda x: -len(x[1])):
             print("stream %s: %d kernels, busy %.2f ms" % (st, len(iv), busy_ns(iv) / 1e6))
         phases(rows, names, stream_of, a, b, by_stream)
+    memset_gaps(rows, names, stream_of, a, b)
     print("exclusive time by kernel (ms, launches, us a launch):")
     for name, (n, t) in sorted(excl.items(), key=lambda x: -x[1][1])[:top]:
         print("  %8.2f %5d %8.1f  %s" % (t / 1e6, n, t / 1e3 / n, name))
@@ -144,6 +145,29 @@ def phases(rows, names, stream_of, a, b, by_stream):
     for (phase, others), t in sorted(idle.items(), key=lambda x: -x[1]):
         print("  stream %s idle in the %s while %s ran: %.2f ms" % (main, phase, " and ".join(
             "stream " + o for o in others) or "nothing else", t / 1e6))
+
+
+def memset_gaps(rows, names, stream_of, a, b):
+    """cuBLASLt's products (nvjet kernels) on the step's stream: the gap from the kernel before to the product when
+    a memset came between them (cublasLtMatmul issues a 4-byte one itself before most) against when none did."""
+    loss = next((k for k in range(a, b) if "ce_fwd" in names[k] or "ce_fused" in names[k]), None)
+    if loss is None:
+        return
+    ks = [k for k in range(a, b) if stream_of[k] == stream_of[loss]]
+    after_memset, direct = [], []
+    for i in range(1, len(ks)):
+        k = ks[i]
+        if "nvjet" not in names[k]:
+            continue
+        if names[ks[i - 1]].startswith("memset") and i >= 2 and not names[ks[i - 2]].startswith("mem"):
+            after_memset.append(rows[k][0] - rows[ks[i - 2]][1])
+        elif not names[ks[i - 1]].startswith("mem"):
+            direct.append(rows[k][0] - rows[ks[i - 1]][1])
+    if after_memset and direct:
+        print("cuBLASLt products on stream %s: %d after a memset, gap from the kernel before median %.1f us (%.2f ms "
+              "in all); %d straight after a kernel, median %.1f us" % (
+                  stream_of[loss], len(after_memset), statistics.median(after_memset) / 1e3,
+                  sum(after_memset) / 1e6, len(direct), statistics.median(direct) / 1e3))
 
 
 def is_loss_bwd(name):
