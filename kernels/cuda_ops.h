@@ -28,6 +28,7 @@ void sum_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src
 double sum(const Context& ctx, Tensor t);
 double sum_squares(const Context& ctx, Tensor t);
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
+void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts);
 void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table);
 void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids);
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);

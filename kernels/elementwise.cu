@@ -229,15 +229,17 @@ template <bool kSquare> double reduce(const Context& ctx, const Tensor& t, const
 }
 
 // ---- sum of squares of many tensors (the gradient norm) --------------------------------------------------------
-// One launch over every tensor: each is cut into chunks of kSsqChunkBytes, one block per chunk (a block finds its
-// tensor by binary search in the table), thread t summing the 16-byte groups t, t + 256, ... of the chunk in order
-// (whole words when the tensor is 16-byte aligned, element by element otherwise: the same elements in the same
-// order either way), then block_sum; a second launch adds each tensor's chunk partials (one block per tensor,
-// block_sum of fixed strided sums). All in double; the order depends only on the sizes and dtypes.
+// Launches of up to kSsqTable tensors (the table in the kernel's parameters: no staging copy, so nothing the host
+// must wait for): each tensor is cut into chunks of kSsqChunkBytes, one block per chunk (a block finds its tensor by
+// binary search in the table), thread t summing the 16-byte groups t, t + 256, ... of the chunk in order (whole
+// words when the tensor is 16-byte aligned, element by element otherwise: the same elements in the same order either
+// way), then block_sum; a second launch adds each tensor's chunk partials (one block per tensor, block_sum of fixed
+// strided sums). All in double; the order depends only on the tensor's size and dtype, not on its neighbours.
 
 constexpr int kSsqThreads = 256;
 constexpr int kSsqGroups = 8;  // 16-byte groups per thread per chunk, all loads in flight
 constexpr int64_t kSsqChunkBytes = int64_t(kSsqThreads) * kSsqGroups * 16;
+constexpr int kSsqTable = 64;
 
 struct SsqTensor {
   const void* p;
@@ -246,6 +248,11 @@ struct SsqTensor {
   int32_t dtype;   // 0 f32, 1 bf16, 2 f64
   int32_t aligned;
 };
+
+struct SsqTable {
+  SsqTensor t[kSsqTable];
+};
+static_assert(sizeof(SsqTable) + 2 * sizeof(int64_t) + 2 * sizeof(void*) <= 4096, "ssq kernels' parameters");
 
 template <class T>
 __device__ __forceinline__ double ssq_chunk(const SsqTensor& t, int64_t chunk_in_tensor) {
@@ -282,7 +289,7 @@ __device__ __forceinline__ double ssq_chunk(const SsqTensor& t, int64_t chunk_in
 }
 
 __global__ void __launch_bounds__(kSsqThreads)
-    ssq_partial_kernel(const SsqTensor* __restrict__ ts, int nt, double* __restrict__ part) {
+    ssq_partial_kernel(const __grid_constant__ SsqTable ts, int nt, double* __restrict__ part) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   __shared__ int which;
   const int64_t chunk = blockIdx.x;
@@ -291,13 +298,13 @@ __global__ void __launch_bounds__(kSsqThreads)
     int lo = 0, hi = nt - 1;
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
-      if (ts[mid].chunk0 <= chunk) lo = mid;
+      if (ts.t[mid].chunk0 <= chunk) lo = mid;
       else hi = mid - 1;
     }
     which = lo;
   }
   __syncthreads();
-  const SsqTensor t = ts[which];
+  const SsqTensor t = ts.t[which];
   const int64_t c = chunk - t.chunk0;
   double s = t.dtype == 0 ? ssq_chunk<float>(t, c) : t.dtype == 1 ? ssq_chunk<bf16_t>(t, c) : ssq_chunk<double>(t, c);
   s = block_sum(s);
@@ -305,11 +312,11 @@ __global__ void __launch_bounds__(kSsqThreads)
 }
 
 __global__ void __launch_bounds__(kSsqThreads)
-    ssq_final_kernel(const SsqTensor* __restrict__ ts, int64_t total_chunks, const double* __restrict__ part,
+    ssq_final_kernel(const __grid_constant__ SsqTable ts, int64_t total_chunks, const double* __restrict__ part,
                      double* __restrict__ out) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
   const int i = blockIdx.x;
-  const int64_t c0 = ts[i].chunk0, c1 = i + 1 < int(gridDim.x) ? ts[i + 1].chunk0 : total_chunks;
+  const int64_t c0 = ts.t[i].chunk0, c1 = i + 1 < int(gridDim.x) ? ts.t[i + 1].chunk0 : total_chunks;
   double s = 0.0;
   for (int64_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) s += part[c];
   s = block_sum(s);
@@ -597,36 +604,40 @@ void sum_cols_repeat(const Context& ctx, Tensor dst, int64_t dst_col, Tensor src
 double sum(const Context& ctx, Tensor t) { return reduce<false>(ctx, t, "sum"); }
 double sum_squares(const Context& ctx, Tensor t) { return reduce<true>(ctx, t, "sum_squares"); }
 
+void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts) {
+  cudaStream_t st = prepare(ctx);
+  double* o = dptr<double>(out);
+  for (size_t first = 0; first < ts.size(); first += kSsqTable) {
+    const int count = int(std::min(ts.size() - first, size_t(kSsqTable)));
+    SsqTable table{};
+    int64_t chunks = 0;
+    for (int j = 0; j < count; ++j) {
+      const Tensor& t = ts[first + size_t(j)];
+      const int32_t dt = t.dtype == DType::f32 ? 0 : t.dtype == DType::bf16 ? 1 : t.dtype == DType::f64 ? 2 : -1;
+      if (dt < 0)
+        throw_runtime(std::string("sum_squares_into: CUDA kernel has no ") + dtype_name(t.dtype) + " variant");
+      const int64_t bytes = t.numel() * int64_t(dtype_size(t.dtype));
+      table.t[j] = SsqTensor{t.data, t.numel(), chunks, dt, int32_t(is_aligned16(t.data))};
+      chunks += (bytes + kSsqChunkBytes - 1) / kSsqChunkBytes;
+    }
+    TempBuffer part(sizeof(double) * size_t(std::max<int64_t>(chunks, 1)), st);  // stream-ordered: no host wait
+    if (chunks > 0) {
+      launch(ssq_partial_kernel, unsigned(chunks), kSsqThreads, 0, st, table, count, part.as<double>());
+      DS_CUDA_LAUNCH_CHECK("ssq_partial_kernel");
+    }
+    launch(ssq_final_kernel, unsigned(count), kSsqThreads, 0, st, table, chunks,
+           static_cast<const double*>(part.as<double>()), o + first);
+    DS_CUDA_LAUNCH_CHECK("ssq_final_kernel");
+  }
+}
+
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts) {
   cudaStream_t st = prepare(ctx);
   std::vector<double> r(ts.size(), 0.0);
   if (ts.empty()) return r;
-  std::vector<SsqTensor> table(ts.size());
-  int64_t chunks = 0;
-  for (size_t i = 0; i < ts.size(); ++i) {
-    const Tensor& t = ts[i];
-    const int32_t dt = t.dtype == DType::f32 ? 0 : t.dtype == DType::bf16 ? 1 : t.dtype == DType::f64 ? 2 : -1;
-    if (dt < 0) throw_runtime(std::string("sum_squares_each: CUDA kernel has no ") + dtype_name(t.dtype) + " variant");
-    const int64_t bytes = t.numel() * int64_t(dtype_size(t.dtype));
-    table[i] = SsqTensor{t.data, t.numel(), chunks, dt, int32_t(is_aligned16(t.data))};
-    chunks += (bytes + kSsqChunkBytes - 1) / kSsqChunkBytes;
-  }
-  const size_t table_bytes = (sizeof(SsqTensor) * ts.size() + 15) / 16 * 16;
-  TempBuffer buf(table_bytes + sizeof(double) * (size_t(chunks) + ts.size()), st);
-  auto* dtable = reinterpret_cast<SsqTensor*>(buf.get());
-  double* out = reinterpret_cast<double*>(static_cast<char*>(buf.get()) + table_bytes);
-  double* part = out + ts.size();
-  // pageable source: the call returns once the table is staged, so the vector may go
-  DS_CUDA_CHECK(cudaMemcpyAsync(dtable, table.data(), sizeof(SsqTensor) * ts.size(), cudaMemcpyHostToDevice, st));
-  if (chunks > 0) {
-    launch(ssq_partial_kernel, unsigned(chunks), kSsqThreads, 0, st, static_cast<const SsqTensor*>(dtable),
-           int(ts.size()), part);
-    DS_CUDA_LAUNCH_CHECK("ssq_partial_kernel");
-  }
-  launch(ssq_final_kernel, unsigned(ts.size()), kSsqThreads, 0, st, static_cast<const SsqTensor*>(dtable), chunks,
-         static_cast<const double*>(part), out);
-  DS_CUDA_LAUNCH_CHECK("ssq_final_kernel");
-  DS_CUDA_CHECK(cudaMemcpyAsync(r.data(), out, sizeof(double) * ts.size(), cudaMemcpyDeviceToHost, st));
+  TempBuffer out(sizeof(double) * ts.size(), st);
+  cuda::sum_squares_into(ctx, Tensor(out.get(), DType::f64, {int64_t(ts.size())}, ctx.device), ts);
+  DS_CUDA_CHECK(cudaMemcpyAsync(r.data(), out.get(), sizeof(double) * ts.size(), cudaMemcpyDeviceToHost, st));
   DS_CUDA_CHECK(cudaStreamSynchronize(st));
   return r;
 }

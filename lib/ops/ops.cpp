@@ -152,6 +152,17 @@ std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tenso
   DS_DISPATCH(c, sum_squares_each(ctx, ts));
 }
 
+void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts) {
+  Check c(ctx, "sum_squares_into");
+  if (ts.empty()) return;
+  for (const Tensor& t : ts) check_reducible(c, t);
+  OP_CHECK(c, !out.empty(), "out is required");
+  c.device("out", out);
+  OP_CHECK(c, out.dtype == DType::f64 && out.numel() == int64_t(ts.size()),
+           "out " + out.shape_str() + " must be f64 with one element a tensor (" + std::to_string(ts.size()) + ")");
+  DS_DISPATCH(c, sum_squares_into(ctx, out, ts));
+}
+
 bool all_finite(const Context& ctx, Tensor t) {
   Check c(ctx, "all_finite");
   check_reducible(c, t);

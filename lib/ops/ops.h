@@ -57,6 +57,9 @@ double sum_squares(const Context& ctx, Tensor t);  // for the gradient norm
 // one pass over all of them (two launches, a table of the tensors) in double, in a fixed order that depends only on
 // the sizes: sum_squares' value up to double rounding.
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
+// sum_squares_each into out (f64 [ts.size()] on ctx's device), enqueued on ctx's stream with no host wait (CUDA):
+// the gradient norm summed stage by stage beside backward, read once at the end. The same values.
+void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts);
 bool all_finite(const Context& ctx, Tensor t);     // no NaN/inf (f32/f64/bf16): skip a step on overflow
 
 // ---- embedding -----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 #include "train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -9,7 +10,7 @@
 namespace ds {
 
 AdamW::AdamW(Model& model, const OptimizerOptions& opt)
-    : model_(model), opt_(opt), m_(model.context().device), v_(model.context().device) {
+    : model_(model), opt_(opt), m_(model.context().device), v_(model.context().device), ssq_(model.context().device) {
   model_.enable_grads();
   const Arena& p = model_.params();
   for (size_t i = 0; i < p.size(); ++i) {
@@ -21,23 +22,36 @@ AdamW::AdamW(Model& model, const OptimizerOptions& opt)
   v_.allocate();
 }
 
-double AdamW::grad_norm(double grad_scale) const {
+// The sums land in ssq_ in the order they are enqueued (ssq_order_ says whose each is); nothing waits on the host
+// until grad_norm() reads them.
+void AdamW::begin_grad_norm() {
+  if (norm_pending_) return;
   const Context& ctx = model_.context();
   const Arena& g = model_.grad_arena();
   std::vector<size_t> idx;
   for (size_t i = 0; i < g.size(); ++i)
     if (!is_buffer_name(g.name(i))) idx.push_back(i);
-  std::vector<double> each(g.size(), 0.0);
-  if (!overlap_) {
+  if (!ssq_.allocated()) {
+    ssq_.add("ssq", DType::f64, {std::max<int64_t>(int64_t(idx.size()), 1)});
+    ssq_.allocate();
+  }
+  ssq_order_.clear();
+  norm_stream_ = ctx.cuda_stream;
+  auto enqueue = [&](const Context& c, const std::vector<size_t>& which) {
     std::vector<Tensor> ts;
-    for (size_t i : idx) ts.push_back(g[i]);
-    const std::vector<double> v = sum_squares_each(ctx, ts);
-    for (size_t j = 0; j < idx.size(); ++j) each[idx[j]] = v[j];
+    for (size_t i : which) ts.push_back(g[i]);
+    const int64_t at = int64_t(ssq_order_.size());
+    if (!ts.empty()) sum_squares_into(c, ssq_[0].slice0(at, at + int64_t(ts.size())), ts);
+    ssq_order_.insert(ssq_order_.end(), which.begin(), which.end());
+  };
+  if (!overlap_) {
+    enqueue(ctx, idx);
   } else {
     // On the optimizer's stream, a stage once backward has marked its gradients final (the reverse stage order),
     // while the rest of backward runs; the same sums as above, tensor by tensor.
     Context octx = ctx;
     octx.cuda_stream = gpu::process_stream(ctx.device, gpu::kOptimizerStream);
+    norm_stream_ = octx.cuda_stream;
     ParamFences& f = model_.param_fences();
     if (!f.marked()) {  // not marked stage by stage: wait for the whole step
       gpu::event_record(grads_ready_, ctx.cuda_stream);
@@ -48,14 +62,30 @@ double AdamW::grad_norm(double grad_scale) const {
     for (size_t s = by_stage.size(); s-- > 0;) {
       if (by_stage[s].empty()) continue;
       if (f.marked()) gpu::stream_wait(octx.cuda_stream, f.grads_final(int(s)));
-      std::vector<Tensor> ts;
-      for (size_t i : by_stage[s]) ts.push_back(g[i]);
-      const std::vector<double> v = sum_squares_each(octx, ts);
-      for (size_t j = 0; j < ts.size(); ++j) each[by_stage[s][j]] = v[j];
+      enqueue(octx, by_stage[s]);
     }
   }
+  norm_pending_ = true;
+}
+
+double AdamW::grad_norm(double grad_scale) {
+  begin_grad_norm();
+  norm_pending_ = false;
+  const size_t n = ssq_order_.size();
+  std::vector<double> got(n, 0.0);
+  if (n > 0) {
+    const Tensor& t = ssq_[0];
+    if (t.device.is_cuda()) {
+      gpu::copy_to_host_async(got.data(), t.data, n * sizeof(double), norm_stream_);
+      gpu::stream_sync(norm_stream_);
+    } else {
+      std::copy(t.ptr<double>(), t.ptr<double>() + n, got.begin());
+    }
+  }
+  std::vector<double> each(model_.grad_arena().size(), 0.0);
+  for (size_t k = 0; k < n; ++k) each[ssq_order_[k]] = got[k];
   double ss = 0;
-  for (size_t i : idx) ss += each[i];  // in tensor order, as before
+  for (size_t i = 0; i < each.size(); ++i) ss += each[i];  // in tensor order, as before (buffers add 0)
   return std::sqrt(ss) * grad_scale;
 }
 

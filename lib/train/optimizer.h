@@ -5,6 +5,7 @@
 // Router biases (buffers) are skipped; 1-D tensors (norm weights) get no weight decay.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 #include "ops/ops.h"
@@ -27,8 +28,13 @@ class AdamW {
   ~AdamW();
   AdamW(const AdamW&) = delete;
   AdamW& operator=(const AdamW&) = delete;
-  // Global L2 norm of the gradients times grad_scale (the accumulation average).
-  double grad_norm(double grad_scale) const;
+  // Global L2 norm of the gradients times grad_scale (the accumulation average): begins it if begin_grad_norm()
+  // has not, then waits for it.
+  double grad_norm(double grad_scale);
+  // Enqueues the norm's sums of squares and returns (CUDA: no host wait; with the overlap each stage's sums run on
+  // the optimizer's stream as soon as backward has marked its gradients final, beside the rest of backward). Call
+  // it right after the step's last backward is enqueued, before anything the host waits for.
+  void begin_grad_norm();
   // One update with learning rate lr; returns the pre-clip gradient norm. `step` is 1-based.
   double step(int64_t step, double lr, double grad_scale);
   // The update of step() given the gradient norm grad_norm(grad_scale) already computed (callers that check it
@@ -52,6 +58,10 @@ class AdamW {
   Arena m_, v_;
   bool overlap_ = false;
   void* grads_ready_ = nullptr;  // event: the step's backward (and gradient norm) are done
+  Arena ssq_;  // f64 [gradient tensors]: each one's sum of squares, in ssq_order_
+  std::vector<size_t> ssq_order_;  // the gradient arena index of each of ssq_'s sums
+  void* norm_stream_ = nullptr;  // where begin_grad_norm() enqueued them
+  bool norm_pending_ = false;
 };
 
 }  // namespace ds

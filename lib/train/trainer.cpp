@@ -218,6 +218,9 @@ double Trainer::run() {
       } else {
         model_.backward();
       }
+      // The gradient norm's sums are enqueued before the host waits for the loss: they run beside backward's tail
+      // (stage by stage, with the optimizer's overlap) instead of after it.
+      if (m + 1 == opt_.grad_accum) adamw_.begin_grad_norm();
       model_.read_loss(li);
       if (opt_.teacher) li.loss += opt_.kd_weight * kd;
       sum.loss += li.loss / double(opt_.grad_accum);

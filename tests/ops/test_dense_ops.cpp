@@ -176,6 +176,14 @@ TEST_CASE("parity: sum_squares_each over many tensors", "[elementwise][reduce]")
   REQUIRE(one.size() == 1);
   CHECK(one[0] == got[5]);  // its sums do not depend on the other tensors
   CHECK(sum_squares_each(cuda_ctx(), {}).empty());
+  // sum_squares_into (the optimizer's stage-by-stage sums, no host wait) at an offset of a device tensor: the bits
+  DevTensor into = dev(DType::f64, Values{{int64_t(sizes.size()) + 3}, std::vector<double>(sizes.size() + 3, -7.0)});
+  sum_squares_into(cuda_ctx(), into.t.slice0(2, 2 + int64_t(sizes.size())), dt_in);
+  const std::vector<double> all = to_host_f64(into.t);
+  CHECK(all[0] == -7.0);
+  CHECK(all[1] == -7.0);
+  CHECK(all.back() == -7.0);
+  CHECK(std::vector<double>(all.begin() + 2, all.end() - 1) == got);
 }
 
 TEST_CASE("parity: copy_cols", "[elementwise]") {

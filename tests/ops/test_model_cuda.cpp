@@ -452,9 +452,10 @@ TEST_CASE("model on CUDA, bf16 mixed precision: losses and gradients near the CP
 }
 
 // The optimizer's overlap (AdamW::set_overlap, the trainer's CUDA default): the update runs on its own stream stage
-// by stage while the next forward runs on the trainer's stream. Same kernels on the same data, so the same bits as
-// the in-order update; a missing wait (a stage read before its update, gradients zeroed before they were read)
-// changes them.
+// by stage while the next forward runs on the trainer's stream, and the gradient norm's sums stage by stage beside
+// backward (begin_grad_norm, before the host waits for the loss). Same kernels on the same data, so the same bits as
+// the in-order update; a missing wait (a stage read before its update, gradients zeroed before they were read, a
+// stage's sums taken before backward finished it) changes them.
 TEST_CASE("model on CUDA, bf16: the overlapped optimizer gives the in-order update's bits", "[model][cuda][overlap]") {
   const ModelConfig cfg = small_cfg();
   Context gpu = cuda_ctx();
@@ -476,8 +477,18 @@ TEST_CASE("model on CUDA, bf16: the overlapped optimizer gives the in-order upda
     for (int k = 0; k < 2; ++k) {
       Model& m = k == 0 ? a : b;
       m.zero_grads();
-      loss[k] = m.forward(batch, fo).loss;
-      m.backward();
+      if (k == 0) {
+        loss[k] = m.forward(batch, fo).loss;
+        m.backward();
+      } else {  // the trainer's order: the loss read after backward, the norm's sums enqueued before it
+        ForwardOptions fd = fo;
+        fd.defer_loss = true;
+        LossInfo li = m.forward(batch, fd);
+        m.backward();
+        ob.begin_grad_norm();
+        m.read_loss(li);
+        loss[k] = li.loss;
+      }
       norm[k] = (k == 0 ? oa : ob).step(step, 1e-3, 1.0);
     }
     std::printf("model %-34s step %d loss %.9f / %.9f, gradient norm %.9f / %.9f\n", "small bf16 in order/overlap",

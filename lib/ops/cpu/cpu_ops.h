@@ -46,6 +46,7 @@ double sum(const Context& ctx, Tensor t);
 bool all_finite(const Context& ctx, Tensor t);
 double sum_squares(const Context& ctx, Tensor t);
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
+void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts);
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
 void swiglu_pair_backward(const Context& ctx, Tensor d_gate_up, Tensor d_out, Tensor gate_up);

@@ -197,6 +197,11 @@ std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tenso
   return r;
 }
 
+void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts) {
+  double* o = out.ptr<double>();
+  for (size_t i = 0; i < ts.size(); ++i) o[i] = cpu::sum_squares(ctx, ts[i]);
+}
+
 bool all_finite(const Context& ctx, Tensor t) {
   return std::isfinite(reduce_any(ctx, t, "all_finite", [](double x) { return std::isfinite(x) ? 0.0 : x; }));
 }

@@ -143,6 +143,19 @@ TEST_CASE("sum_squares_each: each tensor's sum_squares, in order (the gradient n
   CHECK(sum_squares_each(ctx, {}).empty());
 }
 
+TEST_CASE("sum_squares_into: sum_squares_each's values into a f64 tensor; a wrong out is bad input",
+          "[ops][elementwise]") {
+  const Context ctx = cpu_ctx();
+  Owned a = from(DType::f32, {2, 2}, {1, -2, 3, 4}), b = rand(DType::bf16, {1000}, 9), out = zeros(DType::f64, {3});
+  sum_squares_into(ctx, out, {a, b, a});
+  const std::vector<double> r = sum_squares_each(ctx, {a, b, a});
+  CHECK(out.f64() == r);
+  Owned short_out = zeros(DType::f64, {2}), f32_out = zeros(DType::f32, {3});
+  CHECK_THROWS_WITH(sum_squares_into(ctx, short_out, {a, b, a}), Catch::Contains("one element a tensor"));
+  CHECK_THROWS_WITH(sum_squares_into(ctx, f32_out, {a, b, a}), Catch::Contains("must be f64"));
+  sum_squares_into(ctx, Tensor(), {});  // nothing to sum: nothing written
+}
+
 TEST_CASE("swiglu forward by hand", "[ops][swiglu]") {
   const Context ctx = cpu_ctx();
   Owned g = from(DType::f64, {3}, {0.0, 1.0, -2.0}), u = from(DType::f64, {3}, {5.0, 2.0, 3.0});
