@@ -98,6 +98,7 @@ def main():
             print("stream %s: %d kernels, busy %.2f ms" % (st, len(iv), busy_ns(iv) / 1e6))
         phases(rows, names, stream_of, a, b, by_stream)
     memset_gaps(rows, names, stream_of, a, b)
+    between_steps(rows, names, stream_of, b)
     print("exclusive time by kernel (ms, launches, us a launch):")
     for name, (n, t) in sorted(excl.items(), key=lambda x: -x[1][1])[:top]:
         print("  %8.2f %5d %8.1f  %s" % (t / 1e6, n, t / 1e3 / n, name))
@@ -168,6 +169,30 @@ def memset_gaps(rows, names, stream_of, a, b):
               "in all); %d straight after a kernel, median %.1f us" % (
                   stream_of[loss], len(after_memset), statistics.median(after_memset) / 1e3,
                   sum(after_memset) / 1e6, len(direct), statistics.median(direct) / 1e3))
+
+
+def between_steps(rows, names, stream_of, b):
+    """From the backward's last kernel on the step's stream to the next forward's embedding (index b): how long the
+    step's stream ran nothing of the model's, and what ran meanwhile (the gradient norm, the update's first stages,
+    the router biases, the host's reads); the 27th session found 1.8 ms here."""
+    if b >= len(rows) or "embedding_fwd" not in names[b]:
+        return
+    main = stream_of[b]
+    k = b - 1
+    while k >= 0 and (stream_of[k] != main or names[k].startswith("mem") or "bias_update" in names[k]):
+        k -= 1
+    if k < 0:
+        return
+    t_end = rows[k][1]
+    seen = {}
+    for j in range(k + 1, b):
+        if rows[j][0] >= t_end:
+            key = (stream_of[j], names[j].split(":")[0] if names[j].startswith("mem") else names[j])
+            n, t = seen.get(key, (0, 0))
+            seen[key] = (n + 1, t + rows[j][1] - rows[j][0])
+    print("between steps: %.1f us from the backward's last kernel (%s) to the next forward's first; meanwhile "
+          "(stream, what, count, us): %s" % ((rows[b][0] - t_end) / 1e3, names[k][:40], "; ".join(
+              "%s %s %d %.0f" % (st, n[:32], c, t / 1e3) for (st, n), (c, t) in sorted(seen.items(), key=lambda x: x[0]))))
 
 
 def is_loss_bwd(name):
