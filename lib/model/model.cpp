@@ -507,11 +507,13 @@ std::vector<std::pair<int64_t, std::vector<int64_t>>> Model::gpu_load() const {
 
 void Model::update_router_bias(double gamma) {
   if (!cfg_.has_router_bias() || gamma == 0.0) return;
-  size_t i = 0;
+  std::vector<Tensor> biases, loads;  // one launch for every layer's (CUDA)
   for (auto& bw : w_.layers)
-    if (bw.moe) moe_bias_update(ctx_, bw.moe_w.bias, loads_[i++].counts, gamma);
+    if (bw.moe) biases.push_back(bw.moe_w.bias);
   for (auto& m : w_.mtp)
-    if (m.block.moe) moe_bias_update(ctx_, m.block.moe_w.bias, loads_[i++].counts, gamma);
+    if (m.block.moe) biases.push_back(m.block.moe_w.bias);
+  for (const MoeLoad& l : loads_) loads.push_back(l.counts);
+  moe_bias_update_many(ctx_, biases, loads, gamma);
 }
 
 }  // namespace ds

@@ -240,6 +240,9 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
                          Inputs routing = Inputs::fresh);
 // Auxiliary-loss-free balancing: bias[e] += gamma * sign(mean(load) - load[e]); load [E] i64 (one step's counts).
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
+// moe_bias_update of every (biases[i], loads[i]) pair: the same values, one launch for all the layers (CUDA).
+void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
+                          double gamma);
 
 // ---- grouped expert linear (the routed experts as one op: no per-expert loop on the host) ---------------
 // The rows of the permuted buffer are grouped by expert as moe_route leaves them: expert e owns rows

@@ -104,6 +104,20 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
   DS_DISPATCH_KERNEL(c, MOE_GATE, moe_bias_update(ctx, bias, load, gamma));
 }
 
+void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
+                          double gamma) {
+  Check c(ctx, "moe_bias_update_many");
+  OP_CHECK(c, biases.size() == loads.size(),
+           std::to_string(biases.size()) + " biases but " + std::to_string(loads.size()) + " loads");
+  for (size_t i = 0; i < biases.size(); ++i) {
+    c.stat("bias", biases[i]).index("load", loads[i], DType::i64);
+    OP_CHECK(c, loads[i].numel() == biases[i].numel(),
+             "load " + loads[i].shape_str() + " must match bias " + biases[i].shape_str() + " (layer " +
+                 std::to_string(i) + ")");
+  }
+  DS_DISPATCH_KERNEL(c, MOE_GATE, moe_bias_update_many(ctx, biases, loads, gamma));
+}
+
 // ---- dispatch / combine --------------------------------------------------------------------------------
 
 static void check_route(Check& c, const Tensor& row_of, const Tensor& offsets, const Tensor& counts,

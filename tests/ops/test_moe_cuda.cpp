@@ -211,6 +211,31 @@ TEST_CASE("moe balance loss and bias update parity", "[moe][gate]") {
   }
 }
 
+// The trainer's router-bias step: every MoE layer's update in one launch (a table of up to 64 layers a launch, so 70
+// layers take two), of several expert counts; the same values as the CPU's loop.
+TEST_CASE("parity: moe_bias_update_many over 70 layers", "[moe][gate]") {
+  uint64_t seed = 900;
+  std::vector<Twin> biases, loads;
+  for (int i = 0; i < 70; ++i) {
+    const int64_t E = i == 3 ? 256 : i % 5 == 0 ? 7 : 32;
+    std::vector<int64_t> load(static_cast<size_t>(E));
+    const std::vector<int32_t> l32 = rand_ints(E, ++seed, 0, 50);
+    for (size_t e = 0; e < load.size(); ++e) load[e] = l32[e];
+    loads.push_back(twin_i64({E}, load));
+    biases.push_back(twin(DType::f32, randu({E}, ++seed, -0.1, 0.1), DType::f32));
+  }
+  run_both([&](const Context& c, Pick p) {
+    std::vector<Tensor> b, l;
+    for (size_t i = 0; i < biases.size(); ++i) {
+      b.push_back(p(biases[i]));
+      l.push_back(p(loads[i]));
+    }
+    moe_bias_update_many(c, b, l, 1e-3);
+  });
+  for (size_t i = 0; i < biases.size(); ++i)
+    expect_close("moe_bias_update_many layer " + std::to_string(i), biases[i], 0.0, "exact: integer mean, one add");
+}
+
 // ---- route, permute, unpermute ----------------------------------------------------------------------------
 
 TEST_CASE("moe_route parity (rows by expert then (n, k), offsets, counts +=)", "[moe][dispatch]") {

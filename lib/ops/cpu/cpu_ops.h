@@ -90,6 +90,8 @@ double moe_balance_loss_forward(const Context& ctx, Tensor scores, Tensor topk_i
 void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_loss, Tensor scores, Tensor topk_idx,
                                int64_t seq_len, double alpha);
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
+void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
+                          double gamma);
 
 // moe_dispatch.cpp
 void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts);

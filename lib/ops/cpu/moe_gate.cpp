@@ -250,4 +250,9 @@ void moe_bias_update(const Context&, Tensor bias, Tensor load, double gamma) {
   });
 }
 
+void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
+                          double gamma) {
+  for (size_t i = 0; i < biases.size(); ++i) cpu::moe_bias_update(ctx, biases[i], loads[i], gamma);
+}
+
 }  // namespace ds::cpu

@@ -209,3 +209,19 @@ TEST_CASE("bias update sign rule", "[ops][gate]") {
   // Underloaded expert 0 gains gamma, overloaded expert 1 loses it, balanced ones stay.
   CHECK(max_abs_diff(bias.f64(), {double(0.5f + 0.001f), -0.001, 0, 0}) < 1e-9);
 }
+
+TEST_CASE("moe_bias_update_many: each layer's moe_bias_update; mismatched lists are bad input", "[ops][gate]") {
+  const Context ctx = cpu_ctx();
+  Owned b1 = rand(DType::f32, {4}, 3), b2 = rand(DType::f32, {6}, 4), l1 = zeros(DType::i64, {4}),
+        l2 = zeros(DType::i64, {6});
+  for (int e = 0; e < 4; ++e) l1.p<int64_t>()[e] = e;
+  for (int e = 0; e < 6; ++e) l2.p<int64_t>()[e] = 10 - e;
+  Owned r1 = clone(b1), r2 = clone(b2);
+  moe_bias_update(ctx, r1, l1, 0.01);
+  moe_bias_update(ctx, r2, l2, 0.01);
+  moe_bias_update_many(ctx, {b1.t, b2.t}, {l1.t, l2.t}, 0.01);
+  CHECK(b1.f64() == r1.f64());
+  CHECK(b2.f64() == r2.f64());
+  CHECK_THROWS_WITH(moe_bias_update_many(ctx, {b1.t, b2.t}, {l1.t}, 0.01), Catch::Contains("2 biases but 1 loads"));
+  CHECK_THROWS_WITH(moe_bias_update_many(ctx, {b1.t}, {l2.t}, 0.01), Catch::Contains("must match bias"));
+}
