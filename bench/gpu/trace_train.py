@@ -190,9 +190,9 @@ def between_steps(rows, names, stream_of, b):
             key = (stream_of[j], names[j].split(":")[0] if names[j].startswith("mem") else names[j])
             n, t = seen.get(key, (0, 0))
             seen[key] = (n + 1, t + rows[j][1] - rows[j][0])
+    during = "; ".join("%s %s %d %.0f" % (st, n[:32], c, t / 1e3) for (st, n), (c, t) in sorted(seen.items()))
     print("between steps: %.1f us from the backward's last kernel (%s) to the next forward's first; meanwhile "
-          "(stream, what, count, us): %s" % ((rows[b][0] - t_end) / 1e3, names[k][:40], "; ".join(
-              "%s %s %d %.0f" % (st, n[:32], c, t / 1e3) for (st, n), (c, t) in sorted(seen.items(), key=lambda x: x[0]))))
+          "(stream, what, count, us): %s" % ((rows[b][0] - t_end) / 1e3, names[k][:40], during))
 
 
 def is_loss_bwd(name):
