@@ -461,6 +461,7 @@ std::vector<std::vector<int64_t>> Model::expert_load() const {
     hi = std::max(hi, p + l.counts.nbytes());
   }
   const size_t bytes = size_t(hi - lo);
+  DS_CHECK(bytes <= buffers_.bytes(), "expert_load: the load counters are not in one buffer arena");
   if (load_host_.size() < bytes) load_host_ = PinnedBuffer(bytes);
   gpu::copy_to_host_async(load_host_.bytes(), lo, bytes, ctx_.cuda_stream);
   gpu::stream_sync(ctx_.cuda_stream);
