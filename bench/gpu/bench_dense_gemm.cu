@@ -86,13 +86,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int ndev = 0;
-  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
-    std::printf("ds-bench-dense-gemm: no CUDA device\n");
-    return 77;
-  }
   cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
+  if (!first_device("ds-bench-dense-gemm", prop)) return 77;
   std::printf("== ds-bench-dense-gemm on %s (%d SMs), M %lld, median of %d bursts of %d calls, us per call\n",
               prop.name, prop.multiProcessorCount, (long long)M, reps, burst);
   ds::Context ctx;

@@ -243,13 +243,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int ndev = 0;
-  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
-    std::printf("ds-bench-grouped-gemm: no CUDA device\n");
-    return 77;
-  }
   cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
+  if (!first_device("ds-bench-grouped-gemm", prop)) return 77;
   const int def_variant = ds::cuda::grouped_matmul_bench_variant(-1);
   ds::cuda::grouped_matmul_bench_variant(def_variant);
   std::printf("== ds-bench-grouped-gemm on %s (%d SMs), E 32, M %lld, median of %d, default variant %d\n", prop.name,

@@ -52,6 +52,18 @@ template <class T = __nv_bfloat16> void fill(DevBuf& b, uint32_t seed, float sca
   CK(cudaGetLastError());
 }
 
+// Device 0's properties into prop; false (after saying so on stdout) where there is no CUDA device: the caller
+// returns 77, ctest's "skipped".
+inline bool first_device(const char* prog, cudaDeviceProp& prop) {
+  int ndev = 0;
+  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+    std::printf("%s: no CUDA device\n", prog);
+    return false;
+  }
+  CK(cudaGetDeviceProperties(&prop, 0));
+  return true;
+}
+
 inline ds::Tensor tensor(const DevBuf& b, ds::DType dt, std::vector<int64_t> shape) {
   return ds::Tensor(b.p, dt, shape, ds::Device{ds::DeviceKind::cuda, 0});
 }
