@@ -12,7 +12,9 @@ start to last kernel end), the time some kernel, memset or copy was running (uni
 the N longest idle gaps with the kernels on either side (a gap after a kernel that is followed by a host read, a loss
 sum or an expert count, shows as a long gap before the next launch), each stream's busy time when more than one ran
 (the overlap; split at the loss into the forward and the backward, with the time the step's stream sat idle by what
-else ran meanwhile), the gaps before cuBLASLt's products with and without a memset before them, and the N kernels with the most exclusive time. Exclusive, because with programmatic dependent
+else ran meanwhile), the gaps before cuBLASLt's products with and without a memset before them, the forward's pace
+beside the update's stages, the wait between backward and the next forward, and the N kernels with the most
+exclusive time. Exclusive, because with programmatic dependent
 launch a kernel's blocks start before the previous kernel ends and wait: its span overlaps the one before, so the
 spans add up to more than the step. Each kernel is charged from the later of its start and the previous end to its end (in end
 order).
@@ -98,7 +100,8 @@ def main():
             print("stream %s: %d kernels, busy %.2f ms" % (st, len(iv), busy_ns(iv) / 1e6))
         phases(rows, names, stream_of, a, b, by_stream)
     memset_gaps(rows, names, stream_of, a, b)
-    between_steps(rows, names, stream_of, b)
+    forward_pace(rows, names, stream_of, a, b)
+    between_steps(rows, names, stream_of, b, path + ".api" if os.path.exists(path + ".api") else None)
     print("exclusive time by kernel (ms, launches, us a launch):")
     for name, (n, t) in sorted(excl.items(), key=lambda x: -x[1][1])[:top]:
         print("  %8.2f %5d %8.1f  %s" % (t / 1e6, n, t / 1e3 / n, name))
@@ -171,10 +174,35 @@ def memset_gaps(rows, names, stream_of, a, b):
                   sum(after_memset) / 1e6, len(direct), statistics.median(direct) / 1e3))
 
 
-def between_steps(rows, names, stream_of, b):
+def forward_pace(rows, names, stream_of, a, b):
+    """With the optimizer's overlap: how often its update stages ended during the step's forward (from its start
+    to the loss), and how long the step's stream sat before its next kernel each time it waited 100 us or more (the
+    22nd and 27th sessions: a MoE layer's forward starts ~0.2 ms after its stage's update ends)."""
+    loss = next((k for k in range(a, b) if "ce_fwd" in names[k] or "ce_fused" in names[k]), None)
+    if loss is None:
+        return
+    main = stream_of[loss]
+    ends = sorted(rows[k][1] for k in range(a, loss) if "adamw" in names[k] and stream_of[k] != main)
+    if len(ends) < 3:
+        return
+    waits, prev_end = [], None
+    for k in range(a, loss):
+        if stream_of[k] != main:
+            continue
+        if prev_end is not None and rows[k][0] - prev_end >= 100000:
+            waits.append(rows[k][0] - prev_end)
+        prev_end = rows[k][1] if prev_end is None else max(prev_end, rows[k][1])
+    spacing = [y - x for x, y in zip(ends, ends[1:])]
+    print("forward pace: %d update stages ended, median %.2f ms apart; the step's stream waited >= 100 us %d times, "
+          "median %.0f us (%.2f ms in all)" % (len(ends), statistics.median(spacing) / 1e6, len(waits),
+                                                statistics.median(waits) / 1e3 if waits else 0, sum(waits) / 1e6))
+
+
+def between_steps(rows, names, stream_of, b, api_path=None):
     """From the backward's last kernel on the step's stream to the next forward's embedding (index b): how long the
     step's stream ran nothing of the model's, and what ran meanwhile (the gradient norm, the update's first stages,
-    the router biases, the host's reads); the 27th session found 1.8 ms here."""
+    the router biases, the host's reads); the 27th session found 1.8 ms here. With the host-call file, the host's
+    CUDA calls in that window by name (count, us): where the host spent it."""
     if b >= len(rows) or "embedding_fwd" not in names[b]:
         return
     main = stream_of[b]
@@ -193,6 +221,16 @@ def between_steps(rows, names, stream_of, b):
     during = "; ".join("%s %s %d %.0f" % (st, n[:32], c, t / 1e3) for (st, n), (c, t) in sorted(seen.items()))
     print("between steps: %.1f us from the backward's last kernel (%s) to the next forward's first; meanwhile "
           "(stream, what, count, us): %s" % ((rows[b][0] - t_end) / 1e3, names[k][:40], during))
+    if api_path:
+        calls = {}
+        for line in open(api_path):
+            f = line.rstrip("\n").split("\t")
+            if len(f) >= 4 and int(f[0]) < rows[b][0] and int(f[1]) > t_end:
+                n, t = calls.get(f[3], (0, 0))  # the part of the call inside the window
+                calls[f[3]] = (n + 1, t + min(int(f[1]), rows[b][0]) - max(int(f[0]), t_end))
+        top = sorted(calls.items(), key=lambda x: -x[1][1])
+        print("  the host's calls meanwhile (name, count, us): " +
+              "; ".join("%s %d %.0f" % (name.split("_v")[0], n, t / 1e3) for name, (n, t) in top))
 
 
 def is_loss_bwd(name):
