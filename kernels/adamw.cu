@@ -1,7 +1,8 @@
 // CUDA twin of AdamW (lib/ops/cpu/adamw.cpp is the reference): f32 master parameters, moments f32 or bf16
 // (DeepSeek-V3's optimizer state: stored rounded, the step uses them unrounded), gradients f32 or bf16, the update
 // in f32 with the bias corrections computed once on the host in double.
-// Also all_finite(): a NaN/inf scan (one flag word, one synchronisation) for skipping a step on overflow.
+// Also all_finite(): a NaN/inf scan (one flag word, one synchronisation) for skipping a step on overflow, and
+// grad_clip_verdict(): the step's clip scale and skip decision on the device.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/cuda_ops.h"
+#include "ops/step_verdict.h"
 
 namespace ds::cuda {
 
@@ -18,7 +20,16 @@ namespace {
 
 struct Hyper {
   float lr, b1, b2, inv_c1, inv_c2, eps, wd, grad_scale;
+  const double* verdict;  // grad_clip_verdict's (scale, skip, norm) on the device, or null (AdamWOptions::verdict)
 };
+
+// With a verdict: false on a skipped step (the kernel writes nothing), else its scale in h. Each kernel's first step.
+__device__ __forceinline__ bool adamw_go(Hyper& h) {
+  if (!h.verdict) return true;
+  if (h.verdict[1] != 0.0) return false;
+  h.grad_scale = float(h.verdict[0]);  // as hyper() converts grad_scale on the host
+  return true;
+}
 
 // One element: the moments and the parameter in place; returns the new parameter.
 __device__ __forceinline__ float adamw_one(float& p, float g, float& m, float& v, const Hyper& h) {
@@ -46,6 +57,7 @@ template <class G, class M, class C>
 __global__ void adamw_kernel(float* __restrict__ p, const G* __restrict__ g, M* __restrict__ m, M* __restrict__ v,
                              C* __restrict__ c, int64_t n, Hyper h) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  if (!adamw_go(h)) return;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     adamw_at(p, g, m, v, c, i, h);
 }
@@ -77,6 +89,7 @@ template <class G, class M, class C>
 __global__ void adamw_vec4_kernel(float* __restrict__ p, const G* __restrict__ g, M* __restrict__ m,
                                   M* __restrict__ v, C* __restrict__ c, int64_t n, Hyper h) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  if (!adamw_go(h)) return;
   const int64_t n4 = n / 4, stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   for (int64_t i = tid; i < n4; i += stride) {
@@ -123,6 +136,7 @@ static_assert(sizeof(AdamTable) + sizeof(Hyper) + sizeof(int) + sizeof(int64_t) 
 template <class G, class M, class C>
 __global__ void adamw_many_kernel(const __grid_constant__ AdamTable table, int ntensors, int64_t chunk_elems, Hyper h) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  if (!adamw_go(h)) return;
   const int64_t chunk = blockIdx.x;
   int lo = 0, hi = ntensors - 1;  // the last tensor whose chunk0 <= chunk
   while (lo < hi) {
@@ -167,10 +181,47 @@ namespace {
 Hyper hyper(const AdamWOptions& opt) {
   const double c1 = 1.0 - std::pow(opt.beta1, double(opt.step)), c2 = 1.0 - std::pow(opt.beta2, double(opt.step));
   return Hyper{float(opt.lr),   float(opt.beta1), float(opt.beta2),        float(1.0 / c1),
-               float(1.0 / c2), float(opt.eps),   float(opt.weight_decay), float(opt.grad_scale)};
+               float(1.0 / c2), float(opt.eps),   float(opt.weight_decay), float(opt.grad_scale),
+               opt.verdict.empty() ? nullptr : static_cast<const double*>(opt.verdict.data)};
+}
+
+// The verdict in one block: the values to check in parallel, the sums of squares staged through shared memory and
+// added by one thread in order (the host's order, so the host's bits), then step_verdict.
+constexpr int kVerdictThreads = 256, kVerdictStage = 1024;
+__global__ void grad_clip_verdict_kernel(double* __restrict__ out, const double* __restrict__ ssq, int64_t n,
+                                         const double* __restrict__ finite, int64_t nf, double grad_scale,
+                                         double max_norm, int force_skip) {
+  pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  __shared__ double stage[kVerdictStage];
+  bool bad = false;
+  for (int64_t i = threadIdx.x; i < nf; i += blockDim.x) bad |= !isfinite(finite[i]);
+  bad = __syncthreads_or(bad);
+  double ss = 0.0;
+  for (int64_t base = 0; base < n; base += kVerdictStage) {
+    const int m = int(n - base < kVerdictStage ? n - base : int64_t(kVerdictStage));
+    for (int i = threadIdx.x; i < m; i += blockDim.x) stage[i] = ssq[base + i];
+    __syncthreads();
+    if (threadIdx.x == 0)
+      for (int i = 0; i < m; ++i) ss += stage[i];
+    __syncthreads();
+  }
+  if (threadIdx.x != 0) return;
+  const StepVerdict r = step_verdict(ss, !bad && !force_skip, grad_scale, max_norm);
+  out[0] = r.scale;
+  out[1] = r.skip;
+  out[2] = r.norm;
 }
 
 }  // namespace
+
+void grad_clip_verdict(const Context& ctx, Tensor verdict, Tensor ssq, Tensor finite, double grad_scale,
+                       double max_norm, bool force_skip) {
+  cudaStream_t st = prepare(ctx);
+  launch(grad_clip_verdict_kernel, 1, kVerdictThreads, 0, st, dptr<double>(verdict), dptr<const double>(ssq),
+         ssq.numel(), finite.empty() ? nullptr : dptr<const double>(finite), finite.numel(), grad_scale, max_norm,
+         int(force_skip));
+  DS_CUDA_LAUNCH_CHECK("grad_clip_verdict_kernel");
+}
 
 void adamw_update_many(const Context& ctx, const std::vector<AdamWSlot>& slots, const AdamWOptions& opt) {
   cudaStream_t st = prepare(ctx);

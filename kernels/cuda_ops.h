@@ -29,6 +29,7 @@ double sum(const Context& ctx, Tensor t);
 double sum_squares(const Context& ctx, Tensor t);
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
 void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts);
+void sum_into(const Context& ctx, Tensor out, Tensor t);
 void embedding_forward(const Context& ctx, Tensor out, Tensor ids, Tensor table);
 void embedding_backward(const Context& ctx, Tensor d_table, Tensor d_out, Tensor ids);
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
@@ -90,7 +91,7 @@ void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_los
     int64_t seq_len, double alpha);
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
 void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
-                          double gamma);
+                          double gamma, Tensor verdict);
 
 // ---- MoE dispatch (kernels/moe_dispatch.cu)
 void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts);
@@ -128,6 +129,8 @@ void kl_div_forward(const Context& ctx, Tensor loss, Tensor logits, Tensor teach
 void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor teacher, Tensor targets, double d_scale,
     int ignore_index, Accum acc);
 void adamw_update_many(const Context& ctx, const std::vector<AdamWSlot>& slots, const AdamWOptions& opt);
+void grad_clip_verdict(const Context& ctx, Tensor verdict, Tensor ssq, Tensor finite, double grad_scale,
+                       double max_norm, bool force_skip);
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
                   Tensor compute);
 bool all_finite(const Context& ctx, Tensor t);  // in adamw.cu

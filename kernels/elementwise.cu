@@ -631,6 +631,17 @@ void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>&
   }
 }
 
+void sum_into(const Context& ctx, Tensor out, Tensor t) {
+  cudaStream_t st = prepare(ctx);
+  const int64_t n = t.numel();
+  if (n == 0) {
+    DS_CUDA_CHECK(cudaMemsetAsync(out.data, 0, sizeof(double), st));  // sum()'s 0 (all-zero bytes are +0.0)
+    return;
+  }
+  TempBuffer part(sizeof(double) * size_t(reduce_blocks(n)), st);  // stream-ordered: no host wait
+  reduce_into<false>(st, t, "sum_into", part.as<double>(), dptr<double>(out));
+}
+
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts) {
   cudaStream_t st = prepare(ctx);
   std::vector<double> r(ts.size(), 0.0);

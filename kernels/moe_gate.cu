@@ -154,8 +154,9 @@ struct BiasTable {
   int E[kBiasTable];
 };
 
-__global__ void bias_update_kernel(const __grid_constant__ BiasTable t, double gamma) {
+__global__ void bias_update_kernel(const __grid_constant__ BiasTable t, double gamma, const double* verdict) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  if (verdict && verdict[1] != 0.0) return;  // grad_clip_verdict's skipped step
   __shared__ double part[32];
   const FPtr bias = t.bias[blockIdx.x];
   const int64_t* load = t.load[blockIdx.x];
@@ -300,7 +301,7 @@ void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_los
 }
 
 void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
-                          double gamma) {
+                          double gamma, Tensor verdict) {
   const char* op = "moe_bias_update";
   moe::set_device(ctx, op);
   for (size_t first = 0; first < biases.size();) {
@@ -314,13 +315,14 @@ void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases,
       t.E[n++] = E;
     }
     if (n == 0) continue;
-    launch(bias_update_kernel, unsigned(n), 256, 0, moe::stream_of(ctx), t, gamma);
+    launch(bias_update_kernel, unsigned(n), 256, 0, moe::stream_of(ctx), t, gamma,
+           verdict.empty() ? nullptr : static_cast<const double*>(verdict.data));
     moe::launched(op);
   }
 }
 
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma) {
-  cuda::moe_bias_update_many(ctx, {bias}, {load}, gamma);
+  cuda::moe_bias_update_many(ctx, {bias}, {load}, gamma, Tensor{});
 }
 
 // Benchmark hook (bench/gpu/bench_moe_route.cu): 0 the default, 1 gate_row for every shape; returns the previous.

@@ -56,7 +56,9 @@ Model::Model(const ModelConfig& cfg, const Context& ctx, DType dtype)
     moe_layer_ids_.push_back(l);
     i_load.push_back(buffers_.add("l" + std::to_string(l) + ".moe.load", DType::i64, {cfg_.n_routed_experts}));
   }
+  const size_t i_loss = buffers_.add("loss_sums", DType::f64, {1 + cfg_.num_nextn_predict_layers});
   buffers_.allocate();
+  loss_sums_ = buffers_[i_loss];
   inv_freq_ = buffers_[i_freq];
   from_host(inv_freq_, rope_inv_freq(cfg_));
   for (size_t i : i_load) {
@@ -297,13 +299,32 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
 }
 
 void Model::read_loss(LossInfo& info) {
+  begin_loss_read();
+  finish_loss_read(info);
+}
+
+void Model::begin_loss_read() {
   DS_CHECK(have_forward_, "read_loss without forward");
-  info.main_loss = n_targets_ ? sum(ctx_, loss_) / double(n_targets_) : 0.0;
-  const int64_t depth = int64_t(mtp_acts_.size());
+  sum_into(ctx_, loss_sums_.slice0(0, 1), loss_);  // sum()'s values, left on the device
+  loss_counts_.n_targets = n_targets_;
+  loss_counts_.mtp_targets.clear();
+  loss_counts_.mtp_lambda = fopt_.mtp_lambda;
+  for (size_t k = 0; k < mtp_acts_.size(); ++k) {
+    sum_into(ctx_, loss_sums_.slice0(int64_t(k) + 1, int64_t(k) + 2), mtp_acts_[k].loss);
+    loss_counts_.mtp_targets.push_back(mtp_acts_[k].n_targets);
+  }
+  loss_read_.begin(ctx_.device, loss_sums_.data, sizeof(double) * (1 + mtp_acts_.size()), ctx_.cuda_stream);
+}
+
+void Model::finish_loss_read(LossInfo& info) {
+  const double* s = loss_read_.take_as<double>();
+  const LossCounts& c = loss_counts_;
+  info.main_loss = c.n_targets ? s[0] / double(c.n_targets) : 0.0;
+  const int64_t depth = int64_t(c.mtp_targets.size());
   info.mtp_loss = 0.0;
-  for (const MtpActs& m : mtp_acts_)
-    info.mtp_loss += (m.n_targets ? sum(ctx_, m.loss) / double(m.n_targets) : 0.0) / double(depth);
-  info.loss = info.main_loss + (depth ? fopt_.mtp_lambda * info.mtp_loss : 0.0) + info.balance_loss;
+  for (int64_t k = 0; k < depth; ++k)
+    info.mtp_loss += (c.mtp_targets[size_t(k)] ? s[k + 1] / double(c.mtp_targets[size_t(k)]) : 0.0) / double(depth);
+  info.loss = info.main_loss + (depth ? c.mtp_lambda * info.mtp_loss : 0.0) + info.balance_loss;
 }
 
 std::vector<double> Model::target_logprobs() const {
@@ -443,15 +464,11 @@ MoeLoad* Model::moe_load(int64_t layer) {
   return nullptr;
 }
 
-// On CUDA: the counters are neighbours in the buffer arena, so one copy of the span that holds them all into a
-// page-locked buffer, then one wait (one synchronous copy a layer took ~27 us each, ~0.3 ms a step at the bench's 11
-// MoE layers on the H200; one asynchronous copy a layer still ~12 us each).
-std::vector<std::vector<int64_t>> Model::expert_load() const {
-  std::vector<std::vector<int64_t>> out;
-  if (loads_.empty() || !ctx_.device.is_cuda()) {
-    for (const MoeLoad& l : loads_) out.push_back(to_host_i64(l.counts));
-    return out;
-  }
+// The counters are neighbours in the buffer arena, so one copy of the span that holds them all (on CUDA into a
+// page-locked buffer: one synchronous copy a layer took ~27 us each, ~0.3 ms a step at the bench's 11 MoE layers on
+// the H200; one asynchronous copy a layer still ~12 us each).
+void Model::begin_expert_load_read() const {
+  if (loads_.empty()) return;
   const char* lo = static_cast<const char*>(loads_[0].counts.data);
   const char* hi = lo;
   for (const MoeLoad& l : loads_) {
@@ -462,12 +479,19 @@ std::vector<std::vector<int64_t>> Model::expert_load() const {
   }
   const size_t bytes = size_t(hi - lo);
   DS_CHECK(bytes <= buffers_.bytes(), "expert_load: the load counters are not in one buffer arena");
-  if (load_host_.size() < bytes) load_host_ = PinnedBuffer(bytes);
-  gpu::copy_to_host_async(load_host_.bytes(), lo, bytes, ctx_.cuda_stream);
-  gpu::stream_sync(ctx_.cuda_stream);
+  load_read_.begin(ctx_.device, lo, bytes, ctx_.cuda_stream);
+}
+
+std::vector<std::vector<int64_t>> Model::expert_load() const {
+  std::vector<std::vector<int64_t>> out;
+  if (loads_.empty()) return out;
+  if (!load_read_.pending()) begin_expert_load_read();
+  const unsigned char* got = load_read_.take();
+  const char* lo = static_cast<const char*>(loads_[0].counts.data);
+  for (const MoeLoad& l : loads_) lo = std::min(lo, static_cast<const char*>(l.counts.data));
   for (const MoeLoad& l : loads_) {
     const size_t at = size_t(static_cast<const char*>(l.counts.data) - lo);
-    const auto* p = reinterpret_cast<const int64_t*>(load_host_.bytes() + at);
+    const auto* p = reinterpret_cast<const int64_t*>(got + at);
     out.emplace_back(p, p + l.counts.numel());
   }
   return out;
@@ -506,7 +530,7 @@ std::vector<std::pair<int64_t, std::vector<int64_t>>> Model::gpu_load() const {
   return out;
 }
 
-void Model::update_router_bias(double gamma) {
+void Model::update_router_bias(double gamma, Tensor verdict) {
   if (!cfg_.has_router_bias() || gamma == 0.0) return;
   std::vector<Tensor> biases, loads;  // one launch for every layer's (CUDA)
   for (auto& bw : w_.layers)
@@ -514,7 +538,7 @@ void Model::update_router_bias(double gamma) {
   for (auto& m : w_.mtp)
     if (m.block.moe) biases.push_back(m.block.moe_w.bias);
   for (const MoeLoad& l : loads_) loads.push_back(l.counts);
-  moe_bias_update_many(ctx_, biases, loads, gamma);
+  moe_bias_update_many(ctx_, biases, loads, gamma, verdict);
 }
 
 }  // namespace ds

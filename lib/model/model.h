@@ -16,6 +16,7 @@
 #include "model/param_fences.h"
 #include "model/weights.h"
 #include "tensor/arena.h"
+#include "tensor/readback.h"
 #include "tensor/workspace.h"
 
 namespace ds {
@@ -120,8 +121,16 @@ class Model {
   void backward();
   // Fills in the losses a forward with ForwardOptions::defer_loss left NaN in info (from its per-row losses, kept
   // until the next forward; backward does not touch them; forward without it calls this itself). A host read: on
-  // CUDA it waits for what is enqueued.
+  // CUDA it waits for what is enqueued. The same as begin_loss_read() then finish_loss_read(info).
   void read_loss(LossInfo& info);
+  // read_loss in two halves, for a host that collects a step's losses while the next step runs (the trainer):
+  // begin_loss_read() enqueues the sums of the last forward's per-row losses into loss_sums() (f64 [1 + MTP modules]
+  // on the model's device: the main head's, then each module's; a skipped step's verdict reads them) and their copy
+  // to the host, with no host wait; finish_loss_read(info) fills in info from that copy as read_loss would, waiting
+  // for it. Forwards in between change nothing of it.
+  void begin_loss_read();
+  void finish_loss_read(LossInfo& info);
+  Tensor loss_sums() const { return loss_sums_; }
   // Policy-gradient use: log p(target) under softmax(logits / T) for every row of the last forward ([B*T], row
   // order; 0 where the target is not counted) ...
   std::vector<double> target_logprobs() const;
@@ -139,6 +148,9 @@ class Model {
   // Expert load per MoE layer (main layers first, then MTP modules), accumulated since the last reset.
   const std::vector<int64_t>& moe_layer_ids() const { return moe_layer_ids_; }
   std::vector<std::vector<int64_t>> expert_load() const;
+  // The copy behind expert_load() enqueued now, on the model's stream, with no host wait; the next expert_load()
+  // returns those counts (waiting for the copy only): a step's counts read while the next step runs.
+  void begin_expert_load_read() const;
   void reset_expert_load();
   // A redundant-expert placement (ds-rebalance's JSON, lib/balance): from now on every forward also counts the
   // tokens each GPU would serve, per MoE layer; the outputs do not change. Layers absent from it are not counted.
@@ -147,8 +159,9 @@ class Model {
   bool has_placement() const { return !placements_.empty(); }
   // Per MoE layer with a placement: (layer id, tokens per GPU) accumulated since the last reset_expert_load().
   std::vector<std::pair<int64_t, std::vector<int64_t>>> gpu_load() const;
-  // Auxiliary-loss-free balancing: b += gamma * sign(mean_load - load) from the accumulated load.
-  void update_router_bias(double gamma);
+  // Auxiliary-loss-free balancing: b += gamma * sign(mean_load - load) from the accumulated load. With a verdict
+  // (grad_clip_verdict's, ready on the model's stream) nothing changes on a skipped step.
+  void update_router_bias(double gamma, Tensor verdict = {});
 
   // Activations of the last forward, for the generation engine's prefill (latent cache, MTP input).
   const BlockActs& layer_acts(int64_t layer) const { return layer_acts_.at(size_t(layer)); }
@@ -199,7 +212,14 @@ class Model {
   Arena buffers_;  // rope table, expert load counters
   Tensor inv_freq_;
   std::vector<MoeLoad> loads_;
-  mutable PinnedBuffer load_host_;  // expert_load()'s landing place on CUDA
+  mutable Readback load_read_;  // expert_load()'s copy (begin_expert_load_read, or expert_load itself)
+  Tensor loss_sums_;             // begin_loss_read's sums (in buffers_)
+  Readback loss_read_;           // ... and their copy to the host
+  struct LossCounts {            // what finish_loss_read needs of the forward that begin_loss_read read
+    int64_t n_targets = 0;
+    std::vector<int64_t> mtp_targets;
+    double mtp_lambda = 0;
+  } loss_counts_;
   std::vector<balance::LayerPlacement> placements_;  // owned copies the MoeLoads point at
   std::vector<int64_t> moe_layer_ids_;
   double rope_attn_factor_ = 1.0, softmax_scale_ = 1.0;

@@ -138,6 +138,12 @@ struct Check {
     return device(name, t);
   }
   Check& index_opt(const char* name, const Tensor& t, DType dt) { return t.empty() ? *this : index(name, t, dt); }
+  // grad_clip_verdict's output (f64 [3] on the context's device), where an op may read one
+  Check& verdict_opt(const Tensor& t) {
+    if (t.empty()) return *this;
+    DS_CHECK(t.dtype == DType::f64 && t.numel() == 3, std::string(op) + ": verdict " + desc(t) + " must be f64 [3]");
+    return device("verdict", t);
+  }
   Check& device(const char* name, const Tensor& t) {
     DS_CHECK(t.device == ctx.device, std::string(op) + ": " + name + " " + desc(t) +
                                          " is not on the context's device " + ctx.device.str());

@@ -3,6 +3,7 @@
 // rows() x cols(), so callers may pass [B, T, E] views as well.
 #include "ops/ops.h"
 
+#include <cmath>
 #include <string>
 
 #include "ops/attention_plan.h"
@@ -161,6 +162,15 @@ void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>&
   OP_CHECK(c, out.dtype == DType::f64 && out.numel() == int64_t(ts.size()),
            "out " + out.shape_str() + " must be f64 with one element a tensor (" + std::to_string(ts.size()) + ")");
   DS_DISPATCH(c, sum_squares_into(ctx, out, ts));
+}
+
+void sum_into(const Context& ctx, Tensor out, Tensor t) {
+  Check c(ctx, "sum_into");
+  check_reducible(c, t);
+  OP_CHECK(c, !out.empty(), "out is required");
+  c.device("out", out);
+  OP_CHECK(c, out.dtype == DType::f64 && out.numel() == 1, "out " + desc(out) + " must be f64 [1]");
+  DS_DISPATCH(c, sum_into(ctx, out, t));
 }
 
 bool all_finite(const Context& ctx, Tensor t) {
@@ -653,6 +663,25 @@ void kl_div_backward(const Context& ctx, Tensor d_logits, Tensor logits, Tensor 
 
 // ---- optimizer -----------------------------------------------------------------------------------------
 
+void grad_clip_verdict(const Context& ctx, Tensor verdict, Tensor ssq, Tensor finite, double grad_scale,
+                       double max_norm, bool force_skip) {
+  Check c(ctx, "grad_clip_verdict");
+  OP_CHECK(c, !verdict.empty(), "verdict is required");
+  c.verdict_opt(verdict);
+  OP_CHECK(c, !ssq.empty(), "ssq is required");
+  c.device("ssq", ssq);
+  OP_CHECK(c, ssq.dtype == DType::f64, "ssq " + desc(ssq) + " must be f64");
+  if (!finite.empty()) {
+    c.device("finite", finite);
+    OP_CHECK(c, finite.dtype == DType::f64, "finite " + desc(finite) + " must be f64");
+  }
+  OP_CHECK(c, std::isfinite(grad_scale) && grad_scale >= 0, "grad_scale must be finite and >= 0, got " +
+                                                                  std::to_string(grad_scale));
+  OP_CHECK(c, std::isfinite(max_norm) && max_norm >= 0, "max_norm must be finite and >= 0 (0: no clipping), got " +
+                                                             std::to_string(max_norm));
+  DS_DISPATCH(c, grad_clip_verdict(ctx, verdict, ssq, finite, grad_scale, max_norm, force_skip));
+}
+
 static void check_adamw(Check& c, const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                         const AdamWOptions& opt, const Tensor& compute) {
   c.f("grad", grad).stat("param", param);
@@ -671,6 +700,7 @@ static void check_adamw(Check& c, const Tensor& param, const Tensor& grad, const
   OP_CHECK(c, opt.step >= 1, "step is 1-based, got " + std::to_string(opt.step));
   OP_CHECK(c, opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
            "betas must lie in [0, 1), got " + std::to_string(opt.beta1) + ", " + std::to_string(opt.beta2));
+  c.verdict_opt(opt.verdict);
   if (!compute.empty()) {
     c.device("compute", compute);
     OP_CHECK(c, compute.dtype == DType::bf16 || compute.dtype == param.dtype,

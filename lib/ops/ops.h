@@ -60,6 +60,9 @@ std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tenso
 // sum_squares_each into out (f64 [ts.size()] on ctx's device), enqueued on ctx's stream with no host wait (CUDA):
 // the gradient norm summed stage by stage beside backward, read once at the end. The same values.
 void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts);
+// sum(t) into out (f64 [1] on ctx's device), enqueued with no host wait (CUDA): sum()'s value, for a host that reads
+// the step's loss a step later (lib/train/trainer.cpp).
+void sum_into(const Context& ctx, Tensor out, Tensor t);
 bool all_finite(const Context& ctx, Tensor t);     // no NaN/inf (f32/f64/bf16): skip a step on overflow
 
 // ---- embedding -----------------------------------------------------------------------------------------
@@ -240,9 +243,10 @@ void moe_combine_forward(const Context& ctx, Tensor out, Tensor resid, Tensor sh
                          Inputs routing = Inputs::fresh);
 // Auxiliary-loss-free balancing: bias[e] += gamma * sign(mean(load) - load[e]); load [E] i64 (one step's counts).
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
-// moe_bias_update of every (biases[i], loads[i]) pair: the same values, one launch for all the layers (CUDA).
+// moe_bias_update of every (biases[i], loads[i]) pair: the same values, one launch for all the layers (CUDA). With a
+// verdict (grad_clip_verdict's, on the biases' device) the biases stay as they are on a skipped step.
 void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
-                          double gamma);
+                          double gamma, Tensor verdict = {});
 
 // ---- grouped expert linear (the routed experts as one op: no per-expert loop on the host) ---------------
 // The rows of the permuted buffer are grouped by expert as moe_route leaves them: expert e owns rows
@@ -312,7 +316,17 @@ struct AdamWOptions {
   double weight_decay = 0.0;  // decoupled: p -= lr * wd * p
   int64_t step = 1;           // 1-based, for bias correction
   double grad_scale = 1.0;    // gradients are multiplied by this first (clipping, accumulation average)
+  // Optional: grad_clip_verdict's f64 [3] on the update's device. When set, its scale replaces grad_scale, and on a
+  // skipped step nothing is written (the host need not have read the gradient norm: lib/train/optimizer.h).
+  Tensor verdict;
 };
+// The step's verdict on the device, from its gradients' sums of squares: norm = sqrt(ssq[0] + ssq[1] + ..., in
+// order) * grad_scale; skipped when force_skip, when the norm is not finite or when a value of `finite` (f64, may be
+// empty: the loss sums) is not; otherwise scale = grad_scale, times max_norm / norm when max_norm > 0 and norm >
+// max_norm. verdict f64 [3] = (scale, skip, norm), scale 0 and skip 1 on a skipped step. The host's double arithmetic
+// (AdamW::grad_norm and apply), so the same bits.
+void grad_clip_verdict(const Context& ctx, Tensor verdict, Tensor ssq, Tensor finite, double grad_scale,
+                       double max_norm, bool force_skip);
 // param, grad, m, v: same shape; param/m/v f32 (or f64 on CPU), or m and v bf16 with an f32 param (DeepSeek-V3's
 // optimizer state, MODEL.md 7.5: the new moments are stored rounded to bf16, the step uses them unrounded; with
 // beta2 near 1 the second moment's increments fall under bf16's resolution). compute (optional, same numel, bf16 or the

@@ -105,7 +105,7 @@ void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma)
 }
 
 void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
-                          double gamma) {
+                          double gamma, Tensor verdict) {
   Check c(ctx, "moe_bias_update_many");
   OP_CHECK(c, biases.size() == loads.size(),
            std::to_string(biases.size()) + " biases but " + std::to_string(loads.size()) + " loads");
@@ -115,7 +115,8 @@ void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases,
              "load " + loads[i].shape_str() + " must match bias " + biases[i].shape_str() + " (layer " +
                  std::to_string(i) + ")");
   }
-  DS_DISPATCH_KERNEL(c, MOE_GATE, moe_bias_update_many(ctx, biases, loads, gamma));
+  c.verdict_opt(verdict);
+  DS_DISPATCH_KERNEL(c, MOE_GATE, moe_bias_update_many(ctx, biases, loads, gamma, verdict));
 }
 
 // ---- dispatch / combine --------------------------------------------------------------------------------

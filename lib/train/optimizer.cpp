@@ -10,7 +10,12 @@
 namespace ds {
 
 AdamW::AdamW(Model& model, const OptimizerOptions& opt)
-    : model_(model), opt_(opt), m_(model.context().device), v_(model.context().device), ssq_(model.context().device) {
+    : model_(model),
+      opt_(opt),
+      m_(model.context().device),
+      v_(model.context().device),
+      ssq_(model.context().device),
+      verdict_(model.context().device) {
   model_.enable_grads();
   const Arena& p = model_.params();
   for (size_t i = 0; i < p.size(); ++i) {
@@ -22,28 +27,32 @@ AdamW::AdamW(Model& model, const OptimizerOptions& opt)
   v_.allocate();
 }
 
-// The sums land in ssq_ in the order they are enqueued (ssq_order_ says whose each is); nothing waits on the host
-// until grad_norm() reads them.
+// Tensor i's sum lands in ssq_ at i (a buffer's slot stays 0), so reading them in order is the tensor order;
+// nothing waits on the host until grad_norm() or read_verdict() reads them.
 void AdamW::begin_grad_norm() {
   if (norm_pending_) return;
   const Context& ctx = model_.context();
   const Arena& g = model_.grad_arena();
+  if (!ssq_.allocated()) {
+    ssq_.add("ssq", DType::f64, {std::max<int64_t>(int64_t(g.size()), 1)});
+    ssq_.allocate();
+    device_memset0(ssq_[0].device, ssq_[0].data, ssq_[0].nbytes());
+  }
+  norm_stream_ = ctx.cuda_stream;
+  // the sums of tensors `which` (ascending), a launch for each run of neighbours
+  auto enqueue = [&](const Context& c, const std::vector<size_t>& which) {
+    for (size_t a = 0; a < which.size();) {
+      size_t b = a + 1;
+      while (b < which.size() && which[b] == which[b - 1] + 1) ++b;
+      std::vector<Tensor> ts;
+      for (size_t k = a; k < b; ++k) ts.push_back(g[which[k]]);
+      sum_squares_into(c, ssq_[0].slice0(int64_t(which[a]), int64_t(which[a] + (b - a))), ts);
+      a = b;
+    }
+  };
   std::vector<size_t> idx;
   for (size_t i = 0; i < g.size(); ++i)
     if (!is_buffer_name(g.name(i))) idx.push_back(i);
-  if (!ssq_.allocated()) {
-    ssq_.add("ssq", DType::f64, {std::max<int64_t>(int64_t(idx.size()), 1)});
-    ssq_.allocate();
-  }
-  ssq_order_.clear();
-  norm_stream_ = ctx.cuda_stream;
-  auto enqueue = [&](const Context& c, const std::vector<size_t>& which) {
-    std::vector<Tensor> ts;
-    for (size_t i : which) ts.push_back(g[i]);
-    const int64_t at = int64_t(ssq_order_.size());
-    if (!ts.empty()) sum_squares_into(c, ssq_[0].slice0(at, at + int64_t(ts.size())), ts);
-    ssq_order_.insert(ssq_order_.end(), which.begin(), which.end());
-  };
   if (!overlap_) {
     enqueue(ctx, idx);
   } else {
@@ -71,22 +80,17 @@ void AdamW::begin_grad_norm() {
 double AdamW::grad_norm(double grad_scale) {
   begin_grad_norm();
   norm_pending_ = false;
-  const size_t n = ssq_order_.size();
-  std::vector<double> got(n, 0.0);
-  if (n > 0) {
-    const Tensor& t = ssq_[0];
-    if (t.device.is_cuda()) {
-      gpu::copy_to_host_async(got.data(), t.data, n * sizeof(double), norm_stream_);
-      gpu::stream_sync(norm_stream_);
-    } else {
-      std::copy(t.ptr<double>(), t.ptr<double>() + n, got.begin());
-    }
+  const Tensor& t = ssq_[0];
+  std::vector<double> each(size_t(t.numel()), 0.0);
+  if (t.device.is_cuda()) {
+    gpu::copy_to_host_async(each.data(), t.data, t.nbytes(), norm_stream_);
+    gpu::stream_sync(norm_stream_);
+  } else {
+    std::copy(t.ptr<double>(), t.ptr<double>() + t.numel(), each.begin());
   }
-  std::vector<double> each(model_.grad_arena().size(), 0.0);
-  for (size_t k = 0; k < n; ++k) each[ssq_order_[k]] = got[k];
   double ss = 0;
-  for (size_t i = 0; i < each.size(); ++i) ss += each[i];  // in tensor order, as before (buffers add 0)
-  return std::sqrt(ss) * grad_scale;
+  for (double x : each) ss += x;  // in tensor order (buffers add 0)
+  return step_verdict(ss, true, grad_scale, opt_.grad_clip).norm;
 }
 
 double AdamW::step(int64_t step, double lr, double grad_scale) {
@@ -96,18 +100,59 @@ double AdamW::step(int64_t step, double lr, double grad_scale) {
 }
 
 void AdamW::apply(int64_t step, double lr, double grad_scale, double norm) {
-  const Context& ctx = model_.context();
-  double scale = grad_scale;
-  if (opt_.grad_clip > 0 && norm > opt_.grad_clip) scale *= opt_.grad_clip / norm;
-  const Arena& p = model_.params();
-  const Arena& g = model_.grad_arena();
   AdamWOptions o;
   o.lr = lr;
+  o.step = step;
+  // the clip rule of grad_clip_verdict (the norm given is the one it computes)
+  o.grad_scale = grad_scale;
+  if (opt_.grad_clip > 0 && norm > opt_.grad_clip) o.grad_scale *= opt_.grad_clip / norm;
+  enqueue_update(o);
+}
+
+void AdamW::apply_on_device(int64_t step, double lr, double grad_scale, Tensor finite, bool force_skip) {
+  begin_grad_norm();
+  norm_pending_ = false;
+  const Context& ctx = model_.context();
+  if (!verdict_.allocated()) {
+    verdict_.add("verdict", DType::f64, {3});
+    verdict_.allocate();
+  }
+  Context vctx = ctx;
+  vctx.cuda_stream = norm_stream_;  // behind the sums
+  if (overlap_) {  // and behind what the step's stream wrote of `finite`
+    gpu::event_record(grads_ready_, ctx.cuda_stream);
+    gpu::stream_wait(vctx.cuda_stream, grads_ready_);
+  }
+  grad_clip_verdict(vctx, verdict_[0], ssq_[0], finite, grad_scale, opt_.grad_clip, force_skip);
+  verdict_read_.begin(ctx.device, verdict_[0].data, verdict_[0].nbytes(), vctx.cuda_stream);
+  const bool other_stream = vctx.cuda_stream != ctx.cuda_stream;
+  if (other_stream) {
+    if (!verdict_ready_) verdict_ready_ = gpu::event_create();
+    gpu::event_record(verdict_ready_, vctx.cuda_stream);
+  }
+  AdamWOptions o;
+  o.lr = lr;
+  o.step = step;
+  o.grad_scale = grad_scale;  // replaced by the verdict's scale on the device
+  o.verdict = verdict_[0];
+  enqueue_update(o);
+  // The model's stream may read the verdict from here on; it waits only after the update's stages were enqueued
+  // behind its work (enqueue_update's event), or their start would wait for a round trip between the streams.
+  if (other_stream) gpu::stream_wait(ctx.cuda_stream, verdict_ready_);
+}
+
+StepVerdict AdamW::read_verdict() {
+  const double* v = verdict_read_.take_as<double>();
+  return StepVerdict{v[0], v[1], v[2]};
+}
+
+void AdamW::enqueue_update(AdamWOptions o) {
+  const Context& ctx = model_.context();
+  const Arena& p = model_.params();
+  const Arena& g = model_.grad_arena();
   o.beta1 = opt_.beta1;
   o.beta2 = opt_.beta2;
   o.eps = opt_.eps;
-  o.step = step;
-  o.grad_scale = scale;
   // one group, or one a stage in forward order (the overlap)
   std::vector<std::vector<AdamWSlot>> stages(overlap_ ? size_t(model_.num_param_stages()) : 1);
   for (size_t i = 0; i < p.size(); ++i) {
@@ -147,6 +192,7 @@ AdamW::~AdamW() {
   if (!grads_ready_) return;
   finish();
   gpu::event_destroy(grads_ready_);
+  if (verdict_ready_) gpu::event_destroy(verdict_ready_);
 }
 
 void AdamW::save(const std::string& path) const {

@@ -9,7 +9,9 @@
 
 #include "model/model.h"
 #include "ops/ops.h"
+#include "ops/step_verdict.h"
 #include "tensor/arena.h"
+#include "tensor/readback.h"
 
 namespace ds {
 
@@ -35,6 +37,15 @@ class AdamW {
   // the optimizer's stream as soon as backward has marked its gradients final, beside the rest of backward). Call
   // it right after the step's last backward is enqueued, before anything the host waits for.
   void begin_grad_norm();
+  // apply() with the step's verdict taken on the device instead of the host (grad_clip_verdict over the sums
+  // begin_grad_norm() enqueued, with `finite` (f64 values that must be finite: the loss sums; may be empty) and
+  // force_skip): the update's kernels read the clip scale from it and write nothing on a skipped step, so the host
+  // waits for nothing here. The same values as grad_norm() then apply() or a skip. verdict() is the device tensor,
+  // which the model's stream may read once this returns (the router-bias step); read_verdict() its copy on the host
+  // (waiting for it): the step's scale, skip and pre-clip norm, for the metrics a step late.
+  void apply_on_device(int64_t step, double lr, double grad_scale, Tensor finite, bool force_skip);
+  Tensor verdict() const { return verdict_.size() ? verdict_[0] : Tensor{}; }
+  StepVerdict read_verdict();
   // One update with learning rate lr; returns the pre-clip gradient norm. `step` is 1-based.
   double step(int64_t step, double lr, double grad_scale);
   // The update of step() given the gradient norm grad_norm(grad_scale) already computed (callers that check it
@@ -57,11 +68,16 @@ class AdamW {
   OptimizerOptions opt_;
   Arena m_, v_;
   bool overlap_ = false;
+  // Enqueues the update with options o (on the optimizer's stream, stage by stage, with the overlap).
+  void enqueue_update(AdamWOptions o);
+
   void* grads_ready_ = nullptr;  // event: the step's backward (and gradient norm) are done
-  Arena ssq_;  // f64 [gradient tensors]: each one's sum of squares, in ssq_order_
-  std::vector<size_t> ssq_order_;  // the gradient arena index of each of ssq_'s sums
+  void* verdict_ready_ = nullptr;  // event: apply_on_device's verdict is written
+  Arena ssq_;  // f64 [gradient arena tensors]: tensor i's sum of squares at i (buffers' stay 0)
   void* norm_stream_ = nullptr;  // where begin_grad_norm() enqueued them
   bool norm_pending_ = false;
+  Arena verdict_;  // f64 [3]: apply_on_device's grad_clip_verdict
+  Readback verdict_read_;
 };
 
 }  // namespace ds

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 
 #include "ckpt/ckpt_dir.h"
 #include "core/env.h"
@@ -105,15 +106,14 @@ void Trainer::write_metrics(const std::string& json_line) {
   if (f != stdout) std::fclose(f);
 }
 
-void Trainer::write_expert_stats() {
+void Trainer::write_expert_stats(int64_t step, const std::vector<std::vector<int64_t>>& load) {
   if (opt_.expert_stats_path.empty()) return;
   std::FILE* f = std::fopen(opt_.expert_stats_path.c_str(), "a");
   if (!f) throw_runtime("cannot open expert stats file " + opt_.expert_stats_path);
-  auto load = model_.expert_load();
   const auto& ids = model_.moe_layer_ids();
   for (size_t i = 0; i < load.size(); ++i) {
     JsonWriter w;
-    w.begin_object().kv("step", state_.step).kv("layer", ids[i]).key("counts").begin_array();
+    w.begin_object().kv("step", step).kv("layer", ids[i]).key("counts").begin_array();
     for (int64_t c : load[i]) w.value(c);
     w.end_array().end_object();
     std::fputs((w.str() + "\n").c_str(), f);
@@ -182,9 +182,71 @@ class Trainer::StepStreams {
   void* saved_;
 };
 
+// A step whose work is enqueued and whose line is not yet written. The host reads its losses, gradient norm, skip
+// decision and expert counts while the next step runs (Model::begin_loss_read, AdamW::apply_on_device,
+// Model::begin_expert_load_read): between two steps it waits for nothing, so the GPU goes from one step's backward
+// into the next step's forward without the host's reads and launches in between (bench/gpu/SESSIONS.md, 28th).
+struct Trainer::PendingStep {
+  int64_t step = 0, tokens = 0, tokens_seen = 0;
+  double lr = 0, t0 = 0;  // t0: when the host began the step
+  LossInfo host_sum;      // every micro-batch's losses but the last one's, each / grad_accum (read at once)
+  LossInfo last;          // the last micro-batch's forward: its balance loss; the rest is read in report()
+  double kd_last = 0, kd_loss = 0;  // distillation: the last micro-batch's KL, and the mean over the micro-batches
+};
+
+void Trainer::report(const PendingStep& p, Progress& progress) {
+  const ModelConfig& cfg = model_.config();
+  LossInfo li = p.last;
+  model_.finish_loss_read(li);
+  if (opt_.teacher) li.loss += opt_.kd_weight * p.kd_last;
+  LossInfo sum = p.host_sum;  // the micro-batches in order, as they were summed before the read moved here
+  sum.loss += li.loss / double(opt_.grad_accum);
+  sum.main_loss += li.main_loss / double(opt_.grad_accum);
+  sum.mtp_loss += li.mtp_loss / double(opt_.grad_accum);
+  sum.balance_loss += li.balance_loss / double(opt_.grad_accum);
+  const StepVerdict v = adamw_.read_verdict();
+  const bool skip = v.skip != 0.0;
+  const double gnorm = v.norm;
+  // An overflow (NaN/inf loss or gradient norm, mostly a bf16 run's) skipped the update and the router-bias step
+  // (on the device); the step and its data still count. Too many in a row mean the run diverged: stop with an error.
+  if (skip) {
+    ++skipped_in_a_row_;
+    ++skipped_total_;
+    log_warn("step " + std::to_string(p.step) + ": loss " + std::to_string(sum.loss) + ", gradient norm " +
+             std::to_string(gnorm) + " not finite: update skipped (" + std::to_string(skipped_in_a_row_) +
+             " in a row)");
+    if (skipped_in_a_row_ > opt_.max_skipped_steps)
+      throw_runtime("loss or gradient norm not finite for " + std::to_string(skipped_in_a_row_) +
+                    " steps in a row (up to step " + std::to_string(p.step) + "): the run diverged");
+  } else {
+    skipped_in_a_row_ = 0;
+  }
+  double vio = 0;
+  const auto load = model_.expert_load();  // the copy begun with the step
+  for (auto& l : load) vio += max_violation(l) / double(load.size());
+  write_expert_stats(p.step, load);
+  const double now = now_seconds(), dt = now - std::max(p.t0, last_report_);
+  last_report_ = now;
+
+  JsonWriter w;
+  w.begin_object().kv("step", p.step).kv("loss", sum.loss).kv("main_loss", sum.main_loss);
+  if (cfg.num_nextn_predict_layers > 0 && opt_.forward.mtp) w.kv("mtp_loss", sum.mtp_loss);
+  if (!load.empty()) w.kv("balance_max_vio", vio);
+  if (opt_.forward.balance_alpha > 0) w.kv("balance_loss", sum.balance_loss);
+  if (opt_.teacher) w.kv("kd_loss", p.kd_loss);
+  w.kv("lr", p.lr).kv("grad_norm", gnorm).kv("tokens", p.tokens_seen).kv("tokens_per_s", double(p.tokens) / dt);
+  if (skip) w.kv("skipped", true);
+  w.end_object();
+  write_metrics(w.str());
+  if (opt_.progress) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "loss %.4f | lr %.2e | %.0f tok/s", sum.loss, p.lr, double(p.tokens) / dt);
+    progress.update(p.step, buf);
+  }
+}
+
 double Trainer::run() {
   StepStreams streams(model_, adamw_);
-  const ModelConfig& cfg = model_.config();
   Progress progress("train", opt_.max_steps, 10.0);
   double eval_loss = std::nan("");
   bool saved_last = false;
@@ -194,16 +256,14 @@ double Trainer::run() {
     write_metrics(e.str());
   }
   const int64_t last = opt_.stop_at_step > 0 ? std::min(opt_.stop_at_step, opt_.max_steps) : opt_.max_steps;
+  std::optional<PendingStep> pending;  // the step before this one, reported once this one is enqueued
   while (state_.step < last && !stop_requested()) {
-    const double t0 = now_seconds();
+    PendingStep p;
+    p.t0 = now_seconds();
     model_.zero_grads();
     model_.reset_expert_load();
-    LossInfo sum;
-    double kd_loss = 0;  // mean KL to the teacher (logit distillation only)
-    int64_t tokens = 0;
-    // The losses are read after backward is enqueued (ForwardOptions::defer_loss): no host wait between the two.
     ForwardOptions fo = opt_.forward;
-    fo.defer_loss = true;
+    fo.defer_loss = true;  // the losses are read after backward is enqueued: no host wait between the two
     for (int64_t m = 0; m < opt_.grad_accum; ++m) {
       Batch b = stream_.next();
       LossInfo li = model_.forward(b, fo);
@@ -214,77 +274,65 @@ double Trainer::run() {
         opt_.teacher->forward(b, tf);
         kd = model_.distill_loss(opt_.teacher->logits());
         model_.backward_distill(opt_.teacher->logits(), opt_.kd_weight);
-        kd_loss += kd / double(opt_.grad_accum);
+        p.kd_loss += kd / double(opt_.grad_accum);
       } else {
         model_.backward();
       }
-      // The gradient norm's sums are enqueued before the host waits for the loss: they run beside backward's tail
-      // (stage by stage, with the optimizer's overlap) instead of after it.
-      if (m + 1 == opt_.grad_accum) adamw_.begin_grad_norm();
-      model_.read_loss(li);
-      if (opt_.teacher) li.loss += opt_.kd_weight * kd;
-      sum.loss += li.loss / double(opt_.grad_accum);
-      sum.main_loss += li.main_loss / double(opt_.grad_accum);
-      sum.mtp_loss += li.mtp_loss / double(opt_.grad_accum);
-      sum.balance_loss += li.balance_loss / double(opt_.grad_accum);
-      tokens += b.B * b.T;
+      p.tokens += b.B * b.T;
+      const bool last_micro = m + 1 == opt_.grad_accum;
+      // The gradient norm's sums first (they run beside backward's tail, stage by stage with the optimizer's
+      // overlap); then the step before this one is reported, before anything here reads a loss over its copies.
+      if (last_micro) adamw_.begin_grad_norm();
+      if (m == 0 && pending) {
+        report(*pending, progress);
+        pending.reset();
+      }
+      if (!last_micro) {
+        model_.read_loss(li);
+        if (opt_.teacher) li.loss += opt_.kd_weight * kd;
+        p.host_sum.loss += li.loss / double(opt_.grad_accum);
+        p.host_sum.main_loss += li.main_loss / double(opt_.grad_accum);
+        p.host_sum.mtp_loss += li.mtp_loss / double(opt_.grad_accum);
+        p.host_sum.balance_loss += li.balance_loss / double(opt_.grad_accum);
+        continue;
+      }
+      model_.begin_loss_read();  // the last micro-batch's loss sums, read a step late
+      p.last = li;
+      p.kd_last = kd;
     }
-    ++state_.step;
-    const double lr = lr_at(opt_.lr, state_.step);
-    // An overflow (NaN/inf loss or gradient norm, mostly a bf16 run's) skips the update and the router-bias step;
-    // the step and its data still count. Too many in a row mean the run diverged: stop with an error.
-    const double gnorm = adamw_.grad_norm(1.0 / double(opt_.grad_accum));
-    const bool skip = !std::isfinite(sum.loss) || !std::isfinite(gnorm);
-    if (skip) {
-      ++skipped_in_a_row_;
-      ++skipped_total_;
-      log_warn("step " + std::to_string(state_.step) + ": loss " + std::to_string(sum.loss) + ", gradient norm " +
-               std::to_string(gnorm) + " not finite: update skipped (" + std::to_string(skipped_in_a_row_) +
-               " in a row)");
-      if (skipped_in_a_row_ > opt_.max_skipped_steps)
-        throw_runtime("loss or gradient norm not finite for " + std::to_string(skipped_in_a_row_) +
-                      " steps in a row (up to step " + std::to_string(state_.step) + "): the run diverged");
-    } else {
-      skipped_in_a_row_ = 0;
-      adamw_.apply(state_.step, lr, 1.0 / double(opt_.grad_accum), gnorm);
-    }
-    double vio = 0;
-    auto load = model_.expert_load();
-    for (auto& l : load) vio += max_violation(l) / double(load.size());
-    write_expert_stats();
-    if (!skip) model_.update_router_bias(opt_.bias_update_gamma);
+    p.step = ++state_.step;
+    p.lr = lr_at(opt_.lr, state_.step);
+    // What the host already knows must be finite (the other micro-batches' losses, the balance and KL terms); the
+    // device checks the loss sums and the gradient norm, clips, and skips the update and the router-bias step.
+    const bool host_bad = !std::isfinite(p.host_sum.loss) || !std::isfinite(p.last.balance_loss) ||
+                          !std::isfinite(p.kd_last);
+    adamw_.apply_on_device(state_.step, p.lr, 1.0 / double(opt_.grad_accum), model_.loss_sums(), host_bad);
+    model_.begin_expert_load_read();
+    model_.update_router_bias(opt_.bias_update_gamma, adamw_.verdict());
     state_.data_position = stream_.position();
-    state_.tokens_seen += tokens;
-    const double dt = now_seconds() - t0;
+    state_.tokens_seen += p.tokens;
+    p.tokens_seen = state_.tokens_seen;
+    pending = p;
 
-    JsonWriter w;
-    w.begin_object().kv("step", state_.step).kv("loss", sum.loss).kv("main_loss", sum.main_loss);
-    if (cfg.num_nextn_predict_layers > 0 && opt_.forward.mtp) w.kv("mtp_loss", sum.mtp_loss);
-    if (!load.empty()) w.kv("balance_max_vio", vio);
-    if (opt_.forward.balance_alpha > 0) w.kv("balance_loss", sum.balance_loss);
-    if (opt_.teacher) w.kv("kd_loss", kd_loss);
-    w.kv("lr", lr).kv("grad_norm", gnorm).kv("tokens", state_.tokens_seen).kv("tokens_per_s", double(tokens) / dt);
-    if (skip) w.kv("skipped", true);
-    w.end_object();
-    write_metrics(w.str());
-
+    const bool eval_now = opt_.eval_every > 0 && state_.step % opt_.eval_every == 0 && state_.step < opt_.max_steps;
+    const bool save_now = opt_.save_every > 0 && state_.step % opt_.save_every == 0;
+    if (eval_now || save_now || state_.step >= last || stop_requested()) {  // its line before anything else's
+      report(*pending, progress);
+      pending.reset();
+    }
     saved_last = false;
-    if (opt_.eval_every > 0 && state_.step % opt_.eval_every == 0 && state_.step < opt_.max_steps) {
+    if (eval_now) {
       eval_loss = evaluate();
       JsonWriter e;
       e.begin_object().kv("step", state_.step).kv("eval_loss", eval_loss).end_object();
       write_metrics(e.str());
     }
-    if (opt_.save_every > 0 && state_.step % opt_.save_every == 0) {
+    if (save_now) {
       save_checkpoint();
       saved_last = true;
     }
-    if (opt_.progress) {
-      char buf[160];
-      std::snprintf(buf, sizeof buf, "loss %.4f | lr %.2e | %.0f tok/s", sum.loss, lr, double(tokens) / dt);
-      progress.update(state_.step, buf);
-    }
   }
+  if (pending) report(*pending, progress);
   progress.finish();
   if (stop_requested()) log_warn("stopped by a signal at step " + std::to_string(state_.step) + "; saving");
   eval_loss = evaluate();

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "core/progress.h"
 #include "model/model.h"
 #include "model/model_io.h"
 #include "tokenizer/tokenizer.h"
@@ -69,8 +70,12 @@ class Trainer {
 
  private:
   class StepStreams;  // the CUDA streams of a run (trainer.cpp)
+  struct PendingStep;  // a step enqueued, its line not yet written (trainer.cpp)
+  // Reads back what the step left on the device, decides on a skipped step's warnings and the divergence error,
+  // and writes its metrics and expert-stats lines (run() calls it once the next step is enqueued).
+  void report(const PendingStep& p, Progress& progress);
   void write_metrics(const std::string& json_line);
-  void write_expert_stats();
+  void write_expert_stats(int64_t step, const std::vector<std::vector<int64_t>>& load);
   Model& model_;
   const Tokenizer& tok_;
   const WindowSet& train_;
@@ -80,6 +85,7 @@ class Trainer {
   BatchStream stream_;
   TrainerState state_;
   int64_t skipped_in_a_row_ = 0, skipped_total_ = 0;
+  double last_report_ = 0;  // when report() last ran (now_seconds): the step's time is the span since
 };
 
 // Installs SIGINT/SIGTERM handlers that ask the running trainer to save and stop after the current step.

@@ -1162,6 +1162,65 @@ TEST_CASE("parity: adamw_update_many gives each slot adamw_update's bits", "[ada
   }
 }
 
+TEST_CASE("parity: sum_into is sum; grad_clip_verdict and an update that reads it are the host path's bits",
+          "[adamw][reduce]") {
+  // sum_into: sum()'s value (the same two kernels) left on the device, at an offset
+  DevTensor loss = dev(kF32, randu({16385}, 800, 0, 10));
+  DevTensor sums = dev(DType::f64, Values{{3}, {-7.0, -7.0, -7.0}});
+  sum_into(cuda_ctx(), sums.t.slice0(1, 2), loss);
+  std::vector<double> got = to_host_f64(sums.t);
+  CHECK(got[0] == -7.0);
+  CHECK(got[1] == sum(cuda_ctx(), loss));
+  CHECK(got[2] == -7.0);
+  // the verdict: the CPU op's bits (the same double arithmetic, the sums in order)
+  const Values sq = randu({300}, 801, 0, 1e-2);
+  Twin ssq = twin(DType::f64, sq), fin = twin(DType::f64, Values{{2}, {3.5, 1.25}});
+  Twin verdict = twin(DType::f64, Values{{3}, {-1, -1, -1}});
+  for (double max_norm : {0.0, 0.1, 100.0}) {
+    for (bool force : {false, true}) {
+      run_both([&](const Context& c, Pick p) {
+        grad_clip_verdict(c, p(verdict), p(ssq), p(fin), 0.25, max_norm, force);
+      });
+      expect_close("grad_clip_verdict max_norm " + std::to_string(max_norm) + (force ? " forced" : ""), verdict, 0.0,
+                   "exact: the same double operations in the same order");
+    }
+  }
+  // an update with the device's verdict: adamw_update_many with that scale as grad_scale, the same bits
+  const int64_t n = 10000;
+  std::vector<DevTensor> a, b;
+  for (std::vector<DevTensor>* d : {&a, &b}) {
+    d->push_back(dev(kF32, randn({n}, 810)));
+    d->push_back(dev(kF32, randn({n}, 811, 0.1)));
+    d->push_back(dev(kF32, randn({n}, 812, 0.01)));
+    d->push_back(dev(kF32, randu({n}, 813, 1e-6, 1e-4)));
+    d->push_back(dev_poisoned(kBF16, {n}));
+  }
+  DevTensor v = dev(DType::f64, Values{{3}, {-1, -1, -1}});
+  grad_clip_verdict(cuda_ctx(), v, ssq.dev, fin.dev, 0.25, 0.1, false);
+  const std::vector<double> vh = to_host_f64(v.t);
+  REQUIRE(vh[1] == 0.0);
+  REQUIRE(vh[0] < 0.25);  // clipped
+  AdamWOptions o;
+  o.lr = 3e-4;
+  o.step = 5;
+  o.grad_scale = 123.0;  // the verdict's replaces it
+  o.verdict = v.t;
+  adamw_update_many(cuda_ctx(), {{a[0], a[1], a[2], a[3], a[4].t, 0.1}}, o);
+  o.verdict = Tensor{};
+  o.grad_scale = vh[0];
+  adamw_update_many(cuda_ctx(), {{b[0], b[1], b[2], b[3], b[4].t, 0.1}}, o);
+  device_sync();
+  for (size_t k : {0, 2, 3, 4}) expect_same_bits("adamw with a verdict, tensor " + std::to_string(k), a[k], b[k]);
+  // a skipped verdict: nothing written (the single-tensor kernels too)
+  grad_clip_verdict(cuda_ctx(), v, ssq.dev, fin.dev, 0.25, 0.1, true);
+  const std::vector<double> before = to_host_f64(a[0].t), cbefore = to_host_f64(a[4].t);
+  o.verdict = v.t;
+  adamw_update_many(cuda_ctx(), {{a[0], a[1], a[2], a[3], a[4].t, 0.1}}, o);
+  adamw_update(cuda_ctx(), a[0], a[1], a[2], a[3], o, a[4]);
+  CHECK(to_host_f64(a[0].t) == before);
+  CHECK(to_host_f64(a[4].t) == cbefore);
+}
+
 // ---- errors -----------------------------------------------------------------------------------------------
 
 TEST_CASE("CUDA dispatch: dtype rules are checked before any launch", "[checks]") {

@@ -234,6 +234,18 @@ TEST_CASE("parity: moe_bias_update_many over 70 layers", "[moe][gate]") {
   });
   for (size_t i = 0; i < biases.size(); ++i)
     expect_close("moe_bias_update_many layer " + std::to_string(i), biases[i], 0.0, "exact: integer mean, one add");
+  // a skipped step's verdict (grad_clip_verdict's (scale, 1, norm)): no bias moves
+  Twin skip = twin(DType::f64, Values{{3}, {0.0, 1.0, 5.0}});
+  run_both([&](const Context& c, Pick p) {
+    std::vector<Tensor> b, l;
+    for (size_t i = 0; i < biases.size(); ++i) {
+      b.push_back(p(biases[i]));
+      l.push_back(p(loads[i]));
+    }
+    moe_bias_update_many(c, b, l, 1e-3, p(skip));
+  });
+  for (size_t i = 0; i < biases.size(); ++i)
+    expect_close("moe_bias_update_many skipped, layer " + std::to_string(i), biases[i], 0.0, "exact: untouched");
 }
 
 // ---- route, permute, unpermute ----------------------------------------------------------------------------

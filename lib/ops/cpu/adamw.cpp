@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/cpu/cpu_ops.h"
+#include "ops/step_verdict.h"
 
 namespace ds::cpu {
 
@@ -36,14 +37,35 @@ void adamw_typed(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor
 
 }  // namespace
 
-void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
+void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt_in,
                   Tensor compute) {
+  AdamWOptions opt = opt_in;
+  if (!opt.verdict.empty()) {  // grad_clip_verdict's (scale, skip, norm)
+    const double* vd = opt.verdict.ptr<double>();
+    if (vd[1] != 0.0) return;
+    opt.grad_scale = vd[0];
+  }
   dispatch_float(param.dtype, "adamw_update", [&](auto zero) {
     using T = decltype(zero);
     if (m.dtype == DType::bf16) adamw_typed<T, bf16>(ctx, param, grad, m, v, opt);
     else adamw_typed<T, T>(ctx, param, grad, m, v, opt);
   });
   if (!compute.empty()) cpu::copy(ctx, compute, param);
+}
+
+void grad_clip_verdict(const Context&, Tensor verdict, Tensor ssq, Tensor finite, double grad_scale, double max_norm,
+                       bool force_skip) {
+  const double* s = ssq.ptr<double>();
+  double ss = 0.0;
+  for (int64_t i = 0; i < ssq.numel(); ++i) ss += s[i];
+  bool ok = !force_skip;
+  if (!finite.empty())
+    for (int64_t i = 0; i < finite.numel(); ++i) ok = ok && std::isfinite(finite.ptr<double>()[i]);
+  const StepVerdict r = step_verdict(ss, ok, grad_scale, max_norm);
+  double* out = verdict.ptr<double>();
+  out[0] = r.scale;
+  out[1] = r.skip;
+  out[2] = r.norm;
 }
 
 }  // namespace ds::cpu

@@ -47,6 +47,7 @@ bool all_finite(const Context& ctx, Tensor t);
 double sum_squares(const Context& ctx, Tensor t);
 std::vector<double> sum_squares_each(const Context& ctx, const std::vector<Tensor>& ts);
 void sum_squares_into(const Context& ctx, Tensor out, const std::vector<Tensor>& ts);
+void sum_into(const Context& ctx, Tensor out, Tensor t);
 void swiglu_forward(const Context& ctx, Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(const Context& ctx, Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
 void swiglu_pair_backward(const Context& ctx, Tensor d_gate_up, Tensor d_out, Tensor gate_up);
@@ -91,7 +92,7 @@ void moe_balance_loss_backward(const Context& ctx, Tensor d_scores, double d_los
                                int64_t seq_len, double alpha);
 void moe_bias_update(const Context& ctx, Tensor bias, Tensor load, double gamma);
 void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
-                          double gamma);
+                          double gamma, Tensor verdict);
 
 // moe_dispatch.cpp
 void moe_route(const Context& ctx, Tensor row_of, Tensor offsets, Tensor counts, Tensor topk_idx, int64_t n_experts);
@@ -136,6 +137,8 @@ void mla_decode_attention(const Context& ctx, Tensor out, Tensor lse, Tensor q_l
 // adamw.cpp
 void adamw_update(const Context& ctx, Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWOptions& opt,
                   Tensor compute);
+void grad_clip_verdict(const Context& ctx, Tensor verdict, Tensor ssq, Tensor finite, double grad_scale,
+                       double max_norm, bool force_skip);
 
 // fused.cpp: the decode fusions, composed of the reference ops above (so their values are those ops' values)
 void add_rmsnorm_forward(const Context& ctx, Tensor sum, Tensor out, Tensor a, Tensor b, Tensor weight, double eps,

@@ -251,7 +251,8 @@ void moe_bias_update(const Context&, Tensor bias, Tensor load, double gamma) {
 }
 
 void moe_bias_update_many(const Context& ctx, const std::vector<Tensor>& biases, const std::vector<Tensor>& loads,
-                          double gamma) {
+                          double gamma, Tensor verdict) {
+  if (!verdict.empty() && verdict.ptr<double>()[1] != 0.0) return;  // a skipped step
   for (size_t i = 0; i < biases.size(); ++i) cpu::moe_bias_update(ctx, biases[i], loads[i], gamma);
 }
 

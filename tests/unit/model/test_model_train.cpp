@@ -6,6 +6,7 @@
 #include <fstream>
 #include <unistd.h>
 
+#include "../common/model_fixtures.h"
 #include "core/rng.h"
 #include "model/model_io.h"
 #include "train/trainer.h"
@@ -273,4 +274,60 @@ TEST_CASE("the optimizer's overlap is a CUDA matter: on the CPU the update stays
   a.set_overlap(true);
   CHECK_FALSE(a.overlap());
   a.finish();  // nothing to wait for
+}
+
+TEST_CASE("AdamW::apply_on_device: grad_norm then apply, bit for bit; its verdict skips a step the host would skip",
+          "[model][train]") {
+  Context ctx;
+  const ModelConfig cfg = config_preset("tiny");  // MTP on: two loss sums
+  OptimizerOptions oo;
+  oo.grad_clip = 0.05;  // small enough to clip
+  Model host(cfg, ctx), dev(cfg, ctx);
+  host.init_random(3);
+  dev.init_random(3);
+  AdamW ha(host, oo), da(dev, oo);
+  for (int64_t step = 1; step <= 2; ++step) {
+    const Batch b = test::random_batch(cfg, 2, 6, 40 + uint64_t(step));
+    host.zero_grads();
+    LossInfo lh = host.forward(b);
+    host.backward();
+    const double norm = ha.grad_norm(1.0);
+    ha.apply(step, 1e-2, 1.0, norm);
+
+    dev.zero_grads();
+    ForwardOptions fo;
+    fo.defer_loss = true;
+    LossInfo ld = dev.forward(b, fo);
+    dev.backward();
+    da.begin_grad_norm();
+    dev.begin_loss_read();
+    da.apply_on_device(step, 1e-2, 1.0, dev.loss_sums(), false);
+    dev.finish_loss_read(ld);
+    const StepVerdict v = da.read_verdict();
+    CHECK(v.skip == 0.0);
+    CHECK(v.norm == norm);
+    CHECK(norm > oo.grad_clip);  // the clipped path
+    CHECK(ld.loss == lh.loss);
+    CHECK(ld.mtp_loss == lh.mtp_loss);
+    for (size_t i = 0; i < host.params().size(); ++i) {
+      INFO(host.params().name(i));
+      CHECK(to_host_f64(host.params()[i]) == to_host_f64(dev.params()[i]));
+    }
+  }
+  // A loss sum that is not finite (or force_skip): skipped, nothing moves.
+  const std::vector<double> before = to_host_f64(dev.weights().norm);
+  dev.zero_grads();
+  dev.forward(test::random_batch(cfg, 2, 6, 50));
+  dev.backward();
+  Tensor sums = dev.loss_sums();
+  from_host(sums.slice0(1, 2), std::vector<double>{std::nan("")});
+  da.apply_on_device(3, 1e-2, 1.0, sums, false);
+  CHECK(da.read_verdict().skip == 1.0);
+  CHECK(to_host_f64(dev.weights().norm) == before);
+  dev.zero_grads();
+  dev.forward(test::random_batch(cfg, 2, 6, 51));
+  dev.backward();
+  da.apply_on_device(3, 1e-2, 1.0, Tensor{}, true);
+  CHECK(da.read_verdict().skip == 1.0);
+  CHECK(to_host_f64(dev.weights().norm) == before);
 }

@@ -156,6 +156,20 @@ TEST_CASE("sum_squares_into: sum_squares_each's values into a f64 tensor; a wron
   sum_squares_into(ctx, Tensor(), {});  // nothing to sum: nothing written
 }
 
+TEST_CASE("sum_into: sum's value into an f64 [1] tensor; a wrong out is bad input", "[ops][elementwise]") {
+  const Context ctx = cpu_ctx();
+  Owned a = rand(DType::f32, {1000, 3}, 11), b = rand(DType::f64, {7}, 12), out = zeros(DType::f64, {3});
+  sum_into(ctx, out.t.slice0(1, 2), a);
+  sum_into(ctx, out.t.slice0(2, 3), b);
+  CHECK(out.f64()[0] == 0.0);  // untouched
+  CHECK(out.f64()[1] == sum(ctx, a));
+  CHECK(out.f64()[2] == sum(ctx, b));
+  Owned f32_out = zeros(DType::f32, {1});
+  CHECK_THROWS_WITH(sum_into(ctx, out, a), Catch::Contains("must be f64 [1]"));
+  CHECK_THROWS_WITH(sum_into(ctx, f32_out, a), Catch::Contains("must be f64 [1]"));
+  CHECK_THROWS_WITH(sum_into(ctx, Tensor(), a), Catch::Contains("out is required"));
+}
+
 TEST_CASE("swiglu forward by hand", "[ops][swiglu]") {
   const Context ctx = cpu_ctx();
   Owned g = from(DType::f64, {3}, {0.0, 1.0, -2.0}), u = from(DType::f64, {3}, {5.0, 2.0, 3.0});

@@ -221,6 +221,73 @@ TEST_CASE("adamw_update_many: each slot as adamw_update with its weight decay", 
   CHECK_THROWS_WITH(adamw_update_many(ctx, {{p1, g1, m1, bad, {}, 0.0}}, o), Catch::Contains("differ in size"));
 }
 
+TEST_CASE("grad_clip_verdict: the host's norm, clip and skip rule on the device's values", "[ops][adamw]") {
+  const Context ctx = cpu_ctx();
+  const std::vector<double> sq = {0.25, 3.5, 0.0, 1e-3, 12.0};
+  double ss = 0;
+  for (double x : sq) ss += x;  // the order the op promises
+  Owned ssq = from(DType::f64, {5}, sq), verdict = zeros(DType::f64, {3}), losses = from(DType::f64, {2}, {3.0, 7.5});
+  auto run = [&](Tensor finite, double scale, double max_norm, bool force) {
+    grad_clip_verdict(ctx, verdict, ssq, finite, scale, max_norm, force);
+    return verdict.f64();
+  };
+  // no clip: the norm under max_norm, or clipping off
+  const double norm = std::sqrt(ss) * 0.5;
+  CHECK(run(losses, 0.5, 10.0, false) == std::vector<double>{0.5, 0.0, norm});
+  CHECK(run(Tensor(), 0.5, 0.0, false) == std::vector<double>{0.5, 0.0, norm});
+  // clip: scale * max_norm / norm
+  CHECK(run(losses, 0.5, 1.0, false) == std::vector<double>{0.5 * (1.0 / norm), 0.0, norm});
+  // skips: forced, a loss not finite, a sum of squares not finite (the norm is reported as it came out)
+  CHECK(run(losses, 0.5, 1.0, true) == std::vector<double>{0.0, 1.0, norm});
+  losses.p<double>()[1] = std::nan("");
+  CHECK(run(losses, 0.5, 1.0, false) == std::vector<double>{0.0, 1.0, norm});
+  losses.p<double>()[1] = 7.5;
+  ssq.p<double>()[2] = INFINITY;
+  std::vector<double> v = run(losses, 0.5, 1.0, false);
+  CHECK(v[0] == 0.0);
+  CHECK(v[1] == 1.0);
+  CHECK(std::isinf(v[2]));
+  // bad input
+  Owned short_v = zeros(DType::f64, {2}), f32_ssq = zeros(DType::f32, {5});
+  CHECK_THROWS_WITH(grad_clip_verdict(ctx, short_v, ssq, {}, 1.0, 1.0, false), Catch::Contains("must be f64 [3]"));
+  CHECK_THROWS_WITH(grad_clip_verdict(ctx, verdict, f32_ssq, {}, 1.0, 1.0, false), Catch::Contains("must be f64"));
+  CHECK_THROWS_WITH(grad_clip_verdict(ctx, verdict, ssq, {}, 1.0, -1.0, false), Catch::Contains("max_norm"));
+  CHECK_THROWS_WITH(grad_clip_verdict(ctx, verdict, ssq, {}, NAN, 1.0, false), Catch::Contains("grad_scale"));
+}
+
+TEST_CASE("adamw with a verdict: its scale as grad_scale; a skipped one writes nothing", "[ops][adamw]") {
+  const Context ctx = cpu_ctx();
+  AdamWOptions o;
+  o.lr = 0.05;
+  o.step = 3;
+  o.weight_decay = 0.1;
+  auto fresh = [] {
+    return std::vector<Owned>{from(DType::f32, {3}, {1, -2, 3}), from(DType::f32, {3}, {0.5, 0.25, -1}),
+                              from(DType::f32, {3}, {0.1, 0, 0}), from(DType::f32, {3}, {0.01, 0, 0.2}),
+                              zeros(DType::bf16, {3})};
+  };
+  std::vector<Owned> a = fresh(), b = fresh();
+  Owned verdict = from(DType::f64, {3}, {0.375, 0.0, 2.0});
+  AdamWOptions ov = o;
+  ov.grad_scale = 99.0;  // replaced by the verdict's
+  ov.verdict = verdict;
+  adamw_update_many(ctx, {{a[0], a[1], a[2], a[3], a[4], 0.1}}, ov);
+  o.grad_scale = 0.375;
+  adamw_update_many(ctx, {{b[0], b[1], b[2], b[3], b[4], 0.1}}, o);
+  for (size_t k = 0; k < 5; ++k) CHECK(a[k].f64() == b[k].f64());
+  CHECK(a[0].f64()[0] != 1.0);  // it moved
+  // skipped: nothing written, the compute copy included
+  std::vector<Owned> c = fresh();
+  verdict.p<double>()[1] = 1.0;
+  adamw_update_many(ctx, {{c[0], c[1], c[2], c[3], c[4], 0.1}}, ov);
+  adamw_update(ctx, c[0], c[1], c[2], c[3], ov, c[4]);
+  std::vector<Owned> d = fresh();
+  for (size_t k = 0; k < 5; ++k) CHECK(c[k].f64() == d[k].f64());
+  Owned short_v = zeros(DType::f64, {2});
+  ov.verdict = short_v;
+  CHECK_THROWS_WITH(adamw_update(ctx, c[0], c[1], c[2], c[3], ov), Catch::Contains("must be f64 [3]"));
+}
+
 TEST_CASE("adamw: bf16 moments are the f32 update's moments rounded to bf16", "[ops][adamw]") {
   // Each step from the same state: bf16 m, v = round(the f32 path's new m, v); the parameter step uses the unrounded
   // moments, so it equals the f32 path's when both start from the same (bf16-representable) moments.

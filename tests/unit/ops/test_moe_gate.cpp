@@ -224,4 +224,13 @@ TEST_CASE("moe_bias_update_many: each layer's moe_bias_update; mismatched lists 
   CHECK(b2.f64() == r2.f64());
   CHECK_THROWS_WITH(moe_bias_update_many(ctx, {b1.t, b2.t}, {l1.t}, 0.01), Catch::Contains("2 biases but 1 loads"));
   CHECK_THROWS_WITH(moe_bias_update_many(ctx, {b1.t}, {l2.t}, 0.01), Catch::Contains("must match bias"));
+  // with a verdict (grad_clip_verdict's): a step on (scale, 0, norm), none on a skipped one (scale, 1, norm)
+  Owned go = from(DType::f64, {3}, {1.0, 0.0, 0.5}), skip = from(DType::f64, {3}, {0.0, 1.0, NAN});
+  moe_bias_update(ctx, r1, l1, 0.01);
+  moe_bias_update_many(ctx, {b1.t}, {l1.t}, 0.01, go);
+  CHECK(b1.f64() == r1.f64());
+  moe_bias_update_many(ctx, {b1.t}, {l1.t}, 0.01, skip);
+  CHECK(b1.f64() == r1.f64());
+  Owned short_v = zeros(DType::f64, {2});
+  CHECK_THROWS_WITH(moe_bias_update_many(ctx, {b1.t}, {l1.t}, 0.01, short_v), Catch::Contains("must be f64 [3]"));
 }
