@@ -467,8 +467,7 @@ MoeLoad* Model::moe_load(int64_t layer) {
 // The counters are neighbours in the buffer arena, so one copy of the span that holds them all (on CUDA into a
 // page-locked buffer: one synchronous copy a layer took ~27 us each, ~0.3 ms a step at the bench's 11 MoE layers on
 // the H200; one asynchronous copy a layer still ~12 us each).
-void Model::begin_expert_load_read() const {
-  if (loads_.empty()) return;
+std::pair<const char*, size_t> Model::load_counters_span() const {
   const char* lo = static_cast<const char*>(loads_[0].counts.data);
   const char* hi = lo;
   for (const MoeLoad& l : loads_) {
@@ -479,6 +478,12 @@ void Model::begin_expert_load_read() const {
   }
   const size_t bytes = size_t(hi - lo);
   DS_CHECK(bytes <= buffers_.bytes(), "expert_load: the load counters are not in one buffer arena");
+  return {lo, bytes};
+}
+
+void Model::begin_expert_load_read() const {
+  if (loads_.empty()) return;
+  const auto [lo, bytes] = load_counters_span();
   load_read_.begin(ctx_.device, lo, bytes, ctx_.cuda_stream);
 }
 
@@ -487,8 +492,7 @@ std::vector<std::vector<int64_t>> Model::expert_load() const {
   if (loads_.empty()) return out;
   if (!load_read_.pending()) begin_expert_load_read();
   const unsigned char* got = load_read_.take();
-  const char* lo = static_cast<const char*>(loads_[0].counts.data);
-  for (const MoeLoad& l : loads_) lo = std::min(lo, static_cast<const char*>(l.counts.data));
+  const char* lo = load_counters_span().first;
   for (const MoeLoad& l : loads_) {
     const size_t at = size_t(static_cast<const char*>(l.counts.data) - lo);
     const auto* p = reinterpret_cast<const int64_t*>(got + at);

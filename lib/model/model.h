@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/config.h"
@@ -195,6 +196,8 @@ class Model {
     int64_t n_targets = 0;
   };
   void upload_batch(const Batch& batch);
+  // The bytes that hold every MoE layer's load counters (neighbours in buffers_), for one copy; loads_ not empty.
+  std::pair<const char*, size_t> load_counters_span() const;
   void backward_impl(const std::vector<double>* d_logp, Tensor kd_teacher = {}, double kd_weight = 0);
   double main_grad_scale() const;  // d(main loss)/d(row n's cross-entropy), the temperature's 1/T included
   LayerEnv env() const;

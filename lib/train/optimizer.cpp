@@ -62,10 +62,7 @@ void AdamW::begin_grad_norm() {
     octx.cuda_stream = gpu::process_stream(ctx.device, gpu::kOptimizerStream);
     norm_stream_ = octx.cuda_stream;
     ParamFences& f = model_.param_fences();
-    if (!f.marked()) {  // not marked stage by stage: wait for the whole step
-      gpu::event_record(grads_ready_, ctx.cuda_stream);
-      gpu::stream_wait(octx.cuda_stream, grads_ready_);
-    }
+    if (!f.marked()) join_step_stream();  // not marked stage by stage: wait for the whole step
     std::vector<std::vector<size_t>> by_stage(size_t(model_.num_param_stages()));
     for (size_t i : idx) by_stage[size_t(model_.param_stage(i))].push_back(i);
     for (size_t s = by_stage.size(); s-- > 0;) {
@@ -90,7 +87,7 @@ double AdamW::grad_norm(double grad_scale) {
   }
   double ss = 0;
   for (double x : each) ss += x;  // in tensor order (buffers add 0)
-  return step_verdict(ss, true, grad_scale, opt_.grad_clip).norm;
+  return grad_norm_of(ss, grad_scale);
 }
 
 double AdamW::step(int64_t step, double lr, double grad_scale) {
@@ -103,9 +100,8 @@ void AdamW::apply(int64_t step, double lr, double grad_scale, double norm) {
   AdamWOptions o;
   o.lr = lr;
   o.step = step;
-  // the clip rule of grad_clip_verdict (the norm given is the one it computes)
-  o.grad_scale = grad_scale;
-  if (opt_.grad_clip > 0 && norm > opt_.grad_clip) o.grad_scale *= opt_.grad_clip / norm;
+  o.grad_scale = clip_scale(norm, grad_scale, opt_.grad_clip);  // grad_clip_verdict's rule
+  join_step_stream();
   enqueue_update(o);
 }
 
@@ -119,10 +115,7 @@ void AdamW::apply_on_device(int64_t step, double lr, double grad_scale, Tensor f
   }
   Context vctx = ctx;
   vctx.cuda_stream = norm_stream_;  // behind the sums
-  if (overlap_) {  // and behind what the step's stream wrote of `finite`
-    gpu::event_record(grads_ready_, ctx.cuda_stream);
-    gpu::stream_wait(vctx.cuda_stream, grads_ready_);
-  }
+  join_step_stream();  // and behind what the step's stream wrote of `finite`
   grad_clip_verdict(vctx, verdict_[0], ssq_[0], finite, grad_scale, opt_.grad_clip, force_skip);
   verdict_read_.begin(ctx.device, verdict_[0].data, verdict_[0].nbytes(), vctx.cuda_stream);
   const bool other_stream = vctx.cuda_stream != ctx.cuda_stream;
@@ -137,13 +130,22 @@ void AdamW::apply_on_device(int64_t step, double lr, double grad_scale, Tensor f
   o.verdict = verdict_[0];
   enqueue_update(o);
   // The model's stream may read the verdict from here on; it waits only after the update's stages were enqueued
-  // behind its work (enqueue_update's event), or their start would wait for a round trip between the streams.
+  // behind its work (join_step_stream's event), or their start would wait for a round trip between the streams.
   if (other_stream) gpu::stream_wait(ctx.cuda_stream, verdict_ready_);
 }
 
 StepVerdict AdamW::read_verdict() {
   const double* v = verdict_read_.take_as<double>();
   return StepVerdict{v[0], v[1], v[2]};
+}
+
+// With the overlap: the optimizer's stream waits for everything enqueued so far on the model's stream (backward, the
+// loss sums) before the verdict and the update. Once per step.
+void AdamW::join_step_stream() {
+  if (!overlap_) return;
+  const Context& ctx = model_.context();
+  gpu::event_record(grads_ready_, ctx.cuda_stream);
+  gpu::stream_wait(gpu::process_stream(ctx.device, gpu::kOptimizerStream), grads_ready_);
 }
 
 void AdamW::enqueue_update(AdamWOptions o) {
@@ -168,8 +170,6 @@ void AdamW::enqueue_update(AdamWOptions o) {
   Context octx = ctx;
   octx.cuda_stream = gpu::process_stream(ctx.device, gpu::kOptimizerStream);
   ParamFences& f = model_.param_fences();
-  gpu::event_record(grads_ready_, ctx.cuda_stream);
-  gpu::stream_wait(octx.cuda_stream, grads_ready_);
   for (size_t s = 0; s < stages.size(); ++s) {
     if (!stages[s].empty()) adamw_update_many(octx, stages[s], o);
     gpu::event_record(f.stage(int(s)), octx.cuda_stream);

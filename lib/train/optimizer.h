@@ -68,8 +68,10 @@ class AdamW {
   OptimizerOptions opt_;
   Arena m_, v_;
   bool overlap_ = false;
-  // Enqueues the update with options o (on the optimizer's stream, stage by stage, with the overlap).
+  // Enqueues the update with options o (on the optimizer's stream, stage by stage, with the overlap, after
+  // join_step_stream()).
   void enqueue_update(AdamWOptions o);
+  void join_step_stream();
 
   void* grads_ready_ = nullptr;  // event: the step's backward (and gradient norm) are done
   void* verdict_ready_ = nullptr;  // event: apply_on_device's verdict is written
