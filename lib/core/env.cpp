@@ -10,4 +10,9 @@ bool env_switch(const char* name) {
   return !(e && std::string(e) == "0");
 }
 
+bool env_opt_in(const char* name) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == "1";
+}
+
 }  // namespace ds

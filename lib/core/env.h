@@ -6,5 +6,7 @@ namespace ds {
 // False when the environment variable `name` is "0"; on otherwise (unset included). Reads the environment on each
 // call; callers on a hot path keep the answer in a static.
 bool env_switch(const char* name);
+// True only when the environment variable `name` is "1": an opt-in A/B knob.
+bool env_opt_in(const char* name);
 
 }  // namespace ds

@@ -243,7 +243,8 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
     have_forward_ = false;  // backward, target_logprobs and distill_loss need a full forward
     return info;
   }
-  logits_ = acts_.alloc("logits", sdt, {N, V});  // f32 in mixed precision
+  const DType ldt = fopt_.compute_dtype_logits ? dtype_ : sdt;  // f32 in mixed precision unless asked otherwise
+  logits_ = acts_.alloc("logits", ldt, {N, V});
   matmul_forward(ctx_, logits_, final_n_, cw_.lm_head);
   if (fopt_.logit_temperature != 1.0) scale(ctx_, logits_, 1.0 / fopt_.logit_temperature);
   loss_ = acts_.alloc("loss", sdt, {N});
@@ -285,7 +286,7 @@ LossInfo Model::forward(const Batch& batch, const ForwardOptions& opt) {
     m.head_n = acts_.alloc(p + "head_norm", dtype_, {N, D});
     m.head_rstd = acts_.alloc(p + "head_norm_rstd", sdt, {N});
     rmsnorm_forward(ctx_, m.head_n, m.head_rstd, m.block.x_out, mw.shared_head_norm, cfg_.rms_norm_eps);
-    m.logits = acts_.alloc(p + "logits", sdt, {N, V});
+    m.logits = acts_.alloc(p + "logits", ldt, {N, V});
     matmul_forward(ctx_, m.logits, m.head_n, cw_.lm_head);
     m.loss = acts_.alloc(p + "loss", sdt, {N});
     m.lse = acts_.alloc(p + "lse", sdt, {N});
@@ -348,6 +349,9 @@ void Model::backward_policy(const std::vector<double>& d_logp) {
 
 double Model::distill_loss(Tensor teacher_logits) {
   DS_CHECK(have_forward_, "distill_loss without forward");
+  DS_CHECK(logits_.dtype == teacher_logits.dtype, "distill_loss: the student's logits are " +
+                                                      std::string(dtype_name(logits_.dtype)) + ", the teacher's " +
+                                                      dtype_name(teacher_logits.dtype) + " (compute_dtype_logits?)");
   if (n_targets_ == 0) return 0.0;
   Tensor kl = acts_.alloc("kd_loss", stat_dtype(), {B_ * T_});
   kl_div_forward(ctx_, kl, logits_, teacher_logits, targets_, kIgnore);

@@ -52,6 +52,12 @@ struct ForwardOptions {
   // kernel: bench/gpu/SESSIONS.md, 26th). Until read_loss, LossInfo's loss, main_loss and mtp_loss are NaN; the
   // balance loss (when on) is read at once as before. Ignored with head_rows. The same values either way.
   bool defer_loss = false;
+  // The heads' logits in the compute dtype (bf16 in mixed precision, as transformers' bf16 model keeps them) instead
+  // of f32: the head's product writes, and the loss's two passes read, half the bytes ([B*T, V]: 1 GB at the bench's
+  // 16 x 1024 x 32,000). The softmax's sums, the losses and lse stay f32, and the gradient is computed in f32 and
+  // rounded once, as with f32 logits. The trainer's default (DS_BF16_LOGITS=0 turns it off); not with head_rows, and
+  // not for distillation (kl_div reads the teacher's f32 logits beside these).
+  bool compute_dtype_logits = false;
 };
 
 struct LossInfo {
@@ -66,7 +72,8 @@ class Model {
  public:
   // dtype: f32 or f64 (CPU), f32 or bf16 (CUDA). With bf16 (mixed precision) the parameters stay f32 ("master
   // weights", what params()/weights() hold, what the optimizer updates and checkpoints store) and forward/backward
-  // run on a bf16 copy (compute_weights()); gradients, saved statistics, logits and losses are f32.
+  // run on a bf16 copy (compute_weights()); gradients, saved statistics, logits (but see
+  // ForwardOptions::compute_dtype_logits) and losses are f32.
   Model(const ModelConfig& cfg, const Context& ctx, DType dtype = DType::f32);
   ~Model();
 

@@ -81,6 +81,11 @@ Trainer::Trainer(Model& model, const Tokenizer& tok, const WindowSet& train, con
       stream_(&train, opt.batch_size, opt.seed) {
   opt_.lr.total_steps = opt_.max_steps;
   state_.seed = opt_.seed;
+  // bf16 logits in mixed precision (ForwardOptions::compute_dtype_logits; DS_BF16_LOGITS=0 keeps them f32); f32 for
+  // distillation, whose loss reads the teacher's f32 logits beside the student's
+  opt_.forward.compute_dtype_logits = !opt_.teacher && env_switch("DS_BF16_LOGITS");
+  // DS_FUSED_LOSS=1 (an A/B knob): the main head's loss and gradient in one pass (ForwardOptions::loss_grad)
+  if (env_opt_in("DS_FUSED_LOSS")) opt_.forward.loss_grad = true;
 }
 
 void Trainer::resume_from(const std::string& dir) {
@@ -128,6 +133,7 @@ double Trainer::evaluate() {
   ForwardOptions fo = opt_.forward;
   fo.mtp = false;
   fo.balance_alpha = 0;
+  fo.loss_grad = false;  // no backward follows
   for (const Batch& b : fixed_batches(eval_, opt_.batch_size, opt_.eval_batches)) {
     LossInfo li = model_.forward(b, fo);
     total += li.main_loss * double(li.n_targets);

@@ -451,6 +451,66 @@ TEST_CASE("model on CUDA, bf16 mixed precision: losses and gradients near the CP
   }
 }
 
+// bf16 logits (ForwardOptions::compute_dtype_logits, the trainer's default in mixed precision): the heads' product
+// writes bf16 and the loss reads it, the sums in f32. Against the CPU f32 model as the f32-logit run above, and
+// against that run itself: a logit rounded to bf16 moves by at most 2^-9 of itself, and the loss (a mean over B*T
+// rows of lse - logit) and the gradients (one more rounding of a bf16 chain) by far less than bf16's other roundings.
+TEST_CASE("model on CUDA, bf16 logits: losses and gradients near f32 logits and the CPU", "[model][cuda][bf16]") {
+  const ModelConfig cfg = small_cfg();  // MTP on: its heads' logits too
+  const int64_t B = 2, T = 64;
+  Context cpu;
+  Context gpu = cuda_ctx();
+  Model c(cfg, cpu, DType::f32), g(cfg, gpu, DType::bf16);
+  c.init_random(83);
+  g.init_random(83);
+  set_biases(c);
+  set_biases(g);
+  const Batch batch = random_batch(cfg, B, T, 84);
+  ForwardOptions fo;
+  fo.balance_alpha = 1e-3;
+  c.enable_grads();
+  g.enable_grads();
+  c.zero_grads();
+  const LossInfo lc = c.forward(batch, fo);
+  c.backward();
+  auto grads = [&](Model& m) {
+    std::vector<double> v;
+    for (size_t i = 0; i < m.grad_arena().size(); ++i) {
+      const std::vector<double> t = to_host_f64(m.grad_arena()[i]);
+      v.insert(v.end(), t.begin(), t.end());
+    }
+    return v;
+  };
+  std::vector<double> f32_grads;
+  double f32_loss = 0;
+  for (const bool bf16_logits : {false, true}) {
+    ForwardOptions f = fo;
+    f.compute_dtype_logits = bf16_logits;
+    g.zero_grads();
+    const LossInfo lg = g.forward(batch, f);
+    REQUIRE(g.logits().dtype == (bf16_logits ? DType::bf16 : DType::f32));
+    g.backward();
+    device_sync();
+    const std::string what = bf16_logits ? "small bf16, bf16 logits" : "small bf16, f32 logits";
+    print_loss(what.c_str(), lg, lc);
+    CHECK(std::isfinite(lg.loss));
+    CHECK(rel(lg.loss, lc.loss) < 1e-2);  // as the bf16 test above
+    const GradStats s = compare_grads(what, g, c, 0, "bf16 weights/activations, f32 gradients: rel_l2 reported");
+    CHECK(s.global_rel_l2 < 0.1);
+    if (!bf16_logits) {
+      f32_loss = lg.loss;
+      f32_grads = grads(g);
+      continue;
+    }
+    const std::vector<double> v = grads(g);
+    const double r = rel_l2(v, f32_grads);
+    std::printf("model %-34s against f32 logits: loss %.9f / %.9f, gradients rel_l2 %.3e\n", what.c_str(), lg.loss,
+                f32_loss, r);
+    CHECK(rel(lg.loss, f32_loss) < 1e-3);
+    CHECK(r < 2e-2);
+  }
+}
+
 // The optimizer's overlap (AdamW::set_overlap, the trainer's CUDA default): the update runs on its own stream stage
 // by stage while the next forward runs on the trainer's stream, and the gradient norm's sums stage by stage beside
 // backward (begin_grad_norm, before the host waits for the loss). Same kernels on the same data, so the same bits as
@@ -524,7 +584,8 @@ TEST_CASE("model on CUDA: loss_grad's fused cross-entropy and defer_loss's late 
   for (int which = 0; which < 2; ++which) {
     const ModelConfig cfg = which == 0 ? small_cfg() : variant_cfg();
     for (DType dt : {DType::f32, DType::bf16}) {
-      const std::string what = std::string(which == 0 ? "small (MTP) " : "variant (no MTP) ") + dtype_name(dt);
+      const std::string what = std::string(which == 0 ? "small (MTP) " : "variant (no MTP, bf16 logits) ") +
+                               dtype_name(dt);
       Context gpu = cuda_ctx();
       Model m(cfg, gpu, dt);
       m.init_random(95);
@@ -534,6 +595,7 @@ TEST_CASE("model on CUDA: loss_grad's fused cross-entropy and defer_loss's late 
       ForwardOptions fo;
       fo.balance_alpha = 1e-3;
       fo.logit_temperature = 1.25;
+      fo.compute_dtype_logits = which == 1;  // bf16 logits in the variant's bf16 run (the fused kernel's bf16 rows)
       auto run = [&](bool fused, bool defer) {
         ForwardOptions f = fo;
         f.loss_grad = fused;
