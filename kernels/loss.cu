@@ -19,14 +19,26 @@ namespace {
 
 // Pack<T, VEC> (common.cuh): VEC consecutive elements as one load / store (f32: float4; bf16: 8 bytes).
 constexpr int kFwdThreads = 512;
-constexpr int kFwdUnroll = 2;  // groups a thread loads before it adds any (bytes in flight, as the backward)
 
-// (m, s): s = sum exp(x - m). Merges two partial sums; an empty part has m = -inf, s = 0.
+// A row's elements go in groups of kRowVec<T> (16 bytes: 4 f32 or 8 bf16) when V is a multiple of it and the rows
+// start on such a group. 16 bytes for bf16 too: with 8-byte groups the forward made as many trips to memory over
+// bf16 logits as over f32 ones, and took as long (H200, 29th session: 645 us for the bench's 16,384 x 32,000 either way).
+template <class T> constexpr int kRowVec = int(16 / sizeof(T));
+inline bool is_aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+template <class T> bool row_vec_fits(int64_t V, const void* data) {
+  return V % kRowVec<T> == 0 && is_aligned_to(data, 16);
+}
+
+// (m, s): s = sum exp(x - m). Merges two partial sums; an empty part has m = -inf and s = 0, or s = NaN when its
+// only logits besides -inf were NaN (lse_add_chunk): added, so that the NaN reaches the row's lse.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
-  if (m2 == -INFINITY) return;
+  if (m2 == -INFINITY) {
+    s += s2;
+    return;
+  }
   if (m == -INFINITY) {
     m = m2;
-    s = s2;
+    s = s2 + s;
     return;
   }
   const float mx = fmaxf(m, m2);
@@ -34,22 +46,42 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
   m = mx;
 }
 
-// Adds VEC logits to the running (m, s): the group's maximum first (at most one rescale a group), then the
-// exponentials in element order (VEC 1 is the scalar online update). A -inf logit adds 0, also while m is still
-// -inf (exp(-inf - -inf) would be NaN); a NaN logit makes s NaN.
-template <class T, int VEC> __device__ __forceinline__ void lse_add(float& m, float& s, const Pack<T, VEC>& p) {
-  float pm = ldf(p.v[0]);
+// A thread adds its groups of a row to its running (m, s) kLseChunk groups at a time: the chunk's maximum first (at
+// most one rescale a chunk), then exp(x - m) of each element in group order as exp2(x * log2(e) - m * log2(e)) (one
+// FFMA and one MUFU.EX2 an element: the online update with an accurate expf and a -inf test an element made the
+// forward bound by its instructions, 0.55 ms for the bench's 16,384 x 32,000 bf16 logits, 29th session). The sum
+// depends only on a thread's groups and the chunk length, so ce_fwd_kernel and ce_fused_kernel (which holds its groups
+// in registers) give the same bits. A -inf logit adds 0 (exp2(-inf)); a NaN logit makes s NaN, also while every
+// other logit is -inf.
+constexpr int kLseChunk = 4;
+constexpr float kLog2e = 1.4426950408889634f;
+template <class T, int VEC>
+__device__ __forceinline__ void lse_add_chunk(float& m, float& s, const Pack<T, VEC>* p, int n_valid) {
+  float cm = -INFINITY;
 #pragma unroll
-  for (int j = 1; j < VEC; ++j) pm = fmaxf(pm, ldf(p.v[j]));
-  if (pm > m) {
-    s = m == -INFINITY ? 0.0f : s * expf(m - pm);
-    m = pm;
-  }
+  for (int i = 0; i < kLseChunk; ++i)
+    if (i < n_valid)
 #pragma unroll
-  for (int j = 0; j < VEC; ++j) {
-    const float xv = ldf(p.v[j]);
-    s += xv == -INFINITY ? 0.0f : expf(xv - m);
+      for (int j = 0; j < VEC; ++j) cm = fmaxf(cm, ldf(p[i].v[j]));  // fmaxf skips NaN: the sum below catches it
+  if (cm > m) {
+    s = m == -INFINITY ? 0.0f : s * expf(m - cm);
+    m = cm;
   }
+  if (m == -INFINITY) {  // only -inf (adds 0) and NaN logits so far
+#pragma unroll
+    for (int i = 0; i < kLseChunk; ++i)
+      if (i < n_valid)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j)
+          if (ldf(p[i].v[j]) != -INFINITY) s = NAN;
+    return;
+  }
+  const float ml = m * kLog2e;
+#pragma unroll
+  for (int i = 0; i < kLseChunk; ++i)
+    if (i < n_valid)
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) s += exp2f(fmaf(ldf(p[i].v[j]), kLog2e, -ml));
 }
 
 // The row's logsumexp from each thread's (m, s): a fixed butterfly in the warp, then the warps in order, on thread
@@ -81,11 +113,11 @@ __device__ __forceinline__ float ce_grad(float x, float l, float k, bool hit) {
 }
 
 // One block a row (grid-stride over rows). Thread t adds the groups t, t + blockDim, ... of VEC elements (V % VEC
-// == 0 and the rows aligned to VEC elements; VEC 1 for any V) in that order, kFwdUnroll loads ahead; the warps'
-// partial sums merge in a fixed butterfly and then in warp order, so the result depends only on V, VEC and the
-// block size (deterministic).
+// == 0 and the rows aligned to VEC elements; VEC 1 for any V) in that order, a chunk of kLseChunk loads at a time; the
+// warps' partial sums merge in a fixed butterfly and then in warp order, so the result depends only on V, VEC and
+// the block size (deterministic). Two blocks a SM (64 registers): a chunk of bf16 groups of 8 spilled at 40.
 template <class T, int VEC>
-__global__ void __launch_bounds__(kFwdThreads, 2048 / kFwdThreads)
+__global__ void __launch_bounds__(kFwdThreads, 2)
     ce_fwd_kernel(float* __restrict__ loss, float* __restrict__ lse, const T* __restrict__ logits,
                   const int32_t* __restrict__ targets, int64_t N, int64_t V, int ignore_index) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
@@ -103,14 +135,16 @@ __global__ void __launch_bounds__(kFwdThreads, 2048 / kFwdThreads)
     const T* x = logits + n * V;
     const Pack<T, VEC>* xp = reinterpret_cast<const Pack<T, VEC>*>(x);
     float m = -INFINITY, s = 0.0f;
-    for (int v = threadIdx.x; v < VV; v += kFwdUnroll * blockDim.x) {
-      Pack<T, VEC> p[kFwdUnroll];
+    for (int v = threadIdx.x; v < VV; v += kLseChunk * blockDim.x) {  // a chunk's loads all before its sums
+      Pack<T, VEC> p[kLseChunk];
+      int n_valid = 0;
 #pragma unroll
-      for (int u = 0; u < kFwdUnroll; ++u)
-        if (v + u * int(blockDim.x) < VV) p[u] = xp[v + u * blockDim.x];
-#pragma unroll
-      for (int u = 0; u < kFwdUnroll; ++u)
-        if (v + u * int(blockDim.x) < VV) cuda::lse_add(m, s, p[u]);
+      for (int u = 0; u < kLseChunk; ++u)
+        if (v + u * int(blockDim.x) < VV) {
+          p[u] = xp[v + u * blockDim.x];
+          n_valid = u + 1;
+        }
+      cuda::lse_add_chunk(m, s, p, n_valid);
     }
     const float l = cuda::block_lse(m, s, sm, ss);
     if (threadIdx.x == 0) {
@@ -202,6 +236,7 @@ __global__ void __launch_bounds__(kFwdThreads, fused_blocks_per_sm(G))
                     const T* __restrict__ logits, const int32_t* __restrict__ targets, int64_t N, int64_t V,
                     float d_scale, int ignore_index) {
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  static_assert(G % kLseChunk == 0, "the fused kernel adds its groups in lse_add_chunk's chunks");
   using P = Pack<T, VEC>;
   using PD = Pack<D, VEC>;
   __shared__ float sm[32], ss[32], l_row;
@@ -227,9 +262,9 @@ __global__ void __launch_bounds__(kFwdThreads, fused_blocks_per_sm(G))
     for (int i = 0; i < G; ++i)
       if (int(threadIdx.x) + i * kFwdThreads < VV) p[i] = xp[threadIdx.x + i * kFwdThreads];
     float m = -INFINITY, s = 0.0f;
+    const int held = int(threadIdx.x) < VV ? (VV - 1 - int(threadIdx.x)) / kFwdThreads + 1 : 0;  // groups loaded
 #pragma unroll
-    for (int i = 0; i < G; ++i)
-      if (int(threadIdx.x) + i * kFwdThreads < VV) cuda::lse_add(m, s, p[i]);
+    for (int c = 0; c < G; c += kLseChunk) cuda::lse_add_chunk(m, s, p + c, min(max(held - c, 0), kLseChunk));
     const float l = cuda::block_lse(m, s, sm, ss);
     if (threadIdx.x == 0) {
       const bool bad = tg < 0 || int64_t(tg) >= V;
@@ -260,12 +295,12 @@ void cross_entropy_forward(const Context& ctx, Tensor loss, Tensor lse, Tensor l
   if (N == 0) return;
   DS_CHECK(V < (int64_t(1) << 30), "cross_entropy_forward: V " + std::to_string(V) +
                                       " too large for the kernel's int column indices (2^30)");
-  // float4 / 8-byte loads when every row starts on a group of 4 elements; the scalar kernel otherwise
-  const bool vec = V % 4 == 0 && reinterpret_cast<uintptr_t>(logits.data) % (4 * dtype_size(logits.dtype)) == 0;
   cuda::dispatch_fb(logits.dtype, "cross_entropy_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch(vec ? ce_fwd_kernel<T, 4> : ce_fwd_kernel<T, 1>, unsigned(std::min<int64_t>(N, 1 << 20)), kFwdThreads, 0,
-           st, dptr<float>(loss), lse.empty() ? nullptr : dptr<float>(lse), dptr<const T>(logits),
+    // 16-byte loads when every row starts on such a word (kRowVec); the scalar kernel otherwise
+    const bool vec = row_vec_fits<T>(V, logits.data);
+    launch(vec ? ce_fwd_kernel<T, kRowVec<T>> : ce_fwd_kernel<T, 1>, unsigned(std::min<int64_t>(N, 1 << 20)),
+           kFwdThreads, 0, st, dptr<float>(loss), lse.empty() ? nullptr : dptr<float>(lse), dptr<const T>(logits),
            dptr<const int32_t>(targets), N, V, ignore_index);
   });
   DS_CUDA_LAUNCH_CHECK("ce_fwd_kernel");
@@ -278,24 +313,24 @@ void cross_entropy_backward(const Context& ctx, Tensor d_logits, Tensor logits, 
   if (N == 0 || V == 0) return;
   DS_CHECK(V < (int64_t(1) << 30), "cross_entropy_backward: V " + std::to_string(V) +
                                       " too large for the kernel's int column indices (2^30)");
-  constexpr int kVec = 4;
-  auto aligned = [](const Tensor& t) {
-    return reinterpret_cast<uintptr_t>(t.data) % (kVec * dtype_size(t.dtype)) == 0;
-  };
-  const bool vec = V % kVec == 0 && aligned(logits) && aligned(d_logits);
-  // Enough blocks to fill the GPU and no more (grid-stride beyond); several blocks a row only when rows are fewer
-  // than that, and rows spread evenly over blockIdx.y (N = 16,384 on 132 SMs: 1,024 blocks of 16 rows each).
-  const int64_t groups = vec ? V / kVec : V;
   const bool add = acc == Accum::add;
-  const int64_t target = int64_t(attn::num_sms()) * cuda::bwd_blocks_per_sm(add);
-  const int64_t per_row_max = (groups + kBwdThreads * kBwdUnroll - 1) / (kBwdThreads * kBwdUnroll);
-  const int64_t gx = std::clamp<int64_t>((target + N - 1) / N, 1, per_row_max);
-  const int64_t rows_per_block = (N + target / gx - 1) / (target / gx);
-  const int64_t gy = std::min<int64_t>((N + rows_per_block - 1) / rows_per_block, 65535);
-  const dim3 grid{unsigned(gx), unsigned(gy)};
   auto run = [&](auto t_zero, auto d_zero) {
     using T = decltype(t_zero);
     using D = decltype(d_zero);
+    // Groups of 4 elements when the rows of both tensors start on such a group (any VEC gives the same values: the
+    // arithmetic is per element). 8 bf16 (16 bytes) spilled at the 32 registers of 8 blocks a SM.
+    constexpr int kVec = 4;
+    const bool vec = V % kVec == 0 && is_aligned_to(logits.data, kVec * sizeof(T)) &&
+                     is_aligned_to(d_logits.data, kVec * sizeof(D));
+    // Enough blocks to fill the GPU and no more (grid-stride beyond); several blocks a row only when rows are fewer
+    // than that, and rows spread evenly over blockIdx.y (N = 16,384 on 132 SMs: 1,024 blocks of 16 rows each).
+    const int64_t groups = vec ? V / kVec : V;
+    const int64_t target = int64_t(attn::num_sms()) * cuda::bwd_blocks_per_sm(add);
+    const int64_t per_row_max = (groups + kBwdThreads * kBwdUnroll - 1) / (kBwdThreads * kBwdUnroll);
+    const int64_t gx = std::clamp<int64_t>((target + N - 1) / N, 1, per_row_max);
+    const int64_t rows_per_block = (N + target / gx - 1) / (target / gx);
+    const int64_t gy = std::min<int64_t>((N + rows_per_block - 1) / rows_per_block, 65535);
+    const dim3 grid{unsigned(gx), unsigned(gy)};
     auto kernel = vec ? (add ? ce_bwd_kernel<T, D, kVec, true> : ce_bwd_kernel<T, D, kVec, false>)
                       : (add ? ce_bwd_kernel<T, D, 1, true> : ce_bwd_kernel<T, D, 1, false>);
     launch(kernel, grid, kBwdThreads, 0, st, dptr<D>(d_logits), dptr<const T>(logits), dptr<const float>(lse),
@@ -314,25 +349,33 @@ void cross_entropy_fused(const Context& ctx, Tensor loss, Tensor lse, Tensor d_l
                          double d_scale, int ignore_index) {
   const int64_t N = logits.rows(), V = logits.cols();
   if (N == 0) return;
-  // VEC as cross_entropy_forward picks it (the lse's summation order depends on it); d_logits must then be aligned
-  // to it too. Rows longer than G groups a thread, or a misaligned d_logits: the two passes (the same values).
-  auto aligned = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data) % (4 * dtype_size(t.dtype)) == 0; };
-  const bool vec = V % 4 == 0 && aligned(logits);
-  const int64_t per_thread = V > 0 ? ((vec ? V / 4 : V) + kFwdThreads - 1) / kFwdThreads : 0;
-  if (per_thread == 0 || per_thread > 16 || (vec && !aligned(d_logits))) {
-    cuda::cross_entropy_forward(ctx, loss, lse, logits, targets, ignore_index);
-    cuda::cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, Accum::overwrite, {});
-    return;
-  }
   cudaStream_t st = prepare(ctx);
-  const bool small = per_thread <= 4;
   auto run = [&](auto t_zero, auto d_zero) {
     using T = decltype(t_zero);
     using D = decltype(d_zero);
-    auto kernel = vec ? (small ? ce_fused_kernel<T, D, 4, 4> : ce_fused_kernel<T, D, 4, 16>)
-                      : (small ? ce_fused_kernel<T, D, 1, 4> : ce_fused_kernel<T, D, 1, 16>);
+    // VEC as cross_entropy_forward picks it (the lse's summation order depends on it); d_logits must then be aligned
+    // to it too. Rows longer than G groups a thread, or a misaligned d_logits: the two passes (the same values).
+    constexpr int kVec = kRowVec<T>;
+    const bool vec = row_vec_fits<T>(V, logits.data);
+    const int64_t per_thread = V > 0 ? ((vec ? V / kVec : V) + kFwdThreads - 1) / kFwdThreads : 0;
+    // At most 16 groups a thread (64 registers of them), 8 of bf16's 16-byte groups (16 spilled)
+    constexpr int kMaxG = kVec * sizeof(T) == 16 && sizeof(T) == 2 ? 8 : 16;
+    const int max_g = vec ? kMaxG : 16;
+    if (per_thread == 0 || per_thread > max_g || (vec && !is_aligned_to(d_logits.data, kVec * sizeof(D)))) {
+      cuda::cross_entropy_forward(ctx, loss, lse, logits, targets, ignore_index);
+      cuda::cross_entropy_backward(ctx, d_logits, logits, lse, targets, d_scale, ignore_index, Accum::overwrite, {});
+      return;
+    }
+    const int g = per_thread <= 4 ? 4 : per_thread <= 8 ? 8 : 16;  // groups a thread holds
+    auto pick = [&](auto vec_c) {
+      constexpr int W = decltype(vec_c)::value;
+      if constexpr (W == kVec && kMaxG == 8) return g == 4 ? ce_fused_kernel<T, D, W, 4> : ce_fused_kernel<T, D, W, 8>;
+      else
+        return g == 4 ? ce_fused_kernel<T, D, W, 4> : g == 8 ? ce_fused_kernel<T, D, W, 8> : ce_fused_kernel<T, D, W, 16>;
+    };
+    auto kernel = vec ? pick(std::integral_constant<int, kVec>{}) : pick(std::integral_constant<int, 1>{});
     // as many blocks as are resident at once (grid-stride beyond): a block's next row loads as soon as it is done
-    const int64_t grid = std::min<int64_t>(N, int64_t(attn::num_sms()) * cuda::fused_blocks_per_sm(small ? 4 : 16));
+    const int64_t grid = std::min<int64_t>(N, int64_t(attn::num_sms()) * cuda::fused_blocks_per_sm(g));
     launch(kernel, unsigned(grid), kFwdThreads, 0, st, dptr<float>(loss), dptr<float>(lse), dptr<D>(d_logits),
            dptr<const T>(logits), dptr<const int32_t>(targets), N, V, float(d_scale), ignore_index);
   };

@@ -948,10 +948,10 @@ TEST_CASE("parity: cross-entropy with -inf logits", "[loss]") {
 
 // cross_entropy_fused (the loss and the gradient in one pass over the logits) against cross_entropy_forward then
 // cross_entropy_backward on the device, bit for bit: loss, lse and d_logits, for every pair of dtypes (f32 logits
-// into bf16 or f32 d_logits, bf16 into bf16). Shapes: V 32,000 (float4 / 8-byte groups, 16 a thread: the training
-// shape's row in registers), 2,048 (1 group a thread; more rows than the grid holds blocks), odd V (scalar groups,
-// 2 and 10 a thread), V past the registers and a misaligned d_logits (the two-pass fallback). Rows: ignored ones,
-// a target outside [0, V) (NaN in both), the last column as target, -inf logits.
+// into bf16 or f32 d_logits, bf16 into bf16). Shapes: V 32,000 (16-byte groups, 16 f32 or 8 bf16 a thread: the
+// training shape's row in registers), 2,048 (1 group a thread; more rows than the grid holds blocks), odd V (scalar
+// groups, 2 and 10 a thread), V past the registers and a misaligned d_logits (the two-pass fallback). Rows: ignored
+// ones, a target outside [0, V) (NaN in both), the last column as target, -inf logits, a NaN logit.
 TEST_CASE("cross_entropy_fused: the two passes' bits in one", "[loss][fused]") {
   struct Shape {
     int64_t N, V;
@@ -971,6 +971,8 @@ TEST_CASE("cross_entropy_fused: the two passes' bits in one", "[loss][fused]") {
     for (int64_t v = 0; v < s.V; ++v)
       if ((v < s.V / 3 || v % 3 == 0) && v != tg[3])
         x.v[size_t(3 * s.V + v)] = -std::numeric_limits<double>::infinity();
+    const bool nan_row = s.N > 5;  // row 4: one NaN logit, a NaN loss in both
+    if (nan_row) x.v[size_t(4 * s.V + s.V / 2)] = std::numeric_limits<double>::quiet_NaN();
     for (auto [dt, ddt] : {std::pair{kF32, kBF16}, std::pair{kF32, kF32}, std::pair{kBF16, kBF16}}) {
       const std::string st = shape_tag({s.N, s.V}) + (s.misalign ? " d misaligned" : "");
       const std::string what = std::string(dtype_name(dt)) + "->" + dtype_name(ddt);
@@ -1005,6 +1007,7 @@ TEST_CASE("cross_entropy_fused: the two passes' bits in one", "[loss][fused]") {
           wrong += !std::isnan(g[size_t(2 * s.V + v)]);
         }
         wrong += l[1] != 0.0 || !std::isnan(l[2]) || !std::isfinite(l[3]) || !std::isfinite(l[0]);
+        wrong += nan_row && !std::isnan(l[4]);
         std::printf("check  %-48s %lld wrong\n", name("special rows").c_str(),
                     (long long)wrong);
         CHECK(wrong == 0);
@@ -1039,6 +1042,16 @@ TEST_CASE("cross-entropy timings: training shape", "[.bench][bench]") {
               "bwd f32 %.3f ms + copy to bf16 %.3f ms  fused f32->bf16 %.3f ms (%.0f GB/s) (median of 9)\n",
               (long long)N, (long long)V, fwd, 4 * gb / fwd * 1e3, bwd16, 6 * gb / bwd16 * 1e3, bwd32, cvt, fused,
               6 * gb / fused * 1e3);
+  // bf16 logits (the trainer's default in mixed precision): the same rows rounded
+  DevTensor l16(kBF16, {N, V});
+  copy(c, l16, logits);
+  const double fwd_b = median_ms([&] { cross_entropy_forward(c, loss, lse, l16, targets, -100); });
+  const double bwd_b = median_ms([&] { cross_entropy_backward(c, d16, l16, lse, targets, 1e-4, -100); });
+  const double fused_b = median_ms([&] { cross_entropy_fused(c, loss, lse, d16, l16, targets, 1e-4, -100); });
+  std::printf("bench cross-entropy N=%lld V=%lld bf16 logits  fwd %.3f ms (%.0f GB/s)  bwd %.3f ms (%.0f GB/s)  "
+              "fused %.3f ms (%.0f GB/s) (median of 9)\n",
+              (long long)N, (long long)V, fwd_b, 2 * gb / fwd_b * 1e3, bwd_b, 4 * gb / bwd_b * 1e3, fused_b,
+              4 * gb / fused_b * 1e3);
   std::fflush(stdout);
 }
 
