@@ -17,12 +17,13 @@ namespace ds::cuda {
 
 namespace {
 
-// Pack<T, VEC> (common.cuh): VEC consecutive elements as one load / store (f32: float4; bf16: 8 bytes).
+// Pack<T, VEC> (common.cuh): VEC consecutive elements as one load / store (the forward's 16 bytes, the backward's
+// 4 elements).
 constexpr int kFwdThreads = 512;
 
 // A row's elements go in groups of kRowVec<T> (16 bytes: 4 f32 or 8 bf16) when V is a multiple of it and the rows
 // start on such a group. 16 bytes for bf16 too: with 8-byte groups the forward made as many trips to memory over
-// bf16 logits as over f32 ones, and took as long (H200, 29th session: 645 us for the bench's 16,384 x 32,000 either way).
+// bf16 logits as over f32 ones, and took as long (H200, 29th session: 645 us for the bench's 16,384 x 32,000).
 template <class T> constexpr int kRowVec = int(16 / sizeof(T));
 inline bool is_aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 template <class T> bool row_vec_fits(int64_t V, const void* data) {
@@ -359,7 +360,7 @@ void cross_entropy_fused(const Context& ctx, Tensor loss, Tensor lse, Tensor d_l
     const bool vec = row_vec_fits<T>(V, logits.data);
     const int64_t per_thread = V > 0 ? ((vec ? V / kVec : V) + kFwdThreads - 1) / kFwdThreads : 0;
     // At most 16 groups a thread (64 registers of them), 8 of bf16's 16-byte groups (16 spilled)
-    constexpr int kMaxG = kVec * sizeof(T) == 16 && sizeof(T) == 2 ? 8 : 16;
+    constexpr int kMaxG = sizeof(T) == 2 ? 8 : 16;
     const int max_g = vec ? kMaxG : 16;
     if (per_thread == 0 || per_thread > max_g || (vec && !is_aligned_to(d_logits.data, kVec * sizeof(D)))) {
       cuda::cross_entropy_forward(ctx, loss, lse, logits, targets, ignore_index);
@@ -369,9 +370,11 @@ void cross_entropy_fused(const Context& ctx, Tensor loss, Tensor lse, Tensor d_l
     const int g = per_thread <= 4 ? 4 : per_thread <= 8 ? 8 : 16;  // groups a thread holds
     auto pick = [&](auto vec_c) {
       constexpr int W = decltype(vec_c)::value;
-      if constexpr (W == kVec && kMaxG == 8) return g == 4 ? ce_fused_kernel<T, D, W, 4> : ce_fused_kernel<T, D, W, 8>;
+      if constexpr (W == kVec && kMaxG == 8)
+        return g == 4 ? ce_fused_kernel<T, D, W, 4> : ce_fused_kernel<T, D, W, 8>;
       else
-        return g == 4 ? ce_fused_kernel<T, D, W, 4> : g == 8 ? ce_fused_kernel<T, D, W, 8> : ce_fused_kernel<T, D, W, 16>;
+        return g == 4 ? ce_fused_kernel<T, D, W, 4>
+                      : g == 8 ? ce_fused_kernel<T, D, W, 8> : ce_fused_kernel<T, D, W, 16>;
     };
     auto kernel = vec ? pick(std::integral_constant<int, kVec>{}) : pick(std::integral_constant<int, 1>{});
     // as many blocks as are resident at once (grid-stride beyond): a block's next row loads as soon as it is done
