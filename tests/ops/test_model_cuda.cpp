@@ -153,16 +153,31 @@ std::vector<double> all_biases(Model& m) {
   return out;
 }
 
+// The CPU and GPU models of a comparison: the same random weights and router biases.
+void init_twins(Model& c, Model& g, uint64_t seed) {
+  c.init_random(seed);
+  g.init_random(seed);
+  set_biases(c);
+  set_biases(g);
+}
+
+// Every gradient's values, in the arena's order.
+std::vector<double> all_grads(Model& m) {
+  std::vector<double> v;
+  for (size_t i = 0; i < m.grad_arena().size(); ++i) {
+    const std::vector<double> t = to_host_f64(m.grad_arena()[i]);
+    v.insert(v.end(), t.begin(), t.end());
+  }
+  return v;
+}
+
 // The f32 comparison of one config: forward, backward, loads, AdamW step, bias update, a second forward.
 void check_f32(const std::string& what, const ModelConfig& cfg, int64_t B, int64_t T, ForwardOptions fo,
                uint64_t seed) {
   Context cpu;
   Context gpu = cuda_ctx();
   Model c(cfg, cpu, DType::f32), g(cfg, gpu, DType::f32);
-  c.init_random(seed);
-  g.init_random(seed);
-  set_biases(c);
-  set_biases(g);
+  init_twins(c, g, seed);
   const Batch batch = random_batch(cfg, B, T, seed + 1);
   c.enable_grads();
   g.enable_grads();
@@ -407,10 +422,7 @@ TEST_CASE("model on CUDA, bf16 mixed precision: losses and gradients near the CP
     Context cpu;
     Context gpu = cuda_ctx();
     Model c(cfg, cpu, DType::f32), g(cfg, gpu, DType::bf16);
-    c.init_random(81);
-    g.init_random(81);
-    set_biases(c);
-    set_biases(g);
+    init_twins(c, g, 81);
     CHECK(g.params()[0].dtype == DType::f32);            // master weights
     CHECK(g.compute_weights().embed_tokens.dtype == DType::bf16);
     const Batch batch = random_batch(cfg, B, T, 82);
@@ -461,10 +473,7 @@ TEST_CASE("model on CUDA, bf16 logits: losses and gradients near f32 logits and 
   Context cpu;
   Context gpu = cuda_ctx();
   Model c(cfg, cpu, DType::f32), g(cfg, gpu, DType::bf16);
-  c.init_random(83);
-  g.init_random(83);
-  set_biases(c);
-  set_biases(g);
+  init_twins(c, g, 83);
   const Batch batch = random_batch(cfg, B, T, 84);
   ForwardOptions fo;
   fo.balance_alpha = 1e-3;
@@ -473,14 +482,6 @@ TEST_CASE("model on CUDA, bf16 logits: losses and gradients near f32 logits and 
   c.zero_grads();
   const LossInfo lc = c.forward(batch, fo);
   c.backward();
-  auto grads = [&](Model& m) {
-    std::vector<double> v;
-    for (size_t i = 0; i < m.grad_arena().size(); ++i) {
-      const std::vector<double> t = to_host_f64(m.grad_arena()[i]);
-      v.insert(v.end(), t.begin(), t.end());
-    }
-    return v;
-  };
   std::vector<double> f32_grads;
   double f32_loss = 0;
   for (const bool bf16_logits : {false, true}) {
@@ -499,10 +500,10 @@ TEST_CASE("model on CUDA, bf16 logits: losses and gradients near f32 logits and 
     CHECK(s.global_rel_l2 < 0.1);
     if (!bf16_logits) {
       f32_loss = lg.loss;
-      f32_grads = grads(g);
+      f32_grads = all_grads(g);
       continue;
     }
-    const std::vector<double> v = grads(g);
+    const std::vector<double> v = all_grads(g);
     const double r = rel_l2(v, f32_grads);
     std::printf("model %-34s against f32 logits: loss %.9f / %.9f, gradients rel_l2 %.3e\n", what.c_str(), lg.loss,
                 f32_loss, r);
@@ -607,12 +608,7 @@ TEST_CASE("model on CUDA: loss_grad's fused cross-entropy and defer_loss's late 
         if (defer) m.read_loss(li);
         const double loss = li.loss;
         device_sync();
-        std::vector<double> g;
-        for (size_t i = 0; i < m.grad_arena().size(); ++i) {
-          const std::vector<double> t = to_host_f64(m.grad_arena()[i]);
-          g.insert(g.end(), t.begin(), t.end());
-        }
-        return std::pair{loss, g};
+        return std::pair{loss, all_grads(m)};
       };
       const auto plain = run(false, false);
       for (const bool fused : {true, false}) {
