@@ -205,7 +205,8 @@ __device__ __forceinline__ uint4 pack16(const float (&f)[4]) {
   return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
 }
 
-inline bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+inline bool is_aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+inline bool is_aligned16(const void* p) { return is_aligned_to(p, 16); }
 
 // N consecutive elements of T as one aligned load / store (N * sizeof(T) of 8 or 16 bytes: a vector access).
 template <class T, int N> struct alignas(sizeof(T) * N) Pack {

@@ -25,10 +25,7 @@ constexpr int kFwdThreads = 512;
 // start on such a group. 16 bytes for bf16 too: with 8-byte groups the forward made as many trips to memory over
 // bf16 logits as over f32 ones, and took as long (H200, 29th session: 645 us for the bench's 16,384 x 32,000).
 template <class T> constexpr int kRowVec = int(16 / sizeof(T));
-inline bool is_aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-template <class T> bool row_vec_fits(int64_t V, const void* data) {
-  return V % kRowVec<T> == 0 && is_aligned_to(data, 16);
-}
+template <class T> bool row_vec_fits(int64_t V, const void* data) { return V % kRowVec<T> == 0 && is_aligned16(data); }
 
 // (m, s): s = sum exp(x - m). Merges two partial sums; an empty part has m = -inf and s = 0, or s = NaN when its
 // only logits besides -inf were NaN (lse_add_chunk): added, so that the NaN reaches the row's lse.
