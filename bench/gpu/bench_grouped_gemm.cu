@@ -2,8 +2,8 @@
 // shapes, next to a dense bf16 GEMM of the same FLOPs through our own cuBLASLt path (matmul_forward /
 // matmul_backward), the ceiling to compare with.
 //
-//   ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default] [--section all|train|decode]
-//                         [--decode-samples N]
+//   ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default] [--section all|train|decode|loads]
+//                         [--decode-samples N] [--loads EXPERT_STATS.jsonl]
 //
 // Shapes: E = 32 experts, M = 65,536 permuted rows (16 x 1024 tokens x top-4), gate/up K 1024 -> N 512 and down
 // K 512 -> N 1024; loads uniform (M / E rows each) and skewed (one expert 25 % of the rows, two experts none, the
@@ -14,7 +14,9 @@
 // launches); TFLOP/s counts 2 M K N per launch. "variants all" also times the previous kernels (variant 0) and the
 // other tile configurations of the large-tile kernel, and checks each against variant 0 (max |diff| / max |ref|).
 // The decode section (first; see decode_section) times the forward at decode shapes, M = 4 .. 1024, for the
-// previous skinny kernel and the grouped GEMV. Needs a CUDA GPU; not run by `make test`.
+// previous skinny kernel and the grouped GEMV. --loads (ds-pretrain --expert-stats output) adds the loads section:
+// each layer's last-step load, d_weight at each split setting, and a job-by-job trace of the slowest layer's
+// d_weight (loads_section). Needs a CUDA GPU; not run by `make test`.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -33,6 +35,8 @@
 namespace ds::cuda {
 int grouped_matmul_bench_variant(int variant);  // kernels/grouped_matmul.cu (benchmark hook, returns the previous)
 int grouped_matmul_bench_decode_variant(int variant);  // the same for the decode path (0 default, 1 old, 2, 3)
+int grouped_matmul_test_split_kt(int kt);  // d_weight's split: -1 automatic, 0 off, > 0 chunk length (k-tiles)
+void grouped_matmul_bench_trace(unsigned long long* buf);  // reduce mode's job trace (null: off)
 }
 
 namespace {
@@ -222,6 +226,214 @@ void decode_section(int samples) {
               "M = E = 32)\n");
 }
 
+// Expert loads from ds-pretrain --expert-stats (JSONL: {"step":S,"layer":L,"counts":[...]}): the last step's
+// counts, one vector per layer in file order. Exits with a message on a file it cannot read.
+std::vector<std::pair<int, std::vector<int64_t>>> read_loads(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) {
+    std::fprintf(stderr, "ds-bench-grouped-gemm: error: cannot open %s\n", path.c_str());
+    std::exit(3);
+  }
+  std::vector<std::pair<int, std::vector<int64_t>>> out;
+  long last_step = -1;
+  char line[1 << 16];
+  while (std::fgets(line, sizeof line, f)) {
+    const char* ps = std::strstr(line, "\"step\":");
+    const char* pl = std::strstr(line, "\"layer\":");
+    const char* pc = std::strstr(line, "\"counts\":[");
+    if (!ps || !pl || !pc) continue;
+    const long step = std::strtol(ps + 7, nullptr, 10);
+    const int layer = int(std::strtol(pl + 8, nullptr, 10));
+    if (step != last_step) out.clear(), last_step = step;
+    std::vector<int64_t> c;
+    for (char* q = const_cast<char*>(pc + 10); *q && *q != ']';) {
+      char* end = nullptr;
+      c.push_back(std::strtoll(q, &end, 10));
+      if (end == q) break;
+      q = end;
+      while (*q == ',' || *q == ' ') ++q;
+    }
+    out.emplace_back(layer, std::move(c));
+  }
+  std::fclose(f);
+  if (out.empty()) {
+    std::fprintf(stderr, "ds-bench-grouped-gemm: error: no expert counts in %s\n", path.c_str());
+    std::exit(3);
+  }
+  std::printf("\n== loads from %s, step %ld: %zu layers\n", path.c_str(), last_step, out.size());
+  return out;
+}
+
+// The job trace of one d_weight launch (grouped_matmul_bench_trace): per kind of job (a tile, an empty expert's
+// zeros, a split chunk, a split tile's last chunk) the count and medians of its start (the block's start or its
+// previous job's end, to the k-loop's start), k-loop (us a k-tile) and write-back; the SMs' busy share of the span
+// and when they fall idle.
+void print_job_trace(const std::vector<unsigned long long>& tr, int sms) {
+  constexpr int W = 5;
+  struct J {
+    double t0, t1, t2, t3;
+    int sm, nk, kind;
+  };
+  std::vector<J> js;
+  unsigned long long base = ~0ull;
+  for (size_t i = 0; i + W <= tr.size(); i += W)
+    if (tr[i + 3] != 0) base = std::min(base, tr[i]);
+  for (size_t i = 0; i + W <= tr.size(); i += W) {
+    if (tr[i + 3] == 0) continue;
+    auto us = [&](unsigned long long t) { return double(t - base) * 1e-3; };
+    js.push_back(J{us(tr[i]), us(tr[i + 1]), us(tr[i + 2]), us(tr[i + 3]), int(tr[i + 4] & 0xffff),
+                   int((tr[i + 4] >> 16) & 0xffffffffu), int(tr[i + 4] >> 48)});
+  }
+  if (js.empty()) return;
+  auto med = [](std::vector<double> v) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  double span = 0, busy = 0;
+  std::vector<double> sm_end(size_t(sms), 0.0), sm_busy(size_t(sms), 0.0);
+  for (const J& j : js) {
+    span = std::max(span, j.t3);
+    busy += j.t3 - j.t0;
+    if (j.sm < sms) sm_end[size_t(j.sm)] = std::max(sm_end[size_t(j.sm)], j.t3), sm_busy[size_t(j.sm)] += j.t3 - j.t0;
+  }
+  std::printf("   job trace: %zu jobs, span %.1f us, SMs busy %.0f%% of it\n", js.size(), span,
+              100.0 * busy / (span * sms));
+  const char* kname[4] = {"tile", "zeros", "split chunk", "last chunk"};
+  std::printf("   %-12s %5s %9s %9s %11s %9s %9s %9s\n", "kind", "jobs", "k-tiles", "start us", "k-loop us", "us/k-tile",
+              "wb us", "total us");
+  for (int k = 0; k < 4; ++k) {
+    std::vector<double> st, kl, pk, wb, tot, nk;
+    for (const J& j : js)
+      if (j.kind == k) {
+        st.push_back(j.t1 - j.t0), kl.push_back(j.t2 - j.t1), wb.push_back(j.t3 - j.t2), tot.push_back(j.t3 - j.t0);
+        nk.push_back(j.nk);
+        if (j.nk > 0) pk.push_back((j.t2 - j.t1) / j.nk);
+      }
+    if (!st.empty())
+      std::printf("   %-12s %5zu %9.0f %9.2f %11.2f %9.3f %9.2f %9.2f\n", kname[k], st.size(), med(nk), med(st), med(kl),
+                  med(pk), med(wb), med(tot));
+  }
+  std::vector<double> ends = sm_end, bz = sm_busy;
+  std::sort(ends.begin(), ends.end());
+  std::sort(bz.begin(), bz.end());
+  std::printf("   SMs' last job ends (us): min %.1f, 10%% %.1f, median %.1f, 90%% %.1f, max %.1f; busy per SM: min %.1f, "
+              "median %.1f, max %.1f\n",
+              ends[0], ends[ends.size() / 10], ends[ends.size() / 2], ends[ends.size() * 9 / 10], ends.back(), bz[0],
+              bz[bz.size() / 2], bz.back());
+  // Busy SMs over time, in tenths of the span.
+  std::printf("   busy SMs by tenth of the span:");
+  for (int d = 0; d < 10; ++d) {
+    const double a = span * d / 10, b = span * (d + 1) / 10;
+    double cover = 0;
+    for (const J& j : js) cover += std::max(0.0, std::min(b, j.t3) - std::max(a, j.t0));
+    std::printf(" %.0f", cover / (b - a));
+  }
+  std::printf("\n");
+}
+
+// The training's expert loads (--loads): per layer, d_weight written over (a training step's) at each split setting
+// (automatic, off, chunks of at most 32 .. 128 k-tiles), added onto (automatic) and, for reference, the forward and
+// d_in (rows mode); then the job trace of the slowest layer's d_weight written over at the default setting, and of
+// the uniform load's.
+void loads_section(const std::string& path, int reps, int sms) {
+  const auto loads = read_loads(path);
+  ds::Context ctx;
+  ctx.device = ds::Device{ds::DeviceKind::cuda, 0};
+  cudaStream_t st = nullptr;
+  int64_t Mmax = 0;
+  const int64_t E = int64_t(loads[0].second.size());
+  for (const auto& l : loads) {
+    int64_t m = 0;
+    for (int64_t c : l.second) m += c;
+    Mmax = std::max(Mmax, m);
+  }
+  constexpr int kSettings = 6;
+  const int kts[kSettings] = {-1, 0, 32, 64, 96, 128};
+  for (const auto& sh : {std::pair<const char*, std::pair<int64_t, int64_t>>{"gate/up K1024->N512", {1024, 512}},
+                         {"down K512->N1024", {512, 1024}}}) {
+    const int64_t K = sh.second.first, N = sh.second.second;
+    DevBuf in(size_t(Mmax * K) * 2), w(size_t(E * N * K) * 2), out(size_t(Mmax * N) * 2),
+        d_out(size_t(Mmax * N) * 2), d_in(size_t(Mmax * K) * 2), d_w(size_t(E * N * K) * 4), off(size_t(E + 1) * 8);
+    fill(in, 1, 1.0f);
+    fill(w, 2, 1.0f / std::sqrt(float(K)));
+    fill(d_out, 3, 1.0f);
+    std::printf("\n-- %s, E %lld: ms (d_weight written over, as a training step's, by split setting: automatic, "
+                "off, chunks of at most 32 .. 128 k-tiles; added onto, automatic; forward, d_in for reference)\n",
+                sh.first, (long long)E);
+    std::printf("   %5s %6s %6s %6s | %8s %8s %8s %8s %8s %8s | %8s | %8s %8s\n", "layer", "rows", "max", "empty",
+                "auto", "off", "kt32", "kt64", "kt96", "kt128", "add auto", "fwd", "d_in");
+    float worst = 0;
+    size_t worst_i = 0;
+    for (size_t li = 0; li < loads.size(); ++li) {
+      const auto& cnt = loads[li].second;
+      std::vector<int64_t> h_off(size_t(E + 1), 0);
+      int64_t mx = 0, empty = 0;
+      for (int64_t e = 0; e < E; ++e) {
+        h_off[size_t(e + 1)] = h_off[size_t(e)] + cnt[size_t(e)];
+        mx = std::max(mx, cnt[size_t(e)]);
+        empty += cnt[size_t(e)] == 0;
+      }
+      const int64_t M = h_off[size_t(E)];
+      CK(cudaMemcpy(off.p, h_off.data(), h_off.size() * 8, cudaMemcpyHostToDevice));
+      const ds::Tensor t_in = tensor(in, ds::DType::bf16, {M, K}), t_w = tensor(w, ds::DType::bf16, {E, N, K}),
+                       t_out = tensor(out, ds::DType::bf16, {M, N}), t_dout = tensor(d_out, ds::DType::bf16, {M, N}),
+                       t_din = tensor(d_in, ds::DType::bf16, {M, K}), t_dw = tensor(d_w, ds::DType::f32, {E, N, K}),
+                       t_off = tensor(off, ds::DType::i64, {E + 1});
+      auto dw = [&](ds::Accum acc) {
+        ds::cuda::grouped_matmul_backward(ctx, ds::Tensor{}, t_dw, t_dout, t_in, t_w, t_off, ds::Accum::overwrite,
+                                          acc);
+      };
+      float ms[kSettings];
+      for (int i = 0; i < kSettings; ++i) {
+        const int prev = ds::cuda::grouped_matmul_test_split_kt(kts[i]);
+        ms[i] = time_ms(st, reps, [&] { dw(ds::Accum::overwrite); });
+        ds::cuda::grouped_matmul_test_split_kt(prev);
+      }
+      const float add = time_ms(st, reps, [&] { dw(ds::Accum::add); });
+      const float fwd = time_ms(st, reps, [&] {
+        ds::cuda::grouped_matmul_forward(ctx, t_out, t_in, t_w, t_off, ds::Accum::overwrite, ds::Inputs::fresh);
+      });
+      const float din = time_ms(st, reps, [&] {
+        ds::cuda::grouped_matmul_backward(ctx, t_din, ds::Tensor{}, t_dout, t_in, t_w, t_off, ds::Accum::overwrite);
+      });
+      std::printf("   %5d %6lld %6lld %6lld | %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f | %8.3f | %8.3f %8.3f\n",
+                  loads[li].first, (long long)M, (long long)mx, (long long)empty, ms[0], ms[1], ms[2], ms[3], ms[4],
+                  ms[5], add, fwd, din);
+      if (ms[0] > worst) worst = ms[0], worst_i = li;
+    }
+    // The slowest layer's d_weight, traced (the default split setting), then the uniform load's for comparison.
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<int64_t> h_off(size_t(E + 1), 0);
+      const auto& cnt = loads[worst_i].second;
+      int64_t M = 0;
+      for (int64_t c : cnt) M += c;
+      for (int64_t e = 0; e < E; ++e)
+        h_off[size_t(e + 1)] = h_off[size_t(e)] + (pass == 0 ? cnt[size_t(e)] : M / E + (e < M % E ? 1 : 0));
+      CK(cudaMemcpy(off.p, h_off.data(), h_off.size() * 8, cudaMemcpyHostToDevice));
+      const ds::Tensor t_in = tensor(in, ds::DType::bf16, {M, K}), t_w = tensor(w, ds::DType::bf16, {E, N, K}),
+                       t_dout = tensor(d_out, ds::DType::bf16, {M, N}), t_dw = tensor(d_w, ds::DType::f32, {E, N, K}),
+                       t_off = tensor(off, ds::DType::i64, {E + 1});
+      const size_t words = size_t(1) << 20;
+      DevBuf trace(words * 8);
+      CK(cudaMemset(trace.p, 0, trace.bytes));
+      auto over = [&] {
+        ds::cuda::grouped_matmul_backward(ctx, ds::Tensor{}, t_dw, t_dout, t_in, t_w, t_off, ds::Accum::overwrite,
+                                          ds::Accum::overwrite);
+      };
+      over();
+      ds::cuda::grouped_matmul_bench_trace(static_cast<unsigned long long*>(trace.p));
+      over();
+      ds::cuda::grouped_matmul_bench_trace(nullptr);
+      CK(cudaDeviceSynchronize());
+      std::vector<unsigned long long> h(words);
+      CK(cudaMemcpy(h.data(), trace.p, trace.bytes, cudaMemcpyDeviceToHost));
+      std::printf("   d_weight of layer %d's %s load:\n", loads[worst_i].first, pass == 0 ? "training" : "uniform");
+      print_job_trace(h, sms);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -230,6 +442,7 @@ int main(int argc, char** argv) {
   bool all = true;
   std::string section = "all";
   int dec_samples = 60;
+  std::string loads;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
@@ -237,9 +450,10 @@ int main(int argc, char** argv) {
     else if (a == "--variants" && i + 1 < argc) all = std::string(argv[++i]) == "all";
     else if (a == "--section" && i + 1 < argc) section = argv[++i];
     else if (a == "--decode-samples" && i + 1 < argc) dec_samples = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--loads" && i + 1 < argc) loads = argv[++i];
     else {
       std::fprintf(stderr, "usage: ds-bench-grouped-gemm [--reps N] [--rows M] [--variants all|default] "
-                           "[--section all|train|decode] [--decode-samples N]\n");
+                           "[--section all|train|decode|loads] [--decode-samples N] [--loads EXPERT_STATS.jsonl]\n");
       return 2;
     }
   }
@@ -250,7 +464,9 @@ int main(int argc, char** argv) {
   std::printf("== ds-bench-grouped-gemm on %s (%d SMs), E 32, M %lld, median of %d, default variant %d\n", prop.name,
               prop.multiProcessorCount, (long long)M, reps, def_variant);
   if (section == "all" || section == "decode") decode_section(dec_samples);
-  if (section == "decode") return 0;
+  if (!loads.empty() && (section == "all" || section == "loads"))
+    loads_section(loads, reps, prop.multiProcessorCount);
+  if (section == "decode" || section == "loads") return 0;
   const char* vname[] = {"old (WMMA 64x64 / sync d_weight)", "mma.sync 128x128x32 s4", "mma.sync 128x256x32 s4",
                          "wgmma 128x256x64 s4", "wgmma 128x128x64 s4", "wgmma+TMA 128x256 ws",
                          "wgmma+TMA ws, staged store", "wgmma+TMA ws, staged store+acc",

@@ -414,7 +414,9 @@ __device__ __forceinline__ bool split_count(const GemmArgs& a, const float (&acc
   return is_last;
 }
 // The last chunk's source for reduce_staged_tma: all chunks' sums added in chunk order (its own read back like the
-// others), so the bits do not depend on which chunk finished last.
+// others), so the bits do not depend on which chunk finished last. Two chunks' loads go out together (a chain of one
+// load a chunk paid a round trip to L2 per chunk and column chunk: ~45 us of a 4-chunk tile's write-back against ~6
+// for an unsplit tile's, H200, ds-bench-grouped-gemm --loads; holding more loads in flight spilled registers).
 struct SplitSums {
   const float4* base;  // chunk 0's slot, this thread's first float4
   int64_t stride;      // float4s from one chunk's slot to the next's
@@ -422,9 +424,22 @@ struct SplitSums {
   __device__ __forceinline__ void operator()(int c, float (&v)[16]) const {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      float4 s = __ldcg(base + (4 * c + i) * 128);
-      for (int ch = 1; ch < nchunks; ++ch) {
-        const float4 x = __ldcg(base + ch * stride + (4 * c + i) * 128);
+      const float4* p = base + (4 * c + i) * 128;
+      float4 s = __ldcg(p);
+      int ch = 1;
+      for (; ch + 1 < nchunks; ch += 2) {
+        const float4 x = __ldcg(p + ch * stride), y = __ldcg(p + (ch + 1) * stride);
+        s.x += x.x;
+        s.y += x.y;
+        s.z += x.z;
+        s.w += x.w;
+        s.x += y.x;
+        s.y += y.y;
+        s.z += y.z;
+        s.w += y.w;
+      }
+      if (ch < nchunks) {
+        const float4 x = __ldcg(p + ch * stride);
         s.x += x.x;
         s.y += x.y;
         s.z += x.z;
@@ -438,11 +453,38 @@ struct SplitSums {
   }
 };
 
+// Written over (TMAC, accumulate 0, not DYN): the experts without rows get zeros from the producer warpgroup's idle
+// warps 1-3 of every block, a share of the rows each, beside the products, rather than a job a tile (each ~10 us of
+// an SM for its start and write-back; 256-352 such jobs a d_weight launch at the bench model's loads after a few
+// steps, 16-22 of 32 experts empty). order[nonempty ..]: the empty experts (ranked last).
+__device__ __forceinline__ void zero_empty_experts(const GemmArgs& a, const int* order, int nonempty) {
+  const int64_t rows = int64_t(a.E - nonempty) * a.Md, n4 = a.Nd / 4;
+  const int64_t r0 = rows * blockIdx.x / gridDim.x, r1 = rows * (blockIdx.x + 1) / gridDim.x;
+  const int w = int(threadIdx.x) / 32 - 1, lane = int(threadIdx.x) % 32;
+  float* const C = static_cast<float*>(a.C);
+  for (int64_t r = r0 + w; r < r1; r += 3) {
+    const int64_t q = r / a.Md, row = r - q * a.Md;
+    float4* const dst = reinterpret_cast<float4*>(C + order[nonempty + q] * a.c_estride + row * a.ldc);
+    for (int64_t c = lane; c < n4; c += 32) dst[c] = make_float4(0, 0, 0, 0);
+  }
+}
+
+// The benchmark's job trace (a.job_trace; reduce mode without DYN): kJobTraceWords a job t, the global timer (ns) at
+// its start (the block's, after its wait for the previous kernel, or the block's previous job's end), at the first
+// consumer warpgroup's k-loop start and end and after its write-back, then smid | k-tiles << 16 | kind << 48.
+constexpr int kJobTraceWords = 5;
+enum TraceKind { kTraceTile = 0, kTraceZeros = 1, kTraceChunk = 2, kTraceLastChunk = 3 };
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 // map_a2, map_b2: rows mode with a.k_split, the second product's operands (else copies of map_a, map_b); map_c:
 // TMAC, C as [E Md, Nd] f32 in 64-row x 32-column boxes (else unused); tile_counter: DYN's counter (zero at
 // launch), else null.
 template <bool AKMAJOR, bool BKMAJOR, bool REDUCE, class TC, bool STAGE = false, bool DYN = false, bool TMAC = false,
-          bool SWIGLU = false, bool DSWIGLU = false>
+          bool SWIGLU = false, bool DSWIGLU = false, bool TRACE = false>
 __global__ void __launch_bounds__(kThreads, 1)
     grouped_gemm_tma(GemmArgs a, const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                      const __grid_constant__ CUtensorMap map_a2, const __grid_constant__ CUtensorMap map_b2,
@@ -467,10 +509,29 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr bool kMaxNReg = SWIGLU || DSWIGLU;
 #endif
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
+  static_assert(!TRACE || (REDUCE && !DYN), "the job trace is reduce mode's, a job a block's turn");
 #ifdef DS_WGMMA_TRAP
   (void)tile_counter;
   __trap();
 #else
+  // Written over by TMA stores: the empty experts' zeros by zero_empty_experts (ranked last: needs the ranking;
+  // whole float4s a row)
+  const bool zero_fill = REDUCE && TMAC && !DYN && a.accumulate == 0 && a.Nd % 4 == 0 && a.E <= kMaxLptExperts;
+  int nonempty = a.E;
+  const bool tracing = TRACE && threadIdx.x == 128;
+  unsigned long long trace_t[4] = {tracing ? global_ns() : 0ull, 0ull, 0ull, 0ull};
+  int trace_kind = kTraceTile, trace_nk = 0;
+  int64_t trace_job = -1;
+  auto trace_flush = [&] {  // the job traced so far, ending now
+    if (!tracing || trace_job < 0) return;
+    unsigned smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    unsigned long long* const out = a.job_trace + trace_job * kJobTraceWords;
+    trace_t[3] = global_ns();
+    out[0] = trace_t[0], out[1] = trace_t[1], out[2] = trace_t[2], out[3] = trace_t[3];
+    out[4] = smid | (unsigned long long)(unsigned(trace_nk)) << 16 | (unsigned long long)trace_kind << 48;
+    trace_t[0] = trace_t[3];
+  };
   extern __shared__ __align__(1024) unsigned char tma_smem[];
   __shared__ __align__(8) uint64_t full_bar[kStages], empty_bar[kStages];
   // DYN: the tile ring (numbers, -1 the end) and its barriers
@@ -518,6 +579,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       rows[e] = int(min(n, int64_t(INT32_MAX)));
     }
     split = __syncthreads_or(any_split) != 0;  // (false unless split was)
+    if (zero_fill) {  // the experts with rows (those without are ranked last)
+      int mine = 0;
+      for (int e = threadIdx.x; e < a.E; e += kThreads) mine += rows[e] > 0;
+      int excl;
+      Scan(scan_tmp).ExclusiveSum(mine, excl, nonempty);
+      __syncthreads();  // scan_tmp is reused
+    }
     for (int e = threadIdx.x; e < a.E; e += kThreads) {
       int rank = e;
       if (a.E <= kMaxLptExperts) {
@@ -572,6 +640,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
+  if constexpr (REDUCE) {
+    if (zero_fill) {  // jobs for the experts with rows only; the others' zeros from warps 1-3 of the producer
+      ntiles = int64_t(split ? split_tables(first, a.E).jobs[nonempty] : nonempty) * my * nx;
+      if (threadIdx.x >= 32 && threadIdx.x < 128) zero_empty_experts(a, first, nonempty);
+    }
+  }
   if (int64_t(blockIdx.x) >= ntiles) return;  // uniform: no tile for this block
   auto job = [&](int64_t t) {
     if constexpr (REDUCE) return split ? find_split_job(a, first, split_tables(first, a.E), t, nx, my)
@@ -695,6 +769,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
     wgmma::pin(acc);
     int prev = -1;
+    if (tracing) {
+      trace_flush();
+      trace_job = t, trace_t[1] = global_ns(), trace_nk = j.nk, trace_kind = j.nk == 0 ? kTraceZeros : kTraceTile;
+    }
 #pragma unroll 1
     for (int kt = 0; kt < j.nk; ++kt) {
       mbar_wait(full0 + 8 * slot, phase);
@@ -733,6 +811,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     wgmma::wait<0>();
     wgmma::pin(acc);
+    if (tracing) trace_t[2] = global_ns();
     if (prev >= 0) release(prev);  // the producer refills during the write-back (none: no k-tiles, zeros)
     const int64_t wm0 = j.m0 + cw * 64;
     if constexpr (SWIGLU) {
@@ -763,7 +842,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (split) {  // whole tiles only (the launcher's condition): the last chunk writes back by TMA
         const SplitPlace sp = split_place(a, first, t, my * nx);
         if (sp.slot >= 0) {
+          trace_kind = kTraceChunk;
           if (split_count(a, acc, sp, my * nx, cw, &split_last[cw])) {
+            trace_kind = kTraceLastChunk;
             const int64_t stride = my * nx * 2 * (kSplitSlotFloats / 4);
             reduce_staged_tma(&map_c, SplitSums{split_slot(a, sp, cw) + threadIdx.x % 128, stride, sp.nchunks},
                               int(j.e * a.Md + wm0), int(j.n0), stage_buf + cw * kStageBufBytes, 1 + cw, accum);
@@ -789,6 +870,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if constexpr (TMAC) {
     if (threadIdx.x % 128 == 0) bulk_wait();  // the unit's adds are done before the block ends
   }
+  if constexpr (TRACE) trace_flush();
 #endif
 }
 
