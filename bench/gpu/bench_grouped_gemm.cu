@@ -300,8 +300,8 @@ void print_job_trace(const std::vector<unsigned long long>& tr, int sms) {
   std::printf("   job trace: %zu jobs, span %.1f us, SMs busy %.0f%% of it\n", js.size(), span,
               100.0 * busy / (span * sms));
   const char* kname[4] = {"tile", "zeros", "split chunk", "last chunk"};
-  std::printf("   %-12s %5s %9s %9s %11s %9s %9s %9s\n", "kind", "jobs", "k-tiles", "start us", "k-loop us", "us/k-tile",
-              "wb us", "total us");
+  std::printf("   %-12s %5s %9s %9s %11s %9s %9s %9s\n", "kind", "jobs", "k-tiles", "start us", "k-loop us",
+              "us/k-tile", "wb us", "total us");
   for (int k = 0; k < 4; ++k) {
     std::vector<double> st, kl, pk, wb, tot, nk;
     for (const J& j : js)
@@ -311,14 +311,14 @@ void print_job_trace(const std::vector<unsigned long long>& tr, int sms) {
         if (j.nk > 0) pk.push_back((j.t2 - j.t1) / j.nk);
       }
     if (!st.empty())
-      std::printf("   %-12s %5zu %9.0f %9.2f %11.2f %9.3f %9.2f %9.2f\n", kname[k], st.size(), med(nk), med(st), med(kl),
-                  med(pk), med(wb), med(tot));
+      std::printf("   %-12s %5zu %9.0f %9.2f %11.2f %9.3f %9.2f %9.2f\n", kname[k], st.size(), med(nk), med(st),
+                  med(kl), med(pk), med(wb), med(tot));
   }
   std::vector<double> ends = sm_end, bz = sm_busy;
   std::sort(ends.begin(), ends.end());
   std::sort(bz.begin(), bz.end());
-  std::printf("   SMs' last job ends (us): min %.1f, 10%% %.1f, median %.1f, 90%% %.1f, max %.1f; busy per SM: min %.1f, "
-              "median %.1f, max %.1f\n",
+  std::printf("   SMs' last job ends (us): min %.1f, 10%% %.1f, median %.1f, 90%% %.1f, max %.1f; busy per SM: "
+              "min %.1f, median %.1f, max %.1f\n",
               ends[0], ends[ends.size() / 10], ends[ends.size() / 2], ends[ends.size() * 9 / 10], ends.back(), bz[0],
               bz[bz.size() / 2], bz.back());
   // Busy SMs over time, in tenths of the span.

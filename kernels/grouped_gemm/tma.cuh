@@ -66,8 +66,14 @@
 // store_block took 3.2x its written-over launch, 0.41 vs 0.13 ms, in ds-bench-grouped-gemm). The unit adds in L2 in
 // one f32 rounding, old + sum, so the bits are store_staged's. d_weight 395 -> 531 TFLOP/s (uniform load). Written
 // over (a.accumulate 0: grouped_matmul_backward's Accum::overwrite d_weight, the training step's first backward,
-// variant 9 only), TMA stores instead, and the tiles of experts without rows run too (no k-tiles: zeros), so the
-// step needs no memset of the expert gradients.
+// variant 9 only), TMA stores instead, and the experts without rows get zeros too, so the step needs no memset of
+// the expert gradients: since the 30th session from the producer warpgroup's idle warps 1-3 of every block, a share
+// of rows each, beside the products (zero_empty_experts; before, a job a tile, ~10 us of an SM each, 256-352 jobs a
+// launch at the bench model's loads after a few steps).
+//
+// The loads the bench model's training meets (ds-pretrain --expert-stats, 30th session, step 8): two to four experts
+// of ~16,000 of the 65,536 rows a layer, 0-22 of the 32 empty. ds-bench-grouped-gemm --loads times d_weight on such
+// loads and traces it job by job (the TRACE instantiation, grouped_matmul_bench_trace).
 //
 // The pair (rows mode with a.k_split, grouped_matmul_d_in_pair): the k-tiles run over a first product (A, B;
 // k_split deep, a multiple of the k-tile) and then a second (A2, B2 through map_a2 / map_b2, at k - k_split), both
@@ -100,7 +106,10 @@
 // back as an unsplit tile does (TMA adds, or stores when written over; so only where every tile is whole), then
 // zeroes the counter for the next launch. No block waits on another. H200, 24th session (ds-bench-grouped-gemm, one
 // expert with a quarter of the 65,536 rows): d_weight 0.200 -> 0.152 ms (343 -> ~450 TFLOP/s), the uniform load
-// unchanged (0.134); training +0.6%, within the noise (the side stream's products had filled the idle SMs).
+// unchanged (0.134); training +0.6%, within the noise (the side stream's products had filled the idle SMs). 30th
+// session, at the training's loads: the last chunk's sums took ~45 us of an SM (one L2 round trip a chunk and column
+// chunk; now two chunks' loads at a time: ~22 us), and chunks are an SM's share of the k-tiles long (half before):
+// with the zeros above, 0.156-0.184 -> 0.144-0.167 ms a launch (uniform 0.125), training +2.0%.
 namespace tma {
 
 constexpr int kStages = 4, kThreads = 384, kBM = 128, kBN = 256, kBK = 64;
