@@ -110,11 +110,11 @@ int g_big_variant = [] {
 // the skinny kernel's longer-lived pipelined blocks stream better. At M = E the GEMV still wins on the layer (two
 // gate/up-shaped products, one down). So: at most one row per expert on average.
 int g_decode_variant = 0;
+constexpr int64_t kDecodeRowsPerExpert = 1;
 
 // Where reduce mode's tma:: launches record their jobs (grouped_matmul_bench_trace; null: nowhere, always outside
 // the benchmark).
 unsigned long long* g_job_trace = nullptr;
-constexpr int64_t kDecodeRowsPerExpert = 1;
 
 // Two adjacent output elements (n even) can be stored as one word: even row stride, C aligned to two elements.
 bool aligned_c(const Tensor& c, int64_t ldc) {

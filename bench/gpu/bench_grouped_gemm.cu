@@ -30,6 +30,8 @@
 #include <vector>
 
 #include "bench_util.cuh"
+#include "core/error.h"
+#include "core/jsonl.h"
 #include "kernels/cuda_ops.h"
 
 namespace ds::cuda {
@@ -227,40 +229,25 @@ void decode_section(int samples) {
 }
 
 // Expert loads from ds-pretrain --expert-stats (JSONL: {"step":S,"layer":L,"counts":[...]}): the last step's
-// counts, one vector per layer in file order. Exits with a message on a file it cannot read.
+// counts, one vector per layer in file order. Bad input (no counts, experts' counts that differ between layers or are
+// negative) is an error naming the file and line (ds::Error, exit 3 in main).
 std::vector<std::pair<int, std::vector<int64_t>>> read_loads(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "r");
-  if (!f) {
-    std::fprintf(stderr, "ds-bench-grouped-gemm: error: cannot open %s\n", path.c_str());
-    std::exit(3);
-  }
+  ds::JsonlReader reader(path);
   std::vector<std::pair<int, std::vector<int64_t>>> out;
-  long last_step = -1;
-  char line[1 << 16];
-  while (std::fgets(line, sizeof line, f)) {
-    const char* ps = std::strstr(line, "\"step\":");
-    const char* pl = std::strstr(line, "\"layer\":");
-    const char* pc = std::strstr(line, "\"counts\":[");
-    if (!ps || !pl || !pc) continue;
-    const long step = std::strtol(ps + 7, nullptr, 10);
-    const int layer = int(std::strtol(pl + 8, nullptr, 10));
+  int64_t last_step = -1;
+  while (const ds::JsonlRecord* rec = reader.next()) {
+    const int64_t step = rec->get_int("step");
+    std::vector<int64_t> c = rec->get_int_array("counts");
+    const bool ok = !c.empty() && (out.empty() || step != last_step || c.size() == out[0].second.size()) &&
+                    std::all_of(c.begin(), c.end(), [](int64_t x) { return x >= 0; });
+    if (!ok)
+      ds::throw_bad_input("counts must be a non-empty list of rows per expert, as many for every layer", path,
+                          reader.line_number());
     if (step != last_step) out.clear(), last_step = step;
-    std::vector<int64_t> c;
-    for (char* q = const_cast<char*>(pc + 10); *q && *q != ']';) {
-      char* end = nullptr;
-      c.push_back(std::strtoll(q, &end, 10));
-      if (end == q) break;
-      q = end;
-      while (*q == ',' || *q == ' ') ++q;
-    }
-    out.emplace_back(layer, std::move(c));
+    out.emplace_back(int(rec->get_int("layer")), std::move(c));
   }
-  std::fclose(f);
-  if (out.empty()) {
-    std::fprintf(stderr, "ds-bench-grouped-gemm: error: no expert counts in %s\n", path.c_str());
-    std::exit(3);
-  }
-  std::printf("\n== loads from %s, step %ld: %zu layers\n", path.c_str(), last_step, out.size());
+  if (out.empty()) ds::throw_bad_input("no expert counts", path);
+  std::printf("== loads from %s, step %lld: %zu layers\n", path.c_str(), (long long)last_step, out.size());
   return out;
 }
 
@@ -336,8 +323,7 @@ void print_job_trace(const std::vector<unsigned long long>& tr, int sms) {
 // (automatic, off, chunks of at most 32 .. 128 k-tiles), added onto (automatic) and, for reference, the forward and
 // d_in (rows mode); then the job trace of the slowest layer's d_weight written over at the default setting, and of
 // the uniform load's.
-void loads_section(const std::string& path, int reps, int sms) {
-  const auto loads = read_loads(path);
+void loads_section(const std::vector<std::pair<int, std::vector<int64_t>>>& loads, int reps, int sms) {
   ds::Context ctx;
   ctx.device = ds::Device{ds::DeviceKind::cuda, 0};
   cudaStream_t st = nullptr;
@@ -457,6 +443,15 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  std::vector<std::pair<int, std::vector<int64_t>>> load_counts;  // read first: bad input is an error without a GPU
+  if (!loads.empty()) {
+    try {
+      load_counts = read_loads(loads);
+    } catch (const ds::Error& e) {
+      std::fprintf(stderr, "ds-bench-grouped-gemm: error: %s\n", e.what());
+      return e.exit_code();
+    }
+  }
   cudaDeviceProp prop{};
   if (!first_device("ds-bench-grouped-gemm", prop)) return 77;
   const int def_variant = ds::cuda::grouped_matmul_bench_variant(-1);
@@ -465,7 +460,7 @@ int main(int argc, char** argv) {
               prop.multiProcessorCount, (long long)M, reps, def_variant);
   if (section == "all" || section == "decode") decode_section(dec_samples);
   if (!loads.empty() && (section == "all" || section == "loads"))
-    loads_section(loads, reps, prop.multiProcessorCount);
+    loads_section(load_counts, reps, prop.multiProcessorCount);
   if (section == "decode" || section == "loads") return 0;
   const char* vname[] = {"old (WMMA 64x64 / sync d_weight)", "mma.sync 128x128x32 s4", "mma.sync 128x256x32 s4",
                          "wgmma 128x256x64 s4", "wgmma 128x128x64 s4", "wgmma+TMA 128x256 ws",

@@ -43,8 +43,8 @@ struct GemmArgs {
                              // as chunks of at most this many, their sums added in chunk order (tma:: SPLIT)
   float* split_ws;           // SPLIT: the chunks' partial sums (a slot a chunk, tile and warpgroup)
   unsigned* split_cnt;       // SPLIT: a counter a split expert's tile and warpgroup, zero between launches
-  unsigned long long* job_trace;  // tma:: reduce mode (bench hook, null outside ds-bench-grouped-gemm): per block,
-                                  // kJobTraceWords timestamps and the job's kind (tma::trace_job)
+  unsigned long long* job_trace;  // tma:: reduce mode (bench hook, null outside ds-bench-grouped-gemm): per job,
+                                  // tma::kJobTraceWords words of timestamps, SM and kind (the TRACE instantiation)
 };
 
 __device__ __forceinline__ void expert_rows(const GemmArgs& a, int e, int64_t& r0, int64_t& r1) {

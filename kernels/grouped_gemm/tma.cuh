@@ -422,6 +422,13 @@ __device__ __forceinline__ bool split_count(const GemmArgs& a, const float (&acc
   if (is_last) __threadfence();  // the other chunks' sums, counted before, are read after the count
   return is_last;
 }
+// s += x, element by element.
+__device__ __forceinline__ void add_into(float4& s, const float4& x) {
+  s.x += x.x;
+  s.y += x.y;
+  s.z += x.z;
+  s.w += x.w;
+}
 // The last chunk's source for reduce_staged_tma: all chunks' sums added in chunk order (its own read back like the
 // others), so the bits do not depend on which chunk finished last. Two chunks' loads go out together (a chain of one
 // load a chunk paid a round trip to L2 per chunk and column chunk: ~45 us of a 4-chunk tile's write-back against ~6
@@ -438,22 +445,10 @@ struct SplitSums {
       int ch = 1;
       for (; ch + 1 < nchunks; ch += 2) {
         const float4 x = __ldcg(p + ch * stride), y = __ldcg(p + (ch + 1) * stride);
-        s.x += x.x;
-        s.y += x.y;
-        s.z += x.z;
-        s.w += x.w;
-        s.x += y.x;
-        s.y += y.y;
-        s.z += y.z;
-        s.w += y.w;
+        add_into(s, x);
+        add_into(s, y);
       }
-      if (ch < nchunks) {
-        const float4 x = __ldcg(p + ch * stride);
-        s.x += x.x;
-        s.y += x.y;
-        s.z += x.z;
-        s.w += x.w;
-      }
+      if (ch < nchunks) add_into(s, __ldcg(p + ch * stride));
       v[4 * i] = s.x;
       v[4 * i + 1] = s.y;
       v[4 * i + 2] = s.z;
@@ -518,7 +513,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr bool kMaxNReg = SWIGLU || DSWIGLU;
 #endif
   pdl_enter();  // programmatic dependent launch: wait for the previous kernel (common.cuh)
-  static_assert(!TRACE || (REDUCE && !DYN), "the job trace is reduce mode's, a job a block's turn");
+  static_assert(!TRACE || (REDUCE && !DYN), "the job trace is reduce mode's without DYN (a job t a block's turn)");
 #ifdef DS_WGMMA_TRAP
   (void)tile_counter;
   __trap();
